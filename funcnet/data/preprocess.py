@@ -1,0 +1,166 @@
+"""Splitting and feature scaling: fit statistics on the training set, apply them to others.
+
+All helpers accept NumPy or ``jnp`` arrays and return the same kind. ``standardize`` and
+``normalize`` use no Python branches on values, so they also run inside ``jax.jit``.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from funcnet.data._common import as_key, check_pair
+
+
+def _split_counts(counts: np.ndarray, n_test: int) -> np.ndarray:
+    """Per-class test counts proportional to ``counts`` that sum to ``n_test`` exactly.
+
+    Largest-remainder (Hamilton) rounding, with ties going to the earlier class.
+    """
+    quotas = counts * n_test
+    base, remainder = quotas // counts.sum(), quotas % counts.sum()
+    extra = n_test - int(base.sum())
+    order = np.argsort(-remainder, kind="stable")
+    base[order[:extra]] += 1
+    return base
+
+
+def train_test_split(x, y, *, test_fraction: float = 0.2, key, stratify: bool = False):
+    """Splits ``(x, y)`` into shuffled train and test parts, deterministically from ``key``.
+
+    ``round(test_fraction * N)`` examples go to the test part. With ``stratify``, each class
+    contributes to the test part in proportion to its size (largest-remainder rounding),
+    so class frequencies match in both parts up to one example per class.
+
+    Args:
+      x: examples, shape ``(N, ...)``.
+      y: targets, shape ``(N, ...)``; with ``stratify``, integer class labels ``(N,)``.
+      test_fraction: fraction of examples for the test part, in ``(0, 1)``.
+      key: a JAX PRNG key or an int seed; the same key gives the same split.
+      stratify: keep the class proportions of ``y`` in both parts.
+
+    Returns:
+      ``(x_train, x_test, y_train, y_test)`` (scikit-learn's order), each in shuffled order
+      and of the same kind (NumPy or ``jnp``) as the inputs.
+
+    Raises:
+      ValueError: lengths of ``x`` and ``y`` differ, ``test_fraction`` is outside
+        ``(0, 1)``, either part would be empty, or ``stratify`` with ``y`` not ``(N,)``.
+      TypeError: ``key`` is not a key or int; ``stratify`` with non-integer ``y``.
+    """
+    fn = "train_test_split"
+    n = check_pair(fn, x, y)
+    if not 0.0 < float(test_fraction) < 1.0:
+        raise ValueError(f"{fn}: test_fraction must be in (0, 1), got {test_fraction}")
+    n_test = int(round(float(test_fraction) * n))
+    if not 1 <= n_test <= n - 1:
+        raise ValueError(
+            f"{fn}: test_fraction={test_fraction} of {n} examples gives {n_test} test and "
+            f"{n - n_test} train examples; both parts must be non-empty")
+    perm = np.asarray(jax.random.permutation(as_key(fn, key), n))
+    if not stratify:
+        test_idx, train_idx = perm[:n_test], perm[n_test:]
+    else:
+        labels = np.asarray(y)
+        if labels.ndim != 1:
+            raise ValueError(f"{fn}: stratify needs labels of shape (N,), got y with shape "
+                             f"{labels.shape}")
+        if not np.issubdtype(labels.dtype, np.integer):
+            raise TypeError(f"{fn}: stratify needs integer labels, got y of dtype "
+                            f"{labels.dtype}")
+        shuffled = labels[perm]
+        classes, counts = np.unique(shuffled, return_counts=True)
+        take = _split_counts(counts, n_test)
+        in_test = np.zeros(n, bool)
+        for c, k in zip(classes, take):
+            in_test[np.flatnonzero(shuffled == c)[:k]] = True
+        test_idx, train_idx = perm[in_test], perm[~in_test]
+    return x[train_idx], x[test_idx], y[train_idx], y[test_idx]
+
+
+def _xp(x):
+    return jnp if isinstance(x, jax.Array) else np
+
+
+def _as_float(x):
+    xp = _xp(x)
+    x = xp.asarray(x)
+    return x if xp.issubdtype(x.dtype, xp.floating) else x.astype(np.float32)
+
+
+def _fitted(fn: str, x, a, b, names: tuple[str, str]):
+    """``(a, b)`` cast to ``x``'s dtype, or ``None`` to fit; both or neither must be given."""
+    if (a is None) != (b is None):
+        raise ValueError(f"{fn}: pass both {names[0]} and {names[1]} (to apply fitted "
+                         f"statistics) or neither (to fit them on x)")
+    if a is None:
+        return None
+    xp = _xp(x)
+    return xp.asarray(a, dtype=x.dtype), xp.asarray(b, dtype=x.dtype)
+
+
+def standardize(x, *, mean=None, std=None, axis=0, eps: float = 1e-8):
+    """Standardizes ``x`` to zero mean and unit variance: ``(x - mean) / std``.
+
+    Fit on the training set, then apply the same statistics to the test set::
+
+        x_train, mean, std = standardize(x_train)
+        x_test, _, _ = standardize(x_test, mean=mean, std=std)
+
+    Features whose standard deviation is below ``eps`` (e.g. always-blank pixels) are
+    divided by 1 instead, so they stay finite on new data.
+
+    Args:
+      x: data, e.g. ``(N, D)`` or NHWC; integer data is converted to float32.
+      mean, std: fitted statistics (with ``keepdims`` shape, broadcastable to ``x``), or
+        ``None`` to compute them from ``x``.
+      axis: axis or axes reduced when fitting (default: the example axis 0).
+      eps: threshold below which a standard deviation counts as zero.
+
+    Returns:
+      ``(x_standardized, mean, std)``; ``mean`` and ``std`` keep the reduced axes as size 1.
+
+    Raises:
+      ValueError: only one of ``mean`` and ``std`` is given.
+    """
+    x = _as_float(x)
+    xp = _xp(x)
+    fitted = _fitted("standardize", x, mean, std, ("mean", "std"))
+    if fitted is None:
+        mean = xp.mean(x, axis=axis, keepdims=True)
+        std = xp.std(x, axis=axis, keepdims=True)
+        std = xp.where(std < eps, xp.ones_like(std), std)
+    else:
+        mean, std = fitted
+    return (x - mean) / std, mean, std
+
+
+def normalize(x, *, low=None, high=None, axis=None):
+    """Min-max scales ``x`` to ``[0, 1]``: ``(x - low) / (high - low)``.
+
+    Fit on the training set, then apply the same ``low``/``high`` to the test set (whose
+    values may then fall slightly outside ``[0, 1]``). Where ``high == low`` the divisor is 1.
+
+    Args:
+      x: data; integer data is converted to float32.
+      low, high: fitted minimum and maximum, or ``None`` to compute them from ``x``.
+      axis: axis or axes reduced when fitting; ``None`` (default) uses one global range,
+        as for images; ``0`` scales each feature separately.
+
+    Returns:
+      ``(x_scaled, low, high)``; ``low`` and ``high`` keep the reduced axes as size 1.
+
+    Raises:
+      ValueError: only one of ``low`` and ``high`` is given.
+    """
+    x = _as_float(x)
+    xp = _xp(x)
+    fitted = _fitted("normalize", x, low, high, ("low", "high"))
+    if fitted is None:
+        low = xp.min(x, axis=axis, keepdims=True)
+        high = xp.max(x, axis=axis, keepdims=True)
+    else:
+        low, high = fitted
+    scale = high - low
+    scale = xp.where(scale > 0, scale, xp.ones_like(scale))
+    return (x - low) / scale, low, high

@@ -1,0 +1,129 @@
+"""Sliding-window helpers shared by ``conv`` and ``pool`` (and their reference twins).
+
+Static argument normalization (stride, window, padding) and the two array helpers that
+every windowed backward rule here is built from:
+
+* :func:`window_slices` -- im2col without a gather: the ``KH*KW`` strided slices
+  ``x[:, i : i + s*(OH-1)+1 : s, j : ..., :]`` of the (padded) input, one per window
+  offset ``(i, j)`` in row-major order.
+* :func:`col2im` -- the transpose of :func:`window_slices` composed with the padding:
+  it places each offset's ``(N, OH, OW, C)`` piece back at rows ``i - pad_lo + s*oh``
+  with one ``lax.pad`` (interior padding ``s - 1`` spreads the stride, negative edge
+  padding crops the zero padding away) and sums the pieces. XLA fuses the sum into one
+  loop, so this is the cheap CPU replacement for a transposed convolution.
+"""
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+
+def normalize_pair(fn: str, name: str, value) -> tuple[int, int]:
+    """An int ``k`` or a pair ``(kh, kw)`` of positive ints -> ``(kh, kw)``."""
+    pair = (value, value) if isinstance(value, (int, np.integer)) else value
+    if (not isinstance(pair, (tuple, list)) or len(pair) != 2
+            or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                       for v in pair)):
+        raise TypeError(f"{fn}: {name} must be an int or a pair of ints, got {value!r}")
+    if min(pair) < 1:
+        raise ValueError(f"{fn}: {name} must be positive, got {value!r}")
+    return int(pair[0]), int(pair[1])
+
+
+def normalize_padding(fn: str, padding, in_hw, window, stride):
+    """Padding spec -> ``((lo_h, hi_h), (lo_w, hi_w))`` of non-negative Python ints.
+
+    Accepts an int ``p`` (all four sides), a pair ``(ph, pw)`` (symmetric per spatial
+    dim), a pair of ``(lo, hi)`` pairs, ``'VALID'`` (no padding) or ``'SAME'`` (output
+    size ``ceil(in / stride)``, the extra row/column going to the high side, as in
+    ``lax.padtype_to_pads``).
+    """
+    if isinstance(padding, str):
+        mode = padding.upper()
+        if mode == "VALID":
+            return ((0, 0), (0, 0))
+        if mode == "SAME":
+            pads = lax.padtype_to_pads(tuple(in_hw), tuple(window), tuple(stride), "SAME")
+            return tuple((int(lo), int(hi)) for lo, hi in pads)
+        raise ValueError(f"{fn}: padding must be 'SAME', 'VALID' or ints, got {padding!r}")
+    if isinstance(padding, (int, np.integer)) and not isinstance(padding, bool):
+        pads = ((padding, padding), (padding, padding))
+    elif isinstance(padding, (tuple, list)) and len(padding) == 2:
+        if all(isinstance(p, (int, np.integer)) and not isinstance(p, bool) for p in padding):
+            pads = tuple((p, p) for p in padding)
+        elif all(isinstance(p, (tuple, list)) and len(p) == 2 and all(
+                isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in p)
+                for p in padding):
+            pads = tuple(tuple(p) for p in padding)
+        else:
+            raise TypeError(f"{fn}: padding must be an int, a pair of ints, a pair of "
+                            f"(lo, hi) pairs, 'SAME' or 'VALID', got {padding!r}")
+    else:
+        raise TypeError(f"{fn}: padding must be an int, a pair of ints, a pair of "
+                        f"(lo, hi) pairs, 'SAME' or 'VALID', got {padding!r}")
+    if min(min(p) for p in pads) < 0:
+        raise ValueError(f"{fn}: padding must be non-negative, got {padding!r}")
+    return tuple((int(lo), int(hi)) for lo, hi in pads)
+
+
+def output_hw(fn: str, x_shape, window, stride, pads, what="window") -> tuple[int, int]:
+    """``OH = (H + lo + hi - KH) // s + 1`` per spatial dim; ValueError if < 1."""
+    out = []
+    for size, k, s, (lo, hi) in zip(x_shape[1:3], window, stride, pads):
+        padded = size + lo + hi
+        if padded < k:
+            raise ValueError(
+                f"{fn}: {what} {tuple(window)} is larger than the padded input "
+                f"{(x_shape[1] + sum(pads[0]), x_shape[2] + sum(pads[1]))} of x {tuple(x_shape)}")
+        out.append((padded - k) // s + 1)
+    return tuple(out)
+
+
+def pad_hw(x, pads, value=0.0):
+    """Pad the two spatial axes of an NHWC array with ``value``."""
+    if not any(lo or hi for lo, hi in pads):
+        return x
+    cfg = ((0, 0, 0), (pads[0][0], pads[0][1], 0), (pads[1][0], pads[1][1], 0), (0, 0, 0))
+    return lax.pad(x, jnp.asarray(value, x.dtype), cfg)
+
+
+def window_slices(xp, window, stride, out_hw):
+    """The ``KH*KW`` strided slices of padded ``xp``, row-major over ``(i, j)``.
+
+    Slice ``(i, j)`` has shape ``(N, OH, OW, C)`` and holds ``xp[n, i + s_h*oh,
+    j + s_w*ow, c]``.
+    """
+    (kh, kw), (sh, sw), (oh, ow) = window, stride, out_hw
+    n, _, _, c = xp.shape
+    return [lax.slice(xp, (0, i, j, 0), (n, i + sh * (oh - 1) + 1, j + sw * (ow - 1) + 1, c),
+                      (1, sh, sw, 1))
+            for i in range(kh) for j in range(kw)]
+
+
+def col2im(pieces, window, stride, pads, in_hw):
+    """Transpose of ``window_slices(pad_hw(x, pads), ...)``: sum pieces back into x.
+
+    Args:
+      pieces: ``KH*KW`` arrays ``(N, OH, OW, C)``, row-major over the window offsets.
+      window, stride: ``(KH, KW)``, ``(SH, SW)``.
+      pads: ``((lo_h, hi_h), (lo_w, hi_w))`` padding that was applied to x.
+      in_hw: ``(H, W)`` of the unpadded x.
+
+    Returns:
+      ``(N, H, W, C)``: ``dx[n, h, w, c] = sum over (i, j, oh, ow) with
+      h = i - lo_h + SH*oh, w = j - lo_w + SW*ow of pieces[(i, j)][n, oh, ow, c]``.
+    """
+    (kh, kw), (sh, sw) = window, stride
+    _, oh, ow, _ = pieces[0].shape
+    total = None
+    for idx, piece in enumerate(pieces):
+        i, j = divmod(idx, kw)
+        lo_h, lo_w = i - pads[0][0], j - pads[1][0]
+        cfg = ((0, 0, 0),
+               (lo_h, in_hw[0] - lo_h - sh * (oh - 1) - 1, sh - 1),
+               (lo_w, in_hw[1] - lo_w - sw * (ow - 1) - 1, sw - 1),
+               (0, 0, 0))
+        placed = lax.pad(piece, jnp.zeros((), piece.dtype), cfg)
+        total = placed if total is None else total + placed
+    return total

@@ -1,0 +1,196 @@
+"""Elementwise activations and softmax (notes 002 and 004).
+
+Each op saves the smallest residual its backward rule needs: ReLU a boolean mask,
+sigmoid/tanh/softmax their output, log-softmax its output.
+"""
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from funcnet.ops import _checks
+
+
+@jax.custom_vjp
+def _relu(x):
+    return jnp.maximum(x, jnp.zeros((), x.dtype))
+
+
+def _relu_fwd(x):
+    mask = x > 0
+    return jnp.where(mask, x, jnp.zeros((), x.dtype)), mask
+
+
+def _relu_bwd(mask, g):
+    return (jnp.where(mask, g, jnp.zeros((), g.dtype)),)
+
+
+_relu.defvjp(_relu_fwd, _relu_bwd)
+
+
+def relu(x):
+    """Rectified linear unit ``y = max(x, 0)``.
+
+    Backward: ``dx = dy * [x > 0]``. At the kink ``x = 0`` the derivative is taken as 0
+    (as ``jax.nn.relu`` and most libraries do); note 004 uses 1 there (``x >= 0``), see
+    ``docs/formulas.md``. Residual: a boolean mask of ``x``'s shape (1 byte per element).
+
+    Args:
+      x: floating array of any shape.
+
+    Returns:
+      Array of ``x``'s shape and dtype.
+    """
+    _checks.check_float("relu", "x", x)
+    return _relu(x)
+
+
+@jax.custom_vjp
+def _sigmoid(x):
+    return lax.logistic(x)
+
+
+def _sigmoid_fwd(x):
+    y = lax.logistic(x)
+    return y, y
+
+
+def _sigmoid_bwd(y, g):
+    return (g * y * (1 - y),)
+
+
+_sigmoid.defvjp(_sigmoid_fwd, _sigmoid_bwd)
+
+
+def sigmoid(x):
+    """Logistic sigmoid ``y = 1 / (1 + exp(-x))``, computed without overflow.
+
+    Backward (note 002): ``dx = dy * y * (1 - y)``. Note 004 writes ``f(x)(1 - f(x))^2``,
+    which is wrong; note 002's code ``1 / 1 + np.exp(-x)`` has a precedence bug
+    (see ``docs/formulas.md``). Residual: ``y``. Saturates to exactly 0/1 at large ``|x|``
+    with a zero (not NaN) gradient.
+
+    Args:
+      x: floating array of any shape.
+
+    Returns:
+      Array of ``x``'s shape and dtype, in ``[0, 1]``.
+    """
+    _checks.check_float("sigmoid", "x", x)
+    return _sigmoid(x)
+
+
+@jax.custom_vjp
+def _tanh(x):
+    return jnp.tanh(x)
+
+
+def _tanh_fwd(x):
+    y = jnp.tanh(x)
+    return y, y
+
+
+def _tanh_bwd(y, g):
+    return (g * (1 - y * y),)
+
+
+_tanh.defvjp(_tanh_fwd, _tanh_bwd)
+
+
+def tanh(x):
+    """Hyperbolic tangent. Backward (note 004): ``dx = dy * (1 - y^2)``. Residual: ``y``.
+
+    Args:
+      x: floating array of any shape.
+
+    Returns:
+      Array of ``x``'s shape and dtype, in ``[-1, 1]``.
+    """
+    _checks.check_float("tanh", "x", x)
+    return _tanh(x)
+
+
+def _stable_softmax(x, axis):
+    z = x - lax.stop_gradient(jnp.max(x, axis=axis, keepdims=True))
+    e = jnp.exp(z)
+    return e / jnp.sum(e, axis=axis, keepdims=True)
+
+
+def _stable_log_softmax(x, axis):
+    z = x - lax.stop_gradient(jnp.max(x, axis=axis, keepdims=True))
+    return z - jnp.log(jnp.sum(jnp.exp(z), axis=axis, keepdims=True))
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _softmax(x, axis):
+    return _stable_softmax(x, axis)
+
+
+def _softmax_fwd(x, axis):
+    y = _stable_softmax(x, axis)
+    return y, y
+
+
+def _softmax_bwd(axis, y, g):
+    return (y * (g - jnp.sum(g * y, axis=axis, keepdims=True)),)
+
+
+_softmax.defvjp(_softmax_fwd, _softmax_bwd)
+
+
+def softmax(x, axis: int = -1):
+    """Softmax ``y_k = exp(x_k) / sum_j exp(x_j)`` along ``axis``, shifted by the max.
+
+    Backward: the full Jacobian-vector product ``dx = y * (dy - sum_k dy_k y_k)``
+    (``dy_i/dx_j = y_i (delta_ij - y_j)``). Note 004's derivative ``f(x)(1 - f(x))`` is
+    only the diagonal of that Jacobian, and note 002's code ``np.exp(x)`` overflows for
+    large inputs (see ``docs/formulas.md``). Residual: ``y``.
+
+    Args:
+      x: floating array, rank >= 1.
+      axis: static Python int, the class axis.
+
+    Returns:
+      Array of ``x``'s shape; sums to 1 along ``axis``.
+    """
+    _checks.check_float("softmax", "x", x)
+    _checks.check_min_rank("softmax", "x", x, 1)
+    return _softmax(x, _checks.check_axis("softmax", axis, x.ndim))
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _log_softmax(x, axis):
+    return _stable_log_softmax(x, axis)
+
+
+def _log_softmax_fwd(x, axis):
+    y = _stable_log_softmax(x, axis)
+    return y, y
+
+
+def _log_softmax_bwd(axis, y, g):
+    return (g - jnp.exp(y) * jnp.sum(g, axis=axis, keepdims=True),)
+
+
+_log_softmax.defvjp(_log_softmax_fwd, _log_softmax_bwd)
+
+
+def log_softmax(x, axis: int = -1):
+    """``y = x - logsumexp(x)`` along ``axis``, computed stably.
+
+    Backward: ``dx = dy - softmax(x) * sum_k dy_k``, with ``softmax(x) = exp(y)``.
+    Residual: ``y``.
+
+    Args:
+      x: floating array, rank >= 1.
+      axis: static Python int.
+
+    Returns:
+      Array of ``x``'s shape.
+    """
+    _checks.check_float("log_softmax", "x", x)
+    _checks.check_min_rank("log_softmax", "x", x, 1)
+    return _log_softmax(x, _checks.check_axis("log_softmax", axis, x.ndim))

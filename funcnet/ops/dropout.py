@@ -1,0 +1,82 @@
+"""Inverted dropout primitive whose backward pass regenerates the mask from the key."""
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+
+from funcnet.ops import _checks
+
+
+def check_key(fn: str, key) -> None:
+    """``key`` must be a typed PRNG key (shape ``()``) or a raw ``uint32[2]`` key."""
+    _checks.check_array(fn, "key", key)
+    dtype = jnp.result_type(key) if not hasattr(key, "dtype") else key.dtype
+    if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+        _checks.check_shape(fn, "key", key, (), "one typed PRNG key")
+        return
+    if dtype != jnp.uint32:
+        raise TypeError(f"{fn}: key must be a PRNG key (jax.random.key or PRNGKey), got "
+                        f"dtype {dtype} with shape {_checks.shape_of(key)}")
+    _checks.check_shape(fn, "key", key, (2,), "a raw uint32 PRNGKey")
+
+
+def keep_mask(key, rate: float, shape):
+    """Boolean keep mask, ``P(keep) = 1 - rate``; a pure function of ``key``."""
+    return jax.random.bernoulli(key, 1.0 - rate, shape)
+
+
+def _apply_mask(x, key, rate):
+    return jnp.where(keep_mask(key, rate, x.shape), x / (1.0 - rate), jnp.zeros((), x.dtype))
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _dropout(x, rate, key):
+    return _apply_mask(x, key, rate)
+
+
+def _dropout_fwd(x, rate, key):
+    return _apply_mask(x, key, rate), key
+
+
+def _dropout_bwd(rate, key, dy):
+    return _apply_mask(dy, key, rate), None
+
+
+_dropout.defvjp(_dropout_fwd, _dropout_bwd)
+
+
+def dropout(x, rate, key):
+    """Inverted dropout: zero each element with probability ``rate``, scale the rest.
+
+    Forward: ``m ~ Bernoulli(1 - rate)`` elementwise from ``key``;
+    ``y = x * m / (1 - rate)``, so ``E[y] = x`` and no rescaling is needed at test time.
+    Backward: ``dx = dy * m / (1 - rate)``; the mask is REGENERATED from ``key`` (the
+    residual is the key alone, not an ``x``-sized mask). ``key`` gets a ``None`` cotangent.
+    ``rate == 0`` returns ``x`` unchanged (identity, gradient 1).
+
+    Args:
+      x: floating array of any shape.
+      rate: drop probability, a Python float in ``[0, 1)``. Static.
+      key: a typed key (``jax.random.key``) or raw ``uint32[2]`` (``jax.random.PRNGKey``).
+        The same key gives the same mask.
+
+    Returns:
+      Array of ``x``'s shape and dtype.
+
+    Raises:
+      ValueError: ``rate`` outside ``[0, 1)``; key of the wrong shape.
+      TypeError: ``rate`` not a Python number; non-floating ``x``; key not a PRNG key.
+
+    References:
+      Srivastava et al., "Dropout: A Simple Way to Prevent Neural Networks from
+      Overfitting", JMLR 2014, https://jmlr.org/papers/v15/srivastava14a.html.
+      See ``docs/parts/conv_pool_rnn_dropout.md``.
+    """
+    rate = _checks.check_static_float("dropout", "rate", rate, low=0.0, high=1.0)
+    _checks.check_float("dropout", "x", x)
+    check_key("dropout", key)
+    if rate == 0.0:
+        return x
+    return _dropout(x, rate, key)

@@ -1,0 +1,26 @@
+"""Plain-JAX twin of :func:`funcnet.ops.conv2d` (autodiff through ``lax.conv_general_dilated``).
+
+Same name, signature, checks and forward numbers as the custom-VJP op; gradients come
+from JAX's own transpose rules, so it also supports forward mode (``jax.jvp``).
+"""
+from __future__ import annotations
+
+from jax import lax
+
+from funcnet.ops.conv import check_conv2d_args
+
+
+def conv2d(x, w, b=None, stride=1, padding=0):
+    """Reference 2-D cross-correlation, NHWC / HWIO; see :func:`funcnet.ops.conv2d`.
+
+    Args:
+      x: ``(N, H, W, Cin)``; w: ``(KH, KW, Cin, Cout)``; b: ``(Cout,)`` or ``None``.
+      stride, padding: as in :func:`funcnet.ops.conv2d`.
+
+    Returns:
+      ``(N, OH, OW, Cout)``.
+    """
+    stride, pads = check_conv2d_args("conv2d", x, w, b, stride, padding)
+    y = lax.conv_general_dilated(x, w, stride, pads,
+                                 dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return y if b is None else y + b[None, None, None, :]

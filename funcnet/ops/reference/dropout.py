@@ -1,0 +1,25 @@
+"""Plain-JAX twin of :func:`funcnet.ops.dropout` (same mask for the same key)."""
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from funcnet.ops import _checks
+from funcnet.ops.dropout import check_key, keep_mask
+
+
+def dropout(x, rate, key):
+    """Reference inverted dropout ``y = x * m / (1 - rate)``, ``m ~ Bernoulli(1 - rate)``.
+
+    Args:
+      x: floating array; rate: Python float in ``[0, 1)``; key: PRNG key.
+
+    Returns:
+      Array of ``x``'s shape and dtype; ``x`` itself when ``rate == 0``.
+    """
+    rate = _checks.check_static_float("dropout", "rate", rate, low=0.0, high=1.0)
+    _checks.check_float("dropout", "x", x)
+    check_key("dropout", key)
+    if rate == 0.0:
+        return x
+    m = keep_mask(key, rate, x.shape)
+    return jnp.where(m, x, jnp.zeros((), x.dtype)) / (1.0 - rate)

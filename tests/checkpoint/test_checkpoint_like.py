@@ -1,0 +1,89 @@
+"""restore(like=...) rejects every kind of mismatch, naming the first differing path."""
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from funcnet import checkpoint
+from funcnet.checkpoint import CheckpointError
+
+
+class MomentumState(NamedTuple):
+    count: jax.Array
+    trace: dict
+
+
+class OtherState(NamedTuple):
+    count: jax.Array
+    trace: dict
+
+
+def saved_tree():
+    return {
+        "params": {"dense_0": {"w": np.zeros((784, 100), np.float32),
+                               "b": np.zeros(100, np.float32)}},
+        "opt": MomentumState(np.int32(0), {"w": np.zeros(3)}),
+        "layers": [None, (1, 2.0)],
+        "key": jax.random.key(0),
+    }
+
+
+def edit(path_fn):
+    tree = saved_tree()
+    path_fn(tree)
+    return tree
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda t: t["params"]["dense_0"].update(w=np.zeros((784, 50), np.float32)),
+     r"params\['dense_0'\]\['w'\]: file has shape \(784, 100\), like has \(784, 50\)"),
+    (lambda t: t["params"]["dense_0"].update(b=jax.ShapeDtypeStruct((100,), jnp.float64)),
+     r"params\['dense_0'\]\['b'\]: file has dtype float32, like has float64"),
+    (lambda t: t["params"].update(dense_1={}),
+     r"params: file has keys \['dense_0'\], like has \['dense_0', 'dense_1'\]"),
+    (lambda t: t.pop("key"),
+     r"<root>: file has keys \['key', 'layers', 'opt', 'params'\], like has \['layers'"),
+    (lambda t: t.update(opt=OtherState(np.int32(0), {"w": np.zeros(3)})),
+     r"opt: file has NamedTuple MomentumState\('count', 'trace'\), like has NamedTuple "
+     r"OtherState"),
+    (lambda t: t.update(opt=(np.int32(0), {"w": np.zeros(3)})),
+     r"opt: file has NamedTuple MomentumState.*, like has a tuple of length 2"),
+    (lambda t: t.update(opt=MomentumState(np.int64(0), {"w": np.zeros(3)})),
+     r"opt.count: file has dtype int32, like has int64"),
+    (lambda t: t.update(layers=[None, (1, 2.0), None]),
+     r"layers: file has a list of length 2, like has a list of length 3"),
+    (lambda t: t.update(layers=(None, (1, 2.0))),
+     r"layers: file has a list, like has a tuple of length 2"),
+    (lambda t: t.update(layers=[np.zeros(()), (1, 2.0)]),
+     r"layers\[0\]: file has None, like has an array of shape \(\)"),
+    (lambda t: t.update(layers=[None, (1.0, 2.0)]),
+     r"layers\[1\]\[0\]: file has an int, like has a float"),
+    (lambda t: t.update(key=jax.random.key(0, impl="rbg")),
+     r"key: file has dtype key<fry>, like has key<rbg>"),
+    (lambda t: t.update(key=jax.random.PRNGKey(0)),
+     r"key: file has shape \(\), like has \(2,\)"),
+    (lambda t: t["opt"].trace.update(w={"deeper": np.zeros(3)}),
+     r"opt.trace\['w'\]: file has an array of shape \(3,\), like has a dict"),
+])
+def test_mismatch_names_first_path(tmp_path, change, match):
+    path = tmp_path / "c.npz"
+    checkpoint.save(path, saved_tree())
+    with pytest.raises(CheckpointError, match=match) as info:
+        checkpoint.restore(path, like=edit(change))
+    assert str(path) in str(info.value)
+    assert isinstance(info.value, ValueError)
+
+
+def test_matching_like_restores(tmp_path):
+    checkpoint.save(tmp_path / "c.npz", saved_tree())
+    out = checkpoint.restore(tmp_path / "c.npz", like=saved_tree())
+    assert out["params"]["dense_0"]["w"].shape == (784, 100)
+    assert type(out["opt"]) is MomentumState and out["layers"] == [None, (1, 2.0)]
+
+
+def test_like_with_unsupported_node(tmp_path):
+    checkpoint.save(tmp_path / "c.npz", {"a": 1})
+    with pytest.raises(TypeError, match="like has unsupported type object at a"):
+        checkpoint.restore(tmp_path / "c.npz", like={"a": object()})

@@ -1,0 +1,107 @@
+"""batches (iterator) and epoch_batches (stacked for lax.scan)."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from funcnet.data import batches, epoch_batches
+
+
+def data(n=10):
+    return np.arange(n * 2, dtype=np.float32).reshape(n, 2), np.arange(n, dtype=np.int32)
+
+
+@pytest.mark.parametrize("drop_last, sizes", [(True, [4, 4]), (False, [4, 4, 2])])
+def test_batches_in_order(drop_last, sizes):
+    x, y = data()
+    out = list(batches(x, y, 4, drop_last=drop_last))
+    assert [len(b[1]) for b in out] == sizes
+    np.testing.assert_array_equal(np.concatenate([b[1] for b in out]), y[:sum(sizes)])
+    for xb, yb in out:
+        np.testing.assert_array_equal(xb[:, 0] / 2, yb)
+        assert isinstance(xb, np.ndarray)
+
+
+@pytest.mark.parametrize("key", [1, jax.random.PRNGKey(1), jax.random.key(1)])
+def test_batches_shuffled_deterministically(key):
+    x, y = data()
+    out = list(batches(x, y, 5, key=key))
+    seen = np.concatenate([b[1] for b in out])
+    np.testing.assert_array_equal(np.sort(seen), y)
+    assert not np.array_equal(seen, y)
+    again = np.concatenate([b[1] for b in batches(x, y, 5, key=key)])
+    np.testing.assert_array_equal(seen, again)
+    expected = np.asarray(jax.random.permutation(key if not isinstance(key, int)
+                                                 else jax.random.PRNGKey(key), 10))
+    np.testing.assert_array_equal(seen, expected)
+
+
+def test_batches_jnp_in_jnp_out():
+    x, y = data()
+    xb, yb = next(batches(jnp.asarray(x), jnp.asarray(y), 3, key=0))
+    assert isinstance(xb, jax.Array) and xb.shape == (3, 2) and yb.shape == (3,)
+
+
+@pytest.mark.parametrize("fn", [
+    lambda x, y, b: batches(x, y, b),  # checked eagerly, before the first next()
+    lambda x, y, b: epoch_batches(x, y, b, jax.random.PRNGKey(0)),
+])
+@pytest.mark.parametrize("batch_size", [0, -1, 11])
+def test_bad_batch_size(fn, batch_size):
+    x, y = data()
+    with pytest.raises(ValueError, match=rf"batch_size must be in \[1, 10\].*got {batch_size}"):
+        fn(x, y, batch_size)
+
+
+@pytest.mark.parametrize("fn", [batches, lambda x, y, b: epoch_batches(x, y, b, 0)])
+def test_length_mismatch(fn):
+    with pytest.raises(ValueError, match=r"x has shape \(10, 2\) and y has shape \(9,\)"):
+        fn(np.zeros((10, 2)), np.zeros(9), 2)
+
+
+def test_batch_size_must_be_int():
+    x, y = data()
+    with pytest.raises(TypeError, match="batch_size must be a Python int"):
+        batches(x, y, 2.0)
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 10])
+def test_epoch_batches_shapes_and_contents(batch_size):
+    x, y = data()
+    key = jax.random.PRNGKey(4)
+    xb, yb = epoch_batches(x, y, batch_size, key)
+    nb = 10 // batch_size
+    assert xb.shape == (nb, batch_size, 2) and yb.shape == (nb, batch_size)
+    idx = np.asarray(jax.random.permutation(key, 10))[:nb * batch_size]
+    np.testing.assert_array_equal(yb.reshape(-1), y[idx])
+    np.testing.assert_array_equal(xb.reshape(-1, 2), x[idx])
+
+
+def test_epoch_batches_under_jit_with_scan():
+    x, y = data()
+
+    @jax.jit
+    def epoch_sum(x, y, key):
+        xb, yb = epoch_batches(x, y, 3, key)
+
+        def step(total, batch):
+            bx, by = batch
+            return total + jnp.sum(by, dtype=jnp.int32), jnp.sum(bx)
+
+        return jax.lax.scan(step, jnp.zeros((), jnp.int32), (xb, yb))
+
+    key = jax.random.PRNGKey(5)
+    total, per_batch = epoch_sum(jnp.asarray(x), jnp.asarray(y), key)
+    xb, yb = epoch_batches(x, y, 3, key)
+    assert per_batch.shape == (3,)
+    assert int(total) == int(np.sum(yb))
+    np.testing.assert_allclose(per_batch, np.sum(np.asarray(xb), axis=(1, 2)))
+    # a new key gives a new permutation without recompiling
+    epoch_sum(jnp.asarray(x), jnp.asarray(y), jax.random.PRNGKey(6))
+    assert epoch_sum._cache_size() == 1
+
+
+def test_epoch_batches_traced_batch_size_rejected():
+    x, y = data()
+    with pytest.raises(TypeError, match="batch_size must be a Python int"):
+        jax.jit(epoch_batches)(x, y, 2, jax.random.PRNGKey(0))

@@ -1,0 +1,117 @@
+"""train_test_split, standardize and normalize."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from funcnet.data import normalize, standardize, train_test_split
+
+
+def data(n=50, classes=5):
+    x = np.arange(n * 3, dtype=np.float32).reshape(n, 3)
+    y = (np.arange(n) % classes).astype(np.int32)
+    return x, y
+
+
+@pytest.mark.parametrize("key", [0, jax.random.PRNGKey(3), jax.random.key(3)])
+def test_split_is_a_deterministic_partition(key):
+    x, y = data()
+    xtr, xte, ytr, yte = train_test_split(x, y, test_fraction=0.2, key=key)
+    assert xtr.shape == (40, 3) and xte.shape == (10, 3)
+    rows = np.concatenate([xtr[:, 0], xte[:, 0]]) / 3
+    np.testing.assert_array_equal(np.sort(rows), np.arange(50))
+    np.testing.assert_array_equal(ytr, y[(xtr[:, 0] / 3).astype(int)])
+    again = train_test_split(x, y, test_fraction=0.2, key=key)
+    for a, b in zip((xtr, xte, ytr, yte), again):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(xtr[:, 0], np.sort(xtr[:, 0]))  # shuffled
+
+
+def test_split_depends_on_key():
+    x, y = data()
+    a = train_test_split(x, y, key=0)[1]
+    b = train_test_split(x, y, key=1)[1]
+    assert not np.array_equal(a, b)
+
+
+def test_split_jnp_in_jnp_out():
+    x, y = data()
+    parts = train_test_split(jnp.asarray(x), jnp.asarray(y), key=0)
+    assert all(isinstance(p, jax.Array) for p in parts)
+    np.testing.assert_array_equal(parts[1], train_test_split(x, y, key=0)[1])
+
+
+@pytest.mark.parametrize("seed, fraction", [(0, 0.2), (1, 0.3), (2, 0.5)])
+def test_stratified_keeps_class_proportions(seed, fraction):
+    n = 50  # one size, so jax.random.permutation compiles once for the whole file
+    rng = np.random.default_rng(seed)
+    y = rng.choice(4, size=n, p=[0.5, 0.3, 0.15, 0.05]).astype(np.int32)
+    x = np.arange(n)
+    xtr, xte, ytr, yte = train_test_split(x, y, test_fraction=fraction, key=7, stratify=True)
+    assert len(xte) == round(fraction * n)
+    np.testing.assert_array_equal(np.sort(np.concatenate([xtr, xte])), x)
+    expected = fraction * np.bincount(y, minlength=4)
+    assert np.all(np.abs(np.bincount(yte, minlength=4) - expected) < 1.0)
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(test_fraction=0.0), ValueError, r"test_fraction must be in \(0, 1\), got 0.0"),
+    (dict(test_fraction=1.0), ValueError, "test_fraction must be in"),
+    (dict(test_fraction=0.01), ValueError, "gives 0 test and 50 train"),
+    (dict(key="seed"), TypeError, "key must be a JAX PRNG key"),
+])
+def test_split_rejects_bad_arguments(kwargs, error, match):
+    x, y = data()
+    with pytest.raises(error, match=match):
+        train_test_split(x, y, **{"key": 0, **kwargs})
+
+
+def test_split_length_mismatch_names_shapes():
+    with pytest.raises(ValueError, match=r"x has shape \(50, 3\) and y has shape \(49,\)"):
+        train_test_split(np.zeros((50, 3)), np.zeros(49), key=0)
+
+
+def test_stratify_needs_int_labels():
+    with pytest.raises(TypeError, match="integer labels"):
+        train_test_split(np.zeros((10, 2)), np.zeros(10), key=0, stratify=True)
+    with pytest.raises(ValueError, match=r"labels of shape \(N,\)"):
+        train_test_split(np.zeros((10, 2)), np.zeros((10, 2), int), key=0, stratify=True)
+
+
+@pytest.mark.parametrize("use_jit", [False, True])
+def test_standardize_fit_then_apply(use_jit):
+    rng = np.random.default_rng(0)
+    train = rng.normal(3.0, 2.0, (200, 4))
+    train[:, 2] = 5.0  # constant feature
+    test = rng.normal(3.0, 2.0, (20, 4))
+    fn = jax.jit(standardize) if use_jit else standardize
+    arg = jnp.asarray(train) if use_jit else train
+    z, mean, std = fn(arg)
+    assert mean.shape == std.shape == (1, 4)
+    np.testing.assert_allclose(np.mean(z, 0), 0, atol=1e-12)
+    np.testing.assert_allclose(np.std(z, 0), [1, 1, 0, 1], atol=1e-12)
+    assert float(std[0, 2]) == 1.0
+    zt, m2, s2 = standardize(test, mean=mean, std=std)
+    np.testing.assert_allclose(zt, (test - np.asarray(mean)) / np.asarray(std))
+    assert np.all(np.isfinite(zt))
+    np.testing.assert_array_equal(m2, mean)
+
+
+def test_standardize_integer_input_and_partial_stats():
+    z, mean, _ = standardize(np.array([[0], [2]], np.uint8))
+    assert z.dtype == np.float32 and mean.tolist() == [[1.0]]
+    with pytest.raises(ValueError, match="pass both mean and std"):
+        standardize(np.zeros((2, 2)), mean=np.zeros((1, 2)))
+
+
+def test_normalize_global_and_per_feature():
+    x = np.array([[0.0, 10.0], [5.0, 10.0], [10.0, 10.0]])
+    y, low, high = normalize(x)
+    assert low.shape == (1, 1) and float(low[0, 0]) == 0.0 and float(high[0, 0]) == 10.0
+    np.testing.assert_allclose(y, x / 10)
+    y, low, high = normalize(x, axis=0)
+    np.testing.assert_allclose(y, [[0, 0], [0.5, 0], [1, 0]])  # constant column -> 0
+    yt, _, _ = normalize(np.array([[20.0, 11.0]]), low=low, high=high)
+    np.testing.assert_allclose(yt, [[2.0, 1.0]])
+    with pytest.raises(ValueError, match="pass both low and high"):
+        normalize(x, high=high)

@@ -1,0 +1,61 @@
+"""Random float64 inputs for the core ops, shared by the core-op test modules."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def normal(seed, shape, scale=1.0, dtype=jnp.float64):
+    return jnp.asarray(np.random.default_rng(seed).normal(size=shape) * scale, dtype)
+
+
+def uniform(seed, shape, low, high, dtype=jnp.float64):
+    return jnp.asarray(np.random.default_rng(seed).uniform(low, high, size=shape), dtype)
+
+
+def labels(seed, shape, num_classes):
+    return jnp.asarray(np.random.default_rng(seed).integers(0, num_classes, size=shape), jnp.int32)
+
+
+def probs(seed, shape):
+    return jax.nn.softmax(normal(seed, shape), axis=-1)
+
+
+# (id, op name, args factory): every op is checked against its reference twin.
+CORE_CASES = [
+    ("matmul_2d", "matmul", lambda: (normal(0, (5, 4)), normal(1, (4, 3)))),
+    ("matmul_3d", "matmul", lambda: (normal(2, (2, 3, 4)), normal(3, (4, 6)))),
+    ("matmul_1row", "matmul", lambda: (normal(4, (1, 7)), normal(5, (7, 2)))),
+    ("affine_2d", "affine", lambda: (normal(6, (5, 4)), normal(7, (4, 3)), normal(8, (3,)))),
+    ("affine_4d", "affine", lambda: (normal(9, (2, 3, 2, 4)), normal(10, (4, 5)), normal(11, (5,)))),
+    ("affine_vector", "affine", lambda: (normal(12, (4,)), normal(13, (4, 3)), normal(14, (3,)))),
+    ("relu", "relu", lambda: (normal(15, (4, 6)),)),
+    ("sigmoid", "sigmoid", lambda: (normal(16, (4, 6), 3.0),)),
+    ("tanh", "tanh", lambda: (normal(17, (4, 6), 2.0),)),
+    ("softmax", "softmax", lambda: (normal(18, (4, 6), 3.0),)),
+    ("softmax_rank3", "softmax", lambda: (normal(19, (2, 3, 5)),)),
+    ("log_softmax", "log_softmax", lambda: (normal(20, (4, 6), 3.0),)),
+    ("sce_index", "softmax_cross_entropy", lambda: (normal(21, (6, 5), 2.0), labels(22, (6,), 5))),
+    ("sce_probs", "softmax_cross_entropy", lambda: (normal(23, (6, 5), 2.0), probs(24, (6, 5)))),
+    ("sce_unnormalised", "softmax_cross_entropy",
+     lambda: (normal(25, (3, 4)), uniform(26, (3, 4), 0.0, 1.0))),
+    ("sce_batch1", "softmax_cross_entropy", lambda: (normal(27, (1, 5)), labels(28, (1,), 5))),
+    ("sce_seq", "softmax_cross_entropy", lambda: (normal(29, (3, 2, 4)), labels(30, (3, 2), 4))),
+    ("ce_index", "cross_entropy", lambda: (probs(31, (6, 5)), labels(32, (6,), 5))),
+    ("ce_probs", "cross_entropy", lambda: (probs(33, (6, 5)), probs(34, (6, 5)))),
+    ("bce", "binary_cross_entropy", lambda: (uniform(35, (5, 3), 0.05, 0.95),
+                                             uniform(36, (5, 3), 0.0, 1.0))),
+    ("sigmoid_bce", "sigmoid_binary_cross_entropy",
+     lambda: (normal(37, (5, 3), 3.0), uniform(38, (5, 3), 0.0, 1.0))),
+    ("mse", "mean_squared_error", lambda: (normal(39, (5, 3)), normal(40, (5, 3)))),
+    ("hinge", "multiclass_hinge", lambda: (normal(41, (8, 5)), labels(42, (8,), 5))),
+    ("hinge_margin", "multiclass_hinge",
+     lambda: (normal(43, (8, 5)), labels(44, (8,), 5), jnp.asarray(0.5, jnp.float64))),
+    ("l2", "l2_penalty", lambda: ({"w": normal(45, (3, 4)), "b": (normal(46, (4,)),)},
+                                  jnp.asarray(0.1, jnp.float64))),
+    ("batch_norm_2d", "batch_norm", lambda: (normal(47, (6, 4), 2.0), normal(48, (4,)),
+                                             normal(49, (4,)))),
+    ("batch_norm_nhwc", "batch_norm", lambda: (normal(50, (2, 3, 3, 4)), normal(51, (4,)),
+                                               normal(52, (4,)))),
+    ("batch_norm_batch2", "batch_norm", lambda: (normal(53, (2, 3)), normal(54, (3,)),
+                                                 normal(55, (3,)))),
+]
