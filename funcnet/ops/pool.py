@@ -82,7 +82,7 @@ def _max_pool_fwd_impl(x, geom):
         xb = _blocks(x, geom)
         y = jnp.max(xb, axis=(2, 4))
         k = geom[0][0] * geom[0][1]
-        hit = xb == y[:, :, None, :, None, :]
+        hit = (xb == y[:, :, None, :, None, :]) | jnp.isnan(xb)
         idx = jnp.min(jnp.where(hit, _offsets(geom), k), axis=(2, 4))
         return y, idx.astype(_index_dtype(geom))
     window, stride, pads, _ = geom
@@ -91,7 +91,8 @@ def _max_pool_fwd_impl(x, geom):
                                    _window.output_hw("max_pool2d", x.shape, window, stride, pads))
     y, idx = slices[0], jnp.zeros(slices[0].shape, _index_dtype(geom))
     for k, s in enumerate(slices[1:], start=1):
-        better = s > y                       # strict: the earliest offset wins ties
+        # strict '>': the earliest offset wins ties; the first NaN wins, as in jnp.max
+        better = (s > y) | (jnp.isnan(s) & ~jnp.isnan(y))
         y = jnp.where(better, s, y)
         idx = jnp.where(better, jnp.asarray(k, idx.dtype), idx)
     return y, idx
@@ -103,8 +104,7 @@ def _max_pool2d(x, geom):
 
 
 def _max_pool2d_fwd(x, geom):
-    y, idx = _max_pool_fwd_impl(x, geom)
-    return y, idx
+    return _max_pool_fwd_impl(x, geom)          # (y, residual idx)
 
 
 def _max_pool2d_bwd(geom, idx, dy):
@@ -130,7 +130,8 @@ def max_pool2d(x, window=2, stride=None, padding=0):
     ``(i*, j*)`` of its window: ``dx[n, sh*oh + i* - lo_h, sw*ow + j* - lo_w, c] +=
     dy[n, oh, ow, c]`` (overlapping windows add up). Ties: the FIRST maximum in row-major
     window order (smallest ``i``, then smallest ``j``) gets the gradient. JAX's own
-    gradient of ``lax.reduce_window`` may choose another element at ties.
+    gradient of ``lax.reduce_window`` may choose another element at ties. A NaN in a
+    window propagates to ``y`` (as ``jnp.max``) and its first NaN gets the gradient.
 
     Residuals: only the argmax offset ``i*KW + j`` per output, ``(N, OH, OW, C)`` int8
     (int32 for windows of more than 127 elements).
