@@ -58,12 +58,12 @@ def numerical_grad(f: Callable, x, eps: float = 1e-6, *, chunk: int = 256):
     return unravel(jnp.asarray(out, flat.dtype))
 
 
-def _random_like(key, tree):
-    leaves, treedef = jax.tree_util.tree_flatten(tree)
-    keys = jax.random.split(key, max(len(leaves), 1))
-    out = [jax.random.normal(k, l.shape, l.dtype) if _is_float(l)
-           else np.zeros(l.shape, jax.dtypes.float0) for k, l in zip(keys, leaves)]
-    return jax.tree_util.tree_unflatten(treedef, out)
+def _random_like(seed, tree):
+    """A standard-normal cotangent like ``tree`` (NumPy RNG: no compilation per shape)."""
+    rng = np.random.default_rng(seed)
+    return jax.tree_util.tree_map(
+        lambda l: jnp.asarray(rng.standard_normal(l.shape), l.dtype) if _is_float(l)
+        else np.zeros(l.shape, jax.dtypes.float0), tree)
 
 
 def _vdot(a, b):
@@ -94,9 +94,9 @@ def assert_close(actual, expected, rtol: float, what: str = "value") -> None:
                 f"{e64.ravel()[worst]!r}; leaf scale {scale:.3e})")
 
 
-def check_vjp(f: Callable, reference: Callable, args: Sequence, *, argnums=None,
+def check_vjp(f, reference: Callable, args: Sequence, *, argnums=None,
               rtol: float = 1e-10, fd_rtol: float = 1e-6, fd_eps: float = 1e-6,
-              key=None, cotangent=None, jit: bool = True) -> dict:
+              seed: int = 0, cotangent=None, jit: bool = True) -> dict:
     """Check ``f``'s reverse-mode derivative against ``reference`` and central differences.
 
     1. ``f(*args)`` equals ``reference(*args)`` to ``rtol``.
@@ -106,22 +106,27 @@ def check_vjp(f: Callable, reference: Callable, args: Sequence, *, argnums=None,
        ``fd_rtol`` (skip with ``fd_rtol=None``, e.g. for large inputs).
 
     Args:
-      f: the function under test (e.g. a ``custom_vjp`` op), positional args only.
+      f: the function under test (e.g. a ``custom_vjp`` op), positional args only; or a
+        sequence of implementations of the same function (e.g. one per lowering), all
+        checked against ``reference`` in one compilation (central differences use the
+        first).
       reference: a plain-JAX function with the same signature.
-      args: the positional arguments; pytrees allowed.
+      args: the positional arguments; pytrees allowed; ``None`` and integer arguments
+        are held fixed.
       argnums: indices of ``args`` to differentiate; default every floating argument.
       rtol: tolerance against the reference (1e-10 for float64).
       fd_rtol, fd_eps: tolerance and step of the central-difference check.
-      key: PRNG key for the random cotangent.
+      seed: seed of the random cotangent.
       cotangent: explicit output cotangent.
-      jit: compile each VJP computation (one compilation instead of one per primitive).
+      jit: compile the VJP computations (one compilation instead of one per primitive).
 
     Returns:
-      ``{"value": y, "grads": tuple of cotangents for argnums}``.
+      ``{"value": y, "grads": tuple of cotangents for argnums}`` of (the first) ``f``.
 
     Raises:
       AssertionError: with the first mismatching leaf and its error.
     """
+    fs = tuple(f) if isinstance(f, (list, tuple)) else (f,)
     args = tuple(args)
     if argnums is None:
         argnums = tuple(i for i, a in enumerate(args)
@@ -137,26 +142,27 @@ def check_vjp(f: Callable, reference: Callable, args: Sequence, *, argnums=None,
             return fn(*full)
         return g
 
-    diff_args = tuple(args[i] for i in argnums)
-    out_shape = jax.eval_shape(restrict(f), *diff_args)
-    ct = cotangent if cotangent is not None else _random_like(
-        key if key is not None else jax.random.PRNGKey(0), out_shape)
+    diff_args = tuple(jax.tree_util.tree_map(jnp.asarray, args[i]) for i in argnums)
+    out_shape = jax.eval_shape(restrict(reference), *diff_args)
+    ct = cotangent if cotangent is not None else _random_like(seed, out_shape)
 
-    def value_and_vjp(fn):
-        def run(d, c):
+    def run(d, c):
+        results = []
+        for fn in (reference, *fs):
             y, vjp = jax.vjp(restrict(fn), *d)
-            return y, vjp(c)
-        return jax.jit(run) if jit else run
+            results.append((y, vjp(c)))
+        return results
 
-    y, grads = value_and_vjp(f)(diff_args, ct)
-    y_ref, grads_ref = value_and_vjp(reference)(diff_args, ct)
-    assert_close(y, y_ref, rtol, "output")
-    assert_close(grads, grads_ref, rtol, "vjp vs reference")
+    (y_ref, grads_ref), *outs = (jax.jit(run) if jit else run)(diff_args, ct)
+    for k, (y, grads) in enumerate(outs):
+        which = f"[{k}] " if len(fs) > 1 else ""
+        assert_close(y, y_ref, rtol, f"{which}output")
+        assert_close(grads, grads_ref, rtol, f"{which}vjp vs reference")
     if fd_rtol is not None:
-        scalar = lambda d: _vdot(ct, restrict(f)(*d))  # noqa: E731
-        num = numerical_grad(scalar, diff_args, eps=fd_eps)
-        assert_close(grads, num, fd_rtol, "vjp vs central differences")
-    return {"value": y, "grads": grads}
+        first = restrict(fs[0])
+        num = numerical_grad(lambda d: _vdot(ct, first(*d)), diff_args, eps=fd_eps)
+        assert_close(outs[0][1], num, fd_rtol, "vjp vs central differences")
+    return {"value": outs[0][0], "grads": outs[0][1]}
 
 
 def check_grads_rev(f: Callable, args: Sequence, order: int = 1, **kwargs) -> None:

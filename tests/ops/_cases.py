@@ -4,8 +4,13 @@ import jax.numpy as jnp
 import numpy as np
 
 
+def rand(shape, seed=0, dtype=np.float64):
+    """Standard-normal NumPy array (no JAX compilation, unlike a new jax.random shape)."""
+    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+
+
 def normal(seed, shape, scale=1.0, dtype=jnp.float64):
-    return jnp.asarray(np.random.default_rng(seed).normal(size=shape) * scale, dtype)
+    return jnp.asarray(rand(shape, seed) * scale, dtype)
 
 
 def uniform(seed, shape, low, high, dtype=jnp.float64):

@@ -10,7 +10,8 @@ import pytest
 from funcnet.gradcheck import assert_close
 from funcnet.ops import reference as R
 from funcnet.ops.dropout import dropout
-from tests.ops._vjp_util import check_vjps, rand
+from funcnet.gradcheck import check_vjp
+from tests.ops._cases import rand
 
 RAW = jax.random.PRNGKey(42)
 dropout_mod = importlib.import_module("funcnet.ops.dropout")  # the function shadows it
@@ -21,7 +22,7 @@ dropout_mod = importlib.import_module("funcnet.ops.dropout")  # the function sha
                          ids=["rate0-raw", "rate0.3-raw", "rate0.9-typed"])
 def test_dropout_vjp_matches_reference_and_finite_differences(rate, key, fd):
     # dropout is linear in x for a fixed key: one central-difference run is enough
-    check_vjps([lambda x, k: dropout(x, rate, k)], lambda x, k: R.dropout(x, rate, k),
+    check_vjp([lambda x, k: dropout(x, rate, k)], lambda x, k: R.dropout(x, rate, k),
                (rand((2, 3, 4)), key), fd_rtol=1e-6 if fd else None)
 
 

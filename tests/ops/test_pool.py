@@ -11,7 +11,8 @@ from funcnet.ops import pool
 from funcnet.ops import reference as R
 from funcnet.ops.pool import avg_pool2d, max_pool2d
 from funcnet.ops.reference.pool import max_pool2d_tie_rule_grad
-from tests.ops._vjp_util import check_vjps, rand
+from funcnet.gradcheck import check_vjp
+from tests.ops._cases import rand
 
 # (x shape, window, stride, padding); the comment names the lowering taken
 CASES = [
@@ -33,7 +34,7 @@ IDS = [str(i) for i in range(len(CASES))]
 def test_pool_vjp_matches_reference_and_finite_differences(case, op):
     shape, window, stride, padding = case
     f, r = getattr(pool, op), getattr(R, op)
-    check_vjps([lambda x: f(x, window, stride, padding)],
+    check_vjp([lambda x: f(x, window, stride, padding)],
                lambda x: r(x, window, stride, padding), (rand(shape, 11),))
 
 

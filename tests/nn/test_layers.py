@@ -1,0 +1,262 @@
+"""Per-layer tests: shape agreement, values, dropout, errors, serial, summary."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from funcnet import nn
+from funcnet.ops import reference as R
+from tests.nn._models import (abstract_init, cnn, fast_jit, jit_init, mlp, randn, struct,
+                             trace_apply)
+
+F64 = jnp.float64
+KEY = jax.random.PRNGKey(0)
+
+
+def _normal(shape, seed=1, dtype=F64):
+    return randn(shape, seed).astype(dtype)
+
+
+# (layer, input_shape with -1 batch). Every layer, with odd sizes, strides and paddings.
+SHAPE_CASES = [
+    (nn.Dense(7, dtype=F64), (-1, 5)),
+    (nn.Dense(3, dtype=F64), (5,)),
+    (nn.Conv2D(4, 3, dtype=F64), (-1, 9, 8, 2)),
+    (nn.Conv2D(4, (3, 2), stride=2, padding=1, dtype=F64), (-1, 9, 8, 2)),
+    (nn.Conv2D(4, 3, stride=2, padding="SAME", use_bias=False, dtype=F64), (-1, 9, 7, 2)),
+    (nn.Conv2D(2, 3, padding=((1, 0), (2, 1)), dtype=F64), (-1, 6, 5, 3)),
+    (nn.Conv2D(2, 3, dtype=F64), (6, 5, 3)),
+    (nn.MaxPool2D(2), (-1, 9, 8, 3)),
+    (nn.MaxPool2D(3, stride=1, padding=1), (-1, 5, 6, 2)),
+    (nn.MaxPool2D((2, 3), stride=(1, 2), padding="SAME"), (-1, 5, 7, 2)),
+    (nn.AvgPool2D(2), (-1, 8, 6, 3)),
+    (nn.AvgPool2D(3, stride=2, padding="VALID"), (7, 7, 1)),
+    (nn.Flatten(), (-1, 4, 3, 2)),
+    (nn.ReLU(), (-1, 3, 4)),
+    (nn.Sigmoid(), (-1, 5)),
+    (nn.Tanh(), (-1, 2, 2, 2)),
+    (nn.Softmax(), (-1, 6)),
+    (nn.BatchNorm(dtype=F64), (-1, 6)),
+    (nn.BatchNorm(dtype=F64), (-1, 4, 4, 3)),
+    (nn.Dropout(0.3), (-1, 10)),
+    (nn.RNN(6, dtype=F64), (4, -1, 3)),
+    (nn.RNN(6, learn_h0=True, dtype=F64), (4, 3)),
+    (nn.serial(nn.Dense(4, dtype=F64), nn.ReLU(), nn.Dense(2, dtype=F64)), (-1, 3)),
+]
+
+
+@pytest.mark.parametrize("train", [False, True])
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("layer,in_shape", SHAPE_CASES, ids=[c[0].name + str(c[1])
+                                                            for c in SHAPE_CASES])
+def test_shape_agreement(layer, in_shape, batch, train):
+    """The shape ``init`` promised equals the one ``apply`` returns (stax_test habit).
+
+    ``apply`` is traced with ``jax.eval_shape`` (every op and check runs at trace time;
+    values are tested elsewhere), which keeps 92 cases fast.
+    """
+    out_shape, params, state = abstract_init(layer, in_shape)
+    concrete = tuple(batch if d == -1 else d for d in in_shape)
+    y, new_state = trace_apply(layer, params, state, struct(concrete, F64), key=KEY,
+                               train=train)
+    assert y.shape == tuple(batch if d == -1 else d for d in out_shape)
+    assert y.dtype == F64
+    assert jax.tree_util.tree_structure(new_state) == jax.tree_util.tree_structure(state)
+    assert jax.tree_util.tree_map(lambda a: (a.shape, a.dtype), new_state) == \
+        jax.tree_util.tree_map(lambda a: (a.shape, a.dtype), state)
+
+
+def test_dense_values_row_convention():
+    _, p, s = abstract_init(nn.Dense(3, dtype=F64), (-1, 4))
+    assert p["w"].shape == (4, 3) and p["b"].shape == (3,)
+    p = {"w": _normal((4, 3), 2), "b": _normal((3,), 3)}
+    x = _normal((5, 4))
+    apply = fast_jit(nn.Dense(3).apply)
+    y, _ = apply(p, s, x)
+    # note 004: y_j = b_j + sum_i x_i w_ij
+    expected = np.einsum("ni,ij->nj", x, p["w"]) + np.asarray(p["b"])[None, :]
+    np.testing.assert_allclose(y, expected, rtol=1e-12)
+    np.testing.assert_allclose(apply(p, s, x[0])[0], expected[0], rtol=1e-12)
+
+
+@pytest.mark.parametrize("layer,fn", [(nn.ReLU(), R.relu), (nn.Sigmoid(), R.sigmoid),
+                                      (nn.Tanh(), R.tanh), (nn.Softmax(), R.softmax)])
+def test_activation_values(layer, fn):
+    x = _normal((4, 5))
+    y, _ = fast_jit(layer.apply)((), (), x)
+    np.testing.assert_allclose(y, fn(x), rtol=1e-12)
+
+
+def test_default_inits():
+    _, p, _ = jit_init(nn.Dense(50, dtype=F64), (-1, 2000), KEY)
+    assert abs(float(jnp.var(p["w"])) * 2000 / 2 - 1) < 0.02   # He: 2/fan_in
+    assert not np.any(p["b"])
+    _, p, _ = jit_init(nn.RNN(40, dtype=F64), (3, -1, 2000), KEY)
+    assert abs(float(jnp.var(p["wx"])) * 2040 / 2 - 1) < 0.03  # Xavier: 2/(in+out)
+
+
+# ------------------------------------------------------------------------------ Dropout
+
+def test_dropout_deterministic_per_key_and_keep_rate():
+    layer = nn.Dropout(0.3)
+    x = jnp.ones((200_000,), F64)
+    y1, _ = layer.apply((), (), x, key=jax.random.PRNGKey(1), train=True)
+    y2, _ = layer.apply((), (), x, key=jax.random.PRNGKey(1), train=True)
+    y3, _ = layer.apply((), (), x, key=jax.random.PRNGKey(2), train=True)
+    np.testing.assert_array_equal(y1, y2)
+    assert np.mean(np.asarray(y1) != np.asarray(y3)) > 0.3
+    y1 = np.asarray(y1)
+    # kept units are scaled by 1/(1 - rate); dropped ones are exactly 0
+    np.testing.assert_allclose(np.unique(y1), [0.0, 1 / 0.7], rtol=1e-12)
+    # keep fraction 0.7 +- 0.005 (std of the estimate: sqrt(0.21/2e5) = 0.001)
+    assert abs(np.mean(y1 != 0) - 0.7) < 0.005
+    assert abs(y1.mean() - 1.0) < 0.01          # E[y] = x
+
+
+def test_dropout_eval_and_rate_zero_are_identity():
+    x = _normal((3, 4))
+    np.testing.assert_array_equal(nn.Dropout(0.5).apply((), (), x)[0], x)
+    np.testing.assert_array_equal(nn.Dropout(0.5).apply((), (), x, train=False)[0], x)
+    np.testing.assert_array_equal(nn.Dropout(0.0).apply((), (), x, key=KEY, train=True)[0], x)
+
+
+def test_dropout_errors():
+    with pytest.raises(ValueError, match=r"Dropout\(0.5\): train=True needs a PRNG key.*key="):
+        nn.Dropout(0.5).apply((), (), jnp.ones((2, 3)), train=True)
+    for bad in (1.0, -0.1, 1.5):
+        with pytest.raises(ValueError, match=r"Dropout: rate .* must be in \[0, 1\), got"):
+            nn.Dropout(bad)
+    with pytest.raises(TypeError, match="Dropout: rate must be a Python float"):
+        nn.Dropout("0.5")
+
+
+# ------------------------------------------------------------------------------- errors
+
+def test_dense_rejects_3d_input():
+    model = nn.serial(nn.Dense(100), nn.ReLU())
+    _, params, state = abstract_init(model, (-1, 784))
+    with pytest.raises(ValueError, match=r"Dense\(100\): input has shape \(32, 5, 784\), "
+                                         r"expected rank 2 \(N, 784\)"):
+        trace_apply(model, params, state, struct((32, 5, 784)))
+
+
+def test_dense_rejects_wrong_feature_size():
+    _, params, state = abstract_init(nn.Dense(100), (-1, 784))
+    with pytest.raises(ValueError, match=r"Dense\(100\): input has shape \(8, 785\), "
+                                         r"expected \(N, 784\).*\(784, 100\)"):
+        trace_apply(nn.Dense(100), params, state, struct((8, 785)))
+
+
+def test_conv_rejects_wrong_channels():
+    model = cnn(jnp.float32)
+    _, params, state = abstract_init(model, (-1, 28, 28, 1))
+    with pytest.raises(ValueError, match=r"Conv2D\(30\): input has 3 channels but "
+                                         r"params\['w'\] expects 1 \(w shape \(5, 5, 1, 30\)"):
+        trace_apply(model, params, state, struct((2, 28, 28, 3)))
+    with pytest.raises(ValueError, match=r"Conv2D\(30\): input has shape \(28, 28\), expected "
+                                         r"rank 4 \(N, H, W, 1\)"):
+        trace_apply(model.layers[0], params[0], (), struct((28, 28)))
+
+
+def test_params_from_another_model():
+    _, mlp_params, mlp_state = abstract_init(mlp(jnp.float32), (-1, 784))
+    c = cnn(jnp.float32)
+    _, cnn_params, cnn_state = abstract_init(c, (-1, 28, 28, 1))
+    x = struct((2, 28, 28, 1))
+    with pytest.raises(ValueError, match=r"serial: params is a tuple with 9 entries, expected "
+                                         r"a tuple with one entry per layer \(7: Conv2D\(30\), "
+                                         r"ReLU, MaxPool2D\(2\).*structure"):
+        trace_apply(c, mlp_params, cnn_state, x)
+    # Same structure, other shapes: a Dense(10) head fed the params of a Dense(20) head.
+    m10 = nn.serial(nn.Dense(10))
+    _, p20, s20 = abstract_init(nn.serial(nn.Dense(20)), (-1, 5))
+    with pytest.raises(ValueError, match=r"Dense\(10\): params have w shape \(5, 20\) and b "
+                                         r"shape \(20,\), expected w \(D, 10\) and b \(10,\)"):
+        trace_apply(m10, p20, s20, struct((2, 5)))
+    # Layer-level: BatchNorm params where Dense params are expected.
+    with pytest.raises(ValueError, match=r"Dense\(100\): params must be a dict with keys "
+                                         r"\['b', 'w'\], got a dict with keys \['beta', 'gamma'\]"):
+        trace_apply(nn.Dense(100), mlp_params[1], (), struct((2, 100)))
+    with pytest.raises(ValueError, match=r"ReLU: params must be empty"):
+        trace_apply(nn.ReLU(), mlp_params[0], (), struct((2, 3)))
+    # BatchNorm fed a state of another width
+    _, bp, bs = abstract_init(nn.BatchNorm(), (-1, 4))
+    with pytest.raises(ValueError, match=r"BatchNorm: state\['mean'\] has shape \(5,\), "
+                                         r"expected \(C,\) with C = 4"):
+        trace_apply(nn.BatchNorm(), bp, {"mean": struct((5,)), "var": struct((5,))},
+                    struct((2, 4)))
+
+
+def test_other_input_errors():
+    bn = nn.BatchNorm()
+    _, p, s = abstract_init(bn, (-1, 4))
+    with pytest.raises(ValueError, match=r"BatchNorm: input has shape \(2, 5\), expected "
+                                         r"\(N, \.\.\., 4\)"):
+        trace_apply(bn, p, s, struct((2, 5)))
+    with pytest.raises(ValueError, match=r"BatchNorm: input has shape \(4,\), one example.*"
+                                         r"axis_name"):
+        trace_apply(bn, p, s, struct((4,)), train=True)
+    with pytest.raises(TypeError, match=r"BatchNorm: input has dtype float64 but "
+                                        r"params\['gamma'\] has dtype float32"):
+        trace_apply(bn, p, s, struct((2, 4), F64))
+    rnn = nn.RNN(3)
+    _, p, s = abstract_init(rnn, (5, -1, 2))
+    with pytest.raises(ValueError, match=r"RNN\(3\): input has shape \(5, 4\), expected "
+                                         r"time-major \(T, N, 2\) or one sequence \(T, 2\)"):
+        trace_apply(rnn, p, s, struct((5, 4)))
+    with pytest.raises(ValueError, match=r"RNN\(3\): input has shape \(5, 1, 4\), expected "
+                                         r"time-major \(T, N, 2\)"):
+        trace_apply(rnn, p, s, struct((5, 1, 4)))
+    with pytest.raises(ValueError, match=r"MaxPool2D\(2\): input_shape \(-1, 3\) has rank 2"):
+        nn.MaxPool2D(2).init(KEY, (-1, 3))
+    with pytest.raises(ValueError, match=r"MaxPool2D\(3\): window 3 does not fit an input of "
+                                         r"size 2"):
+        nn.MaxPool2D(3).init(KEY, (-1, 2, 2, 1))
+    with pytest.raises(ValueError, match=r"Dense: out_features must be a positive int, got 0"):
+        nn.Dense(0)
+    with pytest.raises(ValueError, match=r"Dense\(4\): input_shape \(-1, 3, 2\) has rank 3"):
+        nn.Dense(4).init(KEY, (-1, 3, 2))
+
+
+# ------------------------------------------------------------------------------- serial
+
+def test_serial_threads_keys_and_state():
+    model = nn.serial(nn.Dropout(0.5), nn.Dropout(0.5))
+    _, p, s = model.init(KEY, (-1, 1000))
+    x = jnp.ones((1, 1000), F64)
+    y, s2 = model.apply(p, s, x, key=KEY, train=True)
+    assert s2 == ((), ())
+    k0, k1 = jax.random.split(KEY, 2)
+    expected = nn.Dropout(0.5).apply((), (), x, key=k0, train=True)[0]
+    expected = nn.Dropout(0.5).apply((), (), expected, key=k1, train=True)[0]
+    np.testing.assert_array_equal(y, expected)
+    # The two layers got different keys: a unit survives both with probability 1/4, not
+    # 1/2 as it would if one mask were applied twice (std of the estimate 0.014).
+    assert abs(np.mean(np.asarray(y) != 0) - 0.25) < 0.06
+    # No key and no training: every layer receives None and is the identity.
+    np.testing.assert_array_equal(model.apply(p, s, x)[0], x)
+    with pytest.raises(TypeError, match="serial: argument 1 must be a Layer"):
+        nn.serial(nn.ReLU(), lambda x: x)
+
+
+def test_layer_is_positional_namedtuple():
+    layer = nn.Layer(lambda k, s: (s, (), ()), lambda p, s, x, **kw: (x, s))
+    assert layer.name == "Layer" and layer.layers == ()
+    init, apply, *_ = nn.ReLU()
+    assert init(KEY, (-1, 3)) == ((-1, 3), (), ())
+
+
+def test_summary_and_count_params():
+    model = cnn(jnp.float32)
+    _, params, _ = abstract_init(model, (-1, 28, 28, 1))
+    total = 5 * 5 * 30 + 30 + 4320 * 100 + 100 + 100 * 10 + 10
+    assert nn.count_params(params) == total == 433_890
+    text = nn.summary(model, (-1, 28, 28, 1))
+    assert "0 Conv2D(30)" in text and "(N, 24, 24, 30)" in text and "780" in text
+    assert "2 MaxPool2D(2)" in text and "(N, 12, 12, 30)" in text
+    assert "3 Flatten" in text and "(N, 4320)" in text and "432,100" in text
+    assert "Total params: 433,890" in text
+    text = nn.summary(mlp(jnp.float32), (-1, 784))
+    assert "Non-trainable state: 400" in text and "Total params: 90,010" in text
+    nested = nn.serial(nn.serial(nn.Dense(3), nn.ReLU()), nn.Dense(2))
+    assert "0.0 Dense(3)" in nn.summary(nested, (-1, 4))
