@@ -1,0 +1,254 @@
+"""Placing pytrees on devices: replicas for ``pmap``, batch shards, meshes.
+
+Two layouts are used by the data-parallel steps:
+
+- ``pmap`` layout: every leaf carries a leading device axis. :func:`replicate` copies
+  params / state / optimizer state to ``(D, ...)``; :func:`shard_batch` reshapes a
+  batch ``(N, ...)`` to ``(D, N // D, ...)``; :func:`unreplicate` takes replica 0 back.
+- mesh layout (``jax.jit`` with shardings, ``shard_map``): global ``jax.Array`` s laid
+  out over a one-axis :class:`jax.sharding.Mesh` (:func:`make_mesh`); params are
+  replicated (:func:`put_replicated`), batches are split along the mesh axis
+  (:func:`funcnet.parallel.global_batch`).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+__all__ = ["make_mesh", "put_replicated", "replicate", "shard_batch", "to_host", "unreplicate"]
+
+_tree_map = jax.tree_util.tree_map
+
+
+def _leaves_with_paths(tree):
+    return jax.tree_util.tree_flatten_with_path(tree)[0]
+
+
+def _path(path) -> str:
+    return jax.tree_util.keystr(path) or "<root>"
+
+
+def check_array_leaves(fn: str, what: str, tree, min_rank: int = 0) -> None:
+    for path, leaf in _leaves_with_paths(tree):
+        if not hasattr(leaf, "shape") or not hasattr(leaf, "dtype"):
+            raise TypeError(f"{fn}: {what}{_path(path)} must be an array, got "
+                            f"{type(leaf).__name__}")
+        if len(leaf.shape) < min_rank:
+            raise ValueError(f"{fn}: {what}{_path(path)} has shape {tuple(leaf.shape)}, "
+                             f"expected a leading axis to split")
+
+
+def _devices(fn: str, devices) -> list:
+    devices = jax.local_devices() if devices is None else list(devices)
+    if not devices:
+        raise ValueError(f"{fn}: devices is empty")
+    return devices
+
+
+def replicate(tree, devices: Sequence[jax.Device] | None = None):
+    """Copies every leaf of ``tree`` to each device, stacked on a new leading axis.
+
+    The result is the ``pmap`` layout of params, batch-norm state and optimizer state:
+    a leaf of shape ``s`` becomes a ``jax.Array`` of shape ``(D,) + s`` whose slice ``d``
+    lives on ``devices[d]``.
+
+    Args:
+      tree: a pytree of arrays (NumPy or jax; scalars such as step counters included).
+      devices: the devices to replicate over, in ``pmap`` order; default
+        ``jax.local_devices()``.
+
+    Returns:
+      The pytree with leaves of shape ``(D,) + leaf.shape``, ``D = len(devices)``.
+
+    Raises:
+      TypeError: a leaf is not an array.
+      ValueError: ``devices`` is empty.
+    """
+    fn = "replicate"
+    check_array_leaves(fn, "tree", tree)
+    devices = _devices(fn, devices)
+
+    # pmap's own layout: a NamedSharding splitting the leading axis over the devices.
+    sharding = NamedSharding(Mesh(np.array(devices), ("replica",)), PartitionSpec("replica"))
+
+    def put(a):
+        shards = [jax.device_put(jnp.asarray(a)[None], d) for d in devices]
+        return jax.make_array_from_single_device_arrays(
+            (len(devices),) + tuple(jnp.shape(a)), sharding, shards)
+
+    return _tree_map(put, tree)
+
+
+def unreplicate(tree):
+    """Replica 0 of a pytree in the ``pmap`` layout: ``leaf[0]`` for every leaf.
+
+    Use it on params / state returned by a ``pmap`` step (all replicas are equal after a
+    synchronised step) before evaluating, saving or printing them.
+
+    Args:
+      tree: a pytree whose leaves have a leading device axis ``(D, ...)``.
+
+    Returns:
+      The pytree with leaves ``leaf[0]`` of shape ``leaf.shape[1:]``.
+
+    Raises:
+      TypeError: a leaf is not an array.
+      ValueError: a leaf has no leading axis.
+    """
+    check_array_leaves("unreplicate", "tree", tree, min_rank=1)
+    return _tree_map(lambda a: a[0], tree)
+
+
+def shard_batch(x, num_devices: int | None = None):
+    """Splits the leading (batch) axis over devices: ``(N, ...) -> (D, N // D, ...)``.
+
+    Rows ``d * N // D .. (d + 1) * N // D - 1`` go to device ``d`` (contiguous blocks), so
+    the global batch is ``x_sharded.reshape((N,) + x.shape[1:])``. NumPy inputs stay NumPy
+    (``pmap`` transfers them); ``x`` may be a pytree such as ``(images, labels)``.
+
+    Args:
+      x: an array ``(N, ...)`` or a pytree of arrays with the same leading size ``N``.
+      num_devices: ``D``; default ``jax.local_device_count()``.
+
+    Returns:
+      ``x`` with every leaf reshaped to ``(D, N // D) + leaf.shape[1:]``.
+
+    Raises:
+      ValueError: ``N`` is not divisible by ``D``, leaves disagree on ``N``, a leaf is a
+        scalar, or ``num_devices`` is not a positive int.
+      TypeError: a leaf is not an array.
+    """
+    fn = "shard_batch"
+    if num_devices is None:
+        num_devices = jax.local_device_count()
+        where = "local devices"
+    else:
+        if (isinstance(num_devices, bool) or not isinstance(num_devices, (int, np.integer))
+                or num_devices < 1):
+            raise ValueError(f"{fn}: num_devices must be a positive int, got {num_devices!r}")
+        where = "devices"
+    check_array_leaves(fn, "x", x, min_rank=1)
+    sizes = {_path(p): leaf.shape[0] for p, leaf in _leaves_with_paths(x)}
+    if len(set(sizes.values())) > 1:
+        raise ValueError(f"{fn}: the leaves of x have different batch sizes {sizes}")
+    d = int(num_devices)
+
+    def split(a):
+        n = a.shape[0]
+        if n % d:
+            raise ValueError(f"{fn}: batch size {n} is not divisible by {d} {where} "
+                             f"(x has shape {tuple(a.shape)}); use a batch size that is a "
+                             f"multiple of {d}")
+        return a.reshape((d, n // d) + tuple(a.shape[1:]))
+
+    return _tree_map(split, x)
+
+
+def make_mesh(devices: Sequence[jax.Device] | None = None, axis_name: str = "data") -> Mesh:
+    """A one-axis :class:`~jax.sharding.Mesh` for data parallelism.
+
+    Args:
+      devices: the devices, default ``jax.devices()`` (all processes' devices, ordered by
+        process: process ``p`` owns a contiguous block of the mesh, which is what
+        :func:`funcnet.parallel.process_batch` assumes).
+      axis_name: the mesh axis name the batch is split over.
+
+    Returns:
+      ``Mesh(np.array(devices), (axis_name,))``.
+
+    Raises:
+      ValueError: ``devices`` is empty. TypeError: ``axis_name`` is not a str.
+    """
+    if not isinstance(axis_name, str):
+        raise TypeError(f"make_mesh: axis_name must be a str, got {type(axis_name).__name__}")
+    devices = list(jax.devices() if devices is None else devices)
+    if not devices:
+        raise ValueError("make_mesh: devices is empty")
+    return Mesh(np.array(devices), (axis_name,))
+
+
+def put_replicated(tree, mesh: Mesh):
+    """Places every leaf of ``tree`` on all devices of ``mesh`` (spec ``P()``).
+
+    Every process must pass the same values (e.g. params initialised from the same key).
+    Works with several processes: each process writes only its addressable devices.
+
+    Args:
+      tree: a pytree of arrays.
+      mesh: the mesh (:func:`make_mesh`).
+
+    Returns:
+      The pytree of global ``jax.Array`` s with ``NamedSharding(mesh, P())``.
+
+    Raises:
+      TypeError: a leaf is not an array, or ``mesh`` is not a Mesh.
+    """
+    fn = "put_replicated"
+    if not isinstance(mesh, Mesh):
+        raise TypeError(f"{fn}: mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
+    check_array_leaves(fn, "tree", tree)
+    sharding = NamedSharding(mesh, PartitionSpec())
+
+    def put(a):
+        host = np.asarray(a)
+        return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
+
+    return _tree_map(put, tree)
+
+
+def to_host(tree):
+    """NumPy copies of a pytree of results, also of arrays spanning other processes.
+
+    A fully replicated ``jax.Array`` (params after a mesh step) is read from this
+    process's first shard, so every process can save or print it without
+    communication; a fully addressable array (one process) is read whole.
+
+    Args:
+      tree: a pytree of arrays.
+
+    Returns:
+      The pytree with NumPy array leaves.
+
+    Raises:
+      ValueError: a leaf is neither fully replicated nor held by this process alone
+        (gather it first, e.g. with ``jax.experimental.multihost_utils``).
+    """
+    def get(path, a):
+        if not isinstance(a, jax.Array) or a.is_fully_addressable:
+            return np.asarray(a)
+        if a.sharding.is_fully_replicated:
+            return np.asarray(a.addressable_shards[0].data)
+        raise ValueError(f"to_host: tree{_path(path)} of shape {a.shape} is split over "
+                         f"devices of other processes ({a.sharding}); only replicated "
+                         f"or process-local arrays can be copied without a gather")
+
+    return jax.tree_util.tree_map_with_path(get, tree)
+
+
+def check_mesh_axis(fn: str, mesh, axis_name) -> str:
+    """``mesh`` must be a Mesh with axis ``axis_name`` (default: its only axis)."""
+    if not isinstance(mesh, Mesh):
+        raise TypeError(f"{fn}: mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
+    if axis_name is None:
+        if len(mesh.axis_names) != 1:
+            raise ValueError(f"{fn}: mesh has axes {mesh.axis_names}; pass axis_name= to "
+                             f"choose the data axis")
+        return mesh.axis_names[0]
+    if axis_name not in mesh.axis_names:
+        raise ValueError(f"{fn}: axis_name {axis_name!r} is not an axis of the mesh "
+                         f"{dict(mesh.shape)}")
+    return axis_name
+
+
+def batch_shape_error(fn: str, x, n_parts: int, what: str):
+    """``None``, or the ValueError for a batch that does not split into ``n_parts``."""
+    for path, leaf in _leaves_with_paths(x):
+        shape = tuple(jnp.shape(leaf))
+        if not shape or shape[0] % n_parts:
+            return ValueError(f"{fn}: batch{_path(path)} has shape {shape}; its leading "
+                              f"size must be divisible by {n_parts} {what}")
+    return None

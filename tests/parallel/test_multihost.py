@@ -1,0 +1,72 @@
+"""Two processes on this machine train like one: tpu/pod_train.py over jax.distributed.
+
+Two processes with two fake CPU devices each (a 4-device global mesh, gloo collectives,
+coordinator on 127.0.0.1) train the book CNN for 4 steps on a global batch of 32; a
+third, single-process run with one device trains on the same global batches. The two
+processes must end with bitwise identical parameters, only process 0 may write the
+checkpoint, and that checkpoint must equal the single-process one within float32
+round-off: rtol 1e-5 (scale-aware, funcnet.gradcheck.assert_close), since the runs sum in
+different orders.
+"""
+import re
+import subprocess
+import sys
+
+import pytest
+
+from funcnet import checkpoint
+from funcnet.gradcheck import assert_close
+from tests.parallel._helpers import ROOT, env_with_devices, free_port
+
+SCRIPT = str(ROOT / "tpu" / "pod_train.py")
+COMMON = ["--steps", "4", "--batch-size", "32", "--log-every", "1", "--no-eval"]
+TIMEOUT = 600
+RTOL = 1e-5
+
+
+def _launch(args, devices, log_path):
+    log = open(log_path, "w")
+    proc = subprocess.Popen([sys.executable, SCRIPT, *COMMON, *args], cwd=ROOT,
+                            env=env_with_devices(devices), stdout=log,
+                            stderr=subprocess.STDOUT)
+    return proc, log
+
+
+def _losses(text):
+    return [float(v) for v in re.findall(r"step \d+: loss ([0-9.]+)", text)]
+
+
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("style", ["jit", pytest.param("shard_map", marks=pytest.mark.slow)])
+def test_two_processes_train_like_one(tmp_path, style):
+    port = free_port()
+    multi, single = tmp_path / "two_processes", tmp_path / "one_process"
+    runs = [_launch(["--coordinator-address", f"127.0.0.1:{port}", "--num-processes", "2",
+                     "--process-id", str(i), "--checkpoint-dir", str(multi),
+                     "--style", style], 2, tmp_path / f"p{i}.log") for i in range(2)]
+    runs.append(_launch(["--checkpoint-dir", str(single), "--style", style], 1,
+                        tmp_path / "single.log"))
+    try:
+        codes = [proc.wait(timeout=TIMEOUT) for proc, _ in runs]
+    finally:
+        for proc, log in runs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            log.close()
+    logs = [(tmp_path / name).read_text() for name in ("p0.log", "p1.log", "single.log")]
+    report = "\n".join(f"--- {n} (exit {c})\n{t[-3000:]}" for n, c, t in
+                       zip(("process 0", "process 1", "single"), codes, logs))
+    assert codes == [0, 0, 0], report
+    assert "[process 0/2] 4 devices (2 local, cpu)" in logs[0], report
+
+    digests = [re.findall(r"params sha256 ([0-9a-f]{64})", t) for t in logs[:2]]
+    assert len(digests[0]) == 1 and digests[0] == digests[1], report   # bitwise identical
+    assert "checkpoint written" in logs[0] and "checkpoint written" not in logs[1], report
+    assert [p.name for p in multi.iterdir()] == ["ckpt_000004.npz"], report
+
+    got, want = checkpoint.restore(multi), checkpoint.restore(single)
+    assert_close(got, want, RTOL, "two-process vs one-process parameters")
+    loss_multi, loss_single = _losses(logs[0]), _losses(logs[2])
+    assert len(loss_multi) == 4 and len(set(loss_multi)) > 1, report      # it trained
+    assert loss_multi == pytest.approx(loss_single, rel=1e-4), report
