@@ -1,0 +1,240 @@
+"""Shared benchmark machinery: timing, device peak, memory, versions, JSON/Markdown output.
+
+Timing protocol (see README): every library of a case is compiled and warmed up first,
+then the libraries are sampled round-robin (the order rotates each round) so that all of
+them see the same machine load. One sample is ``n_inner`` back-to-back steps dispatched
+from Python (per-step mode) or one ``lax.scan`` call of ``scan_length`` steps (scan mode),
+followed by a wait for the device; its time divided by the number of steps is one
+per-step time. We report the median and the interquartile range over the samples.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import platform
+import statistics
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+
+# ----------------------------------------------------------------------------- timing
+def summarize(samples: list[float]) -> dict[str, float]:
+    """Median, quartiles and min of per-step times (seconds)."""
+    if not samples:
+        return {"median_s": math.nan, "q1_s": math.nan, "q3_s": math.nan, "min_s": math.nan,
+                "n": 0}
+    xs = sorted(samples)
+    if len(xs) >= 4:
+        q1, _, q3 = statistics.quantiles(xs, n=4, method="inclusive")
+    else:
+        q1, q3 = xs[0], xs[-1]
+    return {"median_s": statistics.median(xs), "q1_s": q1, "q3_s": q3, "min_s": xs[0],
+            "n": len(xs)}
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+# ----------------------------------------------------------------------------- device
+def jax_device_info() -> dict[str, Any]:
+    import jax
+
+    dev = jax.devices()[0]
+    info = {"platform": dev.platform, "device_kind": dev.device_kind,
+            "device_count": jax.device_count()}
+    info["memory_stats_available"] = device_memory_stats() is not None
+    return info
+
+
+def device_memory_stats() -> dict | None:
+    import jax
+
+    try:
+        stats = jax.devices()[0].memory_stats()
+    except Exception:  # noqa: BLE001 - backends without the call
+        return None
+    return stats or None
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def host_info() -> dict[str, Any]:
+    return {"cpu_model": cpu_model(), "cpu_count": os.cpu_count(),
+            "python": platform.python_version(), "platform": platform.platform(),
+            "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                timespec="seconds")}
+
+
+def matmul_peak(dtype: str, n: int, repeats: int = 10) -> dict[str, float]:
+    """Measured peak: median time of a jitted ``(n, n) @ (n, n)`` in ``dtype``, in TFLOP/s."""
+    import jax
+    import jax.numpy as jnp
+
+    a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32).astype(dtype)
+    f = jax.jit(lambda a, b: a @ b)
+    f(a, a).block_until_ready()
+    ts = [timed(lambda: f(a, a).block_until_ready()) for _ in range(repeats)]
+    return {"n": n, "median_s": statistics.median(ts),
+            "tflops": 2.0 * n ** 3 / statistics.median(ts) / 1e12}
+
+
+def torch_matmul_peak(dtype: str, n: int, repeats: int = 5) -> dict[str, float] | None:
+    try:
+        import torch
+    except ImportError:
+        return None
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    a = torch.randn(n, n, device=dev).to(getattr(torch, dtype))
+    sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
+    a @ a
+    sync()
+
+    def one():
+        a @ a
+        sync()
+
+    ts = [timed(one) for _ in range(repeats)]
+    return {"n": n, "median_s": statistics.median(ts),
+            "tflops": 2.0 * n ** 3 / statistics.median(ts) / 1e12}
+
+
+# ----------------------------------------------------------------------------- memory
+def compiled_memory(compiled) -> dict[str, int] | None:
+    """XLA's compiled memory analysis: argument + output + temp - alias bytes."""
+    try:
+        m = compiled.memory_analysis()
+    except Exception:  # noqa: BLE001
+        return None
+    if m is None:
+        return None
+    out = {k: int(getattr(m, k + "_size_in_bytes", 0) or 0)
+           for k in ("argument", "output", "temp", "alias", "generated_code")}
+    out["total"] = out["argument"] + out["output"] + out["temp"] - out["alias"]
+    peak = getattr(m, "peak_memory_in_bytes", None)
+    if peak:
+        out["peak"] = int(peak)
+    return out
+
+
+def jax_residual_bytes(loss: Callable, params, batch) -> int | None:
+    """Bytes of the residuals ``jax.vjp(loss, params, batch)`` keeps, arguments excluded."""
+    try:
+        from funcnet.nn.memory import residual_bytes
+        return int(residual_bytes(loss, params, batch, include_arguments=False))
+    except ImportError:
+        pass
+    from jax._src.ad_checkpoint import saved_residuals
+
+    total = 0
+    for aval, src in saved_residuals(loss, params, batch):
+        if not src.startswith("from the argument"):
+            total += int(np.prod(aval.shape)) * np.dtype(aval.dtype).itemsize
+    return total
+
+
+# ----------------------------------------------------------------------------- versions
+def library_versions() -> dict[str, str | None]:
+    """Installed versions from package metadata (imports nothing, so no torch threads start)."""
+    from importlib import metadata
+
+    out: dict[str, str | None] = {}
+    for name in ("jax", "jaxlib", "numpy", "funcnet", "flax", "equinox", "optax", "torch"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+# ----------------------------------------------------------------------------- output
+def write_json(path: str, data: dict) -> None:
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=1, default=_json_default)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    return str(o)
+
+
+def _fmt(x, spec: str, none: str = "–") -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return none
+    return format(x, spec)
+
+
+def _mb(x) -> str:
+    return _fmt(None if x is None else x / 2 ** 20, ".2f")
+
+
+def markdown(results: dict) -> str:
+    """The results as Markdown: header, one row per case x library, targets."""
+    env, lines = results["env"], []
+    lines.append(f"# funcnet benchmarks — {env['device']['device_kind']} "
+                 f"({env['device']['platform']})\n")
+    lines.append(f"- date (UTC): {env['host']['date_utc']}; host CPU: {env['host']['cpu_model']}"
+                 f" ({env['host']['cpu_count']} cores); profile `{results['profile']}`")
+    vers = ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v)
+    lines.append(f"- versions: {vers}")
+    for dt, p in env.get("peak", {}).items():
+        tp = env.get("torch_peak", {}).get(dt)
+        tp_s = f"; torch {tp['tflops'] * 1e3:.1f} GFLOP/s" if tp else ""
+        lines.append(f"- measured matmul peak {dt} ({p['n']}²): JAX "
+                     f"{p['tflops'] * 1e3:.1f} GFLOP/s{tp_s}")
+    lines.append(f"- memory column: {results['memory_note']}")
+    lines.append(f"- command: `{results['command']}`; wall time {results['wall_s']:.0f} s\n")
+    lines.append("| case | library | mode | median ms/step | IQR ms | n | GFLOP/s | % peak | "
+                 "mem MB | resid MB | compile s | × best peer (same mode) | × best peer |")
+    lines.append("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for case in results["cases"]:
+        for r in case["rows"]:
+            t = r["time"]
+            if r.get("error"):
+                lines.append(f"| {case['name']} | {r['library']} | {r['mode']} | error: "
+                             f"{r['error'][:80]} |  |  |  |  |  |  |  |  |  |")
+                continue
+            lines.append(
+                f"| {case['name']} | {r['library']} | {r['mode']} | {_fmt(t['median_s'] * 1e3, '.3f')}"
+                f" | {_fmt((t['q3_s'] - t['q1_s']) * 1e3, '.3f')} | {t['n']}"
+                f" | {_fmt(r.get('gflops'), '.1f')} | {_fmt(r.get('pct_peak'), '.0f')}"
+                f" | {_mb((r.get('memory') or {}).get('total'))} | {_mb(r.get('residual_bytes'))}"
+                f" | {_fmt(r.get('compile_s'), '.2f')} | {_fmt(r.get('ratio_same_mode'), '.2f')}"
+                f" | {_fmt(r.get('ratio_best_peer'), '.2f')} |")
+    lines.append("")
+    lines.append("## Case sizes\n")
+    for case in results["cases"]:
+        c = case["case"]
+        lines.append(f"- `{c['name']}`: {c['model']} {c['dims']}, batch {c['batch']}, "
+                     f"{c['dtype']}, scan length {c['scan_length']}, "
+                     f"{c['flops_per_step'] / 1e9:.3f} GFLOP/step"
+                     + (f" — {c['note']}" if c["note"] else ""))
+    lines.append("\n## Targets\n")
+    if not results.get("targets"):
+        lines.append("(none evaluated: funcnet or the peers were not measured)")
+    for tgt in results.get("targets", []):
+        lines.append(f"- {tgt['text']}")
+    lines.append("")
+    return "\n".join(lines)
