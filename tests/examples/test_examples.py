@@ -1,0 +1,42 @@
+"""Every script in examples/ runs in --quick mode and writes its (non-empty) PNG plots.
+
+The scripts run in this process (``runpy.run_path`` with ``sys.argv`` patched) so JAX is
+imported once; they must also be clean under the suite's strict dtype promotion and
+``jax_numpy_rank_promotion="raise"``.
+"""
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXPECTED = {
+    "main": ["main_curves.png"],
+    "linear_svm": ["linear_svm.png"],
+    "two_layer_net": ["two_layer_net.png"],
+    "batchnorm_comparison": ["batchnorm_comparison.png"],
+    "weight_init": ["weight_init_activations.png", "weight_init_loss.png"],
+    "cnn": ["cnn.png", "cnn_filters.png"],
+    "rnn_sequence": ["rnn_sequence.png"],
+    "vmap_sweep": ["vmap_sweep.png"],
+    "per_example_grads": ["per_example_grads.png"],
+    "optimizer_comparison": ["optimizer_trajectories.png", "optimizer_digits_loss.png"],
+}
+SCRIPTS = sorted(p.stem for p in EXAMPLES.glob("*.py") if not p.stem.startswith("_"))
+
+
+def test_every_script_is_listed():
+    assert set(SCRIPTS) == set(EXPECTED), "add new examples to EXPECTED"
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_example_quick_mode_writes_plots(name, tmp_path, monkeypatch):
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    monkeypatch.setattr(sys, "argv", [f"{name}.py", "--quick", "--out", str(tmp_path)])
+    runpy.run_path(str(EXAMPLES / f"{name}.py"), run_name="__main__")
+    for png in EXPECTED.get(name, []):
+        path = tmp_path / png
+        assert path.is_file(), f"{name} did not write {png}"
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 1000

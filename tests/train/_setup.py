@@ -1,0 +1,29 @@
+"""Shared small models and data for the training tests (module-level so jit caches hit)."""
+import jax
+import numpy as np
+
+from funcnet import data, nn, optim
+
+X, Y = data.load_digits(flatten=True)
+X_TRAIN, X_TEST, Y_TRAIN, Y_TEST = data.train_test_split(X, Y, key=0)
+
+MLP = nn.serial(nn.Dense(32), nn.ReLU(), nn.Dense(10))
+BN_MLP = nn.serial(nn.Dense(32), nn.BatchNorm(), nn.ReLU(), nn.Dropout(0.2), nn.Dense(10))
+ADAM = optim.adam(1e-2)
+
+
+def init(model, seed=0, dim=64):
+    _, params, state = model.init(jax.random.PRNGKey(seed), (-1, dim))
+    return params, state
+
+
+def subset(n, seed=0):
+    idx = np.random.default_rng(seed).permutation(len(X_TRAIN))[:n]
+    return X_TRAIN[idx], Y_TRAIN[idx]
+
+
+def assert_trees_equal(a, b):
+    la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+    assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
+    for u, v in zip(la, lb):
+        np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
