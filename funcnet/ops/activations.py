@@ -14,14 +14,17 @@ from jax import lax
 from funcnet.ops import _checks
 
 
+def _relu_forward(x):
+    return jnp.maximum(x, jnp.zeros((), x.dtype))  # maximum (not where): NaN stays NaN
+
+
 @jax.custom_vjp
 def _relu(x):
-    return jnp.maximum(x, jnp.zeros((), x.dtype))
+    return _relu_forward(x)
 
 
 def _relu_fwd(x):
-    mask = x > 0
-    return jnp.where(mask, x, jnp.zeros((), x.dtype)), mask
+    return _relu_forward(x), x > 0
 
 
 def _relu_bwd(mask, g):

@@ -213,8 +213,9 @@ def scale_by_adam(b1=0.9, b2=0.999, eps=1e-8, *, eps_root=0.0,
         raise ValueError(f"{fn}: form must be 'standard' or 'folded', got {form!r}")
 
     def init(params):
-        zeros = _map(jnp.zeros_like, params)
-        return ScaleByAdamState(count=zero_count(), mu=zeros, nu=zeros)
+        # Two separate trees: a shared one could not be donated to a jitted step.
+        return ScaleByAdamState(count=zero_count(), mu=_map(jnp.zeros_like, params),
+                                nu=_map(jnp.zeros_like, params))
 
     def update(updates, state, params=None):
         del params

@@ -166,3 +166,10 @@ def test_l2_penalty_gradient_is_weight_decay_times_w():
     params = {"w": normal(26, (3, 2)), "b": normal(27, (2,))}
     g = jax.grad(ops.l2_penalty)(params, 0.3)
     assert_close(g, jax.tree_util.tree_map(lambda p: 0.3 * p, params), 1e-14, "wd * W")
+
+
+def test_relu_propagates_nan_under_grad():
+    x = jnp.array([jnp.nan, -1.0, 2.0])
+    y, vjp = jax.vjp(ops.relu, x)
+    assert np.isnan(y[0]) and np.isnan(jax.jit(ops.relu)(x)[0])
+    np.testing.assert_array_equal(vjp(jnp.ones(3))[0], [0.0, 0.0, 1.0])

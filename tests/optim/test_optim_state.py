@@ -114,3 +114,13 @@ def test_bfloat16_params_stay_finite_and_track_float32(make):
         runs[dtype] = np.asarray(p.astype(jnp.float32))
     assert np.all(np.isfinite(runs[jnp.bfloat16]))
     np.testing.assert_allclose(runs[jnp.bfloat16], runs[jnp.float32], rtol=2e-2, atol=1e-4)
+
+
+def test_adam_moments_do_not_share_buffers():
+    # A shared zeros tree for mu and nu could not be donated to a jitted train step.
+    params = {"w": jnp.ones((3, 2), jnp.float32), "b": jnp.zeros((2,), jnp.float32)}
+    state = optim.adam(1e-3).init(params)[0]
+    for mu, nu in zip(jax.tree_util.tree_leaves(state.mu), jax.tree_util.tree_leaves(state.nu)):
+        assert mu is not nu
+    step = jax.jit(lambda s: s, donate_argnums=0)
+    step(optim.adam(1e-3).init(params))  # raises "donate the same buffer twice" if shared
