@@ -164,7 +164,7 @@ def conv2d(x, w, b=None, stride=1, padding=0, *, impl="auto"):
     References:
       Note 003 section 7 (CNN structure); Chellapilla, Puri, Simard, "High Performance
       Convolutional Neural Networks for Document Processing", 2006 (im2col),
-      https://inria.hal.science/inria-00112631. See ``docs/parts/conv_pool_rnn_dropout.md``.
+      https://inria.hal.science/inria-00112631. See ``docs/formulas.md``.
     """
     if impl not in IMPLS:
         raise ValueError(f"conv2d: impl must be one of {IMPLS}, got {impl!r}")

@@ -72,7 +72,7 @@ def dropout(x, rate, key):
     References:
       Srivastava et al., "Dropout: A Simple Way to Prevent Neural Networks from
       Overfitting", JMLR 2014, https://jmlr.org/papers/v15/srivastava14a.html.
-      See ``docs/parts/conv_pool_rnn_dropout.md``.
+      See ``docs/formulas.md``.
     """
     rate = _checks.check_static_float("dropout", "rate", rate, low=0.0, high=1.0)
     _checks.check_float("dropout", "x", x)

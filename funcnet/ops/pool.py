@@ -153,7 +153,7 @@ def max_pool2d(x, window=2, stride=None, padding=0):
 
     References:
       Note 003 section 7; note 001 ("max routes the gradient").
-      See ``docs/parts/conv_pool_rnn_dropout.md``.
+      See ``docs/formulas.md``.
     """
     geom = check_pool_args("max_pool2d", x, window, stride, padding)
     return _max_pool2d(x, geom)
@@ -218,7 +218,7 @@ def avg_pool2d(x, window=2, stride=None, padding=0):
       ValueError, TypeError: as in :func:`max_pool2d`.
 
     References:
-      Note 003 section 7. See ``docs/parts/conv_pool_rnn_dropout.md``.
+      Note 003 section 7. See ``docs/formulas.md``.
     """
     geom = check_pool_args("avg_pool2d", x, window, stride, padding)
     return _avg_pool2d(x, geom)

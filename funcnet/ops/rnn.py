@@ -2,7 +2,7 @@
 
 Row-vector, time-major convention: ``xs`` is ``(T, N, D)``. Note 004 writes the cell with
 column vectors, ``a = W h + U x``; funcnet's ``wh`` is ``W^T`` and ``wx`` is ``U^T``, and
-adds a bias ``b`` (see ``docs/parts/conv_pool_rnn_dropout.md``).
+adds a bias ``b`` (see ``docs/formulas.md``).
 """
 from __future__ import annotations
 
@@ -123,7 +123,7 @@ def rnn(xs, h0, wx, wh, b):
     References:
       Note 004 ("RNN"); Elman, "Finding Structure in Time", 1990; Werbos,
       "Backpropagation Through Time: What It Does and How to Do It", 1990.
-      See ``docs/parts/conv_pool_rnn_dropout.md``.
+      See ``docs/formulas.md``.
     """
     check_rnn_args("rnn", xs, h0, wx, wh, b)
     return _rnn(xs, h0, wx, wh, b)

@@ -164,7 +164,7 @@ def adam(learning_rate, b1=0.9, b2=0.999, eps=1e-8, *, eps_root=0.0,
 
     The forms agree exactly when ``eps = 0``, or when the folded form is given
     ``eps * sqrt(1 - b2^t)`` at step ``t``; with the same constant ``eps`` they differ (see
-    :func:`~funcnet.optim.transforms.scale_by_adam` and ``docs/parts/optim.md``).
+    :func:`~funcnet.optim.transforms.scale_by_adam` and ``docs/formulas.md``).
 
     Args:
       learning_rate: a number, a scalar array or a schedule; the paper uses 1e-3.

@@ -14,7 +14,7 @@ Sync batch norm: ``nn.BatchNorm(axis_name="batch")`` under ``pmap(axis_name="bat
 (or the mesh axis under ``shard_map``) normalises with the statistics of the global
 batch. Several processes: :func:`initialize`, :func:`process_batch`,
 :func:`global_batch` and :func:`put_replicated` feed the mesh steps. See
-``docs/parts/parallel.md``.
+``docs/parallel.md``.
 """
 from funcnet.parallel.devices import (make_mesh, put_replicated, replicate, shard_batch,
                                       to_host, unreplicate)

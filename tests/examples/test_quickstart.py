@@ -1,8 +1,8 @@
-"""The quick start of the README (docs/parts/readme_quickstart.md) runs as written."""
+"""The quick start in README.md (its only python block) runs as written."""
 import re
 from pathlib import Path
 
-QUICKSTART = Path(__file__).resolve().parents[2] / "docs" / "parts" / "readme_quickstart.md"
+QUICKSTART = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def python_blocks(text):
