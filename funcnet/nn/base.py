@@ -25,6 +25,8 @@ from typing import Any, Callable, NamedTuple, Sequence
 import jax
 import numpy as np
 
+from funcnet.ops._checks import shape_of  # noqa: F401  (re-used by the layer modules)
+
 __all__ = ["Layer", "serial"]
 
 
@@ -122,10 +124,6 @@ def _check_entries(what: str, tree, names: Sequence[str]) -> None:
 # ----------------------------------------------------------------------------- helpers
 # Shared trace-time checks; each takes the layer name first so messages read
 # "Dense(100): input has shape (32, 5, 784), expected rank 2 (N, 784)".
-
-def shape_of(x) -> tuple:
-    return tuple(np.shape(x))
-
 
 def fmt(shape) -> str:
     """Format a shape with ``N`` for the batch axis: ``("N", 784) -> (N, 784)``."""

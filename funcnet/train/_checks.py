@@ -57,14 +57,6 @@ def check_data(fn: str, what: str, data) -> tuple:
     return x, y
 
 
-def check_batch_size(fn: str, batch_size, n: int, what: str = "data") -> int:
-    batch_size = check_positive_int(fn, "batch_size", batch_size)
-    if batch_size > n:
-        raise ValueError(f"{fn}: batch_size={batch_size} is larger than the {n} examples of "
-                         f"{what}")
-    return batch_size
-
-
 def check_key(fn: str, key):
     """A raw ``uint32[2]`` key (``jax.random.PRNGKey``) or a typed key (``jax.random.key``)."""
     if isinstance(key, (int, np.integer)) and not isinstance(key, bool):

@@ -27,7 +27,8 @@ from jax import lax
 
 from funcnet import ops
 from funcnet.data import epoch_batches
-from funcnet.train._checks import (check_batch_size, check_data, check_key, check_loss_fn,
+from funcnet.data._common import check_batch_size
+from funcnet.train._checks import (check_data, check_key, check_loss_fn,
                                    check_manager, check_model, check_optimizer,
                                    check_positive_int)
 from funcnet.train.progress import EpochProgress

@@ -109,7 +109,7 @@ def test_fit_rejects_bad_input():
                                                                       Y_TEST[:9]), **ok)
     with pytest.raises(TypeError, match="fit: data must be a pair"):
         fit(MLP, params, state, ADAM, X_TRAIN, 1, **ok)
-    with pytest.raises(ValueError, match="batch_size=64 is larger than the 10 examples"):
+    with pytest.raises(ValueError, match=r"batch_size must be in \[1, 10\] \(the number of examples\), got 64"):
         fit(MLP, params, state, ADAM, (X_TRAIN[:10], Y_TRAIN[:10]), 1, batch_size=64,
             key=KEY)
     with pytest.raises(ValueError, match="epochs must be a non-negative int, got -1"):
