@@ -64,6 +64,24 @@ class TorchBuild(NamedTuple):
     sync: Callable
 
 
+def optax_protocol_build(loss: Callable, params, opt, apply_updates: Callable,
+                         prepare: Callable) -> JaxBuild:
+    """The Adam step shared by every library with optax's protocol (funcnet, Flax, Equinox).
+
+    ``opt`` has ``init``/``update(grads, state, params)``; ``apply_updates`` is the
+    library's own (``funcnet.optim``, ``optax`` or ``eqx``).
+    """
+    import jax
+
+    def step(state, batch):
+        p, opt_state = state
+        value, grads = jax.value_and_grad(loss)(p, batch)
+        updates, opt_state = opt.update(grads, opt_state, p)
+        return (apply_updates(p, updates), opt_state), value
+
+    return JaxBuild(step, (params, opt.init(params)), loss, params, prepare)
+
+
 def load(name: str):
     """Import ``benchmarks.libs.<name>_impl``."""
     return importlib.import_module(f"benchmarks.libs.{name}_impl")

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.cases import Case, cnn_flat_size, mlp_sizes
-from benchmarks.libs import JaxBuild
+from benchmarks.libs import JaxBuild, optax_protocol_build
 
 NAME = "equinox"
 
@@ -101,15 +101,9 @@ def build(case: Case) -> JaxBuild:
         logits = jax.vmap(m, in_axes=in_axis)(x)
         return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
-    def step(state, batch):
-        p, opt_state = state
-        value, grads = jax.value_and_grad(loss)(p, batch)
-        updates, opt_state = opt.update(grads, opt_state, p)
-        return (eqx.apply_updates(p, updates), opt_state), value
-
     def prepare(x, y):
         if case.model == "cnn":  # NHWC -> NCHW, Equinox's layout
             x = np.moveaxis(x, -1, -3)
         return jnp.asarray(x, dtype), jnp.asarray(y)
 
-    return JaxBuild(step, (params, opt.init(params)), loss, params, prepare)
+    return optax_protocol_build(loss, params, opt, eqx.apply_updates, prepare)

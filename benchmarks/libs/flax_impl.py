@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 
 from benchmarks.cases import Case
-from benchmarks.libs import JaxBuild
+from benchmarks.libs import JaxBuild, optax_protocol_build
 
 NAME = "flax"
 
@@ -71,13 +71,7 @@ def build(case: Case) -> JaxBuild:
         logits = model.apply({"params": p}, x)
         return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
-    def step(state, batch):
-        p, opt_state = state
-        value, grads = jax.value_and_grad(loss)(p, batch)
-        updates, opt_state = opt.update(grads, opt_state, p)
-        return (optax.apply_updates(p, updates), opt_state), value
-
     def prepare(x, y):
         return jnp.asarray(x, dtype), jnp.asarray(y)
 
-    return JaxBuild(step, (params, opt.init(params)), loss, params, prepare)
+    return optax_protocol_build(loss, params, opt, optax.apply_updates, prepare)

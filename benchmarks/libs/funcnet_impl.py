@@ -1,8 +1,6 @@
 """funcnet: ``funcnet.nn`` layers, ``funcnet.ops.softmax_cross_entropy`` and ``funcnet.optim.adam``.
 
-Uses the public API only. If ``funcnet.nn`` or ``funcnet.optim`` cannot be imported (work
-in progress), the model falls back to ``funcnet.ops`` functions and :mod:`jax_impl`'s
-hand-written Adam, and ``versions()`` says so.
+Uses the public API only.
 """
 from __future__ import annotations
 
@@ -10,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from benchmarks.cases import Case, input_shape
-from benchmarks.libs import JaxBuild
+from benchmarks.libs import JaxBuild, optax_protocol_build
 
 NAME = "funcnet"
 
@@ -18,13 +16,7 @@ NAME = "funcnet"
 def versions() -> dict[str, str]:
     import funcnet
 
-    out = {"funcnet": funcnet.__version__}
-    try:
-        import funcnet.nn  # noqa: F401
-        import funcnet.optim  # noqa: F401
-    except ImportError as e:  # pragma: no cover - only while the packages are being written
-        out["fallback"] = f"funcnet.ops + hand-written Adam ({e})"
-    return out
+    return {"funcnet": funcnet.__version__}
 
 
 def make_model(case: Case):
@@ -62,13 +54,9 @@ def make_model(case: Case):
 
 
 def build(case: Case) -> JaxBuild:
-    from funcnet import ops
+    from funcnet import ops, optim
 
-    try:
-        from funcnet import optim
-        model = make_model(case)
-    except ImportError:  # pragma: no cover
-        return _fallback_build(case)
+    model = make_model(case)
     dtype = jnp.dtype(case.dtype)
     shape = input_shape(case)
     # jitted only to build faster (op-by-op init compiles every small op)
@@ -80,53 +68,7 @@ def build(case: Case) -> JaxBuild:
         logits, _ = model.apply(p, mstate, x)
         return ops.softmax_cross_entropy(logits, y)
 
-    def step(state, batch):
-        p, opt_state = state
-        value, grads = jax.value_and_grad(loss)(p, batch)
-        updates, opt_state = opt.update(grads, opt_state, p)
-        return (optim.apply_updates(p, updates), opt_state), value
-
     def prepare(x, y):
         return jnp.asarray(x, dtype), jnp.asarray(y)
 
-    return JaxBuild(step, (params, opt.init(params)), loss, params, prepare)
-
-
-def _fallback_build(case: Case) -> JaxBuild:  # pragma: no cover - transitional
-    """Model from ``funcnet.ops`` functions with jax_impl's params and Adam."""
-    from funcnet import ops
-
-    from benchmarks.libs import jax_impl
-
-    dtype = jnp.dtype(case.dtype)
-    params = jax_impl.init_params(case, jax.random.PRNGKey(0), dtype)
-
-    def forward(p, x):
-        if case.model == "mlp":
-            for layer in p[:-1]:
-                x = ops.relu(ops.affine(x, layer["w"], layer["b"]))
-            return ops.affine(x, p[-1]["w"], p[-1]["b"])
-        if case.model == "cnn":
-            conv, fc1, fc2 = p
-            y = ops.max_pool2d(ops.relu(ops.conv2d(x, conv["w"], conv["b"])), 2)
-            y = ops.relu(ops.affine(y.reshape(y.shape[0], -1), fc1["w"], fc1["b"]))
-            return ops.affine(y, fc2["w"], fc2["b"])
-        cell, head = p
-        h0 = jnp.zeros((x.shape[1], cell["wh"].shape[0]), x.dtype)
-        hs = ops.rnn(x, h0, cell["wx"], cell["wh"], cell["b"])
-        return ops.affine(hs[-1], head["w"], head["b"])
-
-    def loss(p, batch):
-        x, y = batch
-        return ops.softmax_cross_entropy(forward(p, x), y)
-
-    def step(state, batch):
-        p, opt_state = state
-        value, grads = jax.value_and_grad(loss)(p, batch)
-        p, opt_state = jax_impl.adam_update(grads, opt_state, p)
-        return (p, opt_state), value
-
-    def prepare(x, y):
-        return jnp.asarray(x, dtype), jnp.asarray(y)
-
-    return JaxBuild(step, (params, jax_impl.adam_init(params)), loss, params, prepare)
+    return optax_protocol_build(loss, params, opt, optim.apply_updates, prepare)
