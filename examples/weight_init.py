@@ -21,8 +21,8 @@ from funcnet import nn, optim, train
 import _common
 
 INITS = {"std 0.01": nn.initializers.normal(0.01),
-         "Xavier": nn.initializers.xavier_normal,
-         "He": nn.initializers.he_normal}
+         "Xavier": nn.initializers.xavier_normal(),
+         "He": nn.initializers.he_normal()}
 DEPTH, WIDTH = 5, 100
 
 
@@ -64,7 +64,7 @@ def main():
 
     x_train, _, y_train, _ = _common.digits(flatten=True)
     epochs = 1 if args.quick else args.epochs
-    template = mlp(nn.initializers.he_normal)  # same structure: one compiled epoch for all
+    template = mlp(nn.initializers.he_normal())  # same structure: one compiled epoch for all
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for name, w_init in INITS.items():
         _, params, state = mlp(w_init).init(k_init, (-1, 64))

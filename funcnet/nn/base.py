@@ -152,15 +152,30 @@ def check_dict(name: str, what: str, tree, keys: Sequence[str]) -> None:
 
 
 def check_float_input(name: str, x, like=None, like_name: str = "params") -> None:
-    """``x`` must be a floating array, of the same dtype as ``like`` if given."""
+    """``x`` must be a floating array (``like``/``like_name`` are unused: see :func:`promote`)."""
+    del like, like_name
     dt = jax.numpy.result_type(x)
     if not jax.numpy.issubdtype(dt, jax.numpy.floating):
         raise TypeError(f"{name}: input must have a floating dtype, got {dt} "
                         f"with shape {shape_of(x)}")
-    if like is not None and jax.numpy.result_type(like) != dt:
-        raise TypeError(
-            f"{name}: input has dtype {dt} but {like_name} has dtype "
-            f"{jax.numpy.result_type(like)}; cast the input or the params explicitly")
+
+
+def promote(x, params):
+    """``(x, params)`` cast to their common floating dtype (JAX's standard promotion).
+
+    As Flax's ``promote_dtype``: float32 params with a float64 input compute in float64,
+    bfloat16 params with a float32 input in float32. The casts are explicit, so this also
+    works under ``jax_numpy_dtype_promotion="strict"``.
+    """
+    leaves = [a for a in jax.tree_util.tree_leaves(params)
+              if jax.numpy.issubdtype(jax.numpy.result_type(a), jax.numpy.floating)]
+    with jax.numpy_dtype_promotion("standard"):
+        dt = jax.numpy.result_type(x, *[jax.numpy.result_type(a) for a in leaves])
+
+    def cast(a):
+        return a.astype(dt) if jax.numpy.issubdtype(jax.numpy.result_type(a),
+                                                    jax.numpy.floating) else a
+    return x.astype(dt), jax.tree_util.tree_map(cast, params)
 
 
 def check_init_shape(name: str, input_shape, ranks: Sequence[int], expected: str,

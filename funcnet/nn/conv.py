@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from funcnet import ops
 from funcnet.nn import initializers
 from funcnet.nn.base import (Layer, check_dict, check_float_input, check_init_shape,
-                             check_no_params, fmt, pair, padding_pairs, prod, shape_of,
+                             check_no_params, fmt, pair, padding_pairs, prod, promote, shape_of,
                              window_output_size)
 
 __all__ = ["Conv2D", "MaxPool2D", "AvgPool2D", "Flatten"]
@@ -43,8 +43,8 @@ def _batched(fn, x):
 
 
 def Conv2D(out_channels: int, kernel_size, stride=1, padding=0, *,
-           w_init=initializers.he_normal, b_init=initializers.zeros, use_bias: bool = True,
-           dtype=jnp.float32) -> Layer:
+           w_init=initializers.he_normal(), b_init=initializers.zeros, use_bias: bool = True,
+           dtype=None) -> Layer:
     """2-D convolution (cross-correlation) ``y = x * W + b`` via :func:`funcnet.ops.conv2d`.
 
     ``y[n, oh, ow, o] = b[o] + sum_{i,j,c} xp[n, sh*oh + i, sw*ow + j, c] w[i, j, c, o]``
@@ -118,7 +118,7 @@ def Conv2D(out_channels: int, kernel_size, stride=1, padding=0, *,
                              f"{fmt(x.shape)})")
         _spatial_out(name, x.shape, kernel, strides, pads)
         check_float_input(name, x, w, "params['w']")
-        b = params["b"] if use_bias else None
+        x, (w, b) = promote(x, (w, params["b"] if use_bias else None))
         y = _batched(lambda xb: ops.conv2d(xb, w, b, stride=strides, padding=padding), x)
         return y, state
 

@@ -11,13 +11,13 @@ import jax.numpy as jnp
 from funcnet import ops
 from funcnet.nn import initializers
 from funcnet.nn.base import (Layer, check_dict, check_float_input, check_init_shape,
-                             check_no_params, fmt, shape_of)
+                             check_no_params, fmt, promote, shape_of)
 
 __all__ = ["Dense"]
 
 
-def Dense(out_features: int, *, w_init=initializers.he_normal, b_init=initializers.zeros,
-          dtype=jnp.float32) -> Layer:
+def Dense(out_features: int, *, w_init=initializers.he_normal(), b_init=initializers.zeros,
+          dtype=None) -> Layer:
     """Fully connected layer ``y = x W + b`` (note 004: ``Y = XW + B``, row vectors).
 
     ``y[n, j] = b[j] + sum_i x[n, i] w[i, j]``, computed by :func:`funcnet.ops.affine`
@@ -35,7 +35,7 @@ def Dense(out_features: int, *, w_init=initializers.he_normal, b_init=initialize
     Args:
       out_features: ``H``, the number of output units.
       w_init: initializer for ``w`` (``init(key, shape, dtype)``). Default
-        :func:`~funcnet.nn.initializers.he_normal` (``Var = 2/D``, right for a ReLU that
+        :func:`~funcnet.nn.initializers.he_normal()` (``Var = 2/D``, right for a ReLU that
         follows); pass ``xavier_normal`` before sigmoid/tanh, ``lecun_normal`` for the
         book's "Xavier" ``1/sqrt(D)`` scale.
       b_init: initializer for ``b``; default zeros.
@@ -84,6 +84,7 @@ def Dense(out_features: int, *, w_init=initializers.he_normal, b_init=initialize
                 f"features but params['w'] has shape {shape_of(w)}")
         check_float_input(name, x, w, "params['w']")
         check_no_params(name, (), state)
+        x, (w, b) = promote(x, (w, b))
         return ops.affine(x, w, b), state
 
     return Layer(init, apply, name)

@@ -1,9 +1,10 @@
-"""Weight initializers: ``init(key, shape, dtype=jnp.float32) -> array``.
+"""Weight initializers with ``jax.nn.initializers``' conventions.
 
-``he_normal``, ``he_uniform``, ``xavier_normal``, ``xavier_uniform`` (aliases
-``glorot_normal``, ``glorot_uniform``), ``lecun_normal``, ``lecun_uniform``, ``zeros`` and
-``ones`` ARE initializers (call them with ``(key, shape, dtype)``); ``normal(stddev)``,
-``uniform(scale)`` and ``constant(value)`` are factories that RETURN an initializer.
+An initializer is ``init(key, shape, dtype=None) -> array`` (``dtype=None``: JAX's default
+float dtype, float64 under ``jax_enable_x64``). As in ``jax.nn.initializers``, ``zeros``
+and ``ones`` ARE initializers; every other name is a FACTORY that returns one:
+``he_normal()(key, shape, dtype)``, ``normal(0.01)``, ``variance_scaling(2.0, "fan_in",
+"normal")``. Any ``jax.nn.initializers`` initializer works wherever funcnet takes one.
 
 Fans, for a dense kernel ``(D, H)`` and a convolution kernel HWIO ``(KH, KW, Cin, Cout)``
 (in general: the last two axes are (in, out), the leading axes the receptive field)::
@@ -36,23 +37,35 @@ References:
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 
+from funcnet import _checks
+
 __all__ = [
-    "compute_fans", "he_normal", "he_uniform", "xavier_normal", "xavier_uniform",
-    "glorot_normal", "glorot_uniform", "lecun_normal", "lecun_uniform", "normal",
-    "uniform", "constant", "zeros", "ones",
+    "Initializer", "compute_fans", "variance_scaling", "he_normal", "he_uniform",
+    "xavier_normal", "xavier_uniform", "glorot_normal", "glorot_uniform", "lecun_normal",
+    "lecun_uniform", "normal", "uniform", "truncated_normal", "constant", "zeros", "ones",
+    "orthogonal",
 ]
 
 Initializer = Callable[..., jax.Array]
+"""``init(key, shape, dtype=None) -> array`` (``jax.nn.initializers.Initializer``)."""
 
 
-def compute_fans(shape) -> tuple[int, int]:
-    """``(fan_in, fan_out)`` of a kernel: ``(D, H)`` -> ``(D, H)``;
-    ``(KH, KW, Cin, Cout)`` -> ``(KH*KW*Cin, KH*KW*Cout)``.
+def _axes(shape, axis) -> tuple[int, ...]:
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    return tuple(a % len(shape) for a in axes)
+
+
+def compute_fans(shape: Sequence[int], in_axis=-2, out_axis=-1, batch_axis=()) -> tuple[int, int]:
+    """``(fan_in, fan_out)`` of a kernel (``jax.nn.initializers``' convention).
+
+    ``(D, H)`` -> ``(D, H)``; HWIO ``(KH, KW, Cin, Cout)`` -> ``(KH*KW*Cin, KH*KW*Cout)``:
+    the axes that are neither ``in_axis``, ``out_axis`` nor ``batch_axis`` form the
+    receptive field, which multiplies both fans.
 
     Raises:
       ValueError: for a shape of rank < 2 (a bias has no fan; use ``zeros``).
@@ -62,105 +75,163 @@ def compute_fans(shape) -> tuple[int, int]:
         raise ValueError(
             f"compute_fans: shape {shape} has rank {len(shape)}, expected a kernel of rank "
             ">= 2 ((D, H) or HWIO (KH, KW, Cin, Cout)); initialise biases with zeros")
-    receptive = math.prod(shape[:-2])
-    return receptive * shape[-2], receptive * shape[-1]
+    ins, outs, batch = _axes(shape, in_axis), _axes(shape, out_axis), _axes(shape, batch_axis)
+    receptive = math.prod(d for i, d in enumerate(shape) if i not in ins + outs + batch)
+    return (receptive * math.prod(shape[i] for i in ins),
+            receptive * math.prod(shape[i] for i in outs))
 
 
-def _check_dtype(fn: str, dtype) -> None:
-    if not jnp.issubdtype(dtype, jnp.floating):
-        raise TypeError(f"{fn}: dtype must be a floating dtype, got {jnp.dtype(dtype)}")
+_MODES = ("fan_in", "fan_out", "fan_avg")
+_DISTRIBUTIONS = ("normal", "uniform", "truncated_normal")
 
 
-def _normal_with_var(fn: str, key, shape, dtype, var: float) -> jax.Array:
-    _check_dtype(fn, dtype)
-    return jax.random.normal(key, tuple(shape), dtype) * jnp.asarray(math.sqrt(var), dtype)
+def variance_scaling(scale: float, mode: str, distribution: str, in_axis=-2, out_axis=-1,
+                     batch_axis=(), dtype=None) -> Initializer:
+    """Factory: ``Var[w] = scale / n`` with ``n`` the fan chosen by ``mode``.
+
+    ``jax.nn.initializers.variance_scaling``'s signature and meaning, except that
+    ``"normal"`` here is a plain normal (variance exactly ``scale / n``, the notes'
+    formulas), and ``"truncated_normal"`` is the normal truncated at 2 sigma and rescaled
+    so that the variance is still ``scale / n`` (as in JAX).
+
+    Args:
+      scale: positive scale of the variance.
+      mode: ``"fan_in"``, ``"fan_out"`` or ``"fan_avg"`` (``(fan_in + fan_out) / 2``).
+      distribution: ``"normal"``, ``"uniform"`` (``U(-a, a)``, ``a = sqrt(3 Var)``) or
+        ``"truncated_normal"``.
+      in_axis, out_axis, batch_axis: the kernel axes, as :func:`compute_fans`.
+      dtype: default dtype of the initializer (``None``: JAX's default float dtype).
+
+    Returns:
+      ``init(key, shape, dtype=dtype) -> array``.
+    """
+    fn = "variance_scaling"
+    scale = _checks.static_float(fn, "scale", scale, 0.0, low_inclusive=False)
+    _checks.static_choice(fn, "mode", mode, _MODES)
+    _checks.static_choice(fn, "distribution", distribution, _DISTRIBUTIONS)
+    default_dtype = dtype
+
+    def init(key, shape, dtype=default_dtype):
+        dtype = _checks.check_dtype(fn, "dtype", dtype)
+        shape = tuple(shape)
+        fan_in, fan_out = compute_fans(shape, in_axis, out_axis, batch_axis)
+        n = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[mode]
+        var = scale / n
+        if distribution == "normal":
+            return jax.random.normal(key, shape, dtype) * jnp.asarray(math.sqrt(var), dtype)
+        if distribution == "uniform":
+            a = math.sqrt(3.0 * var)
+            return jax.random.uniform(key, shape, dtype, minval=-a, maxval=a)
+        # std of N(0, 1) truncated to [-2, 2]
+        std = math.sqrt(var) / .87962566103423978
+        return jax.random.truncated_normal(key, -2, 2, shape, dtype) * jnp.asarray(std, dtype)
+
+    return init
 
 
-def _uniform_with_var(fn: str, key, shape, dtype, var: float) -> jax.Array:
-    _check_dtype(fn, dtype)
-    a = math.sqrt(3.0 * var)
-    return jax.random.uniform(key, tuple(shape), dtype, minval=-a, maxval=a)
+def he_normal(in_axis=-2, out_axis=-1, batch_axis=(), dtype=None) -> Initializer:
+    """He (Kaiming) normal: ``w ~ N(0, 2 / fan_in)``, for ReLU layers (He et al. 2015).
+
+    A plain normal (``jax.nn.initializers.he_normal`` truncates at 2 sigma; pass
+    ``variance_scaling(2.0, "fan_in", "truncated_normal")`` for that).
+    """
+    return variance_scaling(2.0, "fan_in", "normal", in_axis, out_axis, batch_axis, dtype)
 
 
-def he_normal(key, shape, dtype=jnp.float32) -> jax.Array:
-    """He (Kaiming) normal: ``w ~ N(0, 2 / fan_in)``; for ReLU layers (He et al. 2015)."""
-    fan_in, _ = compute_fans(shape)
-    return _normal_with_var("he_normal", key, shape, dtype, 2.0 / fan_in)
-
-
-def he_uniform(key, shape, dtype=jnp.float32) -> jax.Array:
+def he_uniform(in_axis=-2, out_axis=-1, batch_axis=(), dtype=None) -> Initializer:
     """He uniform: ``w ~ U(-a, a)``, ``a = sqrt(6 / fan_in)``, so ``Var = 2 / fan_in``."""
-    fan_in, _ = compute_fans(shape)
-    return _uniform_with_var("he_uniform", key, shape, dtype, 2.0 / fan_in)
+    return variance_scaling(2.0, "fan_in", "uniform", in_axis, out_axis, batch_axis, dtype)
 
 
-def xavier_normal(key, shape, dtype=jnp.float32) -> jax.Array:
-    """Xavier/Glorot normal: ``w ~ N(0, 2 / (fan_in + fan_out))``; for sigmoid/tanh
+def xavier_normal(in_axis=-2, out_axis=-1, batch_axis=(), dtype=None) -> Initializer:
+    """Xavier/Glorot normal: ``w ~ N(0, 2 / (fan_in + fan_out))``, for sigmoid/tanh
     (Glorot & Bengio 2010). The book's "Xavier" (``1/n``) is :func:`lecun_normal`."""
-    fan_in, fan_out = compute_fans(shape)
-    return _normal_with_var("xavier_normal", key, shape, dtype, 2.0 / (fan_in + fan_out))
+    return variance_scaling(1.0, "fan_avg", "normal", in_axis, out_axis, batch_axis, dtype)
 
 
-def xavier_uniform(key, shape, dtype=jnp.float32) -> jax.Array:
+def xavier_uniform(in_axis=-2, out_axis=-1, batch_axis=(), dtype=None) -> Initializer:
     """Xavier/Glorot uniform: ``U(-a, a)``, ``a = sqrt(6 / (fan_in + fan_out))``."""
-    fan_in, fan_out = compute_fans(shape)
-    return _uniform_with_var("xavier_uniform", key, shape, dtype, 2.0 / (fan_in + fan_out))
+    return variance_scaling(1.0, "fan_avg", "uniform", in_axis, out_axis, batch_axis, dtype)
 
 
 glorot_normal = xavier_normal
 glorot_uniform = xavier_uniform
 
 
-def lecun_normal(key, shape, dtype=jnp.float32) -> jax.Array:
+def lecun_normal(in_axis=-2, out_axis=-1, batch_axis=(), dtype=None) -> Initializer:
     """LeCun normal: ``w ~ N(0, 1 / fan_in)`` (LeCun et al. 1998; the book's "Xavier")."""
-    fan_in, _ = compute_fans(shape)
-    return _normal_with_var("lecun_normal", key, shape, dtype, 1.0 / fan_in)
+    return variance_scaling(1.0, "fan_in", "normal", in_axis, out_axis, batch_axis, dtype)
 
 
-def lecun_uniform(key, shape, dtype=jnp.float32) -> jax.Array:
+def lecun_uniform(in_axis=-2, out_axis=-1, batch_axis=(), dtype=None) -> Initializer:
     """LeCun uniform: ``U(-a, a)``, ``a = sqrt(3 / fan_in)``, so ``Var = 1 / fan_in``."""
-    fan_in, _ = compute_fans(shape)
-    return _uniform_with_var("lecun_uniform", key, shape, dtype, 1.0 / fan_in)
+    return variance_scaling(1.0, "fan_in", "uniform", in_axis, out_axis, batch_axis, dtype)
 
 
-def normal(stddev: float = 0.01) -> Initializer:
-    """Factory: an initializer drawing ``N(0, stddev**2)`` (the book's ``0.01 * randn``)."""
-    stddev = float(stddev)
-    if not stddev >= 0:
-        raise ValueError(f"normal: stddev must be >= 0, got {stddev}")
+def normal(stddev: float = 1e-2, dtype=None) -> Initializer:
+    """Factory: ``N(0, stddev**2)`` (the book's ``0.01 * randn``; JAX's default stddev)."""
+    stddev = _checks.static_float("normal", "stddev", stddev, 0.0)
+    default_dtype = dtype
 
-    def init(key, shape, dtype=jnp.float32):
-        return _normal_with_var("normal", key, shape, dtype, stddev ** 2)
+    def init(key, shape, dtype=default_dtype):
+        dtype = _checks.check_dtype("normal", "dtype", dtype)
+        return jax.random.normal(key, tuple(shape), dtype) * jnp.asarray(stddev, dtype)
     return init
 
 
-def uniform(scale: float = 0.01) -> Initializer:
-    """Factory: an initializer drawing ``U(-scale, scale)`` (variance ``scale**2 / 3``)."""
-    scale = float(scale)
-    if not scale >= 0:
-        raise ValueError(f"uniform: scale must be >= 0, got {scale}")
+def truncated_normal(stddev: float = 1e-2, dtype=None, lower: float = -2.0,
+                     upper: float = 2.0) -> Initializer:
+    """Factory: ``stddev *`` a standard normal truncated to ``[lower, upper]`` (as JAX)."""
+    stddev = _checks.static_float("truncated_normal", "stddev", stddev, 0.0)
+    default_dtype = dtype
 
-    def init(key, shape, dtype=jnp.float32):
-        _check_dtype("uniform", dtype)
-        return jax.random.uniform(key, tuple(shape), dtype, minval=-scale, maxval=scale)
+    def init(key, shape, dtype=default_dtype):
+        dtype = _checks.check_dtype("truncated_normal", "dtype", dtype)
+        return jax.random.truncated_normal(key, lower, upper, tuple(shape),
+                                           dtype) * jnp.asarray(stddev, dtype)
     return init
 
 
-def constant(value: float) -> Initializer:
-    """Factory: an initializer filling every entry with ``value``."""
-    def init(key, shape, dtype=jnp.float32):
+def uniform(scale: float = 1e-2, dtype=None) -> Initializer:
+    """Factory: ``U(0, scale)``, as ``jax.nn.initializers.uniform``.
+
+    funcnet's first release drew ``U(-scale, scale)``; JAX's convention won.
+    """
+    scale = _checks.static_float("uniform", "scale", scale, 0.0)
+    default_dtype = dtype
+
+    def init(key, shape, dtype=default_dtype):
+        dtype = _checks.check_dtype("uniform", "dtype", dtype)
+        return jax.random.uniform(key, tuple(shape), dtype, minval=0.0, maxval=scale)
+    return init
+
+
+def orthogonal(scale: float = 1.0, column_axis: int = -1, dtype=None) -> Initializer:
+    """Factory: a (semi-)orthogonal matrix times ``scale`` (Saxe et al. 2014), as
+    ``jax.nn.initializers.orthogonal``; the usual choice for recurrent kernels."""
+    return jax.nn.initializers.orthogonal(scale, column_axis, _checks.check_dtype(
+        "orthogonal", "dtype", dtype))
+
+
+def constant(value, dtype=None) -> Initializer:
+    """Factory: every entry equal to ``value``."""
+    default_dtype = dtype
+
+    def init(key, shape, dtype=default_dtype):
         del key
-        return jnp.full(tuple(shape), value, dtype)
+        return jnp.full(tuple(shape), value, _checks.check_dtype("constant", "dtype", dtype))
     return init
 
 
-def zeros(key, shape, dtype=jnp.float32) -> jax.Array:
-    """All zeros (biases, batch-norm ``beta`` and running mean). ``key`` is unused."""
+def zeros(key, shape, dtype=None) -> jax.Array:
+    """All zeros (biases, ``beta``, running means). An initializer itself, as
+    ``jax.nn.initializers.zeros``; ``key`` is unused."""
     del key
-    return jnp.zeros(tuple(shape), dtype)
+    return jnp.zeros(tuple(shape), _checks.check_dtype("zeros", "dtype", dtype))
 
 
-def ones(key, shape, dtype=jnp.float32) -> jax.Array:
-    """All ones (batch-norm ``gamma`` and running variance). ``key`` is unused."""
+def ones(key, shape, dtype=None) -> jax.Array:
+    """All ones (``gamma``, running variances). An initializer itself, as
+    ``jax.nn.initializers.ones``; ``key`` is unused."""
     del key
-    return jnp.ones(tuple(shape), dtype)
+    return jnp.ones(tuple(shape), _checks.check_dtype("ones", "dtype", dtype))

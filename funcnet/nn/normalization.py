@@ -12,7 +12,7 @@ from jax import lax
 
 from funcnet import ops
 from funcnet.nn import initializers
-from funcnet.nn.base import (Layer, check_dict, check_float_input, check_init_shape, fmt,
+from funcnet.nn.base import (Layer, check_dict, check_float_input, check_init_shape, fmt, promote,
                              shape_of)
 
 __all__ = ["BatchNorm"]
@@ -20,7 +20,7 @@ __all__ = ["BatchNorm"]
 
 def BatchNorm(momentum: float = 0.9, eps: float = 1e-5, axis_name=None, *,
               gamma_init=initializers.ones, beta_init=initializers.zeros,
-              dtype=jnp.float32) -> Layer:
+              dtype=None) -> Layer:
     """Batch normalization over every axis but the last (the feature / channel axis C).
 
     Training (``train=True``), note 003 (1)-(4), with ``m`` the number of values per
@@ -113,6 +113,7 @@ def BatchNorm(momentum: float = 0.9, eps: float = 1e-5, axis_name=None, *,
             raise ValueError(f"{name}: input has shape {fmt(x.shape)}, expected (N, ..., {C}): "
                              f"the last axis must hold the {C} features of params['gamma']")
         check_float_input(name, x, gamma, "params['gamma']")
+        x, (gamma, beta) = promote(x, (gamma, beta))
         if not train:
             bshape = (1,) * (x.ndim - 1) + (C,)
             mean = state["mean"].astype(x.dtype)

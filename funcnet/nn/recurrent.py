@@ -17,13 +17,13 @@ import jax.numpy as jnp
 from funcnet import ops
 from funcnet.nn import initializers
 from funcnet.nn.base import (Layer, check_dict, check_float_input, check_init_shape,
-                             check_no_params, fmt, shape_of)
+                             check_no_params, fmt, promote, shape_of)
 
 __all__ = ["RNN"]
 
 
-def RNN(hidden_size: int, *, w_init=initializers.xavier_normal, wh_init=None,
-        b_init=initializers.zeros, learn_h0: bool = False, dtype=jnp.float32) -> Layer:
+def RNN(hidden_size: int, *, w_init=initializers.xavier_normal(), wh_init=None,
+        b_init=initializers.zeros, learn_h0: bool = False, dtype=None) -> Layer:
     """Vanilla RNN returning every hidden state: ``h_t = tanh(x_t wx + h_{t-1} wh + b)``.
 
     Runs :func:`funcnet.ops.rnn` (backward: BPTT in one reverse ``lax.scan``). The initial
@@ -92,6 +92,8 @@ def RNN(hidden_size: int, *, w_init=initializers.xavier_normal, wh_init=None,
                              f"(T, N, {D}) or one sequence (T, {D}) (params['wx'] has shape "
                              f"{shape_of(wx)})")
         check_float_input(name, x, wx, "params['wx']")
+        x, params = promote(x, params)
+        wx, wh, b = params["wx"], params["wh"], params["b"]
         xs = x[:, None, :] if x.ndim == 2 else x
         n = xs.shape[1]
         h0 = (jnp.broadcast_to(params["h0"][None, :], (n, H)) if learn_h0

@@ -80,7 +80,7 @@ def test_running_stats_get_no_gradient():
 
 
 def test_float32_state_under_strict_promotion():
-    layer = nn.BatchNorm()
+    layer = nn.BatchNorm(dtype=jnp.float32)
     _, p, s = jit_init(layer, (-1, 3), KEY)
     y, s = layer.apply(p, s, jnp.ones((4, 3), jnp.float32), train=True)
     assert y.dtype == s["mean"].dtype == s["var"].dtype == jnp.float32

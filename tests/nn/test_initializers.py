@@ -14,15 +14,15 @@ DENSE = (400, 500)              # fan_in 400, fan_out 500
 CONV = (5, 5, 80, 100)          # fan_in 5*5*80 = 2000, fan_out 5*5*100 = 2500
 
 CASES = [
-    (I.he_normal, lambda fi, fo: 2 / fi),
-    (I.he_uniform, lambda fi, fo: 2 / fi),
-    (I.xavier_normal, lambda fi, fo: 2 / (fi + fo)),
-    (I.xavier_uniform, lambda fi, fo: 2 / (fi + fo)),
-    (I.lecun_normal, lambda fi, fo: 1 / fi),
-    (I.lecun_uniform, lambda fi, fo: 1 / fi),
+    (I.he_normal(), lambda fi, fo: 2 / fi),
+    (I.he_uniform(), lambda fi, fo: 2 / fi),
+    (I.xavier_normal(), lambda fi, fo: 2 / (fi + fo)),
+    (I.xavier_uniform(), lambda fi, fo: 2 / (fi + fo)),
+    (I.lecun_normal(), lambda fi, fo: 1 / fi),
+    (I.lecun_uniform(), lambda fi, fo: 1 / fi),
     (I.normal(0.01), lambda fi, fo: 1e-4),
     (I.normal(0.5), lambda fi, fo: 0.25),
-    (I.uniform(0.3), lambda fi, fo: 0.09 / 3),
+    (I.variance_scaling(2.0, "fan_in", "truncated_normal"), lambda fi, fo: 2 / fi),
 ]
 
 
@@ -51,18 +51,18 @@ def test_variance_matches_formula(samples, i, which):
 
 def test_uniform_bounds_and_normal_tails():
     fan_in = 400
-    w = np.asarray(I.he_uniform(jax.random.PRNGKey(0), DENSE, jnp.float64))
+    w = np.asarray(I.he_uniform()(jax.random.PRNGKey(0), DENSE, jnp.float64))
     a = np.sqrt(6 / fan_in)
     assert w.max() <= a and w.min() >= -a and w.max() > 0.99 * a
     # Plain (not truncated) normal: about 4.55% of the samples lie beyond 2 sigma.
-    w = np.asarray(I.he_normal(jax.random.PRNGKey(0), DENSE, jnp.float64))
+    w = np.asarray(I.he_normal()(jax.random.PRNGKey(0), DENSE, jnp.float64))
     frac = np.mean(np.abs(w) > 2 * np.sqrt(2 / fan_in))
     assert abs(frac - 0.0455) < 0.003
 
 
 def test_book_xavier_is_lecun():
     # The book's "Xavier" std 1/sqrt(n) is LeCun's variance, not Glorot's 2/(in+out).
-    w = np.asarray(I.lecun_normal(jax.random.PRNGKey(1), (100, 2000), jnp.float64))
+    w = np.asarray(I.lecun_normal()(jax.random.PRNGKey(1), (100, 2000), jnp.float64))
     assert abs(w.std() * np.sqrt(100) - 1) < 0.01
 
 
@@ -76,16 +76,40 @@ def test_compute_fans():
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])   # float64: see above
 def test_dtype_and_determinism(dtype):
     k = jax.random.PRNGKey(3)
-    for init in (I.he_normal, I.xavier_uniform, I.zeros, I.normal()):
+    for init in (I.he_normal(), I.xavier_uniform(), I.zeros, I.normal()):
         a, b = init(k, (3, 4), dtype), init(k, (3, 4), dtype)
         assert a.dtype == dtype and a.shape == (3, 4)
         np.testing.assert_array_equal(np.asarray(a, np.float64), np.asarray(b, np.float64))
-    assert not np.array_equal(I.he_normal(k, (3, 4)), I.he_normal(jax.random.PRNGKey(4), (3, 4)))
+    assert not np.array_equal(I.he_normal(k, (3, 4)), I.he_normal()(jax.random.PRNGKey(4), (3, 4)))
     np.testing.assert_array_equal(I.zeros(k, (2,)), np.zeros(2))
     np.testing.assert_array_equal(I.ones(k, (2,)), np.ones(2))
     np.testing.assert_array_equal(I.constant(0.5)(k, (2,), jnp.float64), [0.5, 0.5])
 
 
 def test_integer_dtype_rejected():
-    with pytest.raises(TypeError, match="he_normal: dtype must be a floating dtype, got int32"):
-        I.he_normal(jax.random.PRNGKey(0), (3, 4), jnp.int32)
+    with pytest.raises(TypeError, match="variance_scaling: dtype must be a floating dtype, got int32"):
+        I.he_normal()(jax.random.PRNGKey(0), (3, 4), jnp.int32)
+
+
+def test_uniform_is_jax_convention():
+    w = np.asarray(I.uniform(0.3)(jax.random.PRNGKey(0), (1000,), jnp.float64))
+    ref = np.asarray(jax.nn.initializers.uniform(0.3)(jax.random.PRNGKey(0), (1000,), jnp.float64))
+    np.testing.assert_array_equal(w, ref)
+    assert w.min() >= 0 and w.max() <= 0.3
+
+
+def test_default_dtype_follows_x64():
+    # conftest enables x64: dtype=None means float64, as in jax.nn.initializers
+    for init in (I.he_normal(), I.zeros, I.normal(), I.constant(2.0), I.orthogonal()):
+        assert init(jax.random.PRNGKey(0), (3, 3)).dtype == jnp.float64
+    assert I.he_normal(dtype=jnp.float32)(jax.random.PRNGKey(0), (3, 3)).dtype == jnp.float32
+
+
+@pytest.mark.parametrize("name", ["he_normal", "glorot_uniform", "lecun_normal", "normal",
+                                  "orthogonal", "zeros", "ones"])
+def test_jax_initializers_work_as_w_init(name):
+    from funcnet import nn
+    init = getattr(jax.nn.initializers, name)
+    init = init if name in ("zeros", "ones") else init()
+    _, p, _ = nn.Dense(4, w_init=init).init(jax.random.PRNGKey(0), (-1, 3))
+    assert p["w"].shape == (3, 4) and p["w"].dtype == jnp.float64

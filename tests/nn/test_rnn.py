@@ -13,7 +13,7 @@ T, N, D, H, C = 5, 3, 4, 6, 2
 
 def _setup(learn_h0=False):
     rnn = nn.RNN(H, learn_h0=learn_h0, dtype=F64)
-    head = nn.Dense(C, w_init=nn.initializers.xavier_normal, dtype=F64)
+    head = nn.Dense(C, w_init=nn.initializers.xavier_normal(), dtype=F64)
     _, p_rnn, _ = jit_init(rnn, (T, -1, D), jax.random.PRNGKey(0))
     _, p_head, _ = jit_init(head, (-1, H), jax.random.PRNGKey(1))
     p_rnn["b"] = 0.1 * jnp.arange(H, dtype=F64)

@@ -7,8 +7,10 @@ from funcnet import data, nn, optim
 X, Y = data.load_digits(flatten=True)
 X_TRAIN, X_TEST, Y_TRAIN, Y_TEST = data.train_test_split(X, Y, key=0)
 
-MLP = nn.serial(nn.Dense(32), nn.ReLU(), nn.Dense(10))
-BN_MLP = nn.serial(nn.Dense(32), nn.BatchNorm(), nn.ReLU(), nn.Dropout(0.2), nn.Dense(10))
+F32 = np.float32  # the digits are float32; the suite runs with x64 on (float64 default)
+MLP = nn.serial(nn.Dense(32, dtype=F32), nn.ReLU(), nn.Dense(10, dtype=F32))
+BN_MLP = nn.serial(nn.Dense(32, dtype=F32), nn.BatchNorm(dtype=F32), nn.ReLU(),
+                   nn.Dropout(0.2), nn.Dense(10, dtype=F32))
 ADAM = optim.adam(1e-2)
 
 

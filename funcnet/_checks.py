@@ -1,0 +1,368 @@
+"""The one validation module of funcnet: every package checks its arguments with these.
+
+Private, but shared: any funcnet package may import it (it imports nothing from funcnet,
+only NumPy and JAX, so it sits below ``ops`` in the layering). One rule everywhere:
+
+* ``TypeError`` for a wrong type or dtype (a float where an int is needed, a list where
+  an array is needed, an int array where a float array is needed);
+* ``ValueError`` for a wrong value or shape (a negative count, NaN, a rank or shape
+  mismatch).
+
+Messages read ``"<fn>: <argument> <what was got>, expected <what was expected>"``, for
+example ``"affine: b has shape (4,), expected (3,)"``. Every check runs on static
+information (Python values, shapes, dtypes), never on traced values, so it runs at trace
+time under ``jit``. Checks of *concrete* values (labels in range, finite hyperparameters)
+go through :func:`concrete` and are skipped for tracers.
+
+Layers add their name to an op's error with :func:`context` instead of repeating the op's
+checks: ``with context("Dense(3)"): ops.affine(x, w, b)`` turns ``"affine: x has shape
+(4, 5), ..."`` into ``"Dense(3): affine: x has shape (4, 5), ..."`` (same exception type,
+chained to the original).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Any, Iterable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "shape_of", "dtype_of", "path_str", "context",
+    "check_array", "check_float", "check_integer", "check_rank", "check_min_rank",
+    "check_shape", "check_same_shape", "check_same_dtype", "check_axis",
+    "static_int", "static_float", "static_bool", "static_choice", "concrete",
+    "check_callable", "check_key", "normalize_pair", "normalize_padding",
+    "check_array_leaves", "check_divisible", "check_dtype",
+]
+
+
+# ------------------------------------------------------------------------ formatting
+def shape_of(x) -> tuple:
+    """The static shape of an array, a tracer, a ``ShapeDtypeStruct`` or a number."""
+    return tuple(np.shape(x)) if not hasattr(x, "shape") else tuple(x.shape)
+
+
+def dtype_of(x):
+    """The dtype of an array-like (``jnp.result_type``; Python numbers give weak types)."""
+    return jnp.result_type(x)
+
+
+def path_str(path) -> str:
+    """``jax.tree_util.keystr`` of a key path, ``"<root>"`` for the root."""
+    return jax.tree_util.keystr(path) or "<root>"
+
+
+@contextlib.contextmanager
+def context(prefix: str):
+    """Re-raise a plain ``ValueError``/``TypeError`` from the block as ``"prefix: msg"``.
+
+    The new exception has the same type and is chained (``from``) to the original, so a
+    layer names itself in an op's error without repeating the op's checks, and nested
+    combinators build the whole path (``"serial[2] (serial): serial[0] (Dense(3)):
+    affine: ..."``). Exceptions of other types (including subclasses of ``ValueError``
+    such as a ``CheckpointError``, and JAX's tracer errors) pass through unchanged.
+    """
+    try:
+        yield
+    except (ValueError, TypeError) as err:
+        if type(err) not in (ValueError, TypeError):
+            raise
+        raise type(err)(f"{prefix}: {err}") from err
+
+
+# ------------------------------------------------------------------- array arguments
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float, complex, np.number)) and not isinstance(x, (bool, np.bool_))
+
+
+def check_array(fn: str, name: str, x) -> None:
+    """``x`` must be an array (NumPy, JAX, tracer) or a Python/NumPy number.
+
+    Raises ``TypeError`` for lists, tuples, ``None`` and other objects: funcnet never
+    converts a nested list silently (``jnp.asarray`` it first).
+    """
+    if _is_number(x):
+        return
+    if not (hasattr(x, "shape") and hasattr(x, "dtype")):
+        hint = " (convert it with jnp.asarray first)" if isinstance(x, (list, tuple)) else ""
+        raise TypeError(f"{fn}: {name} must be an array, got {type(x).__name__}{hint}")
+
+
+def check_float(fn: str, name: str, x) -> None:
+    """``x`` must be an array with a real floating dtype (float16/bfloat16/32/64)."""
+    check_array(fn, name, x)
+    dt = dtype_of(x)
+    if not jnp.issubdtype(dt, jnp.floating):
+        raise TypeError(f"{fn}: {name} must have a floating dtype, got {dt} with shape "
+                        f"{shape_of(x)}")
+
+
+def check_integer(fn: str, name: str, x, what: str = "") -> None:
+    """``x`` must be an array with an integer dtype (class indices, token ids)."""
+    check_array(fn, name, x)
+    dt = dtype_of(x)
+    if not jnp.issubdtype(dt, jnp.integer):
+        extra = f" ({what})" if what else ""
+        raise TypeError(f"{fn}: {name} must have an integer dtype{extra}, got {dt} with "
+                        f"shape {shape_of(x)}")
+
+
+def check_rank(fn: str, name: str, x, ranks: int | Iterable[int], expected: str = "") -> None:
+    """``x.ndim`` must be one of ``ranks``; ``expected`` describes the layout, e.g. ``(N, D)``."""
+    ranks = (ranks,) if isinstance(ranks, int) else tuple(ranks)
+    shape = shape_of(x)
+    if len(shape) not in ranks:
+        want = " or ".join(str(r) for r in ranks)
+        layout = f" {expected}" if expected else ""
+        raise ValueError(f"{fn}: {name} has shape {shape} (rank {len(shape)}), expected "
+                         f"rank {want}{layout}")
+
+
+def check_min_rank(fn: str, name: str, x, rank: int) -> None:
+    shape = shape_of(x)
+    if len(shape) < rank:
+        raise ValueError(f"{fn}: {name} has shape {shape}, expected rank >= {rank}")
+
+
+def check_shape(fn: str, name: str, x, expected: Sequence, why: str = "") -> None:
+    """``x.shape`` must equal ``expected``; ``None`` in ``expected`` matches any size."""
+    shape, expected = shape_of(x), tuple(expected)
+    if len(shape) != len(expected) or any(e is not None and s != e
+                                           for s, e in zip(shape, expected)):
+        shown = "(" + ", ".join("*" if e is None else str(e) for e in expected) + \
+            ("," if len(expected) == 1 else "") + ")"
+        extra = f" ({why})" if why else ""
+        raise ValueError(f"{fn}: {name} has shape {shape}, expected {shown}{extra}")
+
+
+def check_same_shape(fn: str, a_name: str, a, b_name: str, b) -> None:
+    if shape_of(a) != shape_of(b):
+        raise ValueError(f"{fn}: {a_name} has shape {shape_of(a)} but {b_name} has shape "
+                         f"{shape_of(b)}; they must match (no broadcasting)")
+
+
+def check_same_dtype(fn: str, a_name: str, a, b_name: str, b) -> None:
+    if dtype_of(a) != dtype_of(b):
+        raise TypeError(f"{fn}: {a_name} has dtype {dtype_of(a)} but {b_name} has dtype "
+                        f"{dtype_of(b)}; cast one of them explicitly")
+
+
+def check_axis(fn: str, axis, ndim: int, name: str = "axis") -> int:
+    """A static axis in ``[-ndim, ndim)``; returns it as a non-negative int."""
+    static_int(fn, name, axis)
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"{fn}: {name} {axis} is out of range for an input of rank {ndim}")
+    return int(axis) % ndim
+
+
+def check_dtype(fn: str, name: str, dtype, *, kind=jnp.floating):
+    """``dtype`` (``None`` = JAX's default float dtype) as a NumPy dtype of ``kind``.
+
+    ``None`` means ``jnp.result_type(float)``: float32, or float64 under
+    ``jax_enable_x64`` (the convention of ``jax.nn.initializers`` and of the peers).
+    """
+    if dtype is None:
+        return jnp.dtype(jnp.result_type(float))
+    try:
+        dt = jnp.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"{fn}: {name} must be a dtype, got {dtype!r}") from None
+    if not jnp.issubdtype(dt, kind):
+        raise TypeError(f"{fn}: {name} must be a {getattr(kind, '__name__', kind)} dtype, "
+                        f"got {dt}")
+    return dt
+
+
+# ------------------------------------------------------------ static (Python) values
+def static_int(fn: str, name: str, value, *, minimum: int | None = None,
+               maximum: int | None = None) -> int:
+    """A Python/NumPy int (not a bool, not a float such as ``4.5`` or ``4.0``).
+
+    ``TypeError`` for a non-int, ``ValueError`` outside ``[minimum, maximum]``.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{fn}: {name} must be an int, got {type(value).__name__} {value!r}")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{fn}: {name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{fn}: {name} must be <= {maximum}, got {value}")
+    return value
+
+
+def static_float(fn: str, name: str, value, low: float | None = None,
+                 high: float | None = None, *, low_inclusive: bool = True,
+                 high_inclusive: bool = True) -> float:
+    """A Python/NumPy real number, finite, inside the interval (``None`` = unbounded).
+
+    ``TypeError`` for a non-number (bools, strings, arrays of size > 1, tracers);
+    ``ValueError`` for NaN, infinity or a value outside the interval.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
+                                                                     np.floating)):
+        if not (hasattr(value, "shape") and shape_of(value) == ()
+                and not isinstance(value, jax.core.Tracer)
+                and jnp.issubdtype(dtype_of(value), jnp.number)):
+            raise TypeError(f"{fn}: {name} must be a Python float, got "
+                            f"{type(value).__name__} {value!r:.60}")
+    v = float(value)
+    if not math.isfinite(v):
+        raise ValueError(f"{fn}: {name} must be finite, got {v}")
+    below = low is not None and (v < low if low_inclusive else v <= low)
+    above = high is not None and (v > high if high_inclusive else v >= high)
+    if below or above:
+        lo = "-inf" if low is None else f"{low:g}"
+        hi = "inf" if high is None else f"{high:g}"
+        brackets = ("[" if low_inclusive and low is not None else "(",
+                    "]" if high_inclusive and high is not None else ")")
+        raise ValueError(f"{fn}: {name} must be in {brackets[0]}{lo}, {hi}{brackets[1]}, "
+                         f"got {v:g}")
+    return v
+
+
+def static_bool(fn: str, name: str, value) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{fn}: {name} must be a bool, got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
+def static_choice(fn: str, name: str, value, choices: Sequence) -> Any:
+    """``value`` must be one of ``choices`` (strings compared exactly)."""
+    if value not in tuple(choices):
+        raise ValueError(f"{fn}: {name} must be one of {', '.join(map(repr, choices))}, "
+                         f"got {value!r}")
+    return value
+
+
+def concrete(x) -> np.ndarray | None:
+    """``x`` as a NumPy array when its value is known now, else ``None``.
+
+    Tracers (under ``jit``/``vmap``/``grad``) and callables (schedules) give ``None``:
+    such values cannot be checked at trace time. Use it for checks of *values* (labels in
+    range, finite hyperparameters) that run on eager calls and are skipped under ``jit``.
+    """
+    if x is None or callable(x) or isinstance(x, jax.core.Tracer):
+        return None
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        return None
+    try:
+        return np.asarray(x)
+    except Exception:  # noqa: BLE001 - anything that is not a plain array is skipped
+        return None
+
+
+def check_callable(fn: str, name: str, value, signature: str = "") -> None:
+    if not callable(value):
+        sig = f" {signature}" if signature else ""
+        raise TypeError(f"{fn}: {name} must be callable{sig}, got {type(value).__name__}")
+
+
+# ------------------------------------------------------------------------ PRNG keys
+def check_key(fn: str, key, *, allow_seed: bool = False, name: str = "key"):
+    """The one PRNG-key validator: a raw ``uint32[2]`` key or a typed scalar key.
+
+    Args:
+      fn, name: for the message.
+      key: ``jax.random.PRNGKey(s)`` (``uint32[2]``), ``jax.random.key(s)`` (typed, shape
+        ``()``), or with ``allow_seed`` a Python int seed.
+      allow_seed: accept an int seed and return ``jax.random.PRNGKey(seed)``.
+
+    Returns:
+      The key (a seed converted to a raw key).
+
+    Raises:
+      TypeError: ``key`` is not a key (or an int seed where allowed).
+      ValueError: a batch of keys (wrong shape) where one key is needed.
+    """
+    if allow_seed and isinstance(key, (int, np.integer)) and not isinstance(key, (bool, np.bool_)):
+        return jax.random.PRNGKey(int(key))
+    dtype = getattr(key, "dtype", None)
+    if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+        if shape_of(key) != ():
+            raise ValueError(f"{fn}: {name} must be a single PRNG key, got a typed key "
+                             f"array of shape {shape_of(key)}")
+        return key
+    if dtype is not None and np.dtype(dtype) == np.uint32 and hasattr(key, "shape"):
+        if shape_of(key) != (2,):
+            raise ValueError(f"{fn}: {name} must be a single PRNG key of shape (2,), got "
+                             f"shape {shape_of(key)}")
+        return key
+    seed = " or an int seed" if allow_seed else ""
+    raise TypeError(f"{fn}: {name} must be a PRNG key (jax.random.PRNGKey(0) or "
+                    f"jax.random.key(0)){seed}, got {type(key).__name__}"
+                    + (f" with dtype {dtype} and shape {shape_of(key)}" if dtype is not None
+                       else ""))
+
+
+# ------------------------------------------------------------ window arguments (NHWC)
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def normalize_pair(fn: str, name: str, value, *, minimum: int = 1) -> tuple[int, int]:
+    """The one window normaliser: an int ``k`` or a pair ``(kh, kw)`` -> ``(kh, kw)``.
+
+    Used for kernel sizes, windows, strides and dilations; ``TypeError`` for a non-int,
+    ``ValueError`` for a value below ``minimum``.
+    """
+    pair = (value, value) if _is_int(value) else value
+    if not isinstance(pair, (tuple, list)) or len(pair) != 2 or not all(map(_is_int, pair)):
+        raise TypeError(f"{fn}: {name} must be an int or a pair of ints, got {value!r}")
+    if min(pair) < minimum:
+        raise ValueError(f"{fn}: {name} must be >= {minimum}, got {value!r}")
+    return int(pair[0]), int(pair[1])
+
+
+def normalize_padding(fn: str, padding):
+    """Padding spec -> ``'SAME'`` or ``((lo_h, hi_h), (lo_w, hi_w))`` non-negative ints.
+
+    Accepts an int ``p`` (all four sides), a pair ``(ph, pw)`` (symmetric per spatial
+    axis), a pair of ``(lo, hi)`` pairs, ``'VALID'`` (no padding) or ``'SAME'`` (kept as
+    the string: its sizes depend on the input, see ``ops._window.resolve_padding``).
+    Runs at construction time in layers, so a bad padding fails before any data is seen.
+    """
+    if isinstance(padding, str):
+        mode = padding.upper()
+        if mode == "VALID":
+            return ((0, 0), (0, 0))
+        if mode == "SAME":
+            return "SAME"
+        raise ValueError(f"{fn}: padding must be 'SAME', 'VALID' or ints, got {padding!r}")
+    if _is_int(padding):
+        pads = ((padding, padding), (padding, padding))
+    elif isinstance(padding, (tuple, list)) and len(padding) == 2 and all(map(_is_int, padding)):
+        pads = tuple((p, p) for p in padding)
+    elif (isinstance(padding, (tuple, list)) and len(padding) == 2
+          and all(isinstance(p, (tuple, list)) and len(p) == 2 and all(map(_is_int, p))
+                  for p in padding)):
+        pads = tuple(tuple(p) for p in padding)
+    else:
+        raise TypeError(f"{fn}: padding must be an int, a pair of ints, a pair of (lo, hi) "
+                        f"pairs, 'SAME' or 'VALID', got {padding!r}")
+    if min(min(p) for p in pads) < 0:
+        raise ValueError(f"{fn}: padding must be non-negative, got {padding!r}")
+    return tuple((int(lo), int(hi)) for lo, hi in pads)
+
+
+# ------------------------------------------------------------------------- pytrees
+def check_array_leaves(fn: str, what: str, tree, min_rank: int = 0) -> None:
+    """Every leaf of ``tree`` must be an array of rank >= ``min_rank`` (path in the message)."""
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        if not (hasattr(leaf, "shape") and hasattr(leaf, "dtype")):
+            raise TypeError(f"{fn}: {what}{path_str(path)} must be an array, got "
+                            f"{type(leaf).__name__}")
+        if len(leaf.shape) < min_rank:
+            raise ValueError(f"{fn}: {what}{path_str(path)} has shape {tuple(leaf.shape)}, "
+                             f"expected rank >= {min_rank}")
+
+
+def check_divisible(fn: str, what: str, tree, parts: int, why: str) -> None:
+    """Every leaf's leading size must be divisible by ``parts`` (raises ``ValueError``)."""
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        shape = shape_of(leaf)
+        if not shape or shape[0] % parts:
+            raise ValueError(f"{fn}: {what}{path_str(path)} has shape {shape}; its leading "
+                             f"size must be divisible by {parts} ({why})")
