@@ -17,10 +17,11 @@ from funcnet.ops.regularization import l2_penalty
 from funcnet.ops.pool import avg_pool2d, max_pool2d
 from funcnet.ops.rnn import rnn
 from funcnet.ops import reference
+from funcnet.ops._mode import reference_mode
 
 __all__ = [
     "affine", "batch_norm", "binary_cross_entropy", "cross_entropy", "l2_penalty",
     "log_softmax", "matmul", "mean_squared_error", "multiclass_hinge", "reference", "relu",
     "sigmoid", "sigmoid_binary_cross_entropy", "softmax", "softmax_cross_entropy", "tanh",
-    "avg_pool2d", "conv2d", "dropout", "max_pool2d", "rnn",
+    "avg_pool2d", "conv2d", "dropout", "max_pool2d", "reference_mode", "rnn",
 ]
