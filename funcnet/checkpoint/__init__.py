@@ -1,39 +1,35 @@
 """Checkpoints: save and restore pytrees without pickle, atomically, verified.
 
-- :func:`save` / :func:`restore`: one pytree (params, batch-norm state, optimizer
-  NamedTuple states, the step, PRNG keys) to one ``.npz`` file holding the array leaves
-  plus a JSON description of the tree and a SHA-256 checksum. See
-  :mod:`funcnet.checkpoint.fileio` for the file format.
-- :func:`save_step`, :func:`latest_step`, :func:`restore_latest`, :func:`restore_step`,
-  :func:`all_steps` and :class:`CheckpointManager`: a directory of ``ckpt_<step>.npz``
-  files keeping the newest ``keep``.
-- :func:`register_namedtuple`: NamedTuple classes to rebuild by name when restoring
-  without ``like`` (e.g. optimizer states).
-- :class:`CheckpointError`: a truncated, corrupted or mismatched file (a ``ValueError``).
+Two entry points, both returning ``(step, tree)`` when restoring:
+
+- :func:`save` / :func:`restore` (and :func:`metadata`): one pytree (params, batch-norm
+  state, optimizer NamedTuple states, the step, PRNG keys) to ONE file, an ``.npz``
+  holding the array leaves, a JSON description of the tree, an optional JSON
+  ``metadata`` dict and a SHA-256 checksum (:mod:`funcnet.checkpoint.fileformat`). A
+  directory path is refused, never silently reinterpreted.
+- :class:`CheckpointManager`: a directory of ``ckpt_<step>.npz`` files keeping the newest
+  ``keep``, restoring the newest readable one (:mod:`funcnet.checkpoint.manager`).
+
+Also :func:`register_namedtuple` (NamedTuple classes to rebuild by name when restoring
+without ``like``, e.g. optimizer states) and :class:`CheckpointError` (a ``ValueError``;
+``err.damaged`` tells a damaged file from one that does not match ``like``).
 
 Example::
 
     from funcnet import checkpoint
     checkpoint.save("run/model.npz", {"params": params, "opt_state": opt_state}, step=10)
-    state = checkpoint.restore("run/model.npz", like={"params": params,
-                                                       "opt_state": opt_state})
+    step, state = checkpoint.restore("run/model.npz",
+                                     like={"params": params, "opt_state": opt_state})
 """
-from funcnet.checkpoint.api import restore, save
-from funcnet.checkpoint.errors import CheckpointError
-from funcnet.checkpoint.manager import (CheckpointManager, all_steps, checkpoint_path,
-                                        latest_step, restore_latest, restore_step, save_step)
-from funcnet.checkpoint.registry import register_namedtuple
+from funcnet.checkpoint.fileformat import metadata, restore, save
+from funcnet.checkpoint.manager import CheckpointManager
+from funcnet.checkpoint.tree import CheckpointError, register_namedtuple
 
 __all__ = [
     "CheckpointError",
     "CheckpointManager",
-    "all_steps",
-    "checkpoint_path",
-    "latest_step",
+    "metadata",
     "register_namedtuple",
     "restore",
-    "restore_latest",
-    "restore_step",
     "save",
-    "save_step",
 ]

@@ -1,14 +1,20 @@
-"""Damaged, crafted and foreign files raise CheckpointError and never half-load or execute."""
+"""Damaged, forged and foreign files raise CheckpointError(damaged=True), fast, and never
+half-load, allocate what the file claims, unpickle or import anything."""
+import io
 import json
 import os
 import sys
+import time
+import zipfile
 
 import jax
 import numpy as np
 import pytest
 
 from funcnet import checkpoint
-from funcnet.checkpoint import CheckpointError, fileio, registry
+from funcnet.checkpoint import CheckpointError
+from funcnet.checkpoint import tree as treemod
+from tests.checkpoint._helpers import members, rewrite_header, same, write_raw
 
 
 def small_tree():
@@ -16,29 +22,23 @@ def small_tree():
             "key": jax.random.key(1), "step": 3, "names": ("a", None)}
 
 
-def same(a, b) -> bool:
-    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
-    if jax.tree.structure(a) != jax.tree.structure(b) or len(la) != len(lb):
-        return False
-    to_np = lambda x: (np.asarray(jax.random.key_data(x))  # noqa: E731
-                       if jax.dtypes.issubdtype(getattr(x, "dtype", None), jax.dtypes.prng_key)
-                       else np.asarray(x))
-    return all(to_np(x).tobytes() == to_np(y).tobytes() for x, y in zip(la, lb))
-
-
 @pytest.fixture
 def saved(tmp_path):
     path = tmp_path / "c.npz"
-    checkpoint.save(path, small_tree(), step=3)
+    checkpoint.save(path, small_tree(), step=3, metadata={"run": "a"})
     return path
+
+
+def refused(path, match, reader=checkpoint.restore):
+    with pytest.raises(CheckpointError, match=match) as info:
+        reader(path)
+    assert info.value.damaged is True and str(path) in str(info.value)
 
 
 @pytest.mark.parametrize("keep_bytes", [0, 3, 30, 200, -200, -22, -1])
 def test_truncated_file(saved, keep_bytes):
-    data = saved.read_bytes()
-    saved.write_bytes(data[:keep_bytes])
-    with pytest.raises(CheckpointError, match=rf"{saved.name}.*(truncated|corrupt|not a)"):
-        checkpoint.restore(saved)
+    saved.write_bytes(saved.read_bytes()[:keep_bytes])
+    refused(saved, "truncated|corrupt|not a")
 
 
 def test_every_byte_flip_is_detected_or_harmless(saved):
@@ -56,30 +56,27 @@ def test_every_byte_flip_is_detected_or_harmless(saved):
         try:
             out = checkpoint.restore(saved)
         except CheckpointError as err:
-            assert str(saved) in str(err)
+            assert str(saved) in str(err) and err.damaged
             detected.append(i)
             continue
-        assert same(out, expected), f"byte {i} flipped and restore returned other data"
+        assert out[0] == expected[0] and same(out[1], expected[1]), f"byte {i} flipped"
     assert len(detected) > 0.5 * len(range(0, len(original), 3))
     # flips inside the leaf data and the JSON header are always caught
     for i in (data_start, data_start + 25, original.index(b'"format"') + 2):
         damaged = bytearray(original)
         damaged[i] ^= 0x01
         saved.write_bytes(bytes(damaged))
-        with pytest.raises(CheckpointError, match="corrupt"):
-            checkpoint.restore(saved)
+        refused(saved, "corrupt")
 
 
 def test_checksum_catches_consistent_rewrite(tmp_path):
     """A leaf replaced by a valid array (zip CRCs fine) fails the SHA-256 check."""
     path = tmp_path / "c.npz"
     checkpoint.save(path, {"w": np.zeros(3)})
-    with np.load(path, allow_pickle=False) as archive:
-        members = {k: archive[k] for k in archive.files}
-    members["leaf_0"] = np.ones(3)
-    np.savez(path, **members)
-    with pytest.raises(CheckpointError, match="checksum mismatch: the file is corrupted"):
-        checkpoint.restore(path)
+    found = members(path)
+    found["leaf_0"] = np.ones(3)
+    np.savez(path, **found)
+    refused(path, "checksum mismatch: the file is corrupted")
 
 
 UNPICKLED = []
@@ -97,20 +94,20 @@ class Evil:
 
 def test_object_arrays_are_never_unpickled(tmp_path):
     path = tmp_path / "evil.npz"
-    header = json.dumps({"format": fileio.FORMAT, "version": 1, "step": None, "num_leaves": 1,
-                         "tree": {"type": "array", "leaf": 0, "dtype": "float64",
-                                  "shape": [1]}}).encode()
+    header = json.dumps({"format": "funcnet.checkpoint", "version": 1, "step": None,
+                         "num_leaves": 1, "tree": {"type": "array", "leaf": 0,
+                                                   "dtype": "float64", "shape": [1]}}).encode()
     np.savez(path, tree=np.frombuffer(header, np.uint8),
              leaf_0=np.array([Evil()], dtype=object), sha256=np.zeros(32, np.uint8))
-    with pytest.raises(CheckpointError, match=r"evil.npz.*(allow_pickle|pickled|Object arrays)"):
-        checkpoint.restore(path)
+    refused(path, r"evil.npz: member leaf_0.npy holds an object array, which would need "
+                  r"pickle; refused")
     assert UNPICKLED == []
 
 
 def test_crafted_names_are_never_imported_or_called(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(os, "system", lambda *a: calls.append(a))
-    monkeypatch.setattr(registry, "_REGISTRY", {})
+    monkeypatch.setattr(treemod, "_REGISTRY", {})
     description = {"type": "list", "items": [
         {"type": "namedtuple", "name": "os.system", "fields": ["cmd"],
          "items": [{"type": "str", "value": "echo pwned"}]},
@@ -118,12 +115,12 @@ def test_crafted_names_are_never_imported_or_called(tmp_path, monkeypatch):
          "items": [{"type": "none"}]},
     ]}
     path = tmp_path / "crafted.npz"
-    fileio.write_file(path, description, [], step=None)
-    out = checkpoint.restore(path)
+    write_raw(path, description, [])
+    out = checkpoint.restore(path)[1]
     assert calls == []
     assert "funcnet_evil_module_xyz" not in sys.modules
     assert type(out[0]).__name__ == "system" and out[0].cmd == "echo pwned"
-    assert type(out[0]).__module__ == registry.STANDIN_MODULE
+    assert type(out[0]).__module__ == treemod.STANDIN_MODULE
     assert type(out[1]).__name__ == "Payload"
 
 
@@ -141,43 +138,93 @@ def test_crafted_names_are_never_imported_or_called(tmp_path, monkeypatch):
       "items": [{"type": "none"}]}, [], "invalid NamedTuple 'x.Bad'"),
     ({"type": "none"}, [np.zeros(1)], "uses 0 of the 1 stored leaves"),
     ({"type": "int", "value": "7"}, [], "expected 'value' of type int"),
+    ({"type": "list", "items": [{"type": "array", "leaf": 1, "dtype": "float64", "shape": [1]},
+                                {"type": "array", "leaf": 0, "dtype": "float64", "shape": [1]}]},
+     [np.zeros(1), np.zeros(1)], "leaf 1 out of order"),
 ])
 def test_malformed_descriptions(tmp_path, description, leaves, match):
+    """Files with a correct checksum but a description that lies are refused."""
     path = tmp_path / "bad.npz"
-    fileio.write_file(path, description, leaves, step=None)
-    with pytest.raises(CheckpointError, match=match):
-        checkpoint.restore(path)
+    write_raw(path, description, leaves)
+    refused(path, match)
 
 
-def rewrite_header(path, **changes):
-    with np.load(path, allow_pickle=False) as archive:
-        members = {k: archive[k] for k in archive.files}
-    header = json.loads(members["tree"].tobytes())
-    header.update(changes)
-    members["tree"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
-    np.savez(path, **members)
+def test_deeply_nested_description(tmp_path):
+    path = tmp_path / "deep.npz"
+    node = {"type": "none"}
+    for _ in range(5000):
+        node = {"type": "list", "items": [node]}
+    sys_limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(sys_limit, 20000))  # so that json.dumps can write it
+    try:
+        write_raw(path, node, [])
+    finally:
+        sys.setrecursionlimit(sys_limit)
+    refused(path, "nested too deeply")
 
 
 @pytest.mark.parametrize("changes, match", [
     (dict(version=2), "unsupported checkpoint format version 2"),
     (dict(format="other"), "not a funcnet checkpoint: header format is 'other'"),
     (dict(num_leaves=9), r"archive members do not match the header \(num_leaves=9\)"),
+    (dict(num_leaves=3.0), r"num_leaves=3.0"),
+    (dict(step=-4), r"malformed header: step -4"),
+    (dict(metadata=[1]), r"malformed header: metadata \[1\]"),
 ])
 def test_header_checks(saved, changes, match):
     rewrite_header(saved, **changes)
-    with pytest.raises(CheckpointError, match=match):
-        checkpoint.restore(saved)
+    refused(saved, match)
+    refused(saved, match, reader=checkpoint.metadata)
+
+
+@pytest.mark.parametrize("num_leaves", [10**8, 1e8])
+def test_forged_leaf_count_is_refused_fast(tmp_path, num_leaves):
+    """Issue 13 item 7: a 648-byte file claiming 1e8 leaves took minutes to refuse."""
+    path = tmp_path / "forged.npz"
+    write_raw(path, {"type": "none"}, [], num_leaves=num_leaves)
+    assert path.stat().st_size < 1000
+    start = time.perf_counter()
+    refused(path, "archive members do not match the header")
+    assert time.perf_counter() - start < 0.5  # the old reader took minutes
+
+
+def test_forged_shapes_are_refused_before_allocating(tmp_path):
+    """A description claiming a huge leaf, and an npy member header claiming 8 TB."""
+    path = tmp_path / "huge.npz"
+    write_raw(path, {"type": "array", "leaf": 0, "dtype": "float64", "shape": [10**12]},
+              [np.zeros(2)])
+    refused(path, r"description says float64 \(1000000000000,\)")
+    member = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        member, {"descr": "<f8", "fortran_order": False, "shape": (10**12,)})
+    member.write(np.zeros(2).tobytes())
+    found = members(path)
+    with zipfile.ZipFile(path, "w") as archive:
+        for name in ("tree", "sha256"):
+            buffer = io.BytesIO()
+            np.save(buffer, found[name])
+            archive.writestr(f"{name}.npy", buffer.getvalue())
+        archive.writestr("leaf_0.npy", member.getvalue())
+    start = time.perf_counter()
+    refused(path, r"member leaf_0.npy declares float64 \(1000000000000,\) but holds 16 bytes")
+    assert time.perf_counter() - start < 0.5  # the old reader took minutes
+
+
+def test_compressed_members_are_refused(saved):
+    found = members(saved)
+    np.savez_compressed(saved, **found)
+    refused(saved, "compressed or larger than the file")
 
 
 def test_foreign_files(tmp_path):
     np.save(tmp_path / "plain.npy", np.zeros(3))
-    with pytest.raises(CheckpointError, match="plain.npy: not a checkpoint"):
-        checkpoint.restore(tmp_path / "plain.npy")
+    refused(tmp_path / "plain.npy", "plain.npy: not a checkpoint")
     np.savez(tmp_path / "other.npz", a=np.zeros(3))
-    with pytest.raises(CheckpointError, match="other.npz: not a funcnet checkpoint"):
-        checkpoint.restore(tmp_path / "other.npz")
-    with pytest.raises(FileNotFoundError, match="no checkpoint file"):
+    refused(tmp_path / "other.npz", "other.npz: not a funcnet checkpoint")
+    with pytest.raises(FileNotFoundError, match="restore: no checkpoint file"):
         checkpoint.restore(tmp_path / "missing.npz")
+    with pytest.raises(FileNotFoundError, match="metadata: no checkpoint file"):
+        checkpoint.metadata(tmp_path / "missing.npz")
 
 
 def test_uses_allow_pickle_false(saved, monkeypatch):
@@ -190,4 +237,14 @@ def test_uses_allow_pickle_false(saved, monkeypatch):
 
     monkeypatch.setattr(np, "load", spy)
     checkpoint.restore(saved)
-    assert seen == [False]
+    checkpoint.metadata(saved)
+    assert seen == [False, False]
+
+
+def test_metadata_reads_the_header_only(saved):
+    """metadata() does not read the leaves: a corrupted leaf still gives the header."""
+    found = members(saved)
+    found["leaf_0"] = found["leaf_0"] + 1
+    np.savez(saved, **found)
+    assert checkpoint.metadata(saved) == {"run": "a"}
+    refused(saved, "checksum mismatch")
