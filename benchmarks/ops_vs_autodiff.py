@@ -1,0 +1,220 @@
+"""funcnet's hand-written backward rules against autodiff of the same maths, op by op.
+
+For each op (``layer_norm``, ``rms_norm``, ``lstm``, ``gru``, ``gelu``) one training-step
+-like program is timed: ``jax.jit(jax.value_and_grad(loss))`` with ``loss = <ct, op(args)>``
+(a fixed random cotangent, so every output, the final carry of the recurrences included,
+gets a gradient), differentiated with respect to every floating argument. ``funcnet`` runs
+:mod:`funcnet.ops` (``jax.custom_vjp``); ``autodiff`` runs the twin of the same name in
+:mod:`funcnet.ops.reference` (same forward maths, differentiated by JAX). Both are
+checked to agree before anything is timed.
+
+Columns: time per call (median and IQR over ``--repeats`` samples, taken round-robin
+after a warm-up so both see the same machine load), the bytes the backward pass keeps
+(``funcnet.nn.memory.residual_bytes(op, *args, include_arguments=False)``: residuals
+that are not the op's own inputs; an output kept for the backward pass counts), and
+XLA's temp buffer size of the compiled fwd+bwd program (``compiled.memory_analysis()``).
+
+Usage::
+
+    python -m benchmarks.ops_vs_autodiff            # full sizes -> benchmarks/results/<platform>/
+    python -m benchmarks.ops_vs_autodiff --quick    # tiny sizes, a few seconds, -> a temp dir
+    python -m benchmarks.ops_vs_autodiff --ops lstm,gru --repeats 50 --out /tmp/x
+
+Writes ``ops_vs_autodiff.json`` and ``ops_vs_autodiff.md`` (device and library versions
+in both) to ``--out``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from benchmarks import common  # noqa: E402
+from funcnet import ops  # noqa: E402
+from funcnet.nn.memory import residual_bytes  # noqa: E402
+from funcnet.ops import reference  # noqa: E402
+
+OPS = ("layer_norm", "rms_norm", "lstm", "gru", "gelu")
+
+# sizes per profile: (N, F) for the elementwise/normalisation ops, (T, N, D, H) for RNNs
+SIZES = {
+    "quick": {"rows": (64, 128), "rnn": (8, 4, 16, 32)},
+    "cpu": {"rows": (4096, 1024), "rnn": (50, 64, 128, 256)},
+    "full": {"rows": (16384, 4096), "rnn": (100, 256, 512, 1024)},
+}
+
+
+def make_args(name: str, sizes: dict, dtype):
+    """The op's positional arguments (random, fixed seed) and a description."""
+    rng = np.random.default_rng(0)
+
+    def r(*shape, scale=1.0):
+        return jnp.asarray(scale * rng.standard_normal(shape), dtype)
+
+    n, f = sizes["rows"]
+    t, b, d, h = sizes["rnn"]
+    if name == "layer_norm":
+        return (r(n, f), r(f), r(f)), f"x ({n}, {f}), gamma, beta"
+    if name == "rms_norm":
+        return (r(n, f), r(f)), f"x ({n}, {f}), gamma"
+    if name == "gelu":
+        return (r(n, f),), f"x ({n}, {f}), tanh form"
+    w = d ** -0.5
+    if name == "lstm":
+        return ((r(t, b, d), r(b, h), r(b, h), r(d, 4 * h, scale=w), r(h, 4 * h, scale=h ** -0.5),
+                 r(4 * h)), f"T={t}, N={b}, D={d}, H={h}")
+    if name == "gru":
+        return ((r(t, b, d), r(b, h), r(d, 3 * h, scale=w), r(h, 3 * h, scale=h ** -0.5),
+                 r(3 * h), r(3 * h)), f"T={t}, N={b}, D={d}, H={h}")
+    raise ValueError(f"unknown op {name!r}; choose from {', '.join(OPS)}")
+
+
+def step_fn(op):
+    """``jit(value_and_grad(<ct, op(*args)>))`` over every argument."""
+    def loss(args, ct):
+        out = op(*args)
+        return sum(jnp.vdot(c, o) for c, o in zip(jax.tree_util.tree_leaves(ct),
+                                                    jax.tree_util.tree_leaves(out)))
+    return jax.jit(jax.value_and_grad(loss))
+
+
+def sample(fn, args, ct, n_inner: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(n_inner):
+        out = fn(args, ct)
+    jax.block_until_ready(out)
+    return (time.perf_counter() - t0) / n_inner
+
+
+def bench_op(name: str, sizes: dict, dtype, repeats: int, sample_s: float) -> dict:
+    args, desc = make_args(name, sizes, dtype)
+    impls = {"funcnet": getattr(ops, name), "autodiff": getattr(reference, name)}
+    out_struct = jax.eval_shape(impls["funcnet"], *args)
+    rng = np.random.default_rng(1)
+    ct = jax.tree_util.tree_map(
+        lambda s: jnp.asarray(rng.standard_normal(s.shape), s.dtype), out_struct)
+    rows, fns, inner = {}, {}, {}
+    for lib, op in impls.items():
+        fn = step_fn(op)
+        t0 = time.perf_counter()
+        compiled = fn.lower(args, ct).compile()
+        compile_s = time.perf_counter() - t0
+        jax.block_until_ready(fn(args, ct))                    # warm-up
+        one = sample(fn, args, ct, 1)
+        inner[lib] = max(1, int(sample_s / max(one, 1e-9)))
+        fns[lib] = fn
+        mem = common.compiled_memory(compiled) or {}
+        rows[lib] = {"library": lib, "compile_s": compile_s, "samples": [],
+                     "residual_bytes": residual_bytes(op, *args, include_arguments=False),
+                     "temp_bytes": mem.get("temp"), "steps_per_sample": inner[lib]}
+    # same numbers before timing
+    (l_f, g_f), (l_a, g_a) = (fns[k](args, ct) for k in ("funcnet", "autodiff"))
+    tol = 1e-3 if jnp.dtype(dtype).itemsize >= 4 else 5e-2
+    np.testing.assert_allclose(np.float64(l_f), np.float64(l_a), rtol=tol)
+    for a, b in zip(jax.tree_util.tree_leaves(g_f), jax.tree_util.tree_leaves(g_a)):
+        scale = float(jnp.max(jnp.abs(b.astype(jnp.float32)))) or 1.0
+        err = float(jnp.max(jnp.abs((a - b).astype(jnp.float32))))
+        assert err <= tol * scale, f"{name}: gradients differ by {err:.3g} (scale {scale:.3g})"
+    order = list(fns)
+    for i in range(repeats):                                  # round-robin, rotating order
+        for lib in order[i % 2:] + order[:i % 2]:
+            rows[lib]["samples"].append(sample(fns[lib], args, ct, inner[lib]))
+    for row in rows.values():
+        row["time"] = common.summarize(row.pop("samples"))
+    f, a = rows["funcnet"], rows["autodiff"]
+    return {"op": name, "args": desc, "dtype": jnp.dtype(dtype).name,
+            "rows": [f, a],
+            "time_ratio": f["time"]["median_s"] / a["time"]["median_s"],
+            "residual_ratio": (a["residual_bytes"] / f["residual_bytes"]
+                               if f["residual_bytes"] else None)}
+
+
+def markdown(results: dict) -> str:
+    env = results["env"]
+    dev = env["device"]
+    vers = ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v)
+    lines = [f"# funcnet ops vs autodiff of the same maths — {dev['device_kind']} "
+             f"({dev['platform']})\n",
+             f"- date (UTC): {env['host']['date_utc']}; host CPU: {env['host']['cpu_model']} "
+             f"({env['host']['cpu_count']} cores); profile `{results['profile']}`, "
+             f"dtype {results['dtype']}",
+             f"- versions: {vers}",
+             f"- command: `{results['command']}`; wall time {results['wall_s']:.0f} s",
+             "- one call = `jit(value_and_grad(<ct, op(args)>))` over every argument; "
+             "resid = bytes kept for the backward pass beyond the op's inputs; temp = XLA's "
+             "temp buffers of the compiled fwd+bwd\n",
+             "| op | sizes | impl | median ms | IQR ms | n | resid MiB | temp MiB | compile s |"
+             " time × autodiff | autodiff resid × funcnet |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+
+    def mib(b):
+        return "–" if b is None else f"{b / 2 ** 20:.3f}"
+    for case in results["cases"]:
+        for r in case["rows"]:
+            t = r["time"]
+            mine = r["library"] == "funcnet"
+            time_x = f"{case['time_ratio']:.2f}" if mine else ""
+            resid_x = (f"{case['residual_ratio']:.2f}" if case["residual_ratio"]
+                       else "∞ (keeps inputs only)") if mine else ""
+            lines.append(
+                f"| {case['op']} | {case['args']} | {r['library']} | {t['median_s'] * 1e3:.3f} "
+                f"| {(t['q3_s'] - t['q1_s']) * 1e3:.3f} | {t['n']} | {mib(r['residual_bytes'])} "
+                f"| {mib(r['temp_bytes'])} | {r['compile_s']:.2f} | {time_x} | {resid_x} |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="tiny sizes, 3 repeats (smoke test)")
+    p.add_argument("--sizes", choices=sorted(SIZES), default=None,
+                   help="default: quick with --quick, cpu on a CPU backend, full elsewhere")
+    p.add_argument("--ops", default=",".join(OPS), help=f"comma-separated subset of {OPS}")
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--repeats", type=int, default=None, help="samples per impl (default 31, "
+                   "3 with --quick)")
+    p.add_argument("--sample-ms", type=float, default=None,
+                   help="target length of one sample (default 50 ms, 5 ms with --quick)")
+    p.add_argument("--out", default=None, help="output folder (default benchmarks/results/"
+                   "<platform>/, or a temp folder with --quick)")
+    a = p.parse_args(argv)
+    platform = jax.devices()[0].platform
+    profile = a.sizes or ("quick" if a.quick else ("cpu" if platform == "cpu" else "full"))
+    repeats = a.repeats or (3 if a.quick else 31)
+    sample_s = (a.sample_ms or (5.0 if a.quick else 50.0)) / 1e3
+    out = a.out or (os.path.join(tempfile.gettempdir(), "funcnet-ops-vs-autodiff-quick")
+                    if a.quick else os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                 "results", platform))
+    names = [n.strip() for n in a.ops.split(",") if n.strip()]
+    t0 = time.perf_counter()
+    cases = []
+    for name in names:
+        cases.append(bench_op(name, SIZES[profile], jnp.dtype(a.dtype), repeats, sample_s))
+        c = cases[-1]
+        print(f"{name:10s} {c['args']:32s} funcnet/autodiff time {c['time_ratio']:.2f}x, "
+              f"residuals {c['rows'][0]['residual_bytes']:,} B vs "
+              f"{c['rows'][1]['residual_bytes']:,} B", flush=True)
+    results = {"profile": profile, "dtype": a.dtype, "cases": cases,
+               "command": "python -m benchmarks.ops_vs_autodiff " + " ".join(
+                   sys.argv[1:] if argv is None else argv),
+               "wall_s": time.perf_counter() - t0,
+               "env": {"device": common.jax_device_info(), "host": common.host_info(),
+                       "versions": common.library_versions()}}
+    common.write_json(os.path.join(out, "ops_vs_autodiff.json"), results)
+    with open(os.path.join(out, "ops_vs_autodiff.md"), "w") as fh:
+        fh.write(markdown(results))
+    print(f"wrote {out}/ops_vs_autodiff.json and .md")
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,295 @@
+"""Gated recurrences, LSTM and GRU, with BPTT backward rules (beyond the notes).
+
+Conventions as :func:`funcnet.ops.rnn`: row vectors, time-major ``xs`` of shape
+``(T, N, D)``, the input projection of every step done as one ``(T*N, D)`` matmul before
+the ``lax.scan``, and the backward pass (BPTT) as ONE reverse ``lax.scan`` followed by
+one matmul per weight over all ``T*N`` rows. Both ops return every hidden state AND the
+final carry, and the cotangents of both flow into the backward pass, so a sequence can
+be processed in chunks (stateful use: feed the final carry of one chunk as the initial
+carry of the next).
+
+Residuals are the gate activations (plus the cell states for the LSTM and the hidden
+states for the GRU), not JAX's per-step tape of pre-activations, products and tanh's.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from funcnet import _checks
+from funcnet.ops._mode import has_twin
+
+__all__ = ["lstm", "gru"]
+
+
+def _flat(a):
+    return a.reshape(-1, a.shape[-1])
+
+
+def _shift(first, seq):
+    """``(first, seq[0], ..., seq[T-2])``: the previous step's value at each step."""
+    return jnp.concatenate([first[None], seq[:-1]], axis=0)
+
+
+def _project(xs, wx, b):
+    """``xs @ wx + b`` for all steps at once: ``(T, N, D) -> (T, N, G)``."""
+    t, n, _ = xs.shape
+    return (_flat(xs) @ wx + b[None, :]).reshape(t, n, wx.shape[1])
+
+
+def check_gated_args(fn, gates, xs, carries, weights):
+    """Shared checks of ``lstm``/``gru`` and their twins.
+
+    ``carries``: ``{name: array}`` each ``(N, H)``; ``weights``: ``{"wx": .., "wh": ..,
+    bias names: ..}`` with ``wx (D, G*H)``, ``wh (H, G*H)``, biases ``(G*H,)``.
+    """
+    named = {"xs": xs, **carries, **weights}
+    for name, a in named.items():
+        _checks.check_float(fn, name, a)
+    for name, a in list(named.items())[1:]:
+        _checks.check_same_dtype(fn, "xs", xs, name, a)
+    _checks.check_rank(fn, "xs", xs, 3, "(T, N, D)")
+    first = next(iter(carries))
+    _checks.check_rank(fn, first, carries[first], 2, "(N, H)")
+    t, n, d = _checks.shape_of(xs)
+    h = _checks.shape_of(carries[first])[1]
+    if t < 1:
+        raise ValueError(f"{fn}: xs has shape {(t, n, d)}, expected T >= 1 steps")
+    for name, a in carries.items():
+        _checks.check_shape(fn, name, a, (n, h), f"batch N={n} of xs {(t, n, d)}, H={h}")
+    layout = f"{gates} gates of H={h} from {first}"
+    for name, a in weights.items():
+        if name == "wx":
+            _checks.check_shape(fn, name, a, (d, gates * h), f"(D, {gates}H): D={d}, {layout}")
+        elif name == "wh":
+            _checks.check_shape(fn, name, a, (h, gates * h), f"(H, {gates}H): {layout}")
+        else:
+            _checks.check_shape(fn, name, a, (gates * h,), f"({gates}H,): {layout}")
+
+
+# ------------------------------------------------------------------------------ LSTM
+def lstm_cell(carry, a_x, wh):
+    """One LSTM step from the projected input ``a_x = x wx + b``: ``(h, c), acts``."""
+    h, c = carry
+    k = h.shape[-1]
+    z = a_x + h @ wh
+    s = lax.logistic(z)
+    i, f, o = s[:, :k], s[:, k:2 * k], s[:, 3 * k:]
+    g = jnp.tanh(z[:, 2 * k:3 * k])
+    c = f * c + i * g
+    h = o * jnp.tanh(c)
+    return (h, c), (i, f, g, o)
+
+
+def _lstm_forward(xs, h0, c0, wx, wh, b, keep):
+    def step(carry, a_x):
+        (h, c), gates = lstm_cell(carry, a_x, wh)
+        return (h, c), ((h, jnp.concatenate(gates, axis=1), c) if keep else h)
+
+    return lax.scan(step, (h0, c0), _project(xs, wx, b))
+
+
+@jax.custom_vjp
+def _lstm(xs, h0, c0, wx, wh, b):
+    carry, hs = _lstm_forward(xs, h0, c0, wx, wh, b, keep=False)
+    return hs, carry
+
+
+def _lstm_fwd(xs, h0, c0, wx, wh, b):
+    carry, (hs, acts, cs) = _lstm_forward(xs, h0, c0, wx, wh, b, keep=True)
+    return (hs, carry), (xs, h0, c0, wx, wh, acts, cs)
+
+
+def _lstm_bwd(res, cts):
+    xs, h0, c0, wx, wh, acts, cs = res
+    dhs, (dh_last, dc_last) = cts
+    k = h0.shape[1]
+    tcs = jnp.tanh(cs)
+
+    def step(carry, inp):
+        dh_next, dc_next = carry
+        dh_out, a, tc, c_prev = inp
+        i, f, g, o = a[:, :k], a[:, k:2 * k], a[:, 2 * k:3 * k], a[:, 3 * k:]
+        dh = dh_out + dh_next
+        dc = dc_next + dh * o * (1 - tc * tc)
+        dz = jnp.concatenate([dc * g * i * (1 - i), dc * c_prev * f * (1 - f),
+                              dc * i * (1 - g * g), dh * tc * o * (1 - o)], axis=1)
+        return (dz @ wh.T, dc * f), dz
+
+    (dh0, dc0), dzs = lax.scan(step, (dh_last, dc_last), (dhs, acts, tcs, _shift(c0, cs)),
+                               reverse=True)
+    h_prev = _shift(h0, acts[..., 3 * k:] * tcs)      # h_t = o_t tanh(c_t), recomputed
+    dz = _flat(dzs)
+    return ((dz @ wx.T).reshape(xs.shape), dh0, dc0, _flat(xs).T @ dz,
+            _flat(h_prev).T @ dz, jnp.sum(dz, axis=0))
+
+
+_lstm.defvjp(_lstm_fwd, _lstm_bwd)
+
+
+@has_twin
+def lstm(xs, h0, c0, wx, wh, b):
+    """LSTM over a whole sequence; returns every hidden state and the final carry.
+
+    Gates are stacked along the last axis of ``wx``, ``wh`` and ``b`` in the order
+    ``[i, f, g, o]`` (input, forget, cell candidate, output; PyTorch's and cuDNN's
+    order): columns ``[0, H)`` are ``i``, ``[H, 2H)`` are ``f``, and so on. Forward, for
+    ``t = 1..T`` (row vectors, ``sigma`` the logistic sigmoid)::
+
+        z_t = x_t wx + h_{t-1} wh + b                      (N, 4H)
+        i = sigma(z_i), f = sigma(z_f), g = tanh(z_g), o = sigma(z_o)
+        c_t = f * c_{t-1} + i * g,        h_t = o * tanh(c_t)
+
+    One bias ``b`` (PyTorch's ``b_ih + b_hh``); no peepholes.
+
+    Backward (BPTT) in ONE reverse ``lax.scan`` carrying ``(gh, gc)``, the gradients
+    flowing into ``h_t`` and ``c_t`` from step ``t+1``, started at the cotangents of the
+    returned final carry ``(dh_T, dc_T)``; ``dy_t`` is the cotangent of ``hs[t]``::
+
+        dh = dy_t + gh,     dc = gc + dh * o * (1 - tanh(c_t)^2)
+        dz_i = dc g i (1 - i),   dz_f = dc c_{t-1} f (1 - f)
+        dz_g = dc i (1 - g^2),   dz_o = dh tanh(c_t) o (1 - o)
+        gh <- dz wh^T,   gc <- dc * f;     finally dh0 = gh, dc0 = gc
+
+    then, over all ``T*N`` rows at once::
+
+        dxs = dz wx^T,   dwx = xs^T dz,   dwh = h_prev^T dz,   db = sum_{t,n} dz
+
+    Residuals: the gate activations ``[i, f, g, o]`` ``(T, N, 4H)``, the cell states
+    ``(T, N, H)`` and the inputs; ``tanh(c_t)`` and ``h_{t-1} = o tanh(c_{t-1})`` are
+    recomputed (elementwise, vectorised over all steps).
+
+    Args:
+      xs: ``(T, N, D)`` inputs, time-major, ``T >= 1``.
+      h0, c0: ``(N, H)`` initial hidden and cell states.
+      wx: ``(D, 4H)`` input weights. wh: ``(H, 4H)`` recurrent weights. b: ``(4H,)``.
+      All the same floating dtype.
+
+    Returns:
+      ``(hs, (h_T, c_T))``: ``hs`` ``(T, N, H)`` with ``hs[t] = h_{t+1}``, and the final
+      carry, two ``(N, H)`` arrays (``h_T == hs[-1]``).
+
+    Raises:
+      ValueError: wrong ranks, ``T = 0`` or inconsistent ``T, N, D, H``.
+      TypeError: non-floating or mismatched dtypes.
+
+    References:
+      Hochreiter & Schmidhuber (1997), "Long Short-Term Memory", Neural Computation 9;
+      Gers, Schmidhuber & Cummins (2000), "Learning to Forget" (the forget gate).
+      ``docs/formulas.md``, "Beyond the notes".
+    """
+    check_gated_args("lstm", 4, xs, {"h0": h0, "c0": c0}, {"wx": wx, "wh": wh, "b": b})
+    return _lstm(xs, h0, c0, wx, wh, b)
+
+
+# ------------------------------------------------------------------------------- GRU
+def gru_cell(h, a_x, wh, bh):
+    """One GRU step from ``a_x = x wx + bx``: ``h_new, (r, z, n, hn)``."""
+    k = h.shape[-1]
+    a_h = h @ wh + bh[None, :]
+    rz = lax.logistic(a_x[:, :2 * k] + a_h[:, :2 * k])
+    r, z = rz[:, :k], rz[:, k:]
+    hn = a_h[:, 2 * k:]
+    n = jnp.tanh(a_x[:, 2 * k:] + r * hn)
+    return (1 - z) * n + z * h, (r, z, n, hn)
+
+
+def _gru_forward(xs, h0, wx, wh, bx, bh, keep):
+    def step(h, a_x):
+        h, (r, z, n, _) = gru_cell(h, a_x, wh, bh)
+        return h, ((h, jnp.concatenate([r, z, n], axis=1)) if keep else h)
+
+    return lax.scan(step, h0, _project(xs, wx, bx))
+
+
+@jax.custom_vjp
+def _gru(xs, h0, wx, wh, bx, bh):
+    h_last, hs = _gru_forward(xs, h0, wx, wh, bx, bh, keep=False)
+    return hs, h_last
+
+
+def _gru_fwd(xs, h0, wx, wh, bx, bh):
+    h_last, (hs, acts) = _gru_forward(xs, h0, wx, wh, bx, bh, keep=True)
+    return (hs, h_last), (xs, h0, wx, wh, bh, acts, hs)
+
+
+def _gru_bwd(res, cts):
+    xs, h0, wx, wh, bh, acts, hs = res
+    dhs, dh_last = cts
+    k = h0.shape[1]
+    h_prev = _shift(h0, hs)
+    # h_{t-1} wh_n + bh_n for every step as one matmul (not kept from the forward pass).
+    hns = (_flat(h_prev) @ wh[:, 2 * k:] + bh[None, 2 * k:]).reshape(hs.shape)
+
+    def step(dh_next, inp):
+        dh_out, a, hn, hp = inp
+        r, z, n = a[:, :k], a[:, k:2 * k], a[:, 2 * k:]
+        dh = dh_out + dh_next
+        dan = dh * (1 - z) * (1 - n * n)
+        dar = dan * hn * r * (1 - r)
+        daz = dh * (hp - n) * z * (1 - z)
+        dah = jnp.concatenate([dar, daz, dan * r], axis=1)
+        return dh * z + dah @ wh.T, (jnp.concatenate([dar, daz, dan], axis=1), dah)
+
+    dh0, (dax, dah) = lax.scan(step, dh_last, (dhs, acts, hns, h_prev), reverse=True)
+    dax, dah = _flat(dax), _flat(dah)
+    return ((dax @ wx.T).reshape(xs.shape), dh0, _flat(xs).T @ dax, _flat(h_prev).T @ dah,
+            jnp.sum(dax, axis=0), jnp.sum(dah, axis=0))
+
+
+_gru.defvjp(_gru_fwd, _gru_bwd)
+
+
+@has_twin
+def gru(xs, h0, wx, wh, bx, bh):
+    """GRU over a whole sequence; returns every hidden state and the final state.
+
+    Gates stacked ``[r, z, n]`` (reset, update, candidate) along the last axis of ``wx``
+    ``(D, 3H)``, ``wh`` ``(H, 3H)``, ``bx`` and ``bh`` ``(3H,)``. The variant of PyTorch,
+    cuDNN and ``flax.linen.GRUCell``, where the reset gate multiplies the recurrent term
+    *after* its matmul, ``r * (h wh_n + bh_n)`` (Cho et al. 2014's original form is
+    ``(r * h) wh_n``; the two differ in value, not in capacity)::
+
+        r = sigma(x wx_r + bx_r + h_{t-1} wh_r + bh_r)
+        z = sigma(x wx_z + bx_z + h_{t-1} wh_z + bh_z)
+        n = tanh(x wx_n + bx_n + r * (h_{t-1} wh_n + bh_n))
+        h_t = (1 - z) * n + z * h_{t-1}
+
+    Backward (BPTT) in ONE reverse ``lax.scan`` carrying ``gh`` (the gradient flowing
+    into ``h_t`` from step ``t+1``, started at the cotangent of the returned ``h_T``);
+    ``hn = h_{t-1} wh_n + bh_n``::
+
+        dh = dy_t + gh
+        dan = dh (1 - z)(1 - n^2),  dar = dan hn r (1 - r),  daz = dh (h_{t-1} - n) z (1 - z)
+        dax = [dar, daz, dan],      dah = [dar, daz, dan * r]
+        gh <- dh z + dah wh^T;      finally dh0 = gh
+
+    then ``dxs = dax wx^T``, ``dwx = xs^T dax``, ``dbx = sum dax``, ``dwh = h_prev^T
+    dah``, ``dbh = sum dah`` over all ``T*N`` rows.
+
+    Residuals: the gate activations ``[r, z, n]`` ``(T, N, 3H)``, the hidden states
+    ``(T, N, H)`` and the inputs; ``hn`` is recomputed as one ``(T*N, H) @ (H, H)``
+    matmul in the backward pass.
+
+    Args:
+      xs: ``(T, N, D)`` inputs, time-major, ``T >= 1``.
+      h0: ``(N, H)`` initial state.
+      wx: ``(D, 3H)``; wh: ``(H, 3H)``; bx, bh: ``(3H,)`` input and recurrent biases
+        (both are needed: ``bh_n`` is multiplied by ``r``). All the same floating dtype.
+
+    Returns:
+      ``(hs, h_T)``: ``hs`` ``(T, N, H)`` and the final state ``(N, H)`` (``== hs[-1]``).
+
+    Raises:
+      ValueError: wrong ranks, ``T = 0`` or inconsistent ``T, N, D, H``.
+      TypeError: non-floating or mismatched dtypes.
+
+    References:
+      Cho et al. (2014), "Learning Phrase Representations using RNN Encoder-Decoder for
+      Statistical Machine Translation", https://arxiv.org/abs/1406.1078 (the GRU);
+      PyTorch ``torch.nn.GRU`` and cuDNN for the reset-after-matmul variant.
+      ``docs/formulas.md``, "Beyond the notes".
+    """
+    check_gated_args("gru", 3, xs, {"h0": h0}, {"wx": wx, "wh": wh, "bx": bx, "bh": bh})
+    return _gru(xs, h0, wx, wh, bx, bh)
