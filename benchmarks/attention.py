@@ -1,0 +1,280 @@
+"""Attention training step: funcnet's blockwise rule vs autodiff of the same math vs jax.nn.
+
+One step is ``jax.grad`` of a scalar loss of the attention output with respect to ``q``,
+``k`` and ``v`` (forward + backward), ``B = 1``, ``--heads`` heads of ``--head-dim``,
+causal, for each sequence length ``T = S``:
+
+* ``funcnet``: :func:`funcnet.ops.dot_product_attention` (online softmax over key blocks,
+  backward recomputes the probabilities from the saved row statistics);
+* ``autodiff``: ``jax.grad`` of its plain twin ``funcnet.ops.reference``
+  (``softmax(q k^T * scale) v`` written out, which keeps the ``T x S`` probabilities);
+* ``jax.nn``: ``jax.nn.dot_product_attention`` (``implementation=None``: XLA), plus
+  ``implementation="cudnn"`` on a GPU.
+
+Per case and variant: median time of a step (the variants are sampled round-robin, the
+order rotating, as ``benchmarks/run.py`` does), the bytes saved for the backward pass
+(``funcnet.nn.memory.residual_bytes``, arguments excluded), XLA's compiled temp bytes, and
+the ratios to the best JAX alternative. A variant whose residuals would exceed
+``--mem-limit-gb`` is recorded as skipped, not run.
+
+Usage::
+
+    python -m benchmarks.attention --quick          # tiny T, seconds (smoke test)
+    python -m benchmarks.attention                  # T = 512 ... 8192 (quiet machine)
+    python -m benchmarks.attention --render benchmarks/results/cpu/attention.json
+
+Writes ``attention.json`` and ``attention.md`` to ``benchmarks/results/<platform>/``
+(``<platform>-quick`` with ``--quick``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks import common  # noqa: E402
+
+FULL_T = (512, 1024, 2048, 4096, 8192)
+QUICK_T = (128, 256)
+MEMORY_TARGET_T, MEMORY_TARGET_RATIO, TIME_TARGET_RATIO = 1024, 4.0, 1.2
+
+
+def variants(platform: str, dtype: str) -> dict:
+    import jax
+
+    from funcnet import ops
+
+    out = {
+        "funcnet": lambda q, k, v: ops.dot_product_attention(q, k, v, causal=True),
+        "autodiff": lambda q, k, v: ops.reference.dot_product_attention(q, k, v, causal=True),
+        "jax.nn": lambda q, k, v: jax.nn.dot_product_attention(q, k, v, is_causal=True),
+    }
+    if platform == "gpu" and dtype in ("float16", "bfloat16"):   # cuDNN's dtypes
+        out["jax.nn cudnn"] = lambda q, k, v: jax.nn.dot_product_attention(
+            q, k, v, is_causal=True, implementation="cudnn")
+    return out
+
+
+class Entry:
+    """One (T, variant): residual bytes by tracing, then compiled and sampled."""
+
+    def __init__(self, name, attn, t, args, mem_limit, log):
+        import jax
+        import jax.numpy as jnp
+
+        self.name, self.samples, self.error, self.skipped = name, [], None, None
+        self.compile_s = self.memory = None
+        self.n_inner = 1
+
+        def loss(qkv, _):
+            return jnp.sum(attn(*qkv).astype(jnp.float32) ** 2)
+
+        self.residual_bytes = common.jax_residual_bytes(loss, args, ())
+        if self.residual_bytes > mem_limit:
+            self.skipped = (f"residuals {self.residual_bytes / 2 ** 30:.1f} GiB > "
+                            f"--mem-limit-gb {mem_limit / 2 ** 30:.1f}")
+            log(f"  T={t} {name}: skipped ({self.skipped})")
+            return
+        step = jax.jit(jax.grad(lambda *qkv: loss(qkv, None), argnums=(0, 1, 2)))
+        try:
+            t0 = time.perf_counter()
+            self.fn = step.lower(*args).compile()
+            self.compile_s = time.perf_counter() - t0
+            self.memory = common.compiled_memory(self.fn)
+            self.args = args
+        except Exception as exc:  # noqa: BLE001 - out of memory, unsupported (cudnn)
+            self.error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+            log(f"  T={t} {name}: failed: {self.error}")
+
+    def run(self, n):
+        import jax
+        for _ in range(n):
+            out = self.fn(*self.args)
+        jax.block_until_ready(out)
+
+    def sample(self) -> float:
+        return common.timed(lambda: self.run(self.n_inner)) / self.n_inner
+
+    @property
+    def live(self) -> bool:
+        return self.error is None and self.skipped is None
+
+    def row(self) -> dict:
+        return {"variant": self.name, "error": self.error, "skipped": self.skipped,
+                "time": common.summarize(self.samples), "steps_per_sample": self.n_inner,
+                "compile_s": self.compile_s, "memory": self.memory,
+                "residual_bytes": self.residual_bytes}
+
+
+def measure_case(t, args_ns, platform, log) -> dict:
+    import jax
+    import jax.numpy as jnp
+
+    shape = (1, t, args_ns.heads, args_ns.head_dim)
+    keys = jax.random.split(jax.random.PRNGKey(t), 3)
+    args = tuple(jax.random.normal(k, shape, jnp.float32).astype(args_ns.dtype) for k in keys)
+    limit = int(args_ns.mem_limit_gb * 2 ** 30)
+    entries = [Entry(n, f, t, args, limit, log)
+               for n, f in variants(platform, args_ns.dtype).items()]
+    live = [e for e in entries if e.live]
+    for e in list(live):
+        try:
+            e.run(1)
+            dt = common.timed(lambda e=e: e.run(1))
+            e.n_inner = int(min(100, max(1, args_ns.sample_ms / 1e3 // max(dt, 1e-6))))
+        except Exception as exc:  # noqa: BLE001
+            e.error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+            live.remove(e)
+    t0, r = time.perf_counter(), 0
+    while live and r < args_ns.max_repeats and (
+            r < args_ns.repeats or time.perf_counter() - t0 < args_ns.budget):
+        for e in live[r % len(live):] + live[:r % len(live)]:
+            e.samples.append(e.sample())
+        r += 1
+    rows = [e.row() for e in entries]
+    ok = [x for x in rows if x["time"]["n"]]
+    for x in ok:
+        others = [y["time"]["median_s"] for y in ok if y["variant"] != "funcnet"]
+        x["ratio_best_jax"] = x["time"]["median_s"] / min(others) if others else None
+    fn = next((x for x in rows if x["variant"] == "funcnet"), None)
+    for x in rows:
+        x["residual_ratio_to_funcnet"] = (x["residual_bytes"] / fn["residual_bytes"]
+                                          if fn and fn["residual_bytes"] else None)
+        if x["time"]["n"]:
+            log(f"  T={t:5d} {x['variant']:>13} {x['time']['median_s'] * 1e3:10.2f} ms  "
+                f"resid {x['residual_bytes'] / 2 ** 20:9.2f} MiB  x best JAX "
+                f"{common._fmt(x.get('ratio_best_jax'), '.2f')}")
+    return {"T": t, "S": t, "shape": list(shape), "rows": rows}
+
+
+def targets(cases) -> list[dict]:
+    """Issue 15: residuals >= 4x smaller than autodiff at T = 1024 and linear in T; time
+    within 1.2x of the best JAX alternative."""
+    out = []
+
+    def row(case, name):
+        return next((x for x in case["rows"] if x["variant"] == name), None)
+
+    at = next((c for c in cases if c["T"] == MEMORY_TARGET_T), None)
+    if at is not None:
+        ratio = row(at, "autodiff")["residual_ratio_to_funcnet"]
+        out.append({"target": "memory", "met": ratio >= MEMORY_TARGET_RATIO, "ratio": ratio,
+                    "text": f"residuals at T={MEMORY_TARGET_T}: autodiff / funcnet = "
+                            f"{ratio:.0f}x (target >= {MEMORY_TARGET_RATIO:g}x): "
+                            f"{'MET' if ratio >= MEMORY_TARGET_RATIO else 'MISSED'}"})
+    per_t = [row(c, "funcnet")["residual_bytes"] / c["T"] for c in cases]
+    linear = max(per_t) == min(per_t)
+    out.append({"target": "linear", "met": linear, "bytes_per_token": per_t,
+                "text": "funcnet residual bytes per token: "
+                        + ", ".join(f"T={c['T']}: {b:,.0f}" for c, b in zip(cases, per_t))
+                        + f" ({'constant: linear in T' if linear else 'NOT constant'})"})
+    for c in cases:
+        fn = row(c, "funcnet")
+        ratio = fn.get("ratio_best_jax") if fn else None
+        met = ratio is not None and ratio <= TIME_TARGET_RATIO
+        out.append({"target": f"time T={c['T']}", "met": met if ratio else None,
+                    "ratio": ratio,
+                    "text": f"time at T={c['T']}: funcnet / best JAX alternative = "
+                            f"{common._fmt(ratio, '.2f')} (target <= {TIME_TARGET_RATIO}): "
+                            + ("not measured" if ratio is None else
+                               "MET" if met else "MISSED")})
+    return out
+
+
+def markdown(res: dict) -> str:
+    env = res["env"]
+    vers = ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v)
+    lines = [f"# Attention training step — {env['device']['device_kind']} "
+             f"({env['device']['platform']})\n",
+             f"- date (UTC): {env['host']['date_utc']}; host CPU: {env['host']['cpu_model']} "
+             f"({env['host']['cpu_count']} cores); profile `{res['profile']}`",
+             f"- versions: {vers}",
+             f"- step: grad of sum(attention(q, k, v)^2) w.r.t. q, k, v; causal; B=1, "
+             f"heads {res['heads']}, head_dim {res['head_dim']}, {res['dtype']}, T = S",
+             f"- command: `{res['command']}`; wall time {res['wall_s']:.0f} s\n",
+             "| T | variant | median ms | IQR ms | n | resid MiB | resid × funcnet | "
+             "XLA temp MiB | compile s | × best JAX alternative |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    mib = lambda b: common._fmt(None if b is None else b / 2 ** 20, ".2f")  # noqa: E731
+    for c in res["cases"]:
+        for x in c["rows"]:
+            t = x["time"]
+            note = x["error"] or x["skipped"]
+            lines.append(
+                f"| {c['T']} | {x['variant']} | "
+                + (f"{note[:70]} | | |" if note else
+                   f"{t['median_s'] * 1e3:.2f} | {(t['q3_s'] - t['q1_s']) * 1e3:.2f} | {t['n']} |")
+                + f" {mib(x['residual_bytes'])}"
+                f" | {common._fmt(x['residual_ratio_to_funcnet'], '.1f')}"
+                f" | {mib((x['memory'] or {}).get('temp'))} | {common._fmt(x['compile_s'], '.2f')}"
+                f" | {common._fmt(x.get('ratio_best_jax'), '.2f')} |")
+    lines += ["", "## Targets (issue 15)", ""] + [f"- {g['text']}" for g in res["targets"]]
+    return "\n".join(lines) + "\n"
+
+
+def write(res: dict, out_dir: str) -> None:
+    common.write_json(os.path.join(out_dir, "attention.json"), res)
+    with open(os.path.join(out_dir, "attention.md"), "w") as f:
+        f.write(markdown(res))
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help=f"T in {QUICK_T}, 3 samples")
+    p.add_argument("--T", default=None, help="comma-separated sequence lengths")
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--head-dim", type=int, default=64)
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--repeats", type=int, default=None, help="minimum samples per variant")
+    p.add_argument("--max-repeats", type=int, default=50)
+    p.add_argument("--budget", type=float, default=None,
+                   help="timing seconds per T beyond --repeats (default 30 on CPU, 3 on an "
+                        "accelerator, 0 with --quick)")
+    p.add_argument("--sample-ms", type=float, default=50.0)
+    p.add_argument("--mem-limit-gb", type=float, default=None,
+                   help="skip a variant whose residuals exceed this (default: RAM / 4)")
+    p.add_argument("--out", default=None)
+    p.add_argument("--render", default=None, metavar="ATTENTION_JSON")
+    a = p.parse_args(argv)
+    if a.render:
+        with open(a.render) as f:
+            res = json.load(f)
+        write(res, os.path.dirname(a.render))
+        return res
+    import jax
+
+    t_start = time.perf_counter()
+    platform = jax.devices()[0].platform
+    sizes = tuple(int(x) for x in a.T.split(",")) if a.T else (QUICK_T if a.quick else FULL_T)
+    a.repeats = a.repeats or (3 if a.quick else 10)
+    if a.budget is None:
+        a.budget = 0.0 if a.quick else (30.0 if platform == "cpu" else 3.0)
+    if a.mem_limit_gb is None:
+        a.mem_limit_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 4 / 2 ** 30
+    out_dir = a.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                                    platform + ("-quick" if a.quick else ""))
+    env = {"device": common.jax_device_info(), "host": common.host_info(),
+           "versions": common.library_versions(),
+           "env_vars": {k: os.environ.get(k) for k in ("XLA_FLAGS", "JAX_PLATFORMS")}}
+    print(f"device: {env['device']}; T = {sizes}", flush=True)
+    res = {"profile": "quick" if a.quick else "full", "heads": a.heads,
+           "head_dim": a.head_dim, "dtype": a.dtype, "env": env, "cases": [],
+           "command": "python -m benchmarks.attention " + " ".join(
+               argv if argv is not None else sys.argv[1:])}
+    for t in sizes:   # written after every T: a run cut short keeps what it measured
+        res["cases"].append(measure_case(t, a, platform, lambda m: print(m, flush=True)))
+        res["targets"] = targets(res["cases"])
+        res["wall_s"] = time.perf_counter() - t_start
+        write(res, out_dir)
+    for g in res["targets"]:
+        print(g["text"], flush=True)
+    return res
+
+
+if __name__ == "__main__":
+    main()

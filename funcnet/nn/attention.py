@@ -1,0 +1,187 @@
+"""Multi-head self-attention layer over :func:`funcnet.ops.dot_product_attention`.
+
+References:
+  Vaswani et al. (2017), "Attention Is All You Need", https://arxiv.org/abs/1706.03762.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from funcnet import _checks, ops
+from funcnet.nn import initializers
+from funcnet.nn.base import (Layer, check_dtype, check_input_shape, check_no_params,
+                             check_params, promote)
+
+__all__ = ["MultiHeadAttention"]
+
+_LAYOUT = "(N, T, F) or one sequence (T, F)"
+
+
+def MultiHeadAttention(num_heads: int, *, qkv_features: int | None = None,
+                       out_features: int | None = None, causal: bool = False,
+                       dropout_rate: float = 0.0, use_bias: bool = True,
+                       w_init=initializers.xavier_uniform(), b_init=initializers.zeros,
+                       dtype=None) -> Layer:
+    """Multi-head self-attention: projections, :func:`funcnet.ops.dot_product_attention`,
+    output projection.
+
+    For an input ``x`` ``(N, T, F)``, with ``D = qkv_features`` split into
+    ``num_heads`` heads of ``D / num_heads``::
+
+        q = x wq + bq,   k = x wk + bk,   v = x wv + bv              (N, T, D) each
+        o = dot_product_attention(q, k, v, mask, causal=causal)       per head, scale
+                                                                      1/sqrt(D/num_heads)
+        y = dropout(o) wo + bo                                        (N, T, out_features)
+
+    The attention op's backward rule recomputes the probabilities blockwise, so a
+    training step keeps ``O(T)`` per head for the attention, not ``T x T``; the
+    projections are :func:`funcnet.ops.affine` (:func:`funcnet.ops.matmul` without bias).
+
+    Dropout (``train=True``, ``dropout_rate > 0``) drops elements of the attention output
+    ``o`` (the concatenated heads) before the output projection, not the attention
+    probabilities as Flax, Equinox and PyTorch do: dropping probabilities would need the
+    ``T x S`` masks regenerated block by block inside the attention's backward rule (and
+    the op would no longer be ``jax.nn.dot_product_attention``); dropping ``o`` keeps the
+    op exact and its memory ``O(T)`` (the mask is regenerated from the key, see
+    :func:`funcnet.ops.dropout`). Add an ``nn.Dropout`` after the layer for the usual
+    residual dropout.
+
+    Shapes:
+      input: ``x`` ``(N, T, F)`` or one sequence ``(T, F)``; or a pair ``(x, mask)`` with a
+        boolean ``mask`` broadcastable to ``(N, num_heads, T, T)`` (``True`` = attend),
+        e.g. ``(N, 1, 1, T)`` for padded keys; ``init`` then takes the pair of shapes
+        ``((N, T, F), mask_shape)``.
+      output: ``(N, T, out_features)`` (or ``(T, out_features)``).
+      params: ``{"wq", "wk", "wv": (F, D), "wo": (D, out_features), "bq", "bk", "bv": (D,),
+        "bo": (out_features,)}`` (no ``b*`` when ``use_bias=False``); state ``()``.
+
+    Args:
+      num_heads: number of heads, an int >= 1.
+      qkv_features: ``D``, the width of ``q``, ``k``, ``v``; default ``F``. A multiple of
+        ``num_heads``.
+      out_features: output width; default ``F``.
+      causal: query ``t`` attends keys ``<= t`` only (language models).
+      dropout_rate: drop probability in ``[0, 1)`` of the attention output (see above).
+      use_bias: add the biases of the four projections.
+      w_init: initializer of the four kernels; default
+        :func:`~funcnet.nn.initializers.xavier_uniform` (as PyTorch's
+        ``nn.MultiheadAttention``); any ``jax.nn.initializers`` initializer works.
+      b_init: initializer of the biases; default zeros.
+      dtype: dtype of the params; ``None`` is JAX's default float dtype. The input and the
+        params are promoted to their common dtype.
+
+    Returns:
+      A :class:`Layer` named ``"MultiHeadAttention(num_heads)"``; ``apply`` takes ``key=``
+      (needed when ``train=True`` and ``dropout_rate > 0``).
+
+    Raises:
+      TypeError: at construction, non-int sizes, a non-bool ``causal``/``use_bias``, a
+        non-number ``dropout_rate``, a non-callable initializer or a non-float ``dtype``;
+        in ``apply`` a non-float input.
+      ValueError: at construction ``num_heads < 1``, ``qkv_features`` not a multiple of
+        ``num_heads``, ``dropout_rate`` outside ``[0, 1)``; in ``init`` a bad
+        ``input_shape`` or ``F`` not a multiple of ``num_heads`` (no ``qkv_features``); in
+        ``apply`` params of another shape, a missing ``key`` for dropout, and the op's
+        errors (mask shape, input features) prefixed with the layer's name.
+
+    References:
+      Vaswani et al. (2017), section 3.2.2; Rabe & Staats (2021); Dao et al. (2022).
+    """
+    heads = _checks.static_int("MultiHeadAttention", "num_heads", num_heads, minimum=1)
+    name = f"MultiHeadAttention({heads})"
+    if qkv_features is not None:
+        qkv_features = _checks.static_int(name, "qkv_features", qkv_features, minimum=1)
+        _check_heads(name, "qkv_features", qkv_features, heads)
+    if out_features is not None:
+        out_features = _checks.static_int(name, "out_features", out_features, minimum=1)
+    causal = _checks.static_bool(name, "causal", causal)
+    rate = _checks.static_float(name, "dropout_rate", dropout_rate, 0.0, 1.0,
+                                high_inclusive=False)
+    use_bias = _checks.static_bool(name, "use_bias", use_bias)
+    _checks.check_callable(name, "w_init", w_init, "(key, shape, dtype)")
+    _checks.check_callable(name, "b_init", b_init, "(key, shape, dtype)")
+    check_dtype(name, dtype)
+    projections = ("q", "k", "v", "o")
+
+    def init(key, input_shape):
+        paired = (isinstance(input_shape, (tuple, list)) and len(input_shape) == 2
+                  and isinstance(input_shape[0], (tuple, list)))
+        x_shape = input_shape[0] if paired else input_shape
+        shape = check_input_shape(name, key, x_shape, (2, 3), _LAYOUT, batched_rank=3)
+        f = shape[-1]
+        d = qkv_features if qkv_features is not None else f
+        if qkv_features is None:
+            _check_heads(name, f"the input features F={f} (qkv_features=None)", f, heads)
+        out = out_features if out_features is not None else f
+        dt = check_dtype(name, dtype)
+        keys = jax.random.split(key, 8)
+        params = {}
+        for i, p in enumerate(projections):
+            params[f"w{p}"] = w_init(keys[i], (d, out) if p == "o" else (f, d), dt)
+            if use_bias:
+                params[f"b{p}"] = b_init(keys[4 + i], (out,) if p == "o" else (d,), dt)
+        unknown = len(shape) == 3 and shape[0] == -1
+        x = jax.ShapeDtypeStruct((1,) + shape[1:] if unknown else shape, dt)
+        if paired:   # the op checks the mask against x now, with -1 batches traced as 1
+            m = check_input_shape(name, key, input_shape[1], None, batched_rank=4)
+            x = (x, jax.ShapeDtypeStruct(tuple(abs(s) for s in m), jnp.bool_))
+        y = jax.eval_shape(lambda p, x: apply(p, (), x)[0], params, x)
+        return ((-1,) + y.shape[1:] if unknown else y.shape), params, ()
+
+    def apply(params, state, x, *, key=None, train=False):
+        mask = None
+        if isinstance(x, (tuple, list)):
+            if len(x) != 2:
+                raise ValueError(f"{name}: input must be x or a pair (x, mask), got a "
+                                 f"{type(x).__name__} of {len(x)} entries")
+            x, mask = x
+        check_params(name, "params", params, _shapes(params))
+        check_no_params(name, (), state)
+        x, params = promote(x, params, name)
+        _checks.check_rank(name, "x", x, (2, 3), _LAYOUT)
+        d = params["wq"].shape[1]
+        _check_heads(name, "params['wq'].shape[1]", d, heads)
+        single = x.ndim == 2
+        xb = x[None] if single else x
+        n, t = xb.shape[:2]
+        with _checks.context(name):
+            q, k, v = (_project(xb, params, p).reshape(n, t, heads, d // heads)
+                       for p in "qkv")
+            o = ops.dot_product_attention(q, k, v, mask, causal=causal).reshape(n, t, d)
+            if train and rate > 0.0:
+                if key is None:
+                    raise ValueError(
+                        f"train=True with dropout_rate={rate:g} needs a PRNG key; call "
+                        "apply(params, state, x, key=jax.random.PRNGKey(...), train=True) "
+                        "(or pass train=False for evaluation)")
+                o = ops.dropout(o, rate, key)
+            y = _project(o, params, "o")
+        return (y[0] if single else y), state
+
+    def _shapes(params):
+        """Expected params shapes, sizes read from ``wq``/``wo`` where not fixed."""
+        wq = params.get("wq") if isinstance(params, dict) else None
+        wo = params.get("wo") if isinstance(params, dict) else None
+        fq, dq = (_checks.shape_of(wq) + (None, None))[:2] if wq is not None else (None, None)
+        d = qkv_features if qkv_features is not None else dq
+        o = out_features if out_features is not None else (
+            (_checks.shape_of(wo) + (None, None))[1] if wo is not None else None)
+        shapes = {f"w{p}": (d, o) if p == "o" else (fq, d) for p in projections}
+        if use_bias:
+            shapes.update({f"b{p}": (o,) if p == "o" else (d,) for p in projections})
+        return shapes
+
+    return Layer(init, apply, name)
+
+
+def _check_heads(name: str, what: str, d: int, heads: int) -> None:
+    if d % heads:
+        raise ValueError(f"{name}: {what} is {d}, expected a multiple of num_heads={heads} "
+                         "(each head gets an equal share of the features)")
+
+
+def _project(x, params, p):
+    if f"b{p}" in params:
+        return ops.affine(x, params[f"w{p}"], params[f"b{p}"])
+    return ops.matmul(x, params[f"w{p}"])

@@ -1,0 +1,361 @@
+"""Scaled dot-product attention whose backward rule keeps O(T), not the T x S probabilities.
+
+The forward pass runs over blocks of keys with the online-softmax recurrence (Rabe &
+Staats 2021); the backward pass recomputes the probabilities block by block from the
+saved row statistics (Dao et al. 2022, Algorithm 2). Autodiff of ``softmax(q k^T) v``
+keeps the ``(B, N, T, S)`` probabilities for its backward pass; this op keeps ``q``,
+``k``, ``v``, the output and two ``(B, N, T)`` float32 rows, so the memory a training
+step saves grows linearly in the sequence length.
+
+Internally the heads are grouped as ``N = K * G`` (``K`` key/value heads, ``G`` query
+heads per key/value head; ``G = 1`` for ordinary multi-head attention), and the scores of
+one key block have the layout ``(B, K, G, T, block)``.
+
+References:
+  Rabe & Staats (2021), "Self-attention Does Not Need O(n^2) Memory",
+  https://arxiv.org/abs/2112.05682.
+  Dao, Fu, Ermon, Rudra & Re (2022), "FlashAttention: Fast and Memory-Efficient Exact
+  Attention with IO-Awareness", https://arxiv.org/abs/2205.14135 (Algorithm 2).
+  Vaswani et al. (2017), "Attention Is All You Need", https://arxiv.org/abs/1706.03762.
+"""
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from funcnet import _checks
+from funcnet.ops._mode import has_twin
+from funcnet.ops.normalization import compute_dtype  # at least float32
+
+__all__ = ["dot_product_attention"]
+
+#: Default blocks hold about this many scores ``B * N * T * block`` (1 MiB in float32):
+#: the logits, probabilities and their gradients of a block stay in a CPU's caches.
+#: Measured on a 2-core AMD EPYC (1 MiB L2 per core, 32 MiB L3), block sizes 32..2048 at
+#: T = 256..4096 (4 heads of 64): 64 keys were the fastest from T = 1024 up, 2-3x faster
+#: than 512 keys or one block.
+BLOCK_ELEMENTS = 2 ** 18
+#: Smallest default block (keys); smaller blocks make the matmuls too thin.
+MIN_BLOCK = 64
+
+_LAYOUT = "(B, T, N, H) or (T, N, H)"
+
+
+# ------------------------------------------------------------------------- arguments
+class Plan(NamedTuple):
+    """Static shape facts of one call (hashable: a ``nondiff_argnums`` argument)."""
+
+    causal: bool
+    scale: float
+    block: int       # keys per block
+    blocks: int      # number of blocks; blocks * block >= S
+    s: int           # true number of keys S (the rest of the last block is padding)
+
+
+def large_negative(dtype) -> float:
+    """The logit a masked position gets: ``-0.7 * min(finfo(dtype).max, float32 max)``.
+
+    ``jax.nn.dot_product_attention``'s value: finite (so a fully masked row is a softmax
+    of equal logits, i.e. the uniform average of the values, never NaN) and far below
+    any real logit (so ``exp`` of it underflows to exactly 0 in any other row).
+    """
+    return float(-0.7 * min(float(jnp.finfo(dtype).max), float(jnp.finfo(jnp.float32).max)))
+
+
+def check_attention_args(fn, q, k, v, mask, causal, scale, block_size):
+    """Shared checks of the op and its twin; returns ``(causal, scale, block_size)``.
+
+    ``scale`` comes back as a Python float (``1/sqrt(H)`` for ``None``).
+    """
+    for name, a in (("q", q), ("k", k), ("v", v)):
+        _checks.check_float(fn, name, a)
+    _checks.check_rank(fn, "q", q, (3, 4), _LAYOUT)
+    layout = "(B, S, K, H)" if q.ndim == 4 else "(S, K, H)"
+    _checks.check_rank(fn, "k", k, q.ndim, f"{layout}, as q {_checks.shape_of(q)}")
+    _checks.check_same_dtype(fn, "q", q, "k", k)
+    _checks.check_same_dtype(fn, "q", q, "v", v)
+    _checks.check_shape(fn, "v", v, _checks.shape_of(k), f"k's shape {layout}")
+    qs, ks = _checks.shape_of(q), _checks.shape_of(k)
+    if min(qs) < 1 or min(ks) < 1:
+        raise ValueError(f"{fn}: q has shape {qs} and k has shape {ks}; every size must be "
+                         ">= 1 (at least one query, one key, one head)")
+    lead = qs[:-3]
+    _checks.check_shape(fn, "k", k, lead + (None, None, qs[-1]),
+                        f"{layout} with the batch and head size H={qs[-1]} of q {qs}")
+    n, kh = qs[-2], ks[-2]
+    if n % kh:
+        raise ValueError(f"{fn}: q has {n} heads and k has {kh}; the number of query heads "
+                         "must be a multiple of the number of key/value heads")
+    if mask is not None:
+        _checks.check_array(fn, "mask", mask)
+        if _checks.dtype_of(mask) != jnp.bool_:
+            raise TypeError(f"{fn}: mask must have dtype bool (True = attend), got "
+                            f"{_checks.dtype_of(mask)} with shape {_checks.shape_of(mask)}")
+        b = qs[0] if q.ndim == 4 else 1
+        _checks.check_broadcastable(fn, "mask", mask, (b, n, qs[-3], ks[-3]), "(B, N, T, S)")
+    causal = _checks.static_bool(fn, "causal", causal)
+    scale = 1.0 / math.sqrt(qs[-1]) if scale is None else _checks.static_float(
+        fn, "scale", scale)
+    if block_size is not None:
+        block_size = _checks.static_int(fn, "block_size", block_size, minimum=1)
+    return causal, scale, block_size
+
+
+def _plan(s: int, rows: int, causal: bool, scale: float, block_size: int | None) -> Plan:
+    """Blocks of ``block_size`` keys, or by default about ``BLOCK_ELEMENTS / rows`` keys
+    (``rows = B * N * T``, at least ``MIN_BLOCK``) evened out over the blocks so that the
+    last one is not mostly padding (a multiple of 8 keys); one block if ``S`` fits."""
+    if block_size is None:
+        blocks = -(-s // max(MIN_BLOCK, BLOCK_ELEMENTS // max(rows, 1)))
+        block_size = s if blocks == 1 else -(-s // (blocks * 8)) * 8
+    block = min(block_size, s)
+    return Plan(causal, scale, block, -(-s // block), s)
+
+
+def _mask5(mask, n: int, kh: int):
+    """A boolean mask broadcastable to ``(B, N, T, S)`` as ``(b, K|1, G|1, t, s)``."""
+    if mask is None:
+        return None
+    mask = mask.reshape((1,) * (4 - mask.ndim) + mask.shape)
+    mb, mn, mt, ms = mask.shape
+    return mask.reshape((mb, kh, n // kh, mt, ms) if mn == n else (mb, 1, 1, mt, ms))
+
+
+# -------------------------------------------------------------------------- blockwise
+# Internal layout, heads first so that every product is a batched matmul over (B, K):
+# q, o, dq: (B, K, G, T, H); k, v: (B, K, S, H); scores of a block: (B, K, G, T, block).
+
+def _heads(x, kh):
+    """``(B, T, N, H)`` -> ``(B, K, N/K, T, H)``."""
+    b, t, n, h = x.shape
+    return x.reshape(b, t, kh, n // kh, h).transpose(0, 2, 3, 1, 4)
+
+
+def _unheads(x):
+    """``(B, K, G, T, H)`` -> ``(B, T, K*G, H)``."""
+    b, kh, g, t, h = x.shape
+    return x.transpose(0, 3, 1, 2, 4).reshape(b, t, kh * g, h)
+
+
+def _key_blocks(x, plan: Plan, axis: int, value=0):
+    """Pad ``axis`` (keys) to ``blocks * block`` and split it: blocks first, for ``lax.scan``."""
+    extra = plan.blocks * plan.block - x.shape[axis]
+    if extra:
+        pads = [(0, 0, 0)] * x.ndim
+        pads[axis] = (0, extra, 0)
+        x = lax.pad(x, jnp.asarray(value, x.dtype), pads)
+    x = x.reshape(x.shape[:axis] + (plan.blocks, plan.block) + x.shape[axis + 1:])
+    return jnp.moveaxis(x, axis, 0)
+
+
+def _blocks(k, v, mask, n, plan: Plan):
+    """Scan inputs ``(j, k block, v block, mask block)`` (``(B, K, block, H)`` for k, v)
+    and the mask that is the same for every block (a mask of size 1 along S), or None."""
+    kh = k.shape[2]
+    xs = (jnp.arange(plan.blocks, dtype=jnp.int32),
+          _key_blocks(k.transpose(0, 2, 1, 3), plan, 2),
+          _key_blocks(v.transpose(0, 2, 1, 3), plan, 2))
+    m5 = _mask5(mask, n, kh)
+    if m5 is not None and m5.shape[-1] != 1:
+        return xs + (_key_blocks(m5, plan, 4, False),), None
+    return xs + (None,), m5
+
+
+def _logits(qh, kb, j, mb, plan: Plan):
+    """Masked, scaled logits of key block ``j``: ``(B, K, G, T, block)`` and the attend mask.
+
+    ``attend`` (user mask and causal) is ``None`` when nothing is masked. Masked logits
+    are :func:`large_negative`; key padding is ``-inf`` (weight exactly 0, even in a fully
+    masked row, whose average runs over the ``S`` real keys only).
+    """
+    ct = compute_dtype(qh.dtype)
+    s = jnp.einsum("bkgth,bksh->bkgts", qh, kb, preferred_element_type=ct) * plan.scale
+    cols = j * plan.block + lax.broadcasted_iota(jnp.int32, (1, 1, 1, 1, plan.block), 4)
+    attend = mb
+    if plan.causal:
+        rows = lax.broadcasted_iota(jnp.int32, (1, 1, 1, qh.shape[3], 1), 3)
+        attend = cols <= rows if attend is None else attend & (cols <= rows)
+    if attend is not None:
+        s = jnp.where(attend, s, large_negative(ct))
+    if plan.blocks * plan.block != plan.s:
+        s = jnp.where(cols < plan.s, s, -jnp.inf)
+    return s, attend
+
+
+def _loop(body, carry, xs, plan: Plan):
+    """``lax.scan`` over the key blocks (the body itself, no loop, for one block)."""
+    if plan.blocks == 1:
+        carry, y = body(carry, jax.tree_util.tree_map(lambda a: a[0], xs))
+        return carry, jax.tree_util.tree_map(lambda a: a[None], y)
+    return lax.scan(body, carry, xs)
+
+
+def _forward(q, k, v, mask, plan: Plan):
+    """Online softmax over key blocks. Returns ``o`` ``(B, T, N, H)`` and ``m, log l``."""
+    ct = compute_dtype(q.dtype)
+    qh = _heads(q, k.shape[2])
+    xs, fixed = _blocks(k, v, mask, q.shape[2], plan)
+
+    def body(carry, x):
+        m, l, acc = carry
+        j, kb, vb, mb = x
+        s, _ = _logits(qh, kb, j, fixed if mb is None else mb, plan)
+        # the shift m is a constant for autodiff (grad of grad): o and m + log l do not
+        # depend on it, and a differentiated m would leak into the backward's m, log l
+        m_new = lax.stop_gradient(jnp.maximum(m, jnp.max(s, axis=-1)))
+        alpha = jnp.exp(m - m_new)
+        p = jnp.exp(s - m_new[..., None])
+        l = alpha * l + jnp.sum(p, axis=-1)
+        pv = jnp.einsum("bkgts,bksh->bkgth", p.astype(v.dtype), vb, preferred_element_type=ct)
+        return (m_new, l, alpha[..., None] * acc + pv), None
+
+    rows = qh.shape[:-1]
+    init = (jnp.full(rows, -jnp.inf, ct), jnp.zeros(rows, ct), jnp.zeros(qh.shape, ct))
+    (m, l, acc), _ = _loop(body, init, xs, plan)
+    return _unheads(acc / l[..., None]).astype(q.dtype), m, jnp.log(l)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _attention(q, k, v, mask, plan):
+    return _forward(q, k, v, mask, plan)[0]
+
+
+def _attention_fwd(q, k, v, mask, plan):
+    o, m, log_l = _forward(q, k, v, mask, plan)
+    return o, (q, k, v, mask, o, m, log_l)   # mask: the caller's array, not a copy
+
+
+def _attention_bwd(plan, res, do):
+    q, k, v, mask, o, m, log_l = res
+    b, s_len, kh, h = k.shape
+    ct = compute_dtype(q.dtype)
+    qh, doh = _heads(q, kh), _heads(do, kh)
+    d = jnp.sum(doh.astype(ct) * _heads(o, kh).astype(ct), axis=-1)      # (B, K, G, T)
+    xs, fixed = _blocks(k, v, mask, q.shape[2], plan)
+
+    def body(dq, x):
+        j, kb, vb, mb = x
+        s, attend = _logits(qh, kb, j, fixed if mb is None else mb, plan)
+        p = jnp.exp((s - m[..., None]) - log_l[..., None])
+        dv = jnp.einsum("bkgts,bkgth->bksh", p.astype(q.dtype), doh, preferred_element_type=ct)
+        dp = jnp.einsum("bkgth,bksh->bkgts", doh, vb, preferred_element_type=ct)
+        ds = p * (dp - d[..., None])
+        if attend is not None:  # a masked logit is a constant: no gradient to q, k
+            ds = jnp.where(attend, ds, jnp.zeros((), ct))
+        ds = (ds * plan.scale).astype(q.dtype)
+        dq = dq + jnp.einsum("bkgts,bksh->bkgth", ds, kb, preferred_element_type=ct)
+        dk = jnp.einsum("bkgts,bkgth->bksh", ds, qh, preferred_element_type=ct)
+        return dq, (dk.astype(q.dtype), dv.astype(q.dtype))
+
+    dq, (dk, dv) = _loop(body, jnp.zeros(qh.shape, ct), xs, plan)
+
+    def unblock(x):  # (blocks, B, K, block, H) -> (B, S, K, H)
+        x = x.transpose(1, 0, 3, 2, 4).reshape(b, plan.blocks * plan.block, kh, h)
+        return x[:, :s_len]
+
+    return _unheads(dq).astype(q.dtype), unblock(dk), unblock(dv), None
+
+
+_attention.defvjp(_attention_fwd, _attention_bwd)
+
+
+# ---------------------------------------------------------------------------- public op
+@has_twin
+def dot_product_attention(q, k, v, mask=None, *, causal=False, scale=None, block_size=None):
+    r"""Scaled dot-product attention, ``softmax(q k^T * scale + mask) v``, in O(T) memory.
+
+    Layout and semantics of ``jax.nn.dot_product_attention`` (``B`` batch, ``T`` queries,
+    ``S`` keys, ``N`` query heads, ``K`` key/value heads, ``H`` head size), with which it
+    agrees in value and gradient (tests). For each batch ``b`` and head ``n`` (served by
+    key/value head ``n // (N/K)``)::
+
+        s_ij = scale * q_i . k_j                          (i < T, j < S)
+        z_ij = s_ij if attend(i, j) else L                attend = mask[b, n, i, j] and
+                                                                   (not causal or j <= i)
+        P_ij = exp(z_ij) / sum_j' exp(z_ij')              o_i = sum_j P_ij v_j
+
+    ``L = -0.7 * min(finfo(dtype).max, finfo(float32).max)`` is jax.nn's large negative
+    number (:func:`large_negative`): finite, so a FULLY MASKED row is a softmax of equal
+    logits, the uniform average of all ``S`` values ``o_i = mean_j v_j`` (not NaN), with
+    zero gradient to ``q`` and ``k`` (as ``jax.nn``); in any other row ``exp(L - m)``
+    underflows to exactly 0. ``causal`` is aligned top-left like ``jax.nn`` (query ``i``
+    sees keys ``0..i`` also when ``T != S``). Logits, softmax and accumulation run in
+    ``promote_types(dtype, float32)``; probabilities are cast to ``v``'s dtype for the
+    ``P v`` product (as ``jax.nn``). ``jax.nn`` rounds the softmax to float32 even for
+    float64 inputs; this op stays in float64.
+
+    Forward (Rabe & Staats 2021), over key blocks ``J`` of ``block`` keys (``S`` padded to
+    a multiple with keys of logit ``-inf``), per row ``i``, from ``m = -inf, l = 0,
+    acc = 0``::
+
+        m' = max(m, max_{j in J} z_ij),   a = exp(m - m'),   p_ij = exp(z_ij - m')
+        l  = a l + sum_{j in J} p_ij,     acc = a acc + sum_{j in J} p_ij v_j,   m = m'
+        o_i = acc / l
+
+    Residuals: ``q, k, v`` (the arguments), ``mask``, the output ``o`` and the row
+    log-sum-exp ``lse_i = m_i + log l_i`` kept as its two float32 terms ``m`` and
+    ``log l`` (``(B, N, T)`` each): in a fully masked row ``m = L ~ -2.4e38`` and
+    ``m + log l`` rounds to ``m``, which would recompute ``P = 1`` instead of ``1/S``.
+    Never the ``T x S`` probabilities.
+
+    Backward (Dao et al. 2022, Algorithm 2), ``D_i = sum_h dO_ih O_ih``; per key block,
+    recomputing the probabilities::
+
+        P_ij  = exp((z_ij - m_i) - log l_i)
+        dV_j  = sum_i P_ij dO_i                dP_ij = dO_i . v_j
+        dS_ij = P_ij (dP_ij - D_i) attend(i, j)      (a masked logit is a constant)
+        dq_i += scale sum_j dS_ij k_j          dK_j  = scale sum_i dS_ij q_i
+
+    summed over the ``N/K`` query heads of a key/value head (grouped-query attention).
+    Each key block is one ``lax.scan`` step (no loop for one block); queries are not
+    tiled, so the working memory of a step is ``O(B N T block)``, and causal attention
+    computes the masked blocks too (as ``jax.nn``'s XLA path). Work: one extra ``q k^T``
+    product and ``exp`` per score in the backward pass compared with autodiff. The
+    backward rule is ordinary ``jnp``/``lax`` code, so ``grad(grad)`` works (it
+    differentiates through the scans, and that second-order pass does keep blockwise
+    probabilities).
+
+    Args:
+      q: queries ``(B, T, N, H)``, or ``(T, N, H)``.
+      k: keys ``(B, S, K, H)`` (or ``(S, K, H)``), ``K`` dividing ``N``; ``K == N`` is
+        multi-head attention, ``K < N`` grouped-query (``K == 1`` multi-query).
+      v: values, ``k``'s shape. ``q, k, v`` share one floating dtype.
+      mask: optional boolean array broadcastable to ``(B, N, T, S)`` (rank <= 4, each
+        size 1 or full), ``True`` = attend. Not an additive bias.
+      causal: static bool, mask keys ``j > i``.
+      scale: static Python float multiplying the logits; default ``1 / sqrt(H)``.
+      block_size: static int, keys per block of the forward and backward loops. Default:
+        blocks of about ``BLOCK_ELEMENTS / (B N T)`` keys (2^18 scores, at least
+        ``MIN_BLOCK`` = 64 keys; all ``S`` keys in one block when they fit), the fastest
+        on CPU in a measurement of block sizes 32..2048 (tune it on an accelerator).
+        Values and gradients do not depend on it (beyond rounding).
+
+    Returns:
+      ``(B, T, N, H)`` (or ``(T, N, H)``), ``q``'s dtype.
+
+    Raises:
+      ValueError: wrong ranks, inconsistent ``B, H`` or ``S``, ``N`` not a multiple of
+        ``K``, an empty axis, a mask not broadcastable to ``(B, N, T, S)``, a NaN/inf
+        ``scale``, ``block_size < 1``.
+      TypeError: non-floating or mismatched ``q, k, v`` dtypes, a non-bool mask, a
+        non-static ``scale``, ``causal`` or ``block_size``.
+
+    References:
+      Rabe & Staats (2021), https://arxiv.org/abs/2112.05682; Dao et al. (2022),
+      https://arxiv.org/abs/2205.14135, Algorithm 2; ``jax.nn.dot_product_attention``.
+      See ``docs/formulas.md`` ("Beyond the notes").
+    """
+    fn = "dot_product_attention"
+    causal, scale, block_size = check_attention_args(fn, q, k, v, mask, causal, scale,
+                                                     block_size)
+    single = q.ndim == 3
+    if single:
+        q, k, v = q[None], k[None], v[None]
+    plan = _plan(k.shape[1], math.prod(q.shape[:3]), causal, scale, block_size)
+    o = _attention(q, k, v, None if mask is None else jnp.asarray(mask), plan)
+    return o[0] if single else o

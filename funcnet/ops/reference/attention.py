@@ -1,0 +1,47 @@
+"""Plain-JAX twin of :func:`funcnet.ops.dot_product_attention`: the whole ``T x S`` softmax,
+differentiated by JAX (its backward pass keeps the probabilities)."""
+from __future__ import annotations
+
+import jax.numpy as jnp
+from jax import lax
+
+from funcnet.ops.attention import (check_attention_args, compute_dtype, large_negative)
+
+
+def dot_product_attention(q, k, v, mask=None, *, causal=False, scale=None, block_size=None):
+    """Reference attention ``softmax(q k^T * scale, masked with L) v``, one ``T x S`` block.
+
+    Args:
+      q: ``(B, T, N, H)`` or ``(T, N, H)``; k, v: ``(B, S, K, H)`` or ``(S, K, H)``.
+      mask: boolean, broadcastable to ``(B, N, T, S)``; ``True`` = attend.
+      causal, scale: as the op. block_size: checked and ignored (one block).
+
+    Returns:
+      ``q``'s shape and dtype.
+    """
+    causal, scale, _ = check_attention_args("dot_product_attention", q, k, v, mask, causal,
+                                            scale, block_size)
+    single = q.ndim == 3
+    if single:
+        q, k, v = q[None], k[None], v[None]
+    b, t, n, h = q.shape
+    s_len, kh = k.shape[1], k.shape[2]
+    ct = compute_dtype(q.dtype)
+    qg = q.reshape(b, t, kh, n // kh, h)
+    s = jnp.einsum("btkgh,bskh->bkgts", qg, k, preferred_element_type=ct) * scale
+    attend = None
+    if mask is not None:
+        m = jnp.asarray(mask)
+        m = m.reshape((1,) * (4 - m.ndim) + m.shape)
+        attend = m.reshape((m.shape[0], kh, n // kh) + m.shape[2:]) if m.shape[1] == n \
+            else m[:, :, None]
+    if causal:
+        c = jnp.tril(jnp.ones((t, s_len), bool))[None, None, None]
+        attend = c if attend is None else attend & c
+    if attend is not None:
+        s = jnp.where(attend, s, large_negative(ct))
+    e = jnp.exp(s - lax.stop_gradient(jnp.max(s, axis=-1, keepdims=True)))
+    p = e / jnp.sum(e, axis=-1, keepdims=True)
+    o = jnp.einsum("bkgts,bskh->btkgh", p.astype(v.dtype), v, preferred_element_type=ct)
+    o = o.reshape(b, t, n, h).astype(q.dtype)
+    return o[0] if single else o
