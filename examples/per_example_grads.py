@@ -70,7 +70,7 @@ def main():
         np.testing.assert_allclose(np.asarray(a), b.mean(axis=0), rtol=1e-4, atol=1e-6)
     print("their mean equals the batch gradient")
 
-    dp_grad, norms = clipped_mean(grads, jnp.float32(args.clip), jnp.float32(1.0), k_noise)
+    dp_grad, norms = clipped_mean(grads, args.clip, 1.0, k_noise)  # weak floats: any dtype
     norms = np.asarray(norms)
     print(f"per-example gradient norms: min {norms.min():.3f}, median {np.median(norms):.3f}, "
           f"max {norms.max():.3f}; {np.mean(norms > args.clip):.0%} clipped at {args.clip}; "

@@ -32,10 +32,11 @@ import numpy as np
 __all__ = [
     "shape_of", "dtype_of", "path_str", "context",
     "check_array", "check_float", "check_integer", "check_rank", "check_min_rank",
-    "check_shape", "check_same_shape", "check_same_dtype", "check_axis",
+    "check_shape", "check_same_shape", "check_broadcastable", "check_same_dtype", "check_axis",
     "static_int", "static_float", "static_bool", "static_choice", "concrete",
     "check_callable", "check_key", "normalize_pair", "normalize_padding",
-    "check_array_leaves", "check_divisible", "check_dtype",
+    "check_array_leaves", "check_divisible", "check_dtype", "check_nonempty",
+    "check_hyperparameter",
 ]
 
 
@@ -127,6 +128,19 @@ def check_min_rank(fn: str, name: str, x, rank: int) -> None:
         raise ValueError(f"{fn}: {name} has shape {shape}, expected rank >= {rank}")
 
 
+def check_nonempty(fn: str, name: str, x, expected: str, axes: Sequence[int] | None = None) -> None:
+    """``x`` (or its ``axes``) must have no zero-size axis; ``expected`` says what is needed.
+
+    For reductions that are undefined on nothing (a mean over an empty batch, a softmax
+    over zero classes, a window of zero size): ``"softmax: x has shape (4, 0), expected
+    at least one class along axis 1"``.
+    """
+    shape = shape_of(x)
+    sizes = shape if axes is None else tuple(shape[a] for a in axes)
+    if 0 in sizes:
+        raise ValueError(f"{fn}: {name} has shape {shape}, expected {expected}")
+
+
 def check_shape(fn: str, name: str, x, expected: Sequence, why: str = "") -> None:
     """``x.shape`` must equal ``expected``; ``None`` in ``expected`` matches any size."""
     shape, expected = shape_of(x), tuple(expected)
@@ -142,6 +156,17 @@ def check_same_shape(fn: str, a_name: str, a, b_name: str, b) -> None:
     if shape_of(a) != shape_of(b):
         raise ValueError(f"{fn}: {a_name} has shape {shape_of(a)} but {b_name} has shape "
                          f"{shape_of(b)}; they must match (no broadcasting)")
+
+
+def check_broadcastable(fn: str, name: str, x, target: Sequence, layout: str = "") -> None:
+    """``x`` must broadcast to ``target`` without rank promotion tricks: rank <=
+    ``len(target)`` and every trailing size equal to ``target``'s or 1."""
+    shape, target = shape_of(x), tuple(target)
+    if len(shape) > len(target) or any(s not in (1, t) for s, t in
+                                       zip(shape[::-1], target[::-1])):
+        extra = f" {layout}" if layout else ""
+        raise ValueError(f"{fn}: {name} has shape {shape}, expected a shape broadcastable "
+                         f"to {target}{extra} (each size 1 or equal)")
 
 
 def check_same_dtype(fn: str, a_name: str, a, b_name: str, b) -> None:
@@ -221,6 +246,34 @@ def static_float(fn: str, name: str, value, low: float | None = None,
         raise ValueError(f"{fn}: {name} must be in {brackets[0]}{lo}, {hi}{brackets[1]}, "
                          f"got {v:g}")
     return v
+
+
+def check_hyperparameter(fn: str, name: str, value, low: float | None = None,
+                         high: float | None = None, *, low_inclusive: bool = True,
+                         high_inclusive: bool = True) -> None:
+    """A real scalar hyperparameter that may be traced (``jit``/``vmap`` sweeps).
+
+    Static checks always run: ``TypeError`` for a non-number (``None``, a string, a
+    bool, a function, a complex or non-numeric array), ``ValueError`` for an array of
+    shape other than ``()``. When the value is concrete (a Python/NumPy number or a
+    concrete array), it must also pass :func:`static_float` (finite, inside the
+    interval; same messages). Tracers skip that value check.
+    """
+    if isinstance(value, (bool, np.bool_)) or not (
+            isinstance(value, (int, float, np.integer, np.floating))
+            or (hasattr(value, "shape") and hasattr(value, "dtype"))):
+        raise TypeError(f"{fn}: {name} must be a number or a scalar array, got "
+                        f"{type(value).__name__} {value!r:.60}")
+    if hasattr(value, "dtype"):
+        dt = dtype_of(value)
+        if not (jnp.issubdtype(dt, jnp.floating) or jnp.issubdtype(dt, jnp.integer)):
+            raise TypeError(f"{fn}: {name} must have a real numeric dtype, got {dt}")
+        if shape_of(value) != ():
+            raise ValueError(f"{fn}: {name} must be a scalar, got shape {shape_of(value)}")
+    v = concrete(value)
+    if v is not None:
+        static_float(fn, name, float(v), low, high, low_inclusive=low_inclusive,
+                     high_inclusive=high_inclusive)
 
 
 def static_bool(fn: str, name: str, value) -> bool:

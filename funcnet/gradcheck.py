@@ -9,7 +9,9 @@ Use these to prove a hand-written ``jax.custom_vjp`` rule, funcnet's or your own
 scalar ``<cotangent, f(args)>``. Run it in float64 (``jax.config.update(
 "jax_enable_x64", True)``): central differences in float32 are only good to ~1e-3.
 ``jax.test_util.check_grads`` works too, but only with ``modes=["rev"]``: a
-``custom_vjp`` function has no forward mode (see :func:`check_grads_rev`).
+``custom_vjp`` function has no forward mode (see :func:`check_grads_rev`); inside
+``funcnet.ops.reference_mode()`` funcnet's ops are their plain-JAX twins and every mode
+works.
 """
 from __future__ import annotations
 

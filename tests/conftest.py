@@ -3,11 +3,8 @@
 float64 is enabled for the whole session so gradient checks run in double precision;
 tests of float32/bfloat16 behaviour request those dtypes explicitly.
 """
-import os
-
-os.environ.setdefault("XLA_FLAGS", "")
-import jax  # noqa: E402
-import pytest  # noqa: E402
+import jax
+import pytest
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_dtype_promotion", "strict")

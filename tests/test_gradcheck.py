@@ -7,8 +7,6 @@ import pytest
 import funcnet.ops as ops
 from funcnet.gradcheck import check_grads_rev, check_vjp, numerical_grad
 
-jax.config.update("jax_enable_x64", True)
-
 
 def test_numerical_grad_over_a_pytree():
     tree = {"a": jnp.array([1.0, -2.0]), "b": (jnp.array([[0.5]]),)}

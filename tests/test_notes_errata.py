@@ -10,8 +10,6 @@ import numpy as np
 import funcnet.ops as ops
 from tests.ops._cases import labels, normal, uniform
 
-jax.config.update("jax_enable_x64", True)
-
 
 def _close(a, b, tol=1e-10):
     return np.allclose(np.asarray(a), np.asarray(b), rtol=tol, atol=tol)

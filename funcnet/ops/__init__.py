@@ -2,10 +2,21 @@
 
 Every public function here is a ``jax.custom_vjp`` whose backward rule implements the
 formula from the notes (see ``docs/formulas.md``), and has a plain-JAX twin of the same
-name and signature in :mod:`funcnet.ops.reference` (use the twin for forward-mode
-autodiff, ``jax.jvp``/``jax.jacfwd``, which ``custom_vjp`` does not support).
+name and signature in :mod:`funcnet.ops.reference`.
+
+Transformations: reverse mode, ``jax.vmap``, ``jax.jit``, ``jax.hessian`` and ``jax.jvp``
+of ``jax.grad`` work on the ops directly. Forward mode on the ops themselves
+(``jax.jvp``, ``jax.jacfwd``, ``jax.linearize``), which ``custom_vjp`` does not support,
+works inside ``with funcnet.ops.reference_mode():``, where every op runs its twin (see
+:mod:`funcnet.ops._mode`).
+
+Validation: every op checks its arguments at trace time (types, dtypes, ranks, shapes,
+static hyperparameters; ``TypeError`` / ``ValueError`` naming the op and the argument),
+and on eager calls also the values it can see (class labels in range, finite array
+hyperparameters); under ``jit`` such values are not checked (see each op's docstring).
 """
 from funcnet.ops.activations import log_softmax, relu, sigmoid, softmax, tanh
+from funcnet.ops.attention import dot_product_attention
 from funcnet.ops.conv import conv2d
 from funcnet.ops.dropout import dropout
 from funcnet.ops.linear import affine, matmul
@@ -16,6 +27,10 @@ from funcnet.ops.normalization import batch_norm
 from funcnet.ops.regularization import l2_penalty
 from funcnet.ops.pool import avg_pool2d, max_pool2d
 from funcnet.ops.rnn import rnn
+from funcnet.ops.activations_smooth import gelu, leaky_relu, silu, softplus, swish
+from funcnet.ops.embedding import embedding
+from funcnet.ops.gated_rnn import gru, lstm
+from funcnet.ops.layer_norm import layer_norm, rms_norm
 from funcnet.ops import reference
 from funcnet.ops._mode import reference_mode
 
@@ -25,3 +40,6 @@ __all__ = [
     "sigmoid", "sigmoid_binary_cross_entropy", "softmax", "softmax_cross_entropy", "tanh",
     "avg_pool2d", "conv2d", "dropout", "max_pool2d", "reference_mode", "rnn",
 ]
+__all__ += ["dot_product_attention"]
+__all__ += ["embedding", "gelu", "gru", "layer_norm", "leaky_relu", "lstm",
+            "rms_norm", "silu", "softplus", "swish"]

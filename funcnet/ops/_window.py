@@ -1,7 +1,9 @@
 """Sliding-window helpers shared by ``conv`` and ``pool`` (and their reference twins).
 
-Static argument normalization (stride, window, padding) and the two array helpers that
-every windowed backward rule here is built from:
+The static parsing of window, stride and padding arguments is
+:func:`funcnet._checks.normalize_pair` / :func:`funcnet._checks.normalize_padding`; this
+module resolves ``'SAME'`` padding and the output size from the input shape, and holds
+the two array helpers that every windowed backward rule here is built from:
 
 * :func:`window_slices` -- im2col without a gather: the ``KH*KW`` strided slices
   ``x[:, i : i + s*(OH-1)+1 : s, j : ..., :]`` of the (padded) input, one per window
@@ -15,56 +17,24 @@ every windowed backward rule here is built from:
 from __future__ import annotations
 
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
-
-def normalize_pair(fn: str, name: str, value) -> tuple[int, int]:
-    """An int ``k`` or a pair ``(kh, kw)`` of positive ints -> ``(kh, kw)``."""
-    pair = (value, value) if isinstance(value, (int, np.integer)) else value
-    if (not isinstance(pair, (tuple, list)) or len(pair) != 2
-            or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-                       for v in pair)):
-        raise TypeError(f"{fn}: {name} must be an int or a pair of ints, got {value!r}")
-    if min(pair) < 1:
-        raise ValueError(f"{fn}: {name} must be positive, got {value!r}")
-    return int(pair[0]), int(pair[1])
+from funcnet import _checks
 
 
-def normalize_padding(fn: str, padding, in_hw, window, stride):
+def resolve_padding(fn: str, padding, in_hw, window, stride):
     """Padding spec -> ``((lo_h, hi_h), (lo_w, hi_w))`` of non-negative Python ints.
 
-    Accepts an int ``p`` (all four sides), a pair ``(ph, pw)`` (symmetric per spatial
-    dim), a pair of ``(lo, hi)`` pairs, ``'VALID'`` (no padding) or ``'SAME'`` (output
-    size ``ceil(in / stride)``, the extra row/column going to the high side, as in
-    ``lax.padtype_to_pads``).
+    The static parsing is :func:`funcnet._checks.normalize_padding` (ints, pairs, pairs of
+    ``(lo, hi)`` pairs, ``'VALID'``, ``'SAME'``); this resolves ``'SAME'``, whose sizes
+    depend on the input: output size ``ceil(in / stride)``, the extra row/column going to
+    the high side, as in ``lax.padtype_to_pads``.
     """
-    if isinstance(padding, str):
-        mode = padding.upper()
-        if mode == "VALID":
-            return ((0, 0), (0, 0))
-        if mode == "SAME":
-            pads = lax.padtype_to_pads(tuple(in_hw), tuple(window), tuple(stride), "SAME")
-            return tuple((int(lo), int(hi)) for lo, hi in pads)
-        raise ValueError(f"{fn}: padding must be 'SAME', 'VALID' or ints, got {padding!r}")
-    if isinstance(padding, (int, np.integer)) and not isinstance(padding, bool):
-        pads = ((padding, padding), (padding, padding))
-    elif isinstance(padding, (tuple, list)) and len(padding) == 2:
-        if all(isinstance(p, (int, np.integer)) and not isinstance(p, bool) for p in padding):
-            pads = tuple((p, p) for p in padding)
-        elif all(isinstance(p, (tuple, list)) and len(p) == 2 and all(
-                isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in p)
-                for p in padding):
-            pads = tuple(tuple(p) for p in padding)
-        else:
-            raise TypeError(f"{fn}: padding must be an int, a pair of ints, a pair of "
-                            f"(lo, hi) pairs, 'SAME' or 'VALID', got {padding!r}")
-    else:
-        raise TypeError(f"{fn}: padding must be an int, a pair of ints, a pair of "
-                        f"(lo, hi) pairs, 'SAME' or 'VALID', got {padding!r}")
-    if min(min(p) for p in pads) < 0:
-        raise ValueError(f"{fn}: padding must be non-negative, got {padding!r}")
-    return tuple((int(lo), int(hi)) for lo, hi in pads)
+    pads = _checks.normalize_padding(fn, padding)
+    if pads == "SAME":
+        pads = lax.padtype_to_pads(tuple(in_hw), tuple(window), tuple(stride), "SAME")
+        return tuple((int(lo), int(hi)) for lo, hi in pads)
+    return pads
 
 
 def output_hw(fn: str, x_shape, window, stride, pads, what="window") -> tuple[int, int]:

@@ -11,7 +11,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from funcnet.ops import _checks
+from funcnet import _checks
+from funcnet.ops._arrays import as_array
+from funcnet.ops._mode import has_twin
 
 
 def _relu_forward(x):
@@ -34,6 +36,7 @@ def _relu_bwd(mask, g):
 _relu.defvjp(_relu_fwd, _relu_bwd)
 
 
+@has_twin
 def relu(x):
     """Rectified linear unit ``y = max(x, 0)``.
 
@@ -48,7 +51,7 @@ def relu(x):
       Array of ``x``'s shape and dtype.
     """
     _checks.check_float("relu", "x", x)
-    return _relu(x)
+    return _relu(as_array(x))
 
 
 @jax.custom_vjp
@@ -68,6 +71,7 @@ def _sigmoid_bwd(y, g):
 _sigmoid.defvjp(_sigmoid_fwd, _sigmoid_bwd)
 
 
+@has_twin
 def sigmoid(x):
     """Logistic sigmoid ``y = 1 / (1 + exp(-x))``, computed without overflow.
 
@@ -83,7 +87,7 @@ def sigmoid(x):
       Array of ``x``'s shape and dtype, in ``[0, 1]``.
     """
     _checks.check_float("sigmoid", "x", x)
-    return _sigmoid(x)
+    return _sigmoid(as_array(x))
 
 
 @jax.custom_vjp
@@ -103,6 +107,7 @@ def _tanh_bwd(y, g):
 _tanh.defvjp(_tanh_fwd, _tanh_bwd)
 
 
+@has_twin
 def tanh(x):
     """Hyperbolic tangent. Backward (note 004): ``dx = dy * (1 - y^2)``. Residual: ``y``.
 
@@ -113,27 +118,41 @@ def tanh(x):
       Array of ``x``'s shape and dtype, in ``[-1, 1]``.
     """
     _checks.check_float("tanh", "x", x)
-    return _tanh(x)
+    return _tanh(as_array(x))
 
 
-def _stable_softmax(x, axis):
+def stable_softmax(x, axis):
     z = x - lax.stop_gradient(jnp.max(x, axis=axis, keepdims=True))
     e = jnp.exp(z)
     return e / jnp.sum(e, axis=axis, keepdims=True)
 
 
-def _stable_log_softmax(x, axis):
+def stable_log_softmax(x, axis):
     z = x - lax.stop_gradient(jnp.max(x, axis=axis, keepdims=True))
     return z - jnp.log(jnp.sum(jnp.exp(z), axis=axis, keepdims=True))
 
 
+def check_softmax_args(fn: str, x, axis):
+    """The checks of :func:`softmax` / :func:`log_softmax` (and their twins).
+
+    Returns ``(x, axis)`` with ``axis`` non-negative; the axis must not be empty (a
+    softmax over zero classes is undefined).
+    """
+    _checks.check_float(fn, "x", x)
+    x = as_array(x)
+    _checks.check_min_rank(fn, "x", x, 1)
+    axis = _checks.check_axis(fn, axis, x.ndim)
+    _checks.check_nonempty(fn, "x", x, f"at least one class along axis {axis}", (axis,))
+    return x, axis
+
+
 @partial(jax.custom_vjp, nondiff_argnums=(1,))
 def _softmax(x, axis):
-    return _stable_softmax(x, axis)
+    return stable_softmax(x, axis)
 
 
 def _softmax_fwd(x, axis):
-    y = _stable_softmax(x, axis)
+    y = stable_softmax(x, axis)
     return y, y
 
 
@@ -144,6 +163,7 @@ def _softmax_bwd(axis, y, g):
 _softmax.defvjp(_softmax_fwd, _softmax_bwd)
 
 
+@has_twin
 def softmax(x, axis: int = -1):
     """Softmax ``y_k = exp(x_k) / sum_j exp(x_j)`` along ``axis``, shifted by the max.
 
@@ -153,24 +173,26 @@ def softmax(x, axis: int = -1):
     large inputs (see ``docs/formulas.md``). Residual: ``y``.
 
     Args:
-      x: floating array, rank >= 1.
+      x: floating array, rank >= 1, at least one element along ``axis``.
       axis: static Python int, the class axis.
 
     Returns:
       Array of ``x``'s shape; sums to 1 along ``axis``.
+
+    Raises:
+      TypeError: non-floating ``x``, non-int ``axis``.
+      ValueError: ``axis`` out of range, or an empty ``axis``.
     """
-    _checks.check_float("softmax", "x", x)
-    _checks.check_min_rank("softmax", "x", x, 1)
-    return _softmax(x, _checks.check_axis("softmax", axis, x.ndim))
+    return _softmax(*check_softmax_args("softmax", x, axis))
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(1,))
 def _log_softmax(x, axis):
-    return _stable_log_softmax(x, axis)
+    return stable_log_softmax(x, axis)
 
 
 def _log_softmax_fwd(x, axis):
-    y = _stable_log_softmax(x, axis)
+    y = stable_log_softmax(x, axis)
     return y, y
 
 
@@ -181,6 +203,7 @@ def _log_softmax_bwd(axis, y, g):
 _log_softmax.defvjp(_log_softmax_fwd, _log_softmax_bwd)
 
 
+@has_twin
 def log_softmax(x, axis: int = -1):
     """``y = x - logsumexp(x)`` along ``axis``, computed stably.
 
@@ -188,12 +211,13 @@ def log_softmax(x, axis: int = -1):
     Residual: ``y``.
 
     Args:
-      x: floating array, rank >= 1.
+      x: floating array, rank >= 1, at least one element along ``axis``.
       axis: static Python int.
 
     Returns:
       Array of ``x``'s shape.
+
+    Raises:
+      TypeError, ValueError: as :func:`softmax`.
     """
-    _checks.check_float("log_softmax", "x", x)
-    _checks.check_min_rank("log_softmax", "x", x, 1)
-    return _log_softmax(x, _checks.check_axis("log_softmax", axis, x.ndim))
+    return _log_softmax(*check_softmax_args("log_softmax", x, axis))

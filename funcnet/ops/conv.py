@@ -24,8 +24,10 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from funcnet.ops import _checks
+from funcnet import _checks
 from funcnet.ops import _window
+from funcnet.ops._arrays import flat
+from funcnet.ops._mode import has_twin
 
 _DN = ("NHWC", "HWIO", "NHWC")
 IMPLS = ("auto", "xla", "im2col")
@@ -64,21 +66,26 @@ def _bwd_im2col(x, w, dy, stride, pads):
     patches = jnp.stack(slices, axis=0)                      # (KH*KW, N, OH, OW, Cin)
     dw = lax.dot_general(patches, dy, (((1, 2, 3), (0, 1, 2)), ((), ())))
     dw = dw.reshape(kh, kw, cin, cout)
-    g = (dy.reshape(-1, cout) @ w.reshape(-1, cout).T).reshape(n, oh, ow, kh * kw, cin)
+    g = (flat(dy) @ flat(w).T).reshape(n, oh, ow, kh * kw, cin)
     dx = _window.col2im([g[:, :, :, k, :] for k in range(kh * kw)], (kh, kw), stride,
                         pads, x.shape[1:3])
     return dx, dw
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
-def _conv2d(x, w, b, stride, pads, impl):
+def _conv_bias_forward(x, w, b, stride, pads):
     y = _conv_forward(x, w, stride, pads)
     return y if b is None else y + b[None, None, None, :]
 
 
+@partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def _conv2d(x, w, b, stride, pads, impl):
+    return _conv_bias_forward(x, w, b, stride, pads)
+
+
 def _conv2d_fwd(x, w, b, stride, pads, impl):
+    # Not _conv2d itself: a custom_vjp call inside fwd breaks jvp-of-grad.
     # ``None`` vs ``()`` records (as an empty pytree) whether a bias was given.
-    return _conv2d(x, w, b, stride, pads, impl), (x, w, None if b is None else ())
+    return _conv_bias_forward(x, w, b, stride, pads), (x, w, None if b is None else ())
 
 
 def _conv2d_bwd(stride, pads, impl, res, dy):
@@ -98,28 +105,38 @@ def _conv2d_bwd(stride, pads, impl, res, dy):
 _conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
 
 
-def check_conv2d_args(fn, x, w, b, stride, padding):
-    """Validate ``conv2d`` arguments; return static ``(stride, pads)``."""
+def check_conv2d_args(fn, x, w, b, stride, padding, impl="auto"):
+    """The checks of :func:`conv2d` (and its twin); returns the static ``(stride, pads)``.
+
+    Zero sizes: an empty batch, ``Cin = 0`` (a sum over nothing: ``y = b``) and ``Cout =
+    0`` are computed; a kernel with ``KH = 0`` or ``KW = 0`` and a kernel larger than the
+    padded input are refused (``ValueError``).
+    """
+    _checks.static_choice(fn, "impl", impl, IMPLS)
     _checks.check_float(fn, "x", x)
     _checks.check_float(fn, "w", w)
-    _checks.check_rank(fn, "x", x, 4)
-    _checks.check_rank(fn, "w", w, 4)
-    _checks.check_same_dtype(fn, "x", x, "w", w)
+    _checks.check_rank(fn, "x", x, 4, "(N, H, W, Cin)")
+    _checks.check_rank(fn, "w", w, 4, "(KH, KW, Cin, Cout)")
+    if x.dtype != w.dtype:
+        _checks.check_same_dtype(fn, "x", x, "w", w)
     if w.shape[2] != x.shape[3]:
         raise ValueError(
             f"{fn}: w has shape {tuple(w.shape)}, expected in_channels {x.shape[3]} to "
             f"match x {tuple(x.shape)}")
+    _checks.check_nonempty(fn, "w", w, "a kernel of at least 1x1 (KH, KW >= 1)", (0, 1))
     if b is not None:
         _checks.check_float(fn, "b", b)
-        _checks.check_same_dtype(fn, "x", x, "b", b)
         _checks.check_shape(fn, "b", b, (w.shape[3],),
                             f"one bias per output channel of w {tuple(w.shape)}")
-    stride = _window.normalize_pair(fn, "stride", stride)
-    pads = _window.normalize_padding(fn, padding, x.shape[1:3], w.shape[:2], stride)
+        if x.dtype != b.dtype:
+            _checks.check_same_dtype(fn, "x", x, "b", b)
+    stride = _checks.normalize_pair(fn, "stride", stride)
+    pads = _window.resolve_padding(fn, padding, x.shape[1:3], w.shape[:2], stride)
     _window.output_hw(fn, x.shape, w.shape[:2], stride, pads, what="kernel")
     return stride, pads
 
 
+@has_twin
 def conv2d(x, w, b=None, stride=1, padding=0, *, impl="auto"):
     """2-D cross-correlation ``y = x * W + b`` (the Convolution layer of note 003).
 
@@ -158,7 +175,8 @@ def conv2d(x, w, b=None, stride=1, padding=0, *, impl="auto"):
 
     Raises:
       ValueError: wrong ranks, ``Cin`` mismatch, bad bias shape, non-positive stride,
-        negative padding, kernel larger than the padded input, unknown ``impl``.
+        negative padding, a kernel with ``KH = 0`` or ``KW = 0`` or larger than the padded
+        input, unknown ``impl``. (An empty batch, ``Cin = 0`` or ``Cout = 0`` is computed.)
       TypeError: non-floating or mismatched dtypes, malformed stride/padding.
 
     References:
@@ -166,7 +184,5 @@ def conv2d(x, w, b=None, stride=1, padding=0, *, impl="auto"):
       Convolutional Neural Networks for Document Processing", 2006 (im2col),
       https://inria.hal.science/inria-00112631. See ``docs/formulas.md``.
     """
-    if impl not in IMPLS:
-        raise ValueError(f"conv2d: impl must be one of {IMPLS}, got {impl!r}")
-    stride, pads = check_conv2d_args("conv2d", x, w, b, stride, padding)
+    stride, pads = check_conv2d_args("conv2d", x, w, b, stride, padding, impl)
     return _conv2d(x, w, b, stride, pads, impl)

@@ -6,20 +6,20 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from funcnet.ops import _checks
+from funcnet import _checks
+from funcnet.ops._arrays import as_array
+from funcnet.ops._mode import has_twin
 
 
-def check_key(fn: str, key) -> None:
-    """``key`` must be a typed PRNG key (shape ``()``) or a raw ``uint32[2]`` key."""
-    _checks.check_array(fn, "key", key)
-    dtype = jnp.result_type(key) if not hasattr(key, "dtype") else key.dtype
-    if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
-        _checks.check_shape(fn, "key", key, (), "one typed PRNG key")
-        return
-    if dtype != jnp.uint32:
-        raise TypeError(f"{fn}: key must be a PRNG key (jax.random.key or PRNGKey), got "
-                        f"dtype {dtype} with shape {_checks.shape_of(key)}")
-    _checks.check_shape(fn, "key", key, (2,), "a raw uint32 PRNGKey")
+def check_dropout_args(fn: str, x, rate, key):
+    """The checks of :func:`dropout` (and its twin); returns ``(x, rate, key)``.
+
+    ``rate``: a static, finite Python float in ``[0, 1)`` (NaN and inf refused); ``key``:
+    one PRNG key (:func:`funcnet._checks.check_key`).
+    """
+    rate = _checks.static_float(fn, "rate", rate, 0.0, 1.0, high_inclusive=False)
+    _checks.check_float(fn, "x", x)
+    return as_array(x), rate, _checks.check_key(fn, key)
 
 
 def keep_mask(key, rate: float, shape):
@@ -47,6 +47,7 @@ def _dropout_bwd(rate, key, dy):
 _dropout.defvjp(_dropout_fwd, _dropout_bwd)
 
 
+@has_twin
 def dropout(x, rate, key):
     """Inverted dropout: zero each element with probability ``rate``, scale the rest.
 
@@ -66,7 +67,7 @@ def dropout(x, rate, key):
       Array of ``x``'s shape and dtype.
 
     Raises:
-      ValueError: ``rate`` outside ``[0, 1)``; key of the wrong shape.
+      ValueError: ``rate`` outside ``[0, 1)`` or not finite; key of the wrong shape.
       TypeError: ``rate`` not a Python number; non-floating ``x``; key not a PRNG key.
 
     References:
@@ -74,9 +75,7 @@ def dropout(x, rate, key):
       Overfitting", JMLR 2014, https://jmlr.org/papers/v15/srivastava14a.html.
       See ``docs/formulas.md``.
     """
-    rate = _checks.check_static_float("dropout", "rate", rate, low=0.0, high=1.0)
-    _checks.check_float("dropout", "x", x)
-    check_key("dropout", key)
+    x, rate, key = check_dropout_args("dropout", x, rate, key)
     if rate == 0.0:
         return x
     return _dropout(x, rate, key)

@@ -10,31 +10,34 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from funcnet.ops import _checks
-
-
-def _flat(a):
-    """``(..., K) -> (prod(...), K)``."""
-    return a.reshape(-1, a.shape[-1])
+from funcnet import _checks
+from funcnet.ops._arrays import expand_leading, flat
+from funcnet.ops._mode import has_twin
 
 
 def check_matmul_args(fn: str, x, w) -> None:
+    """The checks of :func:`matmul` (and its twin). Zero sizes are allowed (empty batch,
+    ``D = 0``: a sum over nothing is 0, ``H = 0``: an empty output)."""
     _checks.check_float(fn, "x", x)
     _checks.check_float(fn, "w", w)
     _checks.check_min_rank(fn, "x", x, 1)
-    _checks.check_rank(fn, "w", w, 2)
-    _checks.check_same_dtype(fn, "x", x, "w", w)
+    _checks.check_rank(fn, "w", w, 2, "(D, H)")
+    if x.dtype != w.dtype:
+        _checks.check_same_dtype(fn, "x", x, "w", w)
     if x.shape[-1] != w.shape[0]:
         raise ValueError(
-            f"{fn}: x has shape {x.shape} and w has shape {w.shape}; the last axis of x "
-            f"({x.shape[-1]}) must equal the first axis of w ({w.shape[0]})")
+            f"{fn}: x has shape {tuple(x.shape)} and w has shape {tuple(w.shape)}; the last "
+            f"axis of x ({x.shape[-1]}) must equal the first axis of w ({w.shape[0]})")
 
 
 def check_affine_args(fn: str, x, w, b) -> None:
+    """The checks of :func:`affine` (and its twin)."""
     check_matmul_args(fn, x, w)
     _checks.check_float(fn, "b", b)
-    _checks.check_same_dtype(fn, "x", x, "b", b)
-    _checks.check_shape(fn, "b", b, (w.shape[1],), f"one bias per output column of w {w.shape}")
+    _checks.check_shape(fn, "b", b, (w.shape[1],),
+                        f"one bias per output column of w {tuple(w.shape)}")
+    if x.dtype != b.dtype:
+        _checks.check_same_dtype(fn, "x", x, "b", b)
 
 
 @jax.custom_vjp
@@ -49,13 +52,14 @@ def _matmul_fwd(x, w):
 def _matmul_bwd(res, g):
     x, w = res
     dx = g @ w.T
-    dw = _flat(x).T @ _flat(g)
+    dw = flat(x).T @ flat(g)
     return dx, dw
 
 
 _matmul.defvjp(_matmul_fwd, _matmul_bwd)
 
 
+@has_twin
 def matmul(x, w):
     """Matrix product ``y = x @ w`` with the notes' backward rule.
 
@@ -82,7 +86,7 @@ def matmul(x, w):
 
 def _affine_forward(x, w, b):
     y = x @ w
-    return y + _checks.expand_leading(b, y.ndim)
+    return y + expand_leading(b, y.ndim)
 
 
 @jax.custom_vjp
@@ -97,13 +101,14 @@ def _affine_fwd(x, w, b):
 def _affine_bwd(res, g):
     x, w = res
     dx, dw = _matmul_bwd(res, g)
-    db = jnp.sum(_flat(g), axis=0)
+    db = jnp.sum(flat(g), axis=0)
     return dx, dw, db
 
 
 _affine.defvjp(_affine_fwd, _affine_bwd)
 
 
+@has_twin
 def affine(x, w, b):
     """Affine map ``y = x @ w + b`` (the Affine / Dense layer of notes 002 and 004).
 

@@ -2,9 +2,18 @@
 
 Conventions (DESIGN.md): class scores are ``(..., C)``; every leading axis is a batch
 axis and the loss is the mean over the ``n = prod(...)`` rows; labels are integer class
-indices ``(...)`` or, where stated, one-hot / probability rows ``(..., C)``. Integer
-labels are not differentiable (their cotangent is ``None``); an index outside
-``[0, C)`` cannot be checked at trace time and selects no class (it contributes 0).
+indices ``(...)`` or, where stated, one-hot / probability rows ``(..., C)``, promoted with
+the scores to their common floating dtype (the dtype of the loss). Integer labels are not
+differentiable (their cotangent is ``None``).
+
+Checked at trace time: dtypes, shapes, ``n >= 1`` and ``C >= 1`` (a mean over an empty
+batch is undefined: ``ValueError``, not NaN). Checked when the labels are concrete (an
+eager call): every index in ``[0, C)``. Under ``jit`` an index outside ``[0, C)`` makes the
+loss NaN and gives its row a zero gradient (see :mod:`funcnet.ops._labels`).
+
+The label's entry is picked by a gather (:func:`funcnet.ops._labels.take_labels`), never
+by multiplying with a one-hot row, so a ``-inf`` (masked) logit or a large float16 logit
+gives the exact loss eagerly and under ``jit`` alike, and its gradient is 0.
 """
 from __future__ import annotations
 
@@ -12,32 +21,32 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from funcnet.ops import _checks
-from funcnet.ops._labels import check_class_labels, num_rows, one_hot
-from funcnet.ops.activations import _stable_log_softmax
-
-
-def _take(a, labels):
-    """``a[..., labels]`` row by row: ``(..., C), (...) -> (...)``."""
-    return jnp.sum(a * one_hot(labels, a.shape[-1], a.dtype), axis=-1)
+from funcnet import _checks
+from funcnet.ops._labels import (check_class_labels, mask_log, num_rows, one_hot, take_labels,
+                                 valid_labels)
+from funcnet.ops._mode import has_twin
+from funcnet.ops.activations import stable_log_softmax
 
 
 # ---------------------------------------------------------------- softmax cross-entropy
 @jax.custom_vjp
 def _sce_index(logits, labels):
-    return -jnp.mean(_take(_stable_log_softmax(logits, -1), labels))
+    return -jnp.mean(take_labels(stable_log_softmax(logits, -1), labels))
 
 
 def _sce_index_fwd(logits, labels):
-    logp = _stable_log_softmax(logits, -1)
-    return -jnp.mean(_take(logp, labels)), (logp, labels)
+    logp = stable_log_softmax(logits, -1)
+    return -jnp.mean(take_labels(logp, labels)), (logp, labels)
 
 
 def _sce_index_bwd(res, g):
     logp, labels = res
-    scale = g / num_rows(logp)
-    return (jnp.exp(logp) - one_hot(labels, logp.shape[-1], logp.dtype)) * scale, None
+    c = logp.shape[-1]
+    diff = jnp.exp(logp) - one_hot(labels, c, logp.dtype)
+    diff = jnp.where(valid_labels(labels, c)[..., None], diff, jnp.zeros((), diff.dtype))
+    return diff * (g / num_rows(logp)), None
 
 
 _sce_index.defvjp(_sce_index_fwd, _sce_index_bwd)
@@ -45,58 +54,87 @@ _sce_index.defvjp(_sce_index_fwd, _sce_index_bwd)
 
 @jax.custom_vjp
 def _sce_probs(logits, labels):
-    return -jnp.sum(labels * _stable_log_softmax(logits, -1)) / num_rows(logits)
+    logp = stable_log_softmax(logits, -1)
+    return -jnp.sum(labels * mask_log(labels, logp)) / num_rows(logits)
 
 
 def _sce_probs_fwd(logits, labels):
-    logp = _stable_log_softmax(logits, -1)
-    return -jnp.sum(labels * logp) / num_rows(logp), (logp, labels)
+    logp = stable_log_softmax(logits, -1)
+    return -jnp.sum(labels * mask_log(labels, logp)) / num_rows(logp), (logp, labels)
 
 
 def _sce_probs_bwd(res, g):
     logp, t = res
     scale = g / num_rows(logp)
     dlogits = (jnp.exp(logp) * jnp.sum(t, axis=-1, keepdims=True) - t) * scale
-    return dlogits, -logp * scale
+    return dlogits, -mask_log(t, logp) * scale
 
 
 _sce_probs.defvjp(_sce_probs_fwd, _sce_probs_bwd)
 
 
+def check_softmax_cross_entropy_args(fn: str, logits, labels):
+    """The checks of :func:`softmax_cross_entropy` (and its twin); ``(logits, labels, is_index)``."""
+    return check_class_labels(fn, "logits", logits, labels, allow_probs=True)
+
+
+@has_twin
 def softmax_cross_entropy(logits, labels):
     """Softmax followed by cross-entropy, fused (the Softmax-with-Loss layer, note 003).
 
     Forward: ``L = -(1/n) sum_i sum_k t_ik log softmax(x_i)_k`` with a max-shifted
-    log-softmax, so large logits never overflow.
-    Backward (notes 000 and 003): ``dL/dx_i = (softmax(x_i) - t_i) / n``. For label rows
-    that do not sum to 1 the exact rule ``softmax(x_i) * sum_k t_ik - t_i`` is used; for
-    probability labels ``dL/dt = -log softmax(x) / n``. Residual: the log-probabilities
-    ``(..., C)`` (the probabilities are ``exp`` of them), plus the labels.
+    log-softmax, so large logits never overflow; index labels pick ``log softmax(x_i)_y``
+    by a gather (exact at ``-inf`` logits, which are masked classes: ``0 log 0 = 0``).
+    Backward (notes 000 and 003): ``dL/dx_i = (softmax(x_i) - t_i) / n`` (0 at a ``-inf``
+    logit). For label rows that do not sum to 1 the exact rule ``softmax(x_i) * sum_k t_ik
+    - t_i`` is used; for probability labels ``dL/dt = -log softmax(x) / n`` (taken as 0 at
+    a ``-inf`` logit whose label is 0). Residual: the log-probabilities ``(..., C)`` (the
+    probabilities are ``exp`` of them), plus the labels.
 
     Args:
-      logits: ``(..., C)`` floating scores.
-      labels: integer class indices ``(...)`` or one-hot / probabilities ``(..., C)`` of
-        the logits' dtype. Index and one-hot labels give the same loss and gradient.
+      logits: ``(..., C)`` floating scores, ``C >= 1``, at least one row.
+      labels: integer class indices ``(...)`` in ``[0, C)``, or floating one-hot /
+        probabilities ``(..., C)`` (promoted with the logits to their common dtype).
+        Index and one-hot labels give the same loss and gradient.
 
     Returns:
-      Scalar mean loss, of the logits' dtype.
+      Scalar mean loss, of the (promoted) logits' dtype.
 
     Raises:
-      ValueError: labels shape is neither ``logits.shape[:-1]`` nor ``logits.shape``.
-      TypeError: float labels shaped like indices, or non-floating logits.
+      ValueError: labels shape is neither ``logits.shape[:-1]`` nor ``logits.shape``; an
+        empty batch or ``C == 0``; concrete labels outside ``[0, C)``.
+      TypeError: float labels shaped like indices, non-floating logits, bool labels.
+
+    See ``docs/formulas.md`` (Softmax-with-Loss).
     """
-    if check_class_labels("softmax_cross_entropy", "logits", logits, labels, allow_probs=True):
-        return _sce_index(logits, labels)
-    return _sce_probs(logits, labels)
+    logits, labels, is_index = check_softmax_cross_entropy_args(
+        "softmax_cross_entropy", logits, labels)
+    return (_sce_index if is_index else _sce_probs)(logits, labels)
 
 
 # ---------------------------------------------------------- cross-entropy on probabilities
-def _check_eps(fn, eps):
-    return _checks.check_static_float(fn, "eps", eps, low=0.0, high=1.0)
+@partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _ce_index(probs, labels, eps, c):
+    return -jnp.mean(jnp.log(take_labels(probs, labels) + eps))
+
+
+def _ce_index_fwd(probs, labels, eps, c):
+    picked = take_labels(probs, labels) + eps
+    return -jnp.mean(jnp.log(picked)), (picked, labels)
+
+
+def _ce_index_bwd(eps, c, res, g):
+    picked, labels = res
+    hit = one_hot(labels, c, jnp.bool_)  # all False for an index outside [0, C)
+    dp = jnp.where(hit, (-g / num_rows(hit) / picked)[..., None], jnp.zeros((), picked.dtype))
+    return dp, None
+
+
+_ce_index.defvjp(_ce_index_fwd, _ce_index_bwd)
 
 
 def _ce(probs, t, eps):
-    return -jnp.sum(t * jnp.log(probs + eps)) / num_rows(probs)
+    return -jnp.sum(t * mask_log(t, jnp.log(probs + eps))) / num_rows(probs)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -112,90 +150,118 @@ def _ce_probs_bwd(eps, res, g):
     probs, t = res
     scale = g / num_rows(probs)
     shifted = probs + eps
-    return -t / shifted * scale, -jnp.log(shifted) * scale
+    return -t / shifted * scale, -mask_log(t, jnp.log(shifted)) * scale
 
 
 _ce_probs.defvjp(_ce_probs_fwd, _ce_probs_bwd)
 
 
+def check_cross_entropy_args(fn: str, probs, labels, eps):
+    """The checks of :func:`cross_entropy`; ``(probs, labels, is_index, eps)``."""
+    eps = _checks.static_float(fn, "eps", eps, 0.0, 1.0, high_inclusive=False)
+    return (*check_class_labels(fn, "probs", probs, labels, allow_probs=True), eps)
+
+
+@has_twin
 def cross_entropy(probs, labels, eps: float = 1e-7):
     """Cross-entropy of probabilities, ``L = -(1/n) sum_i sum_k t_ik log(p_ik + eps)``.
 
     The mini-batch cross-entropy error of note 002, divided by the batch size ``n`` (the
     note's code divides by ``r.ndim``, a bug; see ``docs/formulas.md``). ``eps`` guards
-    ``log(0)``. Backward: ``dL/dp = -t / (p + eps) / n`` (note 004 writes ``-Y/Y*`` for the
-    un-averaged sum); for probability labels ``dL/dt = -log(p + eps) / n``. Prefer
+    ``log(0)``; index labels pick ``p_iy`` by a gather. Backward: ``dL/dp = -t / (p + eps)
+    / n`` (note 004 writes ``-Y/Y*`` for the un-averaged sum); for probability labels
+    ``dL/dt = -log(p + eps) / n`` (0 where ``t = 0`` and ``p + eps = 0``). Prefer
     :func:`softmax_cross_entropy` on logits: it is exact where this one saturates.
-    Residuals: ``probs`` and ``labels`` (both inputs).
+    Residuals: index labels: ``p_iy + eps`` ``(...)`` and the labels; probability labels:
+    ``probs`` and ``labels``.
 
     Args:
-      probs: ``(..., C)`` probabilities.
-      labels: integer indices ``(...)`` or one-hot / probabilities ``(..., C)``.
-      eps: static Python float in ``[0, 1)``.
+      probs: ``(..., C)`` probabilities, ``C >= 1``, at least one row.
+      labels: integer indices ``(...)`` in ``[0, C)`` or floating one-hot / probabilities
+        ``(..., C)`` (promoted with ``probs``).
+      eps: static Python float in ``[0, 1)``, finite.
 
     Returns:
-      Scalar mean loss.
+      Scalar mean loss, of the (promoted) dtype of ``probs``.
+
+    Raises:
+      ValueError, TypeError: as :func:`softmax_cross_entropy`; ``eps`` NaN or outside
+        ``[0, 1)``.
     """
-    eps = _check_eps("cross_entropy", eps)
-    if check_class_labels("cross_entropy", "probs", probs, labels, allow_probs=True):
-        labels = one_hot(labels, probs.shape[-1], probs.dtype)
-        return _ce_probs(probs, jax.lax.stop_gradient(labels), eps)
+    probs, labels, is_index, eps = check_cross_entropy_args("cross_entropy", probs, labels, eps)
+    if is_index:
+        return _ce_index(probs, labels, eps, probs.shape[-1])
     return _ce_probs(probs, labels, eps)
 
 
 # ------------------------------------------------------------------ multiclass hinge (SVM)
-def _hinge_active(scores, labels, margin):
-    """``(margins, active, onehot)``: ``s_j - s_y + margin`` and the mask ``j != y, > 0``."""
-    onehot = one_hot(labels, scores.shape[-1], scores.dtype)
-    margins = scores - _take(scores, labels)[..., None] + margin
-    active = (margins > 0) & (onehot == 0)
-    return margins, active, onehot
+def _hinge_terms(scores, labels, margin):
+    """``(rows, active)``: per-row loss (NaN for a bad label) and the active-margin mask."""
+    c = scores.shape[-1]
+    margins = scores - take_labels(scores, labels)[..., None] + margin
+    active = (margins > 0) & ~one_hot(labels, c, jnp.bool_)
+    rows = jnp.sum(jnp.where(active, margins, jnp.zeros((), margins.dtype)), axis=-1)
+    rows = jnp.where(valid_labels(labels, c), rows, jnp.asarray(jnp.nan, rows.dtype))
+    return rows, active
 
 
 @jax.custom_vjp
 def _hinge(scores, labels, margin):
-    margins, active, _ = _hinge_active(scores, labels, margin)
-    return jnp.sum(jnp.where(active, margins, 0)) / num_rows(scores)
+    return jnp.mean(_hinge_terms(scores, labels, margin)[0])
 
 
 def _hinge_fwd(scores, labels, margin):
-    margins, active, onehot = _hinge_active(scores, labels, margin)
-    loss = jnp.sum(jnp.where(active, margins, 0)) / num_rows(scores)
-    return loss, (active, onehot, margin)
+    rows, active = _hinge_terms(scores, labels, margin)
+    return jnp.mean(rows), (active, labels)
 
 
 def _hinge_bwd(res, g):
-    active, onehot, margin = res
+    active, labels = res
     scale = g / num_rows(active)
-    a = active.astype(onehot.dtype)
-    dscores = (a - onehot * jnp.sum(a, axis=-1, keepdims=True)) * scale
-    dmargin = jnp.sum(a) * scale
-    return dscores, None, dmargin.astype(jnp.result_type(margin))
+    dtype = scale.dtype
+    a = active.astype(dtype)
+    dscores = (a - one_hot(labels, a.shape[-1], dtype) * jnp.sum(a, axis=-1, keepdims=True))
+    return dscores * scale, None, jnp.sum(a) * scale
 
 
 _hinge.defvjp(_hinge_fwd, _hinge_bwd)
 
 
+def check_multiclass_hinge_args(fn: str, scores, labels, margin):
+    """The checks of :func:`multiclass_hinge`; ``(scores, labels, margin)`` with ``margin``
+    a scalar array of the scores' dtype (finite when concrete)."""
+    scores, labels, _ = check_class_labels(fn, "scores", scores, labels, allow_probs=False)
+    _checks.check_array(fn, "margin", margin)
+    if _checks.shape_of(margin) != ():
+        raise ValueError(f"{fn}: margin must be a scalar, got shape {_checks.shape_of(margin)}")
+    value = _checks.concrete(margin)
+    if value is not None and not np.isfinite(value):
+        raise ValueError(f"{fn}: margin must be finite, got {float(value)}")
+    return scores, labels, jnp.asarray(margin, scores.dtype)
+
+
+@has_twin
 def multiclass_hinge(scores, labels, margin=1.0):
     """Multiclass SVM (hinge) loss of note 001, averaged over the batch.
 
-    Forward: ``L = (1/n) sum_i sum_{j != y_i} max(0, s_ij - s_iy_i + margin)``.
+    Forward: ``L = (1/n) sum_i sum_{j != y_i} max(0, s_ij - s_iy_i + margin)``, with
+    ``s_iy_i`` picked by a gather.
     Backward: with ``a_ij = [s_ij - s_iy_i + margin > 0]`` for ``j != y_i``,
-    ``dL/ds_ij = a_ij / n`` and ``dL/ds_iy_i = -sum_j a_ij / n``. At a tie
-    (``s_ij - s_iy_i + margin == 0``) the subgradient 0 is taken, as for ReLU at 0.
-    Residuals: the boolean mask ``a`` and the one-hot labels.
+    ``dL/ds_ij = a_ij / n`` and ``dL/ds_iy_i = -sum_j a_ij / n``; ``dL/dmargin =
+    sum_ij a_ij / n``. At a tie (``s_ij - s_iy_i + margin == 0``) the subgradient 0 is
+    taken, as for ReLU at 0. Residuals: the boolean mask ``a`` and the labels.
 
     Args:
       scores: ``(..., C)`` class scores ``s = x W`` (note 001 writes ``s = W x``).
-      labels: integer class indices ``(...)``.
-      margin: the margin (``Delta``), 1 by default; a float or a scalar array
+      labels: integer class indices ``(...)`` in ``[0, C)``.
+      margin: the margin (``Delta``), 1 by default; a finite float or a scalar array
         (differentiable).
 
     Returns:
-      Scalar mean loss.
+      Scalar mean loss, of the scores' dtype.
+
+    Raises:
+      ValueError: as :func:`softmax_cross_entropy`; a non-scalar or non-finite margin.
+      TypeError: non-integer labels, non-floating scores, a margin that is not a number.
     """
-    check_class_labels("multiclass_hinge", "scores", scores, labels, allow_probs=False)
-    if jnp.ndim(margin) != 0:
-        raise ValueError(f"multiclass_hinge: margin must be a scalar, got shape {jnp.shape(margin)}")
-    margin = jnp.asarray(margin, scores.dtype)
-    return _hinge(scores, labels, margin)
+    return _hinge(*check_multiclass_hinge_args("multiclass_hinge", scores, labels, margin))

@@ -1,7 +1,9 @@
 """Elementwise losses averaged over every element: MSE and binary cross-entropies (note 004).
 
-``pred``/``probs``/``logits`` and ``targets`` must have the same shape and dtype (no
-broadcasting); the loss is the mean over all ``M`` elements.
+``pred``/``probs``/``logits`` and ``targets`` must have the same shape (no broadcasting)
+and floating dtypes, which are promoted to their common dtype (JAX's standard promotion,
+as optax: a float64 model with float32 targets gives a float64 loss); the loss is the
+mean over all ``M >= 1`` elements (an empty input is refused: its mean is undefined).
 """
 from __future__ import annotations
 
@@ -10,14 +12,21 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from funcnet.ops import _checks
+import numpy as np
+
+from funcnet import _checks
+from funcnet.ops._arrays import as_array, compute_dtype, promote_pair
+from funcnet.ops._mode import has_twin
 
 
-def _check_pair(fn, a_name, a, b_name, b):
+def check_elementwise_args(fn: str, a_name: str, a, b_name: str, b):
+    """The checks of the elementwise losses (and their twins); returns ``(a, b)`` promoted
+    to their common floating dtype."""
     _checks.check_float(fn, a_name, a)
     _checks.check_float(fn, b_name, b)
     _checks.check_same_shape(fn, a_name, a, b_name, b)
-    _checks.check_same_dtype(fn, a_name, a, b_name, b)
+    _checks.check_nonempty(fn, a_name, a, "at least one element (the loss is a mean)")
+    return promote_pair(as_array(a), as_array(b))
 
 
 # ------------------------------------------------------------------------ mean squared error
@@ -39,6 +48,7 @@ def _mse_bwd(diff, g):
 _mse.defvjp(_mse_fwd, _mse_bwd)
 
 
+@has_twin
 def mean_squared_error(pred, target):
     """``L = (1/M) sum_i (pred_i - target_i)^2`` over all ``M`` elements (note 004).
 
@@ -47,70 +57,93 @@ def mean_squared_error(pred, target):
     value is the derivative with respect to the prediction.) Residual: ``pred - target``.
 
     Args:
-      pred: floating array of any shape.
-      target: same shape and dtype.
+      pred: floating array of any shape, at least one element.
+      target: same shape, floating (promoted with ``pred``).
 
     Returns:
-      Scalar loss.
+      Scalar loss, of the promoted dtype.
     """
-    _check_pair("mean_squared_error", "pred", pred, "target", target)
-    return _mse(pred, target)
+    return _mse(*check_elementwise_args("mean_squared_error", "pred", pred, "target", target))
 
 
 # ------------------------------------------------------------------- binary cross-entropy
-def _clipped(p, eps):
-    lo = jnp.asarray(eps, p.dtype)
-    hi = jnp.asarray(1 - eps, p.dtype)
-    inside = (p > lo) & (p < hi)
-    return jnp.clip(p, lo, hi), inside
+def clip_bounds(eps: float, dtype):
+    """Static clip range ``(lo, hi)`` of ``p`` in ``dtype``, both logs finite.
+
+    ``lo = max(eps, tiny)`` and ``hi = min(1 - eps, 1 - epsneg)`` rounded in ``dtype``:
+    ``1 - eps`` can round to 1 (``1 - 1e-7`` in float16 or bfloat16; ``eps = 0``), and
+    ``log1p(-1) = -inf`` then turns ``0 * log(1 - p)`` into NaN.
+    """
+    info = np.finfo(dtype)
+    lo = max(np.asarray(eps, dtype), info.tiny)
+    hi = min(np.asarray(1 - eps, dtype), np.asarray(1, dtype) - info.epsneg)
+    return lo, hi
 
 
-def _bce(pc, t):
-    return -jnp.mean(t * jnp.log(pc) + (1 - t) * jnp.log1p(-pc))
+def _bce_terms(probs, targets, eps):
+    """``(elementwise loss, clipped p, in-range mask, t)`` in the compute dtype."""
+    ct = compute_dtype(probs.dtype)
+    p, t = probs.astype(ct), targets.astype(ct)
+    lo, hi = clip_bounds(eps, ct)
+    pc = jnp.clip(p, lo, hi)
+    return -(t * jnp.log(pc) + (1 - t) * jnp.log1p(-pc)), pc, (p > lo) & (p < hi), t
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _bce_op(probs, targets, eps):
-    return _bce(_clipped(probs, eps)[0], targets)
+    return jnp.mean(_bce_terms(probs, targets, eps)[0]).astype(probs.dtype)
 
 
 def _bce_fwd(probs, targets, eps):
-    pc, inside = _clipped(probs, eps)
-    return _bce(pc, targets), (pc, inside, targets)
+    terms, pc, inside, t = _bce_terms(probs, targets, eps)
+    return jnp.mean(terms).astype(probs.dtype), (pc, inside, t)
 
 
 def _bce_bwd(eps, res, g):
     pc, inside, t = res
-    scale = g / pc.size
-    dp = jnp.where(inside, ((1 - t) / (1 - pc) - t / pc) * scale, 0)
+    dtype = g.dtype  # the loss (hence its cotangent) has the inputs' dtype
+    scale = g.astype(pc.dtype) / pc.size
+    dp = jnp.where(inside, ((1 - t) / (1 - pc) - t / pc) * scale, jnp.zeros((), pc.dtype))
     dt = (jnp.log1p(-pc) - jnp.log(pc)) * scale
-    return dp.astype(pc.dtype), dt
+    return dp.astype(dtype), dt.astype(dtype)
 
 
 _bce_op.defvjp(_bce_fwd, _bce_bwd)
 
 
+def check_binary_cross_entropy_args(fn: str, probs, targets, eps):
+    """The checks of :func:`binary_cross_entropy`; ``(probs, targets, eps)``."""
+    eps = _checks.static_float(fn, "eps", eps, 0.0, 0.5, high_inclusive=False)
+    return (*check_elementwise_args(fn, "probs", probs, "targets", targets), eps)
+
+
+@has_twin
 def binary_cross_entropy(probs, targets, eps: float = 1e-7):
     """Binary cross-entropy on probabilities, mean over all ``M`` elements (note 004).
 
     Forward: ``L = -(1/M) sum_i [t_i log p_i + (1 - t_i) log(1 - p_i)]`` with ``p``
-    clipped to ``[eps, 1 - eps]`` against ``log(0)``.
+    clipped to ``[lo, hi]`` against ``log(0)``: ``lo = max(eps, tiny)``, ``hi = min(1 -
+    eps, 1 - epsneg)`` in the compute dtype, so both logs are finite for every ``p`` in
+    every float dtype (:func:`clip_bounds`). float16/bfloat16 inputs are computed in
+    float32 (``1 - 1e-7`` is 1 in half precision) and the loss is cast back.
     Backward: ``dL/dp = (1/M) [(1 - t)/(1 - p) - t/p]`` inside the clip range and 0
     outside it (the clip is flat there); note 004 omits the ``1/M``. ``dL/dt =
-    (1/M) [log(1 - p) - log p]``. Residuals: the clipped ``p``, the in-range mask, ``t``.
-    Prefer :func:`sigmoid_binary_cross_entropy` on logits.
+    (1/M) [log(1 - p) - log p]``. Residuals: the clipped ``p``, the in-range mask, ``t``
+    (compute dtype). Prefer :func:`sigmoid_binary_cross_entropy` on logits.
 
     Args:
-      probs: floating array of any shape, values in ``[0, 1]``.
-      targets: same shape and dtype, values in ``[0, 1]``.
-      eps: static Python float in ``[0, 0.5)``.
+      probs: floating array of any shape, values in ``[0, 1]``, at least one element.
+      targets: same shape, floating (promoted with ``probs``), values in ``[0, 1]``.
+      eps: static Python float in ``[0, 0.5)``, finite.
 
     Returns:
-      Scalar loss.
+      Scalar loss, of the promoted dtype.
+
+    Raises:
+      ValueError: shapes differ, an empty input, ``eps`` NaN or outside ``[0, 0.5)``.
+      TypeError: non-floating inputs.
     """
-    _check_pair("binary_cross_entropy", "probs", probs, "targets", targets)
-    eps = _checks.check_static_float("binary_cross_entropy", "eps", eps, low=0.0, high=0.5)
-    return _bce_op(probs, targets, eps)
+    return _bce_op(*check_binary_cross_entropy_args("binary_cross_entropy", probs, targets, eps))
 
 
 def _sbce(x, t):
@@ -135,6 +168,7 @@ def _sbce_bwd(res, g):
 _sbce_op.defvjp(_sbce_fwd, _sbce_bwd)
 
 
+@has_twin
 def sigmoid_binary_cross_entropy(logits, targets):
     """Sigmoid followed by binary cross-entropy, in the stable form, mean over elements.
 
@@ -144,11 +178,11 @@ def sigmoid_binary_cross_entropy(logits, targets):
     Residuals: ``logits`` and ``targets`` (both inputs).
 
     Args:
-      logits: floating array of any shape.
-      targets: same shape and dtype, values in ``[0, 1]``.
+      logits: floating array of any shape, at least one element.
+      targets: same shape, floating (promoted with ``logits``), values in ``[0, 1]``.
 
     Returns:
-      Scalar loss.
+      Scalar loss, of the promoted dtype.
     """
-    _check_pair("sigmoid_binary_cross_entropy", "logits", logits, "targets", targets)
-    return _sbce_op(logits, targets)
+    return _sbce_op(*check_elementwise_args("sigmoid_binary_cross_entropy", "logits", logits,
+                                            "targets", targets))

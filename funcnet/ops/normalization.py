@@ -1,30 +1,45 @@
 """Batch normalization in training mode (notes 000 and 003), optionally synchronised."""
 from __future__ import annotations
 
+import math
 from functools import partial
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from funcnet.ops import _checks
-
-
-def compute_dtype(dtype):
-    """Statistics are accumulated in at least float32 (bfloat16/float16 inputs)."""
-    return jnp.dtype(jnp.float32) if jnp.dtype(dtype).itemsize < 4 else jnp.dtype(dtype)
+from funcnet import _checks
+from funcnet.ops._arrays import compute_dtype, expand_leading
+from funcnet.ops._mode import has_twin
 
 
 def check_batch_norm_args(fn, x, gamma, beta, eps, axis_name):
+    """The checks of :func:`batch_norm` (and its twin); returns ``eps`` as a float.
+
+    Besides dtypes and shapes: at least 2 values per feature in total (over the batch and,
+    with ``axis_name``, over the mapped axis): the batch variance of one value is 0, so
+    training-mode normalisation would output ``beta`` whatever ``x`` is (PyTorch refuses
+    this case too), and of none it is NaN.
+    """
     _checks.check_float(fn, "x", x)
     _checks.check_float(fn, "gamma", gamma)
     _checks.check_float(fn, "beta", beta)
     _checks.check_min_rank(fn, "x", x, 1 if axis_name is not None else 2)
     c = x.shape[-1]
-    _checks.check_shape(fn, "gamma", gamma, (c,), f"one scale per feature of x {x.shape}")
-    _checks.check_shape(fn, "beta", beta, (c,), f"one shift per feature of x {x.shape}")
-    _checks.check_same_dtype(fn, "gamma", gamma, "beta", beta)
-    return _checks.check_static_float(fn, "eps", eps, low=0.0, high=None)
+    _checks.check_shape(fn, "gamma", gamma, (c,), f"one scale per feature of x {tuple(x.shape)}")
+    _checks.check_shape(fn, "beta", beta, (c,), f"one shift per feature of x {tuple(x.shape)}")
+    if gamma.dtype != beta.dtype:
+        _checks.check_same_dtype(fn, "gamma", gamma, "beta", beta)
+    eps = _checks.static_float(fn, "eps", eps, 0.0)
+    m = math.prod(x.shape[:-1])
+    devices = 1 if axis_name is None else lax.axis_size(axis_name)
+    if m * devices < 2:
+        over = "" if axis_name is None else f" times {devices} along axis {axis_name!r}"
+        raise ValueError(
+            f"{fn}: x has shape {tuple(x.shape)}: {m} value(s) per feature{over}, expected at "
+            "least 2 in training mode (the batch variance of one value is 0, so y would be "
+            "beta whatever x is; use the running statistics for single examples)")
+    return eps
 
 
 def _pmean(v, axis_name):
@@ -40,7 +55,7 @@ def batch_stats(x, axis_name):
 
 
 def _bc(v, like):
-    return _checks.expand_leading(v, like.ndim)
+    return expand_leading(v, like.ndim)
 
 
 def _forward(x, gamma, beta, eps):
@@ -67,7 +82,7 @@ def _batch_norm_bwd(eps, res, cts):
     ct, x_dtype = xhat.dtype, gy.dtype  # y (hence its cotangent) has x's dtype
     gy = gy.astype(ct)
     axes = tuple(range(xhat.ndim - 1))
-    m = xhat.size // xhat.shape[-1]
+    m = math.prod(xhat.shape[:-1])
     dbeta = jnp.sum(gy, axis=axes)
     dgamma = jnp.sum(gy * xhat, axis=axes)
     dx = _bc(gamma.astype(ct) * inv, gy) * (gy - _bc(dbeta / m, gy) - xhat * _bc(dgamma / m, gy))
@@ -128,6 +143,7 @@ def _synced_batch_norm(x, gamma, beta, eps, axis_name):
     return _normalize(x, mean, var, gamma, beta, eps), mean, var
 
 
+@has_twin
 def batch_norm(x, gamma, beta, eps: float = 1e-5, axis_name=None):
     """Batch normalization, training mode (Ioffe & Szegedy 2015; notes 000 and 003).
 
@@ -160,7 +176,7 @@ def batch_norm(x, gamma, beta, eps: float = 1e-5, axis_name=None):
       x: ``(N, C)``, ``(N, H, W, C)`` or any rank >= 2 (rank >= 1 with ``axis_name``,
         for single-example code under ``jax.vmap(..., axis_name=...)``).
       gamma: ``(C,)`` scale. beta: ``(C,)`` shift, same dtype as ``gamma``.
-      eps: static Python float >= 0.
+      eps: static Python float >= 0, finite.
       axis_name: name of a ``pmap``/``vmap``/``shard_map`` axis to synchronise over.
 
     Returns:
@@ -168,7 +184,8 @@ def batch_norm(x, gamma, beta, eps: float = 1e-5, axis_name=None):
       ``(C,)`` in the compute dtype (feed them to running averages).
 
     Raises:
-      ValueError: ``gamma``/``beta`` not ``(C,)``, rank too small, eps < 0.
+      ValueError: ``gamma``/``beta`` not ``(C,)``, rank too small, fewer than 2 values
+        per feature (an empty batch included), ``eps`` negative or not finite.
       TypeError: non-floating inputs, or gamma and beta of different dtypes.
     """
     eps = check_batch_norm_args("batch_norm", x, gamma, beta, eps, axis_name)

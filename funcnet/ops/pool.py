@@ -19,18 +19,19 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from funcnet.ops import _checks
+from funcnet import _checks
 from funcnet.ops import _window
+from funcnet.ops._mode import has_twin
 
 
 def check_pool_args(fn, x, window, stride, padding):
-    """Validate pooling arguments; return the static geometry
-    ``(window, stride, pads, in_hw)``."""
+    """The checks of the pooling ops (and their twins); returns the static geometry
+    ``(window, stride, pads, in_hw)``. An empty batch or ``C = 0`` is computed."""
     _checks.check_float(fn, "x", x)
-    _checks.check_rank(fn, "x", x, 4)
-    window = _window.normalize_pair(fn, "window", window)
-    stride = window if stride is None else _window.normalize_pair(fn, "stride", stride)
-    pads = _window.normalize_padding(fn, padding, x.shape[1:3], window, stride)
+    _checks.check_rank(fn, "x", x, 4, "(N, H, W, C)")
+    window = _checks.normalize_pair(fn, "window", window)
+    stride = window if stride is None else _checks.normalize_pair(fn, "stride", stride)
+    pads = _window.resolve_padding(fn, padding, x.shape[1:3], window, stride)
     for (lo, hi), k in zip(pads, window):
         if max(lo, hi) >= k:
             raise ValueError(
@@ -120,6 +121,7 @@ def _max_pool2d_bwd(geom, idx, dy):
 _max_pool2d.defvjp(_max_pool2d_fwd, _max_pool2d_bwd)
 
 
+@has_twin
 def max_pool2d(x, window=2, stride=None, padding=0):
     """Max pooling over ``KH x KW`` windows (note 003, Pooling layer; "max routes").
 
@@ -194,6 +196,7 @@ def _avg_pool2d_bwd(geom, res, dy):
 _avg_pool2d.defvjp(_avg_pool2d_fwd, _avg_pool2d_bwd)
 
 
+@has_twin
 def avg_pool2d(x, window=2, stride=None, padding=0):
     """Average pooling over ``KH x KW`` windows; padding counts as zeros.
 

@@ -5,46 +5,77 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from funcnet import _checks
+from funcnet.ops._mode import has_twin
 
-def _float_leaves(fn, params):
+
+def check_l2_args(fn: str, params, weight_decay):
+    """The checks of :func:`l2_penalty` (and its twin).
+
+    Returns ``(leaves, weight_decay)``: the leaves of ``params`` (each a floating array)
+    and ``weight_decay`` as a scalar array of the widest leaf dtype (JAX's default float
+    dtype for a tree without leaves), finite when concrete.
+    """
     leaves = jax.tree_util.tree_leaves(params)
-    for i, leaf in enumerate(leaves):
-        if not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
-            raise TypeError(f"{fn}: params leaf {i} has dtype {jnp.result_type(leaf)} with shape "
-                            f"{np.shape(leaf)}; pass only the floating leaves to penalise")
-    return leaves
+    dtype = None
+    for leaf in leaves:
+        dt = getattr(leaf, "dtype", None)
+        if dt is None or not hasattr(leaf, "shape") or not jnp.issubdtype(dt, jnp.floating):
+            _bad_leaf(fn, params)
+        if dtype is None or jnp.dtype(dt).itemsize > dtype.itemsize:
+            dtype = jnp.dtype(dt)
+    _checks.check_array(fn, "weight_decay", weight_decay)
+    if _checks.shape_of(weight_decay) != ():
+        raise ValueError(f"{fn}: weight_decay must be a scalar, got shape "
+                         f"{_checks.shape_of(weight_decay)}")
+    value = _checks.concrete(weight_decay)
+    if value is not None and not np.isfinite(value):
+        raise ValueError(f"{fn}: weight_decay must be finite, got {float(value)}")
+    dtype = dtype if dtype is not None else _checks.check_dtype(fn, "dtype", None)
+    return leaves, jnp.asarray(weight_decay, dtype)
 
 
-def _widest(leaves):
-    return max((jnp.result_type(x) for x in leaves), key=lambda d: jnp.dtype(d).itemsize,
-               default=jnp.dtype(jnp.float32))
+def _bad_leaf(fn, params):
+    """Raise the ``TypeError`` for the first leaf that is not a floating array (with its path)."""
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        dt = getattr(leaf, "dtype", None)
+        if dt is None or not hasattr(leaf, "shape"):
+            raise TypeError(f"{fn}: params{_checks.path_str(path)} must be an array, got "
+                            f"{type(leaf).__name__}")
+        if not jnp.issubdtype(dt, jnp.floating):
+            raise TypeError(f"{fn}: params{_checks.path_str(path)} has dtype {dt} with shape "
+                            f"{tuple(leaf.shape)}; pass only the floating leaves to penalise")
 
 
-def _sum_squares(params, dtype):
-    return sum((jnp.sum(jnp.square(x)).astype(dtype) for x in jax.tree_util.tree_leaves(params)),
-               jnp.zeros((), dtype))
+def sum_squares(leaves, dtype):
+    """``sum_k sum(W_k^2)`` over a list of arrays, accumulated in ``dtype``."""
+    return sum((jnp.sum(jnp.square(x)).astype(dtype) for x in leaves), jnp.zeros((), dtype))
+
+
+def _l2_forward(leaves, weight_decay):
+    return 0.5 * weight_decay * sum_squares(leaves, weight_decay.dtype)
 
 
 @jax.custom_vjp
-def _l2(params, weight_decay):
-    dtype = weight_decay.dtype
-    return 0.5 * weight_decay * _sum_squares(params, dtype)
+def _l2(leaves, weight_decay):
+    return _l2_forward(leaves, weight_decay)
 
 
-def _l2_fwd(params, weight_decay):
-    return _l2(params, weight_decay), (params, weight_decay)
+def _l2_fwd(leaves, weight_decay):
+    return _l2_forward(leaves, weight_decay), (leaves, weight_decay)
 
 
 def _l2_bwd(res, g):
-    params, wd = res
+    leaves, wd = res
     scale = g * wd
-    dparams = jax.tree_util.tree_map(lambda x: x * scale.astype(x.dtype), params)
-    return dparams, 0.5 * g * _sum_squares(params, wd.dtype)
+    dleaves = [x * scale.astype(x.dtype) for x in leaves]
+    return dleaves, 0.5 * g * sum_squares(leaves, wd.dtype)
 
 
 _l2.defvjp(_l2_fwd, _l2_bwd)
 
 
+@has_twin
 def l2_penalty(params, weight_decay):
     """``R = (weight_decay / 2) * sum_k W_k^2`` over every leaf of ``params``.
 
@@ -57,13 +88,14 @@ def l2_penalty(params, weight_decay):
     Args:
       params: a pytree of floating arrays (pass the subtree to penalise, e.g. weights
         without biases).
-      weight_decay: float or scalar array (may be traced, e.g. vmapped over a sweep).
+      weight_decay: float or scalar array (may be traced, e.g. vmapped over a sweep);
+        finite when concrete.
 
     Returns:
       Scalar penalty in the widest floating dtype of the leaves.
+
+    Raises:
+      TypeError: a leaf that is not a floating array (named by its path).
+      ValueError: a non-scalar or non-finite ``weight_decay``.
     """
-    leaves = _float_leaves("l2_penalty", params)
-    if jnp.ndim(weight_decay) != 0:
-        raise ValueError(f"l2_penalty: weight_decay must be a scalar, got shape "
-                         f"{jnp.shape(weight_decay)}")
-    return _l2(params, jnp.asarray(weight_decay, _widest(leaves)))
+    return _l2(*check_l2_args("l2_penalty", params, weight_decay))

@@ -10,17 +10,15 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from funcnet.ops import _checks
-
-
-def _flat(a):
-    return a.reshape(-1, a.shape[-1])
+from funcnet import _checks
+from funcnet.ops._arrays import flat
+from funcnet.ops._mode import has_twin
 
 
 def _rnn_forward(xs, h0, wx, wh, b):
     """The input projection is one big matmul outside the scan; the scan is serial."""
     t, n, _ = xs.shape
-    ax = (_flat(xs) @ wx + b[None, :]).reshape(t, n, wx.shape[1])
+    ax = (flat(xs) @ wx + b[None, :]).reshape(t, n, wx.shape[1])
 
     def step(h, a_x):
         h = jnp.tanh(a_x + h @ wh)
@@ -50,10 +48,10 @@ def _rnn_bwd(res, dhs):
 
     dh0, das = lax.scan(step, jnp.zeros_like(h0), (dhs, hs), reverse=True)
     h_prev = jnp.concatenate([h0[None], hs[:-1]], axis=0)  # (T, N, H): h_{t-1}
-    da2 = _flat(das)
+    da2 = flat(das)
     dxs = (da2 @ wx.T).reshape(xs.shape)
-    dwx = _flat(xs).T @ da2
-    dwh = _flat(h_prev).T @ da2
+    dwx = flat(xs).T @ da2
+    dwh = flat(h_prev).T @ da2
     db = jnp.sum(da2, axis=0)
     return dxs, dh0, dwx, dwh, db
 
@@ -62,26 +60,28 @@ _rnn.defvjp(_rnn_fwd, _rnn_bwd)
 
 
 def check_rnn_args(fn, xs, h0, wx, wh, b):
+    """The checks of :func:`rnn` (and its twin). ``T >= 1`` steps; an empty batch,
+    ``D = 0`` or ``H = 0`` is computed."""
     names = ("xs", "h0", "wx", "wh", "b")
     args = (xs, h0, wx, wh, b)
     for name, a in zip(names, args):
         _checks.check_float(fn, name, a)
-    for name, a in zip(names[1:], args[1:]):
-        _checks.check_same_dtype(fn, "xs", xs, name, a)
-    _checks.check_rank(fn, "xs", xs, 3)
-    _checks.check_rank(fn, "h0", h0, 2)
-    _checks.check_rank(fn, "wx", wx, 2)
+    _checks.check_rank(fn, "xs", xs, 3, "(T, N, D)")
+    _checks.check_rank(fn, "h0", h0, 2, "(N, H)")
     t, n, d = xs.shape
     hdim = h0.shape[1]
-    if t < 1:
-        raise ValueError(f"{fn}: xs has shape {tuple(xs.shape)}, expected T >= 1 steps")
+    _checks.check_nonempty(fn, "xs", xs, "T >= 1 steps", (0,))
     _checks.check_shape(fn, "h0", h0, (n, hdim), f"batch N={n} of xs {tuple(xs.shape)}")
     _checks.check_shape(fn, "wx", wx, (d, hdim),
                         f"(D, H) with D={d} from xs {tuple(xs.shape)}, H={hdim} from h0")
     _checks.check_shape(fn, "wh", wh, (hdim, hdim), f"(H, H) with H={hdim} from h0")
     _checks.check_shape(fn, "b", b, (hdim,), f"(H,) with H={hdim} from h0")
+    for name, a in zip(names[1:], args[1:]):
+        if a.dtype != xs.dtype:
+            _checks.check_same_dtype(fn, "xs", xs, name, a)
 
 
+@has_twin
 def rnn(xs, h0, wx, wh, b):
     """Vanilla tanh RNN over a whole sequence; returns every hidden state.
 
@@ -117,7 +117,8 @@ def rnn(xs, h0, wx, wh, b):
       ``hs``: ``(T, N, H)``, ``hs[t]`` is ``h_{t+1}``.
 
     Raises:
-      ValueError: wrong ranks or inconsistent ``T, N, D, H``.
+      ValueError: wrong ranks, inconsistent ``T, N, D, H``, ``T = 0``. (An empty batch,
+        ``D = 0`` or ``H = 0`` is computed.)
       TypeError: non-floating or mismatched dtypes.
 
     References:

@@ -127,11 +127,11 @@ def test_pmap_over_one_device():
 @pytest.mark.parametrize("kwargs, exc, match", [
     (dict(w=np.zeros((5, 5, 3, 30))), ValueError,
      r"conv2d: w has shape \(5, 5, 3, 30\), expected in_channels 1 to match x \(2, 8, 8, 1\)"),
-    (dict(x=np.zeros((8, 8, 1))), ValueError, r"conv2d: x must have rank 4.*\(8, 8, 1\)"),
+    (dict(x=np.zeros((8, 8, 1))), ValueError, r"conv2d: x has shape \(8, 8, 1\) \(rank 3\), expected rank 4 \(N, H, W, Cin\)"),
     (dict(b=np.zeros((3,))), ValueError, r"conv2d: b has shape \(3,\), expected \(4,\)"),
     (dict(b=np.zeros((4,), np.float32)), TypeError, r"conv2d: x has dtype float64 but b"),
     (dict(x=np.zeros((2, 8, 8, 1), np.int32)), TypeError, r"conv2d: x must have a floating"),
-    (dict(stride=0), ValueError, r"conv2d: stride must be positive"),
+    (dict(stride=0), ValueError, r"conv2d: stride must be >= 1, got 0"),
     (dict(stride=(1, 2, 3)), TypeError, r"conv2d: stride must be an int or a pair"),
     (dict(padding=-1), ValueError, r"conv2d: padding must be non-negative"),
     (dict(padding="FULL"), ValueError, r"conv2d: padding must be 'SAME', 'VALID'"),

@@ -9,8 +9,6 @@ from funcnet.gradcheck import assert_close, check_vjp
 from funcnet.ops import reference as ref
 from tests.ops._cases import labels, normal
 
-jax.config.update("jax_enable_x64", True)
-
 
 def test_relu_gradient_at_zero_is_zero():
     x = jnp.array([-1.0, 0.0, 0.0, 2.0])

@@ -88,10 +88,10 @@ def test_vmap_per_example_keys_and_pmap():
 
 
 @pytest.mark.parametrize("rate, key, exc, match", [
-    (1.0, RAW, ValueError, r"dropout: rate must be in \[0.0, 1.0\), got 1.0"),
-    (-0.1, RAW, ValueError, r"dropout: rate must be in \[0.0, 1.0\), got -0.1"),
+    (1.0, RAW, ValueError, r"dropout: rate must be in \[0, 1\), got 1"),
+    (-0.1, RAW, ValueError, r"dropout: rate must be in \[0, 1\), got -0.1"),
     ("0.5", RAW, TypeError, r"dropout: rate must be a Python float"),
-    (0.5, np.zeros((3,), np.uint32), ValueError, r"dropout: key has shape \(3,\), expected \(2,\)"),
+    (0.5, np.zeros((3,), np.uint32), ValueError, r"dropout: key must be a single PRNG key of shape \(2,\), got shape \(3,\)"),
     (0.5, np.zeros((2,), np.float32), TypeError, r"dropout: key must be a PRNG key"),
 ])
 def test_dropout_bad_input_raises(rate, key, exc, match):

@@ -103,11 +103,11 @@ def test_op_is_custom_vjp_and_grad_uses_the_hand_written_rule(op):
 
 @pytest.mark.parametrize("name", ["max_pool2d", "avg_pool2d"])
 @pytest.mark.parametrize("x, kwargs, exc, match", [
-    (np.zeros((4, 4, 1)), {}, ValueError, r"x must have rank 4, got rank 3 with shape \(4, 4, 1\)"),
+    (np.zeros((4, 4, 1)), {}, ValueError, r"x has shape \(4, 4, 1\) \(rank 3\), expected rank 4 \(N, H, W, C\)"),
     (np.zeros((1, 4, 4, 1), np.int32), {}, TypeError, r"x must have a floating dtype"),
-    (np.zeros((1, 4, 4, 1)), dict(window=0), ValueError, r"window must be positive"),
+    (np.zeros((1, 4, 4, 1)), dict(window=0), ValueError, r"window must be >= 1, got 0"),
     (np.zeros((1, 4, 4, 1)), dict(window=2.0), TypeError, r"window must be an int or a pair"),
-    (np.zeros((1, 4, 4, 1)), dict(stride=(1, 0)), ValueError, r"stride must be positive"),
+    (np.zeros((1, 4, 4, 1)), dict(stride=(1, 0)), ValueError, r"stride must be >= 1, got \(1, 0\)"),
     (np.zeros((1, 4, 4, 1)), dict(padding=2), ValueError,
      r"padding \(\(2, 2\), \(2, 2\)\) must be smaller than the window \(2, 2\)"),
     (np.zeros((1, 4, 4, 1)), dict(window=5), ValueError,

@@ -70,7 +70,7 @@ def test_pmap_over_one_device():
 
 
 @pytest.mark.parametrize("i, value, exc, match", [
-    (0, np.zeros((4, 3)), ValueError, r"rnn: xs must have rank 3, got rank 2 with shape \(4, 3\)"),
+    (0, np.zeros((4, 3)), ValueError, r"rnn: xs has shape \(4, 3\) \(rank 2\), expected rank 3 \(T, N, D\)"),
     (1, np.zeros((3, 5)), ValueError, r"rnn: h0 has shape \(3, 5\), expected \(2, 5\)"),
     (2, np.zeros((4, 5)), ValueError, r"rnn: wx has shape \(4, 5\), expected \(3, 5\)"),
     (3, np.zeros((5, 4)), ValueError, r"rnn: wh has shape \(5, 4\), expected \(5, 5\)"),

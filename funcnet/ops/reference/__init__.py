@@ -9,7 +9,13 @@ from funcnet.ops.reference.core import (affine, batch_norm, binary_cross_entropy
                                         mean_squared_error, multiclass_hinge, relu, sigmoid,
                                         sigmoid_binary_cross_entropy, softmax,
                                         softmax_cross_entropy, tanh)
+from funcnet.ops.reference.attention import dot_product_attention
 from funcnet.ops.reference.conv import conv2d
 from funcnet.ops.reference.dropout import dropout
 from funcnet.ops.reference.pool import avg_pool2d, max_pool2d
 from funcnet.ops.reference.rnn import rnn
+from funcnet.ops.reference.activations_smooth import (gelu, leaky_relu, silu, softplus,
+                                                    swish)
+from funcnet.ops.reference.embedding import embedding
+from funcnet.ops.reference.gated_rnn import gru, lstm
+from funcnet.ops.reference.layer_norm import layer_norm, rms_norm

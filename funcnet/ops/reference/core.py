@@ -1,7 +1,9 @@
 """Plain-JAX twins of the core ops: the same maths written for ``jax.grad`` to differentiate.
 
-No ``custom_vjp`` here. The twins run the same argument checks as the ops so a test never
-compares an op with a twin that accepted different input.
+No ``custom_vjp`` here. Each twin calls the very check function of its op
+(``check_<op>_args`` of the op's module), so a test never compares an op with a twin that
+accepted different input, and uses the shared label and array helpers
+(:mod:`funcnet.ops._labels`, :mod:`funcnet.ops._arrays`) for the same numbers.
 """
 from __future__ import annotations
 
@@ -10,12 +12,17 @@ import jax.numpy as jnp
 from jax import lax
 from jax.scipy.special import logsumexp
 
-from funcnet.ops import _checks
-from funcnet.ops._labels import check_class_labels, num_rows, one_hot
+from funcnet import _checks
+from funcnet.ops._arrays import as_array, compute_dtype
+from funcnet.ops._labels import mask_log, num_rows, one_hot, take_labels, valid_labels
+from funcnet.ops.activations import check_softmax_args
 from funcnet.ops.linear import check_affine_args, check_matmul_args
-from funcnet.ops.losses_elementwise import _check_pair
-from funcnet.ops.normalization import check_batch_norm_args, compute_dtype
-from funcnet.ops.regularization import _float_leaves, _widest
+from funcnet.ops.losses import (check_cross_entropy_args, check_multiclass_hinge_args,
+                                check_softmax_cross_entropy_args)
+from funcnet.ops.losses_elementwise import (check_binary_cross_entropy_args,
+                                            check_elementwise_args, clip_bounds)
+from funcnet.ops.normalization import check_batch_norm_args
+from funcnet.ops.regularization import check_l2_args
 
 
 def matmul(x, w):
@@ -31,84 +38,88 @@ def affine(x, w, b):
 
 def relu(x):
     _checks.check_float("relu", "x", x)
+    x = as_array(x)
     return jnp.where(x > 0, x, jnp.zeros((), x.dtype))
 
 
 def sigmoid(x):
     _checks.check_float("sigmoid", "x", x)
     # Not 1 / (1 + exp(-x)): its autodiff gradient is NaN for x < -710 (exp overflows).
-    return jax.nn.sigmoid(x)
+    return jax.nn.sigmoid(as_array(x))
 
 
 def tanh(x):
     _checks.check_float("tanh", "x", x)
-    return jnp.tanh(x)
+    return jnp.tanh(as_array(x))
 
 
 def log_softmax(x, axis: int = -1):
-    _checks.check_float("log_softmax", "x", x)
-    axis = _checks.check_axis("log_softmax", axis, jnp.ndim(x))
+    x, axis = check_softmax_args("log_softmax", x, axis)
     return x - logsumexp(x, axis=axis, keepdims=True)
 
 
 def softmax(x, axis: int = -1):
-    _checks.check_float("softmax", "x", x)
-    axis = _checks.check_axis("softmax", axis, jnp.ndim(x))
+    x, axis = check_softmax_args("softmax", x, axis)
     return jnp.exp(x - logsumexp(x, axis=axis, keepdims=True))
 
 
-def _targets(scores, labels, is_index):
-    return one_hot(labels, scores.shape[-1], scores.dtype) if is_index else labels
+def _log_softmax(x):
+    return x - logsumexp(x, axis=-1, keepdims=True)
 
 
 def softmax_cross_entropy(logits, labels):
-    is_index = check_class_labels("softmax_cross_entropy", "logits", logits, labels,
-                                  allow_probs=True)
-    t = _targets(logits, labels, is_index)
-    return -jnp.sum(t * log_softmax(logits)) / num_rows(logits)
+    logits, labels, is_index = check_softmax_cross_entropy_args(
+        "softmax_cross_entropy", logits, labels)
+    logp = _log_softmax(logits)
+    if is_index:
+        return -jnp.mean(take_labels(logp, labels))
+    return -jnp.sum(labels * mask_log(labels, logp)) / num_rows(logits)
 
 
 def cross_entropy(probs, labels, eps: float = 1e-7):
-    eps = _checks.check_static_float("cross_entropy", "eps", eps, low=0.0, high=1.0)
-    is_index = check_class_labels("cross_entropy", "probs", probs, labels, allow_probs=True)
-    t = _targets(probs, labels, is_index)
-    return -jnp.sum(t * jnp.log(probs + eps)) / num_rows(probs)
+    probs, labels, is_index, eps = check_cross_entropy_args("cross_entropy", probs, labels, eps)
+    if is_index:
+        return -jnp.mean(jnp.log(take_labels(probs, labels) + eps))
+    return -jnp.sum(labels * mask_log(labels, jnp.log(probs + eps))) / num_rows(probs)
 
 
 def multiclass_hinge(scores, labels, margin=1.0):
-    check_class_labels("multiclass_hinge", "scores", scores, labels, allow_probs=False)
-    margin = jnp.asarray(margin, scores.dtype)
-    t = one_hot(labels, scores.shape[-1], scores.dtype)
-    correct = jnp.sum(scores * t, axis=-1, keepdims=True)
-    z = scores - correct + margin
+    scores, labels, margin = check_multiclass_hinge_args("multiclass_hinge", scores, labels,
+                                                         margin)
+    c = scores.shape[-1]
+    z = scores - take_labels(scores, labels)[..., None] + margin
     # where(z > 0, z, 0) (not maximum) so the tie subgradient is 0, as in the op.
-    per_class = jnp.where((z > 0) & (t == 0), z, jnp.zeros((), z.dtype))
-    return jnp.sum(per_class) / num_rows(scores)
+    keep = (z > 0) & ~one_hot(labels, c, jnp.bool_)
+    rows = jnp.sum(jnp.where(keep, z, jnp.zeros((), z.dtype)), axis=-1)
+    return jnp.mean(jnp.where(valid_labels(labels, c), rows, jnp.asarray(jnp.nan, rows.dtype)))
 
 
 def mean_squared_error(pred, target):
-    _check_pair("mean_squared_error", "pred", pred, "target", target)
+    pred, target = check_elementwise_args("mean_squared_error", "pred", pred, "target", target)
     return jnp.mean((pred - target) ** 2)
 
 
 def binary_cross_entropy(probs, targets, eps: float = 1e-7):
-    _check_pair("binary_cross_entropy", "probs", probs, "targets", targets)
-    eps = _checks.check_static_float("binary_cross_entropy", "eps", eps, low=0.0, high=0.5)
-    p = jnp.clip(probs, eps, 1 - eps)
-    return -jnp.mean(targets * jnp.log(p) + (1 - targets) * jnp.log(1 - p))
+    probs, targets, eps = check_binary_cross_entropy_args("binary_cross_entropy", probs,
+                                                          targets, eps)
+    ct = compute_dtype(probs.dtype)
+    lo, hi = clip_bounds(eps, ct)
+    p, t = jnp.clip(probs.astype(ct), lo, hi), targets.astype(ct)
+    return -jnp.mean(t * jnp.log(p) + (1 - t) * jnp.log(1 - p)).astype(probs.dtype)
 
 
 def sigmoid_binary_cross_entropy(logits, targets):
-    _check_pair("sigmoid_binary_cross_entropy", "logits", logits, "targets", targets)
+    logits, targets = check_elementwise_args("sigmoid_binary_cross_entropy", "logits", logits,
+                                             "targets", targets)
     return -jnp.mean(targets * jax.nn.log_sigmoid(logits)
                      + (1 - targets) * jax.nn.log_sigmoid(-logits))
 
 
 def l2_penalty(params, weight_decay):
-    leaves = _float_leaves("l2_penalty", params)
-    dtype = _widest(leaves)
+    leaves, weight_decay = check_l2_args("l2_penalty", params, weight_decay)
+    dtype = weight_decay.dtype
     total = sum((jnp.sum(leaf.astype(dtype) ** 2) for leaf in leaves), jnp.zeros((), dtype))
-    return 0.5 * jnp.asarray(weight_decay, dtype) * total
+    return 0.5 * weight_decay * total
 
 
 def batch_norm(x, gamma, beta, eps: float = 1e-5, axis_name=None):

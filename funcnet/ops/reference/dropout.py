@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from funcnet.ops import _checks
-from funcnet.ops.dropout import check_key, keep_mask
+from funcnet.ops.dropout import check_dropout_args, keep_mask
 
 
 def dropout(x, rate, key):
@@ -16,9 +15,7 @@ def dropout(x, rate, key):
     Returns:
       Array of ``x``'s shape and dtype; ``x`` itself when ``rate == 0``.
     """
-    rate = _checks.check_static_float("dropout", "rate", rate, low=0.0, high=1.0)
-    _checks.check_float("dropout", "x", x)
-    check_key("dropout", key)
+    x, rate, key = check_dropout_args("dropout", x, rate, key)
     if rate == 0.0:
         return x
     m = keep_mask(key, rate, x.shape)

@@ -1,0 +1,55 @@
+"""Array helpers shared by the ops and their reference twins (no argument checks here).
+
+Every helper is plain ``jnp``/``lax`` code on static shapes, so it works under ``jit``,
+``vmap`` and every autodiff mode, and never relies on implicit rank or dtype promotion
+(the test suite runs with ``jax_numpy_rank_promotion="raise"`` and strict promotion).
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+
+
+def as_array(x):
+    """``x`` itself if it is an array (NumPy, JAX, tracer), else ``jnp.asarray(x)``.
+
+    For the Python numbers that :func:`funcnet._checks.check_float` accepts.
+    """
+    return x if hasattr(x, "dtype") and hasattr(x, "shape") else jnp.asarray(x)
+
+
+def flat(a):
+    """``(..., K) -> (prod(...), K)``, also when ``K == 0`` (``reshape(-1, 0)`` is not)."""
+    return a.reshape(math.prod(a.shape[:-1]), a.shape[-1])
+
+
+def expand_leading(v, ndim: int):
+    """Reshape ``v`` to rank ``ndim`` by adding leading unit axes (explicit broadcasting).
+
+    funcnet never relies on implicit rank promotion: ``x + expand_leading(b, x.ndim)``.
+    """
+    return v.reshape((1,) * (ndim - v.ndim) + tuple(v.shape))
+
+
+def compute_dtype(dtype):
+    """At least float32: bfloat16/float16 statistics and logs are computed in float32."""
+    return jnp.dtype(jnp.float32) if jnp.dtype(dtype).itemsize < 4 else jnp.dtype(dtype)
+
+
+@functools.lru_cache(maxsize=None)
+def _common(a, b):
+    with jax.numpy_dtype_promotion("standard"):
+        return jnp.dtype(jnp.result_type(a, b))
+
+
+def promote_pair(a, b):
+    """``(a, b)`` cast to their common dtype by JAX's standard promotion (optax's rule).
+
+    The casts are explicit, so this works under ``jax_numpy_dtype_promotion="strict"``;
+    the dtype pair is looked up in a cache (no promotion context on the hot path).
+    """
+    dt = _common(a.dtype, b.dtype)
+    return (a if a.dtype == dt else a.astype(dt)), (b if b.dtype == dt else b.astype(dt))
