@@ -1,4 +1,4 @@
-"""Layers as ``(init, apply)`` pairs over pytrees, initializers and ``serial``.
+"""Layers as ``(init, apply)`` pairs over pytrees, initializers and combinators.
 
 The protocol (see :mod:`funcnet.nn.base`)::
 
@@ -12,20 +12,38 @@ Example, the book's CNN (note 003 §7)::
                       nn.Dense(100), nn.ReLU(), nn.Dense(10))
     out_shape, params, state = model.init(jax.random.PRNGKey(0), (-1, 28, 28, 1))
     logits, state = model.apply(params, state, images)
+
+Branching (stax's combinators; :mod:`funcnet.nn.combinators`), a residual block and one
+with a projection shortcut::
+
+    block = nn.serial(nn.Conv2D(16, 3, padding="SAME", use_bias=False), nn.BatchNorm())
+    nn.serial(nn.Residual(block), nn.ReLU())
+    nn.serial(nn.FanOut(2), nn.parallel(block, nn.Conv2D(16, 1)), nn.FanInSum, nn.ReLU())
 """
 from funcnet.nn import initializers
-from funcnet.nn.activations import ReLU, Sigmoid, Softmax, Tanh
-from funcnet.nn.base import Layer, serial
-from funcnet.nn.conv import AvgPool2D, Conv2D, Flatten, MaxPool2D
+from funcnet.nn.activations import (GELU, LeakyReLU, ReLU, Sigmoid, SiLU, Softmax, Softplus,
+                                    Tanh)
+from funcnet.nn.attention import MultiHeadAttention
+from funcnet.nn.base import Layer
+from funcnet.nn.combinators import (FanInConcat, FanInSum, FanOut, Identity, Residual,
+                                    parallel, serial)
+from funcnet.nn.conv import Conv1D, Conv2D, Flatten
 from funcnet.nn.dense import Dense
 from funcnet.nn.dropout import Dropout
+from funcnet.nn.embedding import Embedding
+from funcnet.nn.gated import GRU, LSTM
+from funcnet.nn.layer_norm import LayerNorm, RMSNorm
 from funcnet.nn.memory import Remat, residual_bytes, saved_residuals
 from funcnet.nn.normalization import BatchNorm
+from funcnet.nn.pooling import AvgPool2D, GlobalAvgPool2D, MaxPool2D
 from funcnet.nn.recurrent import RNN
 from funcnet.nn.summary import count_params, summary
 
 __all__ = [
-    "AvgPool2D", "BatchNorm", "Conv2D", "Dense", "Dropout", "Flatten", "Layer", "MaxPool2D",
-    "RNN", "ReLU", "Remat", "Sigmoid", "Softmax", "Tanh", "count_params", "initializers",
-    "residual_bytes", "saved_residuals", "serial", "summary",
+    "AvgPool2D", "BatchNorm", "Conv1D", "Conv2D", "Dense", "Dropout", "Embedding",
+    "FanInConcat", "FanInSum", "FanOut", "Flatten", "GELU", "GRU", "GlobalAvgPool2D",
+    "Identity", "LSTM", "Layer", "LayerNorm", "LeakyReLU", "MaxPool2D", "MultiHeadAttention",
+    "RMSNorm", "RNN", "ReLU", "Remat", "Residual", "SiLU", "Sigmoid", "Softmax", "Softplus",
+    "Tanh", "count_params", "initializers", "parallel", "residual_bytes", "saved_residuals",
+    "serial", "summary",
 ]

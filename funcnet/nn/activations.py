@@ -1,33 +1,45 @@
-"""Activation layers: ``ReLU``, ``Sigmoid``, ``Tanh``, ``Softmax`` (note 004).
+"""Activation layers: ``ReLU``, ``Sigmoid``, ``Tanh``, ``Softmax`` (note 004), and
+``GELU``, ``SiLU``, ``LeakyReLU``, ``Softplus``.
 
 Each is parameter-free and stateless (params ``()``, state ``()``), keeps the input shape
 and calls the matching :mod:`funcnet.ops` primitive, whose hand-written backward rule is
-the notes' derivative.
+the derivative (and whose checks, prefixed with the layer name, are the layer's). The
+op's static arguments (``approximate``, ``negative_slope``) are checked at construction
+by a shape-only trace of the op.
 
 References:
-  Note 004 (Activation Functions); note 002 (Sigmoid, Softmax).
+  Note 004 (Activation Functions); note 002 (Sigmoid, Softmax). Hendrycks & Gimpel (2016),
+  "Gaussian Error Linear Units (GELUs)", https://arxiv.org/abs/1606.08415. Elfwing,
+  Uchibe, Doya (2018), "Sigmoid-Weighted Linear Units", https://arxiv.org/abs/1702.03118.
+  Maas, Hannun, Ng (2013), "Rectifier Nonlinearities Improve Neural Network Acoustic
+  Models" (leaky ReLU).
 """
 from __future__ import annotations
 
 from typing import Callable
 
-from funcnet import ops
-from funcnet.nn.base import Layer, check_float_input, check_init_shape, check_no_params
+from funcnet import _checks, ops
+from funcnet.nn.base import (Layer, apply_shape, check_dtype, check_input_shape,
+                             check_no_params, probe)
 
-__all__ = ["ReLU", "Sigmoid", "Tanh", "Softmax"]
+__all__ = ["ReLU", "Sigmoid", "Tanh", "Softmax", "GELU", "SiLU", "LeakyReLU", "Softplus"]
 
 
-def _elementwise(name: str, fn: Callable) -> Layer:
+def _elementwise(name: str, fn: Callable, check_now: bool = True) -> Layer:
+    """A parameter-free layer ``y = fn(x)``; ``check_now`` traces ``fn`` on a scalar at
+    construction so that the op checks its static arguments before any data is seen."""
+    if check_now:
+        probe(name, fn, ())
+
     def init(key, input_shape):
-        del key
-        shape = check_init_shape(name, input_shape, range(0, 32), "any rank")
-        return shape, (), ()
+        shape = check_input_shape(name, key, input_shape, None)
+        return apply_shape(apply, (), (), shape, check_dtype(name, None)), (), ()
 
     def apply(params, state, x, *, key=None, train=False):
         del key, train
         check_no_params(name, params, state)
-        check_float_input(name, x)
-        return fn(x), state
+        with _checks.context(name):
+            return fn(x), state
 
     return Layer(init, apply, name)
 
@@ -63,10 +75,51 @@ def Softmax(axis: int = -1) -> Layer:
     Put it only at the end of an inference model: for training, feed logits to
     :func:`funcnet.ops.softmax_cross_entropy`, which fuses softmax and the loss.
 
-    Shapes: input ``(N, C)`` (any rank with ``axis`` in range); output the same.
-    Params ``()``, state ``()``.
+    Shapes: input ``(N, C)`` (any rank with ``axis`` in range, checked by the op at
+    ``init``); output the same. Params ``()``, state ``()``.
+
+    Raises:
+      TypeError: at construction, a non-int ``axis``.
     """
-    if not isinstance(axis, int) or isinstance(axis, bool):
-        raise TypeError(f"Softmax: axis must be a Python int, got {axis!r}")
+    axis = _checks.static_int("Softmax", "axis", axis)
     return _elementwise("Softmax" if axis == -1 else f"Softmax(axis={axis})",
-                        lambda x: ops.softmax(x, axis=axis))
+                        lambda x: ops.softmax(x, axis=axis), check_now=False)
+
+
+def GELU(approximate: bool = True) -> Layer:
+    """``y = x Phi(x)`` elementwise (:func:`funcnet.ops.gelu`), ``Phi`` the standard normal
+    CDF; ``approximate=True`` (the default, as ``jax.nn.gelu`` and Flax) uses the tanh
+    form ``x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``, ``False`` the exact erf form
+    (PyTorch's default).
+
+    Shapes: output has the input's shape. Params ``()``, state ``()``.
+    """
+    return _elementwise("GELU" if approximate is True else f"GELU(approximate={approximate})",
+                        lambda x: ops.gelu(x, approximate=approximate))
+
+
+def SiLU() -> Layer:
+    """``y = x sigmoid(x)`` elementwise, a.k.a. swish (:func:`funcnet.ops.silu`).
+
+    Shapes: output has the input's shape. Params ``()``, state ``()``.
+    """
+    return _elementwise("SiLU", ops.silu)
+
+
+def LeakyReLU(negative_slope: float = 0.01) -> Layer:
+    """``y = x`` for ``x >= 0``, ``negative_slope * x`` below (:func:`funcnet.ops.leaky_relu`;
+    the default slope is ``jax.nn.leaky_relu``'s and PyTorch's).
+
+    Shapes: output has the input's shape. Params ``()``, state ``()``.
+    """
+    default = isinstance(negative_slope, float) and negative_slope == 0.01
+    name = "LeakyReLU" if default else f"LeakyReLU({negative_slope!r:.20})"
+    return _elementwise(name, lambda x: ops.leaky_relu(x, negative_slope=negative_slope))
+
+
+def Softplus() -> Layer:
+    """``y = log(1 + exp(x))`` elementwise, computed stably (:func:`funcnet.ops.softplus`).
+
+    Shapes: output has the input's shape. Params ``()``, state ``()``.
+    """
+    return _elementwise("Softplus", ops.softplus)

@@ -1,15 +1,16 @@
-"""Convolution, pooling and flatten layers, NHWC images with HWIO kernels (note 003 §7).
+"""Convolution layers (NHWC images with HWIO kernels, note 003 §7) and ``Flatten``.
 
 The book's CNN (note 003 §7.1) is ``Conv -> ReLU -> Pool -> ... -> Affine -> ReLU ->
 Affine``; in funcnet::
 
     serial(Conv2D(30, 5), ReLU(), MaxPool2D(2), Flatten(), Dense(100), ReLU(), Dense(10))
 
-Output size per spatial axis with window ``k``, stride ``s`` and padding ``(lo, hi)``:
-``out = (size + lo + hi - k) // s + 1``; with ``padding='SAME'``, ``out = ceil(size / s)``.
-
-Conv2D and the pooling layers also accept one example ``(H, W, C)`` (e.g. inside
-``jax.vmap``); Flatten always treats the leading axis as the batch.
+Kernel size, stride and padding are normalised and checked at construction
+(``funcnet._checks.normalize_pair`` / ``normalize_padding``, then a shape-only trace of
+the op), so a bad padding fails before any data is seen. Output sizes are the op's:
+``out = (size + lo + hi - k) // s + 1``, or ``ceil(size / s)`` with ``padding='SAME'``.
+Conv2D also accepts one example ``(H, W, C)`` (e.g. inside ``jax.vmap``), Conv1D one
+sequence ``(L, C)``; Flatten always treats the leading axis as the batch.
 
 References:
   LeCun, Bottou, Bengio, Haffner (1998), "Gradient-Based Learning Applied to Document
@@ -17,34 +18,51 @@ References:
 """
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
-
-from funcnet import ops
+from funcnet import _checks, ops
 from funcnet.nn import initializers
-from funcnet.nn.base import (Layer, check_dict, check_float_input, check_init_shape,
-                             check_no_params, fmt, pair, padding_pairs, prod, promote, shape_of,
-                             window_output_size)
+from funcnet.nn.base import (Layer, apply_shape, check_dtype, check_input_shape,
+                             check_no_params, check_weight_args, init_checked, kernel_and_bias,
+                             probe, prod, weights_and_input, with_batch)
 
-__all__ = ["Conv2D", "MaxPool2D", "AvgPool2D", "Flatten"]
-
-
-def _spatial_out(name, shape, window, stride, pads):
-    """Output (OH, OW) for an NHWC ``shape`` (or HWC)."""
-    h, w = shape[-3], shape[-2]
-    ph, pw = (pads, pads) if pads == "SAME" else pads
-    return (window_output_size(name, h, window[0], stride[0], ph),
-            window_output_size(name, w, window[1], stride[1], pw))
+__all__ = ["Conv2D", "Conv1D", "Flatten"]
 
 
-def _batched(fn, x):
-    """Apply an NHWC op to ``(N, H, W, C)`` or to one example ``(H, W, C)``."""
-    return fn(x[None])[0] if x.ndim == 3 else fn(x)
+def _conv(name, out_channels, kernel_shape, to_2d, ranks, layout, stride, pads, use_bias,
+          w_init, b_init, dtype, where=None) -> Layer:
+    """A convolution layer over ``ops.conv2d``; ``to_2d(x, w) -> (x4, w4, back)`` maps the
+    layer's input and kernel to NHWC / HWIO (identity for Conv2D); ``where`` prefixes the
+    op's errors (default ``name``)."""
+    check_weight_args(name, dtype, use_bias, w_init=w_init, b_init=b_init)
+    kh, kw = (1,) + kernel_shape if len(kernel_shape) == 1 else kernel_shape
+    where = name if where is None else where
+    probe(where, lambda x, w: ops.conv2d(x, w, stride=stride, padding=pads),
+          (1, kh, kw, 1), (kh, kw, 1, 1))
+    shapes = {"w": kernel_shape + (None, out_channels)}
+    if use_bias:
+        shapes["b"] = (out_channels,)
+
+    def init(key, input_shape):
+        shape = check_input_shape(name, key, input_shape, ranks, layout,
+                                  batched_rank=max(ranks))
+        dt = check_dtype(name, dtype)
+        return init_checked(apply, lambda k: (kernel_and_bias(
+            k, kernel_shape + (shape[-1], out_channels), use_bias, w_init, b_init, dt), ()),
+            key, shape, dt)
+
+    def apply(params, state, x, *, key=None, train=False):
+        del key, train
+        x, params = weights_and_input(name, params, state, x, shapes)
+        _checks.check_rank(name, "x", x, ranks, layout)
+        x4, w4, back = to_2d(x, params["w"])
+        y = with_batch(where, x4, lambda xb: ops.conv2d(xb, w4, params.get("b"), stride=stride,
+                                                       padding=pads))
+        return back(y), state
+
+    return Layer(init, apply, name)
 
 
-def Conv2D(out_channels: int, kernel_size, stride=1, padding=0, *,
-           w_init=initializers.he_normal(), b_init=initializers.zeros, use_bias: bool = True,
-           dtype=None) -> Layer:
+def Conv2D(out_channels: int, kernel_size, stride=1, padding=0, *, use_bias: bool = True,
+           w_init=initializers.he_normal(), b_init=initializers.zeros, dtype=None) -> Layer:
     """2-D convolution (cross-correlation) ``y = x * W + b`` via :func:`funcnet.ops.conv2d`.
 
     ``y[n, oh, ow, o] = b[o] + sum_{i,j,c} xp[n, sh*oh + i, sw*ow + j, c] w[i, j, c, o]``
@@ -57,127 +75,90 @@ def Conv2D(out_channels: int, kernel_size, stride=1, padding=0, *,
         ``use_bias=False``); state ``()``.
 
     Args:
-      out_channels: ``Cout``, a positive int.
+      out_channels: ``Cout``, an int >= 1.
       kernel_size: ``k`` or ``(KH, KW)``.
       stride: ``s`` or ``(sh, sw)``.
       padding: int, pair ``(ph, pw)``, pair of ``(lo, hi)`` pairs, ``'SAME'`` or ``'VALID'``.
+      use_bias: add a bias per output channel.
       w_init: kernel initializer; default He normal with ``fan_in = KH*KW*Cin``.
       b_init: bias initializer; default zeros.
-      use_bias: add a bias per output channel.
-      dtype: dtype of the params.
+      dtype: dtype of the params; ``None`` is JAX's default float dtype. Input and params
+        are promoted to their common dtype.
 
     Returns:
       A :class:`Layer` named ``"Conv2D(out_channels)"``.
 
     Raises:
-      ValueError: bad constructor arguments; in ``apply`` an input that is not rank 3/4,
-        an input channel count different from ``params["w"].shape[2]``, or params that
-        are not ``{"w": (KH, KW, Cin, Cout), "b": (Cout,)}`` for this layer.
-      TypeError: input dtype different from the params dtype.
+      TypeError, ValueError: bad constructor arguments (at construction); a bad
+        ``input_shape`` (in ``init``); an input that is not rank 3/4 or not floating,
+        params that are not ``{"w": (KH, KW, Cin, Cout), "b": (Cout,)}`` for this layer;
+        and :func:`funcnet.ops.conv2d`'s errors (channel mismatch, kernel larger than the
+        padded input), prefixed with the layer name.
 
     References:
       LeCun et al. (1998); He et al. (2015) for the default initializer; note 003 §7.
     """
-    if not isinstance(out_channels, int) or isinstance(out_channels, bool) or out_channels < 1:
-        raise ValueError(f"Conv2D: out_channels must be a positive int, got {out_channels!r}")
-    name = f"Conv2D({out_channels})"
-    kernel = pair(name, "kernel_size", kernel_size)
-    strides = pair(name, "stride", stride)
-    pads = padding_pairs(name, padding)
-    keys = ("w", "b") if use_bias else ("w",)
-
-    def init(key, input_shape):
-        shape = check_init_shape(name, input_shape, (3, 4),
-                                 "rank 4 (N, H, W, Cin) or rank 3 (H, W, Cin)")
-        oh, ow = _spatial_out(name, shape, kernel, strides, pads)
-        kw, kb = jax.random.split(key)
-        params = {"w": w_init(kw, kernel + (shape[-1], out_channels), dtype)}
-        if use_bias:
-            params["b"] = b_init(kb, (out_channels,), dtype)
-        return shape[:-3] + (oh, ow, out_channels), params, ()
-
-    def apply(params, state, x, *, key=None, train=False):
-        del key, train
-        check_dict(name, "params", params, keys)
-        check_no_params(name, (), state)
-        w = params["w"]
-        want = kernel + ("Cin", out_channels)
-        if len(shape_of(w)) != 4 or shape_of(w)[:2] != kernel or shape_of(w)[3] != out_channels:
-            raise ValueError(f"{name}: params['w'] has shape {shape_of(w)}, expected "
-                             f"{fmt(want)} (params of another layer or model?)")
-        if use_bias and shape_of(params["b"]) != (out_channels,):
-            raise ValueError(f"{name}: params['b'] has shape {shape_of(params['b'])}, "
-                             f"expected ({out_channels},)")
-        cin = shape_of(w)[2]
-        if x.ndim not in (3, 4):
-            raise ValueError(f"{name}: input has shape {fmt(x.shape)}, expected rank 4 "
-                             f"(N, H, W, {cin}) or one example (H, W, {cin})")
-        if x.shape[-1] != cin:
-            raise ValueError(f"{name}: input has {x.shape[-1]} channels but params['w'] "
-                             f"expects {cin} (w shape {shape_of(w)}, input shape "
-                             f"{fmt(x.shape)})")
-        _spatial_out(name, x.shape, kernel, strides, pads)
-        check_float_input(name, x, w, "params['w']")
-        x, (w, b) = promote(x, (w, params["b"] if use_bias else None))
-        y = _batched(lambda xb: ops.conv2d(xb, w, b, stride=strides, padding=padding), x)
-        return y, state
-
-    return Layer(init, apply, name)
+    C = _checks.static_int("Conv2D", "out_channels", out_channels, minimum=1)
+    name = f"Conv2D({C})"
+    kernel = _checks.normalize_pair(name, "kernel_size", kernel_size)
+    strides = _checks.normalize_pair(name, "stride", stride)
+    pads = _checks.normalize_padding(name, padding)
+    return _conv(name, C, kernel, lambda x, w: (x, w, lambda y: y), (3, 4),
+                 "(N, H, W, Cin) or one example (H, W, Cin)", strides, pads, use_bias,
+                 w_init, b_init, dtype)
 
 
-def _pool(kind: str, op_name: str, window, stride, padding) -> Layer:
-    win = pair(kind, "window", window)
-    strides = win if stride is None else pair(kind, "stride", stride)
-    pads = padding_pairs(kind, padding)
-    name = f"{kind}({window if isinstance(window, int) else tuple(window)})"
-
-    def init(key, input_shape):
-        del key
-        shape = check_init_shape(name, input_shape, (3, 4),
-                                 "rank 4 (N, H, W, C) or rank 3 (H, W, C)")
-        oh, ow = _spatial_out(name, shape, win, strides, pads)
-        return shape[:-3] + (oh, ow, shape[-1]), (), ()
-
-    def apply(params, state, x, *, key=None, train=False):
-        del key, train
-        check_no_params(name, params, state)
-        if x.ndim not in (3, 4):
-            raise ValueError(f"{name}: input has shape {fmt(x.shape)}, expected rank 4 "
-                             f"(N, H, W, C) or one example (H, W, C)")
-        _spatial_out(name, x.shape, win, strides, pads)
-        check_float_input(name, x)
-        op = getattr(ops, op_name)
-        return _batched(lambda xb: op(xb, window=win, stride=strides, padding=padding), x), state
-
-    return Layer(init, apply, name)
+def _padding_1d(name: str, padding):
+    """1-D padding (``p``, ``(lo, hi)``, ``'SAME'``, ``'VALID'``) as conv2d's 2-D padding."""
+    if isinstance(padding, str):
+        return _checks.normalize_padding(name, padding)
+    pair = (padding, padding) if not isinstance(padding, (tuple, list)) else tuple(padding)
+    if len(pair) != 2:
+        raise TypeError(f"{name}: padding must be an int, a pair (lo, hi), 'SAME' or 'VALID', "
+                        f"got {padding!r}")
+    lo, hi = (_checks.static_int(name, "padding", p, minimum=0) for p in pair)
+    return ((0, 0), (lo, hi))
 
 
-def MaxPool2D(window=2, stride=None, padding=0) -> Layer:
-    """Max pooling over ``window`` patches of each channel (:func:`funcnet.ops.max_pool2d`).
+def Conv1D(out_channels: int, kernel_size: int, stride: int = 1, padding=0, *,
+           use_bias: bool = True, w_init=initializers.he_normal(), b_init=initializers.zeros,
+           dtype=None) -> Layer:
+    """1-D convolution over sequences ``(N, L, C)``: :func:`Conv2D` on ``(N, 1, L, C)``.
 
-    ``y[n, oh, ow, c] = max_{i,j} xp[n, sh*oh + i, sw*ow + j, c]``; the backward pass routes
-    the gradient to the argmax of each window.
+    ``y[n, ol, o] = b[o] + sum_{i,c} xp[n, s*ol + i, c] w[i, c, o]`` with ``xp`` the
+    zero-padded sequence; computed by :func:`funcnet.ops.conv2d` on the input reshaped to
+    ``(N, 1, L, C)`` and the kernel to ``(1, K, C, out_channels)`` (a reshape: values and
+    gradients are conv2d's, exactly). Output length ``(L + lo + hi - K) // s + 1``, or
+    ``ceil(L / s)`` with ``'SAME'``.
 
-    Shapes: input ``(N, H, W, C)`` or ``(H, W, C)``; output ``(N, OH, OW, C)``.
-    Params ``()``, state ``()``.
+    Shapes:
+      input: ``(N, L, Cin)`` (batch-major, features last, as Flax's ``Conv``) or one
+        sequence ``(L, Cin)``; output ``(N, OL, out_channels)``.
+      params: ``{"w": (K, Cin, out_channels), "b": (out_channels,)}``; state ``()``.
 
     Args:
-      window: ``k`` or ``(KH, KW)``.
-      stride: defaults to the window (non-overlapping pooling).
-      padding: as in :func:`Conv2D`.
+      out_channels: an int >= 1.
+      kernel_size: ``K``, an int >= 1.
+      stride: an int >= 1.
+      padding: an int, a pair ``(lo, hi)``, ``'SAME'`` or ``'VALID'``.
+      use_bias, w_init, b_init, dtype: as in :func:`Conv2D` (``fan_in = K*Cin``).
+
+    Returns:
+      A :class:`Layer` named ``"Conv1D(out_channels)"``. Errors of conv2d name the 4-D
+      shapes it saw, under the prefix ``"Conv1D(C) (as conv2d on (N, 1, L, C))"``.
     """
-    return _pool("MaxPool2D", "max_pool2d", window, stride, padding)
+    C = _checks.static_int("Conv1D", "out_channels", out_channels, minimum=1)
+    name = f"Conv1D({C})"
+    k = _checks.static_int(name, "kernel_size", kernel_size, minimum=1)
+    s = _checks.static_int(name, "stride", stride, minimum=1)
+    pads = _padding_1d(name, padding)
 
+    def to_2d(x, w):
+        return x[..., None, :, :], w[None], lambda y: y[..., 0, :, :]
 
-def AvgPool2D(window=2, stride=None, padding=0) -> Layer:
-    """Average pooling over ``window`` patches (:func:`funcnet.ops.avg_pool2d`).
-
-    ``y[n, oh, ow, c] = 1/(KH*KW) sum_{i,j} xp[n, sh*oh + i, sw*ow + j, c]``.
-
-    Shapes: input ``(N, H, W, C)`` or ``(H, W, C)``; output ``(N, OH, OW, C)``.
-    Params ``()``, state ``()``. Arguments as in :func:`MaxPool2D`.
-    """
-    return _pool("AvgPool2D", "avg_pool2d", window, stride, padding)
+    return _conv(name, C, (k,), to_2d, (2, 3), "(N, L, Cin) or one sequence (L, Cin)",
+                 (1, s), pads, use_bias, w_init, b_init, dtype,
+                 where=f"{name} (as conv2d on (N, 1, L, C))")
 
 
 def Flatten() -> Layer:
@@ -192,16 +173,14 @@ def Flatten() -> Layer:
     name = "Flatten"
 
     def init(key, input_shape):
-        del key
-        shape = check_init_shape(name, input_shape, range(2, 32), "rank >= 2 (N, ...)")
-        return (shape[0], prod(shape[1:])), (), ()
+        shape = check_input_shape(name, key, input_shape, range(2, 64), "(N, ...)")
+        return apply_shape(apply, (), (), shape, check_dtype(name, None)), (), ()
 
     def apply(params, state, x, *, key=None, train=False):
         del key, train
         check_no_params(name, params, state)
-        if x.ndim < 2:
-            raise ValueError(f"{name}: input has shape {fmt(x.shape)}, expected rank >= 2 "
-                             "(N, ...)")
+        _checks.check_array(name, "x", x)
+        _checks.check_min_rank(name, "x", x, 2)
         return x.reshape(x.shape[0], prod(x.shape[1:])), state
 
     return Layer(init, apply, name)

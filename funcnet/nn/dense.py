@@ -5,86 +5,75 @@ References:
 """
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
-
-from funcnet import ops
+from funcnet import _checks, ops
 from funcnet.nn import initializers
-from funcnet.nn.base import (Layer, check_dict, check_float_input, check_init_shape,
-                             check_no_params, fmt, promote, shape_of)
+from funcnet.nn.base import (Layer, check_dtype, check_input_shape, check_weight_args,
+                             init_checked, kernel_and_bias, weights_and_input)
 
 __all__ = ["Dense"]
 
 
-def Dense(out_features: int, *, w_init=initializers.he_normal(), b_init=initializers.zeros,
-          dtype=None) -> Layer:
+def Dense(out_features: int, *, use_bias: bool = True, w_init=initializers.he_normal(),
+          b_init=initializers.zeros, dtype=None) -> Layer:
     """Fully connected layer ``y = x W + b`` (note 004: ``Y = XW + B``, row vectors).
 
-    ``y[n, j] = b[j] + sum_i x[n, i] w[i, j]``, computed by :func:`funcnet.ops.affine`
-    (whose backward rule is note 004's ``dX = dY W^T``, ``dW = X^T dY``,
-    ``dB = sum_n dY``). Note 004's column form ``a = W h`` is the transpose: its ``W`` is
-    this ``w.T``.
+    ``y[..., j] = b[j] + sum_i x[..., i] w[i, j]``, computed by :func:`funcnet.ops.affine`
+    (:func:`funcnet.ops.matmul` without bias), whose backward rule is note 004's
+    ``dX = dY W^T``, ``dW = X^T dY``, ``dB = sum_n dY``. Note 004's column form ``a = W h``
+    is the transpose: its ``W`` is this ``w.T``.
 
     Shapes:
-      input: ``(N, D)``, or one example ``(D,)`` (e.g. inside ``jax.vmap``). Higher ranks
-        are rejected, not silently flattened: put a :func:`Flatten` first (for images) or
-        reshape sequence outputs ``(T, N, H) -> (T*N, H)`` yourself.
-      output: ``(N, out_features)`` (or ``(out_features,)``).
-      params: ``{"w": (D, out_features), "b": (out_features,)}``; state: ``()``.
+      input: ``(N, D)``, one example ``(D,)``, or any ``(..., D)``: the layer acts on the
+        last axis, every leading axis is batch (as Flax's ``Dense``; e.g. ``(N, T, D)``
+        token features in a transformer). Images need a :func:`Flatten` first.
+      output: ``(..., out_features)``.
+      params: ``{"w": (D, out_features), "b": (out_features,)}`` (no ``"b"`` when
+        ``use_bias=False``); state: ``()``.
 
     Args:
-      out_features: ``H``, the number of output units.
-      w_init: initializer for ``w`` (``init(key, shape, dtype)``). Default
-        :func:`~funcnet.nn.initializers.he_normal()` (``Var = 2/D``, right for a ReLU that
-        follows); pass ``xavier_normal`` before sigmoid/tanh, ``lecun_normal`` for the
+      out_features: ``H``, the number of output units, an int >= 1.
+      use_bias: add the bias ``b``.
+      w_init: initializer for ``w`` (``init(key, shape, dtype)``; any
+        ``jax.nn.initializers`` initializer works). Default
+        :func:`~funcnet.nn.initializers.he_normal` (``Var = 2/D``, right for a ReLU that
+        follows); pass ``xavier_normal()`` before sigmoid/tanh, ``lecun_normal()`` for the
         book's "Xavier" ``1/sqrt(D)`` scale.
       b_init: initializer for ``b``; default zeros.
-      dtype: dtype of the params (the input must have the same dtype).
+      dtype: dtype of the params; ``None`` is JAX's default float dtype (float64 under
+        ``jax_enable_x64``). The input and the params are promoted to their common dtype.
 
     Returns:
       A :class:`Layer` named ``"Dense(out_features)"``.
 
     Raises:
-      ValueError: at construction if ``out_features`` is not a positive int; in
-        ``init``/``apply`` if the input rank is not 1 or 2, its feature size is not
-        ``params["w"].shape[0]``, or the params are not ``{"w": (D, H), "b": (H,)}``
-        with ``H == out_features``.
-      TypeError: in ``apply`` if the input dtype differs from the params dtype.
+      TypeError: at construction, a non-int ``out_features``, a non-callable initializer
+        or a non-float ``dtype``; in ``apply`` a non-float input (or a list).
+      ValueError: at construction ``out_features < 1``; in ``init`` a bad ``input_shape``;
+        in ``apply`` params that are not ``{"w": (D, H), "b": (H,)}`` with ``H ==
+        out_features``, and (from :func:`funcnet.ops.affine`, prefixed with the layer
+        name) an input whose last axis is not ``D``.
 
     References:
       Note 004 (Dense Layer, forward and backward).
     """
-    if not isinstance(out_features, int) or isinstance(out_features, bool) or out_features < 1:
-        raise ValueError(f"Dense: out_features must be a positive int, got {out_features!r}")
-    H = out_features
+    H = _checks.static_int("Dense", "out_features", out_features, minimum=1)
     name = f"Dense({H})"
+    check_weight_args(name, dtype, use_bias, w_init=w_init, b_init=b_init)
+    shapes = {"w": (None, H), "b": (H,)} if use_bias else {"w": (None, H)}
 
     def init(key, input_shape):
-        shape = check_init_shape(name, input_shape, (1, 2), "rank 2 (N, D) or rank 1 (D,)")
-        D = shape[-1]
-        kw, kb = jax.random.split(key)
-        params = {"w": w_init(kw, (D, H), dtype), "b": b_init(kb, (H,), dtype)}
-        return shape[:-1] + (H,), params, ()
+        shape = check_input_shape(name, key, input_shape, range(1, 64), "(..., D)",
+                                  batched_rank=2)
+        dt = check_dtype(name, dtype)
+        return init_checked(apply, lambda k: (kernel_and_bias(
+            k, (shape[-1], H), use_bias, w_init, b_init, dt), ()), key, shape, dt)
 
     def apply(params, state, x, *, key=None, train=False):
         del key, train
-        check_dict(name, "params", params, ("w", "b"))
-        w, b = params["w"], params["b"]
-        if len(shape_of(w)) != 2 or shape_of(w)[1] != H or shape_of(b) != (H,):
-            raise ValueError(
-                f"{name}: params have w shape {shape_of(w)} and b shape {shape_of(b)}, "
-                f"expected w (D, {H}) and b ({H},) (params of another layer or model?)")
-        D = shape_of(w)[0]
-        if x.ndim not in (1, 2):
-            raise ValueError(f"{name}: input has shape {fmt(x.shape)}, expected rank 2 "
-                             f"(N, {D}) or one example ({D},)")
-        if x.shape[-1] != D:
-            raise ValueError(
-                f"{name}: input has shape {fmt(x.shape)}, expected (N, {D}): {x.shape[-1]} "
-                f"features but params['w'] has shape {shape_of(w)}")
-        check_float_input(name, x, w, "params['w']")
-        check_no_params(name, (), state)
-        x, (w, b) = promote(x, (w, b))
-        return ops.affine(x, w, b), state
+        x, params = weights_and_input(name, params, state, x, shapes)
+        with _checks.context(name):
+            if use_bias:
+                return ops.affine(x, params["w"], params["b"]), state
+            return ops.matmul(x, params["w"]), state
 
     return Layer(init, apply, name)

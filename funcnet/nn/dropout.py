@@ -6,8 +6,8 @@ References:
 """
 from __future__ import annotations
 
-from funcnet import ops
-from funcnet.nn.base import Layer, check_float_input, check_init_shape, check_no_params
+from funcnet import _checks, ops
+from funcnet.nn.base import Layer, apply_shape, check_dtype, check_input_shape, check_no_params
 
 __all__ = ["Dropout"]
 
@@ -33,35 +33,32 @@ def Dropout(rate: float) -> Layer:
       key, required when ``train=True``).
 
     Raises:
-      ValueError: at construction if ``rate`` is outside ``[0, 1)``; in ``apply`` if
+      ValueError: at construction if ``rate`` is outside ``[0, 1)`` or NaN; in ``apply`` if
         ``train=True`` and no ``key`` is given.
-      TypeError: at construction if ``rate`` is not a Python number.
+      TypeError: at construction if ``rate`` is not a Python number; in ``apply`` a
+        non-float input (or a list), or (from :func:`funcnet.ops.dropout`) a bad key.
 
     References:
       Srivastava et al. (2014).
     """
-    if not isinstance(rate, (int, float)) or isinstance(rate, bool):
-        raise TypeError(f"Dropout: rate must be a Python float, got {type(rate).__name__}")
-    rate = float(rate)
-    if not 0.0 <= rate < 1.0:
-        raise ValueError(f"Dropout: rate is the probability of dropping a unit and must be "
-                         f"in [0, 1), got {rate}")
+    rate = _checks.static_float("Dropout", "rate", rate, 0.0, 1.0, high_inclusive=False)
     name = f"Dropout({rate:g})"
 
     def init(key, input_shape):
-        del key
-        return check_init_shape(name, input_shape, range(0, 32), "any rank"), (), ()
+        shape = check_input_shape(name, key, input_shape, None)
+        return apply_shape(apply, (), (), shape, check_dtype(name, None)), (), ()
 
     def apply(params, state, x, *, key=None, train=False):
         check_no_params(name, params, state)
-        check_float_input(name, x)
         if not train or rate == 0.0:
+            _checks.check_float(name, "x", x)   # the identity path calls no op
             return x, state
         if key is None:
             raise ValueError(
                 f"{name}: train=True needs a PRNG key to draw the dropout mask; call "
                 f"apply(params, state, x, key=jax.random.PRNGKey(...), train=True) (or pass "
                 f"train=False for evaluation)")
-        return ops.dropout(x, rate, key), state
+        with _checks.context(name):
+            return ops.dropout(x, rate, key), state
 
     return Layer(init, apply, name)

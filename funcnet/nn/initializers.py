@@ -209,8 +209,12 @@ def uniform(scale: float = 1e-2, dtype=None) -> Initializer:
 def orthogonal(scale: float = 1.0, column_axis: int = -1, dtype=None) -> Initializer:
     """Factory: a (semi-)orthogonal matrix times ``scale`` (Saxe et al. 2014), as
     ``jax.nn.initializers.orthogonal``; the usual choice for recurrent kernels."""
-    return jax.nn.initializers.orthogonal(scale, column_axis, _checks.check_dtype(
-        "orthogonal", "dtype", dtype))
+    inner = jax.nn.initializers.orthogonal(scale, column_axis)
+    default_dtype = dtype
+
+    def init(key, shape, dtype=default_dtype):
+        return inner(key, tuple(shape), _checks.check_dtype("orthogonal", "dtype", dtype))
+    return init
 
 
 def constant(value, dtype=None) -> Initializer:

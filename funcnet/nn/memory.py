@@ -25,10 +25,10 @@ from typing import Any, Callable, NamedTuple
 import jax
 import numpy as np
 
-__all__ = ["Residual", "saved_residuals", "residual_bytes", "format_residuals", "Remat"]
+__all__ = ["SavedResidual", "saved_residuals", "residual_bytes", "format_residuals", "Remat"]
 
 
-class Residual(NamedTuple):
+class SavedResidual(NamedTuple):
     """One value saved for the backward pass.
 
     Attributes:
@@ -63,7 +63,7 @@ def _jax_saved_residuals() -> Callable:
     return impl
 
 
-def saved_residuals(fn: Callable, *args, **kwargs) -> list[Residual]:
+def saved_residuals(fn: Callable, *args, **kwargs) -> list[SavedResidual]:
     """The values ``jax.vjp(fn, *args, **kwargs)`` saves for the backward pass.
 
     Differentiation is with respect to every positional and keyword argument (as
@@ -75,7 +75,7 @@ def saved_residuals(fn: Callable, *args, **kwargs) -> list[Residual]:
       *args, **kwargs: example arguments (arrays or ``jax.ShapeDtypeStruct`` s).
 
     Returns:
-      A list of :class:`Residual`, arguments first, then activations in program order.
+      A list of :class:`SavedResidual`, arguments first, then activations in program order.
 
     Example:
       For ``loss(params, x) = mean(relu(x @ w))`` the list holds ``w`` and ``x`` (from
@@ -86,7 +86,7 @@ def saved_residuals(fn: Callable, *args, **kwargs) -> list[Residual]:
         shape = tuple(int(d) for d in aval.shape)
         dtype = np.dtype(aval.dtype)
         nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-        out.append(Residual(shape, dtype, nbytes, src, src.startswith("from the argument")))
+        out.append(SavedResidual(shape, dtype, nbytes, src, src.startswith("from the argument")))
     return out
 
 
@@ -105,8 +105,8 @@ def residual_bytes(fn: Callable, *args, include_arguments: bool = True, **kwargs
                    if include_arguments or not r.is_argument))
 
 
-def format_residuals(records: list[Residual]) -> str:
-    """A table of residuals with a total line (what ``print_saved_residuals`` prints, plus bytes)."""
+def format_residuals(records: list[SavedResidual]) -> str:
+    """A table of residuals and a total line (``print_saved_residuals``'s table, plus bytes)."""
     lines = [str(r) for r in records]
     act = sum(r.nbytes for r in records if not r.is_argument)
     total = sum(r.nbytes for r in records)

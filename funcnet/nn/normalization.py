@@ -10,10 +10,10 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from funcnet import ops
+from funcnet import _checks, ops
 from funcnet.nn import initializers
-from funcnet.nn.base import (Layer, check_dict, check_float_input, check_init_shape, fmt, promote,
-                             shape_of)
+from funcnet.nn.base import (Layer, check_dtype, check_input_shape, check_params,
+                             check_weight_args, init_checked, promote)
 
 __all__ = ["BatchNorm"]
 
@@ -45,11 +45,23 @@ def BatchNorm(momentum: float = 0.9, eps: float = 1e-5, axis_name=None, *,
     unchanged: ``y = gamma * (x - running_mean) / sqrt(running_var + eps) + beta``.
 
     Sync / per-example BN: with ``axis_name`` set, the statistics are averaged over that
-    mapped axis (``jax.vmap(..., axis_name=...)`` or ``pmap``). A model written for ONE
-    example (input ``(C,)``) and vmapped over the batch with ``axis_name="batch"`` then
-    normalizes with the statistics of the whole batch, exactly as the batched model does on
-    ``(N, C)``; the updated running statistics are identical across the mapped axis, so
-    the vmapped state may be returned with ``out_axes=None``.
+    mapped axis (``jax.vmap(..., axis_name=...)``, ``pmap`` or ``shard_map``). A model
+    written for ONE example (input ``(C,)``) and vmapped over the batch with
+    ``axis_name="batch"`` then normalizes with the statistics of the whole batch, exactly
+    as the batched model does on ``(N, C)``; the updated running statistics are identical
+    across the mapped axis, so the vmapped state may be returned with ``out_axes=None``.
+    Where no axis of that name is bound (one device, or ``jax.jit`` with shardings, where
+    the array is the global batch), the same layer uses the statistics of the array it
+    sees: one model definition runs unchanged on one device, under ``jit`` with shardings,
+    under ``pmap`` and under ``shard_map``. (Detected at trace time: ``lax.axis_size``
+    raises ``NameError`` for an unbound name.)
+
+    Training needs at least two values per feature (``m >= 2`` counted over the mapped
+    axis too): with one value the output would be ``beta`` whatever the input, and an
+    empty batch would write NaN into the running statistics. :func:`funcnet.ops.batch_norm`
+    refuses both (as PyTorch does: "Expected more than 1 value per channel when
+    training"), and the layer passes its error on with its name, before any statistic is
+    written.
 
     Shapes:
       input: ``(N, C)``, ``(N, H, W, C)`` or any rank >= 2 with features last; in training
@@ -63,77 +75,89 @@ def BatchNorm(momentum: float = 0.9, eps: float = 1e-5, axis_name=None, *,
       eps: ``> 0``, added to the variance before the square root (3).
       axis_name: name of a mapped axis to average statistics over (or ``None``).
       gamma_init, beta_init: initializers of the scale and shift.
-      dtype: dtype of params and state (the input must match the params).
+      dtype: dtype of params and state; ``None`` is JAX's default float dtype. The input
+        and the params are promoted to their common dtype.
 
     Returns:
       A :class:`Layer` named ``"BatchNorm"``.
 
     Raises:
-      ValueError: at construction for ``momentum`` outside ``[0, 1)`` or ``eps <= 0``;
-        in ``apply`` if the input's last axis is not C, if params/state are not the dicts
-        above with ``(C,)`` leaves, or if a rank-1 input is trained on without
-        ``axis_name`` (one example has no batch statistics).
-      TypeError: in ``apply`` if the input dtype differs from the params dtype.
+      TypeError: at construction, non-float ``momentum``/``eps``, a bad ``axis_name``,
+        initializer or ``dtype``; in ``apply`` a non-float input (or a list).
+      ValueError: at construction for ``momentum`` outside ``[0, 1)``, ``eps <= 0`` or
+        NaN; in ``apply`` if the input's last axis is not C, if params/state are not the
+        dicts above with ``(C,)`` leaves, or in training with fewer than 2 values per
+        feature (a batch of 0 or 1 example of ``(N, C)``, a rank-1 input outside a
+        mapped ``axis_name``).
 
     References:
       Ioffe & Szegedy (2015); note 003 §3 (1)-(4).
     """
-    for what, v in (("momentum", momentum), ("eps", eps)):
-        if not isinstance(v, (int, float)) or isinstance(v, bool):
-            raise TypeError(f"BatchNorm: {what} must be a Python float, got {v!r}")
-    momentum, eps = float(momentum), float(eps)
-    if not 0.0 <= momentum < 1.0:
-        raise ValueError(f"BatchNorm: momentum must be in [0, 1), got {momentum}")
-    if not eps > 0.0:
-        raise ValueError(f"BatchNorm: eps must be > 0, got {eps}")
     name = "BatchNorm"
+    momentum = _checks.static_float(name, "momentum", momentum, 0.0, 1.0,
+                                    high_inclusive=False)
+    eps = _checks.static_float(name, "eps", eps, 0.0, low_inclusive=False)
+    if axis_name is not None and not isinstance(axis_name, (str, tuple)):
+        raise TypeError(f"{name}: axis_name must be a str (a mapped axis name) or None, got "
+                        f"{type(axis_name).__name__} {axis_name!r}")
+    check_weight_args(name, dtype, gamma_init=gamma_init, beta_init=beta_init)
 
     def init(key, input_shape):
-        shape = check_init_shape(name, input_shape, range(1, 32), "rank >= 1 (N, ..., C)")
+        shape = check_input_shape(name, key, input_shape, range(1, 64),
+                                  "(N, ..., C)", batched_rank=2)
+        dt = check_dtype(name, dtype)
         C = shape[-1]
-        kg, kb = jax.random.split(key)
-        params = {"gamma": gamma_init(kg, (C,), dtype), "beta": beta_init(kb, (C,), dtype)}
-        state = {"mean": jnp.zeros((C,), dtype), "var": jnp.ones((C,), dtype)}
-        return shape, params, state
+
+        def make(key):
+            kg, kb = jax.random.split(key)
+            params = {"gamma": gamma_init(kg, (C,), dt), "beta": beta_init(kb, (C,), dt)}
+            return params, {"mean": jnp.zeros((C,), dt), "var": jnp.ones((C,), dt)}
+        return init_checked(apply, make, key, shape, dt)
 
     def apply(params, state, x, *, key=None, train=False):
         del key
-        check_dict(name, "params", params, ("gamma", "beta"))
-        check_dict(name, "state", state, ("mean", "var"))
-        gamma, beta = params["gamma"], params["beta"]
-        C = shape_of(gamma)[0] if len(shape_of(gamma)) == 1 else None
-        for what, a in (("params['gamma']", gamma), ("params['beta']", beta),
-                        ("state['mean']", state["mean"]), ("state['var']", state["var"])):
-            if C is None or shape_of(a) != (C,):
-                raise ValueError(
-                    f"{name}: {what} has shape {shape_of(a)}, expected (C,) with C = "
-                    f"{C if C is not None else 'params[gamma].shape[0]'} (params/state "
-                    f"of another layer or model?)")
-        if x.ndim < 1 or x.shape[-1] != C:
-            raise ValueError(f"{name}: input has shape {fmt(x.shape)}, expected (N, ..., {C}): "
-                             f"the last axis must hold the {C} features of params['gamma']")
-        check_float_input(name, x, gamma, "params['gamma']")
-        x, (gamma, beta) = promote(x, (gamma, beta))
+        check_params(name, "params", params, {"gamma": (None,), "beta": (None,)})
+        C = _checks.shape_of(params["gamma"])[0]
+        check_params(name, "params", params, {"gamma": (C,), "beta": (C,)})
+        check_params(name, "state", state, {"mean": (C,), "var": (C,)})
+        x, (gamma, beta) = promote(x, (params["gamma"], params["beta"]), name)
+        if x.ndim < 1 or x.shape[-1] != C:   # the eval path below is this layer's own math
+            raise ValueError(f"{name}: x has shape {x.shape}, expected (N, ..., {C}): the last "
+                             f"axis must hold the {C} features of params['gamma']")
         if not train:
             bshape = (1,) * (x.ndim - 1) + (C,)
             mean = state["mean"].astype(x.dtype)
             scale = gamma * lax.rsqrt(state["var"].astype(x.dtype) + jnp.asarray(eps, x.dtype))
             shift = beta - mean * scale
             return x * scale.reshape(bshape) + shift.reshape(bshape), state
-        unbatched = x.ndim == 1
-        if unbatched and axis_name is None:
+        axis = _bound(axis_name)
+        if x.ndim == 1 and axis is None:
             raise ValueError(
-                f"{name}: input has shape {fmt(x.shape)}, one example: training needs batch "
+                f"{name}: x has shape {x.shape}, one example: training needs batch "
                 f"statistics; pass (N, {C}), or set BatchNorm(axis_name=...) and vmap the "
                 f"model with that axis_name")
-        xb = x[None] if unbatched else x
-        y, mu, var = ops.batch_norm(xb, gamma, beta, eps=eps, axis_name=axis_name)
-        if unbatched:
-            y = y[0]
+        with _checks.context(name):   # the op refuses fewer than 2 values per feature
+            y, mu, var = ops.batch_norm(x, gamma, beta, eps=eps, axis_name=axis)
         new_state = {k: _ema(state[k], v, momentum) for k, v in (("mean", mu), ("var", var))}
         return y, new_state
 
     return Layer(init, apply, name)
+
+
+def _bound(axis_name):
+    """``axis_name`` if a mapped axis of that name is bound here, else ``None``.
+
+    ``lax.axis_size`` raises ``NameError`` at trace time for an unbound name (outside
+    ``pmap``/``vmap``/``shard_map``), which is exactly when the layer should use local
+    statistics.
+    """
+    if axis_name is None:
+        return None
+    try:
+        lax.axis_size(axis_name)
+    except NameError:
+        return None
+    return axis_name
 
 
 def _ema(running, batch_stat, momentum):

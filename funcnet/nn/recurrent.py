@@ -14,10 +14,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from funcnet import ops
+from funcnet import _checks, ops
 from funcnet.nn import initializers
-from funcnet.nn.base import (Layer, check_dict, check_float_input, check_init_shape,
-                             check_no_params, fmt, promote, shape_of)
+from funcnet.nn.base import (Layer, check_dtype, check_input_shape, check_weight_args,
+                             init_checked, weights_and_input)
 
 __all__ = ["RNN"]
 
@@ -43,62 +43,55 @@ def RNN(hidden_size: int, *, w_init=initializers.xavier_normal(), wh_init=None,
       wh_init: initializer of ``wh``; defaults to ``w_init``.
       b_init: initializer of ``b`` (and of ``h0``); default zeros.
       learn_h0: make ``h_0`` a trained parameter instead of zeros.
-      dtype: dtype of the params.
+      dtype: dtype of the params; ``None`` is JAX's default float dtype. The input and
+        the params are promoted to their common dtype.
 
     Returns:
       A :class:`Layer` named ``"RNN(hidden_size)"``.
 
     Raises:
-      ValueError: an input that is not ``(T, N, D)`` / ``(T, D)`` with ``D ==
-        params["wx"].shape[0]``, or params of another shape or structure.
-      TypeError: input dtype different from the params dtype.
+      TypeError, ValueError: bad constructor arguments or ``input_shape``; an input that
+        is not rank 2/3 or not floating, or params of another shape or structure; and
+        :func:`funcnet.ops.rnn`'s errors (``D != params["wx"].shape[0]``), prefixed with
+        the layer name.
 
     References:
       Elman (1990); Glorot & Bengio (2010); note 004 (RNN).
     """
-    if not isinstance(hidden_size, int) or isinstance(hidden_size, bool) or hidden_size < 1:
-        raise ValueError(f"RNN: hidden_size must be a positive int, got {hidden_size!r}")
-    H = hidden_size
+    H = _checks.static_int("RNN", "hidden_size", hidden_size, minimum=1)
     name = f"RNN({H})"
+    learn_h0 = _checks.static_bool(name, "learn_h0", learn_h0)
     wh_init = w_init if wh_init is None else wh_init
-    keys = ("wx", "wh", "b", "h0") if learn_h0 else ("wx", "wh", "b")
+    check_weight_args(name, dtype, w_init=w_init, wh_init=wh_init, b_init=b_init)
+    shapes = {"wx": (None, H), "wh": (H, H), "b": (H,)}
+    if learn_h0:
+        shapes["h0"] = (H,)
+    layout = "time-major (T, N, D) or one sequence (T, D)"
 
     def init(key, input_shape):
-        shape = check_init_shape(name, input_shape, (2, 3),
-                                 "rank 3 (T, N, D) or rank 2 (T, D)",
-                                 batch_axis=1 if len(tuple(input_shape)) == 3 else None)
-        D = shape[-1]
-        kx, kh, kb, k0 = jax.random.split(key, 4)
-        params = {"wx": w_init(kx, (D, H), dtype), "wh": wh_init(kh, (H, H), dtype),
-                  "b": b_init(kb, (H,), dtype)}
-        if learn_h0:
-            params["h0"] = b_init(k0, (H,), dtype)
-        return shape[:-1] + (H,), params, ()
+        shape = check_input_shape(name, key, input_shape, (2, 3), layout, batch_axis=1,
+                                  batched_rank=3)
+        dt = check_dtype(name, dtype)
+
+        def make(key):
+            kx, kh, kb, k0 = jax.random.split(key, 4)
+            params = {"wx": w_init(kx, (shape[-1], H), dt), "wh": wh_init(kh, (H, H), dt),
+                      "b": b_init(kb, (H,), dt)}
+            if learn_h0:
+                params["h0"] = b_init(k0, (H,), dt)
+            return params, ()
+        return init_checked(apply, make, key, shape, dt, batch_axis=1)
 
     def apply(params, state, x, *, key=None, train=False):
         del key, train
-        check_dict(name, "params", params, keys)
-        check_no_params(name, (), state)
-        wx, wh, b = params["wx"], params["wh"], params["b"]
-        if (len(shape_of(wx)) != 2 or shape_of(wx)[1] != H or shape_of(wh) != (H, H)
-                or shape_of(b) != (H,) or (learn_h0 and shape_of(params["h0"]) != (H,))):
-            raise ValueError(
-                f"{name}: params have shapes { {k: shape_of(v) for k, v in params.items()} }, "
-                f"expected wx (D, {H}), wh ({H}, {H}), b ({H},)"
-                + (f", h0 ({H},)" if learn_h0 else "") + " (params of another model?)")
-        D = shape_of(wx)[0]
-        if x.ndim not in (2, 3) or x.shape[-1] != D:
-            raise ValueError(f"{name}: input has shape {fmt(x.shape)}, expected time-major "
-                             f"(T, N, {D}) or one sequence (T, {D}) (params['wx'] has shape "
-                             f"{shape_of(wx)})")
-        check_float_input(name, x, wx, "params['wx']")
-        x, params = promote(x, params)
-        wx, wh, b = params["wx"], params["wh"], params["b"]
+        x, params = weights_and_input(name, params, state, x, shapes)
+        _checks.check_rank(name, "x", x, (2, 3), layout)
         xs = x[:, None, :] if x.ndim == 2 else x
         n = xs.shape[1]
         h0 = (jnp.broadcast_to(params["h0"][None, :], (n, H)) if learn_h0
               else jnp.zeros((n, H), x.dtype))
-        hs = ops.rnn(xs, h0, wx, wh, b)
+        with _checks.context(name):
+            hs = ops.rnn(xs, h0, params["wx"], params["wh"], params["b"])
         return (hs[:, 0, :] if x.ndim == 2 else hs), state
 
     return Layer(init, apply, name)

@@ -13,12 +13,6 @@ from funcnet.ops import reference as R
 F64 = jnp.float64
 EPS = 1e-5
 
-# The test programs are tiny, so XLA's CPU backend optimisations (LLVM -O2) cost far more
-# at compile time than they save at run time (10x on the seed-ensemble program). Values
-# are unaffected beyond the last bits; every comparison here has a 1e-10 tolerance or
-# compares a program with itself.
-FAST = {"xla_backend_optimization_level": 0}
-
 
 def randn(shape, seed=0, scale=1.0, shift=0.0):
     """float64 normal test data from NumPy (no XLA compile per shape, unlike jax.random)."""
@@ -28,11 +22,6 @@ def randn(shape, seed=0, scale=1.0, shift=0.0):
 
 def randint(shape, high, seed=0):
     return jnp.asarray(np.random.default_rng(seed).integers(0, high, shape), jnp.int32)
-
-
-def fast_jit(fn, **kw):
-    """``jax.jit`` with backend optimisations off (compile-time bound test programs)."""
-    return jax.jit(fn, compiler_options=FAST, **kw)
 
 
 def mlp(dtype=F64, rate=0.5, momentum=0.9):
@@ -121,5 +110,26 @@ def jit_init(model, input_shape, key):
         out["shape"], p, s = model.init(k, input_shape)
         return p, s
 
-    params, state = fast_jit(f)(key)
+    params, state = jax.jit(f)(key)
     return out["shape"], params, state
+
+
+def numpy_init(model, input_shape, seed=0):
+    """``(output_shape, params, state)`` with random params drawn by NumPy.
+
+    For tests about what a model computes, not about its initializers: the shapes come
+    from ``model.init`` traced abstractly, the values from NumPy (weights ``N(0,
+    1/fan_in)``, vectors ``N(0, 0.1^2)``), so no random-number program is compiled. State
+    leaves named ``var`` are ones, other state leaves zeros (batch norm's initial state).
+    """
+    out_shape, params, state = abstract_init(model, input_shape)
+    leaves, tree = jax.tree_util.tree_flatten(params)
+    filled = [randn(a.shape, seed + i, scale=(1 / np.sqrt(np.prod(a.shape[:-1]))
+                                              if len(a.shape) > 1 else 0.1)).astype(a.dtype)
+              for i, a in enumerate(leaves)]
+
+    def initial(path, a):
+        is_var = getattr(path[-1], "key", None) == "var"
+        return (jnp.ones if is_var else jnp.zeros)(a.shape, a.dtype)
+    return (out_shape, jax.tree_util.tree_unflatten(tree, filled),
+            jax.tree_util.tree_map_with_path(initial, state))

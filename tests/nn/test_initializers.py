@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 
 from funcnet.nn import initializers as I
-from tests.nn._models import fast_jit
 
 # 200_000 samples each. The relative standard error of a sample variance is sqrt(2/n)
 # = 0.32% for a normal and sqrt(0.8/n) = 0.2% for a uniform, so a 2% bound is > 6 sigma
 # and still catches any wrong constant (the closest wrong formula is off by > 10%).
 DENSE = (400, 500)              # fan_in 400, fan_out 500
 CONV = (5, 5, 80, 100)          # fan_in 5*5*80 = 2000, fan_out 5*5*100 = 2500
+KEY = jax.random.PRNGKey(0)
 
 CASES = [
     (I.he_normal(), lambda fi, fo: 2 / fi),
@@ -32,7 +32,7 @@ _SHAPES = {"dense": (DENSE, (400, 500)), "conv": (CONV, (2000, 2500))}
 @pytest.fixture(scope="module")
 def samples():
     """All initializers sampled in one jitted program per shape (one compile, not 18)."""
-    return {name: fast_jit(lambda k, shape=shape: [init(k, shape, jnp.float64)
+    return {name: jax.jit(lambda k, shape=shape: [init(k, shape, jnp.float64)
                                                   for init, _ in CASES])(jax.random.PRNGKey(42))
             for name, (shape, _) in _SHAPES.items()}
 
@@ -100,9 +100,11 @@ def test_uniform_is_jax_convention():
 
 def test_default_dtype_follows_x64():
     # conftest enables x64: dtype=None means float64, as in jax.nn.initializers
+    # (traced with eval_shape: the dtype is known without drawing any number)
     for init in (I.he_normal(), I.zeros, I.normal(), I.constant(2.0), I.orthogonal()):
-        assert init(jax.random.PRNGKey(0), (3, 3)).dtype == jnp.float64
-    assert I.he_normal(dtype=jnp.float32)(jax.random.PRNGKey(0), (3, 3)).dtype == jnp.float32
+        assert jax.eval_shape(lambda k: init(k, (3, 3)), KEY).dtype == jnp.float64
+    assert jax.eval_shape(lambda k: I.he_normal(dtype=jnp.float32)(k, (3, 3)),
+                          KEY).dtype == jnp.float32
 
 
 @pytest.mark.parametrize("name", ["he_normal", "glorot_uniform", "lecun_normal", "normal",

@@ -6,7 +6,7 @@ import pytest
 
 from funcnet import nn
 from funcnet.ops import reference as R
-from tests.nn._models import (abstract_init, cnn, fast_jit, jit_init, mlp, randn, struct,
+from tests.nn._models import (abstract_init, cnn, jit_init, mlp, randn, struct,
                              trace_apply)
 
 F64 = jnp.float64
@@ -17,20 +17,32 @@ def _normal(shape, seed=1, dtype=F64):
     return randn(shape, seed).astype(dtype)
 
 
+# The activation layers of the second stage, each with its jax.nn peer.
+SMOOTH = [nn.GELU, lambda: nn.GELU(approximate=False), nn.SiLU, lambda: nn.LeakyReLU(0.2),
+          nn.Softplus]
+SMOOTH_PEERS = [jax.nn.gelu, lambda x: jax.nn.gelu(x, approximate=False), jax.nn.silu,
+                lambda x: jax.nn.leaky_relu(x, 0.2), jax.nn.softplus]
+
+
 # (layer, input_shape with -1 batch). Every layer, with odd sizes, strides and paddings.
 SHAPE_CASES = [
     (nn.Dense(7, dtype=F64), (-1, 5)),
     (nn.Dense(3, dtype=F64), (5,)),
+    (nn.Dense(3, use_bias=False, dtype=F64), (-1, 4, 5)),
     (nn.Conv2D(4, 3, dtype=F64), (-1, 9, 8, 2)),
     (nn.Conv2D(4, (3, 2), stride=2, padding=1, dtype=F64), (-1, 9, 8, 2)),
     (nn.Conv2D(4, 3, stride=2, padding="SAME", use_bias=False, dtype=F64), (-1, 9, 7, 2)),
     (nn.Conv2D(2, 3, padding=((1, 0), (2, 1)), dtype=F64), (-1, 6, 5, 3)),
     (nn.Conv2D(2, 3, dtype=F64), (6, 5, 3)),
+    (nn.Conv1D(4, 3, stride=2, padding=(2, 1), dtype=F64), (-1, 9, 2)),
+    (nn.Conv1D(2, 4, padding="SAME", use_bias=False, dtype=F64), (7, 3)),
     (nn.MaxPool2D(2), (-1, 9, 8, 3)),
     (nn.MaxPool2D(3, stride=1, padding=1), (-1, 5, 6, 2)),
     (nn.MaxPool2D((2, 3), stride=(1, 2), padding="SAME"), (-1, 5, 7, 2)),
     (nn.AvgPool2D(2), (-1, 8, 6, 3)),
     (nn.AvgPool2D(3, stride=2, padding="VALID"), (7, 7, 1)),
+    (nn.GlobalAvgPool2D(), (-1, 5, 3, 4)),
+    (nn.GlobalAvgPool2D(), (5, 3, 4)),
     (nn.Flatten(), (-1, 4, 3, 2)),
     (nn.ReLU(), (-1, 3, 4)),
     (nn.Sigmoid(), (-1, 5)),
@@ -42,7 +54,11 @@ SHAPE_CASES = [
     (nn.RNN(6, dtype=F64), (4, -1, 3)),
     (nn.RNN(6, learn_h0=True, dtype=F64), (4, 3)),
     (nn.serial(nn.Dense(4, dtype=F64), nn.ReLU(), nn.Dense(2, dtype=F64)), (-1, 3)),
-]
+    (nn.Residual(nn.serial(nn.Conv2D(3, 3, padding="SAME", dtype=F64), nn.BatchNorm(dtype=F64))),
+     (-1, 5, 5, 3)),
+    (nn.serial(nn.FanOut(2), nn.parallel(nn.Dense(3, dtype=F64), nn.Identity),
+               nn.FanInConcat()), (-1, 4)),
+] + [(make(), (-1, 5)) for make in SMOOTH]
 
 
 @pytest.mark.parametrize("train", [False, True])
@@ -53,10 +69,14 @@ def test_shape_agreement(layer, in_shape, batch, train):
     """The shape ``init`` promised equals the one ``apply`` returns (stax_test habit).
 
     ``apply`` is traced with ``jax.eval_shape`` (every op and check runs at trace time;
-    values are tested elsewhere), which keeps 92 cases fast.
+    values are tested elsewhere), which keeps the 140 cases fast.
     """
     out_shape, params, state = abstract_init(layer, in_shape)
     concrete = tuple(batch if d == -1 else d for d in in_shape)
+    if train and layer.name == "BatchNorm" and batch == 1 and len(in_shape) == 2:
+        with pytest.raises(ValueError, match=r"BatchNorm: batch_norm: .* expected at least 2"):
+            trace_apply(layer, params, state, struct(concrete, F64), key=KEY, train=train)
+        return
     y, new_state = trace_apply(layer, params, state, struct(concrete, F64), key=KEY,
                                train=train)
     assert y.shape == tuple(batch if d == -1 else d for d in out_shape)
@@ -71,7 +91,7 @@ def test_dense_values_row_convention():
     assert p["w"].shape == (4, 3) and p["b"].shape == (3,)
     p = {"w": _normal((4, 3), 2), "b": _normal((3,), 3)}
     x = _normal((5, 4))
-    apply = fast_jit(nn.Dense(3).apply)
+    apply = jax.jit(nn.Dense(3).apply)
     y, _ = apply(p, s, x)
     # note 004: y_j = b_j + sum_i x_i w_ij
     expected = np.einsum("ni,ij->nj", x, p["w"]) + np.asarray(p["b"])[None, :]
@@ -80,11 +100,17 @@ def test_dense_values_row_convention():
 
 
 @pytest.mark.parametrize("layer,fn", [(nn.ReLU(), R.relu), (nn.Sigmoid(), R.sigmoid),
-                                      (nn.Tanh(), R.tanh), (nn.Softmax(), R.softmax)])
+                                      (nn.Tanh(), R.tanh), (nn.Softmax(), R.softmax)] +
+                         [(make(), peer) for make, peer in zip(SMOOTH, SMOOTH_PEERS)],
+                         ids=["ReLU", "Sigmoid", "Tanh", "Softmax", "GELU", "GELU(erf)", "SiLU",
+                              "LeakyReLU", "Softplus"])
 def test_activation_values(layer, fn):
-    x = _normal((4, 5))
-    y, _ = fast_jit(layer.apply)((), (), x)
-    np.testing.assert_allclose(y, fn(x), rtol=1e-12)
+    """Each activation layer equals its reference twin / its ``jax.nn`` peer (eager: the
+    ops are compiled once per shape and shared between tests)."""
+    x = _normal((4, 5)) * 3
+    y, state = layer.apply((), (), x)
+    assert state == () and y.dtype == F64
+    np.testing.assert_allclose(y, fn(x), rtol=1e-12, atol=1e-15)
 
 
 def test_default_inits():
@@ -124,97 +150,29 @@ def test_dropout_errors():
     with pytest.raises(ValueError, match=r"Dropout\(0.5\): train=True needs a PRNG key.*key="):
         nn.Dropout(0.5).apply((), (), jnp.ones((2, 3)), train=True)
     for bad in (1.0, -0.1, 1.5):
-        with pytest.raises(ValueError, match=r"Dropout: rate .* must be in \[0, 1\), got"):
+        with pytest.raises(ValueError, match=r"Dropout: rate must be in \[0, 1\), got"):
             nn.Dropout(bad)
     with pytest.raises(TypeError, match="Dropout: rate must be a Python float"):
         nn.Dropout("0.5")
 
 
-# ------------------------------------------------------------------------------- errors
+# ---------------------------------------------------------------------------- Dense
 
-def test_dense_rejects_3d_input():
-    model = nn.serial(nn.Dense(100), nn.ReLU())
-    _, params, state = abstract_init(model, (-1, 784))
-    with pytest.raises(ValueError, match=r"Dense\(100\): input has shape \(32, 5, 784\), "
-                                         r"expected rank 2 \(N, 784\)"):
-        trace_apply(model, params, state, struct((32, 5, 784)))
-
-
-def test_dense_rejects_wrong_feature_size():
-    _, params, state = abstract_init(nn.Dense(100), (-1, 784))
-    with pytest.raises(ValueError, match=r"Dense\(100\): input has shape \(8, 785\), "
-                                         r"expected \(N, 784\).*\(784, 100\)"):
-        trace_apply(nn.Dense(100), params, state, struct((8, 785)))
-
-
-def test_conv_rejects_wrong_channels():
-    model = cnn(jnp.float32)
-    _, params, state = abstract_init(model, (-1, 28, 28, 1))
-    with pytest.raises(ValueError, match=r"Conv2D\(30\): input has 3 channels but "
-                                         r"params\['w'\] expects 1 \(w shape \(5, 5, 1, 30\)"):
-        trace_apply(model, params, state, struct((2, 28, 28, 3)))
-    with pytest.raises(ValueError, match=r"Conv2D\(30\): input has shape \(28, 28\), expected "
-                                         r"rank 4 \(N, H, W, 1\)"):
-        trace_apply(model.layers[0], params[0], (), struct((28, 28)))
-
-
-def test_params_from_another_model():
-    _, mlp_params, mlp_state = abstract_init(mlp(jnp.float32), (-1, 784))
-    c = cnn(jnp.float32)
-    _, cnn_params, cnn_state = abstract_init(c, (-1, 28, 28, 1))
-    x = struct((2, 28, 28, 1))
-    with pytest.raises(ValueError, match=r"serial: params is a tuple with 9 entries, expected "
-                                         r"a tuple with one entry per layer \(7: Conv2D\(30\), "
-                                         r"ReLU, MaxPool2D\(2\).*structure"):
-        trace_apply(c, mlp_params, cnn_state, x)
-    # Same structure, other shapes: a Dense(10) head fed the params of a Dense(20) head.
-    m10 = nn.serial(nn.Dense(10))
-    _, p20, s20 = abstract_init(nn.serial(nn.Dense(20)), (-1, 5))
-    with pytest.raises(ValueError, match=r"Dense\(10\): params have w shape \(5, 20\) and b "
-                                         r"shape \(20,\), expected w \(D, 10\) and b \(10,\)"):
-        trace_apply(m10, p20, s20, struct((2, 5)))
-    # Layer-level: BatchNorm params where Dense params are expected.
-    with pytest.raises(ValueError, match=r"Dense\(100\): params must be a dict with keys "
-                                         r"\['b', 'w'\], got a dict with keys \['beta', 'gamma'\]"):
-        trace_apply(nn.Dense(100), mlp_params[1], (), struct((2, 100)))
-    with pytest.raises(ValueError, match=r"ReLU: params must be empty"):
-        trace_apply(nn.ReLU(), mlp_params[0], (), struct((2, 3)))
-    # BatchNorm fed a state of another width
-    _, bp, bs = abstract_init(nn.BatchNorm(), (-1, 4))
-    with pytest.raises(ValueError, match=r"BatchNorm: state\['mean'\] has shape \(5,\), "
-                                         r"expected \(C,\) with C = 4"):
-        trace_apply(nn.BatchNorm(), bp, {"mean": struct((5,)), "var": struct((5,))},
-                    struct((2, 4)))
-
-
-def test_other_input_errors():
-    bn = nn.BatchNorm(dtype=jnp.float32)
-    _, p, s = abstract_init(bn, (-1, 4))
-    with pytest.raises(ValueError, match=r"BatchNorm: input has shape \(2, 5\), expected "
-                                         r"\(N, \.\.\., 4\)"):
-        trace_apply(bn, p, s, struct((2, 5)))
-    with pytest.raises(ValueError, match=r"BatchNorm: input has shape \(4,\), one example.*"
-                                         r"axis_name"):
-        trace_apply(bn, p, s, struct((4,)), train=True)
-    # float32 params with a float64 input compute in float64 (JAX's promotion, as Flax)
-    assert trace_apply(bn, p, s, struct((2, 4), F64))[0].dtype == F64
-    rnn = nn.RNN(3)
-    _, p, s = abstract_init(rnn, (5, -1, 2))
-    with pytest.raises(ValueError, match=r"RNN\(3\): input has shape \(5, 4\), expected "
-                                         r"time-major \(T, N, 2\) or one sequence \(T, 2\)"):
-        trace_apply(rnn, p, s, struct((5, 4)))
-    with pytest.raises(ValueError, match=r"RNN\(3\): input has shape \(5, 1, 4\), expected "
-                                         r"time-major \(T, N, 2\)"):
-        trace_apply(rnn, p, s, struct((5, 1, 4)))
-    with pytest.raises(ValueError, match=r"MaxPool2D\(2\): input_shape \(-1, 3\) has rank 2"):
-        nn.MaxPool2D(2).init(KEY, (-1, 3))
-    with pytest.raises(ValueError, match=r"MaxPool2D\(3\): window 3 does not fit an input of "
-                                         r"size 2"):
-        nn.MaxPool2D(3).init(KEY, (-1, 2, 2, 1))
-    with pytest.raises(ValueError, match=r"Dense: out_features must be a positive int, got 0"):
-        nn.Dense(0)
-    with pytest.raises(ValueError, match=r"Dense\(4\): input_shape \(-1, 3, 2\) has rank 3"):
-        nn.Dense(4).init(KEY, (-1, 3, 2))
+def test_dense_acts_on_the_last_axis():
+    """Like Flax's Dense: ``(N, T, D) -> (N, T, H)`` position by position (transformer
+    token features). Before the second stage a rank-3 input was refused; the error table
+    (test_adversarial.py) now covers the feature-size mismatch instead."""
+    layer = nn.Dense(3, dtype=F64)
+    out_shape, _, _ = abstract_init(layer, (-1, 4, 5))
+    assert out_shape == (-1, 4, 3)
+    p = {"w": _normal((5, 3), 2), "b": _normal((3,), 3)}
+    x = _normal((2, 4, 5))
+    y, _ = layer.apply(p, (), x)
+    np.testing.assert_allclose(y, np.einsum("nti,ij->ntj", x, p["w"]) + np.asarray(p["b"]),
+                               rtol=1e-12)
+    y, _ = nn.Dense(3, use_bias=False).apply({"w": p["w"]}, (), x)
+    np.testing.assert_allclose(y, np.einsum("nti,ij->ntj", x, p["w"]), rtol=1e-12)
+    assert set(abstract_init(nn.Dense(3, use_bias=False), (-1, 5))[1]) == {"w"}
 
 
 # ------------------------------------------------------------------------------- serial

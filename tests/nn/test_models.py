@@ -6,7 +6,6 @@ ops) must equal that of the same model written with ``funcnet.ops.reference`` (p
 autodiff) to 1e-10 in float64, with the same params and keys.
 """
 import re
-from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -15,7 +14,7 @@ import pytest
 
 from funcnet import ops
 from funcnet.ops import reference as R
-from tests.nn._models import cnn, fast_jit, jit_init, mlp, randint, randn, ref_cnn, ref_mlp
+from tests.nn._models import cnn, mlp, numpy_init, randint, randn, ref_cnn, ref_mlp
 
 F64 = jnp.float64
 TOL = dict(rtol=1e-10, atol=1e-12)
@@ -34,7 +33,7 @@ def _data(shape, n_classes=10, seed=0):
 @pytest.fixture(scope="module")
 def mlp_setup():
     model = mlp()
-    out_shape, params, state = jit_init(model, (-1, 784), jax.random.PRNGKey(1))
+    out_shape, params, state = numpy_init(model, (-1, 784), seed=1)
     # Non-trivial BN params/state so every term of the gradient is exercised.
     for i in (1, 5):
         params[i]["gamma"] = randn((100,), i, scale=0.1, shift=1.0)
@@ -60,18 +59,17 @@ def test_mlp_grads_equal_reference(mlp_setup, train):
     x, y = _data((8, 784))
     key = jax.random.PRNGKey(7)
 
-    @partial(fast_jit, static_argnums=(2,))
-    def loss_and_grad(params, state, use_ref):
-        def loss(p):
+    @jax.jit     # one program computes both (one compile per train value)
+    def loss_and_grad(params, state):
+        def loss(p, use_ref):
             if use_ref:
                 logits, s = ref_mlp(p, state, x, key, train)
                 return R.softmax_cross_entropy(logits, y), (logits, s)
             logits, s = model.apply(p, state, x, key=key, train=train)
             return ops.softmax_cross_entropy(logits, y), (logits, s)
-        return jax.value_and_grad(loss, has_aux=True)(params)
+        return [jax.value_and_grad(loss, has_aux=True)(params, r) for r in (False, True)]
 
-    (l1, (logits1, s1)), g1 = loss_and_grad(params, state, False)
-    (l2, (logits2, s2)), g2 = loss_and_grad(params, state, True)
+    ((l1, (logits1, s1)), g1), ((l2, (logits2, s2)), g2) = loss_and_grad(params, state)
     np.testing.assert_allclose(logits1, logits2, **TOL)
     np.testing.assert_allclose(l1, l2, **TOL)
     _assert_trees_close(g1, g2, **TOL)
@@ -87,7 +85,7 @@ def test_mlp_grads_equal_reference(mlp_setup, train):
 def test_mlp_train_and_eval_differ_and_dropout_key_matters(mlp_setup):
     model, _, params, state = mlp_setup
     x, _ = _data((4, 784))
-    apply = fast_jit(model.apply, static_argnames="train")
+    apply = jax.jit(model.apply, static_argnames="train")
     a = apply(params, state, x, key=jax.random.PRNGKey(0), train=True)[0]
     b = apply(params, state, x, key=jax.random.PRNGKey(0), train=True)[0]
     c = apply(params, state, x, key=jax.random.PRNGKey(1), train=True)[0]
@@ -103,7 +101,7 @@ def test_mlp_train_and_eval_differ_and_dropout_key_matters(mlp_setup):
 @pytest.fixture(scope="module")
 def cnn_setup():
     model = cnn()
-    out_shape, params, state = jit_init(model, (-1, 28, 28, 1), jax.random.PRNGKey(3))
+    out_shape, params, state = numpy_init(model, (-1, 28, 28, 1), seed=3)
     params[0]["b"] = 0.01 * jnp.arange(30, dtype=F64)
     return model, out_shape, params, state
 
@@ -115,18 +113,18 @@ def test_cnn_grads_equal_reference(cnn_setup):
     assert state == ((),) * 7
     x, y = _data((2, 28, 28, 1))
 
-    @partial(fast_jit, static_argnums=(1, 2))
-    def loss_and_grad(params, use_ref, train):
-        def loss(p):
+    @jax.jit     # the reference and both modes in one program (one compile)
+    def loss_and_grad(params):
+        def loss(p, use_ref, train):
             if use_ref:
                 return R.softmax_cross_entropy(ref_cnn(p, x), y)
             logits, _ = model.apply(p, state, x, key=jax.random.PRNGKey(0), train=train)
             return ops.softmax_cross_entropy(logits, y)
-        return jax.value_and_grad(loss)(params)
+        return [jax.value_and_grad(loss)(params, *flags)
+                for flags in ((True, False), (False, True), (False, False))]
 
-    l_ref, g_ref = loss_and_grad(params, True, False)
-    for train in (True, False):             # no stochastic layer: both modes agree
-        l1, g1 = loss_and_grad(params, False, train)
+    (l_ref, g_ref), *ours = loss_and_grad(params)
+    for l1, g1 in ours:                     # no stochastic layer: both modes agree
         np.testing.assert_allclose(l1, l_ref, **TOL)
         _assert_trees_close(g1, g_ref, **TOL)
     assert float(jnp.abs(g_ref[0]["w"]).max()) > 0

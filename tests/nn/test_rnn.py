@@ -5,7 +5,7 @@ import numpy as np
 
 from funcnet import nn, ops
 from funcnet.ops import reference as R
-from tests.nn._models import fast_jit, jit_init, randn
+from tests.nn._models import numpy_init, randn
 
 F64 = jnp.float64
 T, N, D, H, C = 5, 3, 4, 6, 2
@@ -14,8 +14,8 @@ T, N, D, H, C = 5, 3, 4, 6, 2
 def _setup(learn_h0=False):
     rnn = nn.RNN(H, learn_h0=learn_h0, dtype=F64)
     head = nn.Dense(C, w_init=nn.initializers.xavier_normal(), dtype=F64)
-    _, p_rnn, _ = jit_init(rnn, (T, -1, D), jax.random.PRNGKey(0))
-    _, p_head, _ = jit_init(head, (-1, H), jax.random.PRNGKey(1))
+    _, p_rnn, _ = numpy_init(rnn, (T, -1, D), seed=0)
+    _, p_head, _ = numpy_init(head, (-1, H), seed=10)
     p_rnn["b"] = 0.1 * jnp.arange(H, dtype=F64)
     if learn_h0:
         p_rnn["h0"] = 0.2 * jnp.ones((H,), F64)
@@ -27,9 +27,9 @@ def test_rnn_matches_note_004_column_form():
     """Note 004: a_t = W h_{t-1} + U x_t, h_t = tanh(a_t), o_t = V h_t, with
     W = wh^T, U = wx^T, V = w_head^T (funcnet also adds the bias b to a_t)."""
     rnn, head, p, ph, xs = _setup()
-    hs, state = fast_jit(rnn.apply)(p, (), xs)
+    hs, state = jax.jit(rnn.apply)(p, (), xs)
     assert hs.shape == (T, N, H) and state == ()
-    out, _ = fast_jit(head.apply)(ph, (), hs.reshape(T * N, H))
+    out, _ = jax.jit(head.apply)(ph, (), hs.reshape(T * N, H))
     W, U, V = np.asarray(p["wh"]).T, np.asarray(p["wx"]).T, np.asarray(ph["w"]).T
     b, c = np.asarray(p["b"]), np.asarray(ph["b"])
     for n in range(N):                        # one column-vector sequence at a time
@@ -53,8 +53,8 @@ def test_rnn_grads_equal_reference():
         hs, _ = rnn.apply(pr, (), xs)
         return ops.softmax_cross_entropy(head.apply(pd, (), hs[-1])[0], labels)
 
-    g1 = fast_jit(jax.grad(lambda q: loss(q, False)))((p, ph))
-    g2 = fast_jit(jax.grad(lambda q: loss(q, True)))((p, ph))
+    g1 = jax.jit(jax.grad(lambda q: loss(q, False)))((p, ph))
+    g2 = jax.jit(jax.grad(lambda q: loss(q, True)))((p, ph))
     for a, b in zip(jax.tree_util.tree_leaves(g1), jax.tree_util.tree_leaves(g2)):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
     assert float(jnp.abs(g1[0]["h0"]).max()) > 0 and float(jnp.abs(g1[0]["wh"]).max()) > 0
@@ -62,8 +62,8 @@ def test_rnn_grads_equal_reference():
 
 def test_rnn_single_sequence_and_vmap():
     rnn, _, p, _, xs = _setup()
-    hs, _ = fast_jit(rnn.apply)(p, (), xs)
-    one, _ = fast_jit(rnn.apply)(p, (), xs[:, 1])                # (T, D) -> (T, H)
+    hs, _ = jax.jit(rnn.apply)(p, (), xs)
+    one, _ = jax.jit(rnn.apply)(p, (), xs[:, 1])                # (T, D) -> (T, H)
     np.testing.assert_allclose(one, hs[:, 1], rtol=1e-12)
-    vm = fast_jit(jax.vmap(lambda x: rnn.apply(p, (), x)[0], in_axes=1, out_axes=1))(xs)
+    vm = jax.jit(jax.vmap(lambda x: rnn.apply(p, (), x)[0], in_axes=1, out_axes=1))(xs)
     np.testing.assert_allclose(vm, hs, rtol=1e-12)

@@ -1,0 +1,105 @@
+"""Pooling layers on NHWC images: ``MaxPool2D``, ``AvgPool2D``, ``GlobalAvgPool2D``.
+
+Window, stride and padding are normalised and checked at construction (the op's own
+rules, by a shape-only trace), so ``MaxPool2D(2, padding=2)`` fails when it is built,
+not at the first batch. Each layer also accepts one example ``(H, W, C)``.
+
+References:
+  Note 003 §7 (Pooling layer). Lin, Chen, Yan (2014), "Network In Network",
+  https://arxiv.org/abs/1312.4400 (global average pooling).
+"""
+from __future__ import annotations
+
+from funcnet import _checks, ops
+from funcnet.nn.base import (Layer, apply_shape, check_dtype, check_input_shape,
+                             check_no_params, probe, with_batch)
+
+__all__ = ["MaxPool2D", "AvgPool2D", "GlobalAvgPool2D"]
+
+_LAYOUT = "(N, H, W, C) or one example (H, W, C)"
+
+
+def _pool_layer(name: str, fn) -> Layer:
+    """A parameter-free NHWC layer computing ``fn(x_nhwc)`` (one example batched by 1)."""
+
+    def init(key, input_shape):
+        shape = check_input_shape(name, key, input_shape, (3, 4), _LAYOUT, batched_rank=4)
+        return apply_shape(apply, (), (), shape, check_dtype(name, None)), (), ()
+
+    def apply(params, state, x, *, key=None, train=False):
+        del key, train
+        check_no_params(name, params, state)
+        return with_batch(name, x, fn), state
+
+    return Layer(init, apply, name)
+
+
+def _window_pool(kind: str, op, window, stride, padding) -> Layer:
+    win = _checks.normalize_pair(kind, "window", window)
+    strides = win if stride is None else _checks.normalize_pair(kind, "stride", stride)
+    pads = _checks.normalize_padding(kind, padding)
+    name = f"{kind}({window if isinstance(window, int) else tuple(window)})"
+
+    def fn(x):
+        return op(x, window=win, stride=strides, padding=pads)
+
+    probe(name, fn, (1,) + win + (1,))
+    return _pool_layer(name, fn)
+
+
+def MaxPool2D(window=2, stride=None, padding=0) -> Layer:
+    """Max pooling over ``window`` patches of each channel (:func:`funcnet.ops.max_pool2d`).
+
+    ``y[n, oh, ow, c] = max_{i,j} xp[n, sh*oh + i, sw*ow + j, c]``; the backward pass routes
+    the gradient to the argmax of each window.
+
+    Shapes: input ``(N, H, W, C)`` or ``(H, W, C)``; output ``(N, OH, OW, C)``.
+    Params ``()``, state ``()``.
+
+    Args:
+      window: ``k`` or ``(KH, KW)``.
+      stride: defaults to the window (non-overlapping pooling).
+      padding: as in :func:`~funcnet.nn.Conv2D`; every pad must be smaller than the window.
+
+    Raises:
+      TypeError, ValueError: at construction for a bad window, stride or padding; in
+        ``init``/``apply`` the op's errors (window larger than the padded input),
+        prefixed with the layer name.
+    """
+    return _window_pool("MaxPool2D", ops.max_pool2d, window, stride, padding)
+
+
+def AvgPool2D(window=2, stride=None, padding=0) -> Layer:
+    """Average pooling over ``window`` patches (:func:`funcnet.ops.avg_pool2d`).
+
+    ``y[n, oh, ow, c] = 1/(KH*KW) sum_{i,j} xp[n, sh*oh + i, sw*ow + j, c]`` (zero padding
+    counts in the divisor).
+
+    Shapes: input ``(N, H, W, C)`` or ``(H, W, C)``; output ``(N, OH, OW, C)``.
+    Params ``()``, state ``()``. Arguments and errors as in :func:`MaxPool2D`.
+    """
+    return _window_pool("AvgPool2D", ops.avg_pool2d, window, stride, padding)
+
+
+def GlobalAvgPool2D() -> Layer:
+    """The mean of each channel over the whole image: ``(N, H, W, C) -> (N, C)``.
+
+    ``y[n, c] = 1/(H*W) sum_{h,w} x[n, h, w, c]``, computed as
+    :func:`funcnet.ops.avg_pool2d` with one window covering the image (window = stride =
+    ``(H, W)``, no padding), then a reshape. That op's backward rule on this geometry is
+    ``dx[n, h, w, c] = dy[n, c] / (H*W)``, the exact derivative of the mean, it saves no
+    residual, and its forward is a reshape and a sum: the same numbers as
+    ``jnp.mean(x, axis=(1, 2))``, while the op checks the input (rank, floating dtype)
+    with its own messages.
+
+    Shapes: input ``(N, H, W, C)`` or one example ``(H, W, C)``; output ``(N, C)`` (or
+    ``(C,)``). Params ``()``, state ``()``.
+
+    References:
+      Lin, Chen, Yan (2014), "Network In Network", §3.2.
+    """
+    def fn(x):
+        hw = tuple(x.shape[1:3])
+        return ops.avg_pool2d(x, window=hw, stride=hw).reshape(x.shape[0], x.shape[3])
+
+    return _pool_layer("GlobalAvgPool2D", fn)
