@@ -12,9 +12,12 @@ params from the same seed; (4) each step, draws the same global batch indices, t
 contiguous block of rows (:func:`funcnet.parallel.process_batch`) and assembles the
 global sharded batch (:func:`funcnet.parallel.global_batch`); (5) runs the sharded train
 step (``--style jit``: ``jax.jit`` with ``NamedSharding``; ``--style shard_map``:
-``jax.shard_map`` with ``lax.pmean``). Process 0 alone writes the checkpoint
-(``<checkpoint-dir>/ckpt_<step>.npz``) and evaluates; every process prints the SHA-256 of
-its final parameters, identical on all processes.
+``jax.shard_map`` with ``lax.pmean``). ``--style fit`` replaces (4)-(5) by
+``funcnet.train.fit(..., mesh=mesh)`` for ``--epochs`` epochs over the whole training set
+(every process passes the same arrays; ``fit`` checkpoints every epoch from process 0).
+Process 0 alone writes the checkpoint (``<checkpoint-dir>/ckpt_<step>.npz``) and
+evaluates; every process prints the SHA-256 of its final parameters, identical on all
+processes.
 
 On one CPU machine, two processes with two fake devices each (what the tests run)::
 
@@ -33,7 +36,7 @@ import time
 import jax
 import numpy as np
 
-from funcnet import checkpoint, data, nn, ops, optim, parallel
+from funcnet import checkpoint, data, nn, ops, optim, parallel, train
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -47,7 +50,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="GLOBAL batch size (a multiple of the number of devices)")
     p.add_argument("--learning-rate", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--style", choices=("jit", "shard_map"), default="jit")
+    p.add_argument("--style", choices=("jit", "shard_map", "fit"), default="jit")
+    p.add_argument("--epochs", type=int, default=1, help="epochs of --style fit")
     p.add_argument("--checkpoint-dir", default="pod_checkpoints")
     p.add_argument("--log-every", type=int, default=20)
     p.add_argument("--no-eval", action="store_true", help="skip the final evaluation")
@@ -93,27 +97,38 @@ def main(argv=None) -> int:
     x_train, y_train, x_test, y_test = x[:1500], y[:1500], x[1500:], y[1500:]
     model, opt = book_cnn(), optim.adam(args.learning_rate)
     _, params, state = model.init(jax.random.PRNGKey(args.seed), (-1,) + x.shape[1:])
-    params, state, opt_state = parallel.put_replicated((params, state, opt.init(params)), mesh)
-    make_step = (parallel.sharded_train_step if args.style == "jit"
-                 else parallel.shard_map_train_step)
-    step = make_step(model, opt, ops.softmax_cross_entropy, mesh)
-
     start = time.perf_counter()
-    for t, idx in enumerate(batch_indices(len(x_train), args.batch_size, args.steps,
-                                          args.seed)):
-        xb, yb = parallel.process_batch(x_train[idx], y_train[idx])   # this process's rows
-        xg, yg = parallel.global_batch((xb, yb), mesh)               # (batch_size, ...) global
-        params, state, opt_state, metrics = step(params, state, opt_state, xg, yg)
-        if (t + 1) % args.log_every == 0 or t + 1 == args.steps:
-            log(f"step {t + 1}: loss {float(parallel.to_host(metrics['loss'])):.4f} "
-                f"({time.perf_counter() - start:.1f} s)")
+    manager = checkpoint.CheckpointManager(args.checkpoint_dir, keep=None)
+    if args.style == "fit":
+        def log_epoch(epoch, logs):
+            log(f"epoch {epoch}: loss {logs['loss']:.4f} ({time.perf_counter() - start:.1f} s)")
+            return False
+
+        params, state, _, _ = train.fit(
+            model, params, state, opt, (x_train, y_train), args.epochs,
+            batch_size=args.batch_size, key=args.seed, mesh=mesh, checkpoint=manager,
+            progress=False, callbacks=[log_epoch], eval_batch_size=args.batch_size)
+    else:
+        params, state, opt_state = parallel.put_replicated((params, state, opt.init(params)),
+                                                           mesh)
+        make_step = (parallel.sharded_train_step if args.style == "jit"
+                     else parallel.shard_map_train_step)
+        step = make_step(model, opt, ops.softmax_cross_entropy, mesh)
+        for t, idx in enumerate(batch_indices(len(x_train), args.batch_size, args.steps,
+                                              args.seed)):
+            xb, yb = parallel.process_batch(x_train[idx], y_train[idx])  # this process's rows
+            xg, yg = parallel.global_batch((xb, yb), mesh)              # global batch
+            params, state, opt_state, metrics = step(params, state, opt_state, xg, yg)
+            if (t + 1) % args.log_every == 0 or t + 1 == args.steps:
+                log(f"step {t + 1}: loss {float(parallel.to_host(metrics['loss'])):.4f} "
+                    f"({time.perf_counter() - start:.1f} s)")
 
     host_params, host_state = parallel.to_host((params, state))
     log(f"params sha256 {fingerprint(host_params)}", all_processes=True)
     if pi == 0:
-        path = checkpoint.save_step(args.checkpoint_dir, args.steps,
-                                    {"params": host_params, "state": host_state})
-        log(f"checkpoint written to {path}")
+        if args.style != "fit":            # fit checkpointed every epoch itself
+            manager.save(args.steps, {"params": host_params, "state": host_state})
+        log(f"checkpoint written to {manager.directory}")
         if not args.no_eval:
             logits, _ = jax.jit(model.apply)(host_params, host_state, x_test)
             acc = float(np.mean(np.argmax(np.asarray(logits), -1) == y_test))

@@ -1,34 +1,14 @@
 """Argument checks and conversions shared by the data helpers.
 
 Every check runs on static shapes (never on array values), so the helpers that use them
-also work on ``jnp`` arrays inside ``jax.jit``.
+also work on ``jnp`` arrays inside ``jax.jit``. Keys are checked by
+:func:`funcnet._checks.check_key` (the one key validator).
 """
 from __future__ import annotations
 
-import jax
 import numpy as np
 
-
-def as_key(fn: str, key) -> jax.Array:
-    """Returns ``key`` as a JAX PRNG key; an ``int`` seed becomes ``jax.random.PRNGKey(seed)``.
-
-    Args:
-      fn: name of the calling function, for error messages.
-      key: a raw ``uint32`` key of shape ``(2,)``, a typed key (``jax.random.key``) or a
-        Python ``int`` seed.
-
-    Raises:
-      TypeError: ``key`` is none of the above.
-    """
-    if isinstance(key, (int, np.integer)) and not isinstance(key, (bool, np.bool_)):
-        return jax.random.PRNGKey(int(key))
-    dtype = getattr(key, "dtype", None)
-    if dtype is not None and (jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
-                              or (dtype == np.uint32 and np.ndim(key) == 1)):
-        return key
-    raise TypeError(
-        f"{fn}: key must be a JAX PRNG key (jax.random.key / jax.random.PRNGKey) or an int "
-        f"seed, got {type(key).__name__} with dtype {dtype} and shape {np.shape(key)}")
+from funcnet import _checks
 
 
 def check_pair(fn: str, x, y) -> int:
@@ -56,10 +36,7 @@ def check_batch_size(fn: str, batch_size, n: int) -> int:
       TypeError: ``batch_size`` is not an int (e.g. a traced value).
       ValueError: ``batch_size <= 0`` or ``batch_size > n``.
     """
-    if isinstance(batch_size, (bool, np.bool_)) or not isinstance(batch_size, (int, np.integer)):
-        raise TypeError(
-            f"{fn}: batch_size must be a Python int (static under jit), got "
-            f"{type(batch_size).__name__}")
+    batch_size = _checks.static_int(fn, "batch_size", batch_size)
     if not 1 <= batch_size <= n:
         raise ValueError(
             f"{fn}: batch_size must be in [1, {n}] (the number of examples), got {batch_size}")
@@ -88,4 +65,5 @@ def to_images(raw: np.ndarray, max_value: float, *, flatten: bool, normalize: bo
     if normalize:
         images /= dtype.type(max_value)
     n = raw.shape[0]
-    return images.reshape(n, -1) if flatten else images.reshape(raw.shape + (1,))
+    flat = (n, int(np.prod(raw.shape[1:])))
+    return images.reshape(flat) if flatten else images.reshape(raw.shape + (1,))

@@ -1,17 +1,32 @@
-"""Mini-batches: a Python iterator for eager loops, and a stacked epoch for ``lax.scan``.
+"""Mini-batches: a Python iterator, a stacked epoch for ``lax.scan``, and a :class:`Loader`.
 
 Shuffling is a permutation drawn from an explicit JAX PRNG key, so the same key gives the
-same batches on every run and every backend.
+same batches on every run and every backend. Epoch ``e`` of a run with key ``key`` draws
+its permutation from ``epoch_keys(key, e)[0]``, in ``funcnet.train.fit`` (arrays) and in
+:class:`Loader` alike: a ``Loader`` over the same arrays yields exactly ``fit``'s batches.
 """
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Callable, Iterator
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from funcnet.data._common import as_key, check_batch_size, check_pair
+from funcnet import _checks
+from funcnet.data._common import check_batch_size, check_pair
+
+
+def epoch_keys(key, epoch) -> tuple[jax.Array, jax.Array]:
+    """``(shuffle_key, model_key)`` of 0-based ``epoch``: ``split(fold_in(key, epoch))``.
+
+    ``shuffle_key`` draws the epoch's permutation (:func:`epoch_batches`,
+    :class:`Loader`); ``model_key`` is what ``funcnet.train.fit`` folds with the step
+    index for the model's randomness (dropout). Works under ``jax.jit`` (traced epoch).
+    """
+    key = _checks.check_key("epoch_keys", key, allow_seed=True)
+    shuffle_key, model_key = jax.random.split(jax.random.fold_in(key, epoch))
+    return shuffle_key, model_key
 
 
 def batches(x, y, batch_size: int, *, key=None,
@@ -42,7 +57,7 @@ def batches(x, y, batch_size: int, *, key=None,
     n = check_pair(fn, x, y)
     batch_size = check_batch_size(fn, batch_size, n)
     order = (np.arange(n) if key is None
-             else np.asarray(jax.random.permutation(as_key(fn, key), n)))
+             else np.asarray(jax.random.permutation(_checks.check_key(fn, key, allow_seed=True), n)))
     stop = n - n % batch_size if drop_last else n
 
     def generate():
@@ -84,10 +99,84 @@ def epoch_batches(x, y, batch_size: int, key) -> tuple[jax.Array, jax.Array]:
     n = check_pair(fn, x, y)
     batch_size = check_batch_size(fn, batch_size, n)
     num_batches = n // batch_size
-    idx = jax.random.permutation(as_key(fn, key), n)[:num_batches * batch_size]
+    idx = jax.random.permutation(_checks.check_key(fn, key, allow_seed=True), n)[:num_batches * batch_size]
 
     def stack(a):
         a = jnp.asarray(a)
         return jnp.take(a, idx, axis=0).reshape((num_batches, batch_size) + a.shape[1:])
 
     return stack(x), stack(y)
+
+
+class Loader:
+    """Shuffled mini-batches of ``(x, y)`` per epoch, for ``fit`` and for eager loops.
+
+    ``loader(epoch)`` iterates over the batches of 0-based ``epoch``: rows
+    ``x[perm[i * batch_size:(i + 1) * batch_size]]`` with ``perm =
+    jax.random.permutation(epoch_keys(key, epoch)[0], N)`` (the permutation
+    ``funcnet.train.fit`` uses for arrays), or in order without a key. Only the rows of
+    each batch are read, so ``x`` and ``y`` may be memory-mapped (``np.load(path,
+    mmap_mode="r")``, :func:`funcnet.data.load_mnist` with ``mmap=True``) and larger than
+    memory. ``fit(model, ..., data=loader)`` calls ``loader(epoch)`` for each epoch, so a
+    resumed run sees the same batches as an uninterrupted one. Iterating over the loader
+    itself (``for xb, yb in loader``) runs epoch 0, then 1, ... on successive loops.
+
+    Args:
+      x: examples ``(N, ...)``: NumPy arrays, memory maps, or anything with ``shape``,
+        ``dtype`` and row indexing ``x[idx]``.
+      y: targets ``(N, ...)``.
+      batch_size: rows per batch, in ``[1, N]``.
+      key: a PRNG key or int seed (the run's key, as given to ``fit``), or ``None`` for
+        the stored order.
+      drop_last: drop the last ``N % batch_size`` rows of each epoch (every batch full).
+      transform: optional ``transform(xb, yb) -> (xb, yb)`` applied to each batch (e.g.
+        scaling, augmentation); it runs in ``fit``'s prefetch thread.
+
+    Raises:
+      ValueError: lengths of ``x`` and ``y`` differ, ``batch_size`` not in ``[1, N]``.
+      TypeError: ``batch_size`` not an int, ``key`` not a key, ``transform`` not callable.
+    """
+
+    def __init__(self, x, y, batch_size: int, *, key=None, drop_last: bool = True,
+                 transform: Callable | None = None):
+        fn = "Loader"
+        self.num_examples = check_pair(fn, x, y)
+        self.batch_size = check_batch_size(fn, batch_size, self.num_examples)
+        self.key = None if key is None else _checks.check_key(fn, key, allow_seed=True)
+        self.drop_last = _checks.static_bool(fn, "drop_last", drop_last)
+        if transform is not None:
+            _checks.check_callable(fn, "transform", transform, "transform(xb, yb) -> (xb, yb)")
+        self.x, self.y, self.transform = x, y, transform
+        self._epoch = 0
+
+    def __len__(self) -> int:
+        n, b = self.num_examples, self.batch_size
+        return n // b if self.drop_last else -(-n // b)
+
+    def order(self, epoch: int) -> np.ndarray:
+        """The row order of ``epoch`` (before the last partial batch is dropped)."""
+        epoch = _checks.static_int("Loader", "epoch", epoch, minimum=0)
+        if self.key is None:
+            return np.arange(self.num_examples)
+        shuffle_key, _ = epoch_keys(self.key, epoch)
+        return np.asarray(jax.random.permutation(shuffle_key, self.num_examples))
+
+    def __call__(self, epoch: int) -> Iterator[tuple]:
+        order = self.order(epoch)
+        stop = len(self) * self.batch_size if self.drop_last else self.num_examples
+
+        def generate():
+            for start in range(0, stop, self.batch_size):
+                idx = order[start:start + self.batch_size]
+                xb, yb = self.x[idx], self.y[idx]
+                yield (xb, yb) if self.transform is None else self.transform(xb, yb)
+
+        return generate()
+
+    def __iter__(self) -> Iterator[tuple]:
+        epoch, self._epoch = self._epoch, self._epoch + 1
+        return self(epoch)
+
+    def __repr__(self) -> str:
+        return (f"Loader({self.num_examples} examples, batch_size={self.batch_size}, "
+                f"{'shuffled' if self.key is not None else 'in order'})")

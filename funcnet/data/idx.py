@@ -42,33 +42,17 @@ def _read_bytes(path: Path) -> bytes:
         raise ValueError(f"read_idx: {path}: corrupt or truncated gzip data ({err})") from err
 
 
-def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """Reads one idx file (plain or gzipped) into a NumPy array.
-
-    Args:
-      path: the file, e.g. ``train-images-idx3-ubyte`` or ``t10k-labels-idx1-ubyte.gz``.
-
-    Returns:
-      A writeable array of shape ``dims`` (from the header) in native byte order, with the
-      dtype given by the header (``uint8`` for MNIST images and labels).
-
-    Raises:
-      FileNotFoundError: ``path`` does not exist.
-      ValueError: naming the file, when the gzip stream is corrupt, the magic number is bad,
-        the dtype code is unknown, the file is shorter than its header says (truncated) or
-        longer (trailing bytes).
-    """
-    path = Path(path)
-    data = _read_bytes(path)
-    if len(data) < 4:
+def _parse_header(path: Path, head: bytes, size: int) -> tuple[np.dtype, tuple, int]:
+    """``(dtype, dims, header_bytes)`` of an idx file of ``size`` bytes starting with ``head``."""
+    if size < 4:
         raise ValueError(
-            f"read_idx: {path}: file has {len(data)} bytes, too short for the 4-byte idx "
+            f"read_idx: {path}: file has {size} bytes, too short for the 4-byte idx "
             f"magic number")
-    if data[0] != 0 or data[1] != 0:
+    if head[0] != 0 or head[1] != 0:
         raise ValueError(
-            f"read_idx: {path}: bad magic number {data[:4].hex(' ')}, expected "
+            f"read_idx: {path}: bad magic number {head[:4].hex(' ')}, expected "
             f"'00 00 <dtype code> <ndim>' (is this an idx file?)")
-    code, ndim = data[2], data[3]
+    code, ndim = head[2], head[3]
     if code not in IDX_DTYPES:
         known = ", ".join(f"0x{c:02X}" for c in IDX_DTYPES)
         raise ValueError(
@@ -76,20 +60,96 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     if ndim == 0:
         raise ValueError(f"read_idx: {path}: header says 0 dimensions, expected at least 1")
     header = 4 + 4 * ndim
-    if len(data) < header:
+    if size < header:
         raise ValueError(
             f"read_idx: {path}: truncated header: {ndim} dimensions need {header} bytes, "
-            f"file has {len(data)}")
-    dims = tuple(int(d) for d in np.frombuffer(data, ">u4", count=ndim, offset=4))
+            f"file has {size}")
+    dims = tuple(int(d) for d in np.frombuffer(head, ">u4", count=ndim, offset=4))
     dtype = IDX_DTYPES[code]
     expected = header + int(np.prod(dims, dtype=object)) * dtype.itemsize
-    if len(data) != expected:
-        what = "truncated" if len(data) < expected else "has trailing bytes"
+    if size != expected:
+        what = "truncated" if size < expected else "has trailing bytes"
         raise ValueError(
             f"read_idx: {path}: file {what}: header says shape {dims} of {dtype.name} "
-            f"({expected} bytes with the header), file has {len(data)} bytes")
+            f"({expected} bytes with the header), file has {size} bytes")
+    return dtype, dims, header
+
+
+def read_idx(path: str | os.PathLike, *, mmap: bool = False) -> np.ndarray:
+    """Reads one idx file (plain or gzipped) into a NumPy array.
+
+    Args:
+      path: the file, e.g. ``train-images-idx3-ubyte`` or ``t10k-labels-idx1-ubyte.gz``.
+      mmap: return a read-only ``np.memmap`` of the file instead of reading it (only
+        single-byte dtypes, uint8/int8 as in MNIST, and uncompressed files): rows are read
+        from disk when indexed, so the file may be larger than memory.
+
+    Returns:
+      An array of shape ``dims`` (from the header) in native byte order, with the dtype
+      given by the header (``uint8`` for MNIST images and labels); writeable unless
+      ``mmap``.
+
+    Raises:
+      FileNotFoundError: ``path`` does not exist.
+      ValueError: naming the file, when the gzip stream is corrupt, the magic number is bad,
+        the dtype code is unknown, the file is shorter than its header says (truncated) or
+        longer (trailing bytes); with ``mmap``, a gzipped file or a multi-byte dtype.
+    """
+    path = Path(path)
+    if mmap:
+        with open(path, "rb") as f:
+            head = f.read(4 + 4 * 255)
+        if head[:2] == GZIP_MAGIC:
+            raise ValueError(f"read_idx: {path} is gzipped; mmap=True needs the uncompressed "
+                             f"file (gunzip it once)")
+        dtype, dims, header = _parse_header(path, head, path.stat().st_size)
+        if dtype.itemsize != 1:
+            raise ValueError(f"read_idx: {path}: mmap=True supports single-byte dtypes, the "
+                             f"file holds {dtype.name}")
+        return np.memmap(path, dtype=dtype, mode="r", offset=header, shape=dims)
+    data = _read_bytes(path)
+    dtype, dims, header = _parse_header(path, data, len(data))
     array = np.frombuffer(data, dtype, offset=header).reshape(dims)
     return array.astype(dtype.newbyteorder("="))
+
+
+class MappedImages:
+    """Images in a memory-mapped idx file, converted row by row when indexed.
+
+    Behaves like the array :func:`load_mnist` returns without ``mmap`` (same ``shape``,
+    ``dtype`` and values) for what a batch loader needs: ``len``, ``shape``, ``dtype``,
+    ``ndim`` and row indexing ``images[idx]`` (an int array or a slice), which reads and
+    converts only those rows. ``np.asarray(images)`` converts everything (loads the file).
+    """
+
+    def __init__(self, raw: np.ndarray, max_value: float, *, flatten: bool, normalize: bool,
+                 dtype):
+        self._raw, self._max = raw, max_value
+        self._flatten, self._normalize = flatten, normalize
+        self.dtype = np.dtype(dtype)
+        n = raw.shape[0]
+        self.shape = (n, int(np.prod(raw.shape[1:]))) if flatten else tuple(raw.shape) + (1,)
+        self.ndim = len(self.shape)
+        self._convert(raw[:0])                      # checks dtype now, not at the first batch
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def _convert(self, rows: np.ndarray) -> np.ndarray:
+        return to_images(np.asarray(rows), self._max, flatten=self._flatten,
+                         normalize=self._normalize, dtype=self.dtype)
+
+    def __getitem__(self, idx) -> np.ndarray:
+        if isinstance(idx, (int, np.integer)):
+            return self._convert(self._raw[[idx]])[0]
+        return self._convert(self._raw[idx])
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = self._convert(self._raw)
+        return out if dtype is None else out.astype(dtype)
+
+    def __repr__(self) -> str:
+        return f"MappedImages(shape={self.shape}, dtype={self.dtype.name})"
 
 
 def _find(directory: Path, prefix: str, kind: str) -> Path:
@@ -105,8 +165,8 @@ def _find(directory: Path, prefix: str, kind: str) -> Path:
 
 
 def load_mnist(directory: str | os.PathLike, *, split: str = "train", flatten: bool = False,
-               normalize: bool = True, dtype=np.float32,
-               num_classes: int = 10) -> tuple[np.ndarray, np.ndarray]:
+               normalize: bool = True, dtype=np.float32, num_classes: int = 10,
+               mmap: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Loads MNIST (or a data set in the same format) from its idx files.
 
     Looks in ``directory`` for ``train-images-idx3-ubyte`` / ``train-labels-idx1-ubyte``
@@ -121,10 +181,15 @@ def load_mnist(directory: str | os.PathLike, *, split: str = "train", flatten: b
       normalize: scale pixels 0..255 to ``[0, 1]`` (divide by 255).
       dtype: floating NumPy dtype of the images.
       num_classes: labels must lie in ``0..num_classes-1``.
+      mmap: memory-map the (uncompressed) image file instead of reading it: ``images``
+        is then a :class:`MappedImages` that reads and converts only the rows it is
+        indexed with, for :class:`funcnet.data.Loader` and ``fit``'s per-step path on
+        data sets larger than memory. The labels are read.
 
     Returns:
       ``(images, labels)``: images ``(N, 28, 28, 1)`` for MNIST (or ``(N, 784)``) of
-      ``dtype`` in ``[0, 1]``, and labels ``(N,)`` int32.
+      ``dtype`` in ``[0, 1]`` (a :class:`MappedImages` with ``mmap``), and labels
+      ``(N,)`` int32.
 
     Raises:
       FileNotFoundError: a file is missing (the message lists the names tried).
@@ -137,7 +202,7 @@ def load_mnist(directory: str | os.PathLike, *, split: str = "train", flatten: b
     directory = Path(directory)
     image_path = _find(directory, MNIST_PREFIXES[split], "images")
     label_path = _find(directory, MNIST_PREFIXES[split], "labels")
-    raw, labels = read_idx(image_path), read_idx(label_path)
+    raw, labels = read_idx(image_path, mmap=mmap), read_idx(label_path)
     if raw.ndim != 3 or raw.dtype != np.uint8:
         raise ValueError(
             f"load_mnist: {image_path}: expected uint8 images of shape (N, H, W), found "
@@ -154,5 +219,8 @@ def load_mnist(directory: str | os.PathLike, *, split: str = "train", flatten: b
         raise ValueError(
             f"load_mnist: {label_path}: labels must lie in 0..{num_classes - 1}, found "
             f"{int(labels.max())}")
-    images = to_images(raw, 255, flatten=flatten, normalize=normalize, dtype=dtype)
+    if mmap:
+        images = MappedImages(raw, 255, flatten=flatten, normalize=normalize, dtype=dtype)
+    else:
+        images = to_images(raw, 255, flatten=flatten, normalize=normalize, dtype=dtype)
     return images, labels.astype(np.int32)

@@ -9,7 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from funcnet.data._common import as_key, check_pair
+from funcnet import _checks
+from funcnet.data._common import check_pair
 
 
 def _split_counts(counts: np.ndarray, n_test: int) -> np.ndarray:
@@ -57,7 +58,7 @@ def train_test_split(x, y, *, test_fraction: float = 0.2, key, stratify: bool = 
         raise ValueError(
             f"{fn}: test_fraction={test_fraction} of {n} examples gives {n_test} test and "
             f"{n - n_test} train examples; both parts must be non-empty")
-    perm = np.asarray(jax.random.permutation(as_key(fn, key), n))
+    perm = np.asarray(jax.random.permutation(_checks.check_key(fn, key, allow_seed=True), n))
     if not stratify:
         test_idx, train_idx = perm[:n_test], perm[n_test:]
     else:

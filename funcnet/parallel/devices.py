@@ -5,10 +5,11 @@ Two layouts are used by the data-parallel steps:
 - ``pmap`` layout: every leaf carries a leading device axis. :func:`replicate` copies
   params / state / optimizer state to ``(D, ...)``; :func:`shard_batch` reshapes a
   batch ``(N, ...)`` to ``(D, N // D, ...)``; :func:`unreplicate` takes replica 0 back.
-- mesh layout (``jax.jit`` with shardings, ``shard_map``): global ``jax.Array`` s laid
-  out over a one-axis :class:`jax.sharding.Mesh` (:func:`make_mesh`); params are
-  replicated (:func:`put_replicated`), batches are split along the mesh axis
-  (:func:`funcnet.parallel.global_batch`).
+- mesh layout (``jax.jit`` with shardings, ``shard_map``, ``fit(mesh=...)``): global
+  ``jax.Array`` s laid out over a one-axis :class:`jax.sharding.Mesh` (:func:`make_mesh`);
+  params are replicated (:func:`put_replicated`), batches are split along the mesh axis
+  (:func:`funcnet.parallel.global_batch`). :func:`put_replicated` and :func:`to_host` are
+  :mod:`funcnet.train.sharding`'s (``fit`` uses them), re-exported here.
 """
 from __future__ import annotations
 
@@ -19,27 +20,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from funcnet._checks import check_array_leaves, path_str, static_int
+from funcnet.train.sharding import put_replicated, to_host
+
 __all__ = ["make_mesh", "put_replicated", "replicate", "shard_batch", "to_host", "unreplicate"]
 
 _tree_map = jax.tree_util.tree_map
-
-
-def _leaves_with_paths(tree):
-    return jax.tree_util.tree_flatten_with_path(tree)[0]
-
-
-def _path(path) -> str:
-    return jax.tree_util.keystr(path) or "<root>"
-
-
-def check_array_leaves(fn: str, what: str, tree, min_rank: int = 0) -> None:
-    for path, leaf in _leaves_with_paths(tree):
-        if not hasattr(leaf, "shape") or not hasattr(leaf, "dtype"):
-            raise TypeError(f"{fn}: {what}{_path(path)} must be an array, got "
-                            f"{type(leaf).__name__}")
-        if len(leaf.shape) < min_rank:
-            raise ValueError(f"{fn}: {what}{_path(path)} has shape {tuple(leaf.shape)}, "
-                             f"expected a leading axis to split")
 
 
 def _devices(fn: str, devices) -> list:
@@ -119,20 +105,19 @@ def shard_batch(x, num_devices: int | None = None):
 
     Raises:
       ValueError: ``N`` is not divisible by ``D``, leaves disagree on ``N``, a leaf is a
-        scalar, or ``num_devices`` is not a positive int.
-      TypeError: a leaf is not an array.
+        scalar, or ``num_devices`` < 1.
+      TypeError: a leaf is not an array, ``num_devices`` not an int.
     """
     fn = "shard_batch"
     if num_devices is None:
         num_devices = jax.local_device_count()
         where = "local devices"
     else:
-        if (isinstance(num_devices, bool) or not isinstance(num_devices, (int, np.integer))
-                or num_devices < 1):
-            raise ValueError(f"{fn}: num_devices must be a positive int, got {num_devices!r}")
+        num_devices = static_int(fn, "num_devices", num_devices, minimum=1)
         where = "devices"
     check_array_leaves(fn, "x", x, min_rank=1)
-    sizes = {_path(p): leaf.shape[0] for p, leaf in _leaves_with_paths(x)}
+    sizes = {path_str(p): leaf.shape[0]
+             for p, leaf in jax.tree_util.tree_flatten_with_path(x)[0]}
     if len(set(sizes.values())) > 1:
         raise ValueError(f"{fn}: the leaves of x have different batch sizes {sizes}")
     d = int(num_devices)
@@ -171,64 +156,6 @@ def make_mesh(devices: Sequence[jax.Device] | None = None, axis_name: str = "dat
     return Mesh(np.array(devices), (axis_name,))
 
 
-def put_replicated(tree, mesh: Mesh):
-    """Places every leaf of ``tree`` on all devices of ``mesh`` (spec ``P()``).
-
-    Every process must pass the same values (e.g. params initialised from the same key).
-    Works with several processes: each process writes only its addressable devices.
-
-    Args:
-      tree: a pytree of arrays.
-      mesh: the mesh (:func:`make_mesh`).
-
-    Returns:
-      The pytree of global ``jax.Array`` s with ``NamedSharding(mesh, P())``.
-
-    Raises:
-      TypeError: a leaf is not an array, or ``mesh`` is not a Mesh.
-    """
-    fn = "put_replicated"
-    if not isinstance(mesh, Mesh):
-        raise TypeError(f"{fn}: mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
-    check_array_leaves(fn, "tree", tree)
-    sharding = NamedSharding(mesh, PartitionSpec())
-
-    def put(a):
-        host = np.asarray(a)
-        return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
-
-    return _tree_map(put, tree)
-
-
-def to_host(tree):
-    """NumPy copies of a pytree of results, also of arrays spanning other processes.
-
-    A fully replicated ``jax.Array`` (params after a mesh step) is read from this
-    process's first shard, so every process can save or print it without
-    communication; a fully addressable array (one process) is read whole.
-
-    Args:
-      tree: a pytree of arrays.
-
-    Returns:
-      The pytree with NumPy array leaves.
-
-    Raises:
-      ValueError: a leaf is neither fully replicated nor held by this process alone
-        (gather it first, e.g. with ``jax.experimental.multihost_utils``).
-    """
-    def get(path, a):
-        if not isinstance(a, jax.Array) or a.is_fully_addressable:
-            return np.asarray(a)
-        if a.sharding.is_fully_replicated:
-            return np.asarray(a.addressable_shards[0].data)
-        raise ValueError(f"to_host: tree{_path(path)} of shape {a.shape} is split over "
-                         f"devices of other processes ({a.sharding}); only replicated "
-                         f"or process-local arrays can be copied without a gather")
-
-    return jax.tree_util.tree_map_with_path(get, tree)
-
-
 def check_mesh_axis(fn: str, mesh, axis_name) -> str:
     """``mesh`` must be a Mesh with axis ``axis_name`` (default: its only axis)."""
     if not isinstance(mesh, Mesh):
@@ -242,13 +169,3 @@ def check_mesh_axis(fn: str, mesh, axis_name) -> str:
         raise ValueError(f"{fn}: axis_name {axis_name!r} is not an axis of the mesh "
                          f"{dict(mesh.shape)}")
     return axis_name
-
-
-def batch_shape_error(fn: str, x, n_parts: int, what: str):
-    """``None``, or the ValueError for a batch that does not split into ``n_parts``."""
-    for path, leaf in _leaves_with_paths(x):
-        shape = tuple(jnp.shape(leaf))
-        if not shape or shape[0] % n_parts:
-            return ValueError(f"{fn}: batch{_path(path)} has shape {shape}; its leading "
-                              f"size must be divisible by {n_parts} {what}")
-    return None

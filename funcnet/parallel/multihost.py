@@ -21,8 +21,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from funcnet.parallel.devices import (check_array_leaves, batch_shape_error,
-                                      check_mesh_axis, make_mesh)
+from funcnet._checks import check_array_leaves, check_divisible, static_int
+from funcnet.parallel.devices import check_mesh_axis, make_mesh
 
 __all__ = ["global_batch", "initialize", "process_batch"]
 
@@ -85,9 +85,8 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
 def _index_and_count(fn: str, process_index, process_count) -> tuple[int, int]:
     pi = jax.process_index() if process_index is None else process_index
     pc = jax.process_count() if process_count is None else process_count
-    for what, v, low in (("process_index", pi, 0), ("process_count", pc, 1)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
-            raise ValueError(f"{fn}: {what} must be an int >= {low}, got {v!r}")
+    pi = static_int(fn, "process_index", pi, minimum=0)
+    pc = static_int(fn, "process_count", pc, minimum=1)
     if pi >= pc:
         raise ValueError(f"{fn}: process_index {pi} is not < process_count {pc}")
     return int(pi), int(pc)
@@ -116,8 +115,8 @@ def process_batch(*arrays, process_index: int | None = None,
 
     Raises:
       ValueError: no arrays, ``N`` not divisible by ``P``, leading sizes that differ, or
-        a bad ``process_index``/``process_count``.
-      TypeError: a leaf is not an array.
+        ``process_index``/``process_count`` out of range.
+      TypeError: a leaf is not an array; ``process_index``/``process_count`` not ints.
     """
     fn = "process_batch"
     if not arrays:
@@ -161,10 +160,8 @@ def global_batch(local, mesh: Mesh | None = None, axis_name: str | None = None):
     axis_name = check_mesh_axis(fn, mesh, axis_name)
     check_array_leaves(fn, "local", local, min_rank=1)
     local_devices = sum(d.process_index == jax.process_index() for d in mesh.devices.flat)
-    err = batch_shape_error(fn, local, max(local_devices, 1),
-                            "devices this process holds on the mesh")
-    if err is not None:
-        raise err
+    check_divisible(fn, "local", local, max(local_devices, 1),
+                    "devices this process holds on the mesh")
     sharding = NamedSharding(mesh, PartitionSpec(axis_name))
     return jax.tree_util.tree_map(
         lambda a: jax.make_array_from_process_local_data(sharding, np.asarray(a)), local)

@@ -5,18 +5,32 @@ from typing import Callable, Sequence
 
 import jax
 
-from funcnet import ops
+from funcnet import _checks, ops
 from funcnet.nn import Layer
-from funcnet.parallel.step import data_parallel_step
+from funcnet.train import train_step
 
 __all__ = ["pmap_train_step"]
 
 
+def _unreplicated(fn: str, trees: dict, devices: int) -> str | None:
+    """The message for the first leaf without the leading device axis, or ``None``."""
+    for name, tree in trees.items():
+        for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+            shape = _checks.shape_of(leaf)
+            if not shape or shape[0] != devices:
+                return (f"{fn}: {name}{jax.tree_util.keystr(path)} has shape {shape}, expected a "
+                        f"leading device axis of size {devices}: replicate params, state and "
+                        f"opt_state with funcnet.parallel.replicate(...) and split the batch "
+                        f"with funcnet.parallel.shard_batch(...) first")
+    return None
+
+
 def pmap_train_step(model: Layer, opt, loss_fn: Callable = ops.softmax_cross_entropy,
                     axis_name: str = "batch", *, metrics_fn: Callable | None = None,
-                    accum_steps: int = 1, devices: Sequence[jax.Device] | None = None,
+                    accum_steps: int = 1, compute_dtype=None,
+                    devices: Sequence[jax.Device] | None = None,
                     donate: bool = False) -> Callable:
-    """:func:`~funcnet.parallel.data_parallel_step` under ``jax.pmap(axis_name=axis_name)``.
+    """:func:`funcnet.train.train_step` under ``jax.pmap(axis_name=axis_name)``.
 
     Usage (``D`` local devices, global batch ``N = D * n``)::
 
@@ -33,8 +47,8 @@ def pmap_train_step(model: Layer, opt, loss_fn: Callable = ops.softmax_cross_ent
     ``key`` is broadcast (``in_axes=None``) and folded with the device index inside.
 
     Args:
-      model, opt, loss_fn, metrics_fn, accum_steps: as for
-        :func:`~funcnet.parallel.data_parallel_step`.
+      model, opt, loss_fn, metrics_fn, accum_steps, compute_dtype: as for
+        :func:`funcnet.train.train_step` (the same metrics as on one device).
       axis_name: the ``pmap`` axis name (must match ``BatchNorm(axis_name=...)``).
       devices: passed to ``jax.pmap`` (default: all local devices).
       donate: donate the buffers of ``params``, ``state`` and ``opt_state``.
@@ -47,15 +61,26 @@ def pmap_train_step(model: Layer, opt, loss_fn: Callable = ops.softmax_cross_ent
       (equal entries).
 
     Raises:
-      TypeError, ValueError: as :func:`~funcnet.parallel.data_parallel_step`; ``jax.pmap``
-        raises if the leading axes do not equal the device count.
+      TypeError, ValueError: as :func:`funcnet.train.train_step`; when called, a
+        ``ValueError`` naming the first leaf of ``params``/``state``/``opt_state``/batch
+        without the leading device axis (e.g. params that were not replicated).
     """
-    step = data_parallel_step(model, opt, loss_fn, axis_name, metrics_fn=metrics_fn,
-                              accum_steps=accum_steps)
+    fn = "pmap_train_step"
+    step = train_step(model, opt, loss_fn, axis_name=axis_name, metrics_fn=metrics_fn,
+                      accum_steps=accum_steps, compute_dtype=compute_dtype)
+    _checks.static_bool(fn, "donate", donate)
     mapped = jax.pmap(step, axis_name=axis_name, in_axes=(0, 0, 0, 0, 0, None),
                       devices=devices, donate_argnums=(0, 1, 2) if donate else ())
+    count = len(devices) if devices is not None else jax.local_device_count()
 
     def run(params, state, opt_state, xs, ys, key=None):
-        return mapped(params, state, opt_state, xs, ys, key)
+        try:
+            return mapped(params, state, opt_state, xs, ys, key)
+        except (ValueError, TypeError, RuntimeError) as err:  # diagnosed only on failure
+            msg = _unreplicated(fn, {"params": params, "state": state, "opt_state": opt_state,
+                                     "xs": xs, "ys": ys}, count)
+            if msg is None:
+                raise
+            raise ValueError(msg) from err
 
     return run

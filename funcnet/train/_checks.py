@@ -1,11 +1,12 @@
-"""Trace-free argument checks shared by ``fit`` and ``evaluate`` (messages name the argument)."""
+"""Argument checks specific to training (generic ones live in :mod:`funcnet._checks`)."""
 from __future__ import annotations
 
 import jax
 import numpy as np
+from jax.sharding import Mesh
 
+from funcnet import _checks
 from funcnet.nn import Layer
-from funcnet.optim import Optimizer
 
 
 def check_model(fn: str, model) -> None:
@@ -21,31 +22,21 @@ def check_optimizer(fn: str, opt) -> None:
                         f"{type(opt).__name__}")
 
 
-def check_loss_fn(fn: str, loss_fn) -> None:
-    if not callable(loss_fn):
-        raise TypeError(f"{fn}: loss_fn must be callable loss_fn(logits, labels) -> scalar, "
-                        f"got {type(loss_fn).__name__}")
+def check_functions(fn: str, loss_fn, metrics_fn) -> None:
+    _checks.check_callable(fn, "loss_fn", loss_fn, "loss_fn(logits, labels) -> scalar")
+    if metrics_fn is not None:
+        _checks.check_callable(fn, "metrics_fn", metrics_fn,
+                               "metrics_fn(logits, labels) -> dict of scalars (or None)")
 
 
-def check_positive_int(fn: str, what: str, value, *, allow_zero: bool = False) -> int:
-    ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-    if not ok or value < (0 if allow_zero else 1):
-        bound = "a non-negative" if allow_zero else "a positive"
-        raise ValueError(f"{fn}: {what} must be {bound} int, got {value!r}")
-    return int(value)
-
-
-def check_data(fn: str, what: str, data) -> tuple:
-    """``data`` must be a pair ``(x, y)`` of arrays with the same number of rows."""
-    if not isinstance(data, (tuple, list)) or len(data) != 2:
-        raise TypeError(f"{fn}: {what} must be a pair (x, y) of arrays, got "
-                        f"{type(data).__name__}" +
-                        (f" of length {len(data)}" if isinstance(data, (tuple, list)) else ""))
+def check_pair(fn: str, what: str, data) -> tuple:
+    """``data`` must be a pair ``(x, y)`` of arrays with the same, non-zero number of rows."""
+    if not is_pair(data):
+        got = type(data).__name__ + (f" of length {len(data)}"
+                                     if isinstance(data, (tuple, list)) else "")
+        raise TypeError(f"{fn}: {what} must be a pair (x, y) of arrays, got {got}")
     x, y = data
     for name, a in (("x", x), ("y", y)):
-        if not hasattr(a, "shape") or not hasattr(a, "dtype"):
-            raise TypeError(f"{fn}: {what} {name} must be an array (NumPy or jax), got "
-                            f"{type(a).__name__}")
         if len(a.shape) < 1:
             raise ValueError(f"{fn}: {what} {name} must have a leading batch axis, got "
                              f"shape {tuple(a.shape)}")
@@ -57,26 +48,67 @@ def check_data(fn: str, what: str, data) -> tuple:
     return x, y
 
 
-def check_key(fn: str, key):
-    """A raw ``uint32[2]`` key (``jax.random.PRNGKey``) or a typed key (``jax.random.key``)."""
-    if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
-        return jax.random.PRNGKey(int(key))
-    if hasattr(key, "dtype") and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
-        if key.shape != ():
-            raise ValueError(f"{fn}: key must be a single PRNG key, got shape {key.shape}")
-        return key
-    if not hasattr(key, "shape") or tuple(key.shape) != (2,) or np.dtype(key.dtype) != np.uint32:
-        raise TypeError(f"{fn}: key must be a PRNG key (jax.random.PRNGKey(0) or "
-                        f"jax.random.key(0)) or an int seed, got "
-                        f"{getattr(key, 'dtype', type(key).__name__)} with shape "
-                        f"{getattr(key, 'shape', None)}")
-    return key
+def is_pair(data) -> bool:
+    """``(x, y)`` of two array-likes (anything with ``shape`` and ``dtype``)."""
+    return (isinstance(data, (tuple, list)) and len(data) == 2
+            and all(hasattr(a, "shape") and hasattr(a, "dtype") for a in data))
+
+
+def check_labels(fn: str, what: str, y, num_classes: int | None) -> None:
+    """Integer class labels must lie in ``[0, num_classes)`` (a host check of concrete values)."""
+    if num_classes is None:
+        return
+    labels = _checks.concrete(y)
+    if labels is None or labels.size == 0:
+        return
+    lo, hi = int(labels.min()), int(labels.max())
+    if lo < 0 or hi >= num_classes:
+        bad = lo if lo < 0 else hi
+        raise ValueError(f"{fn}: {what} has label {bad}, expected class indices in "
+                         f"[0, {num_classes}) for a model with {num_classes} outputs")
+
+
+def num_classes(fn: str, what: str, model, params, state, x, y) -> int | None:
+    """Traces the model on ``x``'s shape (its shape errors name ``what``, before any
+    training) and returns ``C`` when ``y`` holds integer class indices for its
+    ``(..., C)`` logits, else ``None``."""
+    spec = jax.ShapeDtypeStruct(tuple(x.shape), x.dtype)
+    with _checks.context(f"{fn}: {what}"):
+        logits, _ = jax.eval_shape(lambda p, s, a: model.apply(p, s, a, train=False),
+                                   params, state, spec)
+    if not np.issubdtype(np.dtype(y.dtype), np.integer):
+        return None
+    if tuple(y.shape[1:]) != tuple(logits.shape[1:-1]) or not logits.shape[1:]:
+        return None
+    return int(logits.shape[-1])
 
 
 def check_manager(fn: str, manager) -> None:
-    missing = [m for m in ("save", "restore", "latest_step") if not callable(getattr(manager, m, None))]
+    """A manager-like object: the methods fit uses, and a sane ``keep`` if it has one."""
+    needed = ("save", "restore", "latest_step", "metadata", "clear")
+    missing = [m for m in needed if not callable(getattr(manager, m, None))]
     if missing:
-        raise TypeError(f"{fn}: checkpoint must be a checkpoint manager with save(step, tree), "
-                        f"restore(step=None, like=None) and latest_step() (e.g. "
+        raise TypeError(f"{fn}: checkpoint must be a checkpoint manager with save(step, tree, "
+                        f"metadata=...), restore(step=None, like=None), latest_step(), "
+                        f"metadata(step=None) and clear() (e.g. "
                         f"funcnet.checkpoint.CheckpointManager(dir)); "
                         f"{type(manager).__name__} lacks {', '.join(missing)}")
+    keep = getattr(manager, "keep", None)
+    if keep is not None:
+        _checks.static_int(fn, "checkpoint.keep", keep, minimum=1)
+
+
+def check_mesh(fn: str, mesh) -> int:
+    """``mesh`` is ``None`` or a :class:`jax.sharding.Mesh`; returns its number of devices."""
+    if mesh is None:
+        return 1
+    if not isinstance(mesh, Mesh):
+        raise TypeError(f"{fn}: mesh must be None or a jax.sharding.Mesh (e.g. "
+                        f"funcnet.parallel.make_mesh()), got {type(mesh).__name__}")
+    return int(mesh.size)
+
+
+def check_batch_split(fn: str, what: str, batch_size: int, devices: int) -> None:
+    if batch_size % devices:
+        raise ValueError(f"{fn}: {what} {batch_size} is not divisible by the {devices} "
+                         f"devices of the mesh; use a multiple of {devices}")

@@ -1,231 +1,409 @@
-"""``fit``: epochs of mini-batch training, as one ``lax.scan`` per epoch when data fits.
+"""``fit``: epochs of mini-batch training with the one training step of :mod:`.step`.
 
-Every epoch ``e`` (0-based) draws its randomness from ``jax.random.fold_in(key, e)``,
-split into a shuffling key (a permutation of the N examples, as
-:func:`funcnet.data.epoch_batches`; the last ``N % batch_size`` of it are dropped) and one
-dropout key per step. The two execution paths consume exactly these batches and keys in
-the same order:
+Epoch ``e`` (0-based) draws its randomness from :func:`funcnet.data.epoch_keys` ``(key,
+e)``: a shuffling key (a permutation of the N examples; the last ``N % batch_size`` of it
+are dropped) and a model key folded with the step index for each step. Three ways to
+feed the steps, all with the same guarded step (:mod:`.epochs`):
 
-- scan path: the training set lives on the device, and the whole epoch (shuffle, gather,
-  every step) is ONE jitted call, a ``lax.scan`` over the batches;
-- per-step path (data too large for the device): the batches are gathered on the host
-  and a jitted step runs once per batch.
+- scan path: the training set lives on the device(s) and the whole epoch (shuffle,
+  gather, every step) is ONE jitted call, a ``lax.scan`` over the batches;
+- per-step path (arrays too large for the device): the same batches are gathered on the
+  host and a jitted step runs once per batch;
+- iterables: ``data`` is a callable ``epoch -> iterable of (x, y)`` (re-created for each
+  epoch, e.g. a :class:`funcnet.data.Loader`) or a re-iterable object.
 
-Because an epoch depends only on ``(params, state, opt_state, key, e)``, resuming from a
-checkpoint written after epoch ``k`` reproduces the uninterrupted run bit for bit.
+The per-step paths read the batches through a background prefetcher (:mod:`.feed`).
+Because an epoch depends only on ``(params, state, opt_state, key, e)`` (and, for a
+callable, on ``data(e)``), resuming from a checkpoint written after epoch ``k``
+reproduces the uninterrupted run bit for bit.
 """
 from __future__ import annotations
 
-import functools
 import time
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
-from funcnet import ops
-from funcnet.data import epoch_batches
-from funcnet.data._common import check_batch_size
-from funcnet.train._checks import (check_data, check_key, check_loss_fn,
-                                   check_manager, check_model, check_optimizer,
-                                   check_positive_int)
+from funcnet import _checks, data as fdata, ops, optim
+from funcnet.train import sharding
+from funcnet.train._checks import (check_batch_split, check_functions, check_labels,
+                                   check_manager, check_mesh, check_model, check_optimizer,
+                                   check_pair, is_pair, num_classes)
+from funcnet.train.callbacks import TrainState, call_callback
+from funcnet.train.epochs import all_finite, compiled
+from funcnet.train.errors import NonFiniteError
+from funcnet.train.evaluate import evaluate_checked
+from funcnet.train.feed import Prefetcher
 from funcnet.train.progress import EpochProgress
-from funcnet.train.step import evaluate, train_step, unalias
+from funcnet.train.run import fingerprint, resume_point, save_metadata
 
 __all__ = ["SCAN_MAX_BYTES", "fit"]
 
 SCAN_MAX_BYTES = 1 << 30
 """Training sets up to this size (x and y bytes together) run as one scan per epoch."""
 
-HISTORY_KEYS = ("epoch", "loss", "accuracy", "eval_loss", "eval_accuracy", "epoch_time")
-
-
-def _epoch_keys(key, epoch, num_batches: int):
-    """``(shuffle_key, step_keys (num_batches, ...))`` of 0-based ``epoch``."""
-    shuffle_key, dropout_key = jax.random.split(jax.random.fold_in(key, epoch))
-    return shuffle_key, jax.random.split(dropout_key, num_batches)
-
-
-@functools.lru_cache(maxsize=32)
-def _compiled(model, opt, loss_fn, compute_dtype, batch_size: int):
-    """``(jitted epoch scan, jitted step)`` for one configuration (cached: no recompiles)."""
-    step = train_step(model, opt, loss_fn, compute_dtype=compute_dtype)
-
-    def epoch_scan(params, state, opt_state, x, y, key, epoch):
-        num_batches = x.shape[0] // batch_size
-        shuffle_key, step_keys = _epoch_keys(key, epoch, num_batches)
-        xb, yb = epoch_batches(x, y, batch_size, shuffle_key)
-
-        def body(carry, batch):
-            params, state, opt_state, metrics = step(*carry, *batch)
-            return (params, state, opt_state), metrics
-
-        carry, metrics = lax.scan(body, (params, state, opt_state), (xb, yb, step_keys))
-        return (*carry, metrics)
-
-    donate = (0, 1, 2)
-    return (jax.jit(epoch_scan, donate_argnums=donate),
-            jax.jit(step, donate_argnums=donate))
-
-
-def _run_steps(jstep, carry, x, y, key, epoch, batch_size):
-    """The per-step path of one epoch: same batches and keys as the scan, one call each."""
-    n = x.shape[0]
-    num_batches = n // batch_size
-    shuffle_key, step_keys = _epoch_keys(key, jnp.asarray(epoch, jnp.int32), num_batches)
-    order = np.asarray(jax.random.permutation(shuffle_key, n))[:num_batches * batch_size]
-    per_step = []
-    for i in range(num_batches):
-        idx = order[i * batch_size:(i + 1) * batch_size]
-        *carry, metrics = jstep(*carry, x[idx], y[idx], step_keys[i])
-        per_step.append(metrics)
-    metrics = jax.tree_util.tree_map(lambda *m: jnp.stack(m), *per_step)
-    return (*carry, metrics)
-
 
 def _scan_limit() -> int:
     """Bytes of training data to keep on the device: a quarter of its memory if known."""
     try:
         stats = jax.devices()[0].memory_stats() or {}
-    except Exception:  # backends without memory statistics
+    except Exception:  # noqa: BLE001 - backends without memory statistics
         stats = {}
     limit = stats.get("bytes_limit")
     return min(SCAN_MAX_BYTES, limit // 4) if limit else SCAN_MAX_BYTES
 
 
-def _check_finite(losses: np.ndarray, epoch: int, epochs: int) -> None:
-    bad = np.flatnonzero(~np.isfinite(losses))
-    if bad.size:
-        s = int(bad[0])
-        raise FloatingPointError(
-            f"fit: loss is {losses[s]} at epoch {epoch + 1}/{epochs}, step {s + 1}/"
-            f"{losses.size} (the first non-finite loss of the epoch); lower the learning "
-            f"rate, clip gradients or check the data for NaN/inf")
+def _nbytes(a) -> int:
+    return int(np.prod(a.shape, dtype=np.int64)) * np.dtype(a.dtype).itemsize
 
 
-def fit(model, params, state, opt, data, epochs: int, *, batch_size: int, key,
-        eval_data=None, checkpoint=None, checkpoint_every: int = 1, resume: bool = True,
-        progress=None, scan=None, opt_state=None,
-        loss_fn: Callable = ops.softmax_cross_entropy, compute_dtype=None,
-        eval_batch_size: int = 1024):
+def _epoch_source(fn: str, data):
+    """``("arrays", (x, y))`` or ``("batches", epoch -> iterable)`` from ``data``."""
+    if is_pair(data) or isinstance(data, tuple):
+        return "arrays", check_pair(fn, "data", data)
+    if hasattr(data, "shape") and hasattr(data, "dtype"):
+        raise TypeError(f"{fn}: data must be a pair (x, y) of arrays, a callable epoch -> "
+                        f"iterable of (x, y) batches, or a re-iterable of batches; got one "
+                        f"array of shape {tuple(data.shape)}")
+    if callable(data):
+        return "batches", data
+    if hasattr(data, "__iter__"):
+        if iter(data) is data:
+            raise TypeError(f"{fn}: data is an iterator ({type(data).__name__}), which can be "
+                            f"consumed only once; pass a callable epoch -> iterable (e.g. "
+                            f"lambda epoch: make_batches(epoch)) or a re-iterable object")
+        return "batches", lambda epoch: data
+    raise TypeError(f"{fn}: data must be a pair (x, y) of arrays, a callable epoch -> "
+                    f"iterable of (x, y) batches, or a re-iterable of batches; got "
+                    f"{type(data).__name__}")
+
+
+def _array_batches(x, y, batch_size: int, shuffle_key):
+    """The per-step path's batches of one epoch (host rows; the scan path's order)."""
+    n = x.shape[0]
+    order = np.asarray(jax.random.permutation(shuffle_key, n))
+    for i in range(n // batch_size):
+        idx = order[i * batch_size:(i + 1) * batch_size]
+        yield x[idx], y[idx]
+
+
+def _batch_putter(fn: str, mesh, devices: int, labels_ok: Callable | None):
+    """``put(batch)``: checks one ``(x, y)`` batch and places it on the device(s)."""
+    rows = None if mesh is None else sharding.batch_sharding(mesh)
+
+    def put(batch):
+        if not is_pair(batch):
+            raise TypeError(f"{fn}: every batch of data must be a pair (x, y) of arrays, "
+                            f"got {type(batch).__name__}")
+        x, y = check_pair(fn, "a batch of data", batch)
+        check_batch_split(fn, "a batch of data with batch size", x.shape[0], devices)
+        if labels_ok is not None and not isinstance(y, jax.Array):
+            labels_ok(x, y)
+        return jax.device_put((x, y)) if rows is None else sharding.put_batch((x, y), rows)
+
+    return put
+
+
+def _place(tree, mesh):
+    """Fresh device copies of ``tree`` (``fit`` donates them; the caller keeps its own)."""
+    if mesh is None:  # committed to one device, whatever the source: one jit cache entry
+        device = jax.local_devices()[0]
+        return jax.tree_util.tree_map(
+            lambda a: jax.device_put(a, device, may_alias=False), tree)
+    return sharding.put_replicated(sharding.to_host(tree), mesh)
+
+
+def _learning_rate(opt, opt_state) -> float | None:
+    lr = optim.current_learning_rate(opt, opt_state)
+    return None if lr is None else float(sharding.to_host(lr))
+
+
+def _means(metrics: dict, weights=None) -> dict:
+    """Host means of per-step metrics (weighted by batch rows for iterables), loss first."""
+    order = ["loss"] + sorted(k for k in metrics if k != "loss")
+    return {k: float(np.average(np.asarray(metrics[k], np.float64), weights=weights))
+            for k in order}
+
+
+def _non_finite(losses: np.ndarray, bad: int, epoch: int, epochs: int, carry,
+                history: dict) -> NonFiniteError:
+    n, loss = losses.size, losses[bad - 1]
+    where = f"epoch {epoch + 1}/{epochs}, step {bad}/{n}"
+    what = (f"loss is {loss} at {where}" if not np.isfinite(loss) else
+            f"the update of {where} made the params or state non-finite (its loss: {loss})")
+    return NonFiniteError(
+        f"fit: {what}; that update was dropped and training stopped: the error's params, "
+        f"state and opt_state are the last finite ones (nothing non-finite was "
+        f"checkpointed). Lower the learning rate, clip gradients or check the data for "
+        f"NaN/inf", params=carry[0], state=carry[1], opt_state=carry[2], epoch=epoch + 1,
+        step=bad, history=history)
+
+
+def fit(model, params, state, opt, data, epochs: int, *, batch_size: int | None = None,
+        key, eval_data=None, checkpoint=None, checkpoint_every: int = 1,
+        resume: bool = True, overwrite: bool = False, progress=None, scan=None,
+        opt_state=None, loss_fn: Callable = ops.softmax_cross_entropy,
+        metrics_fn: Callable | None = None, compute_dtype=None, eval_batch_size: int = 1024,
+        callbacks=(), mesh=None, prefetch: int = 2):
     """Trains ``model`` for ``epochs`` epochs of shuffled mini-batches.
 
-    Each epoch is one jitted ``lax.scan`` over its batches when the training set fits on
-    the device (``scan=None`` decides by its byte size against :data:`SCAN_MAX_BYTES` or a
-    quarter of the device memory), else a loop of jitted steps; both give the same
-    parameters for the same ``key`` (see the module docstring for the batch order).
-    After each epoch the mean training loss and accuracy of its steps (train mode, before
-    each update) and, with ``eval_data``, :func:`evaluate`'s loss and accuracy are
-    recorded and reported.
+    Each epoch runs :func:`funcnet.train.train_step` on every batch: as one jitted
+    ``lax.scan`` when the training set fits on the device (``scan=None`` decides by its
+    byte size against :data:`SCAN_MAX_BYTES` or a quarter of the device memory), else as
+    a loop of jitted steps fed by a background prefetcher. Both give the same parameters
+    for the same ``key``. After each epoch the means of the step metrics (train mode,
+    before each update), the learning rate of the epoch's first update (when
+    :func:`funcnet.optim.current_learning_rate` knows it), and with ``eval_data`` the
+    :func:`evaluate` loss and metrics (prefixed ``eval_``) go into ``logs``: reported,
+    appended to the history, and passed to every callback.
 
-    Checkpointing: with ``checkpoint`` (anything with ``save(step, tree)``,
-    ``restore(step=None, like=None) -> (step, tree)`` and ``latest_step()``, e.g.
-    :class:`funcnet.checkpoint.CheckpointManager`), the tree
-    ``{"params", "state", "opt_state", "epoch", "key"}`` is saved as step ``epoch`` (epochs
-    done) every ``checkpoint_every`` epochs and after the last one. With ``resume=True``
-    the latest checkpoint is restored first and training continues from the epoch after
-    it, with the saved ``key``: the result equals the uninterrupted run bit for bit.
+    Data: ``(x, y)`` arrays (``batch_size`` required), or batches from a callable
+    ``epoch -> iterable of (x, y)`` (0-based epoch; re-created for every epoch, so a
+    resume is exact; e.g. :class:`funcnet.data.Loader` over memory-mapped arrays) or a
+    re-iterable object (``iter(data)`` per epoch). Batches are put on the device one step
+    ahead by a background thread (``prefetch`` batches at most; ``0``: no thread).
+
+    Devices: ``mesh`` (e.g. ``funcnet.parallel.make_mesh()``) runs data-parallel over
+    every device of the mesh: params, state and optimizer state replicated, each batch
+    split along its rows (``batch_size`` divisible by ``mesh.size``), the step being the
+    global-batch program under ``jax.jit`` with shardings (XLA inserts the all-reduces;
+    batch norm uses the global batch's statistics). It equals single-device training on
+    the same global batches up to the order of floating-point sums. With several
+    processes every process calls ``fit`` with the same arguments (the same full arrays,
+    or batches that are global arrays from :func:`funcnet.parallel.global_batch`); only
+    process 0 writes checkpoints (use a shared directory to resume).
+
+    Checkpointing: ``checkpoint`` is a manager (``save(step, tree, metadata=...)``,
+    ``restore(step=None, like=None) -> (step, tree)``, ``metadata(step=None)``,
+    ``latest_step()``, ``clear()``; e.g. :class:`funcnet.checkpoint.CheckpointManager`).
+    The tree ``{"params", "state", "opt_state", "epoch", "key"}`` is saved as step
+    ``epoch`` (epochs done) every ``checkpoint_every`` epochs, after the last one and when
+    a callback stops training; its metadata holds the run's fingerprint (see
+    :mod:`funcnet.train.run`) and the history since the start. With ``resume=True`` the
+    latest checkpoint of THIS run is restored (a damaged latest falls back to the newest
+    readable one), announced ("resumed at epoch 3 of 10"), and training continues; the
+    result equals the uninterrupted run bit for bit, and the history covers every epoch
+    since the start. A checkpoint at or past ``epochs`` trains nothing and says so.
+    Checkpoints of another run (or ``resume=False`` into a directory that holds
+    checkpoints) raise :class:`funcnet.train.RunMismatchError` unless ``overwrite=True``,
+    which deletes them first.
+
+    Non-finite values: every step is guarded; the first step whose loss, new params or
+    new state holds a NaN or an infinity is dropped and :class:`funcnet.train.NonFiniteError`
+    (a ``FloatingPointError``) is raised after its epoch, naming the epoch and step and
+    carrying the last finite params, state and optimizer state. Nothing non-finite is
+    ever checkpointed.
 
     Args:
       model: a :class:`funcnet.nn.Layer`.
       params, state: from ``model.init`` (not modified: ``fit`` copies before donating).
       opt: a :mod:`funcnet.optim` optimizer.
-      data: ``(x, y)``, ``x`` ``(N, ...)``, ``y`` ``(N,)`` int labels or ``(N, C)``.
+      data: ``(x, y)``, a callable ``epoch -> iterable of (x, y)``, or a re-iterable.
       epochs: total number of epochs (including those restored from a checkpoint).
-      batch_size: examples per step, in ``[1, N]``; ``N % batch_size`` examples are left
-        out of each epoch (different ones each epoch).
+      batch_size: examples per step for arrays, in ``[1, N]`` (``N % batch_size``
+        examples, different ones each epoch, are left out); ``None`` for iterables.
       key: a PRNG key (or int seed) for shuffling and dropout.
       eval_data: optional ``(x, y)`` evaluated after every epoch.
       checkpoint: optional checkpoint manager (above).
       checkpoint_every: save every this many epochs.
-      resume: restore the latest checkpoint of ``checkpoint`` if there is one.
+      resume: restore this run's latest checkpoint if there is one.
+      overwrite: delete another run's checkpoints (or, with ``resume=False``, any) first.
       progress: ``None``/``True`` report each epoch (tqdm bar on a terminal when tqdm is
-        installed, else a log line), ``False`` silent.
-      scan: ``None`` automatic, ``True`` / ``False`` force the scan / per-step path.
+        installed, else a log line; process 0 only), ``False`` silent.
+      scan: ``None`` automatic, ``True`` / ``False`` force the scan / per-step path
+        (arrays only).
       opt_state: optimizer state to continue from; default ``opt.init(params)``.
       loss_fn: ``loss_fn(logits, labels) -> scalar`` batch mean.
+      metrics_fn: ``metrics_fn(logits, labels) -> {name: batch mean}``; default
+        :func:`funcnet.train.default_metrics` of ``loss_fn`` (accuracy for class labels,
+        nothing for a regression).
       compute_dtype: e.g. ``jnp.bfloat16`` for mixed precision (see :func:`train_step`).
       eval_batch_size: batch size of the evaluation.
+      callbacks: callables ``cb(epoch, logs) -> bool`` (True stops training), or objects
+        with ``on_epoch_end(epoch, logs, train_state)`` (see
+        :mod:`funcnet.train.callbacks`, :class:`EarlyStopping`, :class:`KeepBest`).
+      mesh: a :class:`jax.sharding.Mesh` to train data-parallel on, or ``None``.
+      prefetch: batches put on the device ahead of the step (per-step paths).
 
     Returns:
       ``(params, state, opt_state, history)``; ``history`` is a dict of lists, one entry
-      per epoch run by this call: ``epoch`` (1-based), ``loss``, ``accuracy``,
-      ``eval_loss``, ``eval_accuracy`` (empty without ``eval_data``), ``epoch_time``
-      (seconds, the first including compilation).
+      per epoch since the start of the run (restored epochs included): ``epoch``
+      (1-based), ``loss``, the metrics, ``eval_loss`` and the eval metrics,
+      ``learning_rate`` when known, ``epoch_time`` (seconds, the first of a call
+      including compilation).
 
     Raises:
-      ValueError: ``x`` and ``y`` (or the eval pair) differ in rows, ``batch_size`` is not
-        in ``[1, N]``, ``epochs`` < 0 or ``checkpoint_every`` < 1.
-      TypeError: bad ``model``, ``opt``, ``data``, ``key`` or ``checkpoint``.
-      FloatingPointError: a training loss is NaN or infinite; the message names the
-        epoch and the step.
+      ValueError: bad shapes, sizes or counts (rows of ``x`` and ``y``, ``batch_size``,
+        labels out of range, a batch not divisible by the mesh's devices, non-finite
+        input params), a checkpoint directory of another run (``RunMismatchError``).
+      TypeError: bad ``model``, ``opt``, ``data``, ``key``, ``checkpoint``, ``mesh``,
+        ``callbacks``.
+      FloatingPointError: :class:`NonFiniteError`, above.
     """
     fn = "fit"
+    # ---------------------------------------------------------------- checks first
     check_model(fn, model)
     check_optimizer(fn, opt)
-    check_loss_fn(fn, loss_fn)
-    x, y = check_data(fn, "data", data)
+    check_functions(fn, loss_fn, metrics_fn)
+    epochs = _checks.static_int(fn, "epochs", epochs, minimum=0)
+    checkpoint_every = _checks.static_int(fn, "checkpoint_every", checkpoint_every, minimum=1)
+    eval_batch_size = _checks.static_int(fn, "eval_batch_size", eval_batch_size, minimum=1)
+    prefetch = _checks.static_int(fn, "prefetch", prefetch, minimum=0)
+    resume = _checks.static_bool(fn, "resume", resume)
+    overwrite = _checks.static_bool(fn, "overwrite", overwrite)
+    key = _checks.check_key(fn, key, allow_seed=True)
+    devices = check_mesh(fn, mesh)
+    if compute_dtype is not None:
+        compute_dtype = _checks.check_dtype(fn, "compute_dtype", compute_dtype)
+    callbacks = tuple(callbacks)
+    for i, cb in enumerate(callbacks):
+        if not (callable(cb) or callable(getattr(cb, "on_epoch_end", None))):
+            raise TypeError(f"{fn}: callbacks[{i}] must be callable cb(epoch, logs) -> bool, "
+                            f"got {type(cb).__name__}")
+    kind, source = _epoch_source(fn, data)
+    if kind == "arrays":
+        x, y = source
+        n = x.shape[0]
+        if batch_size is None:
+            raise TypeError(f"{fn}: batch_size is required with (x, y) arrays")
+        batch_size = _checks.static_int(fn, "batch_size", batch_size, minimum=1)
+        if batch_size > n:
+            raise ValueError(f"{fn}: batch_size must be in [1, {n}] (the number of "
+                             f"examples), got {batch_size}")
+        check_batch_split(fn, "batch_size", batch_size, devices)
+        check_labels(fn, "data y", y, num_classes(fn, "data", model, params, state, x, y))
+        if scan is None:
+            scan = _nbytes(x) + _nbytes(y) <= _scan_limit()
+    else:
+        if batch_size is not None:
+            raise TypeError(f"{fn}: batch_size is for (x, y) arrays; an iterable of batches "
+                            f"sets its own batch size, got batch_size={batch_size!r}")
+        if scan:
+            raise ValueError(f"{fn}: scan=True needs (x, y) arrays; batches from an "
+                             f"iterable run one jitted step each")
+        scan = False
     if eval_data is not None:
-        check_data(fn, "eval_data", eval_data)
-    epochs = check_positive_int(fn, "epochs", epochs, allow_zero=True)
-    batch_size = check_batch_size(fn, batch_size, x.shape[0])
-    checkpoint_every = check_positive_int(fn, "checkpoint_every", checkpoint_every)
-    eval_batch_size = check_positive_int(fn, "eval_batch_size", eval_batch_size)
-    key = check_key(fn, key)
+        ex, ey = check_pair(fn, "eval_data", eval_data)
+        check_labels(fn, "eval_data y", ey, num_classes(fn, "eval_data", model, params, state,
+                                                        ex, ey))
     if checkpoint is not None:
         check_manager(fn, checkpoint)
-    if scan is None:
-        scan = x.size * x.dtype.itemsize + y.size * y.dtype.itemsize <= _scan_limit()
+    if not bool(all_finite((params, state))):
+        raise ValueError(f"{fn}: params or state hold NaN or infinite values before "
+                         f"training")
 
-    # Copies: the jitted functions donate their inputs, the caller keeps its arrays (and
-    # no buffer may be donated twice, e.g. an optimizer's shared zeros).
-    params, state = jax.tree_util.tree_map(jnp.array, (params, state))
+    # ------------------------------------------------------------ run and resume
     if opt_state is None:
         opt_state = opt.init(params)
-    opt_state = jax.tree_util.tree_map(jnp.array, opt_state)
-    start = 0
-    if checkpoint is not None and resume and checkpoint.latest_step() is not None:
+    fp = fingerprint(model=model, params=params, state=state, opt_state=opt_state,
+                     learning_rate=_learning_rate(opt, opt_state), loss_fn=loss_fn, key=key,
+                     batch_size=batch_size, data=source if kind == "arrays" else "iterable")
+    start, history = 0, {}
+    writer = jax.process_index() == 0
+    if checkpoint is not None:
         like = {"params": params, "state": state, "opt_state": opt_state, "epoch": 0,
                 "key": key}
-        _, saved = checkpoint.restore(like=like)
-        params, state, opt_state = unalias((saved["params"], saved["state"],
-                                            saved["opt_state"]))
-        start, key = int(saved["epoch"]), saved["key"]
+        start, tree, history = resume_point(fn, checkpoint, resume=resume,
+                                            overwrite=overwrite, fp=fp, like=like,
+                                            writer=writer)
+        if tree is not None:
+            params, state, opt_state = tree["params"], tree["state"], tree["opt_state"]
+    params, state, opt_state = _place((params, state, opt_state), mesh)
+    bar = EpochProgress(epochs, enabled=progress is not False and writer,  # one process logs
+                        start=min(start, epochs))
+    if start >= epochs and start > 0:
+        bar.note(f"fit: nothing to train: checkpoint at epoch {start} of {epochs}")
+        bar.close()
+        return params, state, opt_state, history
+    if start > 0:
+        bar.note(f"fit: resumed at epoch {start} of {epochs}")
 
-    epoch_scan, jstep = _compiled(model, opt, loss_fn, compute_dtype, batch_size)
+    # ------------------------------------------------------------------ epochs
+    epoch_scan, one_step = compiled(model, opt, loss_fn, metrics_fn, compute_dtype,
+                                    batch_size, mesh)
+    put_rep = (lambda t: t) if mesh is None else (lambda t: sharding.put_replicated(t, mesh))
     if scan:
-        x, y = jnp.asarray(x), jnp.asarray(y)
-    history = {k: [] for k in HISTORY_KEYS}
-    bar = EpochProgress(epochs, enabled=progress is not False, start=start)
+        x_dev, y_dev = (jnp.asarray(x), jnp.asarray(y)) if mesh is None else put_rep((x, y))
+        key_dev = put_rep(key)
+    else:
+        labels_ok = None
+        if kind == "batches":
+            labels_ok = _lazy_label_check(fn, model, params, state)
+        put = _batch_putter(fn, mesh, devices, labels_ok)
     try:
         for epoch in range(start, epochs):
             t0 = time.perf_counter()
-            carry = (params, state, opt_state)
+            lr = _learning_rate(opt, opt_state)
             if scan:
-                out = epoch_scan(*carry, x, y, key, jnp.asarray(epoch, jnp.int32))
+                (params, state, opt_state, bad), metrics = epoch_scan(
+                    params, state, opt_state, x_dev, y_dev, key_dev,
+                    put_rep(np.asarray(epoch, np.int32)))
+                weights = None
             else:
-                out = _run_steps(jstep, carry, x, y, key, epoch, batch_size)
-            params, state, opt_state, metrics = jax.block_until_ready(out)
-            metrics = jax.device_get(metrics)
-            _check_finite(np.asarray(metrics["loss"]), epoch, epochs)
-            logs = {"loss": float(np.mean(metrics["loss"])),
-                    "accuracy": float(np.mean(metrics["accuracy"]))}
+                shuffle_key, model_key = fdata.epoch_keys(key, epoch)
+                batches = (_array_batches(x, y, batch_size, shuffle_key) if kind == "arrays"
+                           else source(epoch))
+                carry = (params, state, opt_state) + put_rep(
+                    (np.zeros((), np.int32), np.zeros((), np.int32)))
+                model_key = put_rep(model_key)
+                per_step, weights = [], []
+                with Prefetcher(batches, put, prefetch) as feed:
+                    for xb, yb in feed:
+                        carry, m = one_step(*carry, xb, yb, model_key)
+                        per_step.append(m)
+                        weights.append(xb.shape[0])
+                if not per_step:
+                    raise ValueError(f"{fn}: data gave no batches for epoch {epoch} "
+                                     f"(0-based)")
+                params, state, opt_state, bad, _ = carry
+                metrics = jax.tree_util.tree_map(lambda *m: jnp.stack(m), *per_step)
+            metrics, bad = sharding.to_host((metrics, bad))
+            if int(bad):
+                raise _non_finite(np.asarray(metrics["loss"]), int(bad), epoch, epochs,
+                                  (params, state, opt_state), history)
+            logs = _means(metrics, weights)
             if eval_data is not None:
-                ev = evaluate(model, params, state, *eval_data, batch_size=eval_batch_size,
-                              loss_fn=loss_fn)
-                logs.update(eval_loss=ev["loss"], eval_accuracy=ev["accuracy"])
+                ev = evaluate_checked(model, params, state, ex, ey, eval_batch_size,
+                                      loss_fn, metrics_fn, compute_dtype, mesh, devices)
+                logs.update({f"eval_{k}": v for k, v in ev.items()})
+            if lr is not None:
+                logs["learning_rate"] = lr
             logs["epoch_time"] = time.perf_counter() - t0
-            for k, v in logs.items():
-                history[k].append(v)
-            history["epoch"].append(epoch + 1)
+            for k, v in {"epoch": epoch + 1, **logs}.items():
+                history.setdefault(k, []).append(v)
             bar.update(epoch + 1, logs, logs["epoch_time"])
-            if checkpoint is not None and ((epoch + 1) % checkpoint_every == 0
-                                           or epoch + 1 == epochs):
-                checkpoint.save(epoch + 1, {"params": params, "state": state,
-                                            "opt_state": opt_state, "epoch": epoch + 1,
-                                            "key": key})
+            train_state = TrainState(params, state, opt_state)
+            stop = False
+            for cb in callbacks:
+                stop = call_callback(cb, epoch + 1, logs, train_state) or stop
+            done = epoch + 1
+            if checkpoint is not None and writer and (
+                    done % checkpoint_every == 0 or done == epochs or stop):
+                tree = {"params": params, "state": state, "opt_state": opt_state,
+                        "epoch": done, "key": key}
+                checkpoint.save(done, tree if mesh is None else sharding.to_host(tree),
+                                metadata=save_metadata(fp, history, done))
+            if stop:
+                bar.note(f"fit: stopped by a callback after epoch {done} of {epochs}")
+                break
     finally:
         bar.close()
     return params, state, opt_state, history
+
+
+def _lazy_label_check(fn: str, model, params, state) -> Callable:
+    """``check(x, y)`` of host labels for iterables: the class count from the first batch."""
+    classes: dict = {}
+    # shapes only: the arrays themselves are donated to the first step
+    params, state = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype),
+                                           (params, state))
+
+    def check(x, y):
+        shape = (tuple(x.shape[1:]), str(x.dtype), tuple(y.shape[1:]), str(y.dtype))
+        if shape not in classes:
+            classes[shape] = num_classes(fn, "a batch of data", model, params, state, x, y)
+        check_labels(fn, "a batch's y", y, classes[shape])
+
+    return check

@@ -1,34 +1,71 @@
-"""Metrics of a batch (accuracy, per-example losses) and the casts of mixed precision."""
+"""Metrics of a batch (accuracy, the default metrics rule) and the casts of mixed precision.
+
+A metrics function is ``metrics_fn(logits, labels) -> {name: scalar}``, each value the
+MEAN over the batch (so that it can be averaged over steps, devices and, per example,
+over a padded evaluation batch). The default (``metrics_fn=None`` in :func:`train_step`,
+:func:`fit` and :func:`evaluate`) is :func:`default_metrics` of the loss:
+
+- integer labels of shape ``logits.shape[:-1]`` are class indices: ``{"accuracy"}``;
+- floating labels of ``logits``' shape with at least 2 classes are one-hot / probability
+  labels when the loss is a classification loss that takes them
+  (:func:`funcnet.ops.softmax_cross_entropy`, :func:`funcnet.ops.cross_entropy` or their
+  reference twins): ``{"accuracy"}`` of ``argmax(labels)``;
+- anything else (a regression with ``mean_squared_error``, binary targets, a custom loss
+  on float targets): ``{}``, so no meaningless accuracy is reported. Pass
+  ``metrics_fn=train.classification_metrics`` to force accuracy for a custom loss.
+"""
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 
-__all__ = ["accuracy", "cast_floating", "correct", "per_example_loss"]
+from funcnet import ops
+from funcnet.ops import reference
+
+__all__ = ["accuracy", "cast_floating", "classification_metrics", "correct",
+           "default_metrics", "per_example"]
+
+_PROBABILITY_LOSSES = (ops.softmax_cross_entropy, ops.cross_entropy,
+                       reference.softmax_cross_entropy, reference.cross_entropy)
 
 
-def _class_indices(labels, num_classes: int):
-    """Integer class indices ``(N,)`` from index labels ``(N,)`` or one-hot ``(N, C)``."""
-    labels = jnp.asarray(labels)
-    if labels.ndim == 2 and labels.shape[-1] == num_classes:
-        return jnp.argmax(labels, axis=-1)
-    return labels
+def _label_kind(logits, labels) -> str | None:
+    """``"index"``, ``"onehot"`` or ``None`` from the static shapes and dtypes."""
+    lshape, yshape = tuple(jnp.shape(logits)), tuple(jnp.shape(labels))
+    if not lshape:
+        return None
+    dtype = jnp.result_type(labels)
+    if jnp.issubdtype(dtype, jnp.integer) and yshape == lshape[:-1]:
+        return "index"
+    if jnp.issubdtype(dtype, jnp.floating) and yshape == lshape and lshape[-1] >= 2:
+        return "onehot"
+    return None
 
 
 def correct(logits, labels) -> jax.Array:
-    """Per-example correctness ``argmax(logits) == label`` as ``float32`` 0/1, shape ``(N,)``.
+    """Per-example correctness ``argmax(logits) == label`` as ``float32`` 0/1.
 
     Args:
-      logits: ``(N, C)`` scores.
-      labels: ``(N,)`` int class indices or ``(N, C)`` one-hot / probabilities (the class
-        with the largest probability counts as the label).
+      logits: ``(..., C)`` scores.
+      labels: ``(...)`` int class indices or ``(..., C)`` one-hot / probabilities (the
+        class with the largest probability counts as the label).
 
     Returns:
-      ``(N,)`` float32, 1.0 where the prediction is right.
+      ``logits.shape[:-1]`` float32, 1.0 where the prediction is right.
+
+    Raises:
+      ValueError: ``labels`` are neither class indices nor one-hot of ``logits``' shape.
     """
-    idx = _class_indices(labels, logits.shape[-1])
+    kind = _label_kind(logits, labels)
+    if kind is None:
+        raise ValueError(f"accuracy: labels with shape {tuple(jnp.shape(labels))} and dtype "
+                         f"{jnp.result_type(labels)} are neither integer class indices of "
+                         f"shape {tuple(jnp.shape(logits))[:-1]} nor one-hot / probabilities "
+                         f"of the logits' shape {tuple(jnp.shape(logits))}")
+    idx = labels if kind == "index" else jnp.argmax(labels, axis=-1)
     pred = jnp.argmax(logits, axis=-1)
     return (pred.astype(idx.dtype) == idx).astype(jnp.float32)
 
@@ -46,13 +83,51 @@ def accuracy(logits, labels) -> jax.Array:
     return jnp.mean(correct(logits, labels))
 
 
-def per_example_loss(loss_fn: Callable, logits, labels) -> jax.Array:
-    """The loss of each example, ``(N,)``: ``loss_fn`` (a batch mean) on batches of one.
+def classification_metrics(logits, labels) -> dict:
+    """``{"accuracy": accuracy(logits, labels)}`` for class-index or one-hot labels, else ``{}``.
 
-    Works for any loss that returns the mean over the batch (every loss of
-    :mod:`funcnet.ops`), so a padded evaluation batch can mask out its padding.
+    Unlike :func:`default_metrics` it does not look at the loss: float labels of the
+    logits' shape always count as one-hot / probabilities.
     """
-    return jax.vmap(lambda lg, t: loss_fn(lg[None], t[None]))(logits, labels)
+    if _label_kind(logits, labels) is None:
+        return {}
+    return {"accuracy": accuracy(logits, labels)}
+
+
+def _index_metrics(logits, labels) -> dict:
+    if _label_kind(logits, labels) != "index":
+        return {}
+    return {"accuracy": accuracy(logits, labels)}
+
+
+def default_metrics(loss_fn: Callable) -> Callable:
+    """The default ``metrics_fn`` for ``loss_fn`` (the rule of the module docstring).
+
+    Returns :func:`classification_metrics` for the losses that take one-hot /
+    probability labels, and an accuracy for integer class indices only for any other
+    loss. Cached per loss, so the jitted functions that use it compile once.
+    """
+    try:
+        return _default_metrics(loss_fn)
+    except TypeError:  # an unhashable loss object
+        return _default_metrics.__wrapped__(loss_fn)
+
+
+@functools.lru_cache(maxsize=64)
+def _default_metrics(loss_fn: Callable) -> Callable:
+    if any(loss_fn is f for f in _PROBABILITY_LOSSES):
+        return classification_metrics
+    return _index_metrics
+
+
+def per_example(fn: Callable, logits, labels):
+    """``fn`` (a batch mean, e.g. a loss or a metrics function) on batches of one example.
+
+    Returns ``fn``'s result with a leading axis of ``N``, so that a padded evaluation
+    batch can mask out its padding. Works for anything that averages over the batch
+    (every loss of :mod:`funcnet.ops`, every metrics function).
+    """
+    return jax.vmap(lambda lg, t: fn(lg[None], t[None]))(logits, labels)
 
 
 def cast_floating(tree, dtype):

@@ -12,12 +12,17 @@ import sys
 
 __all__ = ["EpochProgress", "format_metrics"]
 
-_SHOWN = ("loss", "accuracy", "eval_loss", "eval_accuracy")
+_HIDDEN = ("epoch", "epoch_time")
 
 
 def format_metrics(metrics: dict) -> str:
-    """``"loss 0.1234  accuracy 0.9650"`` for the metrics present (4 decimals)."""
-    return "  ".join(f"{k} {metrics[k]:.4f}" for k in _SHOWN if k in metrics)
+    """``"loss 0.1234  accuracy 0.9650  learning_rate 0.001"`` in the logs' order.
+
+    Every entry but ``epoch`` and ``epoch_time`` (shown separately): 4 decimals, the
+    learning rate with 4 significant digits.
+    """
+    return "  ".join(f"{k} {v:.4g}" if k == "learning_rate" else f"{k} {v:.4f}"
+                     for k, v in metrics.items() if k not in _HIDDEN)
 
 
 def _tqdm_or_none():
@@ -59,6 +64,15 @@ class EpochProgress:
         width = len(str(self.epochs))
         print(f"epoch {epoch:>{width}}/{self.epochs}  {format_metrics(metrics)}  "
               f"{seconds:.2f} s", flush=True)
+
+    def note(self, message: str) -> None:
+        """Prints one line (above the bar on a terminal), e.g. ``resumed at epoch 3 of 10``."""
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            self._bar.write(message)
+        else:
+            print(message, flush=True)
 
     def close(self) -> None:
         if self._bar is not None:

@@ -1,65 +1,152 @@
-"""One training step and batched evaluation, as pure functions and jitted factories.
+"""THE training step of funcnet: one pure function, and its jitted form.
 
 ::
 
-    step = make_train_step(model, opt)               # jitted, params/state/opt_state donated
+    step = train_step(model, opt)                    # pure: map it, vmap it, scan it
+    step = make_train_step(model, opt)               # jax.jit, params/state/opt_state donated
     params, state, opt_state, metrics = step(params, state, opt_state, x, y, key)
-    metrics = evaluate(model, params, state, x_test, y_test, batch_size=256)
+
+Every other way of training calls this step: :func:`funcnet.train.fit` scans it over an
+epoch, and :mod:`funcnet.parallel` maps it over devices (``jax.pmap`` and
+``jax.shard_map`` with ``axis_name`` set, ``jax.jit`` with shardings without).
 
 Mixed precision (``compute_dtype=jnp.bfloat16``): params and inputs are cast to bfloat16
 for the forward and backward pass; gradients come back in the master weights' dtype
-(float32) through the cast's transpose, the optimizer state and the update stay float32,
-the logits are cast to float32 before the loss, and batch-norm running statistics keep
+through the cast's transpose, the optimizer state and the update stay in that dtype, the
+logits are cast to float32 before the loss, and batch-norm running statistics keep
 their dtype.
 """
 from __future__ import annotations
 
-import functools
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
+from jax import lax
 
-from funcnet import ops
-from funcnet.optim import apply_updates
-from funcnet.train._checks import (check_data, check_loss_fn, check_model, check_optimizer,
-                                   check_positive_int)
-from funcnet.train.metrics import accuracy, cast_floating, correct, per_example_loss
+from funcnet import _checks, ops, optim
+from funcnet.train._checks import check_functions, check_model, check_optimizer
+from funcnet.train.metrics import cast_floating, default_metrics
 
-__all__ = ["evaluate", "make_train_step", "train_step", "unalias"]
+__all__ = ["make_train_step", "train_step"]
+
+_tree_map = jax.tree_util.tree_map
+
+
+def device_key(key, axis_name):
+    """``fold_in(key, axis_index(axis_name))``: a different dropout key per device.
+
+    ``None`` (no stochastic layers) and ``axis_name=None`` (one program for the whole
+    batch) leave ``key`` unchanged.
+    """
+    if key is None or axis_name is None:
+        return key
+    return jax.random.fold_in(key, lax.axis_index(axis_name))
+
+
+def micro_batches(tree, k: int):
+    """``(n, ...) -> (k, n // k, ...)`` with micro-batch ``i`` = ``x[i::k]``.
+
+    Strided rather than contiguous: when ``x`` is the global batch sharded in contiguous
+    blocks over devices, every device keeps ``1/k`` of each of its rows in each
+    micro-batch (no data moves), and ``x[i::k]`` of a device shard is part of ``x[i::k]``
+    of the global batch when the shard size is a multiple of ``k``.
+    """
+    def split(a):
+        return jnp.swapaxes(a.reshape((a.shape[0] // k, k) + a.shape[1:]), 0, 1)
+    return _tree_map(split, tree)
+
+
+def _averaging(opt, axis_name):
+    """``opt`` whose update first averages the gradients over ``axis_name`` (``lax.pmean``)."""
+    if axis_name is None:
+        return opt
+    return optim.Optimizer(opt.init, lambda g, s, p=None: opt.update(
+        lax.pmean(g, axis_name), s, p))
+
+
+def _check_batch(fn: str, x, y, k: int) -> None:
+    """Trace-time checks of one batch: equal leading sizes, divisible by ``accum_steps``."""
+    leaves = jax.tree_util.tree_leaves({"x": x, "y": y})
+    _checks.check_array_leaves(fn, "batch", {"x": x, "y": y}, min_rank=1)
+    sizes = {_checks.shape_of(a)[0] for a in leaves}
+    if len(sizes) > 1:
+        raise ValueError(f"{fn}: x has shape {_checks.shape_of(jax.tree_util.tree_leaves(x)[0])}"
+                         f" but y has shape {_checks.shape_of(jax.tree_util.tree_leaves(y)[0])}"
+                         f": different batch sizes")
+    if k > 1:
+        _checks.check_divisible(fn, "batch", {"x": x, "y": y}, k, f"accum_steps={k}")
 
 
 def train_step(model, opt, loss_fn: Callable = ops.softmax_cross_entropy, *,
+               axis_name=None, metrics_fn: Callable | None = None, accum_steps: int = 1,
                compute_dtype=None) -> Callable:
     """The pure (unjitted) training step of ``model`` under ``opt``.
 
-    ``step(params, state, opt_state, x, y, key) -> (params, state, opt_state, metrics)``:
-    the loss ``loss_fn(model.apply(params, state, x, key=key, train=True), y)``, its
-    gradient by ``jax.value_and_grad(..., has_aux=True)`` (the aux carries the new
-    batch-norm state and the logits), ``opt.update`` and ``apply_updates``.
+    ``step(params, state, opt_state, x, y, key=None) -> (params, state, opt_state,
+    metrics)``::
+
+        key_d       = fold_in(key, axis_index(axis_name))          # only with axis_name
+        (loss, (logits, state)), g = value_and_grad(
+            lambda p: loss_fn(model.apply(p, state, x, key=key_d, train=True), y))(params)
+        g           = pmean(g, axis_name)                          # only with axis_name
+        updates, opt_state = opt.update(g, opt_state, params)
+        params      = apply_updates(params, updates)
+        metrics     = pmean({"loss": loss, **metrics_fn(logits, y)}, axis_name)
+
+    On one device (``axis_name=None``) that is ordinary training. Mapped over devices by
+    ``jax.pmap`` / ``jax.shard_map`` with ``axis_name`` bound, each device computes the
+    loss and gradient of its shard, the gradients are averaged, and every device takes
+    the update single-device training takes on the global batch (with equal shards and a
+    batch-mean loss). ``nn.BatchNorm(axis_name=...)`` with the same name normalises with
+    the global batch's statistics. Under ``jax.jit`` with shardings the global-batch
+    program needs no ``axis_name``.
+
+    Gradient accumulation (``accum_steps=k``): the batch is split into ``k`` micro-batches
+    ``x[i::k]`` run in a ``lax.scan`` (one micro-batch of activations in memory), through
+    ``funcnet.optim.accumulate(opt, k)`` (the one implementation of accumulation: the sum
+    of the ``k`` gradients divided by ``k``, then one ``opt.update``, averaged over
+    devices once). Batch-norm state is threaded through the micro-batches (``k``
+    running-average updates), micro-batch ``i`` uses the key ``fold_in(key_d, i)``, and
+    the metrics are the means over the micro-batches.
 
     Args:
       model: a :class:`funcnet.nn.Layer`.
       opt: a :mod:`funcnet.optim` (or optax) optimizer.
       loss_fn: ``loss_fn(logits, labels) -> scalar`` mean over the batch; default
         :func:`funcnet.ops.softmax_cross_entropy`.
+      axis_name: the mapped axis (pmap ``axis_name`` or mesh axis under ``shard_map``) to
+        average gradients and metrics over; ``None`` for one program.
+      metrics_fn: ``metrics_fn(logits, labels) -> {name: scalar}`` of batch means; default
+        :func:`funcnet.train.default_metrics` of ``loss_fn`` (accuracy for class labels,
+        nothing for a regression).
+      accum_steps: the number ``k`` of micro-batches per step (a static int >= 1).
       compute_dtype: ``None`` (compute in the params' dtype) or e.g. ``jnp.bfloat16``.
 
     Returns:
-      ``step``; ``x`` is ``(N, ...)``, ``y`` ``(N,)`` int labels or ``(N, C)`` one-hot,
-      ``key`` a PRNG key (dropout), ``metrics`` ``{"loss": (), "accuracy": ()}`` of the
-      batch BEFORE the update, in float32 (loss in the logits' dtype).
+      ``step``; ``x`` is ``(N, ...)``, ``y`` ``(N, ...)`` (``N`` divisible by
+      ``accum_steps``), ``key`` a PRNG key for dropout (``None`` without stochastic
+      layers), ``metrics`` ``{"loss": (), **metrics_fn(...)}`` of the batch BEFORE the
+      update (the loss in the logits' dtype).
 
     Raises:
-      TypeError: ``model`` is not a Layer, ``opt`` has no ``init``/``update``, or
-        ``loss_fn`` is not callable.
+      TypeError: ``model`` is not a Layer, ``opt`` has no ``init``/``update``,
+        ``loss_fn``/``metrics_fn`` are not callable, ``accum_steps`` is not an int,
+        ``compute_dtype`` is not a floating dtype.
+      ValueError: ``accum_steps`` < 1; at trace time, ``x`` and ``y`` with different
+        batch sizes or a batch not divisible by ``accum_steps``.
     """
-    check_model("train_step", model)
-    check_optimizer("train_step", opt)
-    check_loss_fn("train_step", loss_fn)
+    fn = "train_step"
+    check_model(fn, model)
+    check_optimizer(fn, opt)
+    check_functions(fn, loss_fn, metrics_fn)
+    k = _checks.static_int(fn, "accum_steps", accum_steps, minimum=1)
+    if compute_dtype is not None:
+        compute_dtype = _checks.check_dtype(fn, "compute_dtype", compute_dtype)
+    metrics_fn = default_metrics(loss_fn) if metrics_fn is None else metrics_fn
+    averaged = _averaging(opt, axis_name)
 
-    def step(params, state, opt_state, x, y, key):
+    def grads_and_metrics(params, state, x, y, key):
         def objective(p):
             logits, new_state = model.apply(cast_floating(p, compute_dtype), state,
                                             cast_floating(x, compute_dtype), key=key,
@@ -68,110 +155,66 @@ def train_step(model, opt, loss_fn: Callable = ops.softmax_cross_entropy, *,
                 logits = logits.astype(jnp.float32)
             return loss_fn(logits, y), (logits, new_state)
 
-        (loss, (logits, new_state)), grads = jax.value_and_grad(objective, has_aux=True)(params)
+        (loss, (logits, new_state)), grads = jax.value_and_grad(
+            objective, has_aux=True)(params)
         # Keep the state's dtypes (and so a scan carry's type) whatever the compute dtype.
-        new_state = jax.tree_util.tree_map(lambda n, o: n.astype(jnp.result_type(o)),
-                                           new_state, state)
-        updates, opt_state = opt.update(grads, opt_state, params)
-        params = apply_updates(params, updates)
-        return params, new_state, opt_state, {"loss": loss, "accuracy": accuracy(logits, y)}
+        new_state = _tree_map(lambda n, o: n.astype(jnp.result_type(o)), new_state, state)
+        return grads, new_state, {"loss": loss, **metrics_fn(logits, y)}
+
+    def accumulated(params, state, opt_state, x, y, key):
+        acc = optim.accumulate(averaged, k)
+        acc_state = acc.init(params)._replace(inner_opt_state=opt_state)
+
+        def body(carry, inp):
+            acc_state, st, _ = carry
+            i, xb, yb = inp
+            kb = None if key is None else jax.random.fold_in(key, i)
+            g, st, m = grads_and_metrics(params, st, xb, yb, kb)
+            updates, acc_state = acc.update(g, acc_state, params)
+            return (acc_state, st, updates), m
+
+        xs, ys = micro_batches((x, y), k)
+        zeros = _tree_map(jnp.zeros_like, params)
+        (acc_state, state, updates), ms = lax.scan(body, (acc_state, state, zeros),
+                                                   (jnp.arange(k), xs, ys))
+        return updates, state, acc_state.inner_opt_state, _tree_map(
+            lambda m: jnp.mean(m, axis=0), ms)
+
+    def step(params, state, opt_state, x, y, key=None):
+        _check_batch(fn, x, y, k)
+        key = device_key(key, axis_name)
+        if k == 1:
+            grads, state, metrics = grads_and_metrics(params, state, x, y, key)
+            updates, opt_state = averaged.update(grads, opt_state, params)
+        else:
+            updates, state, opt_state, metrics = accumulated(params, state, opt_state, x, y,
+                                                             key)
+        if axis_name is not None:
+            metrics = lax.pmean(metrics, axis_name)
+        return optim.apply_updates(params, updates), state, opt_state, metrics
 
     return step
 
 
 def make_train_step(model, opt, loss_fn: Callable = ops.softmax_cross_entropy, *,
+                    metrics_fn: Callable | None = None, accum_steps: int = 1,
                     compute_dtype=None, donate: bool = True) -> Callable:
     """:func:`train_step` under ``jax.jit``, donating ``params``, ``state``, ``opt_state``.
 
-    With ``donate=True`` the buffers of the three donated arguments are reused for the
-    results: do not use the arrays you passed in after the call (keep the returned ones).
+    The result IS the ``jax.jit`` of the step (no Python wrapper): a call costs what a
+    hand-written jitted step costs. With ``donate=True`` the buffers of the three donated
+    arguments are reused for the results: keep only the returned arrays (the ones you
+    passed in are deleted), and do not pass one buffer twice.
 
     Args:
-      model, opt, loss_fn, compute_dtype: as for :func:`train_step`.
+      model, opt, loss_fn, metrics_fn, accum_steps, compute_dtype: as for
+        :func:`train_step` (one device: no ``axis_name``).
       donate: donate the first three arguments' buffers to XLA.
 
     Returns:
-      The jitted ``step(params, state, opt_state, x, y, key)``.
+      The jitted ``step(params, state, opt_state, x, y, key=None)``.
     """
-    step = train_step(model, opt, loss_fn, compute_dtype=compute_dtype)
-    if not donate:
-        return jax.jit(step)
-    jitted = jax.jit(step, donate_argnums=(0, 1, 2))
-
-    @functools.wraps(step)
-    def donating_step(params, state, opt_state, x, y, key):
-        params, state, opt_state = unalias((params, state, opt_state))
-        return jitted(params, state, opt_state, x, y, key)
-
-    return donating_step
-
-
-def unalias(tree):
-    """``tree`` with every array leaf that repeats an earlier leaf's buffer copied.
-
-    XLA refuses to donate one buffer twice, and e.g. an optimizer ``init`` may share one
-    zeros tree between two moments (``mu=zeros, nu=zeros``). Cheap: only ids are compared,
-    and only repeated leaves are copied.
-    """
-    seen = set()
-
-    def fresh(a):
-        if isinstance(a, jax.Array):
-            if id(a) in seen:
-                return jnp.array(a, copy=True)
-            seen.add(id(a))
-        return a
-
-    return jax.tree_util.tree_map(fresh, tree)
-
-
-@functools.lru_cache(maxsize=64)
-def _eval_batch(model, loss_fn: Callable) -> Callable:
-    """Jitted ``(params, state, x, y, mask) -> (sum of losses, number correct)`` of a batch."""
-
-    def run(params, state, x, y, mask):
-        logits, _ = model.apply(params, state, x, train=False)
-        losses = per_example_loss(loss_fn, logits, y)
-        return (jnp.sum(losses * mask.astype(losses.dtype)),
-                jnp.sum(correct(logits, y) * mask))
-
-    return jax.jit(run)
-
-
-def evaluate(model, params, state, x, y, batch_size: int = 1024, *,
-             loss_fn: Callable = ops.softmax_cross_entropy) -> dict:
-    """Mean loss and accuracy of ``model`` on ``(x, y)`` in eval mode (``train=False``).
-
-    Runs a jitted function on batches of ``batch_size`` (compiled once per model and
-    batch shape); the last, partial batch is padded and its padding masked out, so every
-    example counts exactly once.
-
-    Args:
-      model: a :class:`funcnet.nn.Layer`.
-      params, state: the model's pytrees (batch norm uses the running statistics).
-      x: ``(N, ...)`` inputs; y: ``(N,)`` int labels or ``(N, C)`` one-hot.
-      batch_size: examples per call, clipped to ``N``.
-      loss_fn: a batch-mean loss ``loss_fn(logits, labels)``.
-
-    Returns:
-      ``{"loss": float, "accuracy": float}`` (Python floats, means over the N examples).
-
-    Raises:
-      ValueError: ``x`` and ``y`` have different numbers of rows, or ``batch_size`` < 1.
-      TypeError: ``model`` is not a Layer or ``loss_fn`` is not callable.
-    """
-    check_model("evaluate", model)
-    check_loss_fn("evaluate", loss_fn)
-    x, y = check_data("evaluate", "data", (x, y))
-    n = x.shape[0]
-    batch_size = min(check_positive_int("evaluate", "batch_size", batch_size), n)
-    run = _eval_batch(model, loss_fn)
-    loss_sum, n_correct = 0.0, 0.0
-    for start in range(0, n, batch_size):
-        idx = np.arange(start, start + batch_size)
-        mask = (idx < n).astype(np.float32)
-        idx = np.minimum(idx, n - 1)
-        ls, nc = run(params, state, x[idx], y[idx], mask)
-        loss_sum += float(ls)
-        n_correct += float(nc)
-    return {"loss": loss_sum / n, "accuracy": n_correct / n}
+    step = train_step(model, opt, loss_fn, metrics_fn=metrics_fn, accum_steps=accum_steps,
+                      compute_dtype=compute_dtype)
+    _checks.static_bool("make_train_step", "donate", donate)
+    return jax.jit(step, donate_argnums=(0, 1, 2) if donate else ())

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from funcnet.data import batches, epoch_batches
+from funcnet.data import Loader, batches, epoch_batches, epoch_keys
 
 
 def data(n=10):
@@ -61,7 +61,7 @@ def test_length_mismatch(fn):
 
 def test_batch_size_must_be_int():
     x, y = data()
-    with pytest.raises(TypeError, match="batch_size must be a Python int"):
+    with pytest.raises(TypeError, match="batch_size must be an int"):
         batches(x, y, 2.0)
 
 
@@ -103,5 +103,59 @@ def test_epoch_batches_under_jit_with_scan():
 
 def test_epoch_batches_traced_batch_size_rejected():
     x, y = data()
-    with pytest.raises(TypeError, match="batch_size must be a Python int"):
+    with pytest.raises(TypeError, match="batch_size must be an int"):
         jax.jit(epoch_batches)(x, y, 2, jax.random.PRNGKey(0))
+
+
+def test_epoch_keys_is_fold_in_then_split():
+    key = jax.random.PRNGKey(3)
+    shuffle, model = epoch_keys(key, 2)
+    want = jax.random.split(jax.random.fold_in(key, 2))
+    np.testing.assert_array_equal(shuffle, want[0])
+    np.testing.assert_array_equal(model, want[1])
+    np.testing.assert_array_equal(jax.jit(epoch_keys)(key, 2)[0], shuffle)   # traced epoch
+    np.testing.assert_array_equal(epoch_keys(3, 2)[0], shuffle)              # int seed
+
+
+def test_loader_epochs_match_epoch_batches_and_read_only_batch_rows():
+    x, y = data(10)
+    loader = Loader(x, y, 3, key=7)
+    assert len(loader) == 3 and len(Loader(x, y, 3, drop_last=False)) == 4
+    for epoch in range(2):
+        xb, yb = epoch_batches(x, y, 3, epoch_keys(7, epoch)[0])
+        got = list(loader(epoch))
+        np.testing.assert_array_equal(np.stack([b[0] for b in got]), xb)
+        np.testing.assert_array_equal(np.stack([b[1] for b in got]), yb)
+        again = list(loader(epoch))                      # re-creatable: the same batches
+        np.testing.assert_array_equal(again[1][1], got[1][1])
+    first, second = [np.concatenate([b[1] for b in loader]) for _ in range(2)]
+    np.testing.assert_array_equal(first, np.concatenate([b[1] for b in loader(0)]))
+    np.testing.assert_array_equal(second, np.concatenate([b[1] for b in loader(1)]))
+    ordered = list(Loader(x, y, 4, drop_last=False, transform=lambda a, b: (a * 0, b + 1))(5))
+    assert [len(b[1]) for b in ordered] == [4, 4, 2]
+    np.testing.assert_array_equal(np.concatenate([b[1] for b in ordered]), y + 1)
+    assert not np.any(ordered[0][0])
+
+
+def test_loader_reads_a_memory_map(tmp_path):
+    x, y = data(10)
+    np.save(tmp_path / "x.npy", x)
+    mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
+    got = list(Loader(mapped, y, 5, key=1)(0))
+    want = list(Loader(x, y, 5, key=1)(0))
+    np.testing.assert_array_equal(got[1][0], want[1][0])
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(batch_size=0), ValueError, r"Loader: batch_size must be in \[1, 10\]"),
+    (dict(batch_size=2.0), TypeError, "Loader: batch_size must be an int"),
+    (dict(key="k"), TypeError, "Loader: key must be a PRNG key"),
+    (dict(transform=3), TypeError, "Loader: transform must be callable"),
+    (dict(drop_last=None), TypeError, "Loader: drop_last must be a bool"),
+])
+def test_loader_rejects_bad_arguments(kwargs, error, match):
+    x, y = data(10)
+    with pytest.raises(error, match=match):
+        Loader(x, y, **{"batch_size": 2, **kwargs})
+    with pytest.raises(ValueError, match="Loader: epoch must be >= 0"):
+        Loader(x, y, 2, key=0)(-1)

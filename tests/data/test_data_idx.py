@@ -142,3 +142,42 @@ def test_load_mnist_wrong_kinds(tmp_path):
     write(tmp_path / "train-labels-idx1-ubyte", idx_bytes(np.zeros(3, np.int32)))
     with pytest.raises(ValueError, match="expected uint8 labels of shape"):
         load_mnist(tmp_path)
+
+
+@pytest.mark.parametrize("data, match", [
+    (GOOD[:3] + b"\x00", "0 dimensions"),
+    (GOOD[:-1], r"truncated: header says shape \(3, 4\)"),
+    (GOOD + b"\x00", "trailing bytes"),
+])
+def test_read_idx_mmap_checks_the_header_without_reading(tmp_path, data, match):
+    path = write(tmp_path / "broken-idx", data)
+    with pytest.raises(ValueError, match=match):
+        read_idx(path, mmap=True)
+
+
+def test_read_idx_mmap_maps_the_file(tmp_path):
+    array = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    mapped = read_idx(write(tmp_path / "a.idx", idx_bytes(array)), mmap=True)
+    assert isinstance(mapped, np.memmap) and not mapped.flags.writeable
+    np.testing.assert_array_equal(mapped, array)
+    with pytest.raises(ValueError, match="is gzipped; mmap=True needs the uncompressed"):
+        read_idx(write(tmp_path / "b.idx", idx_bytes(array), gz=True), mmap=True)
+    wide = np.arange(6, dtype=np.int32).reshape(2, 3)
+    with pytest.raises(ValueError, match="mmap=True supports single-byte dtypes"):
+        read_idx(write(tmp_path / "c.idx", idx_bytes(wide)), mmap=True)
+
+
+@pytest.mark.parametrize("flatten", [False, True])
+def test_load_mnist_mmap_equals_the_in_memory_arrays(tmp_path, flatten):
+    mnist_dir(tmp_path, n=7)
+    x, y = load_mnist(tmp_path, flatten=flatten)
+    mx, my = load_mnist(tmp_path, flatten=flatten, mmap=True)
+    assert (mx.shape, mx.dtype, mx.ndim, len(mx)) == (x.shape, x.dtype, x.ndim, 7)
+    np.testing.assert_array_equal(my, y)
+    idx = np.array([5, 0, 3])
+    np.testing.assert_array_equal(mx[idx], x[idx])
+    np.testing.assert_array_equal(mx[2:4], x[2:4])
+    np.testing.assert_array_equal(mx[-1], x[-1])
+    np.testing.assert_array_equal(np.asarray(mx), x)
+    with pytest.raises(TypeError, match="images dtype must be a floating dtype"):
+        load_mnist(tmp_path, mmap=True, dtype=np.int32)

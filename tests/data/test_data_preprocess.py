@@ -58,7 +58,7 @@ def test_stratified_keeps_class_proportions(seed, fraction):
     (dict(test_fraction=0.0), ValueError, r"test_fraction must be in \(0, 1\), got 0.0"),
     (dict(test_fraction=1.0), ValueError, "test_fraction must be in"),
     (dict(test_fraction=0.01), ValueError, "gives 0 test and 50 train"),
-    (dict(key="seed"), TypeError, "key must be a JAX PRNG key"),
+    (dict(key="seed"), TypeError, r"train_test_split: key must be a PRNG key \(jax.random.PRNGKey\(0\) or jax.random.key\(0\)\) or an int seed, got str"),
 ])
 def test_split_rejects_bad_arguments(kwargs, error, match):
     x, y = data()

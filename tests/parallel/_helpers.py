@@ -71,18 +71,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-# The subprocess tests compile far more than they run: LLVM optimisation off saves about a
-# third of their CPU time (the runs they compare are compiled with the same flags).
-FAST_COMPILE = ["--xla_backend_optimization_level=0", "--xla_llvm_disable_expensive_passes=true"]
-
-
 def env_with_devices(n: int) -> dict:
-    """os.environ with XLA forced to ``n`` host devices (set before jax is imported)."""
+    """os.environ with XLA forced to ``n`` host devices (set before jax is imported).
+
+    Default XLA flags otherwise: the subprocesses compile what users compile.
+    """
     flags = [f for f in os.environ.get("XLA_FLAGS", "").split()
-             if not f.startswith("--xla_force_host_platform_device_count")
-             and f not in FAST_COMPILE]
+             if not f.startswith("--xla_force_host_platform_device_count")]
     return dict(os.environ, XLA_FLAGS=" ".join(
-        flags + FAST_COMPILE + [f"--xla_force_host_platform_device_count={n}"]))
+        flags + [f"--xla_force_host_platform_device_count={n}"]))
 
 
 def run_python(args, *, devices: int, timeout: float, **kwargs) -> subprocess.CompletedProcess:

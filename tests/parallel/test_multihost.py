@@ -1,8 +1,10 @@
 """Two processes on this machine train like one: tpu/pod_train.py over jax.distributed.
 
 Two processes with two fake CPU devices each (a 4-device global mesh, gloo collectives,
-coordinator on 127.0.0.1) train the book CNN for 4 steps on a global batch of 32; a
-third, single-process run with one device trains on the same global batches. The two
+coordinator on 127.0.0.1) train the book CNN for 4 steps on a global batch of 32 (styles
+``jit`` and ``shard_map``: the mesh steps fed by process_batch/global_batch) or for 2
+epochs with ``train.fit(mesh=...)`` (style ``fit``); a third, single-process run with one
+device trains on the same global batches. The two
 processes must end with bitwise identical parameters, only process 0 may write the
 checkpoint, and that checkpoint must equal the single-process one within float32
 round-off: rtol 1e-5 (scale-aware, funcnet.gradcheck.assert_close), since the runs sum in
@@ -32,19 +34,26 @@ def _launch(args, devices, log_path):
     return proc, log
 
 
-def _losses(text):
-    return [float(v) for v in re.findall(r"step \d+: loss ([0-9.]+)", text)]
+def _losses(text, style):
+    unit = "epoch" if style == "fit" else "step"
+    return [float(v) for v in re.findall(unit + r" \d+: loss ([0-9.]+)", text)]
+
+
+# --style fit: train.fit(mesh=...) for 2 epochs of 5 steps (batch 256 of 1500 digits)
+FIT_ARGS = ["--epochs", "2", "--batch-size", "256"]
 
 
 @pytest.mark.multiprocess
-@pytest.mark.parametrize("style", ["jit", pytest.param("shard_map", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("style", ["jit", "fit",
+                                   pytest.param("shard_map", marks=pytest.mark.slow)])
 def test_two_processes_train_like_one(tmp_path, style):
     port = free_port()
     multi, single = tmp_path / "two_processes", tmp_path / "one_process"
+    extra = ["--style", style] + (FIT_ARGS if style == "fit" else [])
     runs = [_launch(["--coordinator-address", f"127.0.0.1:{port}", "--num-processes", "2",
-                     "--process-id", str(i), "--checkpoint-dir", str(multi),
-                     "--style", style], 2, tmp_path / f"p{i}.log") for i in range(2)]
-    runs.append(_launch(["--checkpoint-dir", str(single), "--style", style], 1,
+                     "--process-id", str(i), "--checkpoint-dir", str(multi), *extra], 2,
+                    tmp_path / f"p{i}.log") for i in range(2)]
+    runs.append(_launch(["--checkpoint-dir", str(single), *extra], 1,
                         tmp_path / "single.log"))
     try:
         codes = [proc.wait(timeout=TIMEOUT) for proc, _ in runs]
@@ -63,10 +72,13 @@ def test_two_processes_train_like_one(tmp_path, style):
     digests = [re.findall(r"params sha256 ([0-9a-f]{64})", t) for t in logs[:2]]
     assert len(digests[0]) == 1 and digests[0] == digests[1], report   # bitwise identical
     assert "checkpoint written" in logs[0] and "checkpoint written" not in logs[1], report
-    assert [p.name for p in multi.iterdir()] == ["ckpt_000004.npz"], report
+    names = ["ckpt_000001.npz", "ckpt_000002.npz"] if style == "fit" else ["ckpt_000004.npz"]
+    assert sorted(p.name for p in multi.iterdir()) == names, report
 
-    got, want = checkpoint.restore(multi), checkpoint.restore(single)
-    assert_close(got, want, RTOL, "two-process vs one-process parameters")
-    loss_multi, loss_single = _losses(logs[0]), _losses(logs[2])
-    assert len(loss_multi) == 4 and len(set(loss_multi)) > 1, report      # it trained
+    got, want = (checkpoint.CheckpointManager(d).restore()[1] for d in (multi, single))
+    assert_close((got["params"], got["state"]), (want["params"], want["state"]), RTOL,
+                 "two-process vs one-process parameters")
+    loss_multi, loss_single = _losses(logs[0], style), _losses(logs[2], style)
+    assert len(loss_multi) == (2 if style == "fit" else 4), report
+    assert len(set(loss_multi)) > 1, report                                # it trained
     assert loss_multi == pytest.approx(loss_single, rel=1e-4), report

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from funcnet import nn, ops, optim, parallel
+from funcnet import nn, ops, optim, parallel, train
 from funcnet.gradcheck import assert_close
 from tests.parallel._helpers import bn_mlp, digits, init, reference_step
 
@@ -21,14 +21,16 @@ def test_shard_batch_splits_leading_axis_in_blocks():
     assert parallel.shard_batch(x).shape == (1, 12, 2)          # default: local devices
 
 
-@pytest.mark.parametrize("bad, match", [
-    ((np.zeros((100, 3)), 8), r"shard_batch: batch size 100 is not divisible by 8 devices"),
-    (((np.zeros((8, 3)), np.zeros((6,))), 2), r"different batch sizes"),
-    ((np.zeros(()), 1), r"expected a leading axis"),
-    ((np.zeros((4,)), 0), r"num_devices must be a positive int"),
+@pytest.mark.parametrize("bad, exc, match", [
+    ((np.zeros((100, 3)), 8), ValueError,
+     r"shard_batch: batch size 100 is not divisible by 8 devices"),
+    (((np.zeros((8, 3)), np.zeros((6,))), 2), ValueError, r"different batch sizes"),
+    ((np.zeros(()), 1), ValueError, r"shard_batch: x<root> has shape \(\), expected rank >= 1"),
+    ((np.zeros((4,)), 0), ValueError, r"shard_batch: num_devices must be >= 1, got 0"),
+    ((np.zeros((4,)), 2.0), TypeError, r"shard_batch: num_devices must be an int"),
 ])
-def test_shard_batch_errors(bad, match):
-    with pytest.raises(ValueError, match=match):
+def test_shard_batch_errors(bad, exc, match):
+    with pytest.raises(exc, match=match):
         parallel.shard_batch(*bad)
 
 
@@ -60,13 +62,18 @@ def test_process_batch_contiguous_blocks():
     np.testing.assert_array_equal(whole, x)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"process_count": 4}, r"process_batch: batch size 6 is not divisible by 4 processes"),
-    ({"process_index": 2, "process_count": 2}, r"process_index 2 is not < process_count 2"),
-    ({"process_index": -1, "process_count": 2}, r"process_index must be an int >= 0"),
+@pytest.mark.parametrize("kwargs, exc, match", [
+    ({"process_count": 4}, ValueError,
+     r"process_batch: batch size 6 is not divisible by 4 processes"),
+    ({"process_index": 2, "process_count": 2}, ValueError,
+     r"process_index 2 is not < process_count 2"),
+    ({"process_index": -1, "process_count": 2}, ValueError,
+     r"process_batch: process_index must be >= 0, got -1"),
+    ({"process_index": 0.0, "process_count": 2}, TypeError,
+     r"process_batch: process_index must be an int"),
 ])
-def test_process_batch_errors(kwargs, match):
-    with pytest.raises(ValueError, match=match):
+def test_process_batch_errors(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
         parallel.process_batch(np.zeros((6, 2)), np.zeros(6), **kwargs)
 
 
@@ -99,37 +106,65 @@ def test_initialize_is_a_no_op_for_one_process():
     assert jax.process_count() == 1
 
 
+STEP_FACTORIES = (parallel.pmap_train_step, parallel.sharded_train_step,
+                  parallel.shard_map_train_step)
+
+
 @pytest.mark.parametrize("kwargs, exc, match", [
-    ({"model": "m"}, TypeError, "model must be a funcnet.nn.Layer"),
-    ({"opt": nn.ReLU()}, TypeError, "opt must be an optimizer"),
-    ({"loss_fn": 3}, TypeError, "loss_fn must be callable"),
-    ({"metrics_fn": 3}, TypeError, "metrics_fn must be None or callable"),
-    ({"accum_steps": 0}, ValueError, "accum_steps must be a positive int"),
+    ({"model": "m"}, TypeError, "train_step: model must be a funcnet.nn.Layer"),
+    ({"opt": nn.ReLU()}, TypeError, "train_step: opt must be an optimizer"),
+    ({"loss_fn": 3}, TypeError, "train_step: loss_fn must be callable"),
+    ({"metrics_fn": 3}, TypeError, "train_step: metrics_fn must be callable"),
+    ({"accum_steps": 0}, ValueError, "train_step: accum_steps must be >= 1"),
+    ({"donate": "no"}, TypeError, r"(pmap|sharded|shard_map)_train_step: donate must be a "
+                                  r"bool"),
 ])
-def test_step_factories_check_arguments(kwargs, exc, match):
+@pytest.mark.parametrize("factory", STEP_FACTORIES)
+def test_step_factories_check_arguments(factory, kwargs, exc, match):
     args = {"model": bn_mlp(), "opt": optim.sgd(0.1), "loss_fn": ops.softmax_cross_entropy}
-    extra = {k: kwargs.pop(k) for k in ("metrics_fn", "accum_steps") if k in kwargs}
+    kwargs = dict(kwargs)
+    extra = {k: kwargs.pop(k) for k in ("metrics_fn", "accum_steps", "donate") if k in kwargs}
     args.update(kwargs)
-    for factory in (parallel.data_parallel_step, parallel.pmap_train_step):
-        with pytest.raises(exc, match=match):
-            factory(args["model"], args["opt"], args["loss_fn"], **extra)
+    with pytest.raises(exc, match=match):
+        factory(args["model"], args["opt"], args["loss_fn"], **extra)
 
 
-def test_one_device_step_equals_reference_and_reports_metrics():
-    model, opt = bn_mlp(), optim.adam(1e-2)
+def test_mapped_steps_on_one_device_return_the_single_device_metrics():
+    """One step, three maps: the same params and the same metrics (loss AND accuracy).
+
+    Adam's eps is 1e-3 (not 1e-8): see tests/parallel/devices/test_steps.py."""
+    model, opt = bn_mlp(), optim.adam(1e-2, eps=1e-3)
     params, state = init(model)
     x, y = digits(8)
-    acc = lambda logits, labels: {"accuracy": jnp.mean(  # noqa: E731
-        (jnp.argmax(logits, -1).astype(labels.dtype) == labels).astype(jnp.float64))}
-    step = jax.jit(parallel.data_parallel_step(model, opt, metrics_fn=acc))
-    p, s, o, metrics = step(params, state, opt.init(params), x, y)
     p_ref, s_ref, o_ref, loss = reference_step(model, opt)(params, state, opt.init(params), x, y)
-    assert_close((p, s, o, metrics["loss"]), (p_ref, s_ref, o_ref, loss), 1e-12, "step")
-    assert set(metrics) == {"loss", "accuracy"} and 0.0 <= float(metrics["accuracy"]) <= 1.0
-    with pytest.raises(ValueError, match=r"divisible by accum_steps=3"):
-        parallel.data_parallel_step(model, opt, accum_steps=3)(params, state, o, x, y)
-    with pytest.raises(ValueError, match=r"different batch sizes"):
-        parallel.data_parallel_step(model, opt)(params, state, o, x, y[:4])
+    single = jax.jit(train.train_step(model, opt))(params, state, opt.init(params), x, y)
+    assert_close(single[:3] + (single[3]["loss"],), (p_ref, s_ref, o_ref, loss), 1e-12, "step")
+    mesh = parallel.make_mesh()
+    for factory in STEP_FACTORIES[1:]:
+        step = factory(bn_mlp(), opt, mesh=mesh)
+        out = step(*parallel.put_replicated((params, state, opt.init(params)), mesh), x, y)
+        assert_close(out, single, 1e-12, factory.__name__)
+    step = parallel.pmap_train_step(bn_mlp("batch"), opt)
+    out = step(*parallel.replicate((params, state, opt.init(params))),
+               *parallel.shard_batch((x, y)))
+    assert set(out[3]) == {"loss", "accuracy"}
+    assert_close(parallel.unreplicate(out), single, 1e-10, "pmap")   # compiled apart
+
+
+def test_pmap_step_names_unreplicated_params():
+    """Issue 13 item 12: unreplicated params used to give pmap's own message."""
+    model, opt = bn_mlp("batch"), optim.sgd(0.1)
+    params, state = init(model)
+    step = parallel.pmap_train_step(model, opt)
+    xs, ys = parallel.shard_batch(digits(8))
+    with pytest.raises(ValueError, match=r"pmap_train_step: params\[1\]\['b'\] has shape "
+                                         r"\(16,\), expected a leading device axis of "
+                                         r"size 1: replicate params"):
+        step(params, state, opt.init(params), xs, ys)
+    p, s, o = parallel.replicate((params, state, opt.init(params)))
+    with pytest.raises(ValueError, match=r"pmap_train_step: xs has shape \(8, 8, 8, 1\), "
+                                         r"expected a leading device axis"):
+        step(p, s, o, *digits(8))
 
 
 def test_mesh_steps_reject_a_batch_without_leading_axis():
@@ -137,5 +172,5 @@ def test_mesh_steps_reject_a_batch_without_leading_axis():
         step = factory(bn_mlp(), optim.sgd(0.1))
         name = factory.__name__
         with pytest.raises(ValueError, match=rf"{name}: batch\['x'\] has shape \(\); its "
-                                             r"leading size must be divisible by 1 devices"):
+                                             r"leading size must be divisible by 1"):
             step((), (), (), np.zeros(()), np.zeros(3))

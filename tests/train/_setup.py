@@ -1,4 +1,8 @@
-"""Shared small models and data for the training tests (module-level so jit caches hit)."""
+"""Shared small models and data for the training tests (module-level so jit caches hit).
+
+Every fit test uses MLP or BN_MLP with ADAM, a subset of 192 digits and batch size 32
+unless it needs otherwise, so that ``fit``'s compiled epoch is shared between tests.
+"""
 import jax
 import numpy as np
 
@@ -12,6 +16,8 @@ MLP = nn.serial(nn.Dense(32, dtype=F32), nn.ReLU(), nn.Dense(10, dtype=F32))
 BN_MLP = nn.serial(nn.Dense(32, dtype=F32), nn.BatchNorm(dtype=F32), nn.ReLU(),
                    nn.Dropout(0.2), nn.Dense(10, dtype=F32))
 ADAM = optim.adam(1e-2)
+KEY = jax.random.PRNGKey(42)
+FIT = dict(batch_size=32, key=KEY, progress=False)
 
 
 def init(model, seed=0, dim=64):

@@ -43,3 +43,14 @@ def test_disabled_prints_nothing(capsys):
     bar.close()
     assert capsys.readouterr() == ("", "")
     assert format_metrics({"epoch_time": 3.0}) == ""
+
+
+def test_every_log_entry_is_shown_and_notes_are_lines(capsys):
+    bar = EpochProgress(3)
+    bar.note("fit: resumed at epoch 1 of 3")
+    bar.update(2, {"loss": 0.5, "mae": 0.25, "learning_rate": 3e-4, "epoch_time": 1.0}, 1.0)
+    assert capsys.readouterr().out == ("fit: resumed at epoch 1 of 3\n"
+                                       "epoch 2/3  loss 0.5000  mae 0.2500  "
+                                       "learning_rate 0.0003  1.00 s\n")
+    EpochProgress(3, enabled=False).note("hidden")
+    assert capsys.readouterr().out == ""

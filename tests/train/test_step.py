@@ -1,18 +1,19 @@
-"""train_step / make_train_step / evaluate: one update, mixed precision, eval batching."""
+"""train_step / make_train_step: one update, metrics rule, accumulation, mixed precision."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from funcnet import ops, optim, train
-from tests.train._setup import ADAM, BN_MLP, MLP, X_TEST, X_TRAIN, Y_TEST, Y_TRAIN, init
+from funcnet import nn, ops, optim, train
+from funcnet.gradcheck import assert_close
+from tests.train._setup import ADAM, BN_MLP, MLP, X_TRAIN, Y_TRAIN, init
 
 STEP = train.make_train_step(BN_MLP, ADAM)
 
 
 def test_step_decreases_loss_and_updates_bn_state():
     params, state = init(BN_MLP)
-    opt_state = ADAM.init(params)  # adam shares one zeros tree for mu and nu: must not break
+    opt_state = ADAM.init(params)
     x, y = X_TRAIN[:128], Y_TRAIN[:128]
     state0 = jax.tree_util.tree_map(np.asarray, state)
     losses = []
@@ -24,6 +25,20 @@ def test_step_decreases_loss_and_updates_bn_state():
     assert losses[-1] < 0.5 * losses[0]
     assert 0.0 <= float(m["accuracy"]) <= 1.0
     assert not np.allclose(state[1]["mean"], state0[1]["mean"])  # running stats moved
+
+
+def test_make_train_step_is_the_jitted_step_and_donates():
+    """No Python wrapper per call: the factory returns jax.jit's own object."""
+    assert type(STEP) is type(jax.jit(lambda a: a))
+    params, state = init(BN_MLP)
+    opt_state = ADAM.init(params)
+    out = STEP(params, state, opt_state, X_TRAIN[:128], Y_TRAIN[:128], jax.random.PRNGKey(0))
+    assert all(leaf.is_deleted() for leaf in jax.tree_util.tree_leaves((params, opt_state)))
+    assert not any(leaf.is_deleted() for leaf in jax.tree_util.tree_leaves(out))
+    kept = train.make_train_step(MLP, ADAM, donate=False)
+    p, s = init(MLP)
+    kept(p, s, ADAM.init(p), X_TRAIN[:8], Y_TRAIN[:8])       # key=None: no dropout
+    assert not any(leaf.is_deleted() for leaf in jax.tree_util.tree_leaves(p))
 
 
 def test_pure_step_matches_manual_update():
@@ -41,6 +56,66 @@ def test_pure_step_matches_manual_update():
     for a, b in zip(jax.tree_util.tree_leaves(new_params), jax.tree_util.tree_leaves(expected)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(m["loss"], loss(params), rtol=1e-6)
+    np.testing.assert_allclose(m["accuracy"], train.accuracy(MLP.apply(params, state, x)[0], y))
+
+
+LOGITS = jnp.asarray(np.random.default_rng(0).normal(size=(6, 3)), jnp.float32)
+INT_Y = jnp.asarray([0, 1, 2, 0, 1, 2], jnp.int32)
+ONE_HOT = jax.nn.one_hot(INT_Y, 3, dtype=jnp.float32)
+
+
+@pytest.mark.parametrize("loss_fn, logits, labels, keys", [
+    (ops.softmax_cross_entropy, LOGITS, INT_Y, {"accuracy"}),
+    (ops.softmax_cross_entropy, LOGITS, ONE_HOT, {"accuracy"}),
+    (ops.multiclass_hinge, LOGITS, INT_Y, {"accuracy"}),
+    (ops.mean_squared_error, LOGITS, ONE_HOT, set()),        # a regression on 3 outputs
+    (ops.mean_squared_error, LOGITS[:, :1], ONE_HOT[:, :1], set()),
+    (ops.sigmoid_binary_cross_entropy, LOGITS, ONE_HOT, set()),
+    (lambda lg, y: ops.softmax_cross_entropy(lg, y), LOGITS, ONE_HOT, set()),  # unknown loss
+    (lambda lg, y: ops.softmax_cross_entropy(lg, y), LOGITS, INT_Y, {"accuracy"}),
+])
+def test_default_metrics_rule(loss_fn, logits, labels, keys):
+    got = train.default_metrics(loss_fn)(logits, labels)
+    assert set(got) == keys
+    if keys:
+        want = np.mean(np.argmax(np.asarray(logits), -1) == np.asarray(INT_Y))
+        np.testing.assert_allclose(got["accuracy"], want)
+
+
+def test_regression_step_reports_no_accuracy_and_custom_metrics_are_used():
+    model = nn.serial(nn.Dense(1, dtype=np.float32))
+    _, params, state = model.init(jax.random.PRNGKey(0), (-1, 64))
+    target = X_TRAIN[:32, :1]
+    step = train.train_step(model, optim.sgd(0.1), ops.mean_squared_error)
+    assert set(step(params, state, optim.sgd(0.1).init(params), X_TRAIN[:32], target)[3]) == {
+        "loss"}
+    mae = lambda lg, t: {"mae": jnp.mean(jnp.abs(lg - t))}  # noqa: E731
+    step = train.train_step(model, optim.sgd(0.1), ops.mean_squared_error, metrics_fn=mae)
+    m = step(params, state, optim.sgd(0.1).init(params), X_TRAIN[:32], target)[3]
+    pred = model.apply(params, state, X_TRAIN[:32])[0]
+    np.testing.assert_allclose(m["mae"], np.mean(np.abs(pred - target)), rtol=1e-6)
+
+
+def test_accumulation_equals_optim_accumulate_on_strided_micro_batches():
+    """accum_steps=2 == two steps with optim.accumulate(opt, 2) on x[0::2], x[1::2] (BN too)."""
+    model = nn.serial(nn.Dense(16), nn.BatchNorm(), nn.ReLU(), nn.Dense(10))
+    _, params, state = model.init(jax.random.PRNGKey(0), (-1, 64))
+    x, y = X_TRAIN[:32].astype(np.float64), Y_TRAIN[:32]
+    acc = optim.accumulate(ADAM, 2)
+    ref = jax.jit(train.train_step(model, acc))
+    p, s, o = params, state, acc.init(params)
+    losses = []
+    for i in range(2):
+        p, s, o, m = ref(p, s, o, x[i::2], y[i::2])
+        losses.append(m["loss"])
+    got = jax.jit(train.train_step(model, ADAM, accum_steps=2))(params, state,
+                                                                ADAM.init(params), x, y)
+    assert_close(got[:3], (p, s, o.inner_opt_state), 1e-12, "accumulation")
+    np.testing.assert_allclose(got[3]["loss"], np.mean(losses), rtol=1e-12)
+    with pytest.raises(ValueError, match=r"train_step: batch\['x'\] has shape \(30, 64\); "
+                                         r"its leading size must be divisible by 4"):
+        train.train_step(model, ADAM, accum_steps=4)(params, state, ADAM.init(params),
+                                                     x[:30], y[:30])
 
 
 def test_mixed_precision_keeps_float32_master_weights():
@@ -59,28 +134,3 @@ def test_mixed_precision_keeps_float32_master_weights():
                 assert leaf.dtype == jnp.float32
     assert m["loss"].dtype == jnp.float32 and np.isfinite(m["loss"])
     assert float(m["loss"]) < 2.0
-
-
-def test_evaluate_counts_every_example_once():
-    params, state = init(BN_MLP)
-    x, y = X_TEST[:101], Y_TEST[:101]
-    got = train.evaluate(BN_MLP, params, state, x, y, batch_size=32)  # 3 full + 5 padded
-    logits, _ = BN_MLP.apply(params, state, x)
-    np.testing.assert_allclose(got["loss"], ops.softmax_cross_entropy(logits, y), rtol=1e-5)
-    assert got["accuracy"] == pytest.approx(float(train.accuracy(logits, y)))
-    one_hot = jax.nn.one_hot(y, 10, dtype=jnp.float32)
-    got_oh = train.evaluate(BN_MLP, params, state, x, one_hot, batch_size=500)
-    assert got_oh["accuracy"] == pytest.approx(got["accuracy"])
-    np.testing.assert_allclose(got_oh["loss"], got["loss"], rtol=1e-5)
-
-
-def test_evaluate_rejects_bad_input():
-    params, state = init(MLP)
-    with pytest.raises(ValueError, match="evaluate: data x has 10 rows but y has 9"):
-        train.evaluate(MLP, params, state, X_TEST[:10], Y_TEST[:9])
-    with pytest.raises(ValueError, match="batch_size must be a positive int, got 0"):
-        train.evaluate(MLP, params, state, X_TEST[:10], Y_TEST[:10], batch_size=0)
-    with pytest.raises(TypeError, match="model must be a funcnet.nn.Layer"):
-        train.evaluate(lambda x: x, params, state, X_TEST[:10], Y_TEST[:10])
-    with pytest.raises(TypeError, match="opt must be an optimizer"):
-        train.make_train_step(MLP, "adam")

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from funcnet import ops, optim, parallel
+from funcnet import ops, optim, parallel, train
 from funcnet.gradcheck import assert_close
 from tests.parallel._helpers import (GLOBAL_BATCH, bn_mlp, digits, dropout_mlp, init,
                                      reference_step)
@@ -53,6 +53,7 @@ def test_pmap_equals_single_device(start):
     for t, (x, y) in enumerate(_batches()):
         p, s, o, metrics = step(p, s, o, *parallel.shard_batch((x, y)))
         np.testing.assert_allclose(metrics["loss"], np.full(8, losses[t]), rtol=RTOL)
+        assert set(metrics) == {"loss", "accuracy"}          # the single-device metrics
     for leaf in jax.tree_util.tree_leaves((p, s, o)):     # replicas stay bitwise equal
         np.testing.assert_array_equal(leaf, np.broadcast_to(leaf[0], leaf.shape))
     assert_close(parallel.unreplicate((p, s, o)), (p_ref, s_ref, o_ref), RTOL, "pmap")
@@ -62,17 +63,17 @@ def test_pmap_equals_single_device(start):
 def test_mesh_steps_equal_single_device(start, style):
     params, state, (p_ref, s_ref, o_ref, losses) = start
     mesh = parallel.make_mesh()
-    if style == "jit":   # global-batch program: batch norm needs no axis name
-        step = parallel.sharded_train_step(bn_mlp(None), OPT, ops.softmax_cross_entropy, mesh)
-    else:
-        step = parallel.shard_map_train_step(bn_mlp("data"), OPT, ops.softmax_cross_entropy,
-                                             mesh)
+    # ONE model definition for both: sync BN over "data" under shard_map; under jit with
+    # shardings the name is not bound and BN falls back to the (global-batch) statistics
+    factory = parallel.sharded_train_step if style == "jit" else parallel.shard_map_train_step
+    step = factory(bn_mlp("data"), OPT, ops.softmax_cross_entropy, mesh)
     p, s, o = parallel.put_replicated((params, state, OPT.init(params)), mesh)
     for t, (x, y) in enumerate(_batches()):
         xg, yg = parallel.global_batch((x, y), mesh)
         assert xg.sharding.spec == jax.sharding.PartitionSpec("data")
         p, s, o, metrics = step(p, s, o, xg, yg)
         np.testing.assert_allclose(metrics["loss"], losses[t], rtol=RTOL)
+        assert set(metrics) == {"loss", "accuracy"}
     assert all(leaf.sharding.is_fully_replicated for leaf in jax.tree_util.tree_leaves(p))
     assert_close(parallel.to_host((p, s, o)), (p_ref, s_ref, o_ref), RTOL, style)
 
@@ -130,7 +131,7 @@ def test_vmap_over_models_inside_pmap_equals_separate_runs():
     params, state = stack([p for p, _ in inits]), stack([s for _, s in inits])
     opt_state = jax.vmap(OPT.init)(params)
     step = jax.pmap(
-        jax.vmap(parallel.data_parallel_step(model, OPT, axis_name="batch"),
+        jax.vmap(train.train_step(model, OPT, axis_name="batch"),
                  in_axes=(0, 0, 0, None, None)),
         axis_name="batch", in_axes=(0, 0, 0, 0, 0))
     p, s, o = parallel.replicate((params, state, opt_state))

@@ -1,0 +1,163 @@
+"""Callbacks of ``fit``: the protocol, early stopping and keeping the best model.
+
+The protocol: a callback is any callable ``cb(epoch, logs) -> bool``, called after every
+epoch (1-based ``epoch``) with ``logs``, the dict of Python floats that also goes into the
+history (``loss``, the metrics, ``eval_loss`` and the eval metrics with ``eval_data``,
+``learning_rate`` when known, ``epoch_time``). Returning ``True`` stops training after
+this epoch (every callback still sees it, and the epoch is checkpointed).
+
+A callback that needs the model defines ``on_epoch_end(epoch, logs, train_state) ->
+bool`` as well; ``fit`` then calls that instead, with ``train_state`` a
+:class:`TrainState` of the params, state and optimizer state after the epoch. They are
+the live arrays of the run: ``fit`` donates them to the next epoch, so a callback that
+keeps them must copy them (as :class:`KeepBest` does). Logs stay light (floats only).
+
+Callbacks are not checkpointed: after a resume, their counters start again.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from funcnet import _checks
+
+__all__ = ["EarlyStopping", "KeepBest", "TrainState", "call_callback"]
+
+
+class TrainState(NamedTuple):
+    """The training state after an epoch, as given to ``on_epoch_end`` callbacks."""
+
+    params: Any
+    state: Any
+    opt_state: Any
+
+
+def call_callback(cb, epoch: int, logs: dict, train_state: TrainState) -> bool:
+    """Calls ``cb`` by the protocol (``on_epoch_end`` if it has one) and returns its bool."""
+    hook = getattr(cb, "on_epoch_end", None)
+    result = hook(epoch, dict(logs), train_state) if callable(hook) else cb(epoch, dict(logs))
+    return bool(result)
+
+
+class _Monitor:
+    """Shared bookkeeping: a monitored log entry, its mode and the best value so far."""
+
+    def __init__(self, fn: str, monitor: str, mode: str, min_delta: float = 0.0):
+        if not isinstance(monitor, str):
+            raise TypeError(f"{fn}: monitor must be a str (a key of the logs), got "
+                            f"{type(monitor).__name__}")
+        self.monitor = monitor
+        self.mode = _checks.static_choice(fn, "mode", mode, ("auto", "min", "max"))
+        if mode == "auto":
+            self.mode = "max" if "acc" in monitor else "min"
+        self.min_delta = _checks.static_float(fn, "min_delta", min_delta, 0.0)
+        self.best_value: float | None = None
+        self.best_epoch: int | None = None
+        self._fn = fn
+
+    def _value(self, logs: dict) -> float:
+        if self.monitor not in logs:
+            raise KeyError(f"{self._fn}: monitor {self.monitor!r} is not in the logs "
+                           f"{sorted(logs)}; pass eval_data to fit for eval_* entries")
+        return float(logs[self.monitor])
+
+    def _improved(self, value: float) -> bool:
+        if math.isnan(value):
+            return False
+        if self.best_value is None:
+            return True
+        if self.mode == "min":
+            return value < self.best_value - self.min_delta
+        return value > self.best_value + self.min_delta
+
+    def _record(self, epoch: int, logs: dict) -> bool:
+        value = self._value(logs)
+        if self._improved(value):
+            self.best_value, self.best_epoch = value, epoch
+            return True
+        return False
+
+
+class EarlyStopping(_Monitor):
+    """Stops training when ``monitor`` has not improved for ``patience`` epochs.
+
+    An epoch improves when its value beats the best so far by more than ``min_delta``
+    (lower for ``mode="min"``, higher for ``"max"``; ``"auto"``: ``max`` for names
+    containing ``acc``, else ``min``). Training stops after the ``patience``-th epoch in a
+    row without improvement.
+
+    Example::
+
+        stop = train.EarlyStopping("eval_loss", patience=3)
+        fit(..., eval_data=(x_val, y_val), callbacks=[stop])
+        stop.stopped_epoch, stop.best_epoch, stop.best_value
+
+    Args:
+      monitor: the log entry to watch (``"eval_loss"``, ``"eval_accuracy"``, ``"loss"``).
+      patience: epochs without improvement before stopping (int >= 1).
+      min_delta: the smallest change that counts as an improvement (>= 0).
+      mode: ``"min"``, ``"max"`` or ``"auto"``.
+
+    Raises:
+      TypeError, ValueError: bad arguments; ``KeyError`` when called with logs that lack
+        ``monitor``.
+    """
+
+    def __init__(self, monitor: str = "eval_loss", *, patience: int = 5,
+                 min_delta: float = 0.0, mode: str = "auto"):
+        super().__init__("EarlyStopping", monitor, mode, min_delta)
+        self.patience = _checks.static_int("EarlyStopping", "patience", patience, minimum=1)
+        self.wait = 0
+        self.stopped_epoch: int | None = None
+
+    def __call__(self, epoch: int, logs: dict) -> bool:
+        if self._record(epoch, logs):
+            self.wait = 0
+            return False
+        self.wait += 1
+        if self.wait >= self.patience:
+            self.stopped_epoch = epoch
+            return True
+        return False
+
+    def __repr__(self) -> str:
+        return (f"EarlyStopping({self.monitor!r}, patience={self.patience}, "
+                f"min_delta={self.min_delta}, mode={self.mode!r})")
+
+
+class KeepBest(_Monitor):
+    """Keeps a copy of the params, state and optimizer state of the best epoch.
+
+    After ``fit``, ``keeper.best`` is a :class:`TrainState` of device copies (with the
+    run's sharding), ``keeper.best_epoch`` and ``keeper.best_value`` say which epoch and
+    value. Never stops training.
+
+    Example::
+
+        keeper = train.KeepBest("eval_accuracy")
+        fit(..., eval_data=(x_val, y_val), callbacks=[keeper])
+        params, state = keeper.best.params, keeper.best.state
+
+    Args:
+      monitor: the log entry to watch.
+      mode: ``"min"``, ``"max"`` or ``"auto"`` (``max`` for names containing ``acc``).
+    """
+
+    def __init__(self, monitor: str = "eval_loss", *, mode: str = "auto"):
+        super().__init__("KeepBest", monitor, mode)
+        self.best: TrainState | None = None
+
+    def on_epoch_end(self, epoch: int, logs: dict, train_state: TrainState | None) -> bool:
+        if self._record(epoch, logs) and train_state is not None:
+            self.best = TrainState(*jax.tree_util.tree_map(
+                lambda a: jnp.array(a, copy=True), tuple(train_state)))
+        return False
+
+    def __call__(self, epoch: int, logs: dict) -> bool:
+        return self.on_epoch_end(epoch, logs, None)
+
+    def __repr__(self) -> str:
+        return f"KeepBest({self.monitor!r}, mode={self.mode!r})"

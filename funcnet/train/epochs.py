@@ -1,0 +1,85 @@
+"""The compiled pieces of ``fit``: a guarded step, an epoch as one ``lax.scan``, one step.
+
+Epoch ``e`` (0-based) draws its keys from :func:`funcnet.data.epoch_keys` ``(key, e)``: a
+shuffling key (the permutation of :func:`funcnet.data.epoch_batches`) and a dropout key,
+folded with the step index ``i`` for step ``i``. The scan path (the training set on the
+device, the whole epoch one jitted call) and the per-step path (one jitted call per
+batch) run the same steps on the same batches with the same keys.
+
+Every step is *guarded*: when its loss or the new params / state hold a NaN or an
+infinity, the update is dropped and every later step of the epoch leaves the carry
+unchanged; the carry's ``bad`` counter records the 1-based index of that first step. So
+``fit`` sees the last finite params, state and optimizer state after the epoch, and
+never checkpoints non-finite ones. The cost is one reduction and one select per step.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from funcnet import data
+from funcnet.train import sharding
+from funcnet.train.step import train_step
+
+__all__ = ["all_finite", "compiled"]
+
+_tree_map = jax.tree_util.tree_map
+
+
+def all_finite(tree) -> jax.Array:
+    """A bool scalar: every floating leaf of ``tree`` is free of NaN and infinities."""
+    flags = [jnp.all(jnp.isfinite(a)) for a in jax.tree_util.tree_leaves(tree)
+             if jnp.issubdtype(jnp.result_type(a), jnp.inexact)]
+    return functools.reduce(jnp.logical_and, flags, jnp.array(True))
+
+
+@functools.lru_cache(maxsize=32)
+def compiled(model, opt, loss_fn, metrics_fn, compute_dtype, batch_size, mesh):
+    """``(jitted epoch scan, jitted guarded step)`` for one configuration (cached).
+
+    - ``epoch_scan(params, state, opt_state, x, y, key, epoch) -> ((params, state,
+      opt_state, bad), metrics)`` with ``metrics`` leaves of shape ``(num_batches,)``;
+    - ``one_step(params, state, opt_state, bad, i, x, y, dropout_key) -> ((params, state,
+      opt_state, bad, i + 1), metrics)``.
+
+    Both donate params, state and optimizer state. With a ``mesh`` every input and output
+    is replicated except the batches, split over the mesh's devices.
+    """
+    step = train_step(model, opt, loss_fn, metrics_fn=metrics_fn, compute_dtype=compute_dtype)
+
+    def guarded(params, state, opt_state, bad, i, x, y, dropout_key):
+        new_p, new_s, new_o, metrics = step(params, state, opt_state, x, y,
+                                            jax.random.fold_in(dropout_key, i))
+        ok = (bad == 0) & all_finite((new_p, new_s, metrics["loss"]))
+        kept = _tree_map(lambda n, o: jnp.where(ok, n, o), (new_p, new_s, new_o),
+                         (params, state, opt_state))
+        bad = jnp.where((bad == 0) & ~ok, i + 1, bad)
+        return (*kept, bad, i + 1), metrics
+
+    def epoch_scan(params, state, opt_state, x, y, key, epoch):
+        shuffle_key, dropout_key = data.epoch_keys(key, epoch)
+        xb, yb = data.epoch_batches(x, y, batch_size, shuffle_key)
+        if mesh is not None:   # each step's batch split over the devices
+            rows = sharding.batch_sharding(mesh, leading=1)
+            xb, yb = (lax.with_sharding_constraint(a, rows) for a in (xb, yb))
+
+        def body(carry, batch):
+            return guarded(*carry, *batch, dropout_key)
+
+        zero = jnp.zeros((), jnp.int32)
+        (p, s, o, bad, _), metrics = lax.scan(body, (params, state, opt_state, zero, zero),
+                                              (xb, yb))
+        return (p, s, o, bad), metrics
+
+    if mesh is None:
+        return (jax.jit(epoch_scan, donate_argnums=(0, 1, 2)),
+                jax.jit(guarded, donate_argnums=(0, 1, 2)))
+    rep, rows = sharding.replicated(mesh), sharding.batch_sharding(mesh)
+    return (jax.jit(epoch_scan, donate_argnums=(0, 1, 2), in_shardings=rep,
+                    out_shardings=rep),
+            jax.jit(guarded, donate_argnums=(0, 1, 2),
+                    in_shardings=(rep, rep, rep, rep, rep, rows, rows, rep),
+                    out_shardings=rep))

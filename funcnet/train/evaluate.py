@@ -1,0 +1,109 @@
+"""Batched evaluation in eval mode: every example counts once, on one device or a mesh."""
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from funcnet import _checks, ops
+from funcnet.train import sharding
+from funcnet.train._checks import (check_batch_split, check_functions, check_labels,
+                                   check_mesh, check_model, check_pair, num_classes)
+from funcnet.train.metrics import cast_floating, default_metrics, per_example
+
+__all__ = ["evaluate"]
+
+
+@functools.lru_cache(maxsize=64)
+def _eval_batch(model, loss_fn: Callable, metrics_fn: Callable, compute_dtype, mesh):
+    """Jitted ``(params, state, x, y, mask) -> {name: sum over the unmasked examples}``."""
+
+    def run(params, state, x, y, mask):
+        logits, _ = model.apply(cast_floating(params, compute_dtype), state,
+                                cast_floating(x, compute_dtype), train=False)
+        if compute_dtype is not None:
+            logits = logits.astype(jnp.float32)
+        values = {"loss": per_example(loss_fn, logits, y),
+                  **per_example(metrics_fn, logits, y)}
+        return {k: jnp.sum(v * mask.astype(v.dtype)) for k, v in values.items()}
+
+    if mesh is None:
+        return jax.jit(run)
+    rep, rows = sharding.replicated(mesh), sharding.batch_sharding(mesh)
+    return jax.jit(run, in_shardings=(rep, rep, rows, rows, rows), out_shardings=rep)
+
+
+def evaluate(model, params, state, x, y, batch_size: int = 1024, *,
+             loss_fn: Callable = ops.softmax_cross_entropy, metrics_fn: Callable | None = None,
+             compute_dtype=None, mesh=None) -> dict:
+    """Mean loss and metrics of ``model`` on ``(x, y)`` in eval mode (``train=False``).
+
+    Runs one jitted function per batch of ``batch_size`` (compiled once per model and
+    batch shape); the last, partial batch is padded and its padding masked out, so every
+    example counts exactly once (the loss and the metrics are evaluated per example and
+    averaged over the ``N`` examples).
+
+    Args:
+      model: a :class:`funcnet.nn.Layer`.
+      params, state: the model's pytrees (batch norm uses the running statistics).
+      x: ``(N, ...)`` inputs; y: ``(N, ...)`` targets (e.g. ``(N,)`` int labels).
+      batch_size: examples per call, clipped to ``N`` (rounded up to a multiple of the
+        mesh's device count).
+      loss_fn: a batch-mean loss ``loss_fn(logits, labels)``.
+      metrics_fn: ``metrics_fn(logits, labels) -> {name: batch mean}``; default
+        :func:`funcnet.train.default_metrics` of ``loss_fn`` (accuracy for class labels).
+      compute_dtype: e.g. ``jnp.bfloat16``: params and inputs are cast for the forward
+        pass, the logits back to float32.
+      mesh: a :class:`jax.sharding.Mesh`: every batch is split over its devices (params
+        replicated, see :func:`funcnet.train.fit`).
+
+    Returns:
+      ``{"loss": float, **metrics}`` (Python floats, means over the N examples).
+
+    Raises:
+      ValueError: ``x`` and ``y`` have different numbers of rows, ``batch_size`` < 1, or
+        integer labels out of range for the model's outputs.
+      TypeError: ``model`` is not a Layer, ``loss_fn`` / ``metrics_fn`` not callable,
+        ``mesh`` not a Mesh.
+    """
+    fn = "evaluate"
+    check_model(fn, model)
+    check_functions(fn, loss_fn, metrics_fn)
+    x, y = check_pair(fn, "data", (x, y))
+    devices = check_mesh(fn, mesh)
+    batch_size = _checks.static_int(fn, "batch_size", batch_size, minimum=1)
+    if compute_dtype is not None:
+        compute_dtype = _checks.check_dtype(fn, "compute_dtype", compute_dtype)
+    check_labels(fn, "y", y, num_classes(fn, "x", model, params, state, x, y))
+    return evaluate_checked(model, params, state, x, y, batch_size, loss_fn, metrics_fn,
+                            compute_dtype, mesh, devices)
+
+
+def evaluate_checked(model, params, state, x, y, batch_size, loss_fn, metrics_fn,
+                     compute_dtype, mesh, devices) -> dict:
+    """:func:`evaluate` after its checks (``fit`` checks once, then calls this per epoch)."""
+    n = x.shape[0]
+    batch_size = min(batch_size, n)
+    batch_size += -batch_size % devices                 # every device gets equal rows
+    check_batch_split("evaluate", "batch_size", batch_size, devices)
+    metrics_fn = default_metrics(loss_fn) if metrics_fn is None else metrics_fn
+    run = _eval_batch(model, loss_fn, metrics_fn, compute_dtype, mesh)
+    if mesh is not None:
+        params, state = sharding.put_replicated((params, state), mesh)
+        rows = sharding.batch_sharding(mesh)
+    totals: dict = {}
+    for start in range(0, n, batch_size):
+        idx = np.arange(start, start + batch_size)
+        mask = (idx < n).astype(np.float32)
+        idx = np.minimum(idx, n - 1)
+        batch = (x[idx], y[idx], mask)
+        if mesh is not None:
+            batch = sharding.put_batch(batch, rows)
+        sums = run(params, state, *batch)
+        for k, v in sums.items():
+            totals[k] = totals.get(k, 0.0) + v
+    host = sharding.to_host(totals)
+    return {k: float(host[k]) / n for k in ["loss"] + sorted(k for k in host if k != "loss")}

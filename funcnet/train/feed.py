@@ -1,0 +1,112 @@
+"""Batches from the host to the device, one step ahead: a bounded background prefetcher.
+
+``fit``'s per-step path (arrays too large for the device, or an iterable of batches)
+reads every batch through :class:`Prefetcher`: a thread draws the next batches from the
+source and puts them on the device (``jax.device_put``, or the mesh's batch sharding)
+while the current step runs. The queue holds at most ``size`` batches; an exception in
+the source or the transfer is re-raised in the training loop with its traceback; and the
+thread never outlives the ``with`` block (it is stopped and joined on exit, also on an
+exception or an early stop).
+"""
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Callable, Iterable
+
+__all__ = ["Prefetcher"]
+
+_ITEM, _END, _ERROR = range(3)
+
+
+class Prefetcher:
+    """Iterates over ``put(batch)`` for each batch of ``source``, ``size`` batches ahead.
+
+    Use it as a context manager::
+
+        with Prefetcher(batches, put, size=2) as feed:
+            for batch in feed:
+                ...
+
+    Args:
+      source: an iterable of batches (iterated in the background thread).
+      put: a function applied to each batch in the thread (checks, ``device_put``).
+      size: the most batches waiting on the device; ``0`` runs everything in the calling
+        thread (no background thread).
+    """
+
+    def __init__(self, source: Iterable, put: Callable, size: int = 2):
+        self._source, self._put, self._size = source, put, size
+        self._queue: queue.Queue = queue.Queue(maxsize=max(size, 1))
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._iterator = None
+
+    # ------------------------------------------------------------------ thread side
+    def _offer(self, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _work(self) -> None:
+        iterator = None
+        try:
+            iterator = iter(self._source)
+            for batch in iterator:
+                if self._stop.is_set() or not self._offer((_ITEM, self._put(batch))):
+                    return
+            self._offer((_END, None))
+        except BaseException as err:  # noqa: BLE001 - handed to the consuming thread
+            self._offer((_ERROR, err))
+        finally:
+            close = getattr(iterator, "close", None)
+            if callable(close):
+                close()
+
+    # ---------------------------------------------------------------- caller side
+    def __enter__(self) -> "Prefetcher":
+        if self._size > 0:
+            self._thread = threading.Thread(target=self._work, name="funcnet-prefetch",
+                                            daemon=True)
+            self._thread.start()
+        else:
+            self._iterator = iter(self._source)
+        return self
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._thread is None:
+            return self._put(next(self._iterator))
+        kind, value = self._queue.get()
+        if kind == _ITEM:
+            return value
+        self._stop.set()
+        if kind == _ERROR:
+            raise value
+        raise StopIteration
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stops the thread (after the batch it is preparing) and waits for it."""
+        self._stop.set()
+        if self._thread is not None:
+            while self._thread.is_alive():
+                try:
+                    self._queue.get(timeout=0.05)
+                except queue.Empty:
+                    pass
+            self._thread.join()
+            self._thread = None
+        elif self._iterator is not None:
+            close = getattr(self._iterator, "close", None)
+            if callable(close):
+                close()
+            self._iterator = None

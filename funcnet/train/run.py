@@ -1,0 +1,162 @@
+"""What identifies a run of ``fit``, and resuming one from a checkpoint directory.
+
+A run's *fingerprint* is stored in the metadata (JSON header) of every checkpoint ``fit``
+writes, together with the history of every epoch since the start. It holds what decides
+the trajectory of the parameters, and only that:
+
+- the model (its layers' names, e.g. ``serial[Dense(32), ReLU, Dense(10)]``), the tree
+  structure, shapes and dtypes of ``params``, ``state`` and ``opt_state``, the learning
+  rate the first update uses (when :func:`funcnet.optim.current_learning_rate` knows it);
+- the loss function's qualified name, the PRNG key, the batch size, the training data's
+  shapes and dtypes (not its values: hashing a large data set on every call would cost
+  more than it protects).
+
+Not in it, so that they can change between a run and its resumption: ``epochs`` (extend
+a finished run), ``eval_data``, ``callbacks``, ``metrics_fn``, ``progress``,
+``checkpoint_every``, ``scan``, ``compute_dtype`` and ``mesh`` (resume an 8-core run on one
+GPU). A directory whose checkpoints carry another fingerprint (or none) is never resumed
+from nor written into: ``fit`` raises :class:`RunMismatchError` unless
+``overwrite=True``, which deletes them first.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+
+import jax
+import numpy as np
+
+from funcnet.train.errors import RunMismatchError
+
+__all__ = ["META_KEY", "fingerprint", "resume_point", "save_metadata"]
+
+META_KEY = "funcnet.fit"
+
+
+def describe_model(layer) -> str:
+    """``name[sub, ...]`` of a Layer tree, stable across processes."""
+    name = getattr(layer, "name", type(layer).__name__)
+    subs = getattr(layer, "layers", ()) or ()
+    return name if not subs else f"{name}[{', '.join(describe_model(s) for s in subs)}]"
+
+
+def stable_name(f) -> str:
+    """A name of a function that is the same in every process (no memory addresses)."""
+    if isinstance(f, functools.partial):
+        args = [repr(a) if isinstance(a, (int, float, str, bool, type(None))) else
+                type(a).__name__ for a in f.args]
+        kwargs = [f"{k}={v!r}" if isinstance(v, (int, float, str, bool, type(None))) else
+                  f"{k}={type(v).__name__}" for k, v in sorted(f.keywords.items())]
+        return f"partial({', '.join([stable_name(f.func), *args, *kwargs])})"
+    qualname = getattr(f, "__qualname__", None)
+    if qualname is None:
+        f = type(f)
+        qualname = f.__qualname__
+    return f"{getattr(f, '__module__', '?')}.{qualname}"
+
+
+def tree_signature(tree) -> str:
+    """16 hex digits of SHA-256 over the tree structure, leaf shapes and dtypes."""
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    text = str(treedef) + "|" + ";".join(
+        f"{np.dtype(getattr(a, 'dtype', type(a))).name if not _is_key(a) else a.dtype}"
+        f"{tuple(np.shape(a))}" for a in leaves)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _is_key(a) -> bool:
+    return hasattr(a, "dtype") and jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key)
+
+
+def key_hex(key) -> str:
+    data = jax.random.key_data(key) if _is_key(key) else key
+    return ("typed:" if _is_key(key) else "") + np.asarray(data).tobytes().hex()
+
+
+def fingerprint(*, model, params, state, opt_state, learning_rate, loss_fn, key,
+                batch_size, data) -> dict:
+    """The run's fingerprint (JSON-serialisable; see the module docstring)."""
+    if isinstance(data, tuple):
+        data = " ".join(f"{n} {np.dtype(a.dtype).name}{list(a.shape)}"
+                        for n, a in zip("xy", data))
+    return {
+        "model": describe_model(model),
+        "params": tree_signature(params),
+        "state": tree_signature(state),
+        "opt_state": tree_signature(opt_state),
+        "learning_rate": None if learning_rate is None else float(learning_rate),
+        "loss_fn": stable_name(loss_fn),
+        "key": key_hex(key),
+        "batch_size": batch_size,
+        "data": data,
+    }
+
+
+def _where(manager) -> str:
+    directory = getattr(manager, "directory", None)
+    return f"the checkpoint directory {str(directory)!r}" if directory is not None else \
+        f"the checkpoint manager {manager!r}"
+
+
+def _mismatch(meta, fp: dict, step: int) -> str | None:
+    """``None`` when ``meta`` is this run's, else what differs."""
+    run = (meta or {}).get(META_KEY) if isinstance(meta, dict) else None
+    if not isinstance(run, dict) or not isinstance(run.get("fingerprint"), dict):
+        return f"the checkpoint of step {step} was not written by fit (it has no run fingerprint)"
+    saved = run["fingerprint"]
+    diffs = [f"{k} is {fp[k]!r} now but {saved.get(k)!r} in the checkpoint of epoch {step}"
+             for k in fp if saved.get(k) != fp[k]]
+    return "; ".join(diffs) or None
+
+
+def _refuse_or_clear(fn: str, manager, why: str, overwrite: bool, writer: bool) -> None:
+    if not overwrite:
+        raise RunMismatchError(
+            f"{fn}: {_where(manager)} holds another run's checkpoints ({why}); pass "
+            f"overwrite=True to delete them and start this run, or use another directory")
+    if writer:
+        manager.clear()
+
+
+def resume_point(fn: str, manager, *, resume: bool, overwrite: bool, fp: dict, like,
+                 writer: bool = True):
+    """``(start_epoch, restored tree or None, history)`` for a run with fingerprint ``fp``.
+
+    ``resume=False`` into a directory with checkpoints, or any checkpoint of another run,
+    raises :class:`RunMismatchError` unless ``overwrite`` (then the directory is cleared and
+    the run starts at epoch 0; only the ``writer`` process deletes).
+    """
+    latest = manager.latest_step()
+    if latest is None:
+        return 0, None, {}
+    if not resume:
+        _refuse_or_clear(fn, manager, f"latest: epoch {latest}; resume=False starts a new run",
+                         overwrite, writer)
+        return 0, None, {}
+    try:
+        meta = manager.metadata(latest)
+    except (ValueError, OSError):
+        meta = None        # a damaged latest checkpoint: restore() falls back to a readable one
+    if meta is not None:
+        why = _mismatch(meta, fp, latest)
+        if why is not None:
+            _refuse_or_clear(fn, manager, why, overwrite, writer)
+            return 0, None, {}
+    step, tree = manager.restore(like=like)
+    meta = manager.metadata(step)
+    why = _mismatch(meta, fp, step)
+    if why is not None:
+        _refuse_or_clear(fn, manager, why, overwrite, writer)
+        return 0, None, {}
+    history = meta[META_KEY].get("history") or {}
+    return int(step), tree, {k: list(v) for k, v in history.items()}
+
+
+def save_metadata(fp: dict, history: dict, epoch: int) -> dict:
+    """The metadata ``fit`` stores with the checkpoint of ``epoch`` (JSON: NaN -> None)."""
+    def clean(v):
+        return None if isinstance(v, float) and not math.isfinite(v) else v
+    return {META_KEY: {"fingerprint": fp, "epoch": epoch,
+                       "history": {k: [clean(v) for v in vs] for k, vs in history.items()}}}
+

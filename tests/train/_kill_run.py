@@ -1,0 +1,48 @@
+"""Subprocess body of test_fit_faults: ``python -m tests.train._kill_run DIR MODE``.
+
+MODE ``kill``: fit 4 epochs with a checkpoint per epoch and SIGKILL itself during epoch 3
+(after epoch 2's checkpoint, before epoch 3's). MODE ``resume``: resume that run to 4
+epochs, train the same run uninterrupted in memory, and print ``IDENTICAL`` when the two
+end bit for bit equal (params, state, optimizer state, history losses).
+"""
+import os
+import signal
+import sys
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_numpy_dtype_promotion", "strict")
+
+import numpy as np  # noqa: E402
+
+from funcnet import checkpoint, train  # noqa: E402
+from tests.train._setup import ADAM, BN_MLP, FIT, init, subset  # noqa: E402
+
+
+def main(directory: str, mode: str) -> int:
+    x, y = subset(192)
+    params, state = init(BN_MLP)
+    manager = checkpoint.CheckpointManager(directory)
+
+    def kill_in_epoch_3(epoch, logs):
+        if epoch == 3:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return False
+
+    if mode == "kill":
+        train.fit(BN_MLP, params, state, ADAM, (x, y), 4, checkpoint=manager,
+                  callbacks=[kill_in_epoch_3], **FIT)
+        return 1                                   # not reached
+    resumed = train.fit(BN_MLP, params, state, ADAM, (x, y), 4, checkpoint=manager,
+                        batch_size=32, key=FIT["key"])
+    full = train.fit(BN_MLP, params, state, ADAM, (x, y), 4, **FIT)
+    same = all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(
+        jax.tree_util.tree_leaves(resumed[:3]), jax.tree_util.tree_leaves(full[:3])))
+    same = same and resumed[3]["loss"] == full[3]["loss"] and resumed[3]["epoch"] == [1, 2, 3, 4]
+    print("IDENTICAL" if same else "DIFFERENT", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(*sys.argv[1:]))

@@ -1,0 +1,53 @@
+"""evaluate: every example once, metrics rule, custom metrics, compute_dtype, label range."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from funcnet import nn, ops, train
+from tests.train._setup import BN_MLP, MLP, X_TEST, X_TRAIN, Y_TEST, init
+
+
+def test_evaluate_counts_every_example_once():
+    params, state = init(BN_MLP)
+    x, y = X_TEST[:101], Y_TEST[:101]
+    got = train.evaluate(BN_MLP, params, state, x, y, batch_size=32)  # 3 full + 5 padded
+    logits, _ = BN_MLP.apply(params, state, x)
+    assert list(got) == ["loss", "accuracy"]
+    np.testing.assert_allclose(got["loss"], ops.softmax_cross_entropy(logits, y), rtol=1e-5)
+    assert got["accuracy"] == pytest.approx(float(train.accuracy(logits, y)))
+    one_hot = jax.nn.one_hot(y, 10, dtype=jnp.float32)
+    got_oh = train.evaluate(BN_MLP, params, state, x, one_hot, batch_size=500)
+    assert got_oh["accuracy"] == pytest.approx(got["accuracy"])
+    np.testing.assert_allclose(got_oh["loss"], got["loss"], rtol=1e-5)
+
+
+def test_evaluate_regression_custom_metrics_and_compute_dtype():
+    model = nn.serial(nn.Dense(2, dtype=np.float32))
+    _, params, state = model.init(jax.random.PRNGKey(0), (-1, 64))
+    x, target = X_TRAIN[:50], X_TRAIN[:50, :2]
+    got = train.evaluate(model, params, state, x, target, batch_size=16,
+                         loss_fn=ops.mean_squared_error)
+    assert list(got) == ["loss"]                       # no accuracy for a regression
+    pred = model.apply(params, state, x)[0]
+    np.testing.assert_allclose(got["loss"], np.mean((pred - target) ** 2), rtol=1e-5)
+    mae = lambda lg, t: {"mae": jnp.mean(jnp.abs(lg - t))}  # noqa: E731
+    got = train.evaluate(model, params, state, x, target, batch_size=16,
+                         loss_fn=ops.mean_squared_error, metrics_fn=mae)
+    np.testing.assert_allclose(got["mae"], np.mean(np.abs(pred - target)), rtol=1e-5)
+    low = train.evaluate(model, params, state, x, target, batch_size=16,
+                         loss_fn=ops.mean_squared_error, compute_dtype=jnp.bfloat16)
+    assert low["loss"] != got["loss"] and low["loss"] == pytest.approx(got["loss"], rel=0.05)
+
+
+def test_evaluate_refuses_out_of_range_labels():
+    """Item 4 of issue 13: out-of-range labels used to give loss 0.0 silently."""
+    params, state = init(MLP)
+    y = Y_TEST[:20].copy()
+    y[3] = 10
+    with pytest.raises(ValueError, match=r"evaluate: y has label 10, expected class "
+                                         r"indices in \[0, 10\)"):
+        train.evaluate(MLP, params, state, X_TEST[:20], y)
+    y[3] = -1
+    with pytest.raises(ValueError, match=r"label -1"):
+        train.evaluate(MLP, params, state, X_TEST[:20], y)

@@ -1,0 +1,122 @@
+"""fit and checkpoint directories: exact resume, history, announcements, runs never mixed."""
+import warnings
+
+import jax
+import numpy as np
+import pytest
+
+from funcnet import checkpoint, data, train
+from funcnet.train.run import META_KEY
+from tests.train._setup import (ADAM, BN_MLP, FIT, KEY, MLP, assert_trees_equal, init,
+                                subset)
+
+X, Y = subset(192)
+
+
+def test_resume_is_bit_identical_and_history_covers_every_epoch(tmp_path, capsys):
+    params, state = init(BN_MLP)
+    full = train.fit(BN_MLP, params, state, ADAM, (X, Y), 3, **FIT)
+    manager = checkpoint.CheckpointManager(tmp_path / "ckpt", keep=2)
+    train.fit(BN_MLP, params, state, ADAM, (X, Y), 2, checkpoint=manager, **FIT)
+    assert manager.latest_step() == 2
+    assert manager.metadata()[META_KEY]["history"]["epoch"] == [1, 2]
+    # a fresh start from other params: everything must come from the checkpoint
+    other_params, other_state = init(BN_MLP, seed=1)
+    resumed = train.fit(BN_MLP, other_params, other_state, ADAM, (X, Y), 3,
+                        checkpoint=manager, batch_size=32, key=KEY)
+    out = capsys.readouterr().out
+    assert "fit: resumed at epoch 2 of 3" in out and "epoch 3/3  loss" in out
+    assert_trees_equal(full[:3], resumed[:3])
+    assert resumed[3]["epoch"] == [1, 2, 3]
+    assert resumed[3]["loss"] == full[3]["loss"]
+    assert manager.metadata(3)[META_KEY]["history"]["loss"] == full[3]["loss"]
+
+
+def test_checkpoint_at_or_past_epochs_says_nothing_to_train(tmp_path, capsys):
+    """Issue 16: rerunning a finished run trained 0 epochs silently."""
+    params, state = init(MLP)
+    manager = checkpoint.CheckpointManager(tmp_path)
+    first = train.fit(MLP, params, state, ADAM, (X, Y), 2, checkpoint=manager, **FIT)
+    again = train.fit(MLP, params, state, ADAM, (X, Y), 2, checkpoint=manager,
+                      batch_size=32, key=KEY)
+    assert capsys.readouterr().out.strip() == ("fit: nothing to train: checkpoint at "
+                                               "epoch 2 of 2")
+    assert_trees_equal(first[:3], again[:3])
+    assert again[3] == first[3]
+
+
+def test_checkpoint_every_and_extending_a_run(tmp_path):
+    params, state = init(MLP)
+    manager = checkpoint.CheckpointManager(tmp_path, keep=None)
+    train.fit(MLP, params, state, ADAM, (X, Y), 5, checkpoint_every=2, checkpoint=manager,
+              **FIT)
+    assert manager.all_steps() == [2, 4, 5]
+    # epochs is not part of the run: asking for more continues the same run
+    *_, hist = train.fit(MLP, params, state, ADAM, (X, Y), 6, checkpoint=manager, **FIT)
+    assert hist["epoch"] == [1, 2, 3, 4, 5, 6] and manager.latest_step() == 6
+
+
+def test_runs_are_never_mixed(tmp_path):
+    """Issue 13 item 1: resume=False into a longer run's directory interleaved the runs,
+    and a later resume restored the OTHER run's weights with an empty history."""
+    params, state = init(MLP)
+    manager = checkpoint.CheckpointManager(tmp_path, keep=None)
+    train.fit(MLP, params, state, ADAM, (X, Y), 5, checkpoint=manager, **FIT)
+    with pytest.raises(train.RunMismatchError, match=r"fit: the checkpoint directory "
+                       r".* holds another run's checkpoints \(latest: epoch 5; resume=False"):
+        train.fit(MLP, params, state, ADAM, (X, Y), 3, checkpoint=manager, resume=False,
+                  **FIT)
+    assert manager.all_steps() == [1, 2, 3, 4, 5]          # untouched
+    other_key = dict(FIT, key=jax.random.PRNGKey(7))
+    with pytest.raises(train.RunMismatchError, match=r"key is '.*' now but '.*' in the "
+                                                     r"checkpoint of epoch 5"):
+        train.fit(MLP, params, state, ADAM, (X, Y), 3, checkpoint=manager, **other_key)
+    with pytest.raises(ValueError, match=r"batch_size is 64 now but 32 .*; data is 'x "
+                                         r"float32\[96, 64\]"):
+        train.fit(MLP, params, state, ADAM, (X[:96], Y[:96]), 3, checkpoint=manager,
+                  **dict(FIT, batch_size=64))
+    fresh = train.fit(MLP, params, state, ADAM, (X, Y), 3, checkpoint=manager,
+                      overwrite=True, **other_key)
+    assert manager.all_steps() == [1, 2, 3] and fresh[3]["epoch"] == [1, 2, 3]
+    alone = train.fit(MLP, params, state, ADAM, (X, Y), 3, **other_key)
+    assert_trees_equal(fresh[:3], alone[:3])
+
+
+def test_a_foreign_checkpoint_is_not_resumed(tmp_path):
+    params, state = init(MLP)
+    manager = checkpoint.CheckpointManager(tmp_path)
+    manager.save(1, {"params": params})
+    with pytest.raises(train.RunMismatchError, match="was not written by fit"):
+        train.fit(MLP, params, state, ADAM, (X, Y), 2, checkpoint=manager, **FIT)
+
+
+def test_callable_data_resumes_exactly(tmp_path):
+    """A callable epoch -> batches is re-created per epoch: resume == uninterrupted run."""
+    params, state = init(BN_MLP)
+    loader = data.Loader(X, Y, 32, key=KEY)
+    full = train.fit(BN_MLP, params, state, ADAM, loader, 3, key=KEY, progress=False)
+    manager = checkpoint.CheckpointManager(tmp_path)
+    train.fit(BN_MLP, params, state, ADAM, loader, 1, key=KEY, progress=False,
+              checkpoint=manager)
+    resumed = train.fit(BN_MLP, params, state, ADAM, loader, 3, key=KEY, progress=False,
+                        checkpoint=manager)
+    assert_trees_equal(full[:3], resumed[:3])
+    assert resumed[3]["loss"] == full[3]["loss"]
+
+
+def test_damaged_latest_checkpoint_falls_back_to_a_readable_one(tmp_path):
+    params, state = init(MLP)
+    manager = checkpoint.CheckpointManager(tmp_path, keep=None)
+    full = train.fit(MLP, params, state, ADAM, (X, Y), 3, **FIT)
+    train.fit(MLP, params, state, ADAM, (X, Y), 2, checkpoint=manager, **FIT)
+    path = sorted(tmp_path.glob("ckpt_*2.npz"))[-1]
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        resumed = train.fit(MLP, params, state, ADAM, (X, Y), 3, checkpoint=manager, **FIT)
+    assert any("damaged" in str(w.message) or "skip" in str(w.message).lower()
+               for w in caught), [str(w.message) for w in caught]
+    assert_trees_equal(full[:3], resumed[:3])
+    assert resumed[3]["epoch"] == [1, 2, 3]
