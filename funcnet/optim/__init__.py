@@ -1,4 +1,4 @@
-"""Optimizers as pure state transitions, with optax's protocol.
+"""Optimizers as pure state transitions, with optax's protocol, names and states.
 
 ::
 
@@ -7,31 +7,69 @@
     updates, opt_state = opt.update(grads, opt_state, params)
     params = funcnet.optim.apply_updates(params, updates)
 
-Named optimizers (:mod:`.aliases`) are ``chain``-s of blocks (:mod:`.transforms`,
-:mod:`.regularization`); states are NamedTuples of arrays; schedules live in
-:mod:`.schedules`; gradient accumulation in :mod:`.accumulate`.
+Every name shared with optax takes optax's arguments (order, defaults, keywords), gives
+optax's trajectory and uses optax's state classes and fields, so states move between the
+two libraries. Named optimizers (:mod:`.aliases`) are ``chain``-s of blocks
+(:mod:`.transforms`, :mod:`.adaptive`, :mod:`.regularization`); combinators in
+:mod:`.combine`; wrappers in :mod:`.wrappers` and :mod:`.accumulate`; schedules in
+:mod:`.schedules`. :func:`current_learning_rate` reads the learning rate the next update
+will use.
 """
 from funcnet.optim import schedules
-from funcnet.optim.accumulate import AccumulateState, accumulate
-from funcnet.optim.aliases import adagrad, adam, adamw, momentum, nesterov, rmsprop, sgd
-from funcnet.optim.base import EmptyState, Optimizer, apply_updates, chain
-from funcnet.optim.regularization import add_decayed_weights, clip_by_global_norm, global_norm
+from funcnet.optim.accumulate import (
+    AccumulateState, MultiSteps, MultiStepsState, accumulate, skip_large_updates,
+    skip_not_finite)
+from funcnet.optim.aliases import (
+    adagrad, adam, adamw, momentum, nadam, nadamw, nesterov, rmsprop, sgd)
+from funcnet.optim.base import (
+    EmptyState, Optimizer, StateMismatchError, apply_updates, current_learning_rate,
+    incremental_update)
+from funcnet.optim.combine import (
+    MaskedNode, MaskedState, MultiTransformState, PartitionState, chain, masked,
+    multi_transform, partition)
+from funcnet.optim.regularization import (
+    WeightDecaySchedule, add_decayed_weights, clip, clip_by_global_norm, global_norm)
 from funcnet.optim.schedules import (
-    constant, cosine_decay, exponential_decay, piecewise_constant, warmup_cosine_decay)
+    constant, constant_schedule, cosine_decay, cosine_decay_schedule, exponential_decay,
+    join_schedules, linear_schedule, piecewise_constant, piecewise_constant_schedule,
+    polynomial_schedule, warmup_constant_schedule, warmup_cosine_decay,
+    warmup_cosine_decay_schedule, warmup_exponential_decay_schedule)
+from funcnet.optim.adaptive import (
+    ScaleByAdagradState, ScaleByAdamState, ScaleByRmsState, ScaleByRmsWithCountState,
+    ScaleByRssState, ScaleByRStdDevState, ScaleByRStdDevWithCountState, scale_by_adagrad,
+    scale_by_adam, scale_by_rms, scale_by_rss, scale_by_stddev)
 from funcnet.optim.transforms import (
-    MomentumState, ScaleByAdagradState, ScaleByAdamState, ScaleByRmsState,
-    ScaleByScheduleState, scale, scale_by_adagrad, scale_by_adam, scale_by_learning_rate,
-    scale_by_momentum, scale_by_rms, scale_by_schedule)
+    EmaState, ScaleByScheduleState, TraceState, ema, identity, scale, scale_by_learning_rate,
+    scale_by_schedule, set_to_zero, trace)
+from funcnet.optim.wrappers import (
+    ApplyIfFiniteState, InjectHyperparamsState, InjectStatefulHyperparamsState,
+    WrappedScheduleState, apply_if_finite, inject_hyperparams)
 
 __all__ = [
-    "Optimizer", "EmptyState", "apply_updates", "chain",
-    "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw",
-    "scale", "scale_by_learning_rate", "scale_by_schedule", "scale_by_momentum",
-    "scale_by_adam", "scale_by_rms", "scale_by_adagrad",
-    "MomentumState", "ScaleByAdamState", "ScaleByRmsState", "ScaleByAdagradState",
-    "ScaleByScheduleState",
-    "clip_by_global_norm", "add_decayed_weights", "global_norm",
-    "accumulate", "AccumulateState",
-    "schedules", "constant", "exponential_decay", "cosine_decay", "warmup_cosine_decay",
-    "piecewise_constant",
+    # protocol and helpers
+    "Optimizer", "EmptyState", "StateMismatchError", "apply_updates", "incremental_update",
+    "current_learning_rate", "global_norm",
+    # named optimizers
+    "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw", "nadam", "nadamw",
+    # blocks
+    "identity", "set_to_zero", "scale", "scale_by_learning_rate", "scale_by_schedule",
+    "trace", "ema", "scale_by_adam", "scale_by_rms", "scale_by_stddev", "scale_by_rss",
+    "scale_by_adagrad", "clip", "clip_by_global_norm", "add_decayed_weights",
+    # combinators and wrappers
+    "chain", "masked", "multi_transform", "partition", "apply_if_finite",
+    "inject_hyperparams", "accumulate", "MultiSteps", "skip_not_finite",
+    "skip_large_updates",
+    # states
+    "TraceState", "EmaState", "ScaleByAdamState", "ScaleByRmsState",
+    "ScaleByRmsWithCountState", "ScaleByRStdDevState", "ScaleByRStdDevWithCountState",
+    "ScaleByRssState", "ScaleByAdagradState", "ScaleByScheduleState", "WeightDecaySchedule",
+    "MaskedState", "MaskedNode", "MultiTransformState", "PartitionState",
+    "ApplyIfFiniteState", "InjectStatefulHyperparamsState", "InjectHyperparamsState",
+    "WrappedScheduleState", "MultiStepsState", "AccumulateState",
+    # schedules
+    "schedules", "constant_schedule", "linear_schedule", "polynomial_schedule",
+    "piecewise_constant_schedule", "exponential_decay", "cosine_decay_schedule",
+    "warmup_constant_schedule", "warmup_cosine_decay_schedule",
+    "warmup_exponential_decay_schedule", "join_schedules",
+    "constant", "cosine_decay", "warmup_cosine_decay", "piecewise_constant",
 ]

@@ -1,31 +1,40 @@
-"""The optimizer protocol, ``chain``, ``apply_updates`` and trace-time checks.
+"""The optimizer protocol, ``apply_updates``, ``current_learning_rate`` and optim's checks.
 
-An optimizer is a pair of pure functions (optax's ``GradientTransformation`` protocol)::
+An optimizer is a pair of pure functions (optax's ``GradientTransformationExtraArgs``
+protocol)::
 
     opt_state = opt.init(params)
-    updates, opt_state = opt.update(grads, opt_state, params)
+    updates, opt_state = opt.update(grads, opt_state, params, **extra_args)
     params = apply_updates(params, updates)
 
 ``init`` maps a parameter pytree to a state; ``update`` maps gradients and the state to
 updates (already scaled by ``-learning_rate``: they are *added* to the parameters) and
-the next state. A state is a NamedTuple (or a tuple of NamedTuples, for ``chain``) whose
-leaves are all JAX arrays, with step counters as int32 scalars, so a state can be
-jitted, vmapped over hyperparameters and seeds, scanned over, and checkpointed.
+the next state; extra keyword arguments are ignored by blocks that do not use them. A
+state is a NamedTuple (or a tuple of them, for ``chain``) whose leaves are JAX arrays,
+with step counters as int32 scalars, so a state can be jitted, vmapped over
+hyperparameters and seeds, scanned over and checkpointed. States carry optax's class and
+field names where the algorithm is the same, and every block rebuilds the state it was
+given with ``state._replace(...)``: a state made by optax can be continued by funcnet and
+vice versa, and keeps its class (so a ``lax.scan`` carry stays stable).
 
-Hyperparameters (learning rate, betas, eps, weight decay) may be Python numbers, NumPy
-numbers or JAX arrays, including tracers: an optimizer built *inside* a
-``jax.jit`` / ``jax.vmap``-ed function with a traced learning rate trains one model per
-learning rate in a single compiled call. Values are validated only when they are
-concrete; they are cast to the dtype of the gradients, so float32 parameters work with a
-float64 learning rate under ``jax_numpy_dtype_promotion="strict"``.
+Invariant: validation runs once, at construction (hyperparameters) and at trace time
+(tree structures, dtypes); nothing is checked on traced values. Hyperparameters may be
+Python numbers or JAX arrays, including tracers: an optimizer built inside a ``jit`` /
+``vmap``-ed function with a traced learning rate trains one model per learning rate in
+one compiled call. Concrete values must be finite and in range (learning rates >= 0);
+they are cast to the dtype of the gradients, so float32 parameters work with float64
+hyperparameters under ``jax_numpy_dtype_promotion="strict"``.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from funcnet import _checks
 
 PyTree = Any
 Params = PyTree
@@ -34,13 +43,33 @@ OptState = Any
 Schedule = Callable[[jax.Array], jax.Array]
 ScalarOrSchedule = Any  # float | jax.Array | Schedule
 
+_map = jax.tree_util.tree_map
 
-class Optimizer(NamedTuple):
-    """A pair of pure functions: ``init(params) -> state`` and
-    ``update(grads, state, params=None) -> (updates, state)``."""
 
+class _InitUpdate(NamedTuple):
     init: Callable[[Params], OptState]
     update: Callable[..., tuple[Updates, OptState]]
+
+
+class Optimizer(_InitUpdate):
+    """A pair of pure functions ``init(params) -> state`` and
+    ``update(grads, state, params=None, **extra_args) -> (updates, state)``.
+
+    A NamedTuple of two fields, like optax's ``GradientTransformation``: ``init, update =
+    opt`` unpacks it and optax's ``chain``/``MultiSteps``/``masked`` accept it. funcnet's
+    optimizers also carry (as an attribute outside the tuple) how to read their learning
+    rate from a state; :func:`current_learning_rate` uses it.
+    """
+
+    _learning_rate_fn: Callable[[OptState], Any] | None = None
+
+
+def optimizer(init, update, learning_rate_fn=None) -> Optimizer:
+    """An :class:`Optimizer`; ``learning_rate_fn(state)`` gives the next learning rate."""
+    opt = Optimizer(init, update)
+    if learning_rate_fn is not None:
+        opt._learning_rate_fn = learning_rate_fn
+    return opt
 
 
 class EmptyState(NamedTuple):
@@ -50,86 +79,119 @@ class EmptyState(NamedTuple):
 # --------------------------------------------------------------------------- checks
 
 
-def concrete_value(x) -> np.ndarray | None:
-    """``x`` as a float NumPy array when it is a concrete number, else None.
-
-    Tracers (values under ``jit``/``vmap``/``grad``) and callables (schedules) return None:
-    they are never validated.
-    """
-    if x is None or callable(x) or isinstance(x, jax.core.Tracer):
-        return None
-    try:
-        return np.asarray(x, dtype=np.float64)
-    except Exception:  # noqa: BLE001 - anything that is not a plain number is skipped
-        return None
+class StateMismatchError(ValueError):
+    """An optimizer state that does not belong to this optimizer (a ``ValueError``)."""
 
 
-def _fmt(v: np.ndarray) -> str:
-    return f"{v.item():g}" if v.size == 1 else np.array2string(v)
+def check_hyperparameter(fn: str, name: str, value, low=None, high=None, **bounds) -> None:
+    """A number that may be traced, but not a schedule (``TypeError`` with a hint)."""
+    if callable(value):
+        raise TypeError(
+            f"{fn}: {name} must be a number or a scalar array, got a function (a "
+            f"schedule?); only learning_rate and weight_decay accept schedules, wrap the "
+            f"optimizer with inject_hyperparams to schedule {name}")
+    _checks.check_hyperparameter(fn, name, value, low, high, **bounds)
+
+
+def check_decay(fn: str, name: str, value) -> None:
+    """A decay rate / momentum coefficient in [0, 1)."""
+    check_hyperparameter(fn, name, value, 0.0, 1.0, high_inclusive=False)
 
 
 def check_nonnegative(fn: str, name: str, value) -> None:
-    """Raise ``ValueError`` unless a concrete ``value`` is >= 0 (NaN fails)."""
-    v = concrete_value(value)
-    if v is not None and not np.all(v >= 0):
-        raise ValueError(f"{fn}: {name} must be >= 0, got {_fmt(v)}")
+    check_hyperparameter(fn, name, value, 0.0)
 
 
-def check_positive(fn: str, name: str, value) -> None:
-    """Raise ``ValueError`` unless a concrete ``value`` is > 0 (NaN fails)."""
-    v = concrete_value(value)
-    if v is not None and not np.all(v > 0):
-        raise ValueError(f"{fn}: {name} must be > 0, got {_fmt(v)}")
+def check_scalar_or_schedule(fn: str, name: str, value) -> None:
+    """A non-negative finite number or array (possibly traced), or a schedule.
 
-
-def check_unit_interval(fn: str, name: str, value) -> None:
-    """Raise ``ValueError`` unless a concrete ``value`` is in [0, 1)."""
-    v = concrete_value(value)
-    if v is not None and not np.all((v >= 0) & (v < 1)):
-        raise ValueError(f"{fn}: {name} must be in [0, 1), got {_fmt(v)}")
-
-
-def check_learning_rate(fn: str, learning_rate) -> None:
-    """A learning rate is a float, a scalar array or a callable schedule ``step -> lr``."""
-    if callable(learning_rate):
-        return
-    if learning_rate is None or isinstance(learning_rate, (str, bytes, bool)):
-        raise TypeError(
-            f"{fn}: learning_rate must be a number, a scalar array or a schedule, "
-            f"got {type(learning_rate).__name__}")
-    check_nonnegative(fn, "learning_rate", learning_rate)
+    Negative values are refused (a deliberate difference from optax, which accepts a
+    negative learning rate as gradient ascent: use ``scale(+lr)`` for that).
+    """
+    if value is None:
+        raise TypeError(f"{fn}: {name} must be a number, a scalar array or a schedule "
+                        f"step -> value, got None")
+    if not callable(value):
+        _checks.check_hyperparameter(fn, name, value, 0.0)
 
 
 def check_trees_match(fn: str, name_a: str, a: PyTree, name_b: str, b: PyTree) -> None:
-    """Raise ``ValueError`` unless ``a`` and ``b`` have the same tree structure and shapes.
+    """``ValueError`` unless ``a`` and ``b`` have the same tree structure and leaf shapes.
 
     Both tree structures are printed on a mismatch. Runs on static structure only.
     """
-    ta = jax.tree_util.tree_structure(a)
-    tb = jax.tree_util.tree_structure(b)
+    ta, tb = jax.tree_util.tree_structure(a), jax.tree_util.tree_structure(b)
     if ta != tb:
-        raise ValueError(
-            f"{fn}: {name_a} tree structure does not match {name_b}:\n"
-            f"  {name_a}: {ta}\n  {name_b}: {tb}")
-    leaves_a = jax.tree_util.tree_flatten_with_path(a)[0]
-    leaves_b = jax.tree_util.tree_leaves(b)
-    for (path, la), lb in zip(leaves_a, leaves_b):
+        raise ValueError(f"{fn}: {name_a} tree structure does not match {name_b}:\n"
+                         f"  {name_a}: {ta}\n  {name_b}: {tb}")
+    for (path, la), lb in zip(jax.tree_util.tree_flatten_with_path(a)[0],
+                              jax.tree_util.tree_leaves(b)):
         if np.shape(la) != np.shape(lb):
-            where = jax.tree_util.keystr(path) or "<root>"
-            raise ValueError(
-                f"{fn}: {name_a}{where} has shape {np.shape(la)}, "
-                f"expected {np.shape(lb)} as in {name_b}{where}")
+            where = _checks.path_str(path)
+            raise ValueError(f"{fn}: {name_a}{where} has shape {np.shape(la)}, expected "
+                             f"{np.shape(lb)} as in {name_b}{where}")
 
 
-def check_float_leaves(fn: str, name: str, tree: PyTree) -> None:
-    """Raise ``TypeError`` if a leaf of ``tree`` does not have a floating dtype."""
+def check_inexact_leaves(fn: str, name: str, tree: PyTree) -> None:
+    """``TypeError`` naming the leaf unless every leaf is a floating or complex array.
+
+    Integer parameters would be truncated by ``apply_updates`` (an Adam step turns
+    ``[1, 1]`` into ``[0, 0]``), so they are refused, not converted.
+    """
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
         dtype = jnp.result_type(leaf)
         if not jnp.issubdtype(dtype, jnp.inexact):
-            where = jax.tree_util.keystr(path) or "<root>"
             raise TypeError(
-                f"{fn}: {name}{where} must have a floating dtype, got {dtype} "
-                f"with shape {np.shape(leaf)}")
+                f"{fn}: {name}{_checks.path_str(path)} must have a floating or complex "
+                f"dtype, got {dtype} with shape {np.shape(leaf)} (optimize a float copy "
+                f"and keep integers out of the parameter tree)")
+
+
+def _describe(state) -> str:
+    fields = getattr(state, "_fields", None)
+    if fields is not None:
+        return f"{type(state).__name__}({', '.join(fields)})"
+    return f"{type(state).__name__} {jax.tree_util.tree_structure(state)}"
+
+
+def check_state(fn: str, state, cls: type, grads=None, field: str | None = None) -> None:
+    """The state must have ``cls``'s fields (duck-typed: optax's class of the same
+    algorithm passes), else :class:`StateMismatchError` naming both; with ``grads``, the
+    tree ``state.<field>`` must match them (``ValueError`` printing both structures)."""
+    if getattr(state, "_fields", None) != cls._fields:
+        raise StateMismatchError(
+            f"{fn}: opt_state is {_describe(state)}, expected {cls.__name__}("
+            f"{', '.join(cls._fields)}): a state made by another optimizer? Build it with "
+            f"this optimizer's init")
+    if field is not None:
+        check_trees_match(fn, "grads", grads, f"state.{field}", getattr(state, field))
+
+
+def check_empty_state(fn: str, state) -> None:
+    """A stateless block accepts any state without leaves (EmptyState, (), {}, None)."""
+    if jax.tree_util.tree_leaves(state):
+        raise StateMismatchError(
+            f"{fn}: opt_state is {_describe(state)} with arrays, expected EmptyState(): a "
+            f"state made by another optimizer? Build it with this optimizer's init")
+
+
+def check_updates(fn: str, grads, params) -> None:
+    """What every public entry point checks once: float/complex grads, and params (when
+    given) of the same structure and shapes and a float/complex dtype."""
+    check_inexact_leaves(fn, "grads", grads)
+    if params is not None:
+        check_trees_match(fn, "grads", grads, "params", params)
+        check_inexact_leaves(fn, "params", params)
+
+
+def is_optimizer(t) -> bool:
+    return isinstance(t, tuple) and hasattr(t, "init") and hasattr(t, "update")
+
+
+def check_optimizer(fn: str, name: str, t) -> None:
+    if not is_optimizer(t):
+        raise TypeError(f"{fn}: {name} must be an optimizer (init, update), got "
+                        f"{type(t).__name__}")
 
 
 # ------------------------------------------------------------------------ utilities
@@ -146,11 +208,38 @@ def cast_like(value, x: jax.Array) -> jax.Array:
     return jnp.asarray(value).astype(jnp.result_type(x))
 
 
+def _wide(x) -> np.dtype:
+    """The real dtype in which scalar coefficients for ``x`` are formed: at least JAX's
+    default float (float64 under ``jax_enable_x64``, as optax's Python-float arithmetic)."""
+    dt = promote_dtypes(jnp.result_type(float), jnp.result_type(x))
+    return jnp.finfo(dt).dtype
+
+
 def one_minus(beta, x: jax.Array) -> jax.Array:
     """``1 - beta`` in ``x``'s dtype, formed in at least float32 (``0.999`` is ``1.0`` in
     bfloat16, so casting ``beta`` first would give 0)."""
-    cdt = promote_dtypes(jnp.float32, jnp.result_type(x))
-    return (1 - jnp.asarray(beta).astype(cdt)).astype(jnp.result_type(x))
+    return (1 - jnp.asarray(beta).astype(_wide(x))).astype(jnp.result_type(x))
+
+
+def bias_correction(decay, count: jax.Array, x: jax.Array) -> jax.Array:
+    """``1 - decay ** count`` formed in at least float32, then cast to ``x``'s dtype
+    (``decay ** t`` rounds to 1 in bfloat16)."""
+    dt = _wide(x)
+    return (1 - jnp.asarray(decay).astype(dt) ** count.astype(dt)).astype(jnp.result_type(x))
+
+
+def abs_sq(x: jax.Array) -> jax.Array:
+    """``|x|^2`` elementwise: ``real(conj(x) x)`` for complex ``x``, ``x * x`` otherwise."""
+    return (jnp.conj(x) * x).real if jnp.iscomplexobj(x) else x * x
+
+
+def moment(decay, g: jax.Array, m: jax.Array, *, squared: bool = False) -> jax.Array:
+    """``decay * m + (1 - decay) * g`` (``|g|^2`` when ``squared``), in the promoted
+    dtype of ``g`` and ``m``; ``decay * m`` is rounded to ``m``'s dtype first and
+    ``(1 - decay) * g`` to ``g``'s, as optax's Python-scalar arithmetic does."""
+    dt = promote_dtypes(g.dtype, m.dtype)
+    g = abs_sq(g) if squared else g
+    return (cast_like(decay, m) * m).astype(dt) + (one_minus(decay, g) * g).astype(dt)
 
 
 def safe_increment(count: jax.Array) -> jax.Array:
@@ -163,11 +252,25 @@ def zero_count() -> jax.Array:
     return jnp.zeros([], jnp.int32)
 
 
+def zeros_like(tree, dtype=None):
+    return _map(lambda x: jnp.zeros_like(x, dtype=dtype), tree)
+
+
+def split(treedef_source, pairs_tree, n: int):
+    """Unzip a tree whose leaves are ``n``-tuples into ``n`` trees of ``treedef_source``."""
+    treedef = jax.tree_util.tree_structure(treedef_source)
+    parts = treedef.flatten_up_to(pairs_tree)
+    return tuple(treedef.unflatten([p[i] for p in parts]) for i in range(n))
+
+
+# ------------------------------------------------------------------- applying updates
+
+
 def apply_updates(params: Params, updates: Updates) -> Params:
     """Return ``params + updates`` leaf by leaf, in each parameter's dtype.
 
     Args:
-      params: a pytree of arrays.
+      params: a pytree of floating or complex arrays.
       updates: a pytree of the same structure and shapes (as returned by ``update``).
 
     Returns:
@@ -176,60 +279,80 @@ def apply_updates(params: Params, updates: Updates) -> Params:
 
     Raises:
       ValueError: if the structures or shapes differ (both structures are printed).
+      TypeError: if a parameter has an integer dtype (optax would truncate the sum).
     """
     check_trees_match("apply_updates", "updates", updates, "params", params)
+    check_inexact_leaves("apply_updates", "params", params)
 
     def add(p, u):
-        pd, ud = jnp.result_type(p), jnp.result_type(u)
-        dt = promote_dtypes(pd, ud)
+        pd = jnp.result_type(p)
+        dt = promote_dtypes(pd, jnp.result_type(u))
         return (jnp.asarray(p).astype(dt) + jnp.asarray(u).astype(dt)).astype(pd)
 
-    return jax.tree_util.tree_map(add, params, updates)
+    return _map(add, params, updates)
 
 
-def chain(*transforms: Optimizer, name: str = "chain") -> Optimizer:
-    """Compose transformations: each one's updates are the next one's input.
+def incremental_update(new_tensors: Params, old_tensors: Params, step_size) -> Params:
+    """Polyak averaging: ``step_size * new + (1 - step_size) * old`` leaf by leaf.
 
-    The state is the tuple of the states of ``transforms``. ``update`` checks that
-    ``grads`` has a floating dtype and, when ``params`` is given, the same tree
-    structure and shapes as ``params``.
+    The moving average of parameters of target networks and of evaluation copies
+    (optax's ``incremental_update``); ``step_size`` in [0, 1], possibly traced. For the
+    debiased EMA of parameters, see :func:`~funcnet.optim.ema`.
+
+    Raises:
+      ValueError: for trees that differ, or a concrete ``step_size`` outside [0, 1].
+    """
+    fn = "incremental_update"
+    check_hyperparameter(fn, "step_size", step_size, 0.0, 1.0)
+    check_trees_match(fn, "new_tensors", new_tensors, "old_tensors", old_tensors)
+    return _map(lambda n, o: cast_like(step_size, n) * n + one_minus(step_size, n)
+                * o.astype(n.dtype), new_tensors, old_tensors)
+
+
+# ------------------------------------------------------------ current learning rate
+
+
+def _injected_learning_rate(state):
+    """``hyperparams["learning_rate"]`` of the first inject_hyperparams-like state found
+    in the tree (duck-typed, so optax's states work too), else None."""
+    hp = getattr(state, "hyperparams", None)
+    if isinstance(hp, Mapping) and "learning_rate" in hp:
+        return jnp.asarray(hp["learning_rate"])
+    if isinstance(state, Mapping):
+        children = state.values()
+    elif isinstance(state, (tuple, list)):
+        children = state
+    else:
+        return None
+    for child in children:
+        found = _injected_learning_rate(child)
+        if found is not None:
+            return found
+    return None
+
+
+def current_learning_rate(opt, opt_state) -> jax.Array | None:
+    """The learning rate that the NEXT ``opt.update(..., opt_state, ...)`` will use.
+
+    * funcnet optimizers built with a constant return it; with a schedule, they return
+      ``schedule(count)`` at the state's count (the value the next step uses);
+    * wrappers (``chain``, ``masked``, ``accumulate``/``MultiSteps``, ``apply_if_finite``,
+      ``inject_hyperparams``) look inside; in a ``chain``, the first block with a
+      learning rate wins; ``multi_transform`` gives None (one rate per group);
+    * any other optimizer (optax's included): the ``hyperparams["learning_rate"]`` of an
+      ``inject_hyperparams`` state anywhere in ``opt_state``. optax stores there the
+      value used by the *last* update when the learning rate is a schedule (the current
+      one for a constant or a manually set value);
+    * else None (e.g. ``optax.adam(1e-3)``: its learning rate is not in its state).
 
     Args:
-      *transforms: ``Optimizer`` blocks, applied left to right.
-      name: the name used in error messages (the aliases pass their own).
+      opt: the optimizer (funcnet's or optax's).
+      opt_state: its state.
 
     Returns:
-      An ``Optimizer``.
-
-    Example:
-      >>> import jax.numpy as jnp
-      >>> from funcnet import optim
-      >>> opt = optim.chain(optim.clip_by_global_norm(1.0), optim.scale(-2.0))
-      >>> updates, _ = opt.update({"w": jnp.array([3.0, 4.0])}, opt.init(None))
-      >>> print(updates["w"])
-      [-1.2 -1.6]
+      A scalar array (traced under ``jit``) or None.
     """
-    for i, t in enumerate(transforms):
-        if not (isinstance(t, tuple) and hasattr(t, "init") and hasattr(t, "update")):
-            raise TypeError(
-                f"{name}: argument {i} must be an Optimizer (init, update), "
-                f"got {type(t).__name__}")
-
-    def init(params):
-        return tuple(t.init(params) for t in transforms)
-
-    def update(grads, state, params=None):
-        check_float_leaves(name, "grads", grads)
-        if params is not None:
-            check_trees_match(name, "grads", grads, "params", params)
-        if not isinstance(state, tuple) or len(state) != len(transforms):
-            raise ValueError(
-                f"{name}: state must be a tuple of {len(transforms)} states (from init), "
-                f"got {jax.tree_util.tree_structure(state)}")
-        new_state = []
-        for t, s in zip(transforms, state):
-            grads, s = t.update(grads, s, params)
-            new_state.append(s)
-        return grads, tuple(new_state)
-
-    return Optimizer(init, update)
+    fn = getattr(opt, "_learning_rate_fn", None)
+    if fn is not None:
+        return fn(opt_state)
+    return _injected_learning_rate(opt_state)

@@ -1,32 +1,51 @@
-"""Gradient clipping and weight decay blocks."""
+"""Gradient clipping and weight decay blocks (optax's names, signatures and states)."""
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from funcnet.optim.base import (
-    EmptyState, Optimizer, PyTree, cast_like, promote_dtypes, check_nonnegative, check_positive,
-    check_trees_match)
+    PyTree, abs_sq, cast_like, check_hyperparameter,
+    check_scalar_or_schedule, check_state, check_trees_match, optimizer, promote_dtypes,
+    safe_increment, zero_count)
+from funcnet.optim.combine import masked
+from funcnet.optim.transforms import _stateless
 
 _map = jax.tree_util.tree_map
 
 
 def global_norm(tree: PyTree) -> jax.Array:
-    """``sqrt(sum over all leaves of sum(x^2))``, the L2 norm of the flattened tree."""
-    leaves = jax.tree_util.tree_leaves(tree)
-    if not leaves:
+    """``sqrt(sum over all leaves of sum(|x|^2))``, the L2 norm of the flattened tree
+    (complex leaves count ``|x|^2``); 0 for a tree without leaves."""
+    sq = [jnp.sum(abs_sq(jnp.asarray(x))) for x in jax.tree_util.tree_leaves(tree)]
+    if not sq:
         return jnp.zeros([])
-    sq = [jnp.sum(jnp.square(x)) for x in leaves]
     dt = promote_dtypes(*[s.dtype for s in sq])
     return jnp.sqrt(sum(s.astype(dt) for s in sq))
 
 
-def clip_by_global_norm(max_norm) -> Optimizer:
+def clip(max_delta):
+    """Clip every update elementwise to ``[-max_delta, max_delta]``.
+
+    Args:
+      max_delta: >= 0, a number or a (possibly traced) scalar array.
+
+    Returns:
+      A stateless ``Optimizer``.
+    """
+    check_hyperparameter("clip", "max_delta", max_delta, 0.0)
+    return _stateless("clip", lambda u, p: _map(
+        lambda g: jnp.clip(g, -cast_like(max_delta, g), cast_like(max_delta, g)), u))
+
+
+def clip_by_global_norm(max_norm):
     """Rescale the whole update tree so that its global L2 norm is at most ``max_norm``::
 
         n = sqrt(sum_i ||g_i||^2)
         g_i <- g_i                    if n < max_norm
-        g_i <- g_i * max_norm / n     otherwise
+        g_i <- (g_i / n) * max_norm   otherwise
 
     Args:
       max_norm: the largest allowed global norm, > 0 (number or traced array).
@@ -35,7 +54,7 @@ def clip_by_global_norm(max_norm) -> Optimizer:
       A stateless ``Optimizer``.
 
     Raises:
-      ValueError: if a concrete ``max_norm`` is <= 0.
+      ValueError: if a concrete ``max_norm`` is <= 0, NaN or infinite.
 
     Example:
       >>> import jax.numpy as jnp
@@ -49,28 +68,31 @@ def clip_by_global_norm(max_norm) -> Optimizer:
       Pascanu, Mikolov, Bengio, "On the difficulty of training recurrent neural
       networks", ICML 2013.
     """
-    check_positive("clip_by_global_norm", "max_norm", max_norm)
+    check_hyperparameter("clip_by_global_norm", "max_norm", max_norm, 0.0,
+                         low_inclusive=False)
 
-    def init(params):
-        del params
-        return EmptyState()
-
-    def update(updates, state, params=None):
+    def transform(updates, params):
         del params
         norm = global_norm(updates)
 
-        def clip(g):
+        def clip_leaf(g):
             n = norm.astype(g.dtype)
-            m = cast_like(max_norm, g)
-            # where() on both branches; the division is safe because n >= m > 0 there.
-            return jnp.where(n < m, g, g * (m / jnp.maximum(n, m)))
+            m = cast_like(max_norm, n)
+            # select() on both branches; the division is unused where n < max_norm.
+            return jax.lax.select(jnp.real(n) < jnp.real(m), g, (g / n) * m)
 
-        return _map(clip, updates), state
+        return _map(clip_leaf, updates)
 
-    return Optimizer(init, update)
+    return _stateless("clip_by_global_norm", transform)
 
 
-def add_decayed_weights(weight_decay=0.0, mask=None) -> Optimizer:
+class WeightDecaySchedule(NamedTuple):
+    """Update count, for a scheduled weight decay (optax's ``WeightDecaySchedule``)."""
+
+    count: jax.Array  # int32 scalar
+
+
+def add_decayed_weights(weight_decay=0.0, mask=None):
     """Add ``weight_decay * param`` to each update: ``u <- u + wd * w``.
 
     Applied to gradients and followed by ``scale_by_learning_rate``, this is gradient
@@ -79,44 +101,46 @@ def add_decayed_weights(weight_decay=0.0, mask=None) -> Optimizer:
     block (as in :func:`~funcnet.optim.adamw`) it is decoupled weight decay.
 
     Args:
-      weight_decay: >= 0 (number or traced array).
-      mask: ``None`` (decay every leaf), a pytree of Python bools with the structure of
-        ``params``, or a function ``params -> such a tree``. Leaves marked ``False`` are
-        not decayed (e.g. biases).
+      weight_decay: >= 0 (number or traced array), or a schedule ``step -> wd``
+        evaluated at the number of updates done so far.
+      mask: ``None`` (decay every leaf), or a tree of bools with the structure of
+        ``params`` (or a prefix of it), or a function ``params -> such a tree``: the
+        block is then ``masked(add_decayed_weights(wd), mask)`` (e.g. no decay of
+        biases).
 
     Returns:
-      A stateless ``Optimizer``; ``update`` requires ``params``.
+      An ``Optimizer``; state ``EmptyState()`` (``WeightDecaySchedule`` for a schedule;
+      ``MaskedState`` around it with a mask). ``update`` requires ``params``.
 
     Raises:
-      ValueError: for a negative concrete ``weight_decay``, a missing ``params``, or a
-        ``mask`` whose structure differs from ``params``.
+      ValueError: for a concrete negative ``weight_decay``; at ``update``, a missing
+        ``params`` or ``params`` that do not match the updates.
     """
     fn = "add_decayed_weights"
-    check_nonnegative(fn, "weight_decay", weight_decay)
+    check_scalar_or_schedule(fn, "weight_decay", weight_decay)
+    scheduled = callable(weight_decay)
 
-    def init(params):
-        del params
-        return EmptyState()
-
-    def update(updates, state, params=None):
+    def decay(updates, params, wd):
+        if isinstance(wd, (int, float)) and wd == 0:  # as optax: no params needed
+            return updates
         if params is None:
             raise ValueError(f"{fn}: update needs params (got params=None)")
         check_trees_match(fn, "grads", updates, "params", params)
-        if mask is None:
-            flags = _map(lambda _: True, params)
-        else:
-            flags = mask(params) if callable(mask) else mask
-            if jax.tree_util.tree_structure(flags) != jax.tree_util.tree_structure(params):
-                raise ValueError(
-                    f"{fn}: mask tree structure does not match params:\n"
-                    f"  mask: {jax.tree_util.tree_structure(flags)}\n"
-                    f"  params: {jax.tree_util.tree_structure(params)}")
+        return _map(lambda g, p: g + cast_like(wd, g) * p.astype(g.dtype), updates, params)
 
-        def decay(g, p, keep):
-            if not keep:
-                return g
-            return g + cast_like(weight_decay, g) * p.astype(g.dtype)
+    if not scheduled:
+        block = _stateless(fn, lambda u, p: decay(u, p, weight_decay))
+    else:
+        def init(params):
+            del params
+            return WeightDecaySchedule(count=zero_count())
 
-        return _map(decay, updates, params, flags), state
+        def update(updates, state, params=None, **extra_args):
+            del extra_args
+            check_state(fn, state, WeightDecaySchedule)
+            out = decay(updates, params, weight_decay(state.count))
+            return out, state._replace(count=safe_increment(state.count))
 
-    return Optimizer(init, update)
+        block = optimizer(init, update)
+    return block if mask is None else masked(block, mask)
+

@@ -1,19 +1,29 @@
-"""Learning-rate schedules: pure functions ``step -> value``.
+"""Learning-rate schedules: pure functions ``step -> value``, with optax's names.
 
-``step`` is the number of updates done so far (0 for the first update), a Python int or
-an int32 array (traced under ``jit``). Every schedule returns a scalar float array and
-works under ``jit``/``vmap``; its hyperparameters may themselves be traced arrays.
-Pass a schedule as the ``learning_rate`` of any optimizer.
+``step`` is the number of updates done so far (0 for the first update): a Python int,
+or an integer array (traced under ``jit``). Every schedule computes in floating point
+(JAX's default float, promoted with float array arguments), so huge step counts such as
+``int(1e10)`` never overflow int32; it returns a float array and works under
+``jit``/``vmap``, its hyperparameters may themselves be traced arrays.
+
+Policy (one rule for all schedules, as for the optimizers' learning rates): counts
+(``*_steps``, ``transition_begin``, boundaries) are Python ints (``TypeError``
+otherwise) and non-negative (``ValueError``); values (``init_value``, ``peak_value``,
+``end_value``, scales, ``alpha``, ``power``, ``exponent``) are finite and >= 0 when
+concrete; ``decay_rate`` > 0. optax accepts negative values and turns a zero or negative
+``transition_steps``/``decay_rate`` into a constant schedule; funcnet refuses the
+negative ones and ``decay_rate=0`` (deliberate differences), and keeps optax's
+``transition_steps=0`` = constant for the polynomial schedules (a warm-up of 0 steps).
 """
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping, Sequence
 
 import jax.numpy as jnp
 import numpy as np
 
-from funcnet.optim.base import (
-    Schedule, check_nonnegative, concrete_value, promote_dtypes)
+from funcnet import _checks
+from funcnet.optim.base import Schedule, check_nonnegative, promote_dtypes
 
 
 def _dtype(*values):
@@ -24,113 +34,258 @@ def _dtype(*values):
 
 
 def _as(x, dt):
-    return jnp.asarray(x).astype(dt)
+    """``x`` as a float array of ``dt``; a Python int goes through ``float`` first, so a
+    step beyond int32 does not overflow."""
+    return jnp.asarray(float(x) if isinstance(x, (int, np.integer)) else x).astype(dt)
 
 
-def _check_int(fn: str, name: str, value, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{fn}: {name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{fn}: {name} must be >= {minimum}, got {value}")
+def _power(x, dt):
+    """An exponent: a Python number stays one (``x ** 2`` is exact, as in optax)."""
+    return x if isinstance(x, (int, float)) else _as(x, dt)
 
 
-def constant(value) -> Schedule:
+def _counts(fn, **counts):
+    return {k: _checks.static_int(fn, k, v, minimum=m) for k, (v, m) in counts.items()}
+
+
+def _values(fn, **values):
+    for k, v in values.items():
+        check_nonnegative(fn, k, v)
+
+
+def constant_schedule(value) -> Schedule:
     """``lr(step) = value``.
 
     Example:
       >>> from funcnet import optim
-      >>> print(round(float(optim.constant(0.1)(7)), 6))
+      >>> print(round(float(optim.constant_schedule(0.1)(7)), 6))
       0.1
     """
-    check_nonnegative("constant", "value", value)
+    _values("constant_schedule", value=value)
+    return lambda step: _as(value, _dtype(value))
+
+
+def polynomial_schedule(init_value, end_value, power, transition_steps: int,
+                        transition_begin: int = 0) -> Schedule:
+    """Polynomial transition from ``init_value`` to ``end_value``::
+
+        s = clip(step - transition_begin, 0, transition_steps)
+        lr(step) = (init_value - end_value) * (1 - s / transition_steps)^power + end_value
+
+    ``transition_steps = 0`` gives the constant ``init_value`` (as in optax).
+
+    Args:
+      init_value, end_value: values >= 0.
+      power: >= 0.
+      transition_steps: int >= 0.
+      transition_begin: int >= 0; ``init_value`` before it.
+
+    Returns:
+      A schedule.
+    """
+    fn = "polynomial_schedule"
+    _values(fn, init_value=init_value, end_value=end_value, power=power)
+    c = _counts(fn, transition_steps=(transition_steps, 0), transition_begin=(transition_begin, 0))
+    if c["transition_steps"] == 0:
+        return constant_schedule(init_value)
 
     def schedule(step):
-        del step
-        return _as(value, _dtype(value))
+        dt = _dtype(init_value, end_value, power)
+        s = jnp.clip(_as(step, dt) - c["transition_begin"], 0, c["transition_steps"])
+        frac = 1 - s / c["transition_steps"]
+        i, e = _as(init_value, dt), _as(end_value, dt)
+        return (i - e) * frac ** _power(power, dt) + e
 
     return schedule
 
 
-def exponential_decay(init, decay_rate, transition_steps, staircase: bool = False) -> Schedule:
-    """``lr(step) = init * decay_rate ** (step / transition_steps)``.
-
-    With ``staircase=True`` the exponent is ``floor(step / transition_steps)``.
-
-    Args:
-      init: value at step 0.
-      decay_rate: factor per ``transition_steps`` steps, >= 0.
-      transition_steps: int >= 1.
-      staircase: decay in discrete intervals (keyword allowed).
-
-    Returns:
-      A schedule. Matches ``optax.exponential_decay(init, transition_steps, decay_rate,
-      staircase=...)`` (note the different argument order).
+def linear_schedule(init_value, end_value, transition_steps: int,
+                    transition_begin: int = 0) -> Schedule:
+    """Linear transition: :func:`polynomial_schedule` with ``power=1``.
 
     Example:
       >>> from funcnet import optim
-      >>> print(round(float(optim.exponential_decay(1.0, 0.5, 10)(20)), 6))
+      >>> print([round(float(optim.linear_schedule(1.0, 0.0, 4)(s)), 6) for s in (0, 2, 9)])
+      [1.0, 0.5, 0.0]
+    """
+    with _checks.context("linear_schedule"):
+        return polynomial_schedule(init_value, end_value, 1, transition_steps,
+                                   transition_begin)
+
+
+def piecewise_constant_schedule(init_value, boundaries_and_scales: Mapping | None = None
+                                ) -> Schedule:
+    """``lr(step) = init_value * prod of the scales whose boundary b has step >= b``.
+
+    Args:
+      init_value: value before the first boundary, >= 0.
+      boundaries_and_scales: ``{boundary_step: scale}``, boundaries ints >= 0, scales
+        >= 0; ``None`` for a constant.
+
+    Returns:
+      A schedule.
+
+    Example:
+      >>> from funcnet import optim
+      >>> sched = optim.piecewise_constant_schedule(1.0, {10: 0.1, 20: 0.5})
+      >>> print([round(float(sched(s)), 6) for s in (0, 10, 25)])
+      [1.0, 0.1, 0.05]
+    """
+    fn = "piecewise_constant_schedule"
+    _values(fn, init_value=init_value)
+    if boundaries_and_scales is not None and not isinstance(boundaries_and_scales, Mapping):
+        raise TypeError(f"{fn}: boundaries_and_scales must be a dict {{step: scale}}, got "
+                        f"{type(boundaries_and_scales).__name__}")
+    items = sorted((boundaries_and_scales or {}).items())
+    for b, s in items:
+        _checks.static_int(fn, "boundary", b, minimum=0)
+        check_nonnegative(fn, f"scale at boundary {b}", s)
+
+    def schedule(step):
+        dt = _dtype(init_value, *[s for _, s in items])
+        t, v = _as(step, dt), _as(init_value, dt)
+        for b, s in items:
+            v = jnp.where(t < b, v, _as(s, dt) * v)
+        return v
+
+    return schedule
+
+
+def exponential_decay(init_value, transition_steps: int, decay_rate,
+                      transition_begin: int = 0, staircase: bool = False,
+                      end_value=None) -> Schedule:
+    """Exponential decay (optax's argument order)::
+
+        p = (step - transition_begin) / transition_steps   (floor(p) if staircase)
+        lr(step) = init_value * decay_rate^p    for step > transition_begin, else init_value
+
+    clipped from below at ``end_value`` when ``decay_rate < 1`` (from above otherwise).
+
+    Args:
+      init_value: value at the start, >= 0.
+      transition_steps: int >= 1 (steps per factor ``decay_rate``).
+      decay_rate: > 0.
+      transition_begin: int >= 0.
+      staircase: decay in discrete intervals.
+      end_value: ``None`` or a bound >= 0.
+
+    Returns:
+      A schedule.
+
+    Example:
+      >>> from funcnet import optim
+      >>> print(round(float(optim.exponential_decay(1.0, 10, 0.5)(20)), 6))
       0.25
     """
     fn = "exponential_decay"
-    check_nonnegative(fn, "decay_rate", decay_rate)
-    _check_int(fn, "transition_steps", transition_steps, minimum=1)
+    _values(fn, init_value=init_value, end_value=0.0 if end_value is None else end_value)
+    _checks.check_hyperparameter(fn, "decay_rate", decay_rate, 0.0, low_inclusive=False)
+    c = _counts(fn, transition_steps=(transition_steps, 1),
+                transition_begin=(transition_begin, 0))
+    staircase = _checks.static_bool(fn, "staircase", staircase)
 
     def schedule(step):
-        dt = _dtype(init, decay_rate)
-        p = _as(step, dt) / _as(transition_steps, dt)
-        if staircase:
-            p = jnp.floor(p)
-        return _as(init, dt) * _as(decay_rate, dt) ** p
+        dt = _dtype(init_value, decay_rate, end_value)
+        t = _as(step, dt) - c["transition_begin"]
+        p = t / c["transition_steps"]
+        p = jnp.floor(p) if staircase else p
+        i, r = _as(init_value, dt), _as(decay_rate, dt)
+        v = jnp.where(t <= 0, i, i * r ** p)
+        if end_value is None:
+            return v
+        e = _as(end_value, dt)
+        return jnp.where(r < 1, jnp.maximum(v, e), jnp.minimum(v, e))
 
     return schedule
 
 
-def cosine_decay(init, decay_steps, alpha=0.0) -> Schedule:
-    """Cosine decay (Loshchilov & Hutter, SGDR, 2017) from ``init`` to ``alpha * init``::
+def cosine_decay_schedule(init_value, decay_steps: int, alpha=0.0, exponent=1.0) -> Schedule:
+    """Cosine decay (Loshchilov & Hutter, SGDR, 2017) from ``init_value`` to
+    ``alpha * init_value``::
 
         s = min(step, decay_steps)
-        lr(step) = init * ((1 - alpha) * 0.5 * (1 + cos(pi * s / decay_steps)) + alpha)
+        lr(step) = init_value * ((1 - alpha) * (0.5 (1 + cos(pi s / decay_steps)))^exponent
+                                 + alpha)
 
     Args:
-      init: value at step 0.
-      decay_steps: int >= 1; constant ``alpha * init`` afterwards.
-      alpha: final value as a fraction of ``init``, in [0, 1].
+      init_value: value at step 0, >= 0.
+      decay_steps: int >= 1; constant ``alpha * init_value`` afterwards.
+      alpha: final value as a fraction of ``init_value``, >= 0.
+      exponent: >= 0.
 
     Returns:
-      A schedule (= ``optax.cosine_decay_schedule(init, decay_steps, alpha)``).
+      A schedule.
+
+    References:
+      Loshchilov & Hutter, "SGDR: Stochastic Gradient Descent with Warm Restarts",
+      ICLR 2017, https://arxiv.org/abs/1608.03983.
     """
-    fn = "cosine_decay"
-    _check_int(fn, "decay_steps", decay_steps, minimum=1)
-    a = concrete_value(alpha)
-    if a is not None and not np.all((a >= 0) & (a <= 1)):
-        raise ValueError(f"{fn}: alpha must be in [0, 1], got {a.item():g}")
+    fn = "cosine_decay_schedule"
+    _values(fn, init_value=init_value, alpha=alpha, exponent=exponent)
+    steps = float(_counts(fn, decay_steps=(decay_steps, 1))["decay_steps"])
 
     def schedule(step):
-        dt = _dtype(init, alpha)
-        s = jnp.minimum(_as(step, dt), _as(decay_steps, dt))
-        cos = 0.5 * (1 + jnp.cos(jnp.pi * s / _as(decay_steps, dt)))
-        al = _as(alpha, dt)
-        return _as(init, dt) * ((1 - al) * cos + al)
+        dt = _dtype(init_value, alpha, exponent)
+        s = jnp.minimum(_as(step, dt), steps)
+        cos = 0.5 * (1 + jnp.cos(jnp.pi * s / steps))
+        a = _as(alpha, dt)
+        return _as(init_value, dt) * ((1 - a) * cos ** _power(exponent, dt) + a)
 
     return schedule
 
 
-def warmup_cosine_decay(init, peak, warmup_steps, decay_steps, end=0.0) -> Schedule:
-    """Linear warm-up from ``init`` to ``peak``, then cosine decay from ``peak`` to ``end``::
-
-        step < warmup_steps:  lr = init + (peak - init) * step / warmup_steps
-        otherwise:            s = min(step - warmup_steps, D),  D = decay_steps - warmup_steps
-                              lr = end + (peak - end) * 0.5 * (1 + cos(pi * s / D))
-
-    ``decay_steps`` counts the warm-up too, as in
-    ``optax.warmup_cosine_decay_schedule(init, peak, warmup_steps, decay_steps, end)``.
+def join_schedules(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> Schedule:
+    """Run ``schedules[i]`` from ``boundaries[i-1]`` on, each with the step count since
+    its boundary: ``lr(step) = schedules[i](step - boundaries[i-1])``.
 
     Args:
-      init: value at step 0.
-      peak: value at step ``warmup_steps``.
+      schedules: ``n`` schedules.
+      boundaries: ``n - 1`` ints >= 0, increasing.
+
+    Returns:
+      A schedule.
+    """
+    fn = "join_schedules"
+    schedules, boundaries = list(schedules), list(boundaries)
+    for i, s in enumerate(schedules):
+        _checks.check_callable(fn, f"schedules[{i}]", s, "step -> value")
+    for b in boundaries:
+        _checks.static_int(fn, "boundary", b, minimum=0)
+    if len(boundaries) != len(schedules) - 1:
+        raise ValueError(f"{fn}: got {len(schedules)} schedules and {len(boundaries)} "
+                         f"boundaries, expected {len(schedules) - 1} boundaries")
+
+    def schedule(step):
+        out = schedules[0](step)
+        for b, s in zip(boundaries, schedules[1:]):
+            out = jnp.where(jnp.asarray(step) < b, out, s(step - b))
+        return out
+
+    return schedule
+
+
+def warmup_constant_schedule(init_value, peak_value, warmup_steps: int) -> Schedule:
+    """Linear warm-up from ``init_value`` to ``peak_value``, then constant."""
+    with _checks.context("warmup_constant_schedule"):
+        return linear_schedule(init_value, peak_value, warmup_steps)
+
+
+def warmup_cosine_decay_schedule(init_value, peak_value, warmup_steps: int, decay_steps: int,
+                                 end_value=0.0, exponent=1.0) -> Schedule:
+    """Linear warm-up from ``init_value`` to ``peak_value``, then cosine decay to
+    ``end_value``::
+
+        step < warmup_steps:  lr = init_value + (peak_value - init_value) step / warmup_steps
+        otherwise:            cosine_decay_schedule(peak_value, decay_steps - warmup_steps,
+                                  alpha=end_value / peak_value, exponent)(step - warmup_steps)
+
+    ``decay_steps`` counts the warm-up too, as in optax.
+
+    Args:
+      init_value, peak_value, end_value: values >= 0.
       warmup_steps: int >= 0.
-      decay_steps: int > ``warmup_steps``; total length of warm-up plus decay.
-      end: value from step ``decay_steps`` on.
+      decay_steps: int > ``warmup_steps``.
+      exponent: >= 0.
 
     Returns:
       A schedule.
@@ -139,66 +294,42 @@ def warmup_cosine_decay(init, peak, warmup_steps, decay_steps, end=0.0) -> Sched
       Goyal et al., "Accurate, Large Minibatch SGD", 2017 (warm-up); Loshchilov & Hutter,
       "SGDR", ICLR 2017 (cosine).
     """
-    fn = "warmup_cosine_decay"
-    _check_int(fn, "warmup_steps", warmup_steps, minimum=0)
-    _check_int(fn, "decay_steps", decay_steps, minimum=1)
-    if decay_steps <= warmup_steps:
-        raise ValueError(
-            f"{fn}: decay_steps must be > warmup_steps, got decay_steps={decay_steps}, "
-            f"warmup_steps={warmup_steps}")
+    fn = "warmup_cosine_decay_schedule"
+    c = _counts(fn, warmup_steps=(warmup_steps, 0), decay_steps=(decay_steps, 1))
+    if c["decay_steps"] <= c["warmup_steps"]:
+        raise ValueError(f"{fn}: decay_steps must be > warmup_steps, got decay_steps="
+                         f"{decay_steps}, warmup_steps={warmup_steps}")
+    _values(fn, init_value=init_value, peak_value=peak_value, end_value=end_value,
+            exponent=exponent)
+    warmup = linear_schedule(init_value, peak_value, c["warmup_steps"])
+    steps = float(c["decay_steps"] - c["warmup_steps"])
 
-    def schedule(step):
-        dt = _dtype(init, peak, end)
-        t = _as(step, dt)
-        i, p, e = _as(init, dt), _as(peak, dt), _as(end, dt)
-        d = _as(decay_steps - warmup_steps, dt)
-        s = jnp.clip(t - warmup_steps, 0, d)
-        decayed = e + (p - e) * 0.5 * (1 + jnp.cos(jnp.pi * s / d))
-        if warmup_steps == 0:
-            return decayed
-        warm = i + (p - i) * jnp.minimum(t, warmup_steps) / _as(warmup_steps, dt)
-        return jnp.where(t < warmup_steps, warm, decayed)
+    def decay(step):
+        dt = _dtype(peak_value, end_value, exponent)
+        p, e = _as(peak_value, dt), _as(end_value, dt)
+        alpha = jnp.where(p == 0, jnp.zeros((), dt), e / jnp.where(p == 0, 1, p))
+        cos = 0.5 * (1 + jnp.cos(jnp.pi * jnp.minimum(_as(step, dt), steps) / steps))
+        return p * ((1 - alpha) * cos ** _power(exponent, dt) + alpha)
 
-    return schedule
+    return join_schedules([warmup, decay], [c["warmup_steps"]])
 
 
-def piecewise_constant(init, boundaries_and_scales: Mapping[int, float]) -> Schedule:
-    """``lr(step) = init * prod of the scales whose boundary b satisfies step >= b``.
-
-    Args:
-      init: value before the first boundary.
-      boundaries_and_scales: ``{boundary_step: scale}``, boundaries ints >= 0, scales
-        >= 0 numbers.
-
-    Returns:
-      A schedule (= ``optax.piecewise_constant_schedule``).
-
-    Example:
-      >>> from funcnet import optim
-      >>> sched = optim.piecewise_constant(1.0, {10: 0.1, 20: 0.5})
-      >>> print([round(float(sched(s)), 6) for s in (0, 10, 25)])
-      [1.0, 0.1, 0.05]
-    """
-    fn = "piecewise_constant"
-    if not isinstance(boundaries_and_scales, Mapping):
-        raise TypeError(
-            f"{fn}: boundaries_and_scales must be a dict {{step: scale}}, "
-            f"got {type(boundaries_and_scales).__name__}")
-    items = sorted(boundaries_and_scales.items())
-    for b, s in items:
-        _check_int(fn, "boundary", b, minimum=0)
-        check_nonnegative(fn, f"scale at boundary {b}", s)
-
-    def schedule(step):
-        dt = _dtype(init, *[s for _, s in items])
-        t = jnp.asarray(step)
-        v = _as(init, dt)
-        for b, s in items:
-            v = v * jnp.where(t < b, jnp.ones([], dt), _as(s, dt))
-        return v
-
-    return schedule
+def warmup_exponential_decay_schedule(init_value, peak_value, warmup_steps: int,
+                                      transition_steps: int, decay_rate,
+                                      transition_begin: int = 0, staircase: bool = False,
+                                      end_value=None) -> Schedule:
+    """Linear warm-up from ``init_value`` to ``peak_value`` over ``warmup_steps``, then
+    :func:`exponential_decay` from ``peak_value`` (its step counted from the warm-up's
+    end). Arguments as in those two functions."""
+    with _checks.context("warmup_exponential_decay_schedule"):
+        warmup = linear_schedule(init_value, peak_value, warmup_steps)
+        decay = exponential_decay(peak_value, transition_steps, decay_rate, transition_begin,
+                                  staircase, end_value)
+        return join_schedules([warmup, decay], [warmup_steps])
 
 
-__all__ = ["constant", "exponential_decay", "cosine_decay", "warmup_cosine_decay",
-           "piecewise_constant"]
+# funcnet's earlier short names: the same functions.
+constant = constant_schedule
+cosine_decay = cosine_decay_schedule
+warmup_cosine_decay = warmup_cosine_decay_schedule
+piecewise_constant = piecewise_constant_schedule

@@ -1,10 +1,12 @@
 """Gradient transformations: the blocks that the named optimizers chain together.
 
-Each ``scale_by_*`` returns an :class:`~funcnet.optim.base.Optimizer` and has its
-``<Name>State`` NamedTuple right above it. States hold arrays only (``count`` is an int32
-scalar). Hyperparameters may be Python numbers or (traced) JAX arrays; they are cast to
-the dtype of the gradients. ``scale_by_*`` blocks produce a *direction*; the learning
-rate and the sign are applied by :func:`scale_by_learning_rate`.
+Each block has optax's name, signature and defaults, and its state NamedTuple (optax's
+class and field names) right above it. States hold arrays only (``count`` is an int32
+scalar). ``scale_by_*`` blocks produce a *direction*; the learning rate and the sign are
+applied by :func:`scale_by_learning_rate`. Every ``update`` takes
+``(updates, state, params=None, **extra_args)`` and ignores what it does not use.
+
+The adaptive directions (Adam, RMSProp, AdaGrad) are in :mod:`.adaptive`.
 """
 from __future__ import annotations
 
@@ -13,319 +15,232 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from funcnet import _checks
 from funcnet.optim.base import (
-    EmptyState, Optimizer, Updates, cast_like, check_learning_rate, check_nonnegative,
-    check_trees_match, check_unit_interval, one_minus, promote_dtypes, safe_increment,
-    zero_count)
+    EmptyState, Updates, bias_correction as _debias, cast_like, check_decay,
+    check_empty_state, check_hyperparameter, check_scalar_or_schedule, check_state, moment,
+    optimizer, promote_dtypes, safe_increment, split, zero_count, zeros_like)
 
 _map = jax.tree_util.tree_map
 
 
-def scale(step_size) -> Optimizer:
-    """Multiply every update by a constant: ``u <- step_size * u``.
+def _dtype_arg(fn: str, name: str, dtype):
+    return None if dtype is None else _checks.check_dtype(fn, name, dtype, kind=jnp.inexact)
 
-    Args:
-      step_size: a number or a scalar (possibly traced) array.
 
-    Returns:
-      A stateless ``Optimizer`` (state ``EmptyState()``).
-    """
+# ----------------------------------------------------------------- stateless blocks
+
+
+def _stateless(fn: str, transform):
+    """A block with ``EmptyState``; ``transform(updates, params)`` gives the updates. The
+    state given is returned as is (any leaf-free state: optax's ``EmptyState`` too)."""
 
     def init(params):
         del params
         return EmptyState()
 
-    def update(updates, state, params=None):
-        del params
-        return _map(lambda g: g * cast_like(step_size, g), updates), state
+    def update(updates, state, params=None, **extra_args):
+        del extra_args
+        check_empty_state(fn, state)
+        return transform(updates, params), state
 
-    return Optimizer(init, update)
+    return optimizer(init, update)
+
+
+def identity():
+    """Leave updates unchanged (optax's ``identity``); state ``EmptyState()``."""
+    return _stateless("identity", lambda u, p: u)
+
+
+def set_to_zero():
+    """Map updates to zeros, to freeze parameters (e.g. in :func:`multi_transform`)."""
+    return _stateless("set_to_zero", lambda u, p: _map(jnp.zeros_like, u))
+
+
+def _scale(step_size):
+    return _stateless("scale", lambda u, p: _map(lambda g: g * cast_like(step_size, g), u))
+
+
+def scale(step_size):
+    """Multiply every update by a constant: ``u <- step_size * u``.
+
+    Args:
+      step_size: a finite number or a scalar (possibly traced) array, of any sign (use
+        :func:`scale_by_schedule` for a schedule).
+
+    Returns:
+      A stateless ``Optimizer`` (state ``EmptyState()``).
+    """
+    check_hyperparameter("scale", "step_size", step_size)
+    return _scale(step_size)
 
 
 class ScaleByScheduleState(NamedTuple):
-    """State of :func:`scale_by_schedule`: the number of updates done so far."""
+    """Number of updates done so far (optax's ``ScaleByScheduleState``)."""
 
     count: jax.Array  # int32 scalar
 
 
-def scale_by_schedule(step_size_fn) -> Optimizer:
-    """Multiply updates by ``step_size_fn(count)``, ``count`` = updates done so far (0, 1, ...).
-
-    Args:
-      step_size_fn: a function ``int32 step -> scalar``, e.g. from
-        :mod:`funcnet.optim.schedules`.
-
-    Returns:
-      An ``Optimizer`` with state :class:`ScaleByScheduleState`.
-    """
-
+def _scale_by_schedule(step_size_fn, fn="scale_by_schedule"):
     def init(params):
         del params
         return ScaleByScheduleState(count=zero_count())
 
-    def update(updates, state, params=None):
-        del params
+    def update(updates, state, params=None, **extra_args):
+        del params, extra_args
+        check_state(fn, state, ScaleByScheduleState)
         step = step_size_fn(state.count)
         updates = _map(lambda g: g * cast_like(step, g), updates)
-        return updates, ScaleByScheduleState(count=safe_increment(state.count))
+        return updates, state._replace(count=safe_increment(state.count))
 
-    return Optimizer(init, update)
+    return optimizer(init, update)
 
 
-def scale_by_learning_rate(learning_rate, *, flip_sign: bool = True) -> Optimizer:
-    """``u <- -lr * u`` (descent), with ``lr`` a number, an array or a schedule ``step -> lr``.
+def scale_by_schedule(step_size_fn):
+    """Multiply updates by ``step_size_fn(count)``, ``count`` = updates done so far.
 
     Args:
-      learning_rate: a non-negative number, a scalar (possibly traced) array, or a
-        schedule. A schedule is evaluated at the number of updates done so far.
-      flip_sign: multiply by ``-lr`` (default) rather than ``lr``.
+      step_size_fn: a function ``int32 step -> scalar`` (e.g. a schedule of
+        :mod:`funcnet.optim.schedules`); the first update uses ``step_size_fn(0)``.
 
     Returns:
-      ``scale(-lr)`` for a constant, ``scale_by_schedule(lambda t: -lr(t))`` for a schedule.
+      An ``Optimizer`` with state :class:`ScaleByScheduleState`.
+    """
+    _checks.check_callable("scale_by_schedule", "step_size_fn", step_size_fn, "step -> value")
+    return _scale_by_schedule(step_size_fn)
+
+
+def scale_by_learning_rate(learning_rate=None, *, flip_sign: bool = True):
+    """``u <- -lr * u`` (descent), ``lr`` a number, an array or a schedule ``step -> lr``.
+
+    Args:
+      learning_rate: a finite number >= 0, a scalar (possibly traced) array, or a
+        schedule evaluated at the number of updates done so far. ``None`` means no
+        scaling (:func:`identity`), as in optax.
+      flip_sign: multiply by ``-lr`` (default) rather than ``lr`` (keyword-only).
+
+    Returns:
+      ``scale(-lr)`` for a constant, ``scale_by_schedule(lambda t: -lr(t))`` for a
+      schedule; either reports ``lr`` to :func:`~funcnet.optim.current_learning_rate`.
 
     Raises:
-      ValueError: if a concrete ``learning_rate`` is negative.
+      TypeError: for a string or other non-number.
+      ValueError: for a concrete negative, NaN or infinite ``learning_rate`` (optax
+        accepts a negative one as ascent; here use ``scale(+lr)``).
     """
-    check_learning_rate("scale_by_learning_rate", learning_rate)
+    fn = "scale_by_learning_rate"
+    sign = -1.0 if _checks.static_bool(fn, "flip_sign", flip_sign) else 1.0
+    if learning_rate is None:
+        return identity()
+    check_scalar_or_schedule(fn, "learning_rate", learning_rate)
     if callable(learning_rate):
-        sign = -1.0 if flip_sign else 1.0
-        return scale_by_schedule(lambda count: sign * learning_rate(count))
-    return scale(-learning_rate if flip_sign else learning_rate)
+        block = _scale_by_schedule(lambda count: sign * learning_rate(count), fn)
+
+        def current(state):
+            check_state(fn, state, ScaleByScheduleState)
+            return jnp.asarray(learning_rate(state.count))
+
+        return optimizer(*block, current)
+    return optimizer(*_scale(sign * learning_rate), lambda state: jnp.asarray(learning_rate))
 
 
-class MomentumState(NamedTuple):
-    """State of :func:`scale_by_momentum`: the velocity / trace, one leaf per parameter."""
-
-    velocity: Updates
+# ------------------------------------------------------------------- momentum, EMA
 
 
-def scale_by_momentum(beta=0.9, *, form: str = "classic", nesterov: bool = False) -> Optimizer:
-    """Momentum, in the classic (trace) form or the moving-average (EMA) form.
+class TraceState(NamedTuple):
+    """Aggregated past updates (optax's ``TraceState``)."""
 
-    ``classic`` (note 003; Polyak 1964, optax ``trace``)::
+    trace: Updates
 
-        v_t = beta * v_{t-1} + g_t,      u_t = v_t       (nesterov: u_t = g_t + beta * v_t)
 
-    Followed by ``scale_by_learning_rate(lr)`` this is exactly note 003's
-    ``v <- beta v - lr g; W <- W + v`` for a constant ``lr`` (its velocity is ``-lr * v_t``).
-    With a schedule, ``lr_t`` multiplies the accumulated trace (optax / PyTorch convention).
+def trace(decay, nesterov: bool = False, accumulator_dtype=None):
+    """Momentum as a trace of past updates (Polyak 1964; optax's ``trace``)::
 
-    ``ema`` (note 004)::
+        t_k = decay * t_{k-1} + g_k,   u_k = t_k   (nesterov: u_k = g_k + decay * t_k)
 
-        v_t = beta * v_{t-1} + (1 - beta) * g_t,   u_t = v_t   (nesterov: beta v_t + (1-beta) g_t)
-
-    then ``W_t = W_{t-1} - lr * u_t``. The two forms differ by the factor ``1 - beta`` in
-    the effective step: ``ema`` with ``lr`` equals ``classic`` with ``(1 - beta) * lr``.
-    ``v_0 = 0`` in both.
+    ``t_0 = 0``. Followed by ``scale_by_learning_rate(lr)`` this is note 003's
+    ``v <- decay v - lr g; W <- W + v`` for a constant ``lr`` (its ``v`` is ``-lr t``).
 
     Args:
-      beta: momentum coefficient in [0, 1).
-      form: ``"classic"`` or ``"ema"`` (keyword-only).
-      nesterov: Nesterov's look-ahead variant (Sutskever et al., 2013) (keyword-only).
+      decay: momentum coefficient in [0, 1] (1: a plain running sum).
+      nesterov: Nesterov's look-ahead (Sutskever et al., 2013).
+      accumulator_dtype: dtype of ``t`` (default: the parameters' dtype).
 
     Returns:
-      An ``Optimizer`` with state :class:`MomentumState`.
+      An ``Optimizer`` with state :class:`TraceState`.
 
     References:
       Polyak, "Some methods of speeding up the convergence of iteration methods", 1964.
-      Sutskever, Martens, Dahl, Hinton, "On the importance of initialization and momentum
-      in deep learning", ICML 2013. Notes 003 (classic) and 004 (moving average).
+      Sutskever, Martens, Dahl, Hinton, "On the importance of initialization and
+      momentum in deep learning", ICML 2013. Note 003.
     """
-    fn = "scale_by_momentum"
-    check_unit_interval(fn, "beta", beta)
-    if form not in ("classic", "ema"):
-        raise ValueError(f"{fn}: form must be 'classic' or 'ema', got {form!r}")
+    fn = "trace"
+    check_hyperparameter(fn, "decay", decay, 0.0, 1.0)  # 1: a running sum, still defined
+    nesterov = _checks.static_bool(fn, "nesterov", nesterov)
+    acc_dtype = _dtype_arg(fn, "accumulator_dtype", accumulator_dtype)
 
     def init(params):
-        return MomentumState(velocity=_map(jnp.zeros_like, params))
+        return TraceState(trace=zeros_like(params, acc_dtype))
 
-    def update(updates, state, params=None):
-        del params
-        check_trees_match(fn, "grads", updates, "state.velocity", state.velocity)
-        if form == "classic":
-            def step(g, v):
-                b = cast_like(beta, g)
-                v = b * v + g
-                return (g + b * v if nesterov else v), v
-        else:
-            def step(g, v):
-                b = cast_like(beta, g)
-                c = one_minus(beta, g)  # formed in >= float32 (bf16 safe)
-                v = b * v + c * g
-                return (b * v + c * g if nesterov else v), v
-        out = _map(step, updates, state.velocity)
-        treedef = jax.tree_util.tree_structure(updates)
-        pairs = treedef.flatten_up_to(out)
-        new_u = treedef.unflatten([p[0] for p in pairs])
-        new_v = treedef.unflatten([p[1] for p in pairs])
-        return new_u, MomentumState(velocity=new_v)
+    def update(updates, state, params=None, **extra_args):
+        del params, extra_args
+        check_state(fn, state, TraceState, updates, "trace")
 
-    return Optimizer(init, update)
+        def step(g, t):
+            dt = promote_dtypes(g.dtype, t.dtype)
+            new = g.astype(dt) + (cast_like(decay, t) * t).astype(dt)  # decay*t in t's dtype
+            out = g.astype(dt) + cast_like(decay, new) * new if nesterov else new
+            return out.astype(g.dtype), new.astype(t.dtype)
+
+        out, new = split(updates, _map(step, updates, state.trace), 2)
+        return out, state._replace(trace=new)
+
+    return optimizer(init, update)
 
 
-class ScaleByAdamState(NamedTuple):
-    """State of :func:`scale_by_adam`: step count and the two moment estimates."""
+class EmaState(NamedTuple):
+    """Update count and moving average (optax's ``EmaState``)."""
 
-    count: jax.Array  # int32 scalar: number of updates done so far
-    mu: Updates  # first moment m_t
-    nu: Updates  # second moment v_t
+    count: jax.Array  # int32 scalar
+    ema: Updates
 
 
-def scale_by_adam(b1=0.9, b2=0.999, eps=1e-8, *, eps_root=0.0,
-                  form: str = "standard") -> Optimizer:
-    """Adam's direction (Kingma & Ba, 2015), before the learning rate.
+def ema(decay, debias: bool = True, accumulator_dtype=None):
+    """Exponential moving average of the updates (optax's ``ema``)::
 
-    With ``m_0 = v_0 = 0`` and ``t = 1, 2, ...``::
+        e_k = decay * e_{k-1} + (1 - decay) * g_k,   u_k = e_k / (1 - decay^k) if debias
 
-        m_t = b1 m_{t-1} + (1 - b1) g_t
-        v_t = b2 v_{t-1} + (1 - b2) g_t^2
-        standard: u_t = m_hat / (sqrt(v_hat + eps_root) + eps),
-                  m_hat = m_t / (1 - b1^t),  v_hat = v_t / (1 - b2^t)
-        folded:   u_t = sqrt(1 - b2^t) / (1 - b1^t) * m_t / (sqrt(v_t + eps_root) + eps)
-
-    ``folded`` is note 000's "modified" form ``alpha_t = alpha sqrt(1-b2^t)/(1-b1^t)``
-    with the constant ``eps`` as its ``eps_hat``. The two forms are equal when
-    ``eps = eps_root = 0``; with ``eps > 0`` (and ``eps_root = 0``) the standard form is
-    the folded form with ``eps_hat_t = eps * sqrt(1 - b2^t)``, so the folded form's
-    epsilon acts ``1/sqrt(1 - b2^t)`` times larger (about 31.6x at t=1 for b2=0.999).
+    With ``e_0 = 0``. It is also the EMA of *parameters* (Polyak averaging for
+    evaluation): ``avg, s = ema(0.999).update(params, s)`` after each step gives the
+    debiased average of the parameters seen so far (``s = ema(0.999).init(params)``).
 
     Args:
-      b1: decay of the first moment, in [0, 1).
-      b2: decay of the second moment, in [0, 1).
-      eps: added to the denominator outside the square root, >= 0.
-      eps_root: added inside the square root (keyword-only), >= 0; 0 as in the paper.
-      form: ``"standard"`` (default, = optax) or ``"folded"`` (keyword-only).
+      decay: in [0, 1).
+      debias: divide by ``1 - decay^k`` (the state keeps the biased ``e_k``).
+      accumulator_dtype: dtype of ``e`` (default: the parameters' dtype).
 
     Returns:
-      An ``Optimizer`` with state :class:`ScaleByAdamState`.
+      An ``Optimizer`` with state :class:`EmaState`.
 
     References:
-      Kingma & Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015,
-      https://arxiv.org/abs/1412.6980 (Algorithm 1 and the end of Section 2).
-      Notes 000 (both forms) and 004.
+      Kingma & Ba, ICLR 2015, Section 3 (bias correction). Note 004 (moving average).
     """
-    fn = "scale_by_adam"
-    check_unit_interval(fn, "b1", b1)
-    check_unit_interval(fn, "b2", b2)
-    check_nonnegative(fn, "eps", eps)
-    check_nonnegative(fn, "eps_root", eps_root)
-    if form not in ("standard", "folded"):
-        raise ValueError(f"{fn}: form must be 'standard' or 'folded', got {form!r}")
+    fn = "ema"
+    check_decay(fn, "decay", decay)
+    debias = _checks.static_bool(fn, "debias", debias)
+    acc_dtype = _dtype_arg(fn, "accumulator_dtype", accumulator_dtype)
 
     def init(params):
-        # Two separate trees: a shared one could not be donated to a jitted step.
-        return ScaleByAdamState(count=zero_count(), mu=_map(jnp.zeros_like, params),
-                                nu=_map(jnp.zeros_like, params))
+        return EmaState(count=zero_count(), ema=zeros_like(params, acc_dtype))
 
-    def update(updates, state, params=None):
-        del params
-        check_trees_match(fn, "grads", updates, "state.mu", state.mu)
+    def update(updates, state, params=None, **extra_args):
+        del params, extra_args
+        check_state(fn, state, EmaState, updates, "ema")
         count = safe_increment(state.count)
-        # (1 - b) is formed in >= float32 before the cast to the gradient dtype, so that
-        # b2 = 0.999 does not become 1.0 - 1.0 = 0 in bfloat16.
-        mu = _map(lambda g, m: cast_like(b1, g) * m + one_minus(b1, g) * g,
-                  updates, state.mu)
-        nu = _map(lambda g, v: cast_like(b2, g) * v + one_minus(b2, g) * g * g,
-                  updates, state.nu)
+        new = _map(lambda g, e: moment(decay, g, e), updates, state.ema)
+        out = _map(lambda e, g: (e / _debias(decay, count, e) if debias else e).astype(g.dtype),
+                   new, updates)
+        return out, state._replace(count=count, ema=_map(lambda n, e: n.astype(e.dtype),
+                                                         new, state.ema))
 
-        def direction(m, v):
-            # Bias corrections in at least float32, then cast to the moments' dtype.
-            cdt = promote_dtypes(jnp.float32, m.dtype)
-            t = count.astype(cdt)
-            c1 = 1 - jnp.asarray(b1).astype(cdt) ** t
-            c2 = 1 - jnp.asarray(b2).astype(cdt) ** t
-            e, er = cast_like(eps, m), cast_like(eps_root, m)
-            if form == "standard":
-                return (m / c1.astype(m.dtype)) / (jnp.sqrt(v / c2.astype(m.dtype) + er) + e)
-            step = (jnp.sqrt(c2) / c1).astype(m.dtype)
-            return step * m / (jnp.sqrt(v + er) + e)
-
-        return _map(direction, mu, nu), ScaleByAdamState(count=count, mu=mu, nu=nu)
-
-    return Optimizer(init, update)
-
-
-class ScaleByRmsState(NamedTuple):
-    """State of :func:`scale_by_rms`: moving average of squared gradients."""
-
-    nu: Updates
-
-
-def scale_by_rms(decay=0.9, eps=1e-8, *, initial_scale=0.0) -> Optimizer:
-    """RMSProp's direction (Tieleman & Hinton, 2012), optax's defaults::
-
-        v_t = decay v_{t-1} + (1 - decay) g_t^2,   v_0 = initial_scale
-        u_t = g_t / sqrt(v_t + eps)                 (eps inside the square root)
-
-    Args:
-      decay: in [0, 1); default 0.9.
-      eps: >= 0; default 1e-8.
-      initial_scale: initial value of ``v`` (keyword-only); default 0.
-
-    Returns:
-      An ``Optimizer`` with state :class:`ScaleByRmsState`.
-
-    References:
-      Tieleman & Hinton, "Lecture 6.5 - RMSProp", COURSERA: Neural Networks for Machine
-      Learning, 2012. (Not in the notes.)
-    """
-    fn = "scale_by_rms"
-    check_unit_interval(fn, "decay", decay)
-    check_nonnegative(fn, "eps", eps)
-    check_nonnegative(fn, "initial_scale", initial_scale)
-
-    def init(params):
-        return ScaleByRmsState(
-            nu=_map(lambda p: jnp.full_like(p, initial_scale), params))
-
-    def update(updates, state, params=None):
-        del params
-        check_trees_match(fn, "grads", updates, "state.nu", state.nu)
-        nu = _map(lambda g, v: cast_like(decay, g) * v + one_minus(decay, g) * g * g,
-                  updates, state.nu)
-        out = _map(lambda g, v: g * jax.lax.rsqrt(v + cast_like(eps, g)), updates, nu)
-        return out, ScaleByRmsState(nu=nu)
-
-    return Optimizer(init, update)
-
-
-class ScaleByAdagradState(NamedTuple):
-    """State of :func:`scale_by_adagrad`: running sum of squared gradients."""
-
-    sum_of_squares: Updates
-
-
-def scale_by_adagrad(initial_accumulator_value=0.1, eps=1e-7) -> Optimizer:
-    """AdaGrad's direction (Duchi et al., 2011), optax's defaults::
-
-        G_t = G_{t-1} + g_t^2,    G_0 = initial_accumulator_value
-        u_t = g_t / sqrt(G_t + eps)   where G_t > 0, else 0
-
-    Args:
-      initial_accumulator_value: ``G_0``, >= 0; default 0.1.
-      eps: >= 0, inside the square root; default 1e-7.
-
-    Returns:
-      An ``Optimizer`` with state :class:`ScaleByAdagradState`.
-
-    References:
-      Duchi, Hazan, Singer, "Adaptive Subgradient Methods for Online Learning and
-      Stochastic Optimization", JMLR 2011.
-    """
-    fn = "scale_by_adagrad"
-    check_nonnegative(fn, "initial_accumulator_value", initial_accumulator_value)
-    check_nonnegative(fn, "eps", eps)
-
-    def init(params):
-        return ScaleByAdagradState(
-            sum_of_squares=_map(lambda p: jnp.full_like(p, initial_accumulator_value), params))
-
-    def update(updates, state, params=None):
-        del params
-        check_trees_match(fn, "grads", updates, "state.sum_of_squares", state.sum_of_squares)
-        acc = _map(lambda g, s: s + g * g, updates, state.sum_of_squares)
-        out = _map(lambda g, s: jnp.where(s > 0, g * jax.lax.rsqrt(s + cast_like(eps, g)),
-                                          jnp.zeros_like(g)), updates, acc)
-        return out, ScaleByAdagradState(sum_of_squares=acc)
-
-    return Optimizer(init, update)
+    return optimizer(init, update)

@@ -13,7 +13,6 @@ from jax.flatten_util import ravel_pytree
 
 import funcnet.optim as optim
 
-jax.config.update("jax_enable_x64", True)
 
 STEPS = 100
 
@@ -192,7 +191,7 @@ def _warmup_cos(t, init=0.0, peak=0.1, warm=10, total=80, end=0.01):
 
 
 def _sched():
-    return optim.warmup_cosine_decay(0.0, 0.1, 10, 80, end=0.01)
+    return optim.warmup_cosine_decay_schedule(0.0, 0.1, 10, 80, end_value=0.01)
 
 
 # id, funcnet factory (lr -> Optimizer), reference (lr -> (init, step)), lr
@@ -213,7 +212,7 @@ OPTIMIZERS = [
     ("rmsprop", lambda lr: optim.rmsprop(lr, 0.99),
      lambda lr: ref_rmsprop(lr, 0.99), 0.01),
     ("adam", lambda lr: optim.adam(lr), ref_adam, 0.05),
-    ("adam_hparams", lambda lr: optim.adam(lr, 0.8, 0.99, 1e-3, eps_root=1e-6),
+    ("adam_hparams", lambda lr: optim.adam(lr, 0.8, 0.99, 1e-3, 1e-6),
      lambda lr: ref_adam(lr, 0.8, 0.99, 1e-3, eps_root=1e-6), 0.05),
     ("adam_folded", lambda lr: optim.adam(lr, eps=1e-3, form="folded"),
      lambda lr: ref_adam_folded(lr, eps_hat=lambda t: 1e-3), 0.05),

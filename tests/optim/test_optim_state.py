@@ -10,7 +10,6 @@ import pytest
 import funcnet.optim as optim
 from tests.optim._cases import OPT_IDS, OPTIMIZERS, QUAD_PARAMS, quad_loss
 
-jax.config.update("jax_enable_x64", True)
 
 DTYPES = {"float32": jnp.float32, "float64": jnp.float64}
 

@@ -14,7 +14,6 @@ from tests.optim._cases import (
     MLP_PARAMS, OPT_IDS, OPTIMIZERS, PROBLEMS, QUAD_MIN, mlp_loss, ref_adam, ref_adam_folded,
     run, run_reference, table_trajectories)
 
-jax.config.update("jax_enable_x64", True)
 
 
 @pytest.mark.parametrize("problem", ["quadratic", "mlp"])

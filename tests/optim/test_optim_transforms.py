@@ -1,4 +1,5 @@
-"""Blocks: clip_by_global_norm, add_decayed_weights (and masks), accumulate, chain,
+"""Blocks against their formulas: clip_by_global_norm, clip, add_decayed_weights (and
+masks, schedules), trace, ema (also of parameters), NAdam, accumulate (in a scan), chain,
 the ema/classic momentum relation, apply_updates."""
 import jax
 import jax.numpy as jnp
@@ -7,7 +8,6 @@ import pytest
 
 import funcnet.optim as optim
 
-jax.config.update("jax_enable_x64", True)
 
 G = {"a": jnp.array([3.0, 0.0]), "b": jnp.array([[4.0]])}  # global norm 5
 
@@ -39,7 +39,8 @@ def test_add_decayed_weights_is_the_l2_gradient_and_respects_mask():
     for k in params:
         np.testing.assert_allclose(out[k], grads[k] + l2(params)[k], rtol=1e-14)
     for mask in ({"w": True, "b": False}, lambda p: {"w": True, "b": False}):
-        out, _ = optim.add_decayed_weights(wd, mask).update(grads, optim.EmptyState(), params)
+        block = optim.add_decayed_weights(wd, mask)
+        out, _ = block.update(grads, block.init(params), params)
         np.testing.assert_allclose(out["w"], grads["w"] + wd * params["w"], rtol=1e-14)
         np.testing.assert_array_equal(out["b"], grads["b"])
 
@@ -111,7 +112,8 @@ def test_accumulate_equals_one_step_on_the_mean(k):
                     np.testing.assert_allclose(got[name], want[name], rtol=1e-12)
     assert int(state.gradient_step) == 2 and int(state.mini_step) == 0
     assert state.mini_step.dtype == jnp.int32
-    for a, b in zip(jax.tree_util.tree_leaves(state.inner_state), jax.tree_util.tree_leaves(s_in)):
+    for a, b in zip(jax.tree_util.tree_leaves(state.inner_opt_state),
+                    jax.tree_util.tree_leaves(s_in)):
         np.testing.assert_allclose(a, b, rtol=1e-12)
 
 
@@ -147,3 +149,98 @@ def test_apply_updates_keeps_param_dtype():
     out = optim.apply_updates(p, {"w": jnp.full(3, 0.5, jnp.float64)})
     assert out["w"].dtype == jnp.float32
     np.testing.assert_allclose(out["w"], 1.5)
+
+
+def test_trace_and_ema_formulas():
+    rng = np.random.default_rng(2)
+    gs = [jnp.asarray(rng.normal(size=3)) for _ in range(4)]
+    tr, em, nv = optim.trace(0.7), optim.ema(0.7), optim.trace(0.7, nesterov=True)
+    st, se, sn = tr.init(gs[0]), em.init(gs[0]), nv.init(gs[0])
+    t = e = np.zeros(3)
+    for k, g in enumerate(gs, start=1):
+        ut, st = tr.update(g, st)
+        ue, se = em.update(g, se)
+        un, sn = nv.update(g, sn)
+        t = 0.7 * t + np.asarray(g)
+        e = 0.7 * e + 0.3 * np.asarray(g)
+        np.testing.assert_allclose(ut, t, rtol=1e-14)
+        np.testing.assert_allclose(un, np.asarray(g) + 0.7 * t, rtol=1e-14)
+        np.testing.assert_allclose(ue, e / (1 - 0.7 ** k), rtol=1e-14)
+        np.testing.assert_allclose(se.ema, e, rtol=1e-14)
+    assert int(se.count) == 4 and se.count.dtype == jnp.int32
+
+
+def test_ema_of_parameters_is_the_debiased_running_average():
+    """ema(decay) applied to the parameters after each step: Polyak averaging."""
+    opt, averager = optim.sgd(0.1), optim.ema(0.9)
+    p = {"w": jnp.array([1.0, -1.0])}
+    s, avg_state, seen = opt.init(p), averager.init(p), []
+    for _ in range(5):
+        u, s = opt.update(jax.tree_util.tree_map(lambda x: 2 * x, p), s, p)
+        p = optim.apply_updates(p, u)
+        seen.append(np.asarray(p["w"]))
+        avg, avg_state = averager.update(p, avg_state)
+    w = np.array([0.9 ** (4 - i) * 0.1 for i in range(5)])
+    np.testing.assert_allclose(avg["w"], (w[:, None] * np.stack(seen)).sum(0) / (1 - 0.9 ** 5),
+                               rtol=1e-13)
+    np.testing.assert_allclose(optim.incremental_update(p, {"w": jnp.zeros(2)}, 0.25)["w"],
+                               0.25 * p["w"], rtol=1e-15)
+
+
+def test_nadam_formula():
+    """Dozat 2016 as optax: m_hat = b1 m_t/(1-b1^(t+1)) + (1-b1) g_t/(1-b1^t)."""
+    b1, b2, eps, lr = 0.9, 0.999, 1e-8, 0.1
+    rng = np.random.default_rng(3)
+    gs = [rng.normal(size=4) for _ in range(3)]
+    opt, p = optim.nadam(lr), jnp.zeros(4)
+    s, m, v = opt.init(p), 0.0, 0.0
+    for t, g in enumerate(gs, start=1):
+        u, s = opt.update(jnp.asarray(g), s, p)
+        m, v = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * g * g
+        m_hat = b1 * m / (1 - b1 ** (t + 1)) + (1 - b1) * g / (1 - b1 ** t)
+        np.testing.assert_allclose(u, -lr * m_hat / (np.sqrt(v / (1 - b2 ** t)) + eps),
+                                   rtol=1e-12)
+
+
+def test_weight_decay_schedule_and_clip():
+    params, grads = jnp.array([1.0, -2.0]), jnp.array([0.5, 0.5])
+    block = optim.add_decayed_weights(optim.piecewise_constant_schedule(0.1, {1: 0.0}))
+    s = block.init(params)
+    assert isinstance(s, optim.WeightDecaySchedule)
+    out = []
+    for _ in range(2):
+        u, s = block.update(grads, s, params)
+        out.append(np.asarray(u))
+    np.testing.assert_allclose(out, [[0.6, 0.3], [0.5, 0.5]], rtol=1e-14)
+    u, _ = optim.clip(0.4).update(jnp.array([-1.0, 0.1, 3.0]), optim.EmptyState())
+    np.testing.assert_array_equal(u, [-0.4, 0.1, 0.4])
+
+
+def test_accumulate_micro_batches_inside_a_scan():
+    """accumulate(opt, k).init/update inside lax.scan over k micro-batches == one step on
+    the mean gradient (how train uses it for in-step micro-batching)."""
+    k, params = 4, {"w": jnp.array([0.5, -1.0])}
+    xs = jnp.asarray(np.random.default_rng(4).normal(size=(k, 2)))
+    loss = lambda p, x: jnp.sum((p["w"] * x) ** 2)  # noqa: E731
+    inner = optim.adam(0.1)
+    acc = optim.accumulate(inner, k)
+
+    @jax.jit
+    def micro(params, inner_state):
+        state = acc.init(params)._replace(inner_opt_state=inner_state)
+
+        def body(s, x):
+            u, s = acc.update(jax.grad(loss)(params, x), s, params)
+            return s, u
+        state, updates = jax.lax.scan(body, state, xs)
+        return jax.tree_util.tree_map(lambda u: u[-1], updates), state.inner_opt_state
+
+    u, inner_state = micro(params, inner.init(params))
+    mean = jax.tree_util.tree_map(lambda *g: sum(g) / k,
+                                  *[jax.grad(loss)(params, x) for x in xs])
+    want, want_state = inner.update(mean, inner.init(params), params)
+    np.testing.assert_allclose(u["w"], want["w"], rtol=1e-12)
+    assert int(inner_state[0].count) == 1
+    assert optim.AccumulateState is optim.MultiStepsState
+    assert optim.AccumulateState._fields[:4] == ("mini_step", "gradient_step",
+                                                 "inner_opt_state", "acc_grads")

@@ -7,7 +7,6 @@ from jax.flatten_util import ravel_pytree
 import funcnet.optim as optim
 from tests.optim._cases import QUAD_PARAMS, mlp_loss, quad_loss, run
 
-jax.config.update("jax_enable_x64", True)
 
 LRS = [0.001, 0.003, 0.01, 0.03, 0.05, 0.1, 0.2, 0.3]
 

@@ -1,0 +1,236 @@
+"""Wrappers around an optimizer: ``apply_if_finite`` and ``inject_hyperparams``.
+
+Both keep optax's state classes and field names, so ``state.hyperparams["learning_rate"]``
+and ``state.notfinite_count`` read the same with either library.
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from funcnet import _checks
+from funcnet.optim.base import (
+    check_optimizer, check_state, current_learning_rate, optimizer, promote_dtypes,
+    safe_increment, zero_count, zeros_like)
+from funcnet.optim.combine import call_update
+
+
+class ApplyIfFiniteState(NamedTuple):
+    """State of :func:`apply_if_finite` (optax's fields).
+
+    Attributes:
+      notfinite_count: consecutive non-finite updates so far (reset by a finite one).
+      last_finite: whether the last update was finite.
+      total_notfinite: non-finite updates since ``init`` (never reset).
+      inner_state: the wrapped optimizer's state.
+    """
+
+    notfinite_count: Any
+    last_finite: Any
+    total_notfinite: Any
+    inner_state: Any
+
+
+def apply_if_finite(inner, max_consecutive_errors: int):
+    """Skip updates whose gradients hold a NaN or an infinity (optax's
+    ``apply_if_finite``): such a step returns zero updates and leaves ``inner``'s state
+    unchanged, unless it is the ``max_consecutive_errors + 1``-th in a row, which is
+    applied (so a run that stays broken does not stall silently).
+
+    Args:
+      inner: the optimizer to wrap.
+      max_consecutive_errors: int >= 0.
+
+    Returns:
+      An ``Optimizer`` with state :class:`ApplyIfFiniteState`.
+    """
+    fn = "apply_if_finite"
+    check_optimizer(fn, "inner", inner)
+    _checks.static_int(fn, "max_consecutive_errors", max_consecutive_errors, minimum=0)
+
+    def init(params):
+        return ApplyIfFiniteState(notfinite_count=zero_count(),
+                                  last_finite=jnp.array(True, jnp.bool_),
+                                  total_notfinite=zero_count(), inner_state=inner.init(params))
+
+    def update(updates, state, params=None, **extra_args):
+        check_state(fn, state, ApplyIfFiniteState)
+        leaves = jax.tree_util.tree_leaves(updates)
+        finite = jnp.all(jnp.array([jnp.all(jnp.isfinite(g)) for g in leaves], jnp.bool_))
+        count = jnp.where(finite, zero_count(), safe_increment(state.notfinite_count))
+        new, inner_state = jax.lax.cond(
+            jnp.logical_or(finite, count > max_consecutive_errors),
+            lambda: call_update(inner, updates, state.inner_state, params, extra_args),
+            lambda: (zeros_like(updates), state.inner_state))
+        return new, state._replace(
+            notfinite_count=count, last_finite=finite, inner_state=inner_state,
+            total_notfinite=jnp.where(finite, state.total_notfinite,
+                                      safe_increment(state.total_notfinite)))
+
+    def learning_rate(state):
+        check_state(fn, state, ApplyIfFiniteState)
+        return current_learning_rate(inner, state.inner_state)
+
+    return optimizer(init, update, learning_rate)
+
+
+# ------------------------------------------------------------------ injected values
+
+
+class InjectStatefulHyperparamsState(NamedTuple):
+    """State of :func:`inject_hyperparams` (optax >= 0.2.5's class and fields).
+
+    Attributes:
+      count: updates done so far (int32).
+      hyperparams: ``{name: value}`` of the numeric hyperparameters: the values used by
+        the last update (at ``init``, by the first). Assigning a new value to a
+        non-scheduled one changes the next update.
+      hyperparams_states: ``{name: schedule state}`` of the scheduled ones.
+      inner_state: the inner optimizer's state.
+    """
+
+    count: jax.Array
+    hyperparams: dict
+    hyperparams_states: dict
+    inner_state: Any
+
+
+class WrappedScheduleState(NamedTuple):
+    """State of a plain schedule in :func:`inject_hyperparams`: its step count."""
+
+    count: jax.Array
+
+
+class _WrappedSchedule:
+    """A plain schedule ``step -> value`` as a stateful one (optax's ``WrappedSchedule``)."""
+
+    def __init__(self, schedule_fn: Callable):
+        self.schedule_fn = schedule_fn
+
+    def init(self):
+        return WrappedScheduleState(count=zero_count())
+
+    def update(self, state, **extra_args):
+        del extra_args
+        return WrappedScheduleState(count=safe_increment(state.count))
+
+    def __call__(self, state, **extra_args):
+        del extra_args
+        return self.schedule_fn(state.count)
+
+
+def _is_stateful_schedule(v) -> bool:
+    return callable(v) and hasattr(v, "init") and hasattr(v, "update")
+
+
+def _convert_floats(x, dtype):
+    """Python floats, weakly typed and NumPy float arrays -> ``dtype``; other values as is."""
+    if isinstance(x, jax.Array) and not getattr(x, "weak_type", False):
+        return x
+    current = x.dtype if hasattr(x, "dtype") else type(x)
+    if jnp.issubdtype(current, jnp.floating):
+        return jnp.asarray(x, dtype=dtype)
+    return x
+
+
+def _tree_dtype(tree):
+    dtypes = [jnp.result_type(x) for x in jax.tree_util.tree_leaves(tree)]
+    return promote_dtypes(*dtypes) if dtypes else jnp.result_type(float)
+
+
+def inject_hyperparams(inner_factory: Callable, static_args=(), hyperparam_dtype=None):
+    """Make the numeric hyperparameters of ``inner_factory`` part of the state, so that
+    they can be scheduled, read and changed between steps (optax's
+    ``inject_hyperparams``)::
+
+        opt = inject_hyperparams(adam)(learning_rate=cosine_decay_schedule(1e-3, 1000),
+                                       b1=0.9)
+        state = opt.init(params)
+        state.hyperparams["b1"] = 0.95          # used by the next update
+
+    At each update, a schedule is evaluated at its own count (0 for the first update)
+    and the inner optimizer is rebuilt with the current values (so concrete values are
+    validated by its constructor; traced ones are not).
+
+    Args:
+      inner_factory: a function returning an optimizer, e.g. :func:`adam`.
+      static_args: names of arguments that are not hyperparameters (e.g. a callable
+        that is not a schedule); bools and non-numbers are static anyway.
+      hyperparam_dtype: dtype of float hyperparameters (default: the highest dtype of
+        the parameters).
+
+    Returns:
+      A function with ``inner_factory``'s arguments that returns an ``Optimizer`` with
+      state :class:`InjectStatefulHyperparamsState`.
+
+    Raises:
+      ValueError: ``static_args`` names an argument ``inner_factory`` does not have.
+    """
+    fn = "inject_hyperparams"
+    _checks.check_callable(fn, "inner_factory", inner_factory)
+    static = {static_args} if isinstance(static_args, str) else set(static_args)
+    signature = inspect.signature(inner_factory)
+    if not static <= set(signature.parameters):
+        raise ValueError(f"{fn}: static_args {sorted(static)} must be arguments of "
+                         f"inner_factory, which has {sorted(signature.parameters)}")
+
+    def wrapped(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        scheduled, numeric, other = {}, {}, {}
+        for name, value in bound.arguments.items():
+            if name in static or isinstance(value, (bool, np.bool_)):
+                other[name] = value
+            elif _is_stateful_schedule(value):
+                scheduled[name] = value
+            elif callable(value):
+                scheduled[name] = _WrappedSchedule(value)
+            elif isinstance(value, (int, float, np.ndarray, jax.Array)):
+                numeric[name] = value
+            else:
+                other[name] = value
+
+        def dtype_for(params):
+            return hyperparam_dtype if hyperparam_dtype is not None else _tree_dtype(params)
+
+        def init(params):
+            dt = dtype_for(params)
+            hp = {k: jnp.asarray(_convert_floats(v, dt)) for k, v in numeric.items()}
+            sched_states = {k: f.init() for k, f in scheduled.items()}
+            hp.update({k: _convert_floats(f(sched_states[k]), dt) for k, f in scheduled.items()})
+            return InjectStatefulHyperparamsState(
+                count=zero_count(), hyperparams=hp, hyperparams_states=sched_states,
+                inner_state=inner_factory(**other, **hp).init(params))
+
+        def update(updates, state, params=None, **extra_args):
+            check_state(fn, state, InjectStatefulHyperparamsState)
+            dt = dtype_for(params)
+            hp = {k: _convert_floats(v, dt) for k, v in state.hyperparams.items()}
+            hp.update({k: _convert_floats(f(state.hyperparams_states[k], **extra_args), dt)
+                       for k, f in scheduled.items()})
+            sched_states = {k: f.update(state.hyperparams_states[k], **extra_args)
+                            for k, f in scheduled.items()}
+            new, inner_state = call_update(inner_factory(**other, **hp), updates,
+                                           state.inner_state, params, extra_args)
+            return new, state._replace(count=safe_increment(state.count), hyperparams=hp,
+                                       hyperparams_states=sched_states, inner_state=inner_state)
+
+        def learning_rate(state):
+            check_state(fn, state, InjectStatefulHyperparamsState)
+            if "learning_rate" in scheduled:
+                return jnp.asarray(scheduled["learning_rate"](
+                    state.hyperparams_states["learning_rate"]))
+            if "learning_rate" in state.hyperparams:
+                return jnp.asarray(state.hyperparams["learning_rate"])
+            return None
+
+        return optimizer(init, update, learning_rate)
+
+    return wrapped
+
+
+InjectHyperparamsState = InjectStatefulHyperparamsState  # what inject_hyperparams returns

@@ -1,0 +1,101 @@
+"""The ported optax cases that funcnet answers differently ON PURPOSE, each with its reason.
+
+Each test runs optax's inputs and asserts what funcnet does instead (a clear error) and,
+where optax is installed, what optax does (so the difference is real and stays known).
+
+| optax case | optax | funcnet | why |
+| --- | --- | --- | --- |
+| negative values in schedules / learning rates | accepted | ValueError | one policy for every hyperparameter and schedule value: finite and >= 0 (a negative learning rate is ascent; use ``scale(+lr)``) |
+| ``exponential_decay`` with ``transition_steps <= 0`` or ``decay_rate = 0`` | constant schedule | ValueError | optax's own docstring says "must be positive"/"must not be zero"; a silent constant hides a typo |
+| ``polynomial_schedule`` with ``transition_steps < 0`` | constant schedule | ValueError | negative counts are refused everywhere (``0`` keeps optax's constant) |
+| integer (Python int) parameters | truncated by ``apply_updates`` | TypeError naming the leaf | an Adam step turns ``[1, 1]`` into ``[0, 0]`` silently |
+| ``None`` updates / params, state ``0`` | ignored | ValueError | a state or tree of the wrong kind is reported with both structures |
+"""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import funcnet.optim as optim
+
+optax = pytest.importorskip("optax")
+
+
+@pytest.mark.parametrize("case,make_ours,make_theirs,match", [
+    ("schedule_test.PolynomialTest.test_zero_steps_schedule[-1]",
+     lambda: optim.polynomial_schedule(10.0, 20.0, 1, -1),
+     lambda: optax.polynomial_schedule(10.0, 20.0, 1, -1),
+     r"polynomial_schedule: transition_steps must be >= 0, got -1"),
+    ("schedule_test.PiecewiseConstantTest.test_negative",
+     lambda: optim.piecewise_constant_schedule(-0.1, {3: 2.0, 6: 0.5}),
+     lambda: optax.piecewise_constant_schedule(-0.1, {3: 2.0, 6: 0.5}),
+     r"piecewise_constant_schedule: init_value must be in \[0, inf\), got -0\.1"),
+    *[(f"schedule_test.ExponentialTest.test_nonvalid_transition_steps[{staircase}, {n}]",
+       lambda n=n, s=staircase: optim.exponential_decay(1.0, n, 1.0, staircase=s),
+       lambda n=n, s=staircase: optax.exponential_decay(1.0, n, 1.0, staircase=s),
+       rf"exponential_decay: transition_steps must be >= 1, got {n}")
+      for staircase in (False, True) for n in (-1, 0)],
+    *[(f"schedule_test.ExponentialTest.test_nonvalid_decay_rate[{staircase}]",
+       lambda s=staircase: optim.exponential_decay(1.0, 2, 0.0, staircase=s),
+       lambda s=staircase: optax.exponential_decay(1.0, 2, 0.0, staircase=s),
+       r"exponential_decay: decay_rate must be in \(0, inf\), got 0")
+      for staircase in (False, True)],
+    ("schedule_test.WarmupCosineDecayTest.test_with_exponent",
+     lambda: optim.warmup_cosine_decay_schedule(0.2, 1.21, 50, 100, -3.0, 2),
+     lambda: optax.warmup_cosine_decay_schedule(0.2, 1.21, 50, 100, -3.0, 2),
+     r"warmup_cosine_decay_schedule: end_value must be in \[0, inf\), got -3"),
+    ("schedule_test.WarmupCosineDecayTest.test_zero_peak_value",
+     lambda: optim.warmup_cosine_decay_schedule(0.2, 0, 50, 100, -3.0, 2),
+     lambda: optax.warmup_cosine_decay_schedule(0.2, 0, 50, 100, -3.0, 2),
+     r"warmup_cosine_decay_schedule: end_value must be in \[0, inf\), got -3"),
+])
+def test_schedule_values_and_counts_are_refused(case, make_ours, make_theirs, match):
+    theirs = make_theirs()  # optax builds a schedule and evaluates it
+    assert np.all(np.isfinite(np.asarray(theirs(3), np.float64)))
+    with pytest.raises(ValueError, match=match):
+        make_ours()
+
+
+@pytest.mark.parametrize("case", ["combining_test.ExtraArgsTest.test_extra_args",
+                                  "combining_test.ExtraArgsTest.test_extra_args_positional_params"])
+def test_integer_params_are_refused(case):
+    params = {"a": 1, "b": 2}  # optax's inputs: Python ints
+    with jax.numpy_dtype_promotion("standard"):
+        state = optax.adam(1e-3).init(params)
+        optax.adam(1e-3).update(params, state)
+    with pytest.raises(TypeError, match=r"adam: params\['a'\] must have a floating or complex "
+                                         r"dtype, got int"):
+        optim.adam(1e-3).init(params)
+    with pytest.raises(TypeError, match=r"chain: params\['a'\] must have a floating"):
+        optim.chain(optim.identity(), optim.identity()).init(params)
+
+
+def test_add_decayed_weights_none_argument_is_refused():
+    """adding_test.test_none_argument: ``update(None, 0, weights)``."""
+    weights = (jnp.ones((2,)), {"a": jnp.ones((2,)), "b": jnp.ones((2,))})
+    optax.add_decayed_weights(0.1, mask=None).update(None, 0, weights)
+    with pytest.raises(ValueError, match=r"add_decayed_weights: opt_state is int"):
+        optim.add_decayed_weights(0.1, mask=None).update(None, 0, weights)
+
+
+@pytest.mark.parametrize("name", ["apply_updates", "incremental_update"])
+def test_none_argument_is_refused(name):
+    """update_test.test_none_argument: ``operation(None, x)``."""
+    x = jnp.array([1.0, 2.0, 3.0])
+    ours = {"apply_updates": optim.apply_updates,
+            "incremental_update": lambda a, b: optim.incremental_update(a, b, 1)}[name]
+    theirs = {"apply_updates": optax.apply_updates,
+              "incremental_update": lambda a, b: optax.incremental_update(a, b, 1)}[name]
+    theirs(None, x)
+    with pytest.raises(ValueError, match=rf"{name}: \w+ tree structure does not match"):
+        ours(None, x)
+
+
+def test_negative_learning_rate_is_refused():
+    """optax.sgd(-0.1) is gradient ascent; funcnet refuses it and points to scale(+lr)."""
+    optax.sgd(-0.1)
+    with pytest.raises(ValueError, match=r"sgd: scale_by_learning_rate: learning_rate must be "
+                                         r"in \[0, inf\), got -0\.1"):
+        optim.sgd(-0.1)
+    u, _ = optim.scale(0.1).update(jnp.ones(2), optim.EmptyState())  # ascent, explicitly
+    np.testing.assert_allclose(u, [0.1, 0.1])
