@@ -163,6 +163,20 @@ def library_versions() -> dict[str, str | None]:
 
 
 # ----------------------------------------------------------------------------- output
+def environment() -> dict[str, Any]:
+    """``{"device", "host", "versions"}``: what every results file records."""
+    return {"device": jax_device_info(), "host": host_info(), "versions": library_versions()}
+
+
+def write_results(out_dir: str, stem: str, results: dict, markdown_text: str) -> None:
+    """``<out_dir>/<stem>.json`` and ``<stem>.md``; prints where they went."""
+    write_json(os.path.join(out_dir, stem + ".json"), results)
+    with open(os.path.join(out_dir, stem + ".md"), "w") as f:
+        f.write(markdown_text)
+    print(f"wrote {out_dir}/{stem}.json and .md in {results.get('wall_s', 0):.0f} s",
+          flush=True)
+
+
 def write_json(path: str, data: dict) -> None:
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tmp = path + ".tmp"
@@ -205,7 +219,10 @@ def markdown(results: dict) -> str:
         lines.append(f"- measured matmul peak {dt} ({p['n']}²): JAX "
                      f"{p['tflops'] * 1e3:.1f} GFLOP/s{tp_s}")
     lines.append(f"- memory column: {results['memory_note']}")
-    lines.append(f"- command: `{results['command']}`; wall time {results['wall_s']:.0f} s\n")
+    partial = "" if results.get("complete", True) else (
+        " — **partial: the run stopped before its last case**")
+    lines.append(f"- command: `{results['command']}`; wall time {results['wall_s']:.0f} s"
+                 f"{partial}\n")
     lines.append("| case | library | mode | median ms/step | IQR ms | n | GFLOP/s | % peak | "
                  "mem MB | resid MB | compile s | × best peer (same mode) | × best peer |")
     lines.append("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")

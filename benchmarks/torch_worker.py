@@ -21,8 +21,14 @@ class _Local:
     """One torch (mode) entry inside the worker."""
 
     def __init__(self, case: Case, mode: str, residuals: bool):
+        import torch
+
         from benchmarks.libs import load
 
+        cuda = torch.cuda.is_available()
+        if cuda:  # this entry's own peak: its model, optimizer state and steps
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
         self.b = load("torch").build(case, compile=(mode == "compile"))
         x, y = make_batches(case, 1, seed=1)
         self.x, self.y = self.b.prepare(x[0], y[0])
@@ -30,6 +36,10 @@ class _Local:
         self.compile_s = None
         if mode == "compile":  # the first calls trace and compile (the optimizer may recompile)
             self.compile_s = common.timed(lambda: self.run(3))
+        self.peak_bytes = None
+        if cuda:
+            self.run(2)
+            self.peak_bytes = int(torch.cuda.max_memory_allocated())
         self.n_inner = 1
 
     def run(self, n: int):
@@ -58,7 +68,7 @@ def _serve(conn) -> None:
                 case = Case(**kw["case"])
                 e = entries[kw["mode"]] = _Local(case, kw["mode"], kw["residuals"])
                 res = {"compile_s": e.compile_s, "residual_bytes": e.residual_bytes,
-                       "device": e.b.device}
+                       "device": e.b.device, "peak_bytes": e.peak_bytes}
             elif cmd == "run":
                 e = entries[kw["mode"]]
                 t = common.timed(lambda: e.run(kw["n"]))
