@@ -22,6 +22,8 @@ EXPECTED = {
     "vmap_sweep": ["vmap_sweep.png"],
     "per_example_grads": ["per_example_grads.png"],
     "optimizer_comparison": ["optimizer_trajectories.png", "optimizer_digits_loss.png"],
+    "resnet": ["resnet.png"],
+    "char_transformer": ["char_transformer.png"],
 }
 SCRIPTS = sorted(p.stem for p in EXAMPLES.glob("*.py") if not p.stem.startswith("_"))
 

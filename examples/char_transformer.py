@@ -1,0 +1,152 @@
+"""A character-level transformer language model trained on Python's own source code.
+
+The corpus exists offline on every machine with Python: a fixed list of modules of the
+standard library (``textwrap.py``, ``functools.py``, ... read from ``sysconfig``'s stdlib
+folder), as ASCII characters (anything else becomes ``?``). The model is a small GPT:
+token and learned position embeddings, ``depth`` pre-norm blocks of causal
+``MultiHeadAttention`` and a GELU MLP, each wrapped in ``nn.Residual``, a final
+``LayerNorm`` and a ``Dense`` head over the 128 characters. Attention uses
+``funcnet.ops.dot_product_attention``, whose backward rule keeps O(T) memory.
+
+::
+
+    python examples/char_transformer.py            # ~2000 steps, a few minutes on 2 CPU cores
+    python examples/char_transformer.py --quick    # CI smoke run (seconds)
+
+Prints the model summary, one line per epoch, the test loss in bits per character, and
+a sample continued from a prompt; writes ``char_transformer.png`` (training and test
+loss per epoch).
+"""
+import sysconfig
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from funcnet import nn, ops, optim, train
+import _common
+
+MODULES = ("textwrap.py", "functools.py", "string.py", "heapq.py", "bisect.py",
+           "contextlib.py", "fractions.py", "random.py", "statistics.py", "shlex.py",
+           "difflib.py", "dataclasses.py", "enum.py", "inspect.py", "argparse.py")
+VOCAB = 128  # ASCII
+
+
+def load_corpus(max_chars: int) -> np.ndarray:
+    """The concatenated modules as int32 character codes in [0, 128)."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    text = "".join((root / m).read_text(encoding="utf-8", errors="replace")
+                   for m in MODULES if (root / m).is_file())
+    codes = np.frombuffer(text.encode("ascii", errors="replace"), np.uint8)[:max_chars]
+    return codes.astype(np.int32)
+
+
+def windows(codes: np.ndarray, seq_len: int):
+    """Non-overlapping ``(inputs, targets)`` windows ``(n, seq_len)`` shifted by one."""
+    n = (len(codes) - 1) // seq_len
+    x = codes[:n * seq_len].reshape(n, seq_len)
+    y = codes[1:n * seq_len + 1].reshape(n, seq_len)
+    return x, y
+
+
+def PositionEmbedding(max_len: int) -> nn.Layer:
+    """Adds a learned ``(max_len, F)`` position table to ``(N, T, F)`` inputs (T <= max_len)."""
+    def init(key, input_shape):
+        table = nn.initializers.normal(0.02)(key, (max_len, input_shape[-1]))
+        return tuple(input_shape), {"pos": table}, ()
+
+    def apply(params, state, x, *, key=None, train=False):
+        del key, train
+        return x + params["pos"][None, :x.shape[1]].astype(x.dtype), state
+
+    return nn.Layer(init, apply, f"PositionEmbedding({max_len})")
+
+
+def build_model(seq_len: int, width: int, depth: int, heads: int, dropout: float):
+    def block():
+        attention = nn.serial(nn.LayerNorm(), nn.MultiHeadAttention(heads, causal=True),
+                              nn.Dropout(dropout))
+        mlp = nn.serial(nn.LayerNorm(), nn.Dense(4 * width), nn.GELU(), nn.Dense(width),
+                        nn.Dropout(dropout))
+        return nn.serial(nn.Residual(attention), nn.Residual(mlp))
+
+    return nn.serial(nn.Embedding(VOCAB, width), PositionEmbedding(seq_len),
+                     *[block() for _ in range(depth)], nn.LayerNorm(), nn.Dense(VOCAB))
+
+
+def sample(model, params, state, prompt: str, length: int, seq_len: int, key,
+           temperature: float = 0.8) -> str:
+    """Autoregressive sampling: the model sees the last ``seq_len`` characters."""
+    codes = list(prompt.encode("ascii", errors="replace"))
+
+    @jax.jit
+    def next_logits(window):
+        logits, _ = model.apply(params, state, window[None])
+        return logits[0]
+
+    for i in range(length):
+        window = np.asarray(codes[-seq_len:], np.int32)
+        pad = seq_len - len(window)
+        window = np.concatenate([window, np.zeros(pad, np.int32)]) if pad else window
+        logits = next_logits(jnp.asarray(window))[len(codes[-seq_len:]) - 1]
+        key, sub = jax.random.split(key)
+        codes.append(int(jax.random.categorical(sub, logits / temperature)))
+    return bytes(codes).decode("ascii", errors="replace")
+
+
+def plot(history, out):
+    plt = _common.pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    bits = 1 / np.log(2)
+    ax.plot(history["epoch"], np.asarray(history["loss"]) * bits, "o-", label="train")
+    ax.plot(history["epoch"], np.asarray(history["eval_loss"]) * bits, "s-", label="test")
+    ax.set(xlabel="epoch", ylabel="bits per character", title="char-level transformer")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _common.savefig(fig, out, "char_transformer.png")
+
+
+def main():
+    p = _common.parser(__doc__)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--width", type=int, default=128)
+    p.add_argument("--depth", type=int, default=4)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--max-chars", type=int, default=800_000)
+    args = p.parse_args()
+    if args.quick:
+        args.epochs, args.seq_len, args.width, args.depth = 2, 32, 32, 1
+        args.heads, args.max_chars, args.batch_size = 2, 20_000, 16
+    t0 = time.perf_counter()
+    x, y = windows(load_corpus(args.max_chars), args.seq_len)
+    split = int(0.9 * len(x))
+    x_train, y_train, x_test, y_test = x[:split], y[:split], x[split:], y[split:]
+    model = build_model(args.seq_len, args.width, args.depth, args.heads, dropout=0.1)
+    print(nn.summary(model, (-1, args.seq_len), input_dtype=jnp.int32))
+    init_key, fit_key, sample_key = _common.keys(args.seed, 3)
+    _, params, state = model.init(init_key, (-1, args.seq_len))
+    steps = args.epochs * (len(x_train) // args.batch_size)
+    opt = optim.chain(optim.clip_by_global_norm(1.0), optim.adamw(
+        optim.warmup_cosine_decay_schedule(0.0, args.lr, max(1, steps // 20), steps),
+        weight_decay=0.01))
+    params, state, _, history = train.fit(
+        model, params, state, opt, (x_train, y_train), args.epochs,
+        batch_size=args.batch_size, key=fit_key, eval_data=(x_test, y_test),
+        loss_fn=ops.softmax_cross_entropy)
+    result = train.evaluate(model, params, state, x_test, y_test)
+    print(f"test loss {result['loss'] / np.log(2):.3f} bits/char, accuracy "
+          f"{result['accuracy']:.3f} ({time.perf_counter() - t0:.1f} s in all)")
+    text = sample(model, params, state, "def ", 40 if args.quick else 300, args.seq_len,
+                  sample_key)
+    print("sample:\n" + text)
+    plot(history, args.out)
+    return result
+
+
+if __name__ == "__main__":
+    main()
