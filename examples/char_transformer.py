@@ -76,6 +76,13 @@ def build_model(seq_len: int, width: int, depth: int, heads: int, dropout: float
                      *[block() for _ in range(depth)], nn.LayerNorm(), nn.Dense(VOCAB))
 
 
+def make_optimizer(lr: float, steps: int):
+    """AdamW with gradient clipping and a linear warm-up (5 %) then cosine decay."""
+    return optim.chain(optim.clip_by_global_norm(1.0), optim.adamw(
+        optim.warmup_cosine_decay_schedule(0.0, lr, max(1, steps // 20), steps),
+        weight_decay=0.01))
+
+
 def sample(model, params, state, prompt: str, length: int, seq_len: int, key,
            temperature: float = 0.8) -> str:
     """Autoregressive sampling: the model sees the last ``seq_len`` characters."""
@@ -131,9 +138,7 @@ def main():
     init_key, fit_key, sample_key = _common.keys(args.seed, 3)
     _, params, state = model.init(init_key, (-1, args.seq_len))
     steps = args.epochs * (len(x_train) // args.batch_size)
-    opt = optim.chain(optim.clip_by_global_norm(1.0), optim.adamw(
-        optim.warmup_cosine_decay_schedule(0.0, args.lr, max(1, steps // 20), steps),
-        weight_decay=0.01))
+    opt = make_optimizer(args.lr, steps)
     params, state, _, history = train.fit(
         model, params, state, opt, (x_train, y_train), args.epochs,
         batch_size=args.batch_size, key=fit_key, eval_data=(x_test, y_test),
