@@ -34,7 +34,7 @@ __all__ = [
     "check_array", "check_float", "check_integer", "check_rank", "check_min_rank",
     "check_shape", "check_same_shape", "check_broadcastable", "check_same_dtype", "check_axis",
     "static_int", "static_float", "static_bool", "static_choice", "concrete",
-    "check_callable", "check_key", "normalize_pair", "normalize_padding",
+    "check_index_range", "check_callable", "check_key", "normalize_pair", "normalize_padding",
     "check_array_leaves", "check_divisible", "check_dtype", "check_nonempty",
     "check_hyperparameter",
 ]
@@ -57,26 +57,46 @@ def path_str(path) -> str:
 
 
 @contextlib.contextmanager
-def context(prefix: str):
+def context(prefix: str, name: str | None = None):
     """Re-raise a plain ``ValueError``/``TypeError`` from the block as ``"prefix: msg"``.
 
     The new exception has the same type and is chained (``from``) to the original, so a
-    layer names itself in an op's error without repeating the op's checks, and nested
-    combinators build the whole path (``"serial[2] (serial): serial[0] (Dense(3)):
-    affine: ..."``). Exceptions of other types (including subclasses of ``ValueError``
-    such as a ``CheckpointError``, and JAX's tracer errors) pass through unchanged.
+    layer names itself in an op's error without repeating the op's checks
+    (``"Dense(3): affine: ..."``). Exceptions of other types (including subclasses of
+    ``ValueError`` such as a ``CheckpointError``, and JAX's tracer errors) pass through
+    unchanged.
+
+    With ``name`` (a combinator calling its child layer ``name`` at place ``prefix``),
+    every level of the path reads once: the child is named as ``"prefix (name): ..."``
+    (a custom layer that does not name itself is named too), its own leading
+    ``"name: "`` is not repeated, and before a child combinator's own path only the
+    place is added: ``"serial[2]: parallel[1]: serial[0] (Dense(3)): affine: ..."``.
     """
     try:
         yield
     except (ValueError, TypeError) as err:
         if type(err) not in (ValueError, TypeError):
             raise
-        raise type(err)(f"{prefix}: {err}") from err
+        msg = str(err)
+        if name is not None:
+            msg = msg.removeprefix(f"{name}: ")
+            if not msg.startswith(f"{name}["):
+                prefix = f"{prefix} ({name})"
+        raise type(err)(f"{prefix}: {msg}") from err
 
 
 # ------------------------------------------------------------------- array arguments
 def _is_number(x) -> bool:
     return isinstance(x, (int, float, complex, np.number)) and not isinstance(x, (bool, np.bool_))
+
+
+def _is_real(x) -> bool:
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(
+        x, (bool, np.bool_))
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
 
 
 def check_array(fn: str, name: str, x) -> None:
@@ -170,6 +190,9 @@ def check_broadcastable(fn: str, name: str, x, target: Sequence, layout: str = "
 
 
 def check_same_dtype(fn: str, a_name: str, a, b_name: str, b) -> None:
+    da = getattr(a, "dtype", None)
+    if da is not None and da == getattr(b, "dtype", None):
+        return  # the common case, without jnp.result_type (ops call this per eager call)
     if dtype_of(a) != dtype_of(b):
         raise TypeError(f"{fn}: {a_name} has dtype {dtype_of(a)} but {b_name} has dtype "
                         f"{dtype_of(b)}; cast one of them explicitly")
@@ -208,7 +231,7 @@ def static_int(fn: str, name: str, value, *, minimum: int | None = None,
 
     ``TypeError`` for a non-int, ``ValueError`` outside ``[minimum, maximum]``.
     """
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+    if not _is_int(value):
         raise TypeError(f"{fn}: {name} must be an int, got {type(value).__name__} {value!r}")
     value = int(value)
     if minimum is not None and value < minimum:
@@ -226,8 +249,7 @@ def static_float(fn: str, name: str, value, low: float | None = None,
     ``TypeError`` for a non-number (bools, strings, arrays of size > 1, tracers);
     ``ValueError`` for NaN, infinity or a value outside the interval.
     """
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
-                                                                     np.floating)):
+    if not _is_real(value):
         if not (hasattr(value, "shape") and shape_of(value) == ()
                 and not isinstance(value, jax.core.Tracer)
                 and jnp.issubdtype(dtype_of(value), jnp.number)):
@@ -259,9 +281,8 @@ def check_hyperparameter(fn: str, name: str, value, low: float | None = None,
     concrete array), it must also pass :func:`static_float` (finite, inside the
     interval; same messages). Tracers skip that value check.
     """
-    if isinstance(value, (bool, np.bool_)) or not (
-            isinstance(value, (int, float, np.integer, np.floating))
-            or (hasattr(value, "shape") and hasattr(value, "dtype"))):
+    if not (_is_real(value) or (hasattr(value, "shape") and hasattr(value, "dtype")
+                                and not isinstance(value, (bool, np.bool_)))):
         raise TypeError(f"{fn}: {name} must be a number or a scalar array, got "
                         f"{type(value).__name__} {value!r:.60}")
     if hasattr(value, "dtype"):
@@ -305,6 +326,24 @@ def concrete(x) -> np.ndarray | None:
         return np.asarray(x)
     except Exception:  # noqa: BLE001 - anything that is not a plain array is skipped
         return None
+
+
+def check_index_range(fn: str, name: str, x, size: int, expected: str) -> None:
+    """Concrete integer indices must lie in ``[0, size)`` (skipped for tracers).
+
+    The one check of class labels and token ids on eager calls: ``ValueError`` naming the
+    first bad value and where it is, ``"<fn>: <name> hold 7 (at index (1,)), expected
+    <expected>"``. Under ``jit`` the values are unknown; the ops then give a NaN result
+    for such an index (see :mod:`funcnet.ops._labels`).
+    """
+    values = concrete(x)
+    if values is None or values.size == 0 or values.dtype.kind not in "iu":
+        return  # traced, empty, or an abstract stand-in (e.g. a ShapeDtypeStruct)
+    lo, hi = values.min(), values.max()
+    if lo < 0 or hi >= size:
+        bad = int(lo if lo < 0 else hi)
+        where = tuple(int(i) for i in np.argwhere(values == bad)[0])
+        raise ValueError(f"{fn}: {name} hold {bad} (at index {where}), expected {expected}")
 
 
 def check_callable(fn: str, name: str, value, signature: str = "") -> None:
@@ -351,10 +390,6 @@ def check_key(fn: str, key, *, allow_seed: bool = False, name: str = "key"):
 
 
 # ------------------------------------------------------------ window arguments (NHWC)
-def _is_int(v) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
-
-
 def normalize_pair(fn: str, name: str, value, *, minimum: int = 1) -> tuple[int, int]:
     """The one window normaliser: an int ``k`` or a pair ``(kh, kw)`` -> ``(kh, kw)``.
 

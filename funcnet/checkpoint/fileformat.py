@@ -320,16 +320,16 @@ def load(path: Path, like, known: dict[str, type]) -> tuple[int | None, Any]:
         raise CheckpointError(f"{path}: malformed tree description: nested too deeply") from None
 
 
-def _file_path(fn: str, path) -> Path:
+def _file_path(fn: str, path, *, exists: bool = False) -> Path:
+    """``path`` checked to name a file, not a directory (and, with ``exists``, a file that
+    is there: ``FileNotFoundError`` otherwise)."""
     path = check_path(fn, "path", path)
     if path.is_dir():
         raise ValueError(f"{fn}: path {path} is a directory, expected a file (use "
                          f"CheckpointManager({str(path)!r}) for a directory of steps)")
+    if exists and not path.exists():
+        raise FileNotFoundError(f"{fn}: no checkpoint file {path}")
     return path
-
-
-def _no_file(fn: str, path: Path) -> FileNotFoundError:
-    return FileNotFoundError(f"{fn}: no checkpoint file {path}")
 
 
 # ------------------------------------------------------------------- public: one file
@@ -413,9 +413,7 @@ def restore(path: str | os.PathLike, like=None, *,
     """
     fn = "restore"
     known = known_namedtuples(fn, namedtuple_types)
-    path = _file_path(fn, path)
-    if not path.exists():
-        raise _no_file(fn, path)
+    path = _file_path(fn, path, exists=True)
     return load(path, FREE if like is None else like, known)
 
 
@@ -430,7 +428,5 @@ def metadata(path: str | os.PathLike) -> dict:
       CheckpointError: the file is not a readable funcnet checkpoint header.
       TypeError / ValueError: as for :func:`restore`'s ``path``.
     """
-    path = _file_path("metadata", path)
-    if not path.exists():
-        raise _no_file("metadata", path)
+    path = _file_path("metadata", path, exists=True)
     return read(path, leaves=False)[0]["metadata"]

@@ -25,9 +25,10 @@ from funcnet.nn.base import (Layer, apply_shape, check_dtype, check_input_shape,
 __all__ = ["ReLU", "Sigmoid", "Tanh", "Softmax", "GELU", "SiLU", "LeakyReLU", "Softplus"]
 
 
-def _elementwise(name: str, fn: Callable, check_now: bool = True) -> Layer:
-    """A parameter-free layer ``y = fn(x)``; ``check_now`` traces ``fn`` on a scalar at
-    construction so that the op checks its static arguments before any data is seen."""
+def _elementwise(name: str, fn: Callable, check_now: bool = False) -> Layer:
+    """A parameter-free layer ``y = fn(x)``; ``check_now`` (for an op with static
+    arguments) traces ``fn`` on a scalar at construction so that the op checks them
+    before any data is seen."""
     if check_now:
         probe(name, fn, ())
 
@@ -83,7 +84,7 @@ def Softmax(axis: int = -1) -> Layer:
     """
     axis = _checks.static_int("Softmax", "axis", axis)
     return _elementwise("Softmax" if axis == -1 else f"Softmax(axis={axis})",
-                        lambda x: ops.softmax(x, axis=axis), check_now=False)
+                        lambda x: ops.softmax(x, axis=axis))
 
 
 def GELU(approximate: bool = True) -> Layer:
@@ -95,7 +96,7 @@ def GELU(approximate: bool = True) -> Layer:
     Shapes: output has the input's shape. Params ``()``, state ``()``.
     """
     return _elementwise("GELU" if approximate is True else f"GELU(approximate={approximate})",
-                        lambda x: ops.gelu(x, approximate=approximate))
+                        lambda x: ops.gelu(x, approximate=approximate), check_now=True)
 
 
 def SiLU() -> Layer:
@@ -114,7 +115,8 @@ def LeakyReLU(negative_slope: float = 0.01) -> Layer:
     """
     default = isinstance(negative_slope, float) and negative_slope == 0.01
     name = "LeakyReLU" if default else f"LeakyReLU({negative_slope!r:.20})"
-    return _elementwise(name, lambda x: ops.leaky_relu(x, negative_slope=negative_slope))
+    return _elementwise(name, lambda x: ops.leaky_relu(x, negative_slope=negative_slope),
+                        check_now=True)
 
 
 def Softplus() -> Layer:

@@ -10,8 +10,8 @@ import jax.numpy as jnp
 
 from funcnet import _checks, ops
 from funcnet.nn import initializers
-from funcnet.nn.base import (Layer, check_dtype, check_input_shape, check_no_params,
-                             check_params, promote)
+from funcnet.nn.base import (Layer, check_dtype, check_input_shape, check_weight_args,
+                             is_shape_pair, split_pair, weights_and_input)
 
 __all__ = ["MultiHeadAttention"]
 
@@ -98,15 +98,11 @@ def MultiHeadAttention(num_heads: int, *, qkv_features: int | None = None,
     causal = _checks.static_bool(name, "causal", causal)
     rate = _checks.static_float(name, "dropout_rate", dropout_rate, 0.0, 1.0,
                                 high_inclusive=False)
-    use_bias = _checks.static_bool(name, "use_bias", use_bias)
-    _checks.check_callable(name, "w_init", w_init, "(key, shape, dtype)")
-    _checks.check_callable(name, "b_init", b_init, "(key, shape, dtype)")
-    check_dtype(name, dtype)
+    check_weight_args(name, dtype, use_bias, w_init=w_init, b_init=b_init)
     projections = ("q", "k", "v", "o")
 
     def init(key, input_shape):
-        paired = (isinstance(input_shape, (tuple, list)) and len(input_shape) == 2
-                  and isinstance(input_shape[0], (tuple, list)))
+        paired = is_shape_pair(input_shape)
         x_shape = input_shape[0] if paired else input_shape
         shape = check_input_shape(name, key, x_shape, (2, 3), _LAYOUT, batched_rank=3)
         f = shape[-1]
@@ -130,15 +126,8 @@ def MultiHeadAttention(num_heads: int, *, qkv_features: int | None = None,
         return ((-1,) + y.shape[1:] if unknown else y.shape), params, ()
 
     def apply(params, state, x, *, key=None, train=False):
-        mask = None
-        if isinstance(x, (tuple, list)):
-            if len(x) != 2:
-                raise ValueError(f"{name}: input must be x or a pair (x, mask), got a "
-                                 f"{type(x).__name__} of {len(x)} entries")
-            x, mask = x
-        check_params(name, "params", params, _shapes(params))
-        check_no_params(name, (), state)
-        x, params = promote(x, params, name)
+        x, mask = split_pair(name, x, "x", "mask")
+        x, params = weights_and_input(name, params, state, x, _shapes(params))
         _checks.check_rank(name, "x", x, (2, 3), _LAYOUT)
         d = params["wq"].shape[1]
         _check_heads(name, "params['wq'].shape[1]", d, heads)

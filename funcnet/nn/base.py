@@ -21,6 +21,7 @@ ops' shape rules are written once and their checks already run at ``init`` time.
 """
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import math
 from typing import Any, Callable, NamedTuple, Sequence
@@ -194,14 +195,30 @@ def promote(x, params, name: str = "promote"):
     return x.astype(dt), jax.tree_util.tree_map(cast, params)
 
 
-def with_batch(name: str, x, fn: Callable, layout: str = "(N, H, W, C) or one example "
-               "(H, W, C)"):
-    """``fn`` (an NHWC op call) on ``(N, H, W, C)``, or on one example ``(H, W, C)`` by
-    adding and removing a batch axis; the op's errors gain the layer's name."""
-    _checks.check_array(name, "x", x)
-    _checks.check_rank(name, "x", x, (3, 4), layout)
+def with_batch(name: str, x, fn: Callable):
+    """``fn`` (an NHWC op call) on ``(N, H, W, C)``, or on one example ``(H, W, C)`` (an
+    array of rank 3, checked by the caller) by adding and removing a batch axis; the op's
+    errors gain the layer's name."""
     with _checks.context(name):
         return fn(x[None])[0] if x.ndim == 3 else fn(x)
+
+
+def split_pair(name: str, x, first: str, second: str):
+    """A layer input that is an array or a pair ``(array, extra)`` (a mask, a carry):
+    returns ``(array, extra)``, ``extra`` None for a plain array. A tuple or list of
+    another length is a ``ValueError``; ``first``/``second`` name the two in it."""
+    if not isinstance(x, (tuple, list)):
+        return x, None
+    if len(x) != 2:
+        raise ValueError(f"{name}: input must be {first} or a pair ({first}, {second}), got "
+                         f"a {type(x).__name__} of {len(x)} entries")
+    return x[0], x[1]
+
+
+def is_shape_pair(input_shape) -> bool:
+    """Whether ``init``'s ``input_shape`` is a pair of shapes ``(x_shape, other_shape)``."""
+    return (isinstance(input_shape, (tuple, list)) and len(input_shape) == 2
+            and isinstance(input_shape[0], (tuple, list)))
 
 
 def probe(name: str, fn: Callable, *shapes) -> None:
@@ -241,14 +258,11 @@ def init_checked(apply: Callable, make: Callable, key, shape: tuple, dtype,
     return (out, *make(key))
 
 
-def prod(shape) -> int:
-    return int(math.prod(shape))
-
-
 # ------------------------------------------------------- children of combinators
 # ``summary`` records every child's init while it traces a model: the combinators call
-# their children through these two functions, which also add the child's place to its
-# errors (``"serial[2] (Dense(3)): ..."``), so nested combinators print the whole path.
+# their children through these two functions, which also add the child's place and name
+# to its errors once per level (``_checks.context(where, name)``): nested combinators
+# print the whole path, ``"serial[2]: parallel[1]: serial[0] (Dense(3)): affine: ..."``.
 
 class _Row(NamedTuple):
     path: tuple
@@ -269,11 +283,12 @@ def count_params(tree) -> int:
     return int(sum(math.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(tree)))
 
 
-def init_child(where: str, index: int, layer: Layer, key, input_shape):
+def init_child(where: str | None, index: int, layer: Layer, key, input_shape):
     """``layer.init(key, input_shape)`` for child ``index`` of a combinator; its errors
-    are prefixed with ``where``, and :func:`funcnet.nn.summary` sees it as a row."""
+    carry its place ``where`` and its name (``where=None``: left as they are), and
+    :func:`funcnet.nn.summary` sees it as a row."""
     recorder = _RECORDER.get()
-    with _checks.context(where):
+    with (_checks.context(where, layer.name) if where else contextlib.nullcontext()):
         if recorder is None:
             return layer.init(key, input_shape)
         rows, path = recorder
@@ -290,8 +305,8 @@ def init_child(where: str, index: int, layer: Layer, key, input_shape):
 
 
 def apply_child(where: str, layer: Layer, params, state, x, key, train):
-    """``layer.apply`` of a combinator's child; its errors are prefixed with ``where``."""
-    with _checks.context(where):
+    """``layer.apply`` of a combinator's child; its errors carry ``where`` and its name."""
+    with _checks.context(where, layer.name):
         return layer.apply(params, state, x, key=key, train=train)
 
 

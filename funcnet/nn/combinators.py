@@ -14,7 +14,7 @@ Invariant: state, keys and ``train`` flow through every combinator as through
 ``serial``: params and state are tuples with one entry per sub-layer (``Residual`` keeps
 its one layer's params and state as they are), a ``key`` is split into one key per
 sub-layer (``None`` stays ``None``), ``train`` is passed unchanged. A sub-layer's error
-carries its place: ``"serial[1] (parallel): parallel[0] (Dense(3)): Dense(3): affine:
+carries its place, one entry per level: ``"serial[1]: parallel[0] (Dense(3)): affine:
 ..."``.
 
 Stax compatibility: the parameter-free ``FanInSum`` and ``Identity`` are layers (stax
@@ -140,11 +140,12 @@ def serial(*layers: Layer) -> Layer:
       TypeError: at construction, if an argument is not a Layer.
       ValueError: in ``apply``, if ``params`` or ``state`` is not a tuple/list with one
         entry per layer (a params tree from another model); the message lists both
-        structures. Errors of a layer carry its place, ``"serial[i] (name): ..."``.
+        structures. Errors of a layer carry its place, ``"serial[i] (name): ..."``
+        (``"serial[i]: ..."`` before a nested combinator's own place).
     """
     layers = _check_layers("serial", layers)
     names = [layer.name for layer in layers]
-    where = [f"serial[{i}] ({name})" for i, name in enumerate(names)]
+    where = [f"serial[{i}]" for i in range(len(layers))]
 
     def init(key, input_shape):
         keys = _split("serial.init", key, len(layers), required=True)
@@ -193,7 +194,7 @@ def parallel(*layers: Layer) -> Layer:
     layers = _check_layers("parallel", layers)
     names = [layer.name for layer in layers]
     n = len(layers)
-    where = [f"parallel[{i}] ({name})" for i, name in enumerate(names)]
+    where = [f"parallel[{i}]" for i in range(n)]
     hint = f"; put FanOut({n}) before parallel to feed one input to every branch"
 
     def init(key, input_shape):
@@ -370,13 +371,15 @@ def Residual(layer: Layer) -> Layer:
                              f"{why}")
 
     def init(key, input_shape):
-        out, params, state = init_child(name, 0, layer, _checks.check_key(f"{name}.init", key),
-                                        input_shape)
+        key = _checks.check_key(f"{name}.init", key)
+        with _checks.context(name):   # our name already holds the layer's name
+            out, params, state = init_child(None, 0, layer, key, input_shape)
         same(input_shape, out)
         return input_shape, params, state
 
     def apply(params, state, x, *, key=None, train=False):
-        y, state = apply_child(name, layer, params, state, x, key, train)
+        with _checks.context(name):
+            y, state = layer.apply(params, state, x, key=key, train=train)
         _checks.check_array(name, "x", x)
         _checks.check_array(name, "layer(x)", y)
         same(_checks.shape_of(x), _checks.shape_of(y))

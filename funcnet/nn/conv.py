@@ -18,11 +18,13 @@ References:
 """
 from __future__ import annotations
 
+import math
+
 from funcnet import _checks, ops
 from funcnet.nn import initializers
 from funcnet.nn.base import (Layer, apply_shape, check_dtype, check_input_shape,
                              check_no_params, check_weight_args, init_checked, kernel_and_bias,
-                             probe, prod, weights_and_input, with_batch)
+                             probe, weights_and_input, with_batch)
 
 __all__ = ["Conv2D", "Conv1D", "Flatten"]
 
@@ -181,6 +183,6 @@ def Flatten() -> Layer:
         check_no_params(name, params, state)
         _checks.check_array(name, "x", x)
         _checks.check_min_rank(name, "x", x, 2)
-        return x.reshape(x.shape[0], prod(x.shape[1:])), state
+        return x.reshape(x.shape[0], math.prod(x.shape[1:])), state
 
     return Layer(init, apply, name)

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from funcnet import _checks, ops
 from funcnet.nn import initializers
 from funcnet.nn.base import (Layer, apply_shape, check_dtype, check_input_shape,
-                             check_no_params, check_params)
+                             check_no_params, check_params, check_weight_args)
 
 __all__ = ["Embedding"]
 
@@ -58,8 +58,7 @@ def Embedding(num_embeddings: int, features: int, *, embedding_init=None,
     name = f"Embedding({V}, {F})"
     if embedding_init is None:
         embedding_init = initializers.normal(F ** -0.5)
-    _checks.check_callable(name, "embedding_init", embedding_init, "(key, shape, dtype)")
-    check_dtype(name, dtype)
+    check_weight_args(name, dtype, embedding_init=embedding_init)
 
     def init(key, input_shape):
         # ids have no feature axis: the (one) -1 marks the batch wherever it is, e.g.

@@ -30,17 +30,12 @@ import jax.numpy as jnp
 
 from funcnet import _checks, ops
 from funcnet.nn import initializers
-from funcnet.nn.base import (Layer, check_dtype, check_input_shape, check_no_params,
-                             check_params, promote)
+from funcnet.nn.base import (Layer, check_dtype, check_input_shape, check_weight_args,
+                             is_shape_pair, split_pair, weights_and_input)
 
 __all__ = ["LSTM", "GRU"]
 
 _LAYOUT = "(T, D) or (T, N, D)"
-
-
-def _is_shape_pair(input_shape) -> bool:
-    return (isinstance(input_shape, (tuple, list)) and len(input_shape) == 2
-            and isinstance(input_shape[0], (tuple, list)))
 
 
 def _promote_carry(name, c, dtype, single):
@@ -51,17 +46,16 @@ def _promote_carry(name, c, dtype, single):
     return c[None] if single else c
 
 
-def _gated_layer(name, gates, n_carry, H, return_carry, w_init, wh_init, bias_inits, dtype,
-                 op):
+def _gated_layer(name, gates, n_carry, H, return_carry, w_init, wh_init, b_init, bias_inits,
+                 dtype, op):
     """init/apply shared by LSTM (4 gates, carry (h, c)) and GRU (3 gates, carry h).
 
-    ``bias_inits``: ``{param name: init(key, dtype) -> (gates*H,)}``; ``op(xs, carry, p)``
-    returns ``(hs, carry)`` with ``carry`` a tuple of ``n_carry`` arrays.
+    ``bias_inits``: ``{param name: init(key, dtype) -> (gates*H,)}`` (built on
+    ``b_init``); ``op(xs, carry, p)`` returns ``(hs, carry)`` with ``carry`` a tuple of
+    ``n_carry`` arrays.
     """
     return_carry = _checks.static_bool(name, "return_carry", return_carry)
-    _checks.check_callable(name, "w_init", w_init, "(key, shape, dtype)")
-    _checks.check_callable(name, "wh_init", wh_init, "(key, shape, dtype)")
-    check_dtype(name, dtype)
+    check_weight_args(name, dtype, w_init=w_init, wh_init=wh_init, b_init=b_init)
     shapes = {"wx": (None, gates * H), "wh": (H, gates * H),
               **{k: (gates * H,) for k in bias_inits}}
     carry_doc = "((N, H), (N, H))" if n_carry == 2 else "(N, H)"
@@ -84,7 +78,7 @@ def _gated_layer(name, gates, n_carry, H, return_carry, w_init, wh_init, bias_in
 
     def init(key, input_shape):
         carry_shape = None
-        if _is_shape_pair(input_shape):
+        if is_shape_pair(input_shape):
             input_shape, carry_shape = input_shape
             check_carry(carry_shape, "the carry shape in input_shape")
             carry_shape = tuple(
@@ -122,16 +116,11 @@ def _gated_layer(name, gates, n_carry, H, return_carry, w_init, wh_init, bias_in
 
     def apply(params, state, x, *, key=None, train=False):
         del key, train
-        check_params(name, "params", params, shapes)
-        check_no_params(name, (), state)
-        carry = None
-        if isinstance(x, (tuple, list)):
-            if len(x) != 2:
-                raise ValueError(f"{name}: x must be xs or a pair (xs, carry), got a "
-                                 f"{type(x).__name__} of {len(x)} entries")
-            x, carry = x
+        paired = isinstance(x, (tuple, list))
+        x, carry = split_pair(name, x, "xs", "carry")
+        if paired:
             check_carry(carry, "the carry in (xs, carry)")
-        x, params = promote(x, params, name)
+        x, params = weights_and_input(name, params, state, x, shapes)
         _checks.check_rank(name, "x", x, (2, 3), _LAYOUT)
         single = x.ndim == 2
         xs = x[:, None, :] if single else x
@@ -198,13 +187,12 @@ def LSTM(hidden_size: int, *, return_carry: bool = False,
     H = _checks.static_int("LSTM", "hidden_size", hidden_size, minimum=1)
     name = f"LSTM({H})"
     forget_bias = _checks.static_float(name, "forget_bias", forget_bias)
-    _checks.check_callable(name, "b_init", b_init, "(key, shape, dtype)")
 
     def bias(key, dt):
         return b_init(key, (4 * H,), dt).at[H:2 * H].add(jnp.asarray(forget_bias, dt))
 
-    return _gated_layer(name, 4, 2, H, return_carry, w_init, wh_init, {"b": bias}, dtype,
-                        lambda xs, c, p: ops.lstm(xs, *c, p["wx"], p["wh"], p["b"]))
+    return _gated_layer(name, 4, 2, H, return_carry, w_init, wh_init, b_init, {"b": bias},
+                        dtype, lambda xs, c, p: ops.lstm(xs, *c, p["wx"], p["wh"], p["b"]))
 
 
 def GRU(hidden_size: int, *, return_carry: bool = False,
@@ -243,11 +231,10 @@ def GRU(hidden_size: int, *, return_carry: bool = False,
     """
     H = _checks.static_int("GRU", "hidden_size", hidden_size, minimum=1)
     name = f"GRU({H})"
-    _checks.check_callable(name, "b_init", b_init, "(key, shape, dtype)")
 
     def bias(key, dt):
         return b_init(key, (3 * H,), dt)
 
-    return _gated_layer(name, 3, 1, H, return_carry, w_init, wh_init,
+    return _gated_layer(name, 3, 1, H, return_carry, w_init, wh_init, b_init,
                         {"bx": bias, "bh": bias}, dtype,
                         lambda xs, c, p: ops.gru(xs, *c, p["wx"], p["wh"], p["bx"], p["bh"]))

@@ -16,7 +16,7 @@ import jax
 from funcnet import _checks, ops
 from funcnet.nn import initializers
 from funcnet.nn.base import (Layer, apply_shape, check_dtype, check_input_shape,
-                             check_no_params, check_params, promote)
+                             check_weight_args, weights_and_input)
 
 __all__ = ["LayerNorm", "RMSNorm"]
 
@@ -25,9 +25,7 @@ def _norm_layer(name, eps, use_scale, use_bias, scale_init, bias_init, dtype, op
     """The shared init/apply of LayerNorm and RMSNorm: params ``gamma``/``beta`` ``(F,)``."""
     use_scale = _checks.static_bool(name, "use_scale", use_scale)
     use_bias = _checks.static_bool(name, "use_bias", use_bias)
-    _checks.check_callable(name, "scale_init", scale_init, "(key, shape, dtype)")
-    _checks.check_callable(name, "bias_init", bias_init, "(key, shape, dtype)")
-    check_dtype(name, dtype)
+    check_weight_args(name, dtype, scale_init=scale_init, bias_init=bias_init)
     keys = (("gamma",) if use_scale else ()) + (("beta",) if use_bias else ())
 
     def init(key, input_shape):
@@ -45,9 +43,7 @@ def _norm_layer(name, eps, use_scale, use_bias, scale_init, bias_init, dtype, op
 
     def apply(params, state, x, *, key=None, train=False):
         del key, train
-        check_params(name, "params", params, {k: (None,) for k in keys})
-        check_no_params(name, (), state)
-        x, params = promote(x, params, name)
+        x, params = weights_and_input(name, params, state, x, {k: (None,) for k in keys})
         with _checks.context(name):
             return op(x, params.get("gamma"), params.get("beta"), eps), state
 

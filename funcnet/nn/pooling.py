@@ -29,6 +29,8 @@ def _pool_layer(name: str, fn) -> Layer:
     def apply(params, state, x, *, key=None, train=False):
         del key, train
         check_no_params(name, params, state)
+        _checks.check_array(name, "x", x)
+        _checks.check_rank(name, "x", x, (3, 4), _LAYOUT)
         return with_batch(name, x, fn), state
 
     return Layer(init, apply, name)

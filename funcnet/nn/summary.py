@@ -9,18 +9,21 @@ from funcnet.nn.base import Layer, count_params, fmt, record_inits
 __all__ = ["count_params", "summary"]
 
 
+def _batch_as(shape, size):
+    """A shape (or nested tuple of shapes) with its ``-1`` batch sizes replaced."""
+    if isinstance(shape, (tuple, list)) and any(isinstance(d, (tuple, list)) for d in shape):
+        return tuple(_batch_as(s, size) for s in shape)
+    return tuple(size if d == -1 else d for d in shape)
+
+
 def _show(shape) -> str:
     """``-1`` batch sizes as ``N``; tuples of shapes (branches) nested."""
-    if isinstance(shape, (tuple, list)) and any(isinstance(d, (tuple, list)) for d in shape):
-        return "(" + ", ".join(_show(s) for s in shape) + ")"
-    return fmt(tuple("N" if d == -1 else d for d in shape))
+    return fmt(_batch_as(shape, "N"))
 
 
 def _traced(shape):
     """A shape (or tuple of shapes) with ``-1`` replaced by 1, for tracing ``apply``."""
-    if isinstance(shape, (tuple, list)) and any(isinstance(d, (tuple, list)) for d in shape):
-        return tuple(_traced(s) for s in shape)
-    return tuple(1 if d == -1 else d for d in shape)
+    return _batch_as(shape, 1)
 
 
 def summary(model: Layer, input_shape, input_dtype=None) -> str:

@@ -26,6 +26,18 @@ def flat(a):
     return a.reshape(math.prod(a.shape[:-1]), a.shape[-1])
 
 
+def project(xs, w, b):
+    """``xs @ w + b`` for every step of a time-major ``(T, N, D)`` input at once, as one
+    ``(T*N, D) @ (D, G)`` matmul: ``(T, N, G)`` (the input projection of the RNNs)."""
+    t, n, _ = xs.shape
+    return (flat(xs) @ w + expand_leading(b, 2)).reshape(t, n, w.shape[1])
+
+
+def previous(first, seq):
+    """``(first, seq[0], ..., seq[T-2])``: the previous step's value at every step."""
+    return jnp.concatenate([first[None], seq[:-1]], axis=0)
+
+
 def expand_leading(v, ndim: int):
     """Reshape ``v`` to rank ``ndim`` by adding leading unit axes (explicit broadcasting).
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 
 import jax.numpy as jnp
-import numpy as np
 
 from funcnet import _checks
 from funcnet.ops._arrays import as_array, promote_pair
@@ -44,7 +43,8 @@ def check_class_labels(fn: str, scores_name: str, scores, labels, *, allow_probs
         if lshape != sshape[:-1]:
             raise ValueError(f"{fn}: integer labels have shape {lshape}, expected {sshape[:-1]} "
                              f"(one class index per row of {scores_name} {sshape})")
-        check_label_range(fn, labels, sshape[-1])
+        _checks.check_index_range(fn, "labels", labels, sshape[-1],
+                                  f"class indices in [0, {sshape[-1]})")
         if ldtype not in (jnp.int32, jnp.int64):  # int8/uint8 cannot hold C or compare to it
             labels = labels.astype(jnp.int32)
         return scores, labels, True
@@ -62,19 +62,6 @@ def check_class_labels(fn: str, scores_name: str, scores, labels, *, allow_probs
                          f"indices) or {sshape} (one-hot / probabilities) to match {scores_name}")
     scores, labels = promote_pair(scores, labels)
     return scores, labels, False
-
-
-def check_label_range(fn: str, labels, num_classes: int) -> None:
-    """On concrete labels, every index must lie in ``[0, num_classes)`` (skipped if traced)."""
-    values = _checks.concrete(labels)
-    if values is None or values.size == 0 or values.dtype.kind not in "iu":
-        return  # traced, empty, or an abstract stand-in (e.g. a ShapeDtypeStruct)
-    lo, hi = values.min(), values.max()
-    if lo < 0 or hi >= num_classes:
-        bad = int(lo if lo < 0 else hi)
-        where = tuple(int(i) for i in np.argwhere(values == bad)[0])
-        raise ValueError(f"{fn}: labels hold {bad} (at index {where}), expected class indices "
-                         f"in [0, {num_classes})")
 
 
 def num_rows(scores) -> int:

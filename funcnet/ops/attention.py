@@ -29,8 +29,8 @@ import jax.numpy as jnp
 from jax import lax
 
 from funcnet import _checks
+from funcnet.ops._arrays import compute_dtype
 from funcnet.ops._mode import has_twin
-from funcnet.ops.normalization import compute_dtype  # at least float32
 
 __all__ = ["dot_product_attention"]
 
@@ -53,8 +53,12 @@ class Plan(NamedTuple):
     causal: bool
     scale: float
     block: int       # keys per block
-    blocks: int      # number of blocks; blocks * block >= S
     s: int           # true number of keys S (the rest of the last block is padding)
+
+    @property
+    def blocks(self) -> int:
+        """The number of key blocks, ``ceil(S / block)`` (``blocks * block >= S``)."""
+        return -(-self.s // self.block)
 
 
 def large_negative(dtype) -> float:
@@ -114,10 +118,10 @@ def _plan(s: int, rows: int, causal: bool, scale: float, block_size: int | None)
         blocks = -(-s // max(MIN_BLOCK, BLOCK_ELEMENTS // max(rows, 1)))
         block_size = s if blocks == 1 else -(-s // (blocks * 8)) * 8
     block = min(block_size, s)
-    return Plan(causal, scale, block, -(-s // block), s)
+    return Plan(causal, scale, block, s)
 
 
-def _mask5(mask, n: int, kh: int):
+def mask5(mask, n: int, kh: int):
     """A boolean mask broadcastable to ``(B, N, T, S)`` as ``(b, K|1, G|1, t, s)``."""
     if mask is None:
         return None
@@ -160,7 +164,7 @@ def _blocks(k, v, mask, n, plan: Plan):
     xs = (jnp.arange(plan.blocks, dtype=jnp.int32),
           _key_blocks(k.transpose(0, 2, 1, 3), plan, 2),
           _key_blocks(v.transpose(0, 2, 1, 3), plan, 2))
-    m5 = _mask5(mask, n, kh)
+    m5 = mask5(mask, n, kh)
     if m5 is not None and m5.shape[-1] != 1:
         return xs + (_key_blocks(m5, plan, 4, False),), None
     return xs + (None,), m5

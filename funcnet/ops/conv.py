@@ -117,8 +117,7 @@ def check_conv2d_args(fn, x, w, b, stride, padding, impl="auto"):
     _checks.check_float(fn, "w", w)
     _checks.check_rank(fn, "x", x, 4, "(N, H, W, Cin)")
     _checks.check_rank(fn, "w", w, 4, "(KH, KW, Cin, Cout)")
-    if x.dtype != w.dtype:
-        _checks.check_same_dtype(fn, "x", x, "w", w)
+    _checks.check_same_dtype(fn, "x", x, "w", w)
     if w.shape[2] != x.shape[3]:
         raise ValueError(
             f"{fn}: w has shape {tuple(w.shape)}, expected in_channels {x.shape[3]} to "
@@ -128,8 +127,7 @@ def check_conv2d_args(fn, x, w, b, stride, padding, impl="auto"):
         _checks.check_float(fn, "b", b)
         _checks.check_shape(fn, "b", b, (w.shape[3],),
                             f"one bias per output channel of w {tuple(w.shape)}")
-        if x.dtype != b.dtype:
-            _checks.check_same_dtype(fn, "x", x, "b", b)
+        _checks.check_same_dtype(fn, "x", x, "b", b)
     stride = _checks.normalize_pair(fn, "stride", stride)
     pads = _window.resolve_padding(fn, padding, x.shape[1:3], w.shape[:2], stride)
     _window.output_hw(fn, x.shape, w.shape[:2], stride, pads, what="kernel")

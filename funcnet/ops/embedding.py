@@ -12,9 +12,9 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from funcnet import _checks
+from funcnet.ops._labels import valid_labels
 from funcnet.ops._mode import has_twin
 
 __all__ = ["embedding"]
@@ -26,23 +26,14 @@ def check_embedding_args(fn, ids, table) -> int:
     _checks.check_float(fn, "table", table)
     _checks.check_rank(fn, "table", table, 2, "(V, F)")
     v = _checks.shape_of(table)[0]
-    known = _checks.concrete(ids)
-    if known is not None and known.size:
-        lo, hi = int(np.min(known)), int(np.max(known))
-        if lo < 0 or hi >= v:
-            raise ValueError(f"{fn}: ids has values in [{lo}, {hi}], expected ids in "
-                             f"[0, {v}) for a table of shape {_checks.shape_of(table)}")
+    _checks.check_index_range(fn, "ids", ids, v, f"ids in [0, {v}) for a table of shape "
+                                                 f"{_checks.shape_of(table)}")
     return v
-
-
-def valid_ids(ids, num_embeddings):
-    """Boolean mask of the ids in ``[0, V)``."""
-    return (ids >= 0) & (ids < num_embeddings)
 
 
 def embedding_forward(ids, table):
     """``table[ids]`` with NaN rows where an id is outside ``[0, V)``."""
-    ok = valid_ids(ids, table.shape[0])
+    ok = valid_labels(ids, table.shape[0])
     rows = jnp.take(table, jnp.where(ok, ids, 0), axis=0)
     return jnp.where(ok[..., None], rows, jnp.full((), jnp.nan, table.dtype))
 
@@ -61,7 +52,7 @@ def _embedding_fwd(ids, table, num_embeddings):
 def _embedding_bwd(num_embeddings, ids, g):
     f = g.shape[-1]
     # Out-of-range ids (forward gave NaN) are sent to row V and dropped by the scatter.
-    rows = jnp.where(valid_ids(ids, num_embeddings), ids, num_embeddings).reshape(-1)
+    rows = jnp.where(valid_labels(ids, num_embeddings), ids, num_embeddings).reshape(-1)
     dtable = jnp.zeros((num_embeddings, f), g.dtype).at[rows].add(
         g.reshape(-1, f), mode="drop")
     return None, dtable

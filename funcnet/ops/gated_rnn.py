@@ -17,55 +17,11 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from funcnet import _checks
+from funcnet.ops._arrays import flat, previous, project
 from funcnet.ops._mode import has_twin
+from funcnet.ops.rnn import check_recurrent_args
 
 __all__ = ["lstm", "gru"]
-
-
-def _flat(a):
-    return a.reshape(-1, a.shape[-1])
-
-
-def _shift(first, seq):
-    """``(first, seq[0], ..., seq[T-2])``: the previous step's value at each step."""
-    return jnp.concatenate([first[None], seq[:-1]], axis=0)
-
-
-def _project(xs, wx, b):
-    """``xs @ wx + b`` for all steps at once: ``(T, N, D) -> (T, N, G)``."""
-    t, n, _ = xs.shape
-    return (_flat(xs) @ wx + b[None, :]).reshape(t, n, wx.shape[1])
-
-
-def check_gated_args(fn, gates, xs, carries, weights):
-    """Shared checks of ``lstm``/``gru`` and their twins.
-
-    ``carries``: ``{name: array}`` each ``(N, H)``; ``weights``: ``{"wx": .., "wh": ..,
-    bias names: ..}`` with ``wx (D, G*H)``, ``wh (H, G*H)``, biases ``(G*H,)``.
-    """
-    named = {"xs": xs, **carries, **weights}
-    for name, a in named.items():
-        _checks.check_float(fn, name, a)
-    for name, a in list(named.items())[1:]:
-        _checks.check_same_dtype(fn, "xs", xs, name, a)
-    _checks.check_rank(fn, "xs", xs, 3, "(T, N, D)")
-    first = next(iter(carries))
-    _checks.check_rank(fn, first, carries[first], 2, "(N, H)")
-    t, n, d = _checks.shape_of(xs)
-    h = _checks.shape_of(carries[first])[1]
-    if t < 1:
-        raise ValueError(f"{fn}: xs has shape {(t, n, d)}, expected T >= 1 steps")
-    for name, a in carries.items():
-        _checks.check_shape(fn, name, a, (n, h), f"batch N={n} of xs {(t, n, d)}, H={h}")
-    layout = f"{gates} gates of H={h} from {first}"
-    for name, a in weights.items():
-        if name == "wx":
-            _checks.check_shape(fn, name, a, (d, gates * h), f"(D, {gates}H): D={d}, {layout}")
-        elif name == "wh":
-            _checks.check_shape(fn, name, a, (h, gates * h), f"(H, {gates}H): {layout}")
-        else:
-            _checks.check_shape(fn, name, a, (gates * h,), f"({gates}H,): {layout}")
 
 
 # ------------------------------------------------------------------------------ LSTM
@@ -87,7 +43,7 @@ def _lstm_forward(xs, h0, c0, wx, wh, b, keep):
         (h, c), gates = lstm_cell(carry, a_x, wh)
         return (h, c), ((h, jnp.concatenate(gates, axis=1), c) if keep else h)
 
-    return lax.scan(step, (h0, c0), _project(xs, wx, b))
+    return lax.scan(step, (h0, c0), project(xs, wx, b))
 
 
 @jax.custom_vjp
@@ -117,12 +73,12 @@ def _lstm_bwd(res, cts):
                               dc * i * (1 - g * g), dh * tc * o * (1 - o)], axis=1)
         return (dz @ wh.T, dc * f), dz
 
-    (dh0, dc0), dzs = lax.scan(step, (dh_last, dc_last), (dhs, acts, tcs, _shift(c0, cs)),
+    (dh0, dc0), dzs = lax.scan(step, (dh_last, dc_last), (dhs, acts, tcs, previous(c0, cs)),
                                reverse=True)
-    h_prev = _shift(h0, acts[..., 3 * k:] * tcs)      # h_t = o_t tanh(c_t), recomputed
-    dz = _flat(dzs)
-    return ((dz @ wx.T).reshape(xs.shape), dh0, dc0, _flat(xs).T @ dz,
-            _flat(h_prev).T @ dz, jnp.sum(dz, axis=0))
+    h_prev = previous(h0, acts[..., 3 * k:] * tcs)      # h_t = o_t tanh(c_t), recomputed
+    dz = flat(dzs)
+    return ((dz @ wx.T).reshape(xs.shape), dh0, dc0, flat(xs).T @ dz,
+            flat(h_prev).T @ dz, jnp.sum(dz, axis=0))
 
 
 _lstm.defvjp(_lstm_fwd, _lstm_bwd)
@@ -179,7 +135,7 @@ def lstm(xs, h0, c0, wx, wh, b):
       Gers, Schmidhuber & Cummins (2000), "Learning to Forget" (the forget gate).
       ``docs/formulas.md``, "Beyond the notes".
     """
-    check_gated_args("lstm", 4, xs, {"h0": h0, "c0": c0}, {"wx": wx, "wh": wh, "b": b})
+    check_recurrent_args("lstm", 4, xs, {"h0": h0, "c0": c0}, {"wx": wx, "wh": wh, "b": b})
     return _lstm(xs, h0, c0, wx, wh, b)
 
 
@@ -200,7 +156,7 @@ def _gru_forward(xs, h0, wx, wh, bx, bh, keep):
         h, (r, z, n, _) = gru_cell(h, a_x, wh, bh)
         return h, ((h, jnp.concatenate([r, z, n], axis=1)) if keep else h)
 
-    return lax.scan(step, h0, _project(xs, wx, bx))
+    return lax.scan(step, h0, project(xs, wx, bx))
 
 
 @jax.custom_vjp
@@ -218,9 +174,9 @@ def _gru_bwd(res, cts):
     xs, h0, wx, wh, bh, acts, hs = res
     dhs, dh_last = cts
     k = h0.shape[1]
-    h_prev = _shift(h0, hs)
+    h_prev = previous(h0, hs)
     # h_{t-1} wh_n + bh_n for every step as one matmul (not kept from the forward pass).
-    hns = (_flat(h_prev) @ wh[:, 2 * k:] + bh[None, 2 * k:]).reshape(hs.shape)
+    hns = (flat(h_prev) @ wh[:, 2 * k:] + bh[None, 2 * k:]).reshape(hs.shape)
 
     def step(dh_next, inp):
         dh_out, a, hn, hp = inp
@@ -233,8 +189,8 @@ def _gru_bwd(res, cts):
         return dh * z + dah @ wh.T, (jnp.concatenate([dar, daz, dan], axis=1), dah)
 
     dh0, (dax, dah) = lax.scan(step, dh_last, (dhs, acts, hns, h_prev), reverse=True)
-    dax, dah = _flat(dax), _flat(dah)
-    return ((dax @ wx.T).reshape(xs.shape), dh0, _flat(xs).T @ dax, _flat(h_prev).T @ dah,
+    dax, dah = flat(dax), flat(dah)
+    return ((dax @ wx.T).reshape(xs.shape), dh0, flat(xs).T @ dax, flat(h_prev).T @ dah,
             jnp.sum(dax, axis=0), jnp.sum(dah, axis=0))
 
 
@@ -291,5 +247,5 @@ def gru(xs, h0, wx, wh, bx, bh):
       PyTorch ``torch.nn.GRU`` and cuDNN for the reset-after-matmul variant.
       ``docs/formulas.md``, "Beyond the notes".
     """
-    check_gated_args("gru", 3, xs, {"h0": h0}, {"wx": wx, "wh": wh, "bx": bx, "bh": bh})
+    check_recurrent_args("gru", 3, xs, {"h0": h0}, {"wx": wx, "wh": wh, "bx": bx, "bh": bh})
     return _gru(xs, h0, wx, wh, bx, bh)

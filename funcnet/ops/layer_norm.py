@@ -22,8 +22,8 @@ import jax.numpy as jnp
 from jax import lax
 
 from funcnet import _checks
+from funcnet.ops._arrays import compute_dtype, expand_leading
 from funcnet.ops._mode import has_twin
-from funcnet.ops.normalization import compute_dtype
 
 __all__ = ["layer_norm", "rms_norm"]
 
@@ -44,15 +44,10 @@ def check_norm_args(fn, x, gamma, beta, eps):
     return _checks.static_float(fn, "eps", eps, 0.0)
 
 
-def _row(v, like):
-    """A ``(F,)`` vector reshaped to broadcast against ``like`` ``(..., F)`` (no rank promotion)."""
-    return v.reshape((1,) * (like.ndim - 1) + (v.shape[0],))
-
-
 def _scale_shift(xhat, gamma, beta, dtype):
     ct = xhat.dtype
-    y = xhat if gamma is None else xhat * _row(gamma.astype(ct), xhat)
-    y = y if beta is None else y + _row(beta.astype(ct), xhat)
+    y = xhat if gamma is None else xhat * expand_leading(gamma.astype(ct), xhat.ndim)
+    y = y if beta is None else y + expand_leading(beta.astype(ct), xhat.ndim)
     return y.astype(dtype)
 
 
@@ -95,7 +90,7 @@ def _layer_norm_fwd(x, gamma, beta, eps):
 def _layer_norm_bwd(eps, res, g):
     xhat, inv, gamma, beta_marker = res
     gc = g.astype(xhat.dtype)
-    dxhat = gc if gamma is None else gc * _row(gamma.astype(xhat.dtype), gc)
+    dxhat = gc if gamma is None else gc * expand_leading(gamma.astype(xhat.dtype), gc.ndim)
     dx = inv * (dxhat - _mean(dxhat) - xhat * _mean(dxhat * xhat))
     return (dx.astype(g.dtype),) + _param_grads(gc, xhat, gamma, beta_marker)
 
@@ -171,7 +166,7 @@ def _rms_norm_fwd(x, gamma, eps):
 def _rms_norm_bwd(eps, res, g):
     xhat, inv, gamma = res
     gc = g.astype(xhat.dtype)
-    dxhat = gc if gamma is None else gc * _row(gamma.astype(xhat.dtype), gc)
+    dxhat = gc if gamma is None else gc * expand_leading(gamma.astype(xhat.dtype), gc.ndim)
     dx = inv * (dxhat - xhat * _mean(dxhat * xhat))
     return (dx.astype(g.dtype), _param_grads(gc, xhat, gamma, None)[0])
 

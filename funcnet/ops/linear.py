@@ -22,8 +22,7 @@ def check_matmul_args(fn: str, x, w) -> None:
     _checks.check_float(fn, "w", w)
     _checks.check_min_rank(fn, "x", x, 1)
     _checks.check_rank(fn, "w", w, 2, "(D, H)")
-    if x.dtype != w.dtype:
-        _checks.check_same_dtype(fn, "x", x, "w", w)
+    _checks.check_same_dtype(fn, "x", x, "w", w)
     if x.shape[-1] != w.shape[0]:
         raise ValueError(
             f"{fn}: x has shape {tuple(x.shape)} and w has shape {tuple(w.shape)}; the last "
@@ -36,8 +35,7 @@ def check_affine_args(fn: str, x, w, b) -> None:
     _checks.check_float(fn, "b", b)
     _checks.check_shape(fn, "b", b, (w.shape[1],),
                         f"one bias per output column of w {tuple(w.shape)}")
-    if x.dtype != b.dtype:
-        _checks.check_same_dtype(fn, "x", x, "b", b)
+    _checks.check_same_dtype(fn, "x", x, "b", b)
 
 
 @jax.custom_vjp

@@ -21,7 +21,6 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from funcnet import _checks
 from funcnet.ops._labels import (check_class_labels, mask_log, num_rows, one_hot, take_labels,
@@ -231,12 +230,7 @@ def check_multiclass_hinge_args(fn: str, scores, labels, margin):
     """The checks of :func:`multiclass_hinge`; ``(scores, labels, margin)`` with ``margin``
     a scalar array of the scores' dtype (finite when concrete)."""
     scores, labels, _ = check_class_labels(fn, "scores", scores, labels, allow_probs=False)
-    _checks.check_array(fn, "margin", margin)
-    if _checks.shape_of(margin) != ():
-        raise ValueError(f"{fn}: margin must be a scalar, got shape {_checks.shape_of(margin)}")
-    value = _checks.concrete(margin)
-    if value is not None and not np.isfinite(value):
-        raise ValueError(f"{fn}: margin must be finite, got {float(value)}")
+    _checks.check_hyperparameter(fn, "margin", margin)
     return scores, labels, jnp.asarray(margin, scores.dtype)
 
 

@@ -28,8 +28,7 @@ def check_batch_norm_args(fn, x, gamma, beta, eps, axis_name):
     c = x.shape[-1]
     _checks.check_shape(fn, "gamma", gamma, (c,), f"one scale per feature of x {tuple(x.shape)}")
     _checks.check_shape(fn, "beta", beta, (c,), f"one shift per feature of x {tuple(x.shape)}")
-    if gamma.dtype != beta.dtype:
-        _checks.check_same_dtype(fn, "gamma", gamma, "beta", beta)
+    _checks.check_same_dtype(fn, "gamma", gamma, "beta", beta)
     eps = _checks.static_float(fn, "eps", eps, 0.0)
     m = math.prod(x.shape[:-1])
     devices = 1 if axis_name is None else lax.axis_size(axis_name)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from funcnet import _checks
 from funcnet.ops._mode import has_twin
@@ -24,13 +23,7 @@ def check_l2_args(fn: str, params, weight_decay):
             _bad_leaf(fn, params)
         if dtype is None or jnp.dtype(dt).itemsize > dtype.itemsize:
             dtype = jnp.dtype(dt)
-    _checks.check_array(fn, "weight_decay", weight_decay)
-    if _checks.shape_of(weight_decay) != ():
-        raise ValueError(f"{fn}: weight_decay must be a scalar, got shape "
-                         f"{_checks.shape_of(weight_decay)}")
-    value = _checks.concrete(weight_decay)
-    if value is not None and not np.isfinite(value):
-        raise ValueError(f"{fn}: weight_decay must be finite, got {float(value)}")
+    _checks.check_hyperparameter(fn, "weight_decay", weight_decay)
     dtype = dtype if dtype is not None else _checks.check_dtype(fn, "dtype", None)
     return leaves, jnp.asarray(weight_decay, dtype)
 

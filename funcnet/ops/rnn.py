@@ -11,20 +11,17 @@ import jax.numpy as jnp
 from jax import lax
 
 from funcnet import _checks
-from funcnet.ops._arrays import flat
+from funcnet.ops._arrays import flat, previous, project
 from funcnet.ops._mode import has_twin
 
 
 def _rnn_forward(xs, h0, wx, wh, b):
     """The input projection is one big matmul outside the scan; the scan is serial."""
-    t, n, _ = xs.shape
-    ax = (flat(xs) @ wx + b[None, :]).reshape(t, n, wx.shape[1])
-
     def step(h, a_x):
         h = jnp.tanh(a_x + h @ wh)
         return h, h
 
-    _, hs = lax.scan(step, h0, ax)
+    _, hs = lax.scan(step, h0, project(xs, wx, b))
     return hs
 
 
@@ -47,7 +44,7 @@ def _rnn_bwd(res, dhs):
         return da @ wh.T, da
 
     dh0, das = lax.scan(step, jnp.zeros_like(h0), (dhs, hs), reverse=True)
-    h_prev = jnp.concatenate([h0[None], hs[:-1]], axis=0)  # (T, N, H): h_{t-1}
+    h_prev = previous(h0, hs)                      # (T, N, H): h_{t-1}
     da2 = flat(das)
     dxs = (da2 @ wx.T).reshape(xs.shape)
     dwx = flat(xs).T @ da2
@@ -59,26 +56,41 @@ def _rnn_bwd(res, dhs):
 _rnn.defvjp(_rnn_fwd, _rnn_bwd)
 
 
-def check_rnn_args(fn, xs, h0, wx, wh, b):
-    """The checks of :func:`rnn` (and its twin). ``T >= 1`` steps; an empty batch,
-    ``D = 0`` or ``H = 0`` is computed."""
-    names = ("xs", "h0", "wx", "wh", "b")
-    args = (xs, h0, wx, wh, b)
-    for name, a in zip(names, args):
+def check_recurrent_args(fn, gates, xs, carries, weights):
+    """The checks of ``rnn`` (1 gate), ``lstm`` (4), ``gru`` (3) and their twins.
+
+    ``carries``: ``{name: array}`` each ``(N, H)``; ``weights``: ``{"wx": .., "wh": ..,
+    bias names: ..}`` with ``wx (D, G*H)``, ``wh (H, G*H)``, biases ``(G*H,)``. ``T >= 1``
+    steps; an empty batch, ``D = 0`` or ``H = 0`` is computed.
+    """
+    named = {"xs": xs, **carries, **weights}
+    for name, a in named.items():
         _checks.check_float(fn, name, a)
+    for name, a in list(named.items())[1:]:
+        _checks.check_same_dtype(fn, "xs", xs, name, a)
     _checks.check_rank(fn, "xs", xs, 3, "(T, N, D)")
-    _checks.check_rank(fn, "h0", h0, 2, "(N, H)")
-    t, n, d = xs.shape
-    hdim = h0.shape[1]
+    first = next(iter(carries))
+    _checks.check_rank(fn, first, carries[first], 2, "(N, H)")
+    t, n, d = _checks.shape_of(xs)
+    h = _checks.shape_of(carries[first])[1]
     _checks.check_nonempty(fn, "xs", xs, "T >= 1 steps", (0,))
-    _checks.check_shape(fn, "h0", h0, (n, hdim), f"batch N={n} of xs {tuple(xs.shape)}")
-    _checks.check_shape(fn, "wx", wx, (d, hdim),
-                        f"(D, H) with D={d} from xs {tuple(xs.shape)}, H={hdim} from h0")
-    _checks.check_shape(fn, "wh", wh, (hdim, hdim), f"(H, H) with H={hdim} from h0")
-    _checks.check_shape(fn, "b", b, (hdim,), f"(H,) with H={hdim} from h0")
-    for name, a in zip(names[1:], args[1:]):
-        if a.dtype != xs.dtype:
-            _checks.check_same_dtype(fn, "xs", xs, name, a)
+    for name, a in carries.items():
+        _checks.check_shape(fn, name, a, (n, h), f"batch N={n} of xs {(t, n, d)}, H={h}")
+    g = f"{gates}" if gates > 1 else ""
+    layout = f"{gates} gates of H={h}" if gates > 1 else f"H={h}"
+    layout += f" from {first}"
+    for name, a in weights.items():
+        if name == "wx":
+            _checks.check_shape(fn, name, a, (d, gates * h), f"(D, {g}H): D={d}, {layout}")
+        elif name == "wh":
+            _checks.check_shape(fn, name, a, (h, gates * h), f"(H, {g}H): {layout}")
+        else:
+            _checks.check_shape(fn, name, a, (gates * h,), f"({g}H,): {layout}")
+
+
+def check_rnn_args(fn, xs, h0, wx, wh, b):
+    """The checks of :func:`rnn` (and its twin)."""
+    check_recurrent_args(fn, 1, xs, {"h0": h0}, {"wx": wx, "wh": wh, "b": b})
 
 
 @has_twin

@@ -14,8 +14,8 @@ import jax.numpy as jnp
 
 from funcnet import _checks
 from funcnet.optim.base import (
-    OptState, Updates, check_optimizer, check_state, check_updates,
-    current_learning_rate, optimizer, promote_dtypes, safe_increment,
+    OptState, Updates, abs_sq, check_optimizer, check_optional_dtype, check_state,
+    check_updates, current_learning_rate, optimizer, promote_dtypes, safe_increment,
     zero_count, zeros_like)
 from funcnet.optim.combine import call_update
 
@@ -71,7 +71,7 @@ def skip_large_updates(updates, gradient_step, params, max_squared_norm):
       ``(should_skip, {"should_skip", "norm_squared"})``.
     """
     del gradient_step, params
-    sq = sum(jnp.sum(jnp.real(jnp.conj(g) * g)) for g in jax.tree_util.tree_leaves(updates))
+    sq = sum(jnp.sum(abs_sq(g)) for g in jax.tree_util.tree_leaves(updates))
     sq = jnp.asarray(sq)
     skip = jnp.logical_or(jnp.isnan(sq), sq > max_squared_norm)
     return skip, {"should_skip": skip, "norm_squared": sq}
@@ -87,9 +87,7 @@ def _multi_steps(fn, opt, every_k_schedule, use_grad_mean, should_skip_update_fn
         k_of = lambda step: static_k  # noqa: E731
     mean = _checks.static_bool(fn, "use_grad_mean", use_grad_mean)
     skip_fn = _no_skip if should_skip_update_fn is None else should_skip_update_fn
-    acc_dtype = (None if accumulator_dtype is None
-                 else _checks.check_dtype(fn, "accumulator_dtype", accumulator_dtype,
-                                          kind=jnp.inexact))
+    acc_dtype = check_optional_dtype(fn, "accumulator_dtype", accumulator_dtype)
 
     def init(params):
         gradient_step = zero_count()

@@ -15,9 +15,8 @@ import jax.numpy as jnp
 from funcnet import _checks
 from funcnet.optim.base import (
     Updates, abs_sq, bias_correction as _debias, cast_like, check_decay, check_nonnegative,
-    check_state, moment, one_minus, optimizer, promote_dtypes, safe_increment, split,
-    zero_count, zeros_like)
-from funcnet.optim.transforms import _dtype_arg
+    check_optional_dtype, check_state, moment, one_minus, optimizer, promote_dtypes,
+    safe_increment, split, zero_count, zeros_like)
 
 _map = jax.tree_util.tree_map
 
@@ -73,7 +72,7 @@ def scale_by_adam(b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0, mu_dtype=None, *,
     check_decay(fn, "b2", b2)
     check_nonnegative(fn, "eps", eps)
     check_nonnegative(fn, "eps_root", eps_root)
-    mu_dtype = _dtype_arg(fn, "mu_dtype", mu_dtype)
+    mu_dtype = check_optional_dtype(fn, "mu_dtype", mu_dtype)
     nesterov = _checks.static_bool(fn, "nesterov", nesterov)
     _checks.static_choice(fn, "form", form, ("standard", "folded"))
     if nesterov and form == "folded":

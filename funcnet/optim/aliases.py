@@ -36,7 +36,8 @@ def sgd(learning_rate, momentum=None, nesterov=False, accumulator_dtype=None):
 
     Args:
       learning_rate: a number >= 0, a scalar array or a schedule.
-      momentum: ``None`` (plain SGD) or the momentum coefficient in [0, 1).
+      momentum: ``None`` (plain SGD) or the momentum coefficient in [0, 1] (as
+        :func:`~funcnet.optim.trace`; 1 is a running sum).
       nesterov: Nesterov momentum (ignored without ``momentum``, as in optax).
       accumulator_dtype: dtype of the momentum buffer (default: the parameters').
 
@@ -82,7 +83,7 @@ def momentum(learning_rate, beta=0.9, *, form: str = "classic", nesterov: bool =
 
     Args:
       learning_rate: a number >= 0, a scalar array or a schedule.
-      beta: momentum coefficient in [0, 1).
+      beta: momentum coefficient in [0, 1].
       form: ``"classic"`` or ``"ema"`` (keyword-only).
       nesterov: Nesterov momentum (keyword-only).
 
@@ -148,7 +149,7 @@ def rmsprop(learning_rate, decay=0.9, eps=1e-8, initial_scale=0.0, eps_in_sqrt=T
       initial_scale: ``v_0`` >= 0 (PyTorch 0, TF1 1).
       eps_in_sqrt: ``eps`` inside (optax) or outside (PyTorch) the square root.
       centered: divide by the variance estimate (Graves 2013).
-      momentum: ``None`` or a coefficient in [0, 1), applied after the learning rate.
+      momentum: ``None`` or a coefficient in [0, 1], applied after the learning rate.
       nesterov: Nesterov momentum.
       bias_correction: divide the moments by ``1 - decay^t``.
 
@@ -251,13 +252,15 @@ def adamw(learning_rate, b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0, mu_dtype=None
                  decay=(weight_decay, mask))
 
 
-def nadam(learning_rate, b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0, mu_dtype=None):
-    """NAdam: ``adam(..., nesterov=True)`` (Dozat, 2016), as optax's ``nadam``."""
-    return _adam("nadam", learning_rate, b1, b2, eps, eps_root, mu_dtype, True, "standard")
+def nadam(learning_rate, b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0, mu_dtype=None, *,
+          nesterov=True):
+    """NAdam: ``adam(..., nesterov=True)`` (Dozat, 2016), optax's ``nadam`` (and, as there,
+    ``nesterov=False`` gives Adam)."""
+    return _adam("nadam", learning_rate, b1, b2, eps, eps_root, mu_dtype, nesterov, "standard")
 
 
 def nadamw(learning_rate, b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0, mu_dtype=None,
-           weight_decay=1e-4, mask=None):
-    """NAdamW: ``adamw(..., nesterov=True)``, as optax's ``nadamw``."""
-    return _adam("nadamw", learning_rate, b1, b2, eps, eps_root, mu_dtype, True, "standard",
-                 decay=(weight_decay, mask))
+           weight_decay=1e-4, mask=None, *, nesterov=True):
+    """NAdamW: ``adamw(..., nesterov=True)``, optax's ``nadamw``."""
+    return _adam("nadamw", learning_rate, b1, b2, eps, eps_root, mu_dtype, nesterov,
+                 "standard", decay=(weight_decay, mask))

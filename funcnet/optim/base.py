@@ -41,7 +41,6 @@ Params = PyTree
 Updates = PyTree
 OptState = Any
 Schedule = Callable[[jax.Array], jax.Array]
-ScalarOrSchedule = Any  # float | jax.Array | Schedule
 
 _map = jax.tree_util.tree_map
 
@@ -182,6 +181,11 @@ def check_updates(fn: str, grads, params) -> None:
     if params is not None:
         check_trees_match(fn, "grads", grads, "params", params)
         check_inexact_leaves(fn, "params", params)
+
+
+def check_optional_dtype(fn: str, name: str, dtype):
+    """``None`` (the parameters' dtype) or a floating / complex dtype (an accumulator's)."""
+    return None if dtype is None else _checks.check_dtype(fn, name, dtype, kind=jnp.inexact)
 
 
 def is_optimizer(t) -> bool:

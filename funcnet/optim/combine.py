@@ -76,12 +76,15 @@ def chain(*transforms, name: str = "chain"):
         with _checks.context(name):
             return tuple(t.init(params) for t in transforms)
 
+    def check_tuple(state):
+        if not isinstance(state, tuple) or len(state) != len(transforms):
+            raise StateMismatchError(f"{name}: opt_state must be a tuple of "
+                                     f"{len(transforms)} states (from init)")
+
     def update(updates, state, params=None, **extra_args):
         check_updates(name, updates, params)
         try:
-            if not isinstance(state, tuple) or len(state) != len(transforms):
-                raise StateMismatchError(f"{name}: opt_state must be a tuple of "
-                                         f"{len(transforms)} states (from init)")
+            check_tuple(state)
             new_state = []
             for t, s in zip(transforms, state):
                 with _checks.context(name):
@@ -92,9 +95,7 @@ def chain(*transforms, name: str = "chain"):
         return updates, tuple(new_state)
 
     def learning_rate(state):
-        if not isinstance(state, tuple) or len(state) != len(transforms):
-            raise StateMismatchError(f"{name}: opt_state must be a tuple of "
-                                     f"{len(transforms)} states (from init)")
+        check_tuple(state)
         for t, s in zip(transforms, state):
             lr = current_learning_rate(t, s)
             if lr is not None:

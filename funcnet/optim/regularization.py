@@ -16,10 +16,10 @@ from funcnet.optim.transforms import _stateless
 _map = jax.tree_util.tree_map
 
 
-def global_norm(tree: PyTree) -> jax.Array:
+def global_norm(updates: PyTree) -> jax.Array:
     """``sqrt(sum over all leaves of sum(|x|^2))``, the L2 norm of the flattened tree
-    (complex leaves count ``|x|^2``); 0 for a tree without leaves."""
-    sq = [jnp.sum(abs_sq(jnp.asarray(x))) for x in jax.tree_util.tree_leaves(tree)]
+    (complex leaves count ``|x|^2``); 0 for a tree without leaves (optax's signature)."""
+    sq = [jnp.sum(abs_sq(jnp.asarray(x))) for x in jax.tree_util.tree_leaves(updates)]
     if not sq:
         return jnp.zeros([])
     dt = promote_dtypes(*[s.dtype for s in sq])

@@ -226,12 +226,16 @@ def cosine_decay_schedule(init_value, decay_steps: int, alpha=0.0, exponent=1.0)
 
     def schedule(step):
         dt = _dtype(init_value, alpha, exponent)
-        s = jnp.minimum(_as(step, dt), steps)
-        cos = 0.5 * (1 + jnp.cos(jnp.pi * s / steps))
-        a = _as(alpha, dt)
-        return _as(init_value, dt) * ((1 - a) * cos ** _power(exponent, dt) + a)
+        return _cosine(_as(init_value, dt), _as(alpha, dt), exponent, step, steps, dt)
 
     return schedule
+
+
+def _cosine(value, alpha, exponent, step, steps: float, dt):
+    """``value * ((1 - alpha) * (0.5 (1 + cos(pi min(step, steps) / steps)))^exponent +
+    alpha)``, the cosine decay of both cosine schedules."""
+    cos = 0.5 * (1 + jnp.cos(jnp.pi * jnp.minimum(_as(step, dt), steps) / steps))
+    return value * ((1 - alpha) * cos ** _power(exponent, dt) + alpha)
 
 
 def join_schedules(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> Schedule:
@@ -308,8 +312,7 @@ def warmup_cosine_decay_schedule(init_value, peak_value, warmup_steps: int, deca
         dt = _dtype(peak_value, end_value, exponent)
         p, e = _as(peak_value, dt), _as(end_value, dt)
         alpha = jnp.where(p == 0, jnp.zeros((), dt), e / jnp.where(p == 0, 1, p))
-        cos = 0.5 * (1 + jnp.cos(jnp.pi * jnp.minimum(_as(step, dt), steps) / steps))
-        return p * ((1 - alpha) * cos ** _power(exponent, dt) + alpha)
+        return _cosine(p, alpha, exponent, step, steps, dt)
 
     return join_schedules([warmup, decay], [c["warmup_steps"]])
 

@@ -18,14 +18,11 @@ import jax.numpy as jnp
 from funcnet import _checks
 from funcnet.optim.base import (
     EmptyState, Updates, bias_correction as _debias, cast_like, check_decay,
-    check_empty_state, check_hyperparameter, check_scalar_or_schedule, check_state, moment,
-    optimizer, promote_dtypes, safe_increment, split, zero_count, zeros_like)
+    check_empty_state, check_hyperparameter, check_optional_dtype, check_scalar_or_schedule,
+    check_state, moment, optimizer, promote_dtypes, safe_increment, split, zero_count,
+    zeros_like)
 
 _map = jax.tree_util.tree_map
-
-
-def _dtype_arg(fn: str, name: str, dtype):
-    return None if dtype is None else _checks.check_dtype(fn, name, dtype, kind=jnp.inexact)
 
 
 # ----------------------------------------------------------------- stateless blocks
@@ -177,7 +174,7 @@ def trace(decay, nesterov: bool = False, accumulator_dtype=None):
     fn = "trace"
     check_hyperparameter(fn, "decay", decay, 0.0, 1.0)  # 1: a running sum, still defined
     nesterov = _checks.static_bool(fn, "nesterov", nesterov)
-    acc_dtype = _dtype_arg(fn, "accumulator_dtype", accumulator_dtype)
+    acc_dtype = check_optional_dtype(fn, "accumulator_dtype", accumulator_dtype)
 
     def init(params):
         return TraceState(trace=zeros_like(params, acc_dtype))
@@ -228,7 +225,7 @@ def ema(decay, debias: bool = True, accumulator_dtype=None):
     fn = "ema"
     check_decay(fn, "decay", decay)
     debias = _checks.static_bool(fn, "debias", debias)
-    acc_dtype = _dtype_arg(fn, "accumulator_dtype", accumulator_dtype)
+    acc_dtype = check_optional_dtype(fn, "accumulator_dtype", accumulator_dtype)
 
     def init(params):
         return EmaState(count=zero_count(), ema=zeros_like(params, acc_dtype))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from jax.example_libraries import stax
 
-from funcnet import nn
+from funcnet import nn, ops
 from tests.nn._models import abstract_init, numpy_init, randn, struct, trace_apply
 
 F64 = jnp.float64
@@ -175,21 +175,28 @@ def test_fan_in_promotes_dtypes():
 
 
 def test_nested_error_path():
-    """serial adds its index and the layer's name; nested combinators the whole path."""
+    """serial adds its index and the layer's name; nested combinators the whole path,
+    each level once."""
     model = nn.serial(nn.Dense(4), nn.FanOut(2),
                       nn.parallel(nn.Identity, nn.serial(nn.Dense(4), nn.ReLU())), nn.FanInSum)
     _, p, s = abstract_init(model, (-1, 5))
     p = (p[0], p[1], (p[2][0], ({"w": struct((3, 4)), "b": struct((4,))}, ())), p[3])
     with pytest.raises(ValueError, match=re.escape(
-            "serial[2] (parallel): parallel[1] (serial): serial[0] (Dense(4)): Dense(4): "
-            "affine: x has shape (2, 4) and w has shape (3, 4)")):
+            "serial[2]: parallel[1]: serial[0] (Dense(4)): affine: x has shape (2, 4) and "
+            "w has shape (3, 4)")):
         trace_apply(model, p, s, struct((2, 5)))
     bad = nn.serial(nn.Dense(4), nn.FanOut(2), nn.parallel(nn.Identity, nn.Dense(3)),
                     nn.FanInSum)
     with pytest.raises(ValueError, match=re.escape(
-            "serial[3] (FanInSum): FanInSum: input_shape[1] has shape (-1, 3) but "
+            "serial[3] (FanInSum): input_shape[1] has shape (-1, 3) but "
             "input_shape[0] has shape (-1, 4)")):
         abstract_init(bad, (-1, 5))
+    # a custom layer that does not name itself in its errors is named by its place
+    plain = nn.Layer(lambda k, shape: (shape, (), ()),
+                     lambda p, s, x, **kw: (ops.relu(x), s), "Plain")
+    with pytest.raises(TypeError, match=re.escape(
+            "serial[1] (Plain): relu: x must have a floating dtype")):
+        nn.serial(nn.Identity, plain).apply(((), ()), ((), ()), jnp.ones(3, jnp.int32))
 
 
 def test_summary_shows_nested_branches():

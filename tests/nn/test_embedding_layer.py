@@ -63,8 +63,8 @@ def test_model_gradients_equal_the_reference():
     ({"embedding": np.ones((V, F))}, np.zeros((2, 3)), TypeError,
      rf"^Embedding\({V}, {F}\): embedding: ids must have an integer dtype", False),
     ({"embedding": np.ones((V, F))}, np.array([0, V]), ValueError,
-     rf"^Embedding\({V}, {F}\): embedding: ids has values in \[0, {V}\], expected ids in "
-     rf"\[0, {V}\)", True),
+     rf"^Embedding\({V}, {F}\): embedding: ids hold {V} \(at index \(1,\)\), expected ids "
+     rf"in \[0, {V}\)", True),
     ({"embedding": np.ones((V + 1, F))}, np.array([0]), ValueError,
      rf"^Embedding\({V}, {F}\): params\['embedding'\] has shape \({V + 1}, {F}\), expected "
      rf"\({V}, {F}\)", False),

@@ -191,7 +191,7 @@ def test_composes_with_serial_and_parallel():
     ("GRU", lambda xs, c: (xs, c[0].astype(jnp.int32)), TypeError,
      r"^GRU\(6\): gru: h0 must have a floating dtype, got int32"),
     ("GRU", lambda xs, c: (xs, c[0], c[1]), ValueError,
-     r"^GRU\(6\): x must be xs or a pair \(xs, carry\), got a tuple of 3 entries"),
+     r"^GRU\(6\): input must be xs or a pair \(xs, carry\), got a tuple of 3 entries"),
 ])
 def test_apply_errors_eagerly_and_under_jit(kind, x, exc, match):
     layer, p = getattr(nn, kind)(H, dtype=F64), _init(kind, dtype=F64)

@@ -106,11 +106,11 @@ def test_bad_input_raises_eagerly_and_under_jit(ids, table, exc, match):
             fn(ids, table)
 
 
-@pytest.mark.parametrize("bad, shown", [(V, f"\\[0, {V}\\]"), (-1, r"\[-1, 3\]")])
-def test_out_of_range_concrete_ids_raise(bad, shown):
+@pytest.mark.parametrize("bad", [V, -1])
+def test_out_of_range_concrete_ids_raise(bad):
     ids = np.array([[0, 3], [bad, 1]])
-    match = rf"embedding: ids has values in {shown}, expected ids in \[0, {V}\) for a table " \
-            rf"of shape \({V}, {F}\)"
+    match = rf"embedding: ids hold {bad} \(at index \(1, 0\)\), expected ids in \[0, {V}\) " \
+            rf"for a table of shape \({V}, {F}\)"
     for fn in (ops.embedding, R.embedding):
         with pytest.raises(ValueError, match=match):
             fn(ids, rand((V, F)))

@@ -37,6 +37,8 @@ CALLS = [
     "adamw(1e-2, weight_decay=0.1, mask=lambda p: {'a': False, 'b': True})",
     "nadam(1e-2)",
     "nadamw(1e-2, weight_decay=0.1)",
+    "nadam(1e-2, nesterov=False)",
+    "nadamw(1e-2, weight_decay=0.1, nesterov=False)",
     # schedules as learning rates
     "sgd(constant_schedule(0.1))",
     "sgd(linear_schedule(0.1, 0.01, 30))",

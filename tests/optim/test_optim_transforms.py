@@ -20,6 +20,8 @@ def test_clip_by_global_norm(max_norm):
     for k in G:
         np.testing.assert_allclose(out[k], np.asarray(G[k]) * scale, rtol=1e-14)
     np.testing.assert_allclose(optim.global_norm(out), min(5.0, max_norm), rtol=1e-14)
+    np.testing.assert_allclose(optim.global_norm(updates=out), min(5.0, max_norm),
+                               rtol=1e-14)   # optax's argument name
     assert state == optim.EmptyState()
 
 

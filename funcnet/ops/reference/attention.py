@@ -5,7 +5,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jax import lax
 
-from funcnet.ops.attention import (check_attention_args, compute_dtype, large_negative)
+from funcnet.ops._arrays import compute_dtype
+from funcnet.ops.attention import check_attention_args, large_negative, mask5
 
 
 def dot_product_attention(q, k, v, mask=None, *, causal=False, scale=None, block_size=None):
@@ -29,12 +30,7 @@ def dot_product_attention(q, k, v, mask=None, *, causal=False, scale=None, block
     ct = compute_dtype(q.dtype)
     qg = q.reshape(b, t, kh, n // kh, h)
     s = jnp.einsum("btkgh,bskh->bkgts", qg, k, preferred_element_type=ct) * scale
-    attend = None
-    if mask is not None:
-        m = jnp.asarray(mask)
-        m = m.reshape((1,) * (4 - m.ndim) + m.shape)
-        attend = m.reshape((m.shape[0], kh, n // kh) + m.shape[2:]) if m.shape[1] == n \
-            else m[:, :, None]
+    attend = None if mask is None else mask5(jnp.asarray(mask), n, kh)
     if causal:
         c = jnp.tril(jnp.ones((t, s_len), bool))[None, None, None]
         attend = c if attend is None else attend & c

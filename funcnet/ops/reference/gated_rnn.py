@@ -9,14 +9,14 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from funcnet.ops.gated_rnn import check_gated_args
+from funcnet.ops.rnn import check_recurrent_args
 
 __all__ = ["lstm", "gru"]
 
 
 def lstm(xs, h0, c0, wx, wh, b):
     """Reference LSTM, gates ``[i, f, g, o]``: ``c = f c + i g``, ``h = o tanh(c)``."""
-    check_gated_args("lstm", 4, xs, {"h0": h0, "c0": c0}, {"wx": wx, "wh": wh, "b": b})
+    check_recurrent_args("lstm", 4, xs, {"h0": h0, "c0": c0}, {"wx": wx, "wh": wh, "b": b})
 
     def step(carry, x):
         h, c = carry
@@ -31,7 +31,7 @@ def lstm(xs, h0, c0, wx, wh, b):
 
 def gru(xs, h0, wx, wh, bx, bh):
     """Reference GRU (reset gate after the recurrent matmul, as PyTorch/cuDNN/Flax)."""
-    check_gated_args("gru", 3, xs, {"h0": h0}, {"wx": wx, "wh": wh, "bx": bx, "bh": bh})
+    check_recurrent_args("gru", 3, xs, {"h0": h0}, {"wx": wx, "wh": wh, "bx": bx, "bh": bh})
 
     def step(h, x):
         xr, xz, xn = jnp.split(x @ wx + bx[None, :], 3, axis=1)
