@@ -7,6 +7,7 @@ its permutation from ``epoch_keys(key, e)[0]``, in ``funcnet.train.fit`` (arrays
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable, Iterator
 
 import jax
@@ -24,9 +25,20 @@ def epoch_keys(key, epoch) -> tuple[jax.Array, jax.Array]:
     :class:`Loader`); ``model_key`` is what ``funcnet.train.fit`` folds with the step
     index for the model's randomness (dropout). Works under ``jax.jit`` (traced epoch).
     """
-    key = _checks.check_key("epoch_keys", key, allow_seed=True)
+    return _epoch_keys(_checks.check_key("epoch_keys", key, allow_seed=True), epoch)
+
+
+@jax.jit
+def _epoch_keys(key, epoch):
+    # one compiled call: op by op, the fold_in and split cost ~0.15 ms per epoch on a CPU
     shuffle_key, model_key = jax.random.split(jax.random.fold_in(key, epoch))
     return shuffle_key, model_key
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _epoch_order(key, epoch, n: int):
+    """``permutation(epoch_keys(key, epoch)[0], n)``, compiled (~5x faster than op by op)."""
+    return jax.random.permutation(_epoch_keys(key, epoch)[0], n)
 
 
 def batches(x, y, batch_size: int, *, key=None,
@@ -130,7 +142,8 @@ class Loader:
         the stored order.
       drop_last: drop the last ``N % batch_size`` rows of each epoch (every batch full).
       transform: optional ``transform(xb, yb) -> (xb, yb)`` applied to each batch (e.g.
-        scaling, augmentation); it runs in ``fit``'s prefetch thread.
+        scaling, augmentation); it runs in ``fit``'s prefetch thread when there is one
+        (on an accelerator by default), else in the training loop.
 
     Raises:
       ValueError: lengths of ``x`` and ``y`` differ, ``batch_size`` not in ``[1, N]``.
@@ -158,8 +171,7 @@ class Loader:
         epoch = _checks.static_int("Loader", "epoch", epoch, minimum=0)
         if self.key is None:
             return np.arange(self.num_examples)
-        shuffle_key, _ = epoch_keys(self.key, epoch)
-        return np.asarray(jax.random.permutation(shuffle_key, self.num_examples))
+        return np.asarray(_epoch_order(self.key, epoch, self.num_examples))
 
     def __call__(self, epoch: int) -> Iterator[tuple]:
         order = self.order(epoch)

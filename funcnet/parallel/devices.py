@@ -21,7 +21,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from funcnet._checks import check_array_leaves, path_str, static_int
-from funcnet.train.sharding import put_replicated, to_host
+from funcnet.train.sharding import put_replicated, require_mesh, to_host
 
 __all__ = ["make_mesh", "put_replicated", "replicate", "shard_batch", "to_host", "unreplicate"]
 
@@ -158,8 +158,7 @@ def make_mesh(devices: Sequence[jax.Device] | None = None, axis_name: str = "dat
 
 def check_mesh_axis(fn: str, mesh, axis_name) -> str:
     """``mesh`` must be a Mesh with axis ``axis_name`` (default: its only axis)."""
-    if not isinstance(mesh, Mesh):
-        raise TypeError(f"{fn}: mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
+    require_mesh(fn, mesh)
     if axis_name is None:
         if len(mesh.axis_names) != 1:
             raise ValueError(f"{fn}: mesh has axes {mesh.axis_names}; pass axis_name= to "

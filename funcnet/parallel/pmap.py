@@ -44,7 +44,9 @@ def pmap_train_step(model: Layer, opt, loss_fn: Callable = ops.softmax_cross_ent
     Gradients and metrics are ``lax.pmean``-ed over ``axis_name``, so all replicas stay
     equal and take the step of single-device training on the global batch; give the
     model's ``BatchNorm`` layers the same ``axis_name`` for synchronised statistics. The
-    ``key`` is broadcast (``in_axes=None``) and folded with the device index inside.
+    ``key`` is broadcast (``in_axes=None``) and folded with the device index inside;
+    ``key=None`` (no stochastic layers) runs a second ``pmap`` without a key argument,
+    compiled on its first call.
 
     Args:
       model, opt, loss_fn, metrics_fn, accum_steps, compute_dtype: as for
@@ -69,13 +71,22 @@ def pmap_train_step(model: Layer, opt, loss_fn: Callable = ops.softmax_cross_ent
     step = train_step(model, opt, loss_fn, axis_name=axis_name, metrics_fn=metrics_fn,
                       accum_steps=accum_steps, compute_dtype=compute_dtype)
     _checks.static_bool(fn, "donate", donate)
-    mapped = jax.pmap(step, axis_name=axis_name, in_axes=(0, 0, 0, 0, 0, None),
-                      devices=devices, donate_argnums=(0, 1, 2) if donate else ())
+    options = dict(axis_name=axis_name, devices=devices,
+                   donate_argnums=(0, 1, 2) if donate else ())
+    with_key = jax.pmap(step, in_axes=(0, 0, 0, 0, 0, None), **options)
+    # key=None gets its own program without the argument: jax 0.10.2's pmap maps the
+    # in_axes tuple leaf by leaf when the arguments have as many leaves as there are
+    # arguments (a None argument has none), e.g. 4 param leaves + x + y with a stateless
+    # optimizer, and so hands ``ys`` over unmapped.
+    without_key = jax.pmap(lambda p, s, o, x, y: step(p, s, o, x, y, None), in_axes=0,
+                           **options)
     count = len(devices) if devices is not None else jax.local_device_count()
 
     def run(params, state, opt_state, xs, ys, key=None):
         try:
-            return mapped(params, state, opt_state, xs, ys, key)
+            if key is None:
+                return without_key(params, state, opt_state, xs, ys)
+            return with_key(params, state, opt_state, xs, ys, key)
         except (ValueError, TypeError, RuntimeError) as err:  # diagnosed only on failure
             msg = _unreplicated(fn, {"params": params, "state": state, "opt_state": opt_state,
                                      "xs": xs, "ys": ys}, count)

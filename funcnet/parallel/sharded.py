@@ -38,10 +38,10 @@ def _runner(fn: str, compiled, devices: int, axis_name: str) -> Callable:
     def run(params, state, opt_state, x, y, key=None):
         try:
             return compiled(params, state, opt_state, x, y, key)
-        except (ValueError, TypeError) as err:
+        except (ValueError, TypeError):
             _checks.check_divisible(fn, "batch", {"x": x, "y": y}, devices,
                                     f"{devices} devices of mesh axis {axis_name!r}")
-            raise err
+            raise
 
     return run
 

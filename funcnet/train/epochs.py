@@ -41,23 +41,27 @@ def compiled(model, opt, loss_fn, metrics_fn, compute_dtype, batch_size, mesh):
     """``(jitted epoch scan, jitted guarded step)`` for one configuration (cached).
 
     - ``epoch_scan(params, state, opt_state, x, y, key, epoch) -> ((params, state,
-      opt_state, bad), metrics)`` with ``metrics`` leaves of shape ``(num_batches,)``;
-    - ``one_step(params, state, opt_state, bad, i, x, y, dropout_key) -> ((params, state,
-      opt_state, bad, i + 1), metrics)``.
+      opt_state, counters), metrics)`` with ``metrics`` leaves of shape ``(num_batches,)``;
+    - ``one_step(params, state, opt_state, counters, x, y, dropout_key) -> ((params,
+      state, opt_state, counters), metrics)``.
 
-    Both donate params, state and optimizer state. With a ``mesh`` every input and output
-    is replicated except the batches, split over the mesh's devices.
+    ``counters`` is the int32 pair ``(bad, i)``: the 1-based first non-finite step (0:
+    none) and the index of the next step (one array rather than two: every argument and
+    result of a jitted call costs host time, ~1 µs, on the per-step path). Both donate
+    params, state and optimizer state. With a ``mesh`` every input and output is
+    replicated except the batches, split over the mesh's devices.
     """
     step = train_step(model, opt, loss_fn, metrics_fn=metrics_fn, compute_dtype=compute_dtype)
 
-    def guarded(params, state, opt_state, bad, i, x, y, dropout_key):
+    def guarded(params, state, opt_state, counters, x, y, dropout_key):
+        bad, i = counters[0], counters[1]
         new_p, new_s, new_o, metrics = step(params, state, opt_state, x, y,
                                             jax.random.fold_in(dropout_key, i))
         ok = (bad == 0) & all_finite((new_p, new_s, metrics["loss"]))
         kept = _tree_map(lambda n, o: jnp.where(ok, n, o), (new_p, new_s, new_o),
                          (params, state, opt_state))
         bad = jnp.where((bad == 0) & ~ok, i + 1, bad)
-        return (*kept, bad, i + 1), metrics
+        return (*kept, jnp.stack([bad, i + 1])), metrics
 
     def epoch_scan(params, state, opt_state, x, y, key, epoch):
         shuffle_key, dropout_key = data.epoch_keys(key, epoch)
@@ -69,10 +73,10 @@ def compiled(model, opt, loss_fn, metrics_fn, compute_dtype, batch_size, mesh):
         def body(carry, batch):
             return guarded(*carry, *batch, dropout_key)
 
-        zero = jnp.zeros((), jnp.int32)
-        (p, s, o, bad, _), metrics = lax.scan(body, (params, state, opt_state, zero, zero),
-                                              (xb, yb))
-        return (p, s, o, bad), metrics
+        counters = jnp.zeros((2,), jnp.int32)
+        (p, s, o, counters), metrics = lax.scan(body, (params, state, opt_state, counters),
+                                                (xb, yb))
+        return (p, s, o, counters), metrics
 
     if mesh is None:
         return (jax.jit(epoch_scan, donate_argnums=(0, 1, 2)),
@@ -81,5 +85,5 @@ def compiled(model, opt, loss_fn, metrics_fn, compute_dtype, batch_size, mesh):
     return (jax.jit(epoch_scan, donate_argnums=(0, 1, 2), in_shardings=rep,
                     out_shardings=rep),
             jax.jit(guarded, donate_argnums=(0, 1, 2),
-                    in_shardings=(rep, rep, rep, rep, rep, rows, rows, rep),
+                    in_shardings=(rep, rep, rep, rep, rows, rows, rep),
                     out_shardings=rep))

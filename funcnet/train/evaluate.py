@@ -10,8 +10,8 @@ import numpy as np
 
 from funcnet import _checks, ops
 from funcnet.train import sharding
-from funcnet.train._checks import (check_batch_split, check_functions, check_labels,
-                                   check_mesh, check_model, check_pair, num_classes)
+from funcnet.train._checks import (check_functions, check_labels, check_mesh, check_model,
+                                   check_pair, num_classes)
 from funcnet.train.metrics import cast_floating, default_metrics, per_example
 
 __all__ = ["evaluate"]
@@ -88,7 +88,6 @@ def evaluate_checked(model, params, state, x, y, batch_size, loss_fn, metrics_fn
     n = x.shape[0]
     batch_size = min(batch_size, n)
     batch_size += -batch_size % devices                 # every device gets equal rows
-    check_batch_split("evaluate", "batch_size", batch_size, devices)
     metrics_fn = default_metrics(loss_fn) if metrics_fn is None else metrics_fn
     run = _eval_batch(model, loss_fn, metrics_fn, compute_dtype, mesh)
     if mesh is not None:

@@ -1,12 +1,14 @@
 """Batches from the host to the device, one step ahead: a bounded background prefetcher.
 
 ``fit``'s per-step path (arrays too large for the device, or an iterable of batches)
-reads every batch through :class:`Prefetcher`: a thread draws the next batches from the
-source and puts them on the device (``jax.device_put``, or the mesh's batch sharding)
-while the current step runs. The queue holds at most ``size`` batches; an exception in
-the source or the transfer is re-raised in the training loop with its traceback; and the
-thread never outlives the ``with`` block (it is stopped and joined on exit, also on an
-exception or an early stop).
+reads every batch through :class:`Prefetcher`: with ``size > 0`` (``fit``'s default on an
+accelerator) a thread draws the next batches from the source and puts them on the device
+(``jax.device_put``, or the mesh's batch sharding) while the current step runs; with
+``size=0`` (the default on the CPU, where the thread costs more than it overlaps) the
+same happens in the calling thread, batch by batch. The queue holds at most ``size``
+batches; an exception in the source or the transfer is re-raised in the training loop
+with its traceback; and the thread never outlives the ``with`` block (it is stopped and
+joined on exit, also on an exception or an early stop).
 """
 from __future__ import annotations
 
@@ -78,6 +80,8 @@ class Prefetcher:
         return self
 
     def __iter__(self):
+        if self._thread is None and self._iterator is not None:
+            return map(self._put, self._iterator)   # no thread: no Python frame per batch
         return self
 
     def __next__(self):

@@ -12,10 +12,12 @@ feed the steps, all with the same guarded step (:mod:`.epochs`):
 - iterables: ``data`` is a callable ``epoch -> iterable of (x, y)`` (re-created for each
   epoch, e.g. a :class:`funcnet.data.Loader`) or a re-iterable object.
 
-The per-step paths read the batches through a background prefetcher (:mod:`.feed`).
-Because an epoch depends only on ``(params, state, opt_state, key, e)`` (and, for a
-callable, on ``data(e)``), resuming from a checkpoint written after epoch ``k``
-reproduces the uninterrupted run bit for bit.
+The per-step paths read the batches through :class:`~funcnet.train.feed.Prefetcher`: on
+an accelerator a background thread copies the next batches to the device while the step
+runs; on the CPU (by default) the host arrays go straight to the jitted step. Because an
+epoch depends only on ``(params, state, opt_state, key, e)`` (and, for a callable, on
+``data(e)``), resuming from a checkpoint written after epoch ``k`` reproduces the
+uninterrupted run bit for bit.
 """
 from __future__ import annotations
 
@@ -80,18 +82,29 @@ def _epoch_source(fn: str, data):
                     f"{type(data).__name__}")
 
 
-def _array_batches(x, y, batch_size: int, shuffle_key):
-    """The per-step path's batches of one epoch (host rows; the scan path's order)."""
-    n = x.shape[0]
-    order = np.asarray(jax.random.permutation(shuffle_key, n))
-    for i in range(n // batch_size):
-        idx = order[i * batch_size:(i + 1) * batch_size]
-        yield x[idx], y[idx]
+def _platform(mesh) -> str:
+    """The platform ``fit`` trains on: the mesh's devices, else the first local device."""
+    device = jax.local_devices()[0] if mesh is None else mesh.devices.flat[0]
+    return device.platform
 
 
-def _batch_putter(fn: str, mesh, devices: int, labels_ok: Callable | None):
-    """``put(batch)``: checks one ``(x, y)`` batch and places it on the device(s)."""
-    rows = None if mesh is None else sharding.batch_sharding(mesh)
+def _batch_putter(fn: str, mesh, devices: int, labels_ok: Callable | None, checked: bool):
+    """``put(batch)``: checks one ``(x, y)`` batch (unless ``checked``) and places it.
+
+    With a mesh the batch is split over its devices. On one CPU device host arrays are
+    handed to the jitted step as they are: it reads them for a few microseconds, where a
+    ``jax.device_put`` first costs several times that (the step's own work on a small
+    model). On an accelerator the batch is copied to the device (in the prefetch thread).
+    """
+    if mesh is not None:
+        rows = sharding.batch_sharding(mesh)
+        place = lambda batch: sharding.put_batch(batch, rows)  # noqa: E731
+    elif _platform(mesh) == "cpu":
+        place = _host_batch
+    else:
+        place = jax.device_put
+    if checked:
+        return place
 
     def put(batch):
         if not is_pair(batch):
@@ -101,9 +114,17 @@ def _batch_putter(fn: str, mesh, devices: int, labels_ok: Callable | None):
         check_batch_split(fn, "a batch of data with batch size", x.shape[0], devices)
         if labels_ok is not None and not isinstance(y, jax.Array):
             labels_ok(x, y)
-        return jax.device_put((x, y)) if rows is None else sharding.put_batch((x, y), rows)
+        return place((x, y))
 
     return put
+
+
+def _host_batch(batch):
+    """A batch for a jitted step on the CPU: NumPy and jax arrays as they are."""
+    x, y = batch
+    if isinstance(x, (np.ndarray, jax.Array)) and isinstance(y, (np.ndarray, jax.Array)):
+        return batch
+    return jax.device_put(batch)
 
 
 def _place(tree, mesh):
@@ -141,29 +162,68 @@ def _non_finite(losses: np.ndarray, bad: int, epoch: int, epochs: int, carry,
         step=bad, history=history)
 
 
+def _per_step_epoch(one_step, carry, prefetcher, model_key):
+    """``(carry, metrics, weights)``: one jitted step per batch of ``prefetcher``.
+
+    ``metrics`` holds the host stack of each metric over the steps, ``weights`` the batch
+    sizes.
+    """
+    per_step, weights = [], []
+    with prefetcher as feed:
+        for xb, yb in feed:
+            carry, m = one_step(*carry, xb, yb, model_key)
+            per_step.append(m)
+            weights.append(xb.shape[0])
+    return carry, _stack_on_host(per_step), weights
+
+
+def _stack_on_host(per_step: list) -> dict:
+    """``{name: (steps,) NumPy array}`` from the steps' metric dicts.
+
+    One read per value, cheaper than stacking on the device (a dispatch per value); the
+    replicated values of a multi-process mesh go through :func:`sharding.to_host`.
+    """
+    if not per_step:
+        return {}
+    if all(a.is_fully_addressable for a in per_step[0].values()):      # one process
+        return {k: np.array([np.asarray(m[k]) for m in per_step]) for k in per_step[0]}
+    per_step = sharding.to_host(per_step)
+    return {k: np.stack([m[k] for m in per_step]) for k in per_step[0]}
+
+
 def fit(model, params, state, opt, data, epochs: int, *, batch_size: int | None = None,
         key, eval_data=None, checkpoint=None, checkpoint_every: int = 1,
         resume: bool = True, overwrite: bool = False, progress=None, scan=None,
         opt_state=None, loss_fn: Callable = ops.softmax_cross_entropy,
         metrics_fn: Callable | None = None, compute_dtype=None, eval_batch_size: int = 1024,
-        callbacks=(), mesh=None, prefetch: int = 2):
+        callbacks=(), mesh=None, prefetch: int | None = None):
     """Trains ``model`` for ``epochs`` epochs of shuffled mini-batches.
 
     Each epoch runs :func:`funcnet.train.train_step` on every batch: as one jitted
     ``lax.scan`` when the training set fits on the device (``scan=None`` decides by its
     byte size against :data:`SCAN_MAX_BYTES` or a quarter of the device memory), else as
-    a loop of jitted steps fed by a background prefetcher. Both give the same parameters
-    for the same ``key``. After each epoch the means of the step metrics (train mode,
-    before each update), the learning rate of the epoch's first update (when
-    :func:`funcnet.optim.current_learning_rate` knows it), and with ``eval_data`` the
-    :func:`evaluate` loss and metrics (prefixed ``eval_``) go into ``logs``: reported,
-    appended to the history, and passed to every callback.
+    a loop of jitted steps, one per batch. Both give the same parameters for the same
+    ``key``. After each epoch the means of the step metrics (train mode, before each
+    update), the learning rate of the epoch's first update (below), and with
+    ``eval_data`` the :func:`evaluate` loss and metrics (prefixed ``eval_``) go into
+    ``logs``: reported, appended to the history, and passed to every callback.
+
+    Learning rate: ``logs["learning_rate"]`` is
+    ``float(funcnet.optim.current_learning_rate(opt, opt_state))`` read from the
+    optimizer state BEFORE the epoch runs: the rate the epoch's first update uses (for a
+    schedule, its value at the number of updates made so far, counted by the optimizer:
+    through ``optim.accumulate(opt, k)`` that is one update per ``k`` steps). It is left
+    out when the optimizer does not expose it (e.g. ``optax.adam(1e-3)``); an optax
+    ``inject_hyperparams`` state holds, with a schedule, the rate of the previous update.
 
     Data: ``(x, y)`` arrays (``batch_size`` required), or batches from a callable
     ``epoch -> iterable of (x, y)`` (0-based epoch; re-created for every epoch, so a
     resume is exact; e.g. :class:`funcnet.data.Loader` over memory-mapped arrays) or a
-    re-iterable object (``iter(data)`` per epoch). Batches are put on the device one step
-    ahead by a background thread (``prefetch`` batches at most; ``0``: no thread).
+    re-iterable object (``iter(data)`` per epoch). ``prefetch``: on an accelerator
+    (default 2) a background thread copies up to that many batches to the device ahead
+    of the step; on the CPU (default 0: no thread) the NumPy batches are handed to the
+    jitted step as they are, which costs less than the thread overlaps there. A batch
+    must not be overwritten after it is yielded (JAX may read host memory in place).
 
     Devices: ``mesh`` (e.g. ``funcnet.parallel.make_mesh()``) runs data-parallel over
     every device of the mesh: params, state and optimizer state replicated, each batch
@@ -225,14 +285,15 @@ def fit(model, params, state, opt, data, epochs: int, *, batch_size: int | None 
         with ``on_epoch_end(epoch, logs, train_state)`` (see
         :mod:`funcnet.train.callbacks`, :class:`EarlyStopping`, :class:`KeepBest`).
       mesh: a :class:`jax.sharding.Mesh` to train data-parallel on, or ``None``.
-      prefetch: batches put on the device ahead of the step (per-step paths).
+      prefetch: batches prepared ahead of the step by a background thread (per-step
+        paths); ``None``: 2 on an accelerator, 0 (no thread) on the CPU.
 
     Returns:
       ``(params, state, opt_state, history)``; ``history`` is a dict of lists, one entry
       per epoch since the start of the run (restored epochs included): ``epoch``
       (1-based), ``loss``, the metrics, ``eval_loss`` and the eval metrics,
-      ``learning_rate`` when known, ``epoch_time`` (seconds, the first of a call
-      including compilation).
+      ``learning_rate`` when known (the rate of the epoch's first update, above),
+      ``epoch_time`` (seconds, the first of a call including compilation).
 
     Raises:
       ValueError: bad shapes, sizes or counts (rows of ``x`` and ``y``, ``batch_size``,
@@ -250,7 +311,8 @@ def fit(model, params, state, opt, data, epochs: int, *, batch_size: int | None 
     epochs = _checks.static_int(fn, "epochs", epochs, minimum=0)
     checkpoint_every = _checks.static_int(fn, "checkpoint_every", checkpoint_every, minimum=1)
     eval_batch_size = _checks.static_int(fn, "eval_batch_size", eval_batch_size, minimum=1)
-    prefetch = _checks.static_int(fn, "prefetch", prefetch, minimum=0)
+    if prefetch is not None:
+        prefetch = _checks.static_int(fn, "prefetch", prefetch, minimum=0)
     resume = _checks.static_bool(fn, "resume", resume)
     overwrite = _checks.static_bool(fn, "overwrite", overwrite)
     key = _checks.check_key(fn, key, allow_seed=True)
@@ -331,35 +393,31 @@ def fit(model, params, state, opt, data, epochs: int, *, batch_size: int | None 
         labels_ok = None
         if kind == "batches":
             labels_ok = _lazy_label_check(fn, model, params, state)
-        put = _batch_putter(fn, mesh, devices, labels_ok)
+        put = _batch_putter(fn, mesh, devices, labels_ok, checked=kind == "arrays")
+        # arrays: the scan path's batches (fdata.Loader draws the same permutation)
+        epoch_batches = (fdata.Loader(x, y, batch_size, key=key) if kind == "arrays"
+                         else source)
+        if prefetch is None:
+            prefetch = 0 if _platform(mesh) == "cpu" else 2
     try:
         for epoch in range(start, epochs):
             t0 = time.perf_counter()
             lr = _learning_rate(opt, opt_state)
             if scan:
-                (params, state, opt_state, bad), metrics = epoch_scan(
+                (params, state, opt_state, counters), metrics = epoch_scan(
                     params, state, opt_state, x_dev, y_dev, key_dev,
                     put_rep(np.asarray(epoch, np.int32)))
                 weights = None
             else:
-                shuffle_key, model_key = fdata.epoch_keys(key, epoch)
-                batches = (_array_batches(x, y, batch_size, shuffle_key) if kind == "arrays"
-                           else source(epoch))
-                carry = (params, state, opt_state) + put_rep(
-                    (np.zeros((), np.int32), np.zeros((), np.int32)))
-                model_key = put_rep(model_key)
-                per_step, weights = [], []
-                with Prefetcher(batches, put, prefetch) as feed:
-                    for xb, yb in feed:
-                        carry, m = one_step(*carry, xb, yb, model_key)
-                        per_step.append(m)
-                        weights.append(xb.shape[0])
-                if not per_step:
+                _, model_key = fdata.epoch_keys(key, epoch)
+                carry = (params, state, opt_state, put_rep(np.zeros((2,), np.int32)))
+                (params, state, opt_state, counters), metrics, weights = _per_step_epoch(
+                    one_step, carry, Prefetcher(epoch_batches(epoch), put, prefetch),
+                    put_rep(model_key))
+                if not weights:
                     raise ValueError(f"{fn}: data gave no batches for epoch {epoch} "
                                      f"(0-based)")
-                params, state, opt_state, bad, _ = carry
-                metrics = jax.tree_util.tree_map(lambda *m: jnp.stack(m), *per_step)
-            metrics, bad = sharding.to_host((metrics, bad))
+            metrics, (bad, _) = sharding.to_host((metrics, counters))
             if int(bad):
                 raise _non_finite(np.asarray(metrics["loss"]), int(bad), epoch, epochs,
                                   (params, state, opt_state), history)

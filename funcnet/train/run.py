@@ -110,13 +110,15 @@ def _mismatch(meta, fp: dict, step: int) -> str | None:
     return "; ".join(diffs) or None
 
 
-def _refuse_or_clear(fn: str, manager, why: str, overwrite: bool, writer: bool) -> None:
+def _refuse_or_clear(fn: str, manager, why: str, overwrite: bool, writer: bool) -> tuple:
+    """Raises :class:`RunMismatchError`, or (``overwrite``) clears and starts afresh."""
     if not overwrite:
         raise RunMismatchError(
             f"{fn}: {_where(manager)} holds another run's checkpoints ({why}); pass "
             f"overwrite=True to delete them and start this run, or use another directory")
     if writer:
         manager.clear()
+    return 0, None, {}
 
 
 def resume_point(fn: str, manager, *, resume: bool, overwrite: bool, fp: dict, like,
@@ -131,9 +133,8 @@ def resume_point(fn: str, manager, *, resume: bool, overwrite: bool, fp: dict, l
     if latest is None:
         return 0, None, {}
     if not resume:
-        _refuse_or_clear(fn, manager, f"latest: epoch {latest}; resume=False starts a new run",
-                         overwrite, writer)
-        return 0, None, {}
+        return _refuse_or_clear(fn, manager, f"latest: epoch {latest}; resume=False starts a "
+                                f"new run", overwrite, writer)
     try:
         meta = manager.metadata(latest)
     except (ValueError, OSError):
@@ -141,14 +142,12 @@ def resume_point(fn: str, manager, *, resume: bool, overwrite: bool, fp: dict, l
     if meta is not None:
         why = _mismatch(meta, fp, latest)
         if why is not None:
-            _refuse_or_clear(fn, manager, why, overwrite, writer)
-            return 0, None, {}
+            return _refuse_or_clear(fn, manager, why, overwrite, writer)
     step, tree = manager.restore(like=like)
     meta = manager.metadata(step)
     why = _mismatch(meta, fp, step)
     if why is not None:
-        _refuse_or_clear(fn, manager, why, overwrite, writer)
-        return 0, None, {}
+        return _refuse_or_clear(fn, manager, why, overwrite, writer)
     history = meta[META_KEY].get("history") or {}
     return int(step), tree, {k: list(v) for k, v in history.items()}
 

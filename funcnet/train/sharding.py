@@ -15,10 +15,12 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from funcnet import _checks
 
-__all__ = ["batch_sharding", "put_batch", "put_replicated", "replicated", "to_host"]
+__all__ = ["batch_sharding", "put_batch", "put_replicated", "replicated", "require_mesh",
+           "to_host"]
 
 
-def _check_mesh(fn: str, mesh) -> None:
+def require_mesh(fn: str, mesh) -> None:
+    """``TypeError`` unless ``mesh`` is a :class:`jax.sharding.Mesh`."""
     if not isinstance(mesh, Mesh):
         raise TypeError(f"{fn}: mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
 
@@ -39,10 +41,8 @@ def batch_sharding(mesh: Mesh, leading: int = 0) -> NamedSharding:
 
 
 def _from_host(a, sharding: NamedSharding):
-    if isinstance(a, jax.Array) and not a.is_fully_addressable:
-        return a  # already a global array (e.g. from parallel.global_batch)
-    if isinstance(a, jax.Array) and a.sharding == sharding:
-        return a
+    if isinstance(a, jax.Array) and (not a.is_fully_addressable or a.sharding == sharding):
+        return a  # already placed, or a global array (e.g. from parallel.global_batch)
     host = np.asarray(a)
     if jax.process_count() == 1:
         return jax.device_put(host, sharding)
@@ -65,7 +65,7 @@ def put_replicated(tree, mesh: Mesh):
       TypeError: a leaf is not an array, or ``mesh`` is not a Mesh.
     """
     fn = "put_replicated"
-    _check_mesh(fn, mesh)
+    require_mesh(fn, mesh)
     _checks.check_array_leaves(fn, "tree", tree)
     sharding = replicated(mesh)
     return jax.tree_util.tree_map(lambda a: _from_host(a, sharding), tree)

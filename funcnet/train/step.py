@@ -58,7 +58,12 @@ def micro_batches(tree, k: int):
 
 
 def _averaging(opt, axis_name):
-    """``opt`` whose update first averages the gradients over ``axis_name`` (``lax.pmean``)."""
+    """``opt`` whose update first averages the gradients over ``axis_name`` (``lax.pmean``).
+
+    Internal to the step: it has ``opt``'s state, and the step returns that state, so
+    ``funcnet.optim.current_learning_rate(opt, opt_state)`` reads it as usual; nothing
+    asks the wrapper itself for a learning rate (it does not carry ``opt``'s reader).
+    """
     if axis_name is None:
         return opt
     return optim.Optimizer(opt.init, lambda g, s, p=None: opt.update(
@@ -67,15 +72,15 @@ def _averaging(opt, axis_name):
 
 def _check_batch(fn: str, x, y, k: int) -> None:
     """Trace-time checks of one batch: equal leading sizes, divisible by ``accum_steps``."""
-    leaves = jax.tree_util.tree_leaves({"x": x, "y": y})
-    _checks.check_array_leaves(fn, "batch", {"x": x, "y": y}, min_rank=1)
-    sizes = {_checks.shape_of(a)[0] for a in leaves}
-    if len(sizes) > 1:
-        raise ValueError(f"{fn}: x has shape {_checks.shape_of(jax.tree_util.tree_leaves(x)[0])}"
-                         f" but y has shape {_checks.shape_of(jax.tree_util.tree_leaves(y)[0])}"
-                         f": different batch sizes")
+    batch = {"x": x, "y": y}
+    _checks.check_array_leaves(fn, "batch", batch, min_rank=1)
+    if len({_checks.shape_of(a)[0] for a in jax.tree_util.tree_leaves(batch)}) > 1:
+        def first(tree):
+            return _checks.shape_of(jax.tree_util.tree_leaves(tree)[0])
+        raise ValueError(f"{fn}: x has shape {first(x)} but y has shape {first(y)}: different "
+                         f"batch sizes")
     if k > 1:
-        _checks.check_divisible(fn, "batch", {"x": x, "y": y}, k, f"accum_steps={k}")
+        _checks.check_divisible(fn, "batch", batch, k, f"accum_steps={k}")
 
 
 def train_step(model, opt, loss_fn: Callable = ops.softmax_cross_entropy, *,

@@ -174,3 +174,22 @@ def test_mesh_steps_reject_a_batch_without_leading_axis():
         with pytest.raises(ValueError, match=rf"{name}: batch\['x'\] has shape \(\); its "
                                              r"leading size must be divisible by 1"):
             step((), (), (), np.zeros(()), np.zeros(3))
+
+
+def test_mapped_accumulated_steps_return_the_optimizers_own_state():
+    """train_step wraps ``opt`` internally (the gradient pmean, the accumulation) but returns
+    ``opt``'s own state: current_learning_rate(opt, state) reads the schedule after it."""
+    sched = optim.exponential_decay(0.1, transition_steps=1, decay_rate=0.5)
+    opt = optim.adam(sched)
+    params, state = init(bn_mlp())
+    x, y = digits(8)
+    step = parallel.pmap_train_step(bn_mlp("batch"), opt, accum_steps=2)
+    _, _, o, _ = step(*parallel.replicate((params, state, opt.init(params))),
+                      *parallel.shard_batch((x, y)))
+    mesh = parallel.make_mesh()
+    step = parallel.shard_map_train_step(bn_mlp("data"), opt, mesh=mesh, accum_steps=2)
+    _, _, o2, _ = step(*parallel.put_replicated((params, state, opt.init(params)), mesh), x, y)
+    for got in (parallel.unreplicate(o), parallel.to_host(o2)):
+        assert jax.tree_util.tree_structure(got) == jax.tree_util.tree_structure(
+            opt.init(params))
+        assert float(optim.current_learning_rate(opt, got)) == pytest.approx(float(sched(1)))

@@ -6,7 +6,8 @@ import jax
 import numpy as np
 import pytest
 
-from funcnet import train
+from funcnet import data, train
+from funcnet.train import loop
 from funcnet.train.feed import Prefetcher
 from tests.train._setup import ADAM, FIT, KEY, MLP, assert_trees_equal, init, subset
 
@@ -66,7 +67,6 @@ def test_fit_on_a_generator_callable_matches_arrays_and_propagates_errors():
     arrays = train.fit(MLP, params, state, ADAM, (X, Y), 2, scan=False, **FIT)
 
     def batches(epoch):                     # fit's own batches, yielded by a generator
-        from funcnet import data
         order = np.asarray(jax.random.permutation(data.epoch_keys(KEY, epoch)[0], 192))
         for i in range(6):
             idx = order[32 * i:32 * (i + 1)]
@@ -100,3 +100,55 @@ def test_a_re_iterable_works_and_a_one_shot_iterator_is_refused():
     with pytest.raises(TypeError, match=r"fit: data is an iterator \(list_iterator\), which "
                                         r"can be consumed only once"):
         train.fit(MLP, params, state, ADAM, iter(listed), 2, key=KEY, progress=False)
+
+
+def test_prefetch_default_on_cpu_runs_no_thread_and_every_feed_gives_the_same_params(
+        monkeypatch):
+    """prefetch=None is 0 on a CPU backend (the thread cost more than it overlapped there)
+    and 2 on an accelerator; 0, 2, the default and the scan path train bit-identically."""
+    assert jax.local_devices()[0].platform == "cpu"
+    params, state = init(MLP)
+    where = {}
+
+    def loader(tag):
+        def batches(epoch):
+            for xb, yb in data.Loader(X, Y, 32, key=KEY)(epoch):
+                where.setdefault(tag, set()).add(threading.current_thread().name)
+                yield xb, yb
+        return batches
+
+    main = threading.main_thread().name
+    runs = {p: train.fit(MLP, params, state, ADAM, loader(p), 2, key=KEY, progress=False,
+                         prefetch=p) for p in (None, 0, 2)}
+    monkeypatch.setattr(loop, "_platform", lambda mesh: "gpu")    # what an accelerator gets
+    runs["accelerator default"] = train.fit(MLP, params, state, ADAM, loader("gpu"), 2,
+                                            key=KEY, progress=False)
+    monkeypatch.undo()
+    assert where[None] == where[0] == {main}
+    assert where[2] == where["gpu"] == {"funcnet-prefetch"}
+    for p in (0, 2):
+        runs[f"arrays, prefetch={p}"] = train.fit(MLP, params, state, ADAM, (X, Y), 2,
+                                                  scan=False, prefetch=p, **FIT)
+    runs["scan"] = train.fit(MLP, params, state, ADAM, (X, Y), 2, scan=True, **FIT)
+    for name, run in runs.items():
+        assert_trees_equal(run[:3], runs[None][:3])
+        assert run[3]["loss"] == runs[None][3]["loss"], name
+
+
+def test_per_step_path_hands_host_batches_to_the_step_on_cpu(monkeypatch):
+    """No ``jax.device_put`` per batch on one CPU device: it cost several times what the
+    jitted step takes to read the NumPy arrays (benchmarks/dispatch.py)."""
+    put = []
+    device_put = jax.device_put
+
+    def counting(tree, *args, **kwargs):
+        put.extend((a.shape, str(a.dtype)) for a in jax.tree_util.tree_leaves(tree)
+                   if hasattr(a, "shape"))
+        return device_put(tree, *args, **kwargs)
+
+    monkeypatch.setattr(jax, "device_put", counting)
+    params, state = init(MLP)
+    train.fit(MLP, params, state, ADAM, (X, Y), 1, scan=False, **FIT)
+    train.fit(MLP, params, state, ADAM, data.Loader(X, Y, 32, key=KEY), 1, key=KEY,
+              progress=False)
+    assert put and ((32, 64), "float32") not in put and ((32,), str(Y.dtype)) not in put

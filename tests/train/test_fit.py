@@ -68,6 +68,18 @@ def test_custom_metrics_and_schedule_learning_rate_in_history():
     assert hist["learning_rate"] == pytest.approx([float(sched(6 * e)) for e in range(3)])
 
 
+def test_learning_rate_is_the_rate_of_each_epochs_first_update():
+    """history["learning_rate"][e] is current_learning_rate(opt, opt_state) read before epoch
+    e + 1: the rate its first update uses. Through optim.accumulate(., 2) a 6-step epoch
+    makes 3 updates of the schedule; per-step path here (the scan path is tested above)."""
+    x, y = subset(192)
+    params, state = init(MLP)
+    sched = optim.exponential_decay(1e-2, transition_steps=1, decay_rate=0.8)
+    *_, hist = train.fit(MLP, params, state, optim.accumulate(optim.sgd(sched), 2), (x, y),
+                         3, scan=False, **FIT)
+    assert hist["learning_rate"] == pytest.approx([float(sched(3 * e)) for e in range(3)])
+
+
 def test_progress_log_lines_and_silence(capsys):
     x, y = subset(192)
     params, state = init(MLP)

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from funcnet import ops, optim, parallel, train
+from funcnet import nn, ops, optim, parallel, train
 from funcnet.gradcheck import assert_close
 from tests.parallel._helpers import (GLOBAL_BATCH, bn_mlp, digits, dropout_mlp, init,
                                      reference_step)
@@ -57,6 +57,26 @@ def test_pmap_equals_single_device(start):
     for leaf in jax.tree_util.tree_leaves((p, s, o)):     # replicas stay bitwise equal
         np.testing.assert_array_equal(leaf, np.broadcast_to(leaf[0], leaf.shape))
     assert_close(parallel.unreplicate((p, s, o)), (p_ref, s_ref, o_ref), RTOL, "pmap")
+
+
+def test_pmap_without_key_on_two_devices():
+    """key=None (the default) with a Conv2D model and a stateless optimizer: 6 argument
+    leaves for 6 arguments, where jax 0.10.2's pmap mapped ``in_axes=(0, 0, 0, 0, 0, None)``
+    leaf by leaf and handed ``ys`` over unmapped (shape (2, 8) instead of (8,))."""
+    model = nn.serial(nn.Conv2D(2, (3, 3), dtype=jnp.float64), nn.ReLU(), nn.Flatten(),
+                      nn.Dense(10, dtype=jnp.float64))
+    opt = optim.sgd(0.5)
+    params, state = init(model)
+    x, y = digits(GLOBAL_BATCH)
+    args = (params, state, opt.init(params), x, y)
+    assert len(jax.tree_util.tree_leaves(args)) == len(args) + 1   # the pmap bug's condition
+    p_ref, _, _, loss = reference_step(model, opt)(*args)
+    devices = jax.local_devices()[:2]
+    step = parallel.pmap_train_step(model, opt, devices=devices)
+    p, _, _, metrics = step(*parallel.replicate(args[:3], devices),
+                            *parallel.shard_batch((x, y), 2))
+    np.testing.assert_allclose(metrics["loss"], [loss, loss], rtol=RTOL)
+    assert_close(parallel.unreplicate(p), p_ref, RTOL, "pmap, key=None")
 
 
 @pytest.mark.parametrize("style", ["shard_map", "jit"])
