@@ -55,6 +55,11 @@ CALLS = [
     "adam(warmup_exponential_decay_schedule(0.0, 0.05, 10, 20, 0.5))",
     "sgd(join_schedules([constant_schedule(0.1), linear_schedule(0.1, 0.0, 30)], [20]))",
     "adamw(cosine_decay_schedule(1e-2, 50), weight_decay=cosine_decay_schedule(0.1, 50))",
+    "sgd(piecewise_interpolate_schedule('cosine', 0.1, {10: 0.5, 20: 0.2}))",
+    "sgd(linear_onecycle_schedule(30, 0.1, pct_start=0.2, pct_final=0.8))",
+    "adam(cosine_onecycle_schedule(30, 0.05))",
+    "adam(sgdr_schedule([dict(init_value=0.0, peak_value=0.05, warmup_steps=3, decay_steps=10)]"
+    " * 3))",
     # chains of blocks
     "chain(clip_by_global_norm(1.0), adam(1e-2))",
     "chain(clip(0.5), sgd(0.1))",

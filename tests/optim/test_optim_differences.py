@@ -10,6 +10,8 @@ where optax is installed, what optax does (so the difference is real and stays k
 | ``polynomial_schedule`` with ``transition_steps < 0`` | constant schedule | ValueError | negative counts are refused everywhere (``0`` keeps optax's constant) |
 | integer (Python int) parameters | truncated by ``apply_updates`` | TypeError naming the leaf | an Adam step turns ``[1, 1]`` into ``[0, 0]`` silently |
 | ``None`` updates / params, state ``0`` | ignored | ValueError | a state or tree of the wrong kind is reported with both structures |
+| one-cycle phase boundaries on one step (``pct_final=1``, ``transition_steps=1``, ``pct_start=1``) | the dict ``{boundary: scale}`` keeps the last scale: peak or final value wrong | the empty phase is skipped: ``peak_value`` and ``peak_value / (div_factor * final_div_factor)`` are reached | optax's own phases, without the key collision |
+| one-cycle ``pct_*`` outside ``[0, 1]`` or ``pct_start > pct_final``; ``sgdr_schedule([])`` | phases re-sorted (nonsense values); IndexError when called | ValueError | the phases' order is the schedule |
 """
 import jax
 import jax.numpy as jnp
@@ -99,3 +101,44 @@ def test_negative_learning_rate_is_refused():
         optim.sgd(-0.1)
     u, _ = optim.scale(0.1).update(jnp.ones(2), optim.EmptyState())  # ascent, explicitly
     np.testing.assert_allclose(u, [0.1, 0.1])
+
+
+def _knots(schedule, steps):
+    return np.array([float(schedule(t)) for t in steps])
+
+
+@pytest.mark.parametrize("name,args,steps,want", [
+    # pct_final=1: phase 3 is empty; optax drops 1/div_factor and ends at peak/final_div
+    ("linear_onecycle_schedule", (10, 1.0, 0.3, 1.0, 10.0, 100.0), (0, 3, 9, 10, 11),
+     [0.1, 1.0, 0.1 + 0.9 / 7, 1e-3, 1e-3]),
+    # transition_steps=1: every boundary is 0 or 1; optax never reaches peak/div at step 0
+    ("linear_onecycle_schedule", (1, 1.0), (0, 1), [0.04, 4e-6]),
+    # pct_start=1: the rise is the whole cycle; optax decays from the start instead
+    ("cosine_onecycle_schedule", (10, 1.0, 1.0), (0, 5, 9, 10),
+     [0.04, 0.52, 0.04 + 0.96 * 0.5 * (1 - np.cos(np.pi * 0.9)), 4e-6]),
+])
+def test_onecycle_coinciding_boundaries_keep_every_phase(name, args, steps, want):
+    ours, theirs = getattr(optim, name)(*args), getattr(optax, name)(*args)
+    np.testing.assert_allclose(_knots(ours, steps), want, rtol=1e-12)
+    with jax.numpy_dtype_promotion("standard"):
+        assert not np.allclose(_knots(theirs, steps), want, rtol=1e-3)
+
+
+@pytest.mark.parametrize("make,optax_raises,match", [
+    (lambda m: m.linear_onecycle_schedule(10, 1.0, pct_start=0.8, pct_final=0.3), None,
+     r"linear_onecycle_schedule: pct_start must be <= pct_final, got pct_start=0\.8"),
+    (lambda m: m.cosine_onecycle_schedule(10, 1.0, pct_start=1.5), None,
+     r"cosine_onecycle_schedule: pct_start must be in \[0, 1\], got 1\.5"),
+    (lambda m: m.sgdr_schedule([]), IndexError,
+     r"sgdr_schedule: cosine_kwargs is empty, expected at least one cycle"),
+])
+def test_onecycle_phase_order_and_empty_sgdr_are_refused(make, optax_raises, match):
+    theirs = make(optax)  # optax builds it; it evaluates it, or fails only when called
+    with jax.numpy_dtype_promotion("standard"):
+        if optax_raises is None:
+            assert np.all(np.isfinite(_knots(theirs, range(12))))
+        else:
+            with pytest.raises(optax_raises):
+                theirs(3)
+    with pytest.raises(ValueError, match=match):
+        make(optim)

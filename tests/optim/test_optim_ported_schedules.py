@@ -169,6 +169,116 @@ def test_join_schedules():
     np.testing.assert_allclose([sched(i) for i in range(7)], [1, 1, 1, 2, 2, 2, 1], atol=0.0)
 
 
+# ------------------------------- sgdr, piecewise interpolation, one-cycle (optax 0.2.8)
+
+
+def _sgdr_kwargs(lr0, lr1, lr2):
+    return [{"decay_steps": int(step), "peak_value": lr, "init_value": 0, "end_value": 0.0,
+             "warmup_steps": 500} for step, lr in zip([2e3, 3e3, 5e3], [lr0, lr1, lr2])]
+
+
+@pytest.mark.parametrize("lr0,lr1,lr2", [(1.6, 0.8, 0.4), (1.6, 1.6, 1.6)],
+                         ids=["with step decay", "without step_decay"])
+def test_sgdr_limits(lr0, lr1, lr2):
+    sched = jax.jit(optim.sgdr_schedule(_sgdr_kwargs(lr0, lr1, lr2)))
+    np.testing.assert_allclose(lr0, sched(500))
+    np.testing.assert_allclose(lr1, sched(2500))
+    np.testing.assert_allclose(lr2, sched(5500))
+
+
+# optax's cases: (id, build(lib), steps, optax's expected values); lib is optim or optax
+INTERPOLATED = [
+    ("linear_piecewise",
+     lambda m: m.piecewise_interpolate_schedule("linear", 200.0, {5: 1.5, 10: 0.25}), 13,
+     [200.0, 220.0, 240.0, 260.0, 280.0, 300.0, 255.0, 210.0, 165.0, 120.0, 75.0, 75.0,
+      75.0]),
+    ("cos_piecewise",
+     lambda m: m.piecewise_interpolate_schedule("cosine", 400.0, {5: 1.2, 3: 0.6, 7: 1.0}),
+     9, [400.0, 360.0, 280.0, 240.0, 264.0, 288.0, 288.0, 288.0, 288.0]),
+    ("empty_dict", lambda m: m.piecewise_interpolate_schedule("linear", 13.0, {}), 5,
+     [13.0] * 5),
+    ("no_dict", lambda m: m.piecewise_interpolate_schedule("cosine", 17.0), 3, [17.0] * 3),
+    ("onecycle_linear",
+     lambda m: m.linear_onecycle_schedule(transition_steps=10, peak_value=1000,
+                                          pct_start=0.3, pct_final=0.7, div_factor=10.0,
+                                          final_div_factor=100.0), 12,
+     [100.0, 400.0, 700.0, 1000.0, 775.0, 550.0, 325.0, 100.0, 67.0, 34.0, 1.0, 1.0]),
+    ("onecycle_cosine",
+     lambda m: m.cosine_onecycle_schedule(transition_steps=5, peak_value=1000.0,
+                                          pct_start=0.4, div_factor=10.0,
+                                          final_div_factor=100.0), 7,
+     [100.0, 550.0, 1000.0, 750.25, 250.75, 1.0, 1.0]),
+]
+
+
+@pytest.mark.parametrize("name,build,n,want", INTERPOLATED, ids=[c[0] for c in INTERPOLATED])
+def test_interpolated(name, build, n, want):
+    np.testing.assert_allclose(_values(build(optim), n), want, atol=1e-3)
+
+
+def test_piecewise_interpolate_zero_interval_size():
+    sched = optim.piecewise_interpolate_schedule("linear", 13.0, {0: 2.0, 5: 3.0})
+    assert all(jnp.isfinite(sched(i)) for i in range(6))
+    np.testing.assert_allclose(sched(0), 26.0, rtol=1e-12)  # 13.0 * 2.0
+    np.testing.assert_allclose(sched(5), 78.0, rtol=1e-12)  # 26.0 * 3.0
+
+
+@pytest.mark.parametrize("interpolate_type", ["linar", "", None])
+def test_piecewise_interpolate_invalid_type(interpolate_type):
+    with pytest.raises(ValueError, match="piecewise_interpolate_schedule: interpolate_type "
+                                         "must be one of 'linear', 'cosine'"):
+        optim.piecewise_interpolate_schedule(interpolate_type, 13.0, {5: 3.0})
+
+
+def test_piecewise_interpolate_invalid_scale():
+    with pytest.raises(ValueError, match=r"piecewise_interpolate_schedule: scale at boundary "
+                                         r"5 must be in \[0, inf\), got -3"):
+        optim.piecewise_interpolate_schedule("linear", 13.0, {5: -3})
+
+
+def test_onecycle_nonpositive_transition_steps():
+    with pytest.raises(ValueError, match="cosine_onecycle_schedule: transition_steps must be "
+                                         ">= 1, got 0"):
+        optim.cosine_onecycle_schedule(transition_steps=0, peak_value=5.0)
+    with pytest.raises(ValueError, match="linear_onecycle_schedule: transition_steps must be "
+                                         ">= 1, got 0"):
+        optim.linear_onecycle_schedule(transition_steps=0, peak_value=5.0)
+
+
+# The same cases against optax itself, both in float32 (x64 off in this block only): every
+# value to rtol 1e-6. Long runs (sgdr, optax's defaults) also get atol = 1e-7 * peak: near
+# a small value both libraries' float32 formulas cancel differently (optax's warm-up
+# ``(0 - 0.8) (1 - 2/500) + 0.8`` is 2e-6 off 0.0032; both cosines are ~2e-4 off the exact
+# value near the end of a one-cycle), so rtol alone would test float32 rounding.
+AGAINST_OPTAX = [(c[0], c[1], range(c[2]), 0.0) for c in INTERPOLATED] + [
+    ("zero_interval", lambda m: m.piecewise_interpolate_schedule("linear", 13.0,
+                                                                 {0: 2.0, 5: 3.0}),
+     range(7), 0.0),
+    ("sgdr", lambda m: m.sgdr_schedule(_sgdr_kwargs(1.6, 0.8, 0.4)), range(0, 11000, 7),
+     1.6e-7),
+    ("linear_onecycle_defaults", lambda m: m.linear_onecycle_schedule(1000, 0.1),
+     range(1100), 1e-8),
+    ("cosine_onecycle_defaults", lambda m: m.cosine_onecycle_schedule(1000, 0.1),
+     range(1100), 1e-8),
+]
+
+
+@pytest.mark.parametrize("name,build,steps,atol", AGAINST_OPTAX,
+                         ids=[c[0] for c in AGAINST_OPTAX])
+def test_interpolated_match_optax_float32(name, build, steps, atol):
+    optax = pytest.importorskip("optax")
+    steps = np.asarray(steps, np.int32)
+    with jax.enable_x64(False):
+        ours = np.asarray(jax.jit(jax.vmap(build(optim)))(steps))
+        with jax.numpy_dtype_promotion("standard"):
+            theirs = np.asarray(jax.jit(jax.vmap(build(optax)))(steps))
+        eager = [build(optim)(int(t)) for t in steps[:3]]  # Python int steps, no jit
+    assert ours.dtype == theirs.dtype == np.float32
+    assert all(v.dtype == np.float32 for v in eager)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=atol)
+    np.testing.assert_allclose(eager, theirs[:3], rtol=1e-6, atol=atol)
+
+
 # --------------------------------------------------------------- inject_hyperparams
 
 

@@ -12,11 +12,37 @@ import funcnet.optim as optim
 STEPS = np.arange(0, 130)
 
 
-def _closed_warmup_cosine(t, init, peak, warm, total, end):
+def _closed_warmup_cosine(t, init, peak, warm, total, end, exponent=1.0):
     if t < warm:
         return init + (peak - init) * t / warm
     s = min(t - warm, total - warm)
-    return end + (peak - end) * 0.5 * (1 + math.cos(math.pi * s / (total - warm)))
+    return end + (peak - end) * (0.5 * (1 + math.cos(math.pi * s / (total - warm)))) ** exponent
+
+
+def _closed_interpolate(t, knots, cosine):
+    """knots [(b_k, v_k)]: linear or cosine from v_k to v_(k+1) on [b_k, b_(k+1))."""
+    for (b0, v0), (b1, v1) in zip(knots, knots[1:]):
+        if b0 <= t < b1:
+            p = (t - b0) / (b1 - b0)
+            return v1 + (v0 - v1) * (0.5 * (1 + math.cos(math.pi * p)) if cosine else 1 - p)
+    return knots[-1][1]
+
+
+SGDR_CYCLES = [dict(init_value=0.0, peak_value=1.0, warmup_steps=10, decay_steps=50),
+               dict(init_value=0.1, peak_value=0.5, warmup_steps=0, decay_steps=40,
+                    end_value=0.05),
+               dict(init_value=0.2, peak_value=0.4, warmup_steps=5, decay_steps=30,
+                    exponent=2.0)]
+
+
+def _closed_sgdr(t):
+    start = 0
+    for i, c in enumerate(SGDR_CYCLES):
+        if t < start + c["decay_steps"] or i == len(SGDR_CYCLES) - 1:
+            return _closed_warmup_cosine(t - start, c["init_value"], c["peak_value"],
+                                         c["warmup_steps"], c["decay_steps"],
+                                         c.get("end_value", 0.0), c.get("exponent", 1.0))
+        start += c["decay_steps"]
 
 
 SCHEDULES = [
@@ -45,6 +71,17 @@ SCHEDULES = [
     ("join", optim.join_schedules([optim.constant_schedule(0.1),
                                    optim.linear_schedule(0.1, 0.0, 50)], [60]),
      lambda t: 0.1 if t < 60 else 0.1 * (1 - min(t - 60, 50) / 50)),
+    ("piecewise_interpolate_linear",
+     optim.piecewise_interpolate_schedule("linear", 1.0, {80: 0.2, 30: 0.5}),
+     lambda t: _closed_interpolate(t, [(0, 1.0), (30, 0.5), (80, 0.1)], False)),
+    ("piecewise_interpolate_cosine_zero_boundary",
+     optim.piecewise_interpolate_schedule("cosine", 2.0, {60: 3.0, 0: 0.5, 20: 0.1}),
+     lambda t: _closed_interpolate(t, [(0, 1.0), (20, 0.1), (60, 0.3)], True)),
+    ("linear_onecycle", optim.linear_onecycle_schedule(100, 2.0, 0.25, 0.75, 10.0, 50.0),
+     lambda t: _closed_interpolate(t, [(0, 0.2), (25, 2.0), (75, 0.2), (100, 0.004)], False)),
+    ("cosine_onecycle_defaults", optim.cosine_onecycle_schedule(120, 1.0),
+     lambda t: _closed_interpolate(t, [(0, 0.04), (36, 1.0), (120, 0.04 / 1e4)], True)),
+    ("sgdr", optim.sgdr_schedule(iter(SGDR_CYCLES)), _closed_sgdr),
 ]
 
 
@@ -77,6 +114,46 @@ def test_huge_steps_do_not_overflow_int32(step):
     linear = optim.linear_schedule(1.0, 0.0, int(1e10), transition_begin=int(5e9))
     np.testing.assert_allclose(linear(step), 1.0 - min(max(step - 5e9, 0), 1e10) / 1e10,
                                rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("step", [int(3e9), int(1e10) + 7])
+def test_huge_steps_in_joined_schedules(step):
+    """sgdr/one-cycle (join_schedules inside) at steps beyond int32: float64 here, and in
+    float32 (x64 off) from a Python int step; an int32 count never reaches a boundary
+    beyond int32 (no OverflowError when the boundary is compared with it)."""
+    cycles = [dict(init_value=0.0, peak_value=1.0, warmup_steps=10, decay_steps=int(2e9))] * 3
+    s = min(step - int(2e9), int(2e9)) - 10
+    want = 0.5 * (1 + math.cos(math.pi * s / (2e9 - 10)))
+    onecycle = optim.linear_onecycle_schedule(int(4e9), 1.0, 0.5, 1.0, 2.0, 4.0)
+    want_one = 1.0 - 0.5 * min(step - 2e9, 2e9) / 2e9 if step < 4e9 else 0.125
+    for x64, rtol in ((True, 1e-9), (False, 1e-5)):
+        with jax.enable_x64(x64):
+            sgdr = optim.sgdr_schedule(cycles)
+            np.testing.assert_allclose(sgdr(step), want, rtol=rtol, atol=rtol)
+            np.testing.assert_allclose(onecycle(step), want_one, rtol=rtol)
+    with jax.enable_x64(False):
+        got = jax.jit(jax.vmap(optim.sgdr_schedule(cycles)))(jnp.array([5, 10], jnp.int32))
+        np.testing.assert_allclose(got, [0.5, 1.0], rtol=1e-6)
+
+
+def test_interpolated_schedule_hyperparameters_can_be_traced():
+    """jit(vmap) over peak/init values (the boundaries and pcts stay static)."""
+    peaks = jnp.array([0.5, 1.0, 2.0])
+    step = jnp.asarray(60, jnp.int32)  # on the way down: cosine from p at 30 to p/25e4 at 100
+    got = jax.jit(jax.vmap(lambda p: optim.cosine_onecycle_schedule(100, p)(step)))(peaks)
+    w = 0.5 * (1 + math.cos(math.pi * 30 / 70))
+    np.testing.assert_allclose(got, peaks * (1 / 25e4 + (1 - 1 / 25e4) * w), rtol=1e-12)
+    got = jax.jit(jax.vmap(lambda p: optim.linear_onecycle_schedule(100, p)(step)))(peaks)
+    np.testing.assert_allclose(got, peaks * (1.0 - (1 - 1 / 25) * 30 / 55), rtol=1e-12)
+    got = jax.jit(jax.vmap(
+        lambda v: optim.piecewise_interpolate_schedule("linear", v, {10: 4.0})(step // 12)))(
+        peaks)
+    np.testing.assert_allclose(got, peaks * 2.5, rtol=1e-12)
+    got = jax.jit(jax.vmap(lambda p: optim.sgdr_schedule(
+        [dict(init_value=0.0, peak_value=p, warmup_steps=10, decay_steps=50)] * 2)(step - 25)
+                           ))(peaks)  # step 35: cycle 1, 25 steps into its 40-step cosine
+    np.testing.assert_allclose(got, peaks * 0.5 * (1 + math.cos(math.pi * 25 / 40)),
+                               rtol=1e-12)
 
 
 def test_warmup_cosine_endpoints():
@@ -166,6 +243,50 @@ BAD = [
      lambda: optim.warmup_exponential_decay_schedule(0.0, 1.0, 5, 10, 0.5, end_value=-1.0)),
     (ValueError, r"join_schedules: got 2 schedules and 2 boundaries, expected 1",
      lambda: optim.join_schedules([optim.constant_schedule(1.0)] * 2, [3, 6])),
+    # piecewise interpolation, one-cycle, sgdr
+    (ValueError, r"piecewise_interpolate_schedule: interpolate_type must be one of "
+                 r"'linear', 'cosine', got 'linar'",
+     lambda: optim.piecewise_interpolate_schedule("linar", 13.0)),
+    (TypeError, r"piecewise_interpolate_schedule: boundary must be an int, got float 5\.0",
+     lambda: optim.piecewise_interpolate_schedule("linear", 13.0, {5.0: 2.0})),
+    (ValueError, r"piecewise_interpolate_schedule: init_value must be finite, got nan",
+     lambda: optim.piecewise_interpolate_schedule("cosine", float("nan"), {5: 2.0})),
+    (ValueError, r"piecewise_interpolate_schedule: scale at boundary 5 must be finite",
+     lambda: optim.piecewise_interpolate_schedule("cosine", 1.0, {5: jnp.inf})),
+    (TypeError, r"linear_onecycle_schedule: transition_steps must be an int, got float "
+                r"10000\.0",
+     lambda: optim.linear_onecycle_schedule(1e4, 0.1)),
+    (ValueError, r"cosine_onecycle_schedule: transition_steps must be >= 1, got -5",
+     lambda: optim.cosine_onecycle_schedule(-5, 0.1)),
+    (ValueError, r"linear_onecycle_schedule: peak_value must be in \[0, inf\), got -0\.1",
+     lambda: optim.linear_onecycle_schedule(100, -0.1)),
+    (ValueError, r"cosine_onecycle_schedule: div_factor must be in \(0, inf\), got 0",
+     lambda: optim.cosine_onecycle_schedule(100, 0.1, div_factor=0.0)),
+    (ValueError, r"linear_onecycle_schedule: final_div_factor must be finite, got inf",
+     lambda: optim.linear_onecycle_schedule(100, 0.1, final_div_factor=float("inf"))),
+    (ValueError, r"cosine_onecycle_schedule: pct_start must be in \[0, 1\], got 1\.5",
+     lambda: optim.cosine_onecycle_schedule(100, 0.1, pct_start=1.5)),
+    (ValueError, r"linear_onecycle_schedule: pct_start must be <= pct_final, got "
+                 r"pct_start=0\.9, pct_final=0\.5",
+     lambda: optim.linear_onecycle_schedule(100, 0.1, pct_start=0.9, pct_final=0.5)),
+    (TypeError, r"linear_onecycle_schedule: pct_final must be a Python float, got str",
+     lambda: optim.linear_onecycle_schedule(100, 0.1, pct_final="0.8")),
+    (TypeError, r"sgdr_schedule: cosine_kwargs must be an iterable of dicts, got dict",
+     lambda: optim.sgdr_schedule(SGDR_CYCLES[0])),
+    (TypeError, r"sgdr_schedule: cosine_kwargs\[1\] must be a dict of "
+                r"warmup_cosine_decay_schedule arguments, got int",
+     lambda: optim.sgdr_schedule([SGDR_CYCLES[0], 5])),
+    (ValueError, r"sgdr_schedule: cosine_kwargs is empty, expected at least one cycle",
+     lambda: optim.sgdr_schedule([])),
+    (ValueError, r"sgdr_schedule: cosine_kwargs\[1\]: warmup_cosine_decay_schedule: "
+                 r"peak_value must be in \[0, inf\), got -1",
+     lambda: optim.sgdr_schedule([SGDR_CYCLES[0], {**SGDR_CYCLES[1], "peak_value": -1.0}])),
+    (TypeError, r"sgdr_schedule: cosine_kwargs\[0\]: warmup_cosine_decay_schedule: "
+                r"decay_steps must be an int, got float 50\.0",
+     lambda: optim.sgdr_schedule([{**SGDR_CYCLES[0], "decay_steps": 50.0}])),
+    (TypeError, r"sgdr_schedule: cosine_kwargs\[0\]: .*missing 1 required positional "
+                r"argument: 'decay_steps'",
+     lambda: optim.sgdr_schedule([dict(init_value=0.0, peak_value=1.0, warmup_steps=10)])),
 ]
 
 
