@@ -36,7 +36,7 @@ __all__ = [
     "static_int", "static_float", "static_bool", "static_choice", "concrete",
     "check_index_range", "check_callable", "check_key", "normalize_pair", "normalize_padding",
     "check_array_leaves", "check_divisible", "check_dtype", "check_nonempty",
-    "check_hyperparameter",
+    "check_hyperparameter", "check_same_leading", "check_batch_size",
 ]
 
 
@@ -454,3 +454,51 @@ def check_divisible(fn: str, what: str, tree, parts: int, why: str) -> None:
         if not shape or shape[0] % parts:
             raise ValueError(f"{fn}: {what}{path_str(path)} has shape {shape}; its leading "
                              f"size must be divisible by {parts} ({why})")
+
+
+def check_same_leading(fn: str, named: dict, parts: int | None = None, why: str = ""):
+    """One leading (batch) size ``N`` for every leaf of ``named``; returns ``N``.
+
+    ``named`` maps a name to an array or a pytree of arrays, e.g. ``{"x": x, "y": y}``; a
+    leaf is named by its name and its path (``x``, ``x['image']``, ``arrays[1]``). Every
+    leaf must be an array (``TypeError``) with a leading axis (``ValueError``), all
+    leading sizes must be equal (``ValueError``: ``"train_step: x has shape (4, 3) but y
+    has shape (5,), expected the same leading (batch) size"``), and with ``parts`` ``N``
+    must be divisible by it (``ValueError``, ``why`` says what ``parts`` counts, as for
+    :func:`check_divisible`). Static shapes only, so it runs at trace time under ``jit``.
+    Returns ``None`` when there are no leaves.
+    """
+    first = None
+    for name, tree in named.items():
+        leaves = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda a: a is None)[0]
+        for path, leaf in leaves:
+            where = name + jax.tree_util.keystr(path)
+            if not (hasattr(leaf, "shape") and hasattr(leaf, "dtype")):
+                raise TypeError(f"{fn}: {where} must be an array, got {type(leaf).__name__}")
+            shape = shape_of(leaf)
+            if not shape:
+                raise ValueError(f"{fn}: {where} has shape (), expected a leading (batch) axis")
+            if first is None:
+                first = where, shape
+            elif shape[0] != first[1][0]:
+                raise ValueError(f"{fn}: {first[0]} has shape {first[1]} but {where} has shape "
+                                 f"{shape}, expected the same leading (batch) size")
+    if first is None:
+        return None
+    if parts is not None and first[1][0] % parts:
+        raise ValueError(f"{fn}: {first[0]} has shape {first[1]}; its leading size must be "
+                         f"divisible by {parts} ({why})")
+    return int(first[1][0])
+
+
+def check_batch_size(fn: str, batch_size, n: int) -> int:
+    """``batch_size`` must be a static Python int in ``[1, n]`` (``n`` examples); returns it.
+
+    ``TypeError`` for a non-int (e.g. a traced value), ``ValueError`` outside ``[1, n]``:
+    ``"fit: batch_size must be in [1, 64] (the number of examples), got 65"``.
+    """
+    batch_size = static_int(fn, "batch_size", batch_size)
+    if not 1 <= batch_size <= n:
+        raise ValueError(
+            f"{fn}: batch_size must be in [1, {n}] (the number of examples), got {batch_size}")
+    return batch_size

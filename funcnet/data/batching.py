@@ -15,7 +15,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from funcnet import _checks
-from funcnet.data._common import check_batch_size, check_pair
 
 
 def epoch_keys(key, epoch) -> tuple[jax.Array, jax.Array]:
@@ -63,11 +62,12 @@ def batches(x, y, batch_size: int, *, key=None,
     Raises:
       ValueError: the first dimensions of ``x`` and ``y`` differ, or ``batch_size`` is not in
         ``[1, N]``.
-      TypeError: ``batch_size`` is not an int, or ``key`` is not a key or int.
+      TypeError: ``x`` or ``y`` is not an array, ``batch_size`` is not an int, or ``key``
+        is not a key or int.
     """
     fn = "batches"
-    n = check_pair(fn, x, y)
-    batch_size = check_batch_size(fn, batch_size, n)
+    n = _checks.check_same_leading(fn, {"x": x, "y": y})
+    batch_size = _checks.check_batch_size(fn, batch_size, n)
     order = (np.arange(n) if key is None
              else np.asarray(jax.random.permutation(_checks.check_key(fn, key, allow_seed=True), n)))
     stop = n - n % batch_size if drop_last else n
@@ -105,11 +105,12 @@ def epoch_batches(x, y, batch_size: int, key) -> tuple[jax.Array, jax.Array]:
     Raises:
       ValueError: the first dimensions of ``x`` and ``y`` differ, or ``batch_size`` is not in
         ``[1, N]``.
-      TypeError: ``batch_size`` is not a Python int (e.g. traced), or ``key`` is not a key.
+      TypeError: ``x`` or ``y`` is not an array, ``batch_size`` is not a Python int (e.g.
+        traced), or ``key`` is not a key.
     """
     fn = "epoch_batches"
-    n = check_pair(fn, x, y)
-    batch_size = check_batch_size(fn, batch_size, n)
+    n = _checks.check_same_leading(fn, {"x": x, "y": y})
+    batch_size = _checks.check_batch_size(fn, batch_size, n)
     num_batches = n // batch_size
     idx = jax.random.permutation(_checks.check_key(fn, key, allow_seed=True), n)[:num_batches * batch_size]
 
@@ -147,14 +148,15 @@ class Loader:
 
     Raises:
       ValueError: lengths of ``x`` and ``y`` differ, ``batch_size`` not in ``[1, N]``.
-      TypeError: ``batch_size`` not an int, ``key`` not a key, ``transform`` not callable.
+      TypeError: ``x`` or ``y`` without ``shape`` and ``dtype``, ``batch_size`` not an int,
+        ``key`` not a key, ``transform`` not callable.
     """
 
     def __init__(self, x, y, batch_size: int, *, key=None, drop_last: bool = True,
                  transform: Callable | None = None):
         fn = "Loader"
-        self.num_examples = check_pair(fn, x, y)
-        self.batch_size = check_batch_size(fn, batch_size, self.num_examples)
+        self.num_examples = _checks.check_same_leading(fn, {"x": x, "y": y})
+        self.batch_size = _checks.check_batch_size(fn, batch_size, self.num_examples)
         self.key = None if key is None else _checks.check_key(fn, key, allow_seed=True)
         self.drop_last = _checks.static_bool(fn, "drop_last", drop_last)
         if transform is not None:

@@ -10,7 +10,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from funcnet import _checks
-from funcnet.data._common import check_pair
 
 
 def _split_counts(counts: np.ndarray, n_test: int) -> np.ndarray:
@@ -47,10 +46,11 @@ def train_test_split(x, y, *, test_fraction: float = 0.2, key, stratify: bool = 
     Raises:
       ValueError: lengths of ``x`` and ``y`` differ, ``test_fraction`` is outside
         ``(0, 1)``, either part would be empty, or ``stratify`` with ``y`` not ``(N,)``.
-      TypeError: ``key`` is not a key or int; ``stratify`` with non-integer ``y``.
+      TypeError: ``x`` or ``y`` is not an array, ``key`` is not a key or int;
+        ``stratify`` with non-integer ``y``.
     """
     fn = "train_test_split"
-    n = check_pair(fn, x, y)
+    n = _checks.check_same_leading(fn, {"x": x, "y": y})
     if not 0.0 < float(test_fraction) < 1.0:
         raise ValueError(f"{fn}: test_fraction must be in (0, 1), got {test_fraction}")
     n_test = int(round(float(test_fraction) * n))
@@ -89,15 +89,24 @@ def _as_float(x):
     return x if xp.issubdtype(x.dtype, xp.floating) else x.astype(np.float32)
 
 
-def _fitted(fn: str, x, a, b, names: tuple[str, str]):
-    """``(a, b)`` cast to ``x``'s dtype, or ``None`` to fit; both or neither must be given."""
+def _fit_or_apply(fn: str, x, given: tuple, names: tuple[str, str], fit):
+    """``(xp, x, a, b)``: ``x`` as floats and its statistics ``(a, b)``.
+
+    ``given`` holds both statistics (applied as they are, cast to ``x``'s dtype) or
+    neither (``None, None``: ``fit(xp, x)`` computes them); ``xp`` is ``np`` or ``jnp``,
+    the kind of ``x``.
+    """
+    x = _as_float(x)
+    xp = _xp(x)
+    a, b = given
     if (a is None) != (b is None):
         raise ValueError(f"{fn}: pass both {names[0]} and {names[1]} (to apply fitted "
                          f"statistics) or neither (to fit them on x)")
     if a is None:
-        return None
-    xp = _xp(x)
-    return xp.asarray(a, dtype=x.dtype), xp.asarray(b, dtype=x.dtype)
+        a, b = fit(xp, x)
+    else:
+        a, b = xp.asarray(a, dtype=x.dtype), xp.asarray(b, dtype=x.dtype)
+    return xp, x, a, b
 
 
 def standardize(x, *, mean=None, std=None, axis=0, eps: float = 1e-8):
@@ -124,15 +133,11 @@ def standardize(x, *, mean=None, std=None, axis=0, eps: float = 1e-8):
     Raises:
       ValueError: only one of ``mean`` and ``std`` is given.
     """
-    x = _as_float(x)
-    xp = _xp(x)
-    fitted = _fitted("standardize", x, mean, std, ("mean", "std"))
-    if fitted is None:
-        mean = xp.mean(x, axis=axis, keepdims=True)
+    def fit(xp, x):
         std = xp.std(x, axis=axis, keepdims=True)
-        std = xp.where(std < eps, xp.ones_like(std), std)
-    else:
-        mean, std = fitted
+        return xp.mean(x, axis=axis, keepdims=True), xp.where(std < eps, xp.ones_like(std), std)
+
+    _, x, mean, std = _fit_or_apply("standardize", x, (mean, std), ("mean", "std"), fit)
     return (x - mean) / std, mean, std
 
 
@@ -154,14 +159,9 @@ def normalize(x, *, low=None, high=None, axis=None):
     Raises:
       ValueError: only one of ``low`` and ``high`` is given.
     """
-    x = _as_float(x)
-    xp = _xp(x)
-    fitted = _fitted("normalize", x, low, high, ("low", "high"))
-    if fitted is None:
-        low = xp.min(x, axis=axis, keepdims=True)
-        high = xp.max(x, axis=axis, keepdims=True)
-    else:
-        low, high = fitted
+    xp, x, low, high = _fit_or_apply(
+        "normalize", x, (low, high), ("low", "high"),
+        lambda xp, x: (xp.min(x, axis=axis, keepdims=True), xp.max(x, axis=axis, keepdims=True)))
     scale = high - low
     scale = xp.where(scale > 0, scale, xp.ones_like(scale))
     return (x - low) / scale, low, high

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from funcnet._checks import check_array_leaves, path_str, static_int
+from funcnet._checks import check_array_leaves, check_same_leading, static_int
 from funcnet.train.sharding import put_replicated, require_mesh, to_host
 
 __all__ = ["make_mesh", "put_replicated", "replicate", "shard_batch", "to_host", "unreplicate"]
@@ -28,8 +28,9 @@ __all__ = ["make_mesh", "put_replicated", "replicate", "shard_batch", "to_host",
 _tree_map = jax.tree_util.tree_map
 
 
-def _devices(fn: str, devices) -> list:
-    devices = jax.local_devices() if devices is None else list(devices)
+def _devices(fn: str, devices, default=jax.local_devices) -> list:
+    """``devices`` as a non-empty list; ``None`` gives ``default()``."""
+    devices = list(default() if devices is None else devices)
     if not devices:
         raise ValueError(f"{fn}: devices is empty")
     return devices
@@ -110,27 +111,13 @@ def shard_batch(x, num_devices: int | None = None):
     """
     fn = "shard_batch"
     if num_devices is None:
-        num_devices = jax.local_device_count()
-        where = "local devices"
+        d = jax.local_device_count()
+        why = f"the {d} local devices"
     else:
-        num_devices = static_int(fn, "num_devices", num_devices, minimum=1)
-        where = "devices"
-    check_array_leaves(fn, "x", x, min_rank=1)
-    sizes = {path_str(p): leaf.shape[0]
-             for p, leaf in jax.tree_util.tree_flatten_with_path(x)[0]}
-    if len(set(sizes.values())) > 1:
-        raise ValueError(f"{fn}: the leaves of x have different batch sizes {sizes}")
-    d = int(num_devices)
-
-    def split(a):
-        n = a.shape[0]
-        if n % d:
-            raise ValueError(f"{fn}: batch size {n} is not divisible by {d} {where} "
-                             f"(x has shape {tuple(a.shape)}); use a batch size that is a "
-                             f"multiple of {d}")
-        return a.reshape((d, n // d) + tuple(a.shape[1:]))
-
-    return _tree_map(split, x)
+        d = static_int(fn, "num_devices", num_devices, minimum=1)
+        why = f"num_devices={d}"
+    n = check_same_leading(fn, {"x": x}, d, why)
+    return _tree_map(lambda a: a.reshape((d, n // d) + tuple(a.shape[1:])), x)
 
 
 def make_mesh(devices: Sequence[jax.Device] | None = None, axis_name: str = "data") -> Mesh:
@@ -150,10 +137,7 @@ def make_mesh(devices: Sequence[jax.Device] | None = None, axis_name: str = "dat
     """
     if not isinstance(axis_name, str):
         raise TypeError(f"make_mesh: axis_name must be a str, got {type(axis_name).__name__}")
-    devices = list(jax.devices() if devices is None else devices)
-    if not devices:
-        raise ValueError("make_mesh: devices is empty")
-    return Mesh(np.array(devices), (axis_name,))
+    return Mesh(np.array(_devices("make_mesh", devices, jax.devices)), (axis_name,))
 
 
 def check_mesh_axis(fn: str, mesh, axis_name) -> str:

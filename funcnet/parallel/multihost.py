@@ -21,7 +21,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from funcnet._checks import check_array_leaves, check_divisible, static_int
+from funcnet._checks import (check_array_leaves, check_divisible, check_same_leading,
+                              static_int)
 from funcnet.parallel.devices import check_mesh_axis, make_mesh
 
 __all__ = ["global_batch", "initialize", "process_batch"]
@@ -119,16 +120,10 @@ def process_batch(*arrays, process_index: int | None = None,
       TypeError: a leaf is not an array; ``process_index``/``process_count`` not ints.
     """
     fn = "process_batch"
-    if not arrays:
-        raise ValueError(f"{fn}: pass at least one array, e.g. process_batch(x, y)")
     pi, pc = _index_and_count(fn, process_index, process_count)
-    check_array_leaves(fn, "arrays", arrays, min_rank=1)
-    sizes = {int(leaf.shape[0]) for leaf in jax.tree_util.tree_leaves(arrays)}
-    if len(sizes) != 1:
-        raise ValueError(f"{fn}: the arrays have different batch sizes {sorted(sizes)}")
-    (n,) = sizes
-    if n % pc:
-        raise ValueError(f"{fn}: batch size {n} is not divisible by {pc} processes")
+    n = check_same_leading(fn, {"arrays": arrays}, pc, f"process_count={pc}")
+    if n is None:
+        raise ValueError(f"{fn}: pass at least one array, e.g. process_batch(x, y)")
     lo, hi = pi * (n // pc), (pi + 1) * (n // pc)
     return tuple(jax.tree_util.tree_map(lambda a: a[lo:hi], arr) for arr in arrays)
 

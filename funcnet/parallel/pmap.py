@@ -12,17 +12,21 @@ from funcnet.train import train_step
 __all__ = ["pmap_train_step"]
 
 
-def _unreplicated(fn: str, trees: dict, devices: int) -> str | None:
-    """The message for the first leaf without the leading device axis, or ``None``."""
+def check_replicated(fn: str, trees: dict, devices: int) -> None:
+    """Every leaf of ``trees`` (``{name: pytree}``) has the leading device axis ``(D, ...)``.
+
+    Raises ``ValueError`` naming the first leaf without it; the step runs it only after a
+    call failed, so a correct call pays no Python checks.
+    """
     for name, tree in trees.items():
         for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
             shape = _checks.shape_of(leaf)
             if not shape or shape[0] != devices:
-                return (f"{fn}: {name}{jax.tree_util.keystr(path)} has shape {shape}, expected a "
-                        f"leading device axis of size {devices}: replicate params, state and "
-                        f"opt_state with funcnet.parallel.replicate(...) and split the batch "
-                        f"with funcnet.parallel.shard_batch(...) first")
-    return None
+                raise ValueError(
+                    f"{fn}: {name}{jax.tree_util.keystr(path)} has shape {shape}, expected a "
+                    f"leading device axis of size {devices}: replicate params, state and "
+                    f"opt_state with funcnet.parallel.replicate(...) and split the batch with "
+                    f"funcnet.parallel.shard_batch(...) first")
 
 
 def pmap_train_step(model: Layer, opt, loss_fn: Callable = ops.softmax_cross_entropy,
@@ -87,11 +91,9 @@ def pmap_train_step(model: Layer, opt, loss_fn: Callable = ops.softmax_cross_ent
             if key is None:
                 return without_key(params, state, opt_state, xs, ys)
             return with_key(params, state, opt_state, xs, ys, key)
-        except (ValueError, TypeError, RuntimeError) as err:  # diagnosed only on failure
-            msg = _unreplicated(fn, {"params": params, "state": state, "opt_state": opt_state,
-                                     "xs": xs, "ys": ys}, count)
-            if msg is None:
-                raise
-            raise ValueError(msg) from err
+        except ValueError:  # what pmap raises for a leaf without the device axis
+            check_replicated(fn, {"params": params, "state": state, "opt_state": opt_state,
+                                  "xs": xs, "ys": ys}, count)
+            raise
 
     return run

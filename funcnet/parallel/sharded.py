@@ -38,9 +38,9 @@ def _runner(fn: str, compiled, devices: int, axis_name: str) -> Callable:
     def run(params, state, opt_state, x, y, key=None):
         try:
             return compiled(params, state, opt_state, x, y, key)
-        except (ValueError, TypeError):
-            _checks.check_divisible(fn, "batch", {"x": x, "y": y}, devices,
-                                    f"{devices} devices of mesh axis {axis_name!r}")
+        except ValueError:  # what jit / shard_map raise for rows that do not split
+            _checks.check_same_leading(fn, {"x": x, "y": y}, devices,
+                                       f"{devices} devices of mesh axis {axis_name!r}")
             raise
 
     return run

@@ -9,41 +9,31 @@ from funcnet import _checks
 from funcnet.nn import Layer
 
 
-def check_model(fn: str, model) -> None:
+def check_model_args(fn: str, model, loss_fn, metrics_fn, compute_dtype):
+    """What ``train_step``, ``fit`` and ``evaluate`` share: a Layer, a callable loss, an
+    optional callable metrics function, ``compute_dtype`` ``None`` or a floating dtype
+    (returned resolved)."""
     if not isinstance(model, Layer):
         raise TypeError(f"{fn}: model must be a funcnet.nn.Layer (init, apply), got "
                         f"{type(model).__name__}")
-
-
-def check_optimizer(fn: str, opt) -> None:
-    if not (hasattr(opt, "init") and hasattr(opt, "update")) or isinstance(opt, Layer):
-        raise TypeError(f"{fn}: opt must be an optimizer with init(params) and "
-                        f"update(grads, state, params), e.g. funcnet.optim.adam(1e-3); got "
-                        f"{type(opt).__name__}")
-
-
-def check_functions(fn: str, loss_fn, metrics_fn) -> None:
     _checks.check_callable(fn, "loss_fn", loss_fn, "loss_fn(logits, labels) -> scalar")
     if metrics_fn is not None:
         _checks.check_callable(fn, "metrics_fn", metrics_fn,
                                "metrics_fn(logits, labels) -> dict of scalars (or None)")
+    if compute_dtype is not None:
+        compute_dtype = _checks.check_dtype(fn, "compute_dtype", compute_dtype)
+    return compute_dtype
 
 
-def check_pair(fn: str, what: str, data) -> tuple:
-    """``data`` must be a pair ``(x, y)`` of arrays with the same, non-zero number of rows."""
+def check_pair(fn: str, what: str, data, parts: int | None = None, why: str = "") -> tuple:
+    """``data`` must be a pair ``(x, y)`` of arrays with the same, non-zero number of rows
+    (with ``parts``, divisible by it: ``why`` says what it counts)."""
     if not is_pair(data):
         got = type(data).__name__ + (f" of length {len(data)}"
                                      if isinstance(data, (tuple, list)) else "")
         raise TypeError(f"{fn}: {what} must be a pair (x, y) of arrays, got {got}")
     x, y = data
-    for name, a in (("x", x), ("y", y)):
-        if len(a.shape) < 1:
-            raise ValueError(f"{fn}: {what} {name} must have a leading batch axis, got "
-                             f"shape {tuple(a.shape)}")
-    if x.shape[0] != y.shape[0]:
-        raise ValueError(f"{fn}: {what} x has {x.shape[0]} rows but y has {y.shape[0]} "
-                         f"(shapes {tuple(x.shape)} and {tuple(y.shape)})")
-    if x.shape[0] == 0:
+    if _checks.check_same_leading(fn, {f"{what} x": x, f"{what} y": y}, parts, why) == 0:
         raise ValueError(f"{fn}: {what} is empty (x has shape {tuple(x.shape)})")
     return x, y
 
@@ -56,16 +46,10 @@ def is_pair(data) -> bool:
 
 def check_labels(fn: str, what: str, y, num_classes: int | None) -> None:
     """Integer class labels must lie in ``[0, num_classes)`` (a host check of concrete values)."""
-    if num_classes is None:
-        return
-    labels = _checks.concrete(y)
-    if labels is None or labels.size == 0:
-        return
-    lo, hi = int(labels.min()), int(labels.max())
-    if lo < 0 or hi >= num_classes:
-        bad = lo if lo < 0 else hi
-        raise ValueError(f"{fn}: {what} has label {bad}, expected class indices in "
-                         f"[0, {num_classes}) for a model with {num_classes} outputs")
+    if num_classes is not None:
+        _checks.check_index_range(fn, f"the labels in {what}", y, num_classes,
+                                  f"class indices in [0, {num_classes}) for a model with "
+                                  f"{num_classes} outputs")
 
 
 def num_classes(fn: str, what: str, model, params, state, x, y) -> int | None:

@@ -10,8 +10,8 @@ import numpy as np
 
 from funcnet import _checks, ops
 from funcnet.train import sharding
-from funcnet.train._checks import (check_functions, check_labels, check_mesh, check_model,
-                                   check_pair, num_classes)
+from funcnet.train._checks import (check_labels, check_mesh, check_model_args, check_pair,
+                                   num_classes)
 from funcnet.train.metrics import cast_floating, default_metrics, per_example
 
 __all__ = ["evaluate"]
@@ -70,13 +70,10 @@ def evaluate(model, params, state, x, y, batch_size: int = 1024, *,
         ``mesh`` not a Mesh.
     """
     fn = "evaluate"
-    check_model(fn, model)
-    check_functions(fn, loss_fn, metrics_fn)
+    compute_dtype = check_model_args(fn, model, loss_fn, metrics_fn, compute_dtype)
     x, y = check_pair(fn, "data", (x, y))
     devices = check_mesh(fn, mesh)
     batch_size = _checks.static_int(fn, "batch_size", batch_size, minimum=1)
-    if compute_dtype is not None:
-        compute_dtype = _checks.check_dtype(fn, "compute_dtype", compute_dtype)
     check_labels(fn, "y", y, num_classes(fn, "x", model, params, state, x, y))
     return evaluate_checked(model, params, state, x, y, batch_size, loss_fn, metrics_fn,
                             compute_dtype, mesh, devices)

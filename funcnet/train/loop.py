@@ -29,10 +29,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from funcnet import _checks, data as fdata, ops, optim
+from funcnet.optim.base import check_optimizer
 from funcnet.train import sharding
-from funcnet.train._checks import (check_batch_split, check_functions, check_labels,
-                                   check_manager, check_mesh, check_model, check_optimizer,
-                                   check_pair, is_pair, num_classes)
+from funcnet.train._checks import (check_batch_split, check_labels, check_manager, check_mesh,
+                                   check_model_args, check_pair, is_pair, num_classes)
 from funcnet.train.callbacks import TrainState, call_callback
 from funcnet.train.epochs import all_finite, compiled
 from funcnet.train.errors import NonFiniteError
@@ -107,11 +107,8 @@ def _batch_putter(fn: str, mesh, devices: int, labels_ok: Callable | None, check
         return place
 
     def put(batch):
-        if not is_pair(batch):
-            raise TypeError(f"{fn}: every batch of data must be a pair (x, y) of arrays, "
-                            f"got {type(batch).__name__}")
-        x, y = check_pair(fn, "a batch of data", batch)
-        check_batch_split(fn, "a batch of data with batch size", x.shape[0], devices)
+        x, y = check_pair(fn, "a batch of data", batch, devices,
+                          f"the {devices} devices of the mesh")
         if labels_ok is not None and not isinstance(y, jax.Array):
             labels_ok(x, y)
         return place((x, y))
@@ -305,9 +302,8 @@ def fit(model, params, state, opt, data, epochs: int, *, batch_size: int | None 
     """
     fn = "fit"
     # ---------------------------------------------------------------- checks first
-    check_model(fn, model)
-    check_optimizer(fn, opt)
-    check_functions(fn, loss_fn, metrics_fn)
+    compute_dtype = check_model_args(fn, model, loss_fn, metrics_fn, compute_dtype)
+    check_optimizer(fn, "opt", opt)
     epochs = _checks.static_int(fn, "epochs", epochs, minimum=0)
     checkpoint_every = _checks.static_int(fn, "checkpoint_every", checkpoint_every, minimum=1)
     eval_batch_size = _checks.static_int(fn, "eval_batch_size", eval_batch_size, minimum=1)
@@ -317,8 +313,6 @@ def fit(model, params, state, opt, data, epochs: int, *, batch_size: int | None 
     overwrite = _checks.static_bool(fn, "overwrite", overwrite)
     key = _checks.check_key(fn, key, allow_seed=True)
     devices = check_mesh(fn, mesh)
-    if compute_dtype is not None:
-        compute_dtype = _checks.check_dtype(fn, "compute_dtype", compute_dtype)
     callbacks = tuple(callbacks)
     for i, cb in enumerate(callbacks):
         if not (callable(cb) or callable(getattr(cb, "on_epoch_end", None))):
@@ -327,13 +321,9 @@ def fit(model, params, state, opt, data, epochs: int, *, batch_size: int | None 
     kind, source = _epoch_source(fn, data)
     if kind == "arrays":
         x, y = source
-        n = x.shape[0]
         if batch_size is None:
             raise TypeError(f"{fn}: batch_size is required with (x, y) arrays")
-        batch_size = _checks.static_int(fn, "batch_size", batch_size, minimum=1)
-        if batch_size > n:
-            raise ValueError(f"{fn}: batch_size must be in [1, {n}] (the number of "
-                             f"examples), got {batch_size}")
+        batch_size = _checks.check_batch_size(fn, batch_size, x.shape[0])
         check_batch_split(fn, "batch_size", batch_size, devices)
         check_labels(fn, "data y", y, num_classes(fn, "data", model, params, state, x, y))
         if scan is None:

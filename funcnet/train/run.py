@@ -99,14 +99,26 @@ def _where(manager) -> str:
         f"the checkpoint manager {manager!r}"
 
 
+def _shown(now, saved) -> tuple[str, str]:
+    """``repr`` of two differing fingerprint values, where a float that is exactly a
+    float32 (a float32 learning rate) reads in its shortest float32 form: ``0.003``, not
+    ``0.003000000026077032``. Two values that would then read alike (the float64 and the
+    float32 ``0.01``) keep their full ``repr``."""
+    def show(v):
+        exact32 = isinstance(v, float) and math.isfinite(v) and float(np.float32(v)) == v
+        return str(np.float32(v)) if exact32 else repr(v)
+    shown = show(now), show(saved)
+    return shown if shown[0] != shown[1] else (repr(now), repr(saved))
+
+
 def _mismatch(meta, fp: dict, step: int) -> str | None:
     """``None`` when ``meta`` is this run's, else what differs."""
     run = (meta or {}).get(META_KEY) if isinstance(meta, dict) else None
     if not isinstance(run, dict) or not isinstance(run.get("fingerprint"), dict):
         return f"the checkpoint of step {step} was not written by fit (it has no run fingerprint)"
     saved = run["fingerprint"]
-    diffs = [f"{k} is {fp[k]!r} now but {saved.get(k)!r} in the checkpoint of epoch {step}"
-             for k in fp if saved.get(k) != fp[k]]
+    diffs = ["{} is {} now but {} in the checkpoint of epoch {}".format(
+        k, *_shown(fp[k], saved.get(k)), step) for k in fp if saved.get(k) != fp[k]]
     return "; ".join(diffs) or None
 
 

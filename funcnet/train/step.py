@@ -25,7 +25,8 @@ import jax.numpy as jnp
 from jax import lax
 
 from funcnet import _checks, ops, optim
-from funcnet.train._checks import check_functions, check_model, check_optimizer
+from funcnet.optim.base import check_optimizer
+from funcnet.train._checks import check_model_args
 from funcnet.train.metrics import cast_floating, default_metrics
 
 __all__ = ["make_train_step", "train_step"]
@@ -68,19 +69,6 @@ def _averaging(opt, axis_name):
         return opt
     return optim.Optimizer(opt.init, lambda g, s, p=None: opt.update(
         lax.pmean(g, axis_name), s, p))
-
-
-def _check_batch(fn: str, x, y, k: int) -> None:
-    """Trace-time checks of one batch: equal leading sizes, divisible by ``accum_steps``."""
-    batch = {"x": x, "y": y}
-    _checks.check_array_leaves(fn, "batch", batch, min_rank=1)
-    if len({_checks.shape_of(a)[0] for a in jax.tree_util.tree_leaves(batch)}) > 1:
-        def first(tree):
-            return _checks.shape_of(jax.tree_util.tree_leaves(tree)[0])
-        raise ValueError(f"{fn}: x has shape {first(x)} but y has shape {first(y)}: different "
-                         f"batch sizes")
-    if k > 1:
-        _checks.check_divisible(fn, "batch", batch, k, f"accum_steps={k}")
 
 
 def train_step(model, opt, loss_fn: Callable = ops.softmax_cross_entropy, *,
@@ -142,12 +130,9 @@ def train_step(model, opt, loss_fn: Callable = ops.softmax_cross_entropy, *,
         batch sizes or a batch not divisible by ``accum_steps``.
     """
     fn = "train_step"
-    check_model(fn, model)
-    check_optimizer(fn, opt)
-    check_functions(fn, loss_fn, metrics_fn)
+    compute_dtype = check_model_args(fn, model, loss_fn, metrics_fn, compute_dtype)
+    check_optimizer(fn, "opt", opt)
     k = _checks.static_int(fn, "accum_steps", accum_steps, minimum=1)
-    if compute_dtype is not None:
-        compute_dtype = _checks.check_dtype(fn, "compute_dtype", compute_dtype)
     metrics_fn = default_metrics(loss_fn) if metrics_fn is None else metrics_fn
     averaged = _averaging(opt, axis_name)
 
@@ -186,7 +171,8 @@ def train_step(model, opt, loss_fn: Callable = ops.softmax_cross_entropy, *,
             lambda m: jnp.mean(m, axis=0), ms)
 
     def step(params, state, opt_state, x, y, key=None):
-        _check_batch(fn, x, y, k)
+        # trace time: one batch size, divisible by accum_steps
+        _checks.check_same_leading(fn, {"x": x, "y": y}, k, f"accum_steps={k}")
         key = device_key(key, axis_name)
         if k == 1:
             grads, state, metrics = grads_and_metrics(params, state, x, y, key)

@@ -53,10 +53,34 @@ def test_bad_batch_size(fn, batch_size):
         fn(x, y, batch_size)
 
 
-@pytest.mark.parametrize("fn", [batches, lambda x, y, b: epoch_batches(x, y, b, 0)])
+@pytest.mark.parametrize("fn", [batches, lambda x, y, b: epoch_batches(x, y, b, 0),
+                                lambda x, y, b: Loader(x, y, b)])
 def test_length_mismatch(fn):
-    with pytest.raises(ValueError, match=r"x has shape \(10, 2\) and y has shape \(9,\)"):
+    with pytest.raises(ValueError, match=r"^(batches|epoch_batches|Loader): x has shape "
+                                         r"\(10, 2\) but y has shape \(9,\), expected the same "
+                                         r"leading \(batch\) size$"):
         fn(np.zeros((10, 2)), np.zeros(9), 2)
+    with pytest.raises(ValueError, match=r"y has shape \(\), expected a leading \(batch\) axis"):
+        fn(np.zeros((10, 2)), np.zeros(()), 2)
+    with pytest.raises(TypeError, match=r"x\[0\]\[0\] must be an array, got float"):
+        fn([[0.0]] * 10, np.zeros(10), 2)
+    with pytest.raises(TypeError, match=r"y must be an array, got NoneType"):
+        fn(np.zeros((10, 2)), None, 2)
+
+
+def test_length_mismatch_under_jit():
+    """The checks read static shapes: epoch_batches raises the same error while tracing."""
+    @jax.jit
+    def first_batch(x, y, key):
+        return epoch_batches(x, y, 2, key)[0][0]
+
+    with pytest.raises(ValueError, match=r"epoch_batches: x has shape \(10, 2\) but y has "
+                                         r"shape \(9,\)"):
+        first_batch(jnp.zeros((10, 2)), jnp.zeros(9), jax.random.PRNGKey(0))
+    with pytest.raises(ValueError, match=r"epoch_batches: batch_size must be in \[1, 10\]"):
+        jax.jit(lambda x, y, k: epoch_batches(x, y, 11, k))(jnp.zeros((10, 2)), jnp.zeros(10),
+                                                            jax.random.PRNGKey(0))
+    assert first_batch(jnp.ones((10, 2)), jnp.zeros(10), jax.random.PRNGKey(0)).shape == (2, 2)
 
 
 def test_batch_size_must_be_int():

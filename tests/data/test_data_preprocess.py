@@ -67,7 +67,8 @@ def test_split_rejects_bad_arguments(kwargs, error, match):
 
 
 def test_split_length_mismatch_names_shapes():
-    with pytest.raises(ValueError, match=r"x has shape \(50, 3\) and y has shape \(49,\)"):
+    with pytest.raises(ValueError, match=r"train_test_split: x has shape \(50, 3\) but y has "
+                                         r"shape \(49,\), expected the same leading"):
         train_test_split(np.zeros((50, 3)), np.zeros(49), key=0)
 
 
@@ -115,3 +116,22 @@ def test_normalize_global_and_per_feature():
     np.testing.assert_allclose(yt, [[2.0, 1.0]])
     with pytest.raises(ValueError, match="pass both low and high"):
         normalize(x, high=high)
+
+
+@pytest.mark.parametrize("scale, names", [(standardize, ("mean", "std")),
+                                          (normalize, ("low", "high"))])
+def test_fitted_statistics_are_cast_to_x_and_come_in_pairs(scale, names):
+    """The one fit-or-apply path of both scalers: given statistics are cast to x's dtype
+    (also under jit), and one without the other is refused, eagerly and while tracing."""
+    x = np.array([[0.0, 1.0], [2.0, 5.0], [4.0, 3.0]], np.float32)
+    fitted, a, b = scale(x)
+    applied, a2, b2 = jax.jit(lambda x, a, b: scale(x, **{names[0]: a, names[1]: b}))(
+        jnp.asarray(x), a.astype(np.float64), b.astype(np.float64))
+    assert applied.dtype == a2.dtype == b2.dtype == jnp.float32
+    np.testing.assert_allclose(applied, fitted, rtol=1e-6)
+    for name in names:
+        match = rf"^{scale.__name__}: pass both {names[0]} and {names[1]}"
+        with pytest.raises(ValueError, match=match):
+            scale(x, **{name: a})
+        with pytest.raises(ValueError, match=match):
+            jax.jit(lambda x: scale(x, **{name: a}))(jnp.asarray(x))

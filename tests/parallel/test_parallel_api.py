@@ -23,9 +23,13 @@ def test_shard_batch_splits_leading_axis_in_blocks():
 
 @pytest.mark.parametrize("bad, exc, match", [
     ((np.zeros((100, 3)), 8), ValueError,
-     r"shard_batch: batch size 100 is not divisible by 8 devices"),
-    (((np.zeros((8, 3)), np.zeros((6,))), 2), ValueError, r"different batch sizes"),
-    ((np.zeros(()), 1), ValueError, r"shard_batch: x<root> has shape \(\), expected rank >= 1"),
+     r"shard_batch: x has shape \(100, 3\); its leading size must be divisible by 8 "
+     r"\(num_devices=8\)"),
+    (((np.zeros((8, 3)), np.zeros((6,))), 2), ValueError,
+     r"shard_batch: x\[0\] has shape \(8, 3\) but x\[1\] has shape \(6,\), expected the same "
+     r"leading \(batch\) size"),
+    ((np.zeros(()), 1), ValueError, r"shard_batch: x has shape \(\), expected a leading "
+                                    r"\(batch\) axis"),
     ((np.zeros((4,)), 0), ValueError, r"shard_batch: num_devices must be >= 1, got 0"),
     ((np.zeros((4,)), 2.0), TypeError, r"shard_batch: num_devices must be an int"),
 ])
@@ -49,8 +53,10 @@ def test_replicate_unreplicate_round_trip():
     assert back["count"].dtype == jnp.int32
     with pytest.raises(ValueError, match=r"unreplicate: tree\['count'\] has shape \(\)"):
         parallel.unreplicate(tree)
-    with pytest.raises(ValueError, match="devices is empty"):
+    with pytest.raises(ValueError, match="^replicate: devices is empty$"):
         parallel.replicate(tree, devices=[])
+    with pytest.raises(ValueError, match="^make_mesh: devices is empty$"):
+        parallel.make_mesh([])
 
 
 def test_process_batch_contiguous_blocks():
@@ -64,7 +70,8 @@ def test_process_batch_contiguous_blocks():
 
 @pytest.mark.parametrize("kwargs, exc, match", [
     ({"process_count": 4}, ValueError,
-     r"process_batch: batch size 6 is not divisible by 4 processes"),
+     r"process_batch: arrays\[0\] has shape \(6, 2\); its leading size must be divisible by "
+     r"4 \(process_count=4\)"),
     ({"process_index": 2, "process_count": 2}, ValueError,
      r"process_index 2 is not < process_count 2"),
     ({"process_index": -1, "process_count": 2}, ValueError,
@@ -78,7 +85,9 @@ def test_process_batch_errors(kwargs, exc, match):
 
 
 def test_process_batch_rejects_mismatched_arrays():
-    with pytest.raises(ValueError, match=r"different batch sizes \[4, 6\]"):
+    with pytest.raises(ValueError, match=r"process_batch: arrays\[0\] has shape \(6, 2\) but "
+                                         r"arrays\[1\] has shape \(4,\), expected the same "
+                                         r"leading \(batch\) size"):
         parallel.process_batch(np.zeros((6, 2)), np.zeros(4))
     with pytest.raises(ValueError, match="at least one array"):
         parallel.process_batch()
@@ -167,12 +176,33 @@ def test_pmap_step_names_unreplicated_params():
         step(p, s, o, *digits(8))
 
 
+def test_pmap_step_diagnoses_only_layout_errors():
+    """The diagnosis runs only after pmap raised a ValueError, raises the clear error
+    itself (pmap's error is its context), and lets every other error through unchanged."""
+    model, opt = bn_mlp("batch"), optim.sgd(0.1)
+    params, state = init(model)
+    step = parallel.pmap_train_step(model, opt)
+    p, s, o = parallel.replicate((params, state, opt.init(params)))
+    xs, ys = parallel.shard_batch(digits(8))
+    with pytest.raises(ValueError, match=r"^pmap_train_step: ys has shape \(8,\)") as err:
+        step(p, s, o, xs, digits(8)[1])
+    assert isinstance(err.value.__context__, ValueError)
+    assert "pmap_train_step" not in str(err.value.__context__)
+    # a correct layout with a wrong batch: the step's own error, not a layout diagnosis
+    with pytest.raises(ValueError, match=r"^train_step: x has shape \(8, 8, 8, 1\) but y has "
+                                         r"shape \(7,\), expected the same leading"):
+        step(p, s, o, xs, ys[:, :7])
+    with pytest.raises(TypeError) as err:                       # not a layout problem
+        step(p, s, o, xs, "labels")
+    assert "pmap_train_step" not in str(err.value)
+
+
 def test_mesh_steps_reject_a_batch_without_leading_axis():
     for factory in (parallel.sharded_train_step, parallel.shard_map_train_step):
         step = factory(bn_mlp(), optim.sgd(0.1))
         name = factory.__name__
-        with pytest.raises(ValueError, match=rf"{name}: batch\['x'\] has shape \(\); its "
-                                             r"leading size must be divisible by 1"):
+        with pytest.raises(ValueError, match=rf"{name}: x has shape \(\), expected a "
+                                             r"leading \(batch\) axis"):
             step((), (), (), np.zeros(()), np.zeros(3))
 
 

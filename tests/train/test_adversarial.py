@@ -67,16 +67,19 @@ FIT_ROWS = [
     (dict(metrics_fn="accuracy"), TypeError, "fit: metrics_fn must be callable"),
     (dict(data=X_TRAIN), TypeError, r"fit: data must be a pair \(x, y\) of arrays.*got one "
                                     r"array of shape \(1438, 64\)"),
-    (dict(data=(X, Y[:63])), ValueError, "fit: data x has 64 rows but y has 63"),
+    (dict(data=(X, Y[:63])), ValueError, r"fit: data x has shape \(64, 64\) but data y has shape "
+                                         r"\(63,\), expected the same leading \(batch\) size"),
     (dict(data=(X[:0], Y[:0])), ValueError, "fit: data is empty"),
-    (dict(data=(X, OUT_OF_RANGE)), ValueError, r"fit: data y has label 10, expected class "
-                                               r"indices in \[0, 10\)"),
+    (dict(data=(X, OUT_OF_RANGE)), ValueError, r"fit: the labels in data y hold 10 \(at index "
+                                               r"\(5,\)\), expected class indices in \[0, 10\) "
+                                               r"for a model with 10 outputs"),
     (dict(data=(X[:, :10], Y)), ValueError,
      r"fit: data: serial\[0\] \(Dense\(32\)\): .*x has shape \(64, 10\)"),
     (dict(data=42), TypeError, "fit: data must be a pair .* got int"),
     (dict(epochs=-1), ValueError, "fit: epochs must be >= 0, got -1"),
     (dict(epochs=1.5), TypeError, "fit: epochs must be an int"),
-    (dict(batch_size=0), ValueError, "fit: batch_size must be >= 1, got 0"),
+    (dict(batch_size=0), ValueError, r"fit: batch_size must be in \[1, 64\] \(the number "
+                                     r"of examples\), got 0"),
     (dict(batch_size=65), ValueError, r"fit: batch_size must be in \[1, 64\] \(the number "
                                       r"of examples\), got 65"),
     (dict(batch_size=32.0), TypeError, "fit: batch_size must be an int"),
@@ -86,9 +89,9 @@ FIT_ROWS = [
     (dict(key="seed"), TypeError, "fit: key must be a PRNG key"),
     (dict(key=jax.random.split(KEY, 3)), ValueError, "fit: key must be a single PRNG key"),
     (dict(eval_data=(X_TEST[:10], Y_TEST[:9])), ValueError,
-     "fit: eval_data x has 10 rows but y has 9"),
+     r"fit: eval_data x has shape \(10, 64\) but eval_data y has shape \(9,\)"),
     (dict(eval_data=(X_TEST[:10, :3], Y_TEST[:10])), ValueError, r"fit: eval_data: serial\[0\] \(Dense\(32\)\)"),
-    (dict(eval_data=(X, OUT_OF_RANGE)), ValueError, "fit: eval_data y has label 10"),
+    (dict(eval_data=(X, OUT_OF_RANGE)), ValueError, "fit: the labels in eval_data y hold 10"),
     (dict(eval_data=[X]), TypeError, r"fit: eval_data must be a pair \(x, y\)"),
     (dict(checkpoint=_Manager(missing=("metadata", "clear"))), TypeError,
      "fit: checkpoint must be a checkpoint manager.*lacks metadata, clear"),
@@ -126,7 +129,7 @@ def test_fit_with_a_bad_callable_eval_data_trains_nothing():
         calls.append(epoch)
         return [(X[:32], Y[:32])]
 
-    with pytest.raises(ValueError, match="eval_data x has 10 rows"):
+    with pytest.raises(ValueError, match=r"eval_data x has shape \(10, 64\) but eval_data y"):
         train.fit(MLP, PARAMS, STATE, ADAM, data, 1, key=KEY, progress=False,
                   eval_data=(X_TEST[:10], Y_TEST[:9]))
     assert calls == []
@@ -134,11 +137,12 @@ def test_fit_with_a_bad_callable_eval_data_trains_nothing():
 
 EVAL_ROWS = [
     (dict(model="m"), TypeError, "evaluate: model must be a funcnet.nn.Layer"),
-    (dict(x=X_TEST[:10], y=Y_TEST[:9]), ValueError, "evaluate: data x has 10 rows but y has 9"),
+    (dict(x=X_TEST[:10], y=Y_TEST[:9]), ValueError,
+     r"evaluate: data x has shape \(10, 64\) but data y has shape \(9,\)"),
     (dict(batch_size=0), ValueError, "evaluate: batch_size must be >= 1"),
     (dict(batch_size="all"), TypeError, "evaluate: batch_size must be an int"),
     (dict(loss_fn=None), TypeError, "evaluate: loss_fn must be callable"),
-    (dict(y=OUT_OF_RANGE), ValueError, "evaluate: y has label 10"),
+    (dict(y=OUT_OF_RANGE), ValueError, r"evaluate: the labels in y hold 10 \(at index \(5,\)\)"),
     (dict(x=X[:, :3]), ValueError, r"evaluate: x: serial\[0\] \(Dense\(32\)\)"),
     (dict(mesh=object()), TypeError, "evaluate: mesh must be None or a jax.sharding.Mesh"),
     (dict(compute_dtype="int8"), TypeError, "evaluate: compute_dtype must be a floating"),
@@ -182,11 +186,11 @@ def test_make_train_step_rejects_a_bad_donate():
 
 @pytest.mark.parametrize("jit", [False, True])
 @pytest.mark.parametrize("x, y, accum, match", [
-    (X[:8], Y[:6], 1, r"train_step: x has shape \(8, 64\) but y has shape \(6,\): different "
-                      r"batch sizes"),
-    (X[:9], Y[:9], 2, r"train_step: batch\['x'\] has shape \(9, 64\); its leading size must "
+    (X[:8], Y[:6], 1, r"train_step: x has shape \(8, 64\) but y has shape \(6,\), expected "
+                      r"the same leading \(batch\) size"),
+    (X[:9], Y[:9], 2, r"train_step: x has shape \(9, 64\); its leading size must "
                       r"be divisible by 2 \(accum_steps=2\)"),
-    (X[0], Y[0], 1, r"train_step: batch\['y'\] has shape \(\), expected rank >= 1"),
+    (X[0], Y[0], 1, r"train_step: y has shape \(\), expected a leading \(batch\) axis"),
 ])
 def test_step_rejects_bad_batches_eagerly_and_under_jit(jit, x, y, accum, match):
     step = train.train_step(MLP, optim.sgd(0.1), accum_steps=accum)

@@ -45,9 +45,9 @@ def test_evaluate_refuses_out_of_range_labels():
     params, state = init(MLP)
     y = Y_TEST[:20].copy()
     y[3] = 10
-    with pytest.raises(ValueError, match=r"evaluate: y has label 10, expected class "
-                                         r"indices in \[0, 10\)"):
+    with pytest.raises(ValueError, match=r"evaluate: the labels in y hold 10 \(at index \(3,\)\), "
+                                         r"expected class indices in \[0, 10\)"):
         train.evaluate(MLP, params, state, X_TEST[:20], y)
     y[3] = -1
-    with pytest.raises(ValueError, match=r"label -1"):
+    with pytest.raises(ValueError, match=r"the labels in y hold -1 \(at index \(3,\)\)"):
         train.evaluate(MLP, params, state, X_TEST[:20], y)

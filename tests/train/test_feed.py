@@ -84,9 +84,17 @@ def test_fit_on_a_generator_callable_matches_arrays_and_propagates_errors():
     assert not _prefetch_threads()
     bad = Y[:32].copy()
     bad[0] = 12
-    with pytest.raises(ValueError, match=r"fit: a batch's y has label 12, expected class "
-                                         r"indices in \[0, 10\)"):
+    with pytest.raises(ValueError, match=r"fit: the labels in a batch's y hold 12 \(at index "
+                                         r"\(0,\)\), expected class indices in \[0, 10\)"):
         train.fit(MLP, params, state, ADAM, lambda e: [(X[:32], bad)], 1, key=KEY,
+                  progress=False)
+    with pytest.raises(TypeError, match=r"^fit: a batch of data must be a pair \(x, y\) of "
+                                        r"arrays, got str$"):
+        train.fit(MLP, params, state, ADAM, lambda e: ["xy"], 1, key=KEY, progress=False)
+    with pytest.raises(ValueError, match=r"^fit: a batch of data x has shape \(32, 64\) but a "
+                                         r"batch of data y has shape \(31,\), expected the same "
+                                         r"leading \(batch\) size$"):
+        train.fit(MLP, params, state, ADAM, lambda e: [(X[:32], Y[:31])], 1, key=KEY,
                   progress=False)
     with pytest.raises(ValueError, match=r"fit: data gave no batches for epoch 0"):
         train.fit(MLP, params, state, ADAM, lambda e: [], 1, key=KEY, progress=False)

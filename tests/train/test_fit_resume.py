@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from funcnet import checkpoint, data, train
+from funcnet import checkpoint, data, optim, train
 from funcnet.train.run import META_KEY
 from tests.train._setup import (ADAM, BN_MLP, FIT, KEY, MLP, assert_trees_equal, init,
                                 subset)
@@ -80,6 +80,24 @@ def test_runs_are_never_mixed(tmp_path):
     assert manager.all_steps() == [1, 2, 3] and fresh[3]["epoch"] == [1, 2, 3]
     alone = train.fit(MLP, params, state, ADAM, (X, Y), 3, **other_key)
     assert_trees_equal(fresh[:3], alone[:3])
+
+
+def test_a_changed_float32_learning_rate_reads_as_written(tmp_path):
+    """The mismatch message printed a float32 rate with float64 noise
+    (0.003000000026077032); the comparison stays exact: a float64 0.01 is not the
+    checkpoint's float32 0.01, and then both are shown in full."""
+    params, state = init(MLP)
+    manager = checkpoint.CheckpointManager(tmp_path)
+    train.fit(MLP, params, state, optim.adam(np.float32(0.01)), (X[:64], Y[:64]), 1,
+              checkpoint=manager, **FIT)
+    with pytest.raises(train.RunMismatchError, match=r"\(learning_rate is 0\.003 now but 0\.01 "
+                                                     r"in the checkpoint of epoch 1\);"):
+        train.fit(MLP, params, state, optim.adam(np.float32(0.003)), (X[:64], Y[:64]), 1,
+                  checkpoint=manager, **FIT)
+    with pytest.raises(train.RunMismatchError, match=r"\(learning_rate is 0\.01 now but "
+                                                     r"0\.009999999776482582 in the checkpoint"):
+        train.fit(MLP, params, state, optim.adam(0.01), (X[:64], Y[:64]), 1,
+                  checkpoint=manager, **FIT)
 
 
 def test_a_foreign_checkpoint_is_not_resumed(tmp_path):

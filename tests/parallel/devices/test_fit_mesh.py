@@ -59,7 +59,8 @@ def test_fit_on_a_mesh_refuses_batches_that_do_not_split():
     with pytest.raises(ValueError, match=r"fit: batch_size 36 is not divisible by the 8 "
                                          r"devices of the mesh; use a multiple of 8"):
         train.fit(model, params, state, OPT, (X, Y), 1, mesh=mesh, **dict(FIT, batch_size=36))
-    with pytest.raises(ValueError, match=r"fit: a batch of data with batch size 20 is not "
-                                         r"divisible by the 8 devices"):
+    with pytest.raises(ValueError, match=r"fit: a batch of data x has shape \(20, .*\); its "
+                                         r"leading size must be divisible by 8 \(the 8 "
+                                         r"devices of the mesh\)"):
         train.fit(model, params, state, OPT, lambda e: [(X[:20], Y[:20])], 1, key=KEY,
                   progress=False, mesh=mesh)
