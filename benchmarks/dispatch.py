@@ -227,8 +227,8 @@ def fit_per_step(steps_per_epoch: int, epochs: int, rounds: int) -> dict:
             t_epochs.append(time.perf_counter() - t0)
         return t_epochs
 
-    runs = {"fit (prefetch=2, default)": lambda e: run_fit(e, 2),
-            "fit (prefetch=0, no thread)": lambda e: run_fit(e, 0),
+    runs = {"fit (prefetch=2, thread)": lambda e: run_fit(e, 2),
+            "fit (default: no thread on CPU)": lambda e: run_fit(e, 0),
             "hand-written loop": run_loop}
     out = {"steps_per_epoch": steps_per_epoch, "epochs": epochs, "rows": []}
     samples = {k: [] for k in runs}
@@ -253,9 +253,9 @@ def fit_per_step(steps_per_epoch: int, epochs: int, rounds: int) -> dict:
 def transfer_costs(rounds: int, calls: int) -> list[dict]:
     """Host cost of putting one ``(x, y)`` batch of the tiny model on the device, by path.
 
-    ``fit``'s per-step path calls ``jax.device_put((x, y))`` per batch (in its prefetch
-    thread); a jitted function also accepts the NumPy arrays directly and transfers them
-    in its C++ dispatch path.
+    ``fit``'s per-step path calls ``jax.device_put((x, y))`` per batch on an accelerator
+    (in its prefetch thread); on one CPU device it hands the NumPy arrays to the jitted
+    step, which accepts them directly in its C++ dispatch path.
     """
     import jax
 
