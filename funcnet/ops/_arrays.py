@@ -21,6 +21,23 @@ def as_array(x):
     return x if hasattr(x, "dtype") and hasattr(x, "shape") else jnp.asarray(x)
 
 
+def einsum(spec: str, a, b, dtype):
+    """``jnp.einsum(spec, a, b)`` accumulated and returned in ``dtype`` (float32 for
+    half-precision operands).
+
+    Accelerators get ``preferred_element_type=dtype`` (half-precision matrix units, f32
+    accumulation). XLA:CPU in JAX 0.8 has no ``bf16 x bf16 -> f32`` dot kernel ("Unsupported
+    element type for DotThunk"), so on CPU the operands are cast to ``dtype`` first; the
+    products of two half-precision numbers are exact in float32, so both give the same
+    result up to the order of the sums.
+    """
+    if a.dtype == dtype and b.dtype == dtype:
+        return jnp.einsum(spec, a, b)
+    return jax.lax.platform_dependent(
+        a, b, cpu=lambda a, b: jnp.einsum(spec, a.astype(dtype), b.astype(dtype)),
+        default=lambda a, b: jnp.einsum(spec, a, b, preferred_element_type=dtype))
+
+
 def flat(a):
     """``(..., K) -> (prod(...), K)``, also when ``K == 0`` (``reshape(-1, 0)`` is not)."""
     return a.reshape(math.prod(a.shape[:-1]), a.shape[-1])

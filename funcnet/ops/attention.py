@@ -29,7 +29,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from funcnet import _checks
-from funcnet.ops._arrays import compute_dtype
+from funcnet.ops._arrays import compute_dtype, einsum
 from funcnet.ops._mode import has_twin
 
 __all__ = ["dot_product_attention"]
@@ -178,7 +178,7 @@ def _logits(qh, kb, j, mb, plan: Plan):
     masked row, whose average runs over the ``S`` real keys only).
     """
     ct = compute_dtype(qh.dtype)
-    s = jnp.einsum("bkgth,bksh->bkgts", qh, kb, preferred_element_type=ct) * plan.scale
+    s = einsum("bkgth,bksh->bkgts", qh, kb, ct) * plan.scale
     cols = j * plan.block + lax.broadcasted_iota(jnp.int32, (1, 1, 1, 1, plan.block), 4)
     attend = mb
     if plan.causal:
@@ -215,7 +215,7 @@ def _forward(q, k, v, mask, plan: Plan):
         alpha = jnp.exp(m - m_new)
         p = jnp.exp(s - m_new[..., None])
         l = alpha * l + jnp.sum(p, axis=-1)
-        pv = jnp.einsum("bkgts,bksh->bkgth", p.astype(v.dtype), vb, preferred_element_type=ct)
+        pv = einsum("bkgts,bksh->bkgth", p.astype(v.dtype), vb, ct)
         return (m_new, l, alpha[..., None] * acc + pv), None
 
     rows = qh.shape[:-1]
@@ -246,14 +246,14 @@ def _attention_bwd(plan, res, do):
         j, kb, vb, mb = x
         s, attend = _logits(qh, kb, j, fixed if mb is None else mb, plan)
         p = jnp.exp((s - m[..., None]) - log_l[..., None])
-        dv = jnp.einsum("bkgts,bkgth->bksh", p.astype(q.dtype), doh, preferred_element_type=ct)
-        dp = jnp.einsum("bkgth,bksh->bkgts", doh, vb, preferred_element_type=ct)
+        dv = einsum("bkgts,bkgth->bksh", p.astype(q.dtype), doh, ct)
+        dp = einsum("bkgth,bksh->bkgts", doh, vb, ct)
         ds = p * (dp - d[..., None])
         if attend is not None:  # a masked logit is a constant: no gradient to q, k
             ds = jnp.where(attend, ds, jnp.zeros((), ct))
         ds = (ds * plan.scale).astype(q.dtype)
-        dq = dq + jnp.einsum("bkgts,bksh->bkgth", ds, kb, preferred_element_type=ct)
-        dk = jnp.einsum("bkgts,bkgth->bksh", ds, qh, preferred_element_type=ct)
+        dq = dq + einsum("bkgts,bksh->bkgth", ds, kb, ct)
+        dk = einsum("bkgts,bkgth->bksh", ds, qh, ct)
         return dq, (dk.astype(q.dtype), dv.astype(q.dtype))
 
     dq, (dk, dv) = _loop(body, jnp.zeros(qh.shape, ct), xs, plan)

@@ -20,6 +20,8 @@ def check_replicated(fn: str, trees: dict, devices: int) -> None:
     """
     for name, tree in trees.items():
         for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+            if not hasattr(leaf, "shape"):  # not an array: JAX's own error says more
+                continue
             shape = _checks.shape_of(leaf)
             if not shape or shape[0] != devices:
                 raise ValueError(

@@ -76,6 +76,15 @@ def _jax_nn(q, k, v, mask, causal):
 
 
 @functools.lru_cache(maxsize=None)
+def _jax_nn_gives_nan_for_masked_rows_in_float64() -> bool:
+    """Older jax.nn (JAX 0.8) masks float64 logits with ``0.7 * finfo(float64).min``, which
+    overflows its float32 softmax: a fully masked row is NaN (and its gradient poisons
+    every key's). Newer jax.nn and funcnet use a value finite in float32 (the mean of v)."""
+    one = jnp.ones((1, 1, 1, 1), jnp.float64)
+    return bool(jnp.isnan(_jax_nn(one, one, one, jnp.zeros((1, 1, 1, 1), bool), False)).any())
+
+
+@functools.lru_cache(maxsize=None)
 def _vs_jax_nn(causal, has_mask):
     """One compilation per (causal, mask): value and VJP of funcnet (two block sizes) and jax.nn."""
     def run(q, k, v, mask, ct):
@@ -99,6 +108,8 @@ def test_equals_jax_nn_dot_product_attention(dtype, rtol, causal, has_mask):
 
     jax.nn computes its softmax in float32 even for float64 inputs: hence 2e-6 in float64.
     """
+    if has_mask and dtype == jnp.float64 and _jax_nn_gives_nan_for_masked_rows_in_float64():
+        pytest.skip("this JAX's jax.nn returns NaN for a fully masked float64 row")
     b, t, s, n, h = 2, 5, 7, 3, 4
     q, k, v = (jnp.asarray(a, dtype) for a in _qkv(b, t, s, n, n, h, seed=11))
     mask = _mask("rows", b, t, s, n)
@@ -126,7 +137,8 @@ def test_fully_masked_row_is_the_mean_of_the_values_with_zero_q_gradient():
         np.testing.assert_allclose(y[0, 1, 0], jnp.mean(v[0, :, 0], axis=0), rtol=1e-14)
         assert not np.any(dq) and not np.any(dk)
         np.testing.assert_allclose(dv[0, :, 0], np.full((4, 2), 0.25), rtol=1e-14)
-        assert_close(y, y_nn, 1e-6, "fully masked row vs jax.nn")
+        if not _jax_nn_gives_nan_for_masked_rows_in_float64():
+            assert_close(y, y_nn, 1e-6, "fully masked row vs jax.nn")
 
 
 def test_causal_first_query_sees_only_the_first_key():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jax import lax
 
-from funcnet.ops._arrays import compute_dtype
+from funcnet.ops._arrays import compute_dtype, einsum
 from funcnet.ops.attention import check_attention_args, large_negative, mask5
 
 
@@ -29,7 +29,7 @@ def dot_product_attention(q, k, v, mask=None, *, causal=False, scale=None, block
     s_len, kh = k.shape[1], k.shape[2]
     ct = compute_dtype(q.dtype)
     qg = q.reshape(b, t, kh, n // kh, h)
-    s = jnp.einsum("btkgh,bskh->bkgts", qg, k, preferred_element_type=ct) * scale
+    s = einsum("btkgh,bskh->bkgts", qg, k, ct) * scale
     attend = None if mask is None else mask5(jnp.asarray(mask), n, kh)
     if causal:
         c = jnp.tril(jnp.ones((t, s_len), bool))[None, None, None]
@@ -38,6 +38,6 @@ def dot_product_attention(q, k, v, mask=None, *, causal=False, scale=None, block
         s = jnp.where(attend, s, large_negative(ct))
     e = jnp.exp(s - lax.stop_gradient(jnp.max(s, axis=-1, keepdims=True)))
     p = e / jnp.sum(e, axis=-1, keepdims=True)
-    o = jnp.einsum("bkgts,bskh->btkgh", p.astype(v.dtype), v, preferred_element_type=ct)
+    o = einsum("bkgts,bskh->btkgh", p.astype(v.dtype), v, ct)
     o = o.reshape(b, t, n, h).astype(q.dtype)
     return o[0] if single else o
