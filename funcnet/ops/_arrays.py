@@ -50,6 +50,26 @@ def project(xs, w, b):
     return (flat(xs) @ w + expand_leading(b, 2)).reshape(t, n, w.shape[1])
 
 
+def scan_projected(step, init, xs, w, b):
+    """``lax.scan(step, init, xs @ w + b)`` over a time-major ``(T, N, D)`` input.
+
+    On accelerators the input projection of every step is one ``(T*N, D) @ (D, G)``
+    matmul before the loop (:func:`project`, as cuDNN does). On XLA:CPU that is slower:
+    the ``(T, N, G)`` projection leaves the caches, and the loop reads it back step by
+    step (a GRU with T=50, N=64, H=256 runs its forward 1.5x slower than projecting each
+    ``(N, D)`` step inside the loop, where the result stays in cache); so on CPU each
+    step projects its own input. Both compute the same numbers.
+    """
+    def inside(xs, w, b):
+        bias = expand_leading(b, 2)
+        return jax.lax.scan(lambda c, x: step(c, x @ w + bias), init, xs)
+
+    def before(xs, w, b):
+        return jax.lax.scan(step, init, project(xs, w, b))
+
+    return jax.lax.platform_dependent(xs, w, b, cpu=inside, default=before)
+
+
 def previous(first, seq):
     """``(first, seq[0], ..., seq[T-2])``: the previous step's value at every step."""
     return jnp.concatenate([first[None], seq[:-1]], axis=0)

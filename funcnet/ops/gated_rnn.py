@@ -1,9 +1,10 @@
 """Gated recurrences, LSTM and GRU, with BPTT backward rules (beyond the notes).
 
 Conventions as :func:`funcnet.ops.rnn`: row vectors, time-major ``xs`` of shape
-``(T, N, D)``, the input projection of every step done as one ``(T*N, D)`` matmul before
-the ``lax.scan``, and the backward pass (BPTT) as ONE reverse ``lax.scan`` followed by
-one matmul per weight over all ``T*N`` rows. Both ops return every hidden state AND the
+``(T, N, D)``, the input projection ``xs wx + b`` done as one ``(T*N, D)`` matmul before
+the ``lax.scan`` on accelerators and step by step inside it on CPUs (faster there: see
+``funcnet.ops._arrays.scan_projected``), and the backward pass (BPTT) as ONE reverse
+``lax.scan`` followed by one matmul per weight over all ``T*N`` rows. Both ops return every hidden state AND the
 final carry, and the cotangents of both flow into the backward pass, so a sequence can
 be processed in chunks (stateful use: feed the final carry of one chunk as the initial
 carry of the next).
@@ -17,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from funcnet.ops._arrays import flat, previous, project
+from funcnet.ops._arrays import flat, previous, scan_projected
 from funcnet.ops._mode import has_twin
 from funcnet.ops.rnn import check_recurrent_args
 
@@ -43,7 +44,7 @@ def _lstm_forward(xs, h0, c0, wx, wh, b, keep):
         (h, c), gates = lstm_cell(carry, a_x, wh)
         return (h, c), ((h, jnp.concatenate(gates, axis=1), c) if keep else h)
 
-    return lax.scan(step, (h0, c0), project(xs, wx, b))
+    return scan_projected(step, (h0, c0), xs, wx, b)
 
 
 @jax.custom_vjp
@@ -156,7 +157,7 @@ def _gru_forward(xs, h0, wx, wh, bx, bh, keep):
         h, (r, z, n, _) = gru_cell(h, a_x, wh, bh)
         return h, ((h, jnp.concatenate([r, z, n], axis=1)) if keep else h)
 
-    return lax.scan(step, h0, project(xs, wx, bx))
+    return scan_projected(step, h0, xs, wx, bx)
 
 
 @jax.custom_vjp
@@ -175,21 +176,24 @@ def _gru_bwd(res, cts):
     dhs, dh_last = cts
     k = h0.shape[1]
     h_prev = previous(h0, hs)
-    # h_{t-1} wh_n + bh_n for every step as one matmul (not kept from the forward pass).
-    hns = (flat(h_prev) @ wh[:, 2 * k:] + bh[None, 2 * k:]).reshape(hs.shape)
+    wh_n, bh_n = wh[:, 2 * k:], bh[None, 2 * k:]
 
     def step(dh_next, inp):
-        dh_out, a, hn, hp = inp
+        dh_out, a, hp = inp
+        hn = hp @ wh_n + bh_n   # h_{t-1} wh_n + bh_n, recomputed (not kept by the forward)
         r, z, n = a[:, :k], a[:, k:2 * k], a[:, 2 * k:]
         dh = dh_out + dh_next
         dan = dh * (1 - z) * (1 - n * n)
         dar = dan * hn * r * (1 - r)
         daz = dh * (hp - n) * z * (1 - z)
         dah = jnp.concatenate([dar, daz, dan * r], axis=1)
-        return dh * z + dah @ wh.T, (jnp.concatenate([dar, daz, dan], axis=1), dah)
+        return dh * z + dah @ wh.T, (dah, dan)
 
-    dh0, (dax, dah) = lax.scan(step, dh_last, (dhs, acts, hns, h_prev), reverse=True)
-    dax, dah = flat(dax), flat(dah)
+    dh0, (dah, dan) = lax.scan(step, dh_last, (dhs, acts, h_prev), reverse=True)
+    # dax = [dar, daz, dan] differs from dah only in its last block: assembled once for
+    # all steps instead of a second (T, N, 3H) output of the loop
+    dah = flat(dah)
+    dax = jnp.concatenate([dah[:, :2 * k], flat(dan)], axis=1)
     return ((dax @ wx.T).reshape(xs.shape), dh0, flat(xs).T @ dax, flat(h_prev).T @ dah,
             jnp.sum(dax, axis=0), jnp.sum(dah, axis=0))
 
@@ -225,8 +229,8 @@ def gru(xs, h0, wx, wh, bx, bh):
     dah``, ``dbh = sum dah`` over all ``T*N`` rows.
 
     Residuals: the gate activations ``[r, z, n]`` ``(T, N, 3H)``, the hidden states
-    ``(T, N, H)`` and the inputs; ``hn`` is recomputed as one ``(T*N, H) @ (H, H)``
-    matmul in the backward pass.
+    ``(T, N, H)`` and the inputs; ``hn`` is recomputed at each step of the backward loop
+    (one ``(N, H) @ (H, H)`` matmul, which stays in cache on a CPU).
 
     Args:
       xs: ``(T, N, D)`` inputs, time-major, ``T >= 1``.

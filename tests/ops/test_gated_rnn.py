@@ -131,8 +131,25 @@ def test_op_is_custom_vjp_with_one_reverse_scan(name):
     assert "custom_vjp_call" in str(jax.make_jaxpr(op)(*args))
     loss = lambda *a: jnp.sum(op(*a)[0])  # noqa: E731
     jaxpr = jax.make_jaxpr(jax.grad(loss, argnums=tuple(range(len(args)))))(*args)
-    scans = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "scan"]
-    assert [e.params["reverse"] for e in scans] == [False, True]   # forward + ONE BPTT
+    scans = _scans(jaxpr.jaxpr)
+    # the forward scan sits in each branch of lax.platform_dependent (the CPU one projects
+    # the inputs inside the loop); the backward pass is ONE reverse scan (BPTT)
+    assert sorted(e.params["reverse"] for e in scans) == [False, False, True]
+
+
+def _scans(jaxpr):
+    """Every ``scan`` equation of ``jaxpr``, also inside conds and other sub-jaxprs."""
+    found = []
+    for e in jaxpr.eqns:
+        if e.primitive.name == "scan":
+            found.append(e)
+            continue
+        for value in e.params.values():
+            for sub in value if isinstance(value, (tuple, list)) else (value,):
+                sub = getattr(sub, "jaxpr", sub)          # ClosedJaxpr -> Jaxpr
+                if hasattr(sub, "eqns"):
+                    found += _scans(sub)
+    return found
 
 
 @pytest.mark.parametrize("name, per_step", [("lstm", 5), ("gru", 4)])
