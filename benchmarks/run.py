@@ -178,8 +178,12 @@ def measure(entries: list[Entry], case: Case, budget_s: float, max_repeats: int,
     live = [e for e in entries if e.error is None]
     t0 = time.perf_counter()
     r = 0
+    rng = np.random.default_rng(0)
     while live:
-        order = live[r % len(live):] + live[:r % len(live)]
+        # A random order each round (seeded): an entry measured right after PyTorch's
+        # worker competes with its spinning OpenMP threads; a fixed rotation put the same
+        # entry (funcnet/step, after torch/compile) there in every round.
+        order = [live[i] for i in rng.permutation(len(live))]
         for e in order:
             try:
                 e.samples.append(e.sample())
