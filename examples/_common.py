@@ -55,6 +55,25 @@ def savefig(fig, out: Path, name: str) -> Path:
     return path
 
 
+def plot_loss_accuracy(history, out: Path, name: str, title: str = ""):
+    """Training and test loss (log scale) and accuracy per epoch, side by side, from
+    ``fit``'s history (``eval_data`` given): writes ``out/name``."""
+    plt = pyplot()
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.5))
+    ep = history["epoch"]
+    ax_loss.plot(ep, history["loss"], "o-", label="train")
+    ax_loss.plot(ep, history["eval_loss"], "s-", label="test")
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", yscale="log",
+                title=f"{title} loss".strip())
+    ax_acc.plot(ep, history["accuracy"], "o-", label="train")
+    ax_acc.plot(ep, history["eval_accuracy"], "s-", label="test")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy", title=f"{title} accuracy".strip())
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    return savefig(fig, out, name)
+
+
 def keys(seed: int, n: int = 2):
     """``n`` independent PRNG keys from ``seed``."""
     return tuple(jax.random.split(jax.random.PRNGKey(seed), n))

@@ -42,22 +42,6 @@ def build_model(width=16):
                      nn.GlobalAvgPool2D(), nn.Dense(10))
 
 
-def plot(history, out):
-    plt = _common.pyplot()
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.5))
-    ep = history["epoch"]
-    ax_loss.plot(ep, history["loss"], "o-", label="train")
-    ax_loss.plot(ep, history["eval_loss"], "s-", label="test")
-    ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", yscale="log", title="ResNet loss")
-    ax_acc.plot(ep, history["accuracy"], "o-", label="train")
-    ax_acc.plot(ep, history["eval_accuracy"], "s-", label="test")
-    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="ResNet accuracy")
-    for ax in (ax_loss, ax_acc):
-        ax.grid(alpha=0.3)
-        ax.legend()
-    return _common.savefig(fig, out, "resnet.png")
-
-
 def main():
     p = _common.parser(__doc__)
     p.add_argument("--epochs", type=int, default=15)
@@ -79,7 +63,7 @@ def main():
     result = train.evaluate(model, params, state, x_test, y_test)
     print(f"test accuracy {result['accuracy']:.4f}  test loss {result['loss']:.4f}  "
           f"({time.perf_counter() - t0:.1f} s in all)")
-    plot(history, args.out)
+    _common.plot_loss_accuracy(history, args.out, "resnet.png", "ResNet")
     return result
 
 
