@@ -14,5 +14,5 @@ A model is data (a pytree of arrays) plus pure functions:
 """
 from funcnet import checkpoint, data, gradcheck, nn, ops, optim, parallel, train  # noqa: F401
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __all__ = ["checkpoint", "data", "gradcheck", "nn", "ops", "optim", "parallel", "train"]

@@ -48,7 +48,7 @@ def test_colab_notebook_runs_on_eight_cpu_devices(monkeypatch):
     text = "\n".join(_outputs(c) for c in nb.cells[:six])                  # sections 1-5
     lm = "\n".join(_outputs(c) for c in nb.cells[six:])                    # section 6
 
-    assert "funcnet 0.1.0 is importable" in text, text
+    assert "funcnet 0.2.0 is importable" in text, text
     assert "platform: cpu, 8 devices, kind: cpu" in text, text
     assert "ids: [0, 1, 2, 3, 4, 5, 6, 7]" in text, text
     assert "parameters: 13,890" in text, text
