@@ -14,7 +14,7 @@ import jax.numpy as jnp
 
 from funcnet import _checks
 from funcnet.optim.base import (
-    OptState, Updates, abs_sq, check_optimizer, check_optional_dtype, check_state,
+    OptState, Updates, abs_sq, check_optional_dtype, check_state,
     check_updates, current_learning_rate, optimizer, promote_dtypes, safe_increment,
     zero_count, zeros_like)
 from funcnet.optim.combine import call_update
@@ -79,7 +79,7 @@ def skip_large_updates(updates, gradient_step, params, max_squared_norm):
 
 def _multi_steps(fn, opt, every_k_schedule, use_grad_mean, should_skip_update_fn,
                  accumulator_dtype):
-    check_optimizer(fn, "opt", opt)
+    _checks.check_optimizer(fn, "opt", opt)
     if callable(every_k_schedule):
         k_of, static_k = every_k_schedule, None
     else:

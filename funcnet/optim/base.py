@@ -188,16 +188,6 @@ def check_optional_dtype(fn: str, name: str, dtype):
     return None if dtype is None else _checks.check_dtype(fn, name, dtype, kind=jnp.inexact)
 
 
-def is_optimizer(t) -> bool:
-    return isinstance(t, tuple) and hasattr(t, "init") and hasattr(t, "update")
-
-
-def check_optimizer(fn: str, name: str, t) -> None:
-    if not is_optimizer(t):
-        raise TypeError(f"{fn}: {name} must be an optimizer (init, update), got "
-                        f"{type(t).__name__}")
-
-
 # ------------------------------------------------------------------------ utilities
 
 

@@ -14,7 +14,7 @@ import jax
 
 from funcnet import _checks
 from funcnet.optim.base import (
-    OptState, StateMismatchError, check_inexact_leaves, check_optimizer, check_state,
+    OptState, StateMismatchError, check_inexact_leaves, check_state,
     check_updates, current_learning_rate, optimizer)
 
 _map = jax.tree_util.tree_map
@@ -69,7 +69,7 @@ def chain(*transforms, name: str = "chain"):
       [-1.2 -1.6]
     """
     for i, t in enumerate(transforms):
-        check_optimizer(name, f"argument {i}", t)
+        _checks.check_optimizer(name, f"argument {i}", t)
 
     def init(params):
         check_inexact_leaves(name, "params", params)
@@ -174,7 +174,7 @@ def masked(inner, mask, *, mask_compatible_extra_args: bool = False):
       ValueError: a mask tree that is not a prefix of the parameters (both printed).
     """
     fn = "masked"
-    check_optimizer(fn, "inner", inner)
+    _checks.check_optimizer(fn, "inner", inner)
     compat = _checks.static_bool(fn, "mask_compatible_extra_args", mask_compatible_extra_args)
 
     def init(params):
@@ -230,7 +230,7 @@ def multi_transform(transforms, param_labels, *, mask_compatible_extra_args: boo
         raise TypeError(f"{fn}: transforms must be a dict {{label: optimizer}}, got "
                         f"{type(transforms).__name__}")
     for label, t in transforms.items():
-        check_optimizer(fn, f"transforms[{label!r}]", t)
+        _checks.check_optimizer(fn, f"transforms[{label!r}]", t)
 
     def parts(tree):
         labels = param_labels(tree) if callable(param_labels) else param_labels

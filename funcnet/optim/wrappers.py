@@ -14,7 +14,7 @@ import numpy as np
 
 from funcnet import _checks
 from funcnet.optim.base import (
-    check_optimizer, check_state, current_learning_rate, optimizer, promote_dtypes,
+    check_state, current_learning_rate, optimizer, promote_dtypes,
     safe_increment, zero_count, zeros_like)
 from funcnet.optim.combine import call_update
 
@@ -49,7 +49,7 @@ def apply_if_finite(inner, max_consecutive_errors: int):
       An ``Optimizer`` with state :class:`ApplyIfFiniteState`.
     """
     fn = "apply_if_finite"
-    check_optimizer(fn, "inner", inner)
+    _checks.check_optimizer(fn, "inner", inner)
     _checks.static_int(fn, "max_consecutive_errors", max_consecutive_errors, minimum=0)
 
     def init(params):

@@ -29,7 +29,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from funcnet import _checks, data as fdata, ops, optim
-from funcnet.optim.base import check_optimizer
 from funcnet.train import sharding
 from funcnet.train._checks import (check_batch_split, check_labels, check_manager, check_mesh,
                                    check_model_args, check_pair, is_pair, num_classes)
@@ -303,7 +302,7 @@ def fit(model, params, state, opt, data, epochs: int, *, batch_size: int | None 
     fn = "fit"
     # ---------------------------------------------------------------- checks first
     compute_dtype = check_model_args(fn, model, loss_fn, metrics_fn, compute_dtype)
-    check_optimizer(fn, "opt", opt)
+    _checks.check_optimizer(fn, "opt", opt)
     epochs = _checks.static_int(fn, "epochs", epochs, minimum=0)
     checkpoint_every = _checks.static_int(fn, "checkpoint_every", checkpoint_every, minimum=1)
     eval_batch_size = _checks.static_int(fn, "eval_batch_size", eval_batch_size, minimum=1)

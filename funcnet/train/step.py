@@ -25,7 +25,6 @@ import jax.numpy as jnp
 from jax import lax
 
 from funcnet import _checks, ops, optim
-from funcnet.optim.base import check_optimizer
 from funcnet.train._checks import check_model_args
 from funcnet.train.metrics import cast_floating, default_metrics
 
@@ -131,7 +130,7 @@ def train_step(model, opt, loss_fn: Callable = ops.softmax_cross_entropy, *,
     """
     fn = "train_step"
     compute_dtype = check_model_args(fn, model, loss_fn, metrics_fn, compute_dtype)
-    check_optimizer(fn, "opt", opt)
+    _checks.check_optimizer(fn, "opt", opt)
     k = _checks.static_int(fn, "accum_steps", accum_steps, minimum=1)
     metrics_fn = default_metrics(loss_fn) if metrics_fn is None else metrics_fn
     averaged = _averaging(opt, axis_name)
