@@ -34,7 +34,7 @@ __all__ = [
     "check_array", "check_float", "check_integer", "check_rank", "check_min_rank",
     "check_shape", "check_same_shape", "check_broadcastable", "check_same_dtype", "check_axis",
     "static_int", "static_float", "static_bool", "static_choice", "concrete",
-    "check_index_range", "check_callable", "check_optimizer", "is_optimizer", "check_key", "normalize_pair", "normalize_padding",
+    "check_index_range", "check_callable", "check_optimizer", "check_key", "normalize_pair", "normalize_padding",
     "check_array_leaves", "check_divisible", "check_dtype", "check_nonempty",
     "check_hyperparameter", "check_same_leading", "check_batch_size",
 ]
@@ -352,14 +352,10 @@ def check_callable(fn: str, name: str, value, signature: str = "") -> None:
         raise TypeError(f"{fn}: {name} must be callable{sig}, got {type(value).__name__}")
 
 
-def is_optimizer(t) -> bool:
+def check_optimizer(fn: str, name: str, t) -> None:
     """optax's protocol: a NamedTuple-like tuple with ``init`` and ``update`` (funcnet's
     ``Optimizer``, optax's ``GradientTransformation``)."""
-    return isinstance(t, tuple) and hasattr(t, "init") and hasattr(t, "update")
-
-
-def check_optimizer(fn: str, name: str, t) -> None:
-    if not is_optimizer(t):
+    if not (isinstance(t, tuple) and hasattr(t, "init") and hasattr(t, "update")):
         raise TypeError(f"{fn}: {name} must be an optimizer (init, update), got "
                         f"{type(t).__name__} (e.g. funcnet.optim.adam(1e-3) or an optax "
                         f"GradientTransformation)")
