@@ -70,14 +70,17 @@ def batches(x, y, batch_size: int, *, key=None,
     batch_size = _checks.check_batch_size(fn, batch_size, n)
     order = (np.arange(n) if key is None
              else np.asarray(jax.random.permutation(_checks.check_key(fn, key, allow_seed=True), n)))
-    stop = n - n % batch_size if drop_last else n
+    return _rows(x, y, order, batch_size, drop_last)
 
-    def generate():
-        for start in range(0, stop, batch_size):
-            idx = order[start:start + batch_size]
-            yield x[idx], y[idx]
 
-    return generate()
+def _rows(x, y, order: np.ndarray, batch_size: int, drop_last: bool, transform=None):
+    """``(x[idx], y[idx])`` (through ``transform``) for each ``batch_size`` slice ``idx``
+    of ``order``; with ``drop_last`` the last ``len(order) % batch_size`` rows are left out."""
+    n = len(order)
+    for start in range(0, n - n % batch_size if drop_last else n, batch_size):
+        idx = order[start:start + batch_size]
+        xb, yb = x[idx], y[idx]
+        yield (xb, yb) if transform is None else transform(xb, yb)
 
 
 def epoch_batches(x, y, batch_size: int, key) -> tuple[jax.Array, jax.Array]:
@@ -176,16 +179,8 @@ class Loader:
         return np.asarray(_epoch_order(self.key, epoch, self.num_examples))
 
     def __call__(self, epoch: int) -> Iterator[tuple]:
-        order = self.order(epoch)
-        stop = len(self) * self.batch_size if self.drop_last else self.num_examples
-
-        def generate():
-            for start in range(0, stop, self.batch_size):
-                idx = order[start:start + self.batch_size]
-                xb, yb = self.x[idx], self.y[idx]
-                yield (xb, yb) if self.transform is None else self.transform(xb, yb)
-
-        return generate()
+        return _rows(self.x, self.y, self.order(epoch), self.batch_size, self.drop_last,
+                     self.transform)
 
     def __iter__(self) -> Iterator[tuple]:
         epoch, self._epoch = self._epoch, self._epoch + 1

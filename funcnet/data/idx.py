@@ -127,10 +127,9 @@ class MappedImages:
         self._raw, self._max = raw, max_value
         self._flatten, self._normalize = flatten, normalize
         self.dtype = np.dtype(dtype)
-        n = raw.shape[0]
-        self.shape = (n, int(np.prod(raw.shape[1:]))) if flatten else tuple(raw.shape) + (1,)
+        # converting no rows checks dtype now (not at the first batch) and gives the row shape
+        self.shape = (raw.shape[0],) + self._convert(raw[:0]).shape[1:]
         self.ndim = len(self.shape)
-        self._convert(raw[:0])                      # checks dtype now, not at the first batch
 
     def __len__(self) -> int:
         return self.shape[0]

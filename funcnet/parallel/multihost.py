@@ -90,7 +90,7 @@ def _index_and_count(fn: str, process_index, process_count) -> tuple[int, int]:
     pc = static_int(fn, "process_count", pc, minimum=1)
     if pi >= pc:
         raise ValueError(f"{fn}: process_index {pi} is not < process_count {pc}")
-    return int(pi), int(pc)
+    return pi, pc
 
 
 def process_batch(*arrays, process_index: int | None = None,

@@ -134,6 +134,7 @@ def train_step(model, opt, loss_fn: Callable = ops.softmax_cross_entropy, *,
     k = _checks.static_int(fn, "accum_steps", accum_steps, minimum=1)
     metrics_fn = default_metrics(loss_fn) if metrics_fn is None else metrics_fn
     averaged = _averaging(opt, axis_name)
+    acc = optim.accumulate(averaged, k) if k > 1 else None
 
     def grads_and_metrics(params, state, x, y, key):
         def objective(p):
@@ -151,7 +152,6 @@ def train_step(model, opt, loss_fn: Callable = ops.softmax_cross_entropy, *,
         return grads, new_state, {"loss": loss, **metrics_fn(logits, y)}
 
     def accumulated(params, state, opt_state, x, y, key):
-        acc = optim.accumulate(averaged, k)
         acc_state = acc.init(params)._replace(inner_opt_state=opt_state)
 
         def body(carry, inp):
