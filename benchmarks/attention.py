@@ -67,6 +67,8 @@ class Entry:
         import jax
         import jax.numpy as jnp
 
+        from funcnet import nn
+
         self.name, self.samples, self.error, self.skipped = name, [], None, None
         self.compile_s = self.memory = None
         self.n_inner = 1
@@ -74,7 +76,7 @@ class Entry:
         def loss(qkv, _):
             return jnp.sum(attn(*qkv).astype(jnp.float32) ** 2)
 
-        self.residual_bytes = common.jax_residual_bytes(loss, args, ())
+        self.residual_bytes = nn.residual_bytes(loss, args, (), include_arguments=False)
         if self.residual_bytes > mem_limit:
             self.skipped = (f"residuals {self.residual_bytes / 2 ** 30:.1f} GiB > "
                             f"--mem-limit-gb {mem_limit / 2 ** 30:.1f}")
@@ -88,17 +90,15 @@ class Entry:
             self.memory = common.compiled_memory(self.fn)
             self.args = args
         except Exception as exc:  # noqa: BLE001 - out of memory, unsupported (cudnn)
-            self.error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+            self.error = common.error_text(exc)
             log(f"  T={t} {name}: failed: {self.error}")
 
-    def run(self, n):
-        import jax
-        for _ in range(n):
-            out = self.fn(*self.args)
-        jax.block_until_ready(out)
+    def run(self, n: int) -> float:
+        """Seconds per step of ``n`` steps and one wait."""
+        return common.time_calls(lambda: self.fn(*self.args), n)
 
     def sample(self) -> float:
-        return common.timed(lambda: self.run(self.n_inner)) / self.n_inner
+        return self.run(self.n_inner)
 
     @property
     def live(self) -> bool:
@@ -125,15 +125,15 @@ def measure_case(t, args_ns, platform, log) -> dict:
     for e in list(live):
         try:
             e.run(1)
-            dt = common.timed(lambda e=e: e.run(1))
+            dt = e.run(1)
             e.n_inner = int(min(100, max(1, args_ns.sample_ms / 1e3 // max(dt, 1e-6))))
         except Exception as exc:  # noqa: BLE001
-            e.error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+            e.error = common.error_text(exc)
             live.remove(e)
     t0, r = time.perf_counter(), 0
     while live and r < args_ns.max_repeats and (
             r < args_ns.repeats or time.perf_counter() - t0 < args_ns.budget):
-        for e in live[r % len(live):] + live[:r % len(live)]:
+        for e in common.rotated(live, r):
             e.samples.append(e.sample())
         r += 1
     rows = [e.row() for e in entries]
@@ -188,19 +188,16 @@ def targets(cases) -> list[dict]:
 
 def markdown(res: dict) -> str:
     env = res["env"]
-    vers = ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v)
     lines = [f"# Attention training step — {env['device']['device_kind']} "
              f"({env['device']['platform']})\n",
-             f"- date (UTC): {env['host']['date_utc']}; host CPU: {env['host']['cpu_model']} "
-             f"({env['host']['cpu_count']} cores); profile `{res['profile']}`",
-             f"- versions: {vers}",
+             f"- {common.host_text(env)}; profile `{res['profile']}`",
+             f"- versions: {common.versions_text(env)}",
              f"- step: grad of sum(attention(q, k, v)^2) w.r.t. q, k, v; causal; B=1, "
              f"heads {res['heads']}, head_dim {res['head_dim']}, {res['dtype']}, T = S",
              f"- command: `{res['command']}`; wall time {res['wall_s']:.0f} s\n",
              "| T | variant | median ms | IQR ms | n | resid MiB | resid × funcnet | "
              "XLA temp MiB | compile s | × best JAX alternative |",
              "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    mib = lambda b: common._fmt(None if b is None else b / 2 ** 20, ".2f")  # noqa: E731
     for c in res["cases"]:
         for x in c["rows"]:
             t = x["time"]
@@ -209,18 +206,17 @@ def markdown(res: dict) -> str:
                 f"| {c['T']} | {x['variant']} | "
                 + (f"{note[:70]} | | |" if note else
                    f"{t['median_s'] * 1e3:.2f} | {(t['q3_s'] - t['q1_s']) * 1e3:.2f} | {t['n']} |")
-                + f" {mib(x['residual_bytes'])}"
+                + f" {common._mb(x['residual_bytes'])}"
                 f" | {common._fmt(x['residual_ratio_to_funcnet'], '.1f')}"
-                f" | {mib((x['memory'] or {}).get('temp'))} | {common._fmt(x['compile_s'], '.2f')}"
+                f" | {common._mb((x['memory'] or {}).get('temp'))}"
+                f" | {common._fmt(x['compile_s'], '.2f')}"
                 f" | {common._fmt(x.get('ratio_best_jax'), '.2f')} |")
     lines += ["", "## Targets (issue 15)", ""] + [f"- {g['text']}" for g in res["targets"]]
     return "\n".join(lines) + "\n"
 
 
 def write(res: dict, out_dir: str) -> None:
-    common.write_json(os.path.join(out_dir, "attention.json"), res)
-    with open(os.path.join(out_dir, "attention.md"), "w") as f:
-        f.write(markdown(res))
+    common.write_results(out_dir, "attention", res, markdown(res), announce=False)
 
 
 def main(argv=None) -> dict:
@@ -256,16 +252,13 @@ def main(argv=None) -> dict:
         a.budget = 0.0 if a.quick else (30.0 if platform == "cpu" else 3.0)
     if a.mem_limit_gb is None:
         a.mem_limit_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 4 / 2 ** 30
-    out_dir = a.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
-                                    platform + ("-quick" if a.quick else ""))
-    env = {"device": common.jax_device_info(), "host": common.host_info(),
-           "versions": common.library_versions(),
+    out_dir = a.out or common.results_dir(platform, a.quick)
+    env = {**common.environment(),
            "env_vars": {k: os.environ.get(k) for k in ("XLA_FLAGS", "JAX_PLATFORMS")}}
     print(f"device: {env['device']}; T = {sizes}", flush=True)
     res = {"profile": "quick" if a.quick else "full", "heads": a.heads,
            "head_dim": a.head_dim, "dtype": a.dtype, "env": env, "cases": [],
-           "command": "python -m benchmarks.attention " + " ".join(
-               argv if argv is not None else sys.argv[1:])}
+           "command": common.command("attention", argv)}
     for t in sizes:   # written after every T: a run cut short keeps what it measured
         res["cases"].append(measure_case(t, a, platform, lambda m: print(m, flush=True)))
         res["targets"] = targets(res["cases"])

@@ -1,8 +1,9 @@
 """Shared benchmark machinery: timing, device peak, memory, versions, JSON/Markdown output.
 
 Timing protocol (see README): every library of a case is compiled and warmed up first,
-then the libraries are sampled round-robin (the order rotates each round) so that all of
-them see the same machine load. One sample is ``n_inner`` back-to-back steps dispatched
+then the libraries are sampled round by round, in a random (seeded) order each round, so
+that all of them see the same machine load (``benchmarks.run``; the smaller scripts rotate
+the order, :func:`rotated`). One sample is ``n_inner`` back-to-back steps dispatched
 from Python (per-step mode) or one ``lax.scan`` call of ``scan_length`` steps (scan mode),
 followed by a wait for the device; its time divided by the number of steps is one
 per-step time. We report the median and the interquartile range over the samples.
@@ -15,6 +16,7 @@ import math
 import os
 import platform
 import statistics
+import sys
 import time
 from typing import Any, Callable
 
@@ -40,6 +42,36 @@ def timed(fn: Callable[[], Any]) -> float:
     t0 = time.perf_counter()
     fn()
     return time.perf_counter() - t0
+
+
+def time_calls(fn: Callable[[], Any], n: int) -> float:
+    """Seconds per call of ``n`` back-to-back ``fn()`` calls and one wait for the last result."""
+    import jax
+
+    t0 = time.perf_counter()
+    for _ in range(n):
+        out = fn()
+    jax.block_until_ready(out)
+    return (time.perf_counter() - t0) / n
+
+
+def rotated(items: list, r: int) -> list:
+    """Round ``r``'s order of a round-robin whose order rotates by one every round."""
+    k = r % len(items)
+    return items[k:] + items[:k]
+
+
+def copy_tree(tree):
+    """Distinct buffers for every leaf (donation refuses a buffer passed twice)."""
+    import jax
+    import jax.numpy as jnp
+
+    return jax.tree.map(lambda a: jnp.array(a, copy=True), tree)
+
+
+def error_text(exc: BaseException, limit: int = 300) -> str:
+    """``"<Type>: <first line of the message>"``, at most ``limit`` characters, for a row."""
+    return f"{type(exc).__name__}: {exc}".splitlines()[0][:limit]
 
 
 # ----------------------------------------------------------------------------- device
@@ -132,22 +164,6 @@ def compiled_memory(compiled) -> dict[str, int] | None:
     return out
 
 
-def jax_residual_bytes(loss: Callable, params, batch) -> int | None:
-    """Bytes of the residuals ``jax.vjp(loss, params, batch)`` keeps, arguments excluded."""
-    try:
-        from funcnet.nn.memory import residual_bytes
-        return int(residual_bytes(loss, params, batch, include_arguments=False))
-    except ImportError:
-        pass
-    from jax._src.ad_checkpoint import saved_residuals
-
-    total = 0
-    for aval, src in saved_residuals(loss, params, batch):
-        if not src.startswith("from the argument"):
-            total += int(np.prod(aval.shape)) * np.dtype(aval.dtype).itemsize
-    return total
-
-
 # ----------------------------------------------------------------------------- versions
 def library_versions() -> dict[str, str | None]:
     """Installed versions from package metadata (imports nothing, so no torch threads start)."""
@@ -168,13 +184,27 @@ def environment() -> dict[str, Any]:
     return {"device": jax_device_info(), "host": host_info(), "versions": library_versions()}
 
 
-def write_results(out_dir: str, stem: str, results: dict, markdown_text: str) -> None:
-    """``<out_dir>/<stem>.json`` and ``<stem>.md``; prints where they went."""
+def results_dir(platform: str, quick: bool) -> str:
+    """The default output folder: ``benchmarks/results/<platform>[-quick]``."""
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                        platform + ("-quick" if quick else ""))
+
+
+def command(module: str, argv: list[str] | None) -> str:
+    """The command line a results file records: ``python -m benchmarks.<module> <args>``."""
+    return f"python -m benchmarks.{module} " + " ".join(
+        sys.argv[1:] if argv is None else argv)
+
+
+def write_results(out_dir: str, stem: str, results: dict, markdown_text: str,
+                  announce: bool = True) -> None:
+    """``<out_dir>/<stem>.json`` and ``<stem>.md``; prints where they went if ``announce``."""
     write_json(os.path.join(out_dir, stem + ".json"), results)
     with open(os.path.join(out_dir, stem + ".md"), "w") as f:
         f.write(markdown_text)
-    print(f"wrote {out_dir}/{stem}.json and .md in {results.get('wall_s', 0):.0f} s",
-          flush=True)
+    if announce:
+        print(f"wrote {out_dir}/{stem}.json and .md in {results.get('wall_s', 0):.0f} s",
+              flush=True)
 
 
 def write_json(path: str, data: dict) -> None:
@@ -200,8 +230,19 @@ def _fmt(x, spec: str, none: str = "–") -> str:
     return format(x, spec)
 
 
-def _mb(x) -> str:
-    return _fmt(None if x is None else x / 2 ** 20, ".2f")
+def _mb(x, spec: str = ".2f") -> str:
+    return _fmt(None if x is None else x / 2 ** 20, spec)
+
+
+def host_text(env: dict) -> str:
+    """``date (UTC): ...; host CPU: ... (N cores)`` of an ``environment()``."""
+    h = env["host"]
+    return f"date (UTC): {h['date_utc']}; host CPU: {h['cpu_model']} ({h['cpu_count']} cores)"
+
+
+def versions_text(env: dict) -> str:
+    """``jax 0.x, jaxlib 0.x, ...``: the installed versions of an ``environment()``."""
+    return ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v)
 
 
 def markdown(results: dict) -> str:
@@ -209,10 +250,8 @@ def markdown(results: dict) -> str:
     env, lines = results["env"], []
     lines.append(f"# funcnet benchmarks — {env['device']['device_kind']} "
                  f"({env['device']['platform']})\n")
-    lines.append(f"- date (UTC): {env['host']['date_utc']}; host CPU: {env['host']['cpu_model']}"
-                 f" ({env['host']['cpu_count']} cores); profile `{results['profile']}`")
-    vers = ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v)
-    lines.append(f"- versions: {vers}")
+    lines.append(f"- {host_text(env)}; profile `{results['profile']}`")
+    lines.append(f"- versions: {versions_text(env)}")
     for dt, p in env.get("peak", {}).items():
         tp = env.get("torch_peak", {}).get(dt)
         tp_s = f"; torch {tp['tflops'] * 1e3:.1f} GFLOP/s" if tp else ""

@@ -75,7 +75,7 @@ def funcnet_entries():
 
     def fresh():
         _, params, state = model.init(jax.random.PRNGKey(0), (BATCH, D_IN))
-        return _copy((params, state, opt.init(params)))
+        return common.copy_tree((params, state, opt.init(params)))
 
     made = train.make_train_step(model, opt)
     by_hand = jax.jit(train.train_step(model, opt), donate_argnums=(0, 1, 2))
@@ -87,7 +87,7 @@ def funcnet_entries():
         return call
 
     return {"make_train_step": (caller(made), fresh()),
-            "jit(train_step)": (caller(by_hand), fresh())}, made
+            "jit(train_step)": (caller(by_hand), fresh())}
 
 
 def plain_jax_entry():
@@ -101,8 +101,7 @@ def plain_jax_entry():
               "w2": jax.random.normal(k2, (HIDDEN, CLASSES)) * np.sqrt(2 / HIDDEN),
               "b2": jnp.zeros((CLASSES,))}
     zeros = jax.tree.map(jnp.zeros_like, params)
-    opt_state = {"count": jnp.zeros((), jnp.int32), "mu": zeros,
-                 "nu": jax.tree.map(jnp.zeros_like, params)}
+    opt_state = {"count": jnp.zeros((), jnp.int32), "mu": zeros, "nu": zeros}
 
     def loss(p, x, y):
         h = jax.nn.relu(x @ p["w1"] + p["b1"])
@@ -129,15 +128,7 @@ def plain_jax_entry():
         p, o, m = jitted(*carry, x, y, key)
         return (p, o), m
 
-    return call, _copy((params, opt_state)), jitted
-
-
-def _copy(tree):
-    """Distinct buffers for every leaf (donation refuses a buffer passed twice)."""
-    import jax
-    import jax.numpy as jnp
-
-    return jax.tree.map(lambda a: jnp.array(a, copy=True), tree)
+    return call, common.copy_tree((params, opt_state))
 
 
 # ------------------------------------------------------------------------- timing
@@ -166,8 +157,7 @@ def interleave(entries: list[Caller], rounds: int, n: int) -> None:
         e.run(2)
         e.run(n)
     for r in range(rounds):
-        k = r % len(entries)
-        for e in entries[k:] + entries[:k]:
+        for e in common.rotated(entries, r):
             e.samples.append(e.run(n))
 
 
@@ -212,7 +202,7 @@ def fit_per_step(steps_per_epoch: int, epochs: int, rounds: int) -> dict:
     key = jax.random.PRNGKey(0)
 
     def run_loop(e):
-        carry = _copy((params, state, opt.init(params)))
+        carry = common.copy_tree((params, state, opt.init(params)))
         rng = np.random.default_rng(0)
         t_epochs = []
         for _ in range(e):
@@ -237,7 +227,7 @@ def fit_per_step(steps_per_epoch: int, epochs: int, rounds: int) -> dict:
             f(1)
         names = list(runs)
         for r in range(rounds):
-            for k in names[r % 3:] + names[:r % 3]:
+            for k in common.rotated(names, r):
                 samples[k] += [t / steps_per_epoch for t in runs[k](epochs)[1:]]
         base = statistics.median(samples["hand-written loop"])
         for k, v in samples.items():
@@ -246,7 +236,7 @@ def fit_per_step(steps_per_epoch: int, epochs: int, rounds: int) -> dict:
         out["fit_profile"] = profile(lambda: run_fit(2, 2), sort="cumulative")
         out["fit_profile"]["note"] = f"2 epochs of {steps_per_epoch} steps, compiled"
     except Exception as exc:  # noqa: BLE001 - the API may move; record, don't crash
-        out["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+        out["error"] = common.error_text(exc)
     return out
 
 
@@ -271,13 +261,8 @@ def transfer_costs(rounds: int, calls: int) -> list[dict]:
         jax.block_until_ready(fn())
     names = list(paths)
     for r in range(rounds):
-        for k in names[r % len(names):] + names[:r % len(names)]:
-            fn = paths[k]
-            t0 = time.perf_counter()
-            for _ in range(calls):
-                out = fn()
-            jax.block_until_ready(out)
-            samples[k].append((time.perf_counter() - t0) / calls)
+        for k in common.rotated(names, r):
+            samples[k].append(common.time_calls(paths[k], calls))
     return [{"path": k, "median_us": statistics.median(v) * 1e6} for k, v in samples.items()]
 
 
@@ -286,9 +271,7 @@ def markdown(res: dict) -> str:
     env = res["env"]
     lines = [f"# Per-call dispatch cost of a training step — {env['device']['device_kind']} "
              f"({env['device']['platform']})\n",
-             f"- date (UTC): {env['host']['date_utc']}; host CPU: {env['host']['cpu_model']} "
-             f"({env['host']['cpu_count']} cores); versions: "
-             + ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v),
+             f"- {common.host_text(env)}; versions: {common.versions_text(env)}",
              f"- model: Dense({HIDDEN}) -> ReLU -> Dense({CLASSES}) on {D_IN} features, batch "
              f"{BATCH}, Adam; {res['calls_per_sample']} calls per sample, "
              f"{res['rounds']} interleaved rounds",
@@ -348,20 +331,20 @@ def main(argv=None) -> dict:
     rounds = args.rounds or (3 if args.quick else 40)
     calls = args.calls or (20 if args.quick else 200)
     platform = jax.devices()[0].platform
-    out_dir = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
-                                       platform + ("-quick" if args.quick else ""))
+    out_dir = args.out or common.results_dir(platform, args.quick)
     x, y = _data(BATCH)
     xd, yd, key = jax.numpy.asarray(x), jax.numpy.asarray(y), jax.random.PRNGKey(1)
-    fn_entries, made = funcnet_entries()
-    plain_call, plain_carry, _ = plain_jax_entry()
+    fn_entries = funcnet_entries()
+    plain_call, plain_carry = plain_jax_entry()
     entries = [Caller(name, call, carry, (xd, yd, key))
                for name, (call, carry) in fn_entries.items()]
     entries.append(Caller("plain jax", plain_call, plain_carry, (xd, yd, key)))
     interleave(entries, rounds, calls)
-    med = {e.name: statistics.median(e.samples) for e in entries}
+    stats = {e.name: common.summarize(e.samples) for e in entries}
+    med = {name: q["median_s"] for name, q in stats.items()}
     rows = []
     for e in entries:
-        q = common.summarize(e.samples)
+        q = stats[e.name]
         rows.append({"entry": e.name, "median_us": med[e.name] * 1e6,
                      "iqr_us": (q["q3_s"] - q["q1_s"]) * 1e6, "n": q["n"],
                      "ratio_plain": med[e.name] / med["plain jax"],
@@ -384,8 +367,7 @@ def main(argv=None) -> dict:
         print(f"{r['path']:>30}: {r['median_us']:8.1f} µs")
     res = {"env": common.environment(), "rounds": rounds, "calls_per_sample": calls, "rows": rows,
            "step_profile": step_profile, "fit": fit, "transfer": transfer,
-           "command": "python -m benchmarks.dispatch " + " ".join(
-               argv if argv is not None else sys.argv[1:]),
+           "command": common.command("dispatch", argv),
            "wall_s": time.perf_counter() - t_start}
     common.write_results(out_dir, "dispatch", res, markdown(res))
     return res

@@ -26,6 +26,7 @@ in both) to ``--out``.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import tempfile
@@ -39,8 +40,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks import common  # noqa: E402
-from funcnet import ops  # noqa: E402
-from funcnet.nn.memory import residual_bytes  # noqa: E402
+from funcnet import nn, ops  # noqa: E402
 from funcnet.ops import reference  # noqa: E402
 
 OPS = ("layer_norm", "rms_norm", "lstm", "gru", "gelu")
@@ -87,14 +87,6 @@ def step_fn(op):
     return jax.jit(jax.value_and_grad(loss))
 
 
-def sample(fn, args, ct, n_inner: int) -> float:
-    t0 = time.perf_counter()
-    for _ in range(n_inner):
-        out = fn(args, ct)
-    jax.block_until_ready(out)
-    return (time.perf_counter() - t0) / n_inner
-
-
 def bench_op(name: str, sizes: dict, dtype, repeats: int, sample_s: float) -> dict:
     args, desc = make_args(name, sizes, dtype)
     impls = {"funcnet": getattr(ops, name), "autodiff": getattr(reference, name)}
@@ -102,32 +94,31 @@ def bench_op(name: str, sizes: dict, dtype, repeats: int, sample_s: float) -> di
     rng = np.random.default_rng(1)
     ct = jax.tree_util.tree_map(
         lambda s: jnp.asarray(rng.standard_normal(s.shape), s.dtype), out_struct)
-    rows, fns, inner = {}, {}, {}
+    rows, calls, inner = {}, {}, {}
     for lib, op in impls.items():
         fn = step_fn(op)
         t0 = time.perf_counter()
         compiled = fn.lower(args, ct).compile()
         compile_s = time.perf_counter() - t0
-        jax.block_until_ready(fn(args, ct))                    # warm-up
-        one = sample(fn, args, ct, 1)
+        calls[lib] = functools.partial(fn, args, ct)
+        jax.block_until_ready(calls[lib]())                    # warm-up
+        one = common.time_calls(calls[lib], 1)
         inner[lib] = max(1, int(sample_s / max(one, 1e-9)))
-        fns[lib] = fn
         mem = common.compiled_memory(compiled) or {}
         rows[lib] = {"library": lib, "compile_s": compile_s, "samples": [],
-                     "residual_bytes": residual_bytes(op, *args, include_arguments=False),
+                     "residual_bytes": nn.residual_bytes(op, *args, include_arguments=False),
                      "temp_bytes": mem.get("temp"), "steps_per_sample": inner[lib]}
     # same numbers before timing
-    (l_f, g_f), (l_a, g_a) = (fns[k](args, ct) for k in ("funcnet", "autodiff"))
+    (l_f, g_f), (l_a, g_a) = (calls[k]() for k in ("funcnet", "autodiff"))
     tol = 1e-3 if jnp.dtype(dtype).itemsize >= 4 else 5e-2
     np.testing.assert_allclose(np.float64(l_f), np.float64(l_a), rtol=tol)
     for a, b in zip(jax.tree_util.tree_leaves(g_f), jax.tree_util.tree_leaves(g_a)):
         scale = float(jnp.max(jnp.abs(b.astype(jnp.float32)))) or 1.0
         err = float(jnp.max(jnp.abs((a - b).astype(jnp.float32))))
         assert err <= tol * scale, f"{name}: gradients differ by {err:.3g} (scale {scale:.3g})"
-    order = list(fns)
     for i in range(repeats):                                  # round-robin, rotating order
-        for lib in order[i % 2:] + order[:i % 2]:
-            rows[lib]["samples"].append(sample(fns[lib], args, ct, inner[lib]))
+        for lib in common.rotated(list(calls), i):
+            rows[lib]["samples"].append(common.time_calls(calls[lib], inner[lib]))
     for row in rows.values():
         row["time"] = common.summarize(row.pop("samples"))
     f, a = rows["funcnet"], rows["autodiff"]
@@ -141,13 +132,11 @@ def bench_op(name: str, sizes: dict, dtype, repeats: int, sample_s: float) -> di
 def markdown(results: dict) -> str:
     env = results["env"]
     dev = env["device"]
-    vers = ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v)
     lines = [f"# funcnet ops vs autodiff of the same maths — {dev['device_kind']} "
              f"({dev['platform']})\n",
-             f"- date (UTC): {env['host']['date_utc']}; host CPU: {env['host']['cpu_model']} "
-             f"({env['host']['cpu_count']} cores); profile `{results['profile']}`, "
+             f"- {common.host_text(env)}; profile `{results['profile']}`, "
              f"dtype {results['dtype']}",
-             f"- versions: {vers}",
+             f"- versions: {common.versions_text(env)}",
              f"- command: `{results['command']}`; wall time {results['wall_s']:.0f} s",
              "- one call = `jit(value_and_grad(<ct, op(args)>))` over every argument; "
              "resid = bytes kept for the backward pass beyond the op's inputs; temp = XLA's "
@@ -155,9 +144,6 @@ def markdown(results: dict) -> str:
              "| op | sizes | impl | median ms | IQR ms | n | resid MiB | temp MiB | compile s |"
              " time × autodiff | autodiff resid × funcnet |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-
-    def mib(b):
-        return "–" if b is None else f"{b / 2 ** 20:.3f}"
     for case in results["cases"]:
         for r in case["rows"]:
             t = r["time"]
@@ -167,8 +153,10 @@ def markdown(results: dict) -> str:
                        else "∞ (keeps inputs only)") if mine else ""
             lines.append(
                 f"| {case['op']} | {case['args']} | {r['library']} | {t['median_s'] * 1e3:.3f} "
-                f"| {(t['q3_s'] - t['q1_s']) * 1e3:.3f} | {t['n']} | {mib(r['residual_bytes'])} "
-                f"| {mib(r['temp_bytes'])} | {r['compile_s']:.2f} | {time_x} | {resid_x} |")
+                f"| {(t['q3_s'] - t['q1_s']) * 1e3:.3f} | {t['n']} "
+                f"| {common._mb(r['residual_bytes'], '.3f')} "
+                f"| {common._mb(r['temp_bytes'], '.3f')} | {r['compile_s']:.2f} | {time_x} "
+                f"| {resid_x} |")
     lines.append("")
     return "\n".join(lines)
 
@@ -192,8 +180,7 @@ def main(argv=None) -> dict:
     repeats = a.repeats or (3 if a.quick else 31)
     sample_s = (a.sample_ms or (5.0 if a.quick else 50.0)) / 1e3
     out = a.out or (os.path.join(tempfile.gettempdir(), "funcnet-ops-vs-autodiff-quick")
-                    if a.quick else os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                                 "results", platform))
+                    if a.quick else common.results_dir(platform, quick=False))
     names = [n.strip() for n in a.ops.split(",") if n.strip()]
     t0 = time.perf_counter()
     cases = []
@@ -204,15 +191,9 @@ def main(argv=None) -> dict:
               f"residuals {c['rows'][0]['residual_bytes']:,} B vs "
               f"{c['rows'][1]['residual_bytes']:,} B", flush=True)
     results = {"profile": profile, "dtype": a.dtype, "cases": cases,
-               "command": "python -m benchmarks.ops_vs_autodiff " + " ".join(
-                   sys.argv[1:] if argv is None else argv),
-               "wall_s": time.perf_counter() - t0,
-               "env": {"device": common.jax_device_info(), "host": common.host_info(),
-                       "versions": common.library_versions()}}
-    common.write_json(os.path.join(out, "ops_vs_autodiff.json"), results)
-    with open(os.path.join(out, "ops_vs_autodiff.md"), "w") as fh:
-        fh.write(markdown(results))
-    print(f"wrote {out}/ops_vs_autodiff.json and .md")
+               "command": common.command("ops_vs_autodiff", argv),
+               "wall_s": time.perf_counter() - t0, "env": common.environment()}
+    common.write_results(out, "ops_vs_autodiff", results, markdown(results))
     return results
 
 

@@ -67,17 +67,18 @@ class JaxEntry(Entry):
     def __init__(self, library, mode, case: Case, residuals: bool):
         super().__init__(library, mode)
         import jax
-        import jax.numpy as jnp
         from jax import lax
+
+        from funcnet import nn
 
         mod = load(library)
         b = mod.build(case)
-        # distinct buffers for every leaf, so that donation never sees one twice
-        self.state = jax.tree.map(lambda a: jnp.array(a, copy=True), b.state)
+        self.state = common.copy_tree(b.state)  # donation never sees one buffer twice
         x, y = make_batches(case, 1, seed=1)
         batch = b.prepare(x[0], y[0])
         if residuals:
-            self.residual_bytes = common.jax_residual_bytes(b.loss, b.params, batch)
+            self.residual_bytes = nn.residual_bytes(b.loss, b.params, batch,
+                                                    include_arguments=False)
         if mode == "step":
             fn, self.args, self.steps = jax.jit(b.step, donate_argnums=0), batch, 1
         else:
@@ -150,7 +151,7 @@ def make_entries(case: Case, libs: list[str], scan: bool, log, worker,
                     e = TorchEntry(lib, mode, case, residuals=(i == 0), worker=worker)
             except Exception as exc:  # noqa: BLE001 - record and go on with the others
                 e = Entry(lib, mode)
-                e.error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+                e.error = common.error_text(exc)
                 log(f"  {lib}/{mode}: build failed: {e.error}")
                 log("".join(traceback.format_exception(exc))[-2000:], verbose=True)
             else:
@@ -170,7 +171,7 @@ def warm_up(e: Entry, sample_s: float, repeats: int, log) -> None:
             e.max_samples = min(repeats, MIN_SLOW_SAMPLES)
             e.extra["note"] = (f"{t:.1f} s/step: only {e.max_samples} samples")
     except Exception as exc:  # noqa: BLE001
-        e.error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+        e.error = common.error_text(exc)
         log(f"  {e.library}/{e.mode}: warm-up failed: {e.error}")
 
 
@@ -394,8 +395,7 @@ def main(argv=None) -> dict:
         if n not in all_cases:
             p.error(f"unknown case {n!r}; choose from {', '.join(ALL_CASES)}")
     budget = args.budget if args.budget is not None else (0.0 if args.quick else 20.0)
-    out_dir = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
-                                       platform + ("-quick" if args.quick else ""))
+    out_dir = args.out or common.results_dir(platform, args.quick)
 
     libs = []
     for lib in [x for x in args.libs.split(",") if x]:
@@ -407,8 +407,7 @@ def main(argv=None) -> dict:
         except Exception as exc:  # noqa: BLE001 - optional peer not installed
             log(f"skipping {lib}: {type(exc).__name__}: {exc}")
 
-    env = {"device": common.jax_device_info(), "host": common.host_info(),
-           "versions": common.library_versions(), "peak": {}, "torch_peak": {},
+    env = {**common.environment(), "peak": {}, "torch_peak": {},
            "env_vars": {k: os.environ.get(k) for k in (
                "OMP_WAIT_POLICY", "OMP_NUM_THREADS", "XLA_FLAGS", "JAX_PLATFORMS",
                "XLA_PYTHON_CLIENT_MEM_FRACTION", "XLA_PYTHON_CLIENT_PREALLOCATE")}}
@@ -433,10 +432,11 @@ def main(argv=None) -> dict:
                if dt in env["torch_peak"] else ""))
 
     scan_cases = None if args.scan_cases is None else set(args.scan_cases.split(","))
-    command = "python -m benchmarks.run " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = common.command("run", argv)
 
     def write(cases_out, complete):
-        """results.json/md with the cases done so far (a killed run keeps them)."""
+        """results.json/md with the cases done so far (a killed run keeps them); the last
+        write logs the targets and where the files went."""
         results = {
             "profile": profile, "env": env, "cases": cases_out, "complete": complete,
             "command": command,
@@ -451,9 +451,11 @@ def main(argv=None) -> dict:
             "wall_s": time.perf_counter() - t_start,
         }
         finalize(results)
-        common.write_json(os.path.join(out_dir, "results.json"), results)
-        with open(os.path.join(out_dir, "results.md"), "w") as f:
-            f.write(common.markdown(results))
+        if complete:
+            for t in results["targets"]:
+                log(t["text"])
+        common.write_results(out_dir, "results", results, common.markdown(results),
+                             announce=complete)
         return results
 
     cases_out = []
@@ -484,11 +486,7 @@ def main(argv=None) -> dict:
     if worker is not None:
         worker.close()
 
-    results = write(cases_out, complete=True)
-    for t in results["targets"]:
-        log(t["text"])
-    log(f"wrote {out_dir}/results.json and results.md in {results['wall_s']:.0f} s")
-    return results
+    return write(cases_out, complete=True)
 
 
 if __name__ == "__main__":

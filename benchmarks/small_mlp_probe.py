@@ -193,12 +193,11 @@ class Variant:
 
     def _init(self, name: str, lib: str, case, length: int):
         import jax
-        import jax.numpy as jnp
         from jax import lax
 
         self.name = name
         b = build(lib, case)
-        fresh = lambda: jax.tree.map(lambda a: jnp.array(a, copy=True), b.state)  # noqa: E731
+        fresh = lambda: common.copy_tree(b.state)  # noqa: E731
         xs, ys = make_batches(case, length, seed=2)
         self.scan_args = b.prepare(xs, ys)
         x, y = make_batches(case, 1, seed=1)
@@ -246,8 +245,7 @@ def interleave(vs: list[Variant], rounds: int, calls: int, modes) -> None:
         v.run_steps(2)
         v.cpu = {"scan": [], "step": []}
     for r in range(rounds):
-        k = r % len(vs)
-        for v in vs[k:] + vs[:k]:
+        for v in common.rotated(vs, r):
             if "scan" in modes:
                 v.samples["scan"].append(v.run_scan())
             if "step" in modes:
@@ -267,8 +265,7 @@ def thunk_profile(vs: list[Variant], rounds: int) -> dict:
     with tempfile.TemporaryDirectory() as d:
         with jax.profiler.trace(d, create_perfetto_trace=True):
             for r in range(rounds):
-                k = r % len(vs)
-                for v in vs[k:] + vs[:k]:
+                for v in common.rotated(vs, r):
                     v.run_scan()
         paths = sorted(glob.glob(os.path.join(d, "**", "*perfetto_trace.json.gz"),
                                  recursive=True))
@@ -365,10 +362,9 @@ def markdown(res: dict) -> str:
     lines = [f"# Variants of the `{c['name']}` step on {env['device']['device_kind']} "
              f"({env['device']['platform']})\n",
              f"- case: {c['model']} {c['dims']}, batch {c['batch']}, {c['dtype']}",
-             f"- date (UTC): {env['host']['date_utc']}; host CPU: {env['host']['cpu_model']} "
-             f"({env['host']['cpu_count']} cores); load average at start "
+             f"- {common.host_text(env)}; load average at start "
              f"{res['loadavg_start']}, at end {res['loadavg_end']}",
-             "- versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v),
+             f"- versions: {common.versions_text(env)}",
              f"- {res['rounds']} interleaved rounds; scan: {res['length']} steps per call; "
              f"step: {res['calls']} dispatched steps per sample",
              f"- command: `{res['command']}`; wall time {res['wall_s']:.0f} s\n",
@@ -430,7 +426,7 @@ def main(argv=None) -> dict:
         try:
             vs.append(Variant(n, case, length))
         except Exception as exc:  # noqa: BLE001 - a missing peer: go on with the others
-            print(f"skipping {n}: {type(exc).__name__}: {exc}".splitlines()[0][:200])
+            print(f"skipping {n}: {common.error_text(exc, 200)}"[:200])
     interleave(vs, rounds, calls, modes)
     rows = []
     base = {m: next((v for v in vs if v.name == "funcnet"), vs[0]) for m in modes}
@@ -457,15 +453,13 @@ def main(argv=None) -> dict:
                       + ", ".join(f"{g['before']} ({g['us_per_step']:.1f})"
                                   for g in pr["gaps"]))
     platform = jax.devices()[0].platform
-    out_dir = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
-                                       platform + ("-quick" if args.quick else ""))
+    out_dir = args.out or common.results_dir(platform, args.quick)
     stem = "small_mlp_probe" if args.case == "small_mlp" else f"probe_{args.case}"
     res = {"case": case.to_json(), "env": common.environment(), "rounds": rounds,
            "length": length, "calls": calls, "rows": rows, "profile": prof,
            "loadavg_start": load0,
            "loadavg_end": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-           "command": "python -m benchmarks.small_mlp_probe " + " ".join(
-               argv if argv is not None else sys.argv[1:]),
+           "command": common.command("small_mlp_probe", argv),
            "wall_s": time.perf_counter() - t_start}
     common.write_results(out_dir, stem, res, markdown(res))
     return res
