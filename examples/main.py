@@ -14,8 +14,6 @@ full run), and writes ``main_curves.png`` (loss and accuracy per epoch) into ``-
 """
 import time
 
-import jax
-
 from funcnet import nn, optim, train
 import _common
 
@@ -39,7 +37,8 @@ def main():
     print(nn.summary(model, (-1,) + x_train.shape[1:]))
     init_key, fit_key = _common.keys(args.seed)
     _, params, state = model.init(init_key, (-1,) + x_train.shape[1:])
-    opt = optim.adam(optim.cosine_decay_schedule(args.lr, epochs * (len(x_train) // args.batch_size)))
+    steps = epochs * (len(x_train) // args.batch_size)
+    opt = optim.adam(optim.cosine_decay_schedule(args.lr, steps))
     params, state, _, history = train.fit(
         model, params, state, opt, (x_train, y_train), epochs, batch_size=args.batch_size,
         key=fit_key, eval_data=(x_test, y_test))
