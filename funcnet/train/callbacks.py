@@ -12,11 +12,19 @@ bool`` as well; ``fit`` then calls that instead, with ``train_state`` a
 the live arrays of the run: ``fit`` donates them to the next epoch, so a callback that
 keeps them must copy them (as :class:`KeepBest` does). Logs stay light (floats only).
 
-Callbacks are not checkpointed: after a resume, their counters start again.
+Resuming: a callback's counters live in the history, not in the checkpoint. When ``fit``
+resumes a run it calls ``on_resume(history, train_state) -> bool`` of every callback that
+has one, before training: ``history`` is the restored history (one entry per epoch done;
+``None`` where a value was not measured, e.g. ``eval_loss`` of epochs trained without
+``eval_data``), ``train_state`` the restored params, state and optimizer state of the
+last epoch done. :class:`EarlyStopping` and :class:`KeepBest` replay the history, so a
+resumed run stops at the same epoch as the uninterrupted one; ``True`` means the run had
+already stopped, and ``fit`` then trains nothing and says so.
 """
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, NamedTuple
 
 import jax
@@ -24,7 +32,7 @@ import jax.numpy as jnp
 
 from funcnet import _checks
 
-__all__ = ["EarlyStopping", "KeepBest", "TrainState", "call_callback"]
+__all__ = ["EarlyStopping", "KeepBest", "TrainState", "call_callback", "resume_callbacks"]
 
 
 class TrainState(NamedTuple):
@@ -40,6 +48,18 @@ def call_callback(cb, epoch: int, logs: dict, train_state: TrainState) -> bool:
     hook = getattr(cb, "on_epoch_end", None)
     result = hook(epoch, dict(logs), train_state) if callable(hook) else cb(epoch, dict(logs))
     return bool(result)
+
+
+def resume_callbacks(callbacks, history: dict, train_state: TrainState):
+    """Calls ``on_resume(history, train_state)`` of every callback that has one (all of
+    them, in order); returns the first that says the run had stopped, else ``None``."""
+    stopped = None
+    for cb in callbacks:
+        hook = getattr(cb, "on_resume", None)
+        if callable(hook) and bool(hook({k: list(v) for k, v in history.items()},
+                                        train_state)) and stopped is None:
+            stopped = cb
+    return stopped
 
 
 class _Monitor:
@@ -73,12 +93,25 @@ class _Monitor:
             return value < self.best_value - self.min_delta
         return value > self.best_value + self.min_delta
 
-    def _record(self, epoch: int, logs: dict) -> bool:
-        value = self._value(logs)
+    def _record(self, epoch: int, value: float) -> bool:
         if self._improved(value):
             self.best_value, self.best_epoch = value, epoch
             return True
         return False
+
+    def _replay(self, history: dict):
+        """``(epoch, value)`` of every epoch of ``history`` that measured ``monitor``
+        (``None`` entries were not measured; a NaN was, and never improves). Lists
+        shorter than ``history["epoch"]`` (histories written before they were padded) are
+        aligned to its end."""
+        self.best_value = self.best_epoch = None
+        epochs = list(history.get("epoch") or [])
+        values = list(history.get(self.monitor) or [])
+        offset = len(epochs) - len(values)
+        for i, epoch in enumerate(epochs):
+            value = values[i - offset] if i >= offset else None
+            if value is not None:
+                yield int(epoch), float(value)
 
 
 class EarlyStopping(_Monitor):
@@ -114,7 +147,10 @@ class EarlyStopping(_Monitor):
         self.stopped_epoch: int | None = None
 
     def __call__(self, epoch: int, logs: dict) -> bool:
-        if self._record(epoch, logs):
+        return self._step(epoch, self._value(logs))
+
+    def _step(self, epoch: int, value: float) -> bool:
+        if self._record(epoch, value):
             self.wait = 0
             return False
         self.wait += 1
@@ -122,6 +158,12 @@ class EarlyStopping(_Monitor):
             self.stopped_epoch = epoch
             return True
         return False
+
+    def on_resume(self, history: dict, train_state: TrainState | None = None) -> bool:
+        """Replays ``history`` (see the module docstring); ``True``: the run had stopped
+        (``stopped_epoch`` says when)."""
+        self.wait, self.stopped_epoch = 0, None
+        return any(self._step(epoch, value) for epoch, value in self._replay(history))
 
     def __repr__(self) -> str:
         return (f"EarlyStopping({self.monitor!r}, patience={self.patience}, "
@@ -151,9 +193,28 @@ class KeepBest(_Monitor):
         self.best: TrainState | None = None
 
     def on_epoch_end(self, epoch: int, logs: dict, train_state: TrainState | None) -> bool:
-        if self._record(epoch, logs) and train_state is not None:
-            self.best = TrainState(*jax.tree_util.tree_map(
-                lambda a: jnp.array(a, copy=True), tuple(train_state)))
+        if self._record(epoch, self._value(logs)) and train_state is not None:
+            self.best = _copy(train_state)
+        return False
+
+    def on_resume(self, history: dict, train_state: TrainState | None = None) -> bool:
+        """Replays ``history``: ``best_epoch`` and ``best_value`` are the run's. ``best``
+        holds ``train_state`` when the best epoch is the last one done (the restored
+        checkpoint); an earlier best epoch's arrays were not kept, so ``best`` stays
+        ``None`` (with a warning) until an epoch after the resume improves on it."""
+        self.best = None
+        for epoch, value in self._replay(history):
+            self._record(epoch, value)
+        done = (history.get("epoch") or [None])[-1]
+        if self.best_epoch is not None and self.best_epoch == done:
+            if train_state is not None:
+                self.best = _copy(train_state)
+        elif self.best_epoch is not None:
+            warnings.warn(
+                f"KeepBest: resumed at epoch {done}, but the best epoch so far is "
+                f"{self.best_epoch} ({self.monitor} = {self.best_value}), whose params were "
+                f"not kept; best stays None until a later epoch improves on it",
+                RuntimeWarning, stacklevel=2)
         return False
 
     def __call__(self, epoch: int, logs: dict) -> bool:
@@ -161,3 +222,9 @@ class KeepBest(_Monitor):
 
     def __repr__(self) -> str:
         return f"KeepBest({self.monitor!r}, mode={self.mode!r})"
+
+
+def _copy(train_state: TrainState) -> TrainState:
+    """Device copies of a :class:`TrainState` (``fit`` donates the originals)."""
+    return TrainState(*jax.tree_util.tree_map(lambda a: jnp.array(a, copy=True),
+                                              tuple(train_state)))

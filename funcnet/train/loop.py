@@ -32,7 +32,7 @@ from funcnet import _checks, data as fdata, ops, optim
 from funcnet.train import sharding
 from funcnet.train._checks import (check_batch_split, check_labels, check_manager, check_mesh,
                                    check_model_args, check_pair, is_pair, num_classes)
-from funcnet.train.callbacks import TrainState, call_callback
+from funcnet.train.callbacks import TrainState, call_callback, resume_callbacks
 from funcnet.train.epochs import all_finite, compiled
 from funcnet.train.errors import NonFiniteError
 from funcnet.train.evaluate import evaluate_checked
@@ -279,7 +279,10 @@ def fit(model, params, state, opt, data, epochs: int, *, batch_size: int | None 
       eval_batch_size: batch size of the evaluation.
       callbacks: callables ``cb(epoch, logs) -> bool`` (True stops training), or objects
         with ``on_epoch_end(epoch, logs, train_state)`` (see
-        :mod:`funcnet.train.callbacks`, :class:`EarlyStopping`, :class:`KeepBest`).
+        :mod:`funcnet.train.callbacks`, :class:`EarlyStopping`, :class:`KeepBest`). On a
+        resume, each callback's ``on_resume(history, train_state)`` (when it has one)
+        replays the restored history first; a run that a callback had stopped trains
+        nothing and says so.
       mesh: a :class:`jax.sharding.Mesh` to train data-parallel on, or ``None``.
       prefetch: batches prepared ahead of the step by a background thread (per-step
         paths); ``None``: 2 on an accelerator, 0 (no thread) on the CPU.
@@ -289,7 +292,9 @@ def fit(model, params, state, opt, data, epochs: int, *, batch_size: int | None 
       per epoch since the start of the run (restored epochs included): ``epoch``
       (1-based), ``loss``, the metrics, ``eval_loss`` and the eval metrics,
       ``learning_rate`` when known (the rate of the epoch's first update, above),
-      ``epoch_time`` (seconds, the first of a call including compilation).
+      ``epoch_time`` (seconds, the first of a call including compilation). Every list is
+      as long as ``epoch``: ``None`` where a value was not measured (``eval_*`` of
+      epochs trained, before a resume, without ``eval_data``).
 
     Raises:
       ValueError: bad shapes, sizes or counts (rows of ``x`` and ``y``, ``batch_size``,
@@ -364,8 +369,13 @@ def fit(model, params, state, opt, data, epochs: int, *, batch_size: int | None 
     params, state, opt_state = _place((params, state, opt_state), mesh)
     bar = EpochProgress(epochs, enabled=progress is not False and writer,  # one process logs
                         start=min(start, epochs))
-    if start >= epochs and start > 0:
-        bar.note(f"fit: nothing to train: checkpoint at epoch {start} of {epochs}")
+    stopped_by = None
+    if start > 0:
+        stopped_by = resume_callbacks(callbacks, history, TrainState(params, state, opt_state))
+    if start > 0 and (start >= epochs or stopped_by is not None):
+        why = (f"checkpoint at epoch {start} of {epochs}" if start >= epochs else
+               f"{stopped_by!r} had stopped this run at epoch {start}")
+        bar.note(f"fit: nothing to train: {why}")
         bar.close()
         return params, state, opt_state, history
     if start > 0:
@@ -418,8 +428,7 @@ def fit(model, params, state, opt, data, epochs: int, *, batch_size: int | None 
             if lr is not None:
                 logs["learning_rate"] = lr
             logs["epoch_time"] = time.perf_counter() - t0
-            for k, v in {"epoch": epoch + 1, **logs}.items():
-                history.setdefault(k, []).append(v)
+            _append(history, {"epoch": epoch + 1, **logs})
             bar.update(epoch + 1, logs, logs["epoch_time"])
             train_state = TrainState(params, state, opt_state)
             stop = False
@@ -438,6 +447,15 @@ def fit(model, params, state, opt, data, epochs: int, *, batch_size: int | None 
     finally:
         bar.close()
     return params, state, opt_state, history
+
+
+def _append(history: dict, row: dict) -> None:
+    """Appends one epoch's ``row`` to ``history``, keeping every list as long as
+    ``history["epoch"]``: ``None`` where an entry was not measured (``eval_loss`` of the
+    epochs before a resume that added ``eval_data``, and the other way round)."""
+    done = len(history.get("epoch", ()))
+    for k in [*row, *(k for k in history if k not in row)]:
+        history.setdefault(k, [None] * done).append(row.get(k))
 
 
 def _lazy_label_check(fn: str, model, params, state) -> Callable:

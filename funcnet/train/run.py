@@ -161,13 +161,22 @@ def resume_point(fn: str, manager, *, resume: bool, overwrite: bool, fp: dict, l
     if why is not None:
         return _refuse_or_clear(fn, manager, why, overwrite, writer)
     history = meta[META_KEY].get("history") or {}
-    return int(step), tree, {k: list(v) for k, v in history.items()}
+    return int(step), tree, {k: [_NON_FINITE.get(v, v) if isinstance(v, str) else v
+                                 for v in vs] for k, vs in history.items()}
+
+
+# JSON has no NaN or infinity: the history stores them as these strings, so that ``None``
+# keeps meaning "not measured" (checkpoints of funcnet 0.2.0 wrote NaN as None).
+_NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 
 
 def save_metadata(fp: dict, history: dict, epoch: int) -> dict:
-    """The metadata ``fit`` stores with the checkpoint of ``epoch`` (JSON: NaN -> None)."""
+    """The metadata ``fit`` stores with the checkpoint of ``epoch`` (JSON: a NaN or an
+    infinity in the history is written as ``"nan"``, ``"inf"``, ``"-inf"``)."""
     def clean(v):
-        return None if isinstance(v, float) and not math.isfinite(v) else v
+        if isinstance(v, float) and not math.isfinite(v):
+            return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
+        return v
     return {META_KEY: {"fingerprint": fp, "epoch": epoch,
                        "history": {k: [clean(v) for v in vs] for k, vs in history.items()}}}
 

@@ -79,3 +79,115 @@ def test_fit_rejects_a_non_callable_callback():
     with pytest.raises(TypeError, match=r"fit: callbacks\[1\] must be callable"):
         train.fit(MLP, params, state, ADAM, (X, Y), 1, callbacks=[print, 3], **FIT)
     jax.block_until_ready(params)
+
+
+# ------------------------------------------------------------------ resuming a run
+def test_early_stopping_replays_the_history():
+    """None is "not measured" (skipped); a NaN was measured and never improves."""
+    nan = float("nan")
+    history = {"epoch": [1, 2, 3, 4], "eval_loss": [None, 1.0, nan, None]}
+    stop = train.EarlyStopping("eval_loss", patience=2)
+    assert stop.on_resume(history) is False
+    assert (stop.best_epoch, stop.best_value, stop.wait, stop.stopped_epoch) == (2, 1.0, 1, None)
+    assert stop(5, {"eval_loss": 2.0}) is True and stop.stopped_epoch == 5
+    short = train.EarlyStopping("eval_loss", patience=1)
+    assert short.on_resume(history) is True and short.stopped_epoch == 3
+    # a list shorter than "epoch" (histories of funcnet 0.2.0) is aligned to its end
+    assert train.EarlyStopping("eval_loss", patience=1).on_resume(
+        {"epoch": [1, 2, 3], "eval_loss": [1.0, 2.0]}) is True
+    assert train.EarlyStopping("eval_loss").on_resume({}) is False
+
+
+def test_a_resumed_run_stops_where_the_uninterrupted_one_stops(tmp_path, capsys):
+    """Callbacks were not checkpointed: a resume reset EarlyStopping's patience, so the
+    resumed run trained past the epoch where the uninterrupted run stopped."""
+    params, state = init(MLP)
+
+    def stopper(patience=3):     # improves at epoch 1 only: stops after epoch 1 + patience
+        return train.EarlyStopping("loss", patience=patience, min_delta=10.0)
+
+    full = train.fit(MLP, params, state, ADAM, (X, Y), 8, callbacks=[stopper()], **FIT)
+    assert full[3]["epoch"] == [1, 2, 3, 4]
+    manager = checkpoint.CheckpointManager(tmp_path, keep=None)
+    train.fit(MLP, params, state, ADAM, (X, Y), 2, checkpoint=manager,
+              callbacks=[stopper()], **FIT)
+    stop = stopper()
+    resumed = train.fit(MLP, params, state, ADAM, (X, Y), 8, checkpoint=manager,
+                        callbacks=[stop], **FIT)
+    assert resumed[3]["epoch"] == [1, 2, 3, 4] and stop.stopped_epoch == 4
+    assert resumed[3]["loss"] == full[3]["loss"]
+    assert_trees_equal(full[:3], resumed[:3])
+    assert manager.all_steps() == [1, 2, 3, 4]                 # nothing past the stop
+    # running the cell again trains nothing, and says why
+    again = stopper()
+    out = train.fit(MLP, params, state, ADAM, (X, Y), 8, checkpoint=manager,
+                    batch_size=32, key=FIT["key"], callbacks=[again])
+    assert capsys.readouterr().out.strip() == (
+        "fit: nothing to train: EarlyStopping('loss', patience=3, min_delta=10.0, "
+        "mode='min') had stopped this run at epoch 4")
+    assert again.stopped_epoch == 4 and out[3] == resumed[3]
+    assert_trees_equal(out[:3], resumed[:3])
+    # more patience continues the same run
+    *_, hist = train.fit(MLP, params, state, ADAM, (X, Y), 8, checkpoint=manager,
+                         callbacks=[stopper(patience=5)], **FIT)
+    assert hist["epoch"] == [1, 2, 3, 4, 5, 6]
+
+
+def test_keep_best_across_a_resume(tmp_path):
+    params, state = init(MLP)
+    ev = dict(eval_data=(X_TEST, Y_TEST), **FIT)
+    # the best epoch is the restored one: KeepBest holds it again, as if never stopped
+    full_keeper = train.KeepBest("loss")
+    train.fit(MLP, params, state, ADAM, (X, Y), 3, callbacks=[full_keeper], **ev)
+    manager = checkpoint.CheckpointManager(tmp_path / "a")
+    train.fit(MLP, params, state, ADAM, (X, Y), 2, checkpoint=manager, **ev)
+    keeper = train.KeepBest("loss")
+    assert keeper.on_resume({"epoch": [1, 2], "loss": [2.0, 1.0]}) is False
+    train.fit(MLP, params, state, ADAM, (X, Y), 3, checkpoint=manager, callbacks=[keeper],
+              **ev)
+    assert (keeper.best_epoch, keeper.best_value) == (full_keeper.best_epoch,
+                                                      full_keeper.best_value) == (
+        3, full_keeper.best_value)
+    assert_trees_equal(tuple(keeper.best), tuple(full_keeper.best))
+    # the best epoch is older than the checkpoint: its arrays are gone, and it says so
+    worst = train.KeepBest("eval_loss", mode="max")               # epoch 1, as above
+    train.fit(MLP, params, state, ADAM, (X, Y), 3, callbacks=[worst], **ev)
+    manager = checkpoint.CheckpointManager(tmp_path / "b")
+    train.fit(MLP, params, state, ADAM, (X, Y), 2, checkpoint=manager, **ev)
+    late = train.KeepBest("eval_loss", mode="max")
+    with pytest.warns(RuntimeWarning, match=r"KeepBest: resumed at epoch 2, but the best "
+                                            r"epoch so far is 1 \(eval_loss = "):
+        train.fit(MLP, params, state, ADAM, (X, Y), 3, checkpoint=manager,
+                  callbacks=[late], **ev)
+    assert (late.best_epoch, late.best_value, late.best) == (1, worst.best_value, None)
+
+
+def test_history_stays_aligned_when_a_resume_adds_eval_data(tmp_path):
+    params, state = init(MLP)
+    manager = checkpoint.CheckpointManager(tmp_path)
+    train.fit(MLP, params, state, ADAM, (X, Y), 2, checkpoint=manager, **FIT)
+    stop = train.EarlyStopping("eval_loss", patience=1)   # epochs 1-2 were not measured
+    *_, hist = train.fit(MLP, params, state, ADAM, (X, Y), 3, checkpoint=manager,
+                         eval_data=(X_TEST, Y_TEST), callbacks=[stop], **FIT)
+    assert hist["epoch"] == [1, 2, 3] and stop.stopped_epoch is None
+    assert hist["eval_loss"][:2] == [None, None] and hist["eval_loss"][2] > 0
+    assert {len(v) for v in hist.values()} == {3}
+    # and the other way round: a later resume without eval_data pads with None
+    *_, hist = train.fit(MLP, params, state, ADAM, (X, Y), 4, checkpoint=manager, **FIT)
+    assert hist["eval_loss"][3] is None and {len(v) for v in hist.values()} == {4}
+
+
+def test_non_finite_history_values_survive_the_checkpoint(tmp_path):
+    from funcnet.train.run import META_KEY, resume_point, save_metadata
+
+    inf, nan = float("inf"), float("nan")
+    history = {"epoch": [1, 2, 3, 4], "eval_loss": [nan, inf, -inf, None]}
+    meta = save_metadata({"run": 1}, history, 4)
+    assert meta[META_KEY]["history"]["eval_loss"] == ["nan", "inf", "-inf", None]
+    manager = checkpoint.CheckpointManager(tmp_path)
+    tree = {"a": np.zeros(2, np.float32)}
+    manager.save(4, tree, metadata=meta)
+    step, _, restored = resume_point("fit", manager, resume=True, overwrite=False,
+                                     fp={"run": 1}, like=tree)
+    got = restored["eval_loss"]
+    assert step == 4 and np.isnan(got[0]) and got[1:] == [inf, -inf, None]
