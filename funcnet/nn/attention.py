@@ -30,21 +30,18 @@ def MultiHeadAttention(num_heads: int, *, qkv_features: int | None = None,
     ``num_heads`` heads of ``D / num_heads``::
 
         q = x wq + bq,   k = x wk + bk,   v = x wv + bv              (N, T, D) each
-        o = dot_product_attention(q, k, v, mask, causal=causal)       per head, scale
-                                                                      1/sqrt(D/num_heads)
-        y = dropout(o) wo + bo                                        (N, T, out_features)
+        o = dot_product_attention(q, k, v, mask, causal=causal,       per head, scale
+                                  dropout_rate=r (train only))        1/sqrt(D/num_heads)
+        y = o wo + bo                                                 (N, T, out_features)
 
     The attention op's backward rule recomputes the probabilities blockwise, so a
     training step keeps ``O(T)`` per head for the attention, not ``T x T``; the
     projections are :func:`funcnet.ops.affine` (:func:`funcnet.ops.matmul` without bias).
 
-    Dropout (``train=True``, ``dropout_rate > 0``) drops elements of the attention output
-    ``o`` (the concatenated heads) before the output projection, not the attention
-    probabilities as Flax, Equinox and PyTorch do: dropping probabilities would need the
-    ``T x S`` masks regenerated block by block inside the attention's backward rule (and
-    the op would no longer be ``jax.nn.dot_product_attention``); dropping ``o`` keeps the
-    op exact and its memory ``O(T)`` (the mask is regenerated from the key, see
-    :func:`funcnet.ops.dropout`). Add an ``nn.Dropout`` after the layer for the usual
+    Dropout (``train=True``, ``dropout_rate > 0``) drops attention probabilities, as
+    Flax's ``MultiHeadDotProductAttention`` and PyTorch's ``nn.MultiheadAttention`` do:
+    the op draws the mask from ``key`` block by block and regenerates it in its backward
+    rule, so memory stays ``O(T)``. Add an ``nn.Dropout`` after the layer for the usual
     residual dropout.
 
     Shapes:
@@ -62,7 +59,8 @@ def MultiHeadAttention(num_heads: int, *, qkv_features: int | None = None,
         ``num_heads``.
       out_features: output width; default ``F``.
       causal: query ``t`` attends keys ``<= t`` only (language models).
-      dropout_rate: drop probability in ``[0, 1)`` of the attention output (see above).
+      dropout_rate: drop probability in ``[0, 1)`` of the attention probabilities (see
+        above; training only).
       use_bias: add the biases of the four projections.
       w_init: initializer of the four kernels; default
         :func:`~funcnet.nn.initializers.xavier_uniform` (as PyTorch's
@@ -137,15 +135,15 @@ def MultiHeadAttention(num_heads: int, *, qkv_features: int | None = None,
         with _checks.context(name):
             q, k, v = (_project(xb, params, p).reshape(n, t, heads, d // heads)
                        for p in "qkv")
-            o = ops.dot_product_attention(q, k, v, mask, causal=causal).reshape(n, t, d)
-            if train and rate > 0.0:
-                if key is None:
-                    raise ValueError(
-                        f"train=True with dropout_rate={rate:g} needs a PRNG key; call "
-                        "apply(params, state, x, key=jax.random.PRNGKey(...), train=True) "
-                        "(or pass train=False for evaluation)")
-                o = ops.dropout(o, rate, key)
-            y = _project(o, params, "o")
+            drop = rate if train else 0.0
+            if drop > 0.0 and key is None:
+                raise ValueError(
+                    f"train=True with dropout_rate={rate:g} needs a PRNG key; call "
+                    "apply(params, state, x, key=jax.random.PRNGKey(...), train=True) "
+                    "(or pass train=False for evaluation)")
+            o = ops.dot_product_attention(q, k, v, mask, causal=causal, dropout_rate=drop,
+                                          dropout_key=key if drop > 0.0 else None)
+            y = _project(o.reshape(n, t, d), params, "o")
         return (y[0] if single else y), state
 
     def _shapes(params):

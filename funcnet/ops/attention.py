@@ -31,6 +31,7 @@ from jax import lax
 from funcnet import _checks
 from funcnet.ops._arrays import compute_dtype, einsum
 from funcnet.ops._mode import has_twin
+from funcnet.ops.dropout import keep_mask
 
 __all__ = ["dot_product_attention"]
 
@@ -54,6 +55,7 @@ class Plan(NamedTuple):
     scale: float
     block: int       # keys per block
     s: int           # true number of keys S (the rest of the last block is padding)
+    dropout: float = 0.0   # drop probability of the attention probabilities
 
     @property
     def blocks(self) -> int:
@@ -71,10 +73,13 @@ def large_negative(dtype) -> float:
     return float(-0.7 * min(float(jnp.finfo(dtype).max), float(jnp.finfo(jnp.float32).max)))
 
 
-def check_attention_args(fn, q, k, v, mask, causal, scale, block_size):
-    """Shared checks of the op and its twin; returns ``(causal, scale, block_size)``.
+def check_attention_args(fn, q, k, v, mask, causal, scale, block_size, dropout_rate=0.0,
+                         dropout_key=None):
+    """Shared checks of the op and its twin; returns ``(causal, scale, block_size,
+    dropout_rate, dropout_key)``.
 
-    ``scale`` comes back as a Python float (``1/sqrt(H)`` for ``None``).
+    ``scale`` comes back as a Python float (``1/sqrt(H)`` for ``None``); ``dropout_key``
+    is required when ``dropout_rate > 0`` (and checked whenever given).
     """
     for name, a in (("q", q), ("k", k), ("v", v)):
         _checks.check_float(fn, name, a)
@@ -107,10 +112,18 @@ def check_attention_args(fn, q, k, v, mask, causal, scale, block_size):
         fn, "scale", scale)
     if block_size is not None:
         block_size = _checks.static_int(fn, "block_size", block_size, minimum=1)
-    return causal, scale, block_size
+    rate = _checks.static_float(fn, "dropout_rate", dropout_rate, 0.0, 1.0,
+                                high_inclusive=False)
+    if dropout_key is not None:
+        dropout_key = _checks.check_key(fn, dropout_key, name="dropout_key")
+    elif rate > 0.0:
+        raise ValueError(f"{fn}: dropout_rate={rate:g} needs dropout_key, a PRNG key (pass "
+                         "dropout_rate=0.0 for evaluation)")
+    return causal, scale, block_size, rate, dropout_key
 
 
-def _plan(s: int, rows: int, causal: bool, scale: float, block_size: int | None) -> Plan:
+def _plan(s: int, rows: int, causal: bool, scale: float, block_size: int | None,
+          dropout: float = 0.0) -> Plan:
     """Blocks of ``block_size`` keys, or by default about ``BLOCK_ELEMENTS / rows`` keys
     (``rows = B * N * T``, at least ``MIN_BLOCK``) evened out over the blocks so that the
     last one is not mostly padding (a multiple of 8 keys); one block if ``S`` fits."""
@@ -118,7 +131,23 @@ def _plan(s: int, rows: int, causal: bool, scale: float, block_size: int | None)
         blocks = -(-s // max(MIN_BLOCK, BLOCK_ELEMENTS // max(rows, 1)))
         block_size = s if blocks == 1 else -(-s // (blocks * 8)) * 8
     block = min(block_size, s)
-    return Plan(causal, scale, block, s)
+    return Plan(causal, scale, block, s, dropout)
+
+
+def keep_probabilities(key, rate: float, rows: tuple, cols):
+    """The dropout keep mask of the probabilities of key columns ``cols``: ``(*rows,
+    len(cols))`` booleans, ``P(keep) = 1 - rate``. Column ``j`` is drawn from
+    ``fold_in(key, j)`` with shape ``rows`` (``(B, K, G, T)``, i.e. ``(B, N, T)``), so the
+    mask does not depend on how the keys are split into blocks."""
+    return jax.vmap(lambda j: keep_mask(jax.random.fold_in(key, j), rate, rows),
+                    out_axes=-1)(cols)
+
+
+def drop(p, keep, rate: float):
+    """``p * keep / (1 - rate)`` (the identity when ``keep`` is ``None``)."""
+    if keep is None:
+        return p
+    return jnp.where(keep, p / (1.0 - rate), jnp.zeros((), p.dtype))
 
 
 def mask5(mask, n: int, kh: int):
@@ -199,7 +228,15 @@ def _loop(body, carry, xs, plan: Plan):
     return lax.scan(body, carry, xs)
 
 
-def _forward(q, k, v, mask, plan: Plan):
+def _block_keep(key, plan: Plan, qh, j):
+    """The keep mask of key block ``j`` (``None`` without dropout)."""
+    if plan.dropout == 0.0:
+        return None
+    cols = j * plan.block + jnp.arange(plan.block, dtype=jnp.int32)
+    return keep_probabilities(key, plan.dropout, qh.shape[:-1], cols)
+
+
+def _forward(q, k, v, mask, key, plan: Plan):
     """Online softmax over key blocks. Returns ``o`` ``(B, T, N, H)`` and ``m, log l``."""
     ct = compute_dtype(q.dtype)
     qh = _heads(q, k.shape[2])
@@ -214,7 +251,8 @@ def _forward(q, k, v, mask, plan: Plan):
         m_new = lax.stop_gradient(jnp.maximum(m, jnp.max(s, axis=-1)))
         alpha = jnp.exp(m - m_new)
         p = jnp.exp(s - m_new[..., None])
-        l = alpha * l + jnp.sum(p, axis=-1)
+        l = alpha * l + jnp.sum(p, axis=-1)         # the normaliser: before dropout
+        p = drop(p, _block_keep(key, plan, qh, j), plan.dropout)
         pv = einsum("bkgts,bksh->bkgth", p.astype(v.dtype), vb, ct)
         return (m_new, l, alpha[..., None] * acc + pv), None
 
@@ -224,18 +262,18 @@ def _forward(q, k, v, mask, plan: Plan):
     return _unheads(acc / l[..., None]).astype(q.dtype), m, jnp.log(l)
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(4,))
-def _attention(q, k, v, mask, plan):
-    return _forward(q, k, v, mask, plan)[0]
+@partial(jax.custom_vjp, nondiff_argnums=(5,))
+def _attention(q, k, v, mask, key, plan):
+    return _forward(q, k, v, mask, key, plan)[0]
 
 
-def _attention_fwd(q, k, v, mask, plan):
-    o, m, log_l = _forward(q, k, v, mask, plan)
-    return o, (q, k, v, mask, o, m, log_l)   # mask: the caller's array, not a copy
+def _attention_fwd(q, k, v, mask, key, plan):
+    o, m, log_l = _forward(q, k, v, mask, key, plan)
+    return o, (q, k, v, mask, key, o, m, log_l)   # mask: the caller's array, not a copy
 
 
 def _attention_bwd(plan, res, do):
-    q, k, v, mask, o, m, log_l = res
+    q, k, v, mask, key, o, m, log_l = res
     b, s_len, kh, h = k.shape
     ct = compute_dtype(q.dtype)
     qh, doh = _heads(q, kh), _heads(do, kh)
@@ -246,8 +284,9 @@ def _attention_bwd(plan, res, do):
         j, kb, vb, mb = x
         s, attend = _logits(qh, kb, j, fixed if mb is None else mb, plan)
         p = jnp.exp((s - m[..., None]) - log_l[..., None])
-        dv = einsum("bkgts,bkgth->bksh", p.astype(q.dtype), doh, ct)
-        dp = einsum("bkgth,bksh->bkgts", doh, vb, ct)
+        keep = _block_keep(key, plan, qh, j)
+        dv = einsum("bkgts,bkgth->bksh", drop(p, keep, plan.dropout).astype(q.dtype), doh, ct)
+        dp = drop(einsum("bkgth,bksh->bkgts", doh, vb, ct), keep, plan.dropout)
         ds = p * (dp - d[..., None])
         if attend is not None:  # a masked logit is a constant: no gradient to q, k
             ds = jnp.where(attend, ds, jnp.zeros((), ct))
@@ -262,7 +301,7 @@ def _attention_bwd(plan, res, do):
         x = x.transpose(1, 0, 3, 2, 4).reshape(b, plan.blocks * plan.block, kh, h)
         return x[:, :s_len]
 
-    return _unheads(dq).astype(q.dtype), unblock(dk), unblock(dv), None
+    return _unheads(dq).astype(q.dtype), unblock(dk), unblock(dv), None, None
 
 
 _attention.defvjp(_attention_fwd, _attention_bwd)
@@ -270,7 +309,8 @@ _attention.defvjp(_attention_fwd, _attention_bwd)
 
 # ---------------------------------------------------------------------------- public op
 @has_twin
-def dot_product_attention(q, k, v, mask=None, *, causal=False, scale=None, block_size=None):
+def dot_product_attention(q, k, v, mask=None, *, causal=False, scale=None, block_size=None,
+                          dropout_rate=0.0, dropout_key=None):
     r"""Scaled dot-product attention, ``softmax(q k^T * scale + mask) v``, in O(T) memory.
 
     Layout and semantics of ``jax.nn.dot_product_attention`` (``B`` batch, ``T`` queries,
@@ -282,6 +322,17 @@ def dot_product_attention(q, k, v, mask=None, *, causal=False, scale=None, block
         z_ij = s_ij if attend(i, j) else L                attend = mask[b, n, i, j] and
                                                                    (not causal or j <= i)
         P_ij = exp(z_ij) / sum_j' exp(z_ij')              o_i = sum_j P_ij v_j
+
+    With ``dropout_rate = r > 0`` (training), the probabilities are dropped after the
+    softmax, as in Flax's and PyTorch's attention (Vaswani et al. 2017, section 5.4;
+    Srivastava et al. 2014)::
+
+        o_i = sum_j P_ij Z_ij v_j / (1 - r),     Z_ij ~ Bernoulli(1 - r)
+
+    where the column ``Z[:, :, :, j]`` (``(B, N, T)``) is drawn from
+    ``fold_in(dropout_key, j)`` (:func:`keep_probabilities`): the same key gives the same
+    mask whatever ``block_size``, and the backward pass regenerates it (no ``T x S``
+    mask is kept). ``jax.nn.dot_product_attention`` has no dropout.
 
     ``L = -0.7 * min(finfo(dtype).max, finfo(float32).max)`` is jax.nn's large negative
     number (:func:`large_negative`): finite, so a FULLY MASKED row is a softmax of equal
@@ -298,8 +349,11 @@ def dot_product_attention(q, k, v, mask=None, *, causal=False, scale=None, block
     acc = 0``::
 
         m' = max(m, max_{j in J} z_ij),   a = exp(m - m'),   p_ij = exp(z_ij - m')
-        l  = a l + sum_{j in J} p_ij,     acc = a acc + sum_{j in J} p_ij v_j,   m = m'
+        l  = a l + sum_{j in J} p_ij,     acc = a acc + sum_{j in J} p_ij Z'_ij v_j,   m = m'
         o_i = acc / l
+
+    with ``Z' = Z / (1 - r)`` (``Z' = 1`` without dropout): the normaliser ``l`` sums
+    the probabilities before dropout.
 
     Residuals: ``q, k, v`` (the arguments), ``mask``, the output ``o`` and the row
     log-sum-exp ``lse_i = m_i + log l_i`` kept as its two float32 terms ``m`` and
@@ -311,11 +365,13 @@ def dot_product_attention(q, k, v, mask=None, *, causal=False, scale=None, block
     recomputing the probabilities::
 
         P_ij  = exp((z_ij - m_i) - log l_i)
-        dV_j  = sum_i P_ij dO_i                dP_ij = dO_i . v_j
+        dV_j  = sum_i P_ij Z'_ij dO_i          dP_ij = (dO_i . v_j) Z'_ij
         dS_ij = P_ij (dP_ij - D_i) attend(i, j)      (a masked logit is a constant)
         dq_i += scale sum_j dS_ij k_j          dK_j  = scale sum_i dS_ij q_i
 
     summed over the ``N/K`` query heads of a key/value head (grouped-query attention).
+    ``D_i = dO_i . O_i`` still equals ``sum_j P_ij dP_ij`` with dropout, since ``O`` is
+    the dropped output (Dao et al. 2022, Algorithm 4).
     Each key block is one ``lax.scan`` step (no loop for one block); queries are not
     tiled, so the working memory of a step is ``O(B N T block)``, and causal attention
     computes the masked blocks too (as ``jax.nn``'s XLA path). Work: one extra ``q k^T``
@@ -338,6 +394,9 @@ def dot_product_attention(q, k, v, mask=None, *, causal=False, scale=None, block
         ``MIN_BLOCK`` = 64 keys; all ``S`` keys in one block when they fit), the fastest
         on CPU in a measurement of block sizes 32..2048 (tune it on an accelerator).
         Values and gradients do not depend on it (beyond rounding).
+      dropout_rate: static float in ``[0, 1)``, the drop probability of the attention
+        probabilities (0: no dropout, the default; use 0 for evaluation).
+      dropout_key: a PRNG key, required when ``dropout_rate > 0``; ignored otherwise.
 
     Returns:
       ``(B, T, N, H)`` (or ``(T, N, H)``), ``q``'s dtype.
@@ -345,21 +404,24 @@ def dot_product_attention(q, k, v, mask=None, *, causal=False, scale=None, block
     Raises:
       ValueError: wrong ranks, inconsistent ``B, H`` or ``S``, ``N`` not a multiple of
         ``K``, an empty axis, a mask not broadcastable to ``(B, N, T, S)``, a NaN/inf
-        ``scale``, ``block_size < 1``.
+        ``scale``, ``block_size < 1``, ``dropout_rate`` outside ``[0, 1)`` or without a
+        ``dropout_key``.
       TypeError: non-floating or mismatched ``q, k, v`` dtypes, a non-bool mask, a
-        non-static ``scale``, ``causal`` or ``block_size``.
+        non-static ``scale``, ``causal``, ``block_size`` or ``dropout_rate``, a
+        ``dropout_key`` that is not a PRNG key.
 
     References:
       Rabe & Staats (2021), https://arxiv.org/abs/2112.05682; Dao et al. (2022),
-      https://arxiv.org/abs/2205.14135, Algorithm 2; ``jax.nn.dot_product_attention``.
+      https://arxiv.org/abs/2205.14135, Algorithms 2 and 4; ``jax.nn.dot_product_attention``.
       See ``docs/formulas.md`` ("Beyond the notes").
     """
     fn = "dot_product_attention"
-    causal, scale, block_size = check_attention_args(fn, q, k, v, mask, causal, scale,
-                                                     block_size)
+    causal, scale, block_size, rate, key = check_attention_args(
+        fn, q, k, v, mask, causal, scale, block_size, dropout_rate, dropout_key)
     single = q.ndim == 3
     if single:
         q, k, v = q[None], k[None], v[None]
-    plan = _plan(k.shape[1], math.prod(q.shape[:3]), causal, scale, block_size)
-    o = _attention(q, k, v, None if mask is None else jnp.asarray(mask), plan)
+    plan = _plan(k.shape[1], math.prod(q.shape[:3]), causal, scale, block_size, rate)
+    o = _attention(q, k, v, None if mask is None else jnp.asarray(mask),
+                   key if rate > 0.0 else None, plan)
     return o[0] if single else o

@@ -10,7 +10,6 @@ import pytest
 
 from funcnet import nn
 from funcnet.gradcheck import assert_close
-from funcnet.ops import reference as R
 from tests.nn._models import abstract_init, randn, struct, trace_apply
 
 F64, F32 = jnp.float64, jnp.float32
@@ -32,9 +31,11 @@ def plain_mha(params, x, mask=None, *, heads, causal=False, rate=0.0, key=None):
         allowed = allowed & jnp.tril(jnp.ones((t, t), bool))[None, None]
     s = jnp.where(allowed, s, -0.7 * float(jnp.finfo(jnp.float32).max))
     p = jax.nn.softmax(s, axis=-1)
+    if rate:   # probabilities dropped; key column j's (N, heads, T) mask from fold_in(key, j)
+        keep = jnp.stack([jax.random.bernoulli(jax.random.fold_in(key, j), 1 - rate,
+                                               (n, heads, t)) for j in range(t)], axis=-1)
+        p = jnp.where(keep, p / (1 - rate), 0.0)
     o = jnp.einsum("nhts,nhsd->nthd", p, split(v)).reshape(n, t, d)
-    if rate:
-        o = R.dropout(o, rate, key)
     return o @ params["wo"] + b["o"][None, None, :]
 
 

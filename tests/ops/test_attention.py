@@ -293,3 +293,66 @@ def test_traced_scale_is_rejected_under_jit():
     q, k, v = _qkv(1, 2, 3, 1, 1, 2)
     with pytest.raises(TypeError, match=r"dot_product_attention: scale must be a Python float"):
         jax.jit(lambda q, s: attention(q, k, v, scale=s))(q, 0.5)
+
+
+# ----------------------------------------------------------------------------- dropout
+DROP_KEY = jax.random.PRNGKey(11)
+
+# (id, (B, T, S, N, K, H), causal, mask kind, block sizes); dropout on the probabilities
+DROPOUT_CASES = [
+    ("mha_padded_blocks", (2, 3, 5, 2, 2, 4), False, None, (None, 2)),
+    ("gqa_causal_keys_mask", (2, 4, 6, 4, 2, 3), True, "keys", (None, 4)),
+    ("fully_masked_row", (2, 4, 5, 2, 2, 3), False, "rows", (None, 3)),
+]
+
+
+@pytest.mark.parametrize("dims, causal, kind, blocks", [c[1:] for c in DROPOUT_CASES],
+                         ids=[c[0] for c in DROPOUT_CASES])
+def test_dropout_vjp_matches_reference_and_central_differences(dims, causal, kind, blocks):
+    """The mask depends on the key only (not on block_size): every block size gives the
+    twin's value, and the backward rule that regenerates the mask matches autodiff."""
+    b, t, s, n, kh, h = dims
+    mask = _mask(kind, b, t, s, n)
+    args = _qkv(b, t, s, n, kh, h, seed=4)
+    drop = dict(dropout_rate=0.4, dropout_key=DROP_KEY)
+    fs = [_bind(attention, mask, causal, block_size=bs, **drop) for bs in blocks]
+    y = check_vjp(fs, _bind(R.dot_product_attention, mask, causal, **drop), args,
+                  seed=5)["value"]
+    plain = _bind(attention, mask, causal)(*args)
+    assert y.shape == plain.shape and not np.allclose(y, plain)
+
+
+def test_dropout_is_per_key_unbiased_and_off_at_rate_zero():
+    q, k, v = (jnp.asarray(a) for a in _qkv(2, 6, 7, 2, 2, 3))
+    f = jax.jit(lambda key, rate: attention(q, k, v, causal=True, dropout_rate=rate,
+                                            dropout_key=key), static_argnums=1)
+    a, b, c = f(DROP_KEY, 0.3), f(DROP_KEY, 0.3), f(jax.random.PRNGKey(12), 0.3)
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+    assert_close(f(DROP_KEY, 0.0), attention(q, k, v, causal=True), 1e-14, "rate 0")
+    typed = attention(q, k, v, causal=True, dropout_rate=0.3,
+                      dropout_key=jax.random.key(11))     # typed keys work too
+    assert typed.shape == a.shape and np.all(np.isfinite(typed))
+    # uniform probabilities (q = 0) and v = 1: o = mean_j Z_ij / (1 - r), E[o] = 1
+    z = jnp.zeros((4, 64, 4, 8), F32)
+    o = attention(z, z, jnp.ones_like(z), dropout_rate=0.5, dropout_key=DROP_KEY,
+                  block_size=16)
+    assert abs(float(jnp.mean(o)) - 1.0) < 0.02                 # 65536 draws: std 0.004
+    assert float(jnp.mean(o == 0.0)) < 1e-3      # a row loses all 64 keys with p = 2^-64
+
+
+@pytest.mark.parametrize("kw, exc, match", [
+    ({"dropout_rate": 0.1}, ValueError,
+     r"dot_product_attention: dropout_rate=0.1 needs dropout_key, a PRNG key"),
+    ({"dropout_rate": 1.0, "dropout_key": DROP_KEY}, ValueError,
+     r"dot_product_attention: dropout_rate must be in \[0, 1\), got 1"),
+    ({"dropout_rate": "0.1", "dropout_key": DROP_KEY}, TypeError,
+     r"dot_product_attention: dropout_rate must be a Python float"),
+    ({"dropout_rate": 0.1, "dropout_key": 3}, TypeError,
+     r"dot_product_attention: dropout_key must be a PRNG key"),
+], ids=["no_key", "rate_1", "rate_str", "key_int"])
+def test_dropout_arguments_are_checked(kw, exc, match):
+    q, k, v = _qkv(1, 2, 3, 1, 1, 2)
+    for f in (attention, R.dot_product_attention):
+        with pytest.raises(exc, match=match):
+            f(q, k, v, **kw)

@@ -61,3 +61,13 @@ def test_jax_nn_keeps_the_probabilities():
         return jax.nn.dot_product_attention(q, k, v, is_causal=causal)
     res = _residuals(f, 512, 512, causal=True)
     assert max(math.prod(r.shape) for r in res) >= 512 * 512 * N
+
+
+def test_dropout_keeps_no_mask():
+    """Dropout on the probabilities adds the key to what is saved, never a T x S mask."""
+    key = jax.random.PRNGKey(0)
+    for t in (256, 1024):
+        res = _residuals(attention, t, t, causal=True, dropout_rate=0.1, dropout_key=key)
+        assert max(math.prod(r.shape) for r in res) == t * N * H, [str(r) for r in res]
+        plain = _activation_bytes(_residuals(attention, t, t, causal=True))
+        assert plain <= _activation_bytes(res) <= plain + key.nbytes

@@ -6,22 +6,26 @@ import jax.numpy as jnp
 from jax import lax
 
 from funcnet.ops._arrays import compute_dtype, einsum
-from funcnet.ops.attention import check_attention_args, large_negative, mask5
+from funcnet.ops.attention import (check_attention_args, drop, keep_probabilities,
+                                   large_negative, mask5)
 
 
-def dot_product_attention(q, k, v, mask=None, *, causal=False, scale=None, block_size=None):
+def dot_product_attention(q, k, v, mask=None, *, causal=False, scale=None, block_size=None,
+                          dropout_rate=0.0, dropout_key=None):
     """Reference attention ``softmax(q k^T * scale, masked with L) v``, one ``T x S`` block.
 
     Args:
       q: ``(B, T, N, H)`` or ``(T, N, H)``; k, v: ``(B, S, K, H)`` or ``(S, K, H)``.
       mask: boolean, broadcastable to ``(B, N, T, S)``; ``True`` = attend.
       causal, scale: as the op. block_size: checked and ignored (one block).
+      dropout_rate, dropout_key: as the op (the same mask for the same key).
 
     Returns:
       ``q``'s shape and dtype.
     """
-    causal, scale, _ = check_attention_args("dot_product_attention", q, k, v, mask, causal,
-                                            scale, block_size)
+    causal, scale, _, rate, key = check_attention_args(
+        "dot_product_attention", q, k, v, mask, causal, scale, block_size, dropout_rate,
+        dropout_key)
     single = q.ndim == 3
     if single:
         q, k, v = q[None], k[None], v[None]
@@ -38,6 +42,9 @@ def dot_product_attention(q, k, v, mask=None, *, causal=False, scale=None, block
         s = jnp.where(attend, s, large_negative(ct))
     e = jnp.exp(s - lax.stop_gradient(jnp.max(s, axis=-1, keepdims=True)))
     p = e / jnp.sum(e, axis=-1, keepdims=True)
+    if rate > 0.0:
+        cols = jnp.arange(s_len, dtype=jnp.int32)
+        p = drop(p, keep_probabilities(key, rate, p.shape[:-1], cols), rate)
     o = einsum("bkgts,bskh->btkgh", p.astype(v.dtype), v, ct)
     o = o.reshape(b, t, n, h).astype(q.dtype)
     return o[0] if single else o
