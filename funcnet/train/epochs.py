@@ -30,7 +30,12 @@ _tree_map = jax.tree_util.tree_map
 
 
 def all_finite(tree) -> jax.Array:
-    """A bool scalar: every floating leaf of ``tree`` is free of NaN and infinities."""
+    """A bool scalar: every floating leaf of ``tree`` is free of NaN and infinities.
+
+    One reduction per leaf. (One reduction over the concatenated leaves saves a few
+    microseconds per step on a 200-parameter model, but ``fit``'s guarded step of a
+    130k-parameter MLP then took 3.3 ms instead of 0.4 ms on XLA:CPU.)
+    """
     flags = [jnp.all(jnp.isfinite(a)) for a in jax.tree_util.tree_leaves(tree)
              if jnp.issubdtype(jnp.result_type(a), jnp.inexact)]
     return functools.reduce(jnp.logical_and, flags, jnp.array(True))
@@ -48,8 +53,9 @@ def compiled(model, opt, loss_fn, metrics_fn, compute_dtype, batch_size, mesh):
     ``counters`` is the int32 pair ``(bad, i)``: the 1-based first non-finite step (0:
     none) and the index of the next step (one array rather than two: every argument and
     result of a jitted call costs host time, ~1 µs, on the per-step path). Both donate
-    params, state and optimizer state. With a ``mesh`` every input and output is
-    replicated except the batches, split over the mesh's devices.
+    params, state and optimizer state; the step donates ``counters`` too. With a
+    ``mesh`` every input and output is replicated except the batches, split over the
+    mesh's devices.
     """
     step = train_step(model, opt, loss_fn, metrics_fn=metrics_fn, compute_dtype=compute_dtype)
 
@@ -80,10 +86,10 @@ def compiled(model, opt, loss_fn, metrics_fn, compute_dtype, batch_size, mesh):
 
     if mesh is None:
         return (jax.jit(epoch_scan, donate_argnums=(0, 1, 2)),
-                jax.jit(guarded, donate_argnums=(0, 1, 2)))
+                jax.jit(guarded, donate_argnums=(0, 1, 2, 3)))
     rep, rows = sharding.replicated(mesh), sharding.batch_sharding(mesh)
     return (jax.jit(epoch_scan, donate_argnums=(0, 1, 2), in_shardings=rep,
                     out_shardings=rep),
-            jax.jit(guarded, donate_argnums=(0, 1, 2),
+            jax.jit(guarded, donate_argnums=(0, 1, 2, 3),
                     in_shardings=(rep, rep, rep, rep, rows, rows, rep),
                     out_shardings=rep))

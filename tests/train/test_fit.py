@@ -163,3 +163,19 @@ def test_non_finite_input_params_are_refused():
     params[0]["w"] = params[0]["w"].at[0, 0].set(jnp.nan)
     with pytest.raises(ValueError, match="fit: params or state hold NaN or infinite"):
         train.fit(MLP, params, state, ADAM, subset(64), 1, **FIT)
+
+
+def test_all_finite_finds_every_non_finite_value():
+    """The guard's check, on leaves of several dtypes (never cast: a float32 1e38 next to
+    a bfloat16 leaf stays finite), a scalar and an integer leaf (ignored)."""
+    from funcnet.train import epochs
+
+    check = jax.jit(epochs.all_finite)
+    tree = {"w": jnp.full((3, 4), 1e38, jnp.float32), "h": jnp.ones((5,), jnp.bfloat16),
+            "c": jnp.ones((2,), jnp.complex64), "i": jnp.arange(3), "s": jnp.float32(2.0)}
+    assert bool(check(tree))
+    for leaf, bad in [("w", np.nan), ("w", -np.inf), ("h", np.inf), ("c", np.nan),
+                      ("s", np.inf)]:
+        broken = dict(tree, **{leaf: tree[leaf].at[..., 0].set(bad) if tree[leaf].ndim
+                               else jnp.asarray(bad, tree[leaf].dtype)})
+        assert not bool(check(broken)), (leaf, bad)
