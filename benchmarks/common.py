@@ -190,6 +190,21 @@ def results_dir(platform: str, quick: bool) -> str:
                         platform + ("-quick" if quick else ""))
 
 
+def script_parser(doc: str, quick_help: str, rounds_default: int | None = None):
+    """The ``argparse`` parser of a benchmark script: ``--quick``, ``--out`` (default
+    :func:`results_dir`) and, with ``rounds_default``, ``--rounds``."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help=quick_help)
+    if rounds_default is not None:
+        p.add_argument("--rounds", type=int, default=None,
+                       help=f"interleaved rounds (default {rounds_default})")
+    p.add_argument("--out", default=None,
+                   help="output folder (default benchmarks/results/<platform>[-quick])")
+    return p
+
+
 def command(module: str, argv: list[str] | None) -> str:
     """The command line a results file records: ``python -m benchmarks.<module> <args>``."""
     return f"python -m benchmarks.{module} " + " ".join(
@@ -238,6 +253,16 @@ def host_text(env: dict) -> str:
     """``date (UTC): ...; host CPU: ... (N cores)`` of an ``environment()``."""
     h = env["host"]
     return f"date (UTC): {h['date_utc']}; host CPU: {h['cpu_model']} ({h['cpu_count']} cores)"
+
+
+def header_lines(title: str, res: dict, *details: str) -> list[str]:
+    """The head of a results Markdown file: ``# title — device``, host and versions, the
+    ``details`` lines, then the command and wall time of ``res``."""
+    env = res["env"]
+    return [f"# {title} — {env['device']['device_kind']} ({env['device']['platform']})\n",
+            f"- {host_text(env)}; versions: {versions_text(env)}",
+            *(f"- {d}" for d in details),
+            f"- command: `{res['command']}`; wall time {res['wall_s']:.0f} s\n"]
 
 
 def versions_text(env: dict) -> str:

@@ -33,7 +33,6 @@ Usage::
 """
 from __future__ import annotations
 
-import argparse
 import cProfile
 import io
 import os
@@ -281,16 +280,13 @@ def transfer_costs(rounds: int, calls: int) -> list[dict]:
 
 # ------------------------------------------------------------------------- output
 def markdown(res: dict) -> str:
-    env = res["env"]
-    lines = [f"# Per-call dispatch cost of a training step — {env['device']['device_kind']} "
-             f"({env['device']['platform']})\n",
-             f"- {common.host_text(env)}; versions: {common.versions_text(env)}",
-             f"- model: Dense({HIDDEN}) -> ReLU -> Dense({CLASSES}) on {D_IN} features, batch "
-             f"{BATCH}, Adam; {res['calls_per_sample']} calls per sample, "
-             f"{res['rounds']} interleaved rounds",
-             f"- command: `{res['command']}`; wall time {res['wall_s']:.0f} s\n",
-             "| entry | median µs/call | IQR µs | n | × plain jax | × jit(train_step) |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = common.header_lines(
+        "Per-call dispatch cost of a training step", res,
+        f"model: Dense({HIDDEN}) -> ReLU -> Dense({CLASSES}) on {D_IN} features, batch "
+        f"{BATCH}, Adam; {res['calls_per_sample']} calls per sample, {res['rounds']} "
+        f"interleaved rounds")
+    lines += ["| entry | median µs/call | IQR µs | n | × plain jax | × jit(train_step) |",
+              "|---|---:|---:|---:|---:|---:|"]
     for r in res["rows"]:
         lines.append(f"| {r['entry']} | {r['median_us']:.1f} | {r['iqr_us']:.1f} | {r['n']} | "
                      f"{r['ratio_plain']:.2f} | {r['ratio_jit']:.2f} |")
@@ -333,13 +329,9 @@ def markdown(res: dict) -> str:
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="few rounds (smoke test)")
-    p.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 40)")
+    p = common.script_parser(__doc__, "few rounds (smoke test)", rounds_default=40)
     p.add_argument("--calls", type=int, default=None, help="calls per sample (default 200)")
     p.add_argument("--no-fit", action="store_true", help="skip fit's per-step path")
-    p.add_argument("--out", default=None,
-                   help="output folder (default benchmarks/results/<platform>[-quick])")
     args = p.parse_args(argv)
     import jax
 
