@@ -373,8 +373,9 @@ def fit(model, params, state, opt, data, epochs: int, *, batch_size: int | None 
     if start > 0:
         stopped_by = resume_callbacks(callbacks, history, TrainState(params, state, opt_state))
     if start > 0 and (start >= epochs or stopped_by is not None):
+        stop_epoch = getattr(stopped_by, "stopped_epoch", None) or start
         why = (f"checkpoint at epoch {start} of {epochs}" if start >= epochs else
-               f"{stopped_by!r} had stopped this run at epoch {start}")
+               f"{stopped_by!r} had stopped this run at epoch {stop_epoch}")
         bar.note(f"fit: nothing to train: {why}")
         bar.close()
         return params, state, opt_state, history

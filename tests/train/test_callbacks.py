@@ -127,6 +127,10 @@ def test_a_resumed_run_stops_where_the_uninterrupted_one_stops(tmp_path, capsys)
         "mode='min') had stopped this run at epoch 4")
     assert again.stopped_epoch == 4 and out[3] == resumed[3]
     assert_trees_equal(out[:3], resumed[:3])
+    # less patience: by the history the run would have stopped earlier; nothing to train
+    train.fit(MLP, params, state, ADAM, (X, Y), 8, checkpoint=manager, batch_size=32,
+              key=FIT["key"], callbacks=[stopper(patience=1)])
+    assert capsys.readouterr().out.strip().endswith("had stopped this run at epoch 2")
     # more patience continues the same run
     *_, hist = train.fit(MLP, params, state, ADAM, (X, Y), 8, checkpoint=manager,
                          callbacks=[stopper(patience=5)], **FIT)
