@@ -30,10 +30,12 @@ from funcnet.optim.combine import (
 from funcnet.optim.regularization import (
     WeightDecaySchedule, add_decayed_weights, clip, clip_by_global_norm, global_norm)
 from funcnet.optim.schedules import (
-    constant, constant_schedule, cosine_decay, cosine_decay_schedule, cosine_onecycle_schedule,
-    exponential_decay, join_schedules, linear_onecycle_schedule, linear_schedule,
-    piecewise_constant, piecewise_constant_schedule, piecewise_interpolate_schedule,
-    polynomial_schedule, sgdr_schedule, warmup_constant_schedule, warmup_cosine_decay,
+    constant, constant_schedule, cosine_decay, cosine_decay_schedule, exponential_decay,
+    join_schedules, linear_schedule, piecewise_constant, piecewise_constant_schedule,
+    polynomial_schedule)
+from funcnet.optim.schedules_compound import (
+    cosine_onecycle_schedule, linear_onecycle_schedule, piecewise_interpolate_schedule,
+    sgdr_schedule, warmup_constant_schedule, warmup_cosine_decay,
     warmup_cosine_decay_schedule, warmup_exponential_decay_schedule)
 from funcnet.optim.adaptive import (
     ScaleByAdagradState, ScaleByAdamState, ScaleByRmsState, ScaleByRmsWithCountState,
