@@ -37,13 +37,14 @@ from funcnet.nn.memory import Remat, residual_bytes, saved_residuals
 from funcnet.nn.normalization import BatchNorm
 from funcnet.nn.pooling import AvgPool2D, GlobalAvgPool2D, MaxPool2D
 from funcnet.nn.recurrent import RNN
+from funcnet.nn.sequences import Bidirectional, flip_sequences
 from funcnet.nn.summary import count_params, summary
 
 __all__ = [
-    "AvgPool2D", "BatchNorm", "Conv1D", "Conv2D", "Dense", "Dropout", "Embedding",
+    "AvgPool2D", "BatchNorm", "Bidirectional", "Conv1D", "Conv2D", "Dense", "Dropout", "Embedding",
     "FanInConcat", "FanInSum", "FanOut", "Flatten", "GELU", "GRU", "GlobalAvgPool2D",
     "Identity", "LSTM", "Layer", "LayerNorm", "LeakyReLU", "MaxPool2D", "MultiHeadAttention",
     "RMSNorm", "RNN", "ReLU", "Remat", "Residual", "SiLU", "Sigmoid", "Softmax", "Softplus",
     "Tanh", "count_params", "initializers", "parallel", "residual_bytes", "saved_residuals",
-    "serial", "summary",
+    "flip_sequences", "serial", "summary",
 ]

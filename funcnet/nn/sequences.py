@@ -1,0 +1,186 @@
+"""Padded batches of sequences: :func:`flip_sequences` and the :func:`Bidirectional` wrapper.
+
+Recurrent layers are time-major, ``(T, N, D)``. A batch of sequences of different lengths
+is padded at the end to ``T`` steps, with ``lengths`` ``(N,)`` the number of real steps of
+each. A recurrence is causal, so the states of a forward layer at ``t < lengths[n]`` do
+not depend on the padding and are exact; read sequence ``n``'s last state at
+``t = lengths[n] - 1`` (e.g. ``hs[lengths - 1, jnp.arange(N)]``). A backward (reversed)
+recurrence must instead start at each sequence's own last step: :func:`flip_sequences`
+reverses the real steps of every sequence in place, and :func:`Bidirectional` runs one
+layer forward and one on the flipped input, flipping its outputs back.
+
+References:
+  Schuster & Paliwal (1997), "Bidirectional Recurrent Neural Networks", IEEE Transactions
+  on Signal Processing 45(11). Graves & Schmidhuber (2005), "Framewise phoneme
+  classification with bidirectional LSTM". Flax's ``flip_sequences`` and
+  ``Bidirectional`` (the same semantics).
+"""
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+
+from funcnet import _checks
+from funcnet.nn.base import Layer, apply_child, fmt, init_child, is_shape_pair, split_pair
+from funcnet.nn.combinators import _check_entries, _check_layers, _split
+
+__all__ = ["flip_sequences", "Bidirectional"]
+
+_MERGES = ("concat", "sum")
+
+
+def _check_lengths(fn: str, xs, lengths):
+    """``lengths`` as an int array ``(N,)`` for a time-major ``xs`` ``(T, N, ...)``;
+    concrete values must lie in ``[0, T]``."""
+    _checks.check_array(fn, "xs", xs)
+    _checks.check_min_rank(fn, "xs", xs, 2)
+    _checks.check_array(fn, "lengths", lengths)
+    if not jnp.issubdtype(_checks.dtype_of(lengths), jnp.integer):
+        raise TypeError(f"{fn}: lengths must be integers (steps per sequence), got dtype "
+                        f"{_checks.dtype_of(lengths)}")
+    t, n = _checks.shape_of(xs)[:2]
+    _checks.check_shape(fn, "lengths", lengths, (n,),
+                        f"one length per sequence of the time-major xs {fmt(xs.shape)}")
+    _checks.check_index_range(fn, "lengths", lengths, t + 1, f"lengths in [0, T = {t}]")
+    return jnp.asarray(lengths)
+
+
+def flip_sequences(xs, lengths=None):
+    """Reverses the first ``lengths[n]`` steps of every sequence ``n``, padding in place.
+
+    ``out[t, n] = xs[lengths[n] - 1 - t, n]`` for ``t < lengths[n]`` and ``xs[t, n]``
+    otherwise, so a recurrence run on ``out`` starts at each sequence's last real step.
+    The function is its own inverse. ``lengths=None`` reverses the whole time axis.
+    Differentiable (a gather; its gradient is the same permutation).
+
+    Args:
+      xs: time-major ``(T, N, ...)``.
+      lengths: ``(N,)`` integers in ``[0, T]``, or ``None``.
+
+    Returns:
+      An array of ``xs``'s shape and dtype.
+
+    Raises:
+      TypeError: ``xs`` or ``lengths`` not an array, ``lengths`` not integers.
+      ValueError: ``xs`` of rank < 2, ``lengths`` not of shape ``(N,)``, or (when the
+        values are known, outside ``jit``) a length outside ``[0, T]``. Under ``jit`` a
+        sequence with such a length comes out as NaN (floating ``xs``) so that it is seen.
+    """
+    fn = "flip_sequences"
+    if lengths is None:
+        _checks.check_array(fn, "xs", xs)
+        _checks.check_min_rank(fn, "xs", xs, 2)
+        return jnp.flip(xs, axis=0)
+    lengths = _check_lengths(fn, xs, lengths)
+    t = xs.shape[0]
+    steps = jnp.arange(t)[:, None]
+    valid = (lengths >= 0) & (lengths <= t)
+    lengths = lengths[None, :]
+    idx = jnp.where(steps < lengths, lengths - 1 - steps, steps)
+    idx = jnp.where(valid[None, :], idx, t)   # out of bounds: filled (NaN for floats)
+    idx = idx.reshape(idx.shape + (1,) * (xs.ndim - 2))
+    return jnp.take_along_axis(xs, idx, axis=0, mode="fill")
+
+
+def _valid_steps(lengths, shape):
+    """Booleans ``t < lengths[n]`` broadcast against ``shape`` ``(T, N, ...)``."""
+    mask = jnp.arange(shape[0])[:, None] < lengths[None, :]
+    return mask.reshape(mask.shape + (1,) * (len(shape) - 2))
+
+
+def Bidirectional(forward: Layer, backward: Layer, *, merge: str = "concat") -> Layer:
+    """Runs ``forward`` on the sequences and ``backward`` on them reversed; merges both.
+
+    For an input ``xs`` ``(T, N, D)`` (time-major) or a pair ``(xs, lengths)``::
+
+        f = forward(xs)
+        b = flip_sequences(backward(flip_sequences(xs, lengths)), lengths)
+        y = concatenate([f, b], -1)   (merge="concat")   or   f + b   (merge="sum")
+
+    so that ``b[t]`` has seen the steps ``t .. lengths[n] - 1`` of its sequence and
+    ``f[t]`` the steps ``0 .. t``, each exactly as if the sequence had been run alone. With
+    ``lengths``, the outputs at padded steps (``t >= lengths[n]``) are 0. Both layers
+    must map ``(T, N, D)`` to ``(T, N, H)`` (e.g. :func:`LSTM`, :func:`GRU`, :func:`RNN`
+    without ``return_carry``); a ``key`` is split between them.
+
+    Example (a bidirectional LSTM encoder of padded token sequences)::
+
+        encoder = nn.Bidirectional(nn.LSTM(64), nn.LSTM(64))
+        _, params, state = encoder.init(key, ((T, -1, D), (-1,)))
+        hs, _ = encoder.apply(params, state, (embedded, lengths))     # (T, N, 128)
+
+    Shapes:
+      input: ``xs`` ``(T, N, D)`` or ``(xs, lengths)`` with ``lengths`` ``(N,)`` ints in
+        ``[0, T]``; ``init`` takes ``(T, N, D)`` or the pair of shapes
+        ``((T, N, D), (N,))`` (``-1`` for an unknown ``N``).
+      output: ``(T, N, H_f + H_b)`` (``concat``) or ``(T, N, H)`` (``sum``, equal widths).
+      params, state: ``(forward's, backward's)``.
+
+    Args:
+      forward, backward: the two :class:`Layer` s (two instances, even of the same kind:
+        they get their own params).
+      merge: ``"concat"`` (last axis) or ``"sum"``.
+
+    Returns:
+      A :class:`Layer` named ``"Bidirectional(<forward>, <backward>)"``.
+
+    Raises:
+      TypeError: at construction, a non-Layer; in ``init``, a layer whose output is not
+        one array.
+      ValueError: at construction, an unknown ``merge``; in ``init``, outputs of different
+        time or batch sizes, or widths that differ with ``merge="sum"``; in ``apply``, bad ``lengths``
+        (:func:`flip_sequences`) and the layers' own errors, with their place.
+    """
+    layers = _check_layers("Bidirectional", (forward, backward))
+    merge = _checks.static_choice("Bidirectional", "merge", merge, _MERGES)
+    name = f"Bidirectional({forward.name}, {backward.name})"
+    names = [layer.name for layer in layers]
+    where = [f"{name}.forward", f"{name}.backward"]
+
+    def merged_shape(shapes):
+        for i, s in enumerate(shapes):
+            if not (isinstance(s, tuple) and len(s) >= 2
+                    and all(isinstance(d, (int, np.integer)) for d in s)):
+                raise TypeError(f"{name}: {('forward', 'backward')[i]} must output one "
+                                f"(T, N, H) array, got output shape {s!r} (a layer with "
+                                f"return_carry=True returns a pair)")
+        (*lead, hf), (*lead2, hb) = shapes
+        if lead != lead2:
+            raise ValueError(f"{name}: forward outputs {fmt(shapes[0])} but backward "
+                             f"{fmt(shapes[1])}; both must keep (T, N)")
+        if merge == "sum" and hf != hb:
+            raise ValueError(f"{name}: merge='sum' needs outputs of one width, got "
+                             f"{hf} (forward) and {hb} (backward); use merge='concat'")
+        return (*lead, hf + hb if merge == "concat" else hf)
+
+    def init(key, input_shape):
+        keys = _split(f"{name}.init", key, 2, required=True)
+        x_shape = input_shape[0] if is_shape_pair(input_shape) else input_shape
+        outs = [init_child(where[i], i, layer, k, tuple(x_shape))
+                for i, (layer, k) in enumerate(zip(layers, keys))]
+        return (merged_shape([o[0] for o in outs]), tuple(o[1] for o in outs),
+                tuple(o[2] for o in outs))
+
+    def apply(params, state, x, *, key=None, train=False):
+        xs, lengths = split_pair(name, x, "xs", "lengths")
+        if lengths is not None:
+            with _checks.context(name):
+                lengths = _check_lengths("flip_sequences", xs, lengths)
+        _check_entries(name, "params", params, names)
+        _check_entries(name, "state", state, names)
+        kf, kb = _split(name, key, 2)
+        f, sf = apply_child(where[0], forward, params[0], state[0], xs, kf, train)
+        b, sb = apply_child(where[1], backward, params[1], state[1],
+                            flip_sequences(xs, lengths), kb, train)
+        for i, y in enumerate((f, b)):
+            _checks.check_array(name, ("forward", "backward")[i] + " output", y)
+        merged_shape([tuple(f.shape), tuple(b.shape)])
+        b = flip_sequences(b, lengths)
+        if lengths is not None:
+            keep = _valid_steps(lengths, f.shape)
+            f, b = (jnp.where(keep, y, jnp.zeros((), y.dtype)) for y in (f, b))
+        y = jnp.concatenate([f, b], axis=-1) if merge == "concat" else f + b
+        return y, (sf, sb)
+
+    return Layer(init, apply, name, layers)
+

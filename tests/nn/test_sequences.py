@@ -1,0 +1,141 @@
+"""Padded sequences: flip_sequences and nn.Bidirectional, checked against each sequence of
+a padded batch run alone (values and gradients, float64), and their errors."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from funcnet import nn
+from funcnet.gradcheck import assert_close
+from tests.nn._models import randn
+
+KEY = jax.random.PRNGKey(0)
+T, D = 6, 4
+LENGTHS = (6, 3, 1, 0)
+
+
+def test_flip_sequences_reverses_the_real_steps_in_place():
+    xs = jnp.arange(12.0).reshape(4, 3)            # (T=4, N=3): column n is sequence n
+    got = nn.flip_sequences(xs, jnp.array([4, 2, 0]))
+    np.testing.assert_array_equal(got, [[9, 4, 2], [6, 1, 5], [3, 7, 8], [0, 10, 11]])
+    x = randn((5, 3, 2), 1)
+    lengths = jnp.array([5, 2, 4])
+    np.testing.assert_array_equal(nn.flip_sequences(nn.flip_sequences(x, lengths), lengths),
+                                  x)                                  # its own inverse
+    np.testing.assert_array_equal(nn.flip_sequences(x), x[::-1])      # no lengths
+    w = randn((5, 3, 2), 2)                     # the gradient is the same permutation
+    g = jax.grad(lambda x: jnp.sum(w * nn.flip_sequences(x, lengths)))(x)
+    np.testing.assert_array_equal(g, nn.flip_sequences(w, lengths))
+
+
+@pytest.mark.parametrize("xs, lengths, exc, match", [
+    (np.zeros((4, 3)), np.array([5, 1, 1]), ValueError,
+     r"flip_sequences: lengths hold 5 \(at index \(0,\)\), expected lengths in \[0, T = 4\]"),
+    (np.zeros((4, 3)), np.array([1, -1, 1]), ValueError, r"lengths hold -1 \(at index \(1,\)\)"),
+    (np.zeros((4, 3)), np.array([1.0, 2.0, 3.0]), TypeError,
+     r"flip_sequences: lengths must be integers \(steps per sequence\), got dtype float64"),
+    (np.zeros((4, 3)), np.array([1, 2]), ValueError,
+     r"flip_sequences: lengths has shape \(2,\), expected \(3,\) \(one length per sequence"),
+    (np.zeros((4,)), np.array([1]), ValueError, r"flip_sequences: xs has shape \(4,\)"),
+    ([[1.0]], np.array([1]), TypeError, r"flip_sequences: xs must be an array, got list"),
+], ids=["too_long", "negative", "float", "count", "rank1", "list"])
+def test_flip_sequences_refuses_bad_lengths(xs, lengths, exc, match):
+    with pytest.raises(exc, match=match):
+        nn.flip_sequences(xs, lengths)
+
+
+def test_flip_sequences_under_jit_marks_bad_lengths_with_nan():
+    out = jax.jit(nn.flip_sequences)(randn((4, 3), 3), jnp.array([2, 9, -1]))
+    assert np.all(np.isfinite(out[:, 0])) and np.all(np.isnan(out[:, 1:]))
+
+
+def _pairs():
+    return [("lstm_gru_concat", nn.Bidirectional(nn.LSTM(5), nn.GRU(3))),
+            ("rnn_rnn_sum", nn.Bidirectional(nn.RNN(4), nn.RNN(4), merge="sum"))]
+
+
+@pytest.mark.parametrize("layer", [p[1] for p in _pairs()], ids=[p[0] for p in _pairs()])
+def test_bidirectional_equals_each_sequence_run_alone(layer):
+    """Padded batch with lengths 6, 3, 1, 0: every real step equals the run of that
+    sequence alone (unpadded), the padded steps are 0, and so are the gradients of a loss
+    over the real steps (batch against the sum of the single runs)."""
+    shape, params, state = layer.init(KEY, ((T, -1, D), (-1,)))
+    params = jax.tree_util.tree_map(lambda p: p + 0.1 * randn(p.shape, 4), params)
+    x, lengths = randn((T, len(LENGTHS), D), 5), jnp.array(LENGTHS)
+    w = randn((T, len(LENGTHS), shape[-1]), 6)
+
+    def batch_loss(p):
+        y, _ = layer.apply(p, state, (x, lengths))
+        return jnp.sum(jnp.sin(w * y)), y
+
+    def alone_loss(p):
+        total, ys = 0.0, []
+        for n, length in enumerate(LENGTHS):
+            if length == 0:
+                ys.append(None)
+                continue
+            y, _ = layer.apply(p, state, x[:length, n:n + 1])
+            total = total + jnp.sum(jnp.sin(w[:length, n:n + 1] * y))
+            ys.append(y[:, 0])
+        return total, ys
+
+    (val, y), g = jax.jit(jax.value_and_grad(batch_loss, has_aux=True))(params)
+    (val_alone, ys), g_alone = jax.value_and_grad(alone_loss, has_aux=True)(params)
+    assert y.shape == (T, len(LENGTHS), shape[-1]) and shape == (T, -1, shape[-1])
+    for n, length in enumerate(LENGTHS):
+        if length:
+            assert_close(y[:length, n], ys[n], 1e-12, f"sequence {n}")
+        np.testing.assert_array_equal(y[length:, n], 0.0)
+    assert_close(val, val_alone, 1e-12, "loss")
+    assert_close(g, g_alone, 1e-10, "grads")
+
+
+def test_bidirectional_without_lengths_and_one_sequence():
+    fwd, bwd = nn.LSTM(3), nn.LSTM(2)
+    layer = nn.Bidirectional(fwd, bwd)
+    shape, params, state = layer.init(KEY, (T, -1, D))
+    assert shape == (T, -1, 5) and isinstance(params, tuple) and len(params) == 2
+    x = randn((T, 2, D), 7)
+    y, new_state = layer.apply(params, state, x)
+    f, _ = fwd.apply(params[0], state[0], x)
+    b, _ = bwd.apply(params[1], state[1], x[::-1])
+    assert_close(y, jnp.concatenate([f, b[::-1]], -1), 1e-14, "no lengths")
+    assert new_state == state
+    one, _ = layer.apply(params, state, x[:, 0])             # (T, D): one sequence
+    assert_close(one, y[:, 0], 1e-14, "unbatched")
+    assert layer.name == "Bidirectional(LSTM(3), LSTM(2))" and layer.layers == (fwd, bwd)
+
+
+def _drop_first_step():
+    return nn.Layer(lambda key, shape: ((shape[0] - 1,) + tuple(shape[1:]), (), ()),
+                    lambda params, state, x, key=None, train=False: (x[1:], state), "Skip1")
+
+
+@pytest.mark.parametrize("make, shape, exc, match", [
+    (lambda: nn.Bidirectional(nn.LSTM(3, return_carry=True), nn.LSTM(3)), (T, -1, D),
+     TypeError, r"Bidirectional\(LSTM\(3\), LSTM\(3\)\): forward must output one \(T, N, H\) "
+                r"array"),
+    (lambda: nn.Bidirectional(nn.LSTM(3), nn.LSTM(2), merge="sum"), (T, -1, D), ValueError,
+     r"merge='sum' needs outputs of one width, got 3 \(forward\) and 2 \(backward\)"),
+    (lambda: nn.Bidirectional(nn.LSTM(3), _drop_first_step()), (T, -1, D), ValueError,
+     r"forward outputs \(6, -1, 3\) but backward \(5, -1, 4\); both must keep \(T, N\)"),
+    (lambda: nn.Bidirectional(nn.LSTM(3), nn.LSTM(3), merge="mean"), None, ValueError,
+     r"Bidirectional: merge must be one of 'concat', 'sum', got 'mean'"),
+    (lambda: nn.Bidirectional(nn.LSTM(3), print), None, TypeError,
+     r"Bidirectional: argument 1 must be a Layer"),
+], ids=["return_carry", "sum_widths", "time_axis", "merge", "not_a_layer"])
+def test_bidirectional_errors(make, shape, exc, match):
+    with pytest.raises(exc, match=match):
+        make().init(KEY, shape)
+
+
+def test_bidirectional_apply_checks_lengths_and_params():
+    layer = nn.Bidirectional(nn.GRU(2), nn.GRU(2))
+    _, params, state = layer.init(KEY, (T, -1, D))
+    x = randn((T, 3, D), 8)
+    with pytest.raises(ValueError, match=r"Bidirectional\(GRU\(2\), GRU\(2\)\): flip_sequences: "
+                                         r"lengths hold 7"):
+        layer.apply(params, state, (x, jnp.array([1, 7, 2])))
+    with pytest.raises(ValueError, match=r"params is a tuple with 1 entries, expected a tuple "
+                                         r"with one entry per layer"):
+        layer.apply(params[:1], state, x)
