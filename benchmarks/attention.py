@@ -187,17 +187,13 @@ def targets(cases) -> list[dict]:
 
 
 def markdown(res: dict) -> str:
-    env = res["env"]
-    lines = [f"# Attention training step — {env['device']['device_kind']} "
-             f"({env['device']['platform']})\n",
-             f"- {common.host_text(env)}; profile `{res['profile']}`",
-             f"- versions: {common.versions_text(env)}",
-             f"- step: grad of sum(attention(q, k, v)^2) w.r.t. q, k, v; causal; B=1, "
-             f"heads {res['heads']}, head_dim {res['head_dim']}, {res['dtype']}, T = S",
-             f"- command: `{res['command']}`; wall time {res['wall_s']:.0f} s\n",
-             "| T | variant | median ms | IQR ms | n | resid MiB | resid × funcnet | "
-             "XLA temp MiB | compile s | × best JAX alternative |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = common.header_lines(
+        "Attention training step", res, f"profile `{res['profile']}`",
+        f"step: grad of sum(attention(q, k, v)^2) w.r.t. q, k, v; causal; B=1, heads "
+        f"{res['heads']}, head_dim {res['head_dim']}, {res['dtype']}, T = S")
+    lines += ["| T | variant | median ms | IQR ms | n | resid MiB | resid × funcnet | "
+              "XLA temp MiB | compile s | × best JAX alternative |",
+              "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for c in res["cases"]:
         for x in c["rows"]:
             t = x["time"]

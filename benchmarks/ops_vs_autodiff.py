@@ -130,20 +130,15 @@ def bench_op(name: str, sizes: dict, dtype, repeats: int, sample_s: float) -> di
 
 
 def markdown(results: dict) -> str:
-    env = results["env"]
-    dev = env["device"]
-    lines = [f"# funcnet ops vs autodiff of the same maths — {dev['device_kind']} "
-             f"({dev['platform']})\n",
-             f"- {common.host_text(env)}; profile `{results['profile']}`, "
-             f"dtype {results['dtype']}",
-             f"- versions: {common.versions_text(env)}",
-             f"- command: `{results['command']}`; wall time {results['wall_s']:.0f} s",
-             "- one call = `jit(value_and_grad(<ct, op(args)>))` over every argument; "
-             "resid = bytes kept for the backward pass beyond the op's inputs; temp = XLA's "
-             "temp buffers of the compiled fwd+bwd\n",
-             "| op | sizes | impl | median ms | IQR ms | n | resid MiB | temp MiB | compile s |"
-             " time × autodiff | autodiff resid × funcnet |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = common.header_lines(
+        "funcnet ops vs autodiff of the same maths", results,
+        f"profile `{results['profile']}`, dtype {results['dtype']}",
+        "one call = `jit(value_and_grad(<ct, op(args)>))` over every argument; resid = "
+        "bytes kept for the backward pass beyond the op's inputs; temp = XLA's temp buffers "
+        "of the compiled fwd+bwd")
+    lines += ["| op | sizes | impl | median ms | IQR ms | n | resid MiB | temp MiB | "
+              "compile s | time × autodiff | autodiff resid × funcnet |",
+              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for case in results["cases"]:
         for r in case["rows"]:
             t = r["time"]
