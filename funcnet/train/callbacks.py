@@ -99,19 +99,17 @@ class _Monitor:
             return True
         return False
 
-    def _replay(self, history: dict):
-        """``(epoch, value)`` of every epoch of ``history`` that measured ``monitor``
-        (``None`` entries were not measured; a NaN was, and never improves). Lists
-        shorter than ``history["epoch"]`` (histories written before they were padded) are
-        aligned to its end."""
+    def _replay(self, history: dict) -> list[tuple[int, float]]:
+        """Forgets the best so far and returns ``(epoch, value)`` of every epoch of
+        ``history`` that measured ``monitor`` (``None`` entries were not measured; a NaN
+        was, and never improves). Lists shorter than ``history["epoch"]`` (histories
+        written before they were padded) are aligned to its end."""
         self.best_value = self.best_epoch = None
         epochs = list(history.get("epoch") or [])
         values = list(history.get(self.monitor) or [])
         offset = len(epochs) - len(values)
-        for i, epoch in enumerate(epochs):
-            value = values[i - offset] if i >= offset else None
-            if value is not None:
-                yield int(epoch), float(value)
+        return [(int(epoch), float(values[i - offset])) for i, epoch in enumerate(epochs)
+                if i >= offset and values[i - offset] is not None]
 
 
 class EarlyStopping(_Monitor):
