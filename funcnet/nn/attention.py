@@ -10,8 +10,8 @@ import jax.numpy as jnp
 
 from funcnet import _checks, ops
 from funcnet.nn import initializers
-from funcnet.nn.base import (Layer, check_dtype, check_input_shape, check_weight_args,
-                             is_shape_pair, split_pair, weights_and_input)
+from funcnet.nn.base import (Layer, check_dtype, check_input_shape, check_train_key,
+                             check_weight_args, is_shape_pair, split_pair, weights_and_input)
 
 __all__ = ["MultiHeadAttention"]
 
@@ -132,15 +132,12 @@ def MultiHeadAttention(num_heads: int, *, qkv_features: int | None = None,
         single = x.ndim == 2
         xb = x[None] if single else x
         n, t = xb.shape[:2]
+        drop = rate if train else 0.0
+        if drop > 0.0:
+            check_train_key(name, key, f" with dropout_rate={rate:g}")
         with _checks.context(name):
             q, k, v = (_project(xb, params, p).reshape(n, t, heads, d // heads)
                        for p in "qkv")
-            drop = rate if train else 0.0
-            if drop > 0.0 and key is None:
-                raise ValueError(
-                    f"train=True with dropout_rate={rate:g} needs a PRNG key; call "
-                    "apply(params, state, x, key=jax.random.PRNGKey(...), train=True) "
-                    "(or pass train=False for evaluation)")
             o = ops.dot_product_attention(q, k, v, mask, causal=causal, dropout_rate=drop,
                                           dropout_key=key if drop > 0.0 else None)
             y = _project(o.reshape(n, t, d), params, "o")

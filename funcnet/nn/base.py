@@ -128,6 +128,17 @@ def check_params(name: str, what: str, tree, shapes: dict) -> None:
                             "made by another layer or model?")
 
 
+def check_train_key(name: str, key, condition: str = "") -> None:
+    """``apply(..., train=True)`` of a layer that draws random numbers needs ``key``: the
+    one message of every such layer (``condition``, e.g. `` with dropout_rate=0.5``,
+    says when the key is needed)."""
+    if key is None:
+        raise ValueError(
+            f"{name}: train=True{condition} needs a PRNG key to draw the dropout mask; call "
+            f"apply(params, state, x, key=jax.random.PRNGKey(...), train=True) (or pass "
+            f"train=False for evaluation)")
+
+
 def check_no_params(name: str, params, state) -> None:
     """A parameter-free layer must receive empty params and state (``()``)."""
     for what, tree in (("params", params), ("state", state)):

@@ -7,7 +7,8 @@ References:
 from __future__ import annotations
 
 from funcnet import _checks, ops
-from funcnet.nn.base import Layer, apply_shape, check_dtype, check_input_shape, check_no_params
+from funcnet.nn.base import (Layer, apply_shape, check_dtype, check_input_shape, check_no_params,
+                             check_train_key)
 
 __all__ = ["Dropout"]
 
@@ -53,11 +54,7 @@ def Dropout(rate: float) -> Layer:
         if not train or rate == 0.0:
             _checks.check_float(name, "x", x)   # the identity path calls no op
             return x, state
-        if key is None:
-            raise ValueError(
-                f"{name}: train=True needs a PRNG key to draw the dropout mask; call "
-                f"apply(params, state, x, key=jax.random.PRNGKey(...), train=True) (or pass "
-                f"train=False for evaluation)")
+        check_train_key(name, key)
         with _checks.context(name):
             return ops.dropout(x, rate, key), state
 
