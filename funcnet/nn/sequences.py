@@ -70,8 +70,15 @@ def flip_sequences(xs, lengths=None):
     if lengths is None:
         _checks.check_array(fn, "xs", xs)
         _checks.check_min_rank(fn, "xs", xs, 2)
+    else:
+        lengths = _check_lengths(fn, xs, lengths)
+    return _flip(xs, lengths)
+
+
+def _flip(xs, lengths):
+    """:func:`flip_sequences` of checked arguments."""
+    if lengths is None:
         return jnp.flip(xs, axis=0)
-    lengths = _check_lengths(fn, xs, lengths)
     t = xs.shape[0]
     steps = jnp.arange(t)[:, None]
     valid = (lengths >= 0) & (lengths <= t)
@@ -170,12 +177,12 @@ def Bidirectional(forward: Layer, backward: Layer, *, merge: str = "concat") -> 
         _check_entries(name, "state", state, names)
         kf, kb = _split(name, key, 2)
         f, sf = apply_child(where[0], forward, params[0], state[0], xs, kf, train)
-        b, sb = apply_child(where[1], backward, params[1], state[1],
-                            flip_sequences(xs, lengths), kb, train)
+        b, sb = apply_child(where[1], backward, params[1], state[1], _flip(xs, lengths),
+                            kb, train)
         for i, y in enumerate((f, b)):
             _checks.check_array(name, ("forward", "backward")[i] + " output", y)
         merged_shape([tuple(f.shape), tuple(b.shape)])
-        b = flip_sequences(b, lengths)
+        b = _flip(b, lengths)
         if lengths is not None:
             keep = _valid_steps(lengths, f.shape)
             f, b = (jnp.where(keep, y, jnp.zeros((), y.dtype)) for y in (f, b))
