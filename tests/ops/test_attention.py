@@ -356,3 +356,5 @@ def test_dropout_arguments_are_checked(kw, exc, match):
     for f in (attention, R.dot_product_attention):
         with pytest.raises(exc, match=match):
             f(q, k, v, **kw)
+        with pytest.raises(exc, match=match):                    # at trace time
+            jax.jit(lambda q: f(q, k, v, **kw))(q)

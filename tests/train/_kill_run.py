@@ -3,7 +3,9 @@
 MODE ``kill``: fit 4 epochs with a checkpoint per epoch and SIGKILL itself during epoch 3
 (after epoch 2's checkpoint, before epoch 3's). MODE ``resume``: resume that run to 4
 epochs, train the same run uninterrupted in memory, and print ``IDENTICAL`` when the two
-end bit for bit equal (params, state, optimizer state, history losses).
+end bit for bit equal (params, state, optimizer state, history losses). MODE ``stop``: the
+same with an ``EarlyStopping`` that stops the uninterrupted run after epoch 3 (it improves
+at epoch 1 only): the resumed run must stop there too.
 """
 import os
 import signal
@@ -34,12 +36,17 @@ def main(directory: str, mode: str) -> int:
         train.fit(BN_MLP, params, state, ADAM, (x, y), 4, checkpoint=manager,
                   callbacks=[kill_in_epoch_3], **FIT)
         return 1                                   # not reached
+    def callbacks():
+        return [train.EarlyStopping("loss", patience=2, min_delta=10.0)] if mode == "stop" else []
+
     resumed = train.fit(BN_MLP, params, state, ADAM, (x, y), 4, checkpoint=manager,
-                        batch_size=32, key=FIT["key"])
-    full = train.fit(BN_MLP, params, state, ADAM, (x, y), 4, **FIT)
+                        batch_size=32, key=FIT["key"], callbacks=callbacks())
+    full = train.fit(BN_MLP, params, state, ADAM, (x, y), 4, callbacks=callbacks(), **FIT)
+    epochs = [1, 2, 3] if mode == "stop" else [1, 2, 3, 4]
     same = all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(
         jax.tree_util.tree_leaves(resumed[:3]), jax.tree_util.tree_leaves(full[:3])))
-    same = same and resumed[3]["loss"] == full[3]["loss"] and resumed[3]["epoch"] == [1, 2, 3, 4]
+    same = (same and resumed[3]["loss"] == full[3]["loss"] and resumed[3]["epoch"] == epochs
+            and full[3]["epoch"] == epochs)
     print("IDENTICAL" if same else "DIFFERENT", flush=True)
     return 0
 

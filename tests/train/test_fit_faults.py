@@ -1,4 +1,6 @@
-"""Fault injection: kill -9 during fit, then resume: bit-identical to an uninterrupted run."""
+"""Fault injection: kill -9 during fit, then resume: bit-identical to an uninterrupted run,
+and with EarlyStopping, stopped at the same epoch."""
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,14 +13,20 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.multiprocess
 def test_kill_9_during_fit_then_resume_is_bit_identical(tmp_path):
-    def run(mode):
-        return subprocess.run([sys.executable, "-m", "tests.train._kill_run", str(tmp_path),
+    def run(mode, directory=tmp_path):
+        return subprocess.run([sys.executable, "-m", "tests.train._kill_run", str(directory),
                                mode], cwd=ROOT, capture_output=True, text=True, timeout=600)
 
     killed = run("kill")
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     assert sorted(p.name for p in tmp_path.glob("ckpt_*.npz"))[-1] == "ckpt_000002.npz"
+    shutil.copytree(tmp_path, tmp_path.parent / "copy")    # the same killed run, twice
     resumed = run("resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "fit: resumed at epoch 2 of 4" in resumed.stdout, resumed.stdout
     assert resumed.stdout.strip().endswith("IDENTICAL"), resumed.stdout
+    # with EarlyStopping, whose patience must survive the kill: it stops after epoch 3
+    stopped = run("stop", tmp_path.parent / "copy")
+    assert stopped.returncode == 0, stopped.stderr[-3000:]
+    assert "fit: stopped by a callback after epoch 3 of 4" in stopped.stdout, stopped.stdout
+    assert stopped.stdout.strip().endswith("IDENTICAL"), stopped.stdout
