@@ -346,6 +346,27 @@ def check_index_range(fn: str, name: str, x, size: int, expected: str) -> None:
         raise ValueError(f"{fn}: {name} hold {bad} (at index {where}), expected {expected}")
 
 
+def check_lengths(fn: str, xs, lengths):
+    """``lengths`` ``(N,)`` integers, one per sequence of a time-major ``xs`` ``(T, N, ...)``;
+    concrete values must lie in ``[0, T]``. Returns ``lengths`` as a JAX array.
+
+    The one check of sequence lengths (:func:`funcnet.nn.flip_sequences`, the recurrent
+    ops and layers). Returned as a signed integer array of at least 32 bits. Under ``jit``
+    the values are unknown; the callers give NaN for the sequences whose length is
+    outside ``[0, T]``.
+    """
+    check_array(fn, "xs", xs)
+    check_min_rank(fn, "xs", xs, 2)
+    check_integer(fn, "lengths", lengths, "steps per sequence")
+    t, n = shape_of(xs)[:2]
+    check_shape(fn, "lengths", lengths, (n,),
+                f"one length per sequence of the time-major xs {shape_of(xs)}")
+    check_index_range(fn, "lengths", lengths, t + 1, f"lengths in [0, T = {t}]")
+    lengths = jnp.asarray(lengths)   # signed, at least int32: T fits, no wrap-around
+    signed = jnp.issubdtype(lengths.dtype, jnp.signedinteger) and lengths.dtype.itemsize >= 4
+    return lengths if signed else lengths.astype(jnp.int32)
+
+
 def check_callable(fn: str, name: str, value, signature: str = "") -> None:
     if not callable(value):
         sig = f" {signature}" if signature else ""

@@ -1,8 +1,10 @@
 """Gated recurrent layers, time-major like :func:`~funcnet.nn.RNN`: ``LSTM`` and ``GRU``.
 
 Stateful use (carry in, carry out) without a second protocol: the input may be the
-sequence ``xs`` or a pair ``(xs, carry)``, and with ``return_carry=True`` the output is
-the pair ``(hs, carry)``. So the layer composes with :func:`~funcnet.nn.serial` and
+sequence ``xs``, a pair ``(xs, carry)`` or a triple ``(xs, carry, lengths)`` (``carry``
+``None`` for zeros; ``lengths`` ``(N,)`` for a padded batch of sequences, see
+:func:`funcnet.ops.lstm`), and with ``return_carry=True`` the output is the pair
+``(hs, carry)``. So the layer composes with :func:`~funcnet.nn.serial` and
 :func:`~funcnet.nn.parallel` (a carry is a tuple branch like any other), and a long
 sequence is processed chunk by chunk, each chunk starting from the previous final
 carry::
@@ -18,6 +20,13 @@ The carry is data, not layer ``state``: its batch size is the input's, unknown a
 ``init``; a model that must keep it between calls returns it (``jax.lax.stop_gradient``
 it for truncated BPTT).
 
+A padded batch of sequences of different lengths (an encoder's final state)::
+
+    encoder = nn.LSTM(128, return_carry=True)
+    _, params, _ = encoder.init(key, ((T, -1, D), None, (-1,)))
+    (hs, (h, c)), _ = encoder.apply(params, (), (xs, None, lengths))
+    # h, c: each sequence's state after its last real step; hs is 0 at padded steps
+
 References:
   Hochreiter & Schmidhuber (1997); Gers, Schmidhuber & Cummins (2000); Cho et al. (2014),
   https://arxiv.org/abs/1406.1078; Jozefowicz, Zaremba & Sutskever (2015), "An Empirical
@@ -31,7 +40,7 @@ import jax.numpy as jnp
 from funcnet import _checks, ops
 from funcnet.nn import initializers
 from funcnet.nn.base import (Layer, check_dtype, check_input_shape, check_weight_args,
-                             is_shape_pair, split_pair, weights_and_input)
+                             is_shape_pair, weights_and_input)
 
 __all__ = ["LSTM", "GRU"]
 
@@ -46,13 +55,37 @@ def _promote_carry(name, c, dtype, single):
     return c[None] if single else c
 
 
+def _split_input(name, x):
+    """``xs``, ``(xs, carry)`` or ``(xs, carry, lengths)`` -> ``(xs, carry, lengths,
+    carry_given)`` (``carry`` may be ``None`` in the triple: zeros)."""
+    if not isinstance(x, (tuple, list)):
+        return x, None, None, False
+    if len(x) not in (2, 3):
+        raise ValueError(f"{name}: input must be xs, a pair (xs, carry) or a triple (xs, "
+                         f"carry, lengths), got a {type(x).__name__} of {len(x)} entries")
+    lengths = x[2] if len(x) == 3 else None
+    return x[0], x[1], lengths, len(x) == 2 or x[1] is not None
+
+
+def _split_input_shape(input_shape):
+    """``init``'s ``input_shape`` as ``(x_shape, carry_shape or None, lengths_shape or
+    None)``: a shape, a pair of shapes, or a triple ``(x_shape, carry_shape or None,
+    lengths_shape)``."""
+    if (isinstance(input_shape, (tuple, list)) and len(input_shape) == 3
+            and isinstance(input_shape[0], (tuple, list))):
+        return tuple(input_shape)
+    if is_shape_pair(input_shape):
+        return input_shape[0], input_shape[1], None
+    return input_shape, None, None
+
+
 def _gated_layer(name, gates, n_carry, H, return_carry, w_init, wh_init, b_init, bias_inits,
                  dtype, op):
     """init/apply shared by LSTM (4 gates, carry (h, c)) and GRU (3 gates, carry h).
 
     ``bias_inits``: ``{param name: init(key, dtype) -> (gates*H,)}`` (built on
-    ``b_init``); ``op(xs, carry, p)`` returns ``(hs, carry)`` with ``carry`` a tuple of
-    ``n_carry`` arrays.
+    ``b_init``); ``op(xs, carry, p, lengths)`` returns ``(hs, carry)`` with ``carry`` a
+    tuple of ``n_carry`` arrays.
     """
     return_carry = _checks.static_bool(name, "return_carry", return_carry)
     check_weight_args(name, dtype, w_init=w_init, wh_init=wh_init, b_init=b_init)
@@ -77,24 +110,26 @@ def _gated_layer(name, gates, n_carry, H, return_carry, w_init, wh_init, b_init,
                             f"got {type(carry).__name__}")
 
     def init(key, input_shape):
-        carry_shape = None
-        if is_shape_pair(input_shape):
-            input_shape, carry_shape = input_shape
+        input_shape, carry_shape, lengths_shape = _split_input_shape(input_shape)
+        if carry_shape is not None:
             check_carry(carry_shape, "the carry shape in input_shape")
             carry_shape = tuple(
                 check_input_shape(name, key, s, (1, 2), "(H,) or (N, H)", batched_rank=2)
                 for s in as_tuple(carry_shape))
         shape = check_input_shape(name, key, input_shape, (2, 3), _LAYOUT, batch_axis=1,
                                   batched_rank=3)
+        if lengths_shape is not None:
+            lengths_shape = check_input_shape(name, key, lengths_shape, (len(shape) - 2,),
+                                              "(N,) lengths, () for one sequence")
         dt = check_dtype(name, dtype)
         kx, kh, kb = jax.random.split(key, 3)
         params = {"wx": stacked(w_init, kx, shape[-1], dt), "wh": stacked(wh_init, kh, H, dt)}
         for b_key, (b_name, b_init) in zip(jax.random.split(kb, len(bias_inits)),
                                            bias_inits.items()):
             params[b_name] = b_init(b_key, dt)
-        return _output_shape(params, shape, carry_shape, dt), params, ()
+        return _output_shape(params, shape, carry_shape, lengths_shape, dt), params, ()
 
-    def _output_shape(params, shape, carry_shape, dt):
+    def _output_shape(params, shape, carry_shape, lengths_shape, dt):
         """By tracing ``apply`` (the op's checks run at init); the batch -1 traced as 1."""
         unknown = len(shape) == 3 and shape[1] == -1
 
@@ -102,8 +137,13 @@ def _gated_layer(name, gates, n_carry, H, return_carry, w_init, wh_init, b_init,
             return jax.ShapeDtypeStruct(tuple(1 if (i == axis and d == -1) else d
                                               for i, d in enumerate(s)), dt)
         x = struct(shape, 1)
-        if carry_shape is not None:
-            x = (x, from_tuple(tuple(struct(s, 0) for s in carry_shape)))
+        carry = None if carry_shape is None else from_tuple(tuple(struct(s, 0)
+                                                                   for s in carry_shape))
+        if lengths_shape is not None:
+            x = (x, carry, jax.ShapeDtypeStruct(tuple(1 if d == -1 else d
+                                                      for d in lengths_shape), jnp.int32))
+        elif carry is not None:
+            x = (x, carry)
         out = jax.eval_shape(lambda p, x: apply(p, (), x)[0], params, x)
 
         def back(a, axis):
@@ -116,9 +156,8 @@ def _gated_layer(name, gates, n_carry, H, return_carry, w_init, wh_init, b_init,
 
     def apply(params, state, x, *, key=None, train=False):
         del key, train
-        paired = isinstance(x, (tuple, list))
-        x, carry = split_pair(name, x, "xs", "carry")
-        if paired:
+        x, carry, lengths, carry_given = _split_input(name, x)
+        if carry_given:
             check_carry(carry, "the carry in (xs, carry)")
         x, params = weights_and_input(name, params, state, x, shapes)
         _checks.check_rank(name, "x", x, (2, 3), _LAYOUT)
@@ -128,8 +167,12 @@ def _gated_layer(name, gates, n_carry, H, return_carry, w_init, wh_init, b_init,
             carry = (jnp.zeros((xs.shape[1], H), x.dtype),) * n_carry
         else:
             carry = tuple(_promote_carry(name, c, x.dtype, single) for c in as_tuple(carry))
+        if lengths is not None and single:
+            _checks.check_array(name, "lengths", lengths)
+            _checks.check_rank(name, "lengths", lengths, 0, "() for one sequence (T, D)")
+            lengths = lengths[None]
         with _checks.context(name):
-            hs, carry = op(xs, carry, params)
+            hs, carry = op(xs, carry, params, lengths)
         carry = as_tuple(carry)
         if single:
             hs, carry = hs[:, 0], tuple(c[0] for c in carry)
@@ -157,11 +200,16 @@ def LSTM(hidden_size: int, *, return_carry: bool = False,
 
     Shapes:
       input: ``xs`` time-major ``(T, N, D)`` or one sequence ``(T, D)``; or a pair
-        ``(xs, (h0, c0))`` with ``h0``, ``c0`` of shape ``(N, H)`` (``(H,)``).
+        ``(xs, (h0, c0))`` with ``h0``, ``c0`` of shape ``(N, H)`` (``(H,)``); or a
+        triple ``(xs, (h0, c0) or None, lengths)`` for a padded batch, ``lengths``
+        ``(N,)`` integers in ``[0, T]`` (``()`` for one sequence): a sequence keeps its
+        carry after its last real step and outputs 0 at its padded steps.
       output: ``hs`` ``(T, N, H)`` (``(T, H)``); with ``return_carry=True`` the pair
-        ``(hs, (h_T, c_T))``.
+        ``(hs, (h_T, c_T))`` (with ``lengths``, each sequence's carry after its last
+        real step).
       ``init``'s ``input_shape``: ``(T, N, D)`` (``N`` may be -1), or
-        ``((T, N, D), ((N, H), (N, H)))``; the output shape follows the output.
+        ``((T, N, D), ((N, H), (N, H)))``, or ``((T, N, D), carry shapes or None,
+        (N,))``; the output shape follows the output.
       params: ``{"wx": (D, 4H), "wh": (H, 4H), "b": (4H,)}``; state ``()``.
 
     Args:
@@ -192,7 +240,8 @@ def LSTM(hidden_size: int, *, return_carry: bool = False,
         return b_init(key, (4 * H,), dt).at[H:2 * H].add(jnp.asarray(forget_bias, dt))
 
     return _gated_layer(name, 4, 2, H, return_carry, w_init, wh_init, b_init, {"b": bias},
-                        dtype, lambda xs, c, p: ops.lstm(xs, *c, p["wx"], p["wh"], p["b"]))
+                        dtype, lambda xs, c, p, lengths: ops.lstm(xs, *c, p["wx"], p["wh"], p["b"],
+                                                         lengths=lengths))
 
 
 def GRU(hidden_size: int, *, return_carry: bool = False,
@@ -208,9 +257,11 @@ def GRU(hidden_size: int, *, return_carry: bool = False,
 
     Shapes:
       input: ``xs`` ``(T, N, D)`` or ``(T, D)``; or a pair ``(xs, h0)`` with ``h0``
-        ``(N, H)`` (``(H,)``).
+        ``(N, H)`` (``(H,)``); or a triple ``(xs, h0 or None, lengths)`` for a padded
+        batch, as :func:`LSTM`.
       output: ``hs`` ``(T, N, H)``; with ``return_carry=True`` the pair ``(hs, h_T)``.
-      ``init``'s ``input_shape``: ``(T, N, D)`` or ``((T, N, D), (N, H))``.
+      ``init``'s ``input_shape``: ``(T, N, D)``, ``((T, N, D), (N, H))`` or
+        ``((T, N, D), (N, H) or None, (N,))``.
       params: ``{"wx": (D, 3H), "wh": (H, 3H), "bx": (3H,), "bh": (3H,)}``; state ``()``.
 
     Args:
@@ -237,4 +288,5 @@ def GRU(hidden_size: int, *, return_carry: bool = False,
 
     return _gated_layer(name, 3, 1, H, return_carry, w_init, wh_init, b_init,
                         {"bx": bias, "bh": bias}, dtype,
-                        lambda xs, c, p: ops.gru(xs, *c, p["wx"], p["wh"], p["bx"], p["bh"]))
+                        lambda xs, c, p, lengths: ops.gru(xs, *c, p["wx"], p["wh"], p["bx"],
+                                                          p["bh"], lengths=lengths))

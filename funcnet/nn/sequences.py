@@ -3,8 +3,9 @@
 Recurrent layers are time-major, ``(T, N, D)``. A batch of sequences of different lengths
 is padded at the end to ``T`` steps, with ``lengths`` ``(N,)`` the number of real steps of
 each. A recurrence is causal, so the states of a forward layer at ``t < lengths[n]`` do
-not depend on the padding and are exact; read sequence ``n``'s last state at
-``t = lengths[n] - 1`` (e.g. ``hs[lengths - 1, jnp.arange(N)]``). A backward (reversed)
+not depend on the padding and are exact; :func:`LSTM` and :func:`GRU` given ``(xs, carry
+or None, lengths)`` also stop each sequence's carry at its last real step (its final
+``(h, c)``) and output 0 on the padding. A backward (reversed)
 recurrence must instead start at each sequence's own last step: :func:`flip_sequences`
 reverses the real steps of every sequence in place, and :func:`Bidirectional` runs one
 layer forward and one on the flipped input, flipping its outputs back.
@@ -23,26 +24,11 @@ import numpy as np
 from funcnet import _checks
 from funcnet.nn.base import Layer, apply_child, fmt, init_child, is_shape_pair, split_pair
 from funcnet.nn.combinators import _check_entries, _check_layers, _split
+from funcnet.ops._arrays import valid_steps
 
 __all__ = ["flip_sequences", "Bidirectional"]
 
 _MERGES = ("concat", "sum")
-
-
-def _check_lengths(fn: str, xs, lengths):
-    """``lengths`` as an int array ``(N,)`` for a time-major ``xs`` ``(T, N, ...)``;
-    concrete values must lie in ``[0, T]``."""
-    _checks.check_array(fn, "xs", xs)
-    _checks.check_min_rank(fn, "xs", xs, 2)
-    _checks.check_array(fn, "lengths", lengths)
-    if not jnp.issubdtype(_checks.dtype_of(lengths), jnp.integer):
-        raise TypeError(f"{fn}: lengths must be integers (steps per sequence), got dtype "
-                        f"{_checks.dtype_of(lengths)}")
-    t, n = _checks.shape_of(xs)[:2]
-    _checks.check_shape(fn, "lengths", lengths, (n,),
-                        f"one length per sequence of the time-major xs {fmt(xs.shape)}")
-    _checks.check_index_range(fn, "lengths", lengths, t + 1, f"lengths in [0, T = {t}]")
-    return jnp.asarray(lengths)
 
 
 def flip_sequences(xs, lengths=None):
@@ -71,7 +57,7 @@ def flip_sequences(xs, lengths=None):
         _checks.check_array(fn, "xs", xs)
         _checks.check_min_rank(fn, "xs", xs, 2)
     else:
-        lengths = _check_lengths(fn, xs, lengths)
+        lengths = _checks.check_lengths(fn, xs, lengths)
     return _flip(xs, lengths)
 
 
@@ -80,19 +66,13 @@ def _flip(xs, lengths):
     if lengths is None:
         return jnp.flip(xs, axis=0)
     t = xs.shape[0]
-    steps = jnp.arange(t)[:, None]
+    steps = jnp.arange(t, dtype=lengths.dtype)[:, None]
     valid = (lengths >= 0) & (lengths <= t)
     lengths = lengths[None, :]
     idx = jnp.where(steps < lengths, lengths - 1 - steps, steps)
     idx = jnp.where(valid[None, :], idx, t)   # out of bounds: filled (NaN for floats)
     idx = idx.reshape(idx.shape + (1,) * (xs.ndim - 2))
     return jnp.take_along_axis(xs, idx, axis=0, mode="fill")
-
-
-def _valid_steps(lengths, shape):
-    """Booleans ``t < lengths[n]`` broadcast against ``shape`` ``(T, N, ...)``."""
-    mask = jnp.arange(shape[0])[:, None] < lengths[None, :]
-    return mask.reshape(mask.shape + (1,) * (len(shape) - 2))
 
 
 def Bidirectional(forward: Layer, backward: Layer, *, merge: str = "concat") -> Layer:
@@ -172,7 +152,7 @@ def Bidirectional(forward: Layer, backward: Layer, *, merge: str = "concat") -> 
         xs, lengths = split_pair(name, x, "xs", "lengths")
         if lengths is not None:
             with _checks.context(name):
-                lengths = _check_lengths("flip_sequences", xs, lengths)
+                lengths = _checks.check_lengths("flip_sequences", xs, lengths)
         _check_entries(name, "params", params, names)
         _check_entries(name, "state", state, names)
         kf, kb = _split(name, key, 2)
@@ -184,7 +164,7 @@ def Bidirectional(forward: Layer, backward: Layer, *, merge: str = "concat") -> 
         merged_shape([tuple(f.shape), tuple(b.shape)])
         b = _flip(b, lengths)
         if lengths is not None:
-            keep = _valid_steps(lengths, f.shape)
+            keep = valid_steps(lengths, f.shape)
             f, b = (jnp.where(keep, y, jnp.zeros((), y.dtype)) for y in (f, b))
         y = jnp.concatenate([f, b], axis=-1) if merge == "concat" else f + b
         return y, (sf, sb)

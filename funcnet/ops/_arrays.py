@@ -50,8 +50,11 @@ def project(xs, w, b):
     return (flat(xs) @ w + expand_leading(b, 2)).reshape(t, n, w.shape[1])
 
 
-def scan_projected(step, init, xs, w, b):
+def scan_projected(step, init, xs, w, b, *extras):
     """``lax.scan(step, init, xs @ w + b)`` over a time-major ``(T, N, D)`` input.
+
+    ``step(carry, a_x, *extras_t)``: ``extras`` are more ``(T, ...)`` arrays scanned
+    along (e.g. the mask of the real steps of padded sequences).
 
     On accelerators the input projection of every step is one ``(T*N, D) @ (D, G)``
     matmul before the loop (:func:`project`, as cuDNN does). On XLA:CPU that is slower:
@@ -60,19 +63,27 @@ def scan_projected(step, init, xs, w, b):
     ``(N, D)`` step inside the loop, where the result stays in cache); so on CPU each
     step projects its own input. Both compute the same numbers.
     """
-    def inside(xs, w, b):
+    def inside(xs, w, b, *extras):
         bias = expand_leading(b, 2)
-        return jax.lax.scan(lambda c, x: step(c, x @ w + bias), init, xs)
+        return jax.lax.scan(lambda c, inp: step(c, inp[0] @ w + bias, *inp[1:]), init,
+                            (xs, *extras))
 
-    def before(xs, w, b):
-        return jax.lax.scan(step, init, project(xs, w, b))
+    def before(xs, w, b, *extras):
+        return jax.lax.scan(lambda c, inp: step(c, *inp), init, (project(xs, w, b), *extras))
 
-    return jax.lax.platform_dependent(xs, w, b, cpu=inside, default=before)
+    return jax.lax.platform_dependent(xs, w, b, *extras, cpu=inside, default=before)
 
 
 def previous(first, seq):
     """``(first, seq[0], ..., seq[T-2])``: the previous step's value at every step."""
     return jnp.concatenate([first[None], seq[:-1]], axis=0)
+
+
+def valid_steps(lengths, shape):
+    """Booleans ``t < lengths[n]`` (the real steps of a padded time-major batch) of shape
+    ``(T, N)`` followed by unit axes up to the rank of ``shape`` ``(T, N, ...)``."""
+    mask = jnp.arange(shape[0], dtype=lengths.dtype)[:, None] < lengths[None, :]
+    return mask.reshape(mask.shape + (1,) * (len(shape) - 2))
 
 
 def expand_leading(v, ndim: int):

@@ -11,6 +11,14 @@ carry of the next).
 
 Residuals are the gate activations (plus the cell states for the LSTM and the hidden
 states for the GRU), not JAX's per-step tape of pre-activations, products and tanh's.
+
+Padded batches (``lengths``, as Flax's ``seq_lengths`` and PyTorch's packed sequences):
+with ``m_t = [t < lengths[n]]`` per sequence, a padded step keeps the carry and outputs 0,
+``carry_t = m_t new_t + (1 - m_t) carry_{t-1}``, ``y_t = m_t h_t``, so the returned carry
+is each sequence's state after its last real step. Backward: at a padded step the
+carry's cotangent passes through unchanged and the gates get none (``dz = 0``); the
+padding of ``xs`` is zeroed first, so whatever it holds (even inf or NaN) reaches no
+value and no gradient. The masks are selects, not products.
 """
 from __future__ import annotations
 
@@ -20,7 +28,8 @@ from jax import lax
 
 from funcnet.ops._arrays import flat, previous, scan_projected
 from funcnet.ops._mode import has_twin
-from funcnet.ops.rnn import check_recurrent_args
+from funcnet.ops.rnn import (check_recurrent_args, freeze_padded, nan_bad_lengths,
+                             padded_steps, zero_padded)
 
 __all__ = ["lstm", "gru"]
 
@@ -39,54 +48,67 @@ def lstm_cell(carry, a_x, wh):
     return (h, c), (i, f, g, o)
 
 
-def _lstm_forward(xs, h0, c0, wx, wh, b, keep):
-    def step(carry, a_x):
-        (h, c), gates = lstm_cell(carry, a_x, wh)
-        return (h, c), ((h, jnp.concatenate(gates, axis=1), c) if keep else h)
+def _steps(valid):
+    """The extra scanned inputs: the ``(T, N, 1)`` mask of real steps, if any."""
+    return () if valid is None else (valid,)
 
-    return scan_projected(step, (h0, c0), xs, wx, b)
+
+def _lstm_forward(xs, h0, c0, wx, wh, b, keep, valid):
+    def step(carry, a_x, *m):
+        new, gates = lstm_cell(carry, a_x, wh)
+        h, acts = new[0], (jnp.concatenate(gates, axis=1) if keep else None)
+        if m:  # padded sequences: past its length a sequence keeps its carry, outputs 0
+            new = freeze_padded(m[0], new, carry)
+            h, acts = zero_padded(m[0], h, acts)
+        return new, ((h, acts, new[1]) if keep else h)
+
+    return scan_projected(step, (h0, c0), xs, wx, b, *_steps(valid))
 
 
 @jax.custom_vjp
-def _lstm(xs, h0, c0, wx, wh, b):
-    carry, hs = _lstm_forward(xs, h0, c0, wx, wh, b, keep=False)
+def _lstm(xs, h0, c0, wx, wh, b, valid):
+    carry, hs = _lstm_forward(xs, h0, c0, wx, wh, b, False, valid)
     return hs, carry
 
 
-def _lstm_fwd(xs, h0, c0, wx, wh, b):
-    carry, (hs, acts, cs) = _lstm_forward(xs, h0, c0, wx, wh, b, keep=True)
-    return (hs, carry), (xs, h0, c0, wx, wh, acts, cs)
+def _lstm_fwd(xs, h0, c0, wx, wh, b, valid):
+    carry, (hs, acts, cs) = _lstm_forward(xs, h0, c0, wx, wh, b, True, valid)
+    return (hs, carry), (xs, h0, c0, wx, wh, acts, cs, valid)
 
 
 def _lstm_bwd(res, cts):
-    xs, h0, c0, wx, wh, acts, cs = res
+    xs, h0, c0, wx, wh, acts, cs, valid = res
     dhs, (dh_last, dc_last) = cts
     k = h0.shape[1]
     tcs = jnp.tanh(cs)
 
     def step(carry, inp):
         dh_next, dc_next = carry
-        dh_out, a, tc, c_prev = inp
+        dh_out, a, tc, c_prev, *m = inp
         i, f, g, o = a[:, :k], a[:, k:2 * k], a[:, 2 * k:3 * k], a[:, 3 * k:]
         dh = dh_out + dh_next
         dc = dc_next + dh * o * (1 - tc * tc)
         dz = jnp.concatenate([dc * g * i * (1 - i), dc * c_prev * f * (1 - f),
                               dc * i * (1 - g * g), dh * tc * o * (1 - o)], axis=1)
+        if m:  # a padded step: no gradient into its gates, the carry's passes through
+            (dz,) = zero_padded(m[0], dz)
+            return freeze_padded(m[0], (dz @ wh.T, dc * f), carry), dz
         return (dz @ wh.T, dc * f), dz
 
-    (dh0, dc0), dzs = lax.scan(step, (dh_last, dc_last), (dhs, acts, tcs, previous(c0, cs)),
+    (dh0, dc0), dzs = lax.scan(step, (dh_last, dc_last),
+                               (dhs, acts, tcs, previous(c0, cs), *_steps(valid)),
                                reverse=True)
     h_prev = previous(h0, acts[..., 3 * k:] * tcs)      # h_t = o_t tanh(c_t), recomputed
     dz = flat(dzs)
     return ((dz @ wx.T).reshape(xs.shape), dh0, dc0, flat(xs).T @ dz,
-            flat(h_prev).T @ dz, jnp.sum(dz, axis=0))
+            flat(h_prev).T @ dz, jnp.sum(dz, axis=0), None)
 
 
 _lstm.defvjp(_lstm_fwd, _lstm_bwd)
 
 
 @has_twin
-def lstm(xs, h0, c0, wx, wh, b):
+def lstm(xs, h0, c0, wx, wh, b, lengths=None):
     """LSTM over a whole sequence; returns every hidden state and the final carry.
 
     Gates are stacked along the last axis of ``wx``, ``wh`` and ``b`` in the order
@@ -117,19 +139,29 @@ def lstm(xs, h0, c0, wx, wh, b):
     ``(T, N, H)`` and the inputs; ``tanh(c_t)`` and ``h_{t-1} = o tanh(c_{t-1})`` are
     recomputed (elementwise, vectorised over all steps).
 
+    With ``lengths`` (a padded batch; ``m = [t < lengths[n]]``): ``(h_t, c_t) = m
+    (h_t, c_t) + (1 - m) (h_{t-1}, c_{t-1})`` and ``hs[t] = m h_t``; in the backward
+    loop a padded step sets ``dz = 0`` and passes ``(gh, gc)`` on unchanged.
+
     Args:
       xs: ``(T, N, D)`` inputs, time-major, ``T >= 1``.
       h0, c0: ``(N, H)`` initial hidden and cell states.
       wx: ``(D, 4H)`` input weights. wh: ``(H, 4H)`` recurrent weights. b: ``(4H,)``.
       All the same floating dtype.
+      lengths: ``None`` (every step is real) or ``(N,)`` integers in ``[0, T]``: sequence
+        ``n`` is ``xs[:lengths[n], n]``, the rest padding.
 
     Returns:
       ``(hs, (h_T, c_T))``: ``hs`` ``(T, N, H)`` with ``hs[t] = h_{t+1}``, and the final
-      carry, two ``(N, H)`` arrays (``h_T == hs[-1]``).
+      carry, two ``(N, H)`` arrays (``h_T == hs[-1]``). With ``lengths``: ``hs`` is 0 at
+      the padded steps and the carry is each sequence's after its last real step
+      (``(h0, c0)`` for a length 0), exactly as if each had been run alone.
 
     Raises:
-      ValueError: wrong ranks, ``T = 0`` or inconsistent ``T, N, D, H``.
-      TypeError: non-floating or mismatched dtypes.
+      ValueError: wrong ranks, ``T = 0`` or inconsistent ``T, N, D, H``; ``lengths`` not
+        ``(N,)`` or (known values) outside ``[0, T]``; under ``jit`` such a sequence's
+        outputs and carry are NaN instead.
+      TypeError: non-floating or mismatched dtypes; non-integer ``lengths``.
 
     References:
       Hochreiter & Schmidhuber (1997), "Long Short-Term Memory", Neural Computation 9;
@@ -137,7 +169,8 @@ def lstm(xs, h0, c0, wx, wh, b):
       ``docs/formulas.md``, "Beyond the notes".
     """
     check_recurrent_args("lstm", 4, xs, {"h0": h0, "c0": c0}, {"wx": wx, "wh": wh, "b": b})
-    return _lstm(xs, h0, c0, wx, wh, b)
+    xs, valid, bad = padded_steps("lstm", xs, lengths)
+    return nan_bad_lengths(bad, *_lstm(xs, h0, c0, wx, wh, b, valid))
 
 
 # ------------------------------------------------------------------------------- GRU
@@ -152,34 +185,38 @@ def gru_cell(h, a_x, wh, bh):
     return (1 - z) * n + z * h, (r, z, n, hn)
 
 
-def _gru_forward(xs, h0, wx, wh, bx, bh, keep):
-    def step(h, a_x):
-        h, (r, z, n, _) = gru_cell(h, a_x, wh, bh)
-        return h, ((h, jnp.concatenate([r, z, n], axis=1)) if keep else h)
+def _gru_forward(xs, h0, wx, wh, bx, bh, keep, valid):
+    def step(h, a_x, *m):
+        new, (r, z, n, _) = gru_cell(h, a_x, wh, bh)
+        out, acts = new, (jnp.concatenate([r, z, n], axis=1) if keep else None)
+        if m:  # padded sequences: past its length a sequence keeps its state, outputs 0
+            (new,) = freeze_padded(m[0], (new,), (h,))
+            out, acts = zero_padded(m[0], out, acts)
+        return new, ((out, acts) if keep else out)
 
-    return scan_projected(step, h0, xs, wx, bx)
+    return scan_projected(step, h0, xs, wx, bx, *_steps(valid))
 
 
 @jax.custom_vjp
-def _gru(xs, h0, wx, wh, bx, bh):
-    h_last, hs = _gru_forward(xs, h0, wx, wh, bx, bh, keep=False)
+def _gru(xs, h0, wx, wh, bx, bh, valid):
+    h_last, hs = _gru_forward(xs, h0, wx, wh, bx, bh, False, valid)
     return hs, h_last
 
 
-def _gru_fwd(xs, h0, wx, wh, bx, bh):
-    h_last, (hs, acts) = _gru_forward(xs, h0, wx, wh, bx, bh, keep=True)
-    return (hs, h_last), (xs, h0, wx, wh, bh, acts, hs)
+def _gru_fwd(xs, h0, wx, wh, bx, bh, valid):
+    h_last, (hs, acts) = _gru_forward(xs, h0, wx, wh, bx, bh, True, valid)
+    return (hs, h_last), (xs, h0, wx, wh, bh, acts, hs, valid)
 
 
 def _gru_bwd(res, cts):
-    xs, h0, wx, wh, bh, acts, hs = res
+    xs, h0, wx, wh, bh, acts, hs, valid = res
     dhs, dh_last = cts
     k = h0.shape[1]
     h_prev = previous(h0, hs)
     wh_n, bh_n = wh[:, 2 * k:], bh[None, 2 * k:]
 
     def step(dh_next, inp):
-        dh_out, a, hp = inp
+        dh_out, a, hp, *m = inp
         hn = hp @ wh_n + bh_n   # h_{t-1} wh_n + bh_n, recomputed (not kept by the forward)
         r, z, n = a[:, :k], a[:, k:2 * k], a[:, 2 * k:]
         dh = dh_out + dh_next
@@ -187,22 +224,27 @@ def _gru_bwd(res, cts):
         dar = dan * hn * r * (1 - r)
         daz = dh * (hp - n) * z * (1 - z)
         dah = jnp.concatenate([dar, daz, dan * r], axis=1)
+        if m:  # a padded step: no gradient into its gates, the state's passes through
+            dah, dan = zero_padded(m[0], dah, dan)
+            (dh_prev,) = freeze_padded(m[0], (dh * z + dah @ wh.T,), (dh_next,))
+            return dh_prev, (dah, dan)
         return dh * z + dah @ wh.T, (dah, dan)
 
-    dh0, (dah, dan) = lax.scan(step, dh_last, (dhs, acts, h_prev), reverse=True)
+    dh0, (dah, dan) = lax.scan(step, dh_last, (dhs, acts, h_prev, *_steps(valid)),
+                               reverse=True)
     # dax = [dar, daz, dan] differs from dah only in its last block: assembled once for
     # all steps instead of a second (T, N, 3H) output of the loop
     dah = flat(dah)
     dax = jnp.concatenate([dah[:, :2 * k], flat(dan)], axis=1)
     return ((dax @ wx.T).reshape(xs.shape), dh0, flat(xs).T @ dax, flat(h_prev).T @ dah,
-            jnp.sum(dax, axis=0), jnp.sum(dah, axis=0))
+            jnp.sum(dax, axis=0), jnp.sum(dah, axis=0), None)
 
 
 _gru.defvjp(_gru_fwd, _gru_bwd)
 
 
 @has_twin
-def gru(xs, h0, wx, wh, bx, bh):
+def gru(xs, h0, wx, wh, bx, bh, lengths=None):
     """GRU over a whole sequence; returns every hidden state and the final state.
 
     Gates stacked ``[r, z, n]`` (reset, update, candidate) along the last axis of ``wx``
@@ -232,18 +274,26 @@ def gru(xs, h0, wx, wh, bx, bh):
     ``(T, N, H)`` and the inputs; ``hn`` is recomputed at each step of the backward loop
     (one ``(N, H) @ (H, H)`` matmul, which stays in cache on a CPU).
 
+    With ``lengths`` (``m = [t < lengths[n]]``): ``h_t = m h_t + (1 - m) h_{t-1}``,
+    ``hs[t] = m h_t``; a padded step of the backward loop sets ``dax = dah = 0`` and
+    passes ``gh`` on unchanged.
+
     Args:
       xs: ``(T, N, D)`` inputs, time-major, ``T >= 1``.
       h0: ``(N, H)`` initial state.
       wx: ``(D, 3H)``; wh: ``(H, 3H)``; bx, bh: ``(3H,)`` input and recurrent biases
         (both are needed: ``bh_n`` is multiplied by ``r``). All the same floating dtype.
+      lengths: ``None`` or ``(N,)`` integers in ``[0, T]``, as :func:`lstm`.
 
     Returns:
       ``(hs, h_T)``: ``hs`` ``(T, N, H)`` and the final state ``(N, H)`` (``== hs[-1]``).
+      With ``lengths``: ``hs`` is 0 at the padded steps and ``h_T`` each sequence's state
+      after its last real step.
 
     Raises:
-      ValueError: wrong ranks, ``T = 0`` or inconsistent ``T, N, D, H``.
-      TypeError: non-floating or mismatched dtypes.
+      ValueError: wrong ranks, ``T = 0`` or inconsistent ``T, N, D, H``; bad ``lengths``
+        as :func:`lstm` (NaN for that sequence under ``jit``).
+      TypeError: non-floating or mismatched dtypes; non-integer ``lengths``.
 
     References:
       Cho et al. (2014), "Learning Phrase Representations using RNN Encoder-Decoder for
@@ -252,4 +302,5 @@ def gru(xs, h0, wx, wh, bx, bh):
       ``docs/formulas.md``, "Beyond the notes".
     """
     check_recurrent_args("gru", 3, xs, {"h0": h0}, {"wx": wx, "wh": wh, "bx": bx, "bh": bh})
-    return _gru(xs, h0, wx, wh, bx, bh)
+    xs, valid, bad = padded_steps("gru", xs, lengths)
+    return nan_bad_lengths(bad, *_gru(xs, h0, wx, wh, bx, bh, valid))

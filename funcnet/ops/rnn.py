@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from funcnet import _checks
-from funcnet.ops._arrays import flat, previous, project
+from funcnet.ops._arrays import flat, previous, project, valid_steps
 from funcnet.ops._mode import has_twin
 
 
@@ -86,6 +86,45 @@ def check_recurrent_args(fn, gates, xs, carries, weights):
             _checks.check_shape(fn, name, a, (h, gates * h), f"(H, {g}H): {layout}")
         else:
             _checks.check_shape(fn, name, a, (gates * h,), f"({g}H,): {layout}")
+
+
+def padded_steps(fn, xs, lengths):
+    """``(xs, valid, bad)`` for ``lengths`` of the sequences of ``xs`` ``(T, N, D)``.
+
+    ``xs`` with zeros at the padded steps (whatever the padding held, inf or NaN, it
+    cannot reach a value or a gradient: ``0 * nan`` would in the weight gradients);
+    ``valid`` ``(T, N, 1)``: ``t < lengths[n]``, the real steps; ``bad`` ``(N,)``: a
+    length outside ``[0, T]``, only possible under ``jit`` (concrete lengths are checked),
+    whose sequence :func:`nan_bad_lengths` turns to NaN so that it is seen. Without
+    ``lengths``: ``(xs, None, None)``.
+    """
+    if lengths is None:
+        return xs, None, None
+    lengths = _checks.check_lengths(fn, xs, lengths)
+    valid = valid_steps(lengths, xs.shape)
+    (xs,) = zero_padded(valid, xs)
+    return xs, valid, (lengths < 0) | (lengths > xs.shape[0])
+
+
+def nan_bad_lengths(bad, hs, carry):
+    """``hs`` ``(T, N, H)`` and the final carry (arrays ``(N, H)``) with NaN for the
+    sequences flagged by :func:`padded_steps` (unchanged without ``lengths``)."""
+    if bad is None:
+        return hs, carry
+    nan = jnp.asarray(jnp.nan, hs.dtype)
+    return (jnp.where(bad[None, :, None], nan, hs),
+            jax.tree_util.tree_map(lambda c: jnp.where(bad[:, None], nan, c), carry))
+
+
+def freeze_padded(valid, new, old):
+    """The carries of the real steps (``valid`` True); a padded step keeps ``old``."""
+    return tuple(jnp.where(valid, a, b) for a, b in zip(new, old))
+
+
+def zero_padded(valid, *arrays):
+    """Each array with zeros at the padded steps (``valid`` False); ``None`` stays."""
+    return tuple(None if a is None else jnp.where(valid, a, jnp.zeros((), a.dtype))
+                 for a in arrays)
 
 
 def check_rnn_args(fn, xs, h0, wx, wh, b):

@@ -1,6 +1,7 @@
-"""LSTM and GRU layers: shape agreement (plain and (xs, carry) inputs, return_carry),
-initialisation (per-gate blocks, forget bias), values and gradients against the twins,
-stateful chunking, composition with serial/parallel, single sequences under vmap, errors."""
+"""LSTM and GRU layers: shape agreement (plain, (xs, carry) and (xs, carry, lengths)
+inputs, return_carry), initialisation (per-gate blocks, forget bias), values and gradients
+against the twins, stateful chunking, padded batches, composition with serial/parallel,
+single sequences under vmap, errors."""
 import functools
 
 import jax
@@ -128,6 +129,50 @@ def test_values_gradients_and_chunked_stateful_use(kind):
 
 
 @pytest.mark.parametrize("kind", ["LSTM", "GRU"])
+def test_padded_batch_with_lengths(kind):
+    """``(xs, carry or None, lengths)``: init's shapes agree with apply's; the values and
+    the params' gradients equal the twin with the same lengths; each sequence's carry
+    is the layer's own on that sequence alone (a single (T, D) sequence with a scalar
+    length gives the same)."""
+    layer, p = _setup(kind)
+    xs = randn((T, N, D), seed=10)
+    lengths = jnp.array([T, 0, 2])
+    c1 = jax.tree_util.tree_map(lambda a: randn(a.shape, 11),
+                                _carry_shape(kind, jnp.zeros((N, H), F64)))
+    for carry_shape in (None, _carry_shape(kind, (-1, H))):
+        out_shape, _, _ = abstract_init(layer, ((T, -1, D), carry_shape, (-1,)))
+        assert out_shape == ((T, -1, H), _carry_shape(kind, (-1, H)))
+
+    def loss(f):
+        return lambda p: sum(jnp.sum(jnp.sin(a)) for a in jax.tree_util.tree_leaves(f(p)))
+
+    def ours(p):
+        return layer.apply(p, (), (xs, c1, lengths))[0]
+
+    def twin(p):
+        if kind == "LSTM":
+            return R.lstm(xs, *c1, p["wx"], p["wh"], p["b"], lengths=lengths)
+        return R.gru(xs, c1, p["wx"], p["wh"], p["bx"], p["bh"], lengths=lengths)
+
+    @jax.jit
+    def run(p):
+        return ours(p), twin(p), jax.grad(loss(ours))(p), jax.grad(loss(twin))(p)
+
+    got, want, g, g_ref = run(p)
+    assert_close(got, want, 1e-12, "values")
+    assert_close(g, g_ref, 1e-10, "params' gradients")
+    (hs, carry), _ = layer.apply(p, (), (xs, None, lengths))
+    for n in (0, 2):
+        (hs1, carry1), _ = layer.apply(p, (), xs[:lengths[n], n])
+        assert_close(hs[:lengths[n], n], hs1, 1e-12, f"hs of sequence {n}")
+        assert_close(jax.tree_util.tree_map(lambda c: c[n], carry), carry1, 1e-12,
+                     f"carry of sequence {n}")
+        (_, single), _ = layer.apply(p, (), (xs[:, n], None, lengths[n]))
+        assert_close(single, carry1, 1e-12, f"single sequence {n} with a scalar length")
+    assert not np.any(np.asarray(hs[:, 1])), "an empty sequence outputs 0"
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
 def test_single_sequence_and_vmap(kind):
     layer, p = _setup(kind)
     xs = randn((T, N, D), seed=10)
@@ -190,8 +235,16 @@ def test_composes_with_serial_and_parallel():
      r"^LSTM\(6\): lstm: wx has shape \(4, 24\), expected \(3, 24\)"),
     ("GRU", lambda xs, c: (xs, c[0].astype(jnp.int32)), TypeError,
      r"^GRU\(6\): gru: h0 must have a floating dtype, got int32"),
-    ("GRU", lambda xs, c: (xs, c[0], c[1]), ValueError,
-     r"^GRU\(6\): input must be xs or a pair \(xs, carry\), got a tuple of 3 entries"),
+    ("GRU", lambda xs, c: (xs, c[0], c[1], c[1]), ValueError,
+     r"^GRU\(6\): input must be xs, a pair \(xs, carry\) or a triple \(xs, carry, "
+     r"lengths\), got a tuple of 4 entries"),
+    ("GRU", lambda xs, c: (xs, c[0], c[1]), TypeError,
+     r"^GRU\(6\): gru: lengths must have an integer dtype \(steps per sequence\)"),
+    ("LSTM", lambda xs, c: (xs, None, jnp.array([1, 2])), ValueError,
+     r"^LSTM\(6\): lstm: lengths has shape \(2,\), expected \(3,\)"),
+    ("LSTM", lambda xs, c: (xs[:, 0], None, jnp.array([1])), ValueError,
+     r"^LSTM\(6\): lengths has shape \(1,\) \(rank 1\), expected rank 0 \(\) for one "
+     r"sequence"),
 ])
 def test_apply_errors_eagerly_and_under_jit(kind, x, exc, match):
     layer, p = getattr(nn, kind)(H, dtype=F64), _init(kind, dtype=F64)

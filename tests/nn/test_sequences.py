@@ -33,7 +33,7 @@ def test_flip_sequences_reverses_the_real_steps_in_place():
      r"flip_sequences: lengths hold 5 \(at index \(0,\)\), expected lengths in \[0, T = 4\]"),
     (np.zeros((4, 3)), np.array([1, -1, 1]), ValueError, r"lengths hold -1 \(at index \(1,\)\)"),
     (np.zeros((4, 3)), np.array([1.0, 2.0, 3.0]), TypeError,
-     r"flip_sequences: lengths must be integers \(steps per sequence\), got dtype float64"),
+     r"flip_sequences: lengths must have an integer dtype \(steps per sequence\), got float64"),
     (np.zeros((4, 3)), np.array([1, 2]), ValueError,
      r"flip_sequences: lengths has shape \(2,\), expected \(3,\) \(one length per sequence"),
     (np.zeros((4,)), np.array([1]), ValueError, r"flip_sequences: xs has shape \(4,\)"),

@@ -1,7 +1,9 @@
 """Plain-JAX twins of :func:`funcnet.ops.lstm` and :func:`funcnet.ops.gru`.
 
 Written independently of the ops' cells (per-step input projection, gates split with
-``jnp.split``), as a ``lax.scan`` that JAX differentiates.
+``jnp.split``), as a ``lax.scan`` that JAX differentiates. With ``lengths``, the padded
+steps (``t >= lengths[n]``) keep the carry and output 0 (``jnp.where``); without, every
+step is real.
 """
 from __future__ import annotations
 
@@ -9,37 +11,47 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from funcnet.ops.rnn import check_recurrent_args
+from funcnet.ops.rnn import check_recurrent_args, nan_bad_lengths, padded_steps
 
 __all__ = ["lstm", "gru"]
 
 
-def lstm(xs, h0, c0, wx, wh, b):
+def _real_steps(fn, xs, lengths):
+    xs, valid, bad = padded_steps(fn, xs, lengths)
+    return xs, (jnp.ones(xs.shape[:2] + (1,), bool) if valid is None else valid), bad
+
+
+def lstm(xs, h0, c0, wx, wh, b, lengths=None):
     """Reference LSTM, gates ``[i, f, g, o]``: ``c = f c + i g``, ``h = o tanh(c)``."""
     check_recurrent_args("lstm", 4, xs, {"h0": h0, "c0": c0}, {"wx": wx, "wh": wh, "b": b})
+    xs, valid, bad = _real_steps("lstm", xs, lengths)
 
-    def step(carry, x):
+    def step(carry, inp):
+        x, real = inp
         h, c = carry
         zi, zf, zg, zo = jnp.split(x @ wx + h @ wh + b[None, :], 4, axis=1)
-        c = jax.nn.sigmoid(zf) * c + jax.nn.sigmoid(zi) * jnp.tanh(zg)
-        h = jax.nn.sigmoid(zo) * jnp.tanh(c)
-        return (h, c), h
+        c_new = jax.nn.sigmoid(zf) * c + jax.nn.sigmoid(zi) * jnp.tanh(zg)
+        h_new = jax.nn.sigmoid(zo) * jnp.tanh(c_new)
+        carry = (jnp.where(real, h_new, h), jnp.where(real, c_new, c))
+        return carry, jnp.where(real, h_new, 0)
 
-    carry, hs = lax.scan(step, (h0, c0), xs)
-    return hs, carry
+    carry, hs = lax.scan(step, (h0, c0), (xs, valid))
+    return nan_bad_lengths(bad, hs, carry)
 
 
-def gru(xs, h0, wx, wh, bx, bh):
+def gru(xs, h0, wx, wh, bx, bh, lengths=None):
     """Reference GRU (reset gate after the recurrent matmul, as PyTorch/cuDNN/Flax)."""
     check_recurrent_args("gru", 3, xs, {"h0": h0}, {"wx": wx, "wh": wh, "bx": bx, "bh": bh})
+    xs, valid, bad = _real_steps("gru", xs, lengths)
 
-    def step(h, x):
+    def step(h, inp):
+        x, real = inp
         xr, xz, xn = jnp.split(x @ wx + bx[None, :], 3, axis=1)
         hr, hz, hn = jnp.split(h @ wh + bh[None, :], 3, axis=1)
         r, z = jax.nn.sigmoid(xr + hr), jax.nn.sigmoid(xz + hz)
         n = jnp.tanh(xn + r * hn)
-        h = (1 - z) * n + z * h
-        return h, h
+        h_new = (1 - z) * n + z * h
+        return jnp.where(real, h_new, h), jnp.where(real, h_new, 0)
 
-    h_last, hs = lax.scan(step, h0, xs)
-    return hs, h_last
+    h_last, hs = lax.scan(step, h0, (xs, valid))
+    return nan_bad_lengths(bad, hs, h_last)
