@@ -28,6 +28,16 @@ def test_flip_sequences_reverses_the_real_steps_in_place():
     np.testing.assert_array_equal(g, nn.flip_sequences(w, lengths))
 
 
+@pytest.mark.parametrize("dtype", [np.int8, np.int32, np.uint16, np.uint32, np.int64])
+def test_flip_sequences_takes_any_integer_lengths(dtype):
+    """Under float64 and strict dtype promotion (the test session's), int32 lengths
+    failed to compare with the int64 step index."""
+    xs = randn((5, 3, 2), 3)
+    want = nn.flip_sequences(xs, np.array([5, 2, 0]))
+    for f in (nn.flip_sequences, jax.jit(nn.flip_sequences)):
+        np.testing.assert_array_equal(f(xs, np.array([5, 2, 0], dtype)), want)
+
+
 @pytest.mark.parametrize("xs, lengths, exc, match", [
     (np.zeros((4, 3)), np.array([5, 1, 1]), ValueError,
      r"flip_sequences: lengths hold 5 \(at index \(0,\)\), expected lengths in \[0, T = 4\]"),
