@@ -1,6 +1,7 @@
 """funcnet's hand-written backward rules against autodiff of the same maths, op by op.
 
-For each op (``layer_norm``, ``rms_norm``, ``lstm``, ``gru``, ``gelu``) one training-step
+For each op (``layer_norm``, ``rms_norm``, ``lstm``, ``gru``, ``gelu``; ``lstm_lengths`` and
+``gru_lengths`` are the recurrences over a padded batch, lengths drawn in ``[T/2, T]``) one training-step
 -like program is timed: ``jax.jit(jax.value_and_grad(loss))`` with ``loss = <ct, op(args)>``
 (a fixed random cotangent, so every output, the final carry of the recurrences included,
 gets a gradient), differentiated with respect to every floating argument. ``funcnet`` runs
@@ -43,7 +44,8 @@ from benchmarks import common  # noqa: E402
 from funcnet import nn, ops  # noqa: E402
 from funcnet.ops import reference  # noqa: E402
 
-OPS = ("layer_norm", "rms_norm", "lstm", "gru", "gelu")
+OPS = ("layer_norm", "rms_norm", "lstm", "gru", "lstm_lengths", "gru_lengths", "gelu")
+PADDED = "_lengths"    # suffix: the same op with ``lengths=`` (a padded batch)
 
 # sizes per profile: (N, F) for the elementwise/normalisation ops, (T, N, D, H) for RNNs
 SIZES = {
@@ -53,9 +55,23 @@ SIZES = {
 }
 
 
+def implementations(name: str, sizes: dict) -> dict:
+    """``{"funcnet": op, "autodiff": twin}``; a ``*_lengths`` name binds ``lengths``."""
+    base = name.removesuffix(PADDED)
+    impls = {"funcnet": getattr(ops, base), "autodiff": getattr(reference, base)}
+    if base != name:
+        t, b = sizes["rnn"][:2]
+        lengths = jnp.asarray(np.random.default_rng(2).integers(t // 2, t + 1, b), jnp.int32)
+        impls = {k: functools.partial(f, lengths=lengths) for k, f in impls.items()}
+    return impls
+
+
 def make_args(name: str, sizes: dict, dtype):
     """The op's positional arguments (random, fixed seed) and a description."""
     rng = np.random.default_rng(0)
+    if name.endswith(PADDED):
+        args, desc = make_args(name.removesuffix(PADDED), sizes, dtype)
+        return args, f"{desc}, lengths in [T/2, T]"
 
     def r(*shape, scale=1.0):
         return jnp.asarray(scale * rng.standard_normal(shape), dtype)
@@ -89,7 +105,7 @@ def step_fn(op):
 
 def bench_op(name: str, sizes: dict, dtype, repeats: int, sample_s: float) -> dict:
     args, desc = make_args(name, sizes, dtype)
-    impls = {"funcnet": getattr(ops, name), "autodiff": getattr(reference, name)}
+    impls = implementations(name, sizes)
     out_struct = jax.eval_shape(impls["funcnet"], *args)
     rng = np.random.default_rng(1)
     ct = jax.tree_util.tree_map(

@@ -16,9 +16,10 @@ Padded batches (``lengths``, as Flax's ``seq_lengths`` and PyTorch's packed sequ
 with ``m_t = [t < lengths[n]]`` per sequence, a padded step keeps the carry and outputs 0,
 ``carry_t = m_t new_t + (1 - m_t) carry_{t-1}``, ``y_t = m_t h_t``, so the returned carry
 is each sequence's state after its last real step. Backward: at a padded step the
-carry's cotangent passes through unchanged and the gates get none (``dz = 0``); the
-padding of ``xs`` is zeroed first, so whatever it holds (even inf or NaN) reaches no
-value and no gradient. The masks are selects, not products.
+carry's cotangent passes through unchanged and the gates get none (``dz = 0``). The
+masks are selects, not products, and the weight gradient reads the padding of ``xs`` as
+zeros: whatever it holds (even inf or NaN) reaches no value and no gradient. All of it
+is inside the rules: no residual beyond the ``(T, N, 1)`` mask.
 """
 from __future__ import annotations
 
@@ -28,8 +29,8 @@ from jax import lax
 
 from funcnet.ops._arrays import flat, previous, scan_projected
 from funcnet.ops._mode import has_twin
-from funcnet.ops.rnn import (check_recurrent_args, freeze_padded, nan_bad_lengths,
-                             padded_steps, zero_padded)
+from funcnet.ops.rnn import (check_recurrent_args, freeze_padded, nan_carry, padded_steps,
+                             zero_padded)
 
 __all__ = ["lstm", "gru"]
 
@@ -51,6 +52,11 @@ def lstm_cell(carry, a_x, wh):
 def _steps(valid):
     """The extra scanned inputs: the ``(T, N, 1)`` mask of real steps, if any."""
     return () if valid is None else (valid,)
+
+
+def _real(valid, xs):
+    """``xs`` with its padding read as zeros (for the weight gradients)."""
+    return xs if valid is None else zero_padded(valid, xs)[0]
 
 
 def _lstm_forward(xs, h0, c0, wx, wh, b, keep, valid):
@@ -100,7 +106,7 @@ def _lstm_bwd(res, cts):
                                reverse=True)
     h_prev = previous(h0, acts[..., 3 * k:] * tcs)      # h_t = o_t tanh(c_t), recomputed
     dz = flat(dzs)
-    return ((dz @ wx.T).reshape(xs.shape), dh0, dc0, flat(xs).T @ dz,
+    return ((dz @ wx.T).reshape(xs.shape), dh0, dc0, flat(_real(valid, xs)).T @ dz,
             flat(h_prev).T @ dz, jnp.sum(dz, axis=0), None)
 
 
@@ -169,8 +175,8 @@ def lstm(xs, h0, c0, wx, wh, b, lengths=None):
       ``docs/formulas.md``, "Beyond the notes".
     """
     check_recurrent_args("lstm", 4, xs, {"h0": h0, "c0": c0}, {"wx": wx, "wh": wh, "b": b})
-    xs, valid, bad = padded_steps("lstm", xs, lengths)
-    return nan_bad_lengths(bad, *_lstm(xs, h0, c0, wx, wh, b, valid))
+    valid, bad = padded_steps("lstm", xs, lengths)
+    return _lstm(xs, *nan_carry(bad, h0, c0), wx, wh, b, valid)
 
 
 # ------------------------------------------------------------------------------- GRU
@@ -236,7 +242,8 @@ def _gru_bwd(res, cts):
     # all steps instead of a second (T, N, 3H) output of the loop
     dah = flat(dah)
     dax = jnp.concatenate([dah[:, :2 * k], flat(dan)], axis=1)
-    return ((dax @ wx.T).reshape(xs.shape), dh0, flat(xs).T @ dax, flat(h_prev).T @ dah,
+    return ((dax @ wx.T).reshape(xs.shape), dh0, flat(_real(valid, xs)).T @ dax,
+            flat(h_prev).T @ dah,
             jnp.sum(dax, axis=0), jnp.sum(dah, axis=0), None)
 
 
@@ -302,5 +309,6 @@ def gru(xs, h0, wx, wh, bx, bh, lengths=None):
       ``docs/formulas.md``, "Beyond the notes".
     """
     check_recurrent_args("gru", 3, xs, {"h0": h0}, {"wx": wx, "wh": wh, "bx": bx, "bh": bh})
-    xs, valid, bad = padded_steps("gru", xs, lengths)
-    return nan_bad_lengths(bad, *_gru(xs, h0, wx, wh, bx, bh, valid))
+    valid, bad = padded_steps("gru", xs, lengths)
+    (h0,) = nan_carry(bad, h0)
+    return _gru(xs, h0, wx, wh, bx, bh, valid)

@@ -89,31 +89,26 @@ def check_recurrent_args(fn, gates, xs, carries, weights):
 
 
 def padded_steps(fn, xs, lengths):
-    """``(xs, valid, bad)`` for ``lengths`` of the sequences of ``xs`` ``(T, N, D)``.
+    """``(valid, bad)`` for ``lengths`` of the sequences of ``xs`` ``(T, N, D)``
+    (``(None, None)`` without ``lengths``).
 
-    ``xs`` with zeros at the padded steps (whatever the padding held, inf or NaN, it
-    cannot reach a value or a gradient: ``0 * nan`` would in the weight gradients);
     ``valid`` ``(T, N, 1)``: ``t < lengths[n]``, the real steps; ``bad`` ``(N,)``: a
-    length outside ``[0, T]``, only possible under ``jit`` (concrete lengths are checked),
-    whose sequence :func:`nan_bad_lengths` turns to NaN so that it is seen. Without
-    ``lengths``: ``(xs, None, None)``.
+    length outside ``[0, T]``, only possible under ``jit`` (concrete lengths are
+    checked). Such a sequence runs every step from a NaN carry (:func:`nan_carry`), so
+    its outputs and final carry are NaN and the error is seen.
     """
     if lengths is None:
-        return xs, None, None
+        return None, None
     lengths = _checks.check_lengths(fn, xs, lengths)
-    valid = valid_steps(lengths, xs.shape)
-    (xs,) = zero_padded(valid, xs)
-    return xs, valid, (lengths < 0) | (lengths > xs.shape[0])
+    bad = (lengths < 0) | (lengths > xs.shape[0])
+    return valid_steps(lengths, xs.shape) | bad[None, :, None], bad
 
 
-def nan_bad_lengths(bad, hs, carry):
-    """``hs`` ``(T, N, H)`` and the final carry (arrays ``(N, H)``) with NaN for the
-    sequences flagged by :func:`padded_steps` (unchanged without ``lengths``)."""
+def nan_carry(bad, *carries):
+    """The initial carries ``(N, H)`` with NaN for the sequences flagged ``bad``."""
     if bad is None:
-        return hs, carry
-    nan = jnp.asarray(jnp.nan, hs.dtype)
-    return (jnp.where(bad[None, :, None], nan, hs),
-            jax.tree_util.tree_map(lambda c: jnp.where(bad[:, None], nan, c), carry))
+        return carries
+    return tuple(jnp.where(bad[:, None], jnp.asarray(jnp.nan, c.dtype), c) for c in carries)
 
 
 def freeze_padded(valid, new, old):
@@ -122,7 +117,10 @@ def freeze_padded(valid, new, old):
 
 
 def zero_padded(valid, *arrays):
-    """Each array with zeros at the padded steps (``valid`` False); ``None`` stays."""
+    """Each array with zeros at the padded steps (``valid`` False); ``None`` stays.
+
+    Selects, not products: what the padding holds (even inf or NaN) does not pass, where
+    ``0 * nan`` would (e.g. the padded inputs in a weight gradient ``xs^T dz``)."""
     return tuple(None if a is None else jnp.where(valid, a, jnp.zeros((), a.dtype))
                  for a in arrays)
 
