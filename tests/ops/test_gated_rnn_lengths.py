@@ -9,6 +9,7 @@ import pytest
 
 import funcnet.ops as ops
 from funcnet.gradcheck import assert_close, check_vjp
+from funcnet.nn.memory import saved_residuals
 from funcnet.ops import reference as R
 from tests.ops.test_gated_rnn import OPS
 
@@ -153,3 +154,19 @@ def test_out_of_range_lengths_under_jit_give_nan_for_that_sequence(name):
             want = np.moveaxis(np.asarray(want), -2, 0)
             assert np.isnan(got[[0, 2]]).all()
             np.testing.assert_array_equal(got[[1, 3]], want[[1, 3]])
+
+
+@pytest.mark.parametrize("name, per_step", [("lstm", 5), ("gru", 4)])
+def test_residuals_are_the_unpadded_ones_plus_the_mask(name, per_step):
+    """The masks live inside the rules: beyond the unpadded op's residuals (gate
+    activations and states) only the (T, N, 1) mask of real steps and the initial
+    carries' NaN select (N, H) are kept, not autodiff's selects over (T, N, H)."""
+    op, _, make = OPS[name]
+    t, n, h = 10, 4, 8
+    args = tuple(jnp.asarray(a) for a in make(t, n, 3, h))
+    lengths = jnp.array([10, 0, 3, 7])
+    kept = [r for r in saved_residuals(lambda *a: op(*a, lengths=lengths)[0], *args)
+            if not r.is_argument]
+    big = [r for r in kept if r.nbytes > n * h * 8]       # more than one (N, H) carry
+    assert sum(r.nbytes for r in big) == t * n * per_step * h * 8
+    assert sum(r.nbytes for r in kept) <= t * n * (per_step * h * 8 + 1) + 6 * n * h * 8
