@@ -24,6 +24,7 @@ EXPECTED = {
     "optimizer_comparison": ["optimizer_trajectories.png", "optimizer_digits_loss.png"],
     "resnet": ["resnet.png"],
     "char_transformer": ["char_transformer.png"],
+    "bracket_lstm": ["bracket_lstm.png"],
 }
 SCRIPTS = sorted(p.stem for p in EXAMPLES.glob("*.py") if not p.stem.startswith("_"))
 
