@@ -2,9 +2,10 @@
 
 For each op (``layer_norm``, ``rms_norm``, ``lstm``, ``gru``, ``gelu``; ``lstm_lengths``
 and ``gru_lengths`` are the recurrences over a padded batch, lengths drawn in
-``[T/2, T]``) one training-step-like program is timed: ``jax.jit(jax.value_and_grad(loss))`` with ``loss = <ct, op(args)>``
-(a fixed random cotangent, so every output, the final carry of the recurrences included,
-gets a gradient), differentiated with respect to every floating argument. ``funcnet`` runs
+``[T/2, T]``) one training-step-like program is timed:
+``jax.jit(jax.value_and_grad(loss))`` with ``loss = <ct, op(args)>`` (a fixed random
+cotangent, so every output, the final carry of the recurrences included, gets a
+gradient), differentiated with respect to every floating argument. ``funcnet`` runs
 :mod:`funcnet.ops` (``jax.custom_vjp``); ``autodiff`` runs the twin of the same name in
 :mod:`funcnet.ops.reference` (same forward maths, differentiated by JAX). Both are
 checked to agree before anything is timed.
