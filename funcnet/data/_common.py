@@ -6,7 +6,14 @@ so the helpers that use them also work on ``jnp`` arrays inside ``jax.jit``.
 """
 from __future__ import annotations
 
+import jax
 import numpy as np
+
+
+def take_rows(tree, idx):
+    """``a[idx]`` for every array of ``tree``: the rows ``idx`` of examples that are one
+    array ``(N, ...)`` or a pytree of them (a dict or tuple of inputs sharing ``N``)."""
+    return jax.tree_util.tree_map(lambda a: a[idx], tree)
 
 
 def to_images(raw: np.ndarray, max_value: float, *, flatten: bool, normalize: bool,

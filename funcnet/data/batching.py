@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from funcnet import _checks
+from funcnet.data._common import take_rows
 
 
 def epoch_keys(key, epoch) -> tuple[jax.Array, jax.Array]:
@@ -47,8 +48,9 @@ def batches(x, y, batch_size: int, *, key=None,
     Arguments are checked when ``batches`` is called, not at the first ``next``.
 
     Args:
-      x: examples, shape ``(N, ...)`` (NumPy or ``jnp``).
-      y: targets, shape ``(N, ...)``.
+      x: examples, shape ``(N, ...)`` (NumPy or ``jnp``), or a pytree of such arrays (a
+        dict or tuple of inputs with the same ``N``): every leaf is batched alike.
+      y: targets, shape ``(N, ...)`` (or a pytree, as ``x``).
       batch_size: examples per batch, in ``[1, N]``.
       key: a JAX PRNG key or int seed to shuffle with ``jax.random.permutation(key, N)``;
         ``None`` keeps the order of ``x``.
@@ -79,7 +81,7 @@ def _rows(x, y, order: np.ndarray, batch_size: int, drop_last: bool, transform=N
     n = len(order)
     for start in range(0, n - n % batch_size if drop_last else n, batch_size):
         idx = order[start:start + batch_size]
-        xb, yb = x[idx], y[idx]
+        xb, yb = take_rows(x, idx), take_rows(y, idx)
         yield (xb, yb) if transform is None else transform(xb, yb)
 
 
@@ -95,8 +97,8 @@ def epoch_batches(x, y, batch_size: int, key) -> tuple[jax.Array, jax.Array]:
             return lax.scan(step, params, (xb, yb))
 
     Args:
-      x: examples, shape ``(N, ...)``.
-      y: targets, shape ``(N, ...)``.
+      x: examples, shape ``(N, ...)``, or a pytree of arrays with the same ``N``.
+      y: targets, shape ``(N, ...)`` (or a pytree).
       batch_size: static Python int in ``[1, N]``.
       key: a JAX PRNG key (or an int seed, outside of tracing).
 
@@ -121,7 +123,7 @@ def epoch_batches(x, y, batch_size: int, key) -> tuple[jax.Array, jax.Array]:
         a = jnp.asarray(a)
         return jnp.take(a, idx, axis=0).reshape((num_batches, batch_size) + a.shape[1:])
 
-    return stack(x), stack(y)
+    return jax.tree_util.tree_map(stack, x), jax.tree_util.tree_map(stack, y)
 
 
 class Loader:
@@ -139,8 +141,9 @@ class Loader:
 
     Args:
       x: examples ``(N, ...)``: NumPy arrays, memory maps, or anything with ``shape``,
-        ``dtype`` and row indexing ``x[idx]``.
-      y: targets ``(N, ...)``.
+        ``dtype`` and row indexing ``x[idx]``; or a pytree of them with the same ``N``
+        (e.g. ``{"tokens": ..., "lengths": ...}``), batched leaf by leaf.
+      y: targets ``(N, ...)`` (or a pytree, as ``x``).
       batch_size: rows per batch, in ``[1, N]``.
       key: a PRNG key or int seed (the run's key, as given to ``fit``), or ``None`` for
         the stored order.

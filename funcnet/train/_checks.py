@@ -26,22 +26,41 @@ def check_model_args(fn: str, model, loss_fn, metrics_fn, compute_dtype):
 
 
 def check_pair(fn: str, what: str, data, parts: int | None = None, why: str = "") -> tuple:
-    """``data`` must be a pair ``(x, y)`` of arrays with the same, non-zero number of rows
-    (with ``parts``, divisible by it: ``why`` says what it counts)."""
-    if not is_pair(data):
+    """``data`` must be a pair ``(x, y)`` of arrays (``x`` may be a pytree of arrays:
+    several inputs) with the same, non-zero number of rows (with ``parts``, divisible by
+    it: ``why`` says what it counts)."""
+    if not (isinstance(data, (tuple, list)) and len(data) == 2):
         got = type(data).__name__ + (f" of length {len(data)}"
                                      if isinstance(data, (tuple, list)) else "")
         raise TypeError(f"{fn}: {what} must be a pair (x, y) of arrays, got {got}")
     x, y = data
+    if not is_array(y):
+        raise TypeError(f"{fn}: {what} y must be an array (the targets), got "
+                        f"{type(y).__name__}")
+    if not jax.tree_util.tree_leaves(x, is_leaf=is_array):
+        raise TypeError(f"{fn}: {what} x must be an array or a pytree of arrays, got "
+                        f"{type(x).__name__} with no arrays")
     if _checks.check_same_leading(fn, {f"{what} x": x, f"{what} y": y}, parts, why) == 0:
-        raise ValueError(f"{fn}: {what} is empty (x has shape {tuple(x.shape)})")
+        raise ValueError(f"{fn}: {what} is empty (y has shape {tuple(y.shape)})")
     return x, y
 
 
+def is_array(a) -> bool:
+    return hasattr(a, "shape") and hasattr(a, "dtype")
+
+
 def is_pair(data) -> bool:
-    """``(x, y)`` of two array-likes (anything with ``shape`` and ``dtype``)."""
-    return (isinstance(data, (tuple, list)) and len(data) == 2
-            and all(hasattr(a, "shape") and hasattr(a, "dtype") for a in data))
+    """``(x, y)``: ``y`` an array-like (anything with ``shape`` and ``dtype``), ``x`` one
+    or a non-empty pytree of them. (A list of two ``(x, y)`` batches is not a pair.)"""
+    if not (isinstance(data, (tuple, list)) and len(data) == 2):
+        return False
+    leaves = jax.tree_util.tree_leaves(data[0], is_leaf=is_array)
+    return is_array(data[1]) and bool(leaves) and all(map(is_array, leaves))
+
+
+def num_rows(x) -> int:
+    """The leading size of an array or of the first array of a pytree (checked equal)."""
+    return int(jax.tree_util.tree_leaves(x, is_leaf=is_array)[0].shape[0])
 
 
 def check_labels(fn: str, what: str, y, num_classes: int | None) -> None:
@@ -56,11 +75,14 @@ def num_classes(fn: str, what: str, model, params, state, x, y) -> int | None:
     """Traces the model on ``x``'s shape (its shape errors name ``what``, before any
     training) and returns ``C`` when ``y`` holds integer class indices for its
     ``(..., C)`` logits, else ``None``."""
-    spec = jax.ShapeDtypeStruct(tuple(x.shape), x.dtype)
+    spec = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(tuple(a.shape), a.dtype), x,
+                                  is_leaf=is_array)
     with _checks.context(f"{fn}: {what}"):
         logits, _ = jax.eval_shape(lambda p, s, a: model.apply(p, s, a, train=False),
                                    params, state, spec)
-    if not np.issubdtype(np.dtype(y.dtype), np.integer):
+    if not is_array(y) or not np.issubdtype(np.dtype(y.dtype), np.integer):
+        return None
+    if not is_array(logits):
         return None
     if tuple(y.shape[1:]) != tuple(logits.shape[1:-1]) or not logits.shape[1:]:
         return None

@@ -10,8 +10,9 @@ import numpy as np
 
 from funcnet import _checks, ops
 from funcnet.train import sharding
+from funcnet.data._common import take_rows
 from funcnet.train._checks import (check_labels, check_mesh, check_model_args, check_pair,
-                                   num_classes)
+                                   num_classes, num_rows)
 from funcnet.train.metrics import cast_floating, default_metrics, per_example
 
 __all__ = ["evaluate"]
@@ -49,7 +50,9 @@ def evaluate(model, params, state, x, y, batch_size: int = 1024, *,
     Args:
       model: a :class:`funcnet.nn.Layer`.
       params, state: the model's pytrees (batch norm uses the running statistics).
-      x: ``(N, ...)`` inputs; y: ``(N, ...)`` targets (e.g. ``(N,)`` int labels).
+      x: ``(N, ...)`` inputs, or a pytree of them (several inputs, e.g. ``{"tokens":
+        (N, T), "lengths": (N,)}``: the model's ``apply`` gets the same pytree);
+        y: ``(N, ...)`` targets (e.g. ``(N,)`` int labels).
       batch_size: examples per call, clipped to ``N`` (rounded up to a multiple of the
         mesh's device count).
       loss_fn: a batch-mean loss ``loss_fn(logits, labels)``.
@@ -82,7 +85,7 @@ def evaluate(model, params, state, x, y, batch_size: int = 1024, *,
 def evaluate_checked(model, params, state, x, y, batch_size, loss_fn, metrics_fn,
                      compute_dtype, mesh, devices) -> dict:
     """:func:`evaluate` after its checks (``fit`` checks once, then calls this per epoch)."""
-    n = x.shape[0]
+    n = num_rows(x)
     batch_size = min(batch_size, n)
     batch_size += -batch_size % devices                 # every device gets equal rows
     metrics_fn = default_metrics(loss_fn) if metrics_fn is None else metrics_fn
@@ -95,7 +98,7 @@ def evaluate_checked(model, params, state, x, y, batch_size, loss_fn, metrics_fn
         idx = np.arange(start, start + batch_size)
         mask = (idx < n).astype(np.float32)
         idx = np.minimum(idx, n - 1)
-        batch = (x[idx], y[idx], mask)
+        batch = (take_rows(x, idx), take_rows(y, idx), mask)
         if mesh is not None:
             batch = sharding.put_batch(batch, rows)
         sums = run(params, state, *batch)

@@ -31,7 +31,8 @@ import numpy as np
 from funcnet import _checks, data as fdata, ops, optim
 from funcnet.train import sharding
 from funcnet.train._checks import (check_batch_split, check_labels, check_manager, check_mesh,
-                                   check_model_args, check_pair, is_pair, num_classes)
+                                   check_model_args, check_pair, is_pair, num_classes,
+                                   num_rows)
 from funcnet.train.callbacks import TrainState, call_callback, resume_callbacks
 from funcnet.train.epochs import all_finite, compiled
 from funcnet.train.errors import NonFiniteError
@@ -56,8 +57,9 @@ def _scan_limit() -> int:
     return min(SCAN_MAX_BYTES, limit // 4) if limit else SCAN_MAX_BYTES
 
 
-def _nbytes(a) -> int:
-    return int(np.prod(a.shape, dtype=np.int64)) * np.dtype(a.dtype).itemsize
+def _nbytes(tree) -> int:
+    return sum(int(np.prod(a.shape, dtype=np.int64)) * np.dtype(a.dtype).itemsize
+               for a in jax.tree_util.tree_leaves(tree))
 
 
 def _epoch_source(fn: str, data):
@@ -117,8 +119,7 @@ def _batch_putter(fn: str, mesh, devices: int, labels_ok: Callable | None, check
 
 def _host_batch(batch):
     """A batch for a jitted step on the CPU: NumPy and jax arrays as they are."""
-    x, y = batch
-    if isinstance(x, (np.ndarray, jax.Array)) and isinstance(y, (np.ndarray, jax.Array)):
+    if all(isinstance(a, (np.ndarray, jax.Array)) for a in jax.tree_util.tree_leaves(batch)):
         return batch
     return jax.device_put(batch)
 
@@ -169,7 +170,7 @@ def _per_step_epoch(one_step, carry, prefetcher, model_key):
         for xb, yb in feed:
             carry, m = one_step(*carry, xb, yb, model_key)
             per_step.append(m)
-            weights.append(xb.shape[0])
+            weights.append(num_rows(xb))
     return carry, _stack_on_host(per_step), weights
 
 
@@ -215,7 +216,10 @@ def fit(model, params, state, opt, data, epochs: int, *, batch_size: int | None 
     Data: ``(x, y)`` arrays (``batch_size`` required), or batches from a callable
     ``epoch -> iterable of (x, y)`` (0-based epoch; re-created for every epoch, so a
     resume is exact; e.g. :class:`funcnet.data.Loader` over memory-mapped arrays) or a
-    re-iterable object (``iter(data)`` per epoch). ``prefetch``: on an accelerator
+    re-iterable object (``iter(data)`` per epoch). ``x`` (and ``y``) may be a pytree of
+    arrays with one leading size, for a model of several inputs (e.g. ``{"tokens": (N,
+    T), "lengths": (N,)}``): every leaf is shuffled and batched alike, and the model's
+    ``apply`` gets the same pytree. ``prefetch``: on an accelerator
     (default 2) a background thread copies up to that many batches to the device ahead
     of the step; on the CPU (default 0: no thread) the NumPy batches are handed to the
     jitted step as they are, which costs less than the thread overlaps there. A batch
@@ -327,7 +331,7 @@ def fit(model, params, state, opt, data, epochs: int, *, batch_size: int | None 
         x, y = source
         if batch_size is None:
             raise TypeError(f"{fn}: batch_size is required with (x, y) arrays")
-        batch_size = _checks.check_batch_size(fn, batch_size, x.shape[0])
+        batch_size = _checks.check_batch_size(fn, batch_size, num_rows(x))
         check_batch_split(fn, "batch_size", batch_size, devices)
         check_labels(fn, "data y", y, num_classes(fn, "data", model, params, state, x, y))
         if scan is None:
@@ -387,7 +391,8 @@ def fit(model, params, state, opt, data, epochs: int, *, batch_size: int | None 
                                     batch_size, mesh)
     put_rep = (lambda t: t) if mesh is None else (lambda t: sharding.put_replicated(t, mesh))
     if scan:
-        x_dev, y_dev = (jnp.asarray(x), jnp.asarray(y)) if mesh is None else put_rep((x, y))
+        x_dev, y_dev = (jax.tree_util.tree_map(jnp.asarray, (x, y)) if mesh is None
+                        else put_rep((x, y)))
         key_dev = put_rep(key)
     else:
         labels_ok = None
@@ -467,7 +472,8 @@ def _lazy_label_check(fn: str, model, params, state) -> Callable:
                                            (params, state))
 
     def check(x, y):
-        shape = (tuple(x.shape[1:]), str(x.dtype), tuple(y.shape[1:]), str(y.dtype))
+        leaves, treedef = jax.tree_util.tree_flatten((x, y))
+        shape = (treedef, *((tuple(a.shape[1:]), str(a.dtype)) for a in leaves))
         if shape not in classes:
             classes[shape] = num_classes(fn, "a batch of data", model, params, state, x, y)
         check_labels(fn, "a batch's y", y, classes[shape])

@@ -77,9 +77,10 @@ def key_hex(key) -> str:
 def fingerprint(*, model, params, state, opt_state, learning_rate, loss_fn, key,
                 batch_size, data) -> dict:
     """The run's fingerprint (JSON-serialisable; see the module docstring)."""
-    if isinstance(data, tuple):
-        data = " ".join(f"{n} {np.dtype(a.dtype).name}{list(a.shape)}"
-                        for n, a in zip("xy", data))
+    if isinstance(data, tuple):   # (x, y): arrays, or pytrees of arrays (leaves by path)
+        data = " ".join(f"{n}{jax.tree_util.keystr(path)} {np.dtype(a.dtype).name}"
+                        f"{list(a.shape)}" for n, tree in zip("xy", data)
+                        for path, a in jax.tree_util.tree_flatten_with_path(tree)[0])
     return {
         "model": describe_model(model),
         "params": tree_signature(params),

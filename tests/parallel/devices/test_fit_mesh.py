@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from funcnet import data, optim, parallel, train
+from funcnet import data, nn, optim, parallel, train
 from funcnet.gradcheck import assert_close
 from tests.parallel._helpers import bn_mlp, digits, dropout_mlp, init
 
@@ -64,3 +64,26 @@ def test_fit_on_a_mesh_refuses_batches_that_do_not_split():
                                          r"devices of the mesh\)"):
         train.fit(model, params, state, OPT, lambda e: [(X[:20], Y[:20])], 1, key=KEY,
                   progress=False, mesh=mesh)
+
+
+@pytest.mark.parametrize("scan", [True, False])
+def test_fit_on_a_mesh_with_a_dict_of_inputs(scan):
+    """x = {"a", "b"} with a + b = X, every leaf split over the devices: equals one
+    device on X (both paths, and evaluate)."""
+    inner = bn_mlp("data")
+
+    def apply(params, state, x, *, key=None, train=False):
+        return inner.apply(params, state, x["a"] + x["b"], key=key, train=train)
+
+    model = nn.Layer(lambda key, shape: inner.init(key, shape["a"]), apply, "Sum")
+    params, state = init(inner)
+    a = np.random.default_rng(0).standard_normal(X.shape)
+    xd, evald = {"a": a, "b": X - a}, {"a": EVAL[0], "b": np.zeros_like(EVAL[0])}
+    single = train.fit(inner, params, state, OPT, (X, Y), 2, scan=scan, **FIT)
+    multi = train.fit(model, params, state, OPT, (xd, Y), 2, scan=scan,
+                      mesh=parallel.make_mesh(), **FIT)
+    assert_close(parallel.to_host(multi[:3]), single[:3], 1e-9, "fit mesh dict")
+    ev = train.evaluate(model, *multi[:2], evald, EVAL[1], batch_size=16,
+                        mesh=parallel.make_mesh())
+    ev1 = train.evaluate(inner, *single[:2], *EVAL, batch_size=16)
+    np.testing.assert_allclose(ev["loss"], ev1["loss"], rtol=1e-9)
