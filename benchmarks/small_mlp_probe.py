@@ -15,6 +15,10 @@ The 784-100-100-10 MLP at batch 100 with Adam (``cases.small_mlp``), built as:
   place of funcnet's;
 - ``replica-dwt``: ``dw`` computed as ``(g^T x)^T`` behind a barrier (the other output
   orientation of the same Eigen product, then a transpose);
+- ``replica-rev``: the layers' params stored last layer first (the optimizer's and the
+  output tuple's order reversed);
+- ``replica-dep``: each new weight after the first layer made to depend on that layer's
+  ``dx`` (``dw + 0 * dx[0, 0]``), so that XLA needs no copy of the old weight in the loop;
 - ``replica-ynn`` and ``funcnet-ynn`` (the replica, and funcnet itself with its affine rule
   patched in this process only): the candidate weight gradient of :func:`weight_grad_cpu`.
 
@@ -86,13 +90,19 @@ def _affine(layout: str):
             return g @ w.T, jax.lax.optimization_barrier(g.T @ x).T, g.sum(0)
         if layout == "io-ynn":  # the candidate: dw^T = (g^T) x, then transposed
             return g @ w.T, weight_grad_cpu(x, g), g.sum(0)
+        if layout == "io-dep":  # dw made to depend on dx (a 0 * dx[0, 0] term): the new w
+            dx = g @ w.T        # is then ordered after dx's read of the old w, no copy
+            return dx, x.T @ g + 0.0 * dx[0, 0], g.sum(0)
         return g @ w.T, x.T @ g, g.sum(0)
 
     f.defvjp(fwd, bwd)
     return f
 
 
-def replica(case, layout="io", order=None, adam="funcnet", ce="funcnet"):
+def replica(case, layout="io", order=None, adam="funcnet", ce="funcnet", first=None,
+            reverse=False):
+    """funcnet's maths written out; ``first``: another rule for the first layer (whose
+    ``dx`` is not computed); ``reverse``: the layers' params stored last layer first."""
     import jax
     import optax
 
@@ -102,18 +112,22 @@ def replica(case, layout="io", order=None, adam="funcnet", ce="funcnet"):
     dense = [dict(p) for p in base.params if isinstance(p, dict) and "w" in p]
     if layout == "oi":
         dense = [{"w": jax.numpy.asarray(p["w"]).T.copy(), "b": p["b"]} for p in dense]
-    affine = _affine(layout)
+    rules = [_affine(first or layout)] + [_affine(layout)] * (len(dense) - 1)
     if order is None:
         params, wb = dense, (lambda p: (p["w"], p["b"]))
     else:
         params = [tuple(p[k] for k in order) for p in dense]
         wb = (lambda p: tuple(dict(zip(order, p))[k] for k in ("w", "b")))
 
+    if reverse:
+        params = params[::-1]
+
     def loss(p, batch):
         x, y = batch
-        for layer in p[:-1]:
+        p = p[::-1] if reverse else p
+        for affine, layer in zip(rules, p[:-1]):
             x = ops.relu(affine(x, *wb(layer)))
-        logits = affine(x, *wb(p[-1]))
+        logits = rules[-1](x, *wb(p[-1]))
         if ce == "funcnet":
             return ops.softmax_cross_entropy(logits, y)
         return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
@@ -132,6 +146,8 @@ VARIANTS = {
     "replica-ynn": lambda c: replica(c, layout="io-ynn"),
     "replica-optax-adam": lambda c: replica(c, adam="optax"),
     "replica-optax-ce": lambda c: replica(c, ce="optax"),
+    "replica-rev": lambda c: replica(c, reverse=True),
+    "replica-dep": lambda c: replica(c, layout="io-dep", first="io"),
 }
 
 
