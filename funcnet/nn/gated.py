@@ -170,7 +170,7 @@ def _gated_layer(name, gates, n_carry, H, return_carry, w_init, wh_init, b_init,
         if lengths is not None and single:
             _checks.check_array(name, "lengths", lengths)
             _checks.check_rank(name, "lengths", lengths, 0, "() for one sequence (T, D)")
-            lengths = lengths[None]
+            lengths = jnp.asarray(lengths)[None]
         with _checks.context(name):
             hs, carry = op(xs, carry, params, lengths)
         carry = as_tuple(carry)
@@ -240,8 +240,8 @@ def LSTM(hidden_size: int, *, return_carry: bool = False,
         return b_init(key, (4 * H,), dt).at[H:2 * H].add(jnp.asarray(forget_bias, dt))
 
     return _gated_layer(name, 4, 2, H, return_carry, w_init, wh_init, b_init, {"b": bias},
-                        dtype, lambda xs, c, p, lengths: ops.lstm(xs, *c, p["wx"], p["wh"], p["b"],
-                                                         lengths=lengths))
+                        dtype, lambda xs, c, p, lengths: ops.lstm(
+                            xs, *c, p["wx"], p["wh"], p["b"], lengths=lengths))
 
 
 def GRU(hidden_size: int, *, return_carry: bool = False,

@@ -167,7 +167,7 @@ def test_padded_batch_with_lengths(kind):
         assert_close(hs[:lengths[n], n], hs1, 1e-12, f"hs of sequence {n}")
         assert_close(jax.tree_util.tree_map(lambda c: c[n], carry), carry1, 1e-12,
                      f"carry of sequence {n}")
-        (_, single), _ = layer.apply(p, (), (xs[:, n], None, lengths[n]))
+        (_, single), _ = layer.apply(p, (), (xs[:, n], None, int(lengths[n])))
         assert_close(single, carry1, 1e-12, f"single sequence {n} with a scalar length")
     assert not np.any(np.asarray(hs[:, 1])), "an empty sequence outputs 0"
 
