@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from funcnet import _checks, ops
-from funcnet.train import sharding
 from funcnet.data._common import take_rows
+from funcnet.train import sharding
 from funcnet.train._checks import (check_labels, check_mesh, check_model_args, check_pair,
                                    num_classes, num_rows)
 from funcnet.train.metrics import cast_floating, default_metrics, per_example

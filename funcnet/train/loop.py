@@ -216,10 +216,10 @@ def fit(model, params, state, opt, data, epochs: int, *, batch_size: int | None 
     Data: ``(x, y)`` arrays (``batch_size`` required), or batches from a callable
     ``epoch -> iterable of (x, y)`` (0-based epoch; re-created for every epoch, so a
     resume is exact; e.g. :class:`funcnet.data.Loader` over memory-mapped arrays) or a
-    re-iterable object (``iter(data)`` per epoch). ``x`` (and ``y``) may be a pytree of
-    arrays with one leading size, for a model of several inputs (e.g. ``{"tokens": (N,
-    T), "lengths": (N,)}``): every leaf is shuffled and batched alike, and the model's
-    ``apply`` gets the same pytree. ``prefetch``: on an accelerator
+    re-iterable object (``iter(data)`` per epoch). ``x`` may be a pytree of arrays with
+    ``y``'s leading size, for a model of several inputs (e.g. ``{"tokens": (N, T),
+    "lengths": (N,)}``): every leaf is shuffled and batched alike, and the model's
+    ``apply`` gets the same pytree; ``y`` is one array. ``prefetch``: on an accelerator
     (default 2) a background thread copies up to that many batches to the device ahead
     of the step; on the CPU (default 0: no thread) the NumPy batches are handed to the
     jitted step as they are, which costs less than the thread overlaps there. A batch
