@@ -86,6 +86,12 @@ def context(prefix: str, name: str | None = None):
 
 
 # ------------------------------------------------------------------- array arguments
+def is_array(x) -> bool:
+    """Array-like: anything with ``shape`` and ``dtype`` (NumPy, JAX, tracers, memory maps,
+    ``jax.ShapeDtypeStruct``)."""
+    return hasattr(x, "shape") and hasattr(x, "dtype")
+
+
 def _is_number(x) -> bool:
     return isinstance(x, (int, float, complex, np.number)) and not isinstance(x, (bool, np.bool_))
 
@@ -107,7 +113,7 @@ def check_array(fn: str, name: str, x) -> None:
     """
     if _is_number(x):
         return
-    if not (hasattr(x, "shape") and hasattr(x, "dtype")):
+    if not is_array(x):
         hint = " (convert it with jnp.asarray first)" if isinstance(x, (list, tuple)) else ""
         raise TypeError(f"{fn}: {name} must be an array, got {type(x).__name__}{hint}")
 
@@ -281,8 +287,7 @@ def check_hyperparameter(fn: str, name: str, value, low: float | None = None,
     concrete array), it must also pass :func:`static_float` (finite, inside the
     interval; same messages). Tracers skip that value check.
     """
-    if not (_is_real(value) or (hasattr(value, "shape") and hasattr(value, "dtype")
-                                and not isinstance(value, (bool, np.bool_)))):
+    if not (_is_real(value) or (is_array(value) and not isinstance(value, (bool, np.bool_)))):
         raise TypeError(f"{fn}: {name} must be a number or a scalar array, got "
                         f"{type(value).__name__} {value!r:.60}")
     if hasattr(value, "dtype"):
@@ -469,7 +474,7 @@ def normalize_padding(fn: str, padding):
 def check_array_leaves(fn: str, what: str, tree, min_rank: int = 0) -> None:
     """Every leaf of ``tree`` must be an array of rank >= ``min_rank`` (path in the message)."""
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        if not (hasattr(leaf, "shape") and hasattr(leaf, "dtype")):
+        if not is_array(leaf):
             raise TypeError(f"{fn}: {what}{path_str(path)} must be an array, got "
                             f"{type(leaf).__name__}")
         if len(leaf.shape) < min_rank:
@@ -503,7 +508,7 @@ def check_same_leading(fn: str, named: dict, parts: int | None = None, why: str 
         leaves = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda a: a is None)[0]
         for path, leaf in leaves:
             where = name + jax.tree_util.keystr(path)
-            if not (hasattr(leaf, "shape") and hasattr(leaf, "dtype")):
+            if not is_array(leaf):
                 raise TypeError(f"{fn}: {where} must be an array, got {type(leaf).__name__}")
             shape = shape_of(leaf)
             if not shape:

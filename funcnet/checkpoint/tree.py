@@ -28,6 +28,8 @@ import jax
 import ml_dtypes
 import numpy as np
 
+from funcnet import _checks
+
 
 class CheckpointError(ValueError):
     """A checkpoint file is damaged, or does not match ``like``.
@@ -285,7 +287,7 @@ def _like_kind(like, path: str) -> tuple[str, str]:
     for name, kind in SCALARS.items():
         if type(like) is kind:
             return name, f"a {name}"
-    if hasattr(like, "shape") and hasattr(like, "dtype"):
+    if _checks.is_array(like):
         return "leaf", f"an array of shape {tuple(like.shape)}"
     raise TypeError(f"restore: like has unsupported type {type(like).__name__} at "
                     f"{show(path)}")

@@ -6,6 +6,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from funcnet import _checks
+from funcnet._checks import is_array
 from funcnet.nn import Layer
 
 
@@ -43,10 +44,6 @@ def check_pair(fn: str, what: str, data, parts: int | None = None, why: str = ""
     if _checks.check_same_leading(fn, {f"{what} x": x, f"{what} y": y}, parts, why) == 0:
         raise ValueError(f"{fn}: {what} is empty (y has shape {tuple(y.shape)})")
     return x, y
-
-
-def is_array(a) -> bool:
-    return hasattr(a, "shape") and hasattr(a, "dtype")
 
 
 def is_pair(data) -> bool:

@@ -66,7 +66,7 @@ def _epoch_source(fn: str, data):
     """``("arrays", (x, y))`` or ``("batches", epoch -> iterable)`` from ``data``."""
     if is_pair(data) or isinstance(data, tuple):
         return "arrays", check_pair(fn, "data", data)
-    if hasattr(data, "shape") and hasattr(data, "dtype"):
+    if _checks.is_array(data):
         raise TypeError(f"{fn}: data must be a pair (x, y) of arrays, a callable epoch -> "
                         f"iterable of (x, y) batches, or a re-iterable of batches; got one "
                         f"array of shape {tuple(data.shape)}")
