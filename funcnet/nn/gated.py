@@ -1,31 +1,8 @@
 """Gated recurrent layers, time-major like :func:`~funcnet.nn.RNN`: ``LSTM`` and ``GRU``.
 
-Stateful use (carry in, carry out) without a second protocol: the input may be the
-sequence ``xs``, a pair ``(xs, carry)`` or a triple ``(xs, carry, lengths)`` (``carry``
-``None`` for zeros; ``lengths`` ``(N,)`` for a padded batch of sequences, see
-:func:`funcnet.ops.lstm`), and with ``return_carry=True`` the output is the pair
-``(hs, carry)``. So the layer composes with :func:`~funcnet.nn.serial` and
-:func:`~funcnet.nn.parallel` (a carry is a tuple branch like any other), and a long
-sequence is processed chunk by chunk, each chunk starting from the previous final
-carry::
-
-    lstm = nn.LSTM(128, return_carry=True)
-    _, params, _ = lstm.init(key, (T, -1, D))
-    carry = None
-    for chunk in chunks:                                   # (T, N, D) each
-        x = chunk if carry is None else (chunk, carry)
-        (hs, carry), _ = lstm.apply(params, (), x)
-
-The carry is data, not layer ``state``: its batch size is the input's, unknown at
-``init``; a model that must keep it between calls returns it (``jax.lax.stop_gradient``
-it for truncated BPTT).
-
-A padded batch of sequences of different lengths (an encoder's final state)::
-
-    encoder = nn.LSTM(128, return_carry=True)
-    _, params, _ = encoder.init(key, ((T, -1, D), None, (-1,)))
-    (hs, (h, c)), _ = encoder.apply(params, (), (xs, None, lengths))
-    # h, c: each sequence's state after its last real step; hs is 0 at padded steps
+They share the vanilla RNN's calling convention (:mod:`funcnet.nn.recurrent`: the input
+``xs``, ``(xs, carry)`` or ``(xs, carry or None, lengths)``, and ``return_carry``), with
+the carry ``(h, c)`` for the LSTM and ``h`` for the GRU.
 
 References:
   Hochreiter & Schmidhuber (1997); Gers, Schmidhuber & Cummins (2000); Cho et al. (2014),
@@ -39,146 +16,37 @@ import jax.numpy as jnp
 
 from funcnet import _checks, ops
 from funcnet.nn import initializers
-from funcnet.nn.base import (Layer, check_dtype, check_input_shape, check_weight_args,
-                             is_shape_pair, weights_and_input)
+from funcnet.nn.base import Layer, check_weight_args
+from funcnet.nn.recurrent import recurrent_layer
 
 __all__ = ["LSTM", "GRU"]
-
-_LAYOUT = "(T, D) or (T, N, D)"
-
-
-def _promote_carry(name, c, dtype, single):
-    """A given carry array in the compute dtype (a non-float one is left to the op's
-    error), with a unit batch axis for a single sequence."""
-    _checks.check_array(name, "carry", c)
-    c = c.astype(dtype) if jnp.issubdtype(_checks.dtype_of(c), jnp.floating) else c
-    return c[None] if single else c
-
-
-def _split_input(name, x):
-    """``xs``, ``(xs, carry)`` or ``(xs, carry, lengths)`` -> ``(xs, carry, lengths,
-    carry_given)`` (``carry`` may be ``None`` in the triple: zeros)."""
-    if not isinstance(x, (tuple, list)):
-        return x, None, None, False
-    if len(x) not in (2, 3):
-        raise ValueError(f"{name}: input must be xs, a pair (xs, carry) or a triple (xs, "
-                         f"carry, lengths), got a {type(x).__name__} of {len(x)} entries")
-    lengths = x[2] if len(x) == 3 else None
-    return x[0], x[1], lengths, len(x) == 2 or x[1] is not None
-
-
-def _split_input_shape(input_shape):
-    """``init``'s ``input_shape`` as ``(x_shape, carry_shape or None, lengths_shape or
-    None)``: a shape, a pair of shapes, or a triple ``(x_shape, carry_shape or None,
-    lengths_shape)``."""
-    if (isinstance(input_shape, (tuple, list)) and len(input_shape) == 3
-            and isinstance(input_shape[0], (tuple, list))):
-        return tuple(input_shape)
-    if is_shape_pair(input_shape):
-        return input_shape[0], input_shape[1], None
-    return input_shape, None, None
 
 
 def _gated_layer(name, gates, n_carry, H, return_carry, w_init, wh_init, b_init, bias_inits,
                  dtype, op):
-    """init/apply shared by LSTM (4 gates, carry (h, c)) and GRU (3 gates, carry h).
+    """:func:`recurrent_layer` for LSTM (4 gates, carry (h, c)) and GRU (3 gates, h).
 
     ``bias_inits``: ``{param name: init(key, dtype) -> (gates*H,)}`` (built on
-    ``b_init``); ``op(xs, carry, p, lengths)`` returns ``(hs, carry)`` with ``carry`` a
-    tuple of ``n_carry`` arrays.
+    ``b_init``); ``op(xs, carry, p, lengths)`` returns ``(hs, carry)``.
     """
-    return_carry = _checks.static_bool(name, "return_carry", return_carry)
     check_weight_args(name, dtype, w_init=w_init, wh_init=wh_init, b_init=b_init)
     shapes = {"wx": (None, gates * H), "wh": (H, gates * H),
               **{k: (gates * H,) for k in bias_inits}}
-    carry_doc = "((N, H), (N, H))" if n_carry == 2 else "(N, H)"
 
     def stacked(init, key, rows, dt):
         """One ``(rows, H)`` block per gate (e.g. each recurrent block orthogonal)."""
         return jnp.concatenate([init(k, (rows, H), dt)
                                 for k in jax.random.split(key, gates)], axis=1)
 
-    def as_tuple(carry):
-        return tuple(carry) if n_carry == 2 else (carry,)
-
-    def from_tuple(carry):
-        return tuple(carry) if n_carry == 2 else carry[0]
-
-    def check_carry(carry, what):
-        if n_carry == 2 and not (isinstance(carry, (tuple, list)) and len(carry) == 2):
-            raise TypeError(f"{name}: {what} must be a pair (h, c) of shape {carry_doc}, "
-                            f"got {type(carry).__name__}")
-
-    def init(key, input_shape):
-        input_shape, carry_shape, lengths_shape = _split_input_shape(input_shape)
-        if carry_shape is not None:
-            check_carry(carry_shape, "the carry shape in input_shape")
-            carry_shape = tuple(
-                check_input_shape(name, key, s, (1, 2), "(H,) or (N, H)", batched_rank=2)
-                for s in as_tuple(carry_shape))
-        shape = check_input_shape(name, key, input_shape, (2, 3), _LAYOUT, batch_axis=1,
-                                  batched_rank=3)
-        if lengths_shape is not None:
-            lengths_shape = check_input_shape(name, key, lengths_shape, (len(shape) - 2,),
-                                              "(N,) lengths, () for one sequence")
-        dt = check_dtype(name, dtype)
+    def make_params(key, d, dt):
         kx, kh, kb = jax.random.split(key, 3)
-        params = {"wx": stacked(w_init, kx, shape[-1], dt), "wh": stacked(wh_init, kh, H, dt)}
+        params = {"wx": stacked(w_init, kx, d, dt), "wh": stacked(wh_init, kh, H, dt)}
         for b_key, (b_name, b_init) in zip(jax.random.split(kb, len(bias_inits)),
                                            bias_inits.items()):
             params[b_name] = b_init(b_key, dt)
-        return _output_shape(params, shape, carry_shape, lengths_shape, dt), params, ()
+        return params
 
-    def _output_shape(params, shape, carry_shape, lengths_shape, dt):
-        """By tracing ``apply`` (the op's checks run at init); the batch -1 traced as 1."""
-        unknown = len(shape) == 3 and shape[1] == -1
-
-        def struct(s, axis):
-            return jax.ShapeDtypeStruct(tuple(1 if (i == axis and d == -1) else d
-                                              for i, d in enumerate(s)), dt)
-        x = struct(shape, 1)
-        carry = None if carry_shape is None else from_tuple(tuple(struct(s, 0)
-                                                                   for s in carry_shape))
-        if lengths_shape is not None:
-            x = (x, carry, jax.ShapeDtypeStruct(tuple(1 if d == -1 else d
-                                                      for d in lengths_shape), jnp.int32))
-        elif carry is not None:
-            x = (x, carry)
-        out = jax.eval_shape(lambda p, x: apply(p, (), x)[0], params, x)
-
-        def back(a, axis):
-            s = tuple(a.shape)
-            return s[:axis] + (-1,) + s[axis + 1:] if unknown else s
-        if not return_carry:
-            return back(out, 1)
-        hs, carry = out
-        return back(hs, 1), from_tuple(tuple(back(c, 0) for c in as_tuple(carry)))
-
-    def apply(params, state, x, *, key=None, train=False):
-        del key, train
-        x, carry, lengths, carry_given = _split_input(name, x)
-        if carry_given:
-            check_carry(carry, "the carry in (xs, carry)")
-        x, params = weights_and_input(name, params, state, x, shapes)
-        _checks.check_rank(name, "x", x, (2, 3), _LAYOUT)
-        single = x.ndim == 2
-        xs = x[:, None, :] if single else x
-        if carry is None:
-            carry = (jnp.zeros((xs.shape[1], H), x.dtype),) * n_carry
-        else:
-            carry = tuple(_promote_carry(name, c, x.dtype, single) for c in as_tuple(carry))
-        if lengths is not None and single:
-            _checks.check_array(name, "lengths", lengths)
-            _checks.check_rank(name, "lengths", lengths, 0, "() for one sequence (T, D)")
-            lengths = jnp.asarray(lengths)[None]
-        with _checks.context(name):
-            hs, carry = op(xs, carry, params, lengths)
-        carry = as_tuple(carry)
-        if single:
-            hs, carry = hs[:, 0], tuple(c[0] for c in carry)
-        return ((hs, from_tuple(carry)) if return_carry else hs), state
-
-    return Layer(init, apply, name)
+    return recurrent_layer(name, n_carry, H, return_carry, dtype, shapes, make_params, op)
 
 
 def LSTM(hidden_size: int, *, return_carry: bool = False,

@@ -1,9 +1,39 @@
-"""Vanilla (Elman) recurrent layer, time-major (note 004 "RNN").
+"""Recurrent layers, time-major: the vanilla :func:`RNN` here, :func:`~funcnet.nn.LSTM`
+and :func:`~funcnet.nn.GRU` in :mod:`funcnet.nn.gated`; all three share one calling
+convention (:func:`recurrent_layer`).
 
-Note 004 writes, with column vectors, ``a_t = W h_{t-1} + U x_t``, ``h_t = act(a_t)``,
-``o_t = V h_t``. In funcnet's row-vector convention the same network is::
+Stateful use (carry in, carry out) without a second protocol: the input may be the
+sequence ``xs``, a pair ``(xs, carry)`` or a triple ``(xs, carry, lengths)`` (``carry``
+``None`` for the default initial state; ``lengths`` ``(N,)`` for a padded batch of
+sequences, see :func:`funcnet.ops.lstm`), and with ``return_carry=True`` the output is the
+pair ``(hs, carry)``. So the layers compose with :func:`~funcnet.nn.serial` and
+:func:`~funcnet.nn.parallel` (a carry is a tuple branch like any other), and a long
+sequence is processed chunk by chunk, each chunk starting from the previous final
+carry::
 
-    h_t = tanh(x_t @ wx + h_{t-1} @ wh + b)        wx = U^T, wh = W^T   (this layer)
+    lstm = nn.LSTM(128, return_carry=True)
+    _, params, _ = lstm.init(key, (T, -1, D))
+    carry = None
+    for chunk in chunks:                                   # (T, N, D) each
+        x = chunk if carry is None else (chunk, carry)
+        (hs, carry), _ = lstm.apply(params, (), x)
+
+The carry is data, not layer ``state``: its batch size is the input's, unknown at
+``init``; a model that must keep it between calls returns it (``jax.lax.stop_gradient``
+it for truncated BPTT).
+
+A padded batch of sequences of different lengths (an encoder's final state)::
+
+    encoder = nn.LSTM(128, return_carry=True)
+    _, params, _ = encoder.init(key, ((T, -1, D), None, (-1,)))
+    (hs, (h, c)), _ = encoder.apply(params, (), (xs, None, lengths))
+    # h, c: each sequence's state after its last real step; hs is 0 at padded steps
+
+Note 004 writes the vanilla RNN with column vectors, ``a_t = W h_{t-1} + U x_t``,
+``h_t = act(a_t)``, ``o_t = V h_t``. In funcnet's row-vector convention the same network
+is::
+
+    h_t = tanh(x_t @ wx + h_{t-1} @ wh + b)        wx = U^T, wh = W^T   (RNN)
     o_t = h_t @ v                                   v = V^T   (a Dense head)
 
 References:
@@ -17,34 +47,173 @@ import jax.numpy as jnp
 from funcnet import _checks, ops
 from funcnet.nn import initializers
 from funcnet.nn.base import (Layer, check_dtype, check_input_shape, check_weight_args,
-                             init_checked, weights_and_input)
+                             is_shape_pair, weights_and_input)
 
-__all__ = ["RNN"]
+__all__ = ["RNN", "recurrent_layer"]
+
+_LAYOUT = "(T, D) or (T, N, D)"
 
 
-def RNN(hidden_size: int, *, w_init=initializers.xavier_normal(), wh_init=None,
-        b_init=initializers.zeros, learn_h0: bool = False, dtype=None) -> Layer:
+def _promote_carry(name, c, dtype, single):
+    """A given carry array in the compute dtype (a non-float one is left to the op's
+    error), with a unit batch axis for a single sequence."""
+    _checks.check_array(name, "carry", c)
+    c = c.astype(dtype) if jnp.issubdtype(_checks.dtype_of(c), jnp.floating) else c
+    return c[None] if single else c
+
+
+def _split_input(name, x):
+    """``xs``, ``(xs, carry)`` or ``(xs, carry, lengths)`` -> ``(xs, carry, lengths,
+    carry_given)`` (``carry`` may be ``None`` in the triple: zeros)."""
+    if not isinstance(x, (tuple, list)):
+        return x, None, None, False
+    if len(x) not in (2, 3):
+        raise ValueError(f"{name}: input must be xs, a pair (xs, carry) or a triple (xs, "
+                         f"carry, lengths), got a {type(x).__name__} of {len(x)} entries")
+    lengths = x[2] if len(x) == 3 else None
+    return x[0], x[1], lengths, len(x) == 2 or x[1] is not None
+
+
+def _split_input_shape(input_shape):
+    """``init``'s ``input_shape`` as ``(x_shape, carry_shape or None, lengths_shape or
+    None)``: a shape, a pair of shapes, or a triple ``(x_shape, carry_shape or None,
+    lengths_shape)``."""
+    if (isinstance(input_shape, (tuple, list)) and len(input_shape) == 3
+            and isinstance(input_shape[0], (tuple, list))):
+        return tuple(input_shape)
+    if is_shape_pair(input_shape):
+        return input_shape[0], input_shape[1], None
+    return input_shape, None, None
+
+
+def recurrent_layer(name, n_carry, H, return_carry, dtype, shapes, make_params, op,
+                    initial_carry=None) -> Layer:
+    """init/apply shared by RNN (carry ``h``), LSTM (carry ``(h, c)``) and GRU (``h``).
+
+    ``shapes``: the params' shapes (``None`` for the input width ``D``);
+    ``make_params(key, D, dtype)`` draws them; ``op(xs, carry, params, lengths)`` returns
+    ``(hs, carry)`` with ``carry`` a tuple of ``n_carry`` arrays ``(N, H)``;
+    ``initial_carry(params, N, dtype)`` is that tuple when the input brings none (zeros
+    by default).
+    """
+    return_carry = _checks.static_bool(name, "return_carry", return_carry)
+    carry_doc = "((N, H), (N, H))" if n_carry == 2 else "(N, H)"
+
+    def as_tuple(carry):
+        return tuple(carry) if n_carry == 2 else (carry,)
+
+    def from_tuple(carry):
+        return tuple(carry) if n_carry == 2 else carry[0]
+
+    def check_carry(carry, what):
+        if n_carry == 2 and not (isinstance(carry, (tuple, list)) and len(carry) == 2):
+            raise TypeError(f"{name}: {what} must be a pair (h, c) of shape {carry_doc}, "
+                            f"got {type(carry).__name__}")
+
+    def init(key, input_shape):
+        input_shape, carry_shape, lengths_shape = _split_input_shape(input_shape)
+        if carry_shape is not None:
+            check_carry(carry_shape, "the carry shape in input_shape")
+            carry_shape = tuple(
+                check_input_shape(name, key, s, (1, 2), "(H,) or (N, H)", batched_rank=2)
+                for s in as_tuple(carry_shape))
+        shape = check_input_shape(name, key, input_shape, (2, 3), _LAYOUT, batch_axis=1,
+                                  batched_rank=3)
+        if lengths_shape is not None:
+            lengths_shape = check_input_shape(name, key, lengths_shape, (len(shape) - 2,),
+                                              "(N,) lengths, () for one sequence")
+        dt = check_dtype(name, dtype)
+        params = make_params(key, shape[-1], dt)
+        return _output_shape(params, shape, carry_shape, lengths_shape, dt), params, ()
+
+    def _output_shape(params, shape, carry_shape, lengths_shape, dt):
+        """By tracing ``apply`` (the op's checks run at init); the batch -1 traced as 1."""
+        unknown = len(shape) == 3 and shape[1] == -1
+
+        def struct(s, axis):
+            return jax.ShapeDtypeStruct(tuple(1 if (i == axis and d == -1) else d
+                                              for i, d in enumerate(s)), dt)
+        x = struct(shape, 1)
+        carry = None if carry_shape is None else from_tuple(tuple(struct(s, 0)
+                                                                   for s in carry_shape))
+        if lengths_shape is not None:
+            x = (x, carry, jax.ShapeDtypeStruct(tuple(1 if d == -1 else d
+                                                      for d in lengths_shape), jnp.int32))
+        elif carry is not None:
+            x = (x, carry)
+        out = jax.eval_shape(lambda p, x: apply(p, (), x)[0], params, x)
+
+        def back(a, axis):
+            s = tuple(a.shape)
+            return s[:axis] + (-1,) + s[axis + 1:] if unknown else s
+        if not return_carry:
+            return back(out, 1)
+        hs, carry = out
+        return back(hs, 1), from_tuple(tuple(back(c, 0) for c in as_tuple(carry)))
+
+    def apply(params, state, x, *, key=None, train=False):
+        del key, train
+        x, carry, lengths, carry_given = _split_input(name, x)
+        if carry_given:
+            check_carry(carry, "the carry in (xs, carry)")
+        x, params = weights_and_input(name, params, state, x, shapes)
+        _checks.check_rank(name, "x", x, (2, 3), _LAYOUT)
+        single = x.ndim == 2
+        xs = x[:, None, :] if single else x
+        if carry is None and initial_carry is not None:
+            carry = initial_carry(params, xs.shape[1], x.dtype)
+        elif carry is None:
+            carry = (jnp.zeros((xs.shape[1], H), x.dtype),) * n_carry
+        else:
+            carry = tuple(_promote_carry(name, c, x.dtype, single) for c in as_tuple(carry))
+        if lengths is not None and single:
+            _checks.check_array(name, "lengths", lengths)
+            _checks.check_rank(name, "lengths", lengths, 0, "() for one sequence (T, D)")
+            lengths = jnp.asarray(lengths)[None]
+        with _checks.context(name):
+            hs, carry = op(xs, carry, params, lengths)
+        carry = as_tuple(carry)
+        if single:
+            hs, carry = hs[:, 0], tuple(c[0] for c in carry)
+        return ((hs, from_tuple(carry)) if return_carry else hs), state
+
+    return Layer(init, apply, name)
+
+
+def RNN(hidden_size: int, *, return_carry: bool = False,
+        w_init=initializers.xavier_normal(), wh_init=None, b_init=initializers.zeros,
+        learn_h0: bool = False, dtype=None) -> Layer:
     """Vanilla RNN returning every hidden state: ``h_t = tanh(x_t wx + h_{t-1} wh + b)``.
 
     Runs :func:`funcnet.ops.rnn` (backward: BPTT in one reverse ``lax.scan``). The initial
     state ``h_0`` is zeros, or the learned vector ``params["h0"]`` (broadcast over the
-    batch) when ``learn_h0=True``. For the note's output ``o_t = V h_t`` apply a
-    :func:`Dense` head to ``hs.reshape(T * N, H)`` (every step) or to ``hs[-1]`` (the last).
+    batch) when ``learn_h0=True``, unless given as ``(xs, h0)``. For the note's output
+    ``o_t = V h_t`` apply a :func:`Dense` head to ``hs.reshape(T * N, H)`` (every step)
+    or to the final state (``return_carry=True``).
 
     Shapes:
-      input: time-major ``(T, N, D)``, or one sequence ``(T, D)`` (e.g. inside ``jax.vmap``).
-      output: all hidden states ``(T, N, H)`` (or ``(T, H)``).
+      input: time-major ``(T, N, D)``, or one sequence ``(T, D)`` (e.g. inside
+        ``jax.vmap``); or a pair ``(xs, h0)`` with ``h0`` ``(N, H)`` (``(H,)``); or a
+        triple ``(xs, h0 or None, lengths)`` for a padded batch, ``lengths`` ``(N,)``
+        integers in ``[0, T]`` (``()`` for one sequence): a sequence keeps its state
+        after its last real step and outputs 0 at its padded steps (as :func:`LSTM`).
+      output: all hidden states ``(T, N, H)`` (or ``(T, H)``); with
+        ``return_carry=True`` the pair ``(hs, h_T)`` (with ``lengths``, each sequence's
+        state after its last real step).
+      ``init``'s ``input_shape``: ``(T, N, D)`` (``N`` may be -1), ``((T, N, D), (N,
+        H))`` or ``((T, N, D), (N, H) or None, (N,))``.
       params: ``{"wx": (D, H), "wh": (H, H), "b": (H,)}`` plus ``"h0": (H,)`` if
         ``learn_h0``; state ``()``.
 
     Args:
       hidden_size: ``H``, a positive int.
+      return_carry: output ``(hs, h_T)`` instead of ``hs``.
       w_init: initializer of ``wx``; default Xavier normal (tanh units, Glorot 2010).
       wh_init: initializer of ``wh``; defaults to ``w_init``.
       b_init: initializer of ``b`` (and of ``h0``); default zeros.
       learn_h0: make ``h_0`` a trained parameter instead of zeros.
-      dtype: dtype of the params; ``None`` is JAX's default float dtype. The input and
-        the params are promoted to their common dtype.
+      dtype: dtype of the params; ``None`` is JAX's default float dtype. The input (and
+        a floating ``h0``) and the params are promoted to their common dtype.
 
     Returns:
       A :class:`Layer` named ``"RNN(hidden_size)"``.
@@ -52,8 +221,8 @@ def RNN(hidden_size: int, *, w_init=initializers.xavier_normal(), wh_init=None,
     Raises:
       TypeError, ValueError: bad constructor arguments or ``input_shape``; an input that
         is not rank 2/3 or not floating, or params of another shape or structure; and
-        :func:`funcnet.ops.rnn`'s errors (``D != params["wx"].shape[0]``), prefixed with
-        the layer name.
+        :func:`funcnet.ops.rnn`'s errors (``D``, ``N`` or ``H`` mismatches, bad
+        ``lengths``), prefixed with the layer name.
 
     References:
       Elman (1990); Glorot & Bengio (2010); note 004 (RNN).
@@ -66,32 +235,20 @@ def RNN(hidden_size: int, *, w_init=initializers.xavier_normal(), wh_init=None,
     shapes = {"wx": (None, H), "wh": (H, H), "b": (H,)}
     if learn_h0:
         shapes["h0"] = (H,)
-    layout = "time-major (T, N, D) or one sequence (T, D)"
 
-    def init(key, input_shape):
-        shape = check_input_shape(name, key, input_shape, (2, 3), layout, batch_axis=1,
-                                  batched_rank=3)
-        dt = check_dtype(name, dtype)
+    def make_params(key, d, dt):
+        kx, kh, kb, k0 = jax.random.split(key, 4)
+        params = {"wx": w_init(kx, (d, H), dt), "wh": wh_init(kh, (H, H), dt),
+                  "b": b_init(kb, (H,), dt)}
+        if learn_h0:
+            params["h0"] = b_init(k0, (H,), dt)
+        return params
 
-        def make(key):
-            kx, kh, kb, k0 = jax.random.split(key, 4)
-            params = {"wx": w_init(kx, (shape[-1], H), dt), "wh": wh_init(kh, (H, H), dt),
-                      "b": b_init(kb, (H,), dt)}
-            if learn_h0:
-                params["h0"] = b_init(k0, (H,), dt)
-            return params, ()
-        return init_checked(apply, make, key, shape, dt, batch_axis=1)
+    def learned_h0(params, n, dt):
+        return (jnp.broadcast_to(params["h0"][None, :].astype(dt), (n, H)),)
 
-    def apply(params, state, x, *, key=None, train=False):
-        del key, train
-        x, params = weights_and_input(name, params, state, x, shapes)
-        _checks.check_rank(name, "x", x, (2, 3), layout)
-        xs = x[:, None, :] if x.ndim == 2 else x
-        n = xs.shape[1]
-        h0 = (jnp.broadcast_to(params["h0"][None, :], (n, H)) if learn_h0
-              else jnp.zeros((n, H), x.dtype))
-        with _checks.context(name):
-            hs = ops.rnn(xs, h0, params["wx"], params["wh"], params["b"])
-        return (hs[:, 0, :] if x.ndim == 2 else hs), state
-
-    return Layer(init, apply, name)
+    return recurrent_layer(name, 1, H, return_carry, dtype, shapes, make_params,
+                           lambda xs, c, p, lengths: ops.rnn(
+                               xs, *c, p["wx"], p["wh"], p["b"], lengths=lengths,
+                               return_carry=True),
+                           learned_h0 if learn_h0 else None)

@@ -3,8 +3,8 @@
 Recurrent layers are time-major, ``(T, N, D)``. A batch of sequences of different lengths
 is padded at the end to ``T`` steps, with ``lengths`` ``(N,)`` the number of real steps of
 each. A recurrence is causal, so the states of a forward layer at ``t < lengths[n]`` do
-not depend on the padding and are exact; :func:`LSTM` and :func:`GRU` given ``(xs, carry
-or None, lengths)`` also stop each sequence's carry at its last real step (its final
+not depend on the padding and are exact; :func:`RNN`, :func:`LSTM` and :func:`GRU` given
+``(xs, carry or None, lengths)`` also stop each sequence's carry at its last real step (its final
 ``(h, c)``) and output 0 on the padding. A backward (reversed)
 recurrence must instead start at each sequence's own last step: :func:`flip_sequences`
 reverses the real steps of every sequence in place, and :func:`Bidirectional` runs one

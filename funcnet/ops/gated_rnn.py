@@ -29,8 +29,8 @@ from jax import lax
 
 from funcnet.ops._arrays import flat, previous, scan_projected
 from funcnet.ops._mode import has_twin
-from funcnet.ops.rnn import (check_recurrent_args, freeze_padded, nan_carry, padded_steps,
-                             zero_padded)
+from funcnet.ops.rnn import (check_recurrent_args, freeze_padded, mask_steps, nan_carry,
+                             padded_steps, real_inputs, zero_padded)
 
 __all__ = ["lstm", "gru"]
 
@@ -49,16 +49,6 @@ def lstm_cell(carry, a_x, wh):
     return (h, c), (i, f, g, o)
 
 
-def _steps(valid):
-    """The extra scanned inputs: the ``(T, N, 1)`` mask of real steps, if any."""
-    return () if valid is None else (valid,)
-
-
-def _real(valid, xs):
-    """``xs`` with its padding read as zeros (for the weight gradients)."""
-    return xs if valid is None else zero_padded(valid, xs)[0]
-
-
 def _lstm_forward(xs, h0, c0, wx, wh, b, keep, valid):
     def step(carry, a_x, *m):
         new, gates = lstm_cell(carry, a_x, wh)
@@ -68,7 +58,7 @@ def _lstm_forward(xs, h0, c0, wx, wh, b, keep, valid):
             h, acts = zero_padded(m[0], h, acts)
         return new, ((h, acts, new[1]) if keep else h)
 
-    return scan_projected(step, (h0, c0), xs, wx, b, *_steps(valid))
+    return scan_projected(step, (h0, c0), xs, wx, b, *mask_steps(valid))
 
 
 @jax.custom_vjp
@@ -102,11 +92,11 @@ def _lstm_bwd(res, cts):
         return (dz @ wh.T, dc * f), dz
 
     (dh0, dc0), dzs = lax.scan(step, (dh_last, dc_last),
-                               (dhs, acts, tcs, previous(c0, cs), *_steps(valid)),
+                               (dhs, acts, tcs, previous(c0, cs), *mask_steps(valid)),
                                reverse=True)
     h_prev = previous(h0, acts[..., 3 * k:] * tcs)      # h_t = o_t tanh(c_t), recomputed
     dz = flat(dzs)
-    return ((dz @ wx.T).reshape(xs.shape), dh0, dc0, flat(_real(valid, xs)).T @ dz,
+    return ((dz @ wx.T).reshape(xs.shape), dh0, dc0, flat(real_inputs(valid, xs)).T @ dz,
             flat(h_prev).T @ dz, jnp.sum(dz, axis=0), None)
 
 
@@ -200,7 +190,7 @@ def _gru_forward(xs, h0, wx, wh, bx, bh, keep, valid):
             out, acts = zero_padded(m[0], out, acts)
         return new, ((out, acts) if keep else out)
 
-    return scan_projected(step, h0, xs, wx, bx, *_steps(valid))
+    return scan_projected(step, h0, xs, wx, bx, *mask_steps(valid))
 
 
 @jax.custom_vjp
@@ -236,13 +226,13 @@ def _gru_bwd(res, cts):
             return dh_prev, (dah, dan)
         return dh * z + dah @ wh.T, (dah, dan)
 
-    dh0, (dah, dan) = lax.scan(step, dh_last, (dhs, acts, h_prev, *_steps(valid)),
+    dh0, (dah, dan) = lax.scan(step, dh_last, (dhs, acts, h_prev, *mask_steps(valid)),
                                reverse=True)
     # dax = [dar, daz, dan] differs from dah only in its last block: assembled once for
     # all steps instead of a second (T, N, 3H) output of the loop
     dah = flat(dah)
     dax = jnp.concatenate([dah[:, :2 * k], flat(dan)], axis=1)
-    return ((dax @ wx.T).reshape(xs.shape), dh0, flat(_real(valid, xs)).T @ dax,
+    return ((dax @ wx.T).reshape(xs.shape), dh0, flat(real_inputs(valid, xs)).T @ dax,
             flat(h_prev).T @ dah,
             jnp.sum(dax, axis=0), jnp.sum(dah, axis=0), None)
 

@@ -15,42 +15,50 @@ from funcnet.ops._arrays import flat, previous, project, valid_steps
 from funcnet.ops._mode import has_twin
 
 
-def _rnn_forward(xs, h0, wx, wh, b):
-    """The input projection is one big matmul outside the scan; the scan is serial."""
-    def step(h, a_x):
-        h = jnp.tanh(a_x + h @ wh)
-        return h, h
+def _rnn_forward(xs, h0, wx, wh, b, valid):
+    """``(h_T, hs)``. The input projection is one big matmul outside the scan; the scan
+    is serial."""
+    def step(h, inp):
+        a_x, *m = inp
+        new = jnp.tanh(a_x + h @ wh)
+        if m:  # padded sequences: past its length a sequence keeps its state, outputs 0
+            return freeze_padded(m[0], (new,), (h,))[0], zero_padded(m[0], new)[0]
+        return new, new
 
-    _, hs = lax.scan(step, h0, project(xs, wx, b))
-    return hs
+    return lax.scan(step, h0, (project(xs, wx, b), *mask_steps(valid)))
 
 
 @jax.custom_vjp
-def _rnn(xs, h0, wx, wh, b):
-    return _rnn_forward(xs, h0, wx, wh, b)
+def _rnn(xs, h0, wx, wh, b, valid):
+    h_last, hs = _rnn_forward(xs, h0, wx, wh, b, valid)
+    return hs, h_last
 
 
-def _rnn_fwd(xs, h0, wx, wh, b):
-    hs = _rnn_forward(xs, h0, wx, wh, b)
-    return hs, (xs, h0, wx, wh, hs)
+def _rnn_fwd(xs, h0, wx, wh, b, valid):
+    h_last, hs = _rnn_forward(xs, h0, wx, wh, b, valid)
+    return (hs, h_last), (xs, h0, wx, wh, hs, valid)
 
 
-def _rnn_bwd(res, dhs):
-    xs, h0, wx, wh, hs = res
+def _rnn_bwd(res, cts):
+    xs, h0, wx, wh, hs, valid = res
+    dhs, dh_last = cts
 
     def step(dh_next, inp):
-        dh_out, h = inp
+        dh_out, h, *m = inp
         da = (dh_out + dh_next) * (1 - h * h)       # tanh'(a) = 1 - h^2
+        if m:  # a padded step: no gradient into its unit, the state's passes through
+            (da,) = zero_padded(m[0], da)
+            return freeze_padded(m[0], (da @ wh.T,), (dh_next,))[0], da
         return da @ wh.T, da
 
-    dh0, das = lax.scan(step, jnp.zeros_like(h0), (dhs, hs), reverse=True)
-    h_prev = previous(h0, hs)                      # (T, N, H): h_{t-1}
+    dh0, das = lax.scan(step, dh_last, (dhs, hs, *mask_steps(valid)), reverse=True)
+    h_prev = previous(h0, hs)                      # (T, N, H): h_{t-1} (real steps: a prefix)
     da2 = flat(das)
     dxs = (da2 @ wx.T).reshape(xs.shape)
-    dwx = flat(xs).T @ da2
+    dwx = flat(real_inputs(valid, xs)).T @ da2
     dwh = flat(h_prev).T @ da2
     db = jnp.sum(da2, axis=0)
-    return dxs, dh0, dwx, dwh, db
+    return dxs, dh0, dwx, dwh, db, None
 
 
 _rnn.defvjp(_rnn_fwd, _rnn_bwd)
@@ -125,13 +133,24 @@ def zero_padded(valid, *arrays):
                  for a in arrays)
 
 
+def mask_steps(valid):
+    """The extra scanned inputs of a recurrence: the ``(T, N, 1)`` mask of real steps of
+    padded sequences, if any (``()`` without ``lengths``)."""
+    return () if valid is None else (valid,)
+
+
+def real_inputs(valid, xs):
+    """``xs`` with its padding read as zeros (for the weight gradients ``xs^T dz``)."""
+    return xs if valid is None else zero_padded(valid, xs)[0]
+
+
 def check_rnn_args(fn, xs, h0, wx, wh, b):
     """The checks of :func:`rnn` (and its twin)."""
     check_recurrent_args(fn, 1, xs, {"h0": h0}, {"wx": wx, "wh": wh, "b": b})
 
 
 @has_twin
-def rnn(xs, h0, wx, wh, b):
+def rnn(xs, h0, wx, wh, b, lengths=None, *, return_carry=False):
     """Vanilla tanh RNN over a whole sequence; returns every hidden state.
 
     Forward (note 004, row vectors)::
@@ -142,8 +161,8 @@ def rnn(xs, h0, wx, wh, b):
     ``lax.scan`` over time.
 
     Backward (BPTT), with ``dy_t`` the cotangent of ``h_t``, in ONE reverse ``lax.scan``
-    carrying ``g`` (the gradient flowing into ``h_t`` from step ``t+1``, ``g = 0`` after
-    the last step)::
+    carrying ``g`` (the gradient flowing into ``h_t`` from step ``t+1``; after the last
+    step ``g`` is the cotangent of the returned final state, 0 without ``return_carry``)::
 
         da_t = (dy_t + g_t) * (1 - h_t^2),     g_{t-1} = da_t wh^T,     dh0 = g_0
 
@@ -154,6 +173,13 @@ def rnn(xs, h0, wx, wh, b):
     where ``h_prev`` stacks ``h_0 .. h_{T-1}``. Residuals: the inputs and the hidden
     states ``hs`` (no per-step pre-activations; ``tanh'`` is rebuilt as ``1 - h^2``).
 
+    With ``lengths`` (a padded batch, as :func:`lstm`; ``m = [t < lengths[n]]``):
+    ``h_t = m h_t + (1 - m) h_{t-1}`` and ``hs[t] = m h_t``, so the final state is each
+    sequence's after its last real step; a padded step of the backward loop sets
+    ``da = 0`` and passes ``g`` on unchanged, and ``dwx`` reads the padding of ``xs`` as
+    zeros (selects: inf or NaN in the padding reaches no value and no gradient). The
+    only extra residual is the ``(T, N, 1)`` mask.
+
     Args:
       xs: ``(T, N, D)`` inputs, time-major, ``T >= 1``.
       h0: ``(N, H)`` initial state.
@@ -161,14 +187,24 @@ def rnn(xs, h0, wx, wh, b):
       wh: ``(H, H)`` recurrent weights (note 004's ``W^T``).
       b: ``(H,)`` bias (absent from note 004's formula).
       All the same floating dtype.
+      lengths: ``None`` (every step is real) or ``(N,)`` integers in ``[0, T]``: sequence
+        ``n`` is ``xs[:lengths[n], n]``, the rest padding.
+      return_carry: also return the final state (as :func:`gru`), whose cotangent flows
+        into the backward pass (chunked, stateful use).
 
     Returns:
-      ``hs``: ``(T, N, H)``, ``hs[t]`` is ``h_{t+1}``.
+      ``hs``: ``(T, N, H)``, ``hs[t]`` is ``h_{t+1}`` (0 at padded steps); with
+      ``return_carry=True`` the pair ``(hs, h_T)``, ``h_T`` ``(N, H)`` (``== hs[-1]``
+      without ``lengths``; with them each sequence's state after its last real step,
+      ``h0`` for a length 0).
 
     Raises:
-      ValueError: wrong ranks, inconsistent ``T, N, D, H``, ``T = 0``. (An empty batch,
-        ``D = 0`` or ``H = 0`` is computed.)
-      TypeError: non-floating or mismatched dtypes.
+      ValueError: wrong ranks, inconsistent ``T, N, D, H``, ``T = 0``; ``lengths`` not
+        ``(N,)`` or (known values) outside ``[0, T]``: under ``jit`` such a sequence's
+        outputs and state are NaN instead. (An empty batch, ``D = 0`` or ``H = 0`` is
+        computed.)
+      TypeError: non-floating or mismatched dtypes; non-integer ``lengths``; a
+        ``return_carry`` that is not a bool.
 
     References:
       Note 004 ("RNN"); Elman, "Finding Structure in Time", 1990; Werbos,
@@ -176,4 +212,8 @@ def rnn(xs, h0, wx, wh, b):
       See ``docs/formulas.md``.
     """
     check_rnn_args("rnn", xs, h0, wx, wh, b)
-    return _rnn(xs, h0, wx, wh, b)
+    return_carry = _checks.static_bool("rnn", "return_carry", return_carry)
+    valid, bad = padded_steps("rnn", xs, lengths)
+    (h0,) = nan_carry(bad, h0)
+    hs, h_last = _rnn(xs, h0, wx, wh, b, valid)
+    return (hs, h_last) if return_carry else hs

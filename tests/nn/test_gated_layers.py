@@ -1,7 +1,7 @@
-"""LSTM and GRU layers: shape agreement (plain, (xs, carry) and (xs, carry, lengths)
-inputs, return_carry), initialisation (per-gate blocks, forget bias), values and gradients
-against the twins, stateful chunking, padded batches, composition with serial/parallel,
-single sequences under vmap, errors."""
+"""The recurrent layers (LSTM, GRU and the vanilla RNN): shape agreement (plain, (xs,
+carry) and (xs, carry, lengths) inputs, return_carry), initialisation (per-gate blocks,
+forget bias), values and gradients against the twins, stateful chunking, padded batches,
+composition with serial/parallel, single sequences under vmap, errors."""
 import functools
 
 import jax
@@ -27,7 +27,7 @@ def _carry_shape(kind, shape):
     return (shape, shape) if kind == "LSTM" else shape
 
 
-@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
+@pytest.mark.parametrize("kind", ["LSTM", "GRU", "RNN"])
 @pytest.mark.parametrize("return_carry", [False, True])
 @pytest.mark.parametrize("in_shape, carry", [((T, -1, D), None), ((T, D), None),
                                              ((T, -1, D), (-1, H)), ((T, D), (H,))],
@@ -89,13 +89,15 @@ def _setup(kind):
     return getattr(nn, kind)(H, return_carry=True, dtype=F64), p
 
 
-def _ref(kind, p, xs, carry):
+def _ref(kind, p, xs, carry, lengths=None):
     if kind == "LSTM":
-        return R.lstm(xs, *carry, p["wx"], p["wh"], p["b"])
-    return R.gru(xs, carry, p["wx"], p["wh"], p["bx"], p["bh"])
+        return R.lstm(xs, *carry, p["wx"], p["wh"], p["b"], lengths=lengths)
+    if kind == "RNN":
+        return R.rnn(xs, carry, p["wx"], p["wh"], p["b"], lengths=lengths, return_carry=True)
+    return R.gru(xs, carry, p["wx"], p["wh"], p["bx"], p["bh"], lengths=lengths)
 
 
-@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
+@pytest.mark.parametrize("kind", ["LSTM", "GRU", "RNN"])
 def test_values_gradients_and_chunked_stateful_use(kind):
     """Zero initial carry by default; a given carry is used; two chunks chained through
     the returned carry equal one pass; gradients of the chained chunks (the second
@@ -128,7 +130,7 @@ def test_values_gradients_and_chunked_stateful_use(kind):
     assert_close(hs_only, want[0], 1e-12, "return_carry=False")
 
 
-@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
+@pytest.mark.parametrize("kind", ["LSTM", "GRU", "RNN"])
 def test_padded_batch_with_lengths(kind):
     """``(xs, carry or None, lengths)``: init's shapes agree with apply's; the values and
     the params' gradients equal the twin with the same lengths; each sequence's carry
@@ -150,9 +152,7 @@ def test_padded_batch_with_lengths(kind):
         return layer.apply(p, (), (xs, c1, lengths))[0]
 
     def twin(p):
-        if kind == "LSTM":
-            return R.lstm(xs, *c1, p["wx"], p["wh"], p["b"], lengths=lengths)
-        return R.gru(xs, c1, p["wx"], p["wh"], p["bx"], p["bh"], lengths=lengths)
+        return _ref(kind, p, xs, c1, lengths)
 
     @jax.jit
     def run(p):
@@ -172,7 +172,7 @@ def test_padded_batch_with_lengths(kind):
     assert not np.any(np.asarray(hs[:, 1])), "an empty sequence outputs 0"
 
 
-@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
+@pytest.mark.parametrize("kind", ["LSTM", "GRU", "RNN"])
 def test_single_sequence_and_vmap(kind):
     layer, p = _setup(kind)
     xs = randn((T, N, D), seed=10)

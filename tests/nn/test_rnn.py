@@ -67,3 +67,37 @@ def test_rnn_single_sequence_and_vmap():
     np.testing.assert_allclose(one, hs[:, 1], rtol=1e-12)
     vm = jax.jit(jax.vmap(lambda x: rnn.apply(p, (), x)[0], in_axes=1, out_axes=1))(xs)
     np.testing.assert_allclose(vm, hs, rtol=1e-12)
+
+
+def test_learned_h0_with_a_given_carry_and_lengths():
+    """learn_h0: the learned state starts a sequence unless ``(xs, h0)`` brings one; with
+    lengths, an empty sequence's final state is that initial state (and the learned h0
+    gets its gradient through it), a longer one's is its last real step."""
+    rnn, _, p, _, xs = _setup(learn_h0=True)
+    layer = nn.RNN(H, learn_h0=True, return_carry=True, dtype=F64)
+    lengths = jnp.array([T, 0, 2])
+    given = randn((N, H), seed=3)
+    h0 = jnp.broadcast_to(p["h0"][None, :], (N, H))
+
+    @jax.jit
+    def run(p):
+        learned = layer.apply(p, (), (xs, None, lengths))[0]
+        carried = layer.apply(p, (), (xs, given))[0]
+        g = jax.grad(lambda p: jnp.sum(layer.apply(p, (), (xs, None, lengths))[0][1] ** 2))(p)
+        return learned, carried, g
+
+    (hs, h_last), carried, g = run(p)
+    want_hs, want_last = R.rnn(xs, h0, p["wx"], p["wh"], p["b"], lengths=lengths,
+                               return_carry=True)
+    np.testing.assert_allclose(hs, want_hs, rtol=1e-12)
+    np.testing.assert_allclose(h_last, want_last, rtol=1e-12)
+    np.testing.assert_array_equal(h_last[1], p["h0"])
+    np.testing.assert_array_equal(h_last[2], hs[1, 2])
+    np.testing.assert_allclose(carried[0], R.rnn(xs, given, p["wx"], p["wh"], p["b"]),
+                               rtol=1e-12)
+    np.testing.assert_allclose(carried[1], carried[0][-1], rtol=0)
+    want_g = jax.grad(lambda h: jnp.sum(R.rnn(xs, jnp.broadcast_to(h[None], (N, H)), p["wx"],
+                                              p["wh"], p["b"], lengths=lengths,
+                                              return_carry=True)[1] ** 2))(p["h0"])
+    np.testing.assert_allclose(g["h0"], want_g, rtol=1e-10)
+    assert float(jnp.abs(g["h0"]).max()) > 0

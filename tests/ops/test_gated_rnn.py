@@ -1,6 +1,8 @@
 """lstm and gru: BPTT custom VJPs vs autodiff of the lax.scan twins and central
 differences, the gate layout (NumPy transcription), the final-carry cotangent and chunked
 (stateful) use, one reverse scan, transforms, residuals, errors."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -25,11 +27,19 @@ def gru_args(t, n, d, h, seed=0, scale=0.5):
             rand((3 * h,), seed + 5))
 
 
-OPS = {"lstm": (ops.lstm, R.lstm, lstm_args), "gru": (ops.gru, R.gru, gru_args)}
+def rnn_args(t, n, d, h, seed=0, scale=0.5):
+    return (rand((t, n, d), seed), rand((n, h), seed + 1), scale * rand((d, h), seed + 2),
+            scale * rand((h, h), seed + 3), rand((h,), seed + 4))
+
+
+# the three recurrences as (hs, final carry); the vanilla RNN with return_carry=True
+OPS = {"lstm": (ops.lstm, R.lstm, lstm_args), "gru": (ops.gru, R.gru, gru_args),
+       "rnn": (functools.partial(ops.rnn, return_carry=True),
+               functools.partial(R.rnn, return_carry=True), rnn_args)}
 SIZES = [(1, 2, 3, 4), (12, 3, 2, 5), (5, 1, 1, 3)]
 
 
-@pytest.mark.parametrize("name", ["lstm", "gru"])
+@pytest.mark.parametrize("name", ["lstm", "gru", "rnn"])
 @pytest.mark.parametrize("t, n, d, h", SIZES, ids=["T1", "T12", "N1"])
 def test_vjp_matches_reference_and_central_differences(name, t, n, d, h):
     """The random cotangent covers every output: all hidden states and the final carry."""
@@ -88,14 +98,14 @@ def _final_carry_loss(op, name):
     return loss
 
 
-@pytest.mark.parametrize("name", ["lstm", "gru"])
+@pytest.mark.parametrize("name", ["lstm", "gru", "rnn"])
 def test_final_carry_cotangent_alone_and_chunked_sequences(name):
     """A loss on the final carry only (zero cotangent for hs) has the reference gradient;
     running two chunks, the second started from the first's final carry, gives the same
     states and the same gradients as one run over the whole sequence (stateful use)."""
     op, twin, make = OPS[name]
     args = make(7, 2, 3, 4, seed=40)
-    k = 1 if name == "gru" else 2          # number of carry arrays
+    k = 2 if name == "lstm" else 1         # number of carry arrays
 
     def chunked(f):
         def run(*args):

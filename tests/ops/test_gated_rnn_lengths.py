@@ -1,4 +1,4 @@
-"""lstm and gru over padded batches (``lengths``): the masked BPTT rules against autodiff
+"""lstm, gru and rnn over padded batches (``lengths``): the masked BPTT rules against autodiff
 of the twins and central differences, every sequence equal to itself run alone (values
 and gradients, whatever the padding holds), ``lengths = T`` equal to no lengths, vmap,
 int dtypes, and bad lengths (errors eagerly, NaN for that sequence under jit)."""
@@ -21,7 +21,7 @@ def n_carry(name):
     return 2 if name == "lstm" else 1
 
 
-@pytest.mark.parametrize("name", ["lstm", "gru"])
+@pytest.mark.parametrize("name", ["lstm", "gru", "rnn"])
 def test_vjp_matches_reference_and_central_differences(name):
     op, twin, make = OPS[name]
     hs, carry = check_vjp(op, twin, make(T, N, D, H, seed=30) + (LENGTHS,), seed=3)["value"]
@@ -43,7 +43,7 @@ def _loss(op, lengths):
     return f
 
 
-@pytest.mark.parametrize("name", ["lstm", "gru"])
+@pytest.mark.parametrize("name", ["lstm", "gru", "rnn"])
 @pytest.mark.parametrize("padding", ["random", "nonfinite"])
 def test_each_sequence_as_if_run_alone(name, padding):
     """Outputs, final carry and every gradient of a padded batch equal the sum over its
@@ -83,7 +83,7 @@ def test_each_sequence_as_if_run_alone(name, padding):
     assert all(np.isfinite(np.asarray(g)).all() for g in grads)
 
 
-@pytest.mark.parametrize("name", ["lstm", "gru"])
+@pytest.mark.parametrize("name", ["lstm", "gru", "rnn"])
 def test_full_lengths_equal_no_lengths(name):
     op, _, make = OPS[name]
     args = make(T, N, D, H, seed=50)
@@ -93,7 +93,7 @@ def test_full_lengths_equal_no_lengths(name):
                  "grads")
 
 
-@pytest.mark.parametrize("name", ["lstm", "gru"])
+@pytest.mark.parametrize("name", ["lstm", "gru", "rnn"])
 def test_vmap_over_lengths_and_weights(name):
     """Batched experiments: vmap over (weights, lengths) pairs equals a Python loop."""
     op, _, make = OPS[name]
@@ -140,7 +140,7 @@ def test_bad_lengths_raise(lengths, exc, match):
             jax.jit(lambda *a: ops.lstm(*a, lengths=lengths))(*args)
 
 
-@pytest.mark.parametrize("name", ["lstm", "gru"])
+@pytest.mark.parametrize("name", ["lstm", "gru", "rnn"])
 def test_out_of_range_lengths_under_jit_give_nan_for_that_sequence(name):
     op, twin, make = OPS[name]
     args = make(T, N, D, H, seed=80)
@@ -156,7 +156,7 @@ def test_out_of_range_lengths_under_jit_give_nan_for_that_sequence(name):
             np.testing.assert_array_equal(got[[1, 3]], want[[1, 3]])
 
 
-@pytest.mark.parametrize("name, per_step", [("lstm", 5), ("gru", 4)])
+@pytest.mark.parametrize("name, per_step", [("lstm", 5), ("gru", 4), ("rnn", 1)])
 def test_residuals_are_the_unpadded_ones_plus_the_mask(name, per_step):
     """The masks live inside the rules: beyond the unpadded op's residuals (gate
     activations and states) only the (T, N, 1) mask of real steps and the initial

@@ -86,3 +86,15 @@ def test_rnn_bad_input_raises(i, value, exc, match):
     for fn in (rnn, R.rnn):
         with pytest.raises(exc, match=match):
             fn(*args)
+
+
+def test_rnn_bad_lengths_and_return_carry_raise():
+    args = _args(4, 2, 3, 5)
+    for fn in (rnn, R.rnn):
+        with pytest.raises(TypeError, match=r"rnn: return_carry must be a bool, got int 1"):
+            fn(*args, return_carry=1)
+        with pytest.raises(ValueError, match=r"rnn: lengths hold 5 \(at index \(1,\)\), "
+                                             r"expected lengths in \[0, T = 4\]"):
+            fn(*args, lengths=np.array([1, 5]))
+        with pytest.raises(TypeError, match=r"rnn: lengths must have an integer dtype"):
+            fn(*args, lengths=np.array([1.0, 2.0]))

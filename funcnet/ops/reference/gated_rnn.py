@@ -11,25 +11,16 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from funcnet.ops.rnn import check_recurrent_args, nan_carry, padded_steps, zero_padded
+from funcnet.ops.reference.rnn import real_steps
+from funcnet.ops.rnn import check_recurrent_args
 
 __all__ = ["lstm", "gru"]
-
-
-def _real_steps(fn, xs, lengths, *carries):
-    """``(xs, valid, carries)``: the padding of ``xs`` zeroed (autodiff would otherwise
-    multiply it by 0 in the weight gradients), the mask of real steps (all True without
-    ``lengths``), the initial carries NaN for an out-of-range length."""
-    valid, bad = padded_steps(fn, xs, lengths)
-    if valid is None:
-        return xs, jnp.ones(xs.shape[:2] + (1,), bool), carries
-    return zero_padded(valid, xs)[0], valid, nan_carry(bad, *carries)
 
 
 def lstm(xs, h0, c0, wx, wh, b, lengths=None):
     """Reference LSTM, gates ``[i, f, g, o]``: ``c = f c + i g``, ``h = o tanh(c)``."""
     check_recurrent_args("lstm", 4, xs, {"h0": h0, "c0": c0}, {"wx": wx, "wh": wh, "b": b})
-    xs, valid, (h0, c0) = _real_steps("lstm", xs, lengths, h0, c0)
+    xs, valid, (h0, c0) = real_steps("lstm", xs, lengths, h0, c0)
 
     def step(carry, inp):
         x, real = inp
@@ -47,7 +38,7 @@ def lstm(xs, h0, c0, wx, wh, b, lengths=None):
 def gru(xs, h0, wx, wh, bx, bh, lengths=None):
     """Reference GRU (reset gate after the recurrent matmul, as PyTorch/cuDNN/Flax)."""
     check_recurrent_args("gru", 3, xs, {"h0": h0}, {"wx": wx, "wh": wh, "bx": bx, "bh": bh})
-    xs, valid, (h0,) = _real_steps("gru", xs, lengths, h0)
+    xs, valid, (h0,) = real_steps("gru", xs, lengths, h0)
 
     def step(h, inp):
         x, real = inp
