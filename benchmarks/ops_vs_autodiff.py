@@ -1,8 +1,9 @@
 """funcnet's hand-written backward rules against autodiff of the same maths, op by op.
 
-For each op (``layer_norm``, ``rms_norm``, ``lstm``, ``gru``, ``gelu``; ``lstm_lengths``
-and ``gru_lengths`` are the recurrences over a padded batch, lengths drawn in
-``[T/2, T]``) one training-step-like program is timed:
+For each op (``layer_norm``, ``rms_norm``, ``rnn``, ``lstm``, ``gru``, ``gelu``;
+``rnn_lengths``, ``lstm_lengths`` and ``gru_lengths`` are the recurrences over a padded
+batch, lengths drawn in ``[T/2, T]``; ``rnn`` returns its final state too) one
+training-step-like program is timed:
 ``jax.jit(jax.value_and_grad(loss))`` with ``loss = <ct, op(args)>`` (a fixed random
 cotangent, so every output, the final carry of the recurrences included, gets a
 gradient), differentiated with respect to every floating argument. ``funcnet`` runs
@@ -45,7 +46,8 @@ from benchmarks import common  # noqa: E402
 from funcnet import nn, ops  # noqa: E402
 from funcnet.ops import reference  # noqa: E402
 
-OPS = ("layer_norm", "rms_norm", "lstm", "gru", "lstm_lengths", "gru_lengths", "gelu")
+OPS = ("layer_norm", "rms_norm", "rnn", "lstm", "gru", "rnn_lengths", "lstm_lengths",
+       "gru_lengths", "gelu")
 PADDED = "_lengths"    # suffix: the same op with ``lengths=`` (a padded batch)
 
 # sizes per profile: (N, F) for the elementwise/normalisation ops, (T, N, D, H) for RNNs
@@ -60,6 +62,8 @@ def implementations(name: str, sizes: dict) -> dict:
     """``{"funcnet": op, "autodiff": twin}``; a ``*_lengths`` name binds ``lengths``."""
     base = name.removesuffix(PADDED)
     impls = {"funcnet": getattr(ops, base), "autodiff": getattr(reference, base)}
+    if base == "rnn":   # the final state too, as the gated ops return it
+        impls = {k: functools.partial(f, return_carry=True) for k, f in impls.items()}
     if base != name:
         t, b = sizes["rnn"][:2]
         lengths = jnp.asarray(np.random.default_rng(2).integers(t // 2, t + 1, b), jnp.int32)
@@ -86,6 +90,9 @@ def make_args(name: str, sizes: dict, dtype):
     if name == "gelu":
         return (r(n, f),), f"x ({n}, {f}), tanh form"
     w = d ** -0.5
+    if name == "rnn":
+        return ((r(t, b, d), r(b, h), r(d, h, scale=w), r(h, h, scale=h ** -0.5), r(h)),
+                f"T={t}, N={b}, D={d}, H={h}")
     if name == "lstm":
         return ((r(t, b, d), r(b, h), r(b, h), r(d, 4 * h, scale=w), r(h, 4 * h, scale=h ** -0.5),
                  r(4 * h)), f"T={t}, N={b}, D={d}, H={h}")
