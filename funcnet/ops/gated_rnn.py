@@ -19,7 +19,8 @@ is each sequence's state after its last real step. Backward: at a padded step th
 carry's cotangent passes through unchanged and the gates get none (``dz = 0``). The
 masks are selects, not products, and the weight gradient reads the padding of ``xs`` as
 zeros: whatever it holds (even inf or NaN) reaches no value and no gradient. All of it
-is inside the rules: no residual beyond the ``(T, N, 1)`` mask.
+is inside the rules: beyond the unpadded op's residuals only the ``(T, N, 1)`` mask and
+the initial carries (NaN for an out-of-range length under ``jit``) are kept.
 """
 from __future__ import annotations
 

@@ -113,10 +113,14 @@ def padded_steps(fn, xs, lengths):
 
 
 def nan_carry(bad, *carries):
-    """The initial carries ``(N, H)`` with NaN for the sequences flagged ``bad``."""
+    """The initial carries ``(N, H)`` with NaN for the sequences flagged ``bad``.
+
+    An added ``(N, 1)`` column (0 or NaN), not a select: its derivative keeps nothing
+    (a select would keep its ``(N, H)`` mask and zeros for the backward pass)."""
     if bad is None:
         return carries
-    return tuple(jnp.where(bad[:, None], jnp.asarray(jnp.nan, c.dtype), c) for c in carries)
+    return tuple(c + jnp.where(bad[:, None], jnp.asarray(jnp.nan, c.dtype),
+                               jnp.zeros((), c.dtype)) for c in carries)
 
 
 def freeze_padded(valid, new, old):
@@ -178,7 +182,7 @@ def rnn(xs, h0, wx, wh, b, lengths=None, *, return_carry=False):
     sequence's after its last real step; a padded step of the backward loop sets
     ``da = 0`` and passes ``g`` on unchanged, and ``dwx`` reads the padding of ``xs`` as
     zeros (selects: inf or NaN in the padding reaches no value and no gradient). The
-    only extra residual is the ``(T, N, 1)`` mask.
+    extra residuals are the ``(T, N, 1)`` mask and the initial state.
 
     Args:
       xs: ``(T, N, D)`` inputs, time-major, ``T >= 1``.
