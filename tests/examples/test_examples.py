@@ -43,3 +43,17 @@ def test_example_quick_mode_writes_plots(name, tmp_path, monkeypatch):
         path = tmp_path / png
         assert path.is_file(), f"{name} did not write {png}"
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 1000
+
+
+# option paths a default --quick run does not take
+VARIANTS = [("bracket_lstm", ["--cell", "rnn", "--bidirectional"])]
+
+
+@pytest.mark.parametrize("name, extra", VARIANTS,
+                         ids=[f"{name} {' '.join(extra)}" for name, extra in VARIANTS])
+def test_example_variants(name, extra, tmp_path, monkeypatch):
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    monkeypatch.setattr(sys, "argv", [f"{name}.py", "--quick", "--out", str(tmp_path), *extra])
+    runpy.run_path(str(EXAMPLES / f"{name}.py"), run_name="__main__")
+    assert all((tmp_path / png).is_file() for png in EXPECTED[name])
