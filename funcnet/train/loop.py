@@ -359,7 +359,7 @@ def fit(model, params, state, opt, data, epochs: int, *, batch_size: int | None 
         opt_state = opt.init(params)
     fp = fingerprint(model=model, params=params, state=state, opt_state=opt_state,
                      learning_rate=_learning_rate(opt, opt_state), loss_fn=loss_fn, key=key,
-                     batch_size=batch_size, data=source if kind == "arrays" else "iterable")
+                     batch_size=batch_size, data=source)
     start, history = 0, {}
     writer = jax.process_index() == 0
     if checkpoint is not None:

@@ -9,7 +9,9 @@ the trajectory of the parameters, and only that:
   rate the first update uses (when :func:`funcnet.optim.current_learning_rate` knows it);
 - the loss function's qualified name, the PRNG key, the batch size, the training data's
   shapes and dtypes (not its values: hashing a large data set on every call would cost
-  more than it protects).
+  more than it protects). For a :class:`funcnet.data.Loader` also its batch size, order
+  key, ``drop_last`` and transform's name; any other iterable of batches is recorded as
+  ``"iterable"`` (it cannot be read without being consumed).
 
 Not in it, so that they can change between a run and its resumption: ``epochs`` (extend
 a finished run), ``eval_data``, ``callbacks``, ``metrics_fn``, ``progress``,
@@ -27,6 +29,7 @@ import math
 import jax
 import numpy as np
 
+from funcnet.data.batching import Loader
 from funcnet.train.errors import RunMismatchError
 
 __all__ = ["META_KEY", "fingerprint", "resume_point", "save_metadata"]
@@ -74,13 +77,31 @@ def key_hex(key) -> str:
     return ("typed:" if _is_key(key) else "") + np.asarray(data).tobytes().hex()
 
 
+def _describe_arrays(x, y) -> str:
+    """``x[path] dtype[shape]`` of every leaf of ``x`` (a pytree of arrays) and ``y``."""
+    return " ".join(f"{n}{jax.tree_util.keystr(path)} {np.dtype(a.dtype).name}"
+                    f"{list(a.shape)}" for n, tree in zip("xy", (x, y))
+                    for path, a in jax.tree_util.tree_flatten_with_path(tree)[0])
+
+
+def describe_data(data) -> str:
+    """The fingerprint's ``data``: of ``(x, y)`` arrays, of a :class:`funcnet.data.Loader`
+    (its arrays, batch size, order key, ``drop_last``, transform), else ``"iterable"``."""
+    if isinstance(data, tuple):
+        return _describe_arrays(*data)
+    if isinstance(data, Loader):
+        order = "in order" if data.key is None else f"key {key_hex(data.key)}"
+        transform = "" if data.transform is None else \
+            f", transform {stable_name(data.transform)}"
+        return (f"Loader({_describe_arrays(data.x, data.y)}, batch_size {data.batch_size}, "
+                f"{order}, drop_last {data.drop_last}{transform})")
+    return "iterable"
+
+
 def fingerprint(*, model, params, state, opt_state, learning_rate, loss_fn, key,
                 batch_size, data) -> dict:
-    """The run's fingerprint (JSON-serialisable; see the module docstring)."""
-    if isinstance(data, tuple):   # (x, y): arrays, or pytrees of arrays (leaves by path)
-        data = " ".join(f"{n}{jax.tree_util.keystr(path)} {np.dtype(a.dtype).name}"
-                        f"{list(a.shape)}" for n, tree in zip("xy", data)
-                        for path, a in jax.tree_util.tree_flatten_with_path(tree)[0])
+    """The run's fingerprint (JSON-serialisable; see the module docstring). ``data``:
+    ``(x, y)`` or the source of batches (:func:`describe_data`)."""
     return {
         "model": describe_model(model),
         "params": tree_signature(params),
@@ -90,7 +111,7 @@ def fingerprint(*, model, params, state, opt_state, learning_rate, loss_fn, key,
         "loss_fn": stable_name(loss_fn),
         "key": key_hex(key),
         "batch_size": batch_size,
-        "data": data,
+        "data": describe_data(data),
     }
 
 
@@ -112,6 +133,14 @@ def _shown(now, saved) -> tuple[str, str]:
     return shown if shown[0] != shown[1] else (repr(now), repr(saved))
 
 
+def _differs(k: str, now, saved) -> bool:
+    """Whether fingerprint entry ``k`` differs; a Loader's run written by an older
+    funcnet, which recorded every source of batches as ``"iterable"``, still resumes."""
+    if k == "data" and saved == "iterable" and str(now).startswith("Loader("):
+        return False
+    return saved != now
+
+
 def _mismatch(meta, fp: dict, step: int) -> str | None:
     """``None`` when ``meta`` is this run's, else what differs."""
     run = (meta or {}).get(META_KEY) if isinstance(meta, dict) else None
@@ -119,7 +148,7 @@ def _mismatch(meta, fp: dict, step: int) -> str | None:
         return f"the checkpoint of step {step} was not written by fit (it has no run fingerprint)"
     saved = run["fingerprint"]
     diffs = ["{} is {} now but {} in the checkpoint of epoch {}".format(
-        k, *_shown(fp[k], saved.get(k)), step) for k in fp if saved.get(k) != fp[k]]
+        k, *_shown(fp[k], saved.get(k)), step) for k in fp if _differs(k, fp[k], saved.get(k))]
     return "; ".join(diffs) or None
 
 

@@ -138,3 +138,38 @@ def test_damaged_latest_checkpoint_falls_back_to_a_readable_one(tmp_path):
                for w in caught), [str(w.message) for w in caught]
     assert_trees_equal(full[:3], resumed[:3])
     assert resumed[3]["epoch"] == [1, 2, 3]
+
+
+def test_a_loader_is_part_of_the_run(tmp_path):
+    """A Loader's arrays, batch size, order key and drop_last are in the run's
+    fingerprint: resuming with another Loader is refused, the same one resumes; another
+    iterable of batches is recorded as "iterable", and a Loader's run written that way
+    (by an older funcnet) still resumes."""
+    from funcnet.train.run import _mismatch, fingerprint
+
+    params, state = init(MLP)
+    manager = checkpoint.CheckpointManager(tmp_path)
+    loader = data.Loader(X, Y, 32, key=KEY)
+    train.fit(MLP, params, state, ADAM, loader, 1, key=KEY, progress=False,
+              checkpoint=manager)
+    others = {"batch_size 16": data.Loader(X, Y, 16, key=KEY),
+              "key ": data.Loader(X, Y, 32, key=jax.random.PRNGKey(7)),
+              "in order": data.Loader(X, Y, 32),
+              r"x float32\[96, ": data.Loader(X[:96], Y[:96], 32, key=KEY),
+              "drop_last False": data.Loader(X, Y, 32, key=KEY, drop_last=False)}
+    for what, other in others.items():
+        with pytest.raises(train.RunMismatchError, match=r"data is 'Loader\(.*" + what):
+            train.fit(MLP, params, state, ADAM, other, 2, key=KEY, progress=False,
+                      checkpoint=manager)
+    *_, hist = train.fit(MLP, params, state, ADAM, data.Loader(X, Y, 32, key=KEY), 2,
+                         key=KEY, progress=False, checkpoint=manager)
+    assert hist["epoch"] == [1, 2]
+
+    def fp(source):
+        return fingerprint(model=MLP, params=params, state=state, opt_state=(),
+                           learning_rate=None, loss_fn=len, key=KEY, batch_size=None,
+                           data=source)
+    assert fp(lambda epoch: loader(epoch))["data"] == "iterable"
+    old = {META_KEY: {"fingerprint": dict(fp(loader), data="iterable")}}
+    assert _mismatch(old, fp(loader), 1) is None
+    assert "data is" in _mismatch(old, fp((X, Y)), 1)
