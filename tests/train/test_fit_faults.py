@@ -30,3 +30,20 @@ def test_kill_9_during_fit_then_resume_is_bit_identical(tmp_path):
     assert stopped.returncode == 0, stopped.stderr[-3000:]
     assert "fit: stopped by a callback after epoch 3 of 4" in stopped.stdout, stopped.stdout
     assert stopped.stdout.strip().endswith("IDENTICAL"), stopped.stdout
+
+
+@pytest.mark.multiprocess
+def test_kill_9_with_a_loader_then_resume_is_bit_identical(tmp_path):
+    """The same with a shuffling data.Loader made afresh in each process: its part of the
+    run's fingerprint (arrays, batch size, order key) matches, and the resume is exact."""
+    def run(mode):
+        return subprocess.run([sys.executable, "-m", "tests.train._kill_run", str(tmp_path),
+                               mode, "loader"], cwd=ROOT, capture_output=True, text=True,
+                              timeout=600)
+
+    killed = run("kill")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    resumed = run("resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "fit: resumed at epoch 2 of 4" in resumed.stdout, resumed.stdout
+    assert resumed.stdout.strip().endswith("IDENTICAL"), resumed.stdout
