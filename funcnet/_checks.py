@@ -34,7 +34,8 @@ __all__ = [
     "check_array", "check_float", "check_integer", "check_rank", "check_min_rank",
     "check_shape", "check_same_shape", "check_broadcastable", "check_same_dtype", "check_axis",
     "static_int", "static_float", "static_bool", "static_choice", "concrete",
-    "check_index_range", "check_callable", "check_optimizer", "check_key", "normalize_pair", "normalize_padding",
+    "check_index_range", "check_lengths", "check_callable", "check_optimizer", "check_key",
+    "normalize_pair", "normalize_padding", "is_array",
     "check_array_leaves", "check_divisible", "check_dtype", "check_nonempty",
     "check_hyperparameter", "check_same_leading", "check_batch_size",
 ]

@@ -245,7 +245,8 @@ def RNN(hidden_size: int, *, return_carry: bool = False,
         return params
 
     def learned_h0(params, n, dt):
-        return (jnp.broadcast_to(params["h0"][None, :].astype(dt), (n, H)),)
+        del dt
+        return (jnp.broadcast_to(params["h0"][None, :], (n, H)),)   # promoted already
 
     return recurrent_layer(name, 1, H, return_carry, dtype, shapes, make_params,
                            lambda xs, c, p, lengths: ops.rnn(

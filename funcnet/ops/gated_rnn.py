@@ -4,10 +4,10 @@ Conventions as :func:`funcnet.ops.rnn`: row vectors, time-major ``xs`` of shape
 ``(T, N, D)``, the input projection ``xs wx + b`` done as one ``(T*N, D)`` matmul before
 the ``lax.scan`` on accelerators and step by step inside it on CPUs (faster there: see
 ``funcnet.ops._arrays.scan_projected``), and the backward pass (BPTT) as ONE reverse
-``lax.scan`` followed by one matmul per weight over all ``T*N`` rows. Both ops return every hidden state AND the
-final carry, and the cotangents of both flow into the backward pass, so a sequence can
-be processed in chunks (stateful use: feed the final carry of one chunk as the initial
-carry of the next).
+``lax.scan`` followed by one matmul per weight over all ``T*N`` rows. Both ops return
+every hidden state AND the final carry, and the cotangents of both flow into the
+backward pass, so a sequence can be processed in chunks (stateful use: feed the final
+carry of one chunk as the initial carry of the next).
 
 Residuals are the gate activations (plus the cell states for the LSTM and the hidden
 states for the GRU), not JAX's per-step tape of pre-activations, products and tanh's.
