@@ -22,6 +22,7 @@ def test_readme_quickstart_runs_as_written(tmp_path, monkeypatch, capsys):
     assert "Dense(128)" in out and "test accuracy" in out
     assert first["metrics"]["accuracy"] > 0.93    # the comment says ~0.97
     assert first["manager"].all_steps() == [9, 10]
+    assert (tmp_path / "runs" / "quickstart").is_dir()
     assert first["history"]["epoch"] == list(range(1, 11))
     again = {}
     exec(code, again)                             # "a rerun resumes"
