@@ -35,7 +35,7 @@ __all__ = [
     "check_shape", "check_same_shape", "check_broadcastable", "check_same_dtype", "check_axis",
     "static_int", "static_float", "static_bool", "static_choice", "concrete",
     "check_index_range", "check_lengths", "check_callable", "check_optimizer", "check_key",
-    "normalize_pair", "normalize_padding", "is_array",
+    "normalize_pair", "normalize_padding", "is_array", "is_key",
     "check_array_leaves", "check_divisible", "check_dtype", "check_nonempty",
     "check_hyperparameter", "check_same_leading", "check_batch_size",
 ]
@@ -91,6 +91,13 @@ def is_array(x) -> bool:
     """Array-like: anything with ``shape`` and ``dtype`` (NumPy, JAX, tracers, memory maps,
     ``jax.ShapeDtypeStruct``)."""
     return hasattr(x, "shape") and hasattr(x, "dtype")
+
+
+def is_key(x) -> bool:
+    """A typed PRNG key array (``jax.random.key(0)``, not the raw ``uint32[2]`` of
+    ``jax.random.PRNGKey``), which NumPy cannot hold."""
+    dtype = getattr(x, "dtype", None)
+    return dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
 
 
 def _is_number(x) -> bool:
@@ -408,7 +415,7 @@ def check_key(fn: str, key, *, allow_seed: bool = False, name: str = "key"):
     if allow_seed and isinstance(key, (int, np.integer)) and not isinstance(key, (bool, np.bool_)):
         return jax.random.PRNGKey(int(key))
     dtype = getattr(key, "dtype", None)
-    if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+    if is_key(key):
         if shape_of(key) != ():
             raise ValueError(f"{fn}: {name} must be a single PRNG key, got a typed key "
                              f"array of shape {shape_of(key)}")

@@ -148,10 +148,6 @@ def stored_dtype(dtype: np.dtype) -> np.dtype:
     return np.dtype(f"uint{8 * dtype.itemsize}") if dtype.name in BITS_DTYPES else dtype
 
 
-def _is_key(x) -> bool:
-    return jax.dtypes.issubdtype(getattr(x, "dtype", None), jax.dtypes.prng_key)
-
-
 def encode(tree) -> tuple[dict, list[np.ndarray]]:
     """Describes ``tree`` as JSON-able nodes and collects its array leaves.
 
@@ -190,7 +186,7 @@ def encode(tree) -> tuple[dict, list[np.ndarray]]:
         if type(x) in (list, tuple):
             return {"type": type(x).__name__,
                     "items": [go(v, child_path(path, "index", i)) for i, v in enumerate(x)]}
-        if isinstance(x, (np.ndarray, np.generic, jax.Array)) and _is_key(x):
+        if isinstance(x, (np.ndarray, np.generic, jax.Array)) and _checks.is_key(x):
             return leaf({"type": "key", "impl": str(jax.random.key_impl(x)),
                          "shape": list(x.shape)}, np.asarray(jax.random.key_data(x)))
         if isinstance(x, (np.ndarray, np.generic, jax.Array)):

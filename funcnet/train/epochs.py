@@ -6,8 +6,8 @@ folded with the step index ``i`` for step ``i``. The scan path (the training set
 device, the whole epoch one jitted call) and the per-step path (one jitted call per
 batch) run the same steps on the same batches with the same keys.
 
-Every step is *guarded*: when its loss or the new params / state hold a NaN or an
-infinity, the update is dropped and every later step of the epoch leaves the carry
+Every step is *guarded*: when its loss or the new params / state / optimizer state hold
+a NaN or an infinity, the update is dropped and every later step of the epoch leaves the carry
 unchanged; the carry's ``bad`` counter records the 1-based index of that first step. So
 ``fit`` sees the last finite params, state and optimizer state after the epoch, and
 never checkpoints non-finite ones. The cost is one reduction and one select per step.
@@ -63,7 +63,9 @@ def compiled(model, opt, loss_fn, metrics_fn, compute_dtype, batch_size, mesh):
         bad, i = counters[0], counters[1]
         new_p, new_s, new_o, metrics = step(params, state, opt_state, x, y,
                                             jax.random.fold_in(dropout_key, i))
-        ok = (bad == 0) & all_finite((new_p, new_s, metrics["loss"]))
+        # the optimizer state too: a NaN gradient can enter an accumulator (accumulate,
+        # MultiSteps) on a step that leaves the params unchanged
+        ok = (bad == 0) & all_finite((new_p, new_s, new_o, metrics["loss"]))
         kept = _tree_map(lambda n, o: jnp.where(ok, n, o), (new_p, new_s, new_o),
                          (params, state, opt_state))
         bad = jnp.where((bad == 0) & ~ok, i + 1, bad)

@@ -128,9 +128,26 @@ def _place(tree, mesh):
     """Fresh device copies of ``tree`` (``fit`` donates them; the caller keeps its own)."""
     if mesh is None:  # committed to one device, whatever the source: one jit cache entry
         device = jax.local_devices()[0]
-        return jax.tree_util.tree_map(
-            lambda a: jax.device_put(a, device, may_alias=False), tree)
+
+        def fresh(a):
+            if isinstance(a, jax.Array) and len(a.sharding.device_set) > 1:
+                # e.g. params a mesh run returned: device_put(may_alias=False) would hand
+                # back the device's own shard, which fit then donates (deleting the caller's)
+                a = sharding.to_host(a)
+            return jax.device_put(a, device, may_alias=False)
+
+        return jax.tree_util.tree_map(fresh, tree)
     return sharding.put_replicated(sharding.to_host(tree), mesh)
+
+
+def _restore_template(params, state, opt_state, key) -> dict:
+    """The ``like`` of a resume: shapes and the dtypes JAX computes in (a NumPy float64
+    leaf trains, and is saved, as float32 when x64 is off)."""
+    spec = lambda a: jax.ShapeDtypeStruct(  # noqa: E731
+        np.shape(a), jax.dtypes.canonicalize_dtype(a.dtype))
+    arrays = jax.tree_util.tree_map(spec, (params, state, opt_state))
+    return {"params": arrays[0], "state": arrays[1], "opt_state": arrays[2], "epoch": 0,
+            "key": key}
 
 
 def _learning_rate(opt, opt_state) -> float | None:
@@ -150,7 +167,8 @@ def _non_finite(losses: np.ndarray, bad: int, epoch: int, epochs: int, carry,
     n, loss = losses.size, losses[bad - 1]
     where = f"epoch {epoch + 1}/{epochs}, step {bad}/{n}"
     what = (f"loss is {loss} at {where}" if not np.isfinite(loss) else
-            f"the update of {where} made the params or state non-finite (its loss: {loss})")
+            f"the update of {where} made the params, state or optimizer state non-finite "
+            f"(its loss: {loss})")
     return NonFiniteError(
         f"fit: {what}; that update was dropped and training stopped: the error's params, "
         f"state and opt_state are the last finite ones (nothing non-finite was "
@@ -250,8 +268,8 @@ def fit(model, params, state, opt, data, epochs: int, *, batch_size: int | None 
     checkpoints) raise :class:`funcnet.train.RunMismatchError` unless ``overwrite=True``,
     which deletes them first.
 
-    Non-finite values: every step is guarded; the first step whose loss, new params or
-    new state holds a NaN or an infinity is dropped and :class:`funcnet.train.NonFiniteError`
+    Non-finite values: every step is guarded; the first step whose loss, new params, new
+    state or new optimizer state holds a NaN or an infinity is dropped and :class:`funcnet.train.NonFiniteError`
     (a ``FloatingPointError``) is raised after its epoch, naming the epoch and step and
     carrying the last finite params, state and optimizer state. Nothing non-finite is
     ever checkpointed.
@@ -344,6 +362,12 @@ def fit(model, params, state, opt, data, epochs: int, *, batch_size: int | None 
             raise ValueError(f"{fn}: scan=True needs (x, y) arrays; batches from an "
                              f"iterable run one jitted step each")
         scan = False
+        if isinstance(data, fdata.Loader):   # its batch sizes are known before training
+            last = 0 if data.drop_last else data.num_examples % data.batch_size
+            check_batch_split(fn, "data: the Loader's batch_size", data.batch_size, devices)
+            if last:
+                check_batch_split(fn, "data: the Loader's last batch (drop_last=False) of",
+                                  last, devices)
     if eval_data is not None:
         ex, ey = check_pair(fn, "eval_data", eval_data)
         check_labels(fn, "eval_data y", ey, num_classes(fn, "eval_data", model, params, state,
@@ -363,10 +387,10 @@ def fit(model, params, state, opt, data, epochs: int, *, batch_size: int | None 
     start, history = 0, {}
     writer = jax.process_index() == 0
     if checkpoint is not None:
-        like = {"params": params, "state": state, "opt_state": opt_state, "epoch": 0,
-                "key": key}
         start, tree, history = resume_point(fn, checkpoint, resume=resume,
-                                            overwrite=overwrite, fp=fp, like=like,
+                                            overwrite=overwrite, fp=fp,
+                                            like=_restore_template(params, state,
+                                                                   opt_state, key),
                                             writer=writer)
         if tree is not None:
             params, state, opt_state = tree["params"], tree["state"], tree["opt_state"]
@@ -443,10 +467,12 @@ def fit(model, params, state, opt, data, epochs: int, *, batch_size: int | None 
             done = epoch + 1
             if checkpoint is not None and writer and (
                     done % checkpoint_every == 0 or done == epochs or stop):
-                tree = {"params": params, "state": state, "opt_state": opt_state,
+                arrays = (params, state, opt_state)
+                if mesh is not None:   # the replicated arrays, read from this process
+                    arrays = sharding.to_host(arrays)
+                tree = {"params": arrays[0], "state": arrays[1], "opt_state": arrays[2],
                         "epoch": done, "key": key}
-                checkpoint.save(done, tree if mesh is None else sharding.to_host(tree),
-                                metadata=save_metadata(fp, history, done))
+                checkpoint.save(done, tree, metadata=save_metadata(fp, history, done))
             if stop:
                 bar.note(f"fit: stopped by a callback after epoch {done} of {epochs}")
                 break

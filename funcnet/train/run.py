@@ -29,6 +29,7 @@ import math
 import jax
 import numpy as np
 
+from funcnet._checks import is_key
 from funcnet.data.batching import Loader
 from funcnet.train.errors import RunMismatchError
 
@@ -63,18 +64,22 @@ def tree_signature(tree) -> str:
     """16 hex digits of SHA-256 over the tree structure, leaf shapes and dtypes."""
     leaves, treedef = jax.tree_util.tree_flatten(tree)
     text = str(treedef) + "|" + ";".join(
-        f"{np.dtype(getattr(a, 'dtype', type(a))).name if not _is_key(a) else a.dtype}"
+        f"{_dtype_name(a) if not is_key(a) else a.dtype}"
         f"{tuple(np.shape(a))}" for a in leaves)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _is_key(a) -> bool:
-    return hasattr(a, "dtype") and jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key)
+def _dtype_name(a) -> str:
+    """The dtype JAX computes array ``a`` in (a NumPy float64 leaf is float32 when x64 is
+    off); of a Python scalar leaf, NumPy's name for its type."""
+    if not hasattr(a, "dtype"):
+        return np.dtype(type(a)).name
+    return jax.dtypes.canonicalize_dtype(np.dtype(a.dtype)).name
 
 
 def key_hex(key) -> str:
-    data = jax.random.key_data(key) if _is_key(key) else key
-    return ("typed:" if _is_key(key) else "") + np.asarray(data).tobytes().hex()
+    data = jax.random.key_data(key) if is_key(key) else key
+    return ("typed:" if is_key(key) else "") + np.asarray(data).tobytes().hex()
 
 
 def _describe_arrays(x, y) -> str:

@@ -40,9 +40,16 @@ def batch_sharding(mesh: Mesh, leading: int = 0) -> NamedSharding:
                                              else axes[0]))
 
 
+def _key_data_map(f, a):
+    """``f`` applied to a typed key's raw data, wrapped back into a key of the same kind."""
+    return jax.random.wrap_key_data(f(jax.random.key_data(a)), impl=jax.random.key_impl(a))
+
+
 def _from_host(a, sharding: NamedSharding):
     if isinstance(a, jax.Array) and (not a.is_fully_addressable or a.sharding == sharding):
         return a  # already placed, or a global array (e.g. from parallel.global_batch)
+    if _checks.is_key(a):
+        return _key_data_map(lambda d: _from_host(d, sharding), a)
     host = np.asarray(a)
     if jax.process_count() == 1:
         return jax.device_put(host, sharding)
@@ -91,13 +98,16 @@ def to_host(tree):
       tree: a pytree of arrays.
 
     Returns:
-      The pytree with NumPy array leaves.
+      The pytree with NumPy array leaves; a typed PRNG key (``jax.random.key``), which
+      NumPy cannot hold, stays a key, on this process's default device.
 
     Raises:
       ValueError: a leaf is neither fully replicated nor held by this process alone
         (gather it first, e.g. with ``jax.experimental.multihost_utils``).
     """
     def get(path, a):
+        if _checks.is_key(a):
+            return _key_data_map(lambda d: jax.device_put(get(path, d)), a)
         if not isinstance(a, jax.Array) or a.is_fully_addressable:
             return np.asarray(a)
         if a.sharding.is_fully_replicated:

@@ -142,7 +142,8 @@ def test_last_update_of_an_epoch_is_checked_and_never_saved(scan, tmp_path):
     opt = _explode_at(5)                                           # step 6/6 of epoch 1
     manager = checkpoint.CheckpointManager(tmp_path)
     with pytest.raises(train.NonFiniteError, match=r"the update of epoch 1/3, step 6/6 made "
-                                                   r"the params or state non-finite") as err:
+                                                   r"the params, state or optimizer state "
+                                                   r"non-finite") as err:
         train.fit(MLP, params, state, opt, (x, y), 3, scan=scan, checkpoint=manager, **FIT)
     assert manager.latest_step() is None
     # the last good params are those after 5 finite steps: the same run on 5 batches
@@ -155,6 +156,30 @@ def test_last_update_of_an_epoch_is_checked_and_never_saved(scan, tmp_path):
     for a, b in zip(jax.tree_util.tree_leaves(err.value.params), jax.tree_util.tree_leaves(p)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
     assert int(err.value.opt_state) == 5
+
+
+@pytest.mark.parametrize("scan", [True, False])
+def test_a_nan_gradient_in_an_accumulator_is_caught_at_its_step(scan, tmp_path):
+    """A NaN gradient with a finite loss, on a step of optim.accumulate that leaves the
+    params unchanged, used to poison the accumulator unseen: the guard blamed the later
+    update, and a checkpoint taken in between held the NaN state (every resume re-failed)."""
+    def loss(logits, labels):   # finite value, NaN gradient: 0 * d sqrt(s)/ds at s = 0
+        return ops.softmax_cross_entropy(logits, labels) + 0.0 * jnp.sqrt(
+            jnp.sum(logits * 0.0))
+
+    x, y = subset(192)
+    params, state = init(MLP)
+    opt = optim.accumulate(optim.sgd(0.05), 4)
+    manager = checkpoint.CheckpointManager(tmp_path)
+    with pytest.raises(train.NonFiniteError, match=r"the update of epoch 1/3, step 1/6 made "
+                                                   r"the params, state or optimizer state "
+                                                   r"non-finite") as err:
+        train.fit(MLP, params, state, opt, (x, y), 3, scan=scan, checkpoint=manager,
+                  loss_fn=loss, **FIT)
+    assert manager.latest_step() is None
+    assert bool(jnp.all(jnp.array([jnp.all(jnp.isfinite(a)) for a in
+                                   jax.tree_util.tree_leaves(err.value.opt_state)])))
+    assert_trees_equal(err.value.params, params)                  # no update was applied
 
 
 def test_non_finite_input_params_are_refused():

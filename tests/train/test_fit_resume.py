@@ -173,3 +173,25 @@ def test_a_loader_is_part_of_the_run(tmp_path):
     old = {META_KEY: {"fingerprint": dict(fp(loader), data="iterable")}}
     assert _mismatch(old, fp(loader), 1) is None
     assert "data is" in _mismatch(old, fp((X, Y)), 1)
+
+
+def test_numpy_float64_params_resume_when_x64_is_off(tmp_path, capsys):
+    """NumPy float64 params (np.load, a NumPy initialiser) train as float32 when x64 is
+    off; the run was checkpointed in float32 but its resume template said float64, so
+    every rerun failed with a dtype mismatch."""
+    with jax.enable_x64(False):
+        params, state = init(MLP)
+        p64 = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), params)
+        full = train.fit(MLP, p64, state, ADAM, (X, Y), 2, **FIT)
+        manager = checkpoint.CheckpointManager(tmp_path)
+        train.fit(MLP, p64, state, ADAM, (X, Y), 1, checkpoint=manager, **FIT)
+        resumed = train.fit(MLP, p64, state, ADAM, (X, Y), 2, checkpoint=manager,
+                            batch_size=32, key=KEY)
+        assert "fit: resumed at epoch 1 of 2" in capsys.readouterr().out
+        assert all(a.dtype == np.float32 for a in jax.tree_util.tree_leaves(resumed[0]))
+        assert_trees_equal(full[:3], resumed[:3])
+        # the same run from the float32 params it trains as
+        again = train.fit(MLP, params, state, ADAM, (X, Y), 2, checkpoint=manager,
+                          batch_size=32, key=KEY)
+        assert "nothing to train" in capsys.readouterr().out
+        assert_trees_equal(full[:3], again[:3])

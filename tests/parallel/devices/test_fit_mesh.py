@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from funcnet import data, nn, optim, parallel, train
+from funcnet import checkpoint, data, nn, optim, parallel, train
 from funcnet.gradcheck import assert_close
 from tests.parallel._helpers import bn_mlp, digits, dropout_mlp, init
 
@@ -87,3 +87,72 @@ def test_fit_on_a_mesh_with_a_dict_of_inputs(scan):
                         mesh=parallel.make_mesh())
     ev1 = train.evaluate(inner, *single[:2], *EVAL, batch_size=16)
     np.testing.assert_allclose(ev["loss"], ev1["loss"], rtol=1e-9)
+
+
+def test_a_mesh_run_resumes_on_the_same_mesh_and_on_fewer_devices(tmp_path, capsys):
+    """A checkpoint fit(mesh=...) wrote was never resumable: its epoch was saved as a
+    NumPy array where the resume template has an int."""
+    model = bn_mlp("data")
+    params, state = init(model)
+    mesh = parallel.make_mesh()
+    full = train.fit(model, params, state, OPT, (X, Y), 2, mesh=mesh, **FIT)
+    manager = checkpoint.CheckpointManager(tmp_path)
+    train.fit(model, params, state, OPT, (X, Y), 1, mesh=mesh, checkpoint=manager, **FIT)
+    resumed = train.fit(model, params, state, OPT, (X, Y), 2, mesh=mesh, checkpoint=manager,
+                        batch_size=32, key=KEY)
+    assert "fit: resumed at epoch 1 of 2" in capsys.readouterr().out
+    assert_close(parallel.to_host(resumed[:3]), parallel.to_host(full[:3]), RTOL, "resume")
+    assert resumed[3]["loss"] == pytest.approx(full[3]["loss"], rel=RTOL)
+    four = parallel.make_mesh(devices=jax.devices()[:4])
+    more = train.fit(model, params, state, OPT, (X, Y), 3, mesh=four, checkpoint=manager,
+                     batch_size=32, key=KEY)
+    assert "fit: resumed at epoch 2 of 3" in capsys.readouterr().out
+    assert more[3]["epoch"] == [1, 2, 3]
+    assert all(len(a.sharding.device_set) == 4 for a in jax.tree_util.tree_leaves(more[:3]))
+
+
+def test_a_typed_key_trains_on_a_mesh_like_a_raw_key(tmp_path):
+    """jax.random.key(3) has PRNGKey(3)'s bits: the same run, on both paths; placing and
+    reading typed keys (parallel.put_replicated / to_host) used to fail in NumPy."""
+    model = dropout_mlp()
+    params, state = init(model)
+    mesh = parallel.make_mesh()
+    typed = jax.random.key(3)
+    for scan in (True, False):
+        raw = train.fit(model, params, state, OPT, (X, Y), 1, scan=scan, mesh=mesh, **FIT)
+        out = train.fit(model, params, state, OPT, (X, Y), 1, scan=scan, mesh=mesh,
+                        checkpoint=checkpoint.CheckpointManager(tmp_path / str(scan)),
+                        **dict(FIT, key=typed))
+        assert_close(parallel.to_host(out[:3]), parallel.to_host(raw[:3]), 0.0, "typed key")
+    placed = parallel.put_replicated({"k": typed}, mesh)["k"]
+    assert jax.dtypes.issubdtype(placed.dtype, jax.dtypes.prng_key)
+    assert len(placed.sharding.device_set) == 8
+    back = parallel.to_host({"k": placed})["k"]
+    np.testing.assert_array_equal(jax.random.key_data(back), jax.random.key_data(typed))
+
+
+def test_fit_on_one_device_keeps_the_arrays_a_mesh_run_returned():
+    """fit copies what it is given before donating; for arrays replicated over a mesh,
+    device_put(may_alias=False) handed back a device's own shard, so the caller's
+    params were deleted."""
+    model = bn_mlp("data")
+    params, state = init(model)
+    out = train.fit(model, params, state, OPT, (X, Y), 1, mesh=parallel.make_mesh(), **FIT)
+    train.fit(model, out[0], out[1], OPT, (X, Y), 1, opt_state=out[2], **FIT)
+    leaves = jax.tree_util.tree_leaves(out[:3])
+    assert not any(a.is_deleted() for a in leaves)
+    train.evaluate(model, out[0], out[1], *EVAL)
+
+
+def test_a_loader_whose_last_batch_does_not_split_is_refused_before_training():
+    model = bn_mlp("data")
+    params, state = init(model)
+    ragged = data.Loader(X[:100], Y[:100], 32, key=KEY, drop_last=False)    # last batch: 4
+    with pytest.raises(ValueError, match=r"fit: data: the Loader's last batch \(drop_last="
+                                         r"False\) of 4 is not divisible by the 8 devices"):
+        train.fit(model, params, state, OPT, ragged, 1, key=KEY, progress=False,
+                  mesh=parallel.make_mesh())
+    with pytest.raises(ValueError, match=r"fit: data: the Loader's batch_size 12 is not "
+                                         r"divisible by the 8 devices"):
+        train.fit(model, params, state, OPT, data.Loader(X, Y, 12), 1, key=KEY,
+                  progress=False, mesh=parallel.make_mesh())
