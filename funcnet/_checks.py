@@ -37,7 +37,7 @@ __all__ = [
     "check_index_range", "check_lengths", "check_callable", "check_optimizer", "check_key",
     "normalize_pair", "normalize_padding", "is_array", "is_key",
     "check_array_leaves", "check_divisible", "check_dtype", "check_nonempty",
-    "check_hyperparameter", "check_same_leading", "check_batch_size",
+    "check_hyperparameter", "check_same_leading", "check_batch_size", "valid_steps",
 ]
 
 
@@ -380,6 +380,14 @@ def check_lengths(fn: str, xs, lengths):
     return lengths if signed else lengths.astype(jnp.int32)
 
 
+def valid_steps(lengths, shape):
+    """Booleans ``t < lengths[n]`` (the real steps of a padded time-major batch, with
+    ``lengths`` checked by :func:`check_lengths`) of shape ``(T, N)`` followed by unit
+    axes up to the rank of ``shape`` ``(T, N, ...)``."""
+    mask = jnp.arange(shape[0], dtype=lengths.dtype)[:, None] < lengths[None, :]
+    return mask.reshape(mask.shape + (1,) * (len(shape) - 2))
+
+
 def check_callable(fn: str, name: str, value, signature: str = "") -> None:
     if not callable(value):
         sig = f" {signature}" if signature else ""
@@ -387,9 +395,9 @@ def check_callable(fn: str, name: str, value, signature: str = "") -> None:
 
 
 def check_optimizer(fn: str, name: str, t) -> None:
-    """optax's protocol: a NamedTuple-like tuple with ``init`` and ``update`` (funcnet's
-    ``Optimizer``, optax's ``GradientTransformation``)."""
-    if not (isinstance(t, tuple) and hasattr(t, "init") and hasattr(t, "update")):
+    """optax's protocol: an object with callable ``init`` and ``update`` (funcnet's
+    ``Optimizer``, optax's ``GradientTransformation``, ``optax.MultiSteps``)."""
+    if not (callable(getattr(t, "init", None)) and callable(getattr(t, "update", None))):
         raise TypeError(f"{fn}: {name} must be an optimizer (init, update), got "
                         f"{type(t).__name__} (e.g. funcnet.optim.adam(1e-3) or an optax "
                         f"GradientTransformation)")

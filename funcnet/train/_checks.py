@@ -1,6 +1,10 @@
 """Argument checks specific to training (generic ones live in :mod:`funcnet._checks`)."""
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
+from typing import NamedTuple
+
 import jax
 import numpy as np
 from jax.sharding import Mesh
@@ -8,6 +12,7 @@ from jax.sharding import Mesh
 from funcnet import _checks
 from funcnet._checks import is_array
 from funcnet.nn import Layer
+from funcnet.train.metrics import default_metrics
 
 
 def check_model_args(fn: str, model, loss_fn, metrics_fn, compute_dtype):
@@ -68,15 +73,72 @@ def check_labels(fn: str, what: str, y, num_classes: int | None) -> None:
                                   f"{num_classes} outputs")
 
 
-def num_classes(fn: str, what: str, model, params, state, x, y) -> int | None:
+# Log entries of ``fit`` that a metric must not overwrite (``eval_*`` are the evaluation's).
+FIT_LOGS = ("loss", "epoch", "learning_rate", "epoch_time")
+
+
+def check_outputs(fn: str, loss, metrics, reserved=("loss",), prefix: str | None = None
+                  ) -> dict:
+    """``loss`` must be a scalar (the batch mean), ``metrics`` a dict (or ``None``) of scalars
+    named neither ``reserved`` nor ``prefix...``; returns the metrics as a dict. Shapes only:
+    works on arrays, tracers and ``ShapeDtypeStruct`` s, so it runs at trace time."""
+    if _checks.shape_of(loss) != ():
+        raise ValueError(
+            f"{fn}: loss_fn must return a scalar, the mean over the batch; it returned shape "
+            f"{_checks.shape_of(loss)}. A per-example loss (as optax's losses are) needs "
+            f"its mean: loss_fn=lambda logits, labels: my_loss(logits, labels).mean()")
+    if metrics is None:
+        return {}
+    if not isinstance(metrics, Mapping):
+        raise TypeError(f"{fn}: metrics_fn must return a dict {{name: scalar}} (or None), "
+                        f"got {type(metrics).__name__}")
+    for name, value in metrics.items():
+        if not isinstance(name, str):
+            raise TypeError(f"{fn}: metrics_fn's names must be str, got {name!r}")
+        if name in reserved or (prefix is not None and name.startswith(prefix)):
+            taken = ", ".join(repr(r) for r in reserved) + (f" or {prefix!r}..." if prefix
+                                                             else "")
+            raise ValueError(f"{fn}: metrics_fn returned a metric named {name!r}, a name "
+                             f"{fn} gives its own log entries ({taken}); rename it")
+        if _checks.shape_of(value) != ():
+            raise ValueError(f"{fn}: metrics_fn must return scalars, the means over the "
+                             f"batch; {name!r} has shape {_checks.shape_of(value)}")
+    return dict(metrics)
+
+
+class Outputs(NamedTuple):
+    """What tracing the model, the loss and the metrics on one batch shape tells."""
+
+    num_classes: int | None    # C for integer class labels of (..., C) logits, else None
+    metrics: tuple             # the metric names, in metrics_fn's order
+
+
+def trace_outputs(fn: str, what: str, model, params, state, x, y, loss_fn=None,
+                  metrics_fn=None, reserved=("loss",), prefix: str | None = None) -> Outputs:
     """Traces the model on ``x``'s shape (its shape errors name ``what``, before any
-    training) and returns ``C`` when ``y`` holds integer class indices for its
-    ``(..., C)`` logits, else ``None``."""
-    spec = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(tuple(a.shape), a.dtype), x,
-                                  is_leaf=is_array)
+    training) and, given ``loss_fn``, the loss and the metrics on its logits
+    (:func:`check_outputs`); returns the class count of integer labels and the metric
+    names."""
+    def spec(a):
+        return jax.ShapeDtypeStruct(tuple(a.shape), a.dtype)
+
+    def outputs(p, s, a, t):
+        logits, _ = model.apply(p, s, a, train=False)
+        if loss_fn is None:
+            return logits, None, None
+        metrics = (default_metrics(loss_fn) if metrics_fn is None else metrics_fn)(logits, t)
+        return logits, loss_fn(logits, t), metrics
+
     with _checks.context(f"{fn}: {what}"):
-        logits, _ = jax.eval_shape(lambda p, s, a: model.apply(p, s, a, train=False),
-                                   params, state, spec)
+        logits, loss, metrics = jax.eval_shape(
+            outputs, params, state, jax.tree_util.tree_map(spec, x, is_leaf=is_array),
+            spec(y) if is_array(y) else y)
+    names = () if loss_fn is None else tuple(check_outputs(fn, loss, metrics, reserved,
+                                                           prefix))
+    return Outputs(_classes(logits, y), names)
+
+
+def _classes(logits, y) -> int | None:
     if not is_array(y) or not np.issubdtype(np.dtype(y.dtype), np.integer):
         return None
     if not is_array(logits):
@@ -99,6 +161,18 @@ def check_manager(fn: str, manager) -> None:
     keep = getattr(manager, "keep", None)
     if keep is not None:
         _checks.static_int(fn, "checkpoint.keep", keep, minimum=1)
+
+
+def check_config(fn: str, config):
+    """``config`` as its JSON round trip (tuples become lists, so that it compares equal to
+    the copy read back from a checkpoint); ``None`` stays ``None``."""
+    if config is None:
+        return None
+    try:
+        return json.loads(json.dumps(config, sort_keys=True, allow_nan=False))
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{fn}: config must be JSON-serialisable (dicts with str keys, lists, "
+                        f"str, finite numbers, bool, None): {err}") from None
 
 
 def check_mesh(fn: str, mesh) -> int:

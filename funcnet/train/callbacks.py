@@ -32,7 +32,8 @@ import jax.numpy as jnp
 
 from funcnet import _checks
 
-__all__ = ["EarlyStopping", "KeepBest", "TrainState", "call_callback", "resume_callbacks"]
+__all__ = ["EarlyStopping", "KeepBest", "TrainState", "call_callback", "check_monitors",
+           "resume_callbacks"]
 
 
 class TrainState(NamedTuple):
@@ -60,6 +61,23 @@ def resume_callbacks(callbacks, history: dict, train_state: TrainState):
                                         train_state)) and stopped is None:
             stopped = cb
     return stopped
+
+
+def check_monitors(fn: str, callbacks, keys, eval_data: bool) -> None:
+    """Before training: every callback's ``monitor`` (:class:`EarlyStopping`,
+    :class:`KeepBest`, or any callback with a str ``monitor``) names a log entry ``fit``
+    writes. ``keys`` is the set of them, or ``None`` when the metric names are not known
+    yet (batches from an iterable); ``eval_*`` needs ``eval_data``."""
+    for i, cb in enumerate(callbacks):
+        monitor = getattr(cb, "monitor", None)
+        if not isinstance(monitor, str):
+            continue
+        where = f"{fn}: callbacks[{i}] ({type(cb).__name__}) monitors {monitor!r}"
+        if monitor.startswith("eval_") and not eval_data:
+            raise ValueError(f"{where}, which is logged only with eval_data=(x, y)")
+        if keys is not None and monitor not in keys:
+            raise ValueError(f"{where}, which {fn} does not log; the logs hold "
+                             f"{', '.join(sorted(keys))}")
 
 
 class _Monitor:

@@ -22,6 +22,7 @@ from jax import lax
 
 from funcnet import data
 from funcnet.train import sharding
+from funcnet.train._cache import compile_cache
 from funcnet.train.step import train_step
 
 __all__ = ["all_finite", "compiled"]
@@ -41,7 +42,7 @@ def all_finite(tree) -> jax.Array:
     return functools.reduce(jnp.logical_and, flags, jnp.array(True))
 
 
-@functools.lru_cache(maxsize=32)
+@compile_cache(maxsize=32)
 def compiled(model, opt, loss_fn, metrics_fn, compute_dtype, batch_size, mesh):
     """``(jitted epoch scan, jitted guarded step)`` for one configuration (cached).
 

@@ -1,7 +1,6 @@
 """Batched evaluation in eval mode: every example counts once, on one device or a mesh."""
 from __future__ import annotations
 
-import functools
 from typing import Callable
 
 import jax
@@ -11,14 +10,15 @@ import numpy as np
 from funcnet import _checks, ops
 from funcnet.data._common import take_rows
 from funcnet.train import sharding
+from funcnet.train._cache import compile_cache
 from funcnet.train._checks import (check_labels, check_mesh, check_model_args, check_pair,
-                                   num_classes, num_rows)
+                                   num_rows, trace_outputs)
 from funcnet.train.metrics import cast_floating, default_metrics, per_example
 
 __all__ = ["evaluate"]
 
 
-@functools.lru_cache(maxsize=64)
+@compile_cache(maxsize=64)
 def _eval_batch(model, loss_fn: Callable, metrics_fn: Callable, compute_dtype, mesh):
     """Jitted ``(params, state, x, y, mask) -> {name: sum over the unmasked examples}``."""
 
@@ -28,7 +28,7 @@ def _eval_batch(model, loss_fn: Callable, metrics_fn: Callable, compute_dtype, m
         if compute_dtype is not None:
             logits = logits.astype(jnp.float32)
         values = {"loss": per_example(loss_fn, logits, y),
-                  **per_example(metrics_fn, logits, y)}
+                  **(per_example(metrics_fn, logits, y) or {})}
         return {k: jnp.sum(v * mask.astype(v.dtype)) for k, v in values.items()}
 
     if mesh is None:
@@ -77,7 +77,8 @@ def evaluate(model, params, state, x, y, batch_size: int = 1024, *,
     x, y = check_pair(fn, "data", (x, y))
     devices = check_mesh(fn, mesh)
     batch_size = _checks.static_int(fn, "batch_size", batch_size, minimum=1)
-    check_labels(fn, "y", y, num_classes(fn, "x", model, params, state, x, y))
+    outputs = trace_outputs(fn, "x", model, params, state, x, y, loss_fn, metrics_fn)
+    check_labels(fn, "y", y, outputs.num_classes)
     return evaluate_checked(model, params, state, x, y, batch_size, loss_fn, metrics_fn,
                             compute_dtype, mesh, devices)
 

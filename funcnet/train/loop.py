@@ -30,16 +30,18 @@ import numpy as np
 
 from funcnet import _checks, data as fdata, ops, optim
 from funcnet.train import sharding
-from funcnet.train._checks import (check_batch_split, check_labels, check_manager, check_mesh,
-                                   check_model_args, check_pair, is_pair, num_classes,
-                                   num_rows)
-from funcnet.train.callbacks import TrainState, call_callback, resume_callbacks
+from funcnet.train._checks import (FIT_LOGS, check_batch_split, check_config, check_labels,
+                                   check_manager, check_mesh, check_model_args, check_pair, is_pair,
+                                   num_rows, trace_outputs)
+from funcnet.train.callbacks import (TrainState, call_callback, check_monitors,
+                                     resume_callbacks)
 from funcnet.train.epochs import all_finite, compiled
 from funcnet.train.errors import NonFiniteError
 from funcnet.train.evaluate import evaluate_checked
 from funcnet.train.feed import Prefetcher
 from funcnet.train.progress import EpochProgress
-from funcnet.train.run import fingerprint, resume_point, save_metadata
+from funcnet.train.run import (fingerprint, resume_point, save_metadata, stable_name,
+                               stopped_by)
 
 __all__ = ["SCAN_MAX_BYTES", "fit"]
 
@@ -211,7 +213,7 @@ def fit(model, params, state, opt, data, epochs: int, *, batch_size: int | None 
         resume: bool = True, overwrite: bool = False, progress=None, scan=None,
         opt_state=None, loss_fn: Callable = ops.softmax_cross_entropy,
         metrics_fn: Callable | None = None, compute_dtype=None, eval_batch_size: int = 1024,
-        callbacks=(), mesh=None, prefetch: int | None = None):
+        callbacks=(), mesh=None, prefetch: int | None = None, config=None):
     """Trains ``model`` for ``epochs`` epochs of shuffled mini-batches.
 
     Each epoch runs :func:`funcnet.train.train_step` on every batch: as one jitted
@@ -308,6 +310,10 @@ def fit(model, params, state, opt, data, epochs: int, *, batch_size: int | None 
       mesh: a :class:`jax.sharding.Mesh` to train data-parallel on, or ``None``.
       prefetch: batches prepared ahead of the step by a background thread (per-step
         paths); ``None``: 2 on an accelerator, 0 (no thread) on the CPU.
+      config: what else defines the run and ``fit`` cannot see, as JSON (e.g. ``{"lr":
+        1e-3, "b1": 0.9, "augment": "flip"}``: an optax optimizer's hyperparameters,
+        which are closures, or a data version): part of the run's fingerprint, so a rerun
+        with another ``config`` is refused instead of resumed.
 
     Returns:
       ``(params, state, opt_state, history)``; ``history`` is a dict of lists, one entry
@@ -338,6 +344,7 @@ def fit(model, params, state, opt, data, epochs: int, *, batch_size: int | None 
     resume = _checks.static_bool(fn, "resume", resume)
     overwrite = _checks.static_bool(fn, "overwrite", overwrite)
     key = _checks.check_key(fn, key, allow_seed=True)
+    config = check_config(fn, config)
     devices = check_mesh(fn, mesh)
     callbacks = tuple(callbacks)
     for i, cb in enumerate(callbacks):
@@ -351,10 +358,14 @@ def fit(model, params, state, opt, data, epochs: int, *, batch_size: int | None 
             raise TypeError(f"{fn}: batch_size is required with (x, y) arrays")
         batch_size = _checks.check_batch_size(fn, batch_size, num_rows(x))
         check_batch_split(fn, "batch_size", batch_size, devices)
-        check_labels(fn, "data y", y, num_classes(fn, "data", model, params, state, x, y))
+        outputs = trace_outputs(fn, "data", model, params, state, x, y, loss_fn, metrics_fn,
+                                FIT_LOGS, "eval_")
+        check_labels(fn, "data y", y, outputs.num_classes)
+        train_metrics = outputs.metrics
         if scan is None:
             scan = _nbytes(x) + _nbytes(y) <= _scan_limit()
     else:
+        train_metrics = None          # known at the first batch
         if batch_size is not None:
             raise TypeError(f"{fn}: batch_size is for (x, y) arrays; an iterable of batches "
                             f"sets its own batch size, got batch_size={batch_size!r}")
@@ -370,8 +381,9 @@ def fit(model, params, state, opt, data, epochs: int, *, batch_size: int | None 
                                   last, devices)
     if eval_data is not None:
         ex, ey = check_pair(fn, "eval_data", eval_data)
-        check_labels(fn, "eval_data y", ey, num_classes(fn, "eval_data", model, params, state,
-                                                        ex, ey))
+        eval_outputs = trace_outputs(fn, "eval_data", model, params, state, ex, ey, loss_fn,
+                                     metrics_fn)
+        check_labels(fn, "eval_data y", ey, eval_outputs.num_classes)
     if checkpoint is not None:
         check_manager(fn, checkpoint)
     if not bool(all_finite((params, state))):
@@ -381,9 +393,17 @@ def fit(model, params, state, opt, data, epochs: int, *, batch_size: int | None 
     # ------------------------------------------------------------ run and resume
     if opt_state is None:
         opt_state = opt.init(params)
+    first_lr = _learning_rate(opt, opt_state)
+    if train_metrics is not None:
+        logged = {"loss", *train_metrics, "epoch_time"} | (
+            set() if first_lr is None else {"learning_rate"}) | (
+            set() if eval_data is None else {f"eval_{k}" for k in ("loss",
+                                                                   *eval_outputs.metrics)})
+    check_monitors(fn, callbacks, None if train_metrics is None else logged,
+                   eval_data is not None)
     fp = fingerprint(model=model, params=params, state=state, opt_state=opt_state,
-                     learning_rate=_learning_rate(opt, opt_state), loss_fn=loss_fn, key=key,
-                     batch_size=batch_size, data=source)
+                     learning_rate=first_lr, loss_fn=loss_fn, key=key,
+                     batch_size=batch_size, data=source, config=config)
     start, history = 0, {}
     writer = jax.process_index() == 0
     if checkpoint is not None:
@@ -397,13 +417,15 @@ def fit(model, params, state, opt, data, epochs: int, *, batch_size: int | None 
     params, state, opt_state = _place((params, state, opt_state), mesh)
     bar = EpochProgress(epochs, enabled=progress is not False and writer,  # one process logs
                         start=min(start, epochs))
-    stopped_by = None
+    stopper = None
     if start > 0:
-        stopped_by = resume_callbacks(callbacks, history, TrainState(params, state, opt_state))
-    if start > 0 and (start >= epochs or stopped_by is not None):
-        stop_epoch = getattr(stopped_by, "stopped_epoch", None) or start
+        stopper = resume_callbacks(callbacks, history, TrainState(params, state, opt_state))
+        if stopper is None:     # a callback without on_resume that stopped the run, if here
+            stopper = _recorded_stopper(callbacks, stopped_by(checkpoint, start))
+    if start > 0 and (start >= epochs or stopper is not None):
+        stop_epoch = getattr(stopper, "stopped_epoch", None) or start
         why = (f"checkpoint at epoch {start} of {epochs}" if start >= epochs else
-               f"{stopped_by!r} had stopped this run at epoch {stop_epoch}")
+               f"{_shown(stopper)} had stopped this run at epoch {stop_epoch}")
         bar.note(f"fit: nothing to train: {why}")
         bar.close()
         return params, state, opt_state, history
@@ -421,7 +443,7 @@ def fit(model, params, state, opt, data, epochs: int, *, batch_size: int | None 
     else:
         labels_ok = None
         if kind == "batches":
-            labels_ok = _lazy_label_check(fn, model, params, state)
+            labels_ok = _lazy_label_check(fn, model, params, state, loss_fn, metrics_fn)
         put = _batch_putter(fn, mesh, devices, labels_ok, checked=kind == "arrays")
         # arrays: the scan path's batches (fdata.Loader draws the same permutation)
         epoch_batches = (fdata.Loader(x, y, batch_size, key=key) if kind == "arrays"
@@ -460,25 +482,49 @@ def fit(model, params, state, opt, data, epochs: int, *, batch_size: int | None 
             logs["epoch_time"] = time.perf_counter() - t0
             _append(history, {"epoch": epoch + 1, **logs})
             bar.update(epoch + 1, logs, logs["epoch_time"])
-            train_state = TrainState(params, state, opt_state)
-            stop = False
-            for cb in callbacks:
-                stop = call_callback(cb, epoch + 1, logs, train_state) or stop
             done = epoch + 1
-            if checkpoint is not None and writer and (
-                    done % checkpoint_every == 0 or done == epochs or stop):
-                arrays = (params, state, opt_state)
-                if mesh is not None:   # the replicated arrays, read from this process
-                    arrays = sharding.to_host(arrays)
-                tree = {"params": arrays[0], "state": arrays[1], "opt_state": arrays[2],
-                        "epoch": done, "key": key}
-                checkpoint.save(done, tree, metadata=save_metadata(fp, history, done))
+            save = checkpoint is not None and writer
+            if save and (done % checkpoint_every == 0 or done == epochs):
+                # before the callbacks: an error in one of them keeps this epoch
+                _save(checkpoint, done, (params, state, opt_state), key, mesh,
+                      save_metadata(fp, history, done))
+            train_state = TrainState(params, state, opt_state)
+            stops = [call_callback(cb, done, logs, train_state) for cb in callbacks]
+            stop = any(stops)
+            if save and stop:        # the record of who stopped it (the same step again)
+                first = callbacks[stops.index(True)]
+                _save(checkpoint, done, (params, state, opt_state), key, mesh,
+                      save_metadata(fp, history, done, stopped_by=stable_name(first)))
             if stop:
                 bar.note(f"fit: stopped by a callback after epoch {done} of {epochs}")
                 break
     finally:
         bar.close()
     return params, state, opt_state, history
+
+
+def _save(manager, done: int, arrays, key, mesh, metadata: dict) -> None:
+    """Checkpoint ``done`` (epochs done) of ``(params, state, opt_state)``."""
+    if mesh is not None:   # the replicated arrays, read from this process
+        arrays = sharding.to_host(arrays)
+    tree = {"params": arrays[0], "state": arrays[1], "opt_state": arrays[2], "epoch": done,
+            "key": key}
+    manager.save(done, tree, metadata=metadata)
+
+
+def _recorded_stopper(callbacks, name: str | None):
+    """The callback (one without ``on_resume``, which decides itself) whose
+    :func:`stable_name` the checkpoint records as having stopped the run, else ``None``:
+    remove it from ``callbacks`` to train on."""
+    if name is None:
+        return None
+    return next((cb for cb in callbacks if not callable(getattr(cb, "on_resume", None))
+                 and stable_name(cb) == name), None)
+
+
+def _shown(cb) -> str:
+    """A callback as the "nothing to train" note names it."""
+    return repr(cb) if callable(getattr(cb, "on_resume", None)) else stable_name(cb)
 
 
 def _append(history: dict, row: dict) -> None:
@@ -490,8 +536,9 @@ def _append(history: dict, row: dict) -> None:
         history.setdefault(k, [None] * done).append(row.get(k))
 
 
-def _lazy_label_check(fn: str, model, params, state) -> Callable:
-    """``check(x, y)`` of host labels for iterables: the class count from the first batch."""
+def _lazy_label_check(fn: str, model, params, state, loss_fn, metrics_fn) -> Callable:
+    """``check(x, y)`` of host labels for iterables: the class count (and the loss's and
+    metrics' shapes and names) from the first batch of each shape."""
     classes: dict = {}
     # shapes only: the arrays themselves are donated to the first step
     params, state = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype),
@@ -501,7 +548,9 @@ def _lazy_label_check(fn: str, model, params, state) -> Callable:
         leaves, treedef = jax.tree_util.tree_flatten((x, y))
         shape = (treedef, *((tuple(a.shape[1:]), str(a.dtype)) for a in leaves))
         if shape not in classes:
-            classes[shape] = num_classes(fn, "a batch of data", model, params, state, x, y)
+            classes[shape] = trace_outputs(fn, "a batch of data", model, params, state, x, y,
+                                           loss_fn, metrics_fn, FIT_LOGS,
+                                           "eval_").num_classes
         check_labels(fn, "a batch's y", y, classes[shape])
 
     return check

@@ -16,7 +16,6 @@ over a padded evaluation batch). The default (``metrics_fn=None`` in :func:`trai
 """
 from __future__ import annotations
 
-import functools
 from typing import Callable
 
 import jax
@@ -105,16 +104,9 @@ def default_metrics(loss_fn: Callable) -> Callable:
 
     Returns :func:`classification_metrics` for the losses that take one-hot /
     probability labels, and an accuracy for integer class indices only for any other
-    loss. Cached per loss, so the jitted functions that use it compile once.
+    loss. Both are module-level functions, so the jitted functions that use them compile
+    once.
     """
-    try:
-        return _default_metrics(loss_fn)
-    except TypeError:  # an unhashable loss object
-        return _default_metrics.__wrapped__(loss_fn)
-
-
-@functools.lru_cache(maxsize=64)
-def _default_metrics(loss_fn: Callable) -> Callable:
     if any(loss_fn is f for f in _PROBABILITY_LOSSES):
         return classification_metrics
     return _index_metrics

@@ -13,6 +13,11 @@ the trajectory of the parameters, and only that:
   key, ``drop_last`` and transform's name; any other iterable of batches is recorded as
   ``"iterable"`` (it cannot be read without being consumed).
 
+The user's ``config`` (``fit(config=...)``, JSON) joins it: what defines the run that fit
+cannot see, such as an optax optimizer's hyperparameters (closures) or augmentation
+settings. A mismatch of params, state or optimizer state names the first leaf that
+differs (``"leaves"``, the readable form of those three hashes).
+
 Not in it, so that they can change between a run and its resumption: ``epochs`` (extend
 a finished run), ``eval_data``, ``callbacks``, ``metrics_fn``, ``progress``,
 ``checkpoint_every``, ``scan``, ``compute_dtype`` and ``mesh`` (resume an 8-core run on one
@@ -33,7 +38,8 @@ from funcnet._checks import is_key
 from funcnet.data.batching import Loader
 from funcnet.train.errors import RunMismatchError
 
-__all__ = ["META_KEY", "fingerprint", "resume_point", "save_metadata"]
+__all__ = ["META_KEY", "fingerprint", "resume_point", "save_metadata", "stable_name",
+           "stopped_by"]
 
 META_KEY = "funcnet.fit"
 
@@ -103,21 +109,37 @@ def describe_data(data) -> str:
     return "iterable"
 
 
+def describe_leaves(tree) -> list[str]:
+    """``"path dtype[shape]"`` of every leaf: what :func:`tree_signature` hashes, kept
+    readable so that a mismatch can name the first leaf that differs."""
+    return [f"{jax.tree_util.keystr(path) or '(root)'} "
+            f"{_dtype_name(a) if not is_key(a) else a.dtype}{list(np.shape(a))}"
+            for path, a in jax.tree_util.tree_flatten_with_path(tree)[0]]
+
+
+_TREES = ("params", "state", "opt_state")
+
+
 def fingerprint(*, model, params, state, opt_state, learning_rate, loss_fn, key,
-                batch_size, data) -> dict:
+                batch_size, data, config=None) -> dict:
     """The run's fingerprint (JSON-serialisable; see the module docstring). ``data``:
-    ``(x, y)`` or the source of batches (:func:`describe_data`)."""
-    return {
+    ``(x, y)`` or the source of batches (:func:`describe_data`); ``config``: the user's
+    JSON-serialisable description of the rest of the run (``fit(config=...)``). Its
+    ``"leaves"`` entry explains a tree mismatch and is not compared itself."""
+    trees = dict(zip(_TREES, (params, state, opt_state)))
+    fp = {
         "model": describe_model(model),
-        "params": tree_signature(params),
-        "state": tree_signature(state),
-        "opt_state": tree_signature(opt_state),
+        **{name: tree_signature(tree) for name, tree in trees.items()},
         "learning_rate": None if learning_rate is None else float(learning_rate),
         "loss_fn": stable_name(loss_fn),
         "key": key_hex(key),
         "batch_size": batch_size,
         "data": describe_data(data),
+        "leaves": {name: describe_leaves(tree) for name, tree in trees.items()},
     }
+    if config is not None:
+        fp["config"] = config
+    return fp
 
 
 def _where(manager) -> str:
@@ -140,10 +162,36 @@ def _shown(now, saved) -> tuple[str, str]:
 
 def _differs(k: str, now, saved) -> bool:
     """Whether fingerprint entry ``k`` differs; a Loader's run written by an older
-    funcnet, which recorded every source of batches as ``"iterable"``, still resumes."""
-    if k == "data" and saved == "iterable" and str(now).startswith("Loader("):
+    funcnet, which recorded every source of batches as ``"iterable"``, still resumes, and
+    ``leaves`` (explanation only) is never compared."""
+    if k == "leaves" or (k == "data" and saved == "iterable" and
+                         str(now).startswith("Loader(")):
         return False
     return saved != now
+
+
+def _first_leaf_difference(now: list, saved) -> str:
+    """The first leaf (``"path dtype[shape]"``) where two :func:`describe_leaves` differ."""
+    if not isinstance(saved, list):
+        return ""
+    for a, b in zip(now, saved):
+        if a != b:
+            return f": {a} now, {b} in the checkpoint"
+    if len(now) != len(saved):
+        extra, where = (now[len(saved)], "now only") if len(now) > len(saved) else \
+            (saved[len(now)], "in the checkpoint only")
+        return f": {len(now)} leaves now, {len(saved)} in the checkpoint ({extra} {where})"
+    return ": the same leaves in another tree structure (e.g. another optimizer's state)"
+
+
+def _explained(k: str, now: dict, saved: dict, step: int) -> str:
+    if k in _TREES and isinstance(saved.get("leaves"), dict):
+        return f"{k} differs from the checkpoint of epoch {step}" + _first_leaf_difference(
+            now["leaves"][k], saved["leaves"].get(k))
+    if k == "config" and k not in saved:
+        return f"config is {now[k]!r} now, none in the checkpoint of epoch {step}"
+    return "{} is {} now but {} in the checkpoint of epoch {}".format(
+        k, *_shown(now.get(k), saved.get(k)), step)
 
 
 def _mismatch(meta, fp: dict, step: int) -> str | None:
@@ -152,8 +200,9 @@ def _mismatch(meta, fp: dict, step: int) -> str | None:
     if not isinstance(run, dict) or not isinstance(run.get("fingerprint"), dict):
         return f"the checkpoint of step {step} was not written by fit (it has no run fingerprint)"
     saved = run["fingerprint"]
-    diffs = ["{} is {} now but {} in the checkpoint of epoch {}".format(
-        k, *_shown(fp[k], saved.get(k)), step) for k in fp if _differs(k, fp[k], saved.get(k))]
+    keys = [*fp, *(["config"] if "config" in saved and "config" not in fp else [])]
+    diffs = [_explained(k, fp, saved, step) for k in keys
+             if _differs(k, fp.get(k), saved.get(k))]
     return "; ".join(diffs) or None
 
 
@@ -200,18 +249,29 @@ def resume_point(fn: str, manager, *, resume: bool, overwrite: bool, fp: dict, l
                                  for v in vs] for k, vs in history.items()}
 
 
+def stopped_by(manager, step: int) -> str | None:
+    """The :func:`stable_name` of the callback that stopped the run at checkpoint ``step``
+    (recorded by :func:`save_metadata`), else ``None``."""
+    run = (manager.metadata(step) or {}).get(META_KEY) or {}
+    return run.get("stopped_by") if isinstance(run, dict) else None
+
+
 # JSON has no NaN or infinity: the history stores them as these strings, so that ``None``
 # keeps meaning "not measured" (checkpoints of funcnet 0.2.0 wrote NaN as None).
 _NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 
 
-def save_metadata(fp: dict, history: dict, epoch: int) -> dict:
+def save_metadata(fp: dict, history: dict, epoch: int, stopped_by: str | None = None) -> dict:
     """The metadata ``fit`` stores with the checkpoint of ``epoch`` (JSON: a NaN or an
-    infinity in the history is written as ``"nan"``, ``"inf"``, ``"-inf"``)."""
+    infinity in the history is written as ``"nan"``, ``"inf"``, ``"-inf"``), and the
+    :func:`stable_name` of the callback that stopped the run there, if one did."""
     def clean(v):
         if isinstance(v, float) and not math.isfinite(v):
             return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
         return v
-    return {META_KEY: {"fingerprint": fp, "epoch": epoch,
-                       "history": {k: [clean(v) for v in vs] for k, vs in history.items()}}}
+    run = {"fingerprint": fp, "epoch": epoch,
+           "history": {k: [clean(v) for v in vs] for k, vs in history.items()}}
+    if stopped_by is not None:
+        run["stopped_by"] = stopped_by
+    return {META_KEY: run}
 

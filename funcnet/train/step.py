@@ -25,7 +25,8 @@ import jax.numpy as jnp
 from jax import lax
 
 from funcnet import _checks, ops, optim
-from funcnet.train._checks import check_model_args
+from funcnet.optim.combine import call_update
+from funcnet.train._checks import check_model_args, check_outputs
 from funcnet.train.metrics import cast_floating, default_metrics
 
 __all__ = ["make_train_step", "train_step"]
@@ -66,8 +67,8 @@ def _averaging(opt, axis_name):
     """
     if axis_name is None:
         return opt
-    return optim.Optimizer(opt.init, lambda g, s, p=None: opt.update(
-        lax.pmean(g, axis_name), s, p))
+    return optim.Optimizer(opt.init, lambda g, s, p=None, **extra: call_update(
+        opt, lax.pmean(g, axis_name), s, p, extra))
 
 
 def train_step(model, opt, loss_fn: Callable = ops.softmax_cross_entropy, *,
@@ -82,9 +83,9 @@ def train_step(model, opt, loss_fn: Callable = ops.softmax_cross_entropy, *,
         (loss, (logits, state)), g = value_and_grad(
             lambda p: loss_fn(model.apply(p, state, x, key=key_d, train=True), y))(params)
         g           = pmean(g, axis_name)                          # only with axis_name
-        updates, opt_state = opt.update(g, opt_state, params)
-        params      = apply_updates(params, updates)
         metrics     = pmean({"loss": loss, **metrics_fn(logits, y)}, axis_name)
+        updates, opt_state = opt.update(g, opt_state, params, value=metrics["loss"])
+        params      = apply_updates(params, updates)
 
     On one device (``axis_name=None``) that is ordinary training. Mapped over devices by
     ``jax.pmap`` / ``jax.shard_map`` with ``axis_name`` bound, each device computes the
@@ -101,6 +102,13 @@ def train_step(model, opt, loss_fn: Callable = ops.softmax_cross_entropy, *,
     devices once). Batch-norm state is threaded through the micro-batches (``k``
     running-average updates), micro-batch ``i`` uses the key ``fold_in(key_d, i)``, and
     the metrics are the means over the micro-batches.
+
+    Extra arguments: an ``update`` that takes ``**extra_args`` (optax's
+    ``GradientTransformationExtraArgs`` and funcnet's optimizers) gets ``value=`` the
+    batch loss (averaged over ``axis_name``; with ``accum_steps`` each micro-batch's), as
+    ``optax.contrib.reduce_on_plateau`` and ``optax.polyak_sgd`` expect; the others are
+    called without it. Any object with ``init`` and ``update`` is an optimizer
+    (``optax.MultiSteps`` too).
 
     Args:
       model: a :class:`funcnet.nn.Layer`.
@@ -136,6 +144,9 @@ def train_step(model, opt, loss_fn: Callable = ops.softmax_cross_entropy, *,
     averaged = _averaging(opt, axis_name)
     acc = optim.accumulate(averaged, k) if k > 1 else None
 
+    def mean(tree):   # over the devices of axis_name (identity without one)
+        return tree if axis_name is None else lax.pmean(tree, axis_name)
+
     def grads_and_metrics(params, state, x, y, key):
         def objective(p):
             logits, new_state = model.apply(cast_floating(p, compute_dtype), state,
@@ -143,13 +154,16 @@ def train_step(model, opt, loss_fn: Callable = ops.softmax_cross_entropy, *,
                                             train=True)
             if compute_dtype is not None:
                 logits = logits.astype(jnp.float32)
-            return loss_fn(logits, y), (logits, new_state)
+            loss = loss_fn(logits, y)
+            check_outputs(fn, loss, None)                      # trace time: a scalar
+            return loss, (logits, new_state)
 
         (loss, (logits, new_state)), grads = jax.value_and_grad(
             objective, has_aux=True)(params)
         # Keep the state's dtypes (and so a scan carry's type) whatever the compute dtype.
         new_state = _tree_map(lambda n, o: n.astype(jnp.result_type(o)), new_state, state)
-        return grads, new_state, {"loss": loss, **metrics_fn(logits, y)}
+        return grads, new_state, {"loss": loss,
+                                  **check_outputs(fn, loss, metrics_fn(logits, y))}
 
     def accumulated(params, state, opt_state, x, y, key):
         acc_state = acc.init(params)._replace(inner_opt_state=opt_state)
@@ -159,7 +173,7 @@ def train_step(model, opt, loss_fn: Callable = ops.softmax_cross_entropy, *,
             i, xb, yb = inp
             kb = None if key is None else jax.random.fold_in(key, i)
             g, st, m = grads_and_metrics(params, st, xb, yb, kb)
-            updates, acc_state = acc.update(g, acc_state, params)
+            updates, acc_state = acc.update(g, acc_state, params, value=mean(m["loss"]))
             return (acc_state, st, updates), m
 
         xs, ys = micro_batches((x, y), k)
@@ -175,12 +189,13 @@ def train_step(model, opt, loss_fn: Callable = ops.softmax_cross_entropy, *,
         key = device_key(key, axis_name)
         if k == 1:
             grads, state, metrics = grads_and_metrics(params, state, x, y, key)
-            updates, opt_state = averaged.update(grads, opt_state, params)
+            metrics = mean(metrics)
+            updates, opt_state = call_update(averaged, grads, opt_state, params,
+                                             {"value": metrics["loss"]})
         else:
             updates, state, opt_state, metrics = accumulated(params, state, opt_state, x, y,
                                                              key)
-        if axis_name is not None:
-            metrics = lax.pmean(metrics, axis_name)
+            metrics = mean(metrics)
         return optim.apply_updates(params, updates), state, opt_state, metrics
 
     return step

@@ -1,7 +1,8 @@
 """Subprocess body of test_fit_faults: ``python -m tests.train._kill_run DIR MODE [SOURCE]``.
 
-MODE ``kill``: fit 4 epochs with a checkpoint per epoch and SIGKILL itself during epoch 3
-(after epoch 2's checkpoint, before epoch 3's). MODE ``resume``: resume that run to 4
+MODE ``kill``: fit 4 epochs with a checkpoint per epoch and SIGKILL itself between epoch
+2's checkpoint and epoch 3's (from a callback of epoch 2: callbacks run after the epoch's
+checkpoint is written). MODE ``resume``: resume that run to 4
 epochs, train the same run uninterrupted in memory, and print ``IDENTICAL`` when the two
 end bit for bit equal (params, state, optimizer state, history losses). MODE ``stop``: the
 same with an ``EarlyStopping`` that stops the uninterrupted run after epoch 3 (it improves
@@ -33,14 +34,14 @@ def main(directory: str, mode: str, source: str = "arrays") -> int:
     params, state = init(BN_MLP)
     manager = checkpoint.CheckpointManager(directory)
 
-    def kill_in_epoch_3(epoch, logs):
-        if epoch == 3:
+    def kill_after_epoch_2(epoch, logs):
+        if epoch == 2:
             os.kill(os.getpid(), signal.SIGKILL)
         return False
 
     if mode == "kill":
         train.fit(BN_MLP, params, state, ADAM, train_data, 4, checkpoint=manager,
-                  callbacks=[kill_in_epoch_3], key=FIT["key"], progress=False, **batching)
+                  callbacks=[kill_after_epoch_2], key=FIT["key"], progress=False, **batching)
         return 1                                   # not reached
     def callbacks():
         return [train.EarlyStopping("loss", patience=2, min_delta=10.0)] if mode == "stop" else []

@@ -42,6 +42,14 @@ class _Manager:
         return []
 
 
+def PER_EXAMPLE(logits, labels):     # optax's habit: one loss per example
+    return -jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], axis=1)[:, 0]
+
+
+def PER_CLASS(logits, labels):
+    return {"per_class": jnp.mean(logits, axis=0)}
+
+
 def _fit(**changes):
     """fit on a data CALLABLE that counts its epochs, so a row can prove no training ran."""
     calls = []
@@ -104,6 +112,25 @@ FIT_ROWS = [
     (dict(callbacks=[3]), TypeError, r"fit: callbacks\[0\] must be callable"),
     (dict(mesh="all"), TypeError, "fit: mesh must be None or a jax.sharding.Mesh"),
     (dict(compute_dtype=jnp.int32), TypeError, "fit: compute_dtype must be a floating"),
+    # the loss and metrics are traced on the data's shapes before training
+    (dict(loss_fn=PER_EXAMPLE), ValueError, r"fit: loss_fn must return a scalar, the mean "
+                                            r"over the batch; it returned shape \(64,\)"),
+    (dict(loss_fn=PER_EXAMPLE, data="callable"), ValueError,
+     r"fit: loss_fn must return a scalar.*shape \(32,\)"),
+    (dict(metrics_fn=PER_CLASS), ValueError, r"fit: metrics_fn must return scalars, the means "
+                                             r"over the batch; 'per_class' has shape \(10,\)"),
+    (dict(metrics_fn=lambda lg, t: {"epoch": jnp.mean(lg)}), ValueError,
+     r"fit: metrics_fn returned a metric named 'epoch', a name fit gives its own log entries"),
+    (dict(metrics_fn=lambda lg, t: {"eval_top5": jnp.mean(lg)}), ValueError,
+     r"fit: metrics_fn returned a metric named 'eval_top5'"),
+    (dict(metrics_fn=lambda lg, t: [jnp.mean(lg)]), TypeError,
+     r"fit: metrics_fn must return a dict \{name: scalar\} \(or None\), got list"),
+    (dict(callbacks=[train.EarlyStopping()]), ValueError,
+     r"fit: callbacks\[0\] \(EarlyStopping\) monitors 'eval_loss', which is logged only "
+     r"with eval_data"),
+    (dict(callbacks=[train.KeepBest("acc")]), ValueError,
+     r"fit: callbacks\[0\] \(KeepBest\) monitors 'acc', which fit does not log; the logs "
+     r"hold accuracy, epoch_time, learning_rate, loss"),
     (dict(data="callable", epochs=1), None, None),         # control row: this one trains
 ]
 
@@ -146,6 +173,12 @@ EVAL_ROWS = [
     (dict(x=X[:, :3]), ValueError, r"evaluate: x: serial\[0\] \(Dense\(32\)\)"),
     (dict(mesh=object()), TypeError, "evaluate: mesh must be None or a jax.sharding.Mesh"),
     (dict(compute_dtype="int8"), TypeError, "evaluate: compute_dtype must be a floating"),
+    # a per-example loss used to be summed silently (650.5 for a mean of 2.5)
+    (dict(loss_fn=PER_EXAMPLE), ValueError, r"evaluate: loss_fn must return a scalar.*shape "
+                                            r"\(64,\)"),
+    (dict(metrics_fn=PER_CLASS), ValueError, r"evaluate: metrics_fn must return scalars"),
+    (dict(metrics_fn=lambda lg, t: {"loss": jnp.mean(lg)}), ValueError,
+     r"evaluate: metrics_fn returned a metric named 'loss'"),
 ]
 
 
@@ -177,6 +210,20 @@ def test_step_factories_reject_bad_arguments(factory, changes, exc, match):
     args.update(changes)
     with pytest.raises(exc, match=match):
         factory(*args.values(), **kwargs)
+
+
+@pytest.mark.parametrize("jit", [False, True])
+@pytest.mark.parametrize("loss_fn, metrics_fn, match", [
+    (PER_EXAMPLE, None, r"train_step: loss_fn must return a scalar.*shape \(8,\)"),
+    (ops.softmax_cross_entropy, PER_CLASS, r"train_step: metrics_fn must return scalars"),
+    (ops.softmax_cross_entropy, lambda lg, t: {"loss": jnp.mean(lg)},
+     r"train_step: metrics_fn returned a metric named 'loss'"),
+])
+def test_step_checks_the_loss_and_metrics_at_trace_time(jit, loss_fn, metrics_fn, match):
+    step = train.train_step(MLP, optim.sgd(0.1), loss_fn, metrics_fn=metrics_fn)
+    step = jax.jit(step) if jit else step
+    with pytest.raises(ValueError, match=match):
+        step(PARAMS, STATE, optim.sgd(0.1).init(PARAMS), X[:8], Y[:8])
 
 
 def test_make_train_step_rejects_a_bad_donate():

@@ -195,3 +195,49 @@ def test_non_finite_history_values_survive_the_checkpoint(tmp_path):
                                      fp={"run": 1}, like=tree)
     got = restored["eval_loss"]
     assert step == 4 and np.isnan(got[0]) and got[1:] == [inf, -inf, None]
+
+
+def test_an_error_in_a_callback_keeps_the_epochs_checkpoint(tmp_path, capsys):
+    """Callbacks run after the epoch's checkpoint is written: a failing plot or log
+    callback used to throw the epoch away."""
+    params, state = init(MLP)
+
+    def broken(epoch, logs):
+        if epoch == 2:
+            raise RuntimeError("the plotting callback failed")
+        return False
+
+    manager = checkpoint.CheckpointManager(tmp_path)
+    with pytest.raises(RuntimeError, match="plotting"):
+        train.fit(MLP, params, state, ADAM, (X, Y), 3, checkpoint=manager, callbacks=[broken],
+                  **FIT)
+    assert manager.all_steps() == [1, 2]
+    full = train.fit(MLP, params, state, ADAM, (X, Y), 3, **FIT)
+    resumed = train.fit(MLP, params, state, ADAM, (X, Y), 3, checkpoint=manager,
+                        batch_size=32, key=FIT["key"])
+    assert "fit: resumed at epoch 2 of 3" in capsys.readouterr().out
+    assert_trees_equal(full[:3], resumed[:3])
+
+
+def test_a_run_a_plain_callback_stopped_stays_stopped(tmp_path, capsys):
+    """A callable without on_resume cannot replay the history; the checkpoint records that
+    it stopped the run, so the same call trains nothing (it used to train on); without
+    that callback the run continues."""
+    params, state = init(MLP)
+
+    def stop_at_2(epoch, logs):
+        return epoch == 2
+
+    manager = checkpoint.CheckpointManager(tmp_path)
+    args = (MLP, params, state, ADAM, (X, Y), 5)
+    kwargs = dict(checkpoint=manager, batch_size=32, key=FIT["key"])
+    first = train.fit(*args, callbacks=[stop_at_2], **kwargs)
+    again = train.fit(*args, callbacks=[stop_at_2], **kwargs)
+    out = capsys.readouterr().out
+    assert ("fit: nothing to train: tests.train.test_callbacks.test_a_run_a_plain_callback_"
+            "stopped_stays_stopped.<locals>.stop_at_2 had stopped this run at epoch 2") in out
+    assert again[3]["epoch"] == [1, 2] and manager.all_steps() == [1, 2]
+    assert_trees_equal(first[:3], again[:3])
+    more = train.fit(*args, **kwargs)                               # without it: trains on
+    assert "fit: resumed at epoch 2 of 5" in capsys.readouterr().out
+    assert more[3]["epoch"] == [1, 2, 3, 4, 5]

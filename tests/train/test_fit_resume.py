@@ -195,3 +195,42 @@ def test_numpy_float64_params_resume_when_x64_is_off(tmp_path, capsys):
                           batch_size=32, key=KEY)
         assert "nothing to train" in capsys.readouterr().out
         assert_trees_equal(full[:3], again[:3])
+
+
+def test_a_config_is_part_of_the_run_and_mismatches_name_the_leaf(tmp_path):
+    """An optax optimizer's hyperparameters are closures fit cannot read: config= puts
+    them into the fingerprint. A changed optimizer state names its first differing leaf
+    (it read as two hex hashes), and a checkpoint of an older funcnet, without "leaves"
+    or "config", still resumes."""
+    from funcnet.train.run import _mismatch, fingerprint
+
+    params, state = init(MLP)
+    manager = checkpoint.CheckpointManager(tmp_path)
+    config = {"lr": 1e-2, "betas": (0.9, 0.999)}
+    train.fit(MLP, params, state, ADAM, (X, Y), 1, checkpoint=manager, config=config, **FIT)
+    with pytest.raises(train.RunMismatchError, match=r"config is \{'betas': \[0.9, 0.999\], "
+                                                     r"'lr': 0.1\} now but \{'betas': \[0.9, "
+                                                     r"0.999\], 'lr': 0.01\} in the "
+                                                     r"checkpoint of epoch 1"):
+        train.fit(MLP, params, state, ADAM, (X, Y), 2, checkpoint=manager,
+                  config=dict(config, lr=0.1), **FIT)
+    with pytest.raises(train.RunMismatchError, match=r"config is None now but"):
+        train.fit(MLP, params, state, ADAM, (X, Y), 2, checkpoint=manager, **FIT)
+    with pytest.raises(train.RunMismatchError,
+                       match=r"opt_state differs from the checkpoint of epoch 1: \[0\]\."
+                             r"trace\[0\]\['b'\] float32\[32\] now, \[0\]\.count int32\[\] in "
+                             r"the checkpoint"):
+        train.fit(MLP, params, state, optim.sgd(1e-2, momentum=0.9), (X, Y), 2,
+                  checkpoint=manager, config=config, **FIT)
+    *_, hist = train.fit(MLP, params, state, ADAM, (X, Y), 2, checkpoint=manager,
+                         config={"betas": [0.9, 0.999], "lr": 1e-2}, **FIT)   # list == tuple
+    assert hist["epoch"] == [1, 2]
+    with pytest.raises(TypeError, match=r"fit: config must be JSON-serialisable"):
+        train.fit(MLP, params, state, ADAM, (X, Y), 1, config={"lr": float("nan")}, **FIT)
+
+    fp = fingerprint(model=MLP, params=params, state=state, opt_state=ADAM.init(params),
+                     learning_rate=0.01, loss_fn=len, key=KEY, batch_size=32, data=(X, Y))
+    older = {k: v for k, v in fp.items() if k != "leaves"}
+    assert _mismatch({META_KEY: {"fingerprint": older}}, fp, 1) is None
+    assert "opt_state differs" in _mismatch(
+        {META_KEY: {"fingerprint": dict(fp, opt_state="0" * 16)}}, fp, 1)

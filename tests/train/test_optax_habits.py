@@ -1,0 +1,96 @@
+"""Habits brought from optax work in fit and the training step: optax.MultiSteps as the
+optimizer, optimizers that read the loss (value=, e.g. reduce_on_plateau), loss and metrics
+functions that are unhashable callable objects, and a metrics function returning None."""
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from funcnet import checkpoint, nn, ops, train
+from tests.train._setup import ADAM, FIT, MLP, assert_trees_equal, init, subset
+
+X, Y = subset(192)
+
+
+@pytest.mark.parametrize("scan", [True, False])
+def test_optax_multisteps_object_is_an_optimizer(scan, tmp_path):
+    """It has init and update but is not a tuple; fit used to refuse it."""
+    params, state = init(MLP)
+    wrapped = optax.MultiSteps(optax.adam(1e-2), every_k_schedule=2)
+    with jax.numpy_dtype_promotion("standard"):    # optax's MultiSteps mixes float and int
+        direct = train.fit(MLP, params, state, wrapped, (X, Y), 2, scan=scan,
+                           checkpoint=checkpoint.CheckpointManager(tmp_path), **FIT)
+        plain = train.fit(MLP, params, state, wrapped.gradient_transformation(), (X, Y), 2,
+                          scan=scan, **FIT)
+    assert_trees_equal(direct[:3], plain[:3])
+    assert int(direct[2].gradient_step) == 6                 # 12 steps, one update per 2
+
+
+@jax.numpy_dtype_promotion("standard")                  # optax's plateau rule mixes dtypes
+def test_an_update_that_reads_the_loss_gets_value():
+    """optax.contrib.reduce_on_plateau needs update(..., value=loss): the step passes the
+    batch loss, as a hand-written optax loop does."""
+    opt = optax.chain(optax.sgd(0.5), optax.contrib.reduce_on_plateau(
+        factor=0.5, patience=1, accumulation_size=1, rtol=0.5))
+    model = nn.serial(nn.Dense(32), nn.ReLU(), nn.Dense(10))      # float64: exact compare
+    _, params, state = model.init(jax.random.PRNGKey(0), (-1, 64))
+    step = jax.jit(train.train_step(model, opt))
+    p, s, o = params, state, opt.init(params)
+    mp, mo = params, opt.init(params)
+
+    def loss_of(p_, x, y):
+        return ops.softmax_cross_entropy(model.apply(p_, state, x, train=True)[0], y)
+
+    for i in range(6):
+        x, y = X[32 * i:32 * (i + 1)], Y[32 * i:32 * (i + 1)]
+        p, s, o, m = step(p, s, o, x, y)
+        value, g = jax.value_and_grad(loss_of)(mp, x, y)
+        updates, mo = opt.update(g, mo, mp, value=value)
+        mp = optax.apply_updates(mp, updates)
+        np.testing.assert_allclose(m["loss"], value, rtol=1e-12)
+    assert float(mo[1].scale) < 1.0                     # the plateau rule did act
+    for a, b in zip(jax.tree_util.tree_leaves((p, o)), jax.tree_util.tree_leaves((mp, mo))):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-12, atol=1e-15)
+
+
+@dataclasses.dataclass
+class Smoothed:                                          # eq=True: instances are unhashable
+    eps: float = 0.1
+
+    def __call__(self, logits, labels):
+        onehot = jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)
+        return ops.softmax_cross_entropy(logits, onehot * (1 - self.eps) + self.eps / 10)
+
+
+@dataclasses.dataclass
+class TopClass:
+    def __call__(self, logits, labels):
+        hit = jnp.argmax(logits, -1).astype(labels.dtype) == labels
+        return {"top": jnp.mean(hit.astype(jnp.float32))}
+
+
+def test_unhashable_loss_and_metrics_objects_train_and_evaluate():
+    params, state = init(MLP)
+    loss, metrics = Smoothed(), TopClass()
+    with pytest.raises(TypeError):
+        hash(loss)
+    out = train.fit(MLP, params, state, ADAM, (X, Y), 2, loss_fn=loss,
+                    metrics_fn=metrics, eval_data=(X, Y), **FIT)
+    ref = train.fit(MLP, params, state, ADAM, (X, Y), 2,
+                    loss_fn=lambda lg, t: loss(lg, t),
+                    metrics_fn=lambda lg, t: metrics(lg, t), eval_data=(X, Y), **FIT)
+    assert_trees_equal(out[:3], ref[:3])
+    assert out[3]["top"] == ref[3]["top"] and out[3]["eval_top"] == ref[3]["eval_top"]
+    ev = train.evaluate(MLP, out[0], out[1], X, Y, loss_fn=loss, metrics_fn=metrics)
+    assert ev == pytest.approx({"loss": out[3]["eval_loss"][-1], "top": out[3]["eval_top"][-1]})
+
+
+def test_a_metrics_function_may_return_none():
+    params, state = init(MLP)
+    *_, hist = train.fit(MLP, params, state, ADAM, (X, Y), 1,
+                         metrics_fn=lambda lg, t: None, eval_data=(X, Y), **FIT)
+    assert [k for k in hist if k.endswith("loss")] == ["loss", "eval_loss"]
+    assert "accuracy" not in hist and "eval_accuracy" not in hist
