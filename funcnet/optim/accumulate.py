@@ -16,7 +16,7 @@ from funcnet import _checks
 from funcnet.optim.base import (
     OptState, Updates, abs_sq, check_optional_dtype, check_state,
     check_updates, current_learning_rate, optimizer, promote_dtypes, safe_increment,
-    zero_count, zeros_like)
+    zero_count, zeros_like, zeros_like_updates)
 from funcnet.optim.combine import call_update
 
 _map = jax.tree_util.tree_map
@@ -119,8 +119,7 @@ def _multi_steps(fn, opt, every_k_schedule, use_grad_mean, should_skip_update_fn
                 acc_grads=_map(jnp.zeros_like, state.acc_grads))
 
         def no_step(**changes):
-            zeros = _map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(step)[0])
-            return zeros, state._replace(skip_state=skip_state, **changes)
+            return zeros_like_updates(step), state._replace(skip_state=skip_state, **changes)
 
         def accumulate_or_step():
             if static_k == 1:

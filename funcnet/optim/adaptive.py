@@ -105,7 +105,7 @@ def scale_by_adam(b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0, mu_dtype=None, *,
                 else:
                     m_hat = m / _debias(b1, count, m)
                 out = m_hat / (jnp.sqrt(v / _debias(b2, count, v) + er) + e)
-            return out.astype(g.dtype)
+            return out  # in the promoted dtype of g and the moments, as optax
 
         out = _map(direction, updates, mu, nu)
         return out, state._replace(
@@ -177,10 +177,10 @@ def _rms_family(fn, decay, eps, initial_scale, eps_in_sqrt, bias_correction, cen
             hats = {k: _map(lambda x: x / _debias(decay, count, x), v) for k, v in hats.items()}
 
         def direction(g, v, m=None):
-            den = v if m is None else v - abs_sq(m).astype(v.dtype)
+            den = v if m is None else _variance(v, m)
             e = cast_like(eps, den)
             s = jax.lax.rsqrt(den + e) if eps_in_sqrt else 1 / (jnp.sqrt(den) + e)
-            return (s * g.astype(s.dtype)).astype(g.dtype)
+            return s * g.astype(s.dtype)  # in the promoted dtype of g and v, as optax
 
         out = (_map(direction, updates, hats["nu"], hats["mu"]) if centered
                else _map(direction, updates, hats["nu"]))
@@ -190,6 +190,15 @@ def _rms_family(fn, decay, eps, initial_scale, eps_in_sqrt, bias_correction, cen
         return out, state._replace(**stored)
 
     return optimizer(init, update)
+
+
+def _variance(v, m):
+    """``v - |m|^2``, at least 0: where the variance is 0 (every step so far saw the same
+    gradient, e.g. the first one with ``bias_correction``) rounding can make it negative,
+    and ``eps`` (1e-8) is smaller than that rounding, so ``rsqrt`` would give NaN. A NaN
+    stays NaN."""
+    den = v - abs_sq(m).astype(v.dtype)
+    return jnp.where(jnp.real(den) < 0, jnp.zeros_like(den), den)
 
 
 def scale_by_rms(decay=0.9, eps=1e-8, initial_scale=0.0, eps_in_sqrt=True,
@@ -223,8 +232,9 @@ def scale_by_rms(decay=0.9, eps=1e-8, initial_scale=0.0, eps_in_sqrt=True,
 def scale_by_stddev(decay=0.9, eps=1e-8, initial_scale=0.0, eps_in_sqrt=True,
                     bias_correction=False):
     """Centered RMSProp's direction (Graves, 2013): :func:`scale_by_rms` with the
-    variance ``v_hat - |m_hat|^2`` in place of ``v_hat``, ``m_t = decay m_{t-1} +
-    (1 - decay) g_t``. Same arguments; state :class:`ScaleByRStdDevState` (or
+    variance ``max(v_hat - |m_hat|^2, 0)`` in place of ``v_hat``, ``m_t = decay m_{t-1} +
+    (1 - decay) g_t`` (the clamp at 0 keeps rounding from giving NaN; optax has none).
+    Same arguments; state :class:`ScaleByRStdDevState` (or
     :class:`ScaleByRStdDevWithCountState`).
 
     References:
@@ -271,10 +281,11 @@ def scale_by_rss(initial_accumulator_value=0.1, eps=1e-7):
         check_state(fn, state, ScaleByRssState, updates, "sum_of_squares")
 
         def step(g, s):
-            s = abs_sq(g).astype(s.dtype) + s
-            inv = jnp.where(jnp.real(s) > 0, jax.lax.rsqrt(s + cast_like(eps, s)),
-                            jnp.zeros_like(s))
-            return (inv * g.astype(s.dtype)).astype(g.dtype), s
+            dt = promote_dtypes(g.dtype, s.dtype)  # the updates' dtype, as optax
+            acc = abs_sq(g).astype(dt) + s.astype(dt)
+            inv = jnp.where(jnp.real(acc) > 0, jax.lax.rsqrt(acc + cast_like(eps, acc)),
+                            jnp.zeros_like(acc))
+            return inv * g.astype(dt), acc.astype(s.dtype)
 
         out, acc = split(updates, _map(step, updates, state.sum_of_squares), 2)
         return out, state._replace(sum_of_squares=acc)

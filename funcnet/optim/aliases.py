@@ -138,7 +138,7 @@ def rmsprop(learning_rate, decay=0.9, eps=1e-8, initial_scale=0.0, eps_in_sqrt=T
     """RMSProp (optax's flexible ``rmsprop``)::
 
         v_t = decay v_{t-1} + (1 - decay) |g_t|^2          (v_0 = initial_scale)
-        centered: m_t = decay m_{t-1} + (1 - decay) g_t,  v_t <- v_t - |m_t|^2
+        centered: m_t = decay m_{t-1} + (1 - decay) g_t,  v_t <- max(v_t - |m_t|^2, 0)
         u_t = -lr g_t / sqrt(v_t + eps)   (eps_in_sqrt; else / (sqrt(v_t) + eps))
         momentum mu: t_t = u_t + mu t_{t-1}, step t_t  (nesterov: u_t + mu t_t)
 

@@ -24,6 +24,12 @@ Python numbers or JAX arrays, including tracers: an optimizer built inside a ``j
 one compiled call. Concrete values must be finite and in range (learning rates >= 0);
 they are cast to the dtype of the gradients, so float32 parameters work with float64
 hyperparameters under ``jax_numpy_dtype_promotion="strict"``.
+
+Mixed precision (as optax): a block's updates have the promoted dtype of the gradients
+and its state (float32 updates for bfloat16 gradients of float32 weights, or from a
+float32 accumulator of bfloat16 weights: rounded once, by ``apply_updates``); a state
+keeps its dtypes (the parameters' or ``accumulator_dtype``/``mu_dtype``), where optax's
+drift to a wider gradients' dtype.
 """
 from __future__ import annotations
 
@@ -122,13 +128,36 @@ def check_trees_match(fn: str, name_a: str, a: PyTree, name_b: str, b: PyTree) -
     ta, tb = jax.tree_util.tree_structure(a), jax.tree_util.tree_structure(b)
     if ta != tb:
         raise ValueError(f"{fn}: {name_a} tree structure does not match {name_b}:\n"
-                         f"  {name_a}: {ta}\n  {name_b}: {tb}")
+                         f"  {name_a}: {ta}\n  {name_b}: {tb}{_look_alike(ta, tb)}")
     for (path, la), lb in zip(jax.tree_util.tree_flatten_with_path(a)[0],
                               jax.tree_util.tree_leaves(b)):
         if np.shape(la) != np.shape(lb):
             where = _checks.path_str(path)
             raise ValueError(f"{fn}: {name_a}{where} has shape {np.shape(la)}, expected "
                              f"{np.shape(lb)} as in {name_b}{where}")
+
+
+def _class_difference(ta, tb):
+    """The first pair of node classes that differ between two tree structures, or None."""
+    da, db = ta.node_data(), tb.node_data()
+    if da is not None and db is not None and da[0] is not db[0]:
+        return da[0], db[0]
+    for ca, cb in zip(ta.children(), tb.children()):
+        found = _class_difference(ca, cb)
+        if found is not None:
+            return found
+    return None
+
+
+def _look_alike(ta, tb) -> str:
+    """For two structures that print alike: the line naming their differing classes
+    (e.g. two libraries' ``MaskedNode``), with modules; else ``""``."""
+    found = _class_difference(ta, tb) if str(ta) == str(tb) else None
+    if found is None:
+        return ""
+    ca, cb = (f"{c.__module__}.{c.__qualname__}" for c in found)
+    return (f"\n  (the structures print alike but hold different classes of the same "
+            f"name: {ca} and {cb})")
 
 
 def check_inexact_leaves(fn: str, name: str, tree: PyTree) -> None:
@@ -250,6 +279,13 @@ def zeros_like(tree, dtype=None):
     return _map(lambda x: jnp.zeros_like(x, dtype=dtype), tree)
 
 
+def zeros_like_updates(fn: Callable[[], tuple]):
+    """Zeros of the shapes and dtypes of the updates ``fn()`` returns (first of its pair),
+    found abstractly (``fn`` is not run): the skip branch of a ``lax.cond`` must match the
+    update branch, whose updates may be wider than the gradients."""
+    return _map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(fn)[0])
+
+
 def split(treedef_source, pairs_tree, n: int):
     """Unzip a tree whose leaves are ``n``-tuples into ``n`` trees of ``treedef_source``."""
     treedef = jax.tree_util.tree_structure(treedef_source)
@@ -287,7 +323,9 @@ def apply_updates(params: Params, updates: Updates) -> Params:
 
 
 def incremental_update(new_tensors: Params, old_tensors: Params, step_size) -> Params:
-    """Polyak averaging: ``step_size * new + (1 - step_size) * old`` leaf by leaf.
+    """Polyak averaging: ``step_size * new + (1 - step_size) * old`` leaf by leaf, in
+    the promoted dtype of ``new`` and ``old`` (as optax: a float32 average of bfloat16
+    weights stays float32).
 
     The moving average of parameters of target networks and of evaluation copies
     (optax's ``incremental_update``); ``step_size`` in [0, 1], possibly traced. For the
@@ -299,8 +337,12 @@ def incremental_update(new_tensors: Params, old_tensors: Params, step_size) -> P
     fn = "incremental_update"
     check_hyperparameter(fn, "step_size", step_size, 0.0, 1.0)
     check_trees_match(fn, "new_tensors", new_tensors, "old_tensors", old_tensors)
-    return _map(lambda n, o: cast_like(step_size, n) * n + one_minus(step_size, n)
-                * o.astype(n.dtype), new_tensors, old_tensors)
+
+    def average(n, o):  # each term in its tensor's dtype, the sum in the promoted one
+        dt = promote_dtypes(n.dtype, o.dtype)
+        return (cast_like(step_size, n) * n).astype(dt) + (one_minus(step_size, o) * o).astype(dt)
+
+    return _map(average, new_tensors, old_tensors)
 
 
 # ------------------------------------------------------------ current learning rate

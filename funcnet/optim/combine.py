@@ -7,6 +7,7 @@ optimizer is reported with both tree structures.
 from __future__ import annotations
 
 import inspect
+from collections import namedtuple
 from collections.abc import Hashable, Mapping
 from typing import Any, NamedTuple
 
@@ -125,8 +126,44 @@ class MaskedState(NamedTuple):
     inner_state: Any
 
 
-class MaskedNode(NamedTuple):
-    """Stands for a masked-out leaf (a node without children, skipped by tree_map)."""
+def _is_masked_node_class(cls) -> bool:
+    """A NamedTuple class named ``MaskedNode`` without fields (funcnet's, optax's)."""
+    return (isinstance(cls, type) and issubclass(cls, tuple) and cls.__name__ == "MaskedNode"
+            and getattr(cls, "_fields", None) == ())
+
+
+class _MaskedNodeType(type):
+    """The metaclass of :class:`MaskedNode`: the class compares equal to every
+    structurally equivalent class (a NamedTuple named ``MaskedNode`` without fields, such
+    as ``optax.MaskedNode``) and counts their instances as its own.
+
+    JAX compares the node classes of two tree structures with ``==``, so masked states
+    (``masked``, ``multi_transform``, ``adamw(mask=...)``) of funcnet and optax have equal
+    structures and move between the libraries in both directions, without funcnet
+    importing optax. The hash stays the identity's: a dict keyed by the class itself
+    tells the two apart (tree structures are not hashed by node class).
+    """
+
+    def __eq__(cls, other):
+        return cls is other or (_is_masked_node_class(cls) and _is_masked_node_class(other))
+
+    def __ne__(cls, other):
+        return not _MaskedNodeType.__eq__(cls, other)
+
+    __hash__ = type.__hash__
+
+    def __instancecheck__(cls, obj):
+        return _is_masked_node_class(type(obj))
+
+
+class MaskedNode(namedtuple("MaskedNode", ()), metaclass=_MaskedNodeType):
+    """Stands for a masked-out leaf (a node without children, skipped by tree_map).
+
+    Interchangeable with ``optax.MaskedNode`` in tree structures (``==``) and
+    ``isinstance`` (see ``_MaskedNodeType``).
+    """
+
+    __slots__ = ()
 
 
 def _mask_callable(mask) -> bool:

@@ -126,7 +126,12 @@ def add_decayed_weights(weight_decay=0.0, mask=None):
         if params is None:
             raise ValueError(f"{fn}: update needs params (got params=None)")
         check_trees_match(fn, "grads", updates, "params", params)
-        return _map(lambda g, p: g + cast_like(wd, g) * p.astype(g.dtype), updates, params)
+
+        def add(g, p):  # wd * p in p's dtype, the sum in the promoted dtype, as optax
+            dt = promote_dtypes(g.dtype, p.dtype)
+            return g.astype(dt) + (cast_like(wd, p) * p).astype(dt)
+
+        return _map(add, updates, params)
 
     if not scheduled:
         block = _stateless(fn, lambda u, p: decay(u, p, weight_decay))

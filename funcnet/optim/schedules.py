@@ -1,5 +1,8 @@
 """Learning-rate schedules: pure functions ``step -> value``, with optax's names.
 
+As ``optax.schedules``, this namespace also holds the compound schedules
+(:mod:`.schedules_compound`) and :func:`~funcnet.optim.inject_hyperparams`.
+
 ``step`` is the number of updates done so far (0 for the first update): a Python int,
 or an integer array (traced under ``jit``). Every schedule computes in floating point
 (JAX's default float, promoted with float array arguments), so huge step counts such as
@@ -300,3 +303,13 @@ def _reached(step, boundary: int):
 constant = constant_schedule
 cosine_decay = cosine_decay_schedule
 piecewise_constant = piecewise_constant_schedule
+
+
+# optax.schedules' namespace: the compound schedules and the hyperparameter injection,
+# defined in their own modules and re-exported here (imported last: they import this one).
+from funcnet.optim.schedules_compound import (  # noqa: E402, F401
+    cosine_onecycle_schedule, linear_onecycle_schedule, piecewise_interpolate_schedule,
+    sgdr_schedule, warmup_constant_schedule, warmup_cosine_decay,
+    warmup_exponential_decay_schedule, warmup_cosine_decay_schedule)
+from funcnet.optim.wrappers import (  # noqa: E402, F401
+    InjectHyperparamsState, InjectStatefulHyperparamsState, inject_hyperparams)

@@ -187,7 +187,7 @@ def trace(decay, nesterov: bool = False, accumulator_dtype=None):
             dt = promote_dtypes(g.dtype, t.dtype)
             new = g.astype(dt) + (cast_like(decay, t) * t).astype(dt)  # decay*t in t's dtype
             out = g.astype(dt) + cast_like(decay, new) * new if nesterov else new
-            return out.astype(g.dtype), new.astype(t.dtype)
+            return out, new.astype(t.dtype)  # out in the promoted dtype, as optax
 
         out, new = split(updates, _map(step, updates, state.trace), 2)
         return out, state._replace(trace=new)
@@ -235,8 +235,7 @@ def ema(decay, debias: bool = True, accumulator_dtype=None):
         check_state(fn, state, EmaState, updates, "ema")
         count = safe_increment(state.count)
         new = _map(lambda g, e: moment(decay, g, e), updates, state.ema)
-        out = _map(lambda e, g: (e / _debias(decay, count, e) if debias else e).astype(g.dtype),
-                   new, updates)
+        out = _map(lambda e: e / _debias(decay, count, e) if debias else e, new)
         return out, state._replace(count=count, ema=_map(lambda n, e: n.astype(e.dtype),
                                                          new, state.ema))
 

@@ -5,7 +5,9 @@ and ``state.notfinite_count`` read the same with either library.
 """
 from __future__ import annotations
 
+import functools
 import inspect
+import re
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -15,7 +17,7 @@ import numpy as np
 from funcnet import _checks
 from funcnet.optim.base import (
     check_state, current_learning_rate, optimizer, promote_dtypes,
-    safe_increment, zero_count, zeros_like)
+    safe_increment, zero_count, zeros_like_updates)
 from funcnet.optim.combine import call_update
 
 
@@ -62,10 +64,13 @@ def apply_if_finite(inner, max_consecutive_errors: int):
         leaves = jax.tree_util.tree_leaves(updates)
         finite = jnp.all(jnp.array([jnp.all(jnp.isfinite(g)) for g in leaves], jnp.bool_))
         count = jnp.where(finite, zero_count(), safe_increment(state.notfinite_count))
+        def apply():
+            return call_update(inner, updates, state.inner_state, params, extra_args)
+
+        zeros = zeros_like_updates(apply)
         new, inner_state = jax.lax.cond(
-            jnp.logical_or(finite, count > max_consecutive_errors),
-            lambda: call_update(inner, updates, state.inner_state, params, extra_args),
-            lambda: (zeros_like(updates), state.inner_state))
+            jnp.logical_or(finite, count > max_consecutive_errors), apply,
+            lambda: (zeros, state.inner_state))
         return new, state._replace(
             notfinite_count=count, last_finite=finite, inner_state=inner_state,
             total_notfinite=jnp.where(finite, state.total_notfinite,
@@ -116,7 +121,7 @@ class _WrappedSchedule:
 
     def update(self, state, **extra_args):
         del extra_args
-        return WrappedScheduleState(count=safe_increment(state.count))
+        return state._replace(count=safe_increment(state.count))  # keeps optax's class
 
     def __call__(self, state, **extra_args):
         del extra_args
@@ -127,19 +132,48 @@ def _is_stateful_schedule(v) -> bool:
     return callable(v) and hasattr(v, "init") and hasattr(v, "update")
 
 
-def _convert_floats(x, dtype):
-    """Python floats, weakly typed and NumPy float arrays -> ``dtype``; other values as is."""
-    if isinstance(x, jax.Array) and not getattr(x, "weak_type", False):
+def _convert_floats(x, dtype, strong: bool = False):
+    """Python floats, weakly typed and NumPy float arrays -> ``dtype``; other values as is.
+
+    A concrete value becomes a NumPy array (the state holds ``jnp.asarray`` of it).
+    ``strong``: also strongly typed float arrays (a schedule's value: optax's schedules
+    return weakly typed values that optax converts; funcnet's return strongly typed ones,
+    converted here so that the state holds the hyperparameter dtype either way).
+    """
+    if isinstance(x, jax.Array) and not strong and not getattr(x, "weak_type", False):
         return x
     current = x.dtype if hasattr(x, "dtype") else type(x)
-    if jnp.issubdtype(current, jnp.floating):
-        return jnp.asarray(x, dtype=dtype)
-    return x
+    if not jnp.issubdtype(current, jnp.floating):
+        return x
+    if isinstance(x, (float, np.floating, np.ndarray)):  # cast by NumPy: concrete under
+        return np.asarray(x).astype(dtype)  # jit too, so the inner constructor checks it
+    return jnp.asarray(x, dtype=dtype)
 
 
 def _tree_dtype(tree):
     dtypes = [jnp.result_type(x) for x in jax.tree_util.tree_leaves(tree)]
     return promote_dtypes(*dtypes) if dtypes else jnp.result_type(float)
+
+
+def _rounding_hint(err: ValueError, given: dict, cast: dict, dtype) -> str:
+    """For an error of the inner optimizer's constructor: the hyperparameters it names
+    whose value the cast to ``dtype`` changed (``b2=0.999`` is 1.0 in bfloat16), and the
+    fix; else ``""``."""
+    changed = []
+    for k, v in given.items():
+        if not re.search(rf"\b{re.escape(k)}\b", str(err)):
+            continue
+        try:
+            before, after = float(v), float(cast[k])
+        except TypeError:  # an array of several values, or traced
+            continue
+        if before != after:
+            changed.append(f"{k}={before!r} to {after!r}")
+    if not changed:
+        return ""
+    return (f"\n  inject_hyperparams: float hyperparameters are cast to "
+            f"{jnp.dtype(dtype).name} (hyperparam_dtype; default: the parameters' dtype), "
+            f"which rounds {', '.join(changed)}: pass hyperparam_dtype=jnp.float32")
 
 
 def inject_hyperparams(inner_factory: Callable, static_args=(), hyperparam_dtype=None):
@@ -178,6 +212,7 @@ def inject_hyperparams(inner_factory: Callable, static_args=(), hyperparam_dtype
         raise ValueError(f"{fn}: static_args {sorted(static)} must be arguments of "
                          f"inner_factory, which has {sorted(signature.parameters)}")
 
+    @functools.wraps(inner_factory)  # its name, docstring and signature
     def wrapped(*args, **kwargs):
         bound = signature.bind(*args, **kwargs)
         bound.apply_defaults()
@@ -197,25 +232,35 @@ def inject_hyperparams(inner_factory: Callable, static_args=(), hyperparam_dtype
         def dtype_for(params):
             return hyperparam_dtype if hyperparam_dtype is not None else _tree_dtype(params)
 
+        def values(given, sched_states, dt, extra_args):
+            """The hyperparameters in ``dt`` (scheduled ones at their states) and the
+            inner optimizer built with them."""
+            raw = {**given, **{k: f(sched_states[k], **extra_args) for k, f in scheduled.items()}}
+            hp = {k: _convert_floats(v, dt, strong=k in scheduled) for k, v in raw.items()}
+            try:
+                return hp, inner_factory(**other, **hp)
+            except ValueError as err:
+                hint = _rounding_hint(err, raw, hp, dt)
+                if not hint:
+                    raise
+                raise ValueError(f"{err}{hint}") from err
+
         def init(params):
             dt = dtype_for(params)
-            hp = {k: jnp.asarray(_convert_floats(v, dt)) for k, v in numeric.items()}
             sched_states = {k: f.init() for k, f in scheduled.items()}
-            hp.update({k: _convert_floats(f(sched_states[k]), dt) for k, f in scheduled.items()})
+            hp, inner = values(numeric, sched_states, dt, {})
             return InjectStatefulHyperparamsState(
-                count=zero_count(), hyperparams=hp, hyperparams_states=sched_states,
-                inner_state=inner_factory(**other, **hp).init(params))
+                count=zero_count(), hyperparams={k: jnp.asarray(v) for k, v in hp.items()},
+                hyperparams_states=sched_states, inner_state=inner.init(params))
 
         def update(updates, state, params=None, **extra_args):
             check_state(fn, state, InjectStatefulHyperparamsState)
-            dt = dtype_for(params)
-            hp = {k: _convert_floats(v, dt) for k, v in state.hyperparams.items()}
-            hp.update({k: _convert_floats(f(state.hyperparams_states[k], **extra_args), dt)
-                       for k, f in scheduled.items()})
+            hp, inner = values(state.hyperparams, state.hyperparams_states, dtype_for(params),
+                               extra_args)
             sched_states = {k: f.update(state.hyperparams_states[k], **extra_args)
                             for k, f in scheduled.items()}
-            new, inner_state = call_update(inner_factory(**other, **hp), updates,
-                                           state.inner_state, params, extra_args)
+            new, inner_state = call_update(inner, updates, state.inner_state, params, extra_args)
+            hp = {k: jnp.asarray(v) for k, v in hp.items()}
             return new, state._replace(count=safe_increment(state.count), hyperparams=hp,
                                        hyperparams_states=sched_states, inner_state=inner_state)
 
@@ -233,4 +278,10 @@ def inject_hyperparams(inner_factory: Callable, static_args=(), hyperparam_dtype
     return wrapped
 
 
-InjectHyperparamsState = InjectStatefulHyperparamsState  # what inject_hyperparams returns
+class InjectHyperparamsState(NamedTuple):
+    """optax's legacy (deprecated) 3-field state, kept for the name: optax's and funcnet's
+    :func:`inject_hyperparams` both return :class:`InjectStatefulHyperparamsState`."""
+
+    count: jax.Array
+    hyperparams: dict
+    inner_state: Any

@@ -12,6 +12,17 @@ where optax is installed, what optax does (so the difference is real and stays k
 | ``None`` updates / params, state ``0`` | ignored | ValueError | a state or tree of the wrong kind is reported with both structures |
 | one-cycle phase boundaries on one step (``pct_final=1``, ``transition_steps=1``, ``pct_start=1``) | the dict ``{boundary: scale}`` keeps the last scale: peak or final value wrong | the empty phase is skipped: ``peak_value`` and ``peak_value / (div_factor * final_div_factor)`` are reached | optax's own phases, without the key collision |
 | one-cycle ``pct_*`` outside ``[0, 1]`` or ``pct_start > pct_final``; ``sgdr_schedule([])`` | phases re-sorted (nonsense values); IndexError when called | ValueError | the phases' order is the schedule |
+| float step counts: ``cosine_decay_schedule(0.1, 100.0)``, ``transition_steps=10.0``, ``warmup_steps=10.0``, ``{10.0: 0.5}``, one-cycle ``transition_steps=100.0`` | accepted | TypeError | counts are ints (the schedules' policy); write ``int(0.05 * total_steps)`` |
+| decays out of range: ``adam(b1=1.5)``, ``sgd(momentum=1.5)`` or ``-0.5``, ``ema(1.0)``, ``incremental_update(..., 1.5)`` | accepted (diverges; ``ema(1.0)`` gives NaN) | ValueError | ``[0, 1)`` (``[0, 1]`` for a momentum and a step size) |
+| ``adam(eps=-1)``, ``clip(-1.0)``, ``clip_by_global_norm(0.0)`` | accepted (``clip_by_global_norm(0)`` zeroes the updates) | ValueError | an eps or a bound is >= 0, a norm bound > 0 |
+| ``sgd(nesterov='yes')``, ``adam('0.1')`` | accepted (truthy string; fails later) | TypeError | a flag is a bool, a hyperparameter a number |
+| ``apply_if_finite(opt, -1)`` / ``(opt, 2.0)``, ``MultiSteps(opt, 0)`` | accepted | ValueError / TypeError | counts are ints, ``every_k >= 1`` |
+| ``learning_rate=jnp.array([0.1])``; an updates leaf that broadcasts to its parameter in ``apply_updates`` | broadcast | ValueError | a shape (1,) learning rate or update is a bug upstream |
+| ``join_schedules`` with ``len(boundaries) != len(schedules) - 1`` | extra ones ignored | ValueError | |
+| integer gradients | updated | TypeError naming the leaf | as integer parameters |
+| ``inject_hyperparams(adam)`` with bfloat16 params (``b2=0.999`` rounds to 1.0) | NaN updates | ValueError naming ``hyperparam_dtype`` (also under jit) | a silent NaN run |
+| ``inject_hyperparams(f, hyperparam_dtype=float32)`` with bfloat16 params and grads | float32 updates | bfloat16 updates | hyperparameters take the gradients' dtype (strict-promotion clean) |
+| bfloat16 params with float32 grads | moments become float32 at step 1 | moments keep their dtype (the params' or ``*_dtype``); updates float32 in both | a ``lax.scan`` carry keeps its dtypes |
 """
 import jax
 import jax.numpy as jnp
@@ -142,3 +153,119 @@ def test_onecycle_phase_order_and_empty_sgdr_are_refused(make, optax_raises, mat
                 theirs(3)
     with pytest.raises(ValueError, match=match):
         make(optim)
+
+
+# -------------------------------------------------- stricter validation, listed above
+
+P = {"w": jnp.ones((3, 2)), "b": jnp.ones(2)}
+INT_GRADS = {"w": jnp.ones((3, 2), jnp.int32), "b": jnp.ones(2, jnp.int32)}
+
+
+def _step(opt, grads=P):
+    return opt.update(grads, opt.init(P), P)
+
+
+def _exercise(out):
+    """Run what optax built: an update of an optimizer, a value of a schedule."""
+    if hasattr(out, "init") and hasattr(out, "update"):
+        return _step(out)
+    return out(3) if callable(out) else out
+
+
+STRICTER = [
+    ("cosine_decay_steps", lambda m: m.cosine_decay_schedule(0.1, 100.0), TypeError,
+     r"cosine_decay_schedule: decay_steps must be an int, got float 100\.0"),
+    ("linear_transition_steps", lambda m: m.linear_schedule(0.1, 0.0, 10.0), TypeError,
+     r"linear_schedule: polynomial_schedule: transition_steps must be an int, got float"),
+    ("exponential_transition_steps", lambda m: m.exponential_decay(0.1, 10.0, 0.5), TypeError,
+     r"exponential_decay: transition_steps must be an int, got float 10\.0"),
+    ("warmup_steps", lambda m: m.warmup_cosine_decay_schedule(0.0, 0.1, 10.0, 100), TypeError,
+     r"warmup_cosine_decay_schedule: warmup_steps must be an int, got float 10\.0"),
+    ("piecewise_boundary", lambda m: m.piecewise_constant_schedule(0.1, {10.0: 0.5}),
+     TypeError, r"piecewise_constant_schedule: boundary must be an int, got float 10\.0"),
+    ("onecycle_steps", lambda m: m.cosine_onecycle_schedule(100.0, 0.1), TypeError,
+     r"cosine_onecycle_schedule: transition_steps must be an int, got float 100\.0"),
+    ("adam_b1", lambda m: m.adam(0.1, b1=1.5), ValueError,
+     r"adam: scale_by_adam: b1 must be in \[0, 1\), got 1\.5"),
+    ("sgd_momentum_high", lambda m: m.sgd(0.1, momentum=1.5), ValueError,
+     r"sgd: trace: decay must be in \[0, 1\], got 1\.5"),
+    ("sgd_momentum_negative", lambda m: m.sgd(0.1, momentum=-0.5), ValueError,
+     r"sgd: trace: decay must be in \[0, 1\], got -0\.5"),
+    ("ema_one", lambda m: m.ema(1.0), ValueError, r"ema: decay must be in \[0, 1\), got 1"),
+    ("incremental_step_size", lambda m: m.incremental_update(P, P, 1.5), ValueError,
+     r"incremental_update: step_size must be in \[0, 1\], got 1\.5"),
+    ("adam_eps", lambda m: m.adam(0.1, eps=-1.0), ValueError,
+     r"adam: scale_by_adam: eps must be in \[0, inf\), got -1"),
+    ("clip_negative", lambda m: m.clip(-1.0), ValueError,
+     r"clip: max_delta must be in \[0, inf\), got -1"),
+    ("clip_global_norm_zero", lambda m: m.clip_by_global_norm(0.0), ValueError,
+     r"clip_by_global_norm: max_norm must be in \(0, inf\), got 0"),
+    ("nesterov_string", lambda m: m.sgd(0.1, 0.9, nesterov="yes"), TypeError,
+     r"sgd: trace: nesterov must be a bool, got str 'yes'"),
+    ("learning_rate_string", lambda m: m.adam("0.1"), TypeError,
+     r"adam: scale_by_learning_rate: learning_rate must be a number or a scalar array, "
+     r"got str '0\.1'"),
+    ("apply_if_finite_negative", lambda m: m.apply_if_finite(m.sgd(0.1), -1), ValueError,
+     r"apply_if_finite: max_consecutive_errors must be >= 0, got -1"),
+    ("apply_if_finite_float", lambda m: m.apply_if_finite(m.sgd(0.1), 2.0), TypeError,
+     r"apply_if_finite: max_consecutive_errors must be an int, got float 2\.0"),
+    ("multisteps_zero", lambda m: m.MultiSteps(m.sgd(0.1), 0), ValueError,
+     r"MultiSteps: every_k must be >= 1, got 0"),
+    ("learning_rate_shape", lambda m: m.sgd(jnp.array([0.1])), ValueError,
+     r"sgd: scale_by_learning_rate: learning_rate must be a scalar, got shape \(1,\)"),
+    ("apply_updates_broadcast", lambda m: m.apply_updates(P, {**P, "w": jnp.ones(2)}),
+     ValueError, r"apply_updates: updates\['w'\] has shape \(2,\), expected \(3, 2\) as in "
+                 r"params\['w'\]"),
+    ("join_schedules_boundaries", lambda m: m.join_schedules([m.constant_schedule(1.0)], [5]),
+     ValueError, r"join_schedules: got 1 schedules and 1 boundaries, expected 0 boundaries"),
+    ("integer_grads", lambda m: _step(m.sgd(0.1), INT_GRADS), TypeError,
+     r"sgd: grads\['b'\] must have a floating or complex dtype, got int32"),
+]
+
+
+@pytest.mark.parametrize("case,make,exc,match", STRICTER, ids=[c[0] for c in STRICTER])
+def test_stricter_inputs_are_refused_clearly(case, make, exc, match):
+    with jax.numpy_dtype_promotion("standard"), jax.numpy_rank_promotion("allow"):
+        built = make(optax)  # optax builds it and (but for a string learning rate) runs it
+        if case != "learning_rate_string":
+            _exercise(built)
+    with pytest.raises(exc, match=match):
+        make(optim)
+    with pytest.raises(exc, match=match):  # the same message while tracing
+        jax.jit(lambda: (make(optim), 0)[1])()
+
+
+def _dtypes_after(lib, make, params, grads, steps=2):
+    """The updates' and the state's leaf dtypes after ``steps`` updates (abstractly)."""
+    opt = make(lib)
+
+    def run():
+        with jax.numpy_dtype_promotion("standard"):
+            state = opt.init(params)
+            for _ in range(steps):
+                updates, state = opt.update(grads, state, params)
+            return updates, state
+    return jax.tree_util.tree_map(lambda x: x.dtype, jax.eval_shape(run))
+
+
+def test_injected_float32_hyperparameters_take_the_gradients_dtype():
+    params = {"w": jnp.ones(3, jnp.bfloat16)}
+    make = lambda m: m.inject_hyperparams(m.sgd, hyperparam_dtype=jnp.float32)(  # noqa: E731
+        learning_rate=0.1)
+    ours, theirs = (_dtypes_after(m, make, params, params)[0]["w"] for m in (optim, optax))
+    assert (ours, theirs) == (jnp.bfloat16, jnp.float32)
+
+
+@pytest.mark.parametrize("name", ["adam", "sgd_momentum", "rmsprop", "adagrad"])
+def test_wider_gradients_keep_the_state_dtype(name):
+    make = {"adam": lambda m: m.adam(0.1), "sgd_momentum": lambda m: m.sgd(0.1, 0.9),
+            "rmsprop": lambda m: m.rmsprop(0.1), "adagrad": lambda m: m.adagrad(0.1)}[name]
+    params = {"w": jnp.ones(3, jnp.bfloat16)}
+    grads = {"w": jnp.full(3, 0.5, jnp.float32)}
+    (u_ours, s_ours), (u_theirs, s_theirs) = (_dtypes_after(m, make, params, grads)
+                                              for m in (optim, optax))
+    assert u_ours == u_theirs == {"w": jnp.float32}
+    floats = lambda s: {d for d in jax.tree_util.tree_leaves(s)  # noqa: E731
+                        if jnp.issubdtype(d, jnp.floating)}
+    assert floats(s_ours) == {jnp.dtype(jnp.bfloat16)}
+    assert jnp.dtype(jnp.float32) in floats(s_theirs)

@@ -5,6 +5,7 @@ The call strings (``_optax_calls.CALLS``) are evaluated verbatim in both namespa
 test fails if funcnet lacks a name, an argument, a keyword, a default, or computes
 something else. All runs of one dtype compile as ONE program (cheap on a busy CPU).
 """
+import collections
 import functools
 
 import jax
@@ -107,6 +108,16 @@ SWAPS = [
         learning_rate=optim.linear_schedule(1e-2, 1e-3, 10), b1=0.8)),
     ("multisteps", lambda lib: lib.MultiSteps(lib.adam(1e-2), 3)),
     ("apply_if_finite", lambda lib: lib.apply_if_finite(lib.sgd(0.1, 0.9), 2)),
+    # masked states hold MaskedNode-s: each library's class under the other's update
+    ("masked_sgd", lambda lib: lib.masked(lib.sgd(0.1, 0.9), {"a": True, "b": False})),
+    ("masked_adam", lambda lib: lib.masked(lib.adam(1e-2), lambda p: {"a": False, "b": True})),
+    ("adamw_mask", lambda lib: lib.adamw(1e-2, weight_decay=0.1, mask={"a": True, "b": False})),
+    ("multi_transform", lambda lib: lib.multi_transform(
+        {"x": lib.adam(1e-2), "y": lib.sgd(0.1, 0.9)}, {"a": "x", "b": "y"})),
+    ("partition", lambda lib: lib.partition(
+        {"x": lib.rmsprop(1e-2, centered=True),
+         "y": lib.masked(lib.sgd(0.1, 0.9), {"a": False, "b": True})},
+        lambda p: {"a": "x", "b": "y"})),
 ]
 K = 4  # not a multiple of MultiSteps' k: the swap happens mid-accumulation
 
@@ -174,6 +185,35 @@ def test_funcnet_blocks_keep_an_optax_state_class():
     out, _ = jax.lax.scan(lambda s, _: (optim.adam(0.1).update(params, s, params)[1], None),
                           state, None, length=3)
     assert int(out[0].count) == 3
+
+
+def test_masked_node_is_optax_masked_node_in_structures():
+    """funcnet's MaskedNode equals optax's as a tree node (both directions of ``==``), so
+    a masked state continues under the other library's update and in a lax.scan carry."""
+    params = {"a": jnp.ones(2), "b": jnp.ones(1)}
+    ours = jax.tree_util.tree_structure({"a": 0, "b": optim.MaskedNode()})
+    theirs = jax.tree_util.tree_structure({"a": 0, "b": optax.MaskedNode()})
+    assert ours == theirs and theirs == ours and hash(ours) == hash(theirs)
+    assert isinstance(optax.MaskedNode(), optim.MaskedNode)
+    assert not isinstance((), optim.MaskedNode) and optim.MaskedNode != optax.EmptyState
+    opt = optim.masked(optim.sgd(0.1, 0.9), {"a": True, "b": False})
+    state = optax.masked(optax.sgd(0.1, 0.9), {"a": True, "b": False}).init(params)
+    out, _ = jax.lax.scan(lambda s, _: (opt.update(params, s, params)[1], None),
+                          state, None, length=2)
+    assert type(out) is type(state)
+    np.testing.assert_allclose(out.inner_state[0].trace["a"], [1.9, 1.9])
+
+
+def test_look_alike_structures_name_their_classes():
+    """Two classes of one name print alike: the error names both with their modules."""
+    pair_a = collections.namedtuple("Pair", ["x"], module="lib_a")
+    pair_b = collections.namedtuple("Pair", ["x"], module="lib_b")
+    opt = optim.sgd(0.1, 0.9)
+    state = opt.init({"w": pair_a(jnp.ones(2))})
+    for update in (opt.update, jax.jit(opt.update)):
+        with pytest.raises(ValueError, match=r"print alike but hold different classes of the "
+                                             r"same name: lib_b\.Pair and lib_a\.Pair"):
+            update({"w": pair_b(jnp.ones(2))}, state)
 
 
 # ------------------------------------------------------------------ complex params

@@ -123,3 +123,21 @@ def test_adam_moments_do_not_share_buffers():
         assert mu is not nu
     step = jax.jit(lambda s: s, donate_argnums=0)
     step(optim.adam(1e-3).init(params))  # raises "donate the same buffer twice" if shared
+
+
+@pytest.mark.parametrize("g", [jnp.array([0.3, 1.7, -2.9], jnp.float32),
+                               jnp.linspace(-3, 3, 1001, dtype=jnp.float32)],
+                         ids=["audit_input", "linspace"])
+def test_centered_rmsprop_variance_is_clamped_at_zero(g):
+    """First step with bias correction: v_hat - m_hat^2 is 0 up to rounding, which eps
+    (1e-8) does not cover; unclamped, rsqrt of a negative gave NaN for 171 of these 1001
+    gradients (optax too, under x64). Clamped, the step is the exact-arithmetic one,
+    -lr g / sqrt(eps), and never larger."""
+    for opt in (optim.rmsprop(1e-3, centered=True, bias_correction=True),
+                optim.scale_by_stddev(bias_correction=True, eps_in_sqrt=False)):
+        u, _ = jax.jit(opt.update)(g, opt.init(g), g)
+        assert np.all(np.isfinite(u))
+    opt = optim.rmsprop(1e-3, centered=True, bias_correction=True)
+    u, _ = opt.update(g, opt.init(g), g)
+    bound = 1e-3 * np.abs(np.asarray(g, np.float64)) / np.sqrt(1e-8)
+    assert np.all(np.abs(np.asarray(u, np.float64)) <= bound * (1 + 1e-6))
