@@ -8,6 +8,7 @@ its permutation from ``epoch_keys(key, e)[0]``, in ``funcnet.train.fit`` (arrays
 from __future__ import annotations
 
 import functools
+import inspect
 from typing import Callable, Iterator
 
 import jax
@@ -75,14 +76,34 @@ def batches(x, y, batch_size: int, *, key=None,
     return _rows(x, y, order, batch_size, drop_last)
 
 
-def _rows(x, y, order: np.ndarray, batch_size: int, drop_last: bool, transform=None):
+def _rows(x, y, order: np.ndarray, batch_size: int, drop_last: bool, transform=None,
+          transform_key=None):
     """``(x[idx], y[idx])`` (through ``transform``) for each ``batch_size`` slice ``idx``
-    of ``order``; with ``drop_last`` the last ``len(order) % batch_size`` rows are left out."""
+    of ``order``; with ``drop_last`` the last ``len(order) % batch_size`` rows are left out.
+    With ``transform_key``, batch ``i`` is transformed with ``fold_in(transform_key, i)``."""
     n = len(order)
-    for start in range(0, n - n % batch_size if drop_last else n, batch_size):
+    for i, start in enumerate(range(0, n - n % batch_size if drop_last else n, batch_size)):
         idx = order[start:start + batch_size]
         xb, yb = take_rows(x, idx), take_rows(y, idx)
-        yield (xb, yb) if transform is None else transform(xb, yb)
+        if transform is None:
+            yield xb, yb
+        elif transform_key is None:
+            yield transform(xb, yb)
+        else:
+            yield transform(xb, yb, _fold_in(transform_key, i))
+
+
+_fold_in = jax.jit(jax.random.fold_in)
+
+
+def _takes_key(transform) -> bool:
+    """Whether ``transform`` takes a third argument (its key): ``f(xb, yb, key)``."""
+    try:
+        params = list(inspect.signature(transform).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) >= 3 or any(p.kind is p.VAR_POSITIONAL for p in params)
 
 
 def epoch_batches(x, y, batch_size: int, key) -> tuple[jax.Array, jax.Array]:
@@ -149,8 +170,12 @@ class Loader:
         the stored order.
       drop_last: drop the last ``N % batch_size`` rows of each epoch (every batch full).
       transform: optional ``transform(xb, yb) -> (xb, yb)`` applied to each batch (e.g.
-        scaling, augmentation); it runs in ``fit``'s prefetch thread when there is one
-        (on an accelerator by default), else in the training loop.
+        scaling); it runs in ``fit``'s prefetch thread when there is one (on an
+        accelerator by default), else in the training loop. A random augmentation takes a
+        third argument, ``transform(xb, yb, key)``: batch ``i`` of ``epoch`` gets
+        ``fold_in(fold_in(epoch_keys(key, epoch)[0], 1), i)``, so a resumed run augments
+        exactly as the uninterrupted one (draw from that key, never from global NumPy
+        state); it needs the Loader's ``key``.
 
     Raises:
       ValueError: lengths of ``x`` and ``y`` differ, ``batch_size`` not in ``[1, N]``.
@@ -165,8 +190,14 @@ class Loader:
         self.batch_size = _checks.check_batch_size(fn, batch_size, self.num_examples)
         self.key = None if key is None else _checks.check_key(fn, key, allow_seed=True)
         self.drop_last = _checks.static_bool(fn, "drop_last", drop_last)
+        self._keyed = False
         if transform is not None:
-            _checks.check_callable(fn, "transform", transform, "transform(xb, yb) -> (xb, yb)")
+            _checks.check_callable(fn, "transform", transform,
+                                   "transform(xb, yb[, key]) -> (xb, yb)")
+            self._keyed = _takes_key(transform)
+            if self._keyed and self.key is None:
+                raise ValueError(f"{fn}: transform takes a key (transform(xb, yb, key)); "
+                                 f"give the Loader a key= to draw it from")
         self.x, self.y, self.transform = x, y, transform
         self._epoch = 0
 
@@ -182,8 +213,11 @@ class Loader:
         return np.asarray(_epoch_order(self.key, epoch, self.num_examples))
 
     def __call__(self, epoch: int) -> Iterator[tuple]:
+        transform_key = None
+        if self._keyed:
+            transform_key = _fold_in(_epoch_keys(self.key, epoch)[0], 1)
         return _rows(self.x, self.y, self.order(epoch), self.batch_size, self.drop_last,
-                     self.transform)
+                     self.transform, transform_key)
 
     def __iter__(self) -> Iterator[tuple]:
         epoch, self._epoch = self._epoch, self._epoch + 1

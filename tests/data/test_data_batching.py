@@ -183,3 +183,31 @@ def test_loader_rejects_bad_arguments(kwargs, error, match):
         Loader(x, y, **{"batch_size": 2, **kwargs})
     with pytest.raises(ValueError, match="Loader: epoch must be >= 0"):
         Loader(x, y, 2, key=0)(-1)
+
+
+def test_a_transform_that_takes_a_key_gets_one_per_batch_and_epoch():
+    """Random augmentation reproducible across processes and resumes: batch i of epoch e
+    gets fold_in(fold_in(epoch_keys(key, e)[0], 1), i), whatever Loader object runs it."""
+    x, y = np.arange(40.0).reshape(10, 4), np.arange(10)
+    seen = []
+
+    def noisy(xb, yb, key):
+        seen.append(key)
+        return xb + jax.random.normal(key, xb.shape), yb
+
+    def run(epoch):
+        return [xb for xb, _ in Loader(x, y, 3, key=7, transform=noisy)(epoch)]
+
+    first, again, other = run(1), run(1), run(2)
+    assert len(first) == 3
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(first[0], other[0]) and not np.array_equal(first[0], first[1])
+    base = jax.random.fold_in(epoch_keys(7, 1)[0], 1)
+    np.testing.assert_array_equal(jax.random.key_data(seen[2]) if jnp.issubdtype(
+        seen[2].dtype, jax.dtypes.prng_key) else seen[2], jax.random.fold_in(base, 2))
+    plain = Loader(x, y, 3, key=7, transform=lambda xb, yb: (xb * 2, yb))(1)   # no key
+    np.testing.assert_array_equal(next(iter(plain))[0], x[Loader(x, y, 3, key=7).order(1)[:3]] * 2)
+    with pytest.raises(ValueError, match=r"Loader: transform takes a key .*give the Loader "
+                                         r"a key="):
+        Loader(x, y, 3, transform=noisy)
