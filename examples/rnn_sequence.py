@@ -3,8 +3,9 @@
 Sequences ``x_t = sin(f t + phase)`` (random frequency and phase per sequence), time-major
 ``(T, N, 1)``. The model is note 004's RNN, ``h_t = tanh(x_t wx + h_{t-1} wh + b)``
 (:class:`funcnet.nn.RNN`, backward = BPTT in one reverse ``lax.scan``), with a Dense head
-on every step, ``o_t = h_t V + c``, trained on the mean squared error of ``o_t`` against
-``x_{t+1}`` with Adam; the whole training run is one ``lax.scan``.
+on every step, ``o_t = h_t V + c`` (one ``serial`` model, initialised on ``(T, -1, 1)``),
+trained on the mean squared error of ``o_t`` against ``x_{t+1}`` with Adam; the whole
+training run is one ``lax.scan``.
 
     python examples/rnn_sequence.py            # 1500 steps, test MSE ~1e-3
     python examples/rnn_sequence.py --quick    # 100 steps (CI)
@@ -20,7 +21,7 @@ from funcnet import nn, ops, optim
 import _common
 
 T, HIDDEN = 40, 32
-rnn, head = nn.RNN(HIDDEN), nn.Dense(1)
+model = nn.serial(nn.RNN(HIDDEN), nn.Dense(1))   # (T, N, 1) -> (T, N, H) -> (T, N, 1)
 
 
 def sines(key, n):
@@ -33,9 +34,7 @@ def sines(key, n):
 
 
 def predict(params, xs):
-    hs, _ = rnn.apply(params["rnn"], (), xs)                    # (T, N, H)
-    out, _ = head.apply(params["head"], (), hs.reshape(-1, HIDDEN))
-    return out.reshape(xs.shape)
+    return model.apply(params, ((), ()), xs)[0]
 
 
 def loss_fn(params, seq):
@@ -47,8 +46,7 @@ def main():
     p.add_argument("--steps", type=int, default=1500)
     args = p.parse_args()
     k_init, k_data = _common.keys(args.seed)
-    k_rnn, k_head = jax.random.split(k_init)
-    params = {"rnn": rnn.init(k_rnn, (T, -1, 1))[1], "head": head.init(k_head, (-1, HIDDEN))[1]}
+    _, params, _ = model.init(k_init, (T, -1, 1))
     opt = optim.adam(3e-3)
     steps = 100 if args.quick else args.steps
 

@@ -2,7 +2,7 @@
 
 The protocol (see :mod:`funcnet.nn.base`)::
 
-    output_shape, params, state = layer.init(key, input_shape)   # batch dim may be -1
+    output_shape, params, state = layer.init(key, input_shape)   # one size may be -1
     y, state = layer.apply(params, state, x, key=None, train=False)
 
 Example, the book's CNN (note 003 §7)::

@@ -34,7 +34,7 @@ def _elementwise(name: str, fn: Callable, check_now: bool = False) -> Layer:
 
     def init(key, input_shape):
         shape = check_input_shape(name, key, input_shape, None)
-        return apply_shape(apply, (), (), shape, check_dtype(name, None)), (), ()
+        return apply_shape(name, apply, (), (), shape, check_dtype(name, None)), (), ()
 
     def apply(params, state, x, *, key=None, train=False):
         del key, train

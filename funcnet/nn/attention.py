@@ -10,8 +10,9 @@ import jax.numpy as jnp
 
 from funcnet import _checks, ops
 from funcnet.nn import initializers
-from funcnet.nn.base import (Layer, check_dtype, check_input_shape, check_train_key,
-                             check_weight_args, is_shape_pair, split_pair, weights_and_input)
+from funcnet.nn.base import (Layer, check_dtype, check_input_shape, check_train,
+                             check_train_key, check_weight_args, init_checked, is_shape_pair,
+                             split_pair, weights_and_input)
 
 __all__ = ["MultiHeadAttention"]
 
@@ -41,8 +42,10 @@ def MultiHeadAttention(num_heads: int, *, qkv_features: int | None = None,
     Dropout (``train=True``, ``dropout_rate > 0``) drops attention probabilities, as
     Flax's ``MultiHeadDotProductAttention`` and PyTorch's ``nn.MultiheadAttention`` do:
     the op draws the mask from ``key`` block by block and regenerates it in its backward
-    rule, so memory stays ``O(T)``. Add an ``nn.Dropout`` after the layer for the usual
-    residual dropout.
+    rule, so memory stays ``O(T)``. The mask is drawn independently for every (example,
+    head, query, key), as PyTorch does; Flax's default ``broadcast_dropout=True`` shares
+    one ``(T, T)`` mask across the batch and the heads (and its bits differ for the same
+    key anyway). Add an ``nn.Dropout`` after the layer for the usual residual dropout.
 
     Shapes:
       input: ``x`` ``(N, T, F)`` or one sequence ``(T, F)``; or a pair ``(x, mask)`` with a
@@ -63,8 +66,12 @@ def MultiHeadAttention(num_heads: int, *, qkv_features: int | None = None,
         above; training only).
       use_bias: add the biases of the four projections.
       w_init: initializer of the four kernels; default
-        :func:`~funcnet.nn.initializers.xavier_uniform` (as PyTorch's
-        ``nn.MultiheadAttention``); any ``jax.nn.initializers`` initializer works.
+        :func:`~funcnet.nn.initializers.xavier_uniform`, drawn for each ``(F, D)`` /
+        ``(D, out)`` kernel on its own fans. Close to PyTorch's ``nn.MultiheadAttention``,
+        not equal: PyTorch draws xavier_uniform over its packed ``(3D, F)`` in-projection
+        (fan_out ``3D``: a bound ``sqrt(2)`` times smaller for ``F = D``) and its
+        out-projection as ``nn.Linear`` (``U(+-1/sqrt(D))``); Flax's default is LeCun
+        normal truncated at 2 sigma. Any ``jax.nn.initializers`` initializer works.
       b_init: initializer of the biases; default zeros.
       dtype: dtype of the params; ``None`` is JAX's default float dtype. The input and the
         params are promoted to their common dtype.
@@ -102,26 +109,26 @@ def MultiHeadAttention(num_heads: int, *, qkv_features: int | None = None,
     def init(key, input_shape):
         paired = is_shape_pair(input_shape)
         x_shape = input_shape[0] if paired else input_shape
-        shape = check_input_shape(name, key, x_shape, (2, 3), _LAYOUT, batched_rank=3)
+        shape = check_input_shape(name, key, x_shape, (2, 3), _LAYOUT, needs=1)
         f = shape[-1]
         d = qkv_features if qkv_features is not None else f
         if qkv_features is None:
             _check_heads(name, f"the input features F={f} (qkv_features=None)", f, heads)
         out = out_features if out_features is not None else f
         dt = check_dtype(name, dtype)
-        keys = jax.random.split(key, 8)
-        params = {}
-        for i, p in enumerate(projections):
-            params[f"w{p}"] = w_init(keys[i], (d, out) if p == "o" else (f, d), dt)
-            if use_bias:
-                params[f"b{p}"] = b_init(keys[4 + i], (out,) if p == "o" else (d,), dt)
-        unknown = len(shape) == 3 and shape[0] == -1
-        x = jax.ShapeDtypeStruct((1,) + shape[1:] if unknown else shape, dt)
-        if paired:   # the op checks the mask against x now, with -1 batches traced as 1
-            m = check_input_shape(name, key, input_shape[1], None, batched_rank=4)
-            x = (x, jax.ShapeDtypeStruct(tuple(abs(s) for s in m), jnp.bool_))
-        y = jax.eval_shape(lambda p, x: apply(p, (), x)[0], params, x)
-        return ((-1,) + y.shape[1:] if unknown else y.shape), params, ()
+
+        def make(key):
+            keys = jax.random.split(key, 8)
+            params = {}
+            for i, p in enumerate(projections):
+                params[f"w{p}"] = w_init(keys[i], (d, out) if p == "o" else (f, d), dt)
+                if use_bias:
+                    params[f"b{p}"] = b_init(keys[4 + i], (out,) if p == "o" else (d,), dt)
+            return params, ()
+        if paired:   # the op checks the mask against x now
+            mask = check_input_shape(name, key, input_shape[1], None)
+            return init_checked(name, apply, make, key, (shape, mask), (dt, jnp.bool_))
+        return init_checked(name, apply, make, key, shape, dt)
 
     def apply(params, state, x, *, key=None, train=False):
         x, mask = split_pair(name, x, "x", "mask")
@@ -132,7 +139,7 @@ def MultiHeadAttention(num_heads: int, *, qkv_features: int | None = None,
         single = x.ndim == 2
         xb = x[None] if single else x
         n, t = xb.shape[:2]
-        drop = rate if train else 0.0
+        drop = rate if check_train(name, train) else 0.0
         if drop > 0.0:
             check_train_key(name, key, f" with dropout_rate={rate:g}")
         with _checks.context(name):

@@ -2,7 +2,7 @@
 
 A layer is a :class:`Layer`, a NamedTuple of two pure functions (stax's contract)::
 
-    output_shape, params, state = layer.init(key, input_shape)   # batch dim may be -1
+    output_shape, params, state = layer.init(key, input_shape)   # one size may be -1
     y, state = layer.apply(params, state, x, key=None, train=False)
 
 ``params`` and ``state`` are pytrees of arrays: a ``dict`` of arrays for a layer with
@@ -28,6 +28,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from funcnet import _checks
 
@@ -39,8 +40,11 @@ class Layer(NamedTuple):
 
     Attributes:
       init: ``init(key, input_shape) -> (output_shape, params, state)``. ``input_shape``
-        is a tuple of ints whose leading batch dimension may be ``-1``; the returned
-        ``output_shape`` keeps that ``-1``. Multi-input layers (``FanInSum``) take a tuple
+        is a tuple of ints in which ONE size may be ``-1`` (unknown): the leading batch,
+        or any other axis whose size the layer does not need, e.g. the ``N`` of a
+        time-major ``(T, -1, H)`` for a Dense, a norm or a Dropout after a recurrent
+        layer (:func:`check_input_shape`); the returned ``output_shape`` keeps that
+        ``-1``. Multi-input layers (``FanInSum``) take a tuple
         of shapes, multi-output layers (``FanOut``) return one.
       apply: ``apply(params, state, x, key=None, train=False) -> (y, state)``. ``key``
         (keyword-only in the built-in layers) is a PRNG key for stochastic layers;
@@ -77,8 +81,11 @@ class ValueLayer(Layer):
 # ----------------------------------------------------------------------- own checks
 
 def fmt(shape) -> str:
-    """A shape as text, tuples of shapes nested: ``("N", 784) -> (N, 784)``."""
-    if isinstance(shape, (tuple, list)) and any(isinstance(d, (tuple, list)) for d in shape):
+    """A shape as text, tuples of shapes nested: ``("N", 784) -> (N, 784)``; a ``None``
+    entry (the recurrent layers' carry placeholder) prints as ``None``."""
+    if shape is None:
+        return "None"
+    if not is_shape(shape):
         return "(" + ", ".join(fmt(s) for s in shape) + ")"
     shape = tuple(shape)
     if len(shape) == 1:
@@ -86,14 +93,25 @@ def fmt(shape) -> str:
     return "(" + ", ".join(str(d) for d in shape) + ")"
 
 
+def is_shape(s) -> bool:
+    """Whether ``s`` is one shape (a tuple/list of sizes; ``()`` is a scalar's shape), as
+    opposed to a tuple of shapes or ``None``."""
+    return isinstance(s, (tuple, list)) and not any(
+        isinstance(d, (tuple, list)) or d is None for d in s)
+
+
 def check_input_shape(name: str, key, input_shape, ranks: Sequence[int] | None = None,
-                      layout: str = "", batch_axis: int = 0, batched_rank: int = 1) -> tuple:
+                      layout: str = "", needs: int = 0, batch_axis: int | None = None) -> tuple:
     """Validate ``init``'s arguments: a PRNG key and a shape of positive ints.
 
-    Only ``input_shape[batch_axis]`` may be ``-1`` (unknown batch), and only in shapes of
-    rank >= ``batched_rank`` (a rank-1 ``(D,)`` is one example for Dense: its ``D`` must
-    be known). ``TypeError`` for a non-tuple or a non-int size (``4.5``), ``ValueError``
-    for a rank outside ``ranks`` or a size below 1.
+    The one rule of unknown sizes: ONE size may be ``-1`` (unknown: the batch, or any
+    other axis the layer does not read), on any axis but the last ``needs`` ones (the
+    axes the layer reads: ``1`` for the features of Dense or LayerNorm, ``3`` for the
+    ``(H, W, C)`` of an image); with ``batch_axis``, only on that axis (Flatten: ``0``,
+    a time-major recurrent layer: ``1``). So after ``LSTM(...).init(key, (T, -1, D))``
+    a Dense, a norm or a Dropout accepts ``(T, -1, H)``. ``TypeError`` for a non-tuple
+    or a non-int size (``4.5``), ``ValueError`` for a rank outside ``ranks``, a size
+    below 1 (other than the one ``-1``), or a ``-1`` where the layer needs the size.
     """
     _checks.check_key(f"{name}.init", key)
     if not isinstance(input_shape, (tuple, list)):
@@ -106,11 +124,20 @@ def check_input_shape(name: str, key, input_shape, ranks: Sequence[int] | None =
                 else " or ".join(map(str, ranks)))
         raise ValueError(f"{name}: input_shape {shape} has rank {len(shape)}, expected rank "
                          f"{want} {layout}".rstrip())
-    batched = len(shape) >= batched_rank
-    if any(d < 1 and not (batched and i == batch_axis and d == -1)
-           for i, d in enumerate(shape)):
-        raise ValueError(f"{name}: input_shape {shape} must have positive sizes (only the "
-                         "batch dimension may be -1)")
+    unknown = [i for i, d in enumerate(shape) if d == -1]
+    if any(d < 1 and d != -1 for d in shape) or len(unknown) > 1:
+        raise ValueError(f"{name}: input_shape {shape} must have positive sizes, except one "
+                         f"-1 (an unknown size, e.g. the batch)")
+    free = (range(len(shape) - needs) if batch_axis is None
+            else [batch_axis] if batch_axis < len(shape) - needs else [])
+    if unknown and unknown[0] not in free:
+        where = ("no axis may be -1" if not free else
+                 f"only axis {free[0]} (the batch) may be -1" if batch_axis is not None else
+                 "only axis 0 may be -1" if len(free) == 1 else
+                 f"only one of axes 0 to {len(free) - 1} may be -1")
+        layout = f" {layout}" if layout else ""
+        raise ValueError(f"{name}: input_shape {shape} has -1 at axis {unknown[0]}, a size "
+                         f"the layer needs{layout}; {where}")
     return shape
 
 
@@ -137,6 +164,20 @@ def check_train_key(name: str, key, condition: str = "") -> None:
             f"{name}: train=True{condition} needs a PRNG key to draw the dropout mask; call "
             f"apply(params, state, x, key=jax.random.PRNGKey(...), train=True) (or pass "
             f"train=False for evaluation)")
+
+
+def check_train(name: str, train) -> bool:
+    """``apply``'s ``train`` must be a Python bool (it selects Python code paths, so a
+    string such as ``"False"`` or a traced value cannot work). Checked at the boundary:
+    by the combinators and by the layers that read ``train``; a Python check, no device
+    work. ``TypeError`` naming the layer; for a tracer, the hint to mark it static."""
+    if isinstance(train, (bool, np.bool_)):
+        return bool(train)
+    if isinstance(train, jax.core.Tracer):
+        raise TypeError(f"{name}: train must be a Python bool, got a traced value "
+                        f"({type(train).__name__}); under jax.jit mark it static, e.g. "
+                        f"jax.jit(f, static_argnames='train')")
+    return _checks.static_bool(name, "train", train)
 
 
 def check_no_params(name: str, params, state) -> None:
@@ -240,33 +281,85 @@ def probe(name: str, fn: Callable, *shapes) -> None:
         jax.eval_shape(fn, *[jax.ShapeDtypeStruct(s, jnp.float32) for s in shapes])
 
 
-def apply_shape(apply: Callable, params, state, shape: tuple, dtype,
-                batch_axis: int | None = 0) -> tuple:
-    """The output shape of ``apply`` on an input of ``shape``, by ``jax.eval_shape``.
+def abstract_input(fn: str, shapes, dtypes, size: int):
+    """``jax.ShapeDtypeStruct`` s for a shape or a tree (nested tuples) of shapes, every
+    ``-1`` traced as ``size``; ``None`` entries (a carry placeholder) stay ``None``.
 
-    A ``-1`` at ``batch_axis`` is traced as 1 and put back at the same axis of the
-    output. Nothing is computed; every check of the layer and its ops runs, so ``init``
-    refuses what ``apply`` would refuse.
+    ``dtypes`` is a dtype (for every array) or a tree of dtypes with the structure of
+    ``shapes`` or a prefix of it (JAX's rule for ``in_axes``): ``(None, None, jnp.int32)``
+    for ``((T, N, D), None, (N,))``; a ``None`` dtype is JAX's default float dtype.
     """
-    unknown = batch_axis is not None and len(shape) > batch_axis and shape[batch_axis] == -1
-    traced = tuple(1 if unknown and i == batch_axis else d for i, d in enumerate(shape))
-    out = jax.eval_shape(lambda p, s, x: apply(p, s, x)[0], params, state,
-                         jax.ShapeDtypeStruct(traced, dtype))
-    out = tuple(out.shape)
-    return out[:batch_axis] + (-1,) + out[batch_axis + 1:] if unknown else out
+    if shapes is None:
+        return None
+    if is_shape(shapes):
+        return jax.ShapeDtypeStruct(tuple(size if d == -1 else d for d in shapes),
+                                    _checks.check_dtype(fn, "input_dtype", dtypes,
+                                                        kind=jnp.generic))
+    if not isinstance(shapes, (tuple, list)):
+        raise TypeError(f"{fn}: input_shape must be a shape or a tuple of shapes, got "
+                        f"{type(shapes).__name__} {shapes!r}")
+    if isinstance(dtypes, (tuple, list)):
+        if len(dtypes) != len(shapes):
+            raise ValueError(f"{fn}: input_dtype {dtypes!r} has {len(dtypes)} entries, "
+                             f"expected one per entry of input_shape {fmt(shapes)} "
+                             f"({len(shapes)}), or one dtype for all")
+    else:
+        dtypes = (dtypes,) * len(shapes)
+    return tuple(abstract_input(fn, s, d, size) for s, d in zip(shapes, dtypes))
 
 
-def init_checked(apply: Callable, make: Callable, key, shape: tuple, dtype,
-                 batch_axis: int | None = 0) -> tuple:
+def _has_unknown(shapes) -> bool:
+    if shapes is None:
+        return False
+    if is_shape(shapes):
+        return -1 in tuple(shapes)
+    return any(map(_has_unknown, shapes))
+
+
+def apply_shape(name: str, apply: Callable, params, state, shapes, dtypes) -> Any:
+    """The output shape (tree) of ``apply`` on an input of ``shapes`` (a shape or a tree
+    of shapes, see :func:`abstract_input`), by ``jax.eval_shape``.
+
+    Nothing is computed; every check of the layer and its ops runs, so ``init`` refuses
+    what ``apply`` would refuse. Every ``-1`` in ``shapes`` is one unknown size (the
+    batch ``N`` of ``x``, of a carry and of lengths alike): ``apply`` is traced with it
+    set to 1 and to 2, and an output axis that follows it (1, then 2) is ``-1``. An
+    output axis that changes otherwise (a ``Flatten`` of the unknown axis) needs the
+    size: a ``ValueError``.
+    """
+    def trace(size):
+        return jax.eval_shape(lambda p, s, x: apply(p, s, x)[0], params, state,
+                              abstract_input(name, shapes, dtypes, size))
+
+    def merge(a, b):
+        a, b = tuple(a.shape), tuple(b.shape)
+        if a == b:
+            return a
+        if len(a) == len(b) and all(m == n or (m, n) == (1, 2) for m, n in zip(a, b)):
+            return tuple(-1 if m != n else m for m, n in zip(a, b))
+        raise ValueError(f"{name}: the output shape depends on the unknown (-1) size of "
+                         f"input_shape {fmt(shapes)} (it is {a} for a size of 1 and {b} for "
+                         f"2): give that size")
+    first = trace(1)
+    if not _has_unknown(shapes):
+        return jax.tree_util.tree_map(lambda a: tuple(a.shape), first)
+    return jax.tree_util.tree_map(merge, first, trace(2))
+
+
+def init_checked(name: str, apply: Callable, make: Callable, key, shapes, dtypes) -> tuple:
     """``(output_shape, params, state)`` of a layer's ``init``, checked before drawing.
 
-    ``make(key) -> (params, state)`` creates the arrays. It is first traced abstractly, so
-    :func:`apply_shape` runs the layer's and its ops' checks on the abstract params: a bad
-    ``input_shape`` fails before any random number is drawn (or any program compiled).
+    ``make(key) -> (params, state)`` creates the arrays; an initializer's error in it
+    gains the layer's name (``"LayerNorm: compute_fans: shape (4,) has rank 1 ..."``). It
+    is first traced abstractly, so :func:`apply_shape` runs the layer's and its ops'
+    checks on the abstract params: a bad ``input_shape`` fails before any random number
+    is drawn (or any program compiled).
     """
-    abstract = jax.eval_shape(make, key)
-    out = apply_shape(apply, *abstract, shape, dtype, batch_axis)
-    return (out, *make(key))
+    with _checks.context(name):
+        abstract = jax.eval_shape(make, key)
+    out = apply_shape(name, apply, *abstract, shapes, dtypes)
+    with _checks.context(name):
+        return (out, *make(key))
 
 
 # ------------------------------------------------------- children of combinators

@@ -37,8 +37,8 @@ import jax
 import jax.numpy as jnp
 
 from funcnet import _checks
-from funcnet.nn.base import (Layer, ValueLayer, apply_child, check_no_params, fmt,
-                             init_child)
+from funcnet.nn.base import (Layer, ValueLayer, apply_child, check_no_params, check_train,
+                             fmt, init_child)
 
 __all__ = ["serial", "parallel", "FanOut", "FanInSum", "FanInConcat", "Identity", "Residual"]
 
@@ -85,14 +85,19 @@ def _branches(fn: str, what: str, value, n: int | None = None, hint: str = "") -
     return tuple(value)
 
 
-def _shapes(fn: str, input_shape, n: int | None = None, hint: str = "") -> tuple:
-    """``input_shape`` of a multi-input layer: a tuple of shapes."""
+def _shapes(fn: str, input_shape, n: int | None = None, hint: str = "",
+            allow_none: bool = False) -> tuple:
+    """``input_shape`` of a multi-input layer: a tuple of shapes (with ``allow_none``,
+    ``None`` entries too: the recurrent layers' carry placeholder, for a branch such as
+    ``Identity`` that passes it on)."""
     shapes = _branches(fn, "input_shape", input_shape, n, hint)
     for i, s in enumerate(shapes):
+        if s is None and allow_none:
+            continue
         if not isinstance(s, (tuple, list)):
             raise TypeError(f"{fn}: input_shape must be a tuple of shapes (one per branch), "
                             f"got {input_shape!r}: entry {i} is {type(s).__name__}{hint}")
-    return tuple(tuple(s) for s in shapes)
+    return tuple(None if s is None else tuple(s) for s in shapes)
 
 
 def _arrays(fn: str, x, n: int | None = None) -> tuple:
@@ -157,6 +162,7 @@ def serial(*layers: Layer) -> Layer:
         return shape, tuple(params), tuple(states)
 
     def apply(params, state, x, *, key=None, train=False):
+        train = check_train("serial", train)
         _check_entries("serial", "params", params, names)
         _check_entries("serial", "state", state, names)
         new_states = []
@@ -199,12 +205,13 @@ def parallel(*layers: Layer) -> Layer:
 
     def init(key, input_shape):
         keys = _split("parallel.init", key, n, required=True)
-        shapes = _shapes("parallel", input_shape, n, hint)
+        shapes = _shapes("parallel", input_shape, n, hint, allow_none=True)
         outs = [init_child(where[i], i, layer, k, s)
                 for i, (layer, k, s) in enumerate(zip(layers, keys, shapes))]
         return tuple(tuple(o) for o in zip(*outs)) if outs else ((), (), ())
 
     def apply(params, state, x, *, key=None, train=False):
+        train = check_train("parallel", train)
         xs = _branches("parallel", "x", x, n, hint)
         _check_entries("parallel", "params", params, names)
         _check_entries("parallel", "state", state, names)
@@ -378,6 +385,7 @@ def Residual(layer: Layer) -> Layer:
         return input_shape, params, state
 
     def apply(params, state, x, *, key=None, train=False):
+        train = check_train(name, train)
         with _checks.context(name):
             y, state = layer.apply(params, state, x, key=key, train=train)
         _checks.check_array(name, "x", x)

@@ -45,9 +45,9 @@ def _conv(name, out_channels, kernel_shape, to_2d, ranks, layout, stride, pads, 
 
     def init(key, input_shape):
         shape = check_input_shape(name, key, input_shape, ranks, layout,
-                                  batched_rank=max(ranks))
+                                  needs=max(ranks) - 1)
         dt = check_dtype(name, dtype)
-        return init_checked(apply, lambda k: (kernel_and_bias(
+        return init_checked(name, apply, lambda k: (kernel_and_bias(
             k, kernel_shape + (shape[-1], out_channels), use_bias, w_init, b_init, dt), ()),
             key, shape, dt)
 
@@ -81,8 +81,13 @@ def Conv2D(out_channels: int, kernel_size, stride=1, padding=0, *, use_bias: boo
       kernel_size: ``k`` or ``(KH, KW)``.
       stride: ``s`` or ``(sh, sw)``.
       padding: int, pair ``(ph, pw)``, pair of ``(lo, hi)`` pairs, ``'SAME'`` or ``'VALID'``.
+        Default ``0``, i.e. ``'VALID'`` (the notes' and PyTorch's default); Flax's ``Conv``
+        defaults to ``'SAME'``: pass ``padding='SAME'`` for its output size.
       use_bias: add a bias per output channel.
-      w_init: kernel initializer; default He normal with ``fan_in = KH*KW*Cin``.
+      w_init: kernel initializer; default He normal, a plain normal with ``Var = 2 /
+        fan_in``, ``fan_in = KH*KW*Cin`` (for a ReLU that follows). Flax's ``Conv``
+        defaults to LeCun normal truncated at 2 sigma (``Var = 1 / fan_in``): pass
+        ``jax.nn.initializers.lecun_normal()`` for it.
       b_init: bias initializer; default zeros.
       dtype: dtype of the params; ``None`` is JAX's default float dtype. Input and params
         are promoted to their common dtype.
@@ -142,8 +147,10 @@ def Conv1D(out_channels: int, kernel_size: int, stride: int = 1, padding=0, *,
       out_channels: an int >= 1.
       kernel_size: ``K``, an int >= 1.
       stride: an int >= 1.
-      padding: an int, a pair ``(lo, hi)``, ``'SAME'`` or ``'VALID'``.
-      use_bias, w_init, b_init, dtype: as in :func:`Conv2D` (``fan_in = K*Cin``).
+      padding: an int, a pair ``(lo, hi)``, ``'SAME'`` or ``'VALID'``; default ``0``
+        (``'VALID'``; Flax: ``'SAME'``), as in :func:`Conv2D`.
+      use_bias, w_init, b_init, dtype: as in :func:`Conv2D` (He normal with
+        ``fan_in = K*Cin``; Flax: truncated LeCun normal).
 
     Returns:
       A :class:`Layer` named ``"Conv1D(out_channels)"``. Errors of conv2d name the 4-D
@@ -175,8 +182,9 @@ def Flatten() -> Layer:
     name = "Flatten"
 
     def init(key, input_shape):
-        shape = check_input_shape(name, key, input_shape, range(2, 64), "(N, ...)")
-        return apply_shape(apply, (), (), shape, check_dtype(name, None)), (), ()
+        shape = check_input_shape(name, key, input_shape, range(2, 64), "(N, ...)",
+                                  batch_axis=0)
+        return apply_shape(name, apply, (), (), shape, check_dtype(name, None)), (), ()
 
     def apply(params, state, x, *, key=None, train=False):
         del key, train

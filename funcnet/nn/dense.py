@@ -35,9 +35,11 @@ def Dense(out_features: int, *, use_bias: bool = True, w_init=initializers.he_no
       use_bias: add the bias ``b``.
       w_init: initializer for ``w`` (``init(key, shape, dtype)``; any
         ``jax.nn.initializers`` initializer works). Default
-        :func:`~funcnet.nn.initializers.he_normal` (``Var = 2/D``, right for a ReLU that
-        follows); pass ``xavier_normal()`` before sigmoid/tanh, ``lecun_normal()`` for the
-        book's "Xavier" ``1/sqrt(D)`` scale.
+        :func:`~funcnet.nn.initializers.he_normal` (a plain normal with ``Var = 2/D``,
+        right for a ReLU that follows); pass ``xavier_normal()`` before sigmoid/tanh,
+        ``lecun_normal()`` for the book's "Xavier" ``1/sqrt(D)`` scale. Flax's ``Dense``
+        defaults to LeCun normal truncated at 2 sigma (``Var = 1/D``): pass
+        ``jax.nn.initializers.lecun_normal()`` for the same draw.
       b_init: initializer for ``b``; default zeros.
       dtype: dtype of the params; ``None`` is JAX's default float dtype (float64 under
         ``jax_enable_x64``). The input and the params are promoted to their common dtype.
@@ -63,9 +65,9 @@ def Dense(out_features: int, *, use_bias: bool = True, w_init=initializers.he_no
 
     def init(key, input_shape):
         shape = check_input_shape(name, key, input_shape, range(1, 64), "(..., D)",
-                                  batched_rank=2)
+                                  needs=1)
         dt = check_dtype(name, dtype)
-        return init_checked(apply, lambda k: (kernel_and_bias(
+        return init_checked(name, apply, lambda k: (kernel_and_bias(
             k, (shape[-1], H), use_bias, w_init, b_init, dt), ()), key, shape, dt)
 
     def apply(params, state, x, *, key=None, train=False):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from funcnet import _checks, ops
 from funcnet.nn.base import (Layer, apply_shape, check_dtype, check_input_shape, check_no_params,
-                             check_train_key)
+                             check_train, check_train_key)
 
 __all__ = ["Dropout"]
 
@@ -47,11 +47,11 @@ def Dropout(rate: float) -> Layer:
 
     def init(key, input_shape):
         shape = check_input_shape(name, key, input_shape, None)
-        return apply_shape(apply, (), (), shape, check_dtype(name, None)), (), ()
+        return apply_shape(name, apply, (), (), shape, check_dtype(name, None)), (), ()
 
     def apply(params, state, x, *, key=None, train=False):
         check_no_params(name, params, state)
-        if not train or rate == 0.0:
+        if not check_train(name, train) or rate == 0.0:
             _checks.check_float(name, "x", x)   # the identity path calls no op
             return x, state
         check_train_key(name, key)

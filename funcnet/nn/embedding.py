@@ -10,8 +10,8 @@ import jax.numpy as jnp
 
 from funcnet import _checks, ops
 from funcnet.nn import initializers
-from funcnet.nn.base import (Layer, apply_shape, check_dtype, check_input_shape,
-                             check_no_params, check_params, check_weight_args)
+from funcnet.nn.base import (Layer, check_dtype, check_input_shape, check_no_params,
+                             check_params, check_weight_args, init_checked)
 
 __all__ = ["Embedding"]
 
@@ -61,14 +61,12 @@ def Embedding(num_embeddings: int, features: int, *, embedding_init=None,
     check_weight_args(name, dtype, embedding_init=embedding_init)
 
     def init(key, input_shape):
-        # ids have no feature axis: the (one) -1 marks the batch wherever it is, e.g.
-        # (T, -1) time-major tokens for an LSTM
-        batch = (input_shape.index(-1) if isinstance(input_shape, (tuple, list))
-                 and list(input_shape).count(-1) == 1 else 0)
-        shape = check_input_shape(name, key, input_shape, None, batch_axis=batch)
+        # ids have no feature axis: the (one) -1 may be anywhere, e.g. (T, -1)
+        # time-major tokens for an LSTM
+        shape = check_input_shape(name, key, input_shape, None)
         dt = check_dtype(name, dtype)
-        params = {"embedding": embedding_init(key, (V, F), dt)}
-        return apply_shape(apply, params, (), shape, jnp.int32, batch), params, ()
+        return init_checked(name, apply, lambda k: (
+            {"embedding": embedding_init(k, (V, F), dt)}, ()), key, shape, jnp.int32)
 
     def apply(params, state, x, *, key=None, train=False):
         del key, train

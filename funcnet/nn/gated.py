@@ -131,6 +131,12 @@ def GRU(hidden_size: int, *, return_carry: bool = False,
       ``init``'s ``input_shape``: ``(T, N, D)``, ``((T, N, D), (N, H))`` or
         ``((T, N, D), (N, H) or None, (N,))``.
       params: ``{"wx": (D, 3H), "wh": (H, 3H), "bx": (3H,), "bh": (3H,)}``; state ``()``.
+        The bias layout is PyTorch's and cuDNN's (``b_ih``, ``b_hh``): ``bx`` and ``bh``
+        each hold ``[r, z, n]``; the ``r`` and ``z`` slices of ``bh`` only add to those of
+        ``bx`` (a redundant pair), while ``bh[2H:]`` sits inside ``r * (...)``. Flax's
+        ``GRUCell`` has no recurrent ``r``/``z`` bias (``ir``, ``iz``, ``in`` biases are
+        ``bx``, ``hn``'s is ``bh[2H:]``): 2H fewer parameters, and the same function as
+        this layer when ``bh[:2H] = 0`` (as initialised by the default zeros).
 
     Args:
       hidden_size: ``H``, an int >= 1.

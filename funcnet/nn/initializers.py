@@ -208,12 +208,21 @@ def uniform(scale: float = 1e-2, dtype=None) -> Initializer:
 
 def orthogonal(scale: float = 1.0, column_axis: int = -1, dtype=None) -> Initializer:
     """Factory: a (semi-)orthogonal matrix times ``scale`` (Saxe et al. 2014), as
-    ``jax.nn.initializers.orthogonal``; the usual choice for recurrent kernels."""
+    ``jax.nn.initializers.orthogonal``; the usual choice for recurrent kernels.
+
+    Half-precision dtypes (bfloat16, float16), which the QR decomposition does not
+    support (LAPACK on CPU), are drawn in float32 and cast: ``LSTM(h, dtype=jnp.bfloat16)``
+    initialises on every backend (``jax.nn.initializers.orthogonal`` and Flax's
+    ``LSTMCell`` fail there on CPU).
+    """
     inner = jax.nn.initializers.orthogonal(scale, column_axis)
     default_dtype = dtype
 
     def init(key, shape, dtype=default_dtype):
-        return inner(key, tuple(shape), _checks.check_dtype("orthogonal", "dtype", dtype))
+        dtype = _checks.check_dtype("orthogonal", "dtype", dtype)
+        if dtype.itemsize >= 4:
+            return inner(key, tuple(shape), dtype)
+        return inner(key, tuple(shape), jnp.float32).astype(dtype)
     return init
 
 

@@ -15,8 +15,8 @@ import jax
 
 from funcnet import _checks, ops
 from funcnet.nn import initializers
-from funcnet.nn.base import (Layer, apply_shape, check_dtype, check_input_shape,
-                             check_weight_args, weights_and_input)
+from funcnet.nn.base import (Layer, check_dtype, check_input_shape, check_weight_args,
+                             init_checked, weights_and_input)
 
 __all__ = ["LayerNorm", "RMSNorm"]
 
@@ -30,16 +30,18 @@ def _norm_layer(name, eps, use_scale, use_bias, scale_init, bias_init, dtype, op
 
     def init(key, input_shape):
         shape = check_input_shape(name, key, input_shape, range(1, 64), "(..., F)",
-                                  batched_rank=2)
+                                  needs=1)
         dt = check_dtype(name, dtype)
-        kg, kb = jax.random.split(key)
-        f = shape[-1]
-        params = {}
-        if use_scale:
-            params["gamma"] = scale_init(kg, (f,), dt)
-        if use_bias:
-            params["beta"] = bias_init(kb, (f,), dt)
-        return apply_shape(apply, params, (), shape, dt), params, ()
+
+        def make(key):
+            kg, kb = jax.random.split(key)
+            params = {}
+            if use_scale:
+                params["gamma"] = scale_init(kg, (shape[-1],), dt)
+            if use_bias:
+                params["beta"] = bias_init(kb, (shape[-1],), dt)
+            return params, ()
+        return init_checked(name, apply, make, key, shape, dt)
 
     def apply(params, state, x, *, key=None, train=False):
         del key, train

@@ -13,7 +13,7 @@ from jax import lax
 from funcnet import _checks, ops
 from funcnet.nn import initializers
 from funcnet.nn.base import (Layer, check_dtype, check_input_shape, check_params,
-                             check_weight_args, init_checked, promote)
+                             check_train, check_weight_args, init_checked, promote)
 
 __all__ = ["BatchNorm"]
 
@@ -38,8 +38,12 @@ def BatchNorm(momentum: float = 0.9, eps: float = 1e-5, axis_name=None, *,
         running_var  <- momentum * running_var  + (1 - momentum) * var
 
     with ``mu``, ``var`` under ``lax.stop_gradient``. ``momentum`` is the weight of the
-    OLD value, as in the book's ``BatchNormalization`` and Keras (PyTorch's ``momentum=0.1``
-    is ``1 - momentum`` here). The running variance averages the BIASED batch variance
+    OLD value: the convention of the book's ``BatchNormalization``, Flax and Keras
+    (PyTorch's ``momentum`` weighs the NEW value: its ``momentum=m`` is ``1 - m`` here).
+    The default, 0.9, is the book's and equals PyTorch's default (``momentum=0.1``); Flax's
+    ``BatchNorm`` and Keras default to 0.99, which averages over ~10x more batches: pass
+    ``momentum=0.99`` for their behaviour. ``eps=1e-5`` is Flax's and PyTorch's default
+    (Keras: 1e-3). The running variance averages the BIASED batch variance
     (2), as the book, Keras and flax do; PyTorch averages the unbiased ``m/(m-1) * var``
     instead. Evaluation (``train=False``) uses the running statistics and leaves the state
     unchanged: ``y = gamma * (x - running_mean) / sqrt(running_var + eps) + beta``.
@@ -71,7 +75,8 @@ def BatchNorm(momentum: float = 0.9, eps: float = 1e-5, axis_name=None, *,
       state: ``{"mean": (C,), "var": (C,)}`` (initialised to zeros / ones).
 
     Args:
-      momentum: weight of the old running value, in ``[0, 1)``.
+      momentum: weight of the old running value, in ``[0, 1)``; default 0.9 (Flax, Keras:
+        0.99; PyTorch's 0.1 is 0.9 here).
       eps: ``> 0``, added to the variance before the square root (3).
       axis_name: name of a mapped axis to average statistics over (or ``None``).
       gamma_init, beta_init: initializers of the scale and shift.
@@ -104,7 +109,7 @@ def BatchNorm(momentum: float = 0.9, eps: float = 1e-5, axis_name=None, *,
 
     def init(key, input_shape):
         shape = check_input_shape(name, key, input_shape, range(1, 64),
-                                  "(N, ..., C)", batched_rank=2)
+                                  "(N, ..., C)", needs=1)
         dt = check_dtype(name, dtype)
         C = shape[-1]
 
@@ -112,7 +117,7 @@ def BatchNorm(momentum: float = 0.9, eps: float = 1e-5, axis_name=None, *,
             kg, kb = jax.random.split(key)
             params = {"gamma": gamma_init(kg, (C,), dt), "beta": beta_init(kb, (C,), dt)}
             return params, {"mean": jnp.zeros((C,), dt), "var": jnp.ones((C,), dt)}
-        return init_checked(apply, make, key, shape, dt)
+        return init_checked(name, apply, make, key, shape, dt)
 
     def apply(params, state, x, *, key=None, train=False):
         del key
@@ -124,7 +129,7 @@ def BatchNorm(momentum: float = 0.9, eps: float = 1e-5, axis_name=None, *,
         if x.ndim < 1 or x.shape[-1] != C:   # the eval path below is this layer's own math
             raise ValueError(f"{name}: x has shape {x.shape}, expected (N, ..., {C}): the last "
                              f"axis must hold the {C} features of params['gamma']")
-        if not train:
+        if not check_train(name, train):
             bshape = (1,) * (x.ndim - 1) + (C,)
             mean = state["mean"].astype(x.dtype)
             scale = gamma * lax.rsqrt(state["var"].astype(x.dtype) + jnp.asarray(eps, x.dtype))

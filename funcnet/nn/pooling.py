@@ -23,8 +23,8 @@ def _pool_layer(name: str, fn) -> Layer:
     """A parameter-free NHWC layer computing ``fn(x_nhwc)`` (one example batched by 1)."""
 
     def init(key, input_shape):
-        shape = check_input_shape(name, key, input_shape, (3, 4), _LAYOUT, batched_rank=4)
-        return apply_shape(apply, (), (), shape, check_dtype(name, None)), (), ()
+        shape = check_input_shape(name, key, input_shape, (3, 4), _LAYOUT, needs=3)
+        return apply_shape(name, apply, (), (), shape, check_dtype(name, None)), (), ()
 
     def apply(params, state, x, *, key=None, train=False):
         del key, train

@@ -18,8 +18,10 @@ carry::
         x = chunk if carry is None else (chunk, carry)
         (hs, carry), _ = lstm.apply(params, (), x)
 
-The carry is data, not layer ``state``: its batch size is the input's, unknown at
-``init``; a model that must keep it between calls returns it (``jax.lax.stop_gradient``
+``init(key, (T, -1, D))`` returns ``(T, -1, H)``, which the next layer of a ``serial``
+(a Dense head, Dropout, a norm) takes as it is: ``-1`` may mark an unknown size on any
+axis a layer does not read. The carry is data, not layer ``state``: its batch size is
+the input's, unknown at ``init``; a model that must keep it between calls returns it (``jax.lax.stop_gradient``
 it for truncated BPTT).
 
 A padded batch of sequences of different lengths (an encoder's final state)::
@@ -47,19 +49,32 @@ import jax.numpy as jnp
 from funcnet import _checks, ops
 from funcnet.nn import initializers
 from funcnet.nn.base import (Layer, check_dtype, check_input_shape, check_weight_args,
-                             is_shape_pair, weights_and_input)
+                             init_checked, is_shape_pair, weights_and_input)
 
-__all__ = ["RNN", "recurrent_layer"]
+__all__ = ["RNN", "recurrent_layer", "one_sequence_lengths"]
 
 _LAYOUT = "(T, D) or (T, N, D)"
 
 
-def _promote_carry(name, c, dtype, single):
-    """A given carry array in the compute dtype (a non-float one is left to the op's
-    error), with a unit batch axis for a single sequence."""
-    _checks.check_array(name, "carry", c)
+def _promote_carry(name, c, dtype, single, H, what):
+    """A given carry array ``what`` in the compute dtype (a non-float one is left to the
+    op's error), with a unit batch axis for a single sequence. Its width must be this
+    layer's ``H`` (the layer's own check: the op would blame its weights instead); its
+    batch size is the op's to check against ``xs``."""
+    _checks.check_array(name, what, c)
+    _checks.check_shape(name, what, c, (H,) if single else (None, H),
+                        f"{'(H,) for one sequence' if single else '(N, H)'}, H={H}")
     c = c.astype(dtype) if jnp.issubdtype(_checks.dtype_of(c), jnp.floating) else c
     return c[None] if single else c
+
+
+def one_sequence_lengths(name, lengths):
+    """The length ``()`` of one sequence ``(T, D)`` (e.g. inside ``jax.vmap`` over the
+    examples), as the ``(1,)`` lengths of a batch of one; the rule of every sequence layer
+    (the recurrent layers and :func:`~funcnet.nn.Bidirectional`)."""
+    _checks.check_array(name, "lengths", lengths)
+    _checks.check_rank(name, "lengths", lengths, 0, "() for one sequence (T, D)")
+    return jnp.asarray(lengths)[None]
 
 
 def _split_input(name, x):
@@ -98,6 +113,7 @@ def recurrent_layer(name, n_carry, H, return_carry, dtype, shapes, make_params, 
     """
     return_carry = _checks.static_bool(name, "return_carry", return_carry)
     carry_doc = "((N, H), (N, H))" if n_carry == 2 else "(N, H)"
+    carry_names = ("carry[0] (h)", "carry[1] (c)") if n_carry == 2 else ("carry (h)",)
 
     def as_tuple(carry):
         return tuple(carry) if n_carry == 2 else (carry,)
@@ -114,42 +130,21 @@ def recurrent_layer(name, n_carry, H, return_carry, dtype, shapes, make_params, 
         input_shape, carry_shape, lengths_shape = _split_input_shape(input_shape)
         if carry_shape is not None:
             check_carry(carry_shape, "the carry shape in input_shape")
-            carry_shape = tuple(
-                check_input_shape(name, key, s, (1, 2), "(H,) or (N, H)", batched_rank=2)
-                for s in as_tuple(carry_shape))
-        shape = check_input_shape(name, key, input_shape, (2, 3), _LAYOUT, batch_axis=1,
-                                  batched_rank=3)
+            carry_shape = from_tuple(tuple(
+                check_input_shape(name, key, s, (1, 2), "(H,) or (N, H)", needs=1)
+                for s in as_tuple(carry_shape)))
+        shape = check_input_shape(name, key, input_shape, (2, 3), _LAYOUT, needs=1,
+                                  batch_axis=1)
+        dt = check_dtype(name, dtype)
+        shapes, dtypes = shape, dt
         if lengths_shape is not None:
             lengths_shape = check_input_shape(name, key, lengths_shape, (len(shape) - 2,),
                                               "(N,) lengths, () for one sequence")
-        dt = check_dtype(name, dtype)
-        params = make_params(key, shape[-1], dt)
-        return _output_shape(params, shape, carry_shape, lengths_shape, dt), params, ()
-
-    def _output_shape(params, shape, carry_shape, lengths_shape, dt):
-        """By tracing ``apply`` (the op's checks run at init); the batch -1 traced as 1."""
-        unknown = len(shape) == 3 and shape[1] == -1
-
-        def struct(s, axis):
-            return jax.ShapeDtypeStruct(tuple(1 if (i == axis and d == -1) else d
-                                              for i, d in enumerate(s)), dt)
-        x = struct(shape, 1)
-        carry = None if carry_shape is None else from_tuple(tuple(struct(s, 0)
-                                                                   for s in carry_shape))
-        if lengths_shape is not None:
-            x = (x, carry, jax.ShapeDtypeStruct(tuple(1 if d == -1 else d
-                                                      for d in lengths_shape), jnp.int32))
-        elif carry is not None:
-            x = (x, carry)
-        out = jax.eval_shape(lambda p, x: apply(p, (), x)[0], params, x)
-
-        def back(a, axis):
-            s = tuple(a.shape)
-            return s[:axis] + (-1,) + s[axis + 1:] if unknown else s
-        if not return_carry:
-            return back(out, 1)
-        hs, carry = out
-        return back(hs, 1), from_tuple(tuple(back(c, 0) for c in as_tuple(carry)))
+            shapes, dtypes = (shape, carry_shape, lengths_shape), (dt, dt, jnp.int32)
+        elif carry_shape is not None:
+            shapes = (shape, carry_shape)
+        return init_checked(name, apply, lambda k: (make_params(k, shape[-1], dt), ()), key,
+                            shapes, dtypes)
 
     def apply(params, state, x, *, key=None, train=False):
         del key, train
@@ -165,11 +160,10 @@ def recurrent_layer(name, n_carry, H, return_carry, dtype, shapes, make_params, 
         elif carry is None:
             carry = (jnp.zeros((xs.shape[1], H), x.dtype),) * n_carry
         else:
-            carry = tuple(_promote_carry(name, c, x.dtype, single) for c in as_tuple(carry))
+            carry = tuple(_promote_carry(name, c, x.dtype, single, H, what)
+                          for c, what in zip(as_tuple(carry), carry_names))
         if lengths is not None and single:
-            _checks.check_array(name, "lengths", lengths)
-            _checks.check_rank(name, "lengths", lengths, 0, "() for one sequence (T, D)")
-            lengths = jnp.asarray(lengths)[None]
+            lengths = one_sequence_lengths(name, lengths)
         with _checks.context(name):
             hs, carry = op(xs, carry, params, lengths)
         carry = as_tuple(carry)

@@ -22,9 +22,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from funcnet import _checks
-from funcnet.nn.base import Layer, apply_child, fmt, init_child, is_shape_pair, split_pair
+from funcnet.nn.base import (Layer, apply_child, check_input_shape, check_train, fmt,
+                             init_child, is_shape_pair, split_pair)
 from funcnet.nn.combinators import _check_entries, _check_layers, _split
-from funcnet.ops._arrays import valid_steps
+from funcnet.nn.recurrent import one_sequence_lengths
 
 __all__ = ["flip_sequences", "Bidirectional"]
 
@@ -98,9 +99,12 @@ def Bidirectional(forward: Layer, backward: Layer, *, merge: str = "concat") -> 
 
     Shapes:
       input: ``xs`` ``(T, N, D)`` or ``(xs, lengths)`` with ``lengths`` ``(N,)`` ints in
-        ``[0, T]``; ``init`` takes ``(T, N, D)`` or the pair of shapes
-        ``((T, N, D), (N,))`` (``-1`` for an unknown ``N``).
-      output: ``(T, N, H_f + H_b)`` (``concat``) or ``(T, N, H)`` (``sum``, equal widths).
+        ``[0, T]``; or, as the recurrent layers, one sequence ``(T, D)`` with its length
+        ``()`` (what ``jax.vmap`` over the examples gives; the two layers then see
+        ``(T, 1, D)``); ``init`` takes ``(T, N, D)`` or the pair of shapes
+        ``((T, N, D), (N,))`` (``-1`` for an unknown ``N``), or ``((T, D), ())``.
+      output: ``(T, N, H_f + H_b)`` (``concat``) or ``(T, N, H)`` (``sum``, equal widths);
+        ``(T, H_f + H_b)`` for one sequence.
       params, state: ``(forward's, backward's)``.
 
     Args:
@@ -142,14 +146,23 @@ def Bidirectional(forward: Layer, backward: Layer, *, merge: str = "concat") -> 
 
     def init(key, input_shape):
         keys = _split(f"{name}.init", key, 2, required=True)
-        x_shape = input_shape[0] if is_shape_pair(input_shape) else input_shape
-        outs = [init_child(where[i], i, layer, k, tuple(x_shape))
+        paired = is_shape_pair(input_shape)
+        x_shape = tuple(input_shape[0] if paired else input_shape)
+        outs = [init_child(where[i], i, layer, k, x_shape)
                 for i, (layer, k) in enumerate(zip(layers, keys))]
+        if paired:   # (N,) lengths for (T, N, D), () for one sequence (T, D)
+            check_input_shape(name, key, input_shape[1], (max(len(x_shape) - 2, 0),),
+                              "(N,) lengths, () for one sequence (T, D)")
         return (merged_shape([o[0] for o in outs]), tuple(o[1] for o in outs),
                 tuple(o[2] for o in outs))
 
     def apply(params, state, x, *, key=None, train=False):
+        train = check_train(name, train)
         xs, lengths = split_pair(name, x, "xs", "lengths")
+        single = (lengths is not None and _checks.is_array(xs)
+                  and len(_checks.shape_of(xs)) == 2)
+        if single:   # one sequence (T, D) and its length (), e.g. under jax.vmap
+            lengths, xs = one_sequence_lengths(name, lengths), xs[:, None]
         if lengths is not None:
             with _checks.context(name):
                 lengths = _checks.check_lengths("flip_sequences", xs, lengths)
@@ -164,10 +177,10 @@ def Bidirectional(forward: Layer, backward: Layer, *, merge: str = "concat") -> 
         merged_shape([tuple(f.shape), tuple(b.shape)])
         b = _flip(b, lengths)
         if lengths is not None:
-            keep = valid_steps(lengths, f.shape)
+            keep = _checks.valid_steps(lengths, f.shape)
             f, b = (jnp.where(keep, y, jnp.zeros((), y.dtype)) for y in (f, b))
         y = jnp.concatenate([f, b], axis=-1) if merge == "concat" else f + b
-        return y, (sf, sb)
+        return (y[:, 0] if single else y), (sf, sb)
 
     return Layer(init, apply, name, layers)
 

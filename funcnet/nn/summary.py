@@ -3,27 +3,24 @@ from __future__ import annotations
 
 import jax
 
-from funcnet import _checks
-from funcnet.nn.base import Layer, count_params, fmt, record_inits
+from funcnet.nn.base import Layer, apply_shape, count_params, fmt, is_shape, record_inits
 
 __all__ = ["count_params", "summary"]
 
 
 def _batch_as(shape, size):
-    """A shape (or nested tuple of shapes) with its ``-1`` batch sizes replaced."""
-    if isinstance(shape, (tuple, list)) and any(isinstance(d, (tuple, list)) for d in shape):
+    """A shape (or nested tuple of shapes, ``None`` entries kept) with its ``-1`` sizes
+    replaced."""
+    if shape is None:
+        return None
+    if not is_shape(shape):
         return tuple(_batch_as(s, size) for s in shape)
     return tuple(size if d == -1 else d for d in shape)
 
 
 def _show(shape) -> str:
-    """``-1`` batch sizes as ``N``; tuples of shapes (branches) nested."""
+    """``-1`` sizes as ``N``; tuples of shapes (branches) nested."""
     return fmt(_batch_as(shape, "N"))
-
-
-def _traced(shape):
-    """A shape (or tuple of shapes) with ``-1`` replaced by 1, for tracing ``apply``."""
-    return _batch_as(shape, 1)
 
 
 def summary(model: Layer, input_shape, input_dtype=None) -> str:
@@ -32,17 +29,25 @@ def summary(model: Layer, input_shape, input_dtype=None) -> str:
     Every sub-layer of a combinator is a row, indented under it and numbered by its path
     (``2.1`` is layer 1 of layer 2), so ``parallel`` branches and ``Residual`` blocks show
     their structure; a combinator's row counts the parameters of its whole subtree, so
-    the rows of one depth add up to the total. ``-1`` batch dimensions print as ``N``.
-    Only shapes are traced (``jax.eval_shape``): ``init`` to find the rows, and ``apply``
-    on an input of ``input_shape`` and ``input_dtype`` to check that it returns the
-    shape ``init`` promised. State (batch-norm running statistics) is counted separately
-    from trainable parameters.
+    the rows of one depth add up to the total. ``-1`` sizes print as ``N``. Only shapes
+    are traced (``jax.eval_shape``): ``init`` to find the rows, and ``apply`` on an input
+    of ``input_shape`` and ``input_dtype`` to check that it returns the shape ``init``
+    promised. State (batch-norm running statistics) is counted separately from
+    trainable parameters.
 
     Args:
       model: a :class:`Layer`.
-      input_shape: as for ``model.init`` (a tuple of shapes for a multi-input model).
-      input_dtype: dtype of the traced input (``None``: JAX's default float dtype; pass an
-        integer dtype for a model that starts with an ``Embedding``).
+      input_shape: as for ``model.init``: a shape, or a tuple of shapes for a multi-input
+        model, with ``None`` for the recurrent layers' carry placeholder, e.g.
+        ``((T, -1, D), None, (-1,))``.
+      input_dtype: the dtype of the traced input: one dtype for every array, or a tuple
+        of dtypes with the structure of ``input_shape`` (or a prefix of it, JAX's rule for
+        ``in_axes``), where ``None`` is JAX's default float dtype (the entry of a
+        ``None`` shape is ignored). Default ``None``: floats everywhere. Integer inputs
+        say so: ``jnp.int32`` for a model that starts with an ``Embedding``;
+        ``(None, None, jnp.int32)`` for an LSTM's ``((T, -1, D), None, (-1,))`` (lengths);
+        ``(None, jnp.int32)`` for ``Bidirectional``'s ``((T, -1, D), (-1,))``; ``(None,
+        jnp.bool_)`` for ``MultiHeadAttention``'s ``((-1, T, F), mask_shape)``.
 
     Returns:
       A multi-line string, e.g.::
@@ -56,6 +61,8 @@ def summary(model: Layer, input_shape, input_dtype=None) -> str:
 
     Raises:
       ValueError: ``model.apply`` returns another shape than ``model.init`` promised.
+      TypeError: an input of the wrong dtype (float lengths, say): the message shows
+        the dtypes traced and how to pass ``input_dtype``.
     """
     out = {}
 
@@ -64,15 +71,16 @@ def summary(model: Layer, input_shape, input_dtype=None) -> str:
         return params, state
 
     (params, state), rows = record_inits(lambda: jax.eval_shape(init, jax.random.PRNGKey(0)))
-    dtype = _checks.check_dtype("summary", "input_dtype", input_dtype, kind=jax.numpy.number)
-    x = jax.tree_util.tree_map(lambda s: jax.ShapeDtypeStruct(s, dtype), _traced(input_shape),
-                               is_leaf=lambda s: isinstance(s, tuple) and all(
-                                   isinstance(d, int) for d in s))
-    y = jax.eval_shape(lambda p, s, x: model.apply(p, s, x)[0], params, state, x)
-    got = jax.tree_util.tree_map(lambda a: tuple(a.shape), y)
-    if got != _traced(out["shape"]):
-        raise ValueError(f"summary: {model.name}.apply returns shape {fmt(got)} on an input "
-                         f"of shape {fmt(_traced(input_shape))}, but init promised "
+    try:
+        got = apply_shape("summary", model.apply, params, state, input_shape, input_dtype)
+    except TypeError as err:
+        raise TypeError(f"summary: {err} (summary traced {model.name}.apply on input_dtype="
+                        f"{input_dtype!r}; pass input_dtype, a dtype or a tuple of dtypes "
+                        f"shaped like input_shape, e.g. (None, None, jnp.int32) for "
+                        f"((T, -1, D), None, (-1,)) with integer lengths)") from err
+    if _show(got) != _show(out["shape"]):
+        raise ValueError(f"summary: {model.name}.apply returns shape {_show(got)} on an input "
+                         f"of shape {_show(input_shape)}, but init promised "
                          f"{_show(out['shape'])}")
     if rows:
         table = [("  " * (len(r.path) - 1) + ".".join(map(str, r.path)) + " " + r.layer.name,

@@ -8,6 +8,7 @@ layer or model, inputs of the wrong shape, degenerate batch-norm batches). Op er
 reach the user through the layer, prefixed with the layer's name.
 """
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -41,6 +42,8 @@ def bn(c):
 CNN = cnn(jnp.float32)
 CNN_P, CNN_S = concrete(abstract_init(CNN, (-1, 28, 28, 1))[1:])
 MLP_P = concrete(abstract_init(mlp(jnp.float32), (-1, 784))[1])
+LSTM_P = concrete(abstract_init(nn.LSTM(4), (5, -1, 3))[1])
+GRU_P = concrete(abstract_init(nn.GRU(3), (5, -1, 3))[1])
 
 
 def apply(layer, params, state, x, **kw):
@@ -117,9 +120,21 @@ INIT = [
     ("float-size", lambda: nn.Dense(3).init(KEY, (-1, 4.5)), TypeError,
      r"Dense\(3\): input_shape\[1\] must be an int, got float 4.5"),
     ("zero-size", lambda: nn.Dense(3).init(KEY, (-1, 0)), ValueError,
-     r"Dense\(3\): input_shape \(-1, 0\) must have positive sizes \(only the batch"),
+     r"Dense\(3\): input_shape \(-1, 0\) must have positive sizes, except one -1"),
+    ("two-unknown", lambda: nn.Dense(3).init(KEY, (-1, -1, 4)), ValueError,
+     r"Dense\(3\): input_shape \(-1, -1, 4\) must have positive sizes, except one -1"),
     ("unknown-features", lambda: nn.Dense(3).init(KEY, (-1,)), ValueError,
-     r"Dense\(3\): input_shape \(-1,\) must have positive sizes"),
+     r"Dense\(3\): input_shape \(-1,\) has -1 at axis 0, a size the layer needs "
+     r"\(\.\.\., D\); no axis may be -1"),
+    ("unknown-features-2d", lambda: nn.LayerNorm().init(KEY, (4, -1)), ValueError,
+     r"LayerNorm: input_shape \(4, -1\) has -1 at axis 1, a size the layer needs "
+     r"\(\.\.\., F\); only axis 0 may be -1"),
+    ("flatten-unknown-inner", lambda: nn.serial(nn.LSTM(3), nn.Flatten()).init(
+        KEY, (4, -1, 2)), ValueError, r"serial\[1\] \(Flatten\): input_shape \(4, -1, 3\) has "
+     r"-1 at axis 1, a size the layer needs \(N, \.\.\.\); only axis 0 \(the batch\)"),
+    ("conv1d-unknown-length", lambda: nn.serial(nn.LSTM(3), nn.Conv1D(2, 2)).init(
+        KEY, (4, -1, 2)), ValueError, r"serial\[1\] \(Conv1D\(2\)\): input_shape \(4, -1, 3\) "
+     r"has -1 at axis 1, a size the layer needs"),
     ("not-a-tuple", lambda: nn.Dense(3).init(KEY, 4), TypeError,
      r"Dense\(3\): input_shape must be a tuple of ints, got int 4"),
     ("no-key", lambda: nn.Dense(3).init(None, (-1, 4)), TypeError,
@@ -137,7 +152,8 @@ INIT = [
     ("softmax-axis-range", lambda: nn.Softmax(axis=3).init(KEY, (-1, 4)), ValueError,
      r"Softmax\(axis=3\): softmax: axis 3 is out of range for an input of rank 2"),
     ("rnn-batch-axis", lambda: nn.RNN(3).init(KEY, (-1, 4, 2)), ValueError,
-     r"RNN\(3\): input_shape \(-1, 4, 2\) must have positive sizes"),
+     r"RNN\(3\): input_shape \(-1, 4, 2\) has -1 at axis 0, a size the layer needs "
+     r"\(T, D\) or \(T, N, D\); only axis 1 \(the batch\) may be -1"),
     ("bn-rank-0", lambda: nn.BatchNorm().init(KEY, ()), ValueError,
      r"BatchNorm: input_shape \(\) has rank 0, expected rank >= 1"),
     ("serial-path", lambda: nn.serial(nn.Dense(3), nn.Conv2D(2, 3)).init(KEY, (-1, 4)),
@@ -151,6 +167,12 @@ INIT = [
     ("fan-in-concat-ranks", lambda: nn.FanInConcat().init(KEY, ((-1, 4), (-1, 2, 3))),
      ValueError, r"FanInConcat\(-1\): input_shape\[1\] has shape \(-1, 2, 3\) but "
                  r"input_shape\[0\] has shape \(-1, 4\); inputs must have equal ranks"),
+    ("init-fails-on-shape", lambda: nn.LayerNorm(scale_init=nn.initializers.he_normal()).init(
+        KEY, (-1, 4)), ValueError, r"LayerNorm: compute_fans: shape \(4,\) has rank 1"),
+    ("jax-init-fails-on-shape", lambda: nn.Dense(3, w_init=jax.nn.initializers.delta_orthogonal(
+        )).init(KEY, (-1, 4)), ValueError, r"Dense\(3\): Delta orthogonal initializer requires"),
+    ("lstm-bias-init", lambda: nn.LSTM(3, b_init=nn.initializers.lecun_normal()).init(
+        KEY, (2, -1, 4)), ValueError, r"LSTM\(3\): compute_fans: shape \(12,\) has rank 1"),
 ]
 
 APPLY = [
@@ -212,6 +234,12 @@ APPLY = [
      r"Residual\(Identity\): x must be an array, got list"),
     ("residual-shape", nn.Residual(nn.Dense(3)), (dense(4, 3), (), z(2, 4)), ValueError,
      r"Residual\(Dense\(3\)\): layer maps shape \(2, 4\) to \(2, 3\)"),
+    ("lstm-carry-width", nn.LSTM(4), (LSTM_P, (), (z(5, 2, 3), (z(2, 4), z(2, 5)))),
+     ValueError, r"LSTM\(4\): carry\[1\] \(c\) has shape \(2, 5\), expected \(\*, 4\) "
+                 r"\(\(N, H\), H=4\)"),
+    ("gru-one-sequence-carry-width", nn.GRU(3), (GRU_P, (), (z(5, 3), z(4))), ValueError,
+     r"GRU\(3\): carry \(h\) has shape \(4,\), expected \(3,\) \(\(H,\) for one "
+     r"sequence, H=3\)"),
 ]
 
 TRAIN = [   # apply(..., train=True) rows: (id, layer, (params, state, x), key, exc, regex)
@@ -275,3 +303,29 @@ def test_batchnorm_refusals_leave_no_nan():
     s = {"mean": z(4), "var": np.ones(4)}
     y, s2 = layer.apply(p, s, np.arange(8.0).reshape(2, 4), train=True)
     assert all(math.isfinite(v) for v in np.concatenate([np.ravel(y), s2["mean"], s2["var"]]))
+
+
+TRAIN_FLAG = [   # layers that read train or pass it on: (layer, input_shape, x)
+    nn.serial(nn.Dense(2), nn.Dropout(0.5)), nn.Dropout(0.5), nn.BatchNorm(),
+    nn.MultiHeadAttention(1, dropout_rate=0.1), nn.parallel(nn.Dense(2)),
+    nn.Residual(nn.Dense(3)), nn.Bidirectional(nn.GRU(2), nn.GRU(2))]
+TRAIN_SHAPES = [(2, 3), (2, 3), (2, 3), (2, 2, 3), ((2, 3),), (2, 3), (2, 2, 3)]
+
+
+@pytest.mark.parametrize("layer, shape", list(zip(TRAIN_FLAG, TRAIN_SHAPES)),
+                         ids=[layer.name for layer in TRAIN_FLAG])
+def test_train_must_be_a_python_bool(layer, shape):
+    """``train="False"`` used to run in training mode, a traced ``train`` to fail with
+    JAX's TracerBoolConversionError naming no layer."""
+    p, s = concrete(abstract_init(layer, shape)[1:])
+    x = jax.tree_util.tree_map(lambda d: z(*d), shape,
+                               is_leaf=lambda d: all(isinstance(i, int) for i in d))
+    name = re.escape(layer.name)
+    for bad in ("False", 1, np.zeros(())):
+        _both(lambda p, s, x: apply(layer, p, s, x, key=KEY, train=bad), (p, s, x), TypeError,
+              rf"^{name}: train must be a bool, got ")
+    with pytest.raises(TypeError, match=rf"^{name}: train must be a Python bool, got a traced "
+                                        r"value .*under jax.jit mark it static"):
+        jax.jit(lambda p, s, x, t: apply(layer, p, s, x, key=KEY, train=t))(p, s, x, True)
+    for good in (True, np.bool_(False)):
+        apply(layer, p, s, x, key=KEY, train=good)

@@ -141,3 +141,50 @@ def test_initializers_are_factories_with_the_jax_signature():
         assert jax.eval_shape(lambda k: init(k, (3, 4)), KEY).dtype == F64
         with jax.enable_x64(False):                           # resolved when called
             assert jax.eval_shape(lambda k: init(k, (3, 4)), KEY).dtype == F32
+
+
+def _doc(fn):
+    return " ".join(fn.__doc__.split())
+
+
+def _default(fn, arg):
+    import inspect
+    return inspect.signature(fn).parameters[arg].default
+
+
+def test_defaults_that_differ_from_flax_are_stated_in_the_docstrings():
+    """The defaults are fixed (DESIGN, checkpoints); each docstring says what it is and
+    what Flax's is, and the BatchNorm docstring no longer suggests Keras's default."""
+    assert _default(nn.BatchNorm, "momentum") == 0.9
+    bn = _doc(nn.BatchNorm)
+    assert "as in the book's ``BatchNormalization`` and Keras" not in bn
+    assert "default to 0.99" in bn and "PyTorch's default (``momentum=0.1``)" in bn
+    assert _default(nn.Conv2D, "padding") == 0 == _default(nn.Conv1D, "padding")
+    assert "Flax's ``Conv`` defaults to ``'SAME'``" in _doc(nn.Conv2D)
+    assert "(``'VALID'``; Flax: ``'SAME'``)" in _doc(nn.Conv1D)
+    assert "Flax's ``Dense`` defaults to LeCun normal truncated" in _doc(nn.Dense)
+    assert "Flax's ``Conv`` defaults to LeCun normal truncated" in _doc(nn.Conv2D)
+    assert "Flax's ``GRUCell`` has no recurrent ``r``/``z`` bias" in _doc(nn.GRU)
+    mha = _doc(nn.MultiHeadAttention)
+    assert "broadcast_dropout=True" in mha and "packed ``(3D, F)`` in-projection" in mha
+
+
+def test_gru_equals_flax_layout_when_the_redundant_recurrent_biases_are_zero():
+    """What the GRU docstring says: Flax's ``GRUCell`` (biases ``ir``, ``iz``, ``in`` on
+    the input, ``hn`` on the recurrent candidate) is this layer with ``bh[:2H] = 0``."""
+    T, N, D, H = 3, 2, 2, 3
+    layer = nn.GRU(H)
+    _, p, _ = layer.init(KEY, (T, -1, D))
+    rng = np.random.default_rng(0)
+    p = {k: jnp.asarray(rng.standard_normal(v.shape)) for k, v in p.items()}
+    p["bh"] = p["bh"].at[:2 * H].set(0.0)
+    xs = jnp.asarray(rng.standard_normal((T, N, D)))
+    h, outs = jnp.zeros((N, H)), []
+    for x in xs:   # Flax's GRUCell, written out
+        gx, gh = x @ p["wx"] + p["bx"][None], h @ p["wh"]
+        r = jax.nn.sigmoid(gx[:, :H] + gh[:, :H])
+        z = jax.nn.sigmoid(gx[:, H:2 * H] + gh[:, H:2 * H])
+        n = jnp.tanh(gx[:, 2 * H:] + r * (gh[:, 2 * H:] + p["bh"][None, 2 * H:]))
+        h = (1 - z) * n + z * h
+        outs.append(h)
+    np.testing.assert_allclose(layer.apply(p, (), xs)[0], jnp.stack(outs), rtol=1e-12)

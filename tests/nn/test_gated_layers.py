@@ -200,10 +200,10 @@ def test_composes_with_serial_and_parallel():
     model = nn.serial(nn.parallel(nn.Embedding(V, D, dtype=F64), nn.Identity),
                       nn.LSTM(H, return_carry=True, dtype=F64),
                       nn.parallel(nn.Dense(V, dtype=F64), nn.Identity))
-    # a concrete N: Dense's init takes -1 only on the leading axis, not (T, -1, H)
-    out_shape, params, state = abstract_init(model, ((T, N), ((N, H), (N, H))))
+    # an unknown N after a time-major layer: Dense's init takes (T, -1, H)
+    out_shape, params, state = abstract_init(model, ((T, -1), ((-1, H), (-1, H))))
     params = jax.tree_util.tree_map(lambda a: 0.5 * randn(a.shape, 14), params)
-    assert out_shape == ((T, N, V), ((N, H), (N, H)))
+    assert out_shape == ((T, -1, V), ((-1, H), (-1, H)))
     assert nn.LSTM(H, return_carry=True).init(KEY, ((T, -1, D), ((-1, H), (-1, H))))[0] == \
         ((T, -1, H), ((-1, H), (-1, H)))
     ids = randint((2 * T, N), V, seed=12)
@@ -265,6 +265,6 @@ def test_construction_and_init_errors():
     with pytest.raises(ValueError, match=r"GRU\(4\): input_shape \(5, 2, 3, 1\) has rank 4, "
                                          r"expected rank 2 or 3 \(T, D\) or \(T, N, D\)"):
         nn.GRU(4).init(KEY, (5, 2, 3, 1))
-    with pytest.raises(ValueError, match=r"LSTM\(4\): lstm: c0 has shape \(2, 5\), expected "
-                                         r"\(2, 4\)"):
+    with pytest.raises(ValueError, match=r"LSTM\(4\): carry\[1\] \(c\) has shape \(2, 5\), "
+                                         r"expected \(\*, 4\) \(\(N, H\), H=4\)"):
         nn.LSTM(4).init(KEY, ((5, 2, 3), ((2, 4), (2, 5))))

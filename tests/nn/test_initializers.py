@@ -115,3 +115,20 @@ def test_jax_initializers_work_as_w_init(name):
     init = init if name in ("zeros", "ones") else init()
     _, p, _ = nn.Dense(4, w_init=init).init(jax.random.PRNGKey(0), (-1, 3))
     assert p["w"].shape == (3, 4) and p["w"].dtype == jnp.float64
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_orthogonal_in_half_precision_draws_in_float32_and_casts(dtype):
+    """QR has no half-precision kernel on CPU (``jax.nn.initializers.orthogonal`` raises
+    NotImplementedError there); the LSTM/GRU default ``wh_init`` must still work."""
+    from funcnet import nn
+    k = jax.random.PRNGKey(5)
+    w = I.orthogonal(2.0)(k, (4, 6), dtype)
+    want = I.orthogonal(2.0)(k, (4, 6), jnp.float32).astype(dtype)
+    assert w.dtype == dtype
+    np.testing.assert_array_equal(np.asarray(w, np.float32), np.asarray(want, np.float32))
+    for layer in (nn.LSTM(5, dtype=dtype), nn.GRU(5, dtype=dtype)):
+        _, p, _ = layer.init(k, (6, -1, 3))
+        assert {a.dtype for a in jax.tree_util.tree_leaves(p)} == {np.dtype(dtype)}
+        y, _ = layer.apply(p, (), jnp.ones((6, 2, 3), dtype))
+        assert y.dtype == dtype and bool(jnp.all(jnp.isfinite(y)))

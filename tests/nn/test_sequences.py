@@ -152,3 +152,42 @@ def test_bidirectional_apply_checks_lengths_and_params():
     with pytest.raises(ValueError, match=r"params is a tuple with 1 entries, expected a tuple "
                                          r"with one entry per layer"):
         layer.apply(params[:1], state, x)
+
+
+def test_bidirectional_one_sequence_with_a_length_follows_the_recurrent_rule():
+    """``(T, D)`` with a length ``()``, what ``jax.vmap`` over the examples gives, as for
+    RNN/LSTM/GRU: per-example outputs and gradients equal the padded batch's."""
+    layer = nn.Bidirectional(nn.GRU(3), nn.LSTM(2))
+    _, params, state = layer.init(KEY, ((T, -1, D), (-1,)))
+    assert layer.init(KEY, ((T, D), ()))[0] == (T, 5)
+    xs, lengths = randn((T, 4, D), 11), jnp.array(LENGTHS)
+
+    def loss(p, x, n):
+        return jnp.sum(layer.apply(p, state, (x, n))[0] ** 2)
+
+    one = jax.vmap(lambda x, n: layer.apply(params, state, (x, n))[0], in_axes=(1, 0),
+                   out_axes=1)(xs, lengths)
+    assert_close(one, layer.apply(params, state, (xs, lengths))[0], 1e-14, "vmap")
+    per_example = jax.vmap(jax.grad(loss), in_axes=(None, 1, 0))(params, xs, lengths)
+    total = jax.grad(loss)(params, xs, lengths)
+    assert_close(jax.tree_util.tree_map(lambda g: g.sum(0), per_example), total, 1e-10,
+                 "per-example grads")
+    for f in (layer.apply, jax.jit(layer.apply)):
+        with pytest.raises(ValueError, match=r"Bidirectional\(GRU\(3\), LSTM\(2\)\): lengths "
+                                             r"has shape \(4,\) \(rank 1\), expected rank 0 "
+                                             r"\(\) for one sequence \(T, D\)"):
+            f(params, state, (xs[:, 0], lengths))
+    with pytest.raises(ValueError, match=r"Bidirectional\(GRU\(3\), LSTM\(2\)\): input_shape "
+                                         r"\(-1,\) has rank 1, expected rank 0 \(N,\) lengths, "
+                                         r"\(\) for one sequence"):
+        layer.init(KEY, ((T, D), (-1,)))
+
+
+def test_nn_imports_no_private_module_of_ops():
+    """TEAM.md: funcnet.nn may import funcnet.ops (public) and funcnet._checks only."""
+    import pathlib
+    import re
+    root = pathlib.Path(nn.__file__).parent
+    for path in root.glob("*.py"):
+        assert not re.search(r"funcnet\.ops\._|from funcnet\.ops import _", path.read_text()), \
+            path.name
