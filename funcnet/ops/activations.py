@@ -121,14 +121,26 @@ def tanh(x):
     return _tanh(as_array(x))
 
 
+def _shifted(x, axis, finite_shift=False):
+    """``x - max(x)`` along ``axis`` (a constant for autodiff); with ``finite_shift`` an
+    infinite max is replaced by 0, as ``logsumexp`` does."""
+    m = lax.stop_gradient(jnp.max(x, axis=axis, keepdims=True))
+    if finite_shift:
+        m = jnp.where(jnp.isfinite(m), m, jnp.zeros((), m.dtype))
+    return x - m
+
+
 def stable_softmax(x, axis):
-    z = x - lax.stop_gradient(jnp.max(x, axis=axis, keepdims=True))
-    e = jnp.exp(z)
+    e = jnp.exp(_shifted(x, axis))
     return e / jnp.sum(e, axis=axis, keepdims=True)
 
 
-def stable_log_softmax(x, axis):
-    z = x - lax.stop_gradient(jnp.max(x, axis=axis, keepdims=True))
+def stable_log_softmax(x, axis, *, finite_shift=False):
+    """``x - logsumexp(x)`` shifted by the max. A ``+inf`` entry makes the row all NaN
+    (``inf - inf``), as ``jax.nn.log_softmax``; with ``finite_shift`` (the cross-entropy,
+    as optax's ``logsumexp``) it is NaN at the ``+inf`` entries and ``-inf`` elsewhere, so
+    a ``+inf`` logit at another class gives the loss ``+inf``. Finite rows: the same."""
+    z = _shifted(x, axis, finite_shift)
     return z - jnp.log(jnp.sum(jnp.exp(z), axis=axis, keepdims=True))
 
 
@@ -172,6 +184,10 @@ def softmax(x, axis: int = -1):
     only the diagonal of that Jacobian, and note 002's code ``np.exp(x)`` overflows for
     large inputs (see ``docs/formulas.md``). Residual: ``y``.
 
+    Departure from ``jax.nn.softmax``: ``axis`` is one int (no tuple, no ``None`` for
+    all axes) and there is no ``where=``; both are refused with ``TypeError``. A ``+inf``
+    entry gives a row of NaN, as ``jax.nn.softmax``.
+
     Args:
       x: floating array, rank >= 1, at least one element along ``axis``.
       axis: static Python int, the class axis.
@@ -208,7 +224,8 @@ def log_softmax(x, axis: int = -1):
     """``y = x - logsumexp(x)`` along ``axis``, computed stably.
 
     Backward: ``dx = dy - softmax(x) * sum_k dy_k``, with ``softmax(x) = exp(y)``.
-    Residual: ``y``.
+    Residual: ``y``. As :func:`softmax`: one int ``axis`` only, no ``where=`` (unlike
+    ``jax.nn.log_softmax``); a ``+inf`` entry gives a row of NaN, as ``jax.nn``.
 
     Args:
       x: floating array, rank >= 1, at least one element along ``axis``.

@@ -105,8 +105,7 @@ def check_attention_args(fn, q, k, v, mask, causal, scale, block_size, dropout_r
         if _checks.dtype_of(mask) != jnp.bool_:
             raise TypeError(f"{fn}: mask must have dtype bool (True = attend), got "
                             f"{_checks.dtype_of(mask)} with shape {_checks.shape_of(mask)}")
-        b = qs[0] if q.ndim == 4 else 1
-        _checks.check_broadcastable(fn, "mask", mask, (b, n, qs[-3], ks[-3]), "(B, N, T, S)")
+        _check_mask_shape(fn, mask, qs, ks)
     causal = _checks.static_bool(fn, "causal", causal)
     scale = 1.0 / math.sqrt(qs[-1]) if scale is None else _checks.static_float(
         fn, "scale", scale)
@@ -120,6 +119,32 @@ def check_attention_args(fn, q, k, v, mask, causal, scale, block_size, dropout_r
         raise ValueError(f"{fn}: dropout_rate={rate:g} needs dropout_key, a PRNG key (pass "
                          "dropout_rate=0.0 for evaluation)")
     return causal, scale, block_size, rate, dropout_key
+
+
+def _check_mask_shape(fn, mask, qs, ks):
+    """A mask has the full rank of the logits, each size 1 or full, or is ``(T, S)``.
+
+    Batched ``q``: rank 4 ``(B, N, T, S)`` or rank 2 ``(T, S)``; unbatched ``q``: rank 3
+    ``(N, T, S)`` (``jax.nn``'s form), rank 4 with ``B = 1``, or rank 2. No rank 1 or 3
+    for a batched ``q``: ``jax.nn`` aligns such a mask to the right, which silently reads
+    a ``(B, S)`` or ``(B, 1, S)`` key-padding mask as ``(T, S)`` or ``(N, 1, S)`` when
+    ``B`` equals ``T`` or ``N``.
+    """
+    t, n, s = qs[-3], qs[-2], ks[-3]
+    batched = len(qs) == 4
+    target = (qs[0] if batched else 1, n, t, s)
+    shape = _checks.shape_of(mask)
+    if len(shape) not in ((2, 4) if batched else (2, 3, 4)):
+        if batched:
+            full, pad = f"4 (B, N, T, S) = {target}", f"(B, 1, 1, S) = {(qs[0], 1, 1, s)}"
+            why = " (no right-aligned broadcasting: it misreads a (B, S) or (B, 1, S) mask)"
+        else:
+            full, pad, why = f"3 (N, T, S) = {target[1:]}", f"(1, 1, S) = {(1, 1, s)}", ""
+        raise ValueError(
+            f"{fn}: mask has shape {shape} (rank {len(shape)}), expected rank {full} (each "
+            f"size 1 or full) or rank 2 (T, S) = {(t, s)}; a key-padding mask is {pad}{why}")
+    _checks.check_broadcastable(fn, "mask", mask, target, "(B, N, T, S); a key-padding "
+                                "mask is (B, 1, 1, S)")
 
 
 def _plan(s: int, rows: int, causal: bool, scale: float, block_size: int | None,
@@ -315,7 +340,12 @@ def dot_product_attention(q, k, v, mask=None, *, causal=False, scale=None, block
 
     Layout and semantics of ``jax.nn.dot_product_attention`` (``B`` batch, ``T`` queries,
     ``S`` keys, ``N`` query heads, ``K`` key/value heads, ``H`` head size), with which it
-    agrees in value and gradient (tests). For each batch ``b`` and head ``n`` (served by
+    agrees in value and gradient (tests). Departures from its signature: the 4th
+    positional argument is the boolean ``mask`` (``jax.nn``'s is an additive ``bias``; a
+    float array there is refused with ``TypeError``), ``causal`` instead of
+    ``is_causal``, no ``bias``/``*_seq_lengths``/``local_window_size``, a mask of rank
+    1 or 3 (batched ``q``) is refused instead of right-aligned, and an empty axis is
+    refused. For each batch ``b`` and head ``n`` (served by
     key/value head ``n // (N/K)``)::
 
         s_ij = scale * q_i . k_j                          (i < T, j < S)
@@ -385,8 +415,13 @@ def dot_product_attention(q, k, v, mask=None, *, causal=False, scale=None, block
       k: keys ``(B, S, K, H)`` (or ``(S, K, H)``), ``K`` dividing ``N``; ``K == N`` is
         multi-head attention, ``K < N`` grouped-query (``K == 1`` multi-query).
       v: values, ``k``'s shape. ``q, k, v`` share one floating dtype.
-      mask: optional boolean array broadcastable to ``(B, N, T, S)`` (rank <= 4, each
-        size 1 or full), ``True`` = attend. Not an additive bias.
+      mask: optional boolean array, ``True`` = attend; the 4th positional argument
+        (``jax.nn``'s 4th is an additive ``bias``, which this op does not take). Rank 4
+        ``(B, N, T, S)`` with each size 1 or full (a key-padding mask is ``(B, 1, 1, S)``),
+        or rank 2 ``(T, S)``; for an unbatched ``q`` also rank 3 ``(N, T, S)``. Unlike
+        ``jax.nn``, a mask of rank 1, or rank 3 with a batched ``q``, is refused rather
+        than right-aligned: ``(B, S)`` or ``(B, 1, S)`` would silently be read as
+        ``(T, S)`` or ``(N, 1, S)`` whenever ``B`` equals ``T`` or ``N``.
       causal: static bool, mask keys ``j > i``.
       scale: static Python float multiplying the logits; default ``1 / sqrt(H)``.
       block_size: static int, keys per block of the forward and backward loops. Default:
@@ -403,7 +438,8 @@ def dot_product_attention(q, k, v, mask=None, *, causal=False, scale=None, block
 
     Raises:
       ValueError: wrong ranks, inconsistent ``B, H`` or ``S``, ``N`` not a multiple of
-        ``K``, an empty axis, a mask not broadcastable to ``(B, N, T, S)``, a NaN/inf
+        ``K``, an empty axis, a mask of another rank or not broadcastable to
+        ``(B, N, T, S)``, a NaN/inf
         ``scale``, ``block_size < 1``, ``dropout_rate`` outside ``[0, 1)`` or without a
         ``dropout_key``.
       TypeError: non-floating or mismatched ``q, k, v`` dtypes, a non-bool mask, a

@@ -57,6 +57,11 @@ def dropout(x, rate, key):
     residual is the key alone, not an ``x``-sized mask). ``key`` gets a ``None`` cotangent.
     ``rate == 0`` returns ``x`` unchanged (identity, gradient 1).
 
+    Under ``jax.vmap`` the mask is a function of the key alone: with one unbatched key
+    (``vmap(lambda x: dropout(x, r, key))``) EVERY example gets the SAME mask (standard
+    JAX semantics; the twin does the same). For independent masks per example, vmap over
+    keys too: ``vmap(dropout, in_axes=(0, None, 0))(x, r, jax.random.split(key, n))``.
+
     Args:
       x: floating array of any shape.
       rate: drop probability, a Python float in ``[0, 1)``. Static.

@@ -14,21 +14,26 @@ import jax
 import jax.numpy as jnp
 
 from funcnet import _checks
-from funcnet.ops._labels import valid_labels
+from funcnet.ops._arrays import as_array, flat
+from funcnet.ops._labels import as_indices, valid_labels
 from funcnet.ops._mode import has_twin
 
 __all__ = ["embedding"]
 
 
-def check_embedding_args(fn, ids, table) -> int:
-    """Checks of ``embedding`` and its twin; returns ``V`` (the number of rows)."""
+def check_embedding_args(fn, ids, table):
+    """Checks of ``embedding`` and its twin; returns ``(ids, table)`` as arrays, ``ids``
+    as int32/int64 (:func:`funcnet.ops._labels.as_indices`: small dtypes are widened so
+    that the out-of-range marker ``V`` fits, and no cast wraps a bad id into ``[0, V)``)."""
     _checks.check_integer(fn, "ids", ids, "token ids; cast float ids with .astype(int)")
     _checks.check_float(fn, "table", table)
     _checks.check_rank(fn, "table", table, 2, "(V, F)")
-    v = _checks.shape_of(table)[0]
-    _checks.check_index_range(fn, "ids", ids, v, f"ids in [0, {v}) for a table of shape "
-                                                 f"{_checks.shape_of(table)}")
-    return v
+    shape = _checks.shape_of(table)
+    _checks.check_nonempty(fn, "table", table, "at least one row (V >= 1) to look ids up in",
+                           (0,))
+    _checks.check_index_range(fn, "ids", ids, shape[0],
+                              f"ids in [0, {shape[0]}) for a table of shape {shape}")
+    return as_indices(ids, shape[0]), as_array(table)
 
 
 def embedding_forward(ids, table):
@@ -50,11 +55,11 @@ def _embedding_fwd(ids, table, num_embeddings):
 
 
 def _embedding_bwd(num_embeddings, ids, g):
-    f = g.shape[-1]
-    # Out-of-range ids (forward gave NaN) are sent to row V and dropped by the scatter.
+    # Out-of-range ids (forward gave NaN) are sent to row V and dropped by the scatter;
+    # ids are int32/int64 (check_embedding_args), so V fits.
     rows = jnp.where(valid_labels(ids, num_embeddings), ids, num_embeddings).reshape(-1)
-    dtable = jnp.zeros((num_embeddings, f), g.dtype).at[rows].add(
-        g.reshape(-1, f), mode="drop")
+    dtable = jnp.zeros((num_embeddings, g.shape[-1]), g.dtype).at[rows].add(
+        flat(g), mode="drop")
     return None, dtable
 
 
@@ -81,20 +86,25 @@ def embedding(ids, table):
     and contributes nothing to ``dtable``. (``jnp.take``'s default ``mode="fill"`` also
     gives NaN above ``V``, but treats ``-1`` as the last row.)
 
+    Ids of any integer dtype work (int8/uint8/int16 ids with ``V`` beyond their range, and
+    uint64 ids, included: they are widened or clipped to int32/int64 first, so the
+    out-of-range rule holds); a Python int id gives one row ``(F,)``, as ``jnp.take``.
+
     Args:
-      ids: integer array of any shape (token ids), values in ``[0, V)``.
-      table: ``(V, F)`` floating array.
+      ids: integer array of any shape, or a Python int (token ids), values in ``[0, V)``.
+      table: ``(V, F)`` floating array, ``V >= 1`` (``F = 0`` works).
 
     Returns:
       ``(*ids.shape, F)`` array of ``table``'s dtype.
 
     Raises:
       TypeError: non-integer ``ids`` (float or bool), non-floating ``table``.
-      ValueError: ``table`` not of rank 2; concrete ``ids`` outside ``[0, V)``.
+      ValueError: ``table`` not of rank 2 or with no row (``V = 0``, also under ``jit``);
+        concrete ``ids`` outside ``[0, V)``.
 
     References:
       Bengio et al. (2003), "A Neural Probabilistic Language Model", JMLR 3 (learned
       word feature vectors). ``docs/formulas.md``, "Beyond the notes".
     """
-    v = check_embedding_args("embedding", ids, table)
-    return _embedding(ids, table, v)
+    ids, table = check_embedding_args("embedding", ids, table)
+    return _embedding(ids, table, table.shape[0])

@@ -30,13 +30,19 @@ from funcnet.ops.activations import stable_log_softmax
 
 
 # ---------------------------------------------------------------- softmax cross-entropy
+def _log_probs(logits):
+    """Log-softmax over the classes; a ``+inf`` logit at another class gives ``-inf``
+    (loss ``+inf``, as optax's integer-label loss), not an all-NaN row."""
+    return stable_log_softmax(logits, -1, finite_shift=True)
+
+
 @jax.custom_vjp
 def _sce_index(logits, labels):
-    return -jnp.mean(take_labels(stable_log_softmax(logits, -1), labels))
+    return -jnp.mean(take_labels(_log_probs(logits), labels))
 
 
 def _sce_index_fwd(logits, labels):
-    logp = stable_log_softmax(logits, -1)
+    logp = _log_probs(logits)
     return -jnp.mean(take_labels(logp, labels)), (logp, labels)
 
 
@@ -53,12 +59,12 @@ _sce_index.defvjp(_sce_index_fwd, _sce_index_bwd)
 
 @jax.custom_vjp
 def _sce_probs(logits, labels):
-    logp = stable_log_softmax(logits, -1)
+    logp = _log_probs(logits)
     return -jnp.sum(labels * mask_log(labels, logp)) / num_rows(logits)
 
 
 def _sce_probs_fwd(logits, labels):
-    logp = stable_log_softmax(logits, -1)
+    logp = _log_probs(logits)
     return -jnp.sum(labels * mask_log(labels, logp)) / num_rows(logp), (logp, labels)
 
 

@@ -147,7 +147,11 @@ def binary_cross_entropy(probs, targets, eps: float = 1e-7):
 
 
 def _sbce(x, t):
-    return jnp.mean(jnp.maximum(x, 0) - x * t + jnp.log1p(jnp.exp(-jnp.abs(x))))
+    # max(x, 0) - x t written per sign, x (1 - t) or -x t: at x = +inf and t < 1 that is
+    # +inf (optax's value), where inf - inf * t would be NaN.
+    zero = jnp.zeros((), x.dtype)
+    linear = jnp.where(x > zero, x * (1 - t), -x * t)
+    return jnp.mean(linear + jnp.log1p(jnp.exp(-jnp.abs(x))))
 
 
 @jax.custom_vjp
@@ -173,7 +177,10 @@ def sigmoid_binary_cross_entropy(logits, targets):
     """Sigmoid followed by binary cross-entropy, in the stable form, mean over elements.
 
     Forward: ``L = (1/M) sum_i [max(x_i, 0) - x_i t_i + log(1 + exp(-|x_i|))]``, which
-    equals ``BCE(sigmoid(x), t)`` without overflow or ``log(0)`` at any ``x``.
+    equals ``BCE(sigmoid(x), t)`` without overflow or ``log(0)`` at any ``x``. The first
+    two terms are computed as ``x (1 - t)`` for ``x > 0`` and ``-x t`` otherwise, so an
+    infinite logit gives optax's value: ``+inf`` for ``x = +inf, t < 1`` and ``x = -inf,
+    t > 0``, NaN for ``x = +inf, t = 1`` and ``x = -inf, t = 0`` (``inf * 0``).
     Backward: ``dL/dx = (sigmoid(x) - t) / M`` and ``dL/dt = -x / M``.
     Residuals: ``logits`` and ``targets`` (both inputs).
 

@@ -88,6 +88,10 @@ TABLE = [
     ("softmax", (LIST,), {}, TypeError, r"softmax: x must be an array, got list"),
     ("softmax", (A(3, 4),), {"axis": 2}, ValueError, r"softmax: axis 2 is out of range for an input of rank 2"),
     ("softmax", (A(3, 4),), {"axis": 1.0}, TypeError, r"softmax: axis must be an int, got float"),
+    # documented departures from jax.nn: one int axis only (no tuple, no None)
+    ("softmax", (A(3, 4),), {"axis": (0, 1)}, TypeError, r"softmax: axis must be an int, got tuple"),
+    ("log_softmax", (A(3, 4),), {"axis": None}, TypeError,
+     r"log_softmax: axis must be an int, got NoneType"),
     ("softmax", (A(3, 0),), {}, ValueError,
      r"softmax: x has shape \(3, 0\), expected at least one class along axis 1"),
     ("log_softmax", (None,), {}, TypeError, r"log_softmax: x must be an array, got NoneType"),

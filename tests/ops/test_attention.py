@@ -267,6 +267,15 @@ ERRORS = [
      r"mask has shape \(2, 4, 3, 4\), expected a shape broadcastable to \(2, 4, 3, 5\) "
      r"\(B, N, T, S\)"),
     ({"mask": np.ones((1, 2, 4, 3, 5), bool)}, ValueError, r"mask has shape \(1, 2, 4, 3, 5\)"),
+    ({"mask": np.ones((5,), bool)}, ValueError,       # was right-aligned to (1, 1, 1, 5)
+     r"dot_product_attention: mask has shape \(5,\) \(rank 1\), expected rank 4 \(B, N, T, "
+     r"S\) = \(2, 4, 3, 5\) \(each size 1 or full\) or rank 2 \(T, S\) = \(3, 5\); a "
+     r"key-padding mask is \(B, 1, 1, S\) = \(2, 1, 1, 5\)"),
+    ({"mask": np.ones((1, 1, 5), bool)}, ValueError,  # was right-aligned to (1, 1, 1, 5)
+     r"mask has shape \(1, 1, 5\) \(rank 3\), expected rank 4 .* \(B, 1, 1, S\) = "),
+    ({"mask": np.ones((2, 5), bool)}, ValueError,     # (B, S) is not (T, S)
+     r"mask has shape \(2, 5\), expected a shape broadcastable to \(2, 4, 3, 5\) \(B, N, T, "
+     r"S\); a key-padding mask is \(B, 1, 1, S\)"),
     ({"mask": [[True]]}, TypeError, r"dot_product_attention: mask must be an array, got list"),
     ({"scale": float("nan")}, ValueError, r"dot_product_attention: scale must be finite"),
     ({"scale": "2"}, TypeError, r"dot_product_attention: scale must be a Python float"),
@@ -287,6 +296,34 @@ def test_bad_input_raises_eagerly_and_under_jit(change, exc, match):
         with pytest.raises(exc, match=match):
             jax.jit(lambda arr: f(arr["q"], arr["k"], arr["v"], arr.get("mask", a["mask"]),
                                   **statics))(arrays)
+
+
+def test_mask_ranks_are_not_right_aligned():
+    """nn_audit item 5: with B = N = T = S = 2, a (B, 1, S) or (S,) key-padding mask was
+    right-aligned like jax.nn's and silently read as (N, 1, S) or the same keys for every
+    example. Rank 4 (sizes 1 or full) and (T, S) work and equal the explicit full mask;
+    rank 1 and 3 are refused naming (B, 1, 1, S); an unbatched q also takes (N, T, S)."""
+    q, k, v = (jnp.asarray(a) for a in _qkv(2, 2, 2, 2, 2, 3, seed=12))
+    valid = np.array([[True, True], [True, False]])     # example 1: key 1 is padding
+    full = np.broadcast_to(valid[:, None, None, :], (2, 2, 2, 2))
+    ts = np.array([[True, False], [True, True]])
+    run = jax.jit(lambda q, k, v: [f(q, k, v, jnp.asarray(m)) for m in (
+        full, valid[:, None, None, :], ts, np.broadcast_to(ts, (2, 2, 2, 2)))
+        for f in (attention, R.dot_product_attention)])
+    want, want_r, pad, pad_r, tmask, tmask_r, tfull, tfull_r = run(q, k, v)
+    assert_close([want_r, pad, pad_r], [want] * 3, 1e-14, "(B, 1, 1, S) = full mask")
+    assert_close([tmask, tmask_r, tfull_r], [tfull] * 3, 1e-14, "(T, S) = full mask")
+    one = jax.jit(lambda q, k, v: [attention(q, k, v, jnp.asarray(m))
+                                   for m in (full[1], full[1, :1, :1], full[1, :1])])
+    assert_close(one(q[1], k[1], v[1]), [want[1]] * 3, 1e-14, "unbatched (N, T, S)")
+    for f in (attention, R.dot_product_attention, jax.jit(attention)):
+        for bad in (valid[:, None, :], valid[1]):      # (B, 1, S), (S,)
+            with pytest.raises(ValueError, match=r"\(rank [13]\), expected rank 4 .* a key-"
+                                                 r"padding mask is \(B, 1, 1, S\) = \(2, 1, 1, 2\)"):
+                f(q, k, v, jnp.asarray(bad))
+        with pytest.raises(ValueError, match=r"\(rank 1\), expected rank 3 \(N, T, S\) = "
+                                             r"\(2, 2, 2\) .* is \(1, 1, S\) = \(1, 1, 2\)"):
+            f(q[1], k[1], v[1], jnp.asarray(valid[1]))
 
 
 def test_traced_scale_is_rejected_under_jit():

@@ -87,6 +87,18 @@ def test_vmap_per_example_keys_and_pmap():
     assert_close(p[0], y0, 1e-12, "pmap")
 
 
+def test_vmap_with_one_unbatched_key_shares_the_mask_as_documented():
+    """The docstring's warning: vmap over x alone gives every example the same mask; the
+    recipe there (vmap over split keys too) gives different masks."""
+    x = jnp.ones((3, 64))
+    shared, split = jax.jit(lambda x: [
+        jax.vmap(lambda r: dropout(r, 0.5, RAW))(x),
+        jax.vmap(dropout, in_axes=(0, None, 0))(x, 0.5, jax.random.split(RAW, 3))])(x)
+    shared, split = np.asarray(shared), np.asarray(split)
+    assert np.all(shared == shared[0]) and not np.all(split == split[0])
+    assert "SAME mask" in dropout.__doc__ and "jax.random.split" in dropout.__doc__
+
+
 @pytest.mark.parametrize("rate, key, exc, match", [
     (1.0, RAW, ValueError, r"dropout: rate must be in \[0, 1\), got 1"),
     (-0.1, RAW, ValueError, r"dropout: rate must be in \[0, 1\), got -0.1"),

@@ -99,6 +99,8 @@ def test_out_of_range_ids_under_jit_give_nan_rows_and_no_gradient():
     (np.array([0, 1]), rand((V * F,)), ValueError,
      r"embedding: table has shape \(21,\) \(rank 1\), expected rank 2 \(V, F\)"),
     ([0, 1], rand((V, F)), TypeError, r"embedding: ids must be an array, got list"),
+    (np.array([0]), rand((0, F)), ValueError,     # was an IndexError from jnp.take under jit
+     r"embedding: table has shape \(0, 3\), expected at least one row \(V >= 1\)"),
 ])
 def test_bad_input_raises_eagerly_and_under_jit(ids, table, exc, match):
     for fn in (ops.embedding, jax.jit(ops.embedding), R.embedding):
@@ -114,3 +116,61 @@ def test_out_of_range_concrete_ids_raise(bad):
     for fn in (ops.embedding, R.embedding):
         with pytest.raises(ValueError, match=match):
             fn(ids, rand((V, F)))
+
+
+@pytest.mark.parametrize("dtype, v", [(np.int8, 300), (np.uint8, 300), (np.int16, 40000)])
+def test_small_id_dtypes_with_more_rows_than_they_can_hold(dtype, v):
+    """The backward rule marks bad ids with row V: ids are widened to int32 first, so a V
+    beyond the id dtype's range works (it was an OverflowError in the backward pass)."""
+    top = np.iinfo(dtype).max
+    ids = np.array([[0, 1, top], [top, 2, 1]], dtype)
+    table = rand((v, 2), 60)
+    fd = 1e-6 if v < 1000 else None        # central differences over 80,000 entries: skip
+    check_vjp(ops.embedding, R.embedding, (ids, table), argnums=(1,), seed=61, fd_rtol=fd)
+    dtable = jax.jit(jax.grad(lambda t, i: jnp.sum(ops.embedding(i, t))))(table, ids)
+    want = np.zeros((v, 2))
+    np.add.at(want, ids.astype(np.int64), 1.0)
+    np.testing.assert_array_equal(dtable, want)
+
+
+def test_wide_unsigned_ids_are_not_wrapped_into_the_table_under_jit():
+    """uint64 2**32 (+1) and uint32 2**32 - 1 are outside [0, V): a NaN row and no
+    gradient, not row 0 or 1 (a cast to int32 would wrap them there)."""
+    assert jax.config.jax_enable_x64   # (tests/conftest.py) else uint64 would be uint32
+    table = jnp.asarray(rand((V, F), 62))
+    run = jax.jit(lambda t, i: (ops.embedding(i, t), jax.grad(
+        lambda t: jnp.sum(jnp.nan_to_num(ops.embedding(i, t))))(t)))
+    for ids in (jnp.array([2 ** 32, 2 ** 32 + 1, 3], jnp.uint64),
+                jnp.array([2 ** 32 - 1, 2 ** 32 - 1, 3], jnp.uint32)):
+        y, dtable = run(table, ids)
+        assert np.all(np.isnan(y[:2])) and np.array_equal(y[2], table[3])
+        want = np.zeros((V, F))
+        want[3] = 1.0
+        np.testing.assert_array_equal(dtable, want)
+        np.testing.assert_array_equal(jax.jit(lambda t, i: R.embedding(i, t))(table, ids), y)
+
+
+def test_python_int_id_is_one_row_like_jnp_take():
+    """``embedding(3, table)`` is ``table[3]`` (was a TypeError from indexing a bool)."""
+    table = jnp.asarray(rand((V, F), 63))
+    for fn in (ops.embedding, R.embedding, jax.jit(ops.embedding)):
+        np.testing.assert_array_equal(fn(3, table), jnp.take(table, 3, axis=0))
+    dy = jnp.asarray(rand((F,), 64))
+    check_vjp(ops.embedding, R.embedding, (3, table), argnums=(1,), seed=65)
+    (dtable,) = jax.vjp(lambda t: ops.embedding(3, t), table)[1](dy)
+    want = np.zeros((V, F))
+    want[3] = dy
+    np.testing.assert_array_equal(dtable, want)
+    with pytest.raises(ValueError, match=r"embedding: ids hold 7 \(at index \(\)\)"):
+        ops.embedding(7, table)
+
+
+def test_zero_feature_table_has_a_zero_size_gradient():
+    """F = 0: (..., 0) rows and a (V, 0) gradient, like the twin (was ZeroDivisionError
+    from reshape(-1, 0) in the backward rule)."""
+    ids = np.array([[1, 2], [0, 1]])
+    for f in (ops.embedding, R.embedding):
+        y, dtable = jax.jit(lambda t: jax.value_and_grad(
+            lambda t: jnp.sum(f(ids, t)))(t))(jnp.ones((3, 0)))
+        assert float(y) == 0.0 and dtable.shape == (3, 0)
+        assert f(ids, jnp.ones((3, 0))).shape == (2, 2, 0)

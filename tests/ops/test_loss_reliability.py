@@ -93,12 +93,21 @@ def test_out_of_range_labels_refused_eagerly(name, bad):
 
 
 @pytest.mark.parametrize("name", CLASS_LOSSES)
-@pytest.mark.parametrize("bad", [3, -1, 2 ** 31 - 1])
-def test_out_of_range_labels_under_jit_give_nan_loss_and_zero_gradient_row(name, bad):
+@pytest.mark.parametrize("bad, dtype", [
+    (3, jnp.int32), (-1, jnp.int32), (2 ** 31 - 1, jnp.int32),
+    (2 ** 32, jnp.uint64), (2 ** 32 + 1, jnp.uint64), (2 ** 63, jnp.uint64),  # int32 cast: 0, 1, 0
+    (2 ** 32 - 1, jnp.uint32), (255, jnp.uint8), (2 ** 32, jnp.int64)],
+    ids=["3", "-1", "int32_max", "u64_2e32", "u64_2e32+1", "u64_2e63", "u32_max", "u8_max",
+         "i64_2e32"])
+def test_out_of_range_labels_under_jit_give_nan_loss_and_zero_gradient_row(name, bad, dtype):
     """jit cannot check values: the loss is NaN (never a silent 0), the bad row's
-    gradient is 0 (parameters are not corrupted), and the twin does the same."""
+    gradient is 0 (parameters are not corrupted), and the twin does the same. Wide
+    unsigned labels are not wrapped into a valid class by the cast to int32 (2**32 as
+    uint64 was read as class 0 under jit)."""
+    assert jax.config.jax_enable_x64   # (tests/conftest.py) else uint64 would be uint32
     scores = jax.nn.softmax(jnp.array([[0.1, 0.2, 0.3], [1.0, -1.0, 0.5], [0.3, 0.3, 0.2]]))
-    labels = jnp.array([0, bad, 2], jnp.int32)
+    labels = jnp.array([0, bad, 2], dtype)
+    assert labels.dtype == dtype and int(labels[1]) == bad
     fn = getattr(ops, name)
     v, g = jax.jit(jax.value_and_grad(fn))(scores, labels)
     assert np.isnan(float(v))
@@ -285,3 +294,63 @@ def test_zero_size_gradients_match_the_twin(name, args):
     fr = lambda *a: jnp.sum(jnp.sin(getattr(ref, name)(*a)))  # noqa: E731
     idx = tuple(range(len(args)))
     assert_close(jax.grad(f, idx)(*args), jax.grad(fr, idx)(*args), 1e-12, "zero-size grads")
+
+
+# ------------------------------------------------------ +inf logits: as optax, op = twin
+def _per_row(fn, logits, labels):
+    """Loss of each row (a batch of one) and its gradient wrt the logits, by vmap."""
+    one = lambda x, y: fn(x[None], y[None])   # noqa: E731
+    return jax.vmap(one)(logits, labels), jax.vmap(jax.grad(one))(logits, labels)
+
+
+def _assert_same(got, want, what):
+    for g, w in zip(got, want):   # NaN and +-inf at the same places, finite values close
+        np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-15, err_msg=what)
+
+
+@pytest.mark.parametrize("one_hot", [False, True], ids=["index", "one_hot"])
+def test_softmax_cross_entropy_at_plus_inf_logits_equals_optax(one_hot):
+    """+inf at another class: loss +inf as optax's integer-label loss (the op gave NaN);
+    +inf at the label: NaN. One-hot labels: optax.softmax_cross_entropy's values (NaN at
+    +inf). Values and gradients equal the twin's and optax's."""
+    optax = pytest.importorskip("optax")
+    logits = jnp.array([[np.inf, 0.0, 1.0], [np.inf, 0.0, 1.0], [0.5, np.inf, np.inf],
+                        [1.0, 2.0, 3.0], [-np.inf, 2.0, 3.0]])
+    y = jnp.array([1, 0, 0, 2, 1])
+    if one_hot:
+        y = jax.nn.one_hot(y, 3, dtype=logits.dtype)
+        theirs = optax.softmax_cross_entropy
+    else:
+        theirs = optax.softmax_cross_entropy_with_integer_labels
+    want = _per_row(lambda x, t: jnp.mean(theirs(x, t)), logits, y)
+    got = _per_row(ops.softmax_cross_entropy, logits, y)
+    if one_hot:   # values only: optax's gradient is NaN over a whole +inf row, funcnet's
+        # only at the +inf entry (as optax's integer-label gradient); the last row (-inf at
+        # a class of label 0) is 0 * -inf = NaN in optax's one-hot loss, funcnet's
+        # 0 log 0 = 0 (test_softmax_cross_entropy_exact_with_masked_logits)
+        got, want = got[0][:4], want[0][:4]
+    _assert_same(got, want, "op vs optax")
+    both = _per_row(ops.softmax_cross_entropy, logits, y)
+    _assert_same(_per_row(ref.softmax_cross_entropy, logits, y), both, "twin vs op")
+    if not one_hot:
+        assert np.all(both[0][np.array([0, 2])] == np.inf) and np.isnan(both[0][1])
+
+
+def test_sigmoid_binary_cross_entropy_at_infinite_logits_equals_optax():
+    """x = +inf, t < 1 and x = -inf, t > 0: +inf as optax (the op gave NaN for the
+    first); x = +inf, t = 1 and x = -inf, t = 0: NaN as optax. Gradients wrt both
+    arguments equal the twin's and optax's."""
+    optax = pytest.importorskip("optax")
+    x = jnp.array([np.inf, np.inf, np.inf, -np.inf, -np.inf, -np.inf, 0.5, -30.0, 1e30])
+    t = jnp.array([0.0, 0.3, 1.0, 0.0, 0.3, 1.0, 0.2, 0.7, 0.4])
+
+    def elementwise(fn):
+        one = lambda a, b: fn(a[None], b[None])   # noqa: E731
+        return jax.vmap(one)(x, t), jax.vmap(jax.grad(one, (0, 1)))(x, t)
+
+    got = elementwise(ops.sigmoid_binary_cross_entropy)
+    _assert_same(got, elementwise(lambda a, b: jnp.mean(optax.sigmoid_binary_cross_entropy(
+        a, b))), "op vs optax")
+    _assert_same(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(
+        elementwise(ref.sigmoid_binary_cross_entropy)), "op vs twin")
+    np.testing.assert_array_equal(got[0][:6], [np.inf, np.inf, np.nan, np.nan, np.inf, np.inf])

@@ -232,3 +232,27 @@ def test_every_public_op_dispatches_to_its_twin():
     for name in core:
         op = getattr(ops, name)
         assert op.__wrapped__.__name__ == name and "reference_mode" in op.__doc__
+
+
+@pytest.mark.parametrize("name", ["relu", "softmax", "log_softmax"])
+def test_reference_mode_keeps_values_at_nan_and_inf(name):
+    """The twins compute the ops' values also at NaN and +-inf, and both equal jax.nn's:
+    relu keeps NaN (the relu twin dropped it), a +inf logit gives a NaN row (the
+    softmax twins gave NaN only at the +inf entry); gradients equal too."""
+    x = jnp.array([[np.nan, -1.0, 2.0, 0.0], [np.inf, 0.0, 1.0, -np.inf],
+                   [-np.inf, 1.0, 2.0, 3.0], [-np.inf, -np.inf, -np.inf, -np.inf]])
+    w = jnp.array([[0.5, -1.0, 2.0, 1.5]])
+
+    def value_and_grad():
+        f = getattr(ops, name)
+        return f(x), jax.grad(lambda x: jnp.sum(f(x) * w))(x)
+
+    custom = value_and_grad()
+    with ops.reference_mode():
+        twin = value_and_grad()
+    nn_f = getattr(jax.nn, name)
+    want = nn_f(x), jax.grad(lambda x: jnp.sum(nn_f(x) * w))(x)
+    for got in (custom, twin):
+        np.testing.assert_allclose(got[0], want[0], rtol=1e-15, atol=0)   # NaN where NaN
+        np.testing.assert_allclose(got[1], want[1], rtol=1e-14, atol=1e-16)
+    assert np.isnan(twin[0][0, 0]) and (name == "relu" or np.all(np.isnan(twin[0][1])))

@@ -16,7 +16,8 @@ def dot_product_attention(q, k, v, mask=None, *, causal=False, scale=None, block
 
     Args:
       q: ``(B, T, N, H)`` or ``(T, N, H)``; k, v: ``(B, S, K, H)`` or ``(S, K, H)``.
-      mask: boolean, broadcastable to ``(B, N, T, S)``; ``True`` = attend.
+      mask: boolean ``(B, N, T, S)`` (sizes 1 or full) or ``(T, S)`` (also ``(N, T, S)``
+        for an unbatched ``q``), as the op; ``True`` = attend.
       causal, scale: as the op. block_size: checked and ignored (one block).
       dropout_rate, dropout_key: as the op (the same mask for the same key).
 

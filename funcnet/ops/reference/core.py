@@ -15,7 +15,7 @@ from jax.scipy.special import logsumexp
 from funcnet import _checks
 from funcnet.ops._arrays import as_array, compute_dtype
 from funcnet.ops._labels import mask_log, num_rows, one_hot, take_labels, valid_labels
-from funcnet.ops.activations import check_softmax_args
+from funcnet.ops.activations import check_softmax_args, stable_log_softmax, stable_softmax
 from funcnet.ops.linear import check_affine_args, check_matmul_args
 from funcnet.ops.losses import (check_cross_entropy_args, check_multiclass_hinge_args,
                                 check_softmax_cross_entropy_args)
@@ -38,8 +38,9 @@ def affine(x, w, b):
 
 def relu(x):
     _checks.check_float("relu", "x", x)
-    x = as_array(x)
-    return jnp.where(x > 0, x, jnp.zeros((), x.dtype))
+    # jax.nn.relu: max(x, 0), so NaN stays NaN (as the op), with derivative [x > 0] (0 at
+    # the kink and at NaN); autodiff of a bare jnp.maximum would give 1/2 at x = 0.
+    return jax.nn.relu(as_array(x))
 
 
 def sigmoid(x):
@@ -53,14 +54,15 @@ def tanh(x):
     return jnp.tanh(as_array(x))
 
 
+# softmax / log_softmax: the op's forward formula (shifted by the max, as jax.nn), so a +inf
+# logit gives the same all-NaN row as the op and jax.nn (logsumexp would give NaN only at
+# the +inf entry); autodiff of it is what the backward rules are checked against.
 def log_softmax(x, axis: int = -1):
-    x, axis = check_softmax_args("log_softmax", x, axis)
-    return x - logsumexp(x, axis=axis, keepdims=True)
+    return stable_log_softmax(*check_softmax_args("log_softmax", x, axis))
 
 
 def softmax(x, axis: int = -1):
-    x, axis = check_softmax_args("softmax", x, axis)
-    return jnp.exp(x - logsumexp(x, axis=axis, keepdims=True))
+    return stable_softmax(*check_softmax_args("softmax", x, axis))
 
 
 def _log_softmax(x):

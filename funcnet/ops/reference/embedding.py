@@ -8,5 +8,4 @@ __all__ = ["embedding"]
 
 def embedding(ids, table):
     """Reference lookup ``table[ids]`` (NaN rows for ids outside ``[0, V)`` under jit)."""
-    check_embedding_args("embedding", ids, table)
-    return embedding_forward(ids, table)
+    return embedding_forward(*check_embedding_args("embedding", ids, table))
