@@ -38,6 +38,7 @@ __all__ = [
     "normalize_pair", "normalize_padding", "is_array", "is_key",
     "check_array_leaves", "check_divisible", "check_dtype", "check_nonempty",
     "check_hyperparameter", "check_same_leading", "check_batch_size", "valid_steps",
+    "as_indices",
 ]
 
 
@@ -375,9 +376,28 @@ def check_lengths(fn: str, xs, lengths):
     check_shape(fn, "lengths", lengths, (n,),
                 f"one length per sequence of the time-major xs {shape_of(xs)}")
     check_index_range(fn, "lengths", lengths, t + 1, f"lengths in [0, T = {t}]")
-    lengths = jnp.asarray(lengths)   # signed, at least int32: T fits, no wrap-around
-    signed = jnp.issubdtype(lengths.dtype, jnp.signedinteger) and lengths.dtype.itemsize >= 4
-    return lengths if signed else lengths.astype(jnp.int32)
+    return as_indices(jnp.asarray(lengths), t + 1)   # int32/int64; a bad length stays bad
+
+
+def as_indices(x, size: int):
+    """Integer indices ``x`` as int32/int64 that keep every index outside ``[0, size)``
+    outside it (the cast never wraps a bad index into a valid one).
+
+    The one cast of indices, labels and lengths (:func:`funcnet.ops.embedding`, the class
+    losses, :func:`check_lengths`). int32/int64 are returned as they are; smaller dtypes
+    (int8/uint8 cannot hold ``size``, e.g. the out-of-range marker of the embedding's
+    backward) are cast to int32 exactly; uint32/uint64 are first clipped to ``size`` in
+    their own dtype, since casting wraps ``2**32`` (uint64) to 0. ``size`` must be a
+    Python int >= 1.
+    """
+    x = x if is_array(x) else jnp.asarray(x)     # NumPy stays NumPy, as it came
+    dt = x.dtype
+    if dt in (jnp.int32, jnp.int64):
+        return x
+    if dt.itemsize < 4:
+        return x.astype(jnp.int32)
+    target = jnp.int32 if size < np.iinfo(np.int32).max else jnp.int64
+    return jnp.minimum(x, jnp.asarray(min(size, np.iinfo(dt).max), dt)).astype(target)
 
 
 def valid_steps(lengths, shape):

@@ -49,9 +49,11 @@ def MultiHeadAttention(num_heads: int, *, qkv_features: int | None = None,
 
     Shapes:
       input: ``x`` ``(N, T, F)`` or one sequence ``(T, F)``; or a pair ``(x, mask)`` with a
-        boolean ``mask`` broadcastable to ``(N, num_heads, T, T)`` (``True`` = attend),
-        e.g. ``(N, 1, 1, T)`` for padded keys; ``init`` then takes the pair of shapes
-        ``((N, T, F), mask_shape)``.
+        boolean ``mask`` (``True`` = attend) of rank 4, each axis 1 or the full size of
+        ``(N, num_heads, T, T)`` (e.g. ``(N, 1, 1, T)`` for padded keys), or ``(T, T)``;
+        for one sequence also rank 3 ``(num_heads or 1, T or 1, T)``, which is what
+        ``jax.vmap`` over examples makes of a ``(N, 1, 1, T)`` mask; ``init`` then takes
+        the pair of shapes ``((N, T, F), mask_shape)``.
       output: ``(N, T, out_features)`` (or ``(T, out_features)``).
       params: ``{"wq", "wk", "wv": (F, D), "wo": (D, out_features), "bq", "bk", "bv": (D,),
         "bo": (out_features,)}`` (no ``b*`` when ``use_bias=False``); state ``()``.
@@ -138,6 +140,8 @@ def MultiHeadAttention(num_heads: int, *, qkv_features: int | None = None,
         _check_heads(name, "params['wq'].shape[1]", d, heads)
         single = x.ndim == 2
         xb = x[None] if single else x
+        if single and mask is not None and jnp.ndim(mask) == 3:
+            mask = mask[None]     # one sequence's (heads or 1, T or 1, T): vmap over examples
         n, t = xb.shape[:2]
         drop = rate if check_train(name, train) else 0.0
         if drop > 0.0:

@@ -79,13 +79,6 @@ def previous(first, seq):
     return jnp.concatenate([first[None], seq[:-1]], axis=0)
 
 
-def valid_steps(lengths, shape):
-    """Booleans ``t < lengths[n]`` (the real steps of a padded time-major batch) of shape
-    ``(T, N)`` followed by unit axes up to the rank of ``shape`` ``(T, N, ...)``."""
-    mask = jnp.arange(shape[0], dtype=lengths.dtype)[:, None] < lengths[None, :]
-    return mask.reshape(mask.shape + (1,) * (len(shape) - 2))
-
-
 def expand_leading(v, ndim: int):
     """Reshape ``v`` to rank ``ndim`` by adding leading unit axes (explicit broadcasting).
 

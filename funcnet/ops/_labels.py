@@ -46,7 +46,7 @@ def check_class_labels(fn: str, scores_name: str, scores, labels, *, allow_probs
                              f"(one class index per row of {scores_name} {sshape})")
         _checks.check_index_range(fn, "labels", labels, sshape[-1],
                                   f"class indices in [0, {sshape[-1]})")
-        return scores, as_indices(labels, sshape[-1]), True
+        return scores, _checks.as_indices(labels, sshape[-1]), True
     if not allow_probs:
         raise TypeError(f"{fn}: labels must be integer class indices of shape {sshape[:-1]}, "
                         f"got dtype {ldtype} with shape {lshape}")
@@ -61,25 +61,6 @@ def check_class_labels(fn: str, scores_name: str, scores, labels, *, allow_probs
                          f"indices) or {sshape} (one-hot / probabilities) to match {scores_name}")
     scores, labels = promote_pair(scores, labels)
     return scores, labels, False
-
-
-def as_indices(x, size: int):
-    """Integer indices ``x`` as int32/int64 that keep every index outside ``[0, size)``
-    outside it (the cast never wraps a bad index into a valid one).
-
-    int32/int64 are returned as they are; smaller dtypes (int8/uint8 cannot hold ``size``,
-    the out-of-range marker of :func:`funcnet.ops.embedding`'s backward) are cast to
-    int32 exactly; uint32/uint64 are first clipped to ``size`` in their own dtype, since
-    casting wraps ``2**32`` (uint64) to 0. ``size`` must be a Python int >= 1.
-    """
-    x = as_array(x)
-    dt = x.dtype
-    if dt in (jnp.int32, jnp.int64):
-        return x
-    if dt.itemsize < 4:
-        return x.astype(jnp.int32)
-    target = jnp.int32 if size < np.iinfo(np.int32).max else jnp.int64
-    return jnp.minimum(x, jnp.asarray(min(size, np.iinfo(dt).max), dt)).astype(target)
 
 
 def num_rows(scores) -> int:

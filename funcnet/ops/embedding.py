@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from funcnet import _checks
 from funcnet.ops._arrays import as_array, flat
-from funcnet.ops._labels import as_indices, valid_labels
+from funcnet.ops._labels import valid_labels
 from funcnet.ops._mode import has_twin
 
 __all__ = ["embedding"]
@@ -23,7 +23,7 @@ __all__ = ["embedding"]
 
 def check_embedding_args(fn, ids, table):
     """Checks of ``embedding`` and its twin; returns ``(ids, table)`` as arrays, ``ids``
-    as int32/int64 (:func:`funcnet.ops._labels.as_indices`: small dtypes are widened so
+    as int32/int64 (:func:`funcnet._checks.as_indices`: small dtypes are widened so
     that the out-of-range marker ``V`` fits, and no cast wraps a bad id into ``[0, V)``)."""
     _checks.check_integer(fn, "ids", ids, "token ids; cast float ids with .astype(int)")
     _checks.check_float(fn, "table", table)
@@ -33,7 +33,7 @@ def check_embedding_args(fn, ids, table):
                            (0,))
     _checks.check_index_range(fn, "ids", ids, shape[0],
                               f"ids in [0, {shape[0]}) for a table of shape {shape}")
-    return as_indices(ids, shape[0]), as_array(table)
+    return _checks.as_indices(ids, shape[0]), as_array(table)
 
 
 def embedding_forward(ids, table):

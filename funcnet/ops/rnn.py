@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from funcnet import _checks
-from funcnet.ops._arrays import flat, previous, project, valid_steps
+from funcnet.ops._arrays import flat, previous, project
 from funcnet.ops._mode import has_twin
 
 
@@ -109,7 +109,7 @@ def padded_steps(fn, xs, lengths):
         return None, None
     lengths = _checks.check_lengths(fn, xs, lengths)
     bad = (lengths < 0) | (lengths > xs.shape[0])
-    return valid_steps(lengths, xs.shape) | bad[None, :, None], bad
+    return _checks.valid_steps(lengths, xs.shape) | bad[None, :, None], bad
 
 
 def nan_carry(bad, *carries):

@@ -227,3 +227,27 @@ def test_apply_errors_eagerly_and_under_jit():
             layer.apply(params, s, xin)
         with pytest.raises(exc, match=match):
             jax.jit(lambda params, xin: layer.apply(params, s, xin))(params, xin)
+
+
+def test_per_example_vmap_with_a_key_padding_mask_equals_the_batch():
+    """vmap over examples turns a (N, 1, 1, T) mask into one sequence's (1, 1, T): the
+    layer reads it as that sequence's mask (values and per-example gradients)."""
+    layer = MHA(2)
+    n, t, f = 3, 5, 4
+    _, params, _ = layer.init(KEY, ((-1, t, f), (-1, 1, 1, t)))
+    x = randn((n, t, f), seed=1)
+    lengths = jnp.array([5, 3, 1])
+    mask = (jnp.arange(t)[None, :] < lengths[:, None])[:, None, None, :]
+    batch = layer.apply(params, (), (x, mask))[0]
+    each = jax.vmap(lambda xi, mi: layer.apply(params, (), (xi, mi))[0])(x, mask)
+    assert_close(each, batch, 1e-12, "per-example attention")
+
+    def loss(p, xi, mi):
+        return jnp.sum(layer.apply(p, (), (xi[None], mi[None]))[0] ** 2)
+
+    def loss_one(p, xi, mi):
+        return jnp.sum(layer.apply(p, (), (xi, mi))[0] ** 2)
+
+    grads = jax.vmap(jax.grad(loss), in_axes=(None, 0, 0))(params, x, mask)
+    grads_one = jax.vmap(jax.grad(loss_one), in_axes=(None, 0, 0))(params, x, mask)
+    assert_close(grads_one, grads, 1e-12, "per-example gradients")

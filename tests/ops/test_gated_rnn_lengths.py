@@ -140,11 +140,15 @@ def test_bad_lengths_raise(lengths, exc, match):
             jax.jit(lambda *a: ops.lstm(*a, lengths=lengths))(*args)
 
 
-@pytest.mark.parametrize("name", ["lstm", "gru", "rnn"])
-def test_out_of_range_lengths_under_jit_give_nan_for_that_sequence(name):
+@pytest.mark.parametrize("name, bad", [
+    ("lstm", np.array([T + 1, 3, -1, 2])), ("gru", np.array([T + 1, 3, -1, 2])),
+    ("rnn", np.array([T + 1, 3, -1, 2])),
+    # unsigned lengths of 2**32 and 2**64 - 1 wrapped to 0 and 2**32 - 1 when cast to int32
+    ("lstm", np.array([2**32, 3, 2**64 - 1, 2], np.uint64)),
+])
+def test_out_of_range_lengths_under_jit_give_nan_for_that_sequence(name, bad):
     op, twin, make = OPS[name]
     args = make(T, N, D, H, seed=80)
-    bad = np.array([T + 1, 3, -1, 2])
     for f in (op, twin):
         run = jax.jit(lambda a, l: f(*a, lengths=l))   # one program: the good ones bitwise
         hs, carry = run(args, bad)
