@@ -33,12 +33,18 @@ _tree_map = jax.tree_util.tree_map
 def all_finite(tree) -> jax.Array:
     """A bool scalar: every floating leaf of ``tree`` is free of NaN and infinities.
 
-    One reduction per leaf. (One reduction over the concatenated leaves saves a few
-    microseconds per step on a 200-parameter model, but ``fit``'s guarded step of a
-    130k-parameter MLP then took 3.3 ms instead of 0.4 ms on XLA:CPU.)
+    Leaves of one shape share one reduction (``all(isfinite(p) & isfinite(mu) & ...)``,
+    one fused pass over them): the params and an Adam state's two moments of each layer
+    are one reduction, not three, which on XLA:CPU is what a small model's step pays for
+    (each reduction is a thunk of a few microseconds). One reduction over the concatenated
+    leaves instead costs a copy: ``fit``'s guarded step of a 130k-parameter MLP then took
+    3.3 ms instead of 0.4 ms.
     """
-    flags = [jnp.all(jnp.isfinite(a)) for a in jax.tree_util.tree_leaves(tree)
-             if jnp.issubdtype(jnp.result_type(a), jnp.inexact)]
+    groups: dict = {}
+    for a in jax.tree_util.tree_leaves(tree):
+        if jnp.issubdtype(jnp.result_type(a), jnp.inexact):
+            groups.setdefault(jnp.shape(a), []).append(jnp.isfinite(a))
+    flags = [jnp.all(functools.reduce(jnp.logical_and, g)) for g in groups.values()]
     return functools.reduce(jnp.logical_and, flags, jnp.array(True))
 
 
