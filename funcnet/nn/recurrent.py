@@ -21,8 +21,8 @@ carry::
 ``init(key, (T, -1, D))`` returns ``(T, -1, H)``, which the next layer of a ``serial``
 (a Dense head, Dropout, a norm) takes as it is: ``-1`` may mark an unknown size on any
 axis a layer does not read. The carry is data, not layer ``state``: its batch size is
-the input's, unknown at ``init``; a model that must keep it between calls returns it (``jax.lax.stop_gradient``
-it for truncated BPTT).
+the input's, unknown at ``init``; a model that must keep it between calls returns it
+(``jax.lax.stop_gradient`` it for truncated BPTT).
 
 A padded batch of sequences of different lengths (an encoder's final state)::
 

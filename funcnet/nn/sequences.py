@@ -119,8 +119,8 @@ def Bidirectional(forward: Layer, backward: Layer, *, merge: str = "concat") -> 
       TypeError: at construction, a non-Layer; in ``init``, a layer whose output is not
         one array.
       ValueError: at construction, an unknown ``merge``; in ``init``, outputs of different
-        time or batch sizes, or widths that differ with ``merge="sum"``; in ``apply``, bad ``lengths``
-        (:func:`flip_sequences`) and the layers' own errors, with their place.
+        time or batch sizes, or widths that differ with ``merge="sum"``; in ``apply``, bad
+        ``lengths`` (:func:`flip_sequences`) and the layers' own errors, with their place.
     """
     layers = _check_layers("Bidirectional", (forward, backward))
     merge = _checks.static_choice("Bidirectional", "merge", merge, _MERGES)

@@ -79,7 +79,8 @@ _sce_probs.defvjp(_sce_probs_fwd, _sce_probs_bwd)
 
 
 def check_softmax_cross_entropy_args(fn: str, logits, labels):
-    """The checks of :func:`softmax_cross_entropy` (and its twin); ``(logits, labels, is_index)``."""
+    """The checks of :func:`softmax_cross_entropy` (and its twin); returns ``(logits,
+    labels, is_index)``."""
     return check_class_labels(fn, "logits", logits, labels, allow_probs=True)
 
 

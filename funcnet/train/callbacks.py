@@ -31,9 +31,10 @@ import jax
 import jax.numpy as jnp
 
 from funcnet import _checks
+from funcnet.train.run import stable_name
 
 __all__ = ["EarlyStopping", "KeepBest", "TrainState", "call_callback", "check_monitors",
-           "resume_callbacks"]
+           "describe_callback", "recorded_stopper", "resume_callbacks"]
 
 
 class TrainState(NamedTuple):
@@ -78,6 +79,21 @@ def check_monitors(fn: str, callbacks, keys, eval_data: bool) -> None:
         if keys is not None and monitor not in keys:
             raise ValueError(f"{where}, which {fn} does not log; the logs hold "
                              f"{', '.join(sorted(keys))}")
+
+
+def recorded_stopper(callbacks, name: str | None):
+    """The callback (one without ``on_resume``, which decides itself) whose
+    :func:`stable_name` the checkpoint records as having stopped the run, else ``None``:
+    remove it from ``callbacks`` to train on."""
+    if name is None:
+        return None
+    return next((cb for cb in callbacks if not callable(getattr(cb, "on_resume", None))
+                 and stable_name(cb) == name), None)
+
+
+def describe_callback(cb) -> str:
+    """A callback as the "nothing to train" note names it."""
+    return repr(cb) if callable(getattr(cb, "on_resume", None)) else stable_name(cb)
 
 
 class _Monitor:

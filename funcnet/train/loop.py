@@ -34,14 +34,14 @@ from funcnet.train._checks import (FIT_LOGS, check_batch_split, check_config, ch
                                    check_manager, check_mesh, check_model_args, check_pair, is_pair,
                                    num_rows, trace_outputs)
 from funcnet.train.callbacks import (TrainState, call_callback, check_monitors,
-                                     resume_callbacks)
+                                     describe_callback, recorded_stopper, resume_callbacks)
 from funcnet.train.epochs import all_finite, compiled
 from funcnet.train.errors import NonFiniteError
 from funcnet.train.evaluate import evaluate_checked
 from funcnet.train.feed import Prefetcher
 from funcnet.train.progress import EpochProgress
-from funcnet.train.run import (fingerprint, resume_point, save_metadata, stable_name,
-                               stopped_by)
+from funcnet.train.run import (fingerprint, restore_template, resume_point, save_metadata,
+                               stable_name, stopped_by)
 
 __all__ = ["SCAN_MAX_BYTES", "fit"]
 
@@ -140,16 +140,6 @@ def _place(tree, mesh):
 
         return jax.tree_util.tree_map(fresh, tree)
     return sharding.put_replicated(sharding.to_host(tree), mesh)
-
-
-def _restore_template(params, state, opt_state, key) -> dict:
-    """The ``like`` of a resume: shapes and the dtypes JAX computes in (a NumPy float64
-    leaf trains, and is saved, as float32 when x64 is off)."""
-    spec = lambda a: jax.ShapeDtypeStruct(  # noqa: E731
-        np.shape(a), jax.dtypes.canonicalize_dtype(a.dtype))
-    arrays = jax.tree_util.tree_map(spec, (params, state, opt_state))
-    return {"params": arrays[0], "state": arrays[1], "opt_state": arrays[2], "epoch": 0,
-            "key": key}
 
 
 def _learning_rate(opt, opt_state) -> float | None:
@@ -271,7 +261,8 @@ def fit(model, params, state, opt, data, epochs: int, *, batch_size: int | None 
     which deletes them first.
 
     Non-finite values: every step is guarded; the first step whose loss, new params, new
-    state or new optimizer state holds a NaN or an infinity is dropped and :class:`funcnet.train.NonFiniteError`
+    state or new optimizer state holds a NaN or an infinity is dropped and
+    :class:`funcnet.train.NonFiniteError`
     (a ``FloatingPointError``) is raised after its epoch, naming the epoch and step and
     carrying the last finite params, state and optimizer state. Nothing non-finite is
     ever checkpointed.
@@ -409,8 +400,8 @@ def fit(model, params, state, opt, data, epochs: int, *, batch_size: int | None 
     if checkpoint is not None:
         start, tree, history = resume_point(fn, checkpoint, resume=resume,
                                             overwrite=overwrite, fp=fp,
-                                            like=_restore_template(params, state,
-                                                                   opt_state, key),
+                                            like=restore_template(params, state,
+                                                                  opt_state, key),
                                             writer=writer)
         if tree is not None:
             params, state, opt_state = tree["params"], tree["state"], tree["opt_state"]
@@ -421,11 +412,11 @@ def fit(model, params, state, opt, data, epochs: int, *, batch_size: int | None 
     if start > 0:
         stopper = resume_callbacks(callbacks, history, TrainState(params, state, opt_state))
         if stopper is None:     # a callback without on_resume that stopped the run, if here
-            stopper = _recorded_stopper(callbacks, stopped_by(checkpoint, start))
+            stopper = recorded_stopper(callbacks, stopped_by(checkpoint, start))
     if start > 0 and (start >= epochs or stopper is not None):
         stop_epoch = getattr(stopper, "stopped_epoch", None) or start
         why = (f"checkpoint at epoch {start} of {epochs}" if start >= epochs else
-               f"{_shown(stopper)} had stopped this run at epoch {stop_epoch}")
+               f"{describe_callback(stopper)} had stopped this run at epoch {stop_epoch}")
         bar.note(f"fit: nothing to train: {why}")
         bar.close()
         return params, state, opt_state, history
@@ -510,21 +501,6 @@ def _save(manager, done: int, arrays, key, mesh, metadata: dict) -> None:
     tree = {"params": arrays[0], "state": arrays[1], "opt_state": arrays[2], "epoch": done,
             "key": key}
     manager.save(done, tree, metadata=metadata)
-
-
-def _recorded_stopper(callbacks, name: str | None):
-    """The callback (one without ``on_resume``, which decides itself) whose
-    :func:`stable_name` the checkpoint records as having stopped the run, else ``None``:
-    remove it from ``callbacks`` to train on."""
-    if name is None:
-        return None
-    return next((cb for cb in callbacks if not callable(getattr(cb, "on_resume", None))
-                 and stable_name(cb) == name), None)
-
-
-def _shown(cb) -> str:
-    """A callback as the "nothing to train" note names it."""
-    return repr(cb) if callable(getattr(cb, "on_resume", None)) else stable_name(cb)
 
 
 def _append(history: dict, row: dict) -> None:

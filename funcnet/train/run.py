@@ -38,8 +38,8 @@ from funcnet._checks import is_key
 from funcnet.data.batching import Loader
 from funcnet.train.errors import RunMismatchError
 
-__all__ = ["META_KEY", "fingerprint", "resume_point", "save_metadata", "stable_name",
-           "stopped_by"]
+__all__ = ["META_KEY", "fingerprint", "restore_template", "resume_point", "save_metadata",
+           "stable_name", "stopped_by"]
 
 META_KEY = "funcnet.fit"
 
@@ -215,6 +215,16 @@ def _refuse_or_clear(fn: str, manager, why: str, overwrite: bool, writer: bool) 
     if writer:
         manager.clear()
     return 0, None, {}
+
+
+def restore_template(params, state, opt_state, key) -> dict:
+    """The ``like`` of a resume: shapes and the dtypes JAX computes in (a NumPy float64
+    leaf trains, and is saved, as float32 when x64 is off)."""
+    spec = lambda a: jax.ShapeDtypeStruct(  # noqa: E731
+        np.shape(a), jax.dtypes.canonicalize_dtype(a.dtype))
+    arrays = jax.tree_util.tree_map(spec, (params, state, opt_state))
+    return {"params": arrays[0], "state": arrays[1], "opt_state": arrays[2], "epoch": 0,
+            "key": key}
 
 
 def resume_point(fn: str, manager, *, resume: bool, overwrite: bool, fp: dict, like,
