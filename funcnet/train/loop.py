@@ -370,6 +370,9 @@ def fit(model, params, state, opt, data, epochs: int, *, batch_size: int | None 
             if last:
                 check_batch_split(fn, "data: the Loader's last batch (drop_last=False) of",
                                   last, devices)
+                _check_train_batch(f"{fn}: data: the Loader's last batch (drop_last=False, "
+                                   f"{last} row{'s' if last > 1 else ''})", model, params, state,
+                                   data.x, last)
     if eval_data is not None:
         ex, ey = check_pair(fn, "eval_data", eval_data)
         eval_outputs = trace_outputs(fn, "eval_data", model, params, state, ex, ey, loss_fn,
@@ -492,6 +495,17 @@ def fit(model, params, state, opt, data, epochs: int, *, batch_size: int | None 
     finally:
         bar.close()
     return params, state, opt_state, history
+
+
+def _check_train_batch(what: str, model, params, state, x, rows: int) -> None:
+    """Traces the model in training mode on a batch of ``rows`` rows of ``x`` (shapes
+    only): what it refuses (batch norm on one row) is refused before any epoch runs,
+    not after the epoch whose last batch it is."""
+    spec = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(
+        (rows,) + tuple(a.shape[1:]), a.dtype), x, is_leaf=_checks.is_array)
+    with _checks.context(what):
+        jax.eval_shape(lambda p, s, a: model.apply(p, s, a, key=jax.random.PRNGKey(0),
+                                                   train=True), params, state, spec)
 
 
 def _save(manager, done: int, arrays, key, mesh, metadata: dict) -> None:

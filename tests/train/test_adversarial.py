@@ -148,6 +148,22 @@ def test_fit_rejects_bad_input_before_training(changes, exc, match):
     assert calls_seen == []
 
 
+def test_a_loaders_last_batch_the_model_refuses_is_found_before_training(tmp_path):
+    """A Loader with drop_last=False whose last batch has one row: batch norm refuses it
+    in training mode. fit used to train the whole epoch first and then lose it."""
+    from funcnet import checkpoint, data
+    from tests.train._setup import BN_MLP
+
+    params, state = init(BN_MLP)
+    loader = data.Loader(X[:33], Y[:33], 32, key=KEY, drop_last=False)
+    manager = checkpoint.CheckpointManager(tmp_path)
+    with pytest.raises(ValueError, match=r"fit: data: the Loader's last batch \(drop_last="
+                                         r"False, 1 row\): serial\[1\] \(BatchNorm"):
+        train.fit(BN_MLP, params, state, ADAM, loader, 1, key=KEY, progress=False,
+                  checkpoint=manager)
+    assert manager.latest_step() is None
+
+
 def test_fit_with_a_bad_callable_eval_data_trains_nothing():
     """The callable's counter stays empty: eval_data is checked before the first epoch."""
     calls = []
