@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 
 import jax.numpy as jnp
-import numpy as np
 
 from funcnet import _checks
 from funcnet.ops._arrays import as_array, promote_pair

@@ -64,6 +64,7 @@ def apply_if_finite(inner, max_consecutive_errors: int):
         leaves = jax.tree_util.tree_leaves(updates)
         finite = jnp.all(jnp.array([jnp.all(jnp.isfinite(g)) for g in leaves], jnp.bool_))
         count = jnp.where(finite, zero_count(), safe_increment(state.notfinite_count))
+
         def apply():
             return call_update(inner, updates, state.inner_state, params, extra_args)
 

@@ -77,16 +77,19 @@ def check_labels(fn: str, what: str, y, num_classes: int | None) -> None:
 FIT_LOGS = ("loss", "epoch", "learning_rate", "epoch_time")
 
 
-def check_outputs(fn: str, loss, metrics, reserved=("loss",), prefix: str | None = None
-                  ) -> dict:
-    """``loss`` must be a scalar (the batch mean), ``metrics`` a dict (or ``None``) of scalars
-    named neither ``reserved`` nor ``prefix...``; returns the metrics as a dict. Shapes only:
-    works on arrays, tracers and ``ShapeDtypeStruct`` s, so it runs at trace time."""
+def check_loss(fn: str, loss) -> None:
+    """``loss`` must be a scalar, the batch mean. Shapes only: works on arrays, tracers and
+    ``ShapeDtypeStruct`` s, so it runs at trace time (before ``jax.grad`` would fail)."""
     if _checks.shape_of(loss) != ():
         raise ValueError(
             f"{fn}: loss_fn must return a scalar, the mean over the batch; it returned shape "
             f"{_checks.shape_of(loss)}. A per-example loss (as optax's losses are) needs "
             f"its mean: loss_fn=lambda logits, labels: my_loss(logits, labels).mean()")
+
+
+def check_metrics(fn: str, metrics, reserved=("loss",), prefix: str | None = None) -> dict:
+    """``metrics`` must be a dict (or ``None``) of scalars named neither ``reserved`` nor
+    ``prefix...``; returns it as a dict. Shapes only, as :func:`check_loss`."""
     if metrics is None:
         return {}
     if not isinstance(metrics, Mapping):
@@ -117,8 +120,8 @@ def trace_outputs(fn: str, what: str, model, params, state, x, y, loss_fn=None,
                   metrics_fn=None, reserved=("loss",), prefix: str | None = None) -> Outputs:
     """Traces the model on ``x``'s shape (its shape errors name ``what``, before any
     training) and, given ``loss_fn``, the loss and the metrics on its logits
-    (:func:`check_outputs`); returns the class count of integer labels and the metric
-    names."""
+    (:func:`check_loss`, :func:`check_metrics`); returns the class count of integer
+    labels and the metric names."""
     def spec(a):
         return jax.ShapeDtypeStruct(tuple(a.shape), a.dtype)
 
@@ -133,8 +136,10 @@ def trace_outputs(fn: str, what: str, model, params, state, x, y, loss_fn=None,
         logits, loss, metrics = jax.eval_shape(
             outputs, params, state, jax.tree_util.tree_map(spec, x, is_leaf=is_array),
             spec(y) if is_array(y) else y)
-    names = () if loss_fn is None else tuple(check_outputs(fn, loss, metrics, reserved,
-                                                           prefix))
+    names = ()
+    if loss_fn is not None:
+        check_loss(fn, loss)
+        names = tuple(check_metrics(fn, metrics, reserved, prefix))
     return Outputs(_classes(logits, y), names)
 
 

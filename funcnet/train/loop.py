@@ -41,7 +41,7 @@ from funcnet.train.evaluate import evaluate_checked
 from funcnet.train.feed import Prefetcher
 from funcnet.train.progress import EpochProgress
 from funcnet.train.run import (fingerprint, restore_template, resume_point, save_metadata,
-                               stable_name, stopped_by)
+                               stable_name)
 
 __all__ = ["SCAN_MAX_BYTES", "fit"]
 
@@ -398,14 +398,13 @@ def fit(model, params, state, opt, data, epochs: int, *, batch_size: int | None 
     fp = fingerprint(model=model, params=params, state=state, opt_state=opt_state,
                      learning_rate=first_lr, loss_fn=loss_fn, key=key,
                      batch_size=batch_size, data=source, config=config)
-    start, history = 0, {}
+    start, history, stop_name = 0, {}, None
     writer = jax.process_index() == 0
     if checkpoint is not None:
-        start, tree, history = resume_point(fn, checkpoint, resume=resume,
-                                            overwrite=overwrite, fp=fp,
-                                            like=restore_template(params, state,
-                                                                  opt_state, key),
-                                            writer=writer)
+        like = restore_template(params, state, opt_state, key)
+        start, tree, history, stop_name = resume_point(
+            fn, checkpoint, resume=resume, overwrite=overwrite, fp=fp, like=like,
+            writer=writer)
         if tree is not None:
             params, state, opt_state = tree["params"], tree["state"], tree["opt_state"]
     params, state, opt_state = _place((params, state, opt_state), mesh)
@@ -415,7 +414,7 @@ def fit(model, params, state, opt, data, epochs: int, *, batch_size: int | None 
     if start > 0:
         stopper = resume_callbacks(callbacks, history, TrainState(params, state, opt_state))
         if stopper is None:     # a callback without on_resume that stopped the run, if here
-            stopper = recorded_stopper(callbacks, stopped_by(checkpoint, start))
+            stopper = recorded_stopper(callbacks, stop_name)
     if start > 0 and (start >= epochs or stopper is not None):
         stop_epoch = getattr(stopper, "stopped_epoch", None) or start
         why = (f"checkpoint at epoch {start} of {epochs}" if start >= epochs else

@@ -39,7 +39,7 @@ from funcnet.data.batching import Loader
 from funcnet.train.errors import RunMismatchError
 
 __all__ = ["META_KEY", "fingerprint", "restore_template", "resume_point", "save_metadata",
-           "stable_name", "stopped_by"]
+           "stable_name"]
 
 META_KEY = "funcnet.fit"
 
@@ -70,14 +70,16 @@ def tree_signature(tree) -> str:
     """16 hex digits of SHA-256 over the tree structure, leaf shapes and dtypes."""
     leaves, treedef = jax.tree_util.tree_flatten(tree)
     text = str(treedef) + "|" + ";".join(
-        f"{_dtype_name(a) if not is_key(a) else a.dtype}"
-        f"{tuple(np.shape(a))}" for a in leaves)
+        f"{_dtype_name(a)}{tuple(np.shape(a))}" for a in leaves)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _dtype_name(a) -> str:
     """The dtype JAX computes array ``a`` in (a NumPy float64 leaf is float32 when x64 is
-    off); of a Python scalar leaf, NumPy's name for its type."""
+    off); of a typed key, its key dtype; of a Python scalar leaf, NumPy's name for its
+    type."""
+    if is_key(a):
+        return str(a.dtype)
     if not hasattr(a, "dtype"):
         return np.dtype(type(a)).name
     return jax.dtypes.canonicalize_dtype(np.dtype(a.dtype)).name
@@ -112,8 +114,7 @@ def describe_data(data) -> str:
 def describe_leaves(tree) -> list[str]:
     """``"path dtype[shape]"`` of every leaf: what :func:`tree_signature` hashes, kept
     readable so that a mismatch can name the first leaf that differs."""
-    return [f"{jax.tree_util.keystr(path) or '(root)'} "
-            f"{_dtype_name(a) if not is_key(a) else a.dtype}{list(np.shape(a))}"
+    return [f"{jax.tree_util.keystr(path) or '(root)'} {_dtype_name(a)}{list(np.shape(a))}"
             for path, a in jax.tree_util.tree_flatten_with_path(tree)[0]]
 
 
@@ -214,7 +215,7 @@ def _refuse_or_clear(fn: str, manager, why: str, overwrite: bool, writer: bool) 
             f"overwrite=True to delete them and start this run, or use another directory")
     if writer:
         manager.clear()
-    return 0, None, {}
+    return 0, None, {}, None
 
 
 def restore_template(params, state, opt_state, key) -> dict:
@@ -229,7 +230,10 @@ def restore_template(params, state, opt_state, key) -> dict:
 
 def resume_point(fn: str, manager, *, resume: bool, overwrite: bool, fp: dict, like,
                  writer: bool = True):
-    """``(start_epoch, restored tree or None, history)`` for a run with fingerprint ``fp``.
+    """``(start_epoch, restored tree or None, history, stopped_by)`` for a run with
+    fingerprint ``fp``; ``stopped_by`` is the :func:`stable_name` of the callback that
+    stopped the run at the restored checkpoint (recorded by :func:`save_metadata`), or
+    ``None``.
 
     ``resume=False`` into a directory with checkpoints, or any checkpoint of another run,
     raises :class:`RunMismatchError` unless ``overwrite`` (then the directory is cleared and
@@ -237,7 +241,7 @@ def resume_point(fn: str, manager, *, resume: bool, overwrite: bool, fp: dict, l
     """
     latest = manager.latest_step()
     if latest is None:
-        return 0, None, {}
+        return 0, None, {}, None
     if not resume:
         return _refuse_or_clear(fn, manager, f"latest: epoch {latest}; resume=False starts a "
                                 f"new run", overwrite, writer)
@@ -254,16 +258,11 @@ def resume_point(fn: str, manager, *, resume: bool, overwrite: bool, fp: dict, l
     why = _mismatch(meta, fp, step)
     if why is not None:
         return _refuse_or_clear(fn, manager, why, overwrite, writer)
-    history = meta[META_KEY].get("history") or {}
+    run = meta[META_KEY]
+    history = run.get("history") or {}
     return int(step), tree, {k: [_NON_FINITE.get(v, v) if isinstance(v, str) else v
-                                 for v in vs] for k, vs in history.items()}
-
-
-def stopped_by(manager, step: int) -> str | None:
-    """The :func:`stable_name` of the callback that stopped the run at checkpoint ``step``
-    (recorded by :func:`save_metadata`), else ``None``."""
-    run = (manager.metadata(step) or {}).get(META_KEY) or {}
-    return run.get("stopped_by") if isinstance(run, dict) else None
+                                 for v in vs] for k, vs in history.items()}, \
+        run.get("stopped_by")
 
 
 # JSON has no NaN or infinity: the history stores them as these strings, so that ``None``

@@ -26,7 +26,7 @@ from jax import lax
 
 from funcnet import _checks, ops, optim
 from funcnet.optim.combine import call_update
-from funcnet.train._checks import check_model_args, check_outputs
+from funcnet.train._checks import check_loss, check_metrics, check_model_args
 from funcnet.train.metrics import cast_floating, default_metrics
 
 __all__ = ["make_train_step", "train_step"]
@@ -155,7 +155,7 @@ def train_step(model, opt, loss_fn: Callable = ops.softmax_cross_entropy, *,
             if compute_dtype is not None:
                 logits = logits.astype(jnp.float32)
             loss = loss_fn(logits, y)
-            check_outputs(fn, loss, None)                      # trace time: a scalar
+            check_loss(fn, loss)                                # trace time: a scalar
             return loss, (logits, new_state)
 
         (loss, (logits, new_state)), grads = jax.value_and_grad(
@@ -163,7 +163,7 @@ def train_step(model, opt, loss_fn: Callable = ops.softmax_cross_entropy, *,
         # Keep the state's dtypes (and so a scan carry's type) whatever the compute dtype.
         new_state = _tree_map(lambda n, o: n.astype(jnp.result_type(o)), new_state, state)
         return grads, new_state, {"loss": loss,
-                                  **check_outputs(fn, loss, metrics_fn(logits, y))}
+                                  **check_metrics(fn, metrics_fn(logits, y))}
 
     def accumulated(params, state, opt_state, x, y, key):
         acc_state = acc.init(params)._replace(inner_opt_state=opt_state)

@@ -191,8 +191,9 @@ def test_non_finite_history_values_survive_the_checkpoint(tmp_path):
     manager = checkpoint.CheckpointManager(tmp_path)
     tree = {"a": np.zeros(2, np.float32)}
     manager.save(4, tree, metadata=meta)
-    step, _, restored = resume_point("fit", manager, resume=True, overwrite=False,
-                                     fp={"run": 1}, like=tree)
+    step, _, restored, stopped = resume_point("fit", manager, resume=True, overwrite=False,
+                                              fp={"run": 1}, like=tree)
+    assert stopped is None
     got = restored["eval_loss"]
     assert step == 4 and np.isnan(got[0]) and got[1:] == [inf, -inf, None]
 

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from funcnet import _checks
-from funcnet.ops.rnn import check_rnn_args, nan_carry, padded_steps, zero_padded
+from funcnet.ops.rnn import check_rnn_args, nan_carry, padded_steps, real_inputs
 
 __all__ = ["rnn"]
 
@@ -21,7 +21,7 @@ def real_steps(fn, xs, lengths, *carries):
     valid, bad = padded_steps(fn, xs, lengths)
     if valid is None:
         return xs, jnp.ones(xs.shape[:2] + (1,), bool), carries
-    return zero_padded(valid, xs)[0], valid, nan_carry(bad, *carries)
+    return real_inputs(valid, xs), valid, nan_carry(bad, *carries)
 
 
 def rnn(xs, h0, wx, wh, b, lengths=None, *, return_carry=False):
