@@ -185,13 +185,13 @@ def _compile_patched(fn):
     Private funcnet internals (``funcnet.ops.linear._affine``): a probe, not library code;
     the rule is restored afterwards (compiled executables keep what they traced).
     """
-    from funcnet.ops import linear
+    from funcnet.ops import _mesh, linear
 
-    linear._affine.defvjp(linear._affine_fwd, _patched_affine_bwd)
+    _mesh.defvjp(linear._affine, linear._affine_fwd, _patched_affine_bwd)
     try:
         return fn()
     finally:
-        linear._affine.defvjp(linear._affine_fwd, linear._affine_bwd)
+        _mesh.defvjp(linear._affine, linear._affine_fwd, linear._affine_bwd)
 
 
 def _fn_name(name: str) -> str:

@@ -2,7 +2,14 @@
 
 Use these to prove a hand-written ``jax.custom_vjp`` rule, funcnet's or your own:
 
-    >>> check_vjp(funcnet.ops.affine, funcnet.ops.reference.affine, (x, w, b))
+    >>> import jax, numpy as np, funcnet
+    >>> from funcnet.gradcheck import check_vjp
+    >>> jax.config.update("jax_enable_x64", True)
+    >>> rng = np.random.default_rng(0)
+    >>> x, w, b = rng.normal(size=(4, 3)), rng.normal(size=(3, 2)), rng.normal(size=2)
+    >>> out = check_vjp(funcnet.ops.affine, funcnet.ops.reference.affine, (x, w, b))
+    >>> out["value"].shape, [g.shape for g in out["grads"]]  # raises if the rule is wrong
+    ((4, 2), [(4, 3), (3, 2), (2,)])
 
 ``check_vjp`` compares the op's output and its VJP (for a random cotangent) with
 ``jax.vjp`` of the reference, then compares the VJP with central differences of the

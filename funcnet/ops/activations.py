@@ -14,6 +14,7 @@ from jax import lax
 from funcnet import _checks
 from funcnet.ops._arrays import as_array
 from funcnet.ops._mode import has_twin
+from funcnet.ops._mesh import defvjp
 
 
 def _relu_forward(x):
@@ -33,7 +34,7 @@ def _relu_bwd(mask, g):
     return (jnp.where(mask, g, jnp.zeros((), g.dtype)),)
 
 
-_relu.defvjp(_relu_fwd, _relu_bwd)
+defvjp(_relu, _relu_fwd, _relu_bwd)
 
 
 @has_twin
@@ -68,7 +69,7 @@ def _sigmoid_bwd(y, g):
     return (g * y * (1 - y),)
 
 
-_sigmoid.defvjp(_sigmoid_fwd, _sigmoid_bwd)
+defvjp(_sigmoid, _sigmoid_fwd, _sigmoid_bwd)
 
 
 @has_twin
@@ -104,7 +105,7 @@ def _tanh_bwd(y, g):
     return (g * (1 - y * y),)
 
 
-_tanh.defvjp(_tanh_fwd, _tanh_bwd)
+defvjp(_tanh, _tanh_fwd, _tanh_bwd)
 
 
 @has_twin
@@ -172,7 +173,7 @@ def _softmax_bwd(axis, y, g):
     return (y * (g - jnp.sum(g * y, axis=axis, keepdims=True)),)
 
 
-_softmax.defvjp(_softmax_fwd, _softmax_bwd)
+defvjp(_softmax, _softmax_fwd, _softmax_bwd)
 
 
 @has_twin
@@ -216,7 +217,7 @@ def _log_softmax_bwd(axis, y, g):
     return (g - jnp.exp(y) * jnp.sum(g, axis=axis, keepdims=True),)
 
 
-_log_softmax.defvjp(_log_softmax_fwd, _log_softmax_bwd)
+defvjp(_log_softmax, _log_softmax_fwd, _log_softmax_bwd)
 
 
 @has_twin

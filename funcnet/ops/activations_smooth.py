@@ -28,6 +28,7 @@ from jax import lax
 
 from funcnet import _checks
 from funcnet.ops._mode import has_twin
+from funcnet.ops._mesh import defvjp
 
 __all__ = ["gelu", "silu", "swish", "leaky_relu", "softplus"]
 
@@ -63,7 +64,7 @@ def _gelu_tanh_bwd(x, g):
     return (g * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du),)
 
 
-_gelu_tanh.defvjp(_gelu_tanh_fwd, _gelu_tanh_bwd)
+defvjp(_gelu_tanh, _gelu_tanh_fwd, _gelu_tanh_bwd)
 
 
 @jax.custom_vjp
@@ -81,7 +82,7 @@ def _gelu_erf_bwd(x, g):
     return (g * (cdf + x * pdf),)
 
 
-_gelu_erf.defvjp(_gelu_erf_fwd, _gelu_erf_bwd)
+defvjp(_gelu_erf, _gelu_erf_fwd, _gelu_erf_bwd)
 
 
 @has_twin
@@ -136,7 +137,7 @@ def _silu_bwd(x, g):
     return (g * (s * (1.0 + x * (1.0 - s))),)
 
 
-_silu.defvjp(_silu_fwd, _silu_bwd)
+defvjp(_silu, _silu_fwd, _silu_bwd)
 
 
 @has_twin
@@ -185,7 +186,7 @@ def _leaky_relu_bwd(negative_slope, mask, g):
     return (jnp.where(mask, g, negative_slope * g),)
 
 
-_leaky_relu.defvjp(_leaky_relu_fwd, _leaky_relu_bwd)
+defvjp(_leaky_relu, _leaky_relu_fwd, _leaky_relu_bwd)
 
 
 @has_twin
@@ -238,7 +239,7 @@ def _softplus_bwd(x, g):
     return (g * lax.logistic(x),)
 
 
-_softplus.defvjp(_softplus_fwd, _softplus_bwd)
+defvjp(_softplus, _softplus_fwd, _softplus_bwd)
 
 
 @has_twin

@@ -4,8 +4,8 @@ The forward pass runs over blocks of keys with the online-softmax recurrence (Ra
 Staats 2021); the backward pass recomputes the probabilities block by block from the
 saved row statistics (Dao et al. 2022, Algorithm 2). Autodiff of ``softmax(q k^T) v``
 keeps the ``(B, N, T, S)`` probabilities for its backward pass; this op keeps ``q``,
-``k``, ``v``, the output and two ``(B, N, T)`` float32 rows, so the memory a training
-step saves grows linearly in the sequence length.
+``k``, ``v``, the output (in float32 for bfloat16/float16 inputs) and two ``(B, N, T)``
+float32 rows, so the memory a training step saves grows linearly in the sequence length.
 
 Internally the heads are grouped as ``N = K * G`` (``K`` key/value heads, ``G`` query
 heads per key/value head; ``G = 1`` for ordinary multi-head attention), and the scores of
@@ -31,6 +31,7 @@ from jax import lax
 from funcnet import _checks
 from funcnet.ops._arrays import compute_dtype, einsum
 from funcnet.ops._mode import has_twin
+from funcnet.ops._mesh import defvjp, vary_like
 from funcnet.ops.dropout import keep_mask
 
 __all__ = ["dot_product_attention"]
@@ -90,7 +91,7 @@ def check_attention_args(fn, q, k, v, mask, causal, scale, block_size, dropout_r
     _checks.check_same_dtype(fn, "q", q, "v", v)
     _checks.check_shape(fn, "v", v, _checks.shape_of(k), f"k's shape {layout}")
     qs, ks = _checks.shape_of(q), _checks.shape_of(k)
-    if min(qs) < 1 or min(ks) < 1:
+    if any(d < 1 for d in qs + ks):   # not min(): a symbolic batch (jax.export) has no order
         raise ValueError(f"{fn}: q has shape {qs} and k has shape {ks}; every size must be "
                          ">= 1 (at least one query, one key, one head)")
     lead = qs[:-3]
@@ -245,12 +246,13 @@ def _logits(qh, kb, j, mb, plan: Plan):
     return s, attend
 
 
-def _loop(body, carry, xs, plan: Plan):
-    """``lax.scan`` over the key blocks (the body itself, no loop, for one block)."""
+def _loop(body, carry, xs, plan: Plan, inputs):
+    """``lax.scan`` over the key blocks (the body itself, no loop, for one block);
+    ``inputs``: the arrays the body reads (the carry is typed like them in ``shard_map``)."""
     if plan.blocks == 1:
         carry, y = body(carry, jax.tree_util.tree_map(lambda a: a[0], xs))
         return carry, jax.tree_util.tree_map(lambda a: a[None], y)
-    return lax.scan(body, carry, xs)
+    return lax.scan(body, vary_like(carry, xs, inputs), xs)
 
 
 def _block_keep(key, plan: Plan, qh, j):
@@ -262,7 +264,8 @@ def _block_keep(key, plan: Plan, qh, j):
 
 
 def _forward(q, k, v, mask, key, plan: Plan):
-    """Online softmax over key blocks. Returns ``o`` ``(B, T, N, H)`` and ``m, log l``."""
+    """Online softmax over key blocks. Returns ``o`` ``(B, T, N, H)`` in the compute dtype
+    (not yet cast to ``q``'s) and ``m, log l``."""
     ct = compute_dtype(q.dtype)
     qh = _heads(q, k.shape[2])
     xs, fixed = _blocks(k, v, mask, q.shape[2], plan)
@@ -277,24 +280,31 @@ def _forward(q, k, v, mask, key, plan: Plan):
         alpha = jnp.exp(m - m_new)
         p = jnp.exp(s - m_new[..., None])
         l = alpha * l + jnp.sum(p, axis=-1)         # the normaliser: before dropout
-        p = drop(p, _block_keep(key, plan, qh, j), plan.dropout)
+        # dropped, not yet scaled by 1/(1 - r) (after the loop, in the compute dtype: a
+        # kept p = 1 stays exact when cast to v's dtype, so D = dO . o cancels exactly
+        # against dP in the backward pass where the softmax saturates)
+        p = drop(p, _block_keep(key, plan, qh, j), 0.0)
         pv = einsum("bkgts,bksh->bkgth", p.astype(v.dtype), vb, ct)
         return (m_new, l, alpha[..., None] * acc + pv), None
 
-    rows = qh.shape[:-1]
-    init = (jnp.full(rows, -jnp.inf, ct), jnp.zeros(rows, ct), jnp.zeros(qh.shape, ct))
-    (m, l, acc), _ = _loop(body, init, xs, plan)
-    return _unheads(acc / l[..., None]).astype(q.dtype), m, jnp.log(l)
+    # *_like: on a mesh with Explicit axes the carry takes the queries' sharding
+    row = qh[..., 0]
+    init = (jnp.full_like(row, -jnp.inf, ct), jnp.zeros_like(row, ct), jnp.zeros_like(qh, ct))
+    (m, l, acc), _ = _loop(body, init, xs, plan, (q, key))
+    return _unheads(acc / (l[..., None] * (1.0 - plan.dropout))), m, jnp.log(l)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(5,))
 def _attention(q, k, v, mask, key, plan):
-    return _forward(q, k, v, mask, key, plan)[0]
+    return _forward(q, k, v, mask, key, plan)[0].astype(q.dtype)
 
 
 def _attention_fwd(q, k, v, mask, key, plan):
     o, m, log_l = _forward(q, k, v, mask, key, plan)
-    return o, (q, k, v, mask, key, o, m, log_l)   # mask: the caller's array, not a copy
+    # o is kept in the compute dtype: D = dO . o cancels against dP = dO . v_j where the
+    # softmax saturates, and o rounded to bfloat16 leaves an error of eps |dO| |v| there.
+    # mask: the caller's array, not a copy.
+    return o.astype(q.dtype), (q, k, v, mask, key, o, m, log_l)
 
 
 def _attention_bwd(plan, res, do):
@@ -320,7 +330,7 @@ def _attention_bwd(plan, res, do):
         dk = einsum("bkgts,bkgth->bksh", ds, qh, ct)
         return dq, (dk.astype(q.dtype), dv.astype(q.dtype))
 
-    dq, (dk, dv) = _loop(body, jnp.zeros(qh.shape, ct), xs, plan)
+    dq, (dk, dv) = _loop(body, jnp.zeros_like(qh, ct), xs, plan, (q, do, m, log_l, key))
 
     def unblock(x):  # (blocks, B, K, block, H) -> (B, S, K, H)
         x = x.transpose(1, 0, 3, 2, 4).reshape(b, plan.blocks * plan.block, kh, h)
@@ -329,7 +339,7 @@ def _attention_bwd(plan, res, do):
     return _unheads(dq).astype(q.dtype), unblock(dk), unblock(dv), None, None
 
 
-_attention.defvjp(_attention_fwd, _attention_bwd)
+defvjp(_attention, _attention_fwd, _attention_bwd)
 
 
 # ---------------------------------------------------------------------------- public op
@@ -379,13 +389,17 @@ def dot_product_attention(q, k, v, mask=None, *, causal=False, scale=None, block
     acc = 0``::
 
         m' = max(m, max_{j in J} z_ij),   a = exp(m - m'),   p_ij = exp(z_ij - m')
-        l  = a l + sum_{j in J} p_ij,     acc = a acc + sum_{j in J} p_ij Z'_ij v_j,   m = m'
-        o_i = acc / l
+        l  = a l + sum_{j in J} p_ij,     acc = a acc + sum_{j in J} p_ij Z_ij v_j,   m = m'
+        o_i = acc / (l (1 - r))
 
-    with ``Z' = Z / (1 - r)`` (``Z' = 1`` without dropout): the normaliser ``l`` sums
-    the probabilities before dropout.
+    (``Z = 1`` without dropout): the normaliser ``l`` sums the probabilities before
+    dropout, and ``1/(1 - r)`` is applied to the sum in the compute dtype, not to each
+    probability before its cast to ``v``'s dtype (a kept ``p = 1`` stays exact).
 
-    Residuals: ``q, k, v`` (the arguments), ``mask``, the output ``o`` and the row
+    Residuals: ``q, k, v`` (the arguments), ``mask``, the output ``o`` in the compute
+    dtype (float32 for bfloat16/float16 inputs: ``D_i`` below cancels against ``dP_ij``
+    where the softmax saturates, and ``o`` rounded to bfloat16 left an error of
+    ``eps |dO| |v|`` in gradients that are near 0 there) and the row
     log-sum-exp ``lse_i = m_i + log l_i`` kept as its two float32 terms ``m`` and
     ``log l`` (``(B, N, T)`` each): in a fully masked row ``m = L ~ -2.4e38`` and
     ``m + log l`` rounds to ``m``, which would recompute ``P = 1`` instead of ``1/S``.
@@ -420,8 +434,10 @@ def dot_product_attention(q, k, v, mask=None, *, causal=False, scale=None, block
         ``(B, N, T, S)`` with each size 1 or full (a key-padding mask is ``(B, 1, 1, S)``),
         or rank 2 ``(T, S)``; for an unbatched ``q`` also rank 3 ``(N, T, S)``. Unlike
         ``jax.nn``, a mask of rank 1, or rank 3 with a batched ``q``, is refused rather
-        than right-aligned: ``(B, S)`` or ``(B, 1, S)`` would silently be read as
-        ``(T, S)`` or ``(N, 1, S)`` whenever ``B`` equals ``T`` or ``N``.
+        than right-aligned: ``(B, 1, S)`` would silently be read as ``(N, 1, S)`` whenever
+        ``B`` equals ``N``. A rank-2 mask is always read as ``(T, S)``, so a ``(B, S)``
+        key-padding mask is refused unless ``B == T``, where it cannot be told from a
+        ``(T, S)`` mask: pass key padding as ``(B, 1, 1, S)``.
       causal: static bool, mask keys ``j > i``.
       scale: static Python float multiplying the logits; default ``1 / sqrt(H)``.
       block_size: static int, keys per block of the forward and backward loops. Default:
@@ -457,7 +473,8 @@ def dot_product_attention(q, k, v, mask=None, *, causal=False, scale=None, block
     single = q.ndim == 3
     if single:
         q, k, v = q[None], k[None], v[None]
-    plan = _plan(k.shape[1], math.prod(q.shape[:3]), causal, scale, block_size, rate)
+    rows = math.prod(d for d in q.shape[:3] if isinstance(d, int))  # a symbolic batch counts 1
+    plan = _plan(k.shape[1], rows, causal, scale, block_size, rate)
     o = _attention(q, k, v, None if mask is None else jnp.asarray(mask),
                    key if rate > 0.0 else None, plan)
     return o[0] if single else o

@@ -28,6 +28,7 @@ from funcnet import _checks
 from funcnet.ops import _window
 from funcnet.ops._arrays import flat
 from funcnet.ops._mode import has_twin
+from funcnet.ops._mesh import defvjp, explicit_sharding
 
 _DN = ("NHWC", "HWIO", "NHWC")
 IMPLS = ("auto", "xla", "im2col")
@@ -54,7 +55,8 @@ def _bwd_xla(x, w, dy, stride, pads):
     dw_pads = ((pads[0][0], kh + sh * (oh - 1) - h - pads[0][0]),
                (pads[1][0], kw + sw * (ow - 1) - wd - pads[1][0]))
     dw = lax.conv_general_dilated(x, dy, (1, 1), dw_pads, rhs_dilation=stride,
-                                  dimension_numbers=("CHWN", "IHWO", "HWNC"))
+                                  dimension_numbers=("CHWN", "IHWO", "HWNC"),
+                                  out_sharding=explicit_sharding(w))
     return dx, dw
 
 
@@ -64,9 +66,10 @@ def _bwd_im2col(x, w, dy, stride, pads):
     n, oh, ow, _ = dy.shape
     slices = _window.window_slices(_window.pad_hw(x, pads), (kh, kw), stride, (oh, ow))
     patches = jnp.stack(slices, axis=0)                      # (KH*KW, N, OH, OW, Cin)
-    dw = lax.dot_general(patches, dy, (((1, 2, 3), (0, 1, 2)), ((), ())))
+    dw = lax.dot_general(patches, dy, (((1, 2, 3), (0, 1, 2)), ((), ())),
+                         out_sharding=explicit_sharding(w))
     dw = dw.reshape(kh, kw, cin, cout)
-    g = (flat(dy) @ flat(w).T).reshape(n, oh, ow, kh * kw, cin)
+    g = lax.dot_general(dy, flat(w), (((3,), (1,)), ((), ()))).reshape(n, oh, ow, kh * kw, cin)
     dx = _window.col2im([g[:, :, :, k, :] for k in range(kh * kw)], (kh, kw), stride,
                         pads, x.shape[1:3])
     return dx, dw
@@ -102,7 +105,7 @@ def _conv2d_bwd(stride, pads, impl, res, dy):
     return dx, dw, db
 
 
-_conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
+defvjp(_conv2d, _conv2d_fwd, _conv2d_bwd)
 
 
 def check_conv2d_args(fn, x, w, b, stride, padding, impl="auto"):

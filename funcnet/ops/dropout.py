@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from funcnet import _checks
 from funcnet.ops._arrays import as_array
 from funcnet.ops._mode import has_twin
+from funcnet.ops._mesh import defvjp
 
 
 def check_dropout_args(fn: str, x, rate, key):
@@ -44,7 +45,7 @@ def _dropout_bwd(rate, key, dy):
     return _apply_mask(dy, key, rate), None
 
 
-_dropout.defvjp(_dropout_fwd, _dropout_bwd)
+defvjp(_dropout, _dropout_fwd, _dropout_bwd)
 
 
 @has_twin

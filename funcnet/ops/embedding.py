@@ -17,6 +17,7 @@ from funcnet import _checks
 from funcnet.ops._arrays import as_array, flat
 from funcnet.ops._labels import valid_labels
 from funcnet.ops._mode import has_twin
+from funcnet.ops._mesh import defvjp
 
 __all__ = ["embedding"]
 
@@ -63,7 +64,7 @@ def _embedding_bwd(num_embeddings, ids, g):
     return None, dtable
 
 
-_embedding.defvjp(_embedding_fwd, _embedding_bwd)
+defvjp(_embedding, _embedding_fwd, _embedding_bwd)
 
 
 @has_twin

@@ -30,6 +30,7 @@ from jax import lax
 
 from funcnet.ops._arrays import flat, previous, scan_projected
 from funcnet.ops._mode import has_twin
+from funcnet.ops._mesh import defvjp, vary_like
 from funcnet.ops.rnn import (check_recurrent_args, freeze_padded, mask_steps, nan_carry,
                              padded_steps, real_inputs, zero_padded)
 
@@ -59,7 +60,8 @@ def _lstm_forward(xs, h0, c0, wx, wh, b, keep, valid):
             h, acts = zero_padded(m[0], h, acts)
         return new, ((h, acts, new[1]) if keep else h)
 
-    return scan_projected(step, (h0, c0), xs, wx, b, *mask_steps(valid))
+    init = vary_like((h0, c0), xs, wx, wh, b, valid)
+    return scan_projected(step, init, xs, wx, b, *mask_steps(valid))
 
 
 @jax.custom_vjp
@@ -92,7 +94,8 @@ def _lstm_bwd(res, cts):
             return freeze_padded(m[0], (dz @ wh.T, dc * f), carry), dz
         return (dz @ wh.T, dc * f), dz
 
-    (dh0, dc0), dzs = lax.scan(step, (dh_last, dc_last),
+    init = vary_like((dh_last, dc_last), dhs, acts, cs, wh, valid)
+    (dh0, dc0), dzs = lax.scan(step, init,
                                (dhs, acts, tcs, previous(c0, cs), *mask_steps(valid)),
                                reverse=True)
     h_prev = previous(h0, acts[..., 3 * k:] * tcs)      # h_t = o_t tanh(c_t), recomputed
@@ -101,7 +104,7 @@ def _lstm_bwd(res, cts):
             flat(h_prev).T @ dz, jnp.sum(dz, axis=0), None)
 
 
-_lstm.defvjp(_lstm_fwd, _lstm_bwd)
+defvjp(_lstm, _lstm_fwd, _lstm_bwd)
 
 
 @has_twin
@@ -191,6 +194,7 @@ def _gru_forward(xs, h0, wx, wh, bx, bh, keep, valid):
             out, acts = zero_padded(m[0], out, acts)
         return new, ((out, acts) if keep else out)
 
+    h0 = vary_like(h0, xs, wx, wh, bx, bh, valid)
     return scan_projected(step, h0, xs, wx, bx, *mask_steps(valid))
 
 
@@ -227,6 +231,7 @@ def _gru_bwd(res, cts):
             return dh_prev, (dah, dan)
         return dh * z + dah @ wh.T, (dah, dan)
 
+    dh_last = vary_like(dh_last, dhs, acts, h_prev, wh, bh, valid)
     dh0, (dah, dan) = lax.scan(step, dh_last, (dhs, acts, h_prev, *mask_steps(valid)),
                                reverse=True)
     # dax = [dar, daz, dan] differs from dah only in its last block: assembled once for
@@ -238,7 +243,7 @@ def _gru_bwd(res, cts):
             jnp.sum(dax, axis=0), jnp.sum(dah, axis=0), None)
 
 
-_gru.defvjp(_gru_fwd, _gru_bwd)
+defvjp(_gru, _gru_fwd, _gru_bwd)
 
 
 @has_twin

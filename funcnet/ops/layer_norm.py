@@ -24,6 +24,7 @@ from jax import lax
 from funcnet import _checks
 from funcnet.ops._arrays import compute_dtype, expand_leading
 from funcnet.ops._mode import has_twin
+from funcnet.ops._mesh import defvjp
 
 __all__ = ["layer_norm", "rms_norm"]
 
@@ -95,7 +96,7 @@ def _layer_norm_bwd(eps, res, g):
     return (dx.astype(g.dtype),) + _param_grads(gc, xhat, gamma, beta_marker)
 
 
-_layer_norm.defvjp(_layer_norm_fwd, _layer_norm_bwd)
+defvjp(_layer_norm, _layer_norm_fwd, _layer_norm_bwd)
 
 
 @has_twin
@@ -171,7 +172,7 @@ def _rms_norm_bwd(eps, res, g):
     return (dx.astype(g.dtype), _param_grads(gc, xhat, gamma, None)[0])
 
 
-_rms_norm.defvjp(_rms_norm_fwd, _rms_norm_bwd)
+defvjp(_rms_norm, _rms_norm_fwd, _rms_norm_bwd)
 
 
 @has_twin

@@ -2,8 +2,10 @@
 
 Row-vector convention: ``x`` is ``(..., D)``, ``w`` is ``(D, H)``; any number of leading
 axes is allowed and is treated as the batch. The backward rules are the notes' formulas
-``dx = dy W^T``, ``dW = x^T dy``, ``db = sum(dy)``, with every leading axis flattened into
-the batch so each is one matmul.
+``dx = dy W^T``, ``dW = x^T dy``, ``db = sum(dy)``, with every leading axis contracted as
+the batch, so each is one matmul. The rules are written as contractions (no transposed
+copies), so under a mesh a sharded ``w`` is gathered once for the forward and the backward,
+and their cotangents are typed for ``shard_map`` (``funcnet/ops/_mesh.py``).
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import jax.numpy as jnp
 from funcnet import _checks
 from funcnet.ops._arrays import expand_leading, flat
 from funcnet.ops._mode import has_twin
+from funcnet.ops._mesh import defvjp, explicit_sharding
 
 
 def check_matmul_args(fn: str, x, w) -> None:
@@ -49,12 +52,15 @@ def _matmul_fwd(x, w):
 
 def _matmul_bwd(res, g):
     x, w = res
-    dx = g @ w.T
-    dw = flat(x).T @ flat(g)
+    # dx = dy W^T and dW = x^T dy as contractions, without materialised transposes: a
+    # weight sharded over a mesh is then gathered once for the forward and the backward.
+    dx = jax.lax.dot_general(g, w, (((g.ndim - 1,), (1,)), ((), ())))
+    dw = jax.lax.dot_general(flat(x), flat(g), (((0,), (0,)), ((), ())),
+                             out_sharding=explicit_sharding(w))
     return dx, dw
 
 
-_matmul.defvjp(_matmul_fwd, _matmul_bwd)
+defvjp(_matmul, _matmul_fwd, _matmul_bwd)
 
 
 @has_twin
@@ -63,7 +69,7 @@ def matmul(x, w):
 
     Forward (note 002, "MatMul"): ``y = x W``.
     Backward: ``dx = dy W^T``, ``dW = x^T dy`` where every leading axis of ``x`` and
-    ``dy`` is flattened into one batch axis. Residuals: ``x`` and ``w``.
+    ``dy`` is contracted as one batch axis. Residuals: ``x`` and ``w``.
 
     Args:
       x: ``(..., D)`` floating array.
@@ -103,7 +109,7 @@ def _affine_bwd(res, g):
     return dx, dw, db
 
 
-_affine.defvjp(_affine_fwd, _affine_bwd)
+defvjp(_affine, _affine_fwd, _affine_bwd)
 
 
 @has_twin

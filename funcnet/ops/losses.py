@@ -26,6 +26,7 @@ from funcnet import _checks
 from funcnet.ops._labels import (check_class_labels, mask_log, num_rows, one_hot, take_labels,
                                  valid_labels)
 from funcnet.ops._mode import has_twin
+from funcnet.ops._mesh import defvjp
 from funcnet.ops.activations import stable_log_softmax
 
 
@@ -54,7 +55,7 @@ def _sce_index_bwd(res, g):
     return diff * (g / num_rows(logp)), None
 
 
-_sce_index.defvjp(_sce_index_fwd, _sce_index_bwd)
+defvjp(_sce_index, _sce_index_fwd, _sce_index_bwd)
 
 
 @jax.custom_vjp
@@ -75,7 +76,7 @@ def _sce_probs_bwd(res, g):
     return dlogits, -mask_log(t, logp) * scale
 
 
-_sce_probs.defvjp(_sce_probs_fwd, _sce_probs_bwd)
+defvjp(_sce_probs, _sce_probs_fwd, _sce_probs_bwd)
 
 
 def check_softmax_cross_entropy_args(fn: str, logits, labels):
@@ -136,7 +137,7 @@ def _ce_index_bwd(eps, c, res, g):
     return dp, None
 
 
-_ce_index.defvjp(_ce_index_fwd, _ce_index_bwd)
+defvjp(_ce_index, _ce_index_fwd, _ce_index_bwd)
 
 
 def _ce(probs, t, eps):
@@ -159,7 +160,7 @@ def _ce_probs_bwd(eps, res, g):
     return -t / shifted * scale, -mask_log(t, jnp.log(shifted)) * scale
 
 
-_ce_probs.defvjp(_ce_probs_fwd, _ce_probs_bwd)
+defvjp(_ce_probs, _ce_probs_fwd, _ce_probs_bwd)
 
 
 def check_cross_entropy_args(fn: str, probs, labels, eps):
@@ -230,7 +231,7 @@ def _hinge_bwd(res, g):
     return dscores * scale, None, jnp.sum(a) * scale
 
 
-_hinge.defvjp(_hinge_fwd, _hinge_bwd)
+defvjp(_hinge, _hinge_fwd, _hinge_bwd)
 
 
 def check_multiclass_hinge_args(fn: str, scores, labels, margin):

@@ -17,6 +17,7 @@ import numpy as np
 from funcnet import _checks
 from funcnet.ops._arrays import as_array, compute_dtype, promote_pair
 from funcnet.ops._mode import has_twin
+from funcnet.ops._mesh import defvjp
 
 
 def check_elementwise_args(fn: str, a_name: str, a, b_name: str, b):
@@ -45,7 +46,7 @@ def _mse_bwd(diff, g):
     return dpred, -dpred
 
 
-_mse.defvjp(_mse_fwd, _mse_bwd)
+defvjp(_mse, _mse_fwd, _mse_bwd)
 
 
 @has_twin
@@ -108,7 +109,7 @@ def _bce_bwd(eps, res, g):
     return dp.astype(dtype), dt.astype(dtype)
 
 
-_bce_op.defvjp(_bce_fwd, _bce_bwd)
+defvjp(_bce_op, _bce_fwd, _bce_bwd)
 
 
 def check_binary_cross_entropy_args(fn: str, probs, targets, eps):
@@ -169,7 +170,7 @@ def _sbce_bwd(res, g):
     return (jax.lax.logistic(x) - t) * scale, -x * scale
 
 
-_sbce_op.defvjp(_sbce_fwd, _sbce_bwd)
+defvjp(_sbce_op, _sbce_fwd, _sbce_bwd)
 
 
 @has_twin

@@ -11,6 +11,7 @@ from jax import lax
 from funcnet import _checks
 from funcnet.ops._arrays import compute_dtype, expand_leading
 from funcnet.ops._mode import has_twin
+from funcnet.ops._mesh import defvjp
 
 
 def check_batch_norm_args(fn, x, gamma, beta, eps, axis_name):
@@ -90,7 +91,7 @@ def _batch_norm_bwd(eps, res, cts):
     return dx.astype(x_dtype), dgamma.astype(gamma.dtype), dbeta.astype(gamma.dtype)
 
 
-_batch_norm.defvjp(_batch_norm_fwd, _batch_norm_bwd)
+defvjp(_batch_norm, _batch_norm_fwd, _batch_norm_bwd)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(5,))
@@ -134,7 +135,7 @@ def _normalize_bwd(eps, res, gy):
             dbeta.astype(gamma.dtype))
 
 
-_normalize.defvjp(_normalize_fwd, _normalize_bwd)
+defvjp(_normalize, _normalize_fwd, _normalize_bwd)
 
 
 def _synced_batch_norm(x, gamma, beta, eps, axis_name):

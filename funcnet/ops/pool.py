@@ -22,6 +22,7 @@ from jax import lax
 from funcnet import _checks
 from funcnet.ops import _window
 from funcnet.ops._mode import has_twin
+from funcnet.ops._mesh import defvjp
 
 
 def check_pool_args(fn, x, window, stride, padding):
@@ -78,14 +79,20 @@ def _index_dtype(geom):
 # ----------------------------------------------------------------------------- max pool
 
 def _max_pool_fwd_impl(x, geom):
-    """Returns ``(y, idx)``; ``idx`` is the first row-major offset holding the max."""
+    """Returns ``(y, idx)``; ``idx`` is the first row-major offset holding the max.
+
+    ``y`` is the element at ``idx`` itself (a selection), so its forward-mode
+    derivative, which ``jax.hessian`` takes of this rule, is ``dx`` at the first maximum
+    as in the backward rule (``jnp.max``'s averages over tied maxima, which made the
+    second derivative at ties asymmetric and unequal to the twin's).
+    """
     if _is_reshape_path(geom):
-        xb = _blocks(x, geom)
-        y = jnp.max(xb, axis=(2, 4))
-        k = geom[0][0] * geom[0][1]
-        hit = (xb == y[:, :, None, :, None, :]) | jnp.isnan(xb)
-        idx = jnp.min(jnp.where(hit, _offsets(geom), k), axis=(2, 4))
-        return y, idx.astype(_index_dtype(geom))
+        xb = _blocks(x, geom)                                   # (N, OH, KH, OW, KW, C)
+        n, oh, kh, ow, kw, c = xb.shape
+        xw = xb.transpose(0, 1, 3, 5, 2, 4).reshape(n, oh, ow, c, kh * kw)
+        idx = jnp.argmax(xw, axis=-1)   # the first maximum, or the first NaN (as jnp.max)
+        y = jnp.take_along_axis(xw, idx[..., None], axis=-1, mode="promise_in_bounds")
+        return y[..., 0], idx.astype(_index_dtype(geom))
     window, stride, pads, _ = geom
     xp = _window.pad_hw(x, pads, -jnp.inf)
     slices = _window.window_slices(xp, window, stride,
@@ -101,6 +108,10 @@ def _max_pool_fwd_impl(x, geom):
 
 @partial(jax.custom_vjp, nondiff_argnums=(1,))
 def _max_pool2d(x, geom):
+    # the value alone (not differentiated): a max over each window, no argmax to select
+    # (2.8x faster on CPU for the book CNN's (100, 24, 24, 30) input); the same numbers
+    if _is_reshape_path(geom):
+        return jnp.max(_blocks(x, geom), axis=(2, 4))
     return _max_pool_fwd_impl(x, geom)[0]
 
 
@@ -118,7 +129,7 @@ def _max_pool2d_bwd(geom, idx, dy):
     return (_window.col2im(pieces, window, stride, pads, in_hw),)
 
 
-_max_pool2d.defvjp(_max_pool2d_fwd, _max_pool2d_bwd)
+defvjp(_max_pool2d, _max_pool2d_fwd, _max_pool2d_bwd)
 
 
 @has_twin
@@ -132,8 +143,9 @@ def max_pool2d(x, window=2, stride=None, padding=0):
     ``(i*, j*)`` of its window: ``dx[n, sh*oh + i* - lo_h, sw*ow + j* - lo_w, c] +=
     dy[n, oh, ow, c]`` (overlapping windows add up). Ties: the FIRST maximum in row-major
     window order (smallest ``i``, then smallest ``j``) gets the gradient. JAX's own
-    gradient of ``lax.reduce_window`` may choose another element at ties. A NaN in a
-    window propagates to ``y`` (as ``jnp.max``) and its first NaN gets the gradient.
+    gradient of ``lax.reduce_window`` may choose another element at ties; second order
+    (``jax.hessian``) follows the same first-maximum rule. A NaN in a window propagates
+    to ``y`` (as ``jnp.max``) and its first NaN gets the gradient.
 
     Residuals: only the argmax offset ``i*KW + j`` per output, ``(N, OH, OW, C)`` int8
     (int32 for windows of more than 127 elements).
@@ -193,7 +205,7 @@ def _avg_pool2d_bwd(geom, res, dy):
     return (_window.col2im([g] * (window[0] * window[1]), window, stride, pads, in_hw),)
 
 
-_avg_pool2d.defvjp(_avg_pool2d_fwd, _avg_pool2d_bwd)
+defvjp(_avg_pool2d, _avg_pool2d_fwd, _avg_pool2d_bwd)
 
 
 @has_twin

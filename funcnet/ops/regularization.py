@@ -6,6 +6,7 @@ import jax.numpy as jnp
 
 from funcnet import _checks
 from funcnet.ops._mode import has_twin
+from funcnet.ops._mesh import defvjp
 
 
 def check_l2_args(fn: str, params, weight_decay):
@@ -65,7 +66,7 @@ def _l2_bwd(res, g):
     return dleaves, 0.5 * g * sum_squares(leaves, wd.dtype)
 
 
-_l2.defvjp(_l2_fwd, _l2_bwd)
+defvjp(_l2, _l2_fwd, _l2_bwd)
 
 
 @has_twin

@@ -13,6 +13,7 @@ from jax import lax
 from funcnet import _checks
 from funcnet.ops._arrays import flat, previous, project
 from funcnet.ops._mode import has_twin
+from funcnet.ops._mesh import defvjp, vary_like
 
 
 def _rnn_forward(xs, h0, wx, wh, b, valid):
@@ -25,6 +26,7 @@ def _rnn_forward(xs, h0, wx, wh, b, valid):
             return freeze_padded(m[0], (new,), (h,))[0], zero_padded(m[0], new)[0]
         return new, new
 
+    h0 = vary_like(h0, xs, wx, wh, b, valid)
     return lax.scan(step, h0, (project(xs, wx, b), *mask_steps(valid)))
 
 
@@ -51,6 +53,7 @@ def _rnn_bwd(res, cts):
             return freeze_padded(m[0], (da @ wh.T,), (dh_next,))[0], da
         return da @ wh.T, da
 
+    dh_last = vary_like(dh_last, dhs, hs, wh, valid)
     dh0, das = lax.scan(step, dh_last, (dhs, hs, *mask_steps(valid)), reverse=True)
     h_prev = previous(h0, hs)                      # (T, N, H): h_{t-1} (real steps: a prefix)
     da2 = flat(das)
@@ -61,7 +64,7 @@ def _rnn_bwd(res, cts):
     return dxs, dh0, dwx, dwh, db, None
 
 
-_rnn.defvjp(_rnn_fwd, _rnn_bwd)
+defvjp(_rnn, _rnn_fwd, _rnn_bwd)
 
 
 def check_recurrent_args(fn, gates, xs, carries, weights):

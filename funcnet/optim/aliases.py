@@ -59,6 +59,7 @@ def sgd(learning_rate, momentum=None, nesterov=False, accumulator_dtype=None):
       the importance of initialization and momentum in deep learning", ICML 2013. Notes
       001, 003, 004.
     """
+    nesterov = _checks.static_bool("sgd", "nesterov", nesterov)  # also without momentum
     with _checks.context("sgd"):
         first = identity() if momentum is None else trace(momentum, nesterov,
                                                           accumulator_dtype)

@@ -201,7 +201,7 @@ STRICTER = [
     ("clip_global_norm_zero", lambda m: m.clip_by_global_norm(0.0), ValueError,
      r"clip_by_global_norm: max_norm must be in \(0, inf\), got 0"),
     ("nesterov_string", lambda m: m.sgd(0.1, 0.9, nesterov="yes"), TypeError,
-     r"sgd: trace: nesterov must be a bool, got str 'yes'"),
+     r"sgd: nesterov must be a bool, got str 'yes'"),
     ("learning_rate_string", lambda m: m.adam("0.1"), TypeError,
      r"adam: scale_by_learning_rate: learning_rate must be a number or a scalar array, "
      r"got str '0\.1'"),

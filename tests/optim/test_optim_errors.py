@@ -87,7 +87,9 @@ BAD_TYPES = [  # (constructor, message): TypeError at construction
     (lambda: optim.adam(jnp.asarray(1e-3 + 0j)),
      r"adam: scale_by_learning_rate: learning_rate must have a real numeric dtype, got complex"),
     (lambda: optim.sgd(0.1, momentum=0.9, nesterov="yes"),
-     r"sgd: trace: nesterov must be a bool, got str"),
+     r"sgd: nesterov must be a bool, got str"),
+    (lambda: optim.sgd(0.1, nesterov="yes"),  # without momentum too (ignored, but a typo)
+     r"sgd: nesterov must be a bool, got str"),
     (lambda: optim.rmsprop(0.1, centered=1), r"rmsprop: centered must be a bool, got int"),
     (lambda: optim.adam(1e-3, mu_dtype=jnp.int32),
      r"adam: scale_by_adam: mu_dtype must be a inexact dtype, got int32"),

@@ -43,9 +43,9 @@ def dot_product_attention(q, k, v, mask=None, *, causal=False, scale=None, block
         s = jnp.where(attend, s, large_negative(ct))
     e = jnp.exp(s - lax.stop_gradient(jnp.max(s, axis=-1, keepdims=True)))
     p = e / jnp.sum(e, axis=-1, keepdims=True)
-    if rate > 0.0:
+    if rate > 0.0:  # dropped here, scaled by 1/(1 - rate) after the product (as the op)
         cols = jnp.arange(s_len, dtype=jnp.int32)
-        p = drop(p, keep_probabilities(key, rate, p.shape[:-1], cols), rate)
-    o = einsum("bkgts,bskh->btkgh", p.astype(v.dtype), v, ct)
+        p = drop(p, keep_probabilities(key, rate, p.shape[:-1], cols), 0.0)
+    o = einsum("bkgts,bskh->btkgh", p.astype(v.dtype), v, ct) / (1.0 - rate)
     o = o.reshape(b, t, n, h).astype(q.dtype)
     return o[0] if single else o
