@@ -25,9 +25,14 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from funcnet import _checks, ops
 from funcnet.nn import Layer
 from funcnet.parallel.devices import check_mesh_axis, make_mesh
-from funcnet.train import train_step
+from funcnet.train import sharding, train_step
 
 __all__ = ["shard_map_train_step", "sharded_train_step"]
+
+
+def _check_rows(fn: str, x, y, devices: int, axis_name: str) -> None:
+    _checks.check_same_leading(fn, {"x": x, "y": y}, devices,
+                               f"{devices} devices of mesh axis {axis_name!r}")
 
 
 def _runner(fn: str, compiled, devices: int, axis_name: str) -> Callable:
@@ -39,8 +44,7 @@ def _runner(fn: str, compiled, devices: int, axis_name: str) -> Callable:
         try:
             return compiled(params, state, opt_state, x, y, key)
         except ValueError:  # what jit / shard_map raise for rows that do not split
-            _checks.check_same_leading(fn, {"x": x, "y": y}, devices,
-                                       f"{devices} devices of mesh axis {axis_name!r}")
+            _check_rows(fn, x, y, devices, axis_name)
             raise
 
     return run
@@ -50,6 +54,7 @@ def _setup(fn: str, model, opt, loss_fn, mesh, axis_name, metrics_fn, accum_step
            compute_dtype, donate, step_axis):
     mesh = make_mesh() if mesh is None else mesh
     axis_name = check_mesh_axis(fn, mesh, axis_name)
+    mesh = sharding.auto_axes(mesh)          # jax.make_mesh's Explicit axes: see auto_axes
     step = train_step(model, opt, loss_fn, axis_name=axis_name if step_axis else None,
                       metrics_fn=metrics_fn, accum_steps=accum_steps,
                       compute_dtype=compute_dtype)
@@ -65,9 +70,15 @@ def sharded_train_step(model: Layer, opt, loss_fn: Callable = ops.softmax_cross_
 
     ``in_shardings``: params, state, opt_state and key replicated ``P()``; ``x`` and ``y``
     ``P(axis_name)`` (rows split over the devices). ``out_shardings``: everything
-    replicated. The program is :func:`funcnet.train.train_step` (no ``axis_name``) on the
-    global batch, so it equals single-device training by construction, up to the order of
-    floating-point sums. Dropout masks are drawn for the global batch from the one
+    replicated. A leaf of params / state / opt_state already laid out on ``mesh`` (a
+    ``NamedSharding`` of it: a weight split over a ``"model"`` axis for tensor
+    parallelism, or over the data axis for FSDP; ``opt.init`` of such params lays the
+    moments out alike) keeps its sharding in and out; the step is compiled once per
+    layout (switched to when a call's layout differs). Arrays laid out on a mesh with
+    ``Explicit`` axes (``jax.make_mesh``'s default) are moved to its ``Auto`` twin, the
+    mode the step is compiled in. The program is :func:`funcnet.train.train_step` (no
+    ``axis_name``) on the global batch, so it equals single-device training by
+    construction, up to the order of floating-point sums. Dropout masks are drawn for the global batch from the one
     ``key``.
 
     Args:
@@ -92,9 +103,38 @@ def sharded_train_step(model: Layer, opt, loss_fn: Callable = ops.softmax_cross_
                                            metrics_fn, accum_steps, compute_dtype, donate,
                                            step_axis=False)
     rep, data = NamedSharding(mesh, P()), NamedSharding(mesh, P(axis_name))
-    compiled = jax.jit(step, in_shardings=(rep, rep, rep, data, data, rep),
-                       out_shardings=rep, donate_argnums=donate)
-    return _runner(fn, compiled, mesh.shape[axis_name], axis_name)
+
+    def compile_for(layout):    # layout: sharding.layout of (params, state, opt_state)
+        carry = (rep,) * 3 if layout is None else jax.tree_util.tree_unflatten(*layout)
+        return jax.jit(step, in_shardings=(*carry, data, data, rep),
+                       out_shardings=(*carry, rep), donate_argnums=donate)
+
+    compiled = {None: compile_for(None)}
+    current = [None]
+    checked = _runner(fn, lambda *args: compiled[current[0]](*args),
+                      mesh.shape[axis_name], axis_name)
+
+    def run(params, state, opt_state, x, y, key=None):
+        try:
+            return compiled[current[0]](params, state, opt_state, x, y, key)
+        except Exception as error:   # noqa: BLE001 -- re-raised unless the layout changed
+            # "Sharding passed to jit does not match" (a new layout of the params) or a
+            # ShardingTypeError (arrays on an Explicit mesh): place them, switch, retry
+            given = (params, state, opt_state, x, y)
+            moved = sharding.auto_leaves(given)
+            layout = sharding.layout(moved[:3], mesh)
+            same = all(a is b for a, b in zip(jax.tree_util.tree_leaves(moved),
+                                              jax.tree_util.tree_leaves(given)))
+            if layout == current[0] and same:
+                if isinstance(error, ValueError):   # rows that do not split: say so
+                    _check_rows(fn, x, y, mesh.shape[axis_name], axis_name)
+                raise
+            if layout not in compiled:
+                compiled[layout] = compile_for(layout)
+            current[0] = layout
+            return checked(*moved, key)
+
+    return run
 
 
 def shard_map_train_step(model: Layer, opt, loss_fn: Callable = ops.softmax_cross_entropy,

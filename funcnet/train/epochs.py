@@ -49,7 +49,8 @@ def all_finite(tree) -> jax.Array:
 
 
 @compile_cache(maxsize=32)
-def compiled(model, opt, loss_fn, metrics_fn, compute_dtype, batch_size, mesh):
+def compiled(model, opt, loss_fn, metrics_fn, compute_dtype, batch_size, mesh,
+             layout=None):
     """``(jitted epoch scan, jitted guarded step)`` for one configuration (cached).
 
     - ``epoch_scan(params, state, opt_state, x, y, key, epoch) -> ((params, state,
@@ -62,7 +63,9 @@ def compiled(model, opt, loss_fn, metrics_fn, compute_dtype, batch_size, mesh):
     result of a jitted call costs host time, ~1 µs, on the per-step path). Both donate
     params, state and optimizer state; the step donates ``counters`` too. With a
     ``mesh`` every input and output is replicated except the batches, split over the
-    mesh's devices.
+    mesh's devices, and the leaves of params / state / optimizer state that ``layout``
+    (:func:`funcnet.train.sharding.layout`; ``None``: all replicated) lays out
+    otherwise, which keep their sharding in and out.
     """
     step = train_step(model, opt, loss_fn, metrics_fn=metrics_fn, compute_dtype=compute_dtype)
 
@@ -97,8 +100,9 @@ def compiled(model, opt, loss_fn, metrics_fn, compute_dtype, batch_size, mesh):
         return (jax.jit(epoch_scan, donate_argnums=(0, 1, 2)),
                 jax.jit(guarded, donate_argnums=(0, 1, 2, 3)))
     rep, rows = sharding.replicated(mesh), sharding.batch_sharding(mesh)
-    return (jax.jit(epoch_scan, donate_argnums=(0, 1, 2), in_shardings=rep,
-                    out_shardings=rep),
+    carry = (rep,) * 3 if layout is None else jax.tree_util.tree_unflatten(*layout)
+    out = ((*carry, rep), rep)
+    return (jax.jit(epoch_scan, donate_argnums=(0, 1, 2),
+                    in_shardings=(*carry, rep, rep, rep, rep), out_shardings=out),
             jax.jit(guarded, donate_argnums=(0, 1, 2, 3),
-                    in_shardings=(rep, rep, rep, rep, rows, rows, rep),
-                    out_shardings=rep))
+                    in_shardings=(*carry, rep, rows, rows, rep), out_shardings=out))

@@ -19,8 +19,11 @@ __all__ = ["evaluate"]
 
 
 @compile_cache(maxsize=64)
-def _eval_batch(model, loss_fn: Callable, metrics_fn: Callable, compute_dtype, mesh):
-    """Jitted ``(params, state, x, y, mask) -> {name: sum over the unmasked examples}``."""
+def _eval_batch(model, loss_fn: Callable, metrics_fn: Callable, compute_dtype, mesh,
+                layout=None):
+    """Jitted ``(params, state, x, y, mask) -> {name: sum over the unmasked examples}``;
+    on a mesh, params and state replicated except where ``layout``
+    (:func:`funcnet.train.sharding.layout`) keeps a caller's sharding."""
 
     def run(params, state, x, y, mask):
         logits, _ = model.apply(cast_floating(params, compute_dtype), state,
@@ -34,7 +37,8 @@ def _eval_batch(model, loss_fn: Callable, metrics_fn: Callable, compute_dtype, m
     if mesh is None:
         return jax.jit(run)
     rep, rows = sharding.replicated(mesh), sharding.batch_sharding(mesh)
-    return jax.jit(run, in_shardings=(rep, rep, rows, rows, rows), out_shardings=rep)
+    weights = (rep, rep) if layout is None else jax.tree_util.tree_unflatten(*layout)
+    return jax.jit(run, in_shardings=(*weights, rows, rows, rows), out_shardings=rep)
 
 
 def evaluate(model, params, state, x, y, batch_size: int = 1024, *,
@@ -60,8 +64,10 @@ def evaluate(model, params, state, x, y, batch_size: int = 1024, *,
         :func:`funcnet.train.default_metrics` of ``loss_fn`` (accuracy for class labels).
       compute_dtype: e.g. ``jnp.bfloat16``: params and inputs are cast for the forward
         pass, the logits back to float32.
-      mesh: a :class:`jax.sharding.Mesh`: every batch is split over its devices (params
-        replicated, see :func:`funcnet.train.fit`).
+      mesh: a :class:`jax.sharding.Mesh`: every batch is split over its devices; params
+        and state replicated, except leaves already laid out on ``mesh`` (a
+        ``NamedSharding`` of it: tensor-parallel or FSDP weights), which keep their
+        sharding (see :func:`funcnet.train.fit`).
 
     Returns:
       ``{"loss": float, **metrics}`` (Python floats, means over the N examples).
@@ -76,6 +82,9 @@ def evaluate(model, params, state, x, y, batch_size: int = 1024, *,
     compute_dtype = check_model_args(fn, model, loss_fn, metrics_fn, compute_dtype)
     x, y = check_pair(fn, "data", (x, y))
     devices = check_mesh(fn, mesh)
+    if mesh is not None:   # jax.make_mesh's Explicit axes: funcnet compiles in Auto mode
+        mesh = sharding.auto_axes(mesh)
+        params, state, x, y = sharding.auto_leaves((params, state, x, y))
     batch_size = _checks.static_int(fn, "batch_size", batch_size, minimum=1)
     outputs = trace_outputs(fn, "x", model, params, state, x, y, loss_fn, metrics_fn)
     check_labels(fn, "y", y, outputs.num_classes)
@@ -90,10 +99,12 @@ def evaluate_checked(model, params, state, x, y, batch_size, loss_fn, metrics_fn
     batch_size = min(batch_size, n)
     batch_size += -batch_size % devices                 # every device gets equal rows
     metrics_fn = default_metrics(loss_fn) if metrics_fn is None else metrics_fn
-    run = _eval_batch(model, loss_fn, metrics_fn, compute_dtype, mesh)
-    if mesh is not None:
-        params, state = sharding.put_replicated((params, state), mesh)
+    layout = None
+    if mesh is not None:   # sharded weights (tensor parallel, FSDP) stay as they are
+        params, state = sharding.put_on_mesh((params, state), mesh)
+        layout = sharding.layout((params, state), mesh)
         rows = sharding.batch_sharding(mesh)
+    run = _eval_batch(model, loss_fn, metrics_fn, compute_dtype, mesh, layout)
     totals: dict = {}
     for start in range(0, n, batch_size):
         idx = np.arange(start, start + batch_size)

@@ -126,8 +126,12 @@ def _host_batch(batch):
     return jax.device_put(batch)
 
 
-def _place(tree, mesh):
-    """Fresh device copies of ``tree`` (``fit`` donates them; the caller keeps its own)."""
+def _place(tree, mesh, like):
+    """Fresh device copies of ``tree`` (``fit`` donates them; the caller keeps its own).
+
+    On a mesh, a leaf whose counterpart in ``like`` (what the caller passed) is laid out
+    on that mesh (tensor-parallel, FSDP) keeps that sharding; the rest is replicated.
+    """
     if mesh is None:  # committed to one device, whatever the source: one jit cache entry
         device = jax.local_devices()[0]
 
@@ -139,7 +143,7 @@ def _place(tree, mesh):
             return jax.device_put(a, device, may_alias=False)
 
         return jax.tree_util.tree_map(fresh, tree)
-    return sharding.put_replicated(sharding.to_host(tree), mesh)
+    return sharding.put_on_mesh(tree, mesh, like, copy=True)
 
 
 def _learning_rate(opt, opt_state) -> float | None:
@@ -337,6 +341,10 @@ def fit(model, params, state, opt, data, epochs: int, *, batch_size: int | None 
     key = _checks.check_key(fn, key, allow_seed=True)
     config = check_config(fn, config)
     devices = check_mesh(fn, mesh)
+    if mesh is not None:   # jax.make_mesh's Explicit axes: funcnet compiles in Auto mode
+        mesh = sharding.auto_axes(mesh)
+        params, state, opt_state, data, eval_data = sharding.auto_leaves(
+            (params, state, opt_state, data, eval_data))
     callbacks = tuple(callbacks)
     for i, cb in enumerate(callbacks):
         if not (callable(cb) or callable(getattr(cb, "on_epoch_end", None))):
@@ -400,14 +408,19 @@ def fit(model, params, state, opt, data, epochs: int, *, batch_size: int | None 
                      batch_size=batch_size, data=source, config=config)
     start, history, stop_name = 0, {}, None
     writer = jax.process_index() == 0
+    given = (params, state, opt_state)       # the caller's arrays: their shardings are kept
     if checkpoint is not None:
-        like = restore_template(params, state, opt_state, key)
+        like = restore_template(*given, key)
         start, tree, history, stop_name = resume_point(
             fn, checkpoint, resume=resume, overwrite=overwrite, fp=fp, like=like,
             writer=writer)
         if tree is not None:
             params, state, opt_state = tree["params"], tree["state"], tree["opt_state"]
-    params, state, opt_state = _place((params, state, opt_state), mesh)
+    params, state, opt_state = _place((params, state, opt_state), mesh, given)
+    layout = None if mesh is None else sharding.layout((params, state, opt_state), mesh)
+    if checkpoint is not None and layout is not None:   # every process, before epoch 1
+        sharding.check_host_readable(fn, {"params": params, "state": state,
+                                          "opt_state": opt_state}, "checkpoint=")
     bar = EpochProgress(epochs, enabled=progress is not False and writer,  # one process logs
                         start=min(start, epochs))
     stopper = None
@@ -427,7 +440,7 @@ def fit(model, params, state, opt, data, epochs: int, *, batch_size: int | None 
 
     # ------------------------------------------------------------------ epochs
     epoch_scan, one_step = compiled(model, opt, loss_fn, metrics_fn, compute_dtype,
-                                    batch_size, mesh)
+                                    batch_size, mesh, layout)
     put_rep = (lambda t: t) if mesh is None else (lambda t: sharding.put_replicated(t, mesh))
     if scan:
         x_dev, y_dev = (jax.tree_util.tree_map(jnp.asarray, (x, y)) if mesh is None

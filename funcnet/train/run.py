@@ -230,6 +230,48 @@ def restore_template(params, state, opt_state, key) -> dict:
 
 def resume_point(fn: str, manager, *, resume: bool, overwrite: bool, fp: dict, like,
                  writer: bool = True):
+    """:func:`read_resume_point`, which several processes read in turn and must agree on.
+
+    One process: just that. Several (``jax.distributed``): process 0 (the ``writer``)
+    reads first, clearing the directory when ``overwrite`` says so, then the others read;
+    then every process compares the epochs they would resume at. A process that could
+    not read re-raises its error; processes that found different epochs (a directory on
+    each host's local disk, only process 0's holding checkpoints) raise ``ValueError`` on
+    every process: training from different starting points would pair one process's
+    epoch ``k`` collectives with another's epoch ``j``, which silently mixes two states in
+    one "replicated" array and then hangs.
+    """
+    read = functools.partial(read_resume_point, fn, manager, resume=resume,
+                             overwrite=overwrite, fp=fp, like=like, writer=writer)
+    if jax.process_count() == 1:
+        return read()
+    from jax.experimental import multihost_utils
+
+    out, error = None, None
+    if not writer:      # after process 0 has read, and cleared with overwrite=True
+        multihost_utils.sync_global_devices(f"{fn}: resume")
+    try:
+        out = read()
+    except Exception as e:  # noqa: BLE001 -- re-raised below, after the others learn of it
+        error = e
+    if writer:
+        multihost_utils.sync_global_devices(f"{fn}: resume")
+    starts = np.asarray(multihost_utils.process_allgather(
+        np.array(-1 if error is not None else out[0], np.int32))).reshape(-1)
+    if error is not None:
+        raise error
+    if len(set(starts.tolist())) > 1:
+        found = ", ".join(f"process {i}: {'an error' if e < 0 else f'epoch {e}'}"
+                          for i, e in enumerate(starts.tolist()))
+        raise ValueError(
+            f"{fn}: the processes disagree on where to resume from {_where(manager)} "
+            f"({found}); every process must read the same checkpoint directory, on storage "
+            f"all hosts share (only process 0 writes to it)")
+    return out
+
+
+def read_resume_point(fn: str, manager, *, resume: bool, overwrite: bool, fp: dict, like,
+                      writer: bool = True):
     """``(start_epoch, restored tree or None, history, stopped_by)`` for a run with
     fingerprint ``fp``; ``stopped_by`` is the :func:`stable_name` of the callback that
     stopped the run at the restored checkpoint (recorded by :func:`save_metadata`), or

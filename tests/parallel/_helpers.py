@@ -65,6 +65,28 @@ def reference_step(model, opt):
     return jax.jit(step)
 
 
+def mesh_2d():
+    """8 devices as a ("data": 2, "model": 4) mesh."""
+    return jax.sharding.Mesh(np.array(jax.devices()).reshape(2, 4), ("data", "model"))
+
+
+def laid_out(params, mesh, style):
+    """``(params placed, their shardings)``: bn_mlp's params split Megatron-style over
+    "model" (tp) or row-wise over both axes (fsdp); the batch-norm params of the tp layout
+    follow the hidden units."""
+    def S(*spec):
+        return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(*spec))
+
+    if style == "tp":
+        specs = ((), {"w": S(None, "model"), "b": S("model")}, (),
+                 {"gamma": S("model"), "beta": S("model")}, {"w": S("model", None), "b": S()})
+    else:
+        specs = ((), {"w": S(("data", "model"), None), "b": S()}, (),
+                 {"gamma": S(("data", "model")), "beta": S()},
+                 {"w": S(("data", "model"), None), "b": S()})
+    return jax.tree_util.tree_map(jax.device_put, params, specs), specs
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

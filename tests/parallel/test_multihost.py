@@ -82,3 +82,73 @@ def test_two_processes_train_like_one(tmp_path, style):
     assert len(loss_multi) == (2 if style == "fit" else 4), report
     assert len(set(loss_multi)) > 1, report                                # it trained
     assert loss_multi == pytest.approx(loss_single, rel=1e-4), report
+
+
+WORKER = str(ROOT / "tests" / "parallel" / "fit_resume_worker.py")
+
+
+def _two_processes(directories, epochs, *extra, timeout=180):
+    """Runs fit_resume_worker.py as processes 0 and 1 (2 fake devices each); returns
+    ``(exit codes, outputs)``."""
+    port = str(free_port())
+    procs = [subprocess.Popen([sys.executable, WORKER, str(i), port, str(d), str(epochs),
+                               *extra],
+                              cwd=ROOT, env=env_with_devices(2), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+             for i, d in enumerate(directories)]
+    try:
+        outs = [p.communicate(timeout=timeout)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    return [p.returncode for p in procs], outs
+
+
+@pytest.mark.multiprocess
+def test_two_processes_resume_together_or_refuse_to_diverge(tmp_path):
+    """A shared directory: both processes resume at epoch 1 and end equal. A directory on
+    each host's local disk (only process 0's has the checkpoint): every process refuses
+    with the reason; it used to train on, process 0 pairing its epoch 2 with process 1's
+    epoch 1 (silently wrong params), then hang."""
+    shared = tmp_path / "shared"
+    codes, outs = _two_processes([shared, shared], 1)
+    assert codes == [0, 0], "\n".join(o[-3000:] for o in outs)
+    codes, outs = _two_processes([shared, shared], 2)
+    report = "\n".join(o[-3000:] for o in outs)
+    assert codes == [0, 0], report
+    assert "fit: resumed at epoch 1 of 2" in outs[0], report
+    digests = [re.findall(r"params sha256 ([0-9a-f]{64})", o) for o in outs]
+    assert len(digests[0]) == 1 and digests[0] == digests[1], report
+
+    local = [tmp_path / "host0", tmp_path / "host1"]
+    local[0].mkdir()
+    (local[0] / "ckpt_000001.npz").write_bytes((shared / "ckpt_000001.npz").read_bytes())
+    codes, outs = _two_processes(local, 2, timeout=120)
+    report = "\n".join(o[-3000:] for o in outs)
+    assert codes[0] != 0 and codes[1] != 0, report
+    for out in outs:
+        assert re.search(r"ValueError: fit: the processes disagree on where to resume from "
+                         r"the checkpoint directory .* \(process 0: epoch 1, process 1: "
+                         r"epoch 0\); every process must read the same checkpoint "
+                         r"directory, on storage all hosts share", out), report
+
+
+@pytest.mark.multiprocess
+def test_two_processes_keep_a_weight_split_over_both_and_refuse_to_checkpoint_it(tmp_path):
+    """fit(mesh=) keeps a weight laid out over the devices of both processes (FSDP) and
+    trains it identically on both; with checkpoint= it refuses before training on every
+    process (process 0 alone could not read the weight and would fail at the first
+    save while the other process waited)."""
+    codes, outs = _two_processes([tmp_path, tmp_path], 1, "fsdp")
+    report = "\n".join(o[-3000:] for o in outs)
+    assert codes == [0, 0], report
+    for out in outs:
+        assert re.search(r"refused: fit: params\[0\]\['w'\] of shape \(64, 16\) is split "
+                         r"over the devices of several processes \(P\('data',\)\); "
+                         r"checkpoint= needs every leaf readable on process 0", out), report
+        assert "kept P('data',)" in out, report
+    digests = [re.findall(r"params sha256 ([0-9a-f]{64})", o) for o in outs]
+    assert len(digests[0]) == 1 and digests[0] == digests[1], report
+    assert not list(tmp_path.iterdir())
