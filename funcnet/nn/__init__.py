@@ -19,11 +19,28 @@ with a projection shortcut::
     block = nn.serial(nn.Conv2D(16, 3, padding="SAME", use_bias=False), nn.BatchNorm())
     nn.serial(nn.Residual(block), nn.ReLU())
     nn.serial(nn.FanOut(2), nn.parallel(block, nn.Conv2D(16, 1)), nn.FanInSum, nn.ReLU())
+
+Precision: a layer's ``dtype`` is the dtype of its PARAMS (and state), Flax's
+``param_dtype``; it computes in the common dtype of its input and params (Flax's
+``dtype=None``). There is no separate compute dtype, so Flax's spelling of bfloat16
+compute, ``Dense(k, dtype=jnp.bfloat16)``, here makes bfloat16 params (and bfloat16
+optimizer moments, and bfloat16 batch-norm running statistics), and bfloat16 params lose
+small updates to rounding: one ``adamw(1e-4)`` step left 90% of a bfloat16 ``Dense``
+kernel unchanged (4% at ``1e-3``). For bfloat16 compute with float32 master weights,
+cast at the call (what ``train.fit(compute_dtype=)`` does); the gradients come back in
+float32 through the cast::
+
+    cast = lambda t: jax.tree.map(lambda a: a.astype(jnp.bfloat16), t)
+    logits, state = model.apply(cast(params), state, x.astype(jnp.bfloat16), ...)
+
+Inside the ops, the reductions of bfloat16 inputs (norm statistics, softmax and
+attention sums, losses) accumulate in float32.
 """
 from funcnet.nn import initializers
 from funcnet.nn.activations import (GELU, LeakyReLU, ReLU, Sigmoid, SiLU, Softmax, Softplus,
                                     Tanh)
-from funcnet.nn.attention import MultiHeadAttention
+from funcnet.nn.attention import CrossAttention, MultiHeadAttention
+from funcnet.nn.side_inputs import DropRest, KeepRest, OnFirst
 from funcnet.nn.base import Layer
 from funcnet.nn.combinators import (FanInConcat, FanInSum, FanOut, Identity, Residual,
                                     parallel, serial)
@@ -38,13 +55,18 @@ from funcnet.nn.normalization import BatchNorm
 from funcnet.nn.pooling import AvgPool2D, GlobalAvgPool2D, MaxPool2D
 from funcnet.nn.recurrent import RNN
 from funcnet.nn.sequences import Bidirectional, flip_sequences
+from funcnet.nn.positions import PositionEmbedding
+from funcnet.nn.shapes import Reshape, SwapAxes
+from funcnet.nn.stack import Repeat
 from funcnet.nn.summary import count_params, summary
 
 __all__ = [
     "AvgPool2D", "BatchNorm", "Bidirectional", "Conv1D", "Conv2D", "Dense", "Dropout", "Embedding",
     "FanInConcat", "FanInSum", "FanOut", "Flatten", "GELU", "GRU", "GlobalAvgPool2D",
     "Identity", "LSTM", "Layer", "LayerNorm", "LeakyReLU", "MaxPool2D", "MultiHeadAttention",
+    "CrossAttention", "OnFirst", "KeepRest", "DropRest",
     "RMSNorm", "RNN", "ReLU", "Remat", "Residual", "SiLU", "Sigmoid", "Softmax", "Softplus",
     "Tanh", "count_params", "initializers", "parallel", "residual_bytes", "saved_residuals",
     "flip_sequences", "serial", "summary",
+    "PositionEmbedding", "Repeat", "Reshape", "SwapAxes",
 ]

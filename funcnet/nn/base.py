@@ -80,6 +80,13 @@ class ValueLayer(Layer):
 
 # ----------------------------------------------------------------------- own checks
 
+def check_keeps_shape(name: str, x_shape, y_shape, why: str) -> None:
+    """``ValueError`` unless the inner layer maps ``x_shape`` to itself (``Residual``,
+    ``Repeat``); ``why`` says what needs it."""
+    if fmt(x_shape) != fmt(y_shape):
+        raise ValueError(f"{name}: layer maps shape {fmt(x_shape)} to {fmt(y_shape)}; {why}")
+
+
 def fmt(shape) -> str:
     """A shape as text, tuples of shapes nested: ``("N", 784) -> (N, 784)``; a ``None``
     entry (the recurrent layers' carry placeholder) prints as ``None``."""
@@ -117,6 +124,11 @@ def check_input_shape(name: str, key, input_shape, ranks: Sequence[int] | None =
     if not isinstance(input_shape, (tuple, list)):
         raise TypeError(f"{name}: input_shape must be a tuple of ints, got "
                         f"{type(input_shape).__name__} {input_shape!r}")
+    if not is_shape(input_shape):
+        raise TypeError(f"{name}: input_shape must be one shape (a tuple of ints), got the "
+                        f"tuple of shapes {fmt(input_shape)}: {name} takes one array, and "
+                        f"the layer before outputs several (FanOut, return_carry=True, "
+                        f"return_lengths=True, ...)")
     shape = tuple(_checks.static_int(name, f"input_shape[{i}]", d)
                   for i, d in enumerate(input_shape))
     if ranks is not None and len(shape) not in ranks:

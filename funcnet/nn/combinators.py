@@ -37,8 +37,8 @@ import jax
 import jax.numpy as jnp
 
 from funcnet import _checks
-from funcnet.nn.base import (Layer, ValueLayer, apply_child, check_no_params, check_train,
-                             fmt, init_child)
+from funcnet.nn.base import (Layer, ValueLayer, apply_child, check_keeps_shape,
+                             check_no_params, check_train, fmt, init_child)
 
 __all__ = ["serial", "parallel", "FanOut", "FanInSum", "FanInConcat", "Identity", "Residual"]
 
@@ -372,16 +372,11 @@ def Residual(layer: Layer) -> Layer:
     why = ("x + layer(x) needs layer to keep the shape (use FanOut(2), parallel(layer, "
            "projection), FanInSum for a projection shortcut)")
 
-    def same(x_shape, y_shape):
-        if tuple(y_shape) != tuple(x_shape):
-            raise ValueError(f"{name}: layer maps shape {fmt(x_shape)} to {fmt(y_shape)}; "
-                             f"{why}")
-
     def init(key, input_shape):
         key = _checks.check_key(f"{name}.init", key)
         with _checks.context(name):   # our name already holds the layer's name
             out, params, state = init_child(None, 0, layer, key, input_shape)
-        same(input_shape, out)
+        check_keeps_shape(name, input_shape, out, why)
         return input_shape, params, state
 
     def apply(params, state, x, *, key=None, train=False):
@@ -390,7 +385,7 @@ def Residual(layer: Layer) -> Layer:
             y, state = layer.apply(params, state, x, key=key, train=train)
         _checks.check_array(name, "x", x)
         _checks.check_array(name, "layer(x)", y)
-        same(_checks.shape_of(x), _checks.shape_of(y))
+        check_keeps_shape(name, _checks.shape_of(x), _checks.shape_of(y), why)
         return _add((x, y)), state
 
     return Layer(init, apply, name, (layer,))

@@ -23,7 +23,7 @@ __all__ = ["LSTM", "GRU"]
 
 
 def _gated_layer(name, gates, n_carry, H, return_carry, w_init, wh_init, b_init, bias_inits,
-                 dtype, op):
+                 dtype, op, return_lengths):
     """:func:`recurrent_layer` for LSTM (4 gates, carry (h, c)) and GRU (3 gates, h).
 
     ``bias_inits``: ``{param name: init(key, dtype) -> (gates*H,)}`` (built on
@@ -46,12 +46,14 @@ def _gated_layer(name, gates, n_carry, H, return_carry, w_init, wh_init, b_init,
             params[b_name] = b_init(b_key, dt)
         return params
 
-    return recurrent_layer(name, n_carry, H, return_carry, dtype, shapes, make_params, op)
+    return recurrent_layer(name, n_carry, H, return_carry, dtype, shapes, make_params, op,
+                           return_lengths=return_lengths)
 
 
 def LSTM(hidden_size: int, *, return_carry: bool = False,
          w_init=initializers.lecun_normal(), wh_init=initializers.orthogonal(),
-         b_init=initializers.zeros, forget_bias: float = 1.0, dtype=None) -> Layer:
+         b_init=initializers.zeros, forget_bias: float = 1.0, dtype=None,
+         return_lengths: bool = False) -> Layer:
     """Long short-term memory over a whole sequence, returning every hidden state.
 
     Runs :func:`funcnet.ops.lstm` (gates ``[i, f, g, o]``, ``c_t = f c_{t-1} + i g``,
@@ -87,6 +89,9 @@ def LSTM(hidden_size: int, *, return_carry: bool = False,
       b_init: initializer of ``b``. forget_bias: added to ``b[H:2H]`` at init.
       dtype: dtype of the params; ``None`` is JAX's default float dtype. The input (and
         a floating carry) and the params are promoted to their common dtype.
+      return_lengths: given ``(xs, carry or None, lengths)``, output ``(hs, None,
+        lengths)``, the input of the next layer of a stack over a padded batch
+        (:mod:`funcnet.nn.recurrent`); not with ``return_carry``.
 
     Returns:
       A :class:`Layer` named ``"LSTM(hidden_size)"``.
@@ -109,12 +114,13 @@ def LSTM(hidden_size: int, *, return_carry: bool = False,
 
     return _gated_layer(name, 4, 2, H, return_carry, w_init, wh_init, b_init, {"b": bias},
                         dtype, lambda xs, c, p, lengths: ops.lstm(
-                            xs, *c, p["wx"], p["wh"], p["b"], lengths=lengths))
+                            xs, *c, p["wx"], p["wh"], p["b"], lengths=lengths),
+                        return_lengths)
 
 
 def GRU(hidden_size: int, *, return_carry: bool = False,
         w_init=initializers.lecun_normal(), wh_init=initializers.orthogonal(),
-        b_init=initializers.zeros, dtype=None) -> Layer:
+        b_init=initializers.zeros, dtype=None, return_lengths: bool = False) -> Layer:
     """Gated recurrent unit over a whole sequence, returning every hidden state.
 
     Runs :func:`funcnet.ops.gru`, the PyTorch/cuDNN/Flax variant of Cho et al. (2014)
@@ -144,6 +150,7 @@ def GRU(hidden_size: int, *, return_carry: bool = False,
       w_init, wh_init: initializers of each gate's input and recurrent block.
       b_init: initializer of ``bx`` and ``bh``.
       dtype: dtype of the params; ``None`` is JAX's default float dtype.
+      return_lengths: as :func:`LSTM`.
 
     Returns:
       A :class:`Layer` named ``"GRU(hidden_size)"``.
@@ -163,4 +170,5 @@ def GRU(hidden_size: int, *, return_carry: bool = False,
     return _gated_layer(name, 3, 1, H, return_carry, w_init, wh_init, b_init,
                         {"bx": bias, "bh": bias}, dtype,
                         lambda xs, c, p, lengths: ops.gru(xs, *c, p["wx"], p["wh"], p["bx"],
-                                                          p["bh"], lengths=lengths))
+                                                          p["bh"], lengths=lengths),
+                        return_lengths)

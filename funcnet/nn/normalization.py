@@ -60,6 +60,16 @@ def BatchNorm(momentum: float = 0.9, eps: float = 1e-5, axis_name=None, *,
     under ``pmap`` and under ``shard_map``. (Detected at trace time: ``lax.axis_size``
     raises ``NameError`` for an unbound name.)
 
+    Per-example gradients (``jax.vmap`` of ``jax.grad`` over the examples) in training:
+    WITHOUT ``axis_name`` the layer cannot see the vmapped batch, so one image ``(H, W,
+    C)`` (or ``(1, H, W, C)``) is normalized by its own statistics over ``H, W``: no
+    error, but another function than the batched model's (instance statistics), while
+    one feature vector ``(C,)`` or ``(1, C)`` is refused (one value per feature). With
+    ``BatchNorm(axis_name="batch")`` and ``jax.vmap(..., axis_name="batch")`` every
+    example sees the batch statistics, as in the batched model (the mean of the
+    per-example gradients equals the batch gradient: 8e-17 in float64); in evaluation
+    (``train=False``) the running statistics make per-example use exact.
+
     Training needs at least two values per feature (``m >= 2`` counted over the mapped
     axis too): with one value the output would be ``beta`` whatever the input, and an
     empty batch would write NaN into the running statistics. :func:`funcnet.ops.batch_norm`

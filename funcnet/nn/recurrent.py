@@ -31,6 +31,17 @@ A padded batch of sequences of different lengths (an encoder's final state)::
     (hs, (h, c)), _ = encoder.apply(params, (), (xs, None, lengths))
     # h, c: each sequence's state after its last real step; hs is 0 at padded steps
 
+The output is ``hs`` (or ``(hs, carry)``), without the lengths: in a stack over a padded
+batch, ``serial(LSTM(h), LSTM(h, return_carry=True))`` on ``(xs, None, lengths)`` runs
+the second layer WITHOUT them (its ``hs`` at real steps are still exact, a recurrence
+being causal, but its final carry runs on over the padding). Pass ``(hs, None, lengths)``
+to each layer of such a stack, or build it with ``return_lengths=True`` (every layer but
+the last), which outputs ``(hs, None, lengths)``, the next layer's input, as
+:func:`~funcnet.nn.Bidirectional` does::
+
+    encoder = nn.serial(nn.LSTM(128, return_lengths=True), nn.LSTM(128, return_carry=True))
+    (hs, (h, c)), _ = encoder.apply(params, (), (xs, None, lengths))
+
 Note 004 writes the vanilla RNN with column vectors, ``a_t = W h_{t-1} + U x_t``,
 ``h_t = act(a_t)``, ``o_t = V h_t``. In funcnet's row-vector convention the same network
 is::
@@ -102,16 +113,23 @@ def _split_input_shape(input_shape):
 
 
 def recurrent_layer(name, n_carry, H, return_carry, dtype, shapes, make_params, op,
-                    initial_carry=None) -> Layer:
+                    initial_carry=None, return_lengths=False) -> Layer:
     """init/apply shared by RNN (carry ``h``), LSTM (carry ``(h, c)``) and GRU (``h``).
 
     ``shapes``: the params' shapes (``None`` for the input width ``D``);
     ``make_params(key, D, dtype)`` draws them; ``op(xs, carry, params, lengths)`` returns
     ``(hs, carry)`` with ``carry`` a tuple of ``n_carry`` arrays ``(N, H)``;
     ``initial_carry(params, N, dtype)`` is that tuple when the input brings none (zeros
-    by default).
+    by default). ``return_lengths``: given lengths, output ``(hs, None, lengths)`` (a
+    stack's next layer's input); it excludes ``return_carry``.
     """
     return_carry = _checks.static_bool(name, "return_carry", return_carry)
+    return_lengths = _checks.static_bool(name, "return_lengths", return_lengths)
+    if return_carry and return_lengths:
+        raise ValueError(f"{name}: return_carry=True and return_lengths=True exclude each "
+                         f"other: return_lengths feeds the next layer of a stack (which "
+                         f"starts from its own initial carry); the last layer returns the "
+                         f"carry")
     carry_doc = "((N, H), (N, H))" if n_carry == 2 else "(N, H)"
     carry_names = ("carry[0] (h)", "carry[1] (c)") if n_carry == 2 else ("carry (h)",)
 
@@ -148,6 +166,7 @@ def recurrent_layer(name, n_carry, H, return_carry, dtype, shapes, make_params, 
 
     def apply(params, state, x, *, key=None, train=False):
         del key, train
+        x_in = x
         x, carry, lengths, carry_given = _split_input(name, x)
         if carry_given:
             check_carry(carry, "the carry in (xs, carry)")
@@ -169,6 +188,8 @@ def recurrent_layer(name, n_carry, H, return_carry, dtype, shapes, make_params, 
         carry = as_tuple(carry)
         if single:
             hs, carry = hs[:, 0], tuple(c[0] for c in carry)
+        if return_lengths and lengths is not None:
+            return (hs, None, x_in[2]), state
         return ((hs, from_tuple(carry)) if return_carry else hs), state
 
     return Layer(init, apply, name)
@@ -176,7 +197,7 @@ def recurrent_layer(name, n_carry, H, return_carry, dtype, shapes, make_params, 
 
 def RNN(hidden_size: int, *, return_carry: bool = False,
         w_init=initializers.xavier_normal(), wh_init=None, b_init=initializers.zeros,
-        learn_h0: bool = False, dtype=None) -> Layer:
+        learn_h0: bool = False, dtype=None, return_lengths: bool = False) -> Layer:
     """Vanilla RNN returning every hidden state: ``h_t = tanh(x_t wx + h_{t-1} wh + b)``.
 
     Runs :func:`funcnet.ops.rnn` (backward: BPTT in one reverse ``lax.scan``). The initial
@@ -208,6 +229,9 @@ def RNN(hidden_size: int, *, return_carry: bool = False,
       learn_h0: make ``h_0`` a trained parameter instead of zeros.
       dtype: dtype of the params; ``None`` is JAX's default float dtype. The input (and
         a floating ``h0``) and the params are promoted to their common dtype.
+      return_lengths: given ``(xs, h0 or None, lengths)``, output ``(hs, None, lengths)``,
+        the input of the next layer of a stack over a padded batch (module docstring);
+        not with ``return_carry``.
 
     Returns:
       A :class:`Layer` named ``"RNN(hidden_size)"``.
@@ -246,4 +270,4 @@ def RNN(hidden_size: int, *, return_carry: bool = False,
                            lambda xs, c, p, lengths: ops.rnn(
                                xs, *c, p["wx"], p["wh"], p["b"], lengths=lengths,
                                return_carry=True),
-                           learned_h0 if learn_h0 else None)
+                           learned_h0 if learn_h0 else None, return_lengths)

@@ -76,7 +76,8 @@ def _flip(xs, lengths):
     return jnp.take_along_axis(xs, idx, axis=0, mode="fill")
 
 
-def Bidirectional(forward: Layer, backward: Layer, *, merge: str = "concat") -> Layer:
+def Bidirectional(forward: Layer, backward: Layer, *, merge: str = "concat",
+                  return_lengths: bool = False) -> Layer:
     """Runs ``forward`` on the sequences and ``backward`` on them reversed; merges both.
 
     For an input ``xs`` ``(T, N, D)`` (time-major) or a pair ``(xs, lengths)``::
@@ -97,33 +98,54 @@ def Bidirectional(forward: Layer, backward: Layer, *, merge: str = "concat") -> 
         _, params, state = encoder.init(key, ((T, -1, D), (-1,)))
         hs, _ = encoder.apply(params, state, (embedded, lengths))     # (T, N, 128)
 
+    Stacked layers over a padded batch: every layer needs the lengths, but a layer's
+    output is one array, so ``serial(Bidirectional(...), Bidirectional(...))`` on
+    ``(xs, lengths)`` would run the second one WITHOUT them (its backward direction would
+    start on the padding, and each sequence's outputs would depend on how much padding
+    its batch has). ``return_lengths=True`` outputs the triple ``(y, None, lengths)``,
+    the padded-batch input of every sequence layer (this one, :func:`RNN`, :func:`LSTM`,
+    :func:`GRU`; ``None`` is their default initial carry)::
+
+        encoder = nn.serial(nn.Bidirectional(nn.LSTM(64), nn.LSTM(64), return_lengths=True),
+                            nn.Bidirectional(nn.LSTM(64), nn.LSTM(64)))
+        _, params, state = encoder.init(key, ((T, -1, D), (-1,)))
+        hs, _ = encoder.apply(params, state, (embedded, lengths))     # (T, N, 128)
+
     Shapes:
       input: ``xs`` ``(T, N, D)`` or ``(xs, lengths)`` with ``lengths`` ``(N,)`` ints in
-        ``[0, T]``; or, as the recurrent layers, one sequence ``(T, D)`` with its length
-        ``()`` (what ``jax.vmap`` over the examples gives; the two layers then see
-        ``(T, 1, D)``); ``init`` takes ``(T, N, D)`` or the pair of shapes
-        ``((T, N, D), (N,))`` (``-1`` for an unknown ``N``), or ``((T, D), ())``.
+        ``[0, T]``, or the recurrent layers' ``(xs, None, lengths)``; or, as the
+        recurrent layers, one sequence ``(T, D)`` with its length ``()`` (what
+        ``jax.vmap`` over the examples gives; the two layers then see ``(T, 1, D)``);
+        ``init`` takes ``(T, N, D)`` or the pair of shapes ``((T, N, D), (N,))`` (``-1``
+        for an unknown ``N``), ``((T, N, D), None, (N,))``, or ``((T, D), ())``.
       output: ``(T, N, H_f + H_b)`` (``concat``) or ``(T, N, H)`` (``sum``, equal widths);
-        ``(T, H_f + H_b)`` for one sequence.
+        ``(T, H_f + H_b)`` for one sequence; with ``return_lengths=True`` and an input
+        with lengths, the triple ``(y, None, lengths)`` (the same ``lengths``; ``init``
+        returns ``(y_shape, None, lengths_shape)``).
       params, state: ``(forward's, backward's)``.
 
     Args:
       forward, backward: the two :class:`Layer` s (two instances, even of the same kind:
         they get their own params).
       merge: ``"concat"`` (last axis) or ``"sum"``.
+      return_lengths: given lengths, output ``(y, None, lengths)`` instead of ``y``, for a
+        next sequence layer that needs them (a stack); an input without lengths still
+        gives ``y``.
 
     Returns:
       A :class:`Layer` named ``"Bidirectional(<forward>, <backward>)"``.
 
     Raises:
-      TypeError: at construction, a non-Layer; in ``init``, a layer whose output is not
-        one array.
-      ValueError: at construction, an unknown ``merge``; in ``init``, outputs of different
-        time or batch sizes, or widths that differ with ``merge="sum"``; in ``apply``, bad
-        ``lengths`` (:func:`flip_sequences`) and the layers' own errors, with their place.
+      TypeError: at construction, a non-Layer or a non-bool ``return_lengths``; in
+        ``init``, a layer whose output is not one array.
+      ValueError: at construction, an unknown ``merge``; a carry in ``(xs, carry,
+        lengths)`` other than ``None``; in ``init``, outputs of different time or batch
+        sizes, or widths that differ with ``merge="sum"``; in ``apply``, bad ``lengths``
+        (:func:`flip_sequences`) and the layers' own errors, with their place.
     """
     layers = _check_layers("Bidirectional", (forward, backward))
     merge = _checks.static_choice("Bidirectional", "merge", merge, _MERGES)
+    return_lengths = _checks.static_bool("Bidirectional", "return_lengths", return_lengths)
     name = f"Bidirectional({forward.name}, {backward.name})"
     names = [layer.name for layer in layers]
     where = [f"{name}.forward", f"{name}.backward"]
@@ -146,19 +168,30 @@ def Bidirectional(forward: Layer, backward: Layer, *, merge: str = "concat") -> 
 
     def init(key, input_shape):
         keys = _split(f"{name}.init", key, 2, required=True)
-        paired = is_shape_pair(input_shape)
+        triple = (isinstance(input_shape, (tuple, list)) and len(input_shape) == 3
+                  and isinstance(input_shape[0], (tuple, list)))
+        paired = triple or is_shape_pair(input_shape)
+        if triple:
+            _no_carry(name, input_shape[1], "input_shape")
         x_shape = tuple(input_shape[0] if paired else input_shape)
         outs = [init_child(where[i], i, layer, k, x_shape)
                 for i, (layer, k) in enumerate(zip(layers, keys))]
+        out = merged_shape([o[0] for o in outs])
         if paired:   # (N,) lengths for (T, N, D), () for one sequence (T, D)
-            check_input_shape(name, key, input_shape[1], (max(len(x_shape) - 2, 0),),
-                              "(N,) lengths, () for one sequence (T, D)")
-        return (merged_shape([o[0] for o in outs]), tuple(o[1] for o in outs),
-                tuple(o[2] for o in outs))
+            lengths = check_input_shape(name, key, input_shape[-1],
+                                        (max(len(x_shape) - 2, 0),),
+                                        "(N,) lengths, () for one sequence (T, D)")
+            if return_lengths:
+                out = (out, None, lengths)
+        return out, tuple(o[1] for o in outs), tuple(o[2] for o in outs)
 
     def apply(params, state, x, *, key=None, train=False):
         train = check_train(name, train)
+        if isinstance(x, (tuple, list)) and len(x) == 3:   # the recurrent layers' triple
+            _no_carry(name, x[1], "x")
+            x = (x[0], x[2])
         xs, lengths = split_pair(name, x, "xs", "lengths")
+        given = lengths
         single = (lengths is not None and _checks.is_array(xs)
                   and len(_checks.shape_of(xs)) == 2)
         if single:   # one sequence (T, D) and its length (), e.g. under jax.vmap
@@ -180,7 +213,17 @@ def Bidirectional(forward: Layer, backward: Layer, *, merge: str = "concat") -> 
             keep = _checks.valid_steps(lengths, f.shape)
             f, b = (jnp.where(keep, y, jnp.zeros((), y.dtype)) for y in (f, b))
         y = jnp.concatenate([f, b], axis=-1) if merge == "concat" else f + b
-        return (y[:, 0] if single else y), (sf, sb)
+        y = y[:, 0] if single else y
+        return ((y, None, given) if return_lengths and given is not None else y), (sf, sb)
 
     return Layer(init, apply, name, layers)
+
+
+def _no_carry(name: str, carry, what: str) -> None:
+    """The carry slot of ``(xs, carry, lengths)`` must be ``None`` for Bidirectional."""
+    if carry is not None:
+        raise ValueError(f"{name}: {what} is a triple (xs, carry, lengths) whose carry is "
+                         f"{type(carry).__name__}, expected None (both directions start from "
+                         f"their own initial carry); pass (xs, lengths) or (xs, None, "
+                         f"lengths)")
 

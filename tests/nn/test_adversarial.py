@@ -137,6 +137,11 @@ INIT = [
      r"has -1 at axis 1, a size the layer needs"),
     ("not-a-tuple", lambda: nn.Dense(3).init(KEY, 4), TypeError,
      r"Dense\(3\): input_shape must be a tuple of ints, got int 4"),
+    ("tuple-of-shapes", lambda: nn.serial(nn.LSTM(2, return_lengths=True), nn.Dense(3)).init(
+        KEY, ((4, -1, 2), None, (-1,))), TypeError,
+     r"serial\[1\] \(Dense\(3\)\): input_shape must be one shape \(a tuple of ints\), got "
+     r"the tuple of shapes \(\(4, -1, 2\), None, \(-1,\)\): Dense\(3\) takes one array, and "
+     r"the layer before outputs several \(FanOut, return_carry=True, return_lengths=True"),
     ("no-key", lambda: nn.Dense(3).init(None, (-1, 4)), TypeError,
      r"Dense\(3\)\.init: key must be a PRNG key"),
     ("serial-bad-key", lambda: nn.serial(nn.Dense(3)).init("0", (-1, 4)), TypeError,

@@ -106,6 +106,17 @@ def test_equals_hand_written_multi_head_attention(heads, causal, rate, use_bias,
     assert_close(g, g_ref, 1e-10, "grads (params, x)")
 
 
+def flax_params(params, heads):
+    """funcnet's attention params as Flax's ``(F, heads, head_dim)`` kernels."""
+    d, out = params["wo"].shape
+    hd = d // heads
+    return {"params": {
+        **{name: {"kernel": params[f"w{p}"].reshape(-1, heads, hd),
+                  "bias": params[f"b{p}"].reshape(heads, hd)}
+           for p, name in (("q", "query"), ("k", "key"), ("v", "value"))},
+        "out": {"kernel": params["wo"].reshape(heads, hd, out), "bias": params["bo"]}}}
+
+
 def test_equals_flax_multi_head_dot_product_attention():
     """Same function as Flax's layer once its (F, heads, head_dim) kernels are reshaped."""
     linen = pytest.importorskip("flax.linen")
@@ -114,12 +125,7 @@ def test_equals_flax_multi_head_dot_product_attention():
     _, params, _ = layer.init(jax.random.PRNGKey(2), (-1, t, f))
     params = {k: v + 0.1 * randn(v.shape, i).astype(F32) for i, (k, v) in enumerate(params.items())}
     x = randn((3, t, f), 4).astype(F32)
-    hd = f // heads
-    fl = {"params": {
-        **{name: {"kernel": params[f"w{p}"].reshape(f, heads, hd),
-                  "bias": params[f"b{p}"].reshape(heads, hd)}
-           for p, name in (("q", "query"), ("k", "key"), ("v", "value"))},
-        "out": {"kernel": params["wo"].reshape(heads, hd, f), "bias": params["bo"]}}}
+    fl = flax_params(params, heads)
     mod = linen.MultiHeadDotProductAttention(num_heads=heads, dtype=F32, param_dtype=F32)
     with jax.numpy_dtype_promotion("standard"):
         want = mod.apply(fl, x, mask=linen.make_causal_mask(jnp.ones((3, t))))
@@ -202,6 +208,16 @@ def test_init_errors(in_shape, match):
         MHA(2).init(KEY, in_shape)
 
 
+def raise_eagerly_and_under_jit(layer, state, bad):
+    """Each ``(params, input, exception, match)`` of ``bad`` raises in ``layer.apply``,
+    eagerly and under ``jax.jit``."""
+    for params, xin, exc, match in bad:
+        with pytest.raises(exc, match=match):
+            layer.apply(params, state, xin)
+        with pytest.raises(exc, match=match):
+            jax.jit(lambda params, xin: layer.apply(params, state, xin))(params, xin)
+
+
 def test_apply_errors_eagerly_and_under_jit():
     layer = MHA(2, dtype=F64)
     _, p, s = layer.init(KEY, (-1, 5, 4))
@@ -222,11 +238,7 @@ def test_apply_errors_eagerly_and_under_jit():
         (p, randn((2, 5, 4)).astype(jnp.int32), TypeError,
          r"MultiHeadAttention\(2\): x must have a floating dtype"),
     ]
-    for params, xin, exc, match in bad:
-        with pytest.raises(exc, match=match):
-            layer.apply(params, s, xin)
-        with pytest.raises(exc, match=match):
-            jax.jit(lambda params, xin: layer.apply(params, s, xin))(params, xin)
+    raise_eagerly_and_under_jit(layer, s, bad)
 
 
 def test_per_example_vmap_with_a_key_padding_mask_equals_the_batch():

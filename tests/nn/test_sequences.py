@@ -191,3 +191,81 @@ def test_nn_imports_no_private_module_of_ops():
     for path in root.glob("*.py"):
         assert not re.search(r"funcnet\.ops\._|from funcnet\.ops import _", path.read_text()), \
             path.name
+
+
+def _stack_alone_check(layer, input_shape, wrap, seed):
+    """Every sequence of the padded batch (lengths 6, 3, 1, 0) gives through the stack
+    ``layer`` what it gives alone (unpadded); padded steps are 0; per-example ``vmap``
+    equals the batch. ``wrap(x, lengths)`` builds the input."""
+    shape, params, state = layer.init(KEY, input_shape)
+    params = jax.tree_util.tree_map(lambda p: p + 0.3 * randn(p.shape, seed), params)
+    x, lengths = randn((T, len(LENGTHS), D), seed + 1), jnp.array(LENGTHS)
+    y, _ = jax.jit(layer.apply)(params, state, wrap(x, lengths))
+    assert y.shape == (T, len(LENGTHS), shape[-1]) and shape == (T, -1, shape[-1])
+    for n, length in enumerate(LENGTHS):
+        if length:
+            alone, _ = layer.apply(params, state, x[:length, n:n + 1])
+            assert_close(y[:length, n], alone[:, 0], 1e-12, f"sequence {n}")
+        np.testing.assert_array_equal(y[length:, n], 0.0)
+    one = jax.vmap(lambda x, n: layer.apply(params, state, wrap(x, n))[0], in_axes=(1, 0),
+                   out_axes=1)(x, lengths)                          # one sequence each
+    assert_close(one, y, 1e-12, "vmap")
+    return params, state, x, lengths
+
+
+def test_stacked_bidirectional_passes_the_lengths_on():
+    """``return_lengths=True`` outputs ``(y, None, lengths)``, so a stacked encoder in one
+    ``serial`` gives every sequence of a padded batch what it gives alone; without it
+    the second layer would run without lengths (its backward direction starting on the
+    padding: the check fails once the biases are non-zero)."""
+    layer = nn.serial(nn.Bidirectional(nn.LSTM(3), nn.GRU(2), return_lengths=True),
+                      nn.Bidirectional(nn.GRU(2), nn.LSTM(3)))
+    params, state, x, lengths = _stack_alone_check(
+        layer, ((T, -1, D), (-1,)), lambda x, n: (x, n), 12)
+    first = layer.layers[0]
+    assert first.init(KEY, ((T, -1, D), (-1,)))[0] == ((T, -1, 5), None, (-1,))
+    out, _ = first.apply(params[0], state[0], (x, lengths))
+    assert isinstance(out, tuple) and out[1] is None and out[2] is lengths
+    triple, _ = first.apply(params[0], state[0], (x, None, lengths))   # the recurrent form
+    assert_close(triple[0], out[0], 0.0, "triple input")
+    plain, _ = first.apply(params[0], state[0], x)                 # no lengths: y alone
+    assert_close(plain, first.apply(params[0], state[0], (x, jnp.full((4,), T)))[0][0], 1e-14,
+                 "no lengths")
+    with pytest.raises(TypeError, match=r"Bidirectional: return_lengths must be a "):
+        nn.Bidirectional(nn.GRU(2), nn.GRU(2), return_lengths=1)
+    for f in (first.apply, jax.jit(first.apply)):
+        with pytest.raises(ValueError, match=r"Bidirectional\(LSTM\(3\), GRU\(2\)\): x is a "
+                                             r"triple \(xs, carry, lengths\) whose carry is "
+                                             r"tuple, expected None"):
+            f(params[0], state[0], (x, (x[0], x[0]), lengths))
+    with pytest.raises(ValueError, match=r"input_shape is a triple \(xs, carry, lengths\) "
+                                         r"whose carry is tuple"):
+        first.init(KEY, ((T, -1, D), (-1, 3), (-1,)))
+
+
+def test_stacked_recurrent_layers_pass_the_lengths_on():
+    """``return_lengths=True`` on RNN/LSTM/GRU: ``(hs, None, lengths)`` feeds the next
+    layer, so the top layer's final carry is each sequence's own (without it the second
+    layer's carry ran on over the padding); it mixes with Bidirectional's."""
+    layer = nn.serial(nn.RNN(4, return_lengths=True),
+                      nn.Bidirectional(nn.GRU(2), nn.LSTM(2), return_lengths=True),
+                      nn.GRU(3, return_lengths=True), nn.LSTM(3, return_carry=True))
+    assert layer.layers[0].init(KEY, ((T, -1, D), None, (-1,)))[0] == (
+        (T, -1, 4), None, (-1,))
+    shape, params, state = layer.init(KEY, ((T, -1, D), None, (-1,)))
+    assert shape == ((T, -1, 3), ((-1, 3), (-1, 3)))
+    params = jax.tree_util.tree_map(lambda p: p + 0.3 * randn(p.shape, 14), params)
+    x, lengths = randn((T, len(LENGTHS), D), 15), jnp.array(LENGTHS)
+    (hs, (h, c)), _ = jax.jit(layer.apply)(params, state, (x, None, lengths))
+    for n, length in enumerate(LENGTHS):
+        (hs1, (h1, c1)), _ = layer.apply(params, state, (x[:max(length, 1), n:n + 1], None,
+                                                         lengths[n:n + 1]))
+        assert_close((h[n], c[n]), (h1[0], c1[0]), 1e-12, f"carry {n}")
+        assert_close(hs[:length, n], hs1[:length, 0], 1e-12, f"hs {n}")
+        np.testing.assert_array_equal(hs[length:, n], 0.0)
+    plain, _ = layer.layers[0].apply(params[0], (), x)             # no lengths: hs alone
+    assert plain.shape == (T, 4, 4)
+    for make in (nn.RNN, nn.LSTM, nn.GRU):
+        with pytest.raises(ValueError, match=r"\(3\): return_carry=True and return_lengths=True "
+                                             r"exclude each other"):
+            make(3, return_carry=True, return_lengths=True)

@@ -1,0 +1,96 @@
+"""Learned positional embeddings added to a sequence of feature vectors.
+
+References:
+  Vaswani et al. (2017), "Attention Is All You Need", https://arxiv.org/abs/1706.03762
+  (learned positions: §3.5); Devlin et al. (2019), BERT; Dosovitskiy et al. (2021), ViT.
+  Flax ``AddPositionEmbs`` (the ViT and lm1b examples).
+"""
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from funcnet import _checks
+from funcnet.nn import initializers
+from funcnet.nn.base import (Layer, check_dtype, check_input_shape, check_weight_args,
+                             init_checked, weights_and_input)
+
+__all__ = ["PositionEmbedding"]
+
+
+def PositionEmbedding(max_length: int, *, embedding_init=None, dtype=None) -> Layer:
+    """``y[..., t, :] = x[..., t, :] + pos_embedding[t, :]``: a learned vector per position.
+
+    The table has ``max_length`` rows; a sequence of ``T <= max_length`` steps uses the
+    first ``T``, so one model takes shorter sequences too (the rows past ``T`` get a zero
+    gradient). The addition is plain JAX (its backward rule is the sum of the output
+    cotangent over the leading axes, which autodiff gets exactly).
+
+    Shapes:
+      input: ``(..., T, F)``, rank >= 2: batch-major tokens ``(N, T, F)`` (as
+        :func:`~funcnet.nn.MultiHeadAttention`), one sequence ``(T, F)``, or more leading
+        axes; in ``init`` one leading axis (the batch) may be ``-1``, ``T`` and ``F`` may
+        not. For time-major ``(T, N, F)`` put :func:`~funcnet.nn.SwapAxes` ``(0, 1)``
+        before it.
+      output: the input's shape, in the common dtype of the input and the table.
+      params: ``{"pos_embedding": (max_length, F)}`` (Flax's name; Flax's table has an
+        extra leading axis of 1); state ``()``.
+
+    Args:
+      max_length: the longest sequence, an int >= 1.
+      embedding_init: initializer of the table; ``None`` (default) draws ``N(0, 0.02^2)``
+        (``initializers.normal(0.02)``, the ``posemb_init`` of Flax's ViT and BERT's).
+      dtype: dtype of the table; ``None`` is JAX's default float dtype. The input and
+        the table are promoted to their common dtype.
+
+    Returns:
+      A :class:`Layer` named ``"PositionEmbedding(max_length)"``.
+
+    Raises:
+      TypeError: at construction a non-int ``max_length``, a non-callable initializer or
+        a non-float ``dtype``; in ``apply`` a non-float input (ids need an
+        :func:`~funcnet.nn.Embedding` first).
+      ValueError: at construction ``max_length < 1``; in ``init`` and ``apply`` an input
+        of rank < 2, ``T > max_length``, or (``apply``) a last axis that is not the
+        table's ``F``, and params of another shape.
+
+    Example::
+
+        model = nn.serial(nn.Embedding(V, 64), nn.PositionEmbedding(128), block)
+        _, params, state = model.init(key, (-1, 128))      # ids (N, T), T <= 128
+    """
+    L = _checks.static_int("PositionEmbedding", "max_length", max_length, minimum=1)
+    name = f"PositionEmbedding({L})"
+    if embedding_init is None:
+        embedding_init = initializers.normal(0.02)
+    check_weight_args(name, dtype, embedding_init=embedding_init)
+
+    def check_length(what: str, shape: tuple) -> int:
+        if len(shape) < 2:
+            raise ValueError(f"{name}: {what} has shape {shape}, expected rank >= 2 "
+                             f"(..., T, F)")
+        if shape[-2] > L:
+            raise ValueError(f"{name}: {what} has shape {shape}: T = {shape[-2]} steps but "
+                             f"max_length is {L}")
+        return shape[-2]
+
+    def init(key, input_shape):
+        shape = check_input_shape(name, key, input_shape, range(2, 64), "(..., T, F)",
+                                  needs=2)
+        check_length("input_shape", shape)
+        dt = check_dtype(name, dtype)
+        return init_checked(name, apply, lambda k: (
+            {"pos_embedding": embedding_init(k, (L, shape[-1]), dt)}, ()), key, shape, dt)
+
+    def apply(params, state, x, *, key=None, train=False):
+        del key, train
+        _checks.check_array(name, "x", x)
+        T = check_length("x", _checks.shape_of(x))
+        x, params = weights_and_input(name, params, state, x, {"pos_embedding": (L, None)})
+        F = params["pos_embedding"].shape[1]
+        if x.shape[-1] != F:
+            raise ValueError(f"{name}: x has shape {x.shape}, expected F = {F} features on "
+                             f"the last axis (the table's)")
+        table = params["pos_embedding"][:T]
+        return x + table.reshape((1,) * (x.ndim - 2) + table.shape), state
+
+    return Layer(init, apply, name)
