@@ -13,13 +13,12 @@ and Adam uses note 000's folded form with ``eps = 1e-7``.
 
 Usage::
 
-    python examples/optimizer_comparison.py [--quick] [--out DIR]
+    python examples/optimizer_comparison.py [--quick] [--out DIR] [--seed N]
 
 ``--quick`` runs a few steps only (CI smoke test, < 20 s); the full run takes < 2 min.
 """
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
@@ -33,11 +32,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 import funcnet.optim as optim  # noqa: E402
 from funcnet import ops  # noqa: E402
-
-try:  # the data loader of funcnet.data; fall back to the raw embedded file
-    from funcnet.data import load_digits
-except ImportError:  # pragma: no cover
-    load_digits = None
+import _common  # noqa: E402
 
 
 def book_optimizers(which: str):
@@ -100,16 +95,9 @@ def plot_toy(paths: dict, out: Path) -> Path:
 
 
 def load_data():
-    if load_digits is not None:
-        x, y = load_digits(flatten=True)
-    else:  # pragma: no cover
-        import importlib.resources
-        with np.load(importlib.resources.files("funcnet.data") / "digits.npz") as f:
-            x = f["images"].reshape(-1, 64).astype(np.float32) / 16.0
-            y = f["labels"].astype(np.int32)
-    perm = np.random.default_rng(0).permutation(len(y))
-    x, y = x[perm], y[perm]
-    return (x[:1500], y[:1500]), (x[1500:], y[1500:])
+    """The digits as 64-vectors, split 80/20 like every example: ``(train, test)`` pairs."""
+    x_train, x_test, y_train, y_test = _common.digits(flatten=True)
+    return (x_train, y_train), (x_test, y_test)
 
 
 def mlp_init(key, sizes=(64, 100, 100, 10)):
@@ -174,11 +162,7 @@ def plot_losses(curves: dict, out: Path) -> Path:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a few steps only (CI)")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "out",
-                        help="output directory for the PNGs (default examples/out/)")
-    args = parser.parse_args(argv)
+    args = _common.parser(__doc__).parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
 
@@ -192,7 +176,7 @@ def main(argv=None) -> dict:
     data = load_data()
     steps = 10 if args.quick else 600
     curves, results = {}, {}
-    trained = train_all(book_optimizers("mlp"), data, steps)
+    trained = train_all(book_optimizers("mlp"), data, steps, seed=args.seed)
     print(f"trained in {time.perf_counter() - t0:.1f} s")
     for name in book_optimizers("mlp"):
         params, losses = trained[name]

@@ -56,7 +56,7 @@ def main():
     args = p.parse_args()
     x_train, _, y_train, _ = _common.digits(flatten=True)
     sweep = make_run(jnp.asarray(x_train), jnp.asarray(y_train), 2 if args.quick else args.epochs)
-    final = np.asarray(sweep(jnp.asarray(LEARNING_RATES), jnp.asarray(SEEDS)))
+    final = np.asarray(sweep(jnp.asarray(LEARNING_RATES), jnp.asarray(args.seed + SEEDS)))
     for lr, row in zip(LEARNING_RATES, final):
         print(f"lr {lr:8.4f}: final loss " + "  ".join(f"{v:.4f}" for v in row))
 

@@ -15,7 +15,8 @@ step (``--style jit``: ``jax.jit`` with ``NamedSharding``; ``--style shard_map``
 ``jax.shard_map`` with ``lax.pmean``). ``--style fit`` replaces (4)-(5) by
 ``funcnet.train.fit(..., mesh=mesh)`` for ``--epochs`` epochs over the whole training set
 (every process passes the same arrays; ``fit`` checkpoints every epoch from process 0).
-Process 0 alone writes the checkpoint (``<checkpoint-dir>/ckpt_<step>.npz``) and
+Process 0 alone writes the checkpoint (``<checkpoint-dir>/ckpt_000200.npz`` after 200
+steps; ``--checkpoint-dir`` defaults to ``pod_checkpoints/<style>``) and
 evaluates; every process prints the SHA-256 of its final parameters, identical on all
 processes.
 
@@ -52,10 +53,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--style", choices=("jit", "shard_map", "fit"), default="jit")
     p.add_argument("--epochs", type=int, default=1, help="epochs of --style fit")
-    p.add_argument("--checkpoint-dir", default="pod_checkpoints")
+    p.add_argument("--checkpoint-dir", default=None,
+                   help="default: pod_checkpoints/<style> (fit refuses a directory that "
+                        "holds another run's checkpoints, e.g. a jit run's)")
     p.add_argument("--log-every", type=int, default=20)
     p.add_argument("--no-eval", action="store_true", help="skip the final evaluation")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.checkpoint_dir is None:
+        args.checkpoint_dir = f"pod_checkpoints/{args.style}"
+    return args
 
 
 def book_cnn() -> nn.Layer:
