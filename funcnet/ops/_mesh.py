@@ -25,7 +25,7 @@ from funcnet._checks import is_array
 def varying_axes(x) -> frozenset:
     """The manual mesh axes along which ``x`` varies (empty outside ``shard_map``)."""
     aval = jax.typeof(x)
-    mat = getattr(aval, "manual_axis_type", None)  # JAX >= 0.9
+    mat = getattr(aval, "manual_axis_type", None)  # JAX 0.10
     if mat is not None:
         return frozenset(mat.varying)
     return frozenset(getattr(aval, "vma", ()))  # JAX 0.8

@@ -144,11 +144,12 @@ def test_two_processes_keep_a_weight_split_over_both_and_refuse_to_checkpoint_it
     codes, outs = _two_processes([tmp_path, tmp_path], 1, "fsdp")
     report = "\n".join(o[-3000:] for o in outs)
     assert codes == [0, 0], report
+    spec = r"(P|PartitionSpec)\('data',\)"   # jax 0.8 prints the long name
     for out in outs:
         assert re.search(r"refused: fit: params\[0\]\['w'\] of shape \(64, 16\) is split "
-                         r"over the devices of several processes \(P\('data',\)\); "
+                         r"over the devices of several processes \(" + spec + r"\); "
                          r"checkpoint= needs every leaf readable on process 0", out), report
-        assert "kept P('data',)" in out, report
+        assert re.search("kept " + spec, out), report
     digests = [re.findall(r"params sha256 ([0-9a-f]{64})", o) for o in outs]
     assert len(digests[0]) == 1 and digests[0] == digests[1], report
     assert not list(tmp_path.iterdir())

@@ -190,8 +190,9 @@ def test_fit_and_evaluate_on_a_mesh_from_jax_make_mesh():
     name their results' shardings: fit failed ("can only refer to Auto axes" on the scan
     path, ShardingTypeError "Contracting dimensions are sharded" per step). fit and
     evaluate now compile on the mesh's Auto twin, also with params laid out on it."""
-    mesh = jax.make_mesh((2, 4), ("data", "model"))
-    assert jax.sharding.AxisType.Explicit in mesh.axis_types
+    explicit = jax.sharding.AxisType.Explicit   # jax.make_mesh's default from jax 0.9 on
+    mesh = jax.make_mesh((2, 4), ("data", "model"), axis_types=(explicit, explicit))
+    assert explicit in mesh.axis_types
     model = bn_mlp("data")
     params, state = init(model)
     sharded, specs = laid_out(params, mesh, "tp")

@@ -32,7 +32,9 @@ def test_sharded_train_step_keeps_the_callers_layout(style):
     failed with ShardingTypeError "Contracting dimensions are sharded"."""
     model = bn_mlp()
     params, state = init(model)
-    mesh = jax.make_mesh((2, 4), ("data", "model")) if style == "tp_make_mesh" else mesh_2d()
+    explicit = (jax.sharding.AxisType.Explicit,) * 2   # make_mesh's default from jax 0.9
+    mesh = (jax.make_mesh((2, 4), ("data", "model"), axis_types=explicit)
+            if style == "tp_make_mesh" else mesh_2d())
     sharded, specs = laid_out(params, mesh, style[:2] if style != "fsdp" else style)
     step = parallel.sharded_train_step(model, OPT, mesh=mesh, axis_name="data")
     x, y = digits(16)
