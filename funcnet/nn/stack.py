@@ -162,9 +162,8 @@ def Repeat(layer: Layer, n: int, *, remat: bool = False, policy=None,
             lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), (params, state, keys))
         with _checks.context(name):
             y0 = jax.eval_shape(lambda xs, x: step(x, xs, train)[0], slice0, x)
-            x_shapes = jax.tree_util.tree_map(_checks.shape_of, x)
-            check_keeps_shape(name, x_shapes, jax.tree_util.tree_map(lambda a: tuple(a.shape), y0),
-                              why)
+            shapes = [jax.tree_util.tree_map(_checks.shape_of, t) for t in (x, y0)]
+            check_keeps_shape(name, *shapes, why)
             # the carry takes the dtype the layer computes in (float32 x, float64 params)
             x = jax.tree_util.tree_map(lambda a, b: jnp.asarray(a).astype(b.dtype), x, y0)
             body = lambda c, xs: step(c, xs, train)          # noqa: E731

@@ -30,11 +30,6 @@ from funcnet.train import sharding, train_step
 __all__ = ["shard_map_train_step", "sharded_train_step"]
 
 
-def _check_rows(fn: str, x, y, devices: int, axis_name: str) -> None:
-    _checks.check_same_leading(fn, {"x": x, "y": y}, devices,
-                               f"{devices} devices of mesh axis {axis_name!r}")
-
-
 def _runner(fn: str, compiled, devices: int, axis_name: str) -> Callable:
     """``run(params, state, opt_state, x, y, key=None)``; a clear error for a ragged batch.
 
@@ -44,7 +39,8 @@ def _runner(fn: str, compiled, devices: int, axis_name: str) -> Callable:
         try:
             return compiled(params, state, opt_state, x, y, key)
         except ValueError:  # what jit / shard_map raise for rows that do not split
-            _check_rows(fn, x, y, devices, axis_name)
+            _checks.check_same_leading(fn, {"x": x, "y": y}, devices,
+                                       f"{devices} devices of mesh axis {axis_name!r}")
             raise
 
     return run
@@ -111,13 +107,13 @@ def sharded_train_step(model: Layer, opt, loss_fn: Callable = ops.softmax_cross_
 
     compiled = {None: compile_for(None)}
     current = [None]
-    checked = _runner(fn, lambda *args: compiled[current[0]](*args),
+    attempt = _runner(fn, lambda *args: compiled[current[0]](*args),
                       mesh.shape[axis_name], axis_name)
 
     def run(params, state, opt_state, x, y, key=None):
         try:
-            return compiled[current[0]](params, state, opt_state, x, y, key)
-        except Exception as error:   # noqa: BLE001 -- re-raised unless the layout changed
+            return attempt(params, state, opt_state, x, y, key)
+        except Exception:   # noqa: BLE001 -- re-raised unless the layout changed
             # "Sharding passed to jit does not match" (a new layout of the params) or a
             # ShardingTypeError (arrays on an Explicit mesh): place them, switch, retry
             given = (params, state, opt_state, x, y)
@@ -126,13 +122,11 @@ def sharded_train_step(model: Layer, opt, loss_fn: Callable = ops.softmax_cross_
             same = all(a is b for a, b in zip(jax.tree_util.tree_leaves(moved),
                                               jax.tree_util.tree_leaves(given)))
             if layout == current[0] and same:
-                if isinstance(error, ValueError):   # rows that do not split: say so
-                    _check_rows(fn, x, y, mesh.shape[axis_name], axis_name)
-                raise
+                raise   # e.g. rows that do not split, named by _runner
             if layout not in compiled:
                 compiled[layout] = compile_for(layout)
             current[0] = layout
-            return checked(*moved, key)
+            return attempt(*moved, key)
 
     return run
 
