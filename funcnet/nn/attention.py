@@ -15,7 +15,8 @@ from funcnet import _checks, ops
 from funcnet.nn import initializers
 from funcnet.nn.base import (Layer, check_dtype, check_input_shape, check_no_params,
                              check_params, check_train, check_train_key, check_weight_args,
-                             fmt, init_checked, is_shape, is_shape_pair, promote, split_pair)
+                             describe, fmt, init_checked, is_shape, is_shape_pair, promote,
+                             split_pair)
 
 __all__ = ["MultiHeadAttention", "CrossAttention"]
 
@@ -253,9 +254,7 @@ def _attention_layer(name, heads, cross, qkv_features, out_features, causal, dro
             x, mask = split_pair(name, x, "x", "mask")
             return x, None, mask
         if not isinstance(x, (tuple, list)):
-            got = (f"an array of shape {_checks.shape_of(x)}" if hasattr(x, "shape")
-                   else type(x).__name__)
-            raise TypeError(f"{name}: input must be a tuple {layout}, got {got}")
+            raise TypeError(f"{name}: input must be a tuple {layout}, got {describe(x)}")
         if len(x) not in (2, 3):
             raise ValueError(f"{name}: input must be a tuple {layout}, got a "
                              f"{type(x).__name__} of {len(x)} entries")

@@ -80,6 +80,12 @@ class ValueLayer(Layer):
 
 # ----------------------------------------------------------------------- own checks
 
+def describe(value) -> str:
+    """``value`` in an error message: ``"an array of shape (...)"`` or its type's name."""
+    return (f"an array of shape {_checks.shape_of(value)}" if hasattr(value, "shape")
+            else type(value).__name__)
+
+
 def check_keeps_shape(name: str, x_shape, y_shape, why: str) -> None:
     """``ValueError`` unless the inner layer maps ``x_shape`` to itself (``Residual``,
     ``Repeat``); ``why`` says what needs it."""

@@ -38,7 +38,7 @@ import jax.numpy as jnp
 
 from funcnet import _checks
 from funcnet.nn.base import (Layer, ValueLayer, apply_child, check_keeps_shape,
-                             check_no_params, check_train, fmt, init_child)
+                             check_no_params, check_train, describe, fmt, init_child)
 
 __all__ = ["serial", "parallel", "FanOut", "FanInSum", "FanInConcat", "Identity", "Residual"]
 
@@ -74,10 +74,8 @@ def _split(fn: str, key, n: int, *, required: bool = False) -> list:
 def _branches(fn: str, what: str, value, n: int | None = None, hint: str = "") -> tuple:
     """A tuple/list with one entry per branch (``n`` of them, or at least one)."""
     if not isinstance(value, (tuple, list)):
-        got = (f"an array of shape {_checks.shape_of(value)}" if hasattr(value, "shape")
-               else type(value).__name__)
         raise TypeError(f"{fn}: {what} must be a tuple with one entry per branch, got "
-                        f"{got}{hint}")
+                        f"{describe(value)}{hint}")
     if (n is not None and len(value) != n) or len(value) < 1:
         want = f"{n}" if n is not None else "at least 1"
         raise ValueError(f"{fn}: {what} has {len(value)} entries, expected {want} (one per "

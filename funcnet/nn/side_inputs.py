@@ -40,7 +40,7 @@ from __future__ import annotations
 
 from funcnet import _checks
 from funcnet.nn.base import (Layer, ValueLayer, check_keeps_shape, check_no_params, check_train,
-                             fmt, init_child, is_shape)
+                             describe, fmt, init_child, is_shape)
 from funcnet.nn.combinators import _add, _check_layers
 
 __all__ = ["OnFirst", "KeepRest", "DropRest"]
@@ -67,10 +67,8 @@ def _tuple_shapes(name: str, input_shape) -> tuple:
 def _tuple_input(name: str, x) -> tuple:
     """``apply``'s ``(x, *rest)``: a tuple or list of at least 2 entries."""
     if not isinstance(x, (tuple, list)):
-        got = (f"an array of shape {_checks.shape_of(x)}" if hasattr(x, "shape")
-               else type(x).__name__)
         raise TypeError(f"{name}: input must be a tuple (x, *rest), e.g. (x, mask), got "
-                        f"{got}")
+                        f"{describe(x)}")
     if len(x) < 2:
         raise ValueError(f"{name}: input must be a tuple (x, *rest) of at least 2 entries, "
                          f"got a {type(x).__name__} of {len(x)}")

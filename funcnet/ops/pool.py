@@ -108,8 +108,8 @@ def _max_pool_fwd_impl(x, geom):
 
 @partial(jax.custom_vjp, nondiff_argnums=(1,))
 def _max_pool2d(x, geom):
-    # the value alone (not differentiated): a max over each window, no argmax to select
-    # (2.8x faster on CPU for the book CNN's (100, 24, 24, 30) input); the same numbers
+    # the value alone (not differentiated): a max over each window, with no argmax to
+    # compute and select by (the same numbers as the rule's selection)
     if _is_reshape_path(geom):
         return jnp.max(_blocks(x, geom), axis=(2, 4))
     return _max_pool_fwd_impl(x, geom)[0]
