@@ -1,4 +1,6 @@
-"""Batches from the host to the device, one step ahead: a bounded background prefetcher.
+"""Batches and training state from the host to the device(s): where ``fit`` puts them
+(:func:`platform`, :func:`batch_putter`, :func:`place`), and a bounded background
+prefetcher that does it one step ahead.
 
 ``fit``'s per-step path (arrays too large for the device, or an iterable of batches)
 reads every batch through :class:`Prefetcher`: with ``size > 0`` (``fit``'s default on an
@@ -16,7 +18,13 @@ import queue
 import threading
 from typing import Callable, Iterable
 
-__all__ = ["Prefetcher"]
+import jax
+import numpy as np
+
+from funcnet.train import sharding
+from funcnet.train._checks import check_pair
+
+__all__ = ["Prefetcher", "batch_putter", "place", "platform"]
 
 _ITEM, _END, _ERROR = range(3)
 
@@ -114,3 +122,64 @@ class Prefetcher:
             if callable(close):
                 close()
             self._iterator = None
+
+
+def platform(mesh) -> str:
+    """The platform ``fit`` trains on: the mesh's devices, else the first local device."""
+    device = jax.local_devices()[0] if mesh is None else mesh.devices.flat[0]
+    return device.platform
+
+
+def batch_putter(fn: str, mesh, devices: int, labels_ok: Callable | None, checked: bool):
+    """``put(batch)``: checks one ``(x, y)`` batch (unless ``checked``) and places it.
+
+    With a mesh the batch is split over its devices. On one CPU device host arrays are
+    handed to the jitted step as they are: it reads them for a few microseconds, where a
+    ``jax.device_put`` first costs several times that (the step's own work on a small
+    model). On an accelerator the batch is copied to the device (in the prefetch thread).
+    """
+    if mesh is not None:
+        rows = sharding.batch_sharding(mesh)
+        place = lambda batch: sharding.put_batch(batch, rows)  # noqa: E731
+    elif platform(mesh) == "cpu":
+        place = _host_batch
+    else:
+        place = jax.device_put
+    if checked:
+        return place
+
+    def put(batch):
+        x, y = check_pair(fn, "a batch of data", batch, devices,
+                          f"the {devices} devices of the mesh")
+        if labels_ok is not None and not isinstance(y, jax.Array):
+            labels_ok(x, y)
+        return place((x, y))
+
+    return put
+
+
+def _host_batch(batch):
+    """A batch for a jitted step on the CPU: NumPy and jax arrays as they are."""
+    if all(isinstance(a, (np.ndarray, jax.Array)) for a in jax.tree_util.tree_leaves(batch)):
+        return batch
+    return jax.device_put(batch)
+
+
+def place(tree, mesh, like):
+    """Fresh device copies of ``tree`` (``fit`` donates them; the caller keeps its own).
+
+    On a mesh, a leaf whose counterpart in ``like`` (what the caller passed) is laid out
+    on that mesh (tensor-parallel, FSDP) keeps that sharding; the rest is replicated.
+    """
+    if mesh is None:  # committed to one device, whatever the source: one jit cache entry
+        device = jax.local_devices()[0]
+
+        def fresh(a):
+            if isinstance(a, jax.Array) and len(a.sharding.device_set) > 1:
+                # e.g. params a mesh run returned: device_put(may_alias=False) would hand
+                # back the device's own shard, which fit then donates (deleting the caller's)
+                a = sharding.to_host(a)
+            return jax.device_put(a, device, may_alias=False)
+
+        return jax.tree_util.tree_map(fresh, tree)
+    return sharding.put_on_mesh(tree, mesh, like, copy=True)

@@ -38,6 +38,7 @@ from funcnet.train.callbacks import (TrainState, call_callback, check_monitors,
 from funcnet.train.epochs import all_finite, compiled
 from funcnet.train.errors import NonFiniteError
 from funcnet.train.evaluate import evaluate_checked
+from funcnet.train import feed
 from funcnet.train.feed import Prefetcher
 from funcnet.train.progress import EpochProgress
 from funcnet.train.run import (fingerprint, restore_template, resume_point, save_metadata,
@@ -83,67 +84,6 @@ def _epoch_source(fn: str, data):
     raise TypeError(f"{fn}: data must be a pair (x, y) of arrays, a callable epoch -> "
                     f"iterable of (x, y) batches, or a re-iterable of batches; got "
                     f"{type(data).__name__}")
-
-
-def _platform(mesh) -> str:
-    """The platform ``fit`` trains on: the mesh's devices, else the first local device."""
-    device = jax.local_devices()[0] if mesh is None else mesh.devices.flat[0]
-    return device.platform
-
-
-def _batch_putter(fn: str, mesh, devices: int, labels_ok: Callable | None, checked: bool):
-    """``put(batch)``: checks one ``(x, y)`` batch (unless ``checked``) and places it.
-
-    With a mesh the batch is split over its devices. On one CPU device host arrays are
-    handed to the jitted step as they are: it reads them for a few microseconds, where a
-    ``jax.device_put`` first costs several times that (the step's own work on a small
-    model). On an accelerator the batch is copied to the device (in the prefetch thread).
-    """
-    if mesh is not None:
-        rows = sharding.batch_sharding(mesh)
-        place = lambda batch: sharding.put_batch(batch, rows)  # noqa: E731
-    elif _platform(mesh) == "cpu":
-        place = _host_batch
-    else:
-        place = jax.device_put
-    if checked:
-        return place
-
-    def put(batch):
-        x, y = check_pair(fn, "a batch of data", batch, devices,
-                          f"the {devices} devices of the mesh")
-        if labels_ok is not None and not isinstance(y, jax.Array):
-            labels_ok(x, y)
-        return place((x, y))
-
-    return put
-
-
-def _host_batch(batch):
-    """A batch for a jitted step on the CPU: NumPy and jax arrays as they are."""
-    if all(isinstance(a, (np.ndarray, jax.Array)) for a in jax.tree_util.tree_leaves(batch)):
-        return batch
-    return jax.device_put(batch)
-
-
-def _place(tree, mesh, like):
-    """Fresh device copies of ``tree`` (``fit`` donates them; the caller keeps its own).
-
-    On a mesh, a leaf whose counterpart in ``like`` (what the caller passed) is laid out
-    on that mesh (tensor-parallel, FSDP) keeps that sharding; the rest is replicated.
-    """
-    if mesh is None:  # committed to one device, whatever the source: one jit cache entry
-        device = jax.local_devices()[0]
-
-        def fresh(a):
-            if isinstance(a, jax.Array) and len(a.sharding.device_set) > 1:
-                # e.g. params a mesh run returned: device_put(may_alias=False) would hand
-                # back the device's own shard, which fit then donates (deleting the caller's)
-                a = sharding.to_host(a)
-            return jax.device_put(a, device, may_alias=False)
-
-        return jax.tree_util.tree_map(fresh, tree)
-    return sharding.put_on_mesh(tree, mesh, like, copy=True)
 
 
 def _learning_rate(opt, opt_state) -> float | None:
@@ -416,7 +356,7 @@ def fit(model, params, state, opt, data, epochs: int, *, batch_size: int | None 
             writer=writer)
         if tree is not None:
             params, state, opt_state = tree["params"], tree["state"], tree["opt_state"]
-    params, state, opt_state = _place((params, state, opt_state), mesh, given)
+    params, state, opt_state = feed.place((params, state, opt_state), mesh, given)
     layout = None if mesh is None else sharding.layout((params, state, opt_state), mesh)
     if checkpoint is not None and layout is not None:   # every process, before epoch 1
         sharding.check_host_readable(fn, {"params": params, "state": state,
@@ -450,12 +390,12 @@ def fit(model, params, state, opt, data, epochs: int, *, batch_size: int | None 
         labels_ok = None
         if kind == "batches":
             labels_ok = _lazy_label_check(fn, model, params, state, loss_fn, metrics_fn)
-        put = _batch_putter(fn, mesh, devices, labels_ok, checked=kind == "arrays")
+        put = feed.batch_putter(fn, mesh, devices, labels_ok, checked=kind == "arrays")
         # arrays: the scan path's batches (fdata.Loader draws the same permutation)
         epoch_batches = (fdata.Loader(x, y, batch_size, key=key) if kind == "arrays"
                          else source)
         if prefetch is None:
-            prefetch = 0 if _platform(mesh) == "cpu" else 2
+            prefetch = 0 if feed.platform(mesh) == "cpu" else 2
     try:
         for epoch in range(start, epochs):
             t0 = time.perf_counter()

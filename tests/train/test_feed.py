@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from funcnet import data, train
-from funcnet.train import loop
+from funcnet.train import feed
 from funcnet.train.feed import Prefetcher
 from tests.train._setup import ADAM, FIT, KEY, MLP, assert_trees_equal, init, subset
 
@@ -128,7 +128,7 @@ def test_prefetch_default_on_cpu_runs_no_thread_and_every_feed_gives_the_same_pa
     main = threading.main_thread().name
     runs = {p: train.fit(MLP, params, state, ADAM, loader(p), 2, key=KEY, progress=False,
                          prefetch=p) for p in (None, 0, 2)}
-    monkeypatch.setattr(loop, "_platform", lambda mesh: "gpu")    # what an accelerator gets
+    monkeypatch.setattr(feed, "platform", lambda mesh: "gpu")    # what an accelerator gets
     runs["accelerator default"] = train.fit(MLP, params, state, ADAM, loader("gpu"), 2,
                                             key=KEY, progress=False)
     monkeypatch.undo()
