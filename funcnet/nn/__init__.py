@@ -58,6 +58,7 @@ from funcnet.nn.sequences import Bidirectional, flip_sequences
 from funcnet.nn.positions import PositionEmbedding
 from funcnet.nn.shapes import Reshape, SwapAxes
 from funcnet.nn.stack import Repeat
+from funcnet.nn.tied import TiedEmbedding
 from funcnet.nn.summary import count_params, summary
 
 __all__ = [
@@ -68,5 +69,5 @@ __all__ = [
     "RMSNorm", "RNN", "ReLU", "Remat", "Residual", "SiLU", "Sigmoid", "Softmax", "Softplus",
     "Tanh", "count_params", "initializers", "parallel", "residual_bytes", "saved_residuals",
     "flip_sequences", "serial", "summary",
-    "PositionEmbedding", "Repeat", "Reshape", "SwapAxes",
+    "PositionEmbedding", "Repeat", "Reshape", "SwapAxes", "TiedEmbedding",
 ]
