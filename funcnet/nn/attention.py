@@ -1,7 +1,10 @@
 """Attention layers over :func:`funcnet.ops.dot_product_attention`: self-attention
 (:func:`MultiHeadAttention`) and cross-attention (:func:`CrossAttention`). To pass a
 padding mask (or an encoder's output) through a stack to the attention inside it, see
-:mod:`funcnet.nn.side_inputs` (``OnFirst``, ``KeepRest``, ``DropRest``).
+:mod:`funcnet.nn.side_inputs` (``OnFirst``, ``KeepRest``, ``DropRest``). Both layers take
+``num_kv_heads`` (grouped-query attention); ``MultiHeadAttention(..., causal=True,
+decode=True)`` keeps a key/value cache in its state for autoregressive decoding (see
+:mod:`funcnet.nn.decoding`).
 
 References:
   Vaswani et al. (2017), "Attention Is All You Need", https://arxiv.org/abs/1706.03762.
@@ -12,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from funcnet import _checks, ops
-from funcnet.nn import initializers
+from funcnet.nn import decoding, initializers
 from funcnet.nn.base import (Layer, check_dtype, check_input_shape, check_no_params,
                              check_params, check_train, check_train_key, check_weight_args,
                              describe, fmt, init_checked, is_shape, is_shape_pair, promote,
@@ -28,17 +31,41 @@ def MultiHeadAttention(num_heads: int, *, qkv_features: int | None = None,
                        out_features: int | None = None, causal: bool = False,
                        dropout_rate: float = 0.0, use_bias: bool = True,
                        w_init=initializers.xavier_uniform(), b_init=initializers.zeros,
-                       dtype=None) -> Layer:
+                       dtype=None, num_kv_heads: int | None = None,
+                       decode: bool = False, rope=False) -> Layer:
     """Multi-head self-attention: projections, :func:`funcnet.ops.dot_product_attention`,
     output projection.
 
     For an input ``x`` ``(N, T, F)``, with ``D = qkv_features`` split into
-    ``num_heads`` heads of ``D / num_heads``::
+    ``num_heads`` heads of ``dh = D / num_heads`` and ``K = num_kv_heads`` key/value
+    heads (``Dkv = K dh``)::
 
-        q = x wq + bq,   k = x wk + bk,   v = x wv + bv              (N, T, D) each
+        q = x wq + bq                                                 (N, T, D)
+        k = x wk + bk,   v = x wv + bv                                (N, T, Dkv) each
         o = dot_product_attention(q, k, v, mask, causal=causal,       per head, scale
-                                  dropout_rate=r (train only))        1/sqrt(D/num_heads)
+                                  dropout_rate=r (train only))        1/sqrt(dh)
         y = o wo + bo                                                 (N, T, out_features)
+
+    Grouped-query attention (Ainslie et al. 2023; Llama 2, Mistral): with ``K <
+    num_heads``, query head ``h`` attends with key/value head ``h // (num_heads / K)``,
+    i.e. the same as repeating each key/value head ``num_heads / K`` times; ``K = 1`` is
+    multi-query attention (Shazeer 2019). The k/v projections and a decoding cache shrink
+    by ``num_heads / K``. ``K = num_heads`` (the default) is multi-head attention.
+
+    Autoregressive decoding (``decode=True``, with ``causal=True``; Flax's
+    ``decode=True``): ``init`` with ``(N, L, F)`` allocates a key/value cache of ``L``
+    positions in the state (see :mod:`funcnet.nn.decoding`)::
+
+        state = {"k": (N, L, K, dh), "v": (N, L, K, dh), "index": int32 ()}
+
+    and ``apply`` on a chunk ``x`` ``(N, T, F)`` of the next ``T`` positions (a prompt,
+    or one token) writes its ``k``, ``v`` at positions ``index .. index + T - 1``, lets
+    query ``i`` of the chunk attend cache positions ``j <= index + i`` (and ``mask``, over
+    the ``L`` positions), and returns ``(y, state with index + T)``: ``O(L)`` work per
+    token instead of rerunning the prefix. Chunk by chunk, the outputs equal one causal
+    call on the whole sequence (tests: to 1e-10 in float64). The params are the ones of
+    the layer without ``decode``. Overflow (``index + T > L``) is a ``ValueError`` where
+    ``index`` is concrete and a NaN output under ``jit`` / inside ``Repeat``.
 
     The attention op's backward rule recomputes the probabilities blockwise, so a
     training step keeps ``O(T)`` per head for the attention, not ``T x T``; the
@@ -61,10 +88,13 @@ def MultiHeadAttention(num_heads: int, *, qkv_features: int | None = None,
         ``(N, num_heads, T, T)`` (e.g. ``(N, 1, 1, T)`` for padded keys), or ``(T, T)``;
         for one sequence also rank 3 ``(num_heads or 1, T or 1, T)``, which is what
         ``jax.vmap`` over examples makes of a ``(N, 1, 1, T)`` mask; ``init`` then takes
-        the pair of shapes ``((N, T, F), mask_shape)``.
+        the pair of shapes ``((N, T, F), mask_shape)``. With ``decode=True`` the last axis
+        of the mask is the ``L`` cache positions (``(N, 1, 1, L)`` for padding).
       output: ``(N, T, out_features)`` (or ``(T, out_features)``).
-      params: ``{"wq", "wk", "wv": (F, D), "wo": (D, out_features), "bq", "bk", "bv": (D,),
-        "bo": (out_features,)}`` (no ``b*`` when ``use_bias=False``); state ``()``.
+      params: ``{"wq": (F, D), "wk", "wv": (F, Dkv), "wo": (D, out_features), "bq": (D,),
+        "bk", "bv": (Dkv,), "bo": (out_features,)}`` (no ``b*`` when ``use_bias=False``);
+        state ``()``, or the cache above with ``decode=True`` (``(L, K, dh)`` and no ``N``
+        for a one-sequence ``init``).
 
     Args:
       num_heads: number of heads, an int >= 1.
@@ -84,7 +114,19 @@ def MultiHeadAttention(num_heads: int, *, qkv_features: int | None = None,
         normal truncated at 2 sigma. Any ``jax.nn.initializers`` initializer works.
       b_init: initializer of the biases; default zeros.
       dtype: dtype of the params; ``None`` is JAX's default float dtype. The input and the
-        params are promoted to their common dtype.
+        params are promoted to their common dtype. The decoding cache has this dtype.
+      num_kv_heads: ``K``, the number of key/value heads, dividing ``num_heads``; default
+        ``num_heads``.
+      decode: keep a key/value cache in the state for autoregressive decoding (above);
+        needs ``causal=True`` and an ``init`` shape ``(N, L, F)`` without ``-1``.
+      rope: rotary position embedding of the queries and keys (RoFormer; Llama,
+        Mistral, GPT-NeoX): ``True``, or a dict of keyword arguments of
+        :func:`funcnet.ops.rotary_embedding` (``base``, ``rotary_dim``,
+        ``interleaved``), e.g. ``{"base": 500000.0}``. Every head's ``q`` and ``k`` are
+        rotated by their position after the projections (``v`` is not): position ``t``
+        of the input, or ``index + t`` with ``decode=True`` (the cache holds rotated
+        keys). The logits then depend on relative positions only, so the model needs no
+        ``PositionEmbedding``. Default ``False``.
 
     Returns:
       A :class:`Layer` named ``"MultiHeadAttention(num_heads)"``; ``apply`` takes ``key=``
@@ -95,33 +137,56 @@ def MultiHeadAttention(num_heads: int, *, qkv_features: int | None = None,
         non-number ``dropout_rate``, a non-callable initializer or a non-float ``dtype``;
         in ``apply`` a non-float input.
       ValueError: at construction ``num_heads < 1``, ``qkv_features`` not a multiple of
-        ``num_heads``, ``dropout_rate`` outside ``[0, 1)``; in ``init`` a bad
-        ``input_shape`` or ``F`` not a multiple of ``num_heads`` (no ``qkv_features``); in
-        ``apply`` params of another shape, a missing ``key`` for dropout, and the op's
-        errors (mask shape, input features) prefixed with the layer's name.
+        ``num_heads``, ``num_heads`` not a multiple of ``num_kv_heads``, ``dropout_rate``
+        outside ``[0, 1)``, ``decode=True`` without ``causal=True``; in ``init`` a bad
+        ``input_shape`` or ``F`` not a multiple of ``num_heads`` (no ``qkv_features``), a
+        ``-1`` size with ``decode=True``; in ``apply`` params of another shape, a missing
+        ``key`` for dropout, and the op's errors (mask shape, input features) prefixed
+        with the layer's name; with ``decode=True`` a state that is not the cache of this
+        batch and these heads, a chunk longer than the cache, a concrete overflow.
+
+    Example, greedy decoding of a causal language model ``gpt(decode)`` (a function that
+    builds the model with ``decode=True`` in its attention and position layers)::
+
+        _, _, cache = gpt(decode=True).init(key, (N, L))      # empty cache, index 0
+        logits, cache = gpt(decode=True).apply(params, cache, prompt)   # (N, P) ids
+        logits, cache = gpt(decode=True).apply(params, cache, next_ids[:, None])
 
     References:
       Vaswani et al. (2017), section 3.2.2; Rabe & Staats (2021); Dao et al. (2022).
+      Shazeer (2019), "Fast Transformer Decoding: One Write-Head is All You Need",
+      https://arxiv.org/abs/1911.02150; Ainslie et al. (2023), "GQA: Training Generalized
+      Multi-Query Transformer Models from Multi-Head Checkpoints",
+      https://arxiv.org/abs/2305.13245.
     """
     heads = _checks.static_int("MultiHeadAttention", "num_heads", num_heads, minimum=1)
     name = f"MultiHeadAttention({heads})"
     causal = _checks.static_bool(name, "causal", causal)
-    return _attention_layer(name, heads, False, qkv_features, out_features, causal,
-                            dropout_rate, use_bias, w_init, b_init, dtype)
+    decode = _checks.static_bool(name, "decode", decode)
+    rope = _rope_args(name, rope)
+    if decode and not causal:
+        raise ValueError(f"{name}: decode=True needs causal=True (autoregressive decoding "
+                         f"of causal self-attention: a query never sees a later position)")
+    return _attention_layer(name, heads, num_kv_heads, False, qkv_features, out_features,
+                            causal, dropout_rate, use_bias, w_init, b_init, dtype, decode,
+                            rope)
 
 
 def CrossAttention(num_heads: int, *, qkv_features: int | None = None,
                    out_features: int | None = None, dropout_rate: float = 0.0,
                    use_bias: bool = True, w_init=initializers.xavier_uniform(),
-                   b_init=initializers.zeros, dtype=None) -> Layer:
+                   b_init=initializers.zeros, dtype=None,
+                   num_kv_heads: int | None = None) -> Layer:
     """Multi-head cross-attention: queries from ``x``, keys and values from ``context``
     (an encoder-decoder transformer's decoder reading the encoder's output).
 
     For ``x`` ``(N, T, F)`` and ``context`` ``(N, S, Fc)`` (``S`` and ``Fc`` free), with
-    ``D = qkv_features`` split into ``num_heads`` heads of ``D / num_heads``::
+    ``D = qkv_features`` split into ``num_heads`` heads of ``dh = D / num_heads`` and
+    ``K = num_kv_heads`` key/value heads (``Dkv = K dh``; grouped-query attention as in
+    :func:`MultiHeadAttention`)::
 
         q = x wq + bq                                                  (N, T, D)
-        k = context wk + bk,   v = context wv + bv                     (N, S, D)
+        k = context wk + bk,   v = context wv + bv                     (N, S, Dkv)
         o = dot_product_attention(q, k, v, mask,                       per head, scale
                                   dropout_rate=r (train only))         1/sqrt(D/num_heads)
         y = o wo + bo                                                  (N, T, out_features)
@@ -142,9 +207,9 @@ def CrossAttention(num_heads: int, *, qkv_features: int | None = None,
         the tuple of shapes, ``((N, T, F), (N, S, Fc))`` or ``((N, T, F), (N, S, Fc),
         mask_shape)``; ``-1`` (one unknown size) may stand for ``N`` in all of them.
       output: ``(N, T, out_features)`` (or ``(T, out_features)``).
-      params: ``{"wq": (F, D), "wk", "wv": (Fc, D), "wo": (D, out_features), "bq", "bk",
-        "bv": (D,), "bo": (out_features,)}`` (no ``b*`` when ``use_bias=False``); state
-        ``()``.
+      params: ``{"wq": (F, D), "wk", "wv": (Fc, Dkv), "wo": (D, out_features), "bq": (D,),
+        "bk", "bv": (Dkv,), "bo": (out_features,)}`` (no ``b*`` when ``use_bias=False``);
+        state ``()``.
 
     Args:
       num_heads: number of heads, an int >= 1.
@@ -158,6 +223,8 @@ def CrossAttention(num_heads: int, *, qkv_features: int | None = None,
       b_init: initializer of the biases; default zeros.
       dtype: dtype of the params; ``None`` is JAX's default float dtype. ``x``,
         ``context`` and the params are promoted to their common dtype.
+      num_kv_heads: ``K``, the number of key/value heads, dividing ``num_heads``; default
+        ``num_heads``.
 
     Returns:
       A :class:`Layer` named ``"CrossAttention(num_heads)"``; ``apply`` takes ``key=``
@@ -180,15 +247,42 @@ def CrossAttention(num_heads: int, *, qkv_features: int | None = None,
       Vaswani et al. (2017), sections 3.2.2 and 3.2.3 ("encoder-decoder attention").
     """
     heads = _checks.static_int("CrossAttention", "num_heads", num_heads, minimum=1)
-    return _attention_layer(f"CrossAttention({heads})", heads, True, qkv_features,
-                            out_features, False, dropout_rate, use_bias, w_init, b_init,
-                            dtype)
+    return _attention_layer(f"CrossAttention({heads})", heads, num_kv_heads, True,
+                            qkv_features, out_features, False, dropout_rate, use_bias, w_init,
+                            b_init, dtype, False, None)
 
 
-def _attention_layer(name, heads, cross, qkv_features, out_features, causal, dropout_rate,
-                     use_bias, w_init, b_init, dtype) -> Layer:
+_ROPE_ARGS = ("base", "rotary_dim", "interleaved")
+
+
+def _rope_args(name: str, rope) -> dict | None:
+    """``rope=`` as the keyword arguments of ``ops.rotary_embedding`` (``None``: off).
+    Their values are the op's to check (at ``init``, which traces ``apply``)."""
+    if isinstance(rope, bool):
+        return {} if rope else None
+    if not isinstance(rope, dict):
+        raise TypeError(f"{name}: rope must be a bool or a dict of keyword arguments of "
+                        f"ops.rotary_embedding {list(_ROPE_ARGS)}, got {type(rope).__name__}")
+    unknown = sorted(set(rope) - set(_ROPE_ARGS))
+    if unknown:
+        raise ValueError(f"{name}: rope has the keys {unknown}, expected keyword arguments "
+                         f"of ops.rotary_embedding among {list(_ROPE_ARGS)}")
+    return dict(rope)
+
+
+def _attention_layer(name, heads, kv_heads, cross, qkv_features, out_features, causal,
+                     dropout_rate, use_bias, w_init, b_init, dtype, decode, rope) -> Layer:
     """The init/apply of both attention layers; ``cross``: keys and values are projected
-    from a ``context`` (the second input) instead of from ``x``."""
+    from a ``context`` (the second input) instead of from ``x``; ``decode``: a key/value
+    cache in ``state`` (:mod:`funcnet.nn.decoding`); ``rope``: ``None`` or the keyword
+    arguments of the rotary embedding of ``q`` and ``k``."""
+    if kv_heads is None:
+        kv_heads = heads
+    kv_heads = _checks.static_int(name, "num_kv_heads", kv_heads, minimum=1)
+    if heads % kv_heads:
+        raise ValueError(f"{name}: num_heads={heads} is not a multiple of num_kv_heads="
+                         f"{kv_heads} (each key/value head serves num_heads / num_kv_heads "
+                         f"query heads)")
     if qkv_features is not None:
         qkv_features = _checks.static_int(name, "qkv_features", qkv_features, minimum=1)
         _check_heads(name, "qkv_features", qkv_features, heads)
@@ -218,6 +312,8 @@ def _attention_layer(name, heads, cross, qkv_features, out_features, causal, dro
     def init(key, input_shape):
         x_shape, c_shape, m_shape = split_shapes(input_shape)
         shape = check_input_shape(name, key, x_shape, (2, 3), _LAYOUT, needs=1)
+        if decode:
+            decoding.check_decode_shape(name, shape)
         f = shape[-1]
         fc = f
         if cross:
@@ -226,6 +322,7 @@ def _attention_layer(name, heads, cross, qkv_features, out_features, causal, dro
         d = qkv_features if qkv_features is not None else f
         if qkv_features is None:
             _check_heads(name, f"the input features F={f} (qkv_features=None)", f, heads)
+        dkv = d // heads * kv_heads
         out = out_features if out_features is not None else f
         dt = check_dtype(name, dtype)
 
@@ -233,10 +330,14 @@ def _attention_layer(name, heads, cross, qkv_features, out_features, causal, dro
             keys = jax.random.split(key, 8)
             params = {}
             for i, p in enumerate(_PROJECTIONS):
-                params[f"w{p}"] = w_init(keys[i], {"q": (f, d), "o": (d, out)}.get(p, (fc, d)),
+                params[f"w{p}"] = w_init(keys[i], {"q": (f, d), "o": (d, out)}.get(p, (fc, dkv)),
                                          dt)
                 if use_bias:
-                    params[f"b{p}"] = b_init(keys[4 + i], (out,) if p == "o" else (d,), dt)
+                    params[f"b{p}"] = b_init(keys[4 + i], {"q": (d,), "o": (out,)}.get(p, (dkv,)),
+                                             dt)
+            if decode:   # the cache of every sequence: (N, L, K, dh), or (L, K, dh)
+                return params, decoding.init_cache(shape[:-2], shape[-2], kv_heads,
+                                                   d // heads, dt)
             return params, ()
         shapes, dtypes = (shape,), (dt,)
         if cross:
@@ -263,7 +364,8 @@ def _attention_layer(name, heads, cross, qkv_features, out_features, causal, dro
     def apply(params, state, x, *, key=None, train=False):
         x, ctx, mask = split_input(x)
         check_params(name, "params", params, _shapes(params))
-        check_no_params(name, (), state)
+        if not decode:
+            check_no_params(name, (), state)
         if cross:
             _checks.check_float(name, "context", ctx)
         x, (params, ctx) = promote(x, (params, ctx), name)
@@ -276,6 +378,7 @@ def _attention_layer(name, heads, cross, qkv_features, out_features, causal, dro
                 _checks.check_same_leading(name, {"x": x, "context": ctx})
         d = params["wq"].shape[1]
         _check_heads(name, "params['wq'].shape[1]", d, heads)
+        dh = d // heads
         single = x.ndim == 2
         xb = x[None] if single else x
         cb = xb if not cross else ctx[None] if single else ctx
@@ -287,12 +390,26 @@ def _attention_layer(name, heads, cross, qkv_features, out_features, causal, dro
         if drop > 0.0:
             check_train_key(name, key, f" with dropout_rate={rate:g}")
         with _checks.context(name):
-            q = _project(xb, params, "q").reshape(n, t, heads, d // heads)
-            k, v = (_project(cb, params, p).reshape(n, s, heads, d // heads) for p in "kv")
-            o = ops.dot_product_attention(q, k, v, mask, causal=causal, dropout_rate=drop,
+            q = _project(xb, params, "q").reshape(n, t, heads, dh)
+            k, v = (_project(cb, params, p).reshape(n, s, kv_heads, dh) for p in "kv")
+            if rope is not None and not decode:   # positions 0 .. T-1
+                q, k = rotate(None, q, k)
+        if decode:   # its errors name the layer themselves
+            q, k, v, mask, state, fits = decoding.attend_cached(
+                name, state, q, k, v, mask, heads, single,
+                None if rope is None else rotate)
+        with _checks.context(name):
+            o = ops.dot_product_attention(q, k, v, mask, causal=causal and not decode,
+                                          dropout_rate=drop,
                                           dropout_key=key if drop > 0.0 else None)
             y = _project(o.reshape(n, t, d), params, "o")
+        if decode:
+            y = decoding.guard(y, fits)
         return (y[0] if single else y), state
+
+    def rotate(positions, q, k):
+        """``q``, ``k`` rotated by ``positions`` (``None``: ``arange(T)``)."""
+        return tuple(ops.rotary_embedding(a, positions, **rope) for a in (q, k))
 
     def _shapes(params):
         """Expected params shapes, sizes read from ``wq``/``wk``/``wo`` where not fixed."""
@@ -302,10 +419,11 @@ def _attention_layer(name, heads, cross, qkv_features, out_features, causal, dro
         fq, dq = dims("wq")
         fk = dims("wk")[0] if cross else fq
         d = qkv_features if qkv_features is not None else dq
+        dkv = None if d is None or d % heads else d // heads * kv_heads   # else: see apply
         o = out_features if out_features is not None else dims("wo")[1]
-        shapes = {"wq": (fq, d), "wk": (fk, d), "wv": (fk, d), "wo": (d, o)}
+        shapes = {"wq": (fq, d), "wk": (fk, dkv), "wv": (fk, dkv), "wo": (d, o)}
         if use_bias:
-            shapes.update({f"b{p}": (o,) if p == "o" else (d,) for p in _PROJECTIONS})
+            shapes.update({"bq": (d,), "bk": (dkv,), "bv": (dkv,), "bo": (o,)})
         return shapes
 
     return Layer(init, apply, name)

@@ -8,17 +8,28 @@ References:
 from __future__ import annotations
 
 import jax.numpy as jnp
+from jax import lax
 
 from funcnet import _checks
-from funcnet.nn import initializers
+from funcnet.nn import decoding, initializers
 from funcnet.nn.base import (Layer, check_dtype, check_input_shape, check_weight_args,
                              init_checked, weights_and_input)
 
 __all__ = ["PositionEmbedding"]
 
 
-def PositionEmbedding(max_length: int, *, embedding_init=None, dtype=None) -> Layer:
+def PositionEmbedding(max_length: int, *, embedding_init=None, dtype=None,
+                      decode: bool = False) -> Layer:
     """``y[..., t, :] = x[..., t, :] + pos_embedding[t, :]``: a learned vector per position.
+
+    With ``decode=True`` (autoregressive decoding, with
+    ``MultiHeadAttention(..., decode=True)``), the layer keeps the position of the next
+    step in its state, ``{"index": int32 ()}`` (0 after ``init``), and a chunk of ``T``
+    steps gets the rows ``index .. index + T - 1``:
+    ``y[..., t, :] = x[..., t, :] + pos_embedding[index + t, :]``; the returned state holds
+    ``index + T``. Feeding a sequence chunk by chunk thus adds the same rows as one call
+    on the whole sequence. Past ``max_length``: a ``ValueError`` for a concrete ``index``,
+    a NaN output under ``jit`` (see :mod:`funcnet.nn.decoding`).
 
     The table has ``max_length`` rows; a sequence of ``T <= max_length`` steps uses the
     first ``T``, so one model takes shorter sequences too (the rows past ``T`` get a zero
@@ -33,7 +44,8 @@ def PositionEmbedding(max_length: int, *, embedding_init=None, dtype=None) -> La
         before it.
       output: the input's shape, in the common dtype of the input and the table.
       params: ``{"pos_embedding": (max_length, F)}`` (Flax's name; Flax's table has an
-        extra leading axis of 1); state ``()``.
+        extra leading axis of 1); state ``()``, or ``{"index": ()}`` (int32) with
+        ``decode=True``.
 
     Args:
       max_length: the longest sequence, an int >= 1.
@@ -41,6 +53,7 @@ def PositionEmbedding(max_length: int, *, embedding_init=None, dtype=None) -> La
         (``initializers.normal(0.02)``, the ``posemb_init`` of Flax's ViT and BERT's).
       dtype: dtype of the table; ``None`` is JAX's default float dtype. The input and
         the table are promoted to their common dtype.
+      decode: keep the next position in the state (see above).
 
     Returns:
       A :class:`Layer` named ``"PositionEmbedding(max_length)"``.
@@ -51,7 +64,8 @@ def PositionEmbedding(max_length: int, *, embedding_init=None, dtype=None) -> La
         :func:`~funcnet.nn.Embedding` first).
       ValueError: at construction ``max_length < 1``; in ``init`` and ``apply`` an input
         of rank < 2, ``T > max_length``, or (``apply``) a last axis that is not the
-        table's ``F``, and params of another shape.
+        table's ``F``, and params of another shape; with ``decode=True``, a state that is
+        not ``{"index": int scalar}`` and a concrete ``index + T > max_length``.
 
     Example::
 
@@ -60,6 +74,7 @@ def PositionEmbedding(max_length: int, *, embedding_init=None, dtype=None) -> La
     """
     L = _checks.static_int("PositionEmbedding", "max_length", max_length, minimum=1)
     name = f"PositionEmbedding({L})"
+    decode = _checks.static_bool(name, "decode", decode)
     if embedding_init is None:
         embedding_init = initializers.normal(0.02)
     check_weight_args(name, dtype, embedding_init=embedding_init)
@@ -78,19 +93,29 @@ def PositionEmbedding(max_length: int, *, embedding_init=None, dtype=None) -> La
                                   needs=2)
         check_length("input_shape", shape)
         dt = check_dtype(name, dtype)
+        state = {"index": jnp.zeros((), jnp.int32)} if decode else ()
         return init_checked(name, apply, lambda k: (
-            {"pos_embedding": embedding_init(k, (L, shape[-1]), dt)}, ()), key, shape, dt)
+            {"pos_embedding": embedding_init(k, (L, shape[-1]), dt)}, state), key, shape, dt)
 
     def apply(params, state, x, *, key=None, train=False):
         del key, train
         _checks.check_array(name, "x", x)
         T = check_length("x", _checks.shape_of(x))
-        x, params = weights_and_input(name, params, state, x, {"pos_embedding": (L, None)})
+        if decode:
+            decoding.check_state(name, state, {"index": ()})
+        x, params = weights_and_input(name, params, () if decode else state, x,
+                                      {"pos_embedding": (L, None)})
         F = params["pos_embedding"].shape[1]
         if x.shape[-1] != F:
             raise ValueError(f"{name}: x has shape {x.shape}, expected F = {F} features on "
                              f"the last axis (the table's)")
-        table = params["pos_embedding"][:T]
-        return x + table.reshape((1,) * (x.ndim - 2) + table.shape), state
+        if not decode:
+            table = params["pos_embedding"][:T]
+            return x + table.reshape((1,) * (x.ndim - 2) + table.shape), state
+        index = state["index"]
+        fits = decoding.room(name, index, T, L, "the position table (max_length)")
+        table = lax.dynamic_slice_in_dim(params["pos_embedding"], index, T)
+        y = x + table.reshape((1,) * (x.ndim - 2) + table.shape)
+        return decoding.guard(y, fits), {"index": index + T}
 
     return Layer(init, apply, name)

@@ -125,3 +125,23 @@ def test_errors_init_and_apply(jit):
         apply({"embedding": jnp.zeros((8, 4))}, jnp.ones((2, 3, 4)))
     with pytest.raises(TypeError, match=r"PositionEmbedding\(8\): x must have a floating"):
         apply(p, jnp.ones((2, 3, 4), jnp.int32))
+
+
+def test_decode_adds_the_rows_of_the_next_positions_chunk_by_chunk():
+    """decode=True: state {"index"}; chunks fed in turn get the rows a whole-sequence call
+    adds (eagerly and under jit, batched and one sequence); the params are the same."""
+    dec = nn.PositionEmbedding(8, decode=True)
+    out, p, s = dec.init(KEY, (-1, 5, 4))
+    assert out == (-1, 5, 4) and set(s) == {"index"} and s["index"].dtype == jnp.int32
+    assert int(s["index"]) == 0
+    np.testing.assert_array_equal(p["pos_embedding"], LAYER.init(KEY, (-1, 5, 4))[1]
+                                  ["pos_embedding"])
+    step = jax.jit(dec.apply)
+    for x in (randn((2, 6, 4), seed=5), randn((6, 4), seed=6)):
+        want, _ = LAYER.apply(p, (), x)
+        ys, state = [], s
+        for a, b, f in ((0, 2, dec.apply), (2, 3, step), (3, 6, step)):
+            y, state = f(p, state, x[..., a:b, :])
+            ys.append(y)
+        np.testing.assert_allclose(jnp.concatenate(ys, axis=-2), want, **TOL)
+        assert int(state["index"]) == 6

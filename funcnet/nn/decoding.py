@@ -1,0 +1,150 @@
+"""Autoregressive decoding: the state that :func:`~funcnet.nn.MultiHeadAttention` and
+:func:`~funcnet.nn.PositionEmbedding` keep with ``decode=True``.
+
+A layer built with ``decode=True`` keeps in its ``state`` what it needs to process a
+sequence a chunk at a time: the next position ``index`` (an int32 scalar) and, for causal
+self-attention, a key/value cache of ``L`` positions (Flax's ``decode=True`` cache)::
+
+    PositionEmbedding:   {"index": ()}
+    MultiHeadAttention:  {"k": (N, L, K, dh), "v": (N, L, K, dh), "index": ()}
+
+``init`` with the input shape ``(N, L, ...)`` allocates it (zeros, ``index = 0``); each
+``apply`` on a chunk of ``T`` new positions reads positions ``index .. index + T - 1``
+(writes them into the cache) and returns the state with ``index + T``. The state flows
+through ``serial``, ``Residual``, ``OnFirst``/``KeepRest`` and ``Repeat`` (stacked per
+layer) like batch norm's statistics, so a whole model decodes with its ordinary
+``apply``, and the fixed shapes make a generation loop one ``lax.scan``. Every such
+layer keeps its own ``index``; they agree since every layer sees the same chunks.
+
+The decode model is the training model built again with ``decode=True`` in its attention
+and position layers; it takes the same params. A greedy loop, ``gpt(decode)`` building
+the README's GPT::
+
+    dec = gpt(decode=True)
+    _, _, cache = dec.init(key, (N, L))          # zeros, index 0: N sequences of <= L
+
+    @jax.jit
+    def generate(params, cache, prompt):         # (N, P) ids -> (N, L - P) new ids
+        logits, cache = dec.apply(params, cache, prompt)     # the prompt in one chunk
+        def step(carry, _):
+            tok, cache = carry
+            logits, cache = dec.apply(params, cache, tok[:, None])
+            return (jnp.argmax(logits[:, -1], axis=-1), cache), tok
+        first = jnp.argmax(logits[:, -1], axis=-1)
+        _, toks = lax.scan(step, (first, cache), None, length=L - prompt.shape[1])
+        return toks.T
+
+The state is a value: the same empty ``cache`` starts every generation. Positions are
+absolute (no sliding window past ``L``).
+
+Overflow (``index + T > L``, or ``index < 0``): refused with a ``ValueError`` when
+``index`` is concrete (an eager call outside ``Repeat``); under ``jax.jit``, ``vmap`` or a
+``lax.scan`` (``Repeat``, a generation loop) its value is unknown at trace time, and the
+layer's output is NaN instead (the state still advances, so every later output is NaN
+too): never silently wrong values.
+"""
+from __future__ import annotations
+
+import jax.numpy as jnp
+from jax import lax
+
+from funcnet import _checks
+from funcnet.nn.base import check_params, fmt
+
+__all__: list[str] = []
+
+_HINT = ("decode=True keeps its decoding state in state: pass the state that the decode "
+         "model's init returns (init with the input shape (N, L, ...), L the longest "
+         "sequence), then the state each apply returns")
+
+
+def check_state(name: str, state, shapes: dict) -> None:
+    """``state`` must be the decode state: a dict with exactly the keys of ``shapes``
+    (an integer scalar ``"index"`` among them), arrays of those shapes (``None`` matches
+    any size; :func:`~funcnet.nn.base.check_params`)."""
+    if not isinstance(state, dict):
+        got = f"{type(state).__name__} {state!r}" if not state else type(state).__name__
+        raise ValueError(f"{name}: state must be a dict with keys {sorted(shapes)}, got "
+                         f"{got}; {_HINT}")
+    check_params(name, "state", state, shapes)
+    _checks.check_integer(name, "state['index']", state["index"])
+
+
+def room(name: str, index, t: int, length: int, what: str):
+    """Whether ``t`` more positions from ``index`` fit in ``length``: a ``ValueError`` for
+    a concrete ``index`` that overflows, else the (traced) boolean ``0 <= index <=
+    length - t`` for :func:`guard`."""
+    if t > length:
+        raise ValueError(f"{name}: the input has {t} positions, more than the {length} of "
+                         f"{what}")
+    value = _checks.concrete(index)
+    if value is not None and not 0 <= int(value) <= length - t:
+        raise ValueError(f"{name}: state['index'] is {int(value)}: {t} more positions do not "
+                         f"fit in the {length} of {what} (index must be in [0, {length - t}]); "
+                         f"init the decode state with a longer sequence")
+    return (index >= 0) & (index <= length - t)
+
+
+def guard(y, fits):
+    """``y``, or NaN everywhere when the positions did not fit (see :func:`room`)."""
+    return jnp.where(fits, y, jnp.asarray(jnp.nan, y.dtype))
+
+
+def init_cache(lead: tuple, length: int, kv_heads: int, head_dim: int, dtype) -> dict:
+    """An empty key/value cache: zeros ``(*lead, length, kv_heads, head_dim)``, index 0."""
+    zeros = jnp.zeros(lead + (length, kv_heads, head_dim), dtype)
+    return {"k": zeros, "v": zeros, "index": jnp.zeros((), jnp.int32)}
+
+
+def attend_cached(name: str, state, q, k, v, mask, heads: int, single: bool,
+                  rotate=None):
+    """Write the new keys/values ``k, v`` ``(N, T, K, dh)`` into the cache at ``index``.
+
+    ``rotate(positions, q, k) -> (q, k)`` (rotary position embedding), if given, is
+    applied first with the chunk's positions ``index + arange(T)``, so the cache holds
+    rotated keys. Returns ``(q, k_all, v_all, mask, new_state, fits)``: the (rotated)
+    queries, the whole cache ``(N, L, K, dh)``
+    in ``k``'s dtype, the boolean mask ``(N or 1, heads or 1, T, L)`` under which query
+    ``i`` of the chunk sees cache position ``j <= index + i`` (and the caller's ``mask``,
+    over the ``L`` cache positions, if any), the state with ``index + T``, and the
+    overflow flag of :func:`room`. ``single``: the state holds one sequence (no ``N``).
+    """
+    n, t, kh, dh = k.shape
+    lead = () if single else (n,)
+    check_state(name, state, {"k": lead + (None, kh, dh), "v": lead + (None, kh, dh),
+                              "index": ()})
+    cache_k, cache_v, index = state["k"], state["v"], state["index"]
+    length = cache_k.shape[-3]
+    fits = room(name, index, t, length, "the key/value cache")
+    if rotate is not None:
+        with _checks.context(name):
+            q, k = rotate(index + jnp.arange(t, dtype=index.dtype), q, k)
+    if single:
+        cache_k, cache_v = cache_k[None], cache_v[None]
+    cache_k, cache_v = (lax.dynamic_update_slice_in_dim(c, a.astype(c.dtype), index, axis=1)
+                        for c, a in ((cache_k, k), (cache_v, v)))
+    rows = lax.broadcasted_iota(jnp.int32, (1, 1, t, length), 2)
+    allowed = lax.broadcasted_iota(jnp.int32, (1, 1, t, length), 3) <= index + rows
+    if mask is not None:
+        _checks.check_array(name, "mask", mask)
+        if _checks.dtype_of(mask) != jnp.bool_:
+            raise TypeError(f"{name}: mask must have dtype bool (True = attend), got "
+                            f"{_checks.dtype_of(mask)}")
+        _checks.check_rank(name, "mask", mask, (2, 4), "(N, heads, T, L) or (T, L) over "
+                           "the L cache positions")
+        mask = mask.reshape((1,) * (4 - mask.ndim) + _checks.shape_of(mask))
+        _checks.check_broadcastable(name, "mask", mask, (n, heads, t, length),
+                                    "over the L cache positions; key padding is (N, 1, 1, L)")
+        allowed = allowed & mask
+    new = {"k": cache_k[0] if single else cache_k, "v": cache_v[0] if single else cache_v,
+           "index": index + t}
+    dt = k.dtype
+    return q, cache_k.astype(dt), cache_v.astype(dt), allowed, new, fits
+
+
+def check_decode_shape(name: str, shape: tuple) -> None:
+    """``init`` of a layer that allocates a cache per sequence needs every size."""
+    if -1 in shape:
+        raise ValueError(f"{name}: decode=True allocates a key/value cache of L positions "
+                         f"for each of the N sequences: init with known sizes (N, L, F), got "
+                         f"input_shape {fmt(shape)}")
