@@ -12,6 +12,8 @@ import math
 import jax
 import jax.numpy as jnp
 
+from funcnet.ops._mesh import explicit_sharding
+
 
 def as_array(x):
     """``x`` itself if it is an array (NumPy, JAX, tracer), else ``jnp.asarray(x)``.
@@ -45,8 +47,11 @@ def flat(a):
 
 def project(xs, w, b):
     """``xs @ w + b`` for every step of a time-major ``(T, N, D)`` input at once, as one
-    ``(T*N, D) @ (D, G)`` matmul: ``(T, N, G)`` (the input projection of the RNNs)."""
+    ``(T*N, D) @ (D, G)`` matmul: ``(T, N, G)`` (the input projection of the RNNs; a
+    ``(T, N, D) @ (D, G)`` product on a mesh with ``Explicit`` axes)."""
     t, n, _ = xs.shape
+    if explicit_sharding(xs) is not None:  # N may be split there: no (T*N) rows to merge
+        return xs @ w + expand_leading(b, 3)
     return (flat(xs) @ w + expand_leading(b, 2)).reshape(t, n, w.shape[1])
 
 

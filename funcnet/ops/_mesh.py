@@ -1,6 +1,6 @@
 """Types of values on a mesh, for the backward rules: ``shard_map``'s varying axes
 (:func:`defvjp`, :func:`vary_like`) and ``Explicit`` mesh shardings
-(:func:`explicit_sharding`).
+(:func:`explicit_sharding`, :func:`split_like`, :func:`gather_sharding`).
 
 Inside ``jax.shard_map`` (``check_vma=True``, its default) every value carries the set of
 mesh axes along which it varies from device to device, and a ``custom_vjp`` backward rule
@@ -14,6 +14,11 @@ devices (the transpose of the implicit broadcast of ``W``); :func:`defvjp` does 
 
 Outside ``shard_map``, and with ``check_vma=False``, every set is empty and the rule's
 cotangents pass through untouched (no op is added to the program).
+
+On a mesh with ``Explicit`` axes a cotangent must also have its input's sharding, as
+JAX's own transpose rules give it (e.g. ``dxs = dz wx^T`` comes out whole along the
+features of an ``xs`` split there); :func:`defvjp` reshards one that differs. Elsewhere
+no sharding is recorded and nothing is added either.
 """
 from __future__ import annotations
 
@@ -50,35 +55,47 @@ def match_varying(ct, axes: frozenset):
     return ct
 
 
-@jax.tree_util.register_static
-class _Axes:
-    """Static residual: the varying axes of each differentiable input (no array)."""
+def match_sharding(ct, sharding):
+    """``ct`` resharded to ``sharding`` (an input's on a mesh with ``Explicit`` axes) if
+    it has another; ``None`` for ``sharding`` or ``ct`` (and non-arrays) pass through."""
+    if sharding is None or ct is None or not is_array(ct) or ct.dtype == jax.dtypes.float0:
+        return ct
+    return _placed(ct, sharding)
 
-    def __init__(self, axes: tuple):
-        self.axes = axes
+
+@jax.tree_util.register_static
+class _Types:
+    """Static residual: the varying axes and the ``Explicit`` sharding (or ``None``) of
+    each differentiable input (no array)."""
+
+    def __init__(self, types: tuple):
+        self.types = types
 
     def __eq__(self, other):
-        return isinstance(other, _Axes) and self.axes == other.axes
+        return isinstance(other, _Types) and self.types == other.types
 
     def __hash__(self):
-        return hash(self.axes)
+        return hash(self.types)
 
 
 def defvjp(f, fwd, bwd) -> None:
     """``f.defvjp(fwd, bwd)`` (``f`` a ``jax.custom_vjp``, ``nondiff_argnums`` allowed),
-    with each cotangent of ``bwd`` matched to its input's varying axes (module doc)."""
+    with each cotangent of ``bwd`` matched to its input's varying axes and ``Explicit``
+    sharding (module doc)."""
     nondiff = frozenset(f.nondiff_argnums)
 
     def fwd_typed(*args):
         out, res = fwd(*args)
-        axes = tuple(varying_axes(a) if is_array(a) else frozenset()
-                     for i, a in enumerate(args) if i not in nondiff)
-        return out, (res, _Axes(axes))
+        types = tuple((varying_axes(a), explicit_sharding(a)) if is_array(a)
+                      else (frozenset(), None)
+                      for i, a in enumerate(args) if i not in nondiff)
+        return out, (res, _Types(types))
 
     def bwd_typed(*args):
-        *static, (res, axes), g = args
+        *static, (res, types), g = args
         cts = bwd(*static, res, g)
-        return tuple(match_varying(ct, a) for ct, a in zip(cts, axes.axes))
+        return tuple(match_sharding(match_varying(ct, axes), sharding)
+                     for ct, (axes, sharding) in zip(cts, types.types))
 
     f.defvjp(fwd_typed, bwd_typed)
 
@@ -100,3 +117,45 @@ def explicit_sharding(w):
     types = getattr(getattr(sharding, "mesh", None), "axis_types", None) or ()
     explicit = getattr(getattr(jax.sharding, "AxisType", None), "Explicit", None)
     return sharding if explicit is not None and explicit in types else None
+
+
+def _spec(sharding, ndim: int) -> tuple:
+    spec = tuple(sharding.spec)
+    return spec + (None,) * (ndim - len(spec))
+
+
+def _placed(x, sharding):
+    """``x`` resharded to ``sharding`` (on a mesh with ``Explicit`` axes), or ``x`` itself
+    when it has that layout already (no op is added)."""
+    have = explicit_sharding(x)
+    if have is not None and _spec(have, x.ndim) == _spec(sharding, x.ndim):
+        return x
+    return jax.sharding.reshard(x, sharding)
+
+
+def split_like(carry, xs, axis: int = 1):
+    """``carry`` (a loop's initial carry: a pytree of ``(N, ...)`` arrays) laid out with
+    its axis 0 split as axis ``axis`` of ``xs`` (the batch ``N`` of time-major
+    ``(T, N, D)`` inputs) and its other axes whole, when ``xs`` lies on a mesh with
+    ``Explicit`` axes; elsewhere ``carry`` itself (no op is added).
+
+    A step that mixes the carry with one ``(N, D)`` slice of ``xs`` and replicated weights
+    gives its new carry that layout, and ``lax.scan`` wants the initial carry of the same
+    type: a carry of zeros made without a sharding (replicated) fails there."""
+    sharding = explicit_sharding(xs)
+    if sharding is None:
+        return carry
+    batch = _spec(sharding, xs.ndim)[axis]
+    return jax.tree_util.tree_map(lambda c: _placed(c, jax.sharding.NamedSharding(
+        sharding.mesh, jax.sharding.PartitionSpec(batch, *(None,) * (c.ndim - 1)))), carry)
+
+
+def gather_sharding(table, ids):
+    """The sharding of ``table[ids]`` (rows ``(*ids.shape, F)`` of a ``(V, F)`` table)
+    when both lie on a mesh with ``Explicit`` axes, where JAX cannot infer it: split like
+    ``ids``, the features like ``table``'s; elsewhere ``None``."""
+    rows, ids_sharding = explicit_sharding(table), explicit_sharding(ids)
+    if rows is None or ids_sharding is None:
+        return None
+    spec = (*_spec(ids_sharding, ids.ndim), _spec(rows, 2)[1])
+    return jax.sharding.NamedSharding(rows.mesh, jax.sharding.PartitionSpec(*spec))

@@ -17,7 +17,7 @@ from funcnet import _checks
 from funcnet.ops._arrays import as_array, flat
 from funcnet.ops._labels import valid_labels
 from funcnet.ops._mode import has_twin
-from funcnet.ops._mesh import defvjp
+from funcnet.ops._mesh import defvjp, explicit_sharding, gather_sharding
 
 __all__ = ["embedding"]
 
@@ -38,29 +38,39 @@ def check_embedding_args(fn, ids, table):
 
 
 def embedding_forward(ids, table):
-    """``table[ids]`` with NaN rows where an id is outside ``[0, V)``."""
+    """``table[ids]`` with NaN rows where an id is outside ``[0, V)``.
+
+    On a mesh with ``Explicit`` axes the gather is told its result's sharding, which JAX
+    cannot infer: split like ``ids``, the features like ``table``'s."""
     ok = valid_labels(ids, table.shape[0])
-    rows = jnp.take(table, jnp.where(ok, ids, 0), axis=0)
+    idx = jnp.where(ok, ids, 0)
+    sharding = gather_sharding(table, idx)
+    rows = (jnp.take(table, idx, axis=0) if sharding is None
+            else table.at[idx].get(out_sharding=sharding))
     return jnp.where(ok[..., None], rows, jnp.full((), jnp.nan, table.dtype))
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _embedding(ids, table, num_embeddings):
-    del num_embeddings
+@partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _embedding(ids, table, num_embeddings, sharding):
+    del num_embeddings, sharding
     return embedding_forward(ids, table)
 
 
-def _embedding_fwd(ids, table, num_embeddings):
-    del num_embeddings
+def _embedding_fwd(ids, table, num_embeddings, sharding):
+    del num_embeddings, sharding
     return embedding_forward(ids, table), ids
 
 
-def _embedding_bwd(num_embeddings, ids, g):
+def _embedding_bwd(num_embeddings, sharding, ids, g):
     # Out-of-range ids (forward gave NaN) are sent to row V and dropped by the scatter;
-    # ids are int32/int64 (check_embedding_args), so V fits.
-    rows = jnp.where(valid_labels(ids, num_embeddings), ids, num_embeddings).reshape(-1)
+    # ids are int32/int64 (check_embedding_args), so V fits. ``sharding``: the table's on
+    # a mesh with Explicit axes, where the ids (maybe time-major, (T, N) with N split)
+    # are not flattened and the scatter is told its result's layout.
+    rows = jnp.where(valid_labels(ids, num_embeddings), ids, num_embeddings)
+    if sharding is None:
+        rows = rows.reshape(-1)
     dtable = jnp.zeros((num_embeddings, g.shape[-1]), g.dtype).at[rows].add(
-        flat(g), mode="drop")
+        g if sharding is not None else flat(g), mode="drop", out_sharding=sharding)
     return None, dtable
 
 
@@ -108,4 +118,4 @@ def embedding(ids, table):
       word feature vectors). ``docs/formulas.md``, "Beyond the notes".
     """
     ids, table = check_embedding_args("embedding", ids, table)
-    return _embedding(ids, table, table.shape[0])
+    return _embedding(ids, table, table.shape[0], explicit_sharding(table))

@@ -28,11 +28,12 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from funcnet.ops._arrays import flat, previous, scan_projected
+from funcnet.ops._arrays import previous, scan_projected
 from funcnet.ops._mode import has_twin
-from funcnet.ops._mesh import defvjp, vary_like
+from funcnet.ops._mesh import defvjp, split_like, vary_like
 from funcnet.ops.rnn import (check_recurrent_args, freeze_padded, mask_steps, nan_carry,
-                             padded_steps, real_inputs, zero_padded)
+                             padded_steps, real_inputs, rows_sum, rows_t_dot, time_rows,
+                             zero_padded)
 
 __all__ = ["lstm", "gru"]
 
@@ -99,9 +100,10 @@ def _lstm_bwd(res, cts):
                                (dhs, acts, tcs, previous(c0, cs), *mask_steps(valid)),
                                reverse=True)
     h_prev = previous(h0, acts[..., 3 * k:] * tcs)      # h_t = o_t tanh(c_t), recomputed
-    dz = flat(dzs)
-    return ((dz @ wx.T).reshape(xs.shape), dh0, dc0, flat(real_inputs(valid, xs)).T @ dz,
-            flat(h_prev).T @ dz, jnp.sum(dz, axis=0), None)
+    dz = time_rows(dzs)
+    return ((dz @ wx.T).reshape(xs.shape), dh0, dc0,
+            rows_t_dot(real_inputs(valid, xs), dz, wx), rows_t_dot(h_prev, dz, wh),
+            rows_sum(dz), None)
 
 
 defvjp(_lstm, _lstm_fwd, _lstm_bwd)
@@ -170,7 +172,7 @@ def lstm(xs, h0, c0, wx, wh, b, lengths=None):
     """
     check_recurrent_args("lstm", 4, xs, {"h0": h0, "c0": c0}, {"wx": wx, "wh": wh, "b": b})
     valid, bad = padded_steps("lstm", xs, lengths)
-    return _lstm(xs, *nan_carry(bad, h0, c0), wx, wh, b, valid)
+    return _lstm(xs, *split_like(nan_carry(bad, h0, c0), xs), wx, wh, b, valid)
 
 
 # ------------------------------------------------------------------------------- GRU
@@ -236,11 +238,10 @@ def _gru_bwd(res, cts):
                                reverse=True)
     # dax = [dar, daz, dan] differs from dah only in its last block: assembled once for
     # all steps instead of a second (T, N, 3H) output of the loop
-    dah = flat(dah)
-    dax = jnp.concatenate([dah[:, :2 * k], flat(dan)], axis=1)
-    return ((dax @ wx.T).reshape(xs.shape), dh0, flat(real_inputs(valid, xs)).T @ dax,
-            flat(h_prev).T @ dah,
-            jnp.sum(dax, axis=0), jnp.sum(dah, axis=0), None)
+    dah = time_rows(dah)
+    dax = jnp.concatenate([dah[..., :2 * k], time_rows(dan)], axis=-1)
+    return ((dax @ wx.T).reshape(xs.shape), dh0, rows_t_dot(real_inputs(valid, xs), dax, wx),
+            rows_t_dot(h_prev, dah, wh), rows_sum(dax), rows_sum(dah), None)
 
 
 defvjp(_gru, _gru_fwd, _gru_bwd)
@@ -306,5 +307,5 @@ def gru(xs, h0, wx, wh, bx, bh, lengths=None):
     """
     check_recurrent_args("gru", 3, xs, {"h0": h0}, {"wx": wx, "wh": wh, "bx": bx, "bh": bh})
     valid, bad = padded_steps("gru", xs, lengths)
-    (h0,) = nan_carry(bad, h0)
+    (h0,) = split_like(nan_carry(bad, h0), xs)
     return _gru(xs, h0, wx, wh, bx, bh, valid)

@@ -13,7 +13,7 @@ from jax import lax
 from funcnet import _checks
 from funcnet.ops._arrays import flat, previous, project
 from funcnet.ops._mode import has_twin
-from funcnet.ops._mesh import defvjp, vary_like
+from funcnet.ops._mesh import defvjp, explicit_sharding, split_like, vary_like
 
 
 def _rnn_forward(xs, h0, wx, wh, b, valid):
@@ -56,15 +56,40 @@ def _rnn_bwd(res, cts):
     dh_last = vary_like(dh_last, dhs, hs, wh, valid)
     dh0, das = lax.scan(step, dh_last, (dhs, hs, *mask_steps(valid)), reverse=True)
     h_prev = previous(h0, hs)                      # (T, N, H): h_{t-1} (real steps: a prefix)
-    da2 = flat(das)
+    da2 = time_rows(das)
     dxs = (da2 @ wx.T).reshape(xs.shape)
-    dwx = flat(real_inputs(valid, xs)).T @ da2
-    dwh = flat(h_prev).T @ da2
-    db = jnp.sum(da2, axis=0)
-    return dxs, dh0, dwx, dwh, db, None
+    dwx = rows_t_dot(real_inputs(valid, xs), da2, wx)
+    dwh = rows_t_dot(h_prev, da2, wh)
+    return dxs, dh0, dwx, dwh, rows_sum(da2), None
 
 
 defvjp(_rnn, _rnn_fwd, _rnn_bwd)
+
+
+def time_rows(a):
+    """``flat(a)``: the ``T*N`` rows ``(T*N, K)`` of a time-major ``(T, N, K)`` array, for
+    the backward rules' matmuls over all steps at once; ``a`` itself on a mesh with
+    ``Explicit`` axes, where ``N`` may be split and ``(T, N)`` cannot be merged into one
+    axis (the matmuls then contract both: ``@`` on the last axis, :func:`rows_t_dot`,
+    :func:`rows_sum`)."""
+    return a if explicit_sharding(a) is not None else flat(a)
+
+
+def rows_t_dot(a, rows, w):
+    """The gradient of the weight ``w``: ``a^T rows`` summed over every step and sequence
+    (``a`` ``(T, N, K)``, ``rows`` from :func:`time_rows`). On a mesh with ``Explicit``
+    axes it contracts the split batch axis, so it takes ``w``'s sharding (as
+    :func:`funcnet.ops.matmul`'s ``dW``)."""
+    if rows.ndim == 2:
+        return flat(a).T @ rows
+    lead = tuple(range(a.ndim - 1))
+    return lax.dot_general(a, rows, ((lead, lead), ((), ())),
+                           out_sharding=explicit_sharding(w))
+
+
+def rows_sum(rows):
+    """The gradient of a bias: ``rows`` (from :func:`time_rows`) summed over all steps."""
+    return jnp.sum(rows, axis=tuple(range(rows.ndim - 1)))
 
 
 def check_recurrent_args(fn, gates, xs, carries, weights):
@@ -221,6 +246,6 @@ def rnn(xs, h0, wx, wh, b, lengths=None, *, return_carry=False):
     check_rnn_args("rnn", xs, h0, wx, wh, b)
     return_carry = _checks.static_bool("rnn", "return_carry", return_carry)
     valid, bad = padded_steps("rnn", xs, lengths)
-    (h0,) = nan_carry(bad, h0)
+    (h0,) = split_like(nan_carry(bad, h0), xs)
     hs, h_last = _rnn(xs, h0, wx, wh, b, valid)
     return (hs, h_last) if return_carry else hs

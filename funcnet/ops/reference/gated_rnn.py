@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from funcnet.ops._mesh import vary_like
+from funcnet.ops._mesh import split_like, vary_like
 from funcnet.ops.reference.rnn import real_steps
 from funcnet.ops.rnn import check_recurrent_args
 
@@ -32,7 +32,8 @@ def lstm(xs, h0, c0, wx, wh, b, lengths=None):
         carry = (jnp.where(real, h_new, h), jnp.where(real, c_new, c))
         return carry, jnp.where(real, h_new, 0)
 
-    carry, hs = lax.scan(step, vary_like((h0, c0), xs, valid, wx, wh, b), (xs, valid))
+    init = split_like(vary_like((h0, c0), xs, valid, wx, wh, b), xs)
+    carry, hs = lax.scan(step, init, (xs, valid))
     return hs, carry
 
 
@@ -50,5 +51,6 @@ def gru(xs, h0, wx, wh, bx, bh, lengths=None):
         h_new = (1 - z) * n + z * h
         return jnp.where(real, h_new, h), jnp.where(real, h_new, 0)
 
-    h_last, hs = lax.scan(step, vary_like(h0, xs, valid, wx, wh, bx, bh), (xs, valid))
+    init = split_like(vary_like(h0, xs, valid, wx, wh, bx, bh), xs)
+    h_last, hs = lax.scan(step, init, (xs, valid))
     return hs, h_last

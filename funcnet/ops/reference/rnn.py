@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from funcnet import _checks
-from funcnet.ops._mesh import vary_like
+from funcnet.ops._mesh import split_like, vary_like
 from funcnet.ops.rnn import check_rnn_args, nan_carry, padded_steps, real_inputs
 
 __all__ = ["rnn"]
@@ -44,5 +44,6 @@ def rnn(xs, h0, wx, wh, b, lengths=None, *, return_carry=False):
         h_new = jnp.tanh(x @ wx + h @ wh + b[None, :])
         return jnp.where(real, h_new, h), jnp.where(real, h_new, 0)
 
-    h_last, hs = lax.scan(step, vary_like(h0, xs, valid, wx, wh, b), (xs, valid))
+    h_last, hs = lax.scan(step, split_like(vary_like(h0, xs, valid, wx, wh, b), xs),
+                          (xs, valid))
     return (hs, h_last) if return_carry else hs
