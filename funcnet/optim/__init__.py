@@ -10,7 +10,9 @@
 Every name shared with optax takes optax's arguments (order, defaults, keywords), gives
 optax's trajectory and uses optax's state classes and fields, so states move between the
 two libraries. Named optimizers (:mod:`.aliases`) are ``chain``-s of blocks
-(:mod:`.transforms`, :mod:`.adaptive`, :mod:`.regularization`); combinators in
+(:mod:`.transforms`, :mod:`.adaptive`, :mod:`.adaptive_more`, :mod:`.regularization`);
+more named optimizers (Lion, AdaMax, AMSGrad, AdaBelief, RAdam, LAMB, LARS, Adafactor)
+in :mod:`.aliases_more`, Adafactor's block in :mod:`.factorized`; combinators in
 :mod:`.combine`; wrappers in :mod:`.wrappers` and :mod:`.accumulate`; schedules in
 :mod:`.schedules`. :func:`current_learning_rate` reads the learning rate the next update
 will use.
@@ -21,6 +23,8 @@ from funcnet.optim.accumulate import (
     skip_not_finite)
 from funcnet.optim.aliases import (
     adagrad, adam, adamw, momentum, nadam, nadamw, nesterov, rmsprop, sgd)
+from funcnet.optim.aliases_more import (
+    adabelief, adafactor, adamax, adamaxw, amsgrad, lamb, lars, lion, radam)
 from funcnet.optim.base import (
     EmptyState, Optimizer, StateMismatchError, apply_updates, current_learning_rate,
     incremental_update)
@@ -28,7 +32,10 @@ from funcnet.optim.combine import (
     MaskedNode, MaskedState, MultiTransformState, PartitionState, chain, masked,
     multi_transform, partition)
 from funcnet.optim.regularization import (
-    WeightDecaySchedule, add_decayed_weights, clip, clip_by_global_norm, global_norm)
+    ScaleByTrustRatioState, WeightDecaySchedule, add_decayed_weights, clip,
+    clip_by_block_rms, clip_by_global_norm, global_norm, scale_by_param_block_rms,
+    scale_by_trust_ratio)
+from funcnet.optim.factorized import FactoredState, scale_by_factored_rms
 from funcnet.optim.schedules import (
     constant, constant_schedule, cosine_decay, cosine_decay_schedule, exponential_decay,
     join_schedules, linear_schedule, piecewise_constant, piecewise_constant_schedule,
@@ -41,6 +48,9 @@ from funcnet.optim.adaptive import (
     ScaleByAdagradState, ScaleByAdamState, ScaleByRmsState, ScaleByRmsWithCountState,
     ScaleByRssState, ScaleByRStdDevState, ScaleByRStdDevWithCountState, scale_by_adagrad,
     scale_by_adam, scale_by_rms, scale_by_rss, scale_by_stddev)
+from funcnet.optim.adaptive_more import (
+    ScaleByAmsgradState, ScaleByBeliefState, ScaleByLionState, scale_by_adamax,
+    scale_by_amsgrad, scale_by_belief, scale_by_lion, scale_by_radam)
 from funcnet.optim.transforms import (
     EmaState, ScaleByScheduleState, TraceState, ema, identity, scale, scale_by_learning_rate,
     scale_by_schedule, set_to_zero, trace)
@@ -54,10 +64,15 @@ __all__ = [
     "current_learning_rate", "global_norm",
     # named optimizers
     "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw", "nadam", "nadamw",
+    "lion", "adamax", "adamaxw", "amsgrad", "adabelief", "radam", "lamb", "lars",
+    "adafactor",
     # blocks
     "identity", "set_to_zero", "scale", "scale_by_learning_rate", "scale_by_schedule",
     "trace", "ema", "scale_by_adam", "scale_by_rms", "scale_by_stddev", "scale_by_rss",
     "scale_by_adagrad", "clip", "clip_by_global_norm", "add_decayed_weights",
+    "scale_by_lion", "scale_by_adamax", "scale_by_amsgrad", "scale_by_belief",
+    "scale_by_radam", "scale_by_trust_ratio", "scale_by_factored_rms",
+    "scale_by_param_block_rms", "clip_by_block_rms",
     # combinators and wrappers
     "chain", "masked", "multi_transform", "partition", "apply_if_finite",
     "inject_hyperparams", "accumulate", "MultiSteps", "skip_not_finite",
@@ -65,7 +80,9 @@ __all__ = [
     # states
     "TraceState", "EmaState", "ScaleByAdamState", "ScaleByRmsState",
     "ScaleByRmsWithCountState", "ScaleByRStdDevState", "ScaleByRStdDevWithCountState",
-    "ScaleByRssState", "ScaleByAdagradState", "ScaleByScheduleState", "WeightDecaySchedule",
+    "ScaleByRssState", "ScaleByAdagradState", "ScaleByLionState", "ScaleByAmsgradState",
+    "ScaleByBeliefState", "ScaleByTrustRatioState", "FactoredState", "ScaleByScheduleState",
+    "WeightDecaySchedule",
     "MaskedState", "MaskedNode", "MultiTransformState", "PartitionState",
     "ApplyIfFiniteState", "InjectStatefulHyperparamsState", "InjectHyperparamsState",
     "WrappedScheduleState", "MultiStepsState", "AccumulateState",

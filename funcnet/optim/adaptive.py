@@ -1,4 +1,5 @@
-"""Adaptive directions: Adam, RMSProp (plain and centered) and AdaGrad's blocks.
+"""Adaptive directions: Adam, RMSProp (plain and centered) and AdaGrad's blocks, and
+Adam's pieces shared with :mod:`.adaptive_more` (moments, ``m_hat``, the ratio).
 
 Each has optax's name, signature, defaults and state classes. Second moments accumulate
 ``|g|^2 = real(conj(g) g)`` (complex parameters as in optax), stored in the parameters'
@@ -79,40 +80,71 @@ def scale_by_adam(b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0, mu_dtype=None, *,
         raise ValueError(f"{fn}: form='folded' is defined for nesterov=False only")
 
     def init(params):
-        # Two separate trees: a shared one could not be donated to a jitted step.
-        return ScaleByAdamState(count=zero_count(), mu=zeros_like(params, mu_dtype),
-                                nu=zeros_like(params))
+        return init_adam_state(params, mu_dtype)
 
     def update(updates, state, params=None, **extra_args):
         del params, extra_args
-        check_state(fn, state, ScaleByAdamState, updates, "mu")
-        count = safe_increment(state.count)
-        mu = _map(lambda g, m: moment(b1, g, m), updates, state.mu)
-        nu = _map(lambda g, v: moment(b2, g, v, squared=True), updates, state.nu)
+        count, mu, nu = adam_moments(fn, ScaleByAdamState, b1, b2, updates, state)
 
         def direction(g, m, v):
             dt = promote_dtypes(m.dtype, v.dtype)
             m, v = m.astype(dt), v.astype(dt)
-            e, er = cast_like(eps, m), cast_like(eps_root, m)
             if form == "folded":
                 w = jnp.zeros((), promote_dtypes(jnp.result_type(float), jnp.finfo(dt).dtype))
                 c1, c2 = _debias(b1, count, w), _debias(b2, count, w)
-                out = (jnp.sqrt(c2) / c1).astype(dt) * m / (jnp.sqrt(v + er) + e)
-            else:
-                if nesterov:
-                    m_hat = (cast_like(b1, m) * (m / _debias(b1, safe_increment(count), m))
-                             + one_minus(b1, m) * (g.astype(dt) / _debias(b1, count, m)))
-                else:
-                    m_hat = m / _debias(b1, count, m)
-                out = m_hat / (jnp.sqrt(v / _debias(b2, count, v) + er) + e)
-            return out  # in the promoted dtype of g and the moments, as optax
+                return adam_ratio((jnp.sqrt(c2) / c1).astype(dt) * m, v, eps, eps_root)
+            m_hat = debiased_mean(b1, m, count, nesterov, g.astype(dt))
+            # in the promoted dtype of g and the moments, as optax
+            return adam_ratio(m_hat, v / _debias(b2, count, v), eps, eps_root)
 
         out = _map(direction, updates, mu, nu)
-        return out, state._replace(
-            count=count, mu=_map(lambda m, s: m.astype(s.dtype), mu, state.mu),
-            nu=_map(lambda v, s: v.astype(s.dtype), nu, state.nu))
+        return out, state._replace(count=count, mu=keep_dtypes(mu, state.mu),
+                                   nu=keep_dtypes(nu, state.nu))
 
     return optimizer(init, update)
+
+
+def init_adam_state(params, mu_dtype=None) -> ScaleByAdamState:
+    """Count 0 and zero moments; ``mu`` in ``mu_dtype`` (default: the parameters')."""
+    # Two separate trees: a shared one could not be donated to a jitted step.
+    return ScaleByAdamState(count=zero_count(), mu=zeros_like(params, mu_dtype),
+                            nu=zeros_like(params))
+
+
+def adam_moments(fn: str, cls: type, b1, b2, updates, state):
+    """Check ``state`` (fields of ``cls``, ``mu`` matching ``updates``); return the next
+    count and Adam's moments ``m_t = b1 m + (1 - b1) g``, ``v_t = b2 v + (1 - b2) |g|^2``
+    (in the promoted dtypes; :func:`keep_dtypes` casts them back for the state)."""
+    check_state(fn, state, cls, updates, "mu")
+    mu = _map(lambda g, m: moment(b1, g, m), updates, state.mu)
+    nu = _map(lambda g, v: moment(b2, g, v, squared=True), updates, state.nu)
+    return safe_increment(state.count), mu, nu
+
+
+def keep_dtypes(new, old):
+    """``new`` cast leaf by leaf to the dtypes of the state tree ``old``."""
+    return _map(lambda n, o: n.astype(o.dtype), new, old)
+
+
+def debiased_mean(b1, m: jax.Array, count: jax.Array, nesterov: bool = False,
+                  g: jax.Array | None = None) -> jax.Array:
+    """Adam's bias-corrected first moment ``m_hat`` at step ``count`` (>= 1)::
+
+        m_hat = m_t / (1 - b1^t)
+        nesterov (Dozat's NAdam): b1 m_t / (1 - b1^(t+1)) + (1 - b1) g_t / (1 - b1^t)
+
+    ``g`` (needed with ``nesterov``) of ``m``'s dtype; shared by Adam, AdaMax, AMSGrad,
+    AdaBelief and RAdam.
+    """
+    if not nesterov:
+        return m / _debias(b1, count, m)
+    return (cast_like(b1, m) * (m / _debias(b1, safe_increment(count), m))
+            + one_minus(b1, m) * (g / _debias(b1, count, m)))
+
+
+def adam_ratio(m_hat: jax.Array, v_hat: jax.Array, eps, eps_root) -> jax.Array:
+    """``m_hat / (sqrt(v_hat + eps_root) + eps)``, in ``m_hat``'s dtype (Adam's step)."""
+    return m_hat / (jnp.sqrt(v_hat + cast_like(eps_root, m_hat)) + cast_like(eps, m_hat))
 
 
 # ------------------------------------------------------------------ RMSProp family

@@ -1,4 +1,6 @@
-"""Gradient clipping and weight decay blocks (optax's names, signatures and states)."""
+"""Gradient clipping, weight decay and the per-leaf norm scalings (LARS/LAMB's trust
+ratio, Adafactor's block-RMS clipping and parameter scale), with optax's names,
+signatures and states."""
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -7,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from funcnet.optim.base import (
-    PyTree, abs_sq, cast_like, check_hyperparameter,
+    EmptyState, PyTree, abs_sq, cast_like, check_hyperparameter,
     check_scalar_or_schedule, check_state, check_trees_match, optimizer, promote_dtypes,
     safe_increment, zero_count)
 from funcnet.optim.combine import masked
@@ -24,6 +26,13 @@ def global_norm(updates: PyTree) -> jax.Array:
         return jnp.zeros([])
     dt = promote_dtypes(*[s.dtype for s in sq])
     return jnp.sqrt(sum(s.astype(dt) for s in sq))
+
+
+def _check_params(fn: str, updates, params) -> None:
+    """A block that reads the parameters: ``params`` given, with the updates' tree."""
+    if params is None:
+        raise ValueError(f"{fn}: update needs params (got params=None)")
+    check_trees_match(fn, "grads", updates, "params", params)
 
 
 def clip(max_delta):
@@ -123,9 +132,7 @@ def add_decayed_weights(weight_decay=0.0, mask=None):
     def decay(updates, params, wd):
         if isinstance(wd, (int, float)) and wd == 0:  # as optax: no params needed
             return updates
-        if params is None:
-            raise ValueError(f"{fn}: update needs params (got params=None)")
-        check_trees_match(fn, "grads", updates, "params", params)
+        _check_params(fn, updates, params)
 
         def add(g, p):  # wd * p in p's dtype, the sum in the promoted dtype, as optax
             dt = promote_dtypes(g.dtype, p.dtype)
@@ -149,3 +156,126 @@ def add_decayed_weights(weight_decay=0.0, mask=None):
         block = optimizer(init, update)
     return block if mask is None else masked(block, mask)
 
+
+
+ScaleByTrustRatioState = EmptyState  # optax's name for the (empty) state
+
+
+def _rms(x: jax.Array) -> jax.Array:
+    """``sqrt(mean(|x|^2))`` over the whole leaf."""
+    return jnp.sqrt(jnp.mean(abs_sq(x)))
+
+
+def _floored(stat, x: jax.Array, floor) -> jax.Array:
+    """``max(stat(x), floor)`` for a norm-like ``stat`` (``global_norm`` of one leaf, or
+    :func:`_rms`), with ``stat`` never differentiated where it is below ``floor`` (its
+    gradient at 0 is NaN), as optax's ``safe_norm`` / ``safe_root_mean_squares``."""
+    value = stat(x)
+    low = value <= cast_like(floor, value)
+    safe = stat(jnp.where(low, jnp.ones_like(x), x))
+    return jnp.where(low, cast_like(floor, value), safe)
+
+
+def scale_by_trust_ratio(min_norm=0.0, trust_coefficient=1.0, eps=0.0):
+    """Scale each leaf's update by its trust ratio (LARS / LAMB), optax's block::
+
+        r = trust_coefficient * ||w|| / (||u|| + eps)     (one ratio per leaf)
+        u <- u * r,  or u unchanged where ||w|| = 0 or ||u|| = 0
+
+    ``||.||`` is the Frobenius norm of the whole leaf (a ``(d_in, d_out)`` kernel has one
+    ratio), clipped below at ``min_norm``.
+
+    Args:
+      min_norm: >= 0, the smallest norm used (0: no clipping).
+      trust_coefficient: >= 0 (LARS's ``eta``; 1 for LAMB).
+      eps: >= 0, added to the update norm.
+
+    Returns:
+      A stateless ``Optimizer`` (state ``EmptyState()``, optax's
+      ``ScaleByTrustRatioState``). ``update`` requires ``params``.
+
+    Raises:
+      ValueError: for a concrete negative or non-finite argument; at ``update``, a missing
+        ``params`` or ``params`` that do not match the updates.
+
+    References:
+      You, Gitman, Ginsburg, "Large Batch Training of Convolutional Networks", 2017,
+      https://arxiv.org/abs/1708.03888 (LARS). You et al., "Large Batch Optimization for
+      Deep Learning: Training BERT in 76 minutes", ICLR 2020,
+      https://arxiv.org/abs/1904.00962 (LAMB).
+    """
+    fn = "scale_by_trust_ratio"
+    for name, value in (("min_norm", min_norm), ("trust_coefficient", trust_coefficient),
+                        ("eps", eps)):
+        check_hyperparameter(fn, name, value, 0.0)
+
+    def scale_leaf(u, p):
+        pn, un = _floored(global_norm, p, min_norm), _floored(global_norm, u, min_norm)
+        ratio = cast_like(trust_coefficient, pn) * pn / (un + cast_like(eps, un))
+        ratio = jnp.where((pn == 0) | (un == 0), jnp.ones_like(ratio), ratio)
+        dt = promote_dtypes(u.dtype, p.dtype)
+        return u.astype(dt) * ratio.astype(dt)
+
+    def transform(updates, params):
+        _check_params(fn, updates, params)
+        return _map(scale_leaf, updates, params)
+
+    return _stateless(fn, transform)
+
+
+def clip_by_block_rms(threshold):
+    """Scale each leaf down so that its root mean square is at most ``threshold``::
+
+        u <- u / max(1, sqrt(mean(|u|^2)) / threshold)     (one factor per leaf)
+
+    (optax's ``clip_by_block_rms``; Adafactor's update clipping, the paper's ``d``).
+
+    Args:
+      threshold: > 0, a number or a (possibly traced) scalar array.
+
+    Returns:
+      A stateless ``Optimizer``.
+
+    References:
+      Shazeer & Stern, "Adafactor: Adaptive Learning Rates with Sublinear Memory Cost",
+      ICML 2018, https://arxiv.org/abs/1804.04235 (Section 6).
+    """
+    fn = "clip_by_block_rms"
+    check_hyperparameter(fn, "threshold", threshold, 0.0, low_inclusive=False)
+
+    def clip_leaf(u):
+        r = _rms(u)
+        return u / jnp.maximum(jnp.ones_like(r), r / cast_like(threshold, r)).astype(u.dtype)
+
+    return _stateless(fn, lambda u, p: _map(clip_leaf, u))
+
+
+def scale_by_param_block_rms(min_scale=1e-3):
+    """Multiply each leaf's update by the root mean square of its parameter::
+
+        u <- u * max(sqrt(mean(|w|^2)), min_scale)          (one factor per leaf)
+
+    (optax's ``scale_by_param_block_rms``; Adafactor's relative step size).
+
+    Args:
+      min_scale: >= 0, the smallest factor (so zero-initialised leaves still move).
+
+    Returns:
+      A stateless ``Optimizer``; ``update`` requires ``params``.
+
+    References:
+      Shazeer & Stern, ICML 2018, https://arxiv.org/abs/1804.04235 (Section 8).
+    """
+    fn = "scale_by_param_block_rms"
+    check_hyperparameter(fn, "min_scale", min_scale, 0.0)
+
+    def transform(updates, params):
+        _check_params(fn, updates, params)
+
+        def scale_leaf(u, p):
+            dt = promote_dtypes(u.dtype, p.dtype)
+            return u.astype(dt) * _floored(_rms, p, min_scale).astype(dt)
+
+        return _map(scale_leaf, updates, params)
+
+    return _stateless(fn, transform)

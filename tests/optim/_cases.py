@@ -183,6 +183,107 @@ def ref_clip_sgd(lr, c):  # Pascanu 2013: g <- g * c / ||g|| if ||g|| >= c
     return (lambda x: None), step
 
 
+def ref_lion(lr, b1=0.9, b2=0.99, wd=1e-3):  # Chen et al. 2023, Algorithm 2
+    def step(x, g, m, t):
+        c = b1 * m + (1 - b1) * g
+        return x - lr * (np.sign(c) + wd * x), b2 * m + (1 - b2) * g
+    return np.zeros_like, step
+
+
+def ref_adamax(lr, b1=0.9, b2=0.999, eps=1e-8, wd=0.0):  # Kingma & Ba 2015, Algorithm 2
+    def step(x, g, s, t):
+        m, u = s
+        m = b1 * m + (1 - b1) * g
+        u = np.maximum(b2 * u, np.abs(g) + eps)  # optax's eps, inside the max
+        return x - lr * (m / (1 - b1 ** t) / u + wd * x), (m, u)
+    return (lambda x: (np.zeros_like(x), np.zeros_like(x))), step
+
+
+def ref_amsgrad(lr, b1=0.9, b2=0.999, eps=1e-8):  # Reddi et al. 2018 (on v_hat, as optax)
+    def step(x, g, s, t):
+        m, v, v_max = s
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g ** 2
+        v_max = np.maximum(v_max, v / (1 - b2 ** t))
+        return x - lr * (m / (1 - b1 ** t)) / (np.sqrt(v_max) + eps), (m, v, v_max)
+    return (lambda x: (np.zeros_like(x),) * 3), step
+
+
+def ref_adabelief(lr, b1=0.9, b2=0.999, eps=1e-16, eps_root=1e-16):  # Zhuang 2020, Alg. 2
+    def step(x, g, st, t):
+        m, s = st
+        m = b1 * m + (1 - b1) * g
+        s = b2 * s + (1 - b2) * (g - m) ** 2 + eps_root
+        return x - lr * (m / (1 - b1 ** t)) / (np.sqrt(s / (1 - b2 ** t)) + eps), (m, s)
+    return (lambda x: (np.zeros_like(x), np.zeros_like(x))), step
+
+
+def ref_radam(lr, b1=0.9, b2=0.999, eps=1e-8, threshold=5.0):  # Liu et al. 2020, Alg. 2
+    rho_inf = 2 / (1 - b2) - 1
+
+    def step(x, g, s, t):
+        m, v = s
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g ** 2
+        m_hat = m / (1 - b1 ** t)
+        rho = rho_inf - 2 * t * b2 ** t / (1 - b2 ** t)
+        if rho < threshold:
+            return x - lr * m_hat, (m, v)
+        r = np.sqrt((rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho))
+        return x - lr * r * m_hat / (np.sqrt(v / (1 - b2 ** t)) + eps), (m, v)
+    return (lambda x: (np.zeros_like(x), np.zeros_like(x))), step
+
+
+def _leafwise(fn, *vectors):
+    """``fn(*leaves)`` (a number) for each parameter leaf of the flat vectors (ravel_pytree's
+    order), spread over the leaf's entries: LAMB, LARS and Adafactor act per leaf."""
+    sizes = _LEAF_SIZES[vectors[0].size]
+    parts = zip(*[np.split(v, np.cumsum(sizes)[:-1]) for v in vectors])
+    return np.concatenate([np.full(n, fn(*leaves)) for n, leaves in zip(sizes, parts)])
+
+
+def _trust(w, a, coeff=1.0):
+    """LAMB's / LARS's ratio ``coeff ||w|| / ||a||`` per leaf (1 where a norm is 0)."""
+    def ratio(wl, al):
+        wn, an = np.linalg.norm(wl), np.linalg.norm(al)
+        return 1.0 if wn == 0 or an == 0 else coeff * wn / an
+    return _leafwise(ratio, w, a)
+
+
+def ref_lamb(lr, b1=0.9, b2=0.999, eps=1e-6, wd=0.0):  # You et al. 2020, Algorithm 2
+    def step(x, g, s, t):
+        m, v = s
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g ** 2
+        a = (m / (1 - b1 ** t)) / (np.sqrt(v / (1 - b2 ** t)) + eps) + wd * x
+        return x - lr * _trust(x, a) * a, (m, v)
+    return (lambda x: (np.zeros_like(x), np.zeros_like(x))), step
+
+
+def ref_lars(lr, coeff=0.001, wd=0.0, momentum=0.9, nesterov=False):  # You et al. 2017
+    def step(x, g, v, t):
+        a = g + wd * x
+        a = _trust(x, a, coeff) * a
+        v = momentum * v - lr * a
+        return x + (momentum * v - lr * a if nesterov else v), v
+    return np.zeros_like, step
+
+
+def ref_adafactor(lr, clip=1.0, eps=1e-30):
+    """Shazeer & Stern 2018, Algorithm 4 (no factoring: the leaves here are too small for
+    optax's min_dim_size_to_factor=128), with update clipping, the relative step
+    max(RMS(W), 1e-3) and optax's float32 decay 1 - t^-0.8."""
+    rms = lambda a: np.sqrt(np.mean(a ** 2))  # noqa: E731
+
+    def step(x, g, v, t):
+        b = np.float32(1) - np.float32(t) ** np.float32(-0.8)
+        v = np.float64(b) * v + np.float64(np.float32(1) - b) * (g ** 2 + eps)
+        u = g / np.sqrt(v)
+        u = u / _leafwise(lambda a: max(1.0, rms(a) / clip), u)
+        return x - lr * u * _leafwise(lambda w: max(rms(w), 1e-3), x), v
+    return np.zeros_like, step
+
+
 def _warmup_cos(t, init=0.0, peak=0.1, warm=10, total=80, end=0.01):
     if t < warm:
         return init + (peak - init) * t / warm
@@ -224,5 +325,28 @@ OPTIMIZERS = [
      lambda lr: ref_clip_sgd(lr, 0.5), 0.05),
     ("adam_schedule", lambda lr: optim.adam(_sched()),
      lambda lr: ref_adam(None, lr_fn=_warmup_cos), None),
+    ("lion", lambda lr: optim.lion(lr), ref_lion, 0.01),
+    ("lion_hparams", lambda lr: optim.lion(lr, 0.8, 0.95, weight_decay=0.1),
+     lambda lr: ref_lion(lr, 0.8, 0.95, 0.1), 0.01),
+    ("adamax", lambda lr: optim.adamax(lr), ref_adamax, 0.05),
+    ("adamaxw", lambda lr: optim.adamaxw(lr, 0.8, 0.99, 1e-6, weight_decay=0.1),
+     lambda lr: ref_adamax(lr, 0.8, 0.99, 1e-6, wd=0.1), 0.05),
+    ("amsgrad", lambda lr: optim.amsgrad(lr), ref_amsgrad, 0.05),
+    ("adabelief", lambda lr: optim.adabelief(lr), ref_adabelief, 0.02),
+    ("radam", lambda lr: optim.radam(lr), ref_radam, 0.1),
+    ("radam_threshold", lambda lr: optim.radam(lr, 0.8, 0.99, threshold=8.0),
+     lambda lr: ref_radam(lr, 0.8, 0.99, threshold=8.0), 0.05),
+    ("lamb", lambda lr: optim.lamb(lr, weight_decay=0.01),
+     lambda lr: ref_lamb(lr, wd=0.01), 0.05),
+    ("lars", lambda lr: optim.lars(lr, trust_coefficient=0.1),
+     lambda lr: ref_lars(lr, 0.1), 0.1),
+    ("lars_nesterov", lambda lr: optim.lars(lr, 0.01, trust_coefficient=0.1, momentum=0.8,
+                                            nesterov=True),
+     lambda lr: ref_lars(lr, 0.1, 0.01, 0.8, nesterov=True), 0.3),
+    ("adafactor", lambda lr: optim.adafactor(lr), ref_adafactor, 0.05),
+    ("adafactor_clip", lambda lr: optim.adafactor(lr, clipping_threshold=0.5),
+     lambda lr: ref_adafactor(lr, clip=0.5), 0.05),
 ]
 OPT_IDS = [o[0] for o in OPTIMIZERS]
+_LEAF_SIZES = {sum(sizes): sizes for sizes in (
+    [int(np.size(x)) for x in jax.tree_util.tree_leaves(p)] for _, p in PROBLEMS.values())}

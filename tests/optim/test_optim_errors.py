@@ -53,6 +53,47 @@ BAD_VALUES = [  # (constructor, message): ValueError at construction
     (lambda: optim.adagrad(0.1, eps=-1.0),
      r"adagrad: scale_by_rss: eps must be in \[0, inf\), got -1"),
     (lambda: optim.ema(1.0), r"ema: decay must be in \[0, 1\), got 1"),
+    (lambda: optim.lion(-1e-3),
+     r"lion: scale_by_learning_rate: learning_rate must be in \[0, inf\), got -0\.001"),
+    (lambda: optim.lion(1e-3, b1=1.0), r"lion: scale_by_lion: b1 must be in \[0, 1\), got 1"),
+    (lambda: optim.lion(1e-3, b2=NAN), r"lion: scale_by_lion: b2 must be finite, got nan"),
+    (lambda: optim.lion(1e-3, weight_decay=-0.1),
+     r"lion: add_decayed_weights: weight_decay must be in \[0, inf\)"),
+    (lambda: optim.scale_by_lion(mode="soft"),
+     r"scale_by_lion: mode must be one of 'hard', 'smooth', 'refined', got 'soft'"),
+    (lambda: optim.scale_by_lion(mode="smooth", smooth_beta=0.0),
+     r"scale_by_lion: smooth_beta must be in \(0, inf\), got 0"),
+    (lambda: optim.adamax(1e-3, b2=1.5),
+     r"adamax: scale_by_adamax: b2 must be in \[0, 1\), got 1\.5"),
+    (lambda: optim.adamaxw(1e-3, eps=-1.0),
+     r"adamaxw: scale_by_adamax: eps must be in \[0, inf\), got -1"),
+    (lambda: optim.amsgrad(1e-3, eps_root=INF),
+     r"amsgrad: scale_by_amsgrad: eps_root must be finite, got inf"),
+    (lambda: optim.adabelief(1e-3, b1=-0.1),
+     r"adabelief: scale_by_belief: b1 must be in \[0, 1\), got -0\.1"),
+    (lambda: optim.radam(1e-3, threshold=3.0),
+     r"radam: scale_by_radam: threshold must be in \[4, inf\), got 3"),
+    (lambda: optim.radam(NEG), r"radam: scale_by_learning_rate: learning_rate must be in"),
+    (lambda: optim.lamb(1e-3, b2=1.0), r"lamb: scale_by_adam: b2 must be in \[0, 1\), got 1"),
+    (lambda: optim.lars(1.0, trust_coefficient=-1e-3),
+     r"lars: scale_by_trust_ratio: trust_coefficient must be in \[0, inf\)"),
+    (lambda: optim.lars(1.0, momentum=1.1), r"lars: trace: decay must be in \[0, 1\], got 1\.1"),
+    (lambda: optim.adafactor(-0.1),
+     r"adafactor: scale_by_learning_rate: learning_rate must be in \[0, inf\)"),
+    (lambda: optim.adafactor(decay_rate=-0.8),
+     r"adafactor: scale_by_factored_rms: decay_rate must be in \[0, inf\), got -0\.8"),
+    (lambda: optim.adafactor(min_dim_size_to_factor=-1),
+     r"adafactor: scale_by_factored_rms: min_dim_size_to_factor must be >= 0, got -1"),
+    (lambda: optim.adafactor(eps=NAN), r"adafactor: scale_by_factored_rms: epsilon must be finite"),
+    (lambda: optim.adafactor(clipping_threshold=0.0),
+     r"adafactor: clip_by_block_rms: threshold must be in \(0, inf\), got 0"),
+    (lambda: optim.adafactor(momentum=1.0), r"adafactor: ema: decay must be in \[0, 1\), got 1"),
+    (lambda: optim.adafactor(weight_decay_rate=-1e-3),
+     r"adafactor: add_decayed_weights: weight_decay must be in \[0, inf\)"),
+    (lambda: optim.scale_by_param_block_rms(-1.0),
+     r"scale_by_param_block_rms: min_scale must be in \[0, inf\), got -1"),
+    (lambda: optim.scale_by_trust_ratio(min_norm=NAN),
+     r"scale_by_trust_ratio: min_norm must be finite, got nan"),
     (lambda: optim.scale(NAN), r"scale: step_size must be finite, got nan"),
     (lambda: optim.clip(-1.0), r"clip: max_delta must be in \[0, inf\), got -1"),
     (lambda: optim.clip_by_global_norm(0.0),
@@ -105,6 +146,31 @@ BAD_TYPES = [  # (constructor, message): TypeError at construction
     (lambda: optim.multi_transform([optim.sgd(0.1)], {}),
      r"multi_transform: transforms must be a dict"),
     (lambda: optim.scale_by_schedule(0.1), r"scale_by_schedule: step_size_fn must be callable"),
+    (lambda: optim.lion("1e-3"),
+     r"lion: scale_by_learning_rate: learning_rate must be a number or a scalar array"),
+    (lambda: optim.lion(None), r"lion: learning_rate must be a number, a scalar array or a "
+                               r"schedule, got None"),
+    (lambda: optim.lion(1e-3, mu_dtype=jnp.int32),
+     r"lion: scale_by_lion: mu_dtype must be a inexact dtype, got int32"),
+    (lambda: optim.amsgrad(1e-3, bias_correction_mu=1),
+     r"amsgrad: scale_by_amsgrad: bias_correction_mu must be a bool, got int"),
+    (lambda: optim.adabelief(1e-3, nesterov="no"),
+     r"adabelief: scale_by_belief: nesterov must be a bool, got str"),
+    (lambda: optim.radam(1e-3, threshold=SCHED),
+     r"radam: scale_by_radam: threshold must be a number .* got a function"),
+    (lambda: optim.lars(1.0, nesterov=None), r"lars: trace: nesterov must be a bool"),
+    (lambda: optim.adafactor(min_dim_size_to_factor=1.5),
+     r"adafactor: scale_by_factored_rms: min_dim_size_to_factor must be an int, got float"),
+    (lambda: optim.adafactor(factored=1), r"adafactor: scale_by_factored_rms: factored must be "
+                                          r"a bool, got int"),
+    (lambda: optim.adafactor(multiply_by_parameter_scale="yes"),
+     r"adafactor: multiply_by_parameter_scale must be a bool, got str"),
+    (lambda: optim.adafactor(dtype_momentum=jnp.int32, momentum=0.9),
+     r"adafactor: ema: accumulator_dtype must be a inexact dtype, got int32"),
+    (lambda: optim.scale_by_factored_rms(decay_rate_fn=0.8),
+     r"scale_by_factored_rms: decay_rate_fn must be callable"),
+    (lambda: optim.adafactor(decay_offset=SCHED),
+     r"adafactor: scale_by_factored_rms: step_offset must be a number .* got a function"),
 ]
 
 
@@ -115,6 +181,17 @@ BAD_TYPES = [  # (constructor, message): TypeError at construction
 def test_bad_hyperparameters_raise_at_construction(exc, make, match, under_jit):
     with pytest.raises(exc, match=match):
         jax.jit(make)() if under_jit else make()
+
+
+def test_adafactor_traced_min_dim_size_names_static_args():
+    opt = optim.inject_hyperparams(optim.adafactor)(learning_rate=0.1)
+    params = jnp.ones((2, 3))
+    u, _ = opt.update(params, opt.init(params), params)  # eager: a concrete int array
+    assert np.all(np.isfinite(u))
+    with pytest.raises(TypeError, match=r"adafactor: scale_by_factored_rms: "
+                                        r"min_dim_size_to_factor must be a static int .* "
+                                        r"static_args=\('min_dim_size_to_factor',\)"):
+        jax.jit(opt.update)(params, opt.init(params), params)
 
 
 def test_traced_hyperparameters_are_not_validated():
@@ -176,6 +253,15 @@ OTHER_STATES = [
      lambda: optim.adam(0.1),
      r"accumulate: opt_state is tuple (.|\n)*expected MultiStepsState\(mini_step, "
      r"gradient_step, inner_opt_state, acc_grads, skip_state\)"),
+    ("amsgrad <- adam", lambda: optim.amsgrad(0.1), lambda: optim.adam(0.1),
+     r"amsgrad: scale_by_amsgrad: opt_state is ScaleByAdamState\(count, mu, nu\), expected "
+     r"ScaleByAmsgradState\(count, mu, nu, nu_max\)"),
+    ("radam <- amsgrad", lambda: optim.radam(0.1), lambda: optim.amsgrad(0.1),
+     r"radam: scale_by_radam: opt_state is ScaleByAmsgradState\(count, mu, nu, nu_max\), "
+     r"expected ScaleByAdamState\(count, mu, nu\)"),
+    ("lion <- adamw", lambda: optim.lion(0.1), lambda: optim.adamw(0.1),
+     r"lion: scale_by_lion: opt_state is ScaleByAdamState\(count, mu, nu\), expected "
+     r"ScaleByLionState\(count, mu\)"),
     ("inject <- adam", lambda: optim.inject_hyperparams(optim.adam)(0.1),
      lambda: optim.adam(0.1), r"inject_hyperparams: opt_state is tuple"),
 ]
@@ -256,3 +342,17 @@ def test_extra_args_are_accepted_everywhere():
                 optim.accumulate(optim.adam(0.1), 1), optim.apply_if_finite(optim.sgd(0.1), 1),
                 optim.inject_hyperparams(optim.sgd)(0.1), optim.scale(2.0), optim.trace(0.5)):
         opt.update(PARAMS, opt.init(PARAMS), PARAMS, loss=jnp.ones(()), unused=1)
+
+
+@pytest.mark.parametrize("under_jit", [False, True], ids=["eager", "jit"])
+def test_trust_ratio_needs_params_and_matching_trees(under_jit):
+    wrap = jax.jit if under_jit else (lambda f: f)
+    for opt, name in ((optim.scale_by_trust_ratio(), "scale_by_trust_ratio"),
+                      (optim.lamb(0.1), "lamb: scale_by_trust_ratio")):
+        state = opt.init(PARAMS)
+        with pytest.raises(ValueError, match=rf"{name}: update needs params \(got params=None\)"):
+            wrap(opt.update)(PARAMS, state)
+    opt = optim.scale_by_trust_ratio()
+    with pytest.raises(ValueError, match=r"scale_by_trust_ratio: grads tree structure does not "
+                                         r"match params"):
+        wrap(opt.update)({"w": jnp.ones((2, 3))}, opt.init(PARAMS), PARAMS)

@@ -110,3 +110,19 @@ def test_optax_optimizers():
         # a plain optax alias keeps its rate out of its state: None
         plain = optax.adam(1e-3)
         assert optim.current_learning_rate(plain, plain.init(P)) is None
+
+
+@pytest.mark.parametrize("make", [
+    lambda lr: optim.lion(lr), lambda lr: optim.radam(lr), lambda lr: optim.lamb(lr),
+    lambda lr: optim.lars(lr), lambda lr: optim.adafactor(lr),
+], ids=["lion", "radam", "lamb", "lars", "adafactor"])
+def test_new_optimizers_report_their_schedule(make):
+    """The schedule's value at the state's count; adafactor scales by +lr (flip_sign=False)
+    and still reports lr; without a learning rate it has none."""
+    sched = optim.linear_schedule(0.1, 0.0, 4)
+    opt = make(sched)
+    state = opt.init(P)
+    for t in range(3):
+        np.testing.assert_allclose(optim.current_learning_rate(opt, state), sched(t), rtol=1e-12)
+        _, state = opt.update(G, state, P)
+    assert optim.current_learning_rate(optim.adafactor(), optim.adafactor().init(P)) is None

@@ -114,6 +114,16 @@ SWAPS = [
     ("adamw_mask", lambda lib: lib.adamw(1e-2, weight_decay=0.1, mask={"a": True, "b": False})),
     ("multi_transform", lambda lib: lib.multi_transform(
         {"x": lib.adam(1e-2), "y": lib.sgd(0.1, 0.9)}, {"a": "x", "b": "y"})),
+    ("lion_mask", lambda lib: lib.lion(1e-2, weight_decay=0.1, mask={"a": True, "b": False})),
+    ("adamaxw", lambda lib: lib.adamaxw(1e-2, weight_decay=0.1)),
+    ("amsgrad", lambda lib: lib.amsgrad(1e-2, b1=0.8)),
+    ("adabelief_nesterov", lambda lib: lib.adabelief(1e-2, nesterov=True)),
+    ("radam", lambda lib: lib.radam(1e-2, threshold=4.0)),  # rectified from step 5
+    ("lamb_mask", lambda lib: lib.lamb(1e-2, weight_decay=0.1, mask=lambda p: {"a": True,
+                                                                            "b": False})),
+    ("lars_masks", lambda lib: lib.lars(0.5, 0.1, trust_ratio_mask={"a": True, "b": False})),
+    ("adafactor_momentum", lambda lib: lib.adafactor(0.05, momentum=0.9,
+                                                     weight_decay_rate=1e-3)),
     ("partition", lambda lib: lib.partition(
         {"x": lib.rmsprop(1e-2, centered=True),
          "y": lib.masked(lib.sgd(0.1, 0.9), {"a": False, "b": True})},
@@ -225,6 +235,10 @@ COMPLEX = [
     ("rmsprop", lambda lib: lib.rmsprop(0.1)),
     ("rmsprop_centered", lambda lib: lib.rmsprop(0.1, centered=True, momentum=0.5)),
     ("adagrad", lambda lib: lib.adagrad(0.5)),
+    ("amsgrad", lambda lib: lib.amsgrad(0.1)),
+    ("adabelief", lambda lib: lib.adabelief(0.1)),
+    ("radam", lambda lib: lib.radam(0.1)),
+    ("lamb", lambda lib: lib.lamb(0.05, weight_decay=0.01)),
     ("clip_ema", lambda lib: lib.chain(lib.clip_by_global_norm(0.5), lib.ema(0.8),
                                        lib.scale(-0.1))),
 ]

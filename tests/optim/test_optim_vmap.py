@@ -1,7 +1,10 @@
 """Hyperparameter and seed sweeps with jax.vmap: one compiled call == separate runs."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from jax.flatten_util import ravel_pytree
 
 import funcnet.optim as optim
@@ -89,3 +92,38 @@ def test_vmap_over_initial_states_with_shared_optimizer():
     for i in range(4):
         ui = single(jax.tree_util.tree_map(lambda x: x[i], batch))
         np.testing.assert_allclose(u["w1"][i], ui["w1"], rtol=1e-12)
+
+
+NEW = {  # the optimizers of aliases_more, with a learning rate to sweep
+    "lion": lambda lr: optim.lion(lr),
+    "adamax": lambda lr: optim.adamax(lr),
+    "adamaxw": lambda lr: optim.adamaxw(lr, weight_decay=0.1),
+    "amsgrad": lambda lr: optim.amsgrad(lr),
+    "adabelief": lambda lr: optim.adabelief(lr, nesterov=True),
+    "radam": lambda lr: optim.radam(lr),
+    "lamb": lambda lr: optim.lamb(lr, weight_decay=0.01),
+    "lars": lambda lr: optim.lars(lr, trust_coefficient=0.1, nesterov=True),
+    "adafactor": lambda lr: optim.adafactor(lr, momentum=0.5),
+}
+NEW_LRS = [0.01, 0.03, 0.1]
+
+
+@functools.lru_cache(maxsize=None)
+def _new_sweeps():
+    """Every optimizer of NEW: vmapped over NEW_LRS and run once per learning rate (Python
+    floats), all in one compiled program."""
+    def both():
+        out = {}
+        for name, make in NEW.items():
+            train = lambda lr, make=make: _flat(run(make(lr), quad_loss, QUAD_PARAMS, 30)[0])
+            out[name] = (jax.vmap(train)(jnp.asarray(NEW_LRS)), [train(lr) for lr in NEW_LRS])
+        return out
+    return jax.jit(both)()
+
+
+@pytest.mark.parametrize("name", list(NEW))
+def test_vmap_over_learning_rates_new_optimizers(name):
+    swept, single = _new_sweeps()[name]
+    for i, p in enumerate(single):
+        np.testing.assert_allclose(swept[i], p, rtol=1e-10, atol=1e-12)
+    assert len({round(float(x), 8) for x in swept[:, 0]}) == len(NEW_LRS)  # really different
