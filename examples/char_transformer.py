@@ -6,7 +6,8 @@ folder), as ASCII characters (anything else becomes ``?``). The model is a small
 token and learned position embeddings, ``depth`` pre-norm blocks of causal
 ``MultiHeadAttention`` and a GELU MLP, each wrapped in ``nn.Residual``, a final
 ``LayerNorm`` and a ``Dense`` head over the 128 characters. Attention uses
-``funcnet.ops.dot_product_attention``, whose backward rule keeps O(T) memory.
+``funcnet.ops.dot_product_attention``, whose backward rule keeps O(T) memory. Sampling
+uses the same model built with ``decode=True`` (a key/value cache in its state).
 
 ::
 
@@ -51,28 +52,19 @@ def windows(codes: np.ndarray, seq_len: int):
     return x, y
 
 
-def PositionEmbedding(max_len: int) -> nn.Layer:
-    """Adds a learned ``(max_len, F)`` position table to ``(N, T, F)`` inputs (T <= max_len)."""
-    def init(key, input_shape):
-        table = nn.initializers.normal(0.02)(key, (max_len, input_shape[-1]))
-        return tuple(input_shape), {"pos": table}, ()
-
-    def apply(params, state, x, *, key=None, train=False):
-        del key, train
-        return x + params["pos"][None, :x.shape[1]].astype(x.dtype), state
-
-    return nn.Layer(init, apply, f"PositionEmbedding({max_len})")
-
-
-def build_model(seq_len: int, width: int, depth: int, heads: int, dropout: float):
+def build_model(seq_len: int, width: int, depth: int, heads: int, dropout: float,
+                decode: bool = False):
+    """The GPT; ``decode=True`` builds the same model (same params) with a key/value cache
+    in its attention and position layers, for sampling one character at a time."""
     def block():
-        attention = nn.serial(nn.LayerNorm(), nn.MultiHeadAttention(heads, causal=True),
+        attention = nn.serial(nn.LayerNorm(), nn.MultiHeadAttention(heads, causal=True,
+                                                                    decode=decode),
                               nn.Dropout(dropout))
         mlp = nn.serial(nn.LayerNorm(), nn.Dense(4 * width), nn.GELU(), nn.Dense(width),
                         nn.Dropout(dropout))
         return nn.serial(nn.Residual(attention), nn.Residual(mlp))
 
-    return nn.serial(nn.Embedding(VOCAB, width), PositionEmbedding(seq_len),
+    return nn.serial(nn.Embedding(VOCAB, width), nn.PositionEmbedding(seq_len, decode=decode),
                      *[block() for _ in range(depth)], nn.LayerNorm(), nn.Dense(VOCAB))
 
 
@@ -83,23 +75,30 @@ def make_optimizer(lr: float, steps: int):
         weight_decay=0.01))
 
 
-def sample(model, params, state, prompt: str, length: int, seq_len: int, key,
+def sample(decoder, params, prompt: str, length: int, seq_len: int, key,
            temperature: float = 0.8) -> str:
-    """Autoregressive sampling: the model sees the last ``seq_len`` characters."""
+    """Autoregressive sampling with the key/value cache of ``decoder`` (the model built
+    with ``decode=True``): one new character costs one position of attention per layer
+    instead of a pass over the whole window. When the ``seq_len`` positions are used up,
+    the cache is refilled with the last ``seq_len // 2`` characters."""
     codes = list(prompt.encode("ascii", errors="replace"))
+    empty = jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), jax.eval_shape(
+        lambda k: decoder.init(k, (1, seq_len))[2], jax.random.PRNGKey(0)))
+    step = jax.jit(lambda cache, ids: decoder.apply(params, cache, ids))
 
-    @jax.jit
-    def next_logits(window):
-        logits, _ = model.apply(params, state, window[None])
-        return logits[0]
+    def prime(context):     # a fresh cache holding ``context``; the next character's logits
+        logits, cache = step(empty, jnp.asarray(context, jnp.int32)[None])
+        return logits[0, -1], cache, len(context)
 
-    for i in range(length):
-        window = np.asarray(codes[-seq_len:], np.int32)
-        pad = seq_len - len(window)
-        window = np.concatenate([window, np.zeros(pad, np.int32)]) if pad else window
-        logits = next_logits(jnp.asarray(window))[len(codes[-seq_len:]) - 1]
+    logits, cache, used = prime(codes[-seq_len:])
+    for _ in range(length):
         key, sub = jax.random.split(key)
         codes.append(int(jax.random.categorical(sub, logits / temperature)))
+        if used == seq_len:
+            logits, cache, used = prime(codes[-(seq_len // 2):])
+        else:
+            logits, cache = step(cache, jnp.asarray([[codes[-1]]], jnp.int32))
+            logits, used = logits[0, -1], used + 1
     return bytes(codes).decode("ascii", errors="replace")
 
 
@@ -146,7 +145,8 @@ def main():
     result = train.evaluate(model, params, state, x_test, y_test)
     print(f"test loss {result['loss'] / np.log(2):.3f} bits/char, accuracy "
           f"{result['accuracy']:.3f} ({time.perf_counter() - t0:.1f} s in all)")
-    text = sample(model, params, state, "def ", 40 if args.quick else 300, args.seq_len,
+    decoder = build_model(args.seq_len, args.width, args.depth, args.heads, 0.1, decode=True)
+    text = sample(decoder, params, "def ", 40 if args.quick else 300, args.seq_len,
                   sample_key)
     print("sample:\n" + text)
     plot(history, args.out)

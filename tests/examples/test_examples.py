@@ -57,3 +57,26 @@ def test_example_variants(name, extra, tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", [f"{name}.py", "--quick", "--out", str(tmp_path), *extra])
     runpy.run_path(str(EXAMPLES / f"{name}.py"), run_name="__main__")
     assert all((tmp_path / png).is_file() for png in EXPECTED[name])
+
+
+def test_char_transformer_cached_sampling_equals_full_window_sampling(monkeypatch):
+    """The example's sampler (key/value cache, decode=True model) draws the characters a
+    sampler re-running the training model on the whole window draws, while they fit."""
+    import jax
+    import jax.numpy as jnp
+
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    ex = runpy.run_path(str(EXAMPLES / "char_transformer.py"), run_name="example")
+    seq_len, prompt = 8, "de"
+    model = ex["build_model"](seq_len, 8, 1, 2, 0.1)
+    _, params, state = model.init(jax.random.PRNGKey(1), (-1, seq_len))
+    decoder = ex["build_model"](seq_len, 8, 1, 2, 0.1, decode=True)
+    key = jax.random.PRNGKey(2)
+    got = ex["sample"](decoder, params, prompt, seq_len - len(prompt), seq_len, key)
+    codes = list(prompt.encode())
+    while len(codes) < seq_len:
+        logits, _ = model.apply(params, state, jnp.asarray(codes, jnp.int32)[None])
+        key, sub = jax.random.split(key)
+        codes.append(int(jax.random.categorical(sub, logits[0, -1] / 0.8)))
+    assert got == bytes(codes).decode("ascii", errors="replace")
+    assert len(ex["sample"](decoder, params, prompt, 2 * seq_len, seq_len, key)) == 2 + 2 * seq_len
