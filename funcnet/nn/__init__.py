@@ -40,7 +40,7 @@ from funcnet.nn import initializers
 from funcnet.nn.activations import (GELU, LeakyReLU, ReLU, Sigmoid, SiLU, Softmax, Softplus,
                                     Tanh)
 from funcnet.nn.attention import CrossAttention, MultiHeadAttention
-from funcnet.nn.side_inputs import DropRest, KeepRest, OnFirst
+from funcnet.nn.side_inputs import DropRest, KeepRest, OnFirst, Select
 from funcnet.nn.base import Layer
 from funcnet.nn.combinators import (FanInConcat, FanInSum, FanOut, Identity, Residual,
                                     parallel, serial)
@@ -65,7 +65,7 @@ __all__ = [
     "AvgPool2D", "BatchNorm", "Bidirectional", "Conv1D", "Conv2D", "Dense", "Dropout", "Embedding",
     "FanInConcat", "FanInSum", "FanOut", "Flatten", "GELU", "GRU", "GlobalAvgPool2D",
     "Identity", "LSTM", "Layer", "LayerNorm", "LeakyReLU", "MaxPool2D", "MultiHeadAttention",
-    "CrossAttention", "OnFirst", "KeepRest", "DropRest",
+    "CrossAttention", "OnFirst", "KeepRest", "DropRest", "Select",
     "RMSNorm", "RNN", "ReLU", "Remat", "Residual", "SiLU", "Sigmoid", "Softmax", "Softplus",
     "Tanh", "count_params", "initializers", "parallel", "residual_bytes", "saved_residuals",
     "flip_sequences", "serial", "summary",

@@ -1,6 +1,6 @@
 """Side inputs through a stack: three combinators that pass a mask (or a context) through
 the layers of a stack to the attention inside it (:func:`OnFirst`, :func:`KeepRest`,
-:data:`DropRest`).
+:data:`DropRest`, :func:`Select`).
 
 Side inputs: a layer's input is one array or a tuple, and the combinators pass a tuple on
 as it is, so a key-padding mask reaches an attention layer only if every layer before it
@@ -11,6 +11,7 @@ passes it on. LayerNorm, Dense, ``Residual`` take one array. For a tuple ``(x, *
     KeepRest(g):                  (x, *rest) -> (g((x, *rest)), *rest)   g reads all
     KeepRest(g, residual=True):   (x, *rest) -> (x + g((x, *rest)), *rest)
     DropRest:                     (x, *rest) -> x
+    Select(0, 2):                 (x, a, b)  -> (x, b)                   pick entries
 
 A pre-LN transformer encoder block over a padded batch, ``(x, mask) -> (x', mask)`` with
 ``mask`` ``(N, 1, 1, T)`` (``True`` = a real token)::
@@ -32,6 +33,15 @@ cross-attention::
                         residual=True)
     block = nn.serial(self_attn, cross, nn.OnFirst(nn.Residual(ffn)))
 
+With a padded target too, the block reads ``(x, x_mask, context, context_mask)`` and each
+attention picks its entries with :func:`Select`::
+
+    self_attn = nn.KeepRest(nn.serial(nn.Select(0, 1), nn.OnFirst(nn.LayerNorm()),
+                                      nn.MultiHeadAttention(4, causal=True)), residual=True)
+    cross = nn.KeepRest(nn.serial(nn.Select(0, 2, 3), nn.OnFirst(nn.LayerNorm()),
+                                  nn.CrossAttention(4)), residual=True)
+    block = nn.serial(self_attn, cross, nn.OnFirst(nn.Residual(ffn)))
+
 References:
   Trax's data-stack combinators (``tl.Residual``, ``tl.Select``) pass side inputs the
   same way.
@@ -43,7 +53,7 @@ from funcnet.nn.base import (Layer, ValueLayer, check_keeps_shape, check_no_para
                              describe, fmt, init_child, is_shape)
 from funcnet.nn.combinators import _add, _check_layers
 
-__all__ = ["OnFirst", "KeepRest", "DropRest"]
+__all__ = ["OnFirst", "KeepRest", "DropRest", "Select"]
 
 
 # ------------------------------------------------- side inputs through combinators
@@ -200,3 +210,57 @@ DropRest = _drop_rest()
 """``(x, *rest) -> x``: ends a stack that carried side inputs (a mask, a context), e.g.
 before the head of an encoder. A layer value; ``nn.DropRest()`` returns the same layer.
 Params ``()``, state ``()``."""
+
+
+def Select(*indices: int) -> Layer:
+    """``(a_0, a_1, ..., a_n) -> (a_i for i in indices)``: the entries of a tuple input
+    that the next layer reads, in the order given (Trax's ``tl.Select``); one index gives
+    that entry itself, not a 1-tuple.
+
+    Inside :func:`KeepRest` it hands an attention layer its own side inputs out of
+    several, e.g. ``Select(0, 1)`` for a self-attention's ``(x, x_mask)`` and
+    ``Select(0, 2, 3)`` for a cross-attention's ``(x, context, context_mask)`` out of
+    ``(x, x_mask, context, context_mask)`` (module docstring).
+
+    Shapes: ``init`` takes the tuple of shapes and returns the selected ones (an entry may
+    be any shape, a tuple of shapes or ``None``). Params ``()``, state ``()``.
+
+    Args:
+      *indices: at least one int >= 0; repeats are allowed (``Select(0, 0)`` duplicates
+        the first entry).
+
+    Raises:
+      TypeError: at construction, an index that is not an int (a bool, a float); an input
+        (shape) that is not a tuple or list.
+      ValueError: at construction no index or a negative one; an input with no entry at
+        the largest index.
+    """
+    if not indices:
+        raise ValueError("Select: expected at least one index, got none")
+    picked = tuple(_checks.static_int("Select", f"index {k}", i, minimum=0)
+                   for k, i in enumerate(indices))
+    name = f"Select({', '.join(map(str, picked))})"
+    need = max(picked) + 1
+
+    def pick(what: str, entries, shapes: bool):
+        one_shape = shapes and is_shape(entries)    # (-1, 4): one shape, not a tuple of them
+        if not isinstance(entries, (tuple, list)) or one_shape:
+            got = fmt(entries) if one_shape else describe(entries)
+            raise TypeError(f"{name}: {what} must be a tuple with at least {need} entries, "
+                            f"got {got}")
+        if len(entries) < need:
+            raise ValueError(f"{name}: {what} has {len(entries)} entries, expected at least "
+                             f"{need} (indices {list(picked)})")
+        out = tuple(entries[i] for i in picked)
+        return out[0] if len(out) == 1 else out
+
+    def init(key, input_shape):
+        _checks.check_key(f"{name}.init", key)
+        return pick("input_shape", input_shape, True), (), ()
+
+    def apply(params, state, x, *, key=None, train=False):
+        del key, train
+        check_no_params(name, params, state)
+        return pick("the input", x, False), state
+
+    return Layer(init, apply, name)
