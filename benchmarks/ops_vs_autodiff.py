@@ -1,6 +1,7 @@
 """funcnet's hand-written backward rules against autodiff of the same maths, op by op.
 
-For each op (``layer_norm``, ``rms_norm``, ``rnn``, ``lstm``, ``gru``, ``gelu``;
+For each op (``layer_norm``, ``rms_norm``, ``rnn``, ``lstm``, ``gru``, ``gelu``,
+``rotary_embedding`` (queries ``(N, T, H, Dh)`` at positions ``0 .. T-1``);
 ``rnn_lengths``, ``lstm_lengths`` and ``gru_lengths`` are the recurrences over a padded
 batch, lengths drawn in ``[T/2, T]``; ``rnn`` returns its final state too) one
 training-step-like program is timed:
@@ -47,14 +48,16 @@ from funcnet import nn, ops  # noqa: E402
 from funcnet.ops import reference  # noqa: E402
 
 OPS = ("layer_norm", "rms_norm", "rnn", "lstm", "gru", "rnn_lengths", "lstm_lengths",
-       "gru_lengths", "gelu")
+       "gru_lengths", "gelu", "rotary_embedding")
 PADDED = "_lengths"    # suffix: the same op with ``lengths=`` (a padded batch)
 
-# sizes per profile: (N, F) for the elementwise/normalisation ops, (T, N, D, H) for RNNs
+# sizes per profile: (N, F) for the elementwise/normalisation ops, (T, N, D, H) for RNNs,
+# (N, T, H, Dh) for the rotary embedding
 SIZES = {
-    "quick": {"rows": (64, 128), "rnn": (8, 4, 16, 32)},
-    "cpu": {"rows": (4096, 1024), "rnn": (50, 64, 128, 256)},
-    "full": {"rows": (16384, 4096), "rnn": (100, 256, 512, 1024)},
+    "quick": {"rows": (64, 128), "rnn": (8, 4, 16, 32), "heads": (2, 16, 2, 8)},
+    "cpu": {"rows": (4096, 1024), "rnn": (50, 64, 128, 256), "heads": (8, 512, 8, 128)},
+    "full": {"rows": (16384, 4096), "rnn": (100, 256, 512, 1024),
+             "heads": (16, 2048, 16, 128)},
 }
 
 
@@ -89,6 +92,9 @@ def make_args(name: str, sizes: dict, dtype):
         return (r(n, f), r(f)), f"x ({n}, {f}), gamma"
     if name == "gelu":
         return (r(n, f),), f"x ({n}, {f}), tanh form"
+    if name == "rotary_embedding":
+        shape = sizes["heads"]
+        return (r(*shape),), f"x {shape}, positions 0 .. T-1"
     w = d ** -0.5
     if name == "rnn":
         return ((r(t, b, d), r(b, h), r(d, h, scale=w), r(h, h, scale=h ** -0.5), r(h)),
