@@ -201,6 +201,8 @@ class MultiSteps:
         self._opt = _multi_steps("MultiSteps", opt, every_k_schedule, use_grad_mean,
                                  should_skip_update_fn, accumulator_dtype)
         self.init, self.update = self._opt
+        # what current_learning_rate (and so fit's history and fingerprint) reads
+        self._learning_rate_fn = self._opt._learning_rate_fn
 
     def has_updated(self, state) -> jax.Array:
         """Whether the last ``update`` stepped the inner optimizer."""

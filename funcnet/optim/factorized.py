@@ -7,6 +7,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 
 from funcnet import _checks
 from funcnet.optim.base import (
@@ -61,6 +62,19 @@ def _factored_dims(shape, factored, min_dim_size_to_factor):
     return int(order[-2]), int(order[-1])
 
 
+def _factor_zeros(p, axis: int) -> jax.Array:
+    """Zeros of ``p``'s shape without ``axis``, in ``p``'s dtype; for a concrete ``p``
+    laid out with a ``NamedSharding``, split like the axes of ``p`` it keeps (the mean
+    over ``axis`` of a sharded leaf is sharded so)."""
+    shape = p.shape[:axis] + p.shape[axis + 1:]
+    s = None if isinstance(p, jax.core.Tracer) else getattr(p, "sharding", None)
+    if not isinstance(s, NamedSharding):
+        return jnp.zeros(shape, p.dtype)
+    spec = tuple(s.spec) + (None,) * (p.ndim - len(s.spec))
+    return jnp.zeros(shape, p.dtype,
+                     device=NamedSharding(s.mesh, PartitionSpec(*spec[:axis], *spec[axis + 1:])))
+
+
 def _static_size(fn, value) -> int:
     """``min_dim_size_to_factor``: an int (or a concrete integer array, as
     ``inject_hyperparams`` passes it eagerly) >= 0; a traced one cannot fix the state's
@@ -92,6 +106,12 @@ def scale_by_factored_rms(factored=True, decay_rate=0.8, step_offset=0,
 
     A ``(n, m)`` matrix with ``n, m >= min_dim_size_to_factor`` keeps ``n + m`` numbers
     instead of ``n m``: the rank-1 estimate ``V ~ R C / mean(R)`` of the paper.
+
+    Sharded parameters (``init`` of concrete arrays with a ``NamedSharding``): ``v`` is
+    laid out like its parameter, and ``v_row`` / ``v_col`` like the axes of the parameter
+    they keep (a kernel split ``P(None, "model")`` whose largest axis is 0 gets ``v_row``
+    ``P("model")``), so ``fit(mesh=)`` and ``sharded_train_step`` keep each factor where
+    its reduction lands instead of gathering it on every device each step.
 
     Args:
       factored: factor leaves of rank >= 2 (else every leaf keeps a full ``V``).
@@ -129,8 +149,7 @@ def scale_by_factored_rms(factored=True, decay_rate=0.8, step_offset=0,
         if dims is None:
             return placeholder(p), placeholder(p), jnp.zeros_like(p)
         d1, d0 = dims
-        without = lambda axis: tuple(n for i, n in enumerate(p.shape) if i != axis)  # noqa: E731
-        return jnp.zeros(without(d0), p.dtype), jnp.zeros(without(d1), p.dtype), placeholder(p)
+        return _factor_zeros(p, d0), _factor_zeros(p, d1), placeholder(p)
 
     def init(params):
         v_row, v_col, v = split(params, _map(init_leaf, params), 3)

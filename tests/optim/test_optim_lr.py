@@ -62,6 +62,18 @@ def test_accumulate_reports_the_next_real_step():
     np.testing.assert_allclose(seen, [1.0, 1.0, 1.0, 0.9, 0.9, 0.9, 0.8], rtol=1e-12)
 
 
+def test_multisteps_reports_the_next_real_step():
+    """optax's class interface read None (only accumulate's Optimizer carried the
+    reader), so fit logged no learning rate for MultiSteps(opt, k)."""
+    opt = optim.MultiSteps(optim.lion(optim.linear_schedule(1.0, 0.0, 10)), 2)
+    state = opt.init(P)
+    seen = []
+    for _ in range(4):
+        seen.append(float(optim.current_learning_rate(opt, state)))
+        _, state = opt.update(G, state, P)
+    np.testing.assert_allclose(seen, [1.0, 1.0, 0.9, 0.9], rtol=1e-12)
+
+
 def test_user_set_injected_value_is_reported():
     opt = optim.inject_hyperparams(optim.adam)(learning_rate=0.1)
     state = opt.init(P)
