@@ -18,6 +18,7 @@ in :mod:`.aliases_more`, Adafactor's block in :mod:`.factorized`; combinators in
 will use.
 """
 from funcnet.optim import schedules
+from funcnet.optim.describe import describe
 from funcnet.optim.accumulate import (
     AccumulateState, MultiSteps, MultiStepsState, accumulate, skip_large_updates,
     skip_not_finite)
@@ -61,7 +62,7 @@ from funcnet.optim.wrappers import (
 __all__ = [
     # protocol and helpers
     "Optimizer", "EmptyState", "StateMismatchError", "apply_updates", "incremental_update",
-    "current_learning_rate", "global_norm",
+    "current_learning_rate", "global_norm", "describe",
     # named optimizers
     "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw", "nadam", "nadamw",
     "lion", "adamax", "adamaxw", "amsgrad", "adabelief", "radam", "lamb", "lars",

@@ -7,6 +7,7 @@ in optax (Welford's update ``acc + (g - acc) / (n + 1)``).
 """
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -18,6 +19,7 @@ from funcnet.optim.base import (
     check_updates, current_learning_rate, optimizer, promote_dtypes, safe_increment,
     zero_count, zeros_like, zeros_like_updates)
 from funcnet.optim.combine import call_update
+from funcnet.optim.describe import call_text, described
 
 _map = jax.tree_util.tree_map
 
@@ -141,6 +143,7 @@ def _multi_steps(fn, opt, every_k_schedule, use_grad_mean, should_skip_update_fn
     return optimizer(init, update, learning_rate)
 
 
+@described
 def accumulate(opt, every_k: int, *, use_grad_mean: bool = True,
                should_skip_update_fn: Callable | None = None, accumulator_dtype=None):
     """Accumulate gradients over ``every_k`` calls and step on their mean.
@@ -203,6 +206,10 @@ class MultiSteps:
         self.init, self.update = self._opt
         # what current_learning_rate (and so fit's history and fingerprint) reads
         self._learning_rate_fn = self._opt._learning_rate_fn
+        self._description = call_text(
+            "MultiSteps", inspect.signature(MultiSteps),
+            (opt, every_k_schedule, use_grad_mean, should_skip_update_fn, accumulator_dtype),
+            {})
 
     def has_updated(self, state) -> jax.Array:
         """Whether the last ``update`` stepped the inner optimizer."""

@@ -18,6 +18,7 @@ from funcnet.optim.base import (
     Updates, abs_sq, bias_correction as _debias, cast_like, check_decay, check_nonnegative,
     check_optional_dtype, check_state, moment, one_minus, optimizer, promote_dtypes,
     safe_increment, split, zero_count, zeros_like)
+from funcnet.optim.describe import described
 
 _map = jax.tree_util.tree_map
 
@@ -33,6 +34,7 @@ class ScaleByAdamState(NamedTuple):
     nu: Updates  # second moment v_t
 
 
+@described
 def scale_by_adam(b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0, mu_dtype=None, *,
                   nesterov: bool = False, form: str = "standard"):
     """Adam's direction (Kingma & Ba, 2015), before the learning rate.
@@ -233,6 +235,7 @@ def _variance(v, m):
     return jnp.where(jnp.real(den) < 0, jnp.zeros_like(den), den)
 
 
+@described
 def scale_by_rms(decay=0.9, eps=1e-8, initial_scale=0.0, eps_in_sqrt=True,
                  bias_correction=False):
     """RMSProp's direction (Tieleman & Hinton, 2012), optax's defaults::
@@ -261,6 +264,7 @@ def scale_by_rms(decay=0.9, eps=1e-8, initial_scale=0.0, eps_in_sqrt=True,
                        bias_correction, centered=False)
 
 
+@described
 def scale_by_stddev(decay=0.9, eps=1e-8, initial_scale=0.0, eps_in_sqrt=True,
                     bias_correction=False):
     """Centered RMSProp's direction (Graves, 2013): :func:`scale_by_rms` with the
@@ -283,6 +287,7 @@ class ScaleByRssState(NamedTuple):
     sum_of_squares: Updates
 
 
+@described
 def scale_by_rss(initial_accumulator_value=0.1, eps=1e-7):
     """AdaGrad's direction (Duchi et al., 2011), optax's defaults::
 

@@ -21,6 +21,7 @@ from funcnet.optim.base import (
     Updates, bias_correction as _debias, cast_like, check_decay, check_hyperparameter,
     check_nonnegative, check_optional_dtype, check_state, moment, optimizer, promote_dtypes,
     safe_increment, split, zero_count, zeros_like)
+from funcnet.optim.describe import described
 
 _map = jax.tree_util.tree_map
 
@@ -43,6 +44,7 @@ class ScaleByLionState(NamedTuple):
 _LION_MODES = ("hard", "smooth", "refined")
 
 
+@described
 def scale_by_lion(b1=0.9, b2=0.99, mu_dtype=None, *, mode: str = "hard",
                   smooth_beta=1.0):
     """Lion's direction (Chen et al., 2023), optax's ``scale_by_lion``::
@@ -101,6 +103,7 @@ def scale_by_lion(b1=0.9, b2=0.99, mu_dtype=None, *, mode: str = "hard",
 # ------------------------------------------------------------------------- AdaMax
 
 
+@described
 def scale_by_adamax(b1=0.9, b2=0.999, eps=1e-8):
     """AdaMax's direction (Kingma & Ba, 2015, Section 7.1), optax's ``scale_by_adamax``::
 
@@ -158,6 +161,7 @@ class ScaleByAmsgradState(NamedTuple):
     nu_max: Updates
 
 
+@described
 def scale_by_amsgrad(b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0, mu_dtype=None,
                      bias_correction_mu=True, bias_correction_nu=True):
     """AMSGrad's direction (Reddi et al., 2018), optax's ``scale_by_amsgrad``::
@@ -228,6 +232,7 @@ class ScaleByBeliefState(NamedTuple):
     nu: Updates
 
 
+@described
 def scale_by_belief(b1=0.9, b2=0.999, eps=1e-16, eps_root=1e-16, *,
                     nesterov: bool = False):
     """AdaBelief's direction (Zhuang et al., 2020), optax's ``scale_by_belief``::
@@ -291,6 +296,7 @@ def scale_by_belief(b1=0.9, b2=0.999, eps=1e-16, eps_root=1e-16, *,
 # -------------------------------------------------------------------------- RAdam
 
 
+@described
 def scale_by_radam(b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0, threshold=5.0, *,
                    nesterov: bool = False):
     """Rectified Adam's direction (Liu et al., 2020), optax's ``scale_by_radam``::

@@ -16,6 +16,7 @@ from funcnet.optim.combine import chain
 from funcnet.optim.regularization import add_decayed_weights
 from funcnet.optim.adaptive import scale_by_adam, scale_by_rms, scale_by_rss, scale_by_stddev
 from funcnet.optim.transforms import _scale, identity, scale_by_learning_rate, trace
+from funcnet.optim.describe import described
 
 
 def _lr(learning_rate):
@@ -27,6 +28,7 @@ def _lr(learning_rate):
     return scale_by_learning_rate(learning_rate)
 
 
+@described
 def sgd(learning_rate, momentum=None, nesterov=False, accumulator_dtype=None):
     """Stochastic gradient descent, with optional (Nesterov) momentum (optax's ``sgd``)::
 
@@ -66,6 +68,7 @@ def sgd(learning_rate, momentum=None, nesterov=False, accumulator_dtype=None):
         return chain(first, _lr(learning_rate), name="sgd")
 
 
+@described
 def momentum(learning_rate, beta=0.9, *, form: str = "classic", nesterov: bool = False):
     """SGD with momentum, in either of the two forms of the notes.
 
@@ -103,6 +106,7 @@ def momentum(learning_rate, beta=0.9, *, form: str = "classic", nesterov: bool =
         return chain(*blocks, name=name)
 
 
+@described
 def nesterov(learning_rate, beta=0.9, *, form: str = "classic"):
     """Nesterov momentum: ``momentum(learning_rate, beta, form=form, nesterov=True)``.
 
@@ -115,6 +119,7 @@ def nesterov(learning_rate, beta=0.9, *, form: str = "classic"):
     return momentum(learning_rate, beta, form=form, nesterov=True)
 
 
+@described
 def adagrad(learning_rate, initial_accumulator_value=0.1, eps=1e-7):
     """AdaGrad: ``G_t = G_{t-1} + |g_t|^2``, ``W_t = W_{t-1} - lr g_t / sqrt(G_t + eps)``.
 
@@ -134,6 +139,7 @@ def adagrad(learning_rate, initial_accumulator_value=0.1, eps=1e-7):
                      name="adagrad")
 
 
+@described
 def rmsprop(learning_rate, decay=0.9, eps=1e-8, initial_scale=0.0, eps_in_sqrt=True,
             centered=False, momentum=None, nesterov=False, bias_correction=False):
     """RMSProp (optax's flexible ``rmsprop``)::
@@ -179,6 +185,7 @@ def _adam(name, learning_rate, b1, b2, eps, eps_root, mu_dtype, nesterov, form, 
         return chain(*blocks, _lr(learning_rate), name=name)
 
 
+@described
 def adam(learning_rate, b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0, mu_dtype=None, *,
          nesterov=False, form: str = "standard"):
     """Adam (Kingma & Ba, 2015), optax's ``adam``.
@@ -226,6 +233,7 @@ def adam(learning_rate, b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0, mu_dtype=None,
     return _adam("adam", learning_rate, b1, b2, eps, eps_root, mu_dtype, nesterov, form)
 
 
+@described
 def adamw(learning_rate, b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0, mu_dtype=None,
           weight_decay=1e-4, mask=None, *, nesterov=False, form: str = "standard"):
     """Adam with decoupled weight decay (AdamW), scaled by the learning rate (optax)::
@@ -253,6 +261,7 @@ def adamw(learning_rate, b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0, mu_dtype=None
                  decay=(weight_decay, mask))
 
 
+@described
 def nadam(learning_rate, b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0, mu_dtype=None, *,
           nesterov=True):
     """NAdam: ``adam(..., nesterov=True)`` (Dozat, 2016), optax's ``nadam`` (and, as there,
@@ -260,6 +269,7 @@ def nadam(learning_rate, b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0, mu_dtype=None
     return _adam("nadam", learning_rate, b1, b2, eps, eps_root, mu_dtype, nesterov, "standard")
 
 
+@described
 def nadamw(learning_rate, b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0, mu_dtype=None,
            weight_decay=1e-4, mask=None, *, nesterov=True):
     """NAdamW: ``adamw(..., nesterov=True)``, optax's ``nadamw``."""

@@ -20,6 +20,7 @@ from funcnet.optim.factorized import scale_by_factored_rms
 from funcnet.optim.regularization import (
     add_decayed_weights, clip_by_block_rms, scale_by_param_block_rms, scale_by_trust_ratio)
 from funcnet.optim.transforms import _scale, ema, scale_by_learning_rate, trace
+from funcnet.optim.describe import described
 
 
 def _named(name, *blocks, learning_rate, decay=None):
@@ -32,6 +33,7 @@ def _named(name, *blocks, learning_rate, decay=None):
         return chain(*blocks, _lr(learning_rate), name=name)
 
 
+@described
 def lion(learning_rate, b1=0.9, b2=0.99, mu_dtype=None, weight_decay=1e-3, mask=None):
     """Lion (EvoLved Sign Momentum), optax's ``lion``::
 
@@ -60,6 +62,7 @@ def lion(learning_rate, b1=0.9, b2=0.99, mu_dtype=None, weight_decay=1e-3, mask=
                   learning_rate=learning_rate, decay=(weight_decay, mask))
 
 
+@described
 def adamax(learning_rate, b1=0.9, b2=0.999, eps=1e-8):
     """AdaMax, Adam with the infinity norm, optax's ``adamax``::
 
@@ -79,6 +82,7 @@ def adamax(learning_rate, b1=0.9, b2=0.999, eps=1e-8):
     return _named("adamax", lambda: scale_by_adamax(b1, b2, eps), learning_rate=learning_rate)
 
 
+@described
 def adamaxw(learning_rate, b1=0.9, b2=0.999, eps=1e-8, weight_decay=1e-4, mask=None):
     """AdaMax with decoupled weight decay, optax's ``adamaxw``:
     ``W_t = W_{t-1} - lr * (adamax step + wd * W_{t-1})``.
@@ -100,6 +104,7 @@ def adamaxw(learning_rate, b1=0.9, b2=0.999, eps=1e-8, weight_decay=1e-4, mask=N
                   learning_rate=learning_rate, decay=(weight_decay, mask))
 
 
+@described
 def amsgrad(learning_rate, b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0, mu_dtype=None,
             bias_correction_mu=True, bias_correction_nu=True):
     """AMSGrad, Adam with a non-decreasing second moment, optax's ``amsgrad``::
@@ -123,6 +128,7 @@ def amsgrad(learning_rate, b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0, mu_dtype=No
         learning_rate=learning_rate)
 
 
+@described
 def adabelief(learning_rate, b1=0.9, b2=0.999, eps=1e-16, eps_root=1e-16, *,
               nesterov=False):
     """AdaBelief, optax's ``adabelief``: Adam with the variance of the gradient around
@@ -145,6 +151,7 @@ def adabelief(learning_rate, b1=0.9, b2=0.999, eps=1e-16, eps_root=1e-16, *,
                   learning_rate=learning_rate)
 
 
+@described
 def radam(learning_rate, b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0, threshold=5.0, *,
           nesterov=False):
     """Rectified Adam, optax's ``radam``: SGD with (bias-corrected) momentum while the
@@ -168,6 +175,7 @@ def radam(learning_rate, b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0, threshold=5.0
                   learning_rate=learning_rate)
 
 
+@described
 def lamb(learning_rate, b1=0.9, b2=0.999, eps=1e-6, eps_root=0.0, weight_decay=0.0,
          mask=None):
     """LAMB, layer-wise adaptive moments, optax's ``lamb``::
@@ -199,6 +207,7 @@ def lamb(learning_rate, b1=0.9, b2=0.999, eps=1e-6, eps_root=0.0, weight_decay=0
                      _lr(learning_rate), name="lamb")
 
 
+@described
 def lars(learning_rate, weight_decay=0.0, weight_decay_mask=True, trust_coefficient=0.001,
          eps=0.0, trust_ratio_mask=True, momentum=0.9, nesterov=False):
     """LARS, layer-wise adaptive rate scaling with momentum, optax's ``lars``::
@@ -238,6 +247,7 @@ def lars(learning_rate, weight_decay=0.0, weight_decay_mask=True, trust_coeffici
                      _lr(learning_rate), trace(momentum, nesterov), name="lars")
 
 
+@described
 def adafactor(learning_rate=None, min_dim_size_to_factor=128, decay_rate=0.8,
               decay_offset=0, multiply_by_parameter_scale=True, clipping_threshold=1.0,
               momentum=None, dtype_momentum=jnp.float32, weight_decay_rate=None,

@@ -17,6 +17,7 @@ from funcnet import _checks
 from funcnet.optim.base import (
     OptState, StateMismatchError, check_inexact_leaves, check_state,
     check_updates, current_learning_rate, optimizer)
+from funcnet.optim.describe import described
 
 _map = jax.tree_util.tree_map
 
@@ -39,6 +40,7 @@ def call_update(t, updates, state, params, extra_args):
     return t.update(updates, state, params, **extra_args)
 
 
+@described
 def chain(*transforms, name: str = "chain"):
     """Compose transformations: each one's updates are the next one's input.
 
@@ -188,6 +190,7 @@ def _apply_mask(tree, mask_tree):
     return _map(lambda m, p: p if m else MaskedNode(), mask_tree, tree)
 
 
+@described
 def masked(inner, mask, *, mask_compatible_extra_args: bool = False):
     """Apply ``inner`` to the leaves where ``mask`` is True; pass the others through.
 
@@ -244,6 +247,7 @@ class MultiTransformState(NamedTuple):
     inner_states: Mapping[Hashable, OptState]
 
 
+@described
 def multi_transform(transforms, param_labels, *, mask_compatible_extra_args: bool = False):
     """Apply a different optimizer to each group of parameters (optax's
     ``multi_transform`` / ``partition``): ``transforms[label]`` to the leaves labelled

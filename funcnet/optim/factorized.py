@@ -14,6 +14,7 @@ from funcnet.optim.base import (
     Updates, abs_sq, cast_like, check_hyperparameter, check_nonnegative, check_state,
     check_trees_match, optimizer, promote_dtypes, safe_increment, split, zero_count)
 from funcnet.optim.regularization import _check_params
+from funcnet.optim.describe import described
 
 _map = jax.tree_util.tree_map
 
@@ -90,6 +91,7 @@ def _static_size(fn, value) -> int:
     return _checks.static_int(fn, name, value, minimum=0)
 
 
+@described
 def scale_by_factored_rms(factored=True, decay_rate=0.8, step_offset=0,
                           min_dim_size_to_factor=128, epsilon=1e-30,
                           decay_rate_fn=_decay_rate_pow):

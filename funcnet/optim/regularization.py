@@ -14,6 +14,7 @@ from funcnet.optim.base import (
     safe_increment, zero_count)
 from funcnet.optim.combine import masked
 from funcnet.optim.transforms import _stateless
+from funcnet.optim.describe import described
 
 _map = jax.tree_util.tree_map
 
@@ -35,6 +36,7 @@ def _check_params(fn: str, updates, params) -> None:
     check_trees_match(fn, "grads", updates, "params", params)
 
 
+@described
 def clip(max_delta):
     """Clip every update elementwise to ``[-max_delta, max_delta]``.
 
@@ -49,6 +51,7 @@ def clip(max_delta):
         lambda g: jnp.clip(g, -cast_like(max_delta, g), cast_like(max_delta, g)), u))
 
 
+@described
 def clip_by_global_norm(max_norm):
     """Rescale the whole update tree so that its global L2 norm is at most ``max_norm``::
 
@@ -101,6 +104,7 @@ class WeightDecaySchedule(NamedTuple):
     count: jax.Array  # int32 scalar
 
 
+@described
 def add_decayed_weights(weight_decay=0.0, mask=None):
     """Add ``weight_decay * param`` to each update: ``u <- u + wd * w``.
 
@@ -176,6 +180,7 @@ def _floored(stat, x: jax.Array, floor) -> jax.Array:
     return jnp.where(low, cast_like(floor, value), safe)
 
 
+@described
 def scale_by_trust_ratio(min_norm=0.0, trust_coefficient=1.0, eps=0.0):
     """Scale each leaf's update by its trust ratio (LARS / LAMB), optax's block::
 
@@ -223,6 +228,7 @@ def scale_by_trust_ratio(min_norm=0.0, trust_coefficient=1.0, eps=0.0):
     return _stateless(fn, transform)
 
 
+@described
 def clip_by_block_rms(threshold):
     """Scale each leaf down so that its root mean square is at most ``threshold``::
 
@@ -250,6 +256,7 @@ def clip_by_block_rms(threshold):
     return _stateless(fn, lambda u, p: _map(clip_leaf, u))
 
 
+@described
 def scale_by_param_block_rms(min_scale=1e-3):
     """Multiply each leaf's update by the root mean square of its parameter::
 

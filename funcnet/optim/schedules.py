@@ -30,6 +30,7 @@ import numpy as np
 
 from funcnet import _checks
 from funcnet.optim.base import Schedule, check_nonnegative, promote_dtypes
+from funcnet.optim.describe import described
 
 
 def _dtype(*values):
@@ -72,6 +73,7 @@ def _boundaries_and_scales(fn, boundaries_and_scales) -> list:
     return items
 
 
+@described
 def constant_schedule(value) -> Schedule:
     """``lr(step) = value``.
 
@@ -84,6 +86,7 @@ def constant_schedule(value) -> Schedule:
     return lambda step: _as(value, _dtype(value))
 
 
+@described
 def polynomial_schedule(init_value, end_value, power, transition_steps: int,
                         transition_begin: int = 0) -> Schedule:
     """Polynomial transition from ``init_value`` to ``end_value``::
@@ -122,6 +125,7 @@ def polynomial_schedule(init_value, end_value, power, transition_steps: int,
     return schedule
 
 
+@described
 def linear_schedule(init_value, end_value, transition_steps: int,
                     transition_begin: int = 0) -> Schedule:
     """Linear transition: :func:`polynomial_schedule` with ``power=1``.
@@ -136,6 +140,7 @@ def linear_schedule(init_value, end_value, transition_steps: int,
                                    transition_begin)
 
 
+@described
 def piecewise_constant_schedule(init_value, boundaries_and_scales: Mapping | None = None
                                 ) -> Schedule:
     """``lr(step) = init_value * prod of the scales whose boundary b has step >= b``.
@@ -168,6 +173,7 @@ def piecewise_constant_schedule(init_value, boundaries_and_scales: Mapping | Non
     return schedule
 
 
+@described
 def exponential_decay(init_value, transition_steps: int, decay_rate,
                       transition_begin: int = 0, staircase: bool = False,
                       end_value=None) -> Schedule:
@@ -216,6 +222,7 @@ def exponential_decay(init_value, transition_steps: int, decay_rate,
     return schedule
 
 
+@described
 def cosine_decay_schedule(init_value, decay_steps: int, alpha=0.0, exponent=1.0) -> Schedule:
     """Cosine decay (Loshchilov & Hutter, SGDR, 2017) from ``init_value`` to
     ``alpha * init_value``::
@@ -255,6 +262,7 @@ def _cosine(value, alpha, exponent, step, steps: float, dt):
     return value * ((1 - alpha) * cos ** _power(exponent, dt) + alpha)
 
 
+@described
 def join_schedules(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> Schedule:
     """Run ``schedules[i]`` from ``boundaries[i-1]`` on, each with the step count since
     its boundary: ``lr(step) = schedules[i](step - boundaries[i-1])``.

@@ -14,14 +14,17 @@ from funcnet.optim.base import Schedule
 from funcnet.optim.schedules import (
     _as, _boundaries_and_scales, _cosine, _counts, _dtype, _values, constant_schedule,
     exponential_decay, join_schedules, linear_schedule)
+from funcnet.optim.describe import described
 
 
+@described
 def warmup_constant_schedule(init_value, peak_value, warmup_steps: int) -> Schedule:
     """Linear warm-up from ``init_value`` to ``peak_value``, then constant."""
     with _checks.context("warmup_constant_schedule"):
         return linear_schedule(init_value, peak_value, warmup_steps)
 
 
+@described
 def warmup_cosine_decay_schedule(init_value, peak_value, warmup_steps: int, decay_steps: int,
                                  end_value=0.0, exponent=1.0) -> Schedule:
     """Linear warm-up from ``init_value`` to ``peak_value``, then cosine decay to
@@ -71,6 +74,7 @@ def _cosine_to(peak_value, end_value, steps: int, exponent=1.0) -> Schedule:
     return schedule
 
 
+@described
 def warmup_exponential_decay_schedule(init_value, peak_value, warmup_steps: int,
                                       transition_steps: int, decay_rate,
                                       transition_begin: int = 0, staircase: bool = False,
@@ -85,6 +89,7 @@ def warmup_exponential_decay_schedule(init_value, peak_value, warmup_steps: int,
         return join_schedules([warmup, decay], [warmup_steps])
 
 
+@described
 def piecewise_interpolate_schedule(interpolate_type: str, init_value,
                                    boundaries_and_scales: Mapping | None = None) -> Schedule:
     """Interpolate between the accumulated values of :func:`piecewise_constant_schedule`::
@@ -158,6 +163,7 @@ def _onecycle(fn, kind, transition_steps, peak_value, pcts, div_factor, final_di
         return _interpolate(kind, knots)
 
 
+@described
 def linear_onecycle_schedule(transition_steps: int, peak_value, pct_start=0.3,
                              pct_final=0.85, div_factor=25.0, final_div_factor=1e4
                              ) -> Schedule:
@@ -185,6 +191,7 @@ def linear_onecycle_schedule(transition_steps: int, peak_value, pct_start=0.3,
                      (pct_start, pct_final), div_factor, final_div_factor)
 
 
+@described
 def cosine_onecycle_schedule(transition_steps: int, peak_value, pct_start=0.3,
                              div_factor=25.0, final_div_factor=1e4) -> Schedule:
     """One-cycle schedule with two cosine phases (Smith & Topin 2017), as optax's::
@@ -209,6 +216,7 @@ def cosine_onecycle_schedule(transition_steps: int, peak_value, pct_start=0.3,
                      (pct_start,), div_factor, final_div_factor)
 
 
+@described
 def sgdr_schedule(cosine_kwargs: Iterable[Mapping]) -> Schedule:
     """SGD with warm restarts: :func:`warmup_cosine_decay_schedule` cycles joined end to
     end, cycle ``i`` from the sum of the earlier cycles' ``decay_steps`` on.

@@ -21,6 +21,7 @@ from funcnet.optim.base import (
     check_empty_state, check_hyperparameter, check_optional_dtype, check_scalar_or_schedule,
     check_state, moment, optimizer, promote_dtypes, safe_increment, split, zero_count,
     zeros_like)
+from funcnet.optim.describe import described
 
 _map = jax.tree_util.tree_map
 
@@ -44,11 +45,13 @@ def _stateless(fn: str, transform):
     return optimizer(init, update)
 
 
+@described
 def identity():
     """Leave updates unchanged (optax's ``identity``); state ``EmptyState()``."""
     return _stateless("identity", lambda u, p: u)
 
 
+@described
 def set_to_zero():
     """Map updates to zeros, to freeze parameters (e.g. in :func:`multi_transform`)."""
     return _stateless("set_to_zero", lambda u, p: _map(jnp.zeros_like, u))
@@ -58,6 +61,7 @@ def _scale(step_size):
     return _stateless("scale", lambda u, p: _map(lambda g: g * cast_like(step_size, g), u))
 
 
+@described
 def scale(step_size):
     """Multiply every update by a constant: ``u <- step_size * u``.
 
@@ -93,6 +97,7 @@ def _scale_by_schedule(step_size_fn, fn="scale_by_schedule"):
     return optimizer(init, update)
 
 
+@described
 def scale_by_schedule(step_size_fn):
     """Multiply updates by ``step_size_fn(count)``, ``count`` = updates done so far.
 
@@ -107,6 +112,7 @@ def scale_by_schedule(step_size_fn):
     return _scale_by_schedule(step_size_fn)
 
 
+@described
 def scale_by_learning_rate(learning_rate=None, *, flip_sign: bool = True):
     """``u <- -lr * u`` (descent), ``lr`` a number, an array or a schedule ``step -> lr``.
 
@@ -150,6 +156,7 @@ class TraceState(NamedTuple):
     trace: Updates
 
 
+@described
 def trace(decay, nesterov: bool = False, accumulator_dtype=None):
     """Momentum as a trace of past updates (Polyak 1964; optax's ``trace``)::
 
@@ -202,6 +209,7 @@ class EmaState(NamedTuple):
     ema: Updates
 
 
+@described
 def ema(decay, debias: bool = True, accumulator_dtype=None):
     """Exponential moving average of the updates (optax's ``ema``)::
 

@@ -19,6 +19,7 @@ from funcnet.optim.base import (
     check_state, current_learning_rate, optimizer, promote_dtypes,
     safe_increment, zero_count, zeros_like_updates)
 from funcnet.optim.combine import call_update
+from funcnet.optim.describe import call_text, described, describe_value
 
 
 class ApplyIfFiniteState(NamedTuple):
@@ -37,6 +38,7 @@ class ApplyIfFiniteState(NamedTuple):
     inner_state: Any
 
 
+@described
 def apply_if_finite(inner, max_consecutive_errors: int):
     """Skip updates whose gradients hold a NaN or an infinity (optax's
     ``apply_if_finite``): such a step returns zero updates and leaves ``inner``'s state
@@ -274,7 +276,12 @@ def inject_hyperparams(inner_factory: Callable, static_args=(), hyperparam_dtype
                 return jnp.asarray(state.hyperparams["learning_rate"])
             return None
 
-        return optimizer(init, update, learning_rate)
+        opt = optimizer(init, update, learning_rate)
+        opt._description = call_text(
+            f"inject_hyperparams({describe_value(inner_factory)}, static_args="
+            f"{describe_value(sorted(static))}, hyperparam_dtype="
+            f"{describe_value(hyperparam_dtype)})", signature, args, kwargs)
+        return opt
 
     return wrapped
 

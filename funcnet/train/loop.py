@@ -345,7 +345,8 @@ def fit(model, params, state, opt, data, epochs: int, *, batch_size: int | None 
                    eval_data is not None)
     fp = fingerprint(model=model, params=params, state=state, opt_state=opt_state,
                      learning_rate=first_lr, loss_fn=loss_fn, key=key,
-                     batch_size=batch_size, data=source, config=config)
+                     batch_size=batch_size, data=source, config=config,
+                     optimizer=optim.describe(opt))
     start, history, stop_name = 0, {}, None
     writer = jax.process_index() == 0
     given = (params, state, opt_state)       # the caller's arrays: their shardings are kept

@@ -7,6 +7,11 @@ the trajectory of the parameters, and only that:
 - the model (its layers' names, e.g. ``serial[Dense(32), ReLU, Dense(10)]``), the tree
   structure, shapes and dtypes of ``params``, ``state`` and ``opt_state``, the learning
   rate the first update uses (when :func:`funcnet.optim.current_learning_rate` knows it);
+- the optimizer: for one funcnet built, the call that built it with every
+  hyperparameter (:func:`funcnet.optim.describe`, e.g. ``adam(learning_rate=0.001,
+  b1=0.9, ...)``), so ``adam`` and ``adamax`` (the same state tree) or two values of
+  ``b2`` never share a directory; a checkpoint written before funcnet recorded it is
+  resumed without this check;
 - the loss function's qualified name, the PRNG key, the batch size, the training data's
   shapes and dtypes (not its values: hashing a large data set on every call would cost
   more than it protects). For a :class:`funcnet.data.Loader` also its batch size, order
@@ -14,7 +19,8 @@ the trajectory of the parameters, and only that:
   ``"iterable"`` (it cannot be read without being consumed).
 
 The user's ``config`` (``fit(config=...)``, JSON) joins it: what defines the run that fit
-cannot see, such as an optax optimizer's hyperparameters (closures) or augmentation
+cannot see, such as an optax optimizer's hyperparameters (closures, which
+:func:`~funcnet.optim.describe` cannot read) or augmentation
 settings. A mismatch of params, state or optimizer state names the first leaf that
 differs (``"leaves"``, the readable form of those three hashes).
 
@@ -122,11 +128,13 @@ _TREES = ("params", "state", "opt_state")
 
 
 def fingerprint(*, model, params, state, opt_state, learning_rate, loss_fn, key,
-                batch_size, data, config=None) -> dict:
+                batch_size, data, config=None, optimizer: str | None = None) -> dict:
     """The run's fingerprint (JSON-serialisable; see the module docstring). ``data``:
     ``(x, y)`` or the source of batches (:func:`describe_data`); ``config``: the user's
-    JSON-serialisable description of the rest of the run (``fit(config=...)``). Its
-    ``"leaves"`` entry explains a tree mismatch and is not compared itself."""
+    JSON-serialisable description of the rest of the run (``fit(config=...)``);
+    ``optimizer``: :func:`funcnet.optim.describe` of the optimizer (``None`` for one
+    funcnet did not build). Its ``"leaves"`` entry explains a tree mismatch and is not
+    compared itself."""
     trees = dict(zip(_TREES, (params, state, opt_state)))
     fp = {
         "model": describe_model(model),
@@ -140,6 +148,7 @@ def fingerprint(*, model, params, state, opt_state, learning_rate, loss_fn, key,
     }
     if config is not None:
         fp["config"] = config
+    fp["optimizer"] = optimizer
     return fp
 
 
@@ -202,6 +211,8 @@ def _mismatch(meta, fp: dict, step: int) -> str | None:
         return f"the checkpoint of step {step} was not written by fit (it has no run fingerprint)"
     saved = run["fingerprint"]
     keys = [*fp, *(["config"] if "config" in saved and "config" not in fp else [])]
+    if "optimizer" not in saved:     # written before funcnet recorded the optimizer
+        keys = [k for k in keys if k != "optimizer"]
     diffs = [_explained(k, fp, saved, step) for k in keys
              if _differs(k, fp.get(k), saved.get(k))]
     return "; ".join(diffs) or None

@@ -82,16 +82,26 @@ def test_resuming_with_another_optimizer_is_refused(first, then, why, tmp_path):
         train.fit(MLP, params, state, then, (X, Y), 2, checkpoint=manager, **FIT)
 
 
-@pytest.mark.xfail(strict=True, reason="known hole: the fingerprint does not see an "
-                   "optimizer whose state has the same tree (adam and adamax both keep "
-                   "optax's ScaleByAdamState); pass fit(config=...) (round-3 optim audit)")
-def test_adam_then_adamax_is_refused(tmp_path):
+@pytest.mark.parametrize("first, then, why", [
+    (optim.adam(1e-2), optim.adamax(1e-2), r"optimizer is 'adamax\(learning_rate=0.01"),
+    (optim.adamw(1e-2), optim.adamaxw(1e-2), r"but .adamw\(learning_rate=0.01"),
+    (optim.adam(1e-2), optim.adam(1e-2, b2=0.99), r"b2=0.99,"),
+    (optim.lion(1e-3), optim.lion(1e-3, weight_decay=0.1), r"weight_decay=0.1"),
+    (optim.chain(optim.clip_by_global_norm(1.0), optim.adam(1e-2)),
+     optim.chain(optim.clip_by_global_norm(2.0), optim.adam(1e-2)), r"max_norm=2.0"),
+], ids=["adam-adamax", "adamw-adamaxw", "adam-b2", "lion-weight_decay", "chain-clip"])
+def test_another_optimizer_with_the_same_state_tree_is_refused(tmp_path, first, then, why):
+    """The fingerprint records how the optimizer was built (optim.describe), not only its
+    state's tree and first learning rate, which these pairs share."""
     params, state = init(MLP)
     manager = checkpoint.CheckpointManager(tmp_path)
-    train.fit(MLP, params, state, optim.adam(1e-2), (X, Y), 1, checkpoint=manager, **FIT)
-    with pytest.raises(train.RunMismatchError):
-        train.fit(MLP, params, state, optim.adamax(1e-2), (X, Y), 2, checkpoint=manager,
-                  **FIT)
+    train.fit(MLP, params, state, first, (X, Y), 1, checkpoint=manager, **FIT)
+    with pytest.raises(train.RunMismatchError, match=why):
+        train.fit(MLP, params, state, then, (X, Y), 2, checkpoint=manager, **FIT)
+    # the same call again resumes (a new but equal optimizer object)
+    _, _, _, history = train.fit(MLP, params, state, first, (X, Y), 2,
+                                 checkpoint=manager, **FIT)
+    assert history["epoch"] == [1, 2]
 
 
 @pytest.mark.parametrize("name", ["adafactor", "lamb", "lion"])

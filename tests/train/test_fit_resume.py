@@ -91,7 +91,9 @@ def test_a_changed_float32_learning_rate_reads_as_written(tmp_path):
     train.fit(MLP, params, state, optim.adam(np.float32(0.01)), (X[:64], Y[:64]), 1,
               checkpoint=manager, **FIT)
     with pytest.raises(train.RunMismatchError, match=r"\(learning_rate is 0\.003 now but 0\.01 "
-                                                     r"in the checkpoint of epoch 1\);"):
+                                                     r"in the checkpoint of epoch 1; "
+                                                     r"optimizer is .adam\(learning_rate="
+                                                     r"0\.003, "):
         train.fit(MLP, params, state, optim.adam(np.float32(0.003)), (X[:64], Y[:64]), 1,
                   checkpoint=manager, **FIT)
     with pytest.raises(train.RunMismatchError, match=r"\(learning_rate is 0\.01 now but "
