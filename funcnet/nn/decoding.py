@@ -111,6 +111,7 @@ def attend_cached(name: str, state, q, k, v, mask, heads: int, single: bool,
     """
     n, t, kh, dh = k.shape
     lead = () if single else (n,)
+    _check_sequences(name, state, lead, kh, dh)
     check_state(name, state, {"k": lead + (None, kh, dh), "v": lead + (None, kh, dh),
                               "index": ()})
     cache_k, cache_v, index = state["k"], state["v"], state["index"]
@@ -140,6 +141,26 @@ def attend_cached(name: str, state, q, k, v, mask, heads: int, single: bool,
            "index": index + t}
     dt = k.dtype
     return q, cache_k.astype(dt), cache_v.astype(dt), allowed, new, fits
+
+
+def _check_sequences(name: str, state, lead: tuple, kv_heads: int, head_dim: int) -> None:
+    """A cache of these heads made for another number of sequences (``init`` with another
+    ``N``, one sequence's cache for a batch, or the reverse): a ``ValueError`` that says
+    so, before :func:`check_state`'s generic shape message."""
+    k = state.get("k") if isinstance(state, dict) else None
+    shape = _checks.shape_of(k) if hasattr(k, "shape") else None
+    if shape is None or len(shape) < 3 or shape[-2:] != (kv_heads, head_dim):
+        return
+    if shape[:-3] == lead:
+        return
+    held = (f"{shape[0]} sequences" if len(shape) == 4 else
+            "one sequence" if len(shape) == 3 else "a stack of caches")
+    want = f"{lead[0]} sequences" if lead else "one sequence"
+    expected = "(" + ", ".join(map(str, lead + ("*", kv_heads, head_dim))) + ")"
+    raise ValueError(f"{name}: state['k'] has shape {shape}, expected {expected}: the "
+                     f"key/value cache holds {held}, the input {want}; init the decode "
+                     f"model with the input's batch size: (N, L, ...) for N sequences, "
+                     f"(L, ...) for one (e.g. per-sequence caches under jax.vmap)")
 
 
 def check_decode_shape(name: str, shape: tuple) -> None:

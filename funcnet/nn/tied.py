@@ -26,6 +26,7 @@ from funcnet.nn.embedding import Embedding
 __all__ = ["TiedEmbedding"]
 
 WHERE = ("TiedEmbedding[embedding]", "TiedEmbedding[body]")
+_DROP_REST = "end a body that carries side inputs (ids, *rest) with nn.DropRest"
 
 
 def TiedEmbedding(num_embeddings: int, features: int, body: Layer = Identity, *,
@@ -43,9 +44,18 @@ def TiedEmbedding(num_embeddings: int, features: int, body: Layer = Identity, *,
     state flows as through ``serial`` (batch-norm statistics, a decoding cache), with its
     ``key`` and ``train``. The logits are in the common dtype of ``h`` and ``E``.
 
+    Side inputs (a padding mask, an encoder's output; :mod:`funcnet.nn.side_inputs`):
+    the input may be a tuple ``(ids, *rest)``; ``body`` then gets ``(E[ids], *rest)`` and
+    must return one array (end it with :data:`~funcnet.nn.DropRest`)::
+
+        blocks = nn.Repeat(nn.serial(nn.KeepRest(attn, residual=True),
+                                     nn.OnFirst(nn.Residual(mlp))), 12)
+        model = nn.TiedEmbedding(V, D, nn.serial(blocks, nn.DropRest, nn.RMSNorm()))
+        model.init(key, ((-1, T), (-1, 1, 1, T)))           # (ids, key-padding mask)
+
     Shapes:
       input: integer ids of any shape, e.g. ``(N, T)``; in ``init`` one size may be
-        ``-1``.
+        ``-1``. Or a tuple ``(ids, *rest)`` (``init``: ``(ids_shape, *rest_shapes)``).
       output: ``(*ids.shape, V)`` when ``body`` keeps the shape; in general
         ``(*body_output.shape[:-1], V)``.
       params: ``{"embedding": (V, F), "body": body's params}``; state: ``body``'s state.
@@ -64,8 +74,8 @@ def TiedEmbedding(num_embeddings: int, features: int, body: Layer = Identity, *,
       TypeError: at construction, as :func:`~funcnet.nn.Embedding`, or ``body`` not a
         Layer.
       ValueError: in ``init`` or ``apply``, a ``body`` whose output's last axis is not
-        ``F``; params without the ``"embedding"``/``"body"`` entries; the embedding's and
-        ``body``'s own errors, which carry their place.
+        ``F`` or whose output is a tuple; params without the ``"embedding"``/``"body"``
+        entries; the embedding's and ``body``'s own errors, which carry their place.
 
     Example::
 
@@ -85,7 +95,11 @@ def TiedEmbedding(num_embeddings: int, features: int, body: Layer = Identity, *,
     name = f"TiedEmbedding({V}, {F}, {body.name})"
 
     def check_width(shape) -> None:
-        if not is_shape(shape) or not shape or shape[-1] != F:
+        if not is_shape(shape):
+            raise ValueError(f"{name}: body outputs the tuple of shapes {fmt(shape)}, "
+                             f"expected one (..., {F}) for the output projection; "
+                             f"{_DROP_REST}")
+        if not shape or shape[-1] != F:
             raise ValueError(f"{name}: body maps the embeddings (..., {F}) to "
                              f"{fmt(shape)}, expected a last axis of {F} (the table's "
                              f"width, which the output projection Eᵀ needs)")
@@ -93,8 +107,10 @@ def TiedEmbedding(num_embeddings: int, features: int, body: Layer = Identity, *,
     def init(key, input_shape):
         key = _checks.check_key(f"{name}.init", key)
         k_embed, k_body = jax.random.split(key)
-        h_shape, p_embed, _ = init_child(WHERE[0], 0, embed, k_embed, input_shape)
-        out_shape, p_body, s_body = init_child(WHERE[1], 1, body, k_body, h_shape)
+        ids_shape, rest = _split(input_shape, is_shape)
+        h_shape, p_embed, _ = init_child(WHERE[0], 0, embed, k_embed, ids_shape)
+        body_shape = h_shape if rest is None else (h_shape, *rest)
+        out_shape, p_body, s_body = init_child(WHERE[1], 1, body, k_body, body_shape)
         check_width(out_shape)
         return (*out_shape[:-1], V), {**p_embed, "body": p_body}, s_body
 
@@ -105,11 +121,27 @@ def TiedEmbedding(num_embeddings: int, features: int, body: Layer = Identity, *,
             raise ValueError(f"{name}: params has entries {got}, expected ['body', "
                              f"'embedding'] (made by another layer or model?)")
         table = params["embedding"]
-        h, _ = apply_child(WHERE[0], embed, {"embedding": table}, (), x, None, train)
-        h, state = apply_child(WHERE[1], body, params["body"], state, h, key, train)
+        ids, rest = _split(x, lambda a: not (isinstance(a, (tuple, list)) and a
+                                             and hasattr(a[0], "shape")))
+        h, _ = apply_child(WHERE[0], embed, {"embedding": table}, (), ids, None, train)
+        h, state = apply_child(WHERE[1], body, params["body"], state,
+                               h if rest is None else (h, *rest), key, train)
+        if isinstance(h, (tuple, list)):
+            raise ValueError(f"{name}: body outputs a {type(h).__name__} of {len(h)} "
+                             f"entries, expected one array (..., {F}) for the output "
+                             f"projection; {_DROP_REST}")
         check_width(_checks.shape_of(h))
         h, table = promote(h, table, name)
         with _checks.context(name):
             return ops.matmul(h, table.T), state
 
     return Layer(init, apply, name, (embed, body))
+
+
+def _split(x, single):
+    """``(ids, None)`` for ``single(x)``, ``(ids, rest)`` for a tuple ``(ids, *rest)`` of
+    at least 2 entries (side inputs for ``body``); anything else is left to the embedding
+    (whose error names it)."""
+    if single(x) or not isinstance(x, (tuple, list)) or len(x) < 2:
+        return x, None
+    return x[0], tuple(x[1:])
