@@ -36,6 +36,7 @@ float32 through the cast::
 Inside the ops, the reductions of bfloat16 inputs (norm statistics, softmax and
 attention sums, losses) accumulate in float32.
 """
+from funcnet._describe import describe
 from funcnet.nn import initializers
 from funcnet.nn.activations import (GELU, LeakyReLU, ReLU, Sigmoid, SiLU, Softmax, Softplus,
                                     Tanh)
@@ -68,6 +69,6 @@ __all__ = [
     "CrossAttention", "OnFirst", "KeepRest", "DropRest", "Select",
     "RMSNorm", "RNN", "ReLU", "Remat", "Residual", "SiLU", "Sigmoid", "Softmax", "Softplus",
     "Tanh", "count_params", "initializers", "parallel", "residual_bytes", "saved_residuals",
-    "flip_sequences", "serial", "summary",
+    "flip_sequences", "serial", "summary", "describe",
     "PositionEmbedding", "Repeat", "Reshape", "SwapAxes", "TiedEmbedding",
 ]

@@ -21,6 +21,7 @@ from typing import Callable
 from funcnet import _checks, ops
 from funcnet.nn.base import (Layer, apply_shape, check_dtype, check_input_shape,
                              check_no_params, probe)
+from funcnet._describe import described
 
 __all__ = ["ReLU", "Sigmoid", "Tanh", "Softmax", "GELU", "SiLU", "LeakyReLU", "Softplus"]
 
@@ -45,6 +46,7 @@ def _elementwise(name: str, fn: Callable, check_now: bool = False) -> Layer:
     return Layer(init, apply, name)
 
 
+@described
 def ReLU() -> Layer:
     """``y = max(x, 0)`` elementwise (:func:`funcnet.ops.relu`; ``relu'(0) = 0``).
 
@@ -54,6 +56,7 @@ def ReLU() -> Layer:
     return _elementwise("ReLU", ops.relu)
 
 
+@described
 def Sigmoid() -> Layer:
     """``y = 1 / (1 + exp(-x))`` elementwise (:func:`funcnet.ops.sigmoid`).
 
@@ -62,6 +65,7 @@ def Sigmoid() -> Layer:
     return _elementwise("Sigmoid", ops.sigmoid)
 
 
+@described
 def Tanh() -> Layer:
     """``y = tanh(x)`` elementwise (:func:`funcnet.ops.tanh`).
 
@@ -70,6 +74,7 @@ def Tanh() -> Layer:
     return _elementwise("Tanh", ops.tanh)
 
 
+@described
 def Softmax(axis: int = -1) -> Layer:
     """``y_i = exp(x_i) / sum_j exp(x_j)`` along ``axis`` (:func:`funcnet.ops.softmax`).
 
@@ -87,6 +92,7 @@ def Softmax(axis: int = -1) -> Layer:
                         lambda x: ops.softmax(x, axis=axis))
 
 
+@described
 def GELU(approximate: bool = True) -> Layer:
     """``y = x Phi(x)`` elementwise (:func:`funcnet.ops.gelu`), ``Phi`` the standard normal
     CDF; ``approximate=True`` (the default, as ``jax.nn.gelu`` and Flax) uses the tanh
@@ -99,6 +105,7 @@ def GELU(approximate: bool = True) -> Layer:
                         lambda x: ops.gelu(x, approximate=approximate), check_now=True)
 
 
+@described
 def SiLU() -> Layer:
     """``y = x sigmoid(x)`` elementwise, a.k.a. swish (:func:`funcnet.ops.silu`).
 
@@ -107,6 +114,7 @@ def SiLU() -> Layer:
     return _elementwise("SiLU", ops.silu)
 
 
+@described
 def LeakyReLU(negative_slope: float = 0.01) -> Layer:
     """``y = x`` for ``x >= 0``, ``negative_slope * x`` below (:func:`funcnet.ops.leaky_relu`;
     the default slope is ``jax.nn.leaky_relu``'s and PyTorch's).
@@ -119,6 +127,7 @@ def LeakyReLU(negative_slope: float = 0.01) -> Layer:
                         check_now=True)
 
 
+@described
 def Softplus() -> Layer:
     """``y = log(1 + exp(x))`` elementwise, computed stably (:func:`funcnet.ops.softplus`).
 

@@ -20,6 +20,7 @@ from funcnet.nn.base import (Layer, check_dtype, check_input_shape, check_no_par
                              check_params, check_train, check_train_key, check_weight_args,
                              describe, fmt, init_checked, is_shape, is_shape_pair, promote,
                              split_pair)
+from funcnet._describe import described
 
 __all__ = ["MultiHeadAttention", "CrossAttention"]
 
@@ -27,6 +28,7 @@ _LAYOUT = "(N, T, F) or one sequence (T, F)"
 _PROJECTIONS = ("q", "k", "v", "o")
 
 
+@described
 def MultiHeadAttention(num_heads: int, *, qkv_features: int | None = None,
                        out_features: int | None = None, causal: bool = False,
                        dropout_rate: float = 0.0, use_bias: bool = True,
@@ -172,6 +174,7 @@ def MultiHeadAttention(num_heads: int, *, qkv_features: int | None = None,
                             rope)
 
 
+@described
 def CrossAttention(num_heads: int, *, qkv_features: int | None = None,
                    out_features: int | None = None, dropout_rate: float = 0.0,
                    use_bias: bool = True, w_init=initializers.xavier_uniform(),

@@ -39,6 +39,7 @@ import jax.numpy as jnp
 from funcnet import _checks
 from funcnet.nn.base import (Layer, ValueLayer, apply_child, check_keeps_shape,
                              check_no_params, check_train, describe, fmt, init_child)
+from funcnet._describe import described
 
 __all__ = ["serial", "parallel", "FanOut", "FanInSum", "FanInConcat", "Identity", "Residual"]
 
@@ -124,6 +125,7 @@ def _add(xs):
 
 # ------------------------------------------------------------------- serial, parallel
 
+@described
 def serial(*layers: Layer) -> Layer:
     """Compose layers in sequence: ``serial(f, g, h)(x) = h(g(f(x)))``.
 
@@ -173,6 +175,7 @@ def serial(*layers: Layer) -> Layer:
     return Layer(init, apply, "serial", layers)
 
 
+@described
 def parallel(*layers: Layer) -> Layer:
     """Apply one layer per element of a tuple input: ``(a, b) -> (f(a), g(b))`` (stax).
 
@@ -223,6 +226,7 @@ def parallel(*layers: Layer) -> Layer:
 
 # ----------------------------------------------------------------- fan out / fan in
 
+@described
 def FanOut(n: int) -> Layer:
     """``x -> (x, ..., x)``, ``n`` copies, to feed :func:`parallel` branches (stax).
 
@@ -274,6 +278,7 @@ returns the same layer. Inputs must have equal shapes; dtypes promote (float32 +
 -> float64). Params ``()``, state ``()``."""
 
 
+@described
 def FanInConcat(axis: int = -1) -> Layer:
     """``(x_0, ..., x_k) -> concatenate(x_i, axis)`` (stax's ``FanInConcat``).
 
@@ -343,6 +348,7 @@ Identity = _identity()
 
 # --------------------------------------------------------------------------- residual
 
+@described
 def Residual(layer: Layer) -> Layer:
     """``x -> x + layer(x)``: a residual connection around ``layer`` (He et al. 2016).
 

@@ -25,6 +25,7 @@ from funcnet.nn import initializers
 from funcnet.nn.base import (Layer, apply_shape, check_dtype, check_input_shape,
                              check_no_params, check_weight_args, init_checked, kernel_and_bias,
                              probe, weights_and_input, with_batch)
+from funcnet._describe import described
 
 __all__ = ["Conv2D", "Conv1D", "Flatten"]
 
@@ -63,6 +64,7 @@ def _conv(name, out_channels, kernel_shape, to_2d, ranks, layout, stride, pads, 
     return Layer(init, apply, name)
 
 
+@described
 def Conv2D(out_channels: int, kernel_size, stride=1, padding=0, *, use_bias: bool = True,
            w_init=initializers.he_normal(), b_init=initializers.zeros, dtype=None) -> Layer:
     """2-D convolution (cross-correlation) ``y = x * W + b`` via :func:`funcnet.ops.conv2d`.
@@ -127,6 +129,7 @@ def _padding_1d(name: str, padding):
     return ((0, 0), (lo, hi))
 
 
+@described
 def Conv1D(out_channels: int, kernel_size: int, stride: int = 1, padding=0, *,
            use_bias: bool = True, w_init=initializers.he_normal(), b_init=initializers.zeros,
            dtype=None) -> Layer:
@@ -170,6 +173,7 @@ def Conv1D(out_channels: int, kernel_size: int, stride: int = 1, padding=0, *,
                  where=f"{name} (as conv2d on (N, 1, L, C))")
 
 
+@described
 def Flatten() -> Layer:
     """Flatten every axis but the leading batch axis: ``(N, d1, ..., dk) -> (N, d1*...*dk)``.
 

@@ -9,10 +9,12 @@ from funcnet import _checks, ops
 from funcnet.nn import initializers
 from funcnet.nn.base import (Layer, check_dtype, check_input_shape, check_weight_args,
                              init_checked, kernel_and_bias, weights_and_input)
+from funcnet._describe import described
 
 __all__ = ["Dense"]
 
 
+@described
 def Dense(out_features: int, *, use_bias: bool = True, w_init=initializers.he_normal(),
           b_init=initializers.zeros, dtype=None) -> Layer:
     """Fully connected layer ``y = x W + b`` (note 004: ``Y = XW + B``, row vectors).

@@ -9,10 +9,12 @@ from __future__ import annotations
 from funcnet import _checks, ops
 from funcnet.nn.base import (Layer, apply_shape, check_dtype, check_input_shape, check_no_params,
                              check_train, check_train_key)
+from funcnet._describe import described
 
 __all__ = ["Dropout"]
 
 
+@described
 def Dropout(rate: float) -> Layer:
     """Inverted dropout: drop each unit with probability ``rate`` during training.
 

@@ -12,10 +12,12 @@ from funcnet import _checks, ops
 from funcnet.nn import initializers
 from funcnet.nn.base import (Layer, check_dtype, check_input_shape, check_no_params,
                              check_params, check_weight_args, init_checked)
+from funcnet._describe import described
 
 __all__ = ["Embedding"]
 
 
+@described
 def Embedding(num_embeddings: int, features: int, *, embedding_init=None,
               dtype=None) -> Layer:
     """Lookup table ``y[..., :] = embedding[ids[...], :]`` over integer ids of any shape.

@@ -18,6 +18,7 @@ from funcnet import _checks, ops
 from funcnet.nn import initializers
 from funcnet.nn.base import Layer, check_weight_args
 from funcnet.nn.recurrent import recurrent_layer
+from funcnet._describe import described
 
 __all__ = ["LSTM", "GRU"]
 
@@ -50,6 +51,7 @@ def _gated_layer(name, gates, n_carry, H, return_carry, w_init, wh_init, b_init,
                            return_lengths=return_lengths)
 
 
+@described
 def LSTM(hidden_size: int, *, return_carry: bool = False,
          w_init=initializers.lecun_normal(), wh_init=initializers.orthogonal(),
          b_init=initializers.zeros, forget_bias: float = 1.0, dtype=None,
@@ -118,6 +120,7 @@ def LSTM(hidden_size: int, *, return_carry: bool = False,
                         return_lengths)
 
 
+@described
 def GRU(hidden_size: int, *, return_carry: bool = False,
         w_init=initializers.lecun_normal(), wh_init=initializers.orthogonal(),
         b_init=initializers.zeros, dtype=None, return_lengths: bool = False) -> Layer:

@@ -17,6 +17,7 @@ from funcnet import _checks, ops
 from funcnet.nn import initializers
 from funcnet.nn.base import (Layer, check_dtype, check_input_shape, check_weight_args,
                              init_checked, weights_and_input)
+from funcnet._describe import described
 
 __all__ = ["LayerNorm", "RMSNorm"]
 
@@ -52,6 +53,7 @@ def _norm_layer(name, eps, use_scale, use_bias, scale_init, bias_init, dtype, op
     return Layer(init, apply, name)
 
 
+@described
 def LayerNorm(eps: float = 1e-5, *, use_scale: bool = True, use_bias: bool = True,
               scale_init=initializers.ones, bias_init=initializers.zeros,
               dtype=None) -> Layer:
@@ -93,6 +95,7 @@ def LayerNorm(eps: float = 1e-5, *, use_scale: bool = True, use_bias: bool = Tru
                        ops.layer_norm)
 
 
+@described
 def RMSNorm(eps: float = 1e-6, *, use_scale: bool = True, scale_init=initializers.ones,
             dtype=None) -> Layer:
     """RMS normalization over the last axis: ``y = x / sqrt(mean(x^2) + eps) * gamma``.

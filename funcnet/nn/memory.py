@@ -24,6 +24,7 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import numpy as np
+from funcnet._describe import described
 
 __all__ = ["SavedResidual", "saved_residuals", "residual_bytes", "format_residuals", "Remat"]
 
@@ -115,6 +116,7 @@ def format_residuals(records: list[SavedResidual]) -> str:
     return "\n".join(lines)
 
 
+@described
 def Remat(layer: Any, policy: Callable | None = None, *, prevent_cse: bool = True):
     """A layer that recomputes ``layer``'s forward pass in the backward pass.
 

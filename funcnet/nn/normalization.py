@@ -14,10 +14,12 @@ from funcnet import _checks, ops
 from funcnet.nn import initializers
 from funcnet.nn.base import (Layer, check_dtype, check_input_shape, check_params,
                              check_train, check_weight_args, init_checked, promote)
+from funcnet._describe import described
 
 __all__ = ["BatchNorm"]
 
 
+@described
 def BatchNorm(momentum: float = 0.9, eps: float = 1e-5, axis_name=None, *,
               gamma_init=initializers.ones, beta_init=initializers.zeros,
               dtype=None) -> Layer:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from funcnet import _checks, ops
 from funcnet.nn.base import (Layer, apply_shape, check_dtype, check_input_shape,
                              check_no_params, probe, with_batch)
+from funcnet._describe import described
 
 __all__ = ["MaxPool2D", "AvgPool2D", "GlobalAvgPool2D"]
 
@@ -49,6 +50,7 @@ def _window_pool(kind: str, op, window, stride, padding) -> Layer:
     return _pool_layer(name, fn)
 
 
+@described
 def MaxPool2D(window=2, stride=None, padding=0) -> Layer:
     """Max pooling over ``window`` patches of each channel (:func:`funcnet.ops.max_pool2d`).
 
@@ -71,6 +73,7 @@ def MaxPool2D(window=2, stride=None, padding=0) -> Layer:
     return _window_pool("MaxPool2D", ops.max_pool2d, window, stride, padding)
 
 
+@described
 def AvgPool2D(window=2, stride=None, padding=0) -> Layer:
     """Average pooling over ``window`` patches (:func:`funcnet.ops.avg_pool2d`).
 
@@ -83,6 +86,7 @@ def AvgPool2D(window=2, stride=None, padding=0) -> Layer:
     return _window_pool("AvgPool2D", ops.avg_pool2d, window, stride, padding)
 
 
+@described
 def GlobalAvgPool2D() -> Layer:
     """The mean of each channel over the whole image: ``(N, H, W, C) -> (N, C)``.
 

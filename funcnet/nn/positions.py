@@ -14,10 +14,12 @@ from funcnet import _checks
 from funcnet.nn import decoding, initializers
 from funcnet.nn.base import (Layer, check_dtype, check_input_shape, check_weight_args,
                              init_checked, weights_and_input)
+from funcnet._describe import described
 
 __all__ = ["PositionEmbedding"]
 
 
+@described
 def PositionEmbedding(max_length: int, *, embedding_init=None, dtype=None,
                       decode: bool = False) -> Layer:
     """``y[..., t, :] = x[..., t, :] + pos_embedding[t, :]``: a learned vector per position.

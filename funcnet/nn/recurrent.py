@@ -61,6 +61,7 @@ from funcnet import _checks, ops
 from funcnet.nn import initializers
 from funcnet.nn.base import (Layer, check_dtype, check_input_shape, check_weight_args,
                              init_checked, is_shape_pair, weights_and_input)
+from funcnet._describe import described
 
 __all__ = ["RNN", "recurrent_layer", "one_sequence_lengths"]
 
@@ -195,6 +196,7 @@ def recurrent_layer(name, n_carry, H, return_carry, dtype, shapes, make_params, 
     return Layer(init, apply, name)
 
 
+@described
 def RNN(hidden_size: int, *, return_carry: bool = False,
         w_init=initializers.xavier_normal(), wh_init=None, b_init=initializers.zeros,
         learn_h0: bool = False, dtype=None, return_lengths: bool = False) -> Layer:

@@ -26,6 +26,7 @@ from funcnet.nn.base import (Layer, apply_child, check_input_shape, check_train,
                              init_child, is_shape_pair, split_pair)
 from funcnet.nn.combinators import _check_entries, _check_layers, _split
 from funcnet.nn.recurrent import one_sequence_lengths
+from funcnet._describe import described
 
 __all__ = ["flip_sequences", "Bidirectional"]
 
@@ -76,6 +77,7 @@ def _flip(xs, lengths):
     return jnp.take_along_axis(xs, idx, axis=0, mode="fill")
 
 
+@described
 def Bidirectional(forward: Layer, backward: Layer, *, merge: str = "concat",
                   return_lengths: bool = False) -> Layer:
     """Runs ``forward`` on the sequences and ``backward`` on them reversed; merges both.

@@ -19,10 +19,12 @@ import jax.numpy as jnp
 
 from funcnet import _checks
 from funcnet.nn.base import Layer, check_input_shape, check_no_params, fmt
+from funcnet._describe import described
 
 __all__ = ["Reshape", "SwapAxes"]
 
 
+@described
 def Reshape(shape) -> Layer:
     """Reshape each example: ``(N, *in_shape) -> (N, *shape)``, row-major (C order).
 
@@ -97,6 +99,7 @@ def Reshape(shape) -> Layer:
     return Layer(init, apply, name)
 
 
+@described
 def SwapAxes(axis1: int = 0, axis2: int = 1) -> Layer:
     """Swap two axes of the whole array, batch included: ``jnp.swapaxes(x, axis1, axis2)``.
 

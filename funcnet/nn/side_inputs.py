@@ -52,6 +52,7 @@ from funcnet import _checks
 from funcnet.nn.base import (Layer, ValueLayer, check_keeps_shape, check_no_params, check_train,
                              describe, fmt, init_child, is_shape)
 from funcnet.nn.combinators import _add, _check_layers
+from funcnet._describe import described
 
 __all__ = ["OnFirst", "KeepRest", "DropRest", "Select"]
 
@@ -85,6 +86,7 @@ def _tuple_input(name: str, x) -> tuple:
     return tuple(x)
 
 
+@described
 def OnFirst(layer: Layer) -> Layer:
     """``(x, *rest) -> (layer(x), *rest)``: ``layer`` on the first entry of a tuple, the
     rest passed through unchanged (a mask, an encoder's output, lengths).
@@ -128,6 +130,7 @@ def OnFirst(layer: Layer) -> Layer:
     return Layer(init, apply, name, (layer,))
 
 
+@described
 def KeepRest(layer: Layer, *, residual: bool = False) -> Layer:
     """``(x, *rest) -> (layer((x, *rest)), *rest)``: ``layer`` reads the whole tuple (an
     attention layer reads ``(x, mask)`` or ``(x, context, mask)``), its output replaces
@@ -212,6 +215,7 @@ before the head of an encoder. A layer value; ``nn.DropRest()`` returns the same
 Params ``()``, state ``()``."""
 
 
+@described
 def Select(*indices: int) -> Layer:
     """``(a_0, a_1, ..., a_n) -> (a_i for i in indices)``: the entries of a tuple input
     that the next layer reads, in the order given (Trax's ``tl.Select``); one index gives

@@ -23,6 +23,7 @@ from jax import lax
 from funcnet import _checks
 from funcnet.nn import base
 from funcnet.nn.base import Layer, check_keeps_shape, check_train, fmt, init_child
+from funcnet._describe import described
 
 __all__ = ["Repeat"]
 
@@ -49,6 +50,7 @@ def _stacked(name: str, what: str, tree, n: int) -> None:
                 f"them); made by another layer or model?")
 
 
+@described
 def Repeat(layer: Layer, n: int, *, remat: bool = False, policy=None,
            unroll: int = 1) -> Layer:
     """``n`` copies of ``layer``, each with its own params and state, applied in sequence

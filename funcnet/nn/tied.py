@@ -22,6 +22,7 @@ from funcnet.nn.base import (Layer, apply_child, check_train, fmt, init_child, i
                              promote)
 from funcnet.nn.combinators import Identity
 from funcnet.nn.embedding import Embedding
+from funcnet._describe import described
 
 __all__ = ["TiedEmbedding"]
 
@@ -29,6 +30,7 @@ WHERE = ("TiedEmbedding[embedding]", "TiedEmbedding[body]")
 _DROP_REST = "end a body that carries side inputs (ids, *rest) with nn.DropRest"
 
 
+@described
 def TiedEmbedding(num_embeddings: int, features: int, body: Layer = Identity, *,
                   embedding_init=None, dtype=None) -> Layer:
     """Embedding, ``body``, then the transposed embedding table as the output projection.

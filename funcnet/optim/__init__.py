@@ -18,7 +18,7 @@ in :mod:`.aliases_more`, Adafactor's block in :mod:`.factorized`; combinators in
 will use.
 """
 from funcnet.optim import schedules
-from funcnet.optim.describe import describe
+from funcnet._describe import describe
 from funcnet.optim.accumulate import (
     AccumulateState, MultiSteps, MultiStepsState, accumulate, skip_large_updates,
     skip_not_finite)

@@ -19,7 +19,7 @@ from funcnet.optim.base import (
     check_updates, current_learning_rate, optimizer, promote_dtypes, safe_increment,
     zero_count, zeros_like, zeros_like_updates)
 from funcnet.optim.combine import call_update
-from funcnet.optim.describe import call_text, described
+from funcnet._describe import call_text, described
 
 _map = jax.tree_util.tree_map
 

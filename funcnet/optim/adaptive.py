@@ -18,7 +18,7 @@ from funcnet.optim.base import (
     Updates, abs_sq, bias_correction as _debias, cast_like, check_decay, check_nonnegative,
     check_optional_dtype, check_state, moment, one_minus, optimizer, promote_dtypes,
     safe_increment, split, zero_count, zeros_like)
-from funcnet.optim.describe import described
+from funcnet._describe import described
 
 _map = jax.tree_util.tree_map
 

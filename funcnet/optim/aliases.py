@@ -16,7 +16,7 @@ from funcnet.optim.combine import chain
 from funcnet.optim.regularization import add_decayed_weights
 from funcnet.optim.adaptive import scale_by_adam, scale_by_rms, scale_by_rss, scale_by_stddev
 from funcnet.optim.transforms import _scale, identity, scale_by_learning_rate, trace
-from funcnet.optim.describe import described
+from funcnet._describe import described
 
 
 def _lr(learning_rate):

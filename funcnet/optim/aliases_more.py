@@ -20,7 +20,7 @@ from funcnet.optim.factorized import scale_by_factored_rms
 from funcnet.optim.regularization import (
     add_decayed_weights, clip_by_block_rms, scale_by_param_block_rms, scale_by_trust_ratio)
 from funcnet.optim.transforms import _scale, ema, scale_by_learning_rate, trace
-from funcnet.optim.describe import described
+from funcnet._describe import described
 
 
 def _named(name, *blocks, learning_rate, decay=None):

@@ -17,7 +17,7 @@ from funcnet import _checks
 from funcnet.optim.base import (
     OptState, StateMismatchError, check_inexact_leaves, check_state,
     check_updates, current_learning_rate, optimizer)
-from funcnet.optim.describe import described
+from funcnet._describe import described
 
 _map = jax.tree_util.tree_map
 

@@ -14,7 +14,7 @@ from funcnet.optim.base import (
     Updates, abs_sq, cast_like, check_hyperparameter, check_nonnegative, check_state,
     check_trees_match, optimizer, promote_dtypes, safe_increment, split, zero_count)
 from funcnet.optim.regularization import _check_params
-from funcnet.optim.describe import described
+from funcnet._describe import described
 
 _map = jax.tree_util.tree_map
 

@@ -14,7 +14,7 @@ from funcnet.optim.base import (
     safe_increment, zero_count)
 from funcnet.optim.combine import masked
 from funcnet.optim.transforms import _stateless
-from funcnet.optim.describe import described
+from funcnet._describe import described
 
 _map = jax.tree_util.tree_map
 

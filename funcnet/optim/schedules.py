@@ -30,7 +30,7 @@ import numpy as np
 
 from funcnet import _checks
 from funcnet.optim.base import Schedule, check_nonnegative, promote_dtypes
-from funcnet.optim.describe import described
+from funcnet._describe import described
 
 
 def _dtype(*values):

@@ -14,7 +14,7 @@ from funcnet.optim.base import Schedule
 from funcnet.optim.schedules import (
     _as, _boundaries_and_scales, _cosine, _counts, _dtype, _values, constant_schedule,
     exponential_decay, join_schedules, linear_schedule)
-from funcnet.optim.describe import described
+from funcnet._describe import described
 
 
 @described

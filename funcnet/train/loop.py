@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from funcnet import _checks, data as fdata, ops, optim
+from funcnet import _checks, data as fdata, nn, ops, optim
 from funcnet.train import sharding
 from funcnet.train._checks import (FIT_LOGS, check_batch_split, check_config, check_labels,
                                    check_manager, check_mesh, check_model_args, check_pair, is_pair,
@@ -346,7 +346,7 @@ def fit(model, params, state, opt, data, epochs: int, *, batch_size: int | None 
     fp = fingerprint(model=model, params=params, state=state, opt_state=opt_state,
                      learning_rate=first_lr, loss_fn=loss_fn, key=key,
                      batch_size=batch_size, data=source, config=config,
-                     optimizer=optim.describe(opt))
+                     optimizer=optim.describe(opt), model_config=nn.describe(model))
     start, history, stop_name = 0, {}, None
     writer = jax.process_index() == 0
     given = (params, state, opt_state)       # the caller's arrays: their shardings are kept

@@ -7,11 +7,12 @@ the trajectory of the parameters, and only that:
 - the model (its layers' names, e.g. ``serial[Dense(32), ReLU, Dense(10)]``), the tree
   structure, shapes and dtypes of ``params``, ``state`` and ``opt_state``, the learning
   rate the first update uses (when :func:`funcnet.optim.current_learning_rate` knows it);
-- the optimizer: for one funcnet built, the call that built it with every
-  hyperparameter (:func:`funcnet.optim.describe`, e.g. ``adam(learning_rate=0.001,
-  b1=0.9, ...)``), so ``adam`` and ``adamax`` (the same state tree) or two values of
-  ``b2`` never share a directory; a checkpoint written before funcnet recorded it is
-  resumed without this check;
+- the optimizer and the model as built: for what funcnet built, the call that built it
+  with every setting (:func:`funcnet.optim.describe`, :func:`funcnet.nn.describe`, e.g.
+  ``adam(learning_rate=0.001, b1=0.9, ...)``, ``MultiHeadAttention(num_heads=4, ...,
+  rope=True)``), so ``adam`` and ``adamax`` (the same state tree), two values of ``b2``,
+  or a model with and without rotary embeddings never share a directory; a checkpoint
+  written before funcnet recorded them is resumed without these two checks;
 - the loss function's qualified name, the PRNG key, the batch size, the training data's
   shapes and dtypes (not its values: hashing a large data set on every call would cost
   more than it protects). For a :class:`funcnet.data.Loader` also its batch size, order
@@ -48,6 +49,7 @@ __all__ = ["META_KEY", "fingerprint", "restore_template", "resume_point", "save_
            "stable_name"]
 
 META_KEY = "funcnet.fit"
+_RECORDED_LATER = ("optimizer", "model_config")
 
 
 def describe_model(layer) -> str:
@@ -128,12 +130,13 @@ _TREES = ("params", "state", "opt_state")
 
 
 def fingerprint(*, model, params, state, opt_state, learning_rate, loss_fn, key,
-                batch_size, data, config=None, optimizer: str | None = None) -> dict:
+                batch_size, data, config=None, optimizer: str | None = None,
+                model_config: str | None = None) -> dict:
     """The run's fingerprint (JSON-serialisable; see the module docstring). ``data``:
     ``(x, y)`` or the source of batches (:func:`describe_data`); ``config``: the user's
     JSON-serialisable description of the rest of the run (``fit(config=...)``);
-    ``optimizer``: :func:`funcnet.optim.describe` of the optimizer (``None`` for one
-    funcnet did not build). Its ``"leaves"`` entry explains a tree mismatch and is not
+    ``optimizer`` / ``model_config``: :func:`funcnet.optim.describe` of the optimizer and
+    :func:`funcnet.nn.describe` of the model (``None`` for what funcnet did not build). Its ``"leaves"`` entry explains a tree mismatch and is not
     compared itself."""
     trees = dict(zip(_TREES, (params, state, opt_state)))
     fp = {
@@ -149,6 +152,7 @@ def fingerprint(*, model, params, state, opt_state, learning_rate, loss_fn, key,
     if config is not None:
         fp["config"] = config
     fp["optimizer"] = optimizer
+    fp["model_config"] = model_config
     return fp
 
 
@@ -211,8 +215,8 @@ def _mismatch(meta, fp: dict, step: int) -> str | None:
         return f"the checkpoint of step {step} was not written by fit (it has no run fingerprint)"
     saved = run["fingerprint"]
     keys = [*fp, *(["config"] if "config" in saved and "config" not in fp else [])]
-    if "optimizer" not in saved:     # written before funcnet recorded the optimizer
-        keys = [k for k in keys if k != "optimizer"]
+    # entries a checkpoint written before funcnet recorded them lacks: not compared
+    keys = [k for k in keys if k not in _RECORDED_LATER or k in saved]
     diffs = [_explained(k, fp, saved, step) for k in keys
              if _differs(k, fp.get(k), saved.get(k))]
     return "; ".join(diffs) or None

@@ -1,0 +1,128 @@
+"""How an optimizer, a schedule or a layer was built, as text: the call that built it,
+e.g. ``"adam(learning_rate=0.001, b1=0.9, b2=0.999, eps=1e-08, ...)"`` or
+``"MultiHeadAttention(num_heads=4, ..., causal=True, rope=True)"``.
+
+Every public factory of :mod:`funcnet.optim` (named optimizers, blocks, combinators,
+wrappers, schedules) and of :mod:`funcnet.nn` (layers and combinators) is
+:func:`described`: what it returns records the call that made it, every argument bound to
+the factory's signature with its defaults. An optimizer, schedule or layer given as an
+argument (``chain``'s blocks, ``Residual``'s layer) appears as its own description, so
+the text of a whole model or optimizer holds every setting.
+
+``fit`` stores the texts of the model and the optimizer in its run fingerprint: resuming a
+run with other hyperparameters or another layer setting (``rope=True``, a dropout rate)
+is refused even where the trees of params and optimizer state are the same. The text is
+the same in every process and session: numbers by ``repr`` (a NumPy scalar in its own
+dtype's shortest form), dtypes by name, functions by qualified name, arrays by shape and
+dtype (not their values), PRNG keys by shape, traced values (built inside ``jit``/``vmap``)
+as ``traced``.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import weakref
+from typing import Callable
+
+import jax
+import numpy as np
+
+__all__ = ["describe", "described", "describe_value", "call_text"]
+
+# texts of objects that take no attribute (a Layer is a NamedTuple): keyed by the
+# object's function that identifies it (a layer's ``init``), kept as long as it lives
+_BY_FUNCTION: "weakref.WeakKeyDictionary[Callable, str]" = weakref.WeakKeyDictionary()
+_KEY_FIELD = "init"
+
+
+def describe(obj) -> str | None:
+    """The text of the call that built ``obj`` (a funcnet optimizer, ``MultiSteps``,
+    schedule or layer); ``None`` for one funcnet did not build (optax's optimizers: their
+    hyperparameters are in closures it cannot read; a hand-written layer)."""
+    text = getattr(obj, "_description", None)
+    if text is None and isinstance(obj, tuple):
+        key = getattr(obj, _KEY_FIELD, None)
+        try:
+            text = _BY_FUNCTION.get(key) if key is not None else None
+        except TypeError:            # not weak-referenceable
+            text = None
+    return text
+
+
+def _record(obj, text: str) -> None:
+    if isinstance(obj, tuple):       # a NamedTuple (a Layer, an optimizer)
+        key = getattr(obj, _KEY_FIELD, None)
+        if key is not None and not hasattr(obj, "__dict__"):
+            try:
+                _BY_FUNCTION[key] = text
+            except TypeError:
+                pass
+            return
+    try:
+        obj._description = text
+    except (AttributeError, TypeError):
+        pass
+
+
+def describe_value(v) -> str:
+    """A hyperparameter as stable text (module docstring)."""
+    text = describe(v)
+    if text is not None:
+        return text
+    if v is None or isinstance(v, (bool, int, str)):
+        return repr(v)
+    if isinstance(v, float):
+        return repr(float(v))
+    if isinstance(v, jax.core.Tracer):
+        return "traced"
+    if isinstance(v, jax.Array) and jax.dtypes.issubdtype(v.dtype, jax.dtypes.prng_key):
+        return f"key{list(v.shape)}"                  # a PRNG key: not its bits
+    if isinstance(v, (np.ndarray, np.generic, jax.Array)):
+        if np.ndim(v) == 0:       # shortest text of its own dtype: float32 0.003 -> 0.003
+            return str(np.asarray(v)[()])
+        return f"array({np.dtype(v.dtype).name}{list(np.shape(v))})"
+    if isinstance(v, (np.dtype, type)):
+        try:
+            return np.dtype(v).name
+        except TypeError:
+            pass
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k!r}: {describe_value(v[k])}" for k in sorted(v, key=str)) + "}"
+    if isinstance(v, tuple) and hasattr(v, "_fields") and hasattr(v, "name"):
+        return str(v.name)           # a layer funcnet did not build: its display name
+    if isinstance(v, (list, tuple)):
+        inner = ", ".join(describe_value(a) for a in v)
+        return f"[{inner}]" if isinstance(v, list) else f"({inner})"
+    if isinstance(v, functools.partial):
+        return f"partial({', '.join([describe_value(v.func), *map(describe_value, v.args)])})"
+    if callable(v):
+        f = v if hasattr(v, "__qualname__") else type(v)
+        return f"{getattr(f, '__module__', '?')}.{f.__qualname__}"
+    return type(v).__name__
+
+
+def call_text(name: str, signature: inspect.Signature, args: tuple, kwargs: dict) -> str:
+    """``name(a=..., b=...)`` of a call, its arguments bound with their defaults."""
+    try:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        items = [f"{k}={describe_value(v)}" for k, v in bound.arguments.items()]
+    except TypeError:
+        items = [*map(describe_value, args), *(f"{k}={describe_value(v)}" for k, v in kwargs.items())]
+    return f"{name}({', '.join(items)})"
+
+
+def described(fn: Callable) -> Callable:
+    """Decorator of a public factory: its result (an optimizer, a schedule function or a
+    layer) records the call that made it; the outermost factory's text wins (``adam``
+    over the ``chain`` it returns)."""
+    signature = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        out = fn(*args, **kwargs)
+        if isinstance(out, tuple) or inspect.isfunction(out):
+            _record(out, call_text(fn.__name__, signature, args, kwargs))
+        return out
+
+    return wrapper

@@ -1,0 +1,73 @@
+"""nn.describe: every layer funcnet builds records the call that built it, sub-layers
+included; fit's fingerprint holds it, so a run is not resumed with another setting that
+leaves the params' tree unchanged (rope=True, a dropout rate, causal)."""
+import jax
+import jax.numpy as jnp
+import pytest
+
+from funcnet import checkpoint, nn, optim, train
+from tests.train._setup import KEY, init, subset
+
+X, Y = subset(64)
+FIT = dict(batch_size=32, key=KEY, progress=False)
+
+LAYERS = {  # every public layer factory with arguments
+    "Dense": lambda: nn.Dense(3, use_bias=False), "Conv2D": lambda: nn.Conv2D(4, 3, stride=2),
+    "Conv1D": lambda: nn.Conv1D(4, 3), "MaxPool2D": lambda: nn.MaxPool2D(2),
+    "AvgPool2D": lambda: nn.AvgPool2D(2), "GlobalAvgPool2D": nn.GlobalAvgPool2D,
+    "Flatten": nn.Flatten, "ReLU": nn.ReLU, "GELU": lambda: nn.GELU(approximate=False),
+    "LeakyReLU": lambda: nn.LeakyReLU(0.2), "BatchNorm": lambda: nn.BatchNorm(0.8),
+    "Dropout": lambda: nn.Dropout(0.3), "LayerNorm": lambda: nn.LayerNorm(eps=1e-3),
+    "RMSNorm": nn.RMSNorm, "Embedding": lambda: nn.Embedding(10, 4),
+    "RNN": lambda: nn.RNN(5), "LSTM": lambda: nn.LSTM(5), "GRU": lambda: nn.GRU(5),
+    "MultiHeadAttention": lambda: nn.MultiHeadAttention(2, rope=True),
+    "CrossAttention": lambda: nn.CrossAttention(2), "PositionEmbedding":
+    lambda: nn.PositionEmbedding(8), "Reshape": lambda: nn.Reshape((2, -1)),
+    "SwapAxes": lambda: nn.SwapAxes(0, 1), "Select": lambda: nn.Select(0, 2),
+    "serial": lambda: nn.serial(nn.Dense(2), nn.Tanh()),
+    "Residual": lambda: nn.Residual(nn.Dense(2)), "Repeat": lambda: nn.Repeat(nn.Dense(2), 3),
+    "Remat": lambda: nn.Remat(nn.Dense(2)), "OnFirst": lambda: nn.OnFirst(nn.Dense(2)),
+    "KeepRest": lambda: nn.KeepRest(nn.Dense(2), residual=True),
+    "TiedEmbedding": lambda: nn.TiedEmbedding(10, 4, nn.LayerNorm()),
+    "Bidirectional": lambda: nn.Bidirectional(nn.LSTM(3), nn.GRU(3)),
+    "parallel": lambda: nn.parallel(nn.Dense(2), nn.Dense(3)),
+    "FanOut": lambda: nn.FanOut(2), "FanInConcat": lambda: nn.FanInConcat(-1),
+}
+
+
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_every_layer_is_described_by_its_call(name):
+    text = nn.describe(LAYERS[name]())
+    assert text is not None and text.startswith(name + "("), text
+    assert nn.describe(LAYERS[name]()) == text
+
+
+def test_settings_and_sub_layers_are_in_the_text():
+    attn = lambda **kw: nn.Residual(nn.MultiHeadAttention(2, causal=True, **kw))  # noqa: E731
+    assert nn.describe(attn(rope=True)) != nn.describe(attn())
+    assert "rope=True" in nn.describe(nn.serial(nn.Dense(4), attn(rope=True)))
+    assert nn.describe(nn.Dropout(0.1)) != nn.describe(nn.Dropout(0.2))
+    own = nn.Layer(lambda k, s: (s, (), ()), lambda p, s, x, **kw: (x, s), "Mine")
+    assert nn.describe(own) is None
+    assert "Mine" in nn.describe(nn.serial(own, nn.ReLU()))
+
+
+def _model(rate, rope):
+    return nn.serial(nn.Dense(32, dtype=jnp.float32), nn.ReLU(), nn.Dropout(rate),
+                     nn.Reshape((4, 8)), nn.MultiHeadAttention(2, rope=rope),
+                     nn.Flatten(), nn.Dense(10, dtype=jnp.float32))
+
+
+@pytest.mark.parametrize("then, why", [((0.1, False), "rope=False"),
+                                       ((0.2, True), "rate=0.2")], ids=["rope", "dropout"])
+def test_fit_refuses_a_model_with_another_setting_and_the_same_params(tmp_path, then, why):
+    first = _model(0.1, True)
+    params, state = init(first)
+    manager = checkpoint.CheckpointManager(tmp_path)
+    train.fit(first, params, state, optim.adam(1e-2), (X, Y), 1, checkpoint=manager, **FIT)
+    with pytest.raises(train.RunMismatchError, match=f"model_config is .*{why}"):
+        train.fit(_model(*then), params, state, optim.adam(1e-2), (X, Y), 2,
+                  checkpoint=manager, **FIT)
+    _, _, _, history = train.fit(_model(0.1, True), params, state, optim.adam(1e-2), (X, Y),
+                                 2, checkpoint=manager, **FIT)
+    assert history["epoch"] == [1, 2]
