@@ -87,7 +87,8 @@ def describe_value(v) -> str:
         except TypeError:
             pass
     if isinstance(v, dict):
-        return "{" + ", ".join(f"{k!r}: {describe_value(v[k])}" for k in sorted(v, key=str)) + "}"
+        items = (f"{k!r}: {describe_value(v[k])}" for k in sorted(v, key=str))
+        return "{" + ", ".join(items) + "}"
     if isinstance(v, tuple) and hasattr(v, "_fields") and hasattr(v, "name"):
         return str(v.name)           # a layer funcnet did not build: its display name
     if isinstance(v, (list, tuple)):
@@ -108,7 +109,8 @@ def call_text(name: str, signature: inspect.Signature, args: tuple, kwargs: dict
         bound.apply_defaults()
         items = [f"{k}={describe_value(v)}" for k, v in bound.arguments.items()]
     except TypeError:
-        items = [*map(describe_value, args), *(f"{k}={describe_value(v)}" for k, v in kwargs.items())]
+        items = [*map(describe_value, args),
+                 *(f"{k}={describe_value(v)}" for k, v in kwargs.items())]
     return f"{name}({', '.join(items)})"
 
 
