@@ -136,8 +136,8 @@ def fingerprint(*, model, params, state, opt_state, learning_rate, loss_fn, key,
     ``(x, y)`` or the source of batches (:func:`describe_data`); ``config``: the user's
     JSON-serialisable description of the rest of the run (``fit(config=...)``);
     ``optimizer`` / ``model_config``: :func:`funcnet.optim.describe` of the optimizer and
-    :func:`funcnet.nn.describe` of the model (``None`` for what funcnet did not build). Its ``"leaves"`` entry explains a tree mismatch and is not
-    compared itself."""
+    :func:`funcnet.nn.describe` of the model (``None`` for what funcnet did not build).
+    Its ``"leaves"`` entry explains a tree mismatch and is not compared itself."""
     trees = dict(zip(_TREES, (params, state, opt_state)))
     fp = {
         "model": describe_model(model),
