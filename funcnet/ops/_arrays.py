@@ -45,6 +45,31 @@ def flat(a):
     return a.reshape(math.prod(a.shape[:-1]), a.shape[-1])
 
 
+def as_rows(a):
+    """``flat(a)``: the rows ``(prod(...), K)`` of a ``(..., K)`` array (a batch, or the
+    ``T*N`` steps of a time-major ``(T, N, K)`` one), for a backward rule's products over
+    all of them at once; ``a`` itself on a mesh with ``Explicit`` axes, where a split axis
+    other than the first cannot be merged into one (the products then contract every
+    leading axis: ``@`` on the last axis, :func:`rows_t_dot`, :func:`rows_sum`)."""
+    return a if explicit_sharding(a) is not None else flat(a)
+
+
+def rows_t_dot(a, rows, w):
+    """The gradient of the weight ``w``: ``a^T rows`` summed over every leading axis
+    (``a`` ``(..., K)``, ``rows`` from :func:`as_rows`), written as a contraction without
+    a materialised transpose. On a mesh with ``Explicit`` axes it contracts the split
+    batch axis, so it is given ``w``'s sharding, which JAX cannot infer there."""
+    lead = tuple(range(rows.ndim - 1))
+    return jax.lax.dot_general(flat(a) if rows.ndim == 2 else a, rows,
+                               ((lead, lead), ((), ())), out_sharding=explicit_sharding(w))
+
+
+def rows_sum(rows):
+    """The gradient of a bias: ``rows`` (from :func:`as_rows`) summed over every leading
+    axis."""
+    return jnp.sum(rows, axis=tuple(range(rows.ndim - 1)))
+
+
 def project(xs, w, b):
     """``xs @ w + b`` for every step of a time-major ``(T, N, D)`` input at once, as one
     ``(T*N, D) @ (D, G)`` matmul: ``(T, N, G)`` (the input projection of the RNNs; a

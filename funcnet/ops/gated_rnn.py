@@ -28,12 +28,11 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from funcnet.ops._arrays import previous, scan_projected
+from funcnet.ops._arrays import as_rows, previous, rows_sum, rows_t_dot, scan_projected
 from funcnet.ops._mode import has_twin
 from funcnet.ops._mesh import defvjp, split_like, vary_like
 from funcnet.ops.rnn import (check_recurrent_args, freeze_padded, mask_steps, nan_carry,
-                             padded_steps, real_inputs, rows_sum, rows_t_dot, time_rows,
-                             zero_padded)
+                             padded_steps, real_inputs, zero_padded)
 
 __all__ = ["lstm", "gru"]
 
@@ -100,7 +99,7 @@ def _lstm_bwd(res, cts):
                                (dhs, acts, tcs, previous(c0, cs), *mask_steps(valid)),
                                reverse=True)
     h_prev = previous(h0, acts[..., 3 * k:] * tcs)      # h_t = o_t tanh(c_t), recomputed
-    dz = time_rows(dzs)
+    dz = as_rows(dzs)
     return ((dz @ wx.T).reshape(xs.shape), dh0, dc0,
             rows_t_dot(real_inputs(valid, xs), dz, wx), rows_t_dot(h_prev, dz, wh),
             rows_sum(dz), None)
@@ -238,8 +237,8 @@ def _gru_bwd(res, cts):
                                reverse=True)
     # dax = [dar, daz, dan] differs from dah only in its last block: assembled once for
     # all steps instead of a second (T, N, 3H) output of the loop
-    dah = time_rows(dah)
-    dax = jnp.concatenate([dah[..., :2 * k], time_rows(dan)], axis=-1)
+    dah = as_rows(dah)
+    dax = jnp.concatenate([dah[..., :2 * k], as_rows(dan)], axis=-1)
     return ((dax @ wx.T).reshape(xs.shape), dh0, rows_t_dot(real_inputs(valid, xs), dax, wx),
             rows_t_dot(h_prev, dah, wh), rows_sum(dax), rows_sum(dah), None)
 

@@ -13,9 +13,9 @@ import jax
 import jax.numpy as jnp
 
 from funcnet import _checks
-from funcnet.ops._arrays import expand_leading, flat
+from funcnet.ops._arrays import as_rows, expand_leading, rows_sum, rows_t_dot
 from funcnet.ops._mode import has_twin
-from funcnet.ops._mesh import defvjp, explicit_sharding
+from funcnet.ops._mesh import defvjp
 
 
 def check_matmul_args(fn: str, x, w) -> None:
@@ -55,9 +55,7 @@ def _matmul_bwd(res, g):
     # dx = dy W^T and dW = x^T dy as contractions, without materialised transposes: a
     # weight sharded over a mesh is then gathered once for the forward and the backward.
     dx = jax.lax.dot_general(g, w, (((g.ndim - 1,), (1,)), ((), ())))
-    dw = jax.lax.dot_general(flat(x), flat(g), (((0,), (0,)), ((), ())),
-                             out_sharding=explicit_sharding(w))
-    return dx, dw
+    return dx, rows_t_dot(x, as_rows(g), w)
 
 
 defvjp(_matmul, _matmul_fwd, _matmul_bwd)
@@ -105,7 +103,7 @@ def _affine_fwd(x, w, b):
 def _affine_bwd(res, g):
     x, w = res
     dx, dw = _matmul_bwd(res, g)
-    db = jnp.sum(flat(g), axis=0)
+    db = rows_sum(as_rows(g))
     return dx, dw, db
 
 

@@ -11,9 +11,9 @@ import jax.numpy as jnp
 from jax import lax
 
 from funcnet import _checks
-from funcnet.ops._arrays import flat, previous, project
+from funcnet.ops._arrays import as_rows, previous, project, rows_sum, rows_t_dot
 from funcnet.ops._mode import has_twin
-from funcnet.ops._mesh import defvjp, explicit_sharding, split_like, vary_like
+from funcnet.ops._mesh import defvjp, split_like, vary_like
 
 
 def _rnn_forward(xs, h0, wx, wh, b, valid):
@@ -56,7 +56,7 @@ def _rnn_bwd(res, cts):
     dh_last = vary_like(dh_last, dhs, hs, wh, valid)
     dh0, das = lax.scan(step, dh_last, (dhs, hs, *mask_steps(valid)), reverse=True)
     h_prev = previous(h0, hs)                      # (T, N, H): h_{t-1} (real steps: a prefix)
-    da2 = time_rows(das)
+    da2 = as_rows(das)
     dxs = (da2 @ wx.T).reshape(xs.shape)
     dwx = rows_t_dot(real_inputs(valid, xs), da2, wx)
     dwh = rows_t_dot(h_prev, da2, wh)
@@ -64,32 +64,6 @@ def _rnn_bwd(res, cts):
 
 
 defvjp(_rnn, _rnn_fwd, _rnn_bwd)
-
-
-def time_rows(a):
-    """``flat(a)``: the ``T*N`` rows ``(T*N, K)`` of a time-major ``(T, N, K)`` array, for
-    the backward rules' matmuls over all steps at once; ``a`` itself on a mesh with
-    ``Explicit`` axes, where ``N`` may be split and ``(T, N)`` cannot be merged into one
-    axis (the matmuls then contract both: ``@`` on the last axis, :func:`rows_t_dot`,
-    :func:`rows_sum`)."""
-    return a if explicit_sharding(a) is not None else flat(a)
-
-
-def rows_t_dot(a, rows, w):
-    """The gradient of the weight ``w``: ``a^T rows`` summed over every step and sequence
-    (``a`` ``(T, N, K)``, ``rows`` from :func:`time_rows`). On a mesh with ``Explicit``
-    axes it contracts the split batch axis, so it takes ``w``'s sharding (as
-    :func:`funcnet.ops.matmul`'s ``dW``)."""
-    if rows.ndim == 2:
-        return flat(a).T @ rows
-    lead = tuple(range(a.ndim - 1))
-    return lax.dot_general(a, rows, ((lead, lead), ((), ())),
-                           out_sharding=explicit_sharding(w))
-
-
-def rows_sum(rows):
-    """The gradient of a bias: ``rows`` (from :func:`time_rows`) summed over all steps."""
-    return jnp.sum(rows, axis=tuple(range(rows.ndim - 1)))
 
 
 def check_recurrent_args(fn, gates, xs, carries, weights):

@@ -1,4 +1,5 @@
-"""``rnn``, ``lstm``, ``gru`` and ``embedding`` (ops and plain-JAX twins) and their layers
+"""``rnn``, ``lstm``, ``gru``, ``embedding``, and ``affine``/``matmul`` on time-major rows
+(ops and plain-JAX twins) and the recurrent and embedding layers
 under ``jax.set_mesh`` of a mesh with ``Explicit`` axes (``jax.make_mesh``'s default from
 JAX 0.9 on): a batch split over ``"data"``, replicated weights, inputs split on their
 features and an embedding table split on its features or its rows over ``"model"``.
@@ -6,8 +7,9 @@ features and an embedding table split on its features or its rows over ``"model"
 ``jax.grad`` equals one device's (float64, rtol 1e-10) and every gradient comes back on
 its input's sharding. Each of these failed before (``funcnet/ops/_mesh.py``):
 
-- the ops' ``(T, N, D) -> (T*N, D)`` reshapes (input projection, backward matmuls) of a
-  batch split over ``N``: "This reshape is not supported";
+- the ops' ``(T, N, D) -> (T*N, D)`` reshapes (input projection, backward matmuls, and
+  ``affine``/``matmul``'s weight gradient, a Dense after a time-major layer) of a batch
+  split over ``N``: "This reshape is not supported";
 - a replicated initial carry (the layers' zeros) for a batch-split loop, ops and twins:
   "scan body function carry input and carry output must have equal types";
 - the embedding's gather, op and twin: "Use ``.at[...].get(out_sharding=)``";
@@ -22,7 +24,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from funcnet import nn, ops
 from funcnet.gradcheck import assert_close
 from funcnet.ops._mesh import gather_sharding, split_like
-from funcnet.ops.rnn import time_rows
+from funcnet.ops._arrays import as_rows
 
 RTOL = 1e-10
 T, N, D, H, V, F, L = 3, 8, 4, 2, 8, 4, 3
@@ -55,6 +57,11 @@ CASES = {
     "embedding": (ops.embedding, (_IDS, _n(18, V, F)), (P("data"), P(None, "model"))),
     "embedding_time_major": (ops.embedding, (_IDS.T, _n(19, V, F)),
                              (P(None, "data"), P("model", None))),
+    # a Dense after a time-major recurrent layer: rows (T, N) with N split
+    "affine_time_major": (ops.affine, (_n(20, T, N, D), _n(21, D, H), _n(22, H)),
+                          (P(None, "data"), P(), P())),
+    "matmul_time_major": (ops.matmul, (_n(23, T, N, D), _n(24, D, 4)),
+                          (P(None, "data"), P())),
 }
 
 
@@ -126,7 +133,7 @@ def test_nothing_is_added_outside_an_explicit_mesh():
 
     def helpers(xs, h, table, ids):
         assert split_like(h, xs) is h and gather_sharding(table, ids) is None
-        assert time_rows(xs).ndim == 2
+        assert as_rows(xs).ndim == 2
         return xs
 
     auto = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
