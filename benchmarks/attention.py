@@ -9,7 +9,10 @@ causal, for each sequence length ``T = S``:
 * ``autodiff``: ``jax.grad`` of its plain twin ``funcnet.ops.reference``
   (``softmax(q k^T * scale) v`` written out, which keeps the ``T x S`` probabilities);
 * ``jax.nn``: ``jax.nn.dot_product_attention`` (``implementation=None``: XLA), plus
-  ``implementation="cudnn"`` on a GPU.
+  ``implementation="cudnn"`` on a GPU;
+* ``funcnet window`` / ``jax.nn window``: sliding-window attention of ``--window`` keys
+  (``window=W``; ``local_window_size=(W - 1, 0)``), compared with each other (funcnet
+  skips the keys outside the window: ``O(T W)``; jax.nn's XLA path masks a ``T x S``).
 
 Per case and variant: median time of a step (the variants are sampled round-robin, the
 order rotating, as ``benchmarks/run.py`` does), the bytes saved for the backward pass
@@ -44,7 +47,7 @@ QUICK_T = (128, 256)
 MEMORY_TARGET_T, MEMORY_TARGET_RATIO, TIME_TARGET_RATIO = 1024, 4.0, 1.2
 
 
-def variants(platform: str, dtype: str) -> dict:
+def variants(platform: str, dtype: str, window: int = 0) -> dict:
     import jax
 
     from funcnet import ops
@@ -54,6 +57,11 @@ def variants(platform: str, dtype: str) -> dict:
         "autodiff": lambda q, k, v: ops.reference.dot_product_attention(q, k, v, causal=True),
         "jax.nn": lambda q, k, v: jax.nn.dot_product_attention(q, k, v, is_causal=True),
     }
+    if window:
+        out["funcnet window"] = lambda q, k, v: ops.dot_product_attention(
+            q, k, v, causal=True, window=window)
+        out["jax.nn window"] = lambda q, k, v: jax.nn.dot_product_attention(
+            q, k, v, is_causal=True, local_window_size=(window - 1, 0))
     if platform == "gpu" and dtype in ("float16", "bfloat16"):   # cuDNN's dtypes
         out["jax.nn cudnn"] = lambda q, k, v: jax.nn.dot_product_attention(
             q, k, v, is_causal=True, implementation="cudnn")
@@ -120,7 +128,7 @@ def measure_case(t, args_ns, platform, log) -> dict:
     args = tuple(jax.random.normal(k, shape, jnp.float32).astype(args_ns.dtype) for k in keys)
     limit = int(args_ns.mem_limit_gb * 2 ** 30)
     entries = [Entry(n, f, t, args, limit, log)
-               for n, f in variants(platform, args_ns.dtype).items()]
+               for n, f in variants(platform, args_ns.dtype, args_ns.window).items()]
     live = [e for e in entries if e.live]
     for e in list(live):
         try:
@@ -138,8 +146,10 @@ def measure_case(t, args_ns, platform, log) -> dict:
         r += 1
     rows = [e.row() for e in entries]
     ok = [x for x in rows if x["time"]["n"]]
-    for x in ok:
-        others = [y["time"]["median_s"] for y in ok if y["variant"] != "funcnet"]
+    for x in ok:   # windowed variants are compared with each other only
+        group = "window" in x["variant"]
+        others = [y["time"]["median_s"] for y in ok if not y["variant"].startswith("funcnet")
+                  and ("window" in y["variant"]) == group]
         x["ratio_best_jax"] = x["time"]["median_s"] / min(others) if others else None
     fn = next((x for x in rows if x["variant"] == "funcnet"), None)
     for x in rows:
@@ -190,7 +200,9 @@ def markdown(res: dict) -> str:
     lines = common.header_lines(
         "Attention training step", res, f"profile `{res['profile']}`",
         f"step: grad of sum(attention(q, k, v)^2) w.r.t. q, k, v; causal; B=1, heads "
-        f"{res['heads']}, head_dim {res['head_dim']}, {res['dtype']}, T = S")
+        f"{res['heads']}, head_dim {res['head_dim']}, {res['dtype']}, T = S"
+        + (f"; 'window' variants: W = {res['window']}, compared with each other"
+           if res.get("window") else ""))
     lines += ["| T | variant | median ms | IQR ms | n | resid MiB | resid × funcnet | "
               "XLA temp MiB | compile s | × best JAX alternative |",
               "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -222,6 +234,8 @@ def main(argv=None) -> dict:
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--head-dim", type=int, default=64)
     p.add_argument("--dtype", default="float32")
+    p.add_argument("--window", type=int, default=128,
+                   help="sliding window of the 'window' variants (0: none)")
     p.add_argument("--repeats", type=int, default=None, help="minimum samples per variant")
     p.add_argument("--max-repeats", type=int, default=50)
     p.add_argument("--budget", type=float, default=None,
@@ -252,7 +266,7 @@ def main(argv=None) -> dict:
     env = {**common.environment(),
            "env_vars": {k: os.environ.get(k) for k in ("XLA_FLAGS", "JAX_PLATFORMS")}}
     print(f"device: {env['device']}; T = {sizes}", flush=True)
-    res = {"profile": "quick" if a.quick else "full", "heads": a.heads,
+    res = {"profile": "quick" if a.quick else "full", "heads": a.heads, "window": a.window,
            "head_dim": a.head_dim, "dtype": a.dtype, "env": env, "cases": [],
            "command": common.command("attention", argv)}
     for t in sizes:   # written after every T: a run cut short keeps what it measured

@@ -15,7 +15,7 @@
 #   bench     python -m benchmarks.run: small_mlp (per step and in lax.scan), wide_mlp_bf16
 #             (5x4096, batch 8192, bf16, % of the measured matmul peak), cnn_large (book CNN,
 #             batch 4096, time and memory) against plain JAX, Flax, Equinox, PyTorch eager
-#   extras    benchmarks/attention.py, ops_vs_autodiff.py and fit_guard.py when present
+#   extras    benchmarks/attention.py, ops_vs_autodiff.py, conv_lowering.py and fit_guard.py when present
 #   dispatch  benchmarks/dispatch.py (per-call host cost of a step)
 #   tests-suites  (full run, with the time left) the conv2d, train-step and parallel suites
 #
@@ -155,7 +155,7 @@ stage bench "$BENCH_CAP" 60 "benchmarks.run $CASES vs jax, flax, equinox, torch 
 # ------------------------------------------------------------------------------ extras
 QFLAG=()
 [ "$QUICK" = 1 ] && QFLAG=(--quick)
-for mod in attention ops_vs_autodiff fit_guard; do
+for mod in attention ops_vs_autodiff conv_lowering fit_guard; do
   if [ -f "benchmarks/$mod.py" ]; then
     stage "$mod" 60 20 "benchmarks/$mod.py" -- \
       "${BENCH_ENV[@]}" "$PY" -m "benchmarks.$mod" "${QFLAG[@]}" --out "$RES"

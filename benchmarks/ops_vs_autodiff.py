@@ -1,7 +1,10 @@
 """funcnet's hand-written backward rules against autodiff of the same maths, op by op.
 
 For each op (``layer_norm``, ``rms_norm``, ``rnn``, ``lstm``, ``gru``, ``gelu``,
-``rotary_embedding`` (queries ``(N, T, H, Dh)`` at positions ``0 .. T-1``);
+``rotary_embedding`` (queries ``(N, T, H, Dh)`` at positions ``0 .. T-1``), ``group_norm``
+(images ``(N, H, W, C)``, ``G`` groups), ``conv2d_depthwise`` (a ConvNeXt block's 7x7
+depthwise ``conv2d``, ``groups = C``) and ``conv2d_dilated`` (a 3x3 ``C -> C`` ``conv2d``
+with dilation 2), both ``'SAME'`` on images ``(N, H, W, C)``;
 ``rnn_lengths``, ``lstm_lengths`` and ``gru_lengths`` are the recurrences over a padded
 batch, lengths drawn in ``[T/2, T]``; ``rnn`` returns its final state too) one
 training-step-like program is timed:
@@ -48,25 +51,40 @@ from funcnet import nn, ops  # noqa: E402
 from funcnet.ops import reference  # noqa: E402
 
 OPS = ("layer_norm", "rms_norm", "rnn", "lstm", "gru", "rnn_lengths", "lstm_lengths",
-       "gru_lengths", "gelu", "rotary_embedding")
+       "gru_lengths", "gelu", "rotary_embedding", "group_norm", "conv2d_depthwise",
+       "conv2d_dilated")
 PADDED = "_lengths"    # suffix: the same op with ``lengths=`` (a padded batch)
+# conv2d rows on images sizes["conv"] (N, H, W, C), C -> C channels, 'SAME' padding:
+# name -> (kernel size, dilation, depthwise (groups = C) or dense (groups = 1))
+CONVS = {"conv2d_depthwise": (7, 1, True), "conv2d_dilated": (3, 2, False)}
 
 # sizes per profile: (N, F) for the elementwise/normalisation ops, (T, N, D, H) for RNNs,
-# (N, T, H, Dh) for the rotary embedding
+# (N, T, H, Dh) for the rotary embedding, (N, H, W, C, G) for group norm
 SIZES = {
-    "quick": {"rows": (64, 128), "rnn": (8, 4, 16, 32), "heads": (2, 16, 2, 8)},
-    "cpu": {"rows": (4096, 1024), "rnn": (50, 64, 128, 256), "heads": (8, 512, 8, 128)},
+    "quick": {"rows": (64, 128), "rnn": (8, 4, 16, 32), "heads": (2, 16, 2, 8),
+              "image": (2, 8, 8, 32, 8), "conv": (2, 8, 8, 8)},
+    "cpu": {"rows": (4096, 1024), "rnn": (50, 64, 128, 256), "heads": (8, 512, 8, 128),
+            "image": (8, 32, 32, 256, 32), "conv": (8, 56, 56, 96)},
     "full": {"rows": (16384, 4096), "rnn": (100, 256, 512, 1024),
-             "heads": (16, 2048, 16, 128)},
+             "heads": (16, 2048, 16, 128), "image": (32, 64, 64, 256, 32),
+             "conv": (32, 56, 56, 96)},
 }
 
 
 def implementations(name: str, sizes: dict) -> dict:
     """``{"funcnet": op, "autodiff": twin}``; a ``*_lengths`` name binds ``lengths``."""
     base = name.removesuffix(PADDED)
+    if base in CONVS:
+        _, dilation, depthwise = CONVS[base]
+        kw = dict(padding="SAME", dilation=dilation, groups=sizes["conv"][-1] if depthwise else 1)
+        return {"funcnet": functools.partial(ops.conv2d, **kw),
+                "autodiff": functools.partial(reference.conv2d, **kw)}
     impls = {"funcnet": getattr(ops, base), "autodiff": getattr(reference, base)}
     if base == "rnn":   # the final state too, as the gated ops return it
         impls = {k: functools.partial(f, return_carry=True) for k, f in impls.items()}
+    if base == "group_norm":
+        impls = {k: functools.partial(f, num_groups=sizes["image"][-1])
+                 for k, f in impls.items()}
     if base != name:
         t, b = sizes["rnn"][:2]
         lengths = jnp.asarray(np.random.default_rng(2).integers(t // 2, t + 1, b), jnp.int32)
@@ -90,8 +108,16 @@ def make_args(name: str, sizes: dict, dtype):
         return (r(n, f), r(f), r(f)), f"x ({n}, {f}), gamma, beta"
     if name == "rms_norm":
         return (r(n, f), r(f)), f"x ({n}, {f}), gamma"
+    if name == "group_norm":
+        *shape, g = sizes["image"]
+        return (r(*shape), r(shape[-1]), r(shape[-1])), f"x {tuple(shape)}, G={g}, gamma, beta"
     if name == "gelu":
         return (r(n, f),), f"x ({n}, {f}), tanh form"
+    if name in CONVS:
+        (k, dilation, depthwise), shape = CONVS[name], sizes["conv"]
+        cg = 1 if depthwise else shape[-1]
+        return ((r(*shape), r(k, k, cg, shape[-1], scale=(k * k * cg) ** -0.5), r(shape[-1])),
+                f"x {shape}, {k}x{k}, " + ("groups=C" if depthwise else f"dilation {dilation}"))
     if name == "rotary_embedding":
         shape = sizes["heads"]
         return (r(*shape),), f"x {shape}, positions 0 .. T-1"

@@ -36,7 +36,7 @@ __all__ = [
     "static_int", "static_float", "static_bool", "static_choice", "concrete",
     "check_index_range", "check_lengths", "check_callable", "check_optimizer", "check_key",
     "normalize_pair", "normalize_padding", "is_array", "is_key",
-    "check_array_leaves", "check_divisible", "check_dtype", "check_nonempty",
+    "check_array_leaves", "check_divisible", "check_groups", "check_dtype", "check_nonempty",
     "check_hyperparameter", "check_same_leading", "check_batch_size", "valid_steps",
     "as_indices",
 ]
@@ -525,6 +525,14 @@ def check_divisible(fn: str, what: str, tree, parts: int, why: str) -> None:
         if not shape or shape[0] % parts:
             raise ValueError(f"{fn}: {what}{path_str(path)} has shape {shape}; its leading "
                              f"size must be divisible by {parts} ({why})")
+
+
+def check_groups(fn: str, what: str, size: int, groups: int, name: str = "groups") -> None:
+    """``size`` (``what`` says where it comes from) must be divisible by ``groups``, the
+    argument ``name``: ``"conv2d: x has shape (2, 8, 8, 6): in_channels 6 is not divisible
+    by groups=4"`` (raises ``ValueError``)."""
+    if size % groups:
+        raise ValueError(f"{fn}: {what} is not divisible by {name}={groups}")
 
 
 def check_same_leading(fn: str, named: dict, parts: int | None = None, why: str = ""):

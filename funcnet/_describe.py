@@ -102,29 +102,48 @@ def describe_value(v) -> str:
     return type(v).__name__
 
 
-def call_text(name: str, signature: inspect.Signature, args: tuple, kwargs: dict) -> str:
-    """``name(a=..., b=...)`` of a call, its arguments bound with their defaults."""
+def call_text(name: str, signature: inspect.Signature, args: tuple, kwargs: dict,
+              added: tuple = ()) -> str:
+    """``name(a=..., b=...)`` of a call, its arguments bound with their defaults; an
+    argument named in ``added`` is left out while it has its default value."""
     try:
         bound = signature.bind(*args, **kwargs)
         bound.apply_defaults()
-        items = [f"{k}={describe_value(v)}" for k, v in bound.arguments.items()]
+        items = [f"{k}={describe_value(v)}" for k, v in bound.arguments.items()
+                 if not (k in added and _is_default(signature, k, v))]
     except TypeError:
         items = [*map(describe_value, args),
                  *(f"{k}={describe_value(v)}" for k, v in kwargs.items())]
     return f"{name}({', '.join(items)})"
 
 
-def described(fn: Callable) -> Callable:
+def _is_default(signature: inspect.Signature, name: str, value) -> bool:
+    return describe_value(value) == describe_value(signature.parameters[name].default)
+
+
+def described(fn: Callable | None = None, *, added: tuple = ()) -> Callable:
     """Decorator of a public factory: its result (an optimizer, a schedule function or a
     layer) records the call that made it; the outermost factory's text wins (``adam``
-    over the ``chain`` it returns)."""
+    over the ``chain`` it returns).
+
+    ``added`` names the arguments a factory gained after its text first went into run
+    fingerprints (``Conv2D``'s ``dilation`` and ``groups``): at their default (the old
+    behaviour) they are left out of the text, so a run checkpointed before them still
+    resumes; any other value is written, so a run cannot resume under another setting.
+    ``@described`` or ``@described(added=("dilation", "groups"))``."""
+    if fn is None:
+        return functools.partial(described, added=tuple(added))
     signature = inspect.signature(fn)
+    for name in added:
+        if signature.parameters.get(name, inspect.Parameter.empty) is inspect.Parameter.empty \
+                or signature.parameters[name].default is inspect.Parameter.empty:
+            raise TypeError(f"described: {fn.__name__} has no argument {name!r} with a default")
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         out = fn(*args, **kwargs)
         if isinstance(out, tuple) or inspect.isfunction(out):
-            _record(out, call_text(fn.__name__, signature, args, kwargs))
+            _record(out, call_text(fn.__name__, signature, args, kwargs, added))
         return out
 
     return wrapper

@@ -6,7 +6,7 @@ fake CPU devices, so the script is tested end to end where no accelerator is len
 Checked on whatever ``jax.devices()`` is:
 
 - ``conv2d(impl="auto")``: ``lax.platform_dependent`` compiles the backward pass this
-  platform should use (``im2col`` on CPU, XLA's convolutions elsewhere), and every
+  platform should use (XLA's convolutions, or on CPU ``ops.conv.cpu_backward``'s), and every
   lowering gives the reference twin's gradient;
 - mixed precision: ``compute_dtype=bfloat16`` runs the model's matmuls and convolutions in
   bfloat16 and keeps float32 params, optimizer state and loss;
@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 
 from funcnet import nn, ops, optim, parallel, train
+from funcnet.ops import conv
 
 BACKEND = jax.default_backend()
 pytestmark = pytest.mark.skipif(
@@ -81,7 +82,7 @@ def test_conv2d_auto_compiles_this_platforms_backward_and_all_lowerings_agree():
             _close(got, want)
             assert all(a.dtype == F32 for a in got)
             sigs[impl] = _signature(g.lower(x, w, b, cot).compile().as_text())
-    expected = "im2col" if BACKEND == "cpu" else "xla"
+    expected = conv.cpu_backward(w.shape, 1) if BACKEND == "cpu" else "xla"
     other = "xla" if expected == "im2col" else "im2col"
     assert sigs["auto"] == sigs[expected], sigs
     if sigs[expected] != sigs[other]:

@@ -51,6 +51,7 @@ from funcnet.nn.dropout import Dropout
 from funcnet.nn.embedding import Embedding
 from funcnet.nn.gated import GRU, LSTM
 from funcnet.nn.layer_norm import LayerNorm, RMSNorm
+from funcnet.nn.group_norm import GroupNorm, InstanceNorm
 from funcnet.nn.memory import Remat, residual_bytes, saved_residuals
 from funcnet.nn.normalization import BatchNorm
 from funcnet.nn.pooling import AvgPool2D, GlobalAvgPool2D, MaxPool2D
@@ -72,3 +73,4 @@ __all__ = [
     "flip_sequences", "serial", "summary", "describe",
     "PositionEmbedding", "Repeat", "Reshape", "SwapAxes", "TiedEmbedding",
 ]
+__all__ += ["GroupNorm", "InstanceNorm"]

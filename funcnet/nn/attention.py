@@ -28,13 +28,13 @@ _LAYOUT = "(N, T, F) or one sequence (T, F)"
 _PROJECTIONS = ("q", "k", "v", "o")
 
 
-@described
+@described(added=("window",))
 def MultiHeadAttention(num_heads: int, *, qkv_features: int | None = None,
                        out_features: int | None = None, causal: bool = False,
                        dropout_rate: float = 0.0, use_bias: bool = True,
                        w_init=initializers.xavier_uniform(), b_init=initializers.zeros,
                        dtype=None, num_kv_heads: int | None = None,
-                       decode: bool = False, rope=False) -> Layer:
+                       decode: bool = False, rope=False, window: int | None = None) -> Layer:
     """Multi-head self-attention: projections, :func:`funcnet.ops.dot_product_attention`,
     output projection.
 
@@ -67,7 +67,12 @@ def MultiHeadAttention(num_heads: int, *, qkv_features: int | None = None,
     token instead of rerunning the prefix. Chunk by chunk, the outputs equal one causal
     call on the whole sequence (tests: to 1e-10 in float64). The params are the ones of
     the layer without ``decode``. Overflow (``index + T > L``) is a ``ValueError`` where
-    ``index`` is concrete and a NaN output under ``jit`` / inside ``Repeat``.
+    ``index`` is concrete and a NaN output under ``jit`` / inside ``Repeat``; with a
+    ``window`` the cache is a ring buffer that never overflows (``window`` below).
+
+    Sliding-window attention (``window=W``; Mistral, Gemma 2, Longformer): query ``t``
+    attends keys ``t - W < j <= t`` (causal) or ``|t - j| < W`` (not causal) only, besides
+    the mask; the op skips the keys outside the window, so the work is ``O(T W)``.
 
     The attention op's backward rule recomputes the probabilities blockwise, so a
     training step keeps ``O(T)`` per head for the attention, not ``T x T``; the
@@ -129,6 +134,11 @@ def MultiHeadAttention(num_heads: int, *, qkv_features: int | None = None,
         of the input, or ``index + t`` with ``decode=True`` (the cache holds rotated
         keys). The logits then depend on relative positions only, so the model needs no
         ``PositionEmbedding``. Default ``False``.
+      window: ``None`` (every key) or an int ``W >= 1``, the sliding window above. With
+        ``decode=True`` and an ``init`` length ``L >= W`` the cache is a ring buffer of the
+        last ``W`` positions (``(N, W, K, dh)``; rope keys stay rotated at their absolute
+        positions), so decoding runs past ``L`` without overflow; it takes no mask. With
+        ``L < W`` the cache is the ordinary one of ``L`` positions. No dropout.
 
     Returns:
       A :class:`Layer` named ``"MultiHeadAttention(num_heads)"``; ``apply`` takes ``key=``
@@ -140,12 +150,14 @@ def MultiHeadAttention(num_heads: int, *, qkv_features: int | None = None,
         in ``apply`` a non-float input.
       ValueError: at construction ``num_heads < 1``, ``qkv_features`` not a multiple of
         ``num_heads``, ``num_heads`` not a multiple of ``num_kv_heads``, ``dropout_rate``
-        outside ``[0, 1)``, ``decode=True`` without ``causal=True``; in ``init`` a bad
+        outside ``[0, 1)``, ``decode=True`` without ``causal=True``, ``window < 1`` or
+        ``window`` with ``dropout_rate > 0``; in ``init`` a bad
         ``input_shape`` or ``F`` not a multiple of ``num_heads`` (no ``qkv_features``), a
         ``-1`` size with ``decode=True``; in ``apply`` params of another shape, a missing
         ``key`` for dropout, and the op's errors (mask shape, input features) prefixed
         with the layer's name; with ``decode=True`` a state that is not the cache of this
-        batch and these heads, a chunk longer than the cache, a concrete overflow.
+        batch and these heads, a chunk longer than the cache, a concrete overflow, a mask
+        with the ring buffer of ``window``.
 
     Example, greedy decoding of a causal language model ``gpt(decode)`` (a function that
     builds the model with ``decode=True`` in its attention and position layers)::
@@ -166,12 +178,14 @@ def MultiHeadAttention(num_heads: int, *, qkv_features: int | None = None,
     causal = _checks.static_bool(name, "causal", causal)
     decode = _checks.static_bool(name, "decode", decode)
     rope = _rope_args(name, rope)
+    if window is not None:
+        window = _checks.static_int(name, "window", window, minimum=1)
     if decode and not causal:
         raise ValueError(f"{name}: decode=True needs causal=True (autoregressive decoding "
                          f"of causal self-attention: a query never sees a later position)")
     return _attention_layer(name, heads, num_kv_heads, False, qkv_features, out_features,
                             causal, dropout_rate, use_bias, w_init, b_init, dtype, decode,
-                            rope)
+                            rope, window)
 
 
 @described
@@ -252,7 +266,7 @@ def CrossAttention(num_heads: int, *, qkv_features: int | None = None,
     heads = _checks.static_int("CrossAttention", "num_heads", num_heads, minimum=1)
     return _attention_layer(f"CrossAttention({heads})", heads, num_kv_heads, True,
                             qkv_features, out_features, False, dropout_rate, use_bias, w_init,
-                            b_init, dtype, False, None)
+                            b_init, dtype, False, None, None)
 
 
 _ROPE_ARGS = ("base", "rotary_dim", "interleaved")
@@ -274,11 +288,13 @@ def _rope_args(name: str, rope) -> dict | None:
 
 
 def _attention_layer(name, heads, kv_heads, cross, qkv_features, out_features, causal,
-                     dropout_rate, use_bias, w_init, b_init, dtype, decode, rope) -> Layer:
+                     dropout_rate, use_bias, w_init, b_init, dtype, decode, rope,
+                     window) -> Layer:
     """The init/apply of both attention layers; ``cross``: keys and values are projected
     from a ``context`` (the second input) instead of from ``x``; ``decode``: a key/value
     cache in ``state`` (:mod:`funcnet.nn.decoding`); ``rope``: ``None`` or the keyword
-    arguments of the rotary embedding of ``q`` and ``k``."""
+    arguments of the rotary embedding of ``q`` and ``k``; ``window``: ``None`` or the
+    sliding window."""
     if kv_heads is None:
         kv_heads = heads
     kv_heads = _checks.static_int(name, "num_kv_heads", kv_heads, minimum=1)
@@ -293,6 +309,9 @@ def _attention_layer(name, heads, kv_heads, cross, qkv_features, out_features, c
         out_features = _checks.static_int(name, "out_features", out_features, minimum=1)
     rate = _checks.static_float(name, "dropout_rate", dropout_rate, 0.0, 1.0,
                                 high_inclusive=False)
+    if window is not None and rate > 0.0:
+        raise ValueError(f"{name}: window={window} with dropout_rate={rate:g}: sliding-window "
+                         "attention has no dropout")
     check_weight_args(name, dtype, use_bias, w_init=w_init, b_init=b_init)
     if cross:
         layout = "(x, context) or (x, context, mask)"
@@ -339,8 +358,8 @@ def _attention_layer(name, heads, kv_heads, cross, qkv_features, out_features, c
                     params[f"b{p}"] = b_init(keys[4 + i], {"q": (d,), "o": (out,)}.get(p, (dkv,)),
                                              dt)
             if decode:   # the cache of every sequence: (N, L, K, dh), or (L, K, dh)
-                return params, decoding.init_cache(shape[:-2], shape[-2], kv_heads,
-                                                   d // heads, dt)
+                size = shape[-2] if window is None else min(shape[-2], window)  # W: a ring
+                return params, decoding.init_cache(shape[:-2], size, kv_heads, d // heads, dt)
             return params, ()
         shapes, dtypes = (shape,), (dt,)
         if cross:
@@ -400,11 +419,12 @@ def _attention_layer(name, heads, kv_heads, cross, qkv_features, out_features, c
         if decode:   # its errors name the layer themselves
             q, k, v, mask, state, fits = decoding.attend_cached(
                 name, state, q, k, v, mask, heads, single,
-                None if rope is None else rotate)
+                None if rope is None else rotate, window)
         with _checks.context(name):
             o = ops.dot_product_attention(q, k, v, mask, causal=causal and not decode,
                                           dropout_rate=drop,
-                                          dropout_key=key if drop > 0.0 else None)
+                                          dropout_key=key if drop > 0.0 else None,
+                                          window=None if decode else window)
             y = _project(o.reshape(n, t, d), params, "o")
         if decode:
             y = decoding.guard(y, fits)

@@ -35,13 +35,20 @@ the README's GPT::
         return toks.T
 
 The state is a value: the same empty ``cache`` starts every generation. Positions are
-absolute (no sliding window past ``L``).
+absolute.
 
-Overflow (``index + T > L``, or ``index < 0``): refused with a ``ValueError`` when
-``index`` is concrete (an eager call outside ``Repeat``); under ``jax.jit``, ``vmap`` or a
-``lax.scan`` (``Repeat``, a generation loop) its value is unknown at trace time, and the
-layer's output is NaN instead (the state still advances, so every later output is NaN
-too): never silently wrong values.
+Sliding window (``MultiHeadAttention(..., window=W)``) with ``L >= W``: the cache is a ring
+buffer of ``W`` slots, slot ``s`` holding the latest position ``p = s (mod W)`` (keys
+rotated at ``p`` by rope), so generation runs for any number of steps. A chunk attends
+the ring as it was plus its own keys (``W + T`` keys, so a chunk may be longer than ``W``),
+then the ring keeps the latest ``W`` positions; no mask, no overflow. With ``L < W`` the
+window never masks anything inside the ``L`` positions and the cache is the ordinary one.
+
+Overflow of the ordinary cache (``index + T > L``, or ``index < 0``): refused with a
+``ValueError`` when ``index`` is concrete (an eager call outside ``Repeat``); under
+``jax.jit``, ``vmap`` or a ``lax.scan`` (``Repeat``, a generation loop) its value is
+unknown at trace time, and the layer's output is NaN instead (the state still advances,
+so every later output is NaN too): never silently wrong values.
 """
 from __future__ import annotations
 
@@ -86,8 +93,9 @@ def room(name: str, index, t: int, length: int, what: str):
 
 
 def guard(y, fits):
-    """``y``, or NaN everywhere when the positions did not fit (see :func:`room`)."""
-    return jnp.where(fits, y, jnp.asarray(jnp.nan, y.dtype))
+    """``y``, or NaN everywhere when the positions did not fit (see :func:`room`; ``None``:
+    a ring buffer, which never overflows)."""
+    return y if fits is None else jnp.where(fits, y, jnp.asarray(jnp.nan, y.dtype))
 
 
 def init_cache(lead: tuple, length: int, kv_heads: int, head_dim: int, dtype) -> dict:
@@ -97,7 +105,7 @@ def init_cache(lead: tuple, length: int, kv_heads: int, head_dim: int, dtype) ->
 
 
 def attend_cached(name: str, state, q, k, v, mask, heads: int, single: bool,
-                  rotate=None):
+                  rotate=None, window: int | None = None):
     """Write the new keys/values ``k, v`` ``(N, T, K, dh)`` into the cache at ``index``.
 
     ``rotate(positions, q, k) -> (q, k)`` (rotary position embedding), if given, is
@@ -108,6 +116,7 @@ def attend_cached(name: str, state, q, k, v, mask, heads: int, single: bool,
     ``i`` of the chunk sees cache position ``j <= index + i`` (and the caller's ``mask``,
     over the ``L`` cache positions, if any), the state with ``index + T``, and the
     overflow flag of :func:`room`. ``single``: the state holds one sequence (no ``N``).
+    ``window``: query ``i`` sees only positions ``j > index + i - window`` too.
     """
     n, t, kh, dh = k.shape
     lead = () if single else (n,)
@@ -116,16 +125,27 @@ def attend_cached(name: str, state, q, k, v, mask, heads: int, single: bool,
                               "index": ()})
     cache_k, cache_v, index = state["k"], state["v"], state["index"]
     length = cache_k.shape[-3]
-    fits = room(name, index, t, length, "the key/value cache")
+    ring = window is not None and length == window
+    if ring and mask is not None:
+        raise ValueError(f"{name}: decode=True with window={window} keeps the last {window} "
+                         "positions in a ring buffer, which takes no mask (pass x alone, or "
+                         "init the decode model with a length L < window for a mask over L "
+                         "positions)")
+    fits = None if ring else room(name, index, t, length, "the key/value cache")
     if rotate is not None:
         with _checks.context(name):
             q, k = rotate(index + jnp.arange(t, dtype=index.dtype), q, k)
     if single:
         cache_k, cache_v = cache_k[None], cache_v[None]
+    if ring:
+        return (q,) + _ring(cache_k, cache_v, k, v, index, window, single)
     cache_k, cache_v = (lax.dynamic_update_slice_in_dim(c, a.astype(c.dtype), index, axis=1)
                         for c, a in ((cache_k, k), (cache_v, v)))
     rows = lax.broadcasted_iota(jnp.int32, (1, 1, t, length), 2)
-    allowed = lax.broadcasted_iota(jnp.int32, (1, 1, t, length), 3) <= index + rows
+    cols = lax.broadcasted_iota(jnp.int32, (1, 1, t, length), 3)
+    allowed = cols <= index + rows
+    if window is not None:
+        allowed = allowed & (cols > index + rows - window)
     if mask is not None:
         _checks.check_array(name, "mask", mask)
         if _checks.dtype_of(mask) != jnp.bool_:
@@ -141,6 +161,30 @@ def attend_cached(name: str, state, q, k, v, mask, heads: int, single: bool,
            "index": index + t}
     dt = k.dtype
     return q, cache_k.astype(dt), cache_v.astype(dt), allowed, new, fits
+
+
+def _ring(cache_k, cache_v, k, v, index, window: int, single: bool):
+    """Attend and update a ring buffer of the last ``window`` positions: slot ``s`` holds
+    the latest position ``p = s (mod window)`` before ``index`` (unwritten if ``p < 0``).
+    The chunk's queries attend the buffer as it was and the chunk itself (``window + T``
+    keys, so a chunk may be longer than the buffer), then the buffer keeps the latest."""
+    t = k.shape[1]
+    slots = jnp.arange(window, dtype=index.dtype)
+    chunk = index + jnp.arange(t, dtype=index.dtype)
+    held = index - 1 - jnp.mod(index - 1 - slots, window)
+    keys = jnp.concatenate([held, chunk])[None, :]
+    rows = chunk[:, None]
+    allowed = (keys >= 0) & (keys <= rows) & (keys > rows - window)
+    latest = index + t - 1 - jnp.mod(index + t - 1 - slots, window)
+    take = jnp.clip(latest - index, 0, t - 1)
+    fresh = (latest >= index)[None, :, None, None]
+    new = [jnp.where(fresh, a[:, take].astype(c.dtype), c)
+           for c, a in ((cache_k, k), (cache_v, v))]
+    both = [jnp.concatenate([c.astype(a.dtype), a], axis=1)
+            for c, a in ((cache_k, k), (cache_v, v))]
+    state = {"k": new[0][0] if single else new[0], "v": new[1][0] if single else new[1],
+             "index": index + t}
+    return both[0], both[1], allowed[None, None], state, None
 
 
 def _check_sequences(name: str, state, lead: tuple, kv_heads: int, head_dim: int) -> None:

@@ -22,15 +22,17 @@ from funcnet._describe import described
 __all__ = ["LayerNorm", "RMSNorm"]
 
 
-def _norm_layer(name, eps, use_scale, use_bias, scale_init, bias_init, dtype, op):
-    """The shared init/apply of LayerNorm and RMSNorm: params ``gamma``/``beta`` ``(F,)``."""
+def _norm_layer(name, eps, use_scale, use_bias, scale_init, bias_init, dtype, op,
+                min_rank=1, layout="(..., F)"):
+    """The shared init/apply of LayerNorm, RMSNorm and GroupNorm: params ``gamma``/``beta``
+    ``(F,)`` on the last axis of an input of rank ``>= min_rank``."""
     use_scale = _checks.static_bool(name, "use_scale", use_scale)
     use_bias = _checks.static_bool(name, "use_bias", use_bias)
     check_weight_args(name, dtype, scale_init=scale_init, bias_init=bias_init)
     keys = (("gamma",) if use_scale else ()) + (("beta",) if use_bias else ())
 
     def init(key, input_shape):
-        shape = check_input_shape(name, key, input_shape, range(1, 64), "(..., F)",
+        shape = check_input_shape(name, key, input_shape, range(min_rank, 64), layout,
                                   needs=1)
         dt = check_dtype(name, dtype)
 

@@ -31,6 +31,7 @@ from funcnet.ops.activations_smooth import gelu, leaky_relu, silu, softplus, swi
 from funcnet.ops.embedding import embedding
 from funcnet.ops.gated_rnn import gru, lstm
 from funcnet.ops.layer_norm import layer_norm, rms_norm
+from funcnet.ops.group_norm import group_norm
 from funcnet.ops.rotary import rotary_embedding
 from funcnet.ops import reference
 from funcnet.ops._mode import reference_mode
@@ -45,3 +46,4 @@ __all__ += ["dot_product_attention"]
 __all__ += ["rotary_embedding"]
 __all__ += ["embedding", "gelu", "gru", "layer_norm", "leaky_relu", "lstm",
             "rms_norm", "silu", "softplus", "swish"]
+__all__ += ["group_norm"]

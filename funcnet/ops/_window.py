@@ -58,20 +58,21 @@ def pad_hw(x, pads, value=0.0):
     return lax.pad(x, jnp.asarray(value, x.dtype), cfg)
 
 
-def window_slices(xp, window, stride, out_hw):
+def window_slices(xp, window, stride, out_hw, dilation=(1, 1)):
     """The ``KH*KW`` strided slices of padded ``xp``, row-major over ``(i, j)``.
 
-    Slice ``(i, j)`` has shape ``(N, OH, OW, C)`` and holds ``xp[n, i + s_h*oh,
-    j + s_w*ow, c]``.
+    Slice ``(i, j)`` has shape ``(N, OH, OW, C)`` and holds ``xp[n, d_h*i + s_h*oh,
+    d_w*j + s_w*ow, c]`` (``dilation`` ``(d_h, d_w)`` spaces the window's taps).
     """
-    (kh, kw), (sh, sw), (oh, ow) = window, stride, out_hw
+    (kh, kw), (sh, sw), (oh, ow), (dh, dw) = window, stride, out_hw, dilation
     n, _, _, c = xp.shape
-    return [lax.slice(xp, (0, i, j, 0), (n, i + sh * (oh - 1) + 1, j + sw * (ow - 1) + 1, c),
+    return [lax.slice(xp, (0, dh * i, dw * j, 0),
+                      (n, dh * i + sh * (oh - 1) + 1, dw * j + sw * (ow - 1) + 1, c),
                       (1, sh, sw, 1))
             for i in range(kh) for j in range(kw)]
 
 
-def col2im(pieces, window, stride, pads, in_hw):
+def col2im(pieces, window, stride, pads, in_hw, dilation=(1, 1)):
     """Transpose of ``window_slices(pad_hw(x, pads), ...)``: sum pieces back into x.
 
     Args:
@@ -79,17 +80,18 @@ def col2im(pieces, window, stride, pads, in_hw):
       window, stride: ``(KH, KW)``, ``(SH, SW)``.
       pads: ``((lo_h, hi_h), (lo_w, hi_w))`` padding that was applied to x.
       in_hw: ``(H, W)`` of the unpadded x.
+      dilation: ``(DH, DW)`` of the slices (default ``(1, 1)``).
 
     Returns:
       ``(N, H, W, C)``: ``dx[n, h, w, c] = sum over (i, j, oh, ow) with
-      h = i - lo_h + SH*oh, w = j - lo_w + SW*ow of pieces[(i, j)][n, oh, ow, c]``.
+      h = DH*i - lo_h + SH*oh, w = DW*j - lo_w + SW*ow of pieces[(i, j)][n, oh, ow, c]``.
     """
     (kh, kw), (sh, sw) = window, stride
     _, oh, ow, _ = pieces[0].shape
     total = None
     for idx, piece in enumerate(pieces):
         i, j = divmod(idx, kw)
-        lo_h, lo_w = i - pads[0][0], j - pads[1][0]
+        lo_h, lo_w = dilation[0] * i - pads[0][0], dilation[1] * j - pads[1][0]
         cfg = ((0, 0, 0),
                (lo_h, in_hw[0] - lo_h - sh * (oh - 1) - 1, sh - 1),
                (lo_w, in_hw[1] - lo_w - sw * (ow - 1) - 1, sw - 1),

@@ -57,6 +57,7 @@ class Plan(NamedTuple):
     block: int       # keys per block
     s: int           # true number of keys S (the rest of the last block is padding)
     dropout: float = 0.0   # drop probability of the attention probabilities
+    window: int | None = None   # sliding window; then block = queries per block
 
     @property
     def blocks(self) -> int:
@@ -75,12 +76,13 @@ def large_negative(dtype) -> float:
 
 
 def check_attention_args(fn, q, k, v, mask, causal, scale, block_size, dropout_rate=0.0,
-                         dropout_key=None):
+                         dropout_key=None, window=None):
     """Shared checks of the op and its twin; returns ``(causal, scale, block_size,
-    dropout_rate, dropout_key)``.
+    dropout_rate, dropout_key, window)``.
 
     ``scale`` comes back as a Python float (``1/sqrt(H)`` for ``None``); ``dropout_key``
-    is required when ``dropout_rate > 0`` (and checked whenever given).
+    is required when ``dropout_rate > 0`` (and checked whenever given); ``window`` is
+    ``None`` or an int >= 1, without dropout.
     """
     for name, a in (("q", q), ("k", k), ("v", v)):
         _checks.check_float(fn, name, a)
@@ -119,7 +121,12 @@ def check_attention_args(fn, q, k, v, mask, causal, scale, block_size, dropout_r
     elif rate > 0.0:
         raise ValueError(f"{fn}: dropout_rate={rate:g} needs dropout_key, a PRNG key (pass "
                          "dropout_rate=0.0 for evaluation)")
-    return causal, scale, block_size, rate, dropout_key
+    if window is not None:
+        window = _checks.static_int(fn, "window", window, minimum=1)
+        if rate > 0.0:
+            raise ValueError(f"{fn}: window={window} with dropout_rate={rate:g}: sliding-window "
+                             "attention has no dropout (pass dropout_rate=0.0)")
+    return causal, scale, block_size, rate, dropout_key, window
 
 
 def _check_mask_shape(fn, mask, qs, ks):
@@ -152,7 +159,12 @@ def _plan(s: int, rows: int, causal: bool, scale: float, block_size: int | None,
           dropout: float = 0.0) -> Plan:
     """Blocks of ``block_size`` keys, or by default about ``BLOCK_ELEMENTS / rows`` keys
     (``rows = B * N * T``, at least ``MIN_BLOCK``) evened out over the blocks so that the
-    last one is not mostly padding (a multiple of 8 keys); one block if ``S`` fits."""
+    last one is not mostly padding (a multiple of 8 keys); one block if ``S`` fits.
+
+    A symbolic ``S`` (``jax.export`` with a symbolic sequence length) takes one block of
+    all ``S`` keys whatever ``block_size``: a block count must be static."""
+    if not isinstance(s, int):
+        return Plan(causal, scale, s, s, dropout)
     if block_size is None:
         blocks = -(-s // max(MIN_BLOCK, BLOCK_ELEMENTS // max(rows, 1)))
         block_size = s if blocks == 1 else -(-s // (blocks * 8)) * 8
@@ -296,11 +308,11 @@ def _forward(q, k, v, mask, key, plan: Plan):
 
 @partial(jax.custom_vjp, nondiff_argnums=(5,))
 def _attention(q, k, v, mask, key, plan):
-    return _forward(q, k, v, mask, key, plan)[0].astype(q.dtype)
+    return _any_forward(q, k, v, mask, key, plan)[0].astype(q.dtype)
 
 
 def _attention_fwd(q, k, v, mask, key, plan):
-    o, m, log_l = _forward(q, k, v, mask, key, plan)
+    o, m, log_l = _any_forward(q, k, v, mask, key, plan)
     # o is kept in the compute dtype: D = dO . o cancels against dP = dO . v_j where the
     # softmax saturates, and o rounded to bfloat16 leaves an error of eps |dO| |v| there.
     # mask: the caller's array, not a copy.
@@ -309,6 +321,9 @@ def _attention_fwd(q, k, v, mask, key, plan):
 
 def _attention_bwd(plan, res, do):
     q, k, v, mask, key, o, m, log_l = res
+    if plan.window is not None:
+        from funcnet.ops import _local_attention
+        return _local_attention.backward(q, k, v, mask, o, m, log_l, do, plan) + (None, None)
     b, s_len, kh, h = k.shape
     ct = compute_dtype(q.dtype)
     qh, doh = _heads(q, kh), _heads(do, kh)
@@ -342,10 +357,18 @@ def _attention_bwd(plan, res, do):
 defvjp(_attention, _attention_fwd, _attention_bwd)
 
 
+def _any_forward(q, k, v, mask, key, plan: Plan):
+    """:func:`_forward`, or the sliding-window forward pass with ``plan.window``."""
+    if plan.window is None:
+        return _forward(q, k, v, mask, key, plan)
+    from funcnet.ops import _local_attention
+    return _local_attention.forward(q, k, v, mask, plan)
+
+
 # ---------------------------------------------------------------------------- public op
 @has_twin
 def dot_product_attention(q, k, v, mask=None, *, causal=False, scale=None, block_size=None,
-                          dropout_rate=0.0, dropout_key=None):
+                          dropout_rate=0.0, dropout_key=None, window=None):
     r"""Scaled dot-product attention, ``softmax(q k^T * scale + mask) v``, in O(T) memory.
 
     Layout and semantics of ``jax.nn.dot_product_attention`` (``B`` batch, ``T`` queries,
@@ -353,14 +376,15 @@ def dot_product_attention(q, k, v, mask=None, *, causal=False, scale=None, block
     agrees in value and gradient (tests). Departures from its signature: the 4th
     positional argument is the boolean ``mask`` (``jax.nn``'s is an additive ``bias``; a
     float array there is refused with ``TypeError``), ``causal`` instead of
-    ``is_causal``, no ``bias``/``*_seq_lengths``/``local_window_size``, a mask of rank
-    1 or 3 (batched ``q``) is refused instead of right-aligned, and an empty axis is
-    refused. For each batch ``b`` and head ``n`` (served by
-    key/value head ``n // (N/K)``)::
+    ``is_causal``, ``window`` instead of ``local_window_size``, no ``bias`` or
+    ``*_seq_lengths``, a mask of rank 1 or 3 (batched ``q``) is refused instead of
+    right-aligned, and an empty axis is refused. For each batch ``b`` and head ``n``
+    (served by key/value head ``n // (N/K)``)::
 
         s_ij = scale * q_i . k_j                          (i < T, j < S)
         z_ij = s_ij if attend(i, j) else L                attend = mask[b, n, i, j] and
-                                                                   (not causal or j <= i)
+                                                                   (not causal or j <= i) and
+                                                                   (no window or |i-j| < W)
         P_ij = exp(z_ij) / sum_j' exp(z_ij')              o_i = sum_j P_ij v_j
 
     With ``dropout_rate = r > 0`` (training), the probabilities are dropped after the
@@ -424,6 +448,16 @@ def dot_product_attention(q, k, v, mask=None, *, causal=False, scale=None, block
     differentiates through the scans, and that second-order pass does keep blockwise
     probabilities).
 
+    Sliding window (``window=W``; Mistral, Gemma 2): with ``causal``, query ``i`` attends
+    keys ``i - W < j <= i``; without, ``|i - j| < W`` (Longformer's symmetric window;
+    ``jax.nn``'s ``local_window_size=(W-1, W-1)``). The queries are then split into blocks
+    (``block_size`` = queries per block) and each block, one scan step, takes the span of
+    ``block + W - 1`` keys (``block + 2W - 2`` not causal) that its window can reach, with
+    one softmax over it: keys outside the window are never computed, the work is
+    ``O(T (block + W))`` and the residuals are the same. A row whose window is fully
+    masked is still the mean of all ``S`` values (the backward pass adds ``dO_i / S`` to
+    every ``dV_j``). No dropout with a window.
+
     Args:
       q: queries ``(B, T, N, H)``, or ``(T, N, H)``.
       k: keys ``(B, S, K, H)`` (or ``(S, K, H)``), ``K`` dividing ``N``; ``K == N`` is
@@ -440,14 +474,19 @@ def dot_product_attention(q, k, v, mask=None, *, causal=False, scale=None, block
         ``(T, S)`` mask: pass key padding as ``(B, 1, 1, S)``.
       causal: static bool, mask keys ``j > i``.
       scale: static Python float multiplying the logits; default ``1 / sqrt(H)``.
-      block_size: static int, keys per block of the forward and backward loops. Default:
+      block_size: static int, keys per block of the forward and backward loops (queries
+        per block with ``window``; default ``W`` rounded up to 8, at least ``MIN_BLOCK``,
+        fewer above ``BLOCK_ELEMENTS`` scores per block). Default:
         blocks of about ``BLOCK_ELEMENTS / (B N T)`` keys (2^18 scores, at least
         ``MIN_BLOCK`` = 64 keys; all ``S`` keys in one block when they fit), the fastest
         on CPU in a measurement of block sizes 32..2048 (tune it on an accelerator).
-        Values and gradients do not depend on it (beyond rounding).
+        Values and gradients do not depend on it (beyond rounding). A symbolic ``T`` or
+        ``S`` (``jax.export`` with a symbolic sequence length) takes one block whatever
+        ``block_size`` (a block count must be static).
       dropout_rate: static float in ``[0, 1)``, the drop probability of the attention
         probabilities (0: no dropout, the default; use 0 for evaluation).
       dropout_key: a PRNG key, required when ``dropout_rate > 0``; ignored otherwise.
+      window: ``None`` (every key) or a static int ``W >= 1``, the sliding window above.
 
     Returns:
       ``(B, T, N, H)`` (or ``(T, N, H)``), ``q``'s dtype.
@@ -457,9 +496,9 @@ def dot_product_attention(q, k, v, mask=None, *, causal=False, scale=None, block
         ``K``, an empty axis, a mask of another rank or not broadcastable to
         ``(B, N, T, S)``, a NaN/inf
         ``scale``, ``block_size < 1``, ``dropout_rate`` outside ``[0, 1)`` or without a
-        ``dropout_key``.
+        ``dropout_key``, ``window < 1``, ``window`` with ``dropout_rate > 0``.
       TypeError: non-floating or mismatched ``q, k, v`` dtypes, a non-bool mask, a
-        non-static ``scale``, ``causal``, ``block_size`` or ``dropout_rate``, a
+        non-static ``scale``, ``causal``, ``block_size``, ``window`` or ``dropout_rate``, a
         ``dropout_key`` that is not a PRNG key.
 
     References:
@@ -468,13 +507,17 @@ def dot_product_attention(q, k, v, mask=None, *, causal=False, scale=None, block
       See ``docs/formulas.md`` ("Beyond the notes").
     """
     fn = "dot_product_attention"
-    causal, scale, block_size, rate, key = check_attention_args(
-        fn, q, k, v, mask, causal, scale, block_size, dropout_rate, dropout_key)
+    causal, scale, block_size, rate, key, window = check_attention_args(
+        fn, q, k, v, mask, causal, scale, block_size, dropout_rate, dropout_key, window)
     single = q.ndim == 3
     if single:
         q, k, v = q[None], k[None], v[None]
-    rows = math.prod(d for d in q.shape[:3] if isinstance(d, int))  # a symbolic batch counts 1
-    plan = _plan(k.shape[1], rows, causal, scale, block_size, rate)
+    if window is not None:
+        from funcnet.ops import _local_attention
+        plan = _local_attention.plan(q.shape, k.shape[1], causal, scale, block_size, window)
+    else:
+        rows = math.prod(d for d in q.shape[:3] if isinstance(d, int))  # symbolic B counts 1
+        plan = _plan(k.shape[1], rows, causal, scale, block_size, rate)
     o = _attention(q, k, v, None if mask is None else jnp.asarray(mask),
                    key if rate > 0.0 else None, plan)
     return o[0] if single else o

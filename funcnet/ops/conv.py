@@ -13,8 +13,22 @@ backward pass has two lowerings, chosen by the static ``impl`` argument:
   CNN's first layer (batch 100, 28x28x1, 30 5x5 filters), XLA's backward convolutions
   took ~21 ms (dW) and ~37 ms (dx) against ~4 ms each for these matmul forms (see
   ``benchmarks/results/conv_cnn_cpu.md``).
-* ``'auto'`` (default): ``lax.platform_dependent`` picks ``'im2col'`` on CPU and ``'xla'``
-  elsewhere inside one jitted function.
+* ``'auto'`` (default): ``'xla'`` off CPU; on CPU, :func:`cpu_backward` picks by the
+  kernel's shape (``lax.platform_dependent`` inside one jitted function). On a 2-core
+  XLA:CPU (``benchmarks/results/cpu/conv_lowering.md``) im2col wins where a patch row is
+  short (``Cin/groups * KH * KW <= 27``: the book CNN's first layer 0.25x XLA's time, an
+  RGB 3x3 conv 0.7x), for grouped kernels (0.19x; depthwise 0.6x) and 1x1 kernels (no
+  patches to build: 0.4x); for longer patch rows (a ResNet's 3x3 convs, a 7x7 RGB stem,
+  a dilated conv) XLA's backward convolutions are faster (im2col 1.1-6.5x their time).
+
+Dilation (``rhs_dilation``) and feature groups (``feature_group_count``) are covered by
+both lowerings: ``'xla'`` passes them to the transposed convolution (``dx``) and to the
+weight-gradient convolution (window strides = the dilation, ``batch_group_count`` =
+the groups, as JAX's own transpose rule); ``'im2col'`` takes the slices ``d*k`` apart and
+makes both matmuls ``dot_general`` s batched over the groups (no block-diagonal weight).
+A depthwise kernel (``Cin/groups == 1``, ConvNeXt, MobileNet) needs no matmul at all:
+its im2col rule is per-offset elementwise products and sums (``dW`` in a ``lax.map`` over
+the ``KH*KW`` offsets), and never holds the ``KH*KW`` patches.
 """
 from __future__ import annotations
 
@@ -34,67 +48,128 @@ _DN = ("NHWC", "HWIO", "NHWC")
 IMPLS = ("auto", "xla", "im2col")
 
 
-def _conv_forward(x, w, stride, pads):
-    return lax.conv_general_dilated(x, w, stride, pads, dimension_numbers=_DN)
+def _conv_forward(x, w, stride, pads, dilation, groups):
+    return lax.conv_general_dilated(x, w, stride, pads, rhs_dilation=dilation,
+                                    dimension_numbers=_DN, feature_group_count=groups)
 
 
-def _bwd_xla(x, w, dy, stride, pads):
+def _bwd_xla(x, w, dy, stride, pads, dilation, groups):
     """``dx`` = transposed conv of ``dy`` with the flipped kernel; ``dW`` = corr(x, dy)."""
-    (kh, kw), (sh, sw) = w.shape[:2], stride
+    kh, kw, cg, cout = w.shape
+    (sh, sw), (dh, dw_) = stride, dilation
     (_, h, wd, _), (_, oh, ow, _) = x.shape, dy.shape
     # dx: dilate dy by the stride, pad so that a VALID conv with the flipped, in/out
-    # swapped kernel yields exactly (H, W); negative high padding crops.
-    lo_h, lo_w = kh - 1 - pads[0][0], kw - 1 - pads[1][0]
-    dx_pads = ((lo_h, h + kh - 1 - lo_h - (sh * (oh - 1) + 1)),
-               (lo_w, wd + kw - 1 - lo_w - (sw * (ow - 1) + 1)))
-    w_t = jnp.swapaxes(jnp.flip(w, (0, 1)), 2, 3)
-    dx = lax.conv_general_dilated(dy, w_t, (1, 1), dx_pads, lhs_dilation=stride,
-                                  dimension_numbers=_DN)
-    # dW: the batch axis of x becomes the contracted feature axis, dy the kernel,
-    # dilated by the stride; high padding chosen so the output is exactly (KH, KW).
-    dw_pads = ((pads[0][0], kh + sh * (oh - 1) - h - pads[0][0]),
-               (pads[1][0], kw + sw * (ow - 1) - wd - pads[1][0]))
-    dw = lax.conv_general_dilated(x, dy, (1, 1), dw_pads, rhs_dilation=stride,
+    # swapped (per group) kernel yields exactly (H, W); negative high padding crops.
+    lo_h, lo_w = dh * (kh - 1) - pads[0][0], dw_ * (kw - 1) - pads[1][0]
+    dx_pads = ((lo_h, h + dh * (kh - 1) - lo_h - (sh * (oh - 1) + 1)),
+               (lo_w, wd + dw_ * (kw - 1) - lo_w - (sw * (ow - 1) + 1)))
+    kg = cout // groups    # (KH, KW, Cg, G*Kg) -> (KH, KW, Kg, G*Cg)
+    w_t = jnp.flip(w, (0, 1)).reshape(kh, kw, cg, groups, kg).transpose(0, 1, 4, 3, 2)
+    dx = lax.conv_general_dilated(dy, w_t.reshape(kh, kw, kg, groups * cg), (1, 1), dx_pads,
+                                  lhs_dilation=stride, rhs_dilation=dilation,
+                                  dimension_numbers=_DN, feature_group_count=groups)
+    # dW: the batch axis of x becomes the contracted feature axis and its channels the
+    # batch (split into the groups), dy the kernel, dilated by the stride; window strides
+    # = the dilation, high padding chosen so the output is exactly (KH, KW).
+    dw_pads = ((pads[0][0], dh * (kh - 1) + sh * (oh - 1) + 1 - h - pads[0][0]),
+               (pads[1][0], dw_ * (kw - 1) + sw * (ow - 1) + 1 - wd - pads[1][0]))
+    dw = lax.conv_general_dilated(x, dy, dilation, dw_pads, rhs_dilation=stride,
                                   dimension_numbers=("CHWN", "IHWO", "HWNC"),
-                                  out_sharding=explicit_sharding(w))
+                                  batch_group_count=groups, out_sharding=explicit_sharding(w))
     return dx, dw
 
 
-def _bwd_im2col(x, w, dy, stride, pads):
-    """``dW = P^T dy`` (one matmul over N*OH*OW), ``dx = col2im(dy W^T)``."""
-    kh, kw, cin, cout = w.shape
+def _bwd_im2col(x, w, dy, stride, pads, dilation, groups):
+    """``dW = P^T dy`` (one matmul over N*OH*OW, batched over the groups), ``dx =
+    col2im(dy W^T)``; a depthwise kernel (``Cin/groups = 1``) takes :func:`_bwd_depthwise`."""
+    kh, kw, cg, cout = w.shape
     n, oh, ow, _ = dy.shape
-    slices = _window.window_slices(_window.pad_hw(x, pads), (kh, kw), stride, (oh, ow))
+    kk, kg = kh * kw, cout // groups
+    if groups > 1 and cg == 1:
+        return _bwd_depthwise(x, w, dy, stride, pads, dilation)
+    slices = _window.window_slices(_window.pad_hw(x, pads), (kh, kw), stride, (oh, ow),
+                                   dilation)
     patches = jnp.stack(slices, axis=0)                      # (KH*KW, N, OH, OW, Cin)
-    dw = lax.dot_general(patches, dy, (((1, 2, 3), (0, 1, 2)), ((), ())),
-                         out_sharding=explicit_sharding(w))
-    dw = dw.reshape(kh, kw, cin, cout)
-    g = lax.dot_general(dy, flat(w), (((3,), (1,)), ((), ()))).reshape(n, oh, ow, kh * kw, cin)
-    dx = _window.col2im([g[:, :, :, k, :] for k in range(kh * kw)], (kh, kw), stride,
-                        pads, x.shape[1:3])
+    if groups == 1:   # two plain matmuls (the grouped form below costs a transpose here)
+        dw = lax.dot_general(patches, dy, (((1, 2, 3), (0, 1, 2)), ((), ())),
+                             out_sharding=explicit_sharding(w)).reshape(kh, kw, cg, cout)
+        g = lax.dot_general(dy, flat(w), (((3,), (1,)), ((), ()))).reshape(n, oh, ow, kk, cg)
+    else:  # patches (KK, N, OH, OW, G, Cg); dy as (N, OH, OW, G, Kg); W as (KK, Cg, G, Kg)
+        dy_g = dy.reshape(n, oh, ow, groups, kg)
+        dw = lax.dot_general(patches.reshape(kk, n, oh, ow, groups, cg), dy_g,
+                             (((1, 2, 3), (0, 1, 2)), ((4,), (3,))),
+                             out_sharding=explicit_sharding(w))      # (G, KK, Cg, Kg)
+        dw = jnp.moveaxis(dw, 0, 2).reshape(kh, kw, cg, cout)
+        g = lax.dot_general(dy_g, w.reshape(kk, cg, groups, kg),
+                            (((4,), (3,)), ((3,), (2,))))          # (G, N, OH, OW, KK, Cg)
+        g = jnp.moveaxis(g, 0, 4).reshape(n, oh, ow, kk, groups * cg)
+    dx = _window.col2im([g[:, :, :, k, :] for k in range(kk)], (kh, kw), stride, pads,
+                        x.shape[1:3], dilation)
     return dx, dw
 
 
-def _conv_bias_forward(x, w, b, stride, pads):
-    y = _conv_forward(x, w, stride, pads)
+def _bwd_depthwise(x, w, dy, stride, pads, dilation):
+    """The im2col rule of a depthwise kernel ``(KH, KW, 1, C*M)`` without any matmul and
+    without the patches: per window offset ``k``, ``dW[k] = sum_{n,oh,ow} slice_k * dy``
+    (a ``lax.map`` over the offsets: one window slice of ``x`` is live at a time, where
+    ``KH*KW`` unrolled reductions made XLA:CPU keep every slice, 49x the input for 7x7)
+    and ``dx``'s piece ``sum_m dy * W[k]``, products that XLA fuses into col2im."""
+    kh, kw, _, cout = w.shape
+    n, oh, ow, c = dy.shape[:3] + (x.shape[3],)
+    (sh, sw), (dh, dw_) = stride, dilation
+    dy_m = dy.reshape(n, oh, ow, c, cout // c)
+    xp = _window.pad_hw(x, pads)
+
+    def dw_at(k):
+        span = lax.dynamic_slice(xp, (0, dh * (k // kw), dw_ * (k % kw), 0),
+                                 (n, sh * (oh - 1) + 1, sw * (ow - 1) + 1, c))
+        window = lax.slice(span, (0, 0, 0, 0), span.shape, (1, sh, sw, 1))
+        return jnp.sum(window[..., None] * dy_m, axis=(0, 1, 2))
+
+    dw = lax.map(dw_at, jnp.arange(kh * kw))
+    w_m = w.reshape(kh * kw, 1, 1, 1, c, cout // c)
+    pieces = [jnp.sum(dy_m * w_m[k], axis=-1) for k in range(kh * kw)]
+    dx = _window.col2im(pieces, (kh, kw), stride, pads, x.shape[1:3], dilation)
+    return dx, dw.reshape(kh, kw, 1, cout)
+
+
+def _conv_bias_forward(x, w, b, stride, pads, dilation, groups):
+    y = _conv_forward(x, w, stride, pads, dilation, groups)
     return y if b is None else y + b[None, None, None, :]
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
-def _conv2d(x, w, b, stride, pads, impl):
-    return _conv_bias_forward(x, w, b, stride, pads)
+@partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6, 7))
+def _conv2d(x, w, b, stride, pads, dilation, groups, impl):
+    return _conv_bias_forward(x, w, b, stride, pads, dilation, groups)
 
 
-def _conv2d_fwd(x, w, b, stride, pads, impl):
+def _conv2d_fwd(x, w, b, stride, pads, dilation, groups, impl):
     # Not _conv2d itself: a custom_vjp call inside fwd breaks jvp-of-grad.
     # ``None`` vs ``()`` records (as an empty pytree) whether a bias was given.
-    return _conv_bias_forward(x, w, b, stride, pads), (x, w, None if b is None else ())
+    y = _conv_bias_forward(x, w, b, stride, pads, dilation, groups)
+    return y, (x, w, None if b is None else ())
 
 
-def _conv2d_bwd(stride, pads, impl, res, dy):
+IM2COL_MAX_PATCH = 27     # Cin/groups * KH * KW up to which im2col wins on XLA:CPU
+
+
+def cpu_backward(w_shape, groups: int) -> str:
+    """The lowering ``impl='auto'`` takes on CPU for a kernel ``(KH, KW, Cin/groups,
+    Cout)``: ``'im2col'`` for short patch rows (``Cin/groups * KH * KW <= 27``, e.g. one
+    or three input channels under a 3x3 kernel), ``groups > 1`` or a 1x1 kernel (where
+    XLA:CPU's backward convolutions are slow, or im2col builds no patches), ``'xla'``
+    otherwise (module docstring; ``benchmarks/conv_lowering.py``)."""
+    kh, kw, cg, _ = w_shape
+    short = cg * kh * kw <= IM2COL_MAX_PATCH
+    return "im2col" if short or groups > 1 or kh * kw == 1 else "xla"
+
+
+def _conv2d_bwd(stride, pads, dilation, groups, impl, res, dy):
     x, w, has_b = res
-    xla = partial(_bwd_xla, stride=stride, pads=pads)
-    im2col = partial(_bwd_im2col, stride=stride, pads=pads)
+    geometry = dict(stride=stride, pads=pads, dilation=dilation, groups=groups)
+    xla, im2col = partial(_bwd_xla, **geometry), partial(_bwd_im2col, **geometry)
+    if impl == "auto":
+        impl = "auto" if cpu_backward(w.shape, groups) == "im2col" else "xla"
     if impl == "xla":
         dx, dw = xla(x, w, dy)
     elif impl == "im2col":
@@ -108,22 +183,29 @@ def _conv2d_bwd(stride, pads, impl, res, dy):
 defvjp(_conv2d, _conv2d_fwd, _conv2d_bwd)
 
 
-def check_conv2d_args(fn, x, w, b, stride, padding, impl="auto"):
-    """The checks of :func:`conv2d` (and its twin); returns the static ``(stride, pads)``.
+def check_conv2d_args(fn, x, w, b, stride, padding, dilation=1, groups=1, impl="auto"):
+    """The checks of :func:`conv2d` (and its twin); returns the static ``(stride, pads,
+    dilation, groups)``.
 
     Zero sizes: an empty batch, ``Cin = 0`` (a sum over nothing: ``y = b``) and ``Cout =
-    0`` are computed; a kernel with ``KH = 0`` or ``KW = 0`` and a kernel larger than the
-    padded input are refused (``ValueError``).
+    0`` are computed; a kernel with ``KH = 0`` or ``KW = 0`` and a (dilated) kernel larger
+    than the padded input are refused (``ValueError``).
     """
     _checks.static_choice(fn, "impl", impl, IMPLS)
     _checks.check_float(fn, "x", x)
     _checks.check_float(fn, "w", w)
     _checks.check_rank(fn, "x", x, 4, "(N, H, W, Cin)")
-    _checks.check_rank(fn, "w", w, 4, "(KH, KW, Cin, Cout)")
+    _checks.check_rank(fn, "w", w, 4, "(KH, KW, Cin/groups, Cout)")
     _checks.check_same_dtype(fn, "x", x, "w", w)
-    if w.shape[2] != x.shape[3]:
+    groups = _checks.static_int(fn, "groups", groups, minimum=1)
+    _checks.check_groups(fn, f"x has shape {tuple(x.shape)}: in_channels {x.shape[3]}",
+                         x.shape[3], groups)
+    _checks.check_groups(fn, f"w has shape {tuple(w.shape)}: out_channels {w.shape[3]}",
+                         w.shape[3], groups)
+    if w.shape[2] * groups != x.shape[3]:
+        per = "" if groups == 1 else f" / groups {groups} = {x.shape[3] // groups}"
         raise ValueError(
-            f"{fn}: w has shape {tuple(w.shape)}, expected in_channels {x.shape[3]} to "
+            f"{fn}: w has shape {tuple(w.shape)}, expected in_channels {x.shape[3]}{per} to "
             f"match x {tuple(x.shape)}")
     _checks.check_nonempty(fn, "w", w, "a kernel of at least 1x1 (KH, KW >= 1)", (0, 1))
     if b is not None:
@@ -132,13 +214,16 @@ def check_conv2d_args(fn, x, w, b, stride, padding, impl="auto"):
                             f"one bias per output channel of w {tuple(w.shape)}")
         _checks.check_same_dtype(fn, "x", x, "b", b)
     stride = _checks.normalize_pair(fn, "stride", stride)
-    pads = _window.resolve_padding(fn, padding, x.shape[1:3], w.shape[:2], stride)
-    _window.output_hw(fn, x.shape, w.shape[:2], stride, pads, what="kernel")
-    return stride, pads
+    dilation = _checks.normalize_pair(fn, "dilation", dilation)
+    window = tuple(d * (k - 1) + 1 for d, k in zip(dilation, w.shape[:2]))
+    pads = _window.resolve_padding(fn, padding, x.shape[1:3], window, stride)
+    _window.output_hw(fn, x.shape, window, stride, pads,
+                      what="kernel" if dilation == (1, 1) else "dilated kernel")
+    return stride, pads, dilation, groups
 
 
 @has_twin
-def conv2d(x, w, b=None, stride=1, padding=0, *, impl="auto"):
+def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, *, impl="auto"):
     """2-D cross-correlation ``y = x * W + b`` (the Convolution layer of note 003).
 
     Forward, with ``xp`` the zero-padded input::
@@ -146,7 +231,11 @@ def conv2d(x, w, b=None, stride=1, padding=0, *, impl="auto"):
         y[n, oh, ow, o] = b[o] + sum_{i, j, c} xp[n, sh*oh + i, sw*ow + j, c] * W[i, j, c, o]
 
     Equivalently ``y = P W_2d + b`` with the im2col patch matrix ``P``
-    ``(N*OH*OW, KH*KW*Cin)`` and ``W_2d = W.reshape(KH*KW*Cin, Cout)``.
+    ``(N*OH*OW, KH*KW*Cin)`` and ``W_2d = W.reshape(KH*KW*Cin, Cout)``. With dilation
+    ``(dh, dw)`` the taps are ``xp[n, sh*oh + dh*i, sw*ow + dw*j, ...]`` (a kernel spanning
+    ``d*(K-1) + 1`` rows); with ``G = groups`` output channel ``o`` of group ``g = o //
+    (Cout/G)`` sums over the input channels ``g*Cg + c``, ``c < Cg = Cin/G`` only, i.e. the
+    formulas below hold per group with ``P_g``, ``W_g`` (``groups = Cin``: depthwise).
 
     Backward (same formulas as the Affine layer, applied to the patch matrix)::
 
@@ -156,34 +245,45 @@ def conv2d(x, w, b=None, stride=1, padding=0, *, impl="auto"):
 
     Residuals: ``x`` and ``W`` only; the patches are recomputed in the backward pass
     (``KH*KW`` times smaller residual than saving ``P``). Output size per spatial dim:
-    ``OH = (H + lo + hi - KH) // sh + 1`` (rows that do not fit a whole window are
-    dropped, as in ``lax.conv_general_dilated``).
+    ``OH = (H + lo + hi - dh*(KH-1) - 1) // sh + 1`` (rows that do not fit a whole window
+    are dropped, as in ``lax.conv_general_dilated``).
 
     Args:
       x: ``(N, H, W, Cin)`` floating array.
-      w: ``(KH, KW, Cin, Cout)`` kernel, same dtype.
+      w: ``(KH, KW, Cin/groups, Cout)`` kernel, same dtype (``(KH, KW, Cin, Cout)`` when
+        ``groups=1``; depthwise: ``(KH, KW, 1, M*Cin)``).
       b: ``(Cout,)`` bias of the same dtype, or ``None`` (then its cotangent is ``None``).
       stride: int or ``(sh, sw)``, positive. Static.
       padding: int ``p``, pair ``(ph, pw)`` (symmetric), pair of ``(lo, hi)`` pairs,
         ``'VALID'`` (= 0) or ``'SAME'`` (output ``ceil(H / sh)``, extra padding on the high
         side). Zero padding. Static.
-      impl: ``'auto'`` (default; ``'im2col'`` on CPU, ``'xla'`` elsewhere, chosen per
-        platform by ``lax.platform_dependent``), ``'xla'`` or ``'im2col'``: the lowering
-        of the backward pass. Keyword-only, static. All three compute the same numbers.
+      dilation: int or ``(dh, dw)``, positive: the kernel (``rhs``) dilation, PyTorch's
+        ``dilation``, Flax's ``kernel_dilation``. Static.
+      groups: int >= 1 dividing ``Cin`` and ``Cout``: PyTorch's ``groups``, Flax's /
+        XLA's ``feature_group_count``. Static.
+      impl: ``'auto'`` (default; ``'xla'`` off CPU, and on CPU :func:`cpu_backward`'s
+        choice for this kernel, chosen per platform by ``lax.platform_dependent``),
+        ``'xla'`` or ``'im2col'``: the lowering of the backward pass. Keyword-only,
+        static. All three compute the same numbers.
 
     Returns:
       ``(N, OH, OW, Cout)``.
 
     Raises:
-      ValueError: wrong ranks, ``Cin`` mismatch, bad bias shape, non-positive stride,
-        negative padding, a kernel with ``KH = 0`` or ``KW = 0`` or larger than the padded
+      ValueError: wrong ranks, ``Cin`` mismatch, ``Cin`` or ``Cout`` not divisible by
+        ``groups``, bad bias shape, non-positive stride, dilation or groups, negative
+        padding, a kernel with ``KH = 0`` or ``KW = 0`` or (dilated) larger than the padded
         input, unknown ``impl``. (An empty batch, ``Cin = 0`` or ``Cout = 0`` is computed.)
-      TypeError: non-floating or mismatched dtypes, malformed stride/padding.
+      TypeError: non-floating or mismatched dtypes, malformed stride/padding/dilation, a
+        non-int ``groups``.
 
     References:
       Note 003 section 7 (CNN structure); Chellapilla, Puri, Simard, "High Performance
       Convolutional Neural Networks for Document Processing", 2006 (im2col),
-      https://inria.hal.science/inria-00112631. See ``docs/formulas.md``.
+      https://inria.hal.science/inria-00112631; Yu, Koltun, "Multi-Scale Context
+      Aggregation by Dilated Convolutions", 2016; Xie et al., "Aggregated Residual
+      Transformations" (ResNeXt), 2017; Howard et al., "MobileNets", 2017 (depthwise).
+      See ``docs/formulas.md``.
     """
-    stride, pads = check_conv2d_args("conv2d", x, w, b, stride, padding, impl)
-    return _conv2d(x, w, b, stride, pads, impl)
+    args = check_conv2d_args("conv2d", x, w, b, stride, padding, dilation, groups, impl)
+    return _conv2d(x, w, b, *args, impl)

@@ -64,17 +64,35 @@ def _param_grads(gc, xhat, gamma, beta_marker):
     return dgamma, dbeta
 
 
-def _mean(v):
-    return jnp.mean(v, axis=-1, keepdims=True)
+def _mean(v, axes=(-1,)):
+    return jnp.mean(v, axis=axes, keepdims=True)
+
+
+def standardize(xc, eps, axes=(-1,)):
+    """``(xhat, inv)``: ``xhat = (xc - mean) * inv``, ``inv = 1/sqrt(var + eps)``, the
+    (biased, two-pass) statistics over ``axes`` (kept as size-1 axes in ``inv``); layer
+    norm's over the features, group norm's over each group."""
+    xm = xc - _mean(xc, axes)
+    inv = lax.rsqrt(_mean(xm * xm, axes) + eps)
+    return xm * inv, inv
+
+
+def standardize_vjp(dxhat, xhat, inv, axes=(-1,)):
+    """The cotangent of :func:`standardize`'s input (note 000's compact formula, the
+    means over ``axes``): ``inv (dxhat - mean dxhat - xhat mean(dxhat xhat))``."""
+    return inv * (dxhat - _mean(dxhat, axes) - xhat * _mean(dxhat * xhat, axes))
+
+
+def scaled_cotangent(g, xhat, gamma):
+    """``(gc, dxhat)``: ``g`` in ``xhat``'s (compute) dtype and ``dxhat = gc gamma``."""
+    gc = g.astype(xhat.dtype)
+    return gc, gc if gamma is None else gc * expand_leading(gamma.astype(xhat.dtype), gc.ndim)
 
 
 # ------------------------------------------------------------------------ layer norm
 def layer_norm_forward(x, gamma, beta, eps):
     """``(y, xhat, inv)`` with ``inv = 1/sqrt(var + eps)`` of shape ``(..., 1)``."""
-    xc = x.astype(compute_dtype(x.dtype))
-    xm = xc - _mean(xc)
-    inv = lax.rsqrt(_mean(xm * xm) + eps)
-    xhat = xm * inv
+    xhat, inv = standardize(x.astype(compute_dtype(x.dtype)), eps)
     return _scale_shift(xhat, gamma, beta, x.dtype), xhat, inv
 
 
@@ -90,9 +108,8 @@ def _layer_norm_fwd(x, gamma, beta, eps):
 
 def _layer_norm_bwd(eps, res, g):
     xhat, inv, gamma, beta_marker = res
-    gc = g.astype(xhat.dtype)
-    dxhat = gc if gamma is None else gc * expand_leading(gamma.astype(xhat.dtype), gc.ndim)
-    dx = inv * (dxhat - _mean(dxhat) - xhat * _mean(dxhat * xhat))
+    gc, dxhat = scaled_cotangent(g, xhat, gamma)
+    dx = standardize_vjp(dxhat, xhat, inv)
     return (dx.astype(g.dtype),) + _param_grads(gc, xhat, gamma, beta_marker)
 
 
@@ -166,8 +183,7 @@ def _rms_norm_fwd(x, gamma, eps):
 
 def _rms_norm_bwd(eps, res, g):
     xhat, inv, gamma = res
-    gc = g.astype(xhat.dtype)
-    dxhat = gc if gamma is None else gc * expand_leading(gamma.astype(xhat.dtype), gc.ndim)
+    gc, dxhat = scaled_cotangent(g, xhat, gamma)
     dx = inv * (dxhat - xhat * _mean(dxhat * xhat))
     return (dx.astype(g.dtype), _param_grads(gc, xhat, gamma, None)[0])
 

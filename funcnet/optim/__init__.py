@@ -12,7 +12,11 @@ optax's trajectory and uses optax's state classes and fields, so states move bet
 two libraries. Named optimizers (:mod:`.aliases`) are ``chain``-s of blocks
 (:mod:`.transforms`, :mod:`.adaptive`, :mod:`.adaptive_more`, :mod:`.regularization`);
 more named optimizers (Lion, AdaMax, AMSGrad, AdaBelief, RAdam, LAMB, LARS, Adafactor)
-in :mod:`.aliases_more`, Adafactor's block in :mod:`.factorized`; combinators in
+and Adan, Yogi, AdaDelta, NovoGrad in :mod:`.aliases_more` (their blocks in
+:mod:`.adaptive_extra`), Adafactor's block in :mod:`.factorized`; Muon in
+:mod:`.orthogonal`; schedule-free learning (and :func:`eval_params`, the params to
+evaluate at) in :mod:`.schedule_free`; small blocks (zero_nans, adaptive_grad_clip,
+centralize, scale_by_sign, add_noise) in :mod:`.transforms_more`; combinators in
 :mod:`.combine`; wrappers in :mod:`.wrappers` and :mod:`.accumulate`; schedules in
 :mod:`.schedules`. :func:`current_learning_rate` reads the learning rate the next update
 will use.
@@ -25,7 +29,14 @@ from funcnet.optim.accumulate import (
 from funcnet.optim.aliases import (
     adagrad, adam, adamw, momentum, nadam, nadamw, nesterov, rmsprop, sgd)
 from funcnet.optim.aliases_more import (
-    adabelief, adafactor, adamax, adamaxw, amsgrad, lamb, lars, lion, radam)
+    adabelief, adadelta, adafactor, adamax, adamaxw, adan, amsgrad, lamb, lars, lion, noisy_sgd,
+    novograd, radam, sign_sgd, signum, yogi)
+from funcnet.optim.transforms_more import (
+    AdaptiveGradClipState, AddNoiseState, ZeroNansState, adaptive_grad_clip, add_noise,
+    centralize, scale_by_sign, zero_nans)
+from funcnet.optim.adaptive_extra import (
+    ScaleByAdaDeltaState, ScaleByAdanState, ScaleByNovogradState, scale_by_adadelta,
+    scale_by_adan, scale_by_novograd, scale_by_yogi)
 from funcnet.optim.base import (
     EmptyState, Optimizer, StateMismatchError, apply_updates, current_learning_rate,
     incremental_update)
@@ -52,6 +63,10 @@ from funcnet.optim.adaptive import (
 from funcnet.optim.adaptive_more import (
     ScaleByAmsgradState, ScaleByBeliefState, ScaleByLionState, scale_by_adamax,
     scale_by_amsgrad, scale_by_belief, scale_by_lion, scale_by_radam)
+from funcnet.optim.orthogonal import MuonDimensionNumbers, MuonState, muon, scale_by_muon
+from funcnet.optim.schedule_free import (
+    ScheduleFreeState, eval_params, schedule_free, schedule_free_adamw,
+    schedule_free_eval_params, schedule_free_sgd)
 from funcnet.optim.transforms import (
     EmaState, ScaleByScheduleState, TraceState, ema, identity, scale, scale_by_learning_rate,
     scale_by_schedule, set_to_zero, trace)
@@ -66,24 +81,29 @@ __all__ = [
     # named optimizers
     "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw", "nadam", "nadamw",
     "lion", "adamax", "adamaxw", "amsgrad", "adabelief", "radam", "lamb", "lars",
-    "adafactor",
+    "adafactor", "muon", "schedule_free_sgd", "schedule_free_adamw", "adan", "yogi",
+    "adadelta", "novograd", "sign_sgd", "signum", "noisy_sgd",
     # blocks
     "identity", "set_to_zero", "scale", "scale_by_learning_rate", "scale_by_schedule",
     "trace", "ema", "scale_by_adam", "scale_by_rms", "scale_by_stddev", "scale_by_rss",
     "scale_by_adagrad", "clip", "clip_by_global_norm", "add_decayed_weights",
     "scale_by_lion", "scale_by_adamax", "scale_by_amsgrad", "scale_by_belief",
     "scale_by_radam", "scale_by_trust_ratio", "scale_by_factored_rms",
-    "scale_by_param_block_rms", "clip_by_block_rms",
+    "scale_by_param_block_rms", "clip_by_block_rms", "scale_by_muon",
+    "scale_by_adan", "scale_by_yogi", "scale_by_adadelta", "scale_by_novograd",
+    "zero_nans", "adaptive_grad_clip", "centralize", "scale_by_sign", "add_noise",
     # combinators and wrappers
     "chain", "masked", "multi_transform", "partition", "apply_if_finite",
     "inject_hyperparams", "accumulate", "MultiSteps", "skip_not_finite",
-    "skip_large_updates",
+    "skip_large_updates", "schedule_free", "schedule_free_eval_params", "eval_params",
     # states
     "TraceState", "EmaState", "ScaleByAdamState", "ScaleByRmsState",
     "ScaleByRmsWithCountState", "ScaleByRStdDevState", "ScaleByRStdDevWithCountState",
     "ScaleByRssState", "ScaleByAdagradState", "ScaleByLionState", "ScaleByAmsgradState",
     "ScaleByBeliefState", "ScaleByTrustRatioState", "FactoredState", "ScaleByScheduleState",
-    "WeightDecaySchedule",
+    "WeightDecaySchedule", "MuonState", "MuonDimensionNumbers",
+    "ScheduleFreeState", "ScaleByAdanState", "ScaleByAdaDeltaState", "ScaleByNovogradState",
+    "ZeroNansState", "AdaptiveGradClipState", "AddNoiseState",
     "MaskedState", "MaskedNode", "MultiTransformState", "PartitionState",
     "ApplyIfFiniteState", "InjectStatefulHyperparamsState", "InjectHyperparamsState",
     "WrappedScheduleState", "MultiStepsState", "AccumulateState",

@@ -113,14 +113,16 @@ def init_adam_state(params, mu_dtype=None) -> ScaleByAdamState:
                             nu=zeros_like(params))
 
 
-def adam_moments(fn: str, cls: type, b1, b2, updates, state):
+def adam_moments(fn: str, cls: type, b1, b2, updates, state, second=None):
     """Check ``state`` (fields of ``cls``, ``mu`` matching ``updates``); return the next
     count and Adam's moments ``m_t = b1 m + (1 - b1) g``, ``v_t = b2 v + (1 - b2) |g|^2``
-    (in the promoted dtypes; :func:`keep_dtypes` casts them back for the state)."""
+    (in the promoted dtypes; :func:`keep_dtypes` casts them back for the state).
+    ``second(g, v)``, if given, replaces ``v_t``'s rule (AdaMax's, Yogi's)."""
     check_state(fn, state, cls, updates, "mu")
     mu = _map(lambda g, m: moment(b1, g, m), updates, state.mu)
-    nu = _map(lambda g, v: moment(b2, g, v, squared=True), updates, state.nu)
-    return safe_increment(state.count), mu, nu
+    if second is None:
+        second = lambda g, v: moment(b2, g, v, squared=True)  # noqa: E731
+    return safe_increment(state.count), mu, _map(second, updates, state.nu)
 
 
 def keep_dtypes(new, old):

@@ -137,10 +137,8 @@ def scale_by_adamax(b1=0.9, b2=0.999, eps=1e-8):
 
     def update(updates, state, params=None, **extra_args):
         del params, extra_args
-        check_state(fn, state, ScaleByAdamState, updates, "mu")
-        count = safe_increment(state.count)
-        mu = _map(lambda g, m: moment(b1, g, m), updates, state.mu)
-        nu = _map(infinity_norm, updates, state.nu)
+        count, mu, nu = adam_moments(fn, ScaleByAdamState, b1, b2, updates, state,
+                                     infinity_norm)
         out = _map(lambda m, v: debiased_mean(b1, m, count) / v, mu, nu)
         return out, state._replace(count=count, mu=keep_dtypes(mu, state.mu),
                                    nu=keep_dtypes(nu, state.nu))

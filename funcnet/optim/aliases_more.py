@@ -1,5 +1,5 @@
-"""More named optimizers: Lion, AdaMax(W), AMSGrad, AdaBelief, RAdam, LAMB, LARS and
-Adafactor.
+"""More named optimizers: Lion, AdaMax(W), AMSGrad, AdaBelief, RAdam, LAMB, LARS,
+Adafactor, Adan, Yogi, AdaDelta, NovoGrad, signSGD, Signum and noisy SGD.
 
 Each takes optax's arguments in optax's order with optax's defaults and builds optax's
 chain of blocks, so its trajectory and its state are optax's (see :mod:`.aliases` for
@@ -12,6 +12,8 @@ import jax.numpy as jnp
 
 from funcnet import _checks
 from funcnet.optim.adaptive import scale_by_adam
+from funcnet.optim.adaptive_extra import (
+    scale_by_adadelta, scale_by_adan, scale_by_novograd, scale_by_yogi)
 from funcnet.optim.adaptive_more import (
     scale_by_adamax, scale_by_amsgrad, scale_by_belief, scale_by_lion, scale_by_radam)
 from funcnet.optim.aliases import _lr
@@ -20,6 +22,7 @@ from funcnet.optim.factorized import scale_by_factored_rms
 from funcnet.optim.regularization import (
     add_decayed_weights, clip_by_block_rms, scale_by_param_block_rms, scale_by_trust_ratio)
 from funcnet.optim.transforms import _scale, ema, scale_by_learning_rate, trace
+from funcnet.optim.transforms_more import add_noise, scale_by_sign
 from funcnet._describe import described
 
 
@@ -310,3 +313,115 @@ def adafactor(learning_rate=None, min_dim_size_to_factor=128, decay_rate=0.8,
         if weight_decay_rate is not None:
             blocks.append(add_decayed_weights(weight_decay_rate, mask=weight_decay_mask))
         return chain(*blocks, _scale(-1.0), name=name)
+
+
+@described
+def adan(learning_rate, b1=0.98, b2=0.92, b3=0.99, eps=1e-8, eps_root=1e-8, weight_decay=0.0,
+         mask=None):
+    """Adan (adaptive Nesterov momentum), optax's ``adan``:
+    ``W_t = W_{t-1} - lr * (scale_by_adan(g)_t + wd * W_{t-1})``; see
+    :func:`~funcnet.optim.scale_by_adan`.
+
+    Args:
+      learning_rate: a number >= 0, a scalar array or a schedule.
+      b1, b2, b3, eps, eps_root: see :func:`~funcnet.optim.scale_by_adan` (optax's
+        ``eps_root`` 1e-8 here).
+      weight_decay: >= 0 or a schedule, decoupled.
+      mask: which leaves to decay; see :func:`~funcnet.optim.add_decayed_weights`.
+
+    Returns:
+      ``chain(scale_by_adan(...), add_decayed_weights(weight_decay, mask),
+      scale_by_learning_rate(learning_rate))``.
+
+    References:
+      Xie et al., 2022, https://arxiv.org/abs/2208.06677.
+    """
+    return _named("adan", lambda: scale_by_adan(b1, b2, b3, eps, eps_root),
+                  learning_rate=learning_rate, decay=(weight_decay, mask))
+
+
+@described
+def yogi(learning_rate, b1=0.9, b2=0.999, eps=1e-3):
+    """Yogi, optax's ``yogi``: ``chain(scale_by_yogi(b1, b2, eps),
+    scale_by_learning_rate(learning_rate))``; see :func:`~funcnet.optim.scale_by_yogi`.
+
+    References:
+      Zaheer et al., "Adaptive Methods for Nonconvex Optimization", NeurIPS 2018.
+    """
+    return _named("yogi", lambda: scale_by_yogi(b1, b2, eps), learning_rate=learning_rate)
+
+
+@described
+def adadelta(learning_rate=None, rho=0.9, eps=1e-6, weight_decay=0.0, weight_decay_mask=None):
+    """AdaDelta, optax's ``adadelta``: ``chain(add_decayed_weights(weight_decay,
+    weight_decay_mask), scale_by_adadelta(rho, eps), scale_by_learning_rate(lr))``.
+
+    ``learning_rate=None`` (the default, Zeiler's method without a learning rate) is a
+    rate of 1 here: optax's ``None`` skips the learning-rate block and with it the sign
+    flip, so ``optax.adadelta()`` ascends the loss.
+
+    Args:
+      learning_rate: ``None`` (1) or a number >= 0, a scalar array or a schedule.
+      rho, eps: see :func:`~funcnet.optim.scale_by_adadelta`.
+      weight_decay: >= 0 or a schedule, added to the gradient before the scaling.
+      weight_decay_mask: which leaves to decay; see
+        :func:`~funcnet.optim.add_decayed_weights`.
+
+    References:
+      Zeiler, 2012, https://arxiv.org/abs/1212.5701.
+    """
+    with _checks.context("adadelta"):
+        return chain(add_decayed_weights(weight_decay, mask=weight_decay_mask),
+                     scale_by_adadelta(rho, eps),
+                     _lr(1.0 if learning_rate is None else learning_rate), name="adadelta")
+
+
+@described
+def novograd(learning_rate, b1=0.9, b2=0.25, eps=1e-6, eps_root=0.0, weight_decay=0.0):
+    """NovoGrad, optax's ``novograd``: ``chain(scale_by_novograd(b1, b2, eps, eps_root,
+    weight_decay), scale_by_learning_rate(learning_rate))``; see
+    :func:`~funcnet.optim.scale_by_novograd` (optax's ``eps`` 1e-6 here).
+
+    References:
+      Ginsburg et al., 2019, https://arxiv.org/abs/1905.11286.
+    """
+    return _named("novograd", lambda: scale_by_novograd(b1, b2, eps, eps_root, weight_decay),
+                  learning_rate=learning_rate)
+
+
+@described
+def sign_sgd(learning_rate):
+    """signSGD (Bernstein et al., 2018), optax's ``sign_sgd``: ``W_t = W_{t-1} - lr *
+    sign(g_t)``: ``chain(scale_by_sign(), scale_by_learning_rate(learning_rate))``.
+
+    References:
+      Bernstein et al., "signSGD: Compressed Optimisation for Non-Convex Problems", ICML
+      2018, https://arxiv.org/abs/1802.04434.
+    """
+    return _named("sign_sgd", scale_by_sign, learning_rate=learning_rate)
+
+
+@described
+def signum(learning_rate, beta=0.9, accumulator_dtype=None):
+    """Signum, optax's ``signum``: the sign of the momentum, ``m_t = beta m_{t-1} + (1 -
+    beta) g_t``, ``W_t = W_{t-1} - lr * sign(m_t)``: ``chain(ema(beta, debias=False,
+    accumulator_dtype), scale_by_sign(), scale_by_learning_rate(learning_rate))``.
+
+    References:
+      Bernstein et al., 2018, https://arxiv.org/abs/1802.04434.
+    """
+    return _named("signum", lambda: ema(beta, debias=False, accumulator_dtype=accumulator_dtype),
+                  scale_by_sign, learning_rate=learning_rate)
+
+
+@described
+def noisy_sgd(learning_rate, eta=0.01, gamma=0.55, key=None, *, seed=None):
+    """SGD with annealed gradient noise, optax's ``noisy_sgd``: ``W_t = W_{t-1} - lr *
+    (g_t + N(0, eta / t^gamma))``: ``chain(add_noise(eta, gamma, key, seed=seed),
+    scale_by_learning_rate(learning_rate))``; see :func:`~funcnet.optim.add_noise`.
+
+    References:
+      Neelakantan et al., 2015, https://arxiv.org/abs/1511.06807.
+    """
+    return _named("noisy_sgd", lambda: add_noise(eta, gamma, key, seed=seed),
+                  learning_rate=learning_rate)

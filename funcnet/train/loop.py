@@ -220,7 +220,9 @@ def fit(model, params, state, opt, data, epochs: int, *, batch_size: int | None 
       batch_size: examples per step for arrays, in ``[1, N]`` (``N % batch_size``
         examples, different ones each epoch, are left out); ``None`` for iterables.
       key: a PRNG key (or int seed) for shuffling and dropout.
-      eval_data: optional ``(x, y)`` evaluated after every epoch.
+      eval_data: optional ``(x, y)`` evaluated after every epoch, at
+        ``optim.eval_params(opt_state, params)``: the params themselves, or a
+        schedule-free optimizer's average ``x`` (the returned params stay its iterate).
       checkpoint: optional checkpoint manager (above).
       checkpoint_every: save every this many epochs.
       resume: restore this run's latest checkpoint if there is one.
@@ -421,7 +423,8 @@ def fit(model, params, state, opt, data, epochs: int, *, batch_size: int | None 
                                   (params, state, opt_state), history)
             logs = _means(metrics, weights)
             if eval_data is not None:
-                ev = evaluate_checked(model, params, state, ex, ey, eval_batch_size,
+                ev = evaluate_checked(model, optim.eval_params(opt_state, params), state,
+                                      ex, ey, eval_batch_size,
                                       loss_fn, metrics_fn, compute_dtype, mesh, devices)
                 logs.update({f"eval_{k}": v for k, v in ev.items()})
             if lr is not None:

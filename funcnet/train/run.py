@@ -235,9 +235,10 @@ def _refuse_or_clear(fn: str, manager, why: str, overwrite: bool, writer: bool) 
 
 def restore_template(params, state, opt_state, key) -> dict:
     """The ``like`` of a resume: shapes and the dtypes JAX computes in (a NumPy float64
-    leaf trains, and is saved, as float32 when x64 is off)."""
+    leaf trains, and is saved, as float32 when x64 is off; a typed PRNG key, as optax's
+    ``noisy_sgd`` keeps in its state, stays a key)."""
     spec = lambda a: jax.ShapeDtypeStruct(  # noqa: E731
-        np.shape(a), jax.dtypes.canonicalize_dtype(a.dtype))
+        np.shape(a), jax.dtypes.canonicalize_dtype(a.dtype, allow_extended_dtype=True))
     arrays = jax.tree_util.tree_map(spec, (params, state, opt_state))
     return {"params": arrays[0], "state": arrays[1], "opt_state": arrays[2], "epoch": 0,
             "key": key}

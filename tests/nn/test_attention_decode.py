@@ -55,18 +55,25 @@ def test_decode_state_layout():
     assert jax.tree_util.tree_structure(dparams) == jax.tree_util.tree_structure(params)
 
 
+def decode_in_chunks(step, params, cache, ids, chunks):
+    """``step`` (a decode model's apply) over ``ids`` ``(N, sum(chunks))`` chunk by chunk:
+    the logits of all positions, concatenated, and the last state."""
+    outs, at = [], 0
+    for t in chunks:
+        y, cache = step(params, cache, ids[:, at:at + t])
+        outs.append(y)
+        at += t
+    return jnp.concatenate(outs, axis=1), cache
+
+
 @pytest.mark.parametrize("chunks", [[1] * L, [3, 1, 1, 1, 1, 1], [5, 3]],
                          ids=["token_by_token", "prompt_then_tokens", "two_chunks"])
 def test_chunked_decoding_equals_one_causal_forward_pass(chunks):
     model, params, state, dec, cache, full, step = models()
     ids = randint((N, L), V, seed=1)
     want, _ = full(params, state, ids)
-    outs, c, at = [], cache, 0
-    for t in chunks:
-        y, c = step(params, c, ids[:, at:at + t])
-        outs.append(y)
-        at += t
-    assert_close(jnp.concatenate(outs, axis=1), want, 1e-10, "decoded logits")
+    got, c = decode_in_chunks(step, params, cache, ids, chunks)
+    assert_close(got, want, 1e-10, "decoded logits")
     assert int(c[1]["index"]) == L and np.all(c[2][0][1]["index"] == L)
 
 

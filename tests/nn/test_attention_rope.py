@@ -11,6 +11,7 @@ import pytest
 from funcnet import nn
 from funcnet.gradcheck import assert_close
 from tests.nn._models import numpy_init, randint, randn
+from tests.nn.test_attention_decode import decode_in_chunks
 from tests.nn.test_attention_gqa import plain_gqa
 
 ROPES = {"default": True, "llama3_interleaved": {"base": 500000.0, "interleaved": True},
@@ -69,12 +70,8 @@ def test_rope_gpt_decodes_to_the_full_causal_pass(chunks):
     _, _, cache = dec.init(jax.random.PRNGKey(0), (N, L))
     ids = randint((N, L), V, seed=1)
     want, _ = jax.jit(model.apply)(params, state, ids)
-    step, outs, at = jax.jit(dec.apply), [], 0
-    for t in chunks:
-        y, cache = step(params, cache, ids[:, at:at + t])
-        outs.append(y)
-        at += t
-    assert_close(jnp.concatenate(outs, axis=1), want, 1e-10, "decoded logits")
+    got, _ = decode_in_chunks(jax.jit(dec.apply), params, cache, ids, chunks)
+    assert_close(got, want, 1e-10, "decoded logits")
 
 
 def test_errors():

@@ -49,7 +49,8 @@ def test_params_and_input_promote_like_flax(param, inp, out):
               (nn.Conv2D(2, 3, dtype=param), (-1, 5, 5, 2), (2, 5, 5, 2)),
               (nn.BatchNorm(dtype=param), (-1, 4), (3, 4)),
               (nn.RNN(3, dtype=param), (2, -1, 4), (2, 3, 4)),
-              (nn.Conv1D(2, 3, dtype=param), (-1, 5, 2), (2, 5, 2))]
+              (nn.Conv1D(2, 3, dtype=param), (-1, 5, 2), (2, 5, 2)),
+              (nn.GroupNorm(2, dtype=param), (-1, 3, 4), (2, 3, 4))]
     for layer, in_shape, x_shape in layers:
         p, s = jax.eval_shape(lambda k, layer=layer, in_shape=in_shape: layer.init(
             k, in_shape)[1:], KEY)

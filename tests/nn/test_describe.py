@@ -1,11 +1,14 @@
 """nn.describe: every layer funcnet builds records the call that built it, sub-layers
 included; fit's fingerprint holds it, so a run is not resumed with another setting that
 leaves the params' tree unchanged (rope=True, a dropout rate, causal)."""
+import inspect
+
 import jax
 import jax.numpy as jnp
 import pytest
 
 from funcnet import checkpoint, nn, optim, train
+from funcnet._describe import call_text, described
 from tests.train._setup import KEY, init, subset
 
 X, Y = subset(64)
@@ -19,6 +22,7 @@ LAYERS = {  # every public layer factory with arguments
     "LeakyReLU": lambda: nn.LeakyReLU(0.2), "BatchNorm": lambda: nn.BatchNorm(0.8),
     "Dropout": lambda: nn.Dropout(0.3), "LayerNorm": lambda: nn.LayerNorm(eps=1e-3),
     "RMSNorm": nn.RMSNorm, "Embedding": lambda: nn.Embedding(10, 4),
+    "GroupNorm": lambda: nn.GroupNorm(None, group_size=2), "InstanceNorm": nn.InstanceNorm,
     "RNN": lambda: nn.RNN(5), "LSTM": lambda: nn.LSTM(5), "GRU": lambda: nn.GRU(5),
     "MultiHeadAttention": lambda: nn.MultiHeadAttention(2, rope=True),
     "CrossAttention": lambda: nn.CrossAttention(2), "PositionEmbedding":
@@ -50,6 +54,27 @@ def test_settings_and_sub_layers_are_in_the_text():
     own = nn.Layer(lambda k, s: (s, (), ()), lambda p, s, x, **kw: (x, s), "Mine")
     assert nn.describe(own) is None
     assert "Mine" in nn.describe(nn.serial(own, nn.ReLU()))
+
+
+# arguments a layer gained after its text first went into run fingerprints
+ADDED = {"Conv2D": ((4, 3), {"dilation": 2, "groups": 2}),
+         "Conv1D": ((4, 3), {"dilation": 2, "groups": 2}),
+         "MultiHeadAttention": ((4,), {"window": 2})}
+
+
+@pytest.mark.parametrize("name", list(ADDED))
+def test_arguments_added_later_keep_old_runs_resumable(name):
+    """At their defaults, new arguments are not in the text: a run checkpointed before they
+    existed has the same fingerprint; another value is in it and refuses the resume."""
+    (args, values), factory = ADDED[name], getattr(nn, name)
+    signature = inspect.signature(factory)
+    old = signature.replace(parameters=[p for p in signature.parameters.values()
+                                        if p.name not in values])
+    assert nn.describe(factory(*args)) == call_text(name, old, args, {})
+    for arg, value in values.items():
+        assert f"{arg}={value}" in nn.describe(factory(*args, **{arg: value}))
+    with pytest.raises(TypeError, match="no argument 'nope'"):
+        described(added=("nope",))(lambda a=1: None)
 
 
 def _model(rate, rope):

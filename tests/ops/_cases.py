@@ -2,6 +2,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 
 def rand(shape, seed=0, dtype=np.float64):
@@ -64,3 +65,14 @@ CORE_CASES = [
     ("batch_norm_batch2", "batch_norm", lambda: (normal(53, (2, 3)), normal(54, (3,)),
                                                  normal(55, (3,)))),
 ]
+
+
+def assert_raises_everywhere(call, args, exc, match):
+    """``call(*args)`` raises ``exc`` matching ``match`` eagerly, under ``jax.jit`` and in
+    ``ops.reference_mode()`` (the twin checks too): an op's error-table test."""
+    from funcnet import ops
+    for fn in (call, jax.jit(call)):
+        with pytest.raises(exc, match=match):
+            fn(*args)
+    with ops.reference_mode(), pytest.raises(exc, match=match):
+        jax.jit(call)(*args)

@@ -7,7 +7,7 @@ import pytest
 
 from funcnet.gradcheck import assert_close
 from funcnet.ops import reference as R
-from funcnet.ops.conv import conv2d
+from funcnet.ops.conv import conv2d, cpu_backward
 from funcnet.ops.pool import avg_pool2d, max_pool2d
 from funcnet.ops.reference.conv import conv2d as ref_conv2d
 from funcnet.gradcheck import check_vjp
@@ -66,6 +66,35 @@ def test_op_is_custom_vjp_and_im2col_backward_has_no_convolution():
         x, w)).count("conv_general_dilated[") for f in
         (lambda *a: conv2d(*a, impl="im2col"), lambda *a: conv2d(*a, impl="xla"), ref_conv2d)]
     assert counts == [1, 3, 3]
+
+
+@pytest.mark.parametrize("w_shape, groups, want", [
+    ((5, 5, 1, 6), 1, "im2col"),      # one input channel: XLA:CPU's dW conv is slow
+    ((3, 3, 4, 6), 1, "xla"),         # patch rows of 36 > 27
+    ((3, 3, 3, 6), 1, "im2col"),      # an RGB 3x3 kernel: rows of 27
+    ((1, 1, 4, 6), 1, "im2col"),      # 1x1: im2col is one matmul, no patches
+    ((3, 3, 2, 6), 2, "im2col"),      # grouped: XLA:CPU's grouped convs are slow
+], ids=["one_channel", "dense", "rgb", "pointwise", "grouped"])
+def test_auto_on_cpu_compiles_the_lowering_cpu_backward_picks(w_shape, groups, want):
+    """impl='auto' on CPU is the lowering of ``cpu_backward`` (compiled text equal to it,
+    not to the other one) and its gradient equals the other lowering's."""
+    if jax.default_backend() != "cpu":
+        pytest.skip("the CPU choice")
+    assert cpu_backward(w_shape, groups) == want
+    x = jnp.asarray(rand((2, 7, 7, w_shape[2] * groups), 3), jnp.float32)
+    w = jnp.asarray(rand(w_shape, 4), jnp.float32)
+
+    def compiled(impl):
+        f = jax.jit(jax.grad(lambda x, w: jnp.sum(jnp.sin(conv2d(x, w, padding=1,
+                                                                groups=groups, impl=impl))),
+                             (0, 1)))
+        return f, f.lower(x, w).compile().as_text().count("convolution")
+
+    (auto, n_auto), (mine, n_mine), (_, n_other) = (
+        compiled(i) for i in ("auto", want, "xla" if want == "im2col" else "im2col"))
+    assert n_auto == n_mine != n_other
+    assert_close(auto(x, w), compiled("xla" if want == "im2col" else "im2col")[0](x, w),
+                 1e-4, "auto vs the other lowering")
 
 
 def _cnn_loss(conv, maxpool, avgpool):

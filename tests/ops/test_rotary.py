@@ -12,7 +12,7 @@ import funcnet.ops as ops
 from funcnet.gradcheck import assert_close, check_vjp
 from funcnet.nn.memory import saved_residuals
 from funcnet.ops import reference as R
-from tests.ops._cases import rand
+from tests.ops._cases import assert_raises_everywhere, rand
 
 T, H, DH = 5, 2, 6
 
@@ -284,12 +284,7 @@ ERRORS = [
 
 @pytest.mark.parametrize("call, exc, match", ERRORS)
 def test_bad_input_raises_eagerly_and_under_jit(call, exc, match):
-    args = (_x(), jnp.asarray(_pos((2, T), 91)))
-    for fn in (call, jax.jit(call)):
-        with pytest.raises(exc, match=match):
-            fn(*args)
-    with ops.reference_mode(), pytest.raises(exc, match=match):
-        call(*args)
+    assert_raises_everywhere(call, (_x(), jnp.asarray(_pos((2, T), 91))), exc, match)
 
 
 def test_traced_static_arguments_are_refused_under_jit():

@@ -9,6 +9,7 @@ import pytest
 
 from funcnet import checkpoint, optim, train
 from funcnet.train import loop
+from tests.optim._contrib_calls import CALLS as ROUND4_CALLS, namespace
 from tests.optim._optax_calls import CALLS
 from tests.train._setup import KEY, MLP, init, subset
 
@@ -17,12 +18,12 @@ FIT = dict(batch_size=32, key=KEY, progress=False)
 
 
 def _build(call):
-    return eval(call, {"jnp": jnp, **{k: getattr(optim, k) for k in optim.__all__}})
+    return eval(call, namespace(optim))
 
 
 def test_every_typical_call_is_described_by_its_own_name_and_arguments():
     texts = {}
-    for call in CALLS:
+    for call in CALLS + ROUND4_CALLS:
         text = optim.describe(_build(call))
         name = call.split("(")[0]
         name = {"partition": "multi_transform"}.get(name, name)

@@ -1,5 +1,5 @@
 """The optimizers of round 3 (lion, adamax(w), amsgrad, adabelief, radam, lamb, lars,
-adafactor) inside ``train.fit``, as an optax user would use them: training, bit-identical
+adafactor) and round 4 (muon, ...) inside ``train.fit``, as an optax user would use them: training, bit-identical
 resume from a checkpoint (their optax state classes, e.g. ``FactoredState`` with factors
 of other shapes than the params, are saved and restored), the learning rate in the
 history, the run fingerprint and the non-finite guard.
@@ -33,6 +33,14 @@ CASES = {
     "inject_lion": (optim.inject_hyperparams(optim.lion)(learning_rate=1e-3), 1e-3),
     "schedule_lion": (optim.lion(optim.linear_schedule(1e-3, 1e-4, 4)), 1e-3),
     "multisteps_lion": (optim.MultiSteps(optim.lion(1e-3), 2), 1e-3),
+    # round 4: kernels by Newton-Schulz, biases by AdamW (a PartitionState of MaskedState-s
+    # holding MaskedNode-s; MuonState keeps its ns_coeffs array); the Muon group's rate
+    "muon": (optim.muon(optim.linear_schedule(1e-2, 1e-3, 4), weight_decay=1e-3), 1e-2),
+    # z (a copy of the params) in the state; fit trains and evaluates y (see the report)
+    "schedule_free_adamw": (optim.schedule_free_adamw(1e-2, warmup_steps=2), 0.0),
+    "novograd": (optim.novograd(1e-2, weight_decay=1e-4), 1e-2),   # a scalar nu per leaf
+    # a typed PRNG key in the state (AddNoiseState.rng_key) is saved and restored
+    "noisy_sgd": (optim.noisy_sgd(1e-2, key=jax.random.key(0)), 1e-2),
 }
 
 

@@ -32,8 +32,13 @@ UNDER_TEST = [
     ("lion", {"learning_rate": 1e-2, "weight_decay": 1e-4}),
     ("radam", {"learning_rate": 5e-3}),
     ("adafactor", {"learning_rate": 5e-3}),
+    ("adadelta", {"learning_rate": 0.1}),
+    ("adan", {"learning_rate": 1e-1}),
+    ("novograd", {"learning_rate": 1e-3}),
+    ("yogi", {"learning_rate": 1e-1}),
 ]
-REAL_ONLY = {"lion"}  # optax skips it for complex parameters (sign of a complex number)
+# optax skips these for complex parameters (lion: the sign of a complex number)
+REAL_ONLY = {"lion", "adadelta", "adan"}
 IDS = [f"{n}{'_' + str(k['momentum']) if 'momentum' in k else ''}" for n, k in UNDER_TEST]
 
 

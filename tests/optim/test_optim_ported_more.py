@@ -87,13 +87,23 @@ DOC_EXAMPLES = {
     "lamb": ["1.39E+01", "1.38E+01", "1.38E+01", "1.37E+01", "1.36E+01"],
     "lars": ["1.40E+01", "1.40E+01", "1.40E+01", "1.40E+01", "1.40E+01"],
     "adafactor": ["1.39E+01", "1.38E+01", "1.38E+01", "1.37E+01", "1.36E+01"],
+    # round 4 (their own learning rates, DOC_KWARGS)
+    "adan": ["1.28E+01", "1.17E+01", "1.07E+01", "9.68E+00", "8.76E+00"],
+    "yogi": ["1.40E+01", "1.40E+01", "1.39E+01", "1.39E+01", "1.39E+01"],
+    "adadelta": ["1.36E+01", "1.32E+01", "1.29E+01", "1.25E+01", "1.21E+01"],
+    "novograd": ["1.40E+01", "1.39E+01", "1.39E+01", "1.38E+01", "1.37E+01"],
+    "sign_sgd": ["1.40E+01", "1.39E+01", "1.39E+01", "1.39E+01", "1.38E+01"],
+    "noisy_sgd": ["1.38E+01", "1.37E+01", "1.35E+01", "1.33E+01", "1.32E+01"],
 }
+DOC_KWARGS = {"adan": {"learning_rate": 0.1}, "yogi": {"learning_rate": 0.002},
+              "adadelta": {"learning_rate": 10.0},
+              "noisy_sgd": {"learning_rate": 0.003, "key": 0}}
 
 
 @pytest.mark.parametrize("name", list(DOC_EXAMPLES))
 def test_docstring_example_of_optax(name):
     f = lambda x: jnp.sum(x ** 2)  # noqa: E731
-    solver = getattr(optim, name)(learning_rate=0.003)
+    solver = getattr(optim, name)(**DOC_KWARGS.get(name, {"learning_rate": 0.003}))
     params = jnp.array([1.0, 2.0, 3.0], jnp.float32)
     state = solver.init(params)
     printed = []
@@ -183,25 +193,37 @@ def test_block_rms_clip_and_param_scale_by_hand():
 NEW_NAMES = ["lion", "adamax", "adamaxw", "amsgrad", "adabelief", "radam", "lamb", "lars",
              "adafactor", "scale_by_lion", "scale_by_adamax", "scale_by_amsgrad",
              "scale_by_belief", "scale_by_radam", "scale_by_trust_ratio",
-             "scale_by_factored_rms", "scale_by_param_block_rms", "clip_by_block_rms"]
+             "scale_by_factored_rms", "scale_by_param_block_rms", "clip_by_block_rms",
+             # round 4 (muon, schedule_free*: optax.contrib)
+             "muon", "scale_by_muon", "schedule_free", "schedule_free_sgd",
+             "schedule_free_adamw", "schedule_free_eval_params", "adan", "yogi",
+             "adadelta", "novograd", "scale_by_adan", "scale_by_yogi", "scale_by_adadelta",
+             "scale_by_novograd", "zero_nans", "adaptive_grad_clip", "centralize",
+             "scale_by_sign", "sign_sgd", "signum", "add_noise", "noisy_sgd"]
 NEW_STATES = ["ScaleByLionState", "ScaleByAmsgradState", "ScaleByBeliefState",
-              "ScaleByTrustRatioState", "FactoredState"]
+              "ScaleByTrustRatioState", "FactoredState", "MuonState", "MuonDimensionNumbers",
+              "ScheduleFreeState", "ScaleByAdanState", "ScaleByAdaDeltaState",
+              "ScaleByNovogradState", "ZeroNansState", "AdaptiveGradClipState", "AddNoiseState"]
+
+
+def _optax_name(name):
+    optax = pytest.importorskip("optax")
+    import optax.contrib
+    return getattr(optax, name, None) or getattr(optax.contrib, name)
 
 
 @pytest.mark.parametrize("name", NEW_NAMES)
 def test_signature_is_optax(name):
     """Same parameters, order, kinds and defaults (a function default by its name)."""
-    optax = pytest.importorskip("optax")
-
     def sig(f):
         return [(p.name, p.kind, getattr(p.default, "__name__", p.default))
                 for p in inspect.signature(f).parameters.values()]
-    assert sig(getattr(optim, name)) == sig(getattr(optax, name))
+    assert sig(getattr(optim, name)) == sig(_optax_name(name))
     assert name in optim.__all__
 
 
 @pytest.mark.parametrize("name", NEW_STATES)
 def test_state_class_fields_are_optax(name):
-    optax = pytest.importorskip("optax")
-    assert getattr(optim, name)._fields == getattr(optax, name)._fields
+    ours, theirs = getattr(optim, name), _optax_name(name)
+    assert (ours._fields, ours._field_defaults) == (theirs._fields, theirs._field_defaults)
     assert name in optim.__all__

@@ -94,3 +94,21 @@ def test_a_metrics_function_may_return_none():
                          metrics_fn=lambda lg, t: None, eval_data=(X, Y), **FIT)
     assert [k for k in hist if k.endswith("loss")] == ["loss", "eval_loss"]
     assert "accuracy" not in hist and "eval_accuracy" not in hist
+
+
+def test_an_optimizer_state_holding_a_typed_key_checkpoints_and_resumes(tmp_path):
+    """optax.noisy_sgd keeps a typed PRNG key (key<fry>) in its state: fit with a
+    checkpoint failed before its first step (the resume template canonicalised every
+    dtype); the resumed run equals the uninterrupted one, noise included."""
+    params, state = init(MLP)
+    opt = optax.noisy_sgd(1e-2, key=jax.random.key(3))
+    manager = checkpoint.CheckpointManager(tmp_path)
+    with jax.numpy_dtype_promotion("standard"):      # optax's noise mixes dtypes
+        train.fit(MLP, params, state, opt, (X, Y), 1, checkpoint=manager, **FIT)
+        resumed = train.fit(MLP, params, state, opt, (X, Y), 2, checkpoint=manager, **FIT)
+        whole = train.fit(MLP, params, state, opt, (X, Y), 2, **FIT)
+    assert jax.dtypes.issubdtype(resumed[2][0].rng_key.dtype, jax.dtypes.prng_key)
+    assert resumed[3]["epoch"] == [1, 2]
+    assert_trees_equal(resumed[:2], whole[:2])
+    np.testing.assert_array_equal(jax.random.key_data(resumed[2][0].rng_key),
+                                  jax.random.key_data(whole[2][0].rng_key))

@@ -19,4 +19,5 @@ from funcnet.ops.reference.activations_smooth import (gelu, leaky_relu, silu, so
 from funcnet.ops.reference.embedding import embedding
 from funcnet.ops.reference.gated_rnn import gru, lstm
 from funcnet.ops.reference.layer_norm import layer_norm, rms_norm
+from funcnet.ops.reference.group_norm import group_norm
 from funcnet.ops.reference.rotary import rotary_embedding

@@ -11,7 +11,7 @@ from funcnet.ops.attention import (check_attention_args, drop, keep_probabilitie
 
 
 def dot_product_attention(q, k, v, mask=None, *, causal=False, scale=None, block_size=None,
-                          dropout_rate=0.0, dropout_key=None):
+                          dropout_rate=0.0, dropout_key=None, window=None):
     """Reference attention ``softmax(q k^T * scale, masked with L) v``, one ``T x S`` block.
 
     Args:
@@ -20,13 +20,15 @@ def dot_product_attention(q, k, v, mask=None, *, causal=False, scale=None, block
         for an unbatched ``q``), as the op; ``True`` = attend.
       causal, scale: as the op. block_size: checked and ignored (one block).
       dropout_rate, dropout_key: as the op (the same mask for the same key).
+      window: as the op: query ``i`` attends keys ``i - window < j`` (and ``j <= i``
+        causal, ``j < i + window`` otherwise), one more term of the boolean mask.
 
     Returns:
       ``q``'s shape and dtype.
     """
-    causal, scale, _, rate, key = check_attention_args(
+    causal, scale, _, rate, key, window = check_attention_args(
         "dot_product_attention", q, k, v, mask, causal, scale, block_size, dropout_rate,
-        dropout_key)
+        dropout_key, window)
     single = q.ndim == 3
     if single:
         q, k, v = q[None], k[None], v[None]
@@ -39,6 +41,9 @@ def dot_product_attention(q, k, v, mask=None, *, causal=False, scale=None, block
     if causal:
         c = jnp.tril(jnp.ones((t, s_len), bool))[None, None, None]
         attend = c if attend is None else attend & c
+    if window is not None:   # |i - j| < window (j <= i also, with causal, above)
+        c = jnp.abs(jnp.arange(t)[:, None] - jnp.arange(s_len)[None, :]) < window
+        attend = c[None, None, None] if attend is None else attend & c[None, None, None]
     if attend is not None:
         s = jnp.where(attend, s, large_negative(ct))
     e = jnp.exp(s - lax.stop_gradient(jnp.max(s, axis=-1, keepdims=True)))

@@ -42,6 +42,8 @@ CASES = {
                {"padding": 1}),
     "layer_norm": (ops.layer_norm, [_n(8, (D * 4, 3))], [_n(9, (3,)), _n(10, (3,))], {}),
     "rms_norm": (ops.rms_norm, [_n(11, (D * 4, 3))], [_n(12, (3,))], {}),
+    "group_norm": (ops.group_norm, [_n(71, (D * 2, 3, 4))], [_n(72, (4,)), _n(73, (4,))],
+                   {"num_groups": 2}),
     "batch_norm": (ops.batch_norm, [_n(13, (D * 4, 3))], [_n(14, (3,)), _n(15, (3,))], {}),
     "batch_norm_sync": (ops.batch_norm, [_n(16, (D * 4, 3))], [_n(17, (3,)), _n(18, (3,))],
                         {"axis_name": "i"}),

@@ -1,0 +1,179 @@
+"""Sliding-window (local) attention: the forward and backward passes of
+:func:`funcnet.ops.dot_product_attention` with ``window=W``, in ``O(T (block + W))`` work.
+
+Query ``i`` attends keys ``i - W < j <= i`` (causal; Mistral, Gemma 2) or ``|i - j| < W``
+(not causal; Longformer's symmetric window), besides the mask. The queries are split into
+blocks of ``block`` rows; the keys a block can attend lie in one span of ``span = min(block
++ left + right, S)`` keys (``left = W - 1``; ``right = 0`` causal, ``W - 1`` otherwise),
+which starts at ``clip(r0 - left, 0, S - span)`` for the block's first row ``r0``. Each
+block is one ``lax.scan`` step with an ordinary (two-pass) softmax over its span: every
+key outside it has weight exactly 0, so the keys outside the window are never computed.
+
+A row that attends nothing (its window fully masked) is, as in the unwindowed op and
+``jax.nn``, the uniform average of all ``S`` values with zero gradient to ``q`` and ``k``:
+its ``log l`` residual is ``+inf`` (so the recomputed probabilities are 0) and the backward
+pass adds ``dO_i / S`` to every ``dV_j``.
+"""
+from __future__ import annotations
+
+import jax.numpy as jnp
+from jax import lax
+
+from funcnet.ops._arrays import compute_dtype, einsum
+from funcnet.ops._mesh import vary_like
+from funcnet.ops.attention import (BLOCK_ELEMENTS, MIN_BLOCK, Plan, _heads, _unheads, mask5)
+
+__all__: list[str] = []
+
+
+def plan(q_shape, s, causal: bool, scale: float, block_size: int | None, window: int) -> Plan:
+    """``Plan.block`` = queries per block: ``block_size``, or by default ``W`` rounded up
+    to a multiple of 8 (a span of about ``2 W`` keys: at most twice the work of the
+    window itself), fewer if a block's ``B N block span`` scores pass ``BLOCK_ELEMENTS``,
+    never under ``MIN_BLOCK``; evened out over the blocks, one block if ``T`` fits. One
+    block of all ``T`` queries and ``S`` keys if ``T`` or ``S`` is symbolic
+    (``jax.export``: a block count must be static)."""
+    t = q_shape[1]
+    if not (isinstance(t, int) and isinstance(s, int)):
+        return Plan(causal, scale, t, s, 0.0, window)
+    if block_size is None:
+        heads = q_shape[2] * (q_shape[0] if isinstance(q_shape[0], int) else 1)
+        wide = (1 if causal else 2) * (window - 1) + window
+        budget = BLOCK_ELEMENTS // (heads * wide) // 8 * 8
+        target = max(MIN_BLOCK, min(-(-window // 8) * 8, budget))
+        blocks = -(-t // target)
+        block_size = t if blocks == 1 else -(-t // (blocks * 8)) * 8
+    return Plan(causal, scale, min(block_size, t), s, 0.0, window)
+
+
+def _span(plan: Plan) -> int:
+    """Keys a block of queries can attend (``<= S``)."""
+    if not (isinstance(plan.s, int) and isinstance(plan.block, int)):
+        return plan.s     # symbolic: one block
+    return min(plan.block + (1 if plan.causal else 2) * (plan.window - 1), plan.s)
+
+
+def _tiles(x, plan: Plan, value=0):
+    """Pad axis 3 (queries) of ``(B, K, G, T, ...)`` to whole blocks and split it: blocks
+    first, for ``lax.scan``."""
+    t = x.shape[3]
+    n = -(-t // plan.block)
+    if n * plan.block != t:
+        pads = [(0, 0, 0)] * x.ndim
+        pads[3] = (0, n * plan.block - t, 0)
+        x = lax.pad(x, jnp.asarray(value, x.dtype), pads)
+    x = x.reshape(x.shape[:3] + (n, plan.block) + x.shape[4:])
+    return jnp.moveaxis(x, 3, 0)
+
+
+def _untile(x, t: int):
+    """``(blocks, B, K, G, block, ...)`` -> ``(B, K, G, T, ...)``."""
+    x = jnp.moveaxis(x, 0, 3)
+    return x.reshape(x.shape[:3] + (x.shape[3] * x.shape[4],) + x.shape[5:])[:, :, :, :t]
+
+
+def _scan(body, carry, xs, inputs):
+    """``lax.scan``, or the body itself for one block; ``inputs``: the arrays the body
+    reads (the carry is typed like them in ``shard_map``)."""
+    if xs[0].shape[0] == 1:
+        carry, y = body(carry, tuple(a[0] for a in xs))
+        return carry, tuple(a[None] for a in y)
+    return lax.scan(body, vary_like(carry, xs, inputs), xs)
+
+
+def _logits(qb, kt, m5, i, plan: Plan):
+    """Scaled logits of query block ``i`` over its span, ``(B, K, G, block, span)``, the
+    attend mask (window, causal, user mask) and the span's first key."""
+    span = _span(plan)
+    r0 = i * plan.block
+    start = jnp.clip(r0 - (plan.window - 1), 0, plan.s - span)
+    kb = lax.dynamic_slice_in_dim(kt, start, span, axis=2)
+    s = einsum("bkgth,bksh->bkgts", qb, kb, compute_dtype(qb.dtype)) * plan.scale
+    rows = r0 + lax.broadcasted_iota(jnp.int32, (1, 1, 1, plan.block, 1), 3)
+    cols = start + lax.broadcasted_iota(jnp.int32, (1, 1, 1, 1, span), 4)
+    attend = cols > rows - plan.window
+    attend = attend & ((cols <= rows) if plan.causal else (cols < rows + plan.window))
+    if m5 is not None:
+        if m5.shape[3] != 1:
+            m5 = lax.dynamic_slice_in_dim(m5, r0, plan.block, axis=3)
+        if m5.shape[4] != 1:
+            m5 = lax.dynamic_slice_in_dim(m5, start, span, axis=4)
+        attend = attend & m5
+    return s, attend, kb, start
+
+
+def forward(q, k, v, mask, plan: Plan):
+    """``o`` ``(B, T, N, H)`` in the compute dtype, and ``m, log l`` ``(B, K, G, T)``
+    (``m = 0, log l = +inf`` in a row that attends nothing)."""
+    ct = compute_dtype(q.dtype)
+    t, n = q.shape[1], q.shape[2]
+    kh = k.shape[2]
+    kt, vt = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
+    m5 = _padded_mask(mask, n, kh, t, plan)
+    mean = jnp.mean(vt.astype(ct), axis=2)[:, :, None, None, :]     # a row that sees nothing
+
+    def body(_, x):
+        i, qb = x
+        s, attend, _, start = _logits(qb, kt, m5, i, plan)
+        hit = jnp.any(attend, axis=-1)
+        m = lax.stop_gradient(jnp.max(jnp.where(attend, s, -jnp.inf), axis=-1))
+        m = jnp.where(hit, m, jnp.zeros((), ct))
+        p = jnp.exp(jnp.where(attend, s - m[..., None], -jnp.inf))
+        l = jnp.where(hit, jnp.sum(p, axis=-1), jnp.ones((), ct))
+        vb = lax.dynamic_slice_in_dim(vt, start, _span(plan), axis=2)
+        o = einsum("bkgts,bksh->bkgth", p.astype(v.dtype), vb, ct) / l[..., None]
+        o = jnp.where(hit[..., None], o, mean)
+        return None, (o, m, jnp.where(hit, jnp.log(l), jnp.asarray(jnp.inf, ct)))
+
+    qh = _heads(q, kh)
+    xs = (jnp.arange(-(-t // plan.block), dtype=jnp.int32), _tiles(qh, plan))
+    _, (o, m, log_l) = _scan(body, None, xs, (k, v, mask))
+    return _unheads(_untile(o, t)), _untile(m, t), _untile(log_l, t)
+
+
+def backward(q, k, v, mask, o, m, log_l, do, plan: Plan):
+    """``(dq, dk, dv)`` (Dao et al. 2022, Algorithm 2, per query block over its span)."""
+    ct = compute_dtype(q.dtype)
+    t, n = q.shape[1], q.shape[2]
+    s_len, kh = k.shape[1], k.shape[2]
+    kt, vt = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
+    m5 = _padded_mask(mask, n, kh, t, plan)
+    qh, doh = _heads(q, kh), _heads(do, kh)
+    d = jnp.sum(doh.astype(ct) * _heads(o, kh).astype(ct), axis=-1)      # (B, K, G, T)
+    span = _span(plan)
+
+    def body(carry, x):
+        dk, dv = carry
+        i, qb, dob, db, mb, lb = x
+        s, attend, kb, start = _logits(qb, kt, m5, i, plan)
+        vb = lax.dynamic_slice_in_dim(vt, start, span, axis=2)
+        p = jnp.exp(jnp.where(attend, (s - mb[..., None]) - lb[..., None], -jnp.inf))
+        dvb = einsum("bkgts,bkgth->bksh", p.astype(q.dtype), dob, ct)
+        dp = einsum("bkgth,bksh->bkgts", dob, vb, ct)
+        ds = ((p * (dp - db[..., None])) * plan.scale).astype(q.dtype)
+        dqb = einsum("bkgts,bksh->bkgth", ds, kb, ct)
+        dkb = einsum("bkgts,bkgth->bksh", ds, qb, ct)
+
+        def add(acc, part):
+            old = lax.dynamic_slice_in_dim(acc, start, span, axis=2)
+            return lax.dynamic_update_slice_in_dim(acc, old + part, start, axis=2)
+        return (add(dk, dkb), add(dv, dvb)), (dqb,)
+
+    xs = (jnp.arange(-(-t // plan.block), dtype=jnp.int32), _tiles(qh, plan), _tiles(doh, plan),
+          _tiles(d, plan), _tiles(m, plan), _tiles(log_l, plan, jnp.inf))
+    zeros = jnp.zeros_like(kt, ct)      # *_like: k's sharding on a mesh with Explicit axes
+    (dk, dv), (dq,) = _scan(body, (zeros, zeros), xs, (k, v, mask, do))
+    # rows that attend nothing are the mean of all S values: dV_j += dO_i / S
+    blind = jnp.where(jnp.isinf(log_l)[..., None], doh.astype(ct), jnp.zeros((), ct))
+    dv = dv + jnp.sum(blind, axis=(2, 3))[:, :, None, :] / s_len
+    dk, dv = (x.transpose(0, 2, 1, 3).astype(q.dtype) for x in (dk, dv))
+    return _unheads(_untile(dq, t)).astype(q.dtype), dk, dv
+
+
+def _padded_mask(mask, n: int, kh: int, t: int, plan: Plan):
+    """:func:`mask5` with the query axis (if full) padded to whole blocks (False)."""
+    m5 = mask5(mask, n, kh)
+    if m5 is None or m5.shape[3] == 1:
+        return m5
+    extra = -(-t // plan.block) * plan.block - t
+    return m5 if not extra else jnp.pad(m5, [(0, 0)] * 3 + [(0, extra), (0, 0)])
