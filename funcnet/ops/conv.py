@@ -168,8 +168,8 @@ def _conv2d_bwd(stride, pads, dilation, groups, impl, res, dy):
     x, w, has_b = res
     geometry = dict(stride=stride, pads=pads, dilation=dilation, groups=groups)
     xla, im2col = partial(_bwd_xla, **geometry), partial(_bwd_im2col, **geometry)
-    if impl == "auto":
-        impl = "auto" if cpu_backward(w.shape, groups) == "im2col" else "xla"
+    if impl == "auto" and cpu_backward(w.shape, groups) == "xla":
+        impl = "xla"            # XLA's convolutions on every platform
     if impl == "xla":
         dx, dw = xla(x, w, dy)
     elif impl == "im2col":

@@ -15,20 +15,17 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from funcnet.optim.adaptive import ScaleByAdamState, adam_moments, adam_ratio, keep_dtypes
+from funcnet.optim.adaptive import (ScaleByAdamState, adam_moments, adam_ratio,
+                                     debiased_mean, keep_dtypes)
 from funcnet.optim.adaptive_more import _check_betas
 from funcnet.optim.base import (
-    Updates, abs_sq, bias_correction as _debias, cast_like, check_decay, check_hyperparameter,
+    Updates, abs_sq, cast_like, check_decay, check_hyperparameter,
     check_nonnegative, check_optional_dtype, check_state, moment, one_minus, optimizer,
     promote_dtypes, safe_increment, split, zero_count, zeros_like)
 from funcnet.optim.regularization import _check_params
 from funcnet._describe import described
 
 _map = jax.tree_util.tree_map
-
-
-def _debiased(decay, x, count):
-    return x / _debias(decay, count, x)
 
 
 # ---------------------------------------------------------------------------- Adan
@@ -89,8 +86,8 @@ def scale_by_adan(b1=0.98, b2=0.92, b3=0.99, eps=1e-8, eps_root=0.0):
             d = jnp.where(state.t == 0, jnp.zeros((), dt), g.astype(dt) - g_old.astype(dt))
             m, v = moment(b1, g, m), moment(b2, d, v)
             n = moment(b3, g + one_minus(b2, d) * d, n, squared=True)
-            u = _debiased(b1, m, t) + one_minus(b2, v) * _debiased(b2, v, t)
-            return adam_ratio(u, _debiased(b3, n, t), eps, eps_root), m, v, n
+            u = debiased_mean(b1, m, t) + one_minus(b2, v) * debiased_mean(b2, v, t)
+            return adam_ratio(u, debiased_mean(b3, n, t), eps, eps_root), m, v, n
 
         u, m, v, n = split(updates, _map(leaf, updates, state.m, state.v, state.n, state.g), 4)
         return u, state._replace(m=keep_dtypes(m, state.m), v=keep_dtypes(v, state.v),
@@ -145,8 +142,8 @@ def scale_by_yogi(b1=0.9, b2=0.999, eps=1e-3, eps_root=0.0, initial_accumulator_
     def update(updates, state, params=None, **extra_args):
         del params, extra_args
         count, mu, nu = adam_moments(fn, ScaleByAdamState, b1, b2, updates, state, second)
-        out = _map(lambda m, v: adam_ratio(_debiased(b1, m, count), _debiased(b2, v, count),
-                                           eps, eps_root), mu, nu)
+        out = _map(lambda m, v: adam_ratio(debiased_mean(b1, m, count),
+                                           debiased_mean(b2, v, count), eps, eps_root), mu, nu)
         return out, state._replace(count=count, mu=keep_dtypes(mu, state.mu),
                                    nu=keep_dtypes(nu, state.nu))
 
