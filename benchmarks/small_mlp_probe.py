@@ -75,21 +75,30 @@ def _affine(layout: str):
     import jax
 
     def prim(x, w, b):
+        if layout in ("io-fwt", "io-oiemu"):  # x w computed as an NT product against w^T
+            return x @ jax.lax.optimization_barrier(w.T).T + b
         return (x @ w.T if layout == "oi" else x @ w) + b
 
     f = jax.custom_vjp(prim)
 
     def fwd(x, w, b):
+        if layout == "io-wt":  # keep w^T (materialised) for dx: the loop's w is read early
+            return prim(x, w, b), (x, jax.lax.optimization_barrier(w.T))
         return prim(x, w, b), (x, w)
 
     def bwd(res, g):
         x, w = res
         if layout == "oi":
             return g @ w, g.T @ x, g.sum(0)
-        if layout == "io-dwt":  # dw computed (out, in) and transposed after a barrier
+        if layout in ("io-dwt", "io-oiemu"):  # dw computed (out, in), transposed after a barrier
             return g @ w.T, jax.lax.optimization_barrier(g.T @ x).T, g.sum(0)
         if layout == "io-ynn":  # the candidate: dw^T = (g^T) x, then transposed
             return g @ w.T, weight_grad_cpu(x, g), g.sum(0)
+        if layout == "io-wt":
+            return g @ w, x.T @ g, g.sum(0)
+        if layout == "io-split":  # dw as two half-batch products: two thunks, two threads
+            n = x.shape[0] // 2
+            return g @ w.T, x[:n].T @ g[:n] + x[n:].T @ g[n:], g.sum(0)
         if layout == "io-dep":  # dw made to depend on dx (a 0 * dx[0, 0] term): the new w
             dx = g @ w.T        # is then ordered after dx's read of the old w, no copy
             return dx, x.T @ g + 0.0 * dx[0, 0], g.sum(0)
@@ -100,9 +109,11 @@ def _affine(layout: str):
 
 
 def replica(case, layout="io", order=None, adam="funcnet", ce="funcnet", first=None,
-            reverse=False):
+            reverse=False, emit_reversed=False, oi_layers=None):
     """funcnet's maths written out; ``first``: another rule for the first layer (whose
-    ``dx`` is not computed); ``reverse``: the layers' params stored last layer first."""
+    ``dx`` is not computed); ``reverse``: the layers' params stored last layer first;
+    ``emit_reversed``: the optimizer traced last leaf first; ``oi_layers``: the layers
+    (0-based) whose weights are stored ``(out, in)``, Equinox's layout."""
     import jax
     import optax
 
@@ -113,6 +124,10 @@ def replica(case, layout="io", order=None, adam="funcnet", ce="funcnet", first=N
     if layout == "oi":
         dense = [{"w": jax.numpy.asarray(p["w"]).T.copy(), "b": p["b"]} for p in dense]
     rules = [_affine(first or layout)] + [_affine(layout)] * (len(dense) - 1)
+    if oi_layers is not None:
+        dense = [{"w": jax.numpy.asarray(p["w"]).T.copy(), "b": p["b"]} if i in oi_layers
+                 else p for i, p in enumerate(dense)]
+        rules = [_affine("oi" if i in oi_layers else "io") for i in range(len(dense))]
     if order is None:
         params, wb = dense, (lambda p: (p["w"], p["b"]))
     else:
@@ -134,7 +149,36 @@ def replica(case, layout="io", order=None, adam="funcnet", ce="funcnet", first=N
 
     opt, apply = ((optim.adam(1e-3), optim.apply_updates) if adam == "funcnet"
                   else (optax.adam(1e-3), optax.apply_updates))
+    if emit_reversed:
+        opt, apply = _emit_reversed(opt, apply)
     return optax_protocol_build(loss, params, opt, apply, base.prepare)
+
+
+def _emit_reversed(opt, apply):
+    """The same optimizer with its per-leaf ops traced last leaf first (storage unchanged)."""
+    import jax
+
+    def rev(tree):
+        leaves, tdef = jax.tree.flatten(tree)
+        return leaves[::-1], tdef
+
+    def unrev(leaves, tdef):
+        return jax.tree.unflatten(tdef, leaves[::-1])
+
+    class Opt:
+        def init(self, params):
+            return opt.init(rev(params)[0])
+
+        def update(self, grads, state, params=None):
+            g, tdef = rev(grads)
+            u, state = opt.update(g, state, None if params is None else rev(params)[0])
+            return unrev(u, tdef), state
+
+    def apply2(params, updates):
+        p, tdef = rev(params)
+        return unrev(apply(p, rev(updates)[0]), tdef)
+
+    return Opt(), apply2
 
 
 VARIANTS = {
@@ -148,6 +192,15 @@ VARIANTS = {
     "replica-optax-ce": lambda c: replica(c, ce="optax"),
     "replica-rev": lambda c: replica(c, reverse=True),
     "replica-dep": lambda c: replica(c, layout="io-dep", first="io"),
+    "replica-wt": lambda c: replica(c, layout="io-wt", first="io"),
+    "replica-oi0": lambda c: replica(c, oi_layers=(0,)),
+    "replica-oi1": lambda c: replica(c, oi_layers=(1,)),
+    "replica-oi2": lambda c: replica(c, oi_layers=(2,)),
+    "replica-dwt0": lambda c: replica(c, first="io-dwt"),
+    "replica-fwt0": lambda c: replica(c, first="io-fwt"),
+    "replica-oiemu0": lambda c: replica(c, first="io-oiemu"),
+    "replica-emitrev": lambda c: replica(c, emit_reversed=True),
+    "replica-split": lambda c: replica(c, first="io-split"),
 }
 
 
