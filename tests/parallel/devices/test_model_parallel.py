@@ -90,6 +90,17 @@ CASES = {
     "conv2d_xla": (lambda x, w, b: ops.conv2d(x, w, b, padding=1, impl="xla"),
                    (_r(8, 6, 6, 4), _r(3, 3, 4, 8), _r(8)),
                    (P("data"), P(None, None, None, ("data", "model")), P(("data", "model")))),
+    "conv2d_groups_dilated_xla": (
+        lambda x, w, b: ops.conv2d(x, w, b, padding=2, dilation=2, groups=2, impl="xla"),
+        (_r(8, 6, 6, 4), _r(3, 3, 2, 8), _r(8)),
+        (P("data"), P(None, None, None, ("data", "model")), P(("data", "model")))),
+    "conv2d_depthwise_xla": (lambda x, w, b: ops.conv2d(x, w, b, padding=1, groups=8, impl="xla"),
+                             (_r(8, 6, 6, 8), _r(3, 3, 1, 8), _r(8)),
+                             (P("data", None, None, "model"), P(None, None, None, "model"),
+                              P("model"))),
+    "attention_window": (lambda q, k, v: ops.dot_product_attention(q, k, v, window=3),
+                         (_r(4, 16, 4, 4), _r(4, 16, 4, 4), _r(4, 16, 4, 4)),
+                         (P("data", None, "model"),) * 3),
 }
 
 
