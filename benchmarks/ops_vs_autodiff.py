@@ -4,7 +4,8 @@ For each op (``layer_norm``, ``rms_norm``, ``rnn``, ``lstm``, ``gru``, ``gelu``,
 ``rotary_embedding`` (queries ``(N, T, H, Dh)`` at positions ``0 .. T-1``), ``group_norm``
 (images ``(N, H, W, C)``, ``G`` groups), ``conv2d_depthwise`` (a ConvNeXt block's 7x7
 depthwise ``conv2d``, ``groups = C``) and ``conv2d_dilated`` (a 3x3 ``C -> C`` ``conv2d``
-with dilation 2), both ``'SAME'`` on images ``(N, H, W, C)``;
+with dilation 2), both ``'SAME'`` on images ``(N, H, W, C)``, ``resize2d`` (bilinear
+upsampling of those images by 2; its twin is ``jax.image.resize``);
 ``rnn_lengths``, ``lstm_lengths`` and ``gru_lengths`` are the recurrences over a padded
 batch, lengths drawn in ``[T/2, T]``; ``rnn`` returns its final state too) one
 training-step-like program is timed:
@@ -52,7 +53,7 @@ from funcnet.ops import reference  # noqa: E402
 
 OPS = ("layer_norm", "rms_norm", "rnn", "lstm", "gru", "rnn_lengths", "lstm_lengths",
        "gru_lengths", "gelu", "rotary_embedding", "group_norm", "conv2d_depthwise",
-       "conv2d_dilated")
+       "conv2d_dilated", "resize2d")
 PADDED = "_lengths"    # suffix: the same op with ``lengths=`` (a padded batch)
 # conv2d rows on images sizes["conv"] (N, H, W, C), C -> C channels, 'SAME' padding:
 # name -> (kernel size, dilation, depthwise (groups = C) or dense (groups = 1))
@@ -79,6 +80,10 @@ def implementations(name: str, sizes: dict) -> dict:
         kw = dict(padding="SAME", dilation=dilation, groups=sizes["conv"][-1] if depthwise else 1)
         return {"funcnet": functools.partial(ops.conv2d, **kw),
                 "autodiff": functools.partial(reference.conv2d, **kw)}
+    if base == "resize2d":    # a decoder's x2 bilinear upsampling
+        size = (2 * sizes["conv"][1], 2 * sizes["conv"][2])
+        return {"funcnet": functools.partial(ops.resize2d, size=size, method="linear"),
+                "autodiff": functools.partial(reference.resize2d, size=size, method="linear")}
     impls = {"funcnet": getattr(ops, base), "autodiff": getattr(reference, base)}
     if base == "rnn":   # the final state too, as the gated ops return it
         impls = {k: functools.partial(f, return_carry=True) for k, f in impls.items()}
@@ -118,6 +123,8 @@ def make_args(name: str, sizes: dict, dtype):
         cg = 1 if depthwise else shape[-1]
         return ((r(*shape), r(k, k, cg, shape[-1], scale=(k * k * cg) ** -0.5), r(shape[-1])),
                 f"x {shape}, {k}x{k}, " + ("groups=C" if depthwise else f"dilation {dilation}"))
+    if name == "resize2d":
+        return (r(*sizes["conv"]),), f"x {sizes['conv']}, bilinear x2 (jax.image.resize)"
     if name == "rotary_embedding":
         shape = sizes["heads"]
         return (r(*shape),), f"x {shape}, positions 0 .. T-1"

@@ -55,6 +55,7 @@ from funcnet.nn.group_norm import GroupNorm, InstanceNorm
 from funcnet.nn.memory import Remat, residual_bytes, saved_residuals
 from funcnet.nn.normalization import BatchNorm
 from funcnet.nn.pooling import AvgPool2D, GlobalAvgPool2D, MaxPool2D
+from funcnet.nn.upsample import Resize2D, Upsample2D
 from funcnet.nn.recurrent import RNN
 from funcnet.nn.sequences import Bidirectional, flip_sequences
 from funcnet.nn.positions import PositionEmbedding
@@ -74,3 +75,4 @@ __all__ = [
     "PositionEmbedding", "Repeat", "Reshape", "SwapAxes", "TiedEmbedding",
 ]
 __all__ += ["GroupNorm", "InstanceNorm"]
+__all__ += ["Resize2D", "Upsample2D"]

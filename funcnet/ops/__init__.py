@@ -26,6 +26,7 @@ from funcnet.ops.losses_elementwise import (binary_cross_entropy, mean_squared_e
 from funcnet.ops.normalization import batch_norm
 from funcnet.ops.regularization import l2_penalty
 from funcnet.ops.pool import avg_pool2d, max_pool2d
+from funcnet.ops.resize import resize2d
 from funcnet.ops.rnn import rnn
 from funcnet.ops.activations_smooth import gelu, leaky_relu, silu, softplus, swish
 from funcnet.ops.embedding import embedding
@@ -47,3 +48,4 @@ __all__ += ["rotary_embedding"]
 __all__ += ["embedding", "gelu", "gru", "layer_norm", "leaky_relu", "lstm",
             "rms_norm", "silu", "softplus", "swish"]
 __all__ += ["group_norm"]
+__all__ += ["resize2d"]

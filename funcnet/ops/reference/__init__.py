@@ -13,6 +13,7 @@ from funcnet.ops.reference.attention import dot_product_attention
 from funcnet.ops.reference.conv import conv2d
 from funcnet.ops.reference.dropout import dropout
 from funcnet.ops.reference.pool import avg_pool2d, max_pool2d
+from funcnet.ops.reference.resize import resize2d
 from funcnet.ops.reference.rnn import rnn
 from funcnet.ops.reference.activations_smooth import (gelu, leaky_relu, silu, softplus,
                                                     swish)
