@@ -3,8 +3,9 @@
 padding mask (or an encoder's output) through a stack to the attention inside it, see
 :mod:`funcnet.nn.side_inputs` (``OnFirst``, ``KeepRest``, ``DropRest``). Both layers take
 ``num_kv_heads`` (grouped-query attention); ``MultiHeadAttention(..., causal=True,
-decode=True)`` keeps a key/value cache in its state for autoregressive decoding (see
-:mod:`funcnet.nn.decoding`).
+decode=True)`` keeps a key/value cache in its state for autoregressive decoding, and
+``CrossAttention(..., decode=True)`` the keys and values of its context, projected once
+(see :mod:`funcnet.nn.decoding`).
 
 References:
   Vaswani et al. (2017), "Attention Is All You Need", https://arxiv.org/abs/1706.03762.
@@ -188,12 +189,12 @@ def MultiHeadAttention(num_heads: int, *, qkv_features: int | None = None,
                             rope, window)
 
 
-@described
+@described(added=("decode",))
 def CrossAttention(num_heads: int, *, qkv_features: int | None = None,
                    out_features: int | None = None, dropout_rate: float = 0.0,
                    use_bias: bool = True, w_init=initializers.xavier_uniform(),
                    b_init=initializers.zeros, dtype=None,
-                   num_kv_heads: int | None = None) -> Layer:
+                   num_kv_heads: int | None = None, decode: bool = False) -> Layer:
     """Multi-head cross-attention: queries from ``x``, keys and values from ``context``
     (an encoder-decoder transformer's decoder reading the encoder's output).
 
@@ -214,6 +215,16 @@ def CrossAttention(num_heads: int, *, qkv_features: int | None = None,
     ``MultiHeadDotProductAttention(...)(inputs_q, inputs_kv)`` and PyTorch's
     ``nn.MultiheadAttention(query, key=context, value=context)`` (``kdim = vdim = Fc``).
 
+    Decoding (``decode=True``; T5, Whisper): the context (the encoder's output) is the
+    same at every generated token, so its ``k``, ``v`` are projected once and kept in the
+    state ``{"k": (N, S, K, dh), "v": (N, S, K, dh), "primed": bool ()}``, which ``init``
+    with ``((N, T, F), (N, S, Fc)[, mask_shape])`` allocates (zeros, not primed). ``apply``
+    on ``(x, context[, mask])`` projects the context into the cache and attends (the first
+    call: a start token or a prompt); on ``(x, None[, mask])`` it reads the cache (no
+    ``S x Fc`` projection per token). The mask over the ``S`` positions is passed at every
+    call; ``T`` is free; the params are those without ``decode``, and so are the outputs
+    (tests: 1e-10 in float64). See :mod:`funcnet.nn.decoding`.
+
     Shapes:
       input: a pair ``(x, context)`` or a triple ``(x, context, mask)``: ``x`` ``(N, T, F)``,
         ``context`` ``(N, S, Fc)`` (the same ``N``), a boolean ``mask`` (``True`` =
@@ -226,7 +237,7 @@ def CrossAttention(num_heads: int, *, qkv_features: int | None = None,
       output: ``(N, T, out_features)`` (or ``(T, out_features)``).
       params: ``{"wq": (F, D), "wk", "wv": (Fc, Dkv), "wo": (D, out_features), "bq": (D,),
         "bk", "bv": (Dkv,), "bo": (out_features,)}`` (no ``b*`` when ``use_bias=False``);
-        state ``()``.
+        state ``()``, or the cache above with ``decode=True``.
 
     Args:
       num_heads: number of heads, an int >= 1.
@@ -242,6 +253,8 @@ def CrossAttention(num_heads: int, *, qkv_features: int | None = None,
         ``context`` and the params are promoted to their common dtype.
       num_kv_heads: ``K``, the number of key/value heads, dividing ``num_heads``; default
         ``num_heads``.
+      decode: cache the context's keys and values in the state (above); ``init`` needs
+        the context's shape without ``-1``. Default ``False``.
 
     Returns:
       A :class:`Layer` named ``"CrossAttention(num_heads)"``; ``apply`` takes ``key=``
@@ -249,10 +262,14 @@ def CrossAttention(num_heads: int, *, qkv_features: int | None = None,
 
     Raises:
       TypeError: as :func:`MultiHeadAttention`; an input that is not a tuple ``(x,
-        context[, mask])``; a non-float ``x`` or ``context``.
+        context[, mask])``; a non-float ``x`` or ``context``; a ``None`` context without
+        ``decode``.
       ValueError: as :func:`MultiHeadAttention`; a tuple of another length; ``x`` and
         ``context`` of different ranks or batch sizes; the op's errors (mask shape)
-        prefixed with the layer's name.
+        prefixed with the layer's name; with ``decode=True`` an ``init`` without the
+        context's shape or with a ``-1`` in it, a state that is not this cache, a context
+        of another length ``S`` or batch than the cache's, reading a cache never primed
+        (eagerly; NaN outputs under ``jit``).
 
     Example::
 
@@ -264,9 +281,10 @@ def CrossAttention(num_heads: int, *, qkv_features: int | None = None,
       Vaswani et al. (2017), sections 3.2.2 and 3.2.3 ("encoder-decoder attention").
     """
     heads = _checks.static_int("CrossAttention", "num_heads", num_heads, minimum=1)
-    return _attention_layer(f"CrossAttention({heads})", heads, num_kv_heads, True,
-                            qkv_features, out_features, False, dropout_rate, use_bias, w_init,
-                            b_init, dtype, False, None, None)
+    name = f"CrossAttention({heads})"
+    return _attention_layer(name, heads, num_kv_heads, True, qkv_features, out_features,
+                            False, dropout_rate, use_bias, w_init, b_init, dtype,
+                            _checks.static_bool(name, "decode", decode), None, None)
 
 
 _ROPE_ARGS = ("base", "rotary_dim", "interleaved")
@@ -292,9 +310,9 @@ def _attention_layer(name, heads, kv_heads, cross, qkv_features, out_features, c
                      window) -> Layer:
     """The init/apply of both attention layers; ``cross``: keys and values are projected
     from a ``context`` (the second input) instead of from ``x``; ``decode``: a key/value
-    cache in ``state`` (:mod:`funcnet.nn.decoding`); ``rope``: ``None`` or the keyword
-    arguments of the rotary embedding of ``q`` and ``k``; ``window``: ``None`` or the
-    sliding window."""
+    cache in ``state`` (:mod:`funcnet.nn.decoding`; with ``cross``, the context's);
+    ``rope``: ``None`` or the keyword arguments of the rotary embedding of ``q`` and
+    ``k``; ``window``: ``None`` or the sliding window."""
     if kv_heads is None:
         kv_heads = heads
     kv_heads = _checks.static_int(name, "num_kv_heads", kv_heads, minimum=1)
@@ -334,13 +352,19 @@ def _attention_layer(name, heads, kv_heads, cross, qkv_features, out_features, c
     def init(key, input_shape):
         x_shape, c_shape, m_shape = split_shapes(input_shape)
         shape = check_input_shape(name, key, x_shape, (2, 3), _LAYOUT, needs=1)
-        if decode:
+        if decode and not cross:
             decoding.check_decode_shape(name, shape)
         f = shape[-1]
         fc = f
         if cross:
+            if c_shape is None:
+                raise ValueError(f"{name}: input_shape {fmt(input_shape)} has no context "
+                                 f"shape; init takes the shapes of {layout}")
             c_shape = check_input_shape(name, key, c_shape, (2, 3), ctx_layout, needs=1)
             fc = c_shape[-1]
+            if decode:
+                decoding.check_decode_shape(name, c_shape, "the context's shape",
+                                            "(N, S, Fc)", "the S context positions")
         d = qkv_features if qkv_features is not None else f
         if qkv_features is None:
             _check_heads(name, f"the input features F={f} (qkv_features=None)", f, heads)
@@ -357,6 +381,9 @@ def _attention_layer(name, heads, kv_heads, cross, qkv_features, out_features, c
                 if use_bias:
                     params[f"b{p}"] = b_init(keys[4 + i], {"q": (d,), "o": (out,)}.get(p, (dkv,)),
                                              dt)
+            if decode and cross:   # the context's keys/values: (N, S, K, dh), or (S, K, dh)
+                return params, decoding.init_memory(c_shape[:-2], c_shape[-2], kv_heads,
+                                                    d // heads, dt)
             if decode:   # the cache of every sequence: (N, L, K, dh), or (L, K, dh)
                 size = shape[-2] if window is None else min(shape[-2], window)  # W: a ring
                 return params, decoding.init_cache(shape[:-2], size, kv_heads, d // heads, dt)
@@ -388,11 +415,15 @@ def _attention_layer(name, heads, kv_heads, cross, qkv_features, out_features, c
         check_params(name, "params", params, _shapes(params))
         if not decode:
             check_no_params(name, (), state)
-        if cross:
+        cached = cross and ctx is None      # decode=True: the context's k, v from the cache
+        if cached and not decode:
+            raise TypeError(f"{name}: context is None: only CrossAttention(..., decode=True) "
+                            f"reads the keys and values of a context given earlier")
+        if cross and not cached:
             _checks.check_float(name, "context", ctx)
         x, (params, ctx) = promote(x, (params, ctx), name)
         _checks.check_rank(name, "x", x, (2, 3), _LAYOUT)
-        if cross:
+        if cross and not cached:
             _checks.check_rank(name, "context", ctx, x.ndim,
                                f"(N, S, Fc) for x {_checks.shape_of(x)}" if x.ndim == 3
                                else f"(S, Fc) for one sequence x {_checks.shape_of(x)}")
@@ -403,20 +434,24 @@ def _attention_layer(name, heads, kv_heads, cross, qkv_features, out_features, c
         dh = d // heads
         single = x.ndim == 2
         xb = x[None] if single else x
-        cb = xb if not cross else ctx[None] if single else ctx
+        cb = xb if not cross else None if cached else ctx[None] if single else ctx
         if single and mask is not None and jnp.ndim(mask) == 3:
             mask = mask[None]     # one sequence's (heads or 1, T or 1, S): vmap over examples
         n, t = xb.shape[:2]
-        s = cb.shape[1]
         drop = rate if check_train(name, train) else 0.0
         if drop > 0.0:
             check_train_key(name, key, f" with dropout_rate={rate:g}")
         with _checks.context(name):
             q = _project(xb, params, "q").reshape(n, t, heads, dh)
-            k, v = (_project(cb, params, p).reshape(n, s, kv_heads, dh) for p in "kv")
+            k, v = (None, None) if cached else (
+                _project(cb, params, p).reshape(n, cb.shape[1], kv_heads, dh) for p in "kv")
             if rope is not None and not decode:   # positions 0 .. T-1
                 q, k = rotate(None, q, k)
-        if decode:   # its errors name the layer themselves
+        fits = None
+        if cross and decode:   # write the context's k, v into the cache, or read them
+            k, v, state, fits = decoding.cached_memory(
+                name, state, k, v, () if single else (n,), kv_heads, dh, q.dtype)
+        elif decode:   # its errors name the layer themselves
             q, k, v, mask, state, fits = decoding.attend_cached(
                 name, state, q, k, v, mask, heads, single,
                 None if rope is None else rotate, window)
@@ -426,8 +461,7 @@ def _attention_layer(name, heads, kv_heads, cross, qkv_features, out_features, c
                                           dropout_key=key if drop > 0.0 else None,
                                           window=None if decode else window)
             y = _project(o.reshape(n, t, d), params, "o")
-        if decode:
-            y = decoding.guard(y, fits)
+        y = decoding.guard(y, fits)
         return (y[0] if single else y), state
 
     def rotate(positions, q, k):

@@ -1,5 +1,6 @@
-"""Autoregressive decoding: the state that :func:`~funcnet.nn.MultiHeadAttention` and
-:func:`~funcnet.nn.PositionEmbedding` keep with ``decode=True``.
+"""Autoregressive decoding: the state that :func:`~funcnet.nn.MultiHeadAttention`,
+:func:`~funcnet.nn.CrossAttention` and :func:`~funcnet.nn.PositionEmbedding` keep with
+``decode=True``.
 
 A layer built with ``decode=True`` keeps in its ``state`` what it needs to process a
 sequence a chunk at a time: the next position ``index`` (an int32 scalar) and, for causal
@@ -44,6 +45,28 @@ the ring as it was plus its own keys (``W + T`` keys, so a chunk may be longer t
 then the ring keeps the latest ``W`` positions; no mask, no overflow. With ``L < W`` the
 window never masks anything inside the ``L`` positions and the cache is the ordinary one.
 
+Encoder-decoder models (T5, Whisper): ``CrossAttention(..., decode=True)`` projects the
+encoder's output (the context, ``(N, S, Fc)``) to keys and values once, and caches them::
+
+    CrossAttention:      {"k": (N, S, K, dh), "v": (N, S, K, dh), "primed": bool ()}
+
+``init`` with the shapes ``((N, T, F), (N, S, Fc)[, mask])`` allocates it (zeros, not
+primed). A call whose input carries the context, ``(x, context)`` or ``(x, context,
+mask)``, projects it, writes the cache and attends (the first decoding step: the start
+token or a prompt); a call with ``None`` in its place, ``(x, None)`` or ``(x, None,
+mask)``, reads the cache, so a generated token costs no ``S x Fc`` projection (the mask
+over the ``S`` context positions is passed at every call, as without ``decode``). In a
+decoder stack the tuple ``(x, context, mask)`` flows through ``KeepRest`` / ``OnFirst``
+/ ``Repeat`` as in training; the generation loop passes ``(tok, None, mask)``::
+
+    logits, cache = dec.apply(params, cache, (start, memory, memory_mask))   # primes
+    logits, cache = dec.apply(params, cache, (tok, None, memory_mask))       # reads
+
+Reading a cache that was never primed is a ``ValueError`` where ``state['primed']`` is
+concrete and a NaN output under ``jit`` (as an overflow below); a context of another
+length than the ``init`` shape's ``S`` is a ``ValueError`` (pad it to ``S`` and mask the
+padding).
+
 Overflow of the ordinary cache (``index + T > L``, or ``index < 0``): refused with a
 ``ValueError`` when ``index`` is concrete (an eager call outside ``Repeat``); under
 ``jax.jit``, ``vmap`` or a ``lax.scan`` (``Repeat``, a generation loop) its value is
@@ -67,14 +90,18 @@ _HINT = ("decode=True keeps its decoding state in state: pass the state that the
 
 def check_state(name: str, state, shapes: dict) -> None:
     """``state`` must be the decode state: a dict with exactly the keys of ``shapes``
-    (an integer scalar ``"index"`` among them), arrays of those shapes (``None`` matches
-    any size; :func:`~funcnet.nn.base.check_params`)."""
+    (an integer scalar ``"index"`` or a bool scalar ``"primed"`` among them), arrays of
+    those shapes (``None`` matches any size; :func:`~funcnet.nn.base.check_params`)."""
     if not isinstance(state, dict):
         got = f"{type(state).__name__} {state!r}" if not state else type(state).__name__
         raise ValueError(f"{name}: state must be a dict with keys {sorted(shapes)}, got "
                          f"{got}; {_HINT}")
     check_params(name, "state", state, shapes)
-    _checks.check_integer(name, "state['index']", state["index"])
+    if "index" in shapes:
+        _checks.check_integer(name, "state['index']", state["index"])
+    if "primed" in shapes and _checks.dtype_of(state["primed"]) != jnp.bool_:
+        raise TypeError(f"{name}: state['primed'] must have dtype bool, got "
+                        f"{_checks.dtype_of(state['primed'])}; {_HINT}")
 
 
 def room(name: str, index, t: int, length: int, what: str):
@@ -207,9 +234,53 @@ def _check_sequences(name: str, state, lead: tuple, kv_heads: int, head_dim: int
                      f"(L, ...) for one (e.g. per-sequence caches under jax.vmap)")
 
 
-def check_decode_shape(name: str, shape: tuple) -> None:
+def check_decode_shape(name: str, shape: tuple, what: str = "input_shape",
+                       layout: str = "(N, L, F)", length: str = "L positions") -> None:
     """``init`` of a layer that allocates a cache per sequence needs every size."""
     if -1 in shape:
-        raise ValueError(f"{name}: decode=True allocates a key/value cache of L positions "
-                         f"for each of the N sequences: init with known sizes (N, L, F), got "
-                         f"input_shape {fmt(shape)}")
+        raise ValueError(f"{name}: decode=True allocates a key/value cache of {length} "
+                         f"for each of the N sequences: init with known sizes {layout}, got "
+                         f"{what} {fmt(shape)}")
+
+
+# ------------------------------------------------------------- cross-attention memory
+def init_memory(lead: tuple, length: int, kv_heads: int, head_dim: int, dtype) -> dict:
+    """An empty cache of a context's keys/values: zeros ``(*lead, S, K, dh)``, not primed."""
+    zeros = jnp.zeros(lead + (length, kv_heads, head_dim), dtype)
+    return {"k": zeros, "v": zeros, "primed": jnp.zeros((), jnp.bool_)}
+
+
+def cached_memory(name: str, state, k, v, lead: tuple, kv_heads: int, head_dim: int, dtype):
+    """The keys/values of a cross-attention's context, projected once (module docstring).
+
+    ``k, v`` ``(N, S, K, dh)``, projected from the context of this call, are written into
+    the cache (which is then primed) and returned as the cache holds them (in its dtype,
+    cast back to ``dtype``); ``None`` (a call without a context) reads them from the cache.
+    Returns ``(k, v, new_state, primed)``: ``primed`` is ``None`` after a write, else the
+    (traced) flag for :func:`guard`; reading an unprimed cache is a ``ValueError`` where
+    the flag is concrete. ``lead``: ``(N,)``, or ``()`` for one sequence's cache.
+    """
+    _check_sequences(name, state, lead, kv_heads, head_dim)
+    check_state(name, state, {"k": lead + (None, kv_heads, head_dim),
+                              "v": lead + (None, kv_heads, head_dim), "primed": ()})
+    cache_k, cache_v, primed = state["k"], state["v"], state["primed"]
+    if k is None:
+        flag = _checks.concrete(primed)
+        if flag is not None and not bool(flag):
+            raise ValueError(f"{name}: the context's key/value cache is empty (state"
+                             f"['primed'] is False): call apply with the context, (x, "
+                             f"context) or (x, context, mask), first; later calls pass "
+                             f"(x, None) or (x, None, mask) and read the cache")
+        n = (1,) if not lead else ()
+        return (cache_k.reshape(n + cache_k.shape).astype(dtype),
+                cache_v.reshape(n + cache_v.shape).astype(dtype), state, primed)
+    s, length = k.shape[1], cache_k.shape[-3]
+    if s != length:
+        raise ValueError(f"{name}: context has {s} positions, but the key/value cache of "
+                         f"decode=True holds {length}: init the decode model with the "
+                         f"context's shape (N, S, Fc) (pad a shorter context to S and mask "
+                         f"the padding)")
+    written = [a.reshape(cache_k.shape).astype(cache_k.dtype) for a in (k, v)]
+    new = {"k": written[0], "v": written[1], "primed": jnp.ones((), jnp.bool_)}
+    return (written[0].reshape(k.shape).astype(dtype), written[1].reshape(v.shape).astype(dtype),
+            new, None)

@@ -20,8 +20,9 @@ import jax.numpy as jnp
 from jax import lax
 
 from funcnet.ops._arrays import compute_dtype, einsum
+from funcnet.ops._attention_plan import (BLOCK_ELEMENTS, MIN_BLOCK, Plan, mask5, merge_heads,
+                                         split_heads)
 from funcnet.ops._mesh import vary_like
-from funcnet.ops.attention import (BLOCK_ELEMENTS, MIN_BLOCK, Plan, _heads, _unheads, mask5)
 
 __all__: list[str] = []
 
@@ -125,10 +126,10 @@ def forward(q, k, v, mask, plan: Plan):
         o = jnp.where(hit[..., None], o, mean)
         return None, (o, m, jnp.where(hit, jnp.log(l), jnp.asarray(jnp.inf, ct)))
 
-    qh = _heads(q, kh)
+    qh = split_heads(q, kh)
     xs = (jnp.arange(-(-t // plan.block), dtype=jnp.int32), _tiles(qh, plan))
     _, (o, m, log_l) = _scan(body, None, xs, (k, v, mask))
-    return _unheads(_untile(o, t)), _untile(m, t), _untile(log_l, t)
+    return merge_heads(_untile(o, t)), _untile(m, t), _untile(log_l, t)
 
 
 def backward(q, k, v, mask, o, m, log_l, do, plan: Plan):
@@ -138,8 +139,8 @@ def backward(q, k, v, mask, o, m, log_l, do, plan: Plan):
     s_len, kh = k.shape[1], k.shape[2]
     kt, vt = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
     m5 = _padded_mask(mask, n, kh, t, plan)
-    qh, doh = _heads(q, kh), _heads(do, kh)
-    d = jnp.sum(doh.astype(ct) * _heads(o, kh).astype(ct), axis=-1)      # (B, K, G, T)
+    qh, doh = split_heads(q, kh), split_heads(do, kh)
+    d = jnp.sum(doh.astype(ct) * split_heads(o, kh).astype(ct), axis=-1)      # (B, K, G, T)
     span = _span(plan)
 
     def body(carry, x):
@@ -167,7 +168,7 @@ def backward(q, k, v, mask, o, m, log_l, do, plan: Plan):
     blind = jnp.where(jnp.isinf(log_l)[..., None], doh.astype(ct), jnp.zeros((), ct))
     dv = dv + jnp.sum(blind, axis=(2, 3))[:, :, None, :] / s_len
     dk, dv = (x.transpose(0, 2, 1, 3).astype(q.dtype) for x in (dk, dv))
-    return _unheads(_untile(dq, t)).astype(q.dtype), dk, dv
+    return merge_heads(_untile(dq, t)).astype(q.dtype), dk, dv
 
 
 def _padded_mask(mask, n: int, kh: int, t: int, plan: Plan):

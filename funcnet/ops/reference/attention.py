@@ -6,8 +6,8 @@ import jax.numpy as jnp
 from jax import lax
 
 from funcnet.ops._arrays import compute_dtype, einsum
-from funcnet.ops.attention import (check_attention_args, drop, keep_probabilities,
-                                   large_negative, mask5)
+from funcnet.ops._attention_plan import check_attention_args, large_negative, mask5
+from funcnet.ops.attention import drop, keep_probabilities
 
 
 def dot_product_attention(q, k, v, mask=None, *, causal=False, scale=None, block_size=None,

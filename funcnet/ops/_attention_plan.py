@@ -1,0 +1,159 @@
+"""The static side of :func:`funcnet.ops.dot_product_attention`, shared by its blockwise
+passes (:mod:`funcnet.ops.attention`), its sliding-window passes
+(:mod:`funcnet.ops._local_attention`) and its twin (:mod:`funcnet.ops.reference.attention`):
+the argument checks, the :class:`Plan` of one call, the default block budget, the masked
+logit and the head layout. It imports neither of the two modules of passes, so both
+import it at top level.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax.numpy as jnp
+
+from funcnet import _checks
+
+__all__: list[str] = []
+
+#: Default blocks hold about this many scores ``B * N * T * block`` (1 MiB in float32):
+#: the logits, probabilities and their gradients of a block stay in a CPU's caches.
+#: Measured on a 2-core AMD EPYC (1 MiB L2 per core, 32 MiB L3), block sizes 32..2048 at
+#: T = 256..4096 (4 heads of 64): 64 keys were the fastest from T = 1024 up, 2-3x faster
+#: than 512 keys or one block.
+BLOCK_ELEMENTS = 2 ** 18
+#: Smallest default block (keys); smaller blocks make the matmuls too thin.
+MIN_BLOCK = 64
+
+_LAYOUT = "(B, T, N, H) or (T, N, H)"
+
+
+# ------------------------------------------------------------------------- arguments
+class Plan(NamedTuple):
+    """Static shape facts of one call (hashable: a ``nondiff_argnums`` argument)."""
+
+    causal: bool
+    scale: float
+    block: int       # keys per block
+    s: int           # true number of keys S (the rest of the last block is padding)
+    dropout: float = 0.0   # drop probability of the attention probabilities
+    window: int | None = None   # sliding window; then block = queries per block
+
+    @property
+    def blocks(self) -> int:
+        """The number of key blocks, ``ceil(S / block)`` (``blocks * block >= S``)."""
+        return -(-self.s // self.block)
+
+
+def large_negative(dtype) -> float:
+    """The logit a masked position gets: ``-0.7 * min(finfo(dtype).max, float32 max)``.
+
+    ``jax.nn.dot_product_attention``'s value: finite (so a fully masked row is a softmax
+    of equal logits, i.e. the uniform average of the values, never NaN) and far below
+    any real logit (so ``exp`` of it underflows to exactly 0 in any other row).
+    """
+    return float(-0.7 * min(float(jnp.finfo(dtype).max), float(jnp.finfo(jnp.float32).max)))
+
+
+def check_attention_args(fn, q, k, v, mask, causal, scale, block_size, dropout_rate=0.0,
+                         dropout_key=None, window=None):
+    """Shared checks of the op and its twin; returns ``(causal, scale, block_size,
+    dropout_rate, dropout_key, window)``.
+
+    ``scale`` comes back as a Python float (``1/sqrt(H)`` for ``None``); ``dropout_key``
+    is required when ``dropout_rate > 0`` (and checked whenever given); ``window`` is
+    ``None`` or an int >= 1, without dropout.
+    """
+    for name, a in (("q", q), ("k", k), ("v", v)):
+        _checks.check_float(fn, name, a)
+    _checks.check_rank(fn, "q", q, (3, 4), _LAYOUT)
+    layout = "(B, S, K, H)" if q.ndim == 4 else "(S, K, H)"
+    _checks.check_rank(fn, "k", k, q.ndim, f"{layout}, as q {_checks.shape_of(q)}")
+    _checks.check_same_dtype(fn, "q", q, "k", k)
+    _checks.check_same_dtype(fn, "q", q, "v", v)
+    _checks.check_shape(fn, "v", v, _checks.shape_of(k), f"k's shape {layout}")
+    qs, ks = _checks.shape_of(q), _checks.shape_of(k)
+    if any(d < 1 for d in qs + ks):   # not min(): a symbolic batch (jax.export) has no order
+        raise ValueError(f"{fn}: q has shape {qs} and k has shape {ks}; every size must be "
+                         ">= 1 (at least one query, one key, one head)")
+    lead = qs[:-3]
+    _checks.check_shape(fn, "k", k, lead + (None, None, qs[-1]),
+                        f"{layout} with the batch and head size H={qs[-1]} of q {qs}")
+    n, kh = qs[-2], ks[-2]
+    if n % kh:
+        raise ValueError(f"{fn}: q has {n} heads and k has {kh}; the number of query heads "
+                         "must be a multiple of the number of key/value heads")
+    if mask is not None:
+        _checks.check_array(fn, "mask", mask)
+        if _checks.dtype_of(mask) != jnp.bool_:
+            raise TypeError(f"{fn}: mask must have dtype bool (True = attend), got "
+                            f"{_checks.dtype_of(mask)} with shape {_checks.shape_of(mask)}")
+        _check_mask_shape(fn, mask, qs, ks)
+    causal = _checks.static_bool(fn, "causal", causal)
+    scale = 1.0 / math.sqrt(qs[-1]) if scale is None else _checks.static_float(
+        fn, "scale", scale)
+    if block_size is not None:
+        block_size = _checks.static_int(fn, "block_size", block_size, minimum=1)
+    rate = _checks.static_float(fn, "dropout_rate", dropout_rate, 0.0, 1.0,
+                                high_inclusive=False)
+    if dropout_key is not None:
+        dropout_key = _checks.check_key(fn, dropout_key, name="dropout_key")
+    elif rate > 0.0:
+        raise ValueError(f"{fn}: dropout_rate={rate:g} needs dropout_key, a PRNG key (pass "
+                         "dropout_rate=0.0 for evaluation)")
+    if window is not None:
+        window = _checks.static_int(fn, "window", window, minimum=1)
+        if rate > 0.0:
+            raise ValueError(f"{fn}: window={window} with dropout_rate={rate:g}: sliding-window "
+                             "attention has no dropout (pass dropout_rate=0.0)")
+    return causal, scale, block_size, rate, dropout_key, window
+
+
+def _check_mask_shape(fn, mask, qs, ks):
+    """A mask has the full rank of the logits, each size 1 or full, or is ``(T, S)``.
+
+    Batched ``q``: rank 4 ``(B, N, T, S)`` or rank 2 ``(T, S)``; unbatched ``q``: rank 3
+    ``(N, T, S)`` (``jax.nn``'s form), rank 4 with ``B = 1``, or rank 2. No rank 1 or 3
+    for a batched ``q``: ``jax.nn`` aligns such a mask to the right, which silently reads
+    a ``(B, S)`` or ``(B, 1, S)`` key-padding mask as ``(T, S)`` or ``(N, 1, S)`` when
+    ``B`` equals ``T`` or ``N``.
+    """
+    t, n, s = qs[-3], qs[-2], ks[-3]
+    batched = len(qs) == 4
+    target = (qs[0] if batched else 1, n, t, s)
+    shape = _checks.shape_of(mask)
+    if len(shape) not in ((2, 4) if batched else (2, 3, 4)):
+        if batched:
+            full, pad = f"4 (B, N, T, S) = {target}", f"(B, 1, 1, S) = {(qs[0], 1, 1, s)}"
+            why = " (no right-aligned broadcasting: it misreads a (B, S) or (B, 1, S) mask)"
+        else:
+            full, pad, why = f"3 (N, T, S) = {target[1:]}", f"(1, 1, S) = {(1, 1, s)}", ""
+        raise ValueError(
+            f"{fn}: mask has shape {shape} (rank {len(shape)}), expected rank {full} (each "
+            f"size 1 or full) or rank 2 (T, S) = {(t, s)}; a key-padding mask is {pad}{why}")
+    _checks.check_broadcastable(fn, "mask", mask, target, "(B, N, T, S); a key-padding "
+                                "mask is (B, 1, 1, S)")
+
+
+def mask5(mask, n: int, kh: int):
+    """A boolean mask broadcastable to ``(B, N, T, S)`` as ``(b, K|1, G|1, t, s)``."""
+    if mask is None:
+        return None
+    mask = mask.reshape((1,) * (4 - mask.ndim) + mask.shape)
+    mb, mn, mt, ms = mask.shape
+    return mask.reshape((mb, kh, n // kh, mt, ms) if mn == n else (mb, 1, 1, mt, ms))
+
+
+# Internal layout, heads first so that every product is a batched matmul over (B, K):
+# q, o, dq: (B, K, G, T, H); k, v: (B, K, S, H).
+
+def split_heads(x, kh):
+    """``(B, T, N, H)`` -> ``(B, K, N/K, T, H)``."""
+    b, t, n, h = x.shape
+    return x.reshape(b, t, kh, n // kh, h).transpose(0, 2, 3, 1, 4)
+
+
+def merge_heads(x):
+    """``(B, K, G, T, H)`` -> ``(B, T, K*G, H)``."""
+    b, kh, g, t, h = x.shape
+    return x.transpose(0, 3, 1, 2, 4).reshape(b, t, kh * g, h)

@@ -1,0 +1,148 @@
+"""Sliding-window attention on a mesh of 2 devices equals one device (float64, 1e-12),
+values and gradients: ``dot_product_attention(window=W)`` under ``jax.shard_map`` (default
+``check_vma=True``) with the batch split, the heads split, and the queries split over
+replicated keys/values, and under ``jax.jit`` on a mesh with ``Explicit`` axes (batch
+split); ``MultiHeadAttention(window=W)`` under ``jax.jit`` with the batch split on an
+``Explicit`` mesh (data parallel) and with its projections split by heads (Megatron). The
+scans over query blocks carry ``dk``/``dv`` typed like the sharded inputs.
+
+Part of the 8-device suite (tests/parallel/test_fake_devices.py runs it with 8 fake CPU
+devices; the cases use 2 of them)::
+
+    XLA_FLAGS=--xla_force_host_platform_device_count=8 \
+        python -m pytest tests/parallel/devices/test_attention_window_mesh.py
+"""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from funcnet import nn, ops
+from funcnet.gradcheck import assert_close
+from tests.nn._models import numpy_init, randn
+
+RTOL = 1e-12
+B, T, NH, KH, H, W = 4, 24, 4, 2, 4, 5        # 3 query blocks of 8: the scans run
+LENGTHS = np.array([24, 17, 9, 24])
+MASK = jnp.asarray(np.arange(T)[None, :] < LENGTHS[:, None])[:, None, None, :]   # (B,1,1,S)
+OP = {"causal": dict(causal=True, window=W, block_size=8),
+      "symmetric": dict(window=W, block_size=8)}
+
+
+def _mesh(explicit=False):
+    kind = jax.sharding.AxisType.Explicit if explicit else jax.sharding.AxisType.Auto
+    return jax.make_mesh((2,), ("d",), axis_types=(kind,), devices=jax.devices()[:2])
+
+
+def _qkv():
+    return randn((B, T, NH, H), 1), randn((B, T, KH, H), 2), randn((B, T, KH, H), 3)
+
+
+def _value_and_vjp(f, cot):
+    """``(f(q, k, v), the vjp of cot)``."""
+    def run(q, k, v):
+        out, pull = jax.vjp(f, q, k, v)
+        return out, pull(cot)
+    return run
+
+
+@functools.lru_cache(maxsize=None)
+def _one_device(case, shared=False):
+    """The unsharded op's value and vjp (the judge), on one device; ``shared``: one
+    sequence of keys/values ``(1, S, K, H)`` for every query sequence (broadcast, so its
+    gradient is the sum over them)."""
+    kw = OP[case]
+
+    def f(q, k, v, m):
+        if shared:
+            k, v = (jnp.broadcast_to(a, q.shape[:1] + a.shape[1:]) for a in (k, v))
+        return ops.dot_product_attention(q, k, v, m, **kw)
+    return jax.jit(lambda q, k, v, m, cot: _value_and_vjp(
+        lambda q, k, v: f(q, k, v, m), cot)(q, k, v))
+
+
+# in_specs of q, k, v and the mask: the batch split; the heads split (q's query heads and
+# k/v's key/value heads: each device keeps whole GQA groups); the queries split over
+# replicated keys/values (a shared memory: their gradients are summed over the devices)
+SPLITS = {"batch": (P("d"),) * 4, "heads": (P(None, None, "d"),) * 3 + (P(),),
+          "queries": (P("d"), P(), P(), P())}
+
+
+@pytest.mark.parametrize("case", list(OP))
+@pytest.mark.parametrize("split", list(SPLITS))
+def test_windowed_op_under_shard_map_equals_one_device(case, split):
+    kw, specs = OP[case], SPLITS[split]
+    q, k, v = _qkv()
+    mask = MASK
+    if split == "queries":      # one device per query sequence, one key/value sequence
+        q, k, v, mask = q[:2], k[:1], v[:1], MASK[1:2]
+    cot = randn(q.shape, 4)
+    sharded = jax.shard_map(lambda q, k, v, m: ops.dot_product_attention(q, k, v, m, **kw),
+                            mesh=_mesh(), in_specs=specs, out_specs=specs[0])
+    run = jax.jit(lambda q, k, v, m, cot: _value_and_vjp(
+        lambda q, k, v: sharded(q, k, v, m), cot)(q, k, v))
+    got = run(q, k, v, mask, cot)
+    want = _one_device(case, split == "queries")(q, k, v, mask, cot)
+    assert_close(got, want, RTOL, f"{case} {split}")
+    dk = np.asarray(got[1][1])
+    row, length = (0, 17) if split == "queries" else (2, 9)      # a padded key sequence
+    assert not np.any(dk[row, length:]) and np.all(np.abs(dk[:, :9]).max(axis=(1, 2, 3)) > 0)
+
+
+def test_windowed_op_on_an_explicit_mesh_equals_one_device():
+    """jit on a mesh with Explicit axes, the batch split: the dk/dv carry of the backward
+    scan takes k's sharding; gradients keep their inputs' shardings."""
+    mesh = _mesh(explicit=True)
+    q, k, v = _qkv()
+    cot = randn(q.shape, 5)
+    put = lambda a: jax.device_put(a, NamedSharding(mesh, P("d")))  # noqa: E731
+    kw = OP["causal"]
+    with jax.set_mesh(mesh):
+        got = jax.jit(lambda q, k, v, m, cot: _value_and_vjp(
+            lambda q, k, v: ops.dot_product_attention(q, k, v, m, **kw), cot)(q, k, v))(
+                put(q), put(k), put(v), put(MASK), put(cot))
+    assert_close(got, _one_device("causal")(q, k, v, MASK, cot), RTOL, "explicit mesh")
+    for g, a in zip(got[1], (q, k, v)):
+        assert g.sharding.is_equivalent_to(put(a).sharding, g.ndim)
+
+
+def test_windowed_multi_head_attention_data_and_head_parallel_equals_one_device():
+    """MultiHeadAttention(window, GQA, causal) with a key-padding mask: params replicated
+    and the batch split on a mesh with Explicit axes (data parallel), and x replicated
+    with the projections split by heads (wq, wk, wv by columns, wo by rows); values and
+    gradients (params, x)."""
+    layer = nn.MultiHeadAttention(NH, num_kv_heads=KH, qkv_features=16, causal=True,
+                                  window=W)
+    _, params, _ = numpy_init(layer, ((-1, T, 8), (-1, 1, 1, T)), seed=6)
+    x = randn((B, T, 8), 7)
+
+    def value_and_grad(p, x, m):
+        f = lambda p, x: jnp.sum(jnp.sin(layer.apply(p, (), (x, m))[0]))  # noqa: E731
+        return jax.value_and_grad(f, (0, 1))(p, x)
+
+    def put(mesh, a, *spec):
+        return jax.device_put(a, NamedSharding(mesh, P(*spec)))
+    want = jax.jit(value_and_grad)(params, x, MASK)
+    explicit = _mesh(explicit=True)
+    with jax.set_mesh(explicit):
+        data = jax.jit(value_and_grad)(jax.tree_util.tree_map(functools.partial(
+            put, explicit), params), put(explicit, x, "d"), put(explicit, MASK, "d"))
+    mesh = _mesh()
+    heads = {"wq": (None, "d"), "wk": (None, "d"), "wv": (None, "d"), "wo": ("d", None),
+             "bq": ("d",), "bk": ("d",), "bv": ("d",), "bo": ()}
+    by_heads = {name: put(mesh, a, *heads[name]) for name, a in params.items()}
+    model = jax.jit(value_and_grad)(by_heads, put(mesh, x), put(mesh, MASK))
+    for got, what in ((data, "data parallel"), (model, "head parallel")):
+        # q.bk is the same in every logit of a row: its gradient is round-off (~1e-15)
+        assert max(float(jnp.abs(g[1][0]["bk"]).max()) for g in (got, want)) < 1e-13
+        assert_close(_no_bk(got), _no_bk(want), RTOL, what)
+    assert float(jnp.abs(want[1][1]).max()) > 0
+    assert model[1][0]["wq"].sharding.is_equivalent_to(by_heads["wq"].sharding, 2)
+
+
+def _no_bk(value_and_grads):
+    value, (g, gx) = value_and_grads
+    return value, ({k: a for k, a in g.items() if k != "bk"}, gx)
