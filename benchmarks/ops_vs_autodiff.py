@@ -5,7 +5,9 @@ For each op (``layer_norm``, ``rms_norm``, ``rnn``, ``lstm``, ``gru``, ``gelu``,
 (images ``(N, H, W, C)``, ``G`` groups), ``conv2d_depthwise`` (a ConvNeXt block's 7x7
 depthwise ``conv2d``, ``groups = C``) and ``conv2d_dilated`` (a 3x3 ``C -> C`` ``conv2d``
 with dilation 2), both ``'SAME'`` on images ``(N, H, W, C)``, ``resize2d`` (bilinear
-upsampling of those images by 2; its twin is ``jax.image.resize``);
+upsampling of those images by 2; its twin is ``jax.image.resize``), ``conv_transpose2d``
+(a decoder's learned 2x upsampling, ``(N, H, W, Cin) -> (N, 2H, 2W, Cout)``, 4x4, stride
+2, padding 1);
 ``rnn_lengths``, ``lstm_lengths`` and ``gru_lengths`` are the recurrences over a padded
 batch, lengths drawn in ``[T/2, T]``; ``rnn`` returns its final state too) one
 training-step-like program is timed:
@@ -53,22 +55,25 @@ from funcnet.ops import reference  # noqa: E402
 
 OPS = ("layer_norm", "rms_norm", "rnn", "lstm", "gru", "rnn_lengths", "lstm_lengths",
        "gru_lengths", "gelu", "rotary_embedding", "group_norm", "conv2d_depthwise",
-       "conv2d_dilated", "resize2d")
+       "conv2d_dilated", "resize2d", "conv_transpose2d")
 PADDED = "_lengths"    # suffix: the same op with ``lengths=`` (a padded batch)
 # conv2d rows on images sizes["conv"] (N, H, W, C), C -> C channels, 'SAME' padding:
 # name -> (kernel size, dilation, depthwise (groups = C) or dense (groups = 1))
 CONVS = {"conv2d_depthwise": (7, 1, True), "conv2d_dilated": (3, 2, False)}
+UPSAMPLE = dict(stride=2, padding=1)    # conv_transpose2d, 4x4, on sizes["upsample"]
 
 # sizes per profile: (N, F) for the elementwise/normalisation ops, (T, N, D, H) for RNNs,
-# (N, T, H, Dh) for the rotary embedding, (N, H, W, C, G) for group norm
+# (N, T, H, Dh) for the rotary embedding, (N, H, W, C, G) for group norm,
+# (N, H, W, Cin, Cout) for the transposed convolution
 SIZES = {
     "quick": {"rows": (64, 128), "rnn": (8, 4, 16, 32), "heads": (2, 16, 2, 8),
-              "image": (2, 8, 8, 32, 8), "conv": (2, 8, 8, 8)},
+              "image": (2, 8, 8, 32, 8), "conv": (2, 8, 8, 8), "upsample": (2, 7, 7, 8, 4)},
     "cpu": {"rows": (4096, 1024), "rnn": (50, 64, 128, 256), "heads": (8, 512, 8, 128),
-            "image": (8, 32, 32, 256, 32), "conv": (8, 56, 56, 96)},
+            "image": (8, 32, 32, 256, 32), "conv": (8, 56, 56, 96),
+            "upsample": (8, 28, 28, 64, 32)},
     "full": {"rows": (16384, 4096), "rnn": (100, 256, 512, 1024),
              "heads": (16, 2048, 16, 128), "image": (32, 64, 64, 256, 32),
-             "conv": (32, 56, 56, 96)},
+             "conv": (32, 56, 56, 96), "upsample": (32, 56, 56, 128, 64)},
 }
 
 
@@ -85,6 +90,8 @@ def implementations(name: str, sizes: dict) -> dict:
         return {"funcnet": functools.partial(ops.resize2d, size=size, method="linear"),
                 "autodiff": functools.partial(reference.resize2d, size=size, method="linear")}
     impls = {"funcnet": getattr(ops, base), "autodiff": getattr(reference, base)}
+    if base == "conv_transpose2d":
+        impls = {k: functools.partial(f, **UPSAMPLE) for k, f in impls.items()}
     if base == "rnn":   # the final state too, as the gated ops return it
         impls = {k: functools.partial(f, return_carry=True) for k, f in impls.items()}
     if base == "group_norm":
@@ -125,6 +132,10 @@ def make_args(name: str, sizes: dict, dtype):
                 f"x {shape}, {k}x{k}, " + ("groups=C" if depthwise else f"dilation {dilation}"))
     if name == "resize2d":
         return (r(*sizes["conv"]),), f"x {sizes['conv']}, bilinear x2 (jax.image.resize)"
+    if name == "conv_transpose2d":
+        n_, h_, w_, cin, cout = sizes["upsample"]
+        return ((r(n_, h_, w_, cin), r(4, 4, cout, cin, scale=(4 * cin) ** -0.5), r(cout)),
+                f"x {(n_, h_, w_, cin)} -> {cout}, 4x4, stride 2, padding 1")
     if name == "rotary_embedding":
         shape = sizes["heads"]
         return (r(*shape),), f"x {shape}, positions 0 .. T-1"

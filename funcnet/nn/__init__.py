@@ -46,6 +46,7 @@ from funcnet.nn.base import Layer
 from funcnet.nn.combinators import (FanInConcat, FanInSum, FanOut, Identity, Residual,
                                     parallel, serial)
 from funcnet.nn.conv import Conv1D, Conv2D, Flatten
+from funcnet.nn.conv_transpose import ConvTranspose1D, ConvTranspose2D
 from funcnet.nn.dense import Dense
 from funcnet.nn.dropout import Dropout
 from funcnet.nn.embedding import Embedding
@@ -75,4 +76,5 @@ __all__ = [
     "PositionEmbedding", "Repeat", "Reshape", "SwapAxes", "TiedEmbedding",
 ]
 __all__ += ["GroupNorm", "InstanceNorm"]
+__all__ += ["ConvTranspose1D", "ConvTranspose2D"]
 __all__ += ["Resize2D", "Upsample2D"]

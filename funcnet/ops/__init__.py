@@ -18,6 +18,7 @@ hyperparameters); under ``jit`` such values are not checked (see each op's docst
 from funcnet.ops.activations import log_softmax, relu, sigmoid, softmax, tanh
 from funcnet.ops.attention import dot_product_attention
 from funcnet.ops.conv import conv2d
+from funcnet.ops.conv_transpose import conv_transpose2d
 from funcnet.ops.dropout import dropout
 from funcnet.ops.linear import affine, matmul
 from funcnet.ops.losses import cross_entropy, multiclass_hinge, softmax_cross_entropy
@@ -48,4 +49,5 @@ __all__ += ["rotary_embedding"]
 __all__ += ["embedding", "gelu", "gru", "layer_norm", "leaky_relu", "lstm",
             "rms_norm", "silu", "softplus", "swish"]
 __all__ += ["group_norm"]
+__all__ += ["conv_transpose2d"]
 __all__ += ["resize2d"]

@@ -29,6 +29,10 @@ makes both matmuls ``dot_general`` s batched over the groups (no block-diagonal 
 A depthwise kernel (``Cin/groups == 1``, ConvNeXt, MobileNet) needs no matmul at all:
 its im2col rule is per-offset elementwise products and sums (``dW`` in a ``lax.map`` over
 the ``KH*KW`` offsets), and never holds the ``KH*KW`` patches.
+
+Each lowering is two pieces, ``_dx_*`` and ``_dw_*``, chosen by :func:`lowered`: they
+also make :func:`funcnet.ops.conv_transpose2d`, whose forward is ``dx`` and whose
+backward is this forward and ``dW``.
 """
 from __future__ import annotations
 
@@ -53,67 +57,98 @@ def _conv_forward(x, w, stride, pads, dilation, groups):
                                     dimension_numbers=_DN, feature_group_count=groups)
 
 
-def _bwd_xla(x, w, dy, stride, pads, dilation, groups):
-    """``dx`` = transposed conv of ``dy`` with the flipped kernel; ``dW`` = corr(x, dy)."""
+def _dx_xla(in_hw, w, dy, stride, pads, dilation, groups):
+    """``dx`` of an input of spatial size ``in_hw``: the transposed conv of ``dy`` with the
+    flipped kernel (also the forward of :func:`funcnet.ops.conv_transpose2d`)."""
     kh, kw, cg, cout = w.shape
     (sh, sw), (dh, dw_) = stride, dilation
-    (_, h, wd, _), (_, oh, ow, _) = x.shape, dy.shape
-    # dx: dilate dy by the stride, pad so that a VALID conv with the flipped, in/out
-    # swapped (per group) kernel yields exactly (H, W); negative high padding crops.
+    (h, wd), (_, oh, ow, _) = in_hw, dy.shape
+    # dilate dy by the stride, pad so that a VALID conv with the flipped, in/out swapped
+    # (per group) kernel yields exactly (H, W); negative high padding crops.
     lo_h, lo_w = dh * (kh - 1) - pads[0][0], dw_ * (kw - 1) - pads[1][0]
     dx_pads = ((lo_h, h + dh * (kh - 1) - lo_h - (sh * (oh - 1) + 1)),
                (lo_w, wd + dw_ * (kw - 1) - lo_w - (sw * (ow - 1) + 1)))
     kg = cout // groups    # (KH, KW, Cg, G*Kg) -> (KH, KW, Kg, G*Cg)
     w_t = jnp.flip(w, (0, 1)).reshape(kh, kw, cg, groups, kg).transpose(0, 1, 4, 3, 2)
-    dx = lax.conv_general_dilated(dy, w_t.reshape(kh, kw, kg, groups * cg), (1, 1), dx_pads,
-                                  lhs_dilation=stride, rhs_dilation=dilation,
-                                  dimension_numbers=_DN, feature_group_count=groups)
-    # dW: the batch axis of x becomes the contracted feature axis and its channels the
+    return lax.conv_general_dilated(dy, w_t.reshape(kh, kw, kg, groups * cg), (1, 1), dx_pads,
+                                    lhs_dilation=stride, rhs_dilation=dilation,
+                                    dimension_numbers=_DN, feature_group_count=groups)
+
+
+def _dw_xla(x, w, dy, stride, pads, dilation, groups):
+    """``dW`` = corr(x, dy) (``w`` gives the kernel size and the ``out_sharding``)."""
+    kh, kw = w.shape[:2]
+    (sh, sw), (dh, dw_) = stride, dilation
+    (_, h, wd, _), (_, oh, ow, _) = x.shape, dy.shape
+    # the batch axis of x becomes the contracted feature axis and its channels the
     # batch (split into the groups), dy the kernel, dilated by the stride; window strides
     # = the dilation, high padding chosen so the output is exactly (KH, KW).
     dw_pads = ((pads[0][0], dh * (kh - 1) + sh * (oh - 1) + 1 - h - pads[0][0]),
                (pads[1][0], dw_ * (kw - 1) + sw * (ow - 1) + 1 - wd - pads[1][0]))
-    dw = lax.conv_general_dilated(x, dy, dilation, dw_pads, rhs_dilation=stride,
-                                  dimension_numbers=("CHWN", "IHWO", "HWNC"),
-                                  batch_group_count=groups, out_sharding=explicit_sharding(w))
-    return dx, dw
+    return lax.conv_general_dilated(x, dy, dilation, dw_pads, rhs_dilation=stride,
+                                    dimension_numbers=("CHWN", "IHWO", "HWNC"),
+                                    batch_group_count=groups, out_sharding=explicit_sharding(w))
 
 
-def _bwd_im2col(x, w, dy, stride, pads, dilation, groups):
-    """``dW = P^T dy`` (one matmul over N*OH*OW, batched over the groups), ``dx =
-    col2im(dy W^T)``; a depthwise kernel (``Cin/groups = 1``) takes :func:`_bwd_depthwise`."""
+def _bwd_xla(x, w, dy, stride, pads, dilation, groups):
+    """``dx`` = transposed conv of ``dy`` with the flipped kernel; ``dW`` = corr(x, dy)."""
+    geometry = (stride, pads, dilation, groups)
+    return _dx_xla(x.shape[1:3], w, dy, *geometry), _dw_xla(x, w, dy, *geometry)
+
+
+def _dw_im2col(x, w, dy, stride, pads, dilation, groups):
+    """``dW = P^T dy``: one matmul over N*OH*OW, batched over the groups, of the patches
+    ``P`` of ``x``; a depthwise kernel (``Cin/groups = 1``) takes :func:`_dw_depthwise`."""
     kh, kw, cg, cout = w.shape
     n, oh, ow, _ = dy.shape
     kk, kg = kh * kw, cout // groups
     if groups > 1 and cg == 1:
-        return _bwd_depthwise(x, w, dy, stride, pads, dilation)
+        return _dw_depthwise(x, w, dy, stride, pads, dilation)
     slices = _window.window_slices(_window.pad_hw(x, pads), (kh, kw), stride, (oh, ow),
                                    dilation)
     patches = jnp.stack(slices, axis=0)                      # (KH*KW, N, OH, OW, Cin)
-    if groups == 1:   # two plain matmuls (the grouped form below costs a transpose here)
-        dw = lax.dot_general(patches, dy, (((1, 2, 3), (0, 1, 2)), ((), ())),
-                             out_sharding=explicit_sharding(w)).reshape(kh, kw, cg, cout)
+    if groups == 1:   # a plain matmul (the grouped form below costs a transpose here)
+        return lax.dot_general(patches, dy, (((1, 2, 3), (0, 1, 2)), ((), ())),
+                               out_sharding=explicit_sharding(w)).reshape(kh, kw, cg, cout)
+    # patches (KK, N, OH, OW, G, Cg); dy as (N, OH, OW, G, Kg)
+    dw = lax.dot_general(patches.reshape(kk, n, oh, ow, groups, cg),
+                         dy.reshape(n, oh, ow, groups, kg),
+                         (((1, 2, 3), (0, 1, 2)), ((4,), (3,))),
+                         out_sharding=explicit_sharding(w))      # (G, KK, Cg, Kg)
+    return jnp.moveaxis(dw, 0, 2).reshape(kh, kw, cg, cout)
+
+
+def _dx_im2col(in_hw, w, dy, stride, pads, dilation, groups):
+    """``dx = col2im(dy W^T)`` onto an input of spatial size ``in_hw`` (the matmul batched
+    over the groups); a depthwise kernel takes :func:`_dx_depthwise`."""
+    kh, kw, cg, cout = w.shape
+    n, oh, ow, _ = dy.shape
+    kk, kg = kh * kw, cout // groups
+    if groups > 1 and cg == 1:
+        return _dx_depthwise(in_hw, w, dy, stride, pads, dilation, groups)
+    if groups == 1:
         g = lax.dot_general(dy, flat(w), (((3,), (1,)), ((), ()))).reshape(n, oh, ow, kk, cg)
-    else:  # patches (KK, N, OH, OW, G, Cg); dy as (N, OH, OW, G, Kg); W as (KK, Cg, G, Kg)
-        dy_g = dy.reshape(n, oh, ow, groups, kg)
-        dw = lax.dot_general(patches.reshape(kk, n, oh, ow, groups, cg), dy_g,
-                             (((1, 2, 3), (0, 1, 2)), ((4,), (3,))),
-                             out_sharding=explicit_sharding(w))      # (G, KK, Cg, Kg)
-        dw = jnp.moveaxis(dw, 0, 2).reshape(kh, kw, cg, cout)
-        g = lax.dot_general(dy_g, w.reshape(kk, cg, groups, kg),
+    else:  # dy as (N, OH, OW, G, Kg); W as (KK, Cg, G, Kg)
+        g = lax.dot_general(dy.reshape(n, oh, ow, groups, kg), w.reshape(kk, cg, groups, kg),
                             (((4,), (3,)), ((3,), (2,))))          # (G, N, OH, OW, KK, Cg)
         g = jnp.moveaxis(g, 0, 4).reshape(n, oh, ow, kk, groups * cg)
-    dx = _window.col2im([g[:, :, :, k, :] for k in range(kk)], (kh, kw), stride, pads,
-                        x.shape[1:3], dilation)
-    return dx, dw
+    return _window.col2im([g[:, :, :, k, :] for k in range(kk)], (kh, kw), stride, pads,
+                          in_hw, dilation)
 
 
-def _bwd_depthwise(x, w, dy, stride, pads, dilation):
-    """The im2col rule of a depthwise kernel ``(KH, KW, 1, C*M)`` without any matmul and
+def _bwd_im2col(x, w, dy, stride, pads, dilation, groups):
+    """``dW = P^T dy`` (one matmul over N*OH*OW, batched over the groups), ``dx =
+    col2im(dy W^T)``; a depthwise kernel (``Cin/groups = 1``) needs no matmul."""
+    geometry = (stride, pads, dilation, groups)
+    dw = _dw_im2col(x, w, dy, *geometry)
+    return _dx_im2col(x.shape[1:3], w, dy, *geometry), dw
+
+
+def _dw_depthwise(x, w, dy, stride, pads, dilation):
+    """The im2col ``dW`` of a depthwise kernel ``(KH, KW, 1, C*M)`` without any matmul and
     without the patches: per window offset ``k``, ``dW[k] = sum_{n,oh,ow} slice_k * dy``
     (a ``lax.map`` over the offsets: one window slice of ``x`` is live at a time, where
-    ``KH*KW`` unrolled reductions made XLA:CPU keep every slice, 49x the input for 7x7)
-    and ``dx``'s piece ``sum_m dy * W[k]``, products that XLA fuses into col2im."""
+    ``KH*KW`` unrolled reductions made XLA:CPU keep every slice, 49x the input for 7x7)."""
     kh, kw, _, cout = w.shape
     n, oh, ow, c = dy.shape[:3] + (x.shape[3],)
     (sh, sw), (dh, dw_) = stride, dilation
@@ -126,16 +161,28 @@ def _bwd_depthwise(x, w, dy, stride, pads, dilation):
         window = lax.slice(span, (0, 0, 0, 0), span.shape, (1, sh, sw, 1))
         return jnp.sum(window[..., None] * dy_m, axis=(0, 1, 2))
 
-    dw = lax.map(dw_at, jnp.arange(kh * kw))
+    return lax.map(dw_at, jnp.arange(kh * kw)).reshape(kh, kw, 1, cout)
+
+
+def _dx_depthwise(in_hw, w, dy, stride, pads, dilation, c):
+    """The im2col ``dx`` of a depthwise kernel ``(KH, KW, 1, C*M)`` (``c = C`` input
+    channels): per offset the piece ``sum_m dy * W[k]``, products that XLA fuses into
+    col2im."""
+    kh, kw, _, cout = w.shape
+    n, oh, ow, _ = dy.shape
+    dy_m = dy.reshape(n, oh, ow, c, cout // c)
     w_m = w.reshape(kh * kw, 1, 1, 1, c, cout // c)
     pieces = [jnp.sum(dy_m * w_m[k], axis=-1) for k in range(kh * kw)]
-    dx = _window.col2im(pieces, (kh, kw), stride, pads, x.shape[1:3], dilation)
-    return dx, dw.reshape(kh, kw, 1, cout)
+    return _window.col2im(pieces, (kh, kw), stride, pads, in_hw, dilation)
+
+
+def add_bias(y, b):
+    """``y + b`` over the channels of an NHWC ``y``; ``y`` itself for ``b = None``."""
+    return y if b is None else y + b[None, None, None, :]
 
 
 def _conv_bias_forward(x, w, b, stride, pads, dilation, groups):
-    y = _conv_forward(x, w, stride, pads, dilation, groups)
-    return y if b is None else y + b[None, None, None, :]
+    return add_bias(_conv_forward(x, w, stride, pads, dilation, groups), b)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6, 7))
@@ -164,23 +211,53 @@ def cpu_backward(w_shape, groups: int) -> str:
     return "im2col" if short or groups > 1 or kh * kw == 1 else "xla"
 
 
+def lowered(impl: str, w_shape, groups: int, xla, im2col, *args):
+    """``xla(*args)`` or ``im2col(*args)``, the lowering ``impl`` names; ``'auto'`` is
+    ``'xla'`` off CPU and :func:`cpu_backward`'s choice for the kernel on CPU, picked per
+    platform by ``lax.platform_dependent`` (plain ``'xla'`` when both choices are XLA's)."""
+    if impl == "auto" and cpu_backward(w_shape, groups) == "xla":
+        impl = "xla"            # XLA's convolutions on every platform
+    if impl == "xla":
+        return xla(*args)
+    if impl == "im2col":
+        return im2col(*args)
+    return lax.platform_dependent(*args, cpu=im2col, default=xla)
+
+
 def _conv2d_bwd(stride, pads, dilation, groups, impl, res, dy):
     x, w, has_b = res
     geometry = dict(stride=stride, pads=pads, dilation=dilation, groups=groups)
-    xla, im2col = partial(_bwd_xla, **geometry), partial(_bwd_im2col, **geometry)
-    if impl == "auto" and cpu_backward(w.shape, groups) == "xla":
-        impl = "xla"            # XLA's convolutions on every platform
-    if impl == "xla":
-        dx, dw = xla(x, w, dy)
-    elif impl == "im2col":
-        dx, dw = im2col(x, w, dy)
-    else:
-        dx, dw = lax.platform_dependent(x, w, dy, cpu=im2col, default=xla)
+    dx, dw = lowered(impl, w.shape, groups, partial(_bwd_xla, **geometry),
+                     partial(_bwd_im2col, **geometry), x, w, dy)
     db = None if has_b is None else jnp.sum(dy, axis=(0, 1, 2))
     return dx, dw, db
 
 
 defvjp(_conv2d, _conv2d_fwd, _conv2d_bwd)
+
+
+def check_operands(fn, x, w, groups, impl, kernel_layout: str) -> int:
+    """The checks a convolution op opens with (conv2d, conv_transpose2d): ``impl``, ``x``
+    ``(N, H, W, Cin)`` and a rank-4 kernel ``w`` (``kernel_layout``), both floating and of
+    one dtype, ``groups`` an int >= 1 dividing ``Cin``; returns ``groups``."""
+    _checks.static_choice(fn, "impl", impl, IMPLS)
+    _checks.check_float(fn, "x", x)
+    _checks.check_float(fn, "w", w)
+    _checks.check_rank(fn, "x", x, 4, "(N, H, W, Cin)")
+    _checks.check_rank(fn, "w", w, 4, kernel_layout)
+    _checks.check_same_dtype(fn, "x", x, "w", w)
+    groups = _checks.static_int(fn, "groups", groups, minimum=1)
+    _checks.check_groups(fn, f"x has shape {tuple(x.shape)}: in_channels {x.shape[3]}",
+                         x.shape[3], groups)
+    return groups
+
+
+def check_bias(fn, x, b, cout: int, why: str) -> None:
+    """``b`` is ``None`` or a floating ``(cout,)`` array of ``x``'s dtype."""
+    if b is not None:
+        _checks.check_float(fn, "b", b)
+        _checks.check_shape(fn, "b", b, (cout,), why)
+        _checks.check_same_dtype(fn, "x", x, "b", b)
 
 
 def check_conv2d_args(fn, x, w, b, stride, padding, dilation=1, groups=1, impl="auto"):
@@ -191,15 +268,7 @@ def check_conv2d_args(fn, x, w, b, stride, padding, dilation=1, groups=1, impl="
     0`` are computed; a kernel with ``KH = 0`` or ``KW = 0`` and a (dilated) kernel larger
     than the padded input are refused (``ValueError``).
     """
-    _checks.static_choice(fn, "impl", impl, IMPLS)
-    _checks.check_float(fn, "x", x)
-    _checks.check_float(fn, "w", w)
-    _checks.check_rank(fn, "x", x, 4, "(N, H, W, Cin)")
-    _checks.check_rank(fn, "w", w, 4, "(KH, KW, Cin/groups, Cout)")
-    _checks.check_same_dtype(fn, "x", x, "w", w)
-    groups = _checks.static_int(fn, "groups", groups, minimum=1)
-    _checks.check_groups(fn, f"x has shape {tuple(x.shape)}: in_channels {x.shape[3]}",
-                         x.shape[3], groups)
+    groups = check_operands(fn, x, w, groups, impl, "(KH, KW, Cin/groups, Cout)")
     _checks.check_groups(fn, f"w has shape {tuple(w.shape)}: out_channels {w.shape[3]}",
                          w.shape[3], groups)
     if w.shape[2] * groups != x.shape[3]:
@@ -208,11 +277,7 @@ def check_conv2d_args(fn, x, w, b, stride, padding, dilation=1, groups=1, impl="
             f"{fn}: w has shape {tuple(w.shape)}, expected in_channels {x.shape[3]}{per} to "
             f"match x {tuple(x.shape)}")
     _checks.check_nonempty(fn, "w", w, "a kernel of at least 1x1 (KH, KW >= 1)", (0, 1))
-    if b is not None:
-        _checks.check_float(fn, "b", b)
-        _checks.check_shape(fn, "b", b, (w.shape[3],),
-                            f"one bias per output channel of w {tuple(w.shape)}")
-        _checks.check_same_dtype(fn, "x", x, "b", b)
+    check_bias(fn, x, b, w.shape[3], f"one bias per output channel of w {tuple(w.shape)}")
     stride = _checks.normalize_pair(fn, "stride", stride)
     dilation = _checks.normalize_pair(fn, "dilation", dilation)
     window = tuple(d * (k - 1) + 1 for d, k in zip(dilation, w.shape[:2]))

@@ -11,6 +11,7 @@ from funcnet.ops.reference.core import (affine, batch_norm, binary_cross_entropy
                                         softmax_cross_entropy, tanh)
 from funcnet.ops.reference.attention import dot_product_attention
 from funcnet.ops.reference.conv import conv2d
+from funcnet.ops.reference.conv_transpose import conv_transpose2d
 from funcnet.ops.reference.dropout import dropout
 from funcnet.ops.reference.pool import avg_pool2d, max_pool2d
 from funcnet.ops.reference.resize import resize2d
