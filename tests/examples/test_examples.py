@@ -25,6 +25,7 @@ EXPECTED = {
     "resnet": ["resnet.png"],
     "char_transformer": ["char_transformer.png"],
     "bracket_lstm": ["bracket_lstm.png"],
+    "unet_denoise": ["unet_denoise.png"],
 }
 SCRIPTS = sorted(p.stem for p in EXAMPLES.glob("*.py") if not p.stem.startswith("_"))
 
