@@ -218,13 +218,14 @@ def check_weight_args(name: str, dtype, use_bias: bool | None = None, **initiali
         _checks.check_callable(name, what, fn, "(key, shape, dtype)")
 
 
-def kernel_and_bias(key, w_shape: tuple, use_bias: bool, w_init, b_init, dtype) -> dict:
-    """``{"w": w_init(k1, w_shape), "b": b_init(k2, (w_shape[-1],))}`` (no ``"b"`` without
-    bias), from one split of ``key``."""
+def kernel_and_bias(key, w_shape: tuple, use_bias: bool, w_init, b_init, dtype,
+                    bias_size: int | None = None) -> dict:
+    """``{"w": w_init(k1, w_shape), "b": b_init(k2, (bias_size,))}`` (no ``"b"`` without
+    bias; ``bias_size`` defaults to ``w_shape[-1]``), from one split of ``key``."""
     kw, kb = jax.random.split(key)
     params = {"w": w_init(kw, w_shape, dtype)}
     if use_bias:
-        params["b"] = b_init(kb, (w_shape[-1],), dtype)
+        params["b"] = b_init(kb, (w_shape[-1] if bias_size is None else bias_size,), dtype)
     return params
 
 

@@ -31,13 +31,12 @@ References:
 """
 from __future__ import annotations
 
-import jax
-
 from funcnet import _checks, ops
 from funcnet._describe import described
 from funcnet.nn import initializers
 from funcnet.nn.base import (Layer, check_dtype, check_input_shape, check_weight_args,
-                             init_checked, probe, weights_and_input, with_batch)
+                             init_checked, kernel_and_bias, probe, weights_and_input,
+                             with_batch)
 from funcnet.nn.conv import _padding_1d
 
 __all__ = ["ConvTranspose2D", "ConvTranspose1D"]
@@ -70,13 +69,6 @@ def _layer(name, features, kernel_shape, to_2d, ranks, layout, geometry, use_bia
     if use_bias:
         shapes["b"] = (features,)
 
-    def make(key, w_shape, dt):
-        kw_, kb = jax.random.split(key)
-        params = {"w": w_init(kw_, w_shape, dt)}
-        if use_bias:
-            params["b"] = b_init(kb, (features,), dt)
-        return params, ()
-
     def init(key, input_shape):
         shape = check_input_shape(name, key, input_shape, ranks, layout,
                                   needs=max(ranks) - 1)
@@ -84,7 +76,8 @@ def _layer(name, features, kernel_shape, to_2d, ranks, layout, geometry, use_bia
                              shape[-1], groups)
         dt = check_dtype(name, dtype)
         w_shape = kernel_shape + (features // groups, shape[-1])
-        return init_checked(name, apply, lambda k: make(k, w_shape, dt), key, shape, dt)
+        return init_checked(name, apply, lambda k: (kernel_and_bias(
+            k, w_shape, use_bias, w_init, b_init, dt, features), ()), key, shape, dt)
 
     def apply(params, state, x, *, key=None, train=False):
         del key, train
