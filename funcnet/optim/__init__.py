@@ -16,10 +16,14 @@ and Adan, Yogi, AdaDelta, NovoGrad in :mod:`.aliases_more` (their blocks in
 :mod:`.adaptive_extra`), Adafactor's block in :mod:`.factorized`; Muon in
 :mod:`.orthogonal`; schedule-free learning (and :func:`eval_params`, the params to
 evaluate at) in :mod:`.schedule_free`; small blocks (zero_nans, adaptive_grad_clip,
-centralize, scale_by_sign, add_noise) in :mod:`.transforms_more`; combinators in
-:mod:`.combine`; wrappers in :mod:`.wrappers` and :mod:`.accumulate`; schedules in
-:mod:`.schedules`. :func:`current_learning_rate` reads the learning rate the next update
-will use.
+centralize, scale_by_sign, add_noise) in :mod:`.transforms_more`; ADOPT, AdEMAMix,
+simplified AdEMAMix and Prodigy (``optax.contrib``'s) in :mod:`.adaptive_contrib`; Rprop,
+optimistic gradient descent and Adam, Polyak's step size, SM3 and Fromage in
+:mod:`.classic`; combinators in :mod:`.combine`; wrappers in :mod:`.wrappers`,
+:mod:`.accumulate` and :mod:`.wrappers_more` (reduce_on_plateau, lookahead, apply_every,
+freeze, selective_transform, keep_params_nonnegative, scale_gradient); SAM and normalize
+in :mod:`.sam`; schedules in :mod:`.schedules`. :func:`current_learning_rate` reads the
+learning rate the next update will use.
 """
 from funcnet.optim import schedules
 from funcnet._describe import describe
@@ -73,6 +77,19 @@ from funcnet.optim.transforms import (
 from funcnet.optim.wrappers import (
     ApplyIfFiniteState, InjectHyperparamsState, InjectStatefulHyperparamsState,
     WrappedScheduleState, apply_if_finite, inject_hyperparams)
+from funcnet.optim.wrappers_more import (
+    ApplyEvery, LookaheadParams, LookaheadState, NonNegativeParamsState,
+    ReduceLROnPlateauState, apply_every, freeze, keep_params_nonnegative, lookahead,
+    reduce_on_plateau, scale_gradient, selective_transform)
+from funcnet.optim.adaptive_contrib import (
+    ProdigyState, ScaleByAdemamixState, ScaleBySimplifiedAdEMAMixState, ademamix, adopt,
+    prodigy, scale_by_ademamix, scale_by_adopt, scale_by_simplified_ademamix,
+    simplified_ademamix)
+from funcnet.optim.classic import (
+    ScaleByOptimisticGradientState, ScaleByRpropState, ScaleBySM3State, fromage,
+    optimistic_adam, optimistic_adam_v2, optimistic_gradient_descent, polyak_sgd, rprop,
+    scale_by_optimistic_gradient, scale_by_polyak, scale_by_rprop, scale_by_sm3, sm3)
+from funcnet.optim.sam import NormalizeState, SAMState, normalize, sam
 
 __all__ = [
     # protocol and helpers
@@ -82,7 +99,9 @@ __all__ = [
     "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw", "nadam", "nadamw",
     "lion", "adamax", "adamaxw", "amsgrad", "adabelief", "radam", "lamb", "lars",
     "adafactor", "muon", "schedule_free_sgd", "schedule_free_adamw", "adan", "yogi",
-    "adadelta", "novograd", "sign_sgd", "signum", "noisy_sgd",
+    "adadelta", "novograd", "sign_sgd", "signum", "noisy_sgd", "adopt", "ademamix",
+    "simplified_ademamix", "prodigy", "rprop", "optimistic_gradient_descent",
+    "optimistic_adam", "optimistic_adam_v2", "polyak_sgd", "sm3", "fromage",
     # blocks
     "identity", "set_to_zero", "scale", "scale_by_learning_rate", "scale_by_schedule",
     "trace", "ema", "scale_by_adam", "scale_by_rms", "scale_by_stddev", "scale_by_rss",
@@ -92,10 +111,14 @@ __all__ = [
     "scale_by_param_block_rms", "clip_by_block_rms", "scale_by_muon",
     "scale_by_adan", "scale_by_yogi", "scale_by_adadelta", "scale_by_novograd",
     "zero_nans", "adaptive_grad_clip", "centralize", "scale_by_sign", "add_noise",
+    "scale_by_adopt", "scale_by_ademamix", "scale_by_simplified_ademamix",
+    "scale_by_rprop", "scale_by_optimistic_gradient", "scale_by_polyak", "scale_by_sm3",
+    "apply_every", "freeze", "keep_params_nonnegative", "normalize", "scale_gradient",
     # combinators and wrappers
     "chain", "masked", "multi_transform", "partition", "apply_if_finite",
     "inject_hyperparams", "accumulate", "MultiSteps", "skip_not_finite",
     "skip_large_updates", "schedule_free", "schedule_free_eval_params", "eval_params",
+    "reduce_on_plateau", "lookahead", "selective_transform", "sam",
     # states
     "TraceState", "EmaState", "ScaleByAdamState", "ScaleByRmsState",
     "ScaleByRmsWithCountState", "ScaleByRStdDevState", "ScaleByRStdDevWithCountState",
@@ -104,6 +127,10 @@ __all__ = [
     "WeightDecaySchedule", "MuonState", "MuonDimensionNumbers",
     "ScheduleFreeState", "ScaleByAdanState", "ScaleByAdaDeltaState", "ScaleByNovogradState",
     "ZeroNansState", "AdaptiveGradClipState", "AddNoiseState",
+    "ReduceLROnPlateauState", "LookaheadState", "LookaheadParams", "ApplyEvery",
+    "NonNegativeParamsState", "ScaleByAdemamixState", "ScaleBySimplifiedAdEMAMixState",
+    "ProdigyState", "ScaleByRpropState", "ScaleByOptimisticGradientState",
+    "ScaleBySM3State", "NormalizeState", "SAMState",
     "MaskedState", "MaskedNode", "MultiTransformState", "PartitionState",
     "ApplyIfFiniteState", "InjectStatefulHyperparamsState", "InjectHyperparamsState",
     "WrappedScheduleState", "MultiStepsState", "AccumulateState",

@@ -67,13 +67,18 @@ class Optimizer(_InitUpdate):
     """
 
     _learning_rate_fn: Callable[[OptState], Any] | None = None
+    _learning_rate_factor_fn: Callable[[OptState], Any] | None = None
 
 
-def optimizer(init, update, learning_rate_fn=None) -> Optimizer:
-    """An :class:`Optimizer`; ``learning_rate_fn(state)`` gives the next learning rate."""
+def optimizer(init, update, learning_rate_fn=None, learning_rate_factor_fn=None) -> Optimizer:
+    """An :class:`Optimizer`; ``learning_rate_fn(state)`` gives the next learning rate;
+    ``learning_rate_factor_fn(state)`` the factor a block applies to the learning rate of
+    the ``chain`` it is in (``reduce_on_plateau``'s scale)."""
     opt = Optimizer(init, update)
     if learning_rate_fn is not None:
         opt._learning_rate_fn = learning_rate_fn
+    if learning_rate_factor_fn is not None:
+        opt._learning_rate_factor_fn = learning_rate_factor_fn
     return opt
 
 
@@ -105,6 +110,21 @@ def check_decay(fn: str, name: str, value) -> None:
 
 def check_nonnegative(fn: str, name: str, value) -> None:
     check_hyperparameter(fn, name, value, 0.0)
+
+
+def check_count(fn: str, name: str, value, minimum: int) -> None:
+    """A number of steps: a Python int or an integer scalar array (possibly traced, so
+    ``inject_hyperparams`` and vmapped sweeps work); a concrete one must be
+    ``>= minimum``. ``TypeError`` for a float (``4.0``), a bool or a schedule."""
+    is_int_array = (_checks.is_array(value) and jnp.issubdtype(value.dtype, jnp.integer)
+                    and np.shape(value) == ())
+    if not (is_int_array or (isinstance(value, (int, np.integer))
+                             and not isinstance(value, (bool, np.bool_)))):
+        raise TypeError(f"{fn}: {name} must be an int or an integer scalar array, got "
+                        f"{type(value).__name__} {value!r:.60}")
+    v = _checks.concrete(value)
+    if v is not None and int(v) < minimum:
+        raise ValueError(f"{fn}: {name} must be >= {minimum}, got {int(v)}")
 
 
 def check_scalar_or_schedule(fn: str, name: str, value) -> None:
@@ -226,6 +246,20 @@ def promote_dtypes(*dtypes):
         return jnp.result_type(*dtypes)
 
 
+def tree_dtype(fn: str, tree, which: str) -> np.dtype:
+    """The leaves' ``"lowest"`` dtype (it promotes to all the others) or ``"highest"``
+    (all the others promote to it), as optax's ``tree.dtype(tree, which)``; JAX's
+    default float for a tree without leaves. ``ValueError`` when there is none."""
+    dtypes = {jnp.result_type(x) for x in jax.tree_util.tree_leaves(tree)}
+    if not dtypes:
+        return jnp.result_type(float)
+    for d in dtypes:
+        if all(promote_dtypes(d, e) == (e if which == "lowest" else d) for e in dtypes):
+            return d
+    raise ValueError(f"{fn}: params' dtypes {sorted(map(str, dtypes))} have no {which} one "
+                     f"(none promotes to all the others)")
+
+
 def cast_like(value, x: jax.Array) -> jax.Array:
     """``value`` (number, array or tracer) as an array of ``x``'s dtype."""
     return jnp.asarray(value).astype(jnp.result_type(x))
@@ -284,6 +318,19 @@ def zeros_like_updates(fn: Callable[[], tuple]):
     found abstractly (``fn`` is not run): the skip branch of a ``lax.cond`` must match the
     update branch, whose updates may be wider than the gradients."""
     return _map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(fn)[0])
+
+
+def select_tree(cond, if_true, if_false):
+    """``jnp.where(cond, a, b)`` leaf by leaf, in the structure (and node classes) of
+    ``if_false``: a wrapper that swaps in a freshly initialised inner state keeps the
+    classes of the state it was given (optax's ones, in a state made by optax)."""
+    treedef = jax.tree_util.tree_structure(if_false)
+    true_leaves = jax.tree_util.tree_leaves(if_true)
+    if len(true_leaves) != treedef.num_leaves:
+        raise ValueError(f"select_tree: {len(true_leaves)} leaves, expected "
+                         f"{treedef.num_leaves} as in {treedef}")
+    return treedef.unflatten([jnp.where(cond, a, b) for a, b in
+                              zip(true_leaves, jax.tree_util.tree_leaves(if_false))])
 
 
 def split(treedef_source, pairs_tree, n: int):

@@ -12,11 +12,12 @@ from collections.abc import Hashable, Mapping
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 
 from funcnet import _checks
 from funcnet.optim.base import (
     OptState, StateMismatchError, check_inexact_leaves, check_state,
-    check_updates, current_learning_rate, optimizer)
+    check_updates, current_learning_rate, optimizer, promote_dtypes)
 from funcnet._describe import described
 
 _map = jax.tree_util.tree_map
@@ -56,7 +57,8 @@ def chain(*transforms, name: str = "chain"):
 
     Returns:
       An ``Optimizer``; :func:`~funcnet.optim.current_learning_rate` reports the learning
-      rate of the first block that has one.
+      rate of the first block that has one, times the factor of every block that scales
+      it (:func:`~funcnet.optim.reduce_on_plateau`'s scale).
 
     Raises:
       TypeError: if an argument is not an optimizer.
@@ -99,11 +101,19 @@ def chain(*transforms, name: str = "chain"):
 
     def learning_rate(state):
         check_tuple(state)
+        lr, factors = None, []
         for t, s in zip(transforms, state):
-            lr = current_learning_rate(t, s)
-            if lr is not None:
-                return lr
-        return None
+            factor_fn = getattr(t, "_learning_rate_factor_fn", None)
+            if factor_fn is not None:
+                factors.append(jnp.asarray(factor_fn(s)))
+            elif lr is None:
+                lr = current_learning_rate(t, s)
+        if lr is None:
+            return None
+        for f in factors:   # e.g. reduce_on_plateau's scale (float32 for float32 params)
+            dt = promote_dtypes(lr.dtype, f.dtype)
+            lr = lr.astype(dt) * f.astype(dt)
+        return lr
 
     return optimizer(init, update, learning_rate)
 

@@ -22,11 +22,17 @@ _map = jax.tree_util.tree_map
 def global_norm(updates: PyTree) -> jax.Array:
     """``sqrt(sum over all leaves of sum(|x|^2))``, the L2 norm of the flattened tree
     (complex leaves count ``|x|^2``); 0 for a tree without leaves (optax's signature)."""
-    sq = [jnp.sum(abs_sq(jnp.asarray(x))) for x in jax.tree_util.tree_leaves(updates)]
+    return jnp.sqrt(squared_norm(updates))
+
+
+def squared_norm(tree: PyTree) -> jax.Array:
+    """``sum over all leaves of sum(|x|^2)``, summed leaf after leaf (optax's order);
+    0 for a tree without leaves."""
+    sq = [jnp.sum(abs_sq(jnp.asarray(x))) for x in jax.tree_util.tree_leaves(tree)]
     if not sq:
         return jnp.zeros([])
     dt = promote_dtypes(*[s.dtype for s in sq])
-    return jnp.sqrt(sum(s.astype(dt) for s in sq))
+    return sum(s.astype(dt) for s in sq)
 
 
 def _check_params(fn: str, updates, params) -> None:
@@ -129,8 +135,14 @@ def add_decayed_weights(weight_decay=0.0, mask=None):
       ValueError: for a concrete negative ``weight_decay``; at ``update``, a missing
         ``params`` or ``params`` that do not match the updates.
     """
+    check_scalar_or_schedule("add_decayed_weights", "weight_decay", weight_decay)
+    return decayed_weights(weight_decay, mask)
+
+
+def decayed_weights(weight_decay, mask=None):
+    """:func:`add_decayed_weights` without its check of ``weight_decay`` (Fromage adds
+    a negative multiple of the weights)."""
     fn = "add_decayed_weights"
-    check_scalar_or_schedule(fn, "weight_decay", weight_decay)
     scheduled = callable(weight_decay)
 
     def decay(updates, params, wd):

@@ -19,7 +19,7 @@ from funcnet.optim.adaptive import scale_by_rms
 from funcnet.optim.base import (
     OptState, Params, cast_like, check_hyperparameter, check_optional_dtype,
     check_scalar_or_schedule, check_state, current_learning_rate, one_minus, optimizer,
-    promote_dtypes, safe_increment)
+    promote_dtypes, safe_increment, tree_dtype)
 from funcnet.optim.combine import call_update, chain
 from funcnet.optim.aliases import sgd
 from funcnet.optim.regularization import _check_params, add_decayed_weights
@@ -42,19 +42,6 @@ class ScheduleFreeState(NamedTuple):
     max_lr: jax.Array
     base_optimizer_state: OptState
     z: Params
-
-
-def _lowest_dtype(fn, params):
-    """The leaves' dtype that promotes to all the others (optax's ``tree.dtype(params,
-    'lowest')``); JAX's default float for a tree without leaves."""
-    dtypes = {jnp.result_type(x) for x in jax.tree_util.tree_leaves(params)}
-    if not dtypes:
-        return jnp.result_type(float)
-    for d in dtypes:
-        if all(promote_dtypes(d, e) == e for e in dtypes):
-            return d
-    raise ValueError(f"{fn}: params' dtypes {sorted(map(str, dtypes))} have no lowest one "
-                     f"(none promotes to all the others)")
 
 
 def _find_state(state) -> Any:
@@ -164,7 +151,7 @@ def schedule_free(base_optimizer, learning_rate, b1=0.9, weight_lr_power=2.0,
     state_dtype = check_optional_dtype(fn, "state_dtype", state_dtype)
 
     def init(params):
-        dt = _lowest_dtype(fn, params)
+        dt = tree_dtype(fn, params, "lowest")
         # copies: z and the params are distinct buffers (both can be donated)
         z = _map(lambda p: jnp.array(p, dtype=state_dtype, copy=True), params)
         return ScheduleFreeState(

@@ -8,6 +8,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from funcnet import _checks
 from funcnet.optim.base import (
@@ -136,21 +137,22 @@ def scale_by_sign():
 
 
 class AddNoiseState(NamedTuple):
-    """optax's ``AddNoiseState``: the step count and the PRNG key (here a raw
-    ``uint32[2]`` key; optax's is the typed key of the same bits, see :func:`add_noise`)."""
+    """optax's ``AddNoiseState``: the step count and the PRNG key, a typed key
+    (``jax.random.key``) as in optax, so the states of the two libraries have the same
+    dtypes and move both ways (``fit`` checkpoints typed keys)."""
 
     count: jax.Array
     rng_key: jax.Array
 
 
-def _raw_key(fn, key):
-    """The raw key (``jax.random.PRNGKey``'s ``uint32[2]``) of an int seed, a raw key or
-    a typed threefry key; a typed key of another implementation stays typed."""
-    key = _checks.check_key(fn, key, allow_seed=True)
-    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        data = jax.random.key_data(key)
-        return data if data.shape == (2,) and data.dtype == jnp.uint32 else key
-    return key
+def _typed_key(fn, key):
+    """The typed key (optax's ``canonicalize_key``) of an int seed (``jax.random.key``),
+    a typed key (as is) or a raw ``uint32[2]`` key (``jax.random.wrap_key_data``: the
+    same bits, so the same noise)."""
+    if isinstance(key, (int, np.integer)) and not isinstance(key, (bool, np.bool_)):
+        return jax.random.key(int(key))
+    key = _checks.check_key(fn, key)
+    return key if _checks.is_key(key) else jax.random.wrap_key_data(key)
 
 
 @described
@@ -164,10 +166,10 @@ def add_noise(eta, gamma, key=None, *, seed=None):
       eta: >= 0, the variance at the first step.
       gamma: >= 0, the decay exponent of the variance.
       key: an int seed, a typed key (``jax.random.key``) or a raw key
-        (``jax.random.PRNGKey``); ``None`` is seed 0 with a warning, as optax. The state
-        keeps it raw (``uint32[2]``, the same bits and noise as optax's typed key):
-        checkpoints and ``fit``'s resume restore plain arrays. States still move both
-        ways (``jax.random.split`` takes either form).
+        (``jax.random.PRNGKey``, a funcnet extension: wrapped into the typed key of the
+        same bits); ``None`` is seed 0 with a warning, as optax. The state keeps the
+        typed key, as optax's. A state holding a raw key (funcnet before round 5) still
+        updates (``jax.random.split`` takes either form) and keeps its raw key.
       seed: deprecated (optax's), an int seed; not with ``key``.
 
     Returns:
@@ -189,7 +191,7 @@ def add_noise(eta, gamma, key=None, *, seed=None):
         warnings.warn(f"{fn}: no key given, using seed 0 (optax's default; pass key)",
                       stacklevel=2)
         key = 0
-    key = _raw_key(fn, key)
+    key = _typed_key(fn, key)
 
     def init(params):
         del params

@@ -11,6 +11,7 @@ from funcnet import checkpoint, optim, train
 from funcnet.train import loop
 from tests.optim._contrib_calls import CALLS as ROUND4_CALLS, namespace
 from tests.optim._optax_calls import CALLS
+from tests.optim._round5_calls import CALLS as ROUND5_CALLS
 from tests.train._setup import KEY, MLP, init, subset
 
 X, Y = subset(64)
@@ -23,7 +24,7 @@ def _build(call):
 
 def test_every_typical_call_is_described_by_its_own_name_and_arguments():
     texts = {}
-    for call in CALLS + ROUND4_CALLS:
+    for call in CALLS + ROUND4_CALLS + ROUND5_CALLS:
         text = optim.describe(_build(call))
         name = call.split("(")[0]
         name = {"partition": "multi_transform"}.get(name, name)

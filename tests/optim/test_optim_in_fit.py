@@ -1,5 +1,5 @@
 """The optimizers of round 3 (lion, adamax(w), amsgrad, adabelief, radam, lamb, lars,
-adafactor) and round 4 (muon, ...) inside ``train.fit``, as an optax user would use them: training, bit-identical
+adafactor), round 4 (muon, ...) and round 5 (sam, prodigy) inside ``train.fit``, as an optax user would use them: training, bit-identical
 resume from a checkpoint (their optax state classes, e.g. ``FactoredState`` with factors
 of other shapes than the params, are saved and restored), the learning rate in the
 history, the run fingerprint and the non-finite guard.
@@ -41,7 +41,20 @@ CASES = {
     "novograd": (optim.novograd(1e-2, weight_decay=1e-4), 1e-2),   # a scalar nu per leaf
     # a typed PRNG key in the state (AddNoiseState.rng_key) is saved and restored
     "noisy_sgd": (optim.noisy_sgd(1e-2, key=jax.random.key(0)), 1e-2),
+    # round 5: a copy of the params in the state (SAM's cache, Prodigy's params0), the
+    # inner states of both SAM optimizers, Prodigy's scalar estimates; 2 steps per epoch
+    # = one ascent and one outer step, so each epoch ends at the outer params
+    "sam": (optim.sam(optim.adam(1e-2), optim.chain(optim.normalize(), optim.sgd(0.05))),
+            None),
+    "prodigy": (optim.prodigy(estim_lr0=1e-3), 1.0),
 }
+
+
+def _key_data(tree):
+    """Typed PRNG keys (noisy_sgd's state, as optax's) as their uint32 data."""
+    return jax.tree_util.tree_map(
+        lambda x: jax.random.key_data(x) if jax.dtypes.issubdtype(
+            getattr(x, "dtype", None), jax.dtypes.prng_key) else x, tree)
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -56,7 +69,7 @@ def test_fit_trains_resumes_bit_identically_and_logs_the_rate(name, tmp_path):
     train.fit(MLP, params, state, opt, (X, Y), 1, checkpoint=manager, **FIT)
     other = init(MLP, seed=1)            # everything must come from the checkpoint
     resumed = train.fit(MLP, *other, opt, (X, Y), 2, checkpoint=manager, **FIT)
-    assert_trees_equal(full[:3], resumed[:3])
+    assert_trees_equal(*map(_key_data, (full[:3], resumed[:3])))
     assert resumed[3]["loss"] == full[3]["loss"]
     assert full[3]["loss"][1] < full[3]["loss"][0]
     if lr is None:

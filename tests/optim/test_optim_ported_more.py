@@ -94,10 +94,21 @@ DOC_EXAMPLES = {
     "novograd": ["1.40E+01", "1.39E+01", "1.39E+01", "1.38E+01", "1.37E+01"],
     "sign_sgd": ["1.40E+01", "1.39E+01", "1.39E+01", "1.39E+01", "1.38E+01"],
     "noisy_sgd": ["1.38E+01", "1.37E+01", "1.35E+01", "1.33E+01", "1.32E+01"],
+    # round 5 (adopt, ademamix, simplified_ademamix: optax.contrib)
+    "adopt": ["1.40E+01"] * 5,
+    "ademamix": ["1.39E+01", "1.38E+01", "1.36E+01", "1.35E+01", "1.34E+01"],
+    "simplified_ademamix": ["1.39E+01", "1.36E+01", "1.33E+01", "1.28E+01", "1.23E+01"],
+    "rprop": ["1.40E+01", "1.40E+01", "1.39E+01", "1.39E+01", "1.38E+01"],
+    "fromage": ["1.39E+01", "1.38E+01", "1.37E+01", "1.37E+01", "1.36E+01"],
+    "sm3": ["1.40E+01"] * 5,
+    "optimistic_gradient_descent": ["1.38E+01", "1.37E+01", "1.35E+01", "1.33E+01",
+                                    "1.32E+01"],
 }
 DOC_KWARGS = {"adan": {"learning_rate": 0.1}, "yogi": {"learning_rate": 0.002},
               "adadelta": {"learning_rate": 10.0},
-              "noisy_sgd": {"learning_rate": 0.003, "key": 0}}
+              "noisy_sgd": {"learning_rate": 0.003, "key": 0},
+              "ademamix": {"learning_rate": 0.01},
+              "simplified_ademamix": {"learning_rate": 0.01}}
 
 
 @pytest.mark.parametrize("name", list(DOC_EXAMPLES))
@@ -199,17 +210,35 @@ NEW_NAMES = ["lion", "adamax", "adamaxw", "amsgrad", "adabelief", "radam", "lamb
              "schedule_free_adamw", "schedule_free_eval_params", "adan", "yogi",
              "adadelta", "novograd", "scale_by_adan", "scale_by_yogi", "scale_by_adadelta",
              "scale_by_novograd", "zero_nans", "adaptive_grad_clip", "centralize",
-             "scale_by_sign", "sign_sgd", "signum", "add_noise", "noisy_sgd"]
+             "scale_by_sign", "sign_sgd", "signum", "add_noise", "noisy_sgd",
+             # round 5
+             "reduce_on_plateau", "lookahead", "apply_every", "freeze",
+             "selective_transform", "scale_gradient", "keep_params_nonnegative", "adopt",
+             "scale_by_adopt", "ademamix", "scale_by_ademamix", "simplified_ademamix",
+             "scale_by_simplified_ademamix", "prodigy", "rprop", "scale_by_rprop",
+             "optimistic_gradient_descent", "optimistic_adam", "optimistic_adam_v2",
+             "scale_by_optimistic_gradient", "polyak_sgd", "scale_by_polyak", "sm3",
+             "scale_by_sm3", "fromage", "sam", "normalize"]
 NEW_STATES = ["ScaleByLionState", "ScaleByAmsgradState", "ScaleByBeliefState",
               "ScaleByTrustRatioState", "FactoredState", "MuonState", "MuonDimensionNumbers",
               "ScheduleFreeState", "ScaleByAdanState", "ScaleByAdaDeltaState",
-              "ScaleByNovogradState", "ZeroNansState", "AdaptiveGradClipState", "AddNoiseState"]
+              "ScaleByNovogradState", "ZeroNansState", "AdaptiveGradClipState", "AddNoiseState",
+              # round 5
+              "ReduceLROnPlateauState", "LookaheadState", "LookaheadParams", "ApplyEvery",
+              "NonNegativeParamsState", "ScaleByAdemamixState",
+              "ScaleBySimplifiedAdEMAMixState", "ProdigyState", "ScaleByRpropState",
+              "ScaleByOptimisticGradientState", "ScaleBySM3State", "NormalizeState",
+              "SAMState"]
 
 
 def _optax_name(name):
     optax = pytest.importorskip("optax")
     import optax.contrib
-    return getattr(optax, name, None) or getattr(optax.contrib, name)
+    from optax._src import transform      # ScaleByOptimisticGradientState is not exported
+    for where in (optax, optax.contrib, transform):
+        if hasattr(where, name):
+            return getattr(where, name)
+    raise AttributeError(f"optax has no {name}")
 
 
 @pytest.mark.parametrize("name", NEW_NAMES)
