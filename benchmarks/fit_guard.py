@@ -3,7 +3,7 @@
 Every step of ``fit`` checks that its loss and new params and state are finite and keeps
 the previous ones otherwise (a reduction per leaf and a select, ``funcnet/train/epochs.py``).
 This script compiles ``fit``'s own epoch scan twice for the same model, data and key: as
-``fit`` runs it, and with the check and the select removed (``all_finite`` returning
+``fit`` runs it, and with the check and the select removed (``finite_leaves`` returning
 ``True`` and the select returning the new values, patched in this process only while
 tracing), then times the two interleaved in one process (the order alternates every
 round), so that both see the same machine load. Models: the ``small_mlp`` and ``cnn_b100``
@@ -35,18 +35,18 @@ def epoch_scans(model, opt, case, args) -> dict:
     from funcnet import ops
     from funcnet.train import epochs
 
-    original = (epochs.all_finite, epochs._tree_map)
-    unguarded = (lambda tree: jnp.array(True), lambda f, new, old: new)
+    original = (epochs.finite_leaves, epochs._tree_map)
+    unguarded = (lambda pairs: jnp.array(True), lambda f, new, old: new)
     scans = {}
     try:
         for name, (check, select) in (("guarded", original), ("unguarded", unguarded)):
             epochs.compiled.cache_clear()
-            epochs.all_finite, epochs._tree_map = check, select
+            epochs.finite_leaves, epochs._tree_map = check, select
             scan = epochs.compiled(model, opt, ops.softmax_cross_entropy, None, None,
                                    case.batch, None)[0]
             scans[name] = scan.lower(*args).compile()   # traced now, while patched
     finally:
-        epochs.all_finite, epochs._tree_map = original
+        epochs.finite_leaves, epochs._tree_map = original
         epochs.compiled.cache_clear()
     return scans
 

@@ -3,10 +3,10 @@ batch loss; a plateau halves the learning rate that ``fit`` logs, the run equals
 same run with optax's ``optax.contrib.reduce_on_plateau``, and it resumes from a
 checkpoint bit for bit (``ReduceLROnPlateauState`` saved and restored).
 
-With ``accumulation_size`` = the steps of an epoch the rule would compare epoch losses,
-but ``fit``'s non-finite guard rejects the first step: the state's best value is
-``inf`` (optax's) until the first comparison (the xfail below, for the lead: train's
-guard).
+With ``accumulation_size`` = the steps of an epoch the rule compares epoch losses; the
+state's best value is ``inf`` (optax's) until the first comparison, which ``fit``'s
+non-finite guard lets stay (a scalar of the optimizer state already non-finite), while a
+scalar that becomes non-finite still stops the run.
 
 Small: the MLP and digits subset of ``tests/train/_setup.py`` (2 steps per epoch).
 """
@@ -62,10 +62,32 @@ def test_fit_with_optax_reduce_on_plateau_gives_the_same_run():
     assert ours[3]["loss"] == pytest.approx(theirs[3]["loss"], rel=1e-6)
 
 
-@pytest.mark.xfail(strict=True, raises=train.NonFiniteError,
-                   reason="fit's non-finite guard counts the inf best value (optax's initial "
-                          "state) as a non-finite update (funcnet/train/epochs.py all_finite)")
 def test_epoch_losses_compared_with_accumulation_size_equal_to_the_steps_per_epoch():
+    """The state's best value is ``inf`` until the first comparison (optax's layout):
+    ``fit``'s guard lets a value that was non-finite stay so and stops only at values
+    that become non-finite."""
     opt = _opt(optim, accumulation_size=2)              # 2 steps per epoch
     *_, hist = train.fit(MLP, *init(MLP), opt, (X, Y), 3, **FIT)
     np.testing.assert_allclose(hist["learning_rate"], [LR, LR, LR / 2], rtol=1e-12)
+
+
+def test_a_state_scalar_that_becomes_non_finite_still_stops_fit():
+    """The guard's allowance is for values already non-finite: a scalar of the optimizer
+    state that turns infinite at the third step is caught there, and the run keeps the
+    last finite state."""
+    import jax.numpy as jnp
+
+    sgd = optim.sgd(LR)
+
+    def init_state(params):
+        return (sgd.init(params), jnp.zeros((), jnp.int32), jnp.ones(()))
+
+    def update(grads, state, params=None, **extra):
+        inner, count, s = state
+        updates, inner = sgd.update(grads, inner, params)
+        return updates, (inner, count + 1, jnp.where(count >= 2, jnp.inf, s))
+
+    opt = optim.base.optimizer(init_state, update)
+    with pytest.raises(train.NonFiniteError, match=r"epoch 2/3, step 1/2") as err:
+        train.fit(MLP, *init(MLP), opt, (X, Y), 3, **FIT)
+    assert float(err.value.opt_state[2]) == 1.0 and int(err.value.opt_state[1]) == 2
