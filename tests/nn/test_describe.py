@@ -2,6 +2,7 @@
 included; fit's fingerprint holds it, so a run is not resumed with another setting that
 leaves the params' tree unchanged (rope=True, a dropout rate, causal)."""
 import inspect
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -83,13 +84,26 @@ def _model(rate, rope):
                      nn.Flatten(), nn.Dense(10, dtype=jnp.float32))
 
 
-@pytest.mark.parametrize("then, why", [((0.1, False), "rope=False"),
-                                       ((0.2, True), "rate=0.2")], ids=["rope", "dropout"])
-def test_fit_refuses_a_model_with_another_setting_and_the_same_params(tmp_path, then, why):
+@pytest.fixture(scope="module")
+def first_epoch(tmp_path_factory):
+    """A run of _model(0.1, True) checkpointed after epoch 1 (trained once for both cases
+    below; each resumes from its own copy)."""
     first = _model(0.1, True)
     params, state = init(first)
-    manager = checkpoint.CheckpointManager(tmp_path)
-    train.fit(first, params, state, optim.adam(1e-2), (X, Y), 1, checkpoint=manager, **FIT)
+    path = tmp_path_factory.mktemp("first_epoch")
+    train.fit(first, params, state, optim.adam(1e-2), (X, Y), 1,
+              checkpoint=checkpoint.CheckpointManager(path), **FIT)
+    return path, params, state
+
+
+@pytest.mark.parametrize("then, why", [((0.1, False), "rope=False"),
+                                       ((0.2, True), "rate=0.2")], ids=["rope", "dropout"])
+def test_fit_refuses_a_model_with_another_setting_and_the_same_params(tmp_path, first_epoch,
+                                                                       then, why):
+    path, params, state = first_epoch
+    shutil.copytree(path, tmp_path / "run")
+    manager = checkpoint.CheckpointManager(tmp_path / "run")
+    assert manager.all_steps() == [1]
     with pytest.raises(train.RunMismatchError, match=f"model_config is .*{why}"):
         train.fit(_model(*then), params, state, optim.adam(1e-2), (X, Y), 2,
                   checkpoint=manager, **FIT)

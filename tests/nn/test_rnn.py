@@ -84,20 +84,19 @@ def test_learned_h0_with_a_given_carry_and_lengths():
         learned = layer.apply(p, (), (xs, None, lengths))[0]
         carried = layer.apply(p, (), (xs, given))[0]
         g = jax.grad(lambda p: jnp.sum(layer.apply(p, (), (xs, None, lengths))[0][1] ** 2))(p)
-        return learned, carried, g
+        want_g = jax.grad(lambda h: jnp.sum(R.rnn(
+            xs, jnp.broadcast_to(h[None], (N, H)), p["wx"], p["wh"], p["b"], lengths=lengths,
+            return_carry=True)[1] ** 2))(p["h0"])
+        return (learned, carried, g, want_g,
+                R.rnn(xs, h0, p["wx"], p["wh"], p["b"], lengths=lengths, return_carry=True),
+                R.rnn(xs, given, p["wx"], p["wh"], p["b"]))
 
-    (hs, h_last), carried, g = run(p)
-    want_hs, want_last = R.rnn(xs, h0, p["wx"], p["wh"], p["b"], lengths=lengths,
-                               return_carry=True)
+    (hs, h_last), carried, g, want_g, (want_hs, want_last), want_carried = run(p)
     np.testing.assert_allclose(hs, want_hs, rtol=1e-12)
     np.testing.assert_allclose(h_last, want_last, rtol=1e-12)
     np.testing.assert_array_equal(h_last[1], p["h0"])
     np.testing.assert_array_equal(h_last[2], hs[1, 2])
-    np.testing.assert_allclose(carried[0], R.rnn(xs, given, p["wx"], p["wh"], p["b"]),
-                               rtol=1e-12)
+    np.testing.assert_allclose(carried[0], want_carried, rtol=1e-12)
     np.testing.assert_allclose(carried[1], carried[0][-1], rtol=0)
-    want_g = jax.grad(lambda h: jnp.sum(R.rnn(xs, jnp.broadcast_to(h[None], (N, H)), p["wx"],
-                                              p["wh"], p["b"], lengths=lengths,
-                                              return_carry=True)[1] ** 2))(p["h0"])
     np.testing.assert_allclose(g["h0"], want_g, rtol=1e-10)
     assert float(jnp.abs(g["h0"]).max()) > 0

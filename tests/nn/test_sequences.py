@@ -93,7 +93,7 @@ def test_bidirectional_equals_each_sequence_run_alone(layer):
         return total, ys
 
     (val, y), g = jax.jit(jax.value_and_grad(batch_loss, has_aux=True))(params)
-    (val_alone, ys), g_alone = jax.value_and_grad(alone_loss, has_aux=True)(params)
+    (val_alone, ys), g_alone = jax.jit(jax.value_and_grad(alone_loss, has_aux=True))(params)
     assert y.shape == (T, len(LENGTHS), shape[-1]) and shape == (T, -1, shape[-1])
     for n, length in enumerate(LENGTHS):
         if length:
@@ -109,12 +109,16 @@ def test_bidirectional_without_lengths_and_one_sequence():
     shape, params, state = layer.init(KEY, (T, -1, D))
     assert shape == (T, -1, 5) and isinstance(params, tuple) and len(params) == 2
     x = randn((T, 2, D), 7)
-    y, new_state = layer.apply(params, state, x)
-    f, _ = fwd.apply(params[0], state[0], x)
-    b, _ = bwd.apply(params[1], state[1], x[::-1])
+
+    @jax.jit
+    def run(params, x):                # one program (eagerly: one compile per primitive)
+        return (layer.apply(params, state, x), fwd.apply(params[0], state[0], x)[0],
+                bwd.apply(params[1], state[1], x[::-1])[0],
+                layer.apply(params, state, x[:, 0])[0])          # (T, D): one sequence
+
+    (y, new_state), f, b, one = run(params, x)
     assert_close(y, jnp.concatenate([f, b[::-1]], -1), 1e-14, "no lengths")
     assert new_state == state
-    one, _ = layer.apply(params, state, x[:, 0])             # (T, D): one sequence
     assert_close(one, y[:, 0], 1e-14, "unbatched")
     assert layer.name == "Bidirectional(LSTM(3), LSTM(2))" and layer.layers == (fwd, bwd)
 
@@ -165,11 +169,16 @@ def test_bidirectional_one_sequence_with_a_length_follows_the_recurrent_rule():
     def loss(p, x, n):
         return jnp.sum(layer.apply(p, state, (x, n))[0] ** 2)
 
-    one = jax.vmap(lambda x, n: layer.apply(params, state, (x, n))[0], in_axes=(1, 0),
-                   out_axes=1)(xs, lengths)
-    assert_close(one, layer.apply(params, state, (xs, lengths))[0], 1e-14, "vmap")
-    per_example = jax.vmap(jax.grad(loss), in_axes=(None, 1, 0))(params, xs, lengths)
-    total = jax.grad(loss)(params, xs, lengths)
+    @jax.jit
+    def run(params, xs, lengths):      # one program (eagerly: one compile per primitive)
+        one = jax.vmap(lambda x, n: layer.apply(params, state, (x, n))[0], in_axes=(1, 0),
+                       out_axes=1)(xs, lengths)
+        per_example = jax.vmap(jax.grad(loss), in_axes=(None, 1, 0))(params, xs, lengths)
+        return (one, layer.apply(params, state, (xs, lengths))[0], per_example,
+                jax.grad(loss)(params, xs, lengths))
+
+    one, batch, per_example, total = run(params, xs, lengths)
+    assert_close(one, batch, 1e-14, "vmap")
     assert_close(jax.tree_util.tree_map(lambda g: g.sum(0), per_example), total, 1e-10,
                  "per-example grads")
     for f in (layer.apply, jax.jit(layer.apply)):
@@ -200,15 +209,22 @@ def _stack_alone_check(layer, input_shape, wrap, seed):
     shape, params, state = layer.init(KEY, input_shape)
     params = jax.tree_util.tree_map(lambda p: p + 0.3 * randn(p.shape, seed), params)
     x, lengths = randn((T, len(LENGTHS), D), seed + 1), jnp.array(LENGTHS)
-    y, _ = jax.jit(layer.apply)(params, state, wrap(x, lengths))
+
+    @jax.jit
+    def run(params, x, lengths):       # one program (eagerly: one compile per primitive)
+        y, _ = layer.apply(params, state, wrap(x, lengths))
+        alone = [layer.apply(params, state, x[:length, n:n + 1])[0] if length else None
+                 for n, length in enumerate(LENGTHS)]
+        one = jax.vmap(lambda x, n: layer.apply(params, state, wrap(x, n))[0],
+                       in_axes=(1, 0), out_axes=1)(x, lengths)      # one sequence each
+        return y, alone, one
+
+    y, alone, one = run(params, x, lengths)
     assert y.shape == (T, len(LENGTHS), shape[-1]) and shape == (T, -1, shape[-1])
     for n, length in enumerate(LENGTHS):
         if length:
-            alone, _ = layer.apply(params, state, x[:length, n:n + 1])
-            assert_close(y[:length, n], alone[:, 0], 1e-12, f"sequence {n}")
+            assert_close(y[:length, n], alone[n][:, 0], 1e-12, f"sequence {n}")
         np.testing.assert_array_equal(y[length:, n], 0.0)
-    one = jax.vmap(lambda x, n: layer.apply(params, state, wrap(x, n))[0], in_axes=(1, 0),
-                   out_axes=1)(x, lengths)                          # one sequence each
     assert_close(one, y, 1e-12, "vmap")
     return params, state, x, lengths
 
@@ -224,13 +240,19 @@ def test_stacked_bidirectional_passes_the_lengths_on():
         layer, ((T, -1, D), (-1,)), lambda x, n: (x, n), 12)
     first = layer.layers[0]
     assert first.init(KEY, ((T, -1, D), (-1,)))[0] == ((T, -1, 5), None, (-1,))
-    out, _ = first.apply(params[0], state[0], (x, lengths))
-    assert isinstance(out, tuple) and out[1] is None and out[2] is lengths
-    triple, _ = first.apply(params[0], state[0], (x, None, lengths))   # the recurrent form
+
+    @jax.jit
+    def run(p, x, lengths):            # one program (eagerly: one compile per primitive)
+        out, _ = first.apply(p, state[0], (x, lengths))
+        assert isinstance(out, tuple) and out[1] is None and out[2] is lengths
+        return (out, first.apply(p, state[0], (x, None, lengths))[0],   # the recurrent form
+                first.apply(p, state[0], x)[0],                    # no lengths: y alone
+                first.apply(p, state[0], (x, jnp.full((4,), T)))[0][0])
+
+    out, triple, plain, full = run(params[0], x, lengths)
+    np.testing.assert_array_equal(out[2], lengths)
     assert_close(triple[0], out[0], 0.0, "triple input")
-    plain, _ = first.apply(params[0], state[0], x)                 # no lengths: y alone
-    assert_close(plain, first.apply(params[0], state[0], (x, jnp.full((4,), T)))[0][0], 1e-14,
-                 "no lengths")
+    assert_close(plain, full, 1e-14, "no lengths")
     with pytest.raises(TypeError, match=r"Bidirectional: return_lengths must be a "):
         nn.Bidirectional(nn.GRU(2), nn.GRU(2), return_lengths=1)
     for f in (first.apply, jax.jit(first.apply)):
@@ -256,10 +278,16 @@ def test_stacked_recurrent_layers_pass_the_lengths_on():
     assert shape == ((T, -1, 3), ((-1, 3), (-1, 3)))
     params = jax.tree_util.tree_map(lambda p: p + 0.3 * randn(p.shape, 14), params)
     x, lengths = randn((T, len(LENGTHS), D), 15), jnp.array(LENGTHS)
-    (hs, (h, c)), _ = jax.jit(layer.apply)(params, state, (x, None, lengths))
+    @jax.jit
+    def run(params, x, lengths):       # one program (eagerly: one compile per primitive)
+        return layer.apply(params, state, (x, None, lengths))[0], [
+            layer.apply(params, state, (x[:max(length, 1), n:n + 1], None,
+                                        lengths[n:n + 1]))[0]
+            for n, length in enumerate(LENGTHS)]
+
+    (hs, (h, c)), alone = run(params, x, lengths)
     for n, length in enumerate(LENGTHS):
-        (hs1, (h1, c1)), _ = layer.apply(params, state, (x[:max(length, 1), n:n + 1], None,
-                                                         lengths[n:n + 1]))
+        hs1, (h1, c1) = alone[n]
         assert_close((h[n], c[n]), (h1[0], c1[0]), 1e-12, f"carry {n}")
         assert_close(hs[:length, n], hs1[:length, 0], 1e-12, f"hs {n}")
         np.testing.assert_array_equal(hs[length:, n], 0.0)

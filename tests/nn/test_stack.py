@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from funcnet import nn
-from tests.nn._models import randn
+from tests.nn._models import numpy_init, randn
 
 KEY = jax.random.PRNGKey(0)
 TOL = dict(rtol=1e-10, atol=1e-12)
@@ -43,22 +43,34 @@ def test_init_draws_one_independent_set_per_key():
     """Copy i is layer.init(split(key, n)[i]) exactly; leaves stacked on axis 0; the
     copies differ; the output shape is the input's."""
     params, state = _init()
-    assert REP.init(KEY, (-1, 4))[0] == (-1, 4)
-    loop = [BLOCK.init(k, (-1, 4)) for k in jax.random.split(KEY, N)]
-    assert all(out == (-1, 4) for out, _, _ in loop)
-    _close(params, _stack([p for _, p, _ in loop]))
-    _close(state, _stack([s for _, _, s in loop]))
+    shapes = []                        # output shapes, read while tracing
+
+    @jax.jit
+    def draws(key, seeds, typed):      # one program (eagerly: one compile per primitive)
+        shapes.append(REP.init(key, (-1, 4))[0])
+        loop = [BLOCK.init(k, (-1, 4)) for k in jax.random.split(key, N)]
+        shapes.extend(out for out, _, _ in loop)
+        return (_stack([p for _, p, _ in loop]), _stack([s for _, _, s in loop]),
+                # init vmapped over seeds (a seed sweep) and init of one seed
+                jax.vmap(lambda k: REP.init(k, (-1, 4))[1])(seeds),
+                REP.init(seeds[1], (-1, 4))[1],
+                # a typed key, and the copies drawn from its split one by one
+                REP.init(typed, (-1, 4))[1],
+                _stack([BLOCK.init(kk, (-1, 4))[1] for kk in jax.random.split(typed, N)]))
+
+    seeds = jax.random.split(jax.random.PRNGKey(2), 2)
+    loop_p, loop_s, swept, seed1, typed, typed_loop = draws(KEY, seeds, jax.random.key(0))
+    assert shapes == [(-1, 4)] * (N + 1)
+    _close(params, loop_p)
+    _close(state, loop_s)
     w = params[0]["w"]
     assert w.shape == (N, 4, 4) and not np.allclose(w[0], w[1])
     assert state[1]["mean"].shape == (N, 4)
     # init vmapped over seeds (a seed sweep) draws what init draws per seed
-    seeds = jax.random.split(jax.random.PRNGKey(2), 2)
-    swept = jax.jit(jax.vmap(lambda k: REP.init(k, (-1, 4))[1]))(seeds)
-    _close(jax.tree_util.tree_map(lambda a: a[1], swept), REP.init(seeds[1], (-1, 4))[1])
+    _close(jax.tree_util.tree_map(lambda a: a[1], swept), seed1)
     # typed keys work too and give the same draw as raw keys of the same seed
-    typed = jax.jit(lambda k: REP.init(k, (-1, 4))[1])(jax.random.key(0))
-    _close(typed[0], jax.jit(lambda k: _stack(
-        [BLOCK.init(kk, (-1, 4))[1] for kk in jax.random.split(k, N)]))(jax.random.key(0))[0])
+    _close(typed[0], typed_loop[0])
+    _close(typed[0], params[0])
 
 
 @functools.lru_cache(maxsize=None)
@@ -135,10 +147,12 @@ def test_vmap_per_example_and_grad():
     def one(p, x, k):
         return jnp.sum(model.apply(p, s, x, key=k, train=True)[0] ** 2)
 
-    f = jax.jit(jax.vmap(jax.value_and_grad(one), in_axes=(None, 0, 0)))
-    vals, grads = f(p, xs, keys)
+    f = jax.jit(lambda p, xs, keys: (
+        jax.vmap(jax.value_and_grad(one), in_axes=(None, 0, 0))(p, xs, keys),
+        [jax.value_and_grad(one)(p, xs[i], keys[i]) for i in range(3)]))    # the loop
+    (vals, grads), loop = f(p, xs, keys)
     for i in range(3):
-        v, g = jax.value_and_grad(one)(p, xs[i], keys[i])
+        v, g = loop[i]
         np.testing.assert_allclose(vals[i], v, **TOL)
         _close(jax.tree_util.tree_map(lambda a: a[i], grads), g)
 
@@ -171,19 +185,20 @@ def test_remat_policy_unroll_same_values_and_gradients():
     x = randn((5, 4), seed=3)
     k = jax.random.PRNGKey(9)
 
-    def grads(model):
+    def grads(model, p):
         def loss(p):
             y, s = model.apply(p, state, x, key=k, train=True)
             return jnp.sum(jnp.cos(y)), s
-        return jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
+        return jax.value_and_grad(loss, has_aux=True)(p)
 
-    ref = grads(REP)
     variants = [nn.Repeat(BLOCK, N, remat=True),
                 nn.Repeat(BLOCK, N, remat=True,
                           policy=jax.checkpoint_policies.dots_with_no_batch_dims_saveable),
                 nn.Repeat(BLOCK, N, unroll=2), nn.Repeat(BLOCK, N, unroll=N)]
-    for model in variants:
-        _close(grads(model), ref)
+    # one program for the five (five compilations took twice as long)
+    ref, *got = jax.jit(lambda p: [grads(model, p) for model in (REP, *variants)])(params)
+    for g in got:
+        _close(g, ref)
     jaxpr = str(jax.make_jaxpr(lambda p: variants[0].apply(p, state, x)[0])(params))
     assert "checkpoint" in jaxpr or "remat" in jaxpr
     # remat saves less for the backward pass than the plain scan
@@ -315,7 +330,7 @@ def test_pre_norm_transformer_stack_with_remat_equals_serial():
     head = (nn.Embedding(7, 4), nn.PositionEmbedding(5))
     model = nn.serial(*head, nn.Repeat(block, 2, remat=True))
     twin = nn.serial(*head, nn.serial(block, block))
-    p, s = jax.jit(lambda k: model.init(k, (-1, 5))[1:])(KEY)
+    _, p, s = numpy_init(model, (-1, 5))     # any params: init's program took 1.5 s to compile
     pt, st = (*p[:2], _slices(p[2], 2)), (*s[:2], _slices(s[2], 2))
     ids = jnp.asarray([[1, 2, 3, 4, 5], [6, 0, 0, 2, 1]], jnp.int32)
     k = jax.random.PRNGKey(4)

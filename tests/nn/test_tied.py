@@ -50,22 +50,24 @@ def test_values_state_and_gradients_equal_one_shared_table(model, train):
         return jnp.sum(jnp.sin(logits)), (logits, s)
 
     ours = lambda p, s, x, t: MODEL.apply(p, s, x, train=t)  # noqa: E731
-    (l1, (y1, s1)), g1 = jax.jit(jax.value_and_grad(lambda p: loss(ours, p), has_aux=True))(
-        params)
-    (l2, (y2, s2)), g2 = jax.value_and_grad(lambda p: loss(_shared_table, p),
-                                            has_aux=True)(params)
-    assert y1.shape == (3, 5, V)
-    np.testing.assert_allclose(y1, y2, rtol=1e-12, atol=1e-12)
-    for a, b in zip(jax.tree_util.tree_leaves((s1, g1)), jax.tree_util.tree_leaves((s2, g2))):
-        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
     # the table's gradient is the sum of its two uses, each of which is non-zero
     def split_uses(E_in, E_out):
         h = R.embedding(IDS, E_in)
         h, _ = BODY.apply(params["body"], state, h, train=train)
         return jnp.sum(jnp.sin(R.matmul(h, E_out.T)))
 
-    E = params["embedding"]
-    g_in, g_out = jax.grad(split_uses, argnums=(0, 1))(E, E)
+    @jax.jit
+    def run(p):                        # one program (eagerly: one compile per primitive)
+        return (jax.value_and_grad(lambda p: loss(ours, p), has_aux=True)(p),
+                jax.value_and_grad(lambda p: loss(_shared_table, p), has_aux=True)(p),
+                jax.grad(split_uses, argnums=(0, 1))(p["embedding"], p["embedding"]))
+
+    ((l1, (y1, s1)), g1), ((l2, (y2, s2)), g2), (g_in, g_out) = run(params)
+    assert y1.shape == (3, 5, V)
+    np.testing.assert_allclose(y1, y2, rtol=1e-12, atol=1e-12)
+    for a, b in zip(jax.tree_util.tree_leaves((s1, g1)), jax.tree_util.tree_leaves((s2, g2))):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
     assert np.abs(g_in).max() > 1e-3 and np.abs(g_out).max() > 1e-3
     np.testing.assert_allclose(g1["embedding"], g_in + g_out, rtol=1e-10, atol=1e-12)
 

@@ -135,13 +135,17 @@ def test_batch_norm_sync_under_vmap_equals_global_batch():
     def per_shard(f):
         return jax.vmap(lambda a: f(a, gamma, beta, 1e-5, "d")[0], axis_name="d")
 
-    y_sync = per_shard(ops.batch_norm)(x)
-    y_glob = ops.batch_norm(x.reshape(12, 2), gamma, beta)[0].reshape(4, 3, 2)
+    def glob(a):
+        return ops.batch_norm(a.reshape(12, 2), gamma, beta)[0].reshape(4, 3, 2)
+
+    @jax.jit
+    def run(x, dy):                    # one program (eagerly: one compile per primitive)
+        return (per_shard(ops.batch_norm)(x), glob(x),
+                *(jax.vjp(f, x)[1](dy)[0]
+                  for f in (per_shard(ops.batch_norm), per_shard(ref.batch_norm), glob)))
+
+    y_sync, y_glob, gx, gx_ref, gx_glob = run(x, dy)
     assert_close(y_sync, y_glob, 1e-12, "sync forward")
-    gx = jax.vjp(per_shard(ops.batch_norm), x)[1](dy)[0]
-    gx_ref = jax.vjp(per_shard(ref.batch_norm), x)[1](dy)[0]
-    gx_glob = jax.vjp(lambda a: ops.batch_norm(a.reshape(12, 2), gamma, beta)[0].reshape(4, 3, 2),
-                      x)[1](dy)[0]
     assert_close(gx, gx_ref, 1e-10, "sync backward vs reference")
     assert_close(gx, gx_glob, 1e-10, "sync backward vs global batch")
 
@@ -150,7 +154,8 @@ def test_batch_norm_stat_outputs_are_differentiable():
     x, gamma, beta = normal(23, (5, 3)), normal(24, (3,)), normal(25, (3,))
     f = lambda mod: (lambda a: jnp.sum(jnp.sin(mod.batch_norm(a, gamma, beta)[1]))  # noqa: E731
                      + jnp.sum(mod.batch_norm(a, gamma, beta)[2] ** 2))
-    assert_close(jax.grad(f(ops))(x), jax.grad(f(ref))(x), 1e-10, "stats grads")
+    got, want = jax.jit(lambda x: (jax.grad(f(ops))(x), jax.grad(f(ref))(x)))(x)
+    assert_close(got, want, 1e-10, "stats grads")
 
 
 def test_bce_clips_instead_of_nan():

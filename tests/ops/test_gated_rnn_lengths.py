@@ -2,6 +2,8 @@
 of the twins and central differences, every sequence equal to itself run alone (values
 and gradients, whatever the padding holds), ``lengths = T`` equal to no lengths, vmap,
 int dtypes, and bad lengths (errors eagerly, NaN for that sequence under jit)."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -43,6 +45,24 @@ def _loss(op, lengths):
     return f
 
 
+@functools.lru_cache(maxsize=None)
+def _batch_and_alone(name):
+    """One program (shared by both paddings): the padded batch's outputs and gradients,
+    and each non-empty sequence run alone on its real steps (outputs, gradients)."""
+    op, k = OPS[name][0], n_carry(name)
+
+    @jax.jit
+    def run(args):
+        alone = {}
+        for n, length in enumerate(LENGTHS):
+            if length:
+                one = ((args[0][:length, n:n + 1],) + tuple(a[n:n + 1] for a in args[1:1 + k])
+                       + args[1 + k:])
+                alone[n] = op(*one), jax.grad(_loss(op, None))(one)
+        return op(*args, lengths=LENGTHS), jax.grad(_loss(op, LENGTHS))(args), alone
+    return run
+
+
 @pytest.mark.parametrize("name", ["lstm", "gru", "rnn"])
 @pytest.mark.parametrize("padding", ["random", "nonfinite"])
 def test_each_sequence_as_if_run_alone(name, padding):
@@ -56,11 +76,9 @@ def test_each_sequence_as_if_run_alone(name, padding):
             xs[length:, n] = np.where(np.arange(D) % 2, np.inf, np.nan)
     args[0] = xs
     k = n_carry(name)
-    hs, carry = op(*args, lengths=LENGTHS)
-    grads = jax.grad(_loss(op, LENGTHS))(tuple(args))
+    (hs, carry), grads, alone = _batch_and_alone(name)(tuple(args))
     want_w = [np.zeros_like(a) for a in args[1 + k:]]
     for n, length in enumerate(LENGTHS):
-        one = [xs[:length, n:n + 1]] + [a[n:n + 1] for a in args[1:1 + k]] + args[1 + k:]
         carry_n = [c[n] for c in jax.tree_util.tree_leaves(carry)]
         if length == 0:       # nothing to run: the initial carry, no gradient but its own
             for c, c0 in zip(carry_n, args[1:1 + k]):
@@ -69,11 +87,10 @@ def test_each_sequence_as_if_run_alone(name, padding):
             assert_close(g0, [2 * c0[n] for c0 in args[1:1 + k]], 1e-12, "d carry0")
             assert np.all(np.asarray(grads[0][:, n]) == 0)
             continue
-        hs1, carry1 = op(*one)
+        (hs1, carry1), g1 = alone[n]
         assert_close(hs[:length, n], hs1[:, 0], 1e-12, f"hs of sequence {n}")
         assert_close(carry_n, [c[0] for c in jax.tree_util.tree_leaves(carry1)], 1e-12,
                      f"carry of sequence {n}")
-        g1 = jax.grad(_loss(op, None))(tuple(one))
         assert_close(grads[0][:length, n], g1[0][:, 0], 1e-10, f"dxs of sequence {n}")
         assert np.all(np.asarray(grads[0][length:, n]) == 0), "no gradient into padding"
         for i in range(1, 1 + k):
@@ -88,9 +105,15 @@ def test_full_lengths_equal_no_lengths(name):
     op, _, make = OPS[name]
     args = make(T, N, D, H, seed=50)
     full = np.full((N,), T, np.int32)
-    assert_close(op(*args, lengths=full), op(*args), 1e-14, "value")
-    assert_close(jax.grad(_loss(op, full))(args), jax.grad(_loss(op, None))(args), 1e-12,
-                 "grads")
+
+    @jax.jit
+    def run(args):                     # one program (eagerly: one compile per primitive)
+        return (op(*args, lengths=full), op(*args), jax.grad(_loss(op, full))(args),
+                jax.grad(_loss(op, None))(args))
+
+    value, value_none, grads, grads_none = run(args)
+    assert_close(value, value_none, 1e-14, "value")
+    assert_close(grads, grads_none, 1e-12, "grads")
 
 
 @pytest.mark.parametrize("name", ["lstm", "gru", "rnn"])
@@ -105,9 +128,10 @@ def test_vmap_over_lengths_and_weights(name):
         a = args[:-1] + (scale * args[-1],)
         return jax.grad(_loss(op, lengths))(a)[-1]
 
-    got = jax.jit(jax.vmap(run))(scales, lengths)
+    got, loop = jax.jit(lambda s, l: (jax.vmap(run)(s, l), [run(s[i], l[i]) for i in range(2)]))(
+        scales, lengths)
     for i in range(2):
-        assert_close(got[i], run(scales[i], lengths[i]), 1e-12, f"member {i}")
+        assert_close(got[i], loop[i], 1e-12, f"member {i}")
 
 
 @pytest.mark.parametrize("dtype", [np.int32, np.int64, np.uint8, np.uint32])

@@ -92,6 +92,10 @@ def test_out_of_range_labels_refused_eagerly(name, bad):
             fn(scores, labels)
 
 
+_JIT_VALUE_AND_GRAD = {name: jax.jit(jax.value_and_grad(getattr(ops, name)))
+                       for name in CLASS_LOSSES}
+
+
 @pytest.mark.parametrize("name", CLASS_LOSSES)
 @pytest.mark.parametrize("bad, dtype", [
     (3, jnp.int32), (-1, jnp.int32), (2 ** 31 - 1, jnp.int32),
@@ -108,15 +112,15 @@ def test_out_of_range_labels_under_jit_give_nan_loss_and_zero_gradient_row(name,
     scores = jax.nn.softmax(jnp.array([[0.1, 0.2, 0.3], [1.0, -1.0, 0.5], [0.3, 0.3, 0.2]]))
     labels = jnp.array([0, bad, 2], dtype)
     assert labels.dtype == dtype and int(labels[1]) == bad
-    fn = getattr(ops, name)
-    v, g = jax.jit(jax.value_and_grad(fn))(scores, labels)
+    vg = _JIT_VALUE_AND_GRAD[name]          # shared: one compile per label dtype and mode
+    v, g = vg(scores, labels)
     assert np.isnan(float(v))
     assert np.all(_f64(g[1]) == 0.0) and np.all(np.isfinite(_f64(g)))
     rows = np.array([0, 2])
-    good = jax.grad(fn)(scores[rows], labels[rows]) * 2 / 3   # the other rows unchanged
+    good = vg(scores[rows], labels[rows])[1] * 2 / 3   # the other rows unchanged
     assert_close(g[rows], good, 1e-12, "valid rows")
-    with ops.reference_mode():
-        vr, gr = jax.jit(jax.value_and_grad(fn))(scores, labels)
+    with ops.reference_mode():              # jit retraces inside: the twin
+        vr, gr = vg(scores, labels)
     assert np.isnan(float(vr)) and np.all(_f64(gr[1]) == 0.0)
 
 
@@ -293,14 +297,17 @@ def test_zero_size_gradients_match_the_twin(name, args):
     f = lambda *a: jnp.sum(jnp.sin(getattr(ops, name)(*a)))  # noqa: E731
     fr = lambda *a: jnp.sum(jnp.sin(getattr(ref, name)(*a)))  # noqa: E731
     idx = tuple(range(len(args)))
-    assert_close(jax.grad(f, idx)(*args), jax.grad(fr, idx)(*args), 1e-12, "zero-size grads")
+    got, want = jax.jit(lambda *a: (jax.grad(f, idx)(*a), jax.grad(fr, idx)(*a)))(*args)
+    assert_close(got, want, 1e-12, "zero-size grads")
 
 
 # ------------------------------------------------------ +inf logits: as optax, op = twin
 def _per_row(fn, logits, labels):
-    """Loss of each row (a batch of one) and its gradient wrt the logits, by vmap."""
+    """Loss of each row (a batch of one) and its gradient wrt the logits, by vmap (jitted:
+    eagerly every primitive compiles on its own)."""
     one = lambda x, y: fn(x[None], y[None])   # noqa: E731
-    return jax.vmap(one)(logits, labels), jax.vmap(jax.grad(one))(logits, labels)
+    return jax.jit(lambda x, y: (jax.vmap(one)(x, y), jax.vmap(jax.grad(one))(x, y)))(
+        logits, labels)
 
 
 def _assert_same(got, want, what):
@@ -323,14 +330,13 @@ def test_softmax_cross_entropy_at_plus_inf_logits_equals_optax(one_hot):
     else:
         theirs = optax.softmax_cross_entropy_with_integer_labels
     want = _per_row(lambda x, t: jnp.mean(theirs(x, t)), logits, y)
-    got = _per_row(ops.softmax_cross_entropy, logits, y)
+    got = both = _per_row(ops.softmax_cross_entropy, logits, y)
     if one_hot:   # values only: optax's gradient is NaN over a whole +inf row, funcnet's
         # only at the +inf entry (as optax's integer-label gradient); the last row (-inf at
         # a class of label 0) is 0 * -inf = NaN in optax's one-hot loss, funcnet's
         # 0 log 0 = 0 (test_softmax_cross_entropy_exact_with_masked_logits)
         got, want = got[0][:4], want[0][:4]
     _assert_same(got, want, "op vs optax")
-    both = _per_row(ops.softmax_cross_entropy, logits, y)
     _assert_same(_per_row(ref.softmax_cross_entropy, logits, y), both, "twin vs op")
     if not one_hot:
         assert np.all(both[0][np.array([0, 2])] == np.inf) and np.isnan(both[0][1])
@@ -344,9 +350,10 @@ def test_sigmoid_binary_cross_entropy_at_infinite_logits_equals_optax():
     x = jnp.array([np.inf, np.inf, np.inf, -np.inf, -np.inf, -np.inf, 0.5, -30.0, 1e30])
     t = jnp.array([0.0, 0.3, 1.0, 0.0, 0.3, 1.0, 0.2, 0.7, 0.4])
 
-    def elementwise(fn):
+    def elementwise(fn):             # jitted: eagerly every primitive compiles on its own
         one = lambda a, b: fn(a[None], b[None])   # noqa: E731
-        return jax.vmap(one)(x, t), jax.vmap(jax.grad(one, (0, 1)))(x, t)
+        return jax.jit(lambda x, t: (jax.vmap(one)(x, t),
+                                     jax.vmap(jax.grad(one, (0, 1)))(x, t)))(x, t)
 
     got = elementwise(ops.sigmoid_binary_cross_entropy)
     _assert_same(got, elementwise(lambda a, b: jnp.mean(optax.sigmoid_binary_cross_entropy(

@@ -6,9 +6,10 @@
   work on them (the hand-written backward rules are plain JAX) and equal the twins';
 * the switch is in JAX's trace context: ``jit`` retraces across it, nesting and threads.
 
-Each case compiles once: the custom-rule and the reference computations are traced into
-the same jitted function (the switch is read while tracing).
+Each case compiles once: the custom-rule and the reference computations of both per-case
+tests are traced into the same jitted function (the switch is read while tracing).
 """
+import functools
 import threading
 
 import jax
@@ -64,51 +65,54 @@ def test_the_switch_is_in_the_trace_context():
     assert reference_mode_is_traced()   # jax exposes the hook this suite relies on
 
 
-@pytest.mark.parametrize("case_id, name, make, kwargs", CASES, ids=IDS)
-def test_forward_mode_inside_equals_reverse_mode_of_the_custom_rules(case_id, name, make,
-                                                                    kwargs):
-    f, d = _restricted(name, make(), kwargs)
-    argnums = tuple(range(len(d)))
-    tangents = jax.tree_util.tree_map(lambda a: jnp.cos(a + 1.0), d)
-
-    @jax.jit
-    def both(*d):
-        rev = jax.jacrev(f, argnums)(*d)                 # hand-written rules
-        with ops.reference_mode():
-            fwd = jax.jacfwd(f, argnums)(*d)
-            y, y_dot = jax.jvp(f, d, tangents)
-            y_lin, lin = jax.linearize(f, *d)
-            lin_dot = lin(*tangents)
-        return rev, fwd, (f(*d), y, y_lin), (y_dot, lin_dot)
-
-    rev, fwd, (y_op, y, y_lin), (y_dot, lin_dot) = both(*d)
-    assert_close(fwd, rev, 1e-10, "jacfwd (reference mode) vs jacrev (custom rules)")
-    assert_close(y, y_op, 1e-12, "values")
-    assert_close(y_lin, y_op, 1e-12, "linearize")
-    assert_close(lin_dot, y_dot, 1e-12, "linearize vs jvp")
-    with ops.reference_mode():
-        assert "custom_vjp_call" not in str(jax.make_jaxpr(f)(*d))
-    assert "custom_vjp_call" in str(jax.make_jaxpr(f)(*d))
-
-
-@pytest.mark.parametrize("case_id, name, make, kwargs", CASES, ids=IDS)
-def test_jvp_of_grad_works_on_the_custom_rules_and_equals_the_twin(case_id, name, make,
-                                                                  kwargs):
-    """Documented claim: second order built on reverse mode needs no reference_mode."""
+@functools.lru_cache(maxsize=None)
+def _both_modes(case_id):
+    """One compiled program per case, shared by the two tests below (the switch is read
+    while tracing): the custom rules' jacrev and jvp of grad, and inside reference_mode
+    jacfwd, jvp, linearize and jvp of grad."""
+    _, name, make, kwargs = CASES[IDS.index(case_id)]
     f, d = _restricted(name, make(), kwargs)
     s = _scalar(f)
     argnums = tuple(range(len(d)))
     tangents = jax.tree_util.tree_map(lambda a: jnp.cos(a + 1.0), d)
 
+    def jvp_of_grad(*d):
+        return jax.jvp(lambda *p: jax.grad(s, argnums)(*p), d, tangents)[1]
+
     @jax.jit
     def both(*d):
-        custom = jax.jvp(lambda *p: jax.grad(s, argnums)(*p), d, tangents)[1]
+        rev = jax.jacrev(f, argnums)(*d)                 # hand-written rules
+        custom = jvp_of_grad(*d)
         with ops.reference_mode():
-            twin = jax.jvp(lambda *p: jax.grad(s, argnums)(*p), d, tangents)[1]
-        return custom, twin
+            fwd = jax.jacfwd(f, argnums)(*d)
+            y, y_dot = jax.jvp(f, d, tangents)
+            y_lin, lin = jax.linearize(f, *d)
+            lin_dot = lin(*tangents)
+            twin = jvp_of_grad(*d)
+        return dict(rev=rev, fwd=fwd, y_op=f(*d), y=y, y_lin=y_lin, y_dot=y_dot,
+                    lin_dot=lin_dot, custom=custom, twin=twin)
 
-    custom, twin = both(*d)
-    assert_close(custom, twin, 1e-9, "jvp(grad) custom vs twin")
+    return f, d, both(*d)
+
+
+@pytest.mark.parametrize("case_id", IDS)
+def test_forward_mode_inside_equals_reverse_mode_of_the_custom_rules(case_id):
+    f, d, out = _both_modes(case_id)
+    assert_close(out["fwd"], out["rev"], 1e-10,
+                 "jacfwd (reference mode) vs jacrev (custom rules)")
+    assert_close(out["y"], out["y_op"], 1e-12, "values")
+    assert_close(out["y_lin"], out["y_op"], 1e-12, "linearize")
+    assert_close(out["lin_dot"], out["y_dot"], 1e-12, "linearize vs jvp")
+    with ops.reference_mode():
+        assert "custom_vjp_call" not in str(jax.make_jaxpr(f)(*d))
+    assert "custom_vjp_call" in str(jax.make_jaxpr(f)(*d))
+
+
+@pytest.mark.parametrize("case_id", IDS)
+def test_jvp_of_grad_works_on_the_custom_rules_and_equals_the_twin(case_id):
+    """Documented claim: second order built on reverse mode needs no reference_mode."""
+    out = _both_modes(case_id)[2]
+    assert_close(out["custom"], out["twin"], 1e-9, "jvp(grad) custom vs twin")
 
 
 @pytest.mark.parametrize("case_id", ["sce_index", "batch_norm_2d", "conv2d", "rnn", "l2"])
@@ -243,15 +247,17 @@ def test_reference_mode_keeps_values_at_nan_and_inf(name):
                    [-np.inf, 1.0, 2.0, 3.0], [-np.inf, -np.inf, -np.inf, -np.inf]])
     w = jnp.array([[0.5, -1.0, 2.0, 1.5]])
 
-    def value_and_grad():
-        f = getattr(ops, name)
+    def value_and_grad(f, x):
         return f(x), jax.grad(lambda x: jnp.sum(f(x) * w))(x)
 
-    custom = value_and_grad()
-    with ops.reference_mode():
-        twin = value_and_grad()
-    nn_f = getattr(jax.nn, name)
-    want = nn_f(x), jax.grad(lambda x: jnp.sum(nn_f(x) * w))(x)
+    @jax.jit
+    def run(x):                        # one program (eagerly: one compile per primitive)
+        custom = value_and_grad(getattr(ops, name), x)
+        with ops.reference_mode():
+            twin = value_and_grad(getattr(ops, name), x)
+        return custom, twin, value_and_grad(getattr(jax.nn, name), x)
+
+    custom, twin, want = run(x)
     for got in (custom, twin):
         np.testing.assert_allclose(got[0], want[0], rtol=1e-15, atol=0)   # NaN where NaN
         np.testing.assert_allclose(got[1], want[1], rtol=1e-14, atol=1e-16)

@@ -44,12 +44,16 @@ def test_an_update_that_reads_the_loss_gets_value():
     def loss_of(p_, x, y):
         return ops.softmax_cross_entropy(model.apply(p_, state, x, train=True)[0], y)
 
+    @jax.jit
+    def manual_step(mp, mo, x, y):     # the hand-written loop's step (jitted, as users do)
+        value, g = jax.value_and_grad(loss_of)(mp, x, y)
+        updates, mo = opt.update(g, mo, mp, value=value)
+        return optax.apply_updates(mp, updates), mo, value
+
     for i in range(6):
         x, y = X[32 * i:32 * (i + 1)], Y[32 * i:32 * (i + 1)]
         p, s, o, m = step(p, s, o, x, y)
-        value, g = jax.value_and_grad(loss_of)(mp, x, y)
-        updates, mo = opt.update(g, mo, mp, value=value)
-        mp = optax.apply_updates(mp, updates)
+        mp, mo, value = manual_step(mp, mo, x, y)
         np.testing.assert_allclose(m["loss"], value, rtol=1e-12)
     assert float(mo[1].scale) < 1.0                     # the plateau rule did act
     for a, b in zip(jax.tree_util.tree_leaves((p, o)), jax.tree_util.tree_leaves((mp, mo))):
