@@ -44,9 +44,21 @@ def _conv(name, out_channels, kernel_shape, to_2d, ranks, layout, stride, pads, 
     probe(where, lambda x, w: ops.conv2d(x, w, **conv),
           (1, dilation[0] * (kh - 1) + 1, dilation[1] * (kw - 1) + 1, groups),
           (kh, kw, 1, groups))
-    shapes = {"w": kernel_shape + (None, out_channels)}
+    return conv_layer(name, kernel_shape + (None, out_channels), out_channels,
+                      lambda cin: kernel_shape + (cin // groups, out_channels), to_2d, ranks,
+                      layout, groups, use_bias, w_init, b_init, dtype, where,
+                      lambda xb, w4, b: ops.conv2d(xb, w4, b, **conv))
+
+
+def conv_layer(name, w_spec, features, w_shape, to_2d, ranks, layout, groups, use_bias,
+               w_init, b_init, dtype, where, call) -> Layer:
+    """The init/apply of a convolution layer (``Conv2D``/``Conv1D`` and the transposed
+    ones): ``w_spec`` the kernel's checked shape (``None`` for the input channels' axis),
+    ``w_shape(in_channels)`` the kernel ``init`` draws, ``features`` the bias size, ``to_2d``
+    as in :func:`_conv`, ``call(x4, w4, b)`` the op on NHWC."""
+    shapes = {"w": w_spec}
     if use_bias:
-        shapes["b"] = (out_channels,)
+        shapes["b"] = (features,)
 
     def init(key, input_shape):
         shape = check_input_shape(name, key, input_shape, ranks, layout,
@@ -54,16 +66,16 @@ def _conv(name, out_channels, kernel_shape, to_2d, ranks, layout, stride, pads, 
         _checks.check_groups(name, f"input_shape {shape}: in_channels {shape[-1]}",
                              shape[-1], groups)
         dt = check_dtype(name, dtype)
-        w_shape = kernel_shape + (shape[-1] // groups, out_channels)
+        kernel = w_shape(shape[-1])
         return init_checked(name, apply, lambda k: (kernel_and_bias(
-            k, w_shape, use_bias, w_init, b_init, dt), ()), key, shape, dt)
+            k, kernel, use_bias, w_init, b_init, dt, features), ()), key, shape, dt)
 
     def apply(params, state, x, *, key=None, train=False):
         del key, train
         x, params = weights_and_input(name, params, state, x, shapes)
         _checks.check_rank(name, "x", x, ranks, layout)
         x4, w4, back = to_2d(x, params["w"])
-        y = with_batch(where, x4, lambda xb: ops.conv2d(xb, w4, params.get("b"), **conv))
+        y = with_batch(where, x4, lambda xb: call(xb, w4, params.get("b")))
         return back(y), state
 
     return Layer(init, apply, name)

@@ -34,10 +34,8 @@ from __future__ import annotations
 from funcnet import _checks, ops
 from funcnet._describe import described
 from funcnet.nn import initializers
-from funcnet.nn.base import (Layer, check_dtype, check_input_shape, check_weight_args,
-                             init_checked, kernel_and_bias, probe, weights_and_input,
-                             with_batch)
-from funcnet.nn.conv import _padding_1d
+from funcnet.nn.base import Layer, check_weight_args, probe
+from funcnet.nn.conv import _padding_1d, conv_layer
 
 __all__ = ["ConvTranspose2D", "ConvTranspose1D"]
 
@@ -65,30 +63,10 @@ def _layer(name, features, kernel_shape, to_2d, ranks, layout, geometry, use_bia
     rows = 1 if isinstance(pads, str) else 1 + max(lo + hi for lo, hi in pads)
     probe(where, lambda x, w: ops.conv_transpose2d(x, w, **geometry), (1, rows, rows, groups),
           (kh, kw, 1, groups))
-    shapes = {"w": kernel_shape + (features // groups, None)}
-    if use_bias:
-        shapes["b"] = (features,)
-
-    def init(key, input_shape):
-        shape = check_input_shape(name, key, input_shape, ranks, layout,
-                                  needs=max(ranks) - 1)
-        _checks.check_groups(name, f"input_shape {shape}: in_channels {shape[-1]}",
-                             shape[-1], groups)
-        dt = check_dtype(name, dtype)
-        w_shape = kernel_shape + (features // groups, shape[-1])
-        return init_checked(name, apply, lambda k: (kernel_and_bias(
-            k, w_shape, use_bias, w_init, b_init, dt, features), ()), key, shape, dt)
-
-    def apply(params, state, x, *, key=None, train=False):
-        del key, train
-        x, params = weights_and_input(name, params, state, x, shapes)
-        _checks.check_rank(name, "x", x, ranks, layout)
-        x4, w4, back = to_2d(x, params["w"])
-        y = with_batch(where, x4,
-                       lambda xb: ops.conv_transpose2d(xb, w4, params.get("b"), **geometry))
-        return back(y), state
-
-    return Layer(init, apply, name)
+    return conv_layer(name, kernel_shape + (features // groups, None), features,
+                      lambda cin: kernel_shape + (features // groups, cin), to_2d, ranks,
+                      layout, groups, use_bias, w_init, b_init, dtype, where,
+                      lambda xb, w4, b: ops.conv_transpose2d(xb, w4, b, **geometry))
 
 
 @described
