@@ -10,15 +10,15 @@ from jax import lax
 
 from funcnet import nn
 from funcnet.gradcheck import assert_close
-from tests.nn._models import randn
+from tests.nn._models import abstract_init, randn
 
 F64 = jnp.float64
 KEY = jax.random.PRNGKey(0)
 
 
 def _params(layer, input_shape, seed):
-    """Random float64 params of ``layer`` (shapes from its init)."""
-    _, p, _ = layer.init(KEY, input_shape)
+    """Random float64 params of ``layer`` (shapes from its init, traced abstractly)."""
+    _, p, _ = abstract_init(layer, input_shape)
     return {k: randn(v.shape, seed=seed + i) for i, (k, v) in enumerate(sorted(p.items()))}
 
 
@@ -93,7 +93,7 @@ def test_flax_conv_with_groups_and_dilation_gives_the_same_numbers():
     for flax_layer, layer, x in cases:
         variables = flax_layer.init(KEY, x)
         kernel, bias = variables["params"]["kernel"], variables["params"]["bias"]
-        assert kernel.shape == layer.init(KEY, (-1,) + x.shape[1:])[1]["w"].shape
+        assert kernel.shape == abstract_init(layer, (-1,) + x.shape[1:])[1]["w"].shape
         assert_close(layer.apply({"w": kernel, "b": bias}, (), x)[0],
                      flax_layer.apply(variables, x), 1e-10, layer.name)
 
