@@ -260,6 +260,25 @@ def _leaf(node, kind: str, leaves: list[np.ndarray], counter: list[int], path: s
     return stored.view(dtype)
 
 
+def _raw_key_as(value: np.ndarray, like):
+    """A stored ``uint32`` array that is the key data of a key like ``like`` (a typed key
+    of the same shape and implementation), as that typed key; anything else unchanged.
+
+    States that once held raw ``uint32[2]`` keys now hold typed ones (``noisy_sgd``'s
+    ``rng_key``), so a checkpoint written before still restores into today's template.
+    """
+    if value.dtype != np.uint32:
+        return value
+    for impl in KEY_IMPLS:
+        try:
+            key = jax.random.wrap_key_data(value, impl=impl)
+        except (TypeError, ValueError):
+            continue
+        if key.dtype == like.dtype and key.shape == tuple(like.shape):
+            return key
+    return value
+
+
 def _describe(node, kind: str) -> str:
     if kind == "namedtuple":
         name = str(node.get("name", "?")).rsplit(".", 1)[-1]
@@ -312,7 +331,9 @@ def build(description, leaves: list[np.ndarray], like=FREE,
 
     With ``like``: every node type, dict key set, NamedTuple name and fields, length,
     shape and dtype must agree; the result takes ``like``'s container types and key
-    order, and its array leaves are ``jax.Array``s on ``like``'s shardings.
+    order, and its array leaves are ``jax.Array``s on ``like``'s shardings. A typed key
+    of ``like`` also takes a stored ``uint32`` array that is its key data (a state that
+    held raw keys when it was saved).
 
     Raises:
       CheckpointError: ``damaged=True`` for a malformed description (or one that
@@ -345,6 +366,8 @@ def build(description, leaves: list[np.ndarray], like=FREE,
             value = _leaf(node, kind, leaves, counter, path)
             if free:
                 return value
+            if kind == "array" and _checks.is_key(like):
+                value = _raw_key_as(value, like)
             if tuple(value.shape) != tuple(like.shape):
                 raise mismatch(path, f"file has shape {tuple(value.shape)}, like has "
                                      f"{tuple(like.shape)}")

@@ -23,7 +23,9 @@ The user's ``config`` (``fit(config=...)``, JSON) joins it: what defines the run
 cannot see, such as an optax optimizer's hyperparameters (closures, which
 :func:`~funcnet.optim.describe` cannot read) or augmentation
 settings. A mismatch of params, state or optimizer state names the first leaf that
-differs (``"leaves"``, the readable form of those three hashes).
+differs (``"leaves"``, the readable form of those three hashes). A tree holding typed PRNG
+keys also matches a checkpoint whose tree held their raw ``uint32`` key data
+(``"raw_keys"``; ``noisy_sgd``'s state did before it kept a typed key), which restore wraps.
 
 Not in it, so that they can change between a run and its resumption: ``epochs`` (extend
 a finished run), ``eval_data``, ``callbacks``, ``metrics_fn``, ``progress``,
@@ -82,6 +84,14 @@ def tree_signature(tree) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _raw_keys(tree):
+    """``tree`` with each typed key leaf as its ``uint32`` key data (shapes only): the
+    tree a run whose state held raw keys (``noisy_sgd`` before it kept a typed key)
+    recorded in its fingerprint."""
+    return jax.tree_util.tree_map(
+        lambda a: jax.eval_shape(jax.random.key_data, a) if is_key(a) else a, tree)
+
+
 def _dtype_name(a) -> str:
     """The dtype JAX computes array ``a`` in (a NumPy float64 leaf is float32 when x64 is
     off); of a typed key, its key dtype; of a Python scalar leaf, NumPy's name for its
@@ -137,7 +147,9 @@ def fingerprint(*, model, params, state, opt_state, learning_rate, loss_fn, key,
     JSON-serialisable description of the rest of the run (``fit(config=...)``);
     ``optimizer`` / ``model_config``: :func:`funcnet.optim.describe` of the optimizer and
     :func:`funcnet.nn.describe` of the model (``None`` for what funcnet did not build).
-    Its ``"leaves"`` entry explains a tree mismatch and is not compared itself."""
+    Its ``"leaves"`` entry explains a tree mismatch and is not compared itself; nor is
+    ``"raw_keys"``, present when a tree holds typed PRNG keys: the signature the tree had
+    with raw ``uint32`` keys, which a checkpoint written then still matches."""
     trees = dict(zip(_TREES, (params, state, opt_state)))
     fp = {
         "model": describe_model(model),
@@ -149,6 +161,10 @@ def fingerprint(*, model, params, state, opt_state, learning_rate, loss_fn, key,
         "data": describe_data(data),
         "leaves": {name: describe_leaves(tree) for name, tree in trees.items()},
     }
+    raw = {name: tree_signature(_raw_keys(tree)) for name, tree in trees.items()
+           if any(is_key(a) for a in jax.tree_util.tree_leaves(tree))}
+    if raw:
+        fp["raw_keys"] = raw
     if config is not None:
         fp["config"] = config
     fp["optimizer"] = optimizer
@@ -184,6 +200,17 @@ def _differs(k: str, now, saved) -> bool:
     return saved != now
 
 
+def _differs_in(fp: dict, saved: dict, k: str) -> bool:
+    """:func:`_differs`, where a tree whose typed keys were raw ``uint32`` key data in the
+    saved run (its ``raw_keys`` signature) is the same tree: checkpoint restore turns that
+    data into the key."""
+    if k == "raw_keys":
+        return False
+    if k in fp.get("raw_keys", {}) and saved.get(k) == fp["raw_keys"][k]:
+        return False
+    return _differs(k, fp.get(k), saved.get(k))
+
+
 def _first_leaf_difference(now: list, saved) -> str:
     """The first leaf (``"path dtype[shape]"``) where two :func:`describe_leaves` differ."""
     if not isinstance(saved, list):
@@ -217,8 +244,7 @@ def _mismatch(meta, fp: dict, step: int) -> str | None:
     keys = [*fp, *(["config"] if "config" in saved and "config" not in fp else [])]
     # entries a checkpoint written before funcnet recorded them lacks: not compared
     keys = [k for k in keys if k not in _RECORDED_LATER or k in saved]
-    diffs = [_explained(k, fp, saved, step) for k in keys
-             if _differs(k, fp.get(k), saved.get(k))]
+    diffs = [_explained(k, fp, saved, step) for k in keys if _differs_in(fp, saved, k)]
     return "; ".join(diffs) or None
 
 

@@ -88,3 +88,20 @@ def test_like_with_unsupported_node(tmp_path):
     checkpoint.save(tmp_path / "c.npz", {"a": 1})
     with pytest.raises(TypeError, match="like has unsupported type object at a"):
         checkpoint.restore(tmp_path / "c.npz", like={"a": object()})
+
+
+def test_a_typed_key_of_like_takes_its_raw_key_data_and_nothing_else(tmp_path):
+    """A state that held a raw ``uint32[2]`` key when it was saved (funcnet's
+    ``noisy_sgd`` before it kept a typed key, as optax's does) restores into a template
+    with a typed key, the same key; data that is not that key's stays a mismatch."""
+    raw = jax.random.key_data(jax.random.key(7))
+    checkpoint.save(tmp_path / "c.npz", {"key": raw, "other": np.zeros(3, np.uint32)})
+    like = {"key": jax.random.key(0), "other": jax.random.key(0)}
+    with pytest.raises(CheckpointError, match=r"other: file has shape \(3,\), like has \(\)"):
+        checkpoint.restore(tmp_path / "c.npz", like=like)
+    _, out = checkpoint.restore(tmp_path / "c.npz", like={**like, "other": np.zeros(3, np.uint32)})
+    assert out["key"].dtype == jax.random.key(0).dtype
+    np.testing.assert_array_equal(jax.random.key_data(out["key"]), raw)
+    with pytest.raises(CheckpointError, match=r"key: file has shape \(2,\), like has \(\)"):
+        checkpoint.restore(tmp_path / "c.npz", like={"key": jax.random.key(0, impl="rbg"),
+                                                     "other": np.zeros(3, np.uint32)})

@@ -116,3 +116,34 @@ def test_an_optimizer_state_holding_a_typed_key_checkpoints_and_resumes(tmp_path
     assert_trees_equal(resumed[:2], whole[:2])
     np.testing.assert_array_equal(jax.random.key_data(resumed[2][0].rng_key),
                                   jax.random.key_data(whole[2][0].rng_key))
+
+
+def test_a_run_saved_when_the_optimizer_state_held_a_raw_key_resumes(tmp_path):
+    """funcnet's noisy_sgd kept a raw ``uint32[2]`` key in its state before it kept a
+    typed one: a run checkpointed then (its state and fingerprint rewritten here as that
+    release wrote them) resumes, and equals the uninterrupted run, noise included."""
+    from funcnet import optim
+    from funcnet._checks import is_key
+    from funcnet.train.run import META_KEY, describe_leaves, tree_signature
+
+    params, state = init(MLP)
+    opt = optim.noisy_sgd(1e-2, key=jax.random.key(3))
+    manager = checkpoint.CheckpointManager(tmp_path)
+    train.fit(MLP, params, state, opt, (X, Y), 1, checkpoint=manager, **FIT)
+    step = manager.latest_step()
+    tree, meta = manager.restore(step)[1], manager.metadata(step)
+    old = jax.tree_util.tree_map(
+        lambda a: np.asarray(jax.random.key_data(a)) if is_key(a) else a, tree["opt_state"])
+    fp = meta[META_KEY]["fingerprint"]
+    assert fp.pop("raw_keys") == {"opt_state": tree_signature(old)}
+    fp.update(opt_state=tree_signature(old))
+    fp["leaves"]["opt_state"] = describe_leaves(old)
+    manager.save(step, {**tree, "opt_state": old}, metadata=meta)
+
+    resumed = train.fit(MLP, params, state, opt, (X, Y), 2, checkpoint=manager, **FIT)
+    whole = train.fit(MLP, params, state, opt, (X, Y), 2, **FIT)
+    assert resumed[3]["epoch"] == [1, 2]
+    assert_trees_equal(resumed[:2], whole[:2])
+    keys = [o.rng_key for o in (resumed[2][0], whole[2][0])]
+    assert all(is_key(k) for k in keys)
+    np.testing.assert_array_equal(*map(jax.random.key_data, keys))
