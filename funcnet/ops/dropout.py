@@ -12,15 +12,26 @@ from funcnet.ops._mode import has_twin
 from funcnet.ops._mesh import defvjp
 
 
-def check_dropout_args(fn: str, x, rate, key):
-    """The checks of :func:`dropout` (and its twin); returns ``(x, rate, key)``.
+def check_dropout_args(fn: str, x, rate, key, broadcast_dims=()):
+    """The checks of :func:`dropout` (and its twin); returns ``(x, rate, key,
+    mask_shape)``.
 
     ``rate``: a static, finite Python float in ``[0, 1)`` (NaN and inf refused); ``key``:
-    one PRNG key (:func:`funcnet._checks.check_key`).
+    one PRNG key (:func:`funcnet._checks.check_key`); ``broadcast_dims``: a tuple of
+    distinct static axes of ``x`` (negative counts from the end), size 1 in the mask.
     """
     rate = _checks.static_float(fn, "rate", rate, 0.0, 1.0, high_inclusive=False)
     _checks.check_float(fn, "x", x)
-    return as_array(x), rate, _checks.check_key(fn, key)
+    x = as_array(x)
+    if not isinstance(broadcast_dims, (tuple, list)):
+        raise TypeError(f"{fn}: broadcast_dims must be a tuple of ints, got "
+                        f"{type(broadcast_dims).__name__}")
+    dims = [_checks.check_axis(fn, d, x.ndim, "broadcast_dims") for d in broadcast_dims]
+    if len(set(dims)) != len(dims):
+        raise ValueError(f"{fn}: broadcast_dims {tuple(broadcast_dims)} names an axis twice "
+                         f"(x has shape {x.shape})")
+    shape = tuple(1 if i in dims else n for i, n in enumerate(x.shape))
+    return x, rate, _checks.check_key(fn, key), shape
 
 
 def keep_mask(key, rate: float, shape):
@@ -28,28 +39,28 @@ def keep_mask(key, rate: float, shape):
     return jax.random.bernoulli(key, 1.0 - rate, shape)
 
 
-def _apply_mask(x, key, rate):
-    return jnp.where(keep_mask(key, rate, x.shape), x / (1.0 - rate), jnp.zeros((), x.dtype))
+def _apply_mask(x, key, rate, shape):
+    return jnp.where(keep_mask(key, rate, shape), x / (1.0 - rate), jnp.zeros((), x.dtype))
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(1,))
-def _dropout(x, rate, key):
-    return _apply_mask(x, key, rate)
+@partial(jax.custom_vjp, nondiff_argnums=(1, 3))
+def _dropout(x, rate, key, shape):
+    return _apply_mask(x, key, rate, shape)
 
 
-def _dropout_fwd(x, rate, key):
-    return _apply_mask(x, key, rate), key
+def _dropout_fwd(x, rate, key, shape):
+    return _apply_mask(x, key, rate, shape), key
 
 
-def _dropout_bwd(rate, key, dy):
-    return _apply_mask(dy, key, rate), None
+def _dropout_bwd(rate, shape, key, dy):
+    return _apply_mask(dy, key, rate, shape), None
 
 
 defvjp(_dropout, _dropout_fwd, _dropout_bwd)
 
 
 @has_twin
-def dropout(x, rate, key):
+def dropout(x, rate, key, broadcast_dims=()):
     """Inverted dropout: zero each element with probability ``rate``, scale the rest.
 
     Forward: ``m ~ Bernoulli(1 - rate)`` elementwise from ``key``;
@@ -57,6 +68,12 @@ def dropout(x, rate, key):
     Backward: ``dx = dy * m / (1 - rate)``; the mask is REGENERATED from ``key`` (the
     residual is the key alone, not an ``x``-sized mask). ``key`` gets a ``None`` cotangent.
     ``rate == 0`` returns ``x`` unchanged (identity, gradient 1).
+
+    ``broadcast_dims`` (Flax's ``Dropout(broadcast_dims=)``): the mask has size 1 on these
+    axes and is shared along them: ``(1, 2)`` of NHWC drops whole feature maps (spatial
+    dropout, Tompson et al. 2015; PyTorch's ``Dropout2d``), every axis but the batch drops
+    whole examples (stochastic depth, :class:`funcnet.nn.DropPath`). The same key and
+    ``broadcast_dims`` give Flax's mask, ``bernoulli(key, 1 - rate, mask_shape)``.
 
     Under ``jax.vmap`` the mask is a function of the key alone: with one unbatched key
     (``vmap(lambda x: dropout(x, r, key))``) EVERY example gets the SAME mask (standard
@@ -68,20 +85,24 @@ def dropout(x, rate, key):
       rate: drop probability, a Python float in ``[0, 1)``. Static.
       key: a typed key (``jax.random.key``) or raw ``uint32[2]`` (``jax.random.PRNGKey``).
         The same key gives the same mask.
+      broadcast_dims: distinct axes of ``x`` (negative count from the end) along which
+        one mask value is shared. Static. Default ``()``: every element on its own.
 
     Returns:
       Array of ``x``'s shape and dtype.
 
     Raises:
-      ValueError: ``rate`` outside ``[0, 1)`` or not finite; key of the wrong shape.
-      TypeError: ``rate`` not a Python number; non-floating ``x``; key not a PRNG key.
+      ValueError: ``rate`` outside ``[0, 1)`` or not finite; key of the wrong shape; a
+        ``broadcast_dims`` axis out of range for ``x``'s rank, or named twice.
+      TypeError: ``rate`` not a Python number; non-floating ``x``; key not a PRNG key;
+        ``broadcast_dims`` not a tuple of ints.
 
     References:
       Srivastava et al., "Dropout: A Simple Way to Prevent Neural Networks from
       Overfitting", JMLR 2014, https://jmlr.org/papers/v15/srivastava14a.html.
       See ``docs/formulas.md``.
     """
-    x, rate, key = check_dropout_args("dropout", x, rate, key)
+    x, rate, key, shape = check_dropout_args("dropout", x, rate, key, broadcast_dims)
     if rate == 0.0:
         return x
-    return _dropout(x, rate, key)
+    return _dropout(x, rate, key, shape)

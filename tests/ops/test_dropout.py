@@ -58,7 +58,7 @@ def test_gradient_is_mask_over_keep_prob(rate):
 
 def test_residual_is_the_key_only():
     x = rand((50, 40))
-    _, res = jax.eval_shape(lambda x, k: dropout_mod._dropout_fwd(x, 0.5, k), x, RAW)
+    _, res = jax.eval_shape(lambda x, k: dropout_mod._dropout_fwd(x, 0.5, k, x.shape), x, RAW)
     assert res.shape == (2,) and res.dtype == jnp.uint32
 
 
