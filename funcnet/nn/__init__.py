@@ -48,7 +48,7 @@ from funcnet.nn.combinators import (FanInConcat, FanInSum, FanOut, Identity, Res
 from funcnet.nn.conv import Conv1D, Conv2D, Flatten
 from funcnet.nn.conv_transpose import ConvTranspose1D, ConvTranspose2D
 from funcnet.nn.dense import Dense
-from funcnet.nn.dropout import Dropout
+from funcnet.nn.dropout import DropPath, Dropout
 from funcnet.nn.embedding import Embedding
 from funcnet.nn.gated import GRU, LSTM
 from funcnet.nn.layer_norm import LayerNorm, RMSNorm
@@ -66,7 +66,7 @@ from funcnet.nn.tied import TiedEmbedding
 from funcnet.nn.summary import count_params, summary
 
 __all__ = [
-    "AvgPool2D", "BatchNorm", "Bidirectional", "Conv1D", "Conv2D", "Dense", "Dropout", "Embedding",
+    "AvgPool2D", "BatchNorm", "Bidirectional", "Conv1D", "Conv2D", "Dense", "DropPath", "Dropout", "Embedding",
     "FanInConcat", "FanInSum", "FanOut", "Flatten", "GELU", "GRU", "GlobalAvgPool2D",
     "Identity", "LSTM", "Layer", "LayerNorm", "LeakyReLU", "MaxPool2D", "MultiHeadAttention",
     "CrossAttention", "OnFirst", "KeepRest", "DropRest", "Select",
