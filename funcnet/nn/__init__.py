@@ -55,7 +55,8 @@ from funcnet.nn.layer_norm import LayerNorm, RMSNorm
 from funcnet.nn.group_norm import GroupNorm, InstanceNorm
 from funcnet.nn.memory import Remat, residual_bytes, saved_residuals
 from funcnet.nn.normalization import BatchNorm
-from funcnet.nn.pooling import AvgPool2D, GlobalAvgPool2D, MaxPool2D
+from funcnet.nn.pooling import (AvgPool1D, AvgPool2D, GlobalAvgPool2D, GlobalMaxPool2D,
+                                MaxPool1D, MaxPool2D)
 from funcnet.nn.upsample import Resize2D, Upsample2D
 from funcnet.nn.recurrent import RNN
 from funcnet.nn.sequences import Bidirectional, flip_sequences
@@ -66,9 +67,9 @@ from funcnet.nn.tied import TiedEmbedding
 from funcnet.nn.summary import count_params, summary
 
 __all__ = [
-    "AvgPool2D", "BatchNorm", "Bidirectional", "Conv1D", "Conv2D", "Dense", "DropPath", "Dropout", "Embedding",
-    "FanInConcat", "FanInSum", "FanOut", "Flatten", "GELU", "GRU", "GlobalAvgPool2D",
-    "Identity", "LSTM", "Layer", "LayerNorm", "LeakyReLU", "MaxPool2D", "MultiHeadAttention",
+    "AvgPool1D", "AvgPool2D", "BatchNorm", "Bidirectional", "Conv1D", "Conv2D", "Dense", "DropPath", "Dropout", "Embedding",
+    "FanInConcat", "FanInSum", "FanOut", "Flatten", "GELU", "GRU", "GlobalAvgPool2D", "GlobalMaxPool2D",
+    "Identity", "LSTM", "Layer", "LayerNorm", "LeakyReLU", "MaxPool1D", "MaxPool2D", "MultiHeadAttention",
     "CrossAttention", "OnFirst", "KeepRest", "DropRest", "Select",
     "RMSNorm", "RNN", "ReLU", "Remat", "Residual", "SiLU", "Sigmoid", "Softmax", "Softplus",
     "Tanh", "count_params", "initializers", "parallel", "residual_bytes", "saved_residuals",

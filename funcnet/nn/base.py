@@ -266,12 +266,25 @@ def promote(x, params, name: str = "promote"):
     return x.astype(dt), jax.tree_util.tree_map(cast, params)
 
 
-def with_batch(name: str, x, fn: Callable):
+def padding_1d(name: str, padding):
+    """1-D padding (``p``, ``(lo, hi)``, ``'SAME'``, ``'VALID'``) as the 2-D padding of the
+    same op on ``(N, 1, L, C)`` (``Conv1D``, ``MaxPool1D``, ...)."""
+    if isinstance(padding, str):
+        return _checks.normalize_padding(name, padding)
+    pair = (padding, padding) if not isinstance(padding, (tuple, list)) else tuple(padding)
+    if len(pair) != 2:
+        raise TypeError(f"{name}: padding must be an int, a pair (lo, hi), 'SAME' or 'VALID', "
+                        f"got {padding!r}")
+    lo, hi = (_checks.static_int(name, "padding", p, minimum=0) for p in pair)
+    return ((0, 0), (lo, hi))
+
+
+def with_batch(name: str, x, fn: Callable, example_rank: int = 3):
     """``fn`` (an NHWC op call) on ``(N, H, W, C)``, or on one example ``(H, W, C)`` (an
-    array of rank 3, checked by the caller) by adding and removing a batch axis; the op's
-    errors gain the layer's name."""
+    array of rank ``example_rank``, checked by the caller; 2 for one ``(L, C)`` sequence)
+    by adding and removing a batch axis; the op's errors gain the layer's name."""
     with _checks.context(name):
-        return fn(x[None])[0] if x.ndim == 3 else fn(x)
+        return fn(x[None])[0] if x.ndim == example_rank else fn(x)
 
 
 def split_pair(name: str, x, first: str, second: str):

@@ -24,7 +24,7 @@ from funcnet import _checks, ops
 from funcnet.nn import initializers
 from funcnet.nn.base import (Layer, apply_shape, check_dtype, check_input_shape,
                              check_no_params, check_weight_args, init_checked, kernel_and_bias,
-                             probe, weights_and_input, with_batch)
+                             padding_1d, probe, weights_and_input, with_batch)
 from funcnet._describe import described
 
 __all__ = ["Conv2D", "Conv1D", "Flatten"]
@@ -145,18 +145,6 @@ def Conv2D(out_channels: int, kernel_size, stride=1, padding=0, dilation=1, grou
                  groups, use_bias, w_init, b_init, dtype)
 
 
-def _padding_1d(name: str, padding):
-    """1-D padding (``p``, ``(lo, hi)``, ``'SAME'``, ``'VALID'``) as conv2d's 2-D padding."""
-    if isinstance(padding, str):
-        return _checks.normalize_padding(name, padding)
-    pair = (padding, padding) if not isinstance(padding, (tuple, list)) else tuple(padding)
-    if len(pair) != 2:
-        raise TypeError(f"{name}: padding must be an int, a pair (lo, hi), 'SAME' or 'VALID', "
-                        f"got {padding!r}")
-    lo, hi = (_checks.static_int(name, "padding", p, minimum=0) for p in pair)
-    return ((0, 0), (lo, hi))
-
-
 @described(added=("dilation", "groups"))
 def Conv1D(out_channels: int, kernel_size: int, stride: int = 1, padding=0,
            dilation: int = 1, groups: int = 1, *, use_bias: bool = True,
@@ -197,7 +185,7 @@ def Conv1D(out_channels: int, kernel_size: int, stride: int = 1, padding=0,
     s = _checks.static_int(name, "stride", stride, minimum=1)
     d = _checks.static_int(name, "dilation", dilation, minimum=1)
     groups = _checks.static_int(name, "groups", groups, minimum=1)
-    pads = _padding_1d(name, padding)
+    pads = padding_1d(name, padding)
 
     def to_2d(x, w):
         return x[..., None, :, :], w[None], lambda y: y[..., 0, :, :]

@@ -34,8 +34,8 @@ from __future__ import annotations
 from funcnet import _checks, ops
 from funcnet._describe import described
 from funcnet.nn import initializers
-from funcnet.nn.base import Layer, check_weight_args, probe
-from funcnet.nn.conv import _padding_1d, conv_layer
+from funcnet.nn.base import Layer, check_weight_args, padding_1d, probe
+from funcnet.nn.conv import conv_layer
 
 __all__ = ["ConvTranspose2D", "ConvTranspose1D"]
 
@@ -172,7 +172,7 @@ def ConvTranspose1D(features: int, kernel_size: int, stride: int = 1, padding=0,
     k = _checks.static_int(name, "kernel_size", kernel_size, minimum=1)
     geometry = dict(
         stride=(1, _checks.static_int(name, "stride", stride, minimum=1)),
-        padding=padding if isinstance(padding, str) else _padding_1d(name, padding),
+        padding=padding if isinstance(padding, str) else padding_1d(name, padding),
         output_padding=(0, _checks.static_int(name, "output_padding", output_padding)),
         dilation=(1, _checks.static_int(name, "dilation", dilation, minimum=1)),
         groups=_checks.static_int(name, "groups", groups, minimum=1), impl=impl)
