@@ -22,8 +22,12 @@ from funcnet.ops.conv_transpose import conv_transpose2d
 from funcnet.ops.dropout import dropout
 from funcnet.ops.linear import affine, matmul
 from funcnet.ops.losses import cross_entropy, multiclass_hinge, softmax_cross_entropy
+from funcnet.ops.losses_divergence import kl_divergence, kl_divergence_with_log_targets
 from funcnet.ops.losses_elementwise import (binary_cross_entropy, mean_squared_error,
                                             sigmoid_binary_cross_entropy)
+from funcnet.ops.losses_elementwise import sigmoid_focal_loss
+from funcnet.ops.losses_regression import (cosine_distance, cosine_similarity, huber_loss,
+                                           log_cosh)
 from funcnet.ops.normalization import batch_norm
 from funcnet.ops.regularization import l2_penalty
 from funcnet.ops.pool import avg_pool2d, max_pool2d
@@ -51,3 +55,5 @@ __all__ += ["embedding", "gelu", "gru", "layer_norm", "leaky_relu", "lstm",
 __all__ += ["group_norm"]
 __all__ += ["conv_transpose2d"]
 __all__ += ["resize2d"]
+__all__ += ["cosine_distance", "cosine_similarity", "huber_loss", "kl_divergence",
+            "kl_divergence_with_log_targets", "log_cosh", "sigmoid_focal_loss"]

@@ -58,6 +58,37 @@ def _sce_index_bwd(res, g):
 defvjp(_sce_index, _sce_index_fwd, _sce_index_bwd)
 
 
+def _smoothed_index_rows(logp, labels, a):
+    """Per-row loss with smoothed index labels: ``-(1 - a) logp_y - (a/C) sum_k logp_k``."""
+    return -((1 - a) * take_labels(logp, labels) + a / logp.shape[-1] * jnp.sum(logp, -1))
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _sce_index_smooth(logits, labels, a):
+    return jnp.mean(_smoothed_index_rows(_log_probs(logits), labels, a))
+
+
+def _sce_index_smooth_fwd(logits, labels, a):
+    logp = _log_probs(logits)
+    return jnp.mean(_smoothed_index_rows(logp, labels, a)), (logp, labels)
+
+
+def _sce_index_smooth_bwd(a, res, g):
+    logp, labels = res
+    c = logp.shape[-1]
+    diff = jnp.exp(logp) - (1 - a) * one_hot(labels, c, logp.dtype) - a / c
+    diff = jnp.where(valid_labels(labels, c)[..., None], diff, jnp.zeros((), diff.dtype))
+    return diff * (g / num_rows(logp)), None
+
+
+defvjp(_sce_index_smooth, _sce_index_smooth_fwd, _sce_index_smooth_bwd)
+
+
+def smooth_labels(labels, a: float):
+    """Probability labels ``(..., C)`` smoothed: ``(1 - a) t + a / C`` (optax.smooth_labels)."""
+    return (1 - a) * labels + a / labels.shape[-1]
+
+
 @jax.custom_vjp
 def _sce_probs(logits, labels):
     logp = _log_probs(logits)
@@ -79,14 +110,16 @@ def _sce_probs_bwd(res, g):
 defvjp(_sce_probs, _sce_probs_fwd, _sce_probs_bwd)
 
 
-def check_softmax_cross_entropy_args(fn: str, logits, labels):
+def check_softmax_cross_entropy_args(fn: str, logits, labels, label_smoothing=0.0):
     """The checks of :func:`softmax_cross_entropy` (and its twin); returns ``(logits,
-    labels, is_index)``."""
-    return check_class_labels(fn, "logits", logits, labels, allow_probs=True)
+    labels, is_index, label_smoothing)`` (a Python float in ``[0, 1)``)."""
+    a = _checks.static_float(fn, "label_smoothing", label_smoothing, 0.0, 1.0,
+                             high_inclusive=False)
+    return (*check_class_labels(fn, "logits", logits, labels, allow_probs=True), a)
 
 
 @has_twin
-def softmax_cross_entropy(logits, labels):
+def softmax_cross_entropy(logits, labels, label_smoothing: float = 0.0):
     """Softmax followed by cross-entropy, fused (the Softmax-with-Loss layer, note 003).
 
     Forward: ``L = -(1/n) sum_i sum_k t_ik log softmax(x_i)_k`` with a max-shifted
@@ -98,25 +131,42 @@ def softmax_cross_entropy(logits, labels):
     a ``-inf`` logit whose label is 0). Residual: the log-probabilities ``(..., C)`` (the
     probabilities are ``exp`` of them), plus the labels.
 
+    Label smoothing (Szegedy et al. 2016; PyTorch's ``CrossEntropyLoss(label_smoothing=a)``,
+    optax's ``smooth_labels``): the targets become ``t' = (1 - a) t + a / C`` (``t`` the
+    one-hot row of an index label), so ``L = -(1/n) sum_i [(1 - a) log softmax(x_i)_y +
+    (a/C) sum_k log softmax(x_i)_k]`` for index labels (no one-hot row is built) and the
+    loss of ``t'`` for probability labels; backward ``dL/dx_i = (softmax(x_i) - t'_i) / n``
+    (index labels; ``softmax * sum_k t' - t'`` for probability rows) and ``dL/dt = (1 - a)
+    dL/dt'``. Every class then has a positive target, so a ``-inf`` (masked) logit makes
+    the loss ``+inf`` (as PyTorch and optax); mask with a large negative finite logit
+    instead. ``label_smoothing=0.0`` runs the unsmoothed code (the same compiled program).
+
     Args:
       logits: ``(..., C)`` floating scores, ``C >= 1``, at least one row.
       labels: integer class indices ``(...)`` in ``[0, C)``, or floating one-hot /
         probabilities ``(..., C)`` (promoted with the logits to their common dtype).
         Index and one-hot labels give the same loss and gradient.
+      label_smoothing: static Python float ``a`` in ``[0, 1)``.
 
     Returns:
       Scalar mean loss, of the (promoted) logits' dtype.
 
     Raises:
       ValueError: labels shape is neither ``logits.shape[:-1]`` nor ``logits.shape``; an
-        empty batch or ``C == 0``; concrete labels outside ``[0, C)``.
-      TypeError: float labels shaped like indices, non-floating logits, bool labels.
+        empty batch or ``C == 0``; concrete labels outside ``[0, C)``;
+        ``label_smoothing`` NaN or outside ``[0, 1)``.
+      TypeError: float labels shaped like indices, non-floating logits, bool labels, a
+        ``label_smoothing`` that is not a Python number (e.g. a traced array).
 
-    See ``docs/formulas.md`` (Softmax-with-Loss).
+    See ``docs/formulas.md`` (Softmax-with-Loss; label smoothing in "Beyond the notes").
     """
-    logits, labels, is_index = check_softmax_cross_entropy_args(
-        "softmax_cross_entropy", logits, labels)
-    return (_sce_index if is_index else _sce_probs)(logits, labels)
+    logits, labels, is_index, a = check_softmax_cross_entropy_args(
+        "softmax_cross_entropy", logits, labels, label_smoothing)
+    if a == 0.0:
+        return (_sce_index if is_index else _sce_probs)(logits, labels)
+    if is_index:
+        return _sce_index_smooth(logits, labels, a)
+    return _sce_probs(logits, smooth_labels(labels, a))
 
 
 # ---------------------------------------------------------- cross-entropy on probabilities

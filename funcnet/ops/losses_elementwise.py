@@ -11,6 +11,7 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
+from jax.scipy.special import logsumexp
 
 import numpy as np
 
@@ -28,6 +29,14 @@ def check_elementwise_args(fn: str, a_name: str, a, b_name: str, b):
     _checks.check_same_shape(fn, a_name, a, b_name, b)
     _checks.check_nonempty(fn, a_name, a, "at least one element (the loss is a mean)")
     return promote_pair(as_array(a), as_array(b))
+
+
+def check_row_args(fn: str, a_name: str, a, b_name: str, b):
+    """:func:`check_elementwise_args` for losses over rows along the last axis (KL,
+    cosine): also rank >= 1."""
+    a, b = check_elementwise_args(fn, a_name, a, b_name, b)
+    _checks.check_min_rank(fn, a_name, a, 1)
+    return a, b
 
 
 # ------------------------------------------------------------------------ mean squared error
@@ -147,12 +156,17 @@ def binary_cross_entropy(probs, targets, eps: float = 1e-7):
     return _bce_op(*check_binary_cross_entropy_args("binary_cross_entropy", probs, targets, eps))
 
 
-def _sbce(x, t):
+def sbce_terms(x, t):
+    """Elementwise ``max(x, 0) - x t + log(1 + exp(-|x|))`` (shared with the focal loss)."""
     # max(x, 0) - x t written per sign, x (1 - t) or -x t: at x = +inf and t < 1 that is
     # +inf (optax's value), where inf - inf * t would be NaN.
     zero = jnp.zeros((), x.dtype)
     linear = jnp.where(x > zero, x * (1 - t), -x * t)
-    return jnp.mean(linear + jnp.log1p(jnp.exp(-jnp.abs(x))))
+    return linear + jnp.log1p(jnp.exp(-jnp.abs(x)))
+
+
+def _sbce(x, t):
+    return jnp.mean(sbce_terms(x, t))
 
 
 @jax.custom_vjp
@@ -194,3 +208,109 @@ def sigmoid_binary_cross_entropy(logits, targets):
     """
     return _sbce_op(*check_elementwise_args("sigmoid_binary_cross_entropy", "logits", logits,
                                             "targets", targets))
+
+
+# -------------------------------------------------------------------------- focal loss
+def focal_parts(x, t, gamma: float):
+    """``(ce, log_u, w)``: the sigmoid cross-entropy, ``log(1 - p_t)`` with ``1 - p_t =
+    (1 - t) sigmoid(x) + t sigmoid(-x)`` (in log space, as optax) and ``w = (1 - p_t)^gamma``
+    (1 for ``gamma = 0``)."""
+    log_p, log_q = jax.nn.log_sigmoid(x), jax.nn.log_sigmoid(-x)
+    log_u = logsumexp(jnp.stack([log_p, log_q], axis=-1), axis=-1,
+                      b=jnp.stack([1 - t, t], axis=-1))
+    w = jnp.ones_like(x) if gamma == 0 else jnp.exp(gamma * log_u)
+    return sbce_terms(x, t), log_u, w
+
+
+def _alpha_t(t, alpha):
+    return alpha * t + (1 - alpha) * (1 - t)
+
+
+def _focal_terms(x, t, alpha, gamma):
+    ce, _, w = focal_parts(x, t, gamma)
+    terms = ce * w
+    return terms if alpha is None else _alpha_t(t, alpha) * terms
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _focal(logits, labels, alpha, gamma):
+    return jnp.mean(_focal_terms(logits, labels, alpha, gamma))
+
+
+def _focal_fwd(logits, labels, alpha, gamma):
+    return jnp.mean(_focal_terms(logits, labels, alpha, gamma)), (logits, labels)
+
+
+def _focal_bwd(alpha, gamma, res, g):
+    x, t = res
+    ce, log_u, w = focal_parts(x, t, gamma)
+    s = jax.lax.logistic(x)
+    dx, dt = (s - t) * w, -x * w
+    if gamma != 0:
+        zero = jnp.zeros((), x.dtype)
+        some = log_u > -jnp.inf          # 1 - p_t = 0 only at an infinite logit
+        # s (1 - s) / (1 - p_t) <= 1 and (1 - p_t)^(gamma - 1), both from logs
+        r = jnp.where(some, jnp.exp(jax.nn.log_sigmoid(x) + jax.nn.log_sigmoid(-x) - log_u),
+                      zero)
+        pow0 = 0.0 if gamma > 1 else (1.0 if gamma == 1 else jnp.inf)
+        v = jnp.where(some, jnp.exp((gamma - 1) * log_u), jnp.asarray(pow0, x.dtype))
+        dx = dx + ce * gamma * w * (1 - 2 * t) * r
+        dt = dt + ce * gamma * v * (1 - 2 * s)
+    if alpha is not None:
+        a_t = _alpha_t(t, alpha)
+        dx, dt = a_t * dx, a_t * dt + (2 * alpha - 1) * ce * w
+    scale = g / x.size
+    return dx * scale, dt * scale
+
+
+defvjp(_focal, _focal_fwd, _focal_bwd)
+
+
+def check_sigmoid_focal_loss_args(fn: str, logits, labels, alpha, gamma):
+    """The checks of :func:`sigmoid_focal_loss`; ``(logits, labels, alpha, gamma)``."""
+    if alpha is not None:
+        alpha = _checks.static_float(fn, "alpha", alpha, 0.0, 1.0)
+    gamma = _checks.static_float(fn, "gamma", gamma, 0.0, None)
+    return (*check_elementwise_args(fn, "logits", logits, "labels", labels), alpha, gamma)
+
+
+@has_twin
+def sigmoid_focal_loss(logits, labels, alpha: float | None = None, gamma: float = 2.0):
+    """Sigmoid focal loss (Lin et al. 2017, RetinaNet), mean over all ``M`` elements.
+
+    Forward, per element with ``s = sigmoid(x)``: ``ce = max(x, 0) - x t + log(1 +
+    exp(-|x|))`` (:func:`sigmoid_binary_cross_entropy`'s terms), ``u = 1 - p_t = (1 - t) s
+    + t (1 - s)`` computed as ``log u = logsumexp([log s, log(1 - s)], b=[1 - t, t])``,
+    ``w = u^gamma`` and ``l = a_t ce w`` with ``a_t = alpha t + (1 - alpha)(1 - t)`` (``a_t
+    = 1`` for ``alpha=None``); ``L = mean(l)``: ``optax.sigmoid_focal_loss(x, t,
+    alpha=alpha, gamma=gamma).mean()``. ``gamma = 0`` is the (alpha-weighted) sigmoid
+    cross-entropy.
+    Backward: ``dl/dx = a_t [(s - t) w + ce gamma w (1 - 2t) r]`` with ``r = s(1 - s)/u``
+    (``<= 1``, from logs, so no overflow at large ``|x|``), ``dl/dt = a_t [-x w + ce gamma
+    u^(gamma-1) (1 - 2s)] + (2 alpha - 1) ce w`` (last term only with ``alpha``); each
+    divided by ``M``. At an infinite logit where ``u = 0`` the focal term of ``dl/dx`` is 0
+    and ``u^(gamma-1)`` is ``0^(gamma-1)`` (``inf`` for ``gamma < 1``). For ``gamma < 1``
+    ``u^(gamma-1)`` overflows where ``u < exp(-log(max)/(1 - gamma))`` (float32: ``|x|``
+    above about ``88/(1 - gamma)``), making the labels' gradient inf or NaN there.
+    Residuals: ``logits`` and ``labels`` (the rest is recomputed).
+
+    Args:
+      logits: floating array of any shape, at least one element.
+      labels: same shape, floating (promoted with ``logits``), values in ``[0, 1]``
+        (soft labels allowed; optax also casts integer labels, funcnet refuses them).
+      alpha: ``None`` or a static Python float in ``[0, 1]``, the weight of the positives.
+      gamma: static Python float ``>= 0``, the focusing parameter.
+
+    Returns:
+      Scalar loss, of the promoted dtype.
+
+    Raises:
+      ValueError: shapes differ, an empty input, ``alpha`` outside ``[0, 1]``, ``gamma <
+        0``, either NaN or infinite.
+      TypeError: non-floating inputs, ``alpha``/``gamma`` not a Python number.
+
+    References:
+      Lin, Goyal, Girshick, He, Dollar, "Focal Loss for Dense Object Detection", ICCV 2017.
+    """
+    return _focal(*check_sigmoid_focal_loss_args("sigmoid_focal_loss", logits, labels, alpha,
+                                                 gamma))

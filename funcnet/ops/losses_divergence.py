@@ -1,0 +1,141 @@
+"""Kullback-Leibler divergences between class distributions (optax's argument order).
+
+``log_predictions`` and the targets are ``(..., C)`` with the same shape (no broadcasting)
+and floating dtypes promoted to their common dtype; the divergence is summed over the last
+axis (the classes) and averaged over the ``n = prod(...)`` rows, the convention of every
+funcnet loss (optax returns the per-row values: ``optax.kl_divergence(...).mean()``).
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from funcnet.ops._labels import num_rows
+from funcnet.ops._mesh import defvjp
+from funcnet.ops._mode import has_twin
+from funcnet.ops.losses_elementwise import check_row_args
+
+
+def check_kl_args(fn: str, log_predictions, targets, targets_name: str = "targets"):
+    """The checks of the KL losses (and their twins): floating, same shape, rank >= 1, at
+    least one row and one class; returns both promoted to their common dtype."""
+    return check_row_args(fn, "log_predictions", log_predictions, targets_name, targets)
+
+
+def safe_log(t):
+    """``log t`` for ``t > 0`` and 0 for ``t <= 0`` (``0 log 0 = 0``), with a finite
+    derivative everywhere (the double ``where``: no ``0 * inf`` in ``grad(grad)``)."""
+    pos = t > 0
+    return jnp.where(pos, jnp.log(jnp.where(pos, t, jnp.ones((), t.dtype))),
+                     jnp.zeros((), t.dtype))
+
+
+# ------------------------------------------------------------------------- KL(t || p)
+def _kl_gap(lp, t):
+    """``log t - log p`` where ``t > 0``, else 0 (so ``t * gap`` is 0 at ``t = 0`` even for
+    ``log p = -inf``)."""
+    return jnp.where(t > 0, safe_log(t) - lp, jnp.zeros((), t.dtype))
+
+
+@jax.custom_vjp
+def _kl(lp, t):
+    return jnp.sum(t * _kl_gap(lp, t)) / num_rows(t)
+
+
+def _kl_fwd(lp, t):
+    gap = _kl_gap(lp, t)
+    return jnp.sum(t * gap) / num_rows(t), (gap, t)
+
+
+def _kl_bwd(res, g):
+    gap, t = res
+    scale = g / num_rows(t)
+    dt = jnp.where(t > 0, gap + 1, jnp.zeros((), t.dtype))
+    return -t * scale, dt * scale
+
+
+defvjp(_kl, _kl_fwd, _kl_bwd)
+
+
+@has_twin
+def kl_divergence(log_predictions, targets):
+    """``KL(t || p)`` per row, averaged over the rows: ``optax.kl_divergence(lp, t).mean()``
+    (for rank 2 inputs PyTorch's ``kl_div(lp, t, reduction='batchmean')``).
+
+    Forward: ``L = (1/n) sum_i sum_k t_ik (log t_ik - lp_ik)`` with ``0 log 0 = 0``: a
+    term with ``t = 0`` is 0, also where ``lp = -inf`` (optax gives ``0 * inf = NaN``
+    there). ``lp = -inf`` where ``t > 0`` gives ``+inf``.
+    Backward: ``dL/dlp = -t / n``; ``dL/dt = (log t - lp + 1) / n`` for ``t > 0`` (optax's
+    autodiff value) and 0 at ``t = 0``, where the true one-sided derivative is ``-inf``
+    and optax's autodiff gives NaN (the term is identically 0 there; the same convention
+    as ``0 log 0``). Residuals: ``log t - lp`` (0 where ``t = 0``) and ``t``.
+
+    Args:
+      log_predictions: ``(..., C)`` floating log-probabilities (e.g. ``log_softmax``),
+        at least one row and one class.
+      targets: the same shape, floating probabilities ``>= 0`` (promoted with
+        ``log_predictions``); rows need not sum to 1 (the formula is applied as it is).
+
+    Returns:
+      Scalar mean loss, of the promoted dtype.
+
+    Raises:
+      ValueError: rank 0, shapes differ, an empty input.
+      TypeError: non-floating inputs.
+
+    See ``docs/formulas.md`` ("Beyond the notes").
+    """
+    return _kl(*check_kl_args("kl_divergence", log_predictions, targets))
+
+
+# ------------------------------------------------------------- KL with log targets
+def _kl_log_parts(lp, lt):
+    """``(e, gap)``: ``exp(lt)`` and ``lt - lp`` (0 where ``lt = -inf``: ``t = 0``)."""
+    gap = jnp.where(jnp.isneginf(lt), jnp.zeros((), lt.dtype), lt - lp)
+    return jnp.exp(lt), gap
+
+
+@jax.custom_vjp
+def _kl_log(lp, lt):
+    e, gap = _kl_log_parts(lp, lt)
+    return jnp.sum(e * gap) / num_rows(lt)
+
+
+def _kl_log_fwd(lp, lt):
+    e, gap = _kl_log_parts(lp, lt)
+    return jnp.sum(e * gap) / num_rows(lt), (e, gap)
+
+
+def _kl_log_bwd(res, g):
+    e, gap = res
+    scale = g / num_rows(e)
+    return -e * scale, e * (gap + 1) * scale
+
+
+defvjp(_kl_log, _kl_log_fwd, _kl_log_bwd)
+
+
+@has_twin
+def kl_divergence_with_log_targets(log_predictions, log_targets):
+    """``KL(t || p)`` from log-targets ``lt = log t``, averaged over the rows:
+    ``optax.kl_divergence_with_log_targets(lp, lt).mean()`` (PyTorch's ``kl_div(...,
+    log_target=True)``).
+
+    Forward: ``L = (1/n) sum_i sum_k exp(lt_ik) (lt_ik - lp_ik)``, a term with ``lt = -inf``
+    (``t = 0``) being 0 (optax: NaN). Backward: ``dL/dlp = -exp(lt) / n``, ``dL/dlt =
+    exp(lt) (lt - lp + 1) / n`` (0 at ``lt = -inf``). Residuals: ``exp(lt)`` and ``lt -
+    lp`` (0 where ``lt = -inf``).
+
+    Args:
+      log_predictions: ``(..., C)`` floating log-probabilities, at least one row and class.
+      log_targets: the same shape, floating log-probabilities (promoted together).
+
+    Returns:
+      Scalar mean loss, of the promoted dtype.
+
+    Raises:
+      ValueError: rank 0, shapes differ, an empty input.
+      TypeError: non-floating inputs.
+    """
+    return _kl_log(*check_kl_args("kl_divergence_with_log_targets", log_predictions,
+                                  log_targets, "log_targets"))

@@ -1,0 +1,218 @@
+"""Regression and embedding losses of optax: Huber, log-cosh, cosine similarity/distance.
+
+Both arguments have the same shape (no broadcasting; optax's ``targets=None`` is
+``zeros_like(predictions)``) and floating dtypes promoted to their common dtype. Huber and
+log-cosh are means over all ``M`` elements (optax returns them elementwise: compare with
+``optax_fn(...).mean()``); the cosine losses compare rows along the last axis and are means
+over the ``n`` rows (optax returns one value per row).
+"""
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+
+from funcnet import _checks
+from funcnet.ops._labels import num_rows
+from funcnet.ops._mesh import defvjp
+from funcnet.ops._mode import has_twin
+from funcnet.ops.losses_elementwise import check_elementwise_args, check_row_args
+
+
+# ------------------------------------------------------------------------------ Huber
+def huber_terms(x, delta: float):
+    """``(elementwise Huber loss, clipped error)`` of the error ``x``; at ``|x| = delta``
+    the quadratic piece (the clipped error is ``x`` there)."""
+    clipped = jnp.where(jnp.abs(x) <= delta, x, delta * jnp.sign(x))
+    # 0.5 c^2 + delta (|x| - |c|): 0.5 x^2 inside, delta (|x| - delta / 2) outside.
+    return 0.5 * clipped * clipped + delta * (jnp.abs(x) - jnp.abs(clipped)), clipped
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _huber(pred, target, delta):
+    return jnp.mean(huber_terms(pred - target, delta)[0])
+
+
+def _huber_fwd(pred, target, delta):
+    terms, clipped = huber_terms(pred - target, delta)
+    return jnp.mean(terms), clipped
+
+
+def _huber_bwd(delta, clipped, g):
+    dpred = clipped * (g / clipped.size)
+    return dpred, -dpred
+
+
+defvjp(_huber, _huber_fwd, _huber_bwd)
+
+
+def check_huber_args(fn: str, predictions, targets, delta):
+    """The checks of :func:`huber_loss`; ``(predictions, targets, delta)``."""
+    delta = _checks.static_float(fn, "delta", delta, 0.0, None, low_inclusive=False)
+    return (*check_elementwise_args(fn, "predictions", predictions, "targets", targets), delta)
+
+
+@has_twin
+def huber_loss(predictions, targets, delta: float = 1.0):
+    """Huber loss (Huber 1964), mean over all ``M`` elements of the error ``x = p - t``.
+
+    Forward: ``L = (1/M) sum_i h(x_i)``, ``h(x) = x^2 / 2`` for ``|x| <= delta`` and
+    ``delta (|x| - delta/2)`` outside: ``optax.huber_loss(p, t, delta=delta).mean()`` and
+    ``torch.nn.functional.huber_loss(p, t, delta=delta)`` (reduction ``'mean'``); for
+    ``delta = 1`` also PyTorch's ``smooth_l1_loss``. Backward: ``dL/dp = clip(x, -delta,
+    delta) / M``, ``dL/dt = -dL/dp``: gradient descent on it is an L2 loss whose gradient
+    is clipped (optax's remark). At the kink ``|x| = delta`` both pieces have derivative
+    ``+-delta``; the quadratic piece is taken, so the second derivative there is 1 (0
+    outside). Residual: the clipped error ``(...)`` only.
+
+    Args:
+      predictions: floating array of any shape, at least one element.
+      targets: same shape (no broadcasting; optax's ``targets=None`` is ``zeros_like``),
+        floating (promoted with ``predictions``).
+      delta: static Python float ``> 0``, finite.
+
+    Returns:
+      Scalar loss, of the promoted dtype.
+
+    Raises:
+      ValueError: shapes differ, an empty input, ``delta`` NaN, infinite or ``<= 0``.
+      TypeError: non-floating inputs, a ``delta`` that is not a Python number.
+
+    See ``docs/formulas.md`` ("Beyond the notes").
+    """
+    return _huber(*check_huber_args("huber_loss", predictions, targets, delta))
+
+
+# ----------------------------------------------------------------------------- log-cosh
+def log_cosh_terms(x):
+    """``log cosh x = |x| + log1p(exp(-2|x|)) - log 2`` elementwise (no overflow)."""
+    ax = jnp.abs(x)
+    return ax + jnp.log1p(jnp.exp(-2 * ax)) - math.log(2.0)
+
+
+@jax.custom_vjp
+def _log_cosh(pred, target):
+    return jnp.mean(log_cosh_terms(pred - target))
+
+
+def _log_cosh_fwd(pred, target):
+    x = pred - target
+    return jnp.mean(log_cosh_terms(x)), jnp.tanh(x)
+
+
+def _log_cosh_bwd(th, g):
+    dpred = th * (g / th.size)
+    return dpred, -dpred
+
+
+defvjp(_log_cosh, _log_cosh_fwd, _log_cosh_bwd)
+
+
+def check_log_cosh_args(fn: str, predictions, targets):
+    """The checks of :func:`log_cosh`; ``(predictions, targets)`` promoted."""
+    return check_elementwise_args(fn, "predictions", predictions, "targets", targets)
+
+
+@has_twin
+def log_cosh(predictions, targets):
+    """Log-cosh loss, mean over all ``M`` elements of the error ``x = p - t``.
+
+    Forward: ``L = (1/M) sum_i log cosh(x_i)``, computed as ``|x| + log1p(exp(-2|x|)) -
+    log 2`` (finite for every finite ``x``; ``x^2/2`` near 0, ``|x| - log 2`` far out):
+    ``optax.log_cosh(p, t).mean()``. Backward: ``dL/dp = tanh(x) / M``, ``dL/dt =
+    -dL/dp``. Smooth everywhere (no kink). Residual: ``tanh(x)``.
+
+    Args:
+      predictions: floating array of any shape, at least one element.
+      targets: same shape, floating (promoted with ``predictions``).
+
+    Returns:
+      Scalar loss, of the promoted dtype.
+
+    Raises:
+      ValueError: shapes differ, an empty input.
+      TypeError: non-floating inputs.
+    """
+    return _log_cosh(*check_log_cosh_args("log_cosh", predictions, targets))
+
+
+# ------------------------------------------------------------------------------- cosine
+def cosine_parts(a, b, eps: float):
+    """``(u, v, cos, a_norm, b_norm, a_free, b_free)`` of rows along the last axis:
+    ``a_norm = sqrt(max(|a|^2, eps))`` (``keepdims``), ``u = a / a_norm``, ``cos = u . v``;
+    ``a_free``: ``|a|^2 > eps`` (the norm depends on ``a``)."""
+    a2 = jnp.sum(a * a, axis=-1, keepdims=True)
+    b2 = jnp.sum(b * b, axis=-1, keepdims=True)
+    a_free, b_free = a2 > eps, b2 > eps
+    a_norm = jnp.sqrt(jnp.where(a_free, a2, jnp.asarray(eps, a2.dtype)))
+    b_norm = jnp.sqrt(jnp.where(b_free, b2, jnp.asarray(eps, b2.dtype)))
+    u, v = a / a_norm, b / b_norm
+    return u, v, jnp.sum(u * v, axis=-1), a_norm, b_norm, a_free, b_free
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _cosine(a, b, eps):
+    return jnp.sum(cosine_parts(a, b, eps)[2]) / num_rows(a)
+
+
+def _cosine_fwd(a, b, eps):
+    return _cosine(a, b, eps), (a, b)
+
+
+def _cosine_bwd(eps, res, g):
+    a, b = res
+    u, v, cos, a_norm, b_norm, a_free, b_free = cosine_parts(a, b, eps)
+    scale = g / num_rows(a)
+    zero = jnp.zeros((), cos.dtype)
+    c = cos[..., None]
+    da = (v - jnp.where(a_free, c * u, zero)) / a_norm
+    db = (u - jnp.where(b_free, c * v, zero)) / b_norm
+    return da * scale, db * scale
+
+
+defvjp(_cosine, _cosine_fwd, _cosine_bwd)
+
+
+def check_cosine_args(fn: str, predictions, targets, epsilon):
+    """The checks of the cosine losses; ``(predictions, targets, epsilon)``."""
+    epsilon = _checks.static_float(fn, "epsilon", epsilon, 0.0, None)
+    return (*check_row_args(fn, "predictions", predictions, "targets", targets), epsilon)
+
+
+@has_twin
+def cosine_similarity(predictions, targets, epsilon: float = 0.0):
+    """Mean cosine similarity of rows: ``optax.cosine_similarity(p, t, epsilon=e).mean()``
+    (a score to maximise; :func:`cosine_distance` is the loss ``1 - S``).
+
+    Forward, per row ``i`` (the last axis): ``cos_i = a_i . b_i / (|a_i|_eps |b_i|_eps)``
+    with ``|a|_eps = sqrt(max(|a|^2, epsilon))`` (optax's guard; with ``epsilon = 0`` a
+    zero row gives NaN, as optax); ``S = (1/n) sum_i cos_i``. Backward: ``dS/da_i = (v_i -
+    cos_i u_i [|a_i|^2 > epsilon]) / (n |a_i|_eps)`` with ``u = a / |a|_eps``, ``v = b /
+    |b|_eps`` (at or below the guard the norm is the constant ``sqrt(epsilon)``, so only
+    ``v_i / (n |a_i|_eps)`` remains), and symmetrically for ``b``. Residuals: both inputs
+    (the norms are recomputed in the backward pass).
+
+    Args:
+      predictions: ``(..., D)`` floating, at least one row and one feature.
+      targets: the same shape, floating (promoted with ``predictions``).
+      epsilon: static Python float ``>= 0``, finite: the floor of the squared norms.
+
+    Returns:
+      Scalar, the mean over the ``n = prod(...)`` rows, of the promoted dtype.
+
+    Raises:
+      ValueError: rank 0, shapes differ, an empty input, ``epsilon`` negative or NaN.
+      TypeError: non-floating inputs, ``epsilon`` not a Python number.
+    """
+    return _cosine(*check_cosine_args("cosine_similarity", predictions, targets, epsilon))
+
+
+@has_twin
+def cosine_distance(predictions, targets, epsilon: float = 0.0):
+    """Mean cosine distance of rows, ``1 - S``: ``optax.cosine_distance(p, t,
+    epsilon=e).mean()``. Shapes, formulas, residuals and errors: those of
+    :func:`cosine_similarity`, with the gradients negated.
+    """
+    return 1.0 - _cosine(*check_cosine_args("cosine_distance", predictions, targets, epsilon))
