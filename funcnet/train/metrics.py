@@ -9,13 +9,15 @@ over a padded evaluation batch). The default (``metrics_fn=None`` in :func:`trai
 - floating labels of ``logits``' shape with at least 2 classes are one-hot / probability
   labels when the loss is a classification loss that takes them
   (:func:`funcnet.ops.softmax_cross_entropy`, :func:`funcnet.ops.cross_entropy` or their
-  reference twins): ``{"accuracy"}`` of ``argmax(labels)``;
+  reference twins, also as a ``functools.partial``, e.g. with ``label_smoothing=``):
+  ``{"accuracy"}`` of ``argmax(labels)``;
 - anything else (a regression with ``mean_squared_error``, binary targets, a custom loss
   on float targets): ``{}``, so no meaningless accuracy is reported. Pass
   ``metrics_fn=train.classification_metrics`` to force accuracy for a custom loss.
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import jax
@@ -107,6 +109,8 @@ def default_metrics(loss_fn: Callable) -> Callable:
     loss. Both are module-level functions, so the jitted functions that use them compile
     once.
     """
+    while isinstance(loss_fn, functools.partial):    # partial(softmax_cross_entropy,
+        loss_fn = loss_fn.func                        #   label_smoothing=0.1) is one too
     if any(loss_fn is f for f in _PROBABILITY_LOSSES):
         return classification_metrics
     return _index_metrics

@@ -1,4 +1,6 @@
 """train_step / make_train_step: one update, metrics rule, accumulation, mixed precision."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -73,6 +75,8 @@ ONE_HOT = jax.nn.one_hot(INT_Y, 3, dtype=jnp.float32)
     (ops.sigmoid_binary_cross_entropy, LOGITS, ONE_HOT, set()),
     (lambda lg, y: ops.softmax_cross_entropy(lg, y), LOGITS, ONE_HOT, set()),  # unknown loss
     (lambda lg, y: ops.softmax_cross_entropy(lg, y), LOGITS, INT_Y, {"accuracy"}),
+    (functools.partial(ops.softmax_cross_entropy, label_smoothing=0.1), LOGITS, ONE_HOT,
+     {"accuracy"}),
 ])
 def test_default_metrics_rule(loss_fn, logits, labels, keys):
     got = train.default_metrics(loss_fn)(logits, labels)
