@@ -23,7 +23,11 @@ optimistic gradient descent and Adam, Polyak's step size, SM3 and Fromage in
 :mod:`.accumulate` and :mod:`.wrappers_more` (reduce_on_plateau, lookahead, apply_every,
 freeze, selective_transform, keep_params_nonnegative, scale_gradient); SAM and normalize
 in :mod:`.sam`; schedules in :mod:`.schedules`. :func:`current_learning_rate` reads the
-learning rate the next update will use.
+learning rate the next update will use. optax's remaining wrappers and protocol helpers
+(conditionally_transform/mask, named_chain, flatten, tree_map_params, ...) are in
+:mod:`.wrappers_extra`, its monitors and per-example clipping in :mod:`.transforms_extra`,
+its tree helpers (bias_correction, update_moment, safe_norm, ...) in
+:mod:`.transforms_extra_tree` and ``microbatch`` in ``microbatching``.
 """
 from funcnet.optim import schedules
 from funcnet._describe import describe
@@ -43,7 +47,7 @@ from funcnet.optim.adaptive_extra import (
     scale_by_adan, scale_by_novograd, scale_by_yogi)
 from funcnet.optim.base import (
     EmptyState, Optimizer, StateMismatchError, apply_updates, current_learning_rate,
-    incremental_update)
+    incremental_update, OptState, Params, Schedule, Updates)
 from funcnet.optim.combine import (
     MaskedNode, MaskedState, MultiTransformState, PartitionState, chain, masked,
     multi_transform, partition)
@@ -90,6 +94,40 @@ from funcnet.optim.classic import (
     optimistic_adam, optimistic_adam_v2, optimistic_gradient_descent, polyak_sgd, rprop,
     scale_by_optimistic_gradient, scale_by_polyak, scale_by_rprop, scale_by_sm3, sm3)
 from funcnet.optim.sam import NormalizeState, SAMState, normalize, sam
+from funcnet.optim.transforms_extra import (
+    MonitorState, SnapshotState, measure_with_ema, monitor, normalize_by_update_norm,
+    per_example_global_norm_clip, per_example_layer_norm_clip, scale_by_param_block_norm,
+    snapshot)
+from funcnet.optim.transforms_extra_tree import (
+    bias_correction, safe_increment, safe_int32_increment, safe_norm, safe_root_mean_squares,
+    update_infinity_moment, update_moment, update_moment_per_elem_norm)
+from funcnet.optim.wrappers_extra import (
+    AddDecayedWeightsState, ClipByGlobalNormState, ClipState, ConditionallyMaskState,
+    ConditionallyTransformState, GradientTransformation, GradientTransformationExtraArgs,
+    MaskOrFn, ScalarOrSchedule, ScaleState, ShouldSkipUpdateFunction, TransformInitFn,
+    TransformUpdateExtraArgsFn, TransformUpdateFn, WrappedSchedule, conditionally_mask,
+    conditionally_transform, flatten, init_empty_state,
+    inject_stateful_hyperparams, named_chain, periodic_update, stateless,
+    stateless_with_tree_map, tree_map_params, with_extra_args_support)
+from funcnet.optim import wrappers_extra_microbatch as microbatching
+from funcnet.optim.wrappers_extra_microbatch import microbatch
+from funcnet.optim.lbfgs import ScaleByLBFGSState, lbfgs, scale_by_lbfgs
+from funcnet.optim.linesearch import (
+    BacktrackingLinesearchInfo, ScaleByBacktrackingLinesearchState,
+    scale_by_backtracking_linesearch, value_and_grad_from_state)
+from funcnet.optim.linesearch_zoom import (
+    ScaleByZoomLinesearchState, ZoomLinesearchInfo, scale_by_zoom_linesearch)
+from funcnet.optim.contrib_acprop import acprop, scale_by_acprop
+from funcnet.optim.contrib_betting import (
+    COCOBState, MechanicState, cocob, mechanize, scale_by_cocob)
+from funcnet.optim.contrib_distance import (
+    DoGState, DoWGState, ScaleByDistanceOverGradientsState, dog, dowg, scale_by_dog,
+    scale_by_distance_over_gradients, scale_by_dowg)
+from funcnet.optim.contrib_dual import (
+    DAdaptAdamWState, MadgradState, dadapt_adamw, madgrad, scale_by_madgrad)
+from funcnet.optim.contrib_momo import MomoAdamState, MomoState, momo, momo_adam
+from funcnet.optim.contrib_sophia import (
+    HutchinsonState, SophiaState, hutchinson_estimator_diag_hessian, scale_by_sophia, sophia)
 
 __all__ = [
     # protocol and helpers
@@ -102,6 +140,8 @@ __all__ = [
     "adadelta", "novograd", "sign_sgd", "signum", "noisy_sgd", "adopt", "ademamix",
     "simplified_ademamix", "prodigy", "rprop", "optimistic_gradient_descent",
     "optimistic_adam", "optimistic_adam_v2", "polyak_sgd", "sm3", "fromage",
+    "lbfgs", "scale_by_lbfgs", "scale_by_zoom_linesearch",
+    "scale_by_backtracking_linesearch", "value_and_grad_from_state",
     # blocks
     "identity", "set_to_zero", "scale", "scale_by_learning_rate", "scale_by_schedule",
     "trace", "ema", "scale_by_adam", "scale_by_rms", "scale_by_stddev", "scale_by_rss",
@@ -134,6 +174,8 @@ __all__ = [
     "MaskedState", "MaskedNode", "MultiTransformState", "PartitionState",
     "ApplyIfFiniteState", "InjectStatefulHyperparamsState", "InjectHyperparamsState",
     "WrappedScheduleState", "MultiStepsState", "AccumulateState",
+    "ScaleByLBFGSState", "ScaleByZoomLinesearchState", "ZoomLinesearchInfo",
+    "ScaleByBacktrackingLinesearchState", "BacktrackingLinesearchInfo",
     # schedules
     "schedules", "constant_schedule", "linear_schedule", "polynomial_schedule",
     "piecewise_constant_schedule", "exponential_decay", "cosine_decay_schedule",
@@ -141,4 +183,27 @@ __all__ = [
     "warmup_exponential_decay_schedule", "join_schedules", "piecewise_interpolate_schedule",
     "linear_onecycle_schedule", "cosine_onecycle_schedule", "sgdr_schedule",
     "constant", "cosine_decay", "warmup_cosine_decay", "piecewise_constant",
+]
+__all__ += [  # round 6: optax's remaining wrappers, monitors and tree helpers
+    "inject_stateful_hyperparams", "periodic_update", "conditionally_mask",
+    "conditionally_transform", "named_chain", "with_extra_args_support", "stateless",
+    "stateless_with_tree_map", "init_empty_state", "tree_map_params", "flatten",
+    "per_example_global_norm_clip", "per_example_layer_norm_clip",
+    "normalize_by_update_norm", "scale_by_param_block_norm", "snapshot", "measure_with_ema",
+    "monitor", "bias_correction", "update_moment", "update_moment_per_elem_norm",
+    "update_infinity_moment", "safe_norm", "safe_root_mean_squares", "safe_increment",
+    "safe_int32_increment", "ConditionallyMaskState", "ConditionallyTransformState",
+    "SnapshotState", "MonitorState", "GradientTransformation",
+    "GradientTransformationExtraArgs", "ScaleState", "ClipState", "ClipByGlobalNormState",
+    "AddDecayedWeightsState", "microbatch", "microbatching", "WrappedSchedule",
+    "ScalarOrSchedule", "MaskOrFn", "TransformInitFn", "TransformUpdateFn",
+    "TransformUpdateExtraArgsFn", "ShouldSkipUpdateFunction",
+]
+__all__ += [  # round 6: optax.contrib's parameter-free and Polyak-type optimizers
+    "dog", "dowg", "cocob", "dadapt_adamw", "mechanize", "momo", "momo_adam", "madgrad",
+    "acprop", "scale_by_dog", "scale_by_dowg", "scale_by_distance_over_gradients",
+    "scale_by_cocob", "scale_by_madgrad", "scale_by_acprop", "DoGState", "DoWGState",
+    "ScaleByDistanceOverGradientsState", "COCOBState", "DAdaptAdamWState",
+    "MechanicState", "MomoState", "MomoAdamState", "MadgradState", "sophia",
+    "scale_by_sophia", "hutchinson_estimator_diag_hessian", "SophiaState", "HutchinsonState",
 ]

@@ -86,6 +86,21 @@ class EmptyState(NamedTuple):
     """State of a stateless transformation (no leaves)."""
 
 
+@jax.tree_util.register_pytree_node_class
+class _ParamsPlaceholder:
+    """A tree node without children standing for the parameters: ``init`` of it marks
+    where a state holds parameter copies (``tree_map_params``; ``masked`` lets it
+    through, as optax's)."""
+
+    def tree_flatten(self):
+        return (), None
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        del aux, children
+        return cls()
+
+
 # --------------------------------------------------------------------------- checks
 
 
@@ -300,9 +315,22 @@ def moment(decay, g: jax.Array, m: jax.Array, *, squared: bool = False) -> jax.A
 
 
 def safe_increment(count: jax.Array) -> jax.Array:
-    """``count + 1`` for an int32 counter, saturating instead of overflowing."""
-    top = jnp.iinfo(jnp.int32).max
-    return jnp.where(count < top, count + 1, count).astype(jnp.int32)
+    """``count + 1`` in ``count``'s dtype, saturating at the dtype's largest value
+    instead of overflowing (optax's ``safe_increment``); funcnet's counters are int32.
+
+    Raises:
+      ValueError: for a count that is neither an integer nor a float.
+    """
+    count = jnp.asarray(count)
+    if jnp.issubdtype(count.dtype, jnp.integer):
+        top = jnp.iinfo(count.dtype).max
+    elif jnp.issubdtype(count.dtype, jnp.floating):
+        top = jnp.finfo(count.dtype).max
+    else:
+        raise ValueError(f"safe_increment: count must have an integer or a floating dtype, "
+                         f"got {count.dtype}")
+    top = jnp.asarray(top, count.dtype)
+    return jnp.where(count < top, count + jnp.ones((), count.dtype), top)
 
 
 def zero_count() -> jax.Array:

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 
 from funcnet import _checks
 from funcnet.optim.base import (
-    OptState, StateMismatchError, check_inexact_leaves, check_state,
+    OptState, StateMismatchError, _ParamsPlaceholder, check_inexact_leaves, check_state,
     check_updates, current_learning_rate, optimizer, promote_dtypes)
 from funcnet._describe import described
 
@@ -228,6 +228,8 @@ def masked(inner, mask, *, mask_compatible_extra_args: bool = False):
     compat = _checks.static_bool(fn, "mask_compatible_extra_args", mask_compatible_extra_args)
 
     def init(params):
+        if isinstance(params, _ParamsPlaceholder):   # tree_map_params's probe
+            return MaskedState(inner_state=inner.init(params))
         m = _mask_tree(fn, mask, params, "params")
         return MaskedState(inner_state=inner.init(_apply_mask(params, m)))
 

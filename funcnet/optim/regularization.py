@@ -285,7 +285,12 @@ def scale_by_param_block_rms(min_scale=1e-3):
     References:
       Shazeer & Stern, ICML 2018, https://arxiv.org/abs/1804.04235 (Section 8).
     """
-    fn = "scale_by_param_block_rms"
+    return _scale_by_param_block("scale_by_param_block_rms", _rms, min_scale)
+
+
+def _scale_by_param_block(fn: str, stat, min_scale):
+    """The stateless block ``u <- u * max(stat(w), min_scale)`` per leaf (``stat`` the
+    leaf's RMS or norm, never differentiated below ``min_scale``)."""
     check_hyperparameter(fn, "min_scale", min_scale, 0.0)
 
     def transform(updates, params):
@@ -293,7 +298,7 @@ def scale_by_param_block_rms(min_scale=1e-3):
 
         def scale_leaf(u, p):
             dt = promote_dtypes(u.dtype, p.dtype)
-            return u.astype(dt) * _floored(_rms, p, min_scale).astype(dt)
+            return u.astype(dt) * _floored(stat, p, min_scale).astype(dt)
 
         return _map(scale_leaf, updates, params)
 

@@ -84,7 +84,8 @@ def train_step(model, opt, loss_fn: Callable = ops.softmax_cross_entropy, *,
             lambda p: loss_fn(model.apply(p, state, x, key=key_d, train=True), y))(params)
         g           = pmean(g, axis_name)                          # only with axis_name
         metrics     = pmean({"loss": loss, **metrics_fn(logits, y)}, axis_name)
-        updates, opt_state = opt.update(g, opt_state, params, value=metrics["loss"])
+        updates, opt_state = opt.update(g, opt_state, params, value=metrics["loss"],
+                                        grad=g, value_fn=loss of the batch at p)
         params      = apply_updates(params, updates)
 
     On one device (``axis_name=None``) that is ordinary training. Mapped over devices by
@@ -106,8 +107,12 @@ def train_step(model, opt, loss_fn: Callable = ops.softmax_cross_entropy, *,
     Extra arguments: an ``update`` that takes ``**extra_args`` (optax's
     ``GradientTransformationExtraArgs`` and funcnet's optimizers) gets ``value=`` the
     batch loss (averaged over ``axis_name``; with ``accum_steps`` each micro-batch's), as
-    ``optax.contrib.reduce_on_plateau`` and ``optax.polyak_sgd`` expect; the others are
-    called without it. Any object with ``init`` and ``update`` is an optimizer
+    ``optax.contrib.reduce_on_plateau`` and ``optax.polyak_sgd`` expect, and, without
+    ``accum_steps``, ``grad=`` the (averaged) gradient and ``value_fn=`` the batch loss
+    as a function of the params (same batch, key and layer state; averaged over
+    ``axis_name``), as L-BFGS and the line searches (``lbfgs``,
+    ``scale_by_zoom_linesearch``, ``scale_by_backtracking_linesearch``) expect; the others
+    are called without them. Any object with ``init`` and ``update`` is an optimizer
     (``optax.MultiSteps`` too).
 
     Args:
@@ -147,19 +152,19 @@ def train_step(model, opt, loss_fn: Callable = ops.softmax_cross_entropy, *,
     def mean(tree):   # over the devices of axis_name (identity without one)
         return tree if axis_name is None else lax.pmean(tree, axis_name)
 
-    def grads_and_metrics(params, state, x, y, key):
-        def objective(p):
-            logits, new_state = model.apply(cast_floating(p, compute_dtype), state,
-                                            cast_floating(x, compute_dtype), key=key,
-                                            train=True)
-            if compute_dtype is not None:
-                logits = logits.astype(jnp.float32)
-            loss = loss_fn(logits, y)
-            check_loss(fn, loss)                                # trace time: a scalar
-            return loss, (logits, new_state)
+    def objective(p, state, x, y, key):
+        logits, new_state = model.apply(cast_floating(p, compute_dtype), state,
+                                        cast_floating(x, compute_dtype), key=key,
+                                        train=True)
+        if compute_dtype is not None:
+            logits = logits.astype(jnp.float32)
+        loss = loss_fn(logits, y)
+        check_loss(fn, loss)                                    # trace time: a scalar
+        return loss, (logits, new_state)
 
+    def grads_and_metrics(params, state, x, y, key):
         (loss, (logits, new_state)), grads = jax.value_and_grad(
-            objective, has_aux=True)(params)
+            objective, has_aux=True)(params, state, x, y, key)
         # Keep the state's dtypes (and so a scan carry's type) whatever the compute dtype.
         new_state = _tree_map(lambda n, o: n.astype(jnp.result_type(o)), new_state, state)
         return grads, new_state, {"loss": loss,
@@ -188,10 +193,12 @@ def train_step(model, opt, loss_fn: Callable = ops.softmax_cross_entropy, *,
         _checks.check_same_leading(fn, {"x": x, "y": y}, k, f"accum_steps={k}")
         key = device_key(key, axis_name)
         if k == 1:
+            batch_state = state
             grads, state, metrics = grads_and_metrics(params, state, x, y, key)
             metrics = mean(metrics)
-            updates, opt_state = call_update(averaged, grads, opt_state, params,
-                                             {"value": metrics["loss"]})
+            extra = {"value": metrics["loss"], "grad": mean(grads),
+                     "value_fn": lambda p: mean(objective(p, batch_state, x, y, key)[0])}
+            updates, opt_state = call_update(averaged, grads, opt_state, params, extra)
         else:
             updates, state, opt_state, metrics = accumulated(params, state, opt_state, x, y,
                                                              key)

@@ -2,6 +2,7 @@
 optimizer, optimizers that read the loss (value=, e.g. reduce_on_plateau), loss and metrics
 functions that are unhashable callable objects, and a metrics function returning None."""
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -147,3 +148,54 @@ def test_a_run_saved_when_the_optimizer_state_held_a_raw_key_resumes(tmp_path):
     keys = [o.rng_key for o in (resumed[2][0], whole[2][0])]
     assert all(is_key(k) for k in keys)
     np.testing.assert_array_equal(*map(jax.random.key_data, keys))
+
+
+LBFGS_X, LBFGS_Y = subset(64, seed=1)
+LBFGS_X = np.asarray(LBFGS_X, np.float64)
+LBFGS_MODEL = nn.serial(nn.Dense(10))
+
+
+@functools.lru_cache(maxsize=None)
+def optax_lbfgs_loop(steps: int = 4):
+    """optax's documented L-BFGS loop on the full batch: the losses and final params."""
+    _, params, state = LBFGS_MODEL.init(jax.random.PRNGKey(0), (-1, 64))
+
+    def f(p):
+        return ops.softmax_cross_entropy(LBFGS_MODEL.apply(p, state, LBFGS_X)[0], LBFGS_Y)
+
+    opt = optax.lbfgs()
+
+    @jax.jit
+    def iteration(p, s):
+        value, grad = optax.value_and_grad_from_state(f)(p, state=s)
+        updates, s = opt.update(grad, s, p, value=value, grad=grad, value_fn=f)
+        return optax.apply_updates(p, updates), s, value
+
+    with jax.numpy_dtype_promotion("standard"):       # optax's line search mixes ints
+        p, s, values = params, opt.init(params), []
+        for _ in range(steps):
+            p, s, value = iteration(p, s)
+            values.append(float(value))
+    return values, p
+
+
+@pytest.mark.parametrize("lbfgs", ["funcnet", "optax"])
+def test_full_batch_lbfgs_in_fit_equals_optax_documented_loop(lbfgs):
+    """L-BFGS reads ``value``, ``grad`` and ``value_fn`` at update (its zoom line search
+    evaluates the loss at trial points): fit passes all three, so one epoch of one full
+    batch is one iteration of optax's own loop (``value_and_grad_from_state``), with
+    funcnet's ``lbfgs`` and with optax's."""
+    from funcnet import optim
+
+    _, params, state = LBFGS_MODEL.init(jax.random.PRNGKey(0), (-1, 64))
+    strict = lbfgs == "funcnet"                        # optax's line search mixes ints
+    with jax.numpy_dtype_promotion("strict" if strict else "standard"):
+        got = train.fit(LBFGS_MODEL, params, state,
+                        (optim if lbfgs == "funcnet" else optax).lbfgs(),
+                        (LBFGS_X, LBFGS_Y), 4, batch_size=64, key=jax.random.PRNGKey(0),
+                        progress=False)
+    values, p = optax_lbfgs_loop()
+    np.testing.assert_allclose(got[3]["loss"], values, rtol=1e-12)
+    for a, b in zip(jax.tree_util.tree_leaves(got[0]), jax.tree_util.tree_leaves(p)):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+    assert values[-1] < 0.5 * values[0]
