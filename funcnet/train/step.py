@@ -71,6 +71,36 @@ def _averaging(opt, axis_name):
         opt, lax.pmean(g, axis_name), s, p, extra))
 
 
+def averaged_value_fn(f: Callable, axis_name) -> Callable:
+    """``value_fn(p, batch) = pmean(f(p, batch), axis_name)`` with the GLOBAL gradient:
+    its backward rule averages the local gradients over ``axis_name`` too.
+
+    The batch-loss function the step hands to an optimizer (``value_fn=``: L-BFGS's line
+    search evaluates it and its gradient at trial points). Under ``jax.pmap`` and
+    ``shard_map(check_vma=False)``, autodiff of a ``pmean`` leaves each device its own
+    local gradient, so each replica's line search would accept its own step, their
+    "replicated" states would drift apart and the next step's collectives would deadlock.
+    Only ``p`` is differentiated (``batch``: a pytree of the data, state and key).
+    ``axis_name=None``: ``f``.
+    """
+    if axis_name is None:
+        return f
+
+    @jax.custom_vjp
+    def value_fn(p, batch):
+        return lax.pmean(f(p, batch), axis_name)
+
+    def fwd(p, batch):
+        value, vjp = jax.vjp(lambda q: f(q, batch), p)
+        return lax.pmean(value, axis_name), vjp
+
+    def bwd(vjp, ct):
+        return lax.pmean(vjp(ct)[0], axis_name), None
+
+    value_fn.defvjp(fwd, bwd)
+    return value_fn
+
+
 def train_step(model, opt, loss_fn: Callable = ops.softmax_cross_entropy, *,
                axis_name=None, metrics_fn: Callable | None = None, accum_steps: int = 1,
                compute_dtype=None) -> Callable:
@@ -196,8 +226,9 @@ def train_step(model, opt, loss_fn: Callable = ops.softmax_cross_entropy, *,
             batch_state = state
             grads, state, metrics = grads_and_metrics(params, state, x, y, key)
             metrics = mean(metrics)
+            batch_loss = averaged_value_fn(lambda p, b: objective(p, *b)[0], axis_name)
             extra = {"value": metrics["loss"], "grad": mean(grads),
-                     "value_fn": lambda p: mean(objective(p, batch_state, x, y, key)[0])}
+                     "value_fn": lambda p: batch_loss(p, (batch_state, x, y, key))}
             updates, opt_state = call_update(averaged, grads, opt_state, params, extra)
         else:
             updates, state, opt_state, metrics = accumulated(params, state, opt_state, x, y,
