@@ -1,4 +1,7 @@
-"""Subprocess body of test_fit_faults: ``python -m tests.train._kill_run DIR MODE [SOURCE]``.
+"""Subprocess body of test_fit_faults: ``python -m tests.train._kill_run DIR MODE [SOURCE]``,
+or several such runs one after the other in one process, separated by ``--`` (their
+outputs separated by a line ``=== next run``; a second run reuses the first's compiled
+steps instead of paying a process and its compilations again).
 
 MODE ``kill``: fit 4 epochs with a checkpoint per epoch and SIGKILL itself between epoch
 2's checkpoint and epoch 3's (from a callback of epoch 2: callbacks run after the epoch's
@@ -59,5 +62,20 @@ def main(directory: str, mode: str, source: str = "arrays") -> int:
     return 0
 
 
+def runs(argv) -> int:
+    """``main`` for each ``--``-separated group of ``argv``, in order."""
+    groups, code = [[]], 0
+    for arg in argv:
+        if arg == "--":
+            groups.append([])
+        else:
+            groups[-1].append(arg)
+    for i, group in enumerate(groups):
+        if i:
+            print("=== next run", flush=True)
+        code = main(*group) or code
+    return code
+
+
 if __name__ == "__main__":
-    sys.exit(main(*sys.argv[1:]))
+    sys.exit(runs(sys.argv[1:]))

@@ -13,23 +13,24 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.multiprocess
 def test_kill_9_during_fit_then_resume_is_bit_identical(tmp_path):
-    def run(mode, directory=tmp_path):
-        return subprocess.run([sys.executable, "-m", "tests.train._kill_run", str(directory),
-                               mode], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "tests.train._kill_run", *args],
+                              cwd=ROOT, capture_output=True, text=True, timeout=600)
 
-    killed = run("kill")
+    killed = run(str(tmp_path), "kill")
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     assert sorted(p.name for p in tmp_path.glob("ckpt_*.npz"))[-1] == "ckpt_000002.npz"
-    shutil.copytree(tmp_path, tmp_path.parent / "copy")    # the same killed run, twice
-    resumed = run("resume")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "fit: resumed at epoch 2 of 4" in resumed.stdout, resumed.stdout
-    assert resumed.stdout.strip().endswith("IDENTICAL"), resumed.stdout
-    # with EarlyStopping, whose patience must survive the kill: it stops after epoch 3
-    stopped = run("stop", tmp_path.parent / "copy")
-    assert stopped.returncode == 0, stopped.stderr[-3000:]
-    assert "fit: stopped by a callback after epoch 3 of 4" in stopped.stdout, stopped.stdout
-    assert stopped.stdout.strip().endswith("IDENTICAL"), stopped.stdout
+    copy = tmp_path.parent / "copy"
+    shutil.copytree(tmp_path, copy)                         # the same killed run, twice
+    # the resume and, with EarlyStopping (whose patience must survive the kill: it stops
+    # after epoch 3), the resume of the copy: two runs in one process (one compilation)
+    both = run(str(tmp_path), "resume", "--", str(copy), "stop")
+    assert both.returncode == 0, both.stderr[-3000:]
+    resumed, stopped = both.stdout.split("=== next run")
+    assert "fit: resumed at epoch 2 of 4" in resumed, resumed
+    assert resumed.strip().endswith("IDENTICAL"), resumed
+    assert "fit: stopped by a callback after epoch 3 of 4" in stopped, stopped
+    assert stopped.strip().endswith("IDENTICAL"), stopped
 
 
 @pytest.mark.multiprocess
