@@ -12,32 +12,20 @@ import numpy as np
 import pytest
 
 import funcnet.optim as optim
+from tests.optim._both_ways import both_ways, close as _close, flat as _flat
 from tests.optim._contrib2_calls import CALLS, needs_value, rtol
 from tests.optim._contrib_calls import PARAMS, namespace
-from tests.optim.test_optim_round5_optax import _flat, _steps, _value_and_grad
 
 optax = pytest.importorskip("optax")
 import optax.contrib  # noqa: E402
 
 
-def _close(a, b, tol):
-    np.testing.assert_allclose(_flat(a), _flat(b), rtol=tol, atol=tol / 10)
-
-
 @functools.lru_cache(maxsize=None)
 def _run(call):
-    value = needs_value(call)
     f = eval(call, namespace(optim))  # noqa: S307
     o = eval(call, namespace(optax, optax.contrib))  # noqa: S307
-    pf, sf = _steps(f, f.init(PARAMS), value)                  # strict promotion
-    v, g = _value_and_grad(pf)
-    kw = {"value": v} if value else {}
-    # optax is not strict-clean; its LDoG multiplies (1,) by each leaf
-    with jax.numpy_dtype_promotion("standard"), jax.numpy_rank_promotion("allow"):
-        po, so = _steps(o, o.init(PARAMS), value)
-        to_optax = o.update(g, sf, pf, **kw)
-    to_funcnet = f.update(g, so, pf, **kw)
-    return (pf, sf), (po, so), to_optax, to_funcnet
+    # optax's LDoG multiplies (1,) by each leaf: both_ways lets optax broadcast ranks
+    return both_ways(f, o, needs_value(call), convert_state=False)
 
 
 @pytest.mark.parametrize("call", CALLS)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import funcnet.optim as optim
+from tests.optim._both_ways import assert_sweep_equals_separate_runs
 
 P = {"w": jnp.arange(6.0).reshape(2, 3) / 6 - 0.4, "b": jnp.array([0.3, -0.2])}
 G = jax.tree_util.tree_map(lambda x: 0.5 * x + 0.1, P)
@@ -143,13 +144,4 @@ def _run(make, lr):
 
 
 def test_vmap_over_learning_rates_equals_separate_runs():
-    swept = jax.jit(jax.vmap(lambda lr: {n: _run(m, lr) for n, m in MAKERS.items()}))(LRS)
-    single = jax.jit(lambda lr: {n: _run(m, lr) for n, m in MAKERS.items()})
-    for i, lr in enumerate(LRS):
-        one = single(lr)
-        for name in MAKERS:
-            for a, b in zip(jax.tree_util.tree_leaves(swept[name]),
-                            jax.tree_util.tree_leaves(one[name])):
-                np.testing.assert_allclose(a[i], b, rtol=1e-10, atol=1e-12)
-    for name in MAKERS:                            # the rates really differ
-        assert len({round(float(x), 8) for x in swept[name]["b"][:, 0]}) == 3, name
+    assert_sweep_equals_separate_runs(_run, MAKERS, LRS, digits=8)

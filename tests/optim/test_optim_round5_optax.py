@@ -12,44 +12,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.flatten_util import ravel_pytree
 
 import funcnet.optim as optim
+from tests.optim._both_ways import STEPS, both_ways, close, flat
 from tests.optim._contrib_calls import PARAMS, loss, namespace
 from tests.optim._round5_calls import CALLS, needs_value
 
 optax = pytest.importorskip("optax")
 import optax.contrib  # noqa: E402
 
-STEPS = 8
 # optax rebuilds these states in its own classes (inside a lax.cond / a tree_map with
 # the state given): a funcnet state goes to optax converted, leaf for leaf
 OPTAX_NEEDS_ITS_CLASSES = ("reduce_on_plateau", "sam(")
-
-
-def _flat(tree):
-    """The leaves as one float64 vector (a typed PRNG key by its bits)."""
-    def real(x):
-        x = jnp.asarray(x)
-        if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
-            x = jax.random.key_data(x)
-        return x.astype(jnp.float64)
-    return np.asarray(ravel_pytree(jax.tree_util.tree_map(real, tree))[0])
-
-
-def _close(a, b, rtol=1e-12):
-    np.testing.assert_allclose(_flat(a), _flat(b), rtol=rtol, atol=rtol / 10)
-
-
-_value_and_grad = jax.jit(jax.value_and_grad(loss))    # one compile for every run
-
-
-def _steps(opt, state, value, params=PARAMS, n=STEPS):
-    for _ in range(n):
-        v, g = _value_and_grad(params)
-        u, state = opt.update(g, state, params, **({"value": v} if value else {}))
-        params = optim.apply_updates(params, u)
-    return params, state
 
 
 def _optax_call(call):
@@ -60,35 +34,24 @@ def _optax_call(call):
 
 @functools.lru_cache(maxsize=None)
 def _run(call):
-    value = needs_value(call)
     f, o = eval(call, namespace(optim)), _optax_call(call)  # noqa: S307
-    pf, sf = _steps(f, f.init(PARAMS), value)                  # strict promotion
-    v, g = _value_and_grad(pf)
-    kw = {"value": v} if value else {}
-    with jax.numpy_dtype_promotion("standard"):                # optax is not strict-clean
-        # optax's reduce_on_plateau traces a new lax.cond at each eager call: jit it
-        o_run = o._replace(update=jax.jit(o.update)) if "plateau" in call else o
-        po, so = _steps(o_run, o.init(PARAMS), value)
-        given = sf
-        if any(name in call for name in OPTAX_NEEDS_ITS_CLASSES):
-            given = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(so),
-                                                 jax.tree_util.tree_leaves(sf))
-        to_optax = o.update(g, given, pf, **kw)
-    to_funcnet = f.update(g, so, pf, **kw)
-    return (pf, sf), (po, so), to_optax, to_funcnet
+    # optax's reduce_on_plateau traces a new lax.cond at each eager call: jit it
+    o = o._replace(update=jax.jit(o.update)) if "plateau" in call else o
+    return both_ways(f, o, needs_value(call),
+                     any(name in call for name in OPTAX_NEEDS_ITS_CLASSES))
 
 
 @pytest.mark.parametrize("call", CALLS)
 def test_call_gives_optax_trajectory_and_state_moves_between_libraries(call):
     (pf, sf), (po, so), (u1, s1), (u2, s2) = _run(call)
-    assert not np.allclose(_flat(po), _flat(PARAMS))                 # it moved
+    assert not np.allclose(flat(po), flat(PARAMS))                 # it moved
     assert all(x.dtype == jnp.float64 for x in jax.tree_util.tree_leaves(pf))
-    _close(pf, po)
+    close(pf, po)
     assert jax.tree_util.tree_structure(sf).num_leaves == len(jax.tree_util.tree_leaves(so))
     # funcnet continues optax's state in optax's classes (a lax.scan carry stays stable)
     assert jax.tree_util.tree_structure(s2) == jax.tree_util.tree_structure(so)
-    _close(u1, u2)
-    _close(s1, s2)
+    close(u1, u2)
+    close(s1, s2)
 
 
 def test_lookahead_trajectory_and_states_both_ways():
@@ -112,9 +75,9 @@ def test_lookahead_trajectory_and_states_both_ways():
                 jax.tree_util.tree_structure(so), jax.tree_util.tree_leaves(sf)), po, 1)
         s2 = run(optim, f, so, po, 1)
         assert jax.tree_util.tree_structure(s2[1]) == jax.tree_util.tree_structure(so)
-        _close(pf, po)
-        assert not np.allclose(_flat(po.slow), _flat(PARAMS))
-        _close(s1, s2)
+        close(pf, po)
+        assert not np.allclose(flat(po.slow), flat(PARAMS))
+        close(s1, s2)
 
 
 def test_sam_opaque_mode_equals_optax():
@@ -129,7 +92,7 @@ def test_sam_opaque_mode_equals_optax():
                 u, s = opt.update(jax.grad(loss)(p), s, p, grad_fn=grad_fn)
                 p = lib.apply_updates(p, u)
         runs.append((p, s))
-    _close(runs[0], runs[1])
+    close(runs[0], runs[1])
     assert runs[0][1].cache is None
 
 
@@ -143,8 +106,8 @@ def test_scale_gradient_equals_optax(scale):
 
     with jax.numpy_dtype_promotion("standard"):
         theirs = f(optax, scale)
-    _close(f(optim, scale), theirs)
-    _close(f(optim, jnp.asarray(scale)), theirs)              # a traced-like array scale
+    close(f(optim, scale), theirs)
+    close(f(optim, jnp.asarray(scale)), theirs)              # a traced-like array scale
 
 
 def test_add_noise_state_holds_a_typed_key_as_optax():
@@ -163,13 +126,13 @@ def test_add_noise_state_holds_a_typed_key_as_optax():
         u_t, ts = theirs.update(g, ts)
         u_to, _ = theirs.update(g, ours.init(g))
     u_f, fs = ours.update(g, ours.init(g))
-    _close(u_f, u_t)
-    _close(u_to, u_t)
-    _close(ours.update(g, ts)[0], ours.update(g, fs)[0])
+    close(u_f, u_t)
+    close(u_to, u_t)
+    close(ours.update(g, ts)[0], ours.update(g, fs)[0])
     # a state of funcnet before round 5 (a raw uint32[2] key) still continues
     raw = ours.init(g)._replace(rng_key=jax.random.key_data(ours.init(g).rng_key))
     u_raw, s_raw = ours.update(g, raw)
-    _close(u_raw, u_f)
+    close(u_raw, u_f)
     assert s_raw.rng_key.dtype == jnp.uint32
 
 

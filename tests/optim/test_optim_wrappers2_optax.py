@@ -16,10 +16,9 @@ import numpy as np
 import pytest
 
 import funcnet.optim as optim
+from tests.optim._both_ways import both_ways, close as _close, flat as _real
 from tests.optim._contrib_calls import PARAMS, namespace
 from tests.optim._wrappers2_calls import CALLS, NORM, needs_value
-from tests.optim.test_optim_round5_optax import (
-    _close, _flat as _real, _steps, _value_and_grad)
 
 optax = pytest.importorskip("optax")
 import optax.contrib  # noqa: E402
@@ -39,20 +38,10 @@ def _build(call, *libs):
 
 @functools.lru_cache(maxsize=None)
 def _run(call):
-    value = needs_value(call)
     f, o = _build(call, optim), _build(call, optax, optax.contrib)
     if "conditionally" in call:   # a lax.cond traced eagerly at each step: jit it once
         f, o = (t._replace(update=jax.jit(t.update)) for t in (f, o))
-    pf, sf = _steps(f, f.init(PARAMS), value)                   # strict promotion
-    v, g = _value_and_grad(pf)
-    kw = {"value": v} if value else {}
-    with jax.numpy_dtype_promotion("standard"):                 # optax is not strict-clean
-        po, so = _steps(o, o.init(PARAMS), value)
-        given = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(so),
-                                             jax.tree_util.tree_leaves(sf))
-        to_optax = o.update(g, given, pf, **kw)
-    to_funcnet = f.update(g, so, pf, **kw)
-    return (pf, sf), (po, so), to_optax, to_funcnet
+    return both_ways(f, o, needs_value(call))
 
 
 @pytest.mark.parametrize("call", CALLS)
