@@ -176,8 +176,7 @@ def train_step(model, opt, loss_fn: Callable = ops.softmax_cross_entropy, *,
     _checks.check_optimizer(fn, "opt", opt)
     k = _checks.static_int(fn, "accum_steps", accum_steps, minimum=1)
     metrics_fn = default_metrics(loss_fn) if metrics_fn is None else metrics_fn
-    averaged = _averaging(opt, axis_name)
-    acc = optim.accumulate(averaged, k) if k > 1 else None
+    acc = optim.accumulate(_averaging(opt, axis_name), k) if k > 1 else None
 
     def mean(tree):   # over the devices of axis_name (identity without one)
         return tree if axis_name is None else lax.pmean(tree, axis_name)
@@ -225,11 +224,11 @@ def train_step(model, opt, loss_fn: Callable = ops.softmax_cross_entropy, *,
         if k == 1:
             batch_state = state
             grads, state, metrics = grads_and_metrics(params, state, x, y, key)
-            metrics = mean(metrics)
+            grads, metrics = mean(grads), mean(metrics)
             batch_loss = averaged_value_fn(lambda p, b: objective(p, *b)[0], axis_name)
-            extra = {"value": metrics["loss"], "grad": mean(grads),
+            extra = {"value": metrics["loss"], "grad": grads,
                      "value_fn": lambda p: batch_loss(p, (batch_state, x, y, key))}
-            updates, opt_state = call_update(averaged, grads, opt_state, params, extra)
+            updates, opt_state = call_update(opt, grads, opt_state, params, extra)
         else:
             updates, state, opt_state, metrics = accumulated(params, state, opt_state, x, y,
                                                              key)
