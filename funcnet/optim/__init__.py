@@ -27,7 +27,9 @@ learning rate the next update will use. optax's remaining wrappers and protocol 
 (conditionally_transform/mask, named_chain, flatten, tree_map_params, ...) are in
 :mod:`.wrappers_extra`, its monitors and per-example clipping in :mod:`.transforms_extra`,
 its tree helpers (bias_correction, update_moment, safe_norm, ...) in
-:mod:`.transforms_extra_tree` and ``microbatch`` in ``microbatching``.
+:mod:`.transforms_extra_tree` and ``microbatch`` in ``microbatching``; ``optax.tree``'s
+pytree helpers (``tree.norm``, ``tree.add_scale``, ``tree.get(state, "count")``, ...) in
+:mod:`.tree`, with optax's older ``tree_utils.tree_*`` names in :mod:`.tree_utils`.
 """
 from funcnet.optim import schedules
 from funcnet._describe import describe
@@ -128,6 +130,7 @@ from funcnet.optim.contrib_dual import (
 from funcnet.optim.contrib_momo import MomoAdamState, MomoState, momo, momo_adam
 from funcnet.optim.contrib_sophia import (
     HutchinsonState, SophiaState, hutchinson_estimator_diag_hessian, scale_by_sophia, sophia)
+from funcnet.optim import tree, tree_utils
 
 __all__ = [
     # protocol and helpers
@@ -207,3 +210,4 @@ __all__ += [  # round 6: optax.contrib's parameter-free and Polyak-type optimize
     "MechanicState", "MomoState", "MomoAdamState", "MadgradState", "sophia",
     "scale_by_sophia", "hutchinson_estimator_diag_hessian", "SophiaState", "HutchinsonState",
 ]
+__all__ += ["tree", "tree_utils"]  # round 6b: optax.tree and optax.tree_utils
