@@ -180,20 +180,27 @@ def optax_lbfgs_loop(steps: int = 4):
 
 
 @pytest.mark.parametrize("lbfgs", ["funcnet", "optax"])
-def test_full_batch_lbfgs_in_fit_equals_optax_documented_loop(lbfgs):
+def test_full_batch_lbfgs_in_fit_equals_optax_documented_loop(lbfgs, tmp_path):
     """L-BFGS reads ``value``, ``grad`` and ``value_fn`` at update (its zoom line search
     evaluates the loss at trial points): fit passes all three, so one epoch of one full
     batch is one iteration of optax's own loop (``value_and_grad_from_state``), with
-    funcnet's ``lbfgs`` and with optax's."""
+    funcnet's ``lbfgs`` and with optax's; funcnet's run checkpointed after 2 epochs
+    resumes bit for bit (the memory and line-search state are in the checkpoint)."""
     from funcnet import optim
 
     _, params, state = LBFGS_MODEL.init(jax.random.PRNGKey(0), (-1, 64))
     strict = lbfgs == "funcnet"                        # optax's line search mixes ints
+    opt = (optim if strict else optax).lbfgs()
+    run = functools.partial(train.fit, LBFGS_MODEL, params, state, opt, (LBFGS_X, LBFGS_Y),
+                            batch_size=64, key=jax.random.PRNGKey(0), progress=False)
     with jax.numpy_dtype_promotion("strict" if strict else "standard"):
-        got = train.fit(LBFGS_MODEL, params, state,
-                        (optim if lbfgs == "funcnet" else optax).lbfgs(),
-                        (LBFGS_X, LBFGS_Y), 4, batch_size=64, key=jax.random.PRNGKey(0),
-                        progress=False)
+        got = run(4)
+        if strict:
+            manager = checkpoint.CheckpointManager(tmp_path)
+            run(2, checkpoint=manager)
+            resumed = run(4, checkpoint=manager)
+            assert resumed[3]["epoch"] == [1, 2, 3, 4]
+            assert_trees_equal(resumed[:3], got[:3])
     values, p = optax_lbfgs_loop()
     np.testing.assert_allclose(got[3]["loss"], values, rtol=1e-12)
     for a, b in zip(jax.tree_util.tree_leaves(got[0]), jax.tree_util.tree_leaves(p)):
