@@ -256,6 +256,14 @@ def static_int(fn: str, name: str, value, *, minimum: int | None = None,
     return value
 
 
+def static_ints(fn: str, name: str, value) -> tuple[int, ...]:
+    """A tuple (or list) of Python/NumPy ints as a tuple of ints (``dropout``'s
+    ``broadcast_dims``): ``TypeError`` for another container or a non-int entry."""
+    if not isinstance(value, (tuple, list)):
+        raise TypeError(f"{fn}: {name} must be a tuple of ints, got {type(value).__name__}")
+    return tuple(static_int(fn, name, v) for v in value)
+
+
 def static_float(fn: str, name: str, value, low: float | None = None,
                  high: float | None = None, *, low_inclusive: bool = True,
                  high_inclusive: bool = True) -> float:

@@ -61,7 +61,7 @@ def Dropout(rate: float, broadcast_dims=()) -> Layer:
       Srivastava et al. (2014); Tompson et al. (2015) for spatial dropout.
     """
     rate = _checks.static_float("Dropout", "rate", rate, 0.0, 1.0, high_inclusive=False)
-    dims = _static_dims("Dropout", broadcast_dims)
+    dims = _checks.static_ints("Dropout", "broadcast_dims", broadcast_dims)
     name = f"Dropout({rate:g})" if not dims else f"Dropout({rate:g}, broadcast_dims={dims})"
     return _dropout_layer(name, rate, lambda ndim: dims)
 
@@ -107,15 +107,6 @@ def DropPath(rate: float) -> Layer:
         return tuple(range(1, ndim))
 
     return _dropout_layer(name, rate, dims)
-
-
-def _static_dims(fn: str, broadcast_dims) -> tuple:
-    """``broadcast_dims`` as a tuple of Python ints (ranges are checked against the input's
-    rank by the op)."""
-    if not isinstance(broadcast_dims, (tuple, list)):
-        raise TypeError(f"{fn}: broadcast_dims must be a tuple of ints, got "
-                        f"{type(broadcast_dims).__name__}")
-    return tuple(_checks.static_int(fn, "broadcast_dims", d) for d in broadcast_dims)
 
 
 def _dropout_layer(name: str, rate: float, dims) -> Layer:

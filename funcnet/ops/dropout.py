@@ -23,10 +23,8 @@ def check_dropout_args(fn: str, x, rate, key, broadcast_dims=()):
     rate = _checks.static_float(fn, "rate", rate, 0.0, 1.0, high_inclusive=False)
     _checks.check_float(fn, "x", x)
     x = as_array(x)
-    if not isinstance(broadcast_dims, (tuple, list)):
-        raise TypeError(f"{fn}: broadcast_dims must be a tuple of ints, got "
-                        f"{type(broadcast_dims).__name__}")
-    dims = [_checks.check_axis(fn, d, x.ndim, "broadcast_dims") for d in broadcast_dims]
+    dims = [_checks.check_axis(fn, d, x.ndim, "broadcast_dims")
+            for d in _checks.static_ints(fn, "broadcast_dims", broadcast_dims)]
     if len(set(dims)) != len(dims):
         raise ValueError(f"{fn}: broadcast_dims {tuple(broadcast_dims)} names an axis twice "
                          f"(x has shape {x.shape})")

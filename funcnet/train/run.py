@@ -52,6 +52,7 @@ __all__ = ["META_KEY", "fingerprint", "restore_template", "resume_point", "save_
 
 META_KEY = "funcnet.fit"
 _RECORDED_LATER = ("optimizer", "model_config")
+_EXPLANATIONS = ("leaves", "raw_keys")      # fingerprint entries that are never compared
 
 
 def describe_model(layer) -> str:
@@ -193,9 +194,9 @@ def _shown(now, saved) -> tuple[str, str]:
 def _differs(k: str, now, saved) -> bool:
     """Whether fingerprint entry ``k`` differs; a Loader's run written by an older
     funcnet, which recorded every source of batches as ``"iterable"``, still resumes, and
-    ``leaves`` (explanation only) is never compared."""
-    if k == "leaves" or (k == "data" and saved == "iterable" and
-                         str(now).startswith("Loader(")):
+    ``leaves`` and ``raw_keys`` (explanations only) are never compared."""
+    if k in _EXPLANATIONS or (k == "data" and saved == "iterable" and
+                              str(now).startswith("Loader(")):
         return False
     return saved != now
 
@@ -204,8 +205,6 @@ def _differs_in(fp: dict, saved: dict, k: str) -> bool:
     """:func:`_differs`, where a tree whose typed keys were raw ``uint32`` key data in the
     saved run (its ``raw_keys`` signature) is the same tree: checkpoint restore turns that
     data into the key."""
-    if k == "raw_keys":
-        return False
     if k in fp.get("raw_keys", {}) and saved.get(k) == fp["raw_keys"][k]:
         return False
     return _differs(k, fp.get(k), saved.get(k))
