@@ -5,6 +5,17 @@ import numpy as np
 import pytest
 
 
+def on_cpu(f, *args):
+    """``jax.jit(f)(*args)`` on the CPU (give NumPy arguments), for a reference whose own
+    autodiff loses precision on an accelerator: JAX's second derivative of
+    ``lax.reduce_window`` max packs each (value, tangent) pair into one 64-bit word off
+    CPU and so rounds float64 to float32's mantissa (it warns "Using reduced precision
+    for gradient of reduce-window min/max"); on an H200 that differed from funcnet's exact
+    rule by 2e-7. On a CPU backend this is a plain ``jax.jit``."""
+    with jax.default_device(jax.devices("cpu")[0]):
+        return jax.jit(f)(*args)
+
+
 def rand(shape, seed=0, dtype=np.float64):
     """Standard-normal NumPy array (no JAX compilation, unlike a new jax.random shape)."""
     return np.random.default_rng(seed).standard_normal(shape).astype(dtype)

@@ -1,6 +1,8 @@
 """max_pool2d / avg_pool2d: custom VJPs vs the reduce_window twins and central
 differences on both lowerings (reshape path, general path), the documented tie rule,
 small residuals, errors. jit / vmap / pmap of both ops: tests/ops/test_conv.py (CNN loss)."""
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,7 +14,7 @@ from funcnet.ops import reference as R
 from funcnet.ops.pool import avg_pool2d, max_pool2d
 from funcnet.ops.reference.pool import max_pool2d_tie_rule_grad
 from funcnet.gradcheck import check_vjp
-from tests.ops._cases import rand
+from tests.ops._cases import on_cpu, rand
 
 # (x shape, window, stride, padding); the comment names the lowering taken
 CASES = [
@@ -42,6 +44,29 @@ def test_reshape_path_is_taken_exactly_when_stride_equals_window_without_padding
     taken = [pool._is_reshape_path(pool.check_pool_args("max_pool2d", np.zeros(c[0]), *c[1:]))
              for c in CASES]
     assert taken == [True, True, False, False, False, False, False]
+
+
+@pytest.mark.parametrize("shape, window", [((2, 5, 7, 3), 2), ((2, 9, 9, 4), 3),
+                                           ((1, 7, 7, 5), 7), ((2, 6, 8, 3), (2, 4))],
+                         ids=["2x2-cropped", "3x3", "7x7-global", "2x4"])
+@pytest.mark.parametrize("dtype", [np.float32, jnp.bfloat16], ids=["f32", "bf16"])
+def test_reshape_path_lowerings_agree_bitwise_on_ties_and_nans(shape, window, dtype):
+    """The reshape path's two forward lowerings (argmax of the transposed windows on CPU,
+    the elementwise slice pass elsewhere, picked by ``lax.platform_dependent``) give the
+    same ``y`` and ``idx`` bit for bit: rounded data (many ties), a constant block, NaNs."""
+    x = np.round(rand(shape, 21) * 2)
+    x[0, :3, :3, 0] = 1.0
+    x[0, 1, 2, 1], x[-1, 0, 1, -1], x[-1, 0, 0, -1] = np.nan, np.nan, np.inf
+    x = jnp.asarray(x, dtype)
+    geom = pool.check_pool_args("max_pool2d", x, window, None, 0)
+    assert pool._is_reshape_path(geom)
+    (yb, ib), (ys, is_) = (jax.jit(partial(f, geom=geom))(x)
+                           for f in (pool._max_pool_blocks, pool._max_pool_slices))
+    np.testing.assert_array_equal(np.asarray(yb, np.float32), np.asarray(ys, np.float32))
+    assert ib.dtype == is_.dtype == jnp.int8
+    np.testing.assert_array_equal(ib, is_)
+    np.testing.assert_array_equal(np.asarray(ys, np.float32),
+                                  np.asarray(R.max_pool2d(x, window), np.float32))
 
 
 @pytest.mark.parametrize("case, data", [
@@ -140,6 +165,6 @@ def test_grad_of_grad_matches_reference():
         inner = jax.grad(lambda x: jnp.sum(jnp.sin(mp(x, 3, 2, 1)) + ap(x, 3, 2, 1) ** 3))
         return jax.grad(lambda x: jnp.sum(jnp.cos(inner(x))))
 
-    got, want = jax.jit(lambda x: [outer(max_pool2d, avg_pool2d)(x),
-                                   outer(R.max_pool2d, R.avg_pool2d)(x)])(x)
+    got = jax.jit(outer(max_pool2d, avg_pool2d))(x)
+    want = on_cpu(outer(R.max_pool2d, R.avg_pool2d), x)
     assert_close(got, want, 1e-10, "grad(grad)")
