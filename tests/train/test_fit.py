@@ -204,3 +204,30 @@ def test_all_finite_finds_every_non_finite_value():
         broken = dict(tree, **{leaf: tree[leaf].at[..., 0].set(bad) if tree[leaf].ndim
                                else jnp.asarray(bad, tree[leaf].dtype)})
         assert not bool(check(broken)), (leaf, bad)
+
+
+class _FakeDevice:
+    def __init__(self, platform):
+        self.platform = platform
+
+
+class _FakeArray:
+    def __init__(self, platform, addressable=True):
+        self.is_fully_addressable, self._platform = addressable, platform
+
+    def devices(self):
+        return {_FakeDevice(self._platform)}
+
+
+def test_per_step_metric_copies_start_early_on_accelerators_only():
+    """fit's per-step path starts each step's device-to-host metric copies as it goes on
+    an accelerator (the epoch's end then reads values already on the host), never on the
+    CPU (where a read is a view) nor for values this process does not hold whole."""
+    from funcnet.train.loop import _copies_ahead
+    on_cpu = {"loss": jnp.ones(()), "accuracy": jnp.zeros(())}
+    assert not _copies_ahead(on_cpu)
+    assert _copies_ahead({"loss": _FakeArray("gpu"), "accuracy": _FakeArray("gpu")})
+    assert _copies_ahead({"loss": _FakeArray("tpu")})
+    assert not _copies_ahead({"loss": _FakeArray("gpu", addressable=False)})
+    assert not _copies_ahead({"loss": _FakeArray("gpu"), "n": _FakeArray("cpu")})
+    assert not _copies_ahead({})
