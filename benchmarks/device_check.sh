@@ -11,13 +11,15 @@
 #             never touching the machine's JAX; falls back to PYTHONPATH), devices, versions
 #   tests     tests/test_accelerator.py on the default backend (conv2d's backward chosen by
 #             lax.platform_dependent, bf16 compute, donation, pmap / sharded / shard_map steps
-#             on every device); skipped with a message when pytest is missing
+#             on every device) and, without --quick, the suites whose code paths differ per
+#             platform (conv2d, pooling, train step, parallel API); skipped with a message
+#             when pytest is missing
 #   bench     python -m benchmarks.run: small_mlp (per step and in lax.scan), wide_mlp_bf16
 #             (5x4096, batch 8192, bf16, % of the measured matmul peak), cnn_large (book CNN,
 #             batch 4096, time and memory) against plain JAX, Flax, Equinox, PyTorch eager
-#   extras    benchmarks/attention.py, ops_vs_autodiff.py, conv_lowering.py and fit_guard.py when present
-#   dispatch  benchmarks/dispatch.py (per-call host cost of a step)
-#   tests-suites  (full run, with the time left) the conv2d, train-step and parallel suites
+#   extras    benchmarks/ops_vs_autodiff.py, conv_lowering.py, attention.py, fit_guard.py and
+#             dispatch.py (per-call host cost of a step), each when present; the first two
+#             write after every row, so a stage cut short keeps what it measured
 #
 # Results: benchmarks/results/<platform>/ (<platform>-quick with --quick; cpu-device-check
 # for a full run on a CPU, so the committed CPU results stay): results.json/md,
@@ -27,7 +29,9 @@
 # results folder are copied there as well.
 #
 # Environment: PYTHON (default python3), DEVICE_CHECK_BUDGET (seconds for the whole run,
-# default 470; 300 with --quick).
+# default 470; 300 with --quick), DEVICE_CHECK_EXTRAS (the extras to run, in order, default
+# "ops_vs_autodiff conv_lowering attention fit_guard dispatch"; e.g. one that timed out),
+# DEVICE_CHECK_BENCH=0 (skip the bench stage when rerunning extras).
 set -u
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -129,8 +133,12 @@ if "$PY" -c "import pytest" >/dev/null 2>&1; then
   if [ "$PLATFORM" = cpu ]; then  # two fake devices, so the parallel paths are exercised
     TEST_ENV+=("XLA_FLAGS=${XLA_FLAGS:+$XLA_FLAGS }--xla_force_host_platform_device_count=2")
   fi
-  stage tests 150 30 "tests/test_accelerator.py (platform_dependent, bf16, donation, pmap/sharded on every device)" -- \
-    "${TEST_ENV[@]}" "$PY" -m pytest -q -p no:cacheprovider tests/test_accelerator.py
+  TESTS=(tests/test_accelerator.py)
+  # the suites whose code paths differ per platform (on an H200: 40 s more)
+  [ "$QUICK" = 0 ] && TESTS+=(tests/ops/test_conv.py tests/ops/test_pool.py \
+    tests/train/test_step.py tests/parallel/test_parallel_api.py)
+  stage tests 180 30 "${TESTS[*]} (platform_dependent, bf16, donation, pmap/sharded on every device)" -- \
+    "${TEST_ENV[@]}" "$PY" -m pytest -q -p no:cacheprovider "${TESTS[@]}"
 else
   say "=== tests: skipped: pytest is not installed for $PY"
   echo "| tests | skipped: pytest missing | 0 | |" >> "$ROWS"
@@ -149,31 +157,31 @@ BENCH_ENV=(env)
 if [ "$PLATFORM" = gpu ]; then  # leave room on the GPU for the PyTorch worker process
   BENCH_ENV+=("XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.6}")
 fi
-stage bench "$BENCH_CAP" 60 "benchmarks.run $CASES vs jax, flax, equinox, torch eager" -- \
-  "${BENCH_ENV[@]}" "$PY" -m benchmarks.run "${BENCH_ARGS[@]}" --out "$RES"
+if [ "${DEVICE_CHECK_BENCH:-1}" = 0 ]; then
+  say "=== bench: skipped (DEVICE_CHECK_BENCH=0)"
+  echo "| bench | skipped: DEVICE_CHECK_BENCH=0 | 0 | |" >> "$ROWS"
+else
+  stage bench "$BENCH_CAP" 60 "benchmarks.run $CASES vs jax, flax, equinox, torch eager" -- \
+    "${BENCH_ENV[@]}" "$PY" -m benchmarks.run "${BENCH_ARGS[@]}" --out "$RES"
+fi
 
 # ------------------------------------------------------------------------------ extras
 QFLAG=()
 [ "$QUICK" = 1 ] && QFLAG=(--quick)
-for mod in attention ops_vs_autodiff conv_lowering fit_guard; do
+for mod in ${DEVICE_CHECK_EXTRAS:-ops_vs_autodiff conv_lowering attention fit_guard dispatch}; do
+  case $mod in   # caps: on an H200, ops_vs_autodiff ~60 s, attention (T to 8192) ~70 s
+    ops_vs_autodiff|attention) cap=80 ;;
+    dispatch) cap=40 ;;
+    *) cap=60 ;;
+  esac
   if [ -f "benchmarks/$mod.py" ]; then
-    stage "$mod" 60 20 "benchmarks/$mod.py" -- \
+    stage "$mod" "$cap" 15 "benchmarks/$mod.py" -- \
       "${BENCH_ENV[@]}" "$PY" -m "benchmarks.$mod" "${QFLAG[@]}" --out "$RES"
   else
     say "=== $mod: skipped (benchmarks/$mod.py not present)"
     echo "| $mod | skipped: not present | 0 | |" >> "$ROWS"
   fi
 done
-stage dispatch 40 15 "benchmarks/dispatch.py (per-call host cost)" -- \
-  "$PY" -m benchmarks.dispatch "${QFLAG[@]}" --out "$RES"
-
-# ------------------------------------------------------------------------------ more tests
-# Last, with the time that is left: the suites whose code paths differ per platform.
-if [ "$QUICK" = 0 ] && [ "${#TEST_ENV[@]}" -gt 0 ]; then
-  stage tests-suites 150 40 "conv2d, train step, parallel API suites on the device" -- \
-    "${TEST_ENV[@]}" "$PY" -m pytest -q -p no:cacheprovider tests/ops/test_conv.py \
-    tests/train/test_step.py tests/parallel/test_parallel_api.py
-fi
 
 # ------------------------------------------------------------------------------ summary
 TOTAL=$(( $(date +%s) - START ))

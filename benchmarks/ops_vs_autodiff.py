@@ -246,23 +246,26 @@ def main(argv=None) -> dict:
     a = p.parse_args(argv)
     platform = jax.devices()[0].platform
     profile = a.sizes or ("quick" if a.quick else ("cpu" if platform == "cpu" else "full"))
-    repeats = a.repeats or (3 if a.quick else 31)
-    sample_s = (a.sample_ms or (5.0 if a.quick else 50.0)) / 1e3
+    # an accelerator's samples are steady: 11 of 20 ms keep all 15 ops inside the device
+    # check's stage (31 of 50 ms took 8 s per op on an H200)
+    repeats = a.repeats or (3 if a.quick else (31 if platform == "cpu" else 11))
+    sample_s = (a.sample_ms or (5.0 if a.quick else (50.0 if platform == "cpu" else 20.0))) / 1e3
     out = a.out or (os.path.join(tempfile.gettempdir(), "funcnet-ops-vs-autodiff-quick")
                     if a.quick else common.results_dir(platform, quick=False))
     names = [n.strip() for n in a.ops.split(",") if n.strip()]
     t0 = time.perf_counter()
-    cases = []
-    for name in names:
-        cases.append(bench_op(name, SIZES[profile], jnp.dtype(a.dtype), repeats, sample_s))
-        c = cases[-1]
+    results = {"profile": profile, "dtype": a.dtype, "cases": [],
+               "command": common.command("ops_vs_autodiff", argv), "env": common.environment()}
+    for name in names:    # written after every op: a run cut short keeps what it measured
+        results["cases"].append(bench_op(name, SIZES[profile], jnp.dtype(a.dtype), repeats,
+                                         sample_s))
+        c = results["cases"][-1]
         print(f"{name:10s} {c['args']:32s} funcnet/autodiff time {c['time_ratio']:.2f}x, "
               f"residuals {c['rows'][0]['residual_bytes']:,} B vs "
               f"{c['rows'][1]['residual_bytes']:,} B", flush=True)
-    results = {"profile": profile, "dtype": a.dtype, "cases": cases,
-               "command": common.command("ops_vs_autodiff", argv),
-               "wall_s": time.perf_counter() - t0, "env": common.environment()}
-    common.write_results(out, "ops_vs_autodiff", results, markdown(results))
+        results["wall_s"] = time.perf_counter() - t0
+        common.write_results(out, "ops_vs_autodiff", results, markdown(results),
+                             announce=name == names[-1])
     return results
 
 
