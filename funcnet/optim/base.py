@@ -68,17 +68,23 @@ class Optimizer(_InitUpdate):
 
     _learning_rate_fn: Callable[[OptState], Any] | None = None
     _learning_rate_factor_fn: Callable[[OptState], Any] | None = None
+    _per_example_grads: bool = False
 
 
-def optimizer(init, update, learning_rate_fn=None, learning_rate_factor_fn=None) -> Optimizer:
+def optimizer(init, update, learning_rate_fn=None, learning_rate_factor_fn=None, *,
+              per_example_grads: bool = False) -> Optimizer:
     """An :class:`Optimizer`; ``learning_rate_fn(state)`` gives the next learning rate;
     ``learning_rate_factor_fn(state)`` the factor a block applies to the learning rate of
-    the ``chain`` it is in (``reduce_on_plateau``'s scale)."""
+    the ``chain`` it is in (``reduce_on_plateau``'s scale); ``per_example_grads``: its
+    ``update`` takes per-example gradients (the examples on axis 0 of every leaf, DP-SGD),
+    which a ``chain`` it opens checks against the params without that axis."""
     opt = Optimizer(init, update)
     if learning_rate_fn is not None:
         opt._learning_rate_fn = learning_rate_fn
     if learning_rate_factor_fn is not None:
         opt._learning_rate_factor_fn = learning_rate_factor_fn
+    if per_example_grads:
+        opt._per_example_grads = True
     return opt
 
 
@@ -238,13 +244,30 @@ def check_empty_state(fn: str, state) -> None:
             f"state made by another optimizer? Build it with this optimizer's init")
 
 
-def check_updates(fn: str, grads, params) -> None:
+def check_updates(fn: str, grads, params, per_example: bool = False) -> None:
     """What every public entry point checks once: float/complex grads, and params (when
-    given) of the same structure and shapes and a float/complex dtype."""
+    given) of the same structure and shapes (``per_example``: the grads' shapes without
+    their axis 0, the examples) and a float/complex dtype."""
     check_inexact_leaves(fn, "grads", grads)
     if params is not None:
-        check_trees_match(fn, "grads", grads, "params", params)
+        if per_example:
+            check_trees_match(fn, "grads without axis 0", _without_batch_axis(fn, grads),
+                              "params", params)
+        else:
+            check_trees_match(fn, "grads", grads, "params", params)
         check_inexact_leaves(fn, "params", params)
+
+
+def _without_batch_axis(fn: str, grads):
+    """Shape stand-ins of per-example grads without axis 0 (``ValueError`` for a scalar
+    leaf: an already averaged gradient)."""
+    def one(path, g):
+        if np.ndim(g) == 0:
+            raise ValueError(f"{fn}: grads{_checks.path_str(path)} is a scalar: this "
+                             f"optimizer takes per-example gradients, the examples on axis "
+                             f"0 of every leaf")
+        return jax.ShapeDtypeStruct(np.shape(g)[1:], jnp.result_type(g))
+    return jax.tree_util.tree_map_with_path(one, grads)
 
 
 def check_optional_dtype(fn: str, name: str, dtype):

@@ -75,6 +75,8 @@ def chain(*transforms, name: str = "chain"):
     """
     for i, t in enumerate(transforms):
         _checks.check_optimizer(name, f"argument {i}", t)
+    # a first block taking per-example gradients (DP-SGD's aggregate) makes the chain one
+    per_example = bool(transforms) and getattr(transforms[0], "_per_example_grads", False)
 
     def init(params):
         check_inexact_leaves(name, "params", params)
@@ -87,7 +89,7 @@ def chain(*transforms, name: str = "chain"):
                                      f"{len(transforms)} states (from init)")
 
     def update(updates, state, params=None, **extra_args):
-        check_updates(name, updates, params)
+        check_updates(name, updates, params, per_example)
         try:
             check_tuple(state)
             new_state = []
@@ -115,7 +117,7 @@ def chain(*transforms, name: str = "chain"):
             lr = lr.astype(dt) * f.astype(dt)
         return lr
 
-    return optimizer(init, update, learning_rate)
+    return optimizer(init, update, learning_rate, per_example_grads=per_example)
 
 
 def _mismatch_message(name, init, updates, state, err) -> str:

@@ -155,6 +155,22 @@ def _typed_key(fn, key):
     return key if _checks.is_key(key) else jax.random.wrap_key_data(key)
 
 
+def key_argument(fn, key, seed):
+    """The typed key of optax's ``key=`` / deprecated ``seed=`` pair (:func:`add_noise`,
+    :func:`~funcnet.optim.differentially_private_aggregate`): ``seed`` warns and excludes
+    ``key``; neither is seed 0 with a warning, as optax."""
+    if seed is not None:
+        warnings.warn(f"{fn}: seed is deprecated, use key", DeprecationWarning, stacklevel=3)
+        if key is not None:
+            raise ValueError(f"{fn}: give key or seed, not both")
+        key = seed
+    if key is None:
+        warnings.warn(f"{fn}: no key given, using seed 0 (optax's default; pass key)",
+                      stacklevel=3)
+        key = 0
+    return _typed_key(fn, key)
+
+
 @described
 def add_noise(eta, gamma, key=None, *, seed=None):
     """Annealed Gaussian gradient noise (Neelakantan et al., 2015), optax's
@@ -182,16 +198,7 @@ def add_noise(eta, gamma, key=None, *, seed=None):
     fn = "add_noise"
     check_hyperparameter(fn, "eta", eta, 0.0)
     check_hyperparameter(fn, "gamma", gamma, 0.0)
-    if seed is not None:
-        warnings.warn(f"{fn}: seed is deprecated, use key", DeprecationWarning, stacklevel=2)
-        if key is not None:
-            raise ValueError(f"{fn}: give key or seed, not both")
-        key = seed
-    if key is None:
-        warnings.warn(f"{fn}: no key given, using seed 0 (optax's default; pass key)",
-                      stacklevel=2)
-        key = 0
-    key = _typed_key(fn, key)
+    key = key_argument(fn, key, seed)
 
     def init(params):
         del params
