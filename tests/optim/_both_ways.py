@@ -14,11 +14,14 @@ STEPS = 8
 
 
 def flat(tree):
-    """The leaves as one float64 vector (a typed PRNG key by its bits)."""
+    """The leaves as one float64 vector (a typed PRNG key by its bits, a complex leaf by
+    its real and imaginary parts)."""
     def real(x):
         x = jnp.asarray(x)
         if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
             x = jax.random.key_data(x)
+        if jnp.iscomplexobj(x):
+            x = jnp.stack([jnp.real(x), jnp.imag(x)])
         return x.astype(jnp.float64)
     return np.asarray(ravel_pytree(jax.tree_util.tree_map(real, tree))[0])
 
