@@ -3,11 +3,13 @@ batch one microbatch after another (a ``lax.fori_loop``) and combine the results
 batches whose activations do not fit in memory at once.
 
 ``funcnet.optim.microbatching`` is this module (``AccumulationType``, ``Accumulator``,
-``microbatch``, ``reshape_batch_axis``), as ``optax.microbatching``; explicit-sharding
-meshes (optax's ``out_sharding`` reshapes) are not handled.
+``microbatch``, ``reshape_batch_axis``, ``micro_vmap``, ``micro_grad``), as
+``optax.microbatching``; explicit-sharding meshes (optax's ``out_sharding`` reshapes) are
+not handled.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import enum
 import functools
@@ -19,7 +21,11 @@ import numpy as np
 
 from funcnet import _checks
 
-__all__ = ["AccumulationType", "Accumulator", "microbatch", "reshape_batch_axis"]
+__all__ = ["AccumulationType", "Accumulator", "microbatch", "reshape_batch_axis",
+           "micro_vmap", "micro_grad", "IndividualOutputs"]
+
+# optax's per-example outputs of ``micro_grad`` (its class name is "Aux", as optax's)
+IndividualOutputs = collections.namedtuple("Aux", ["values", "metrics", "aux"])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,3 +206,101 @@ def microbatch(fun, argnums, microbatch_size, accumulator=AccumulationType.SUM, 
         return acc.finalize(carry)
 
     return microbatched
+
+
+def micro_vmap(fun, in_axes=0, out_axes=0, *, microbatch_size=None, vmap_fn=jax.vmap,
+               accumulator=AccumulationType.CONCAT, num_real_microbatches=None):
+    """``jax.vmap`` of ``fun`` run one microbatch at a time (optax's ``micro_vmap``):
+    ``vmap_fn(fun, in_axes)`` on each microbatch, its results reduced over the
+    microbatch by ``accumulator``'s ``aggregate`` and then combined across microbatches
+    by the accumulator (``CONCAT``, the default, gives ``jax.vmap``'s result; ``SUM`` /
+    ``MEAN`` never hold the whole batch's outputs).
+
+    Args:
+      fun: the function to map.
+      in_axes: an int or one entry per positional argument: 0 (mapped) or None.
+        Keyword arguments are mapped along axis 0 (``jax.vmap``'s rule).
+      out_axes: 0 only (as optax).
+      microbatch_size: examples per microbatch (dividing the batch); None: one.
+      vmap_fn: ``jax.vmap`` or a function of its signature.
+      accumulator, num_real_microbatches: as in :func:`microbatch`.
+
+    Returns:
+      The mapped function (same arguments as ``fun``).
+
+    Raises:
+      NotImplementedError: ``out_axes`` other than 0.
+      TypeError: ``fun`` not callable.
+    """
+    fn = "micro_vmap"
+    _checks.check_callable(fn, "fun", fun)
+    if out_axes != 0:
+        raise NotImplementedError(f"{fn}: out_axes must be 0, got {out_axes!r}")
+    in_axes = (in_axes,) if isinstance(in_axes, int) else tuple(in_axes)
+
+    def vmap_reduce(*args, kwargs):
+        out = vmap_fn(fun, in_axes, out_axes)(*args, **kwargs)
+        size = jax.tree_util.tree_leaves(out)[0].shape[0]
+        return _composed(accumulator, size).aggregate(out)   # only aggregate: n unused
+
+    mapped = microbatch(vmap_reduce, tuple(i for i, a in enumerate(in_axes) if a is not None),
+                        microbatch_size, accumulator, argnames="kwargs",
+                        in_axes=tuple(a for a in in_axes if a is not None) + (0,),
+                        num_real_microbatches=num_real_microbatches)
+    return lambda *args, **kwargs: mapped(*args, kwargs=kwargs)
+
+
+def micro_grad(fun, has_aux=False, argnums=0, *, batch_argnums=1, keep_batch_dim=True,
+               microbatch_size=None, accumulator=AccumulationType.SUM,
+               transform_fn=lambda x: x, metrics_fn=lambda x: None,
+               num_real_microbatches=None):
+    """Per-example gradients, transformed and combined, one microbatch at a time
+    (optax's ``micro_grad``)::
+
+        g_i = grad fun(params, example_i)            (each example a batch of one)
+        result = accumulate_i transform_fn(g_i)      (SUM by default)
+        aux = IndividualOutputs(values=fun_i, metrics=metrics_fn(g_i), aux=aux_i)
+
+    E.g. ``transform_fn`` clipping each ``g_i`` (DP-SGD), or ``(g, g**2)`` for the
+    gradient's per-example variance; ``aux`` holds per-example values.
+
+    Args:
+      fun: the loss, ``fun(params, batch, ...)`` by default.
+      has_aux: ``fun`` returns ``(value, aux)``.
+      argnums: the argument(s) to differentiate.
+      batch_argnums: the argument(s) with the examples on axis 0.
+      keep_batch_dim: ``fun`` expects a batch axis (each example is given as a batch
+        of one); False: single examples.
+      microbatch_size, accumulator, num_real_microbatches: as in :func:`microbatch`
+        (``accumulator`` applies to ``transform_fn``'s result).
+      transform_fn: applied to each example's gradient before accumulating.
+      metrics_fn: applied to each example's gradient, returned per example.
+
+    Returns:
+      A function of ``fun``'s arguments returning ``(accumulated, IndividualOutputs)``.
+    """
+    fn = "micro_grad"
+    _checks.check_callable(fn, "fun", fun)
+    batch_argnums = _as_tuple(batch_argnums, int)
+    with_aux = fun if has_aux else (lambda *a, **k: (fun(*a, **k), None))
+    value_and_grad = jax.value_and_grad(with_aux, argnums, has_aux=True)
+
+    def one(*args, **kwargs):
+        (value, aux), grad = value_and_grad(*args, **kwargs)
+        return transform_fn(grad), IndividualOutputs(values=value, metrics=metrics_fn(grad),
+                                                     aux=aux)
+
+    in_axes = [0 if i in batch_argnums else None for i in range(max(batch_argnums) + 1)]
+    mapped = micro_vmap(one, in_axes=in_axes, microbatch_size=microbatch_size,
+                        accumulator=(accumulator, AccumulationType.CONCAT),
+                        num_real_microbatches=num_real_microbatches)
+    if not keep_batch_dim:
+        return mapped
+
+    def with_batch_of_one(*args, **kwargs):
+        args = list(args)
+        for i in batch_argnums:    # each example a batch of one inside the vmap
+            args[i] = jax.tree_util.tree_map(lambda x: jnp.expand_dims(x, 1), args[i])
+        return mapped(*args, **kwargs)
+
+    return with_batch_of_one
