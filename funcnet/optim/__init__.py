@@ -130,6 +130,8 @@ from funcnet.optim.contrib_dual import (
 from funcnet.optim.contrib_momo import MomoAdamState, MomoState, momo, momo_adam
 from funcnet.optim.complex_valued import (
     SplitRealAndImaginaryArrays, SplitRealAndImaginaryState, split_real_and_imaginary)
+from funcnet.optim.contrib_galore import (
+    GaLoreDimensionNumbers, GaLoreState, galore, scale_by_galore)
 from funcnet.optim.contrib_privacy import (
     DifferentiallyPrivateAggregateState, differentially_private_aggregate, dpsgd)
 from funcnet.optim.contrib_sophia import (
@@ -215,7 +217,8 @@ __all__ += [  # round 6: optax.contrib's parameter-free and Polyak-type optimize
     "scale_by_sophia", "hutchinson_estimator_diag_hessian", "SophiaState", "HutchinsonState",
 ]
 __all__ += ["tree", "tree_utils"]  # round 6b: optax.tree and optax.tree_utils
-__all__ += [  # round 7: optax.contrib's DP-SGD and complex-valued wrapper
+__all__ += [  # round 7: optax.contrib's DP-SGD, complex-valued wrapper and GaLore
     "dpsgd", "differentially_private_aggregate", "DifferentiallyPrivateAggregateState",
     "split_real_and_imaginary", "SplitRealAndImaginaryArrays", "SplitRealAndImaginaryState",
+    "galore", "scale_by_galore", "GaLoreDimensionNumbers", "GaLoreState",
 ]
