@@ -23,6 +23,7 @@ from funcnet.ops.reference.gated_rnn import gru, lstm
 from funcnet.ops.reference.layer_norm import layer_norm, rms_norm
 from funcnet.ops.reference.group_norm import group_norm
 from funcnet.ops.reference.rotary import rotary_embedding
-from funcnet.ops.reference.losses import (cosine_distance, cosine_similarity, huber_loss,
-                                          kl_divergence, kl_divergence_with_log_targets,
-                                          log_cosh, sigmoid_focal_loss)
+from funcnet.ops.reference.losses import (cosine_distance, cosine_similarity, ctc_loss,
+                                          huber_loss, kl_divergence,
+                                          kl_divergence_with_log_targets, log_cosh,
+                                          sigmoid_focal_loss)

@@ -1,4 +1,5 @@
-"""Plain-JAX twins of the optax-style losses (Huber, log-cosh, cosine, KL, sigmoid focal).
+"""Plain-JAX twins of the optax-style losses (Huber, log-cosh, cosine, KL, sigmoid focal,
+CTC).
 
 No ``custom_vjp``: each twin calls its op's check function and writes the forward formula
 for ``jax.grad`` to differentiate, independently of the op's helpers where the op's
@@ -16,6 +17,7 @@ from jax.scipy.special import logsumexp
 from funcnet.ops._labels import num_rows
 from funcnet.ops.losses_divergence import check_kl_args, safe_log
 from funcnet.ops.losses_elementwise import check_sigmoid_focal_loss_args
+from funcnet.ops.losses_sequence import check_ctc_args
 from funcnet.ops.losses_regression import (check_cosine_args, check_huber_args,
                                            check_log_cosh_args)
 
@@ -76,3 +78,33 @@ def sigmoid_focal_loss(logits, labels, alpha: float | None = None, gamma: float 
     if alpha is not None:
         loss = (alpha * t + (1 - alpha) * (1 - t)) * loss
     return jnp.mean(loss)
+
+
+def ctc_loss(logits, logit_paddings, labels, label_paddings, *, blank_id: int = 0,
+             log_epsilon: float = -1e5):
+    """Twin of :func:`funcnet.ops.ctc_loss`: the forward recursion only (one
+    ``logsumexp`` over the three predecessor states per step), for ``jax.grad``."""
+    logits, pad, labels, lengths, blank_id, neg = check_ctc_args(
+        "ctc_loss", logits, logit_paddings, labels, label_paddings, blank_id, log_epsilon)
+    b, n = labels.shape
+    s_len = 2 * n + 1
+    s = jnp.arange(s_len)[None, :]
+    ext = jnp.where(s % 2 == 1, jnp.pad(labels, ((0, 0), (0, n + 1)))[:, (s[0] - 1) // 2],
+                    blank_id)
+    prev2 = jnp.pad(ext, ((0, 0), (2, 0)), constant_values=-1)[:, :s_len]
+    can_skip = (s % 2 == 1) & (ext != prev2) & (s >= 2)
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    floor = jnp.full((b, 2), neg, logits.dtype)
+
+    def step(a, x):
+        lp, padded = x                                   # (B, K), (B,)
+        shifted = jnp.concatenate([floor, a], axis=1)    # a(s-2), a(s-1) by offset
+        options = jnp.stack([a, shifted[:, 1:s_len + 1],
+                             jnp.where(can_skip, shifted[:, :s_len], neg)])
+        new = logsumexp(options, axis=0) + jnp.take_along_axis(lp, ext, axis=1)
+        return jnp.where(padded[:, None], a, new), None
+
+    start = jnp.full((b, s_len), neg, logits.dtype).at[:, 0].set(0)
+    last, _ = jax.lax.scan(step, start, (jnp.moveaxis(logp, 1, 0), pad.T))
+    final = (s == 2 * lengths[:, None]) | (s == 2 * lengths[:, None] - 1)
+    return -jnp.mean(logsumexp(jnp.where(final, last, neg), axis=1))
