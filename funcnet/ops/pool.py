@@ -102,7 +102,9 @@ def _max_pool_slices(x, geom):
 def _max_pool_blocks(x, geom):
     """``(y, idx)`` on the reshape path on CPU: the windows transposed last, one argmax
     (the first maximum, or the first NaN, as ``jnp.max``) and a take of its value. On a
-    2-core XLA:CPU this is 0.3-0.6x the slice pass's time (book CNN 2x2, 3x3, 7x7)."""
+    2-core XLA:CPU (forward+backward) this took 0.56x the slice pass's time at the book
+    CNN's batch 100 and 0.47x / 0.31x for 3x3 / 7x7 windows, but 1.13x at batch 1000 and
+    1.22x on (64, 56, 56, 64): the CPU keeps it for the small cases benchmarked."""
     xb = _blocks(x, geom)                                       # (N, OH, KH, OW, KW, C)
     n, oh, kh, ow, kw, c = xb.shape
     xw = xb.transpose(0, 1, 3, 5, 2, 4).reshape(n, oh, ow, c, kh * kw)
