@@ -16,10 +16,15 @@ from funcnet.ops._mode import has_twin
 from funcnet.ops.losses_elementwise import check_row_args
 
 
-def check_kl_args(fn: str, log_predictions, targets, targets_name: str = "targets"):
+def check_kl_args(fn: str, log_predictions, targets, targets_name: str = "targets",
+                  axis=-1, where=None):
     """The checks of the KL losses (and their twins): floating, same shape, rank >= 1, at
-    least one row and one class; returns both promoted to their common dtype."""
-    return check_row_args(fn, "log_predictions", log_predictions, targets_name, targets)
+    least one row and one class; returns both promoted to their common dtype, the rows
+    along ``axis`` last, a masked-out target 0 (``log_targets``: ``-inf``) and its
+    log-prediction 0."""
+    fill = -jnp.inf if targets_name == "log_targets" else 0.0
+    return check_row_args(fn, "log_predictions", log_predictions, targets_name, targets,
+                          axis, where, (0.0, fill))[:2]
 
 
 def safe_log(t):
@@ -58,7 +63,7 @@ defvjp(_kl, _kl_fwd, _kl_bwd)
 
 
 @has_twin
-def kl_divergence(log_predictions, targets):
+def kl_divergence(log_predictions, targets, axis=-1, where=None):
     """``KL(t || p)`` per row, averaged over the rows: ``optax.kl_divergence(lp, t).mean()``
     (for rank 2 inputs PyTorch's ``kl_div(lp, t, reduction='batchmean')``).
 
@@ -75,17 +80,22 @@ def kl_divergence(log_predictions, targets):
         at least one row and one class.
       targets: the same shape, floating probabilities ``>= 0`` (promoted with
         ``log_predictions``); rows need not sum to 1 (the formula is applied as it is).
+      axis: the axis (or tuple of axes) a row runs along (optax's; default the last).
+      where: optional bool array of the inputs' shape (optax's): False elements leave
+        the sums (no value, zero gradient); the mean is still over every row.
 
     Returns:
       Scalar mean loss, of the promoted dtype.
 
     Raises:
-      ValueError: rank 0, shapes differ, an empty input.
-      TypeError: non-floating inputs.
+      ValueError: rank 0, shapes differ, an empty input, a bad ``axis``, ``where`` of
+        another shape.
+      TypeError: non-floating inputs, a non-bool ``where``.
 
     See ``docs/formulas.md`` ("Beyond the notes").
     """
-    return _kl(*check_kl_args("kl_divergence", log_predictions, targets))
+    return _kl(*check_kl_args("kl_divergence", log_predictions, targets, axis=axis,
+                              where=where))
 
 
 # ------------------------------------------------------------- KL with log targets
@@ -116,7 +126,7 @@ defvjp(_kl_log, _kl_log_fwd, _kl_log_bwd)
 
 
 @has_twin
-def kl_divergence_with_log_targets(log_predictions, log_targets):
+def kl_divergence_with_log_targets(log_predictions, log_targets, axis=-1, where=None):
     """``KL(t || p)`` from log-targets ``lt = log t``, averaged over the rows:
     ``optax.kl_divergence_with_log_targets(lp, lt).mean()`` (PyTorch's ``kl_div(...,
     log_target=True)``).
@@ -129,13 +139,15 @@ def kl_divergence_with_log_targets(log_predictions, log_targets):
     Args:
       log_predictions: ``(..., C)`` floating log-probabilities, at least one row and class.
       log_targets: the same shape, floating log-probabilities (promoted together).
+      axis, where: as in :func:`kl_divergence`.
 
     Returns:
       Scalar mean loss, of the promoted dtype.
 
     Raises:
-      ValueError: rank 0, shapes differ, an empty input.
-      TypeError: non-floating inputs.
+      ValueError: rank 0, shapes differ, an empty input, a bad ``axis``, ``where`` of
+        another shape.
+      TypeError: non-floating inputs, a non-bool ``where``.
     """
     return _kl_log(*check_kl_args("kl_divergence_with_log_targets", log_predictions,
-                                  log_targets, "log_targets"))
+                                  log_targets, "log_targets", axis, where))

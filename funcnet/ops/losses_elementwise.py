@@ -31,12 +31,33 @@ def check_elementwise_args(fn: str, a_name: str, a, b_name: str, b):
     return promote_pair(as_array(a), as_array(b))
 
 
-def check_row_args(fn: str, a_name: str, a, b_name: str, b):
-    """:func:`check_elementwise_args` for losses over rows along the last axis (KL,
-    cosine): also rank >= 1."""
+def check_row_args(fn: str, a_name: str, a, b_name: str, b, axis=-1, where=None,
+                   fills=(0.0, 0.0)):
+    """:func:`check_elementwise_args` for losses over rows (KL, cosine): also rank >= 1.
+
+    optax's ``axis`` (an int or a tuple: the axes a row runs along) and ``where`` (a bool
+    array of the inputs' shape; False elements leave the row's reduction) are applied
+    here: ``a`` and ``b`` (and ``where``) come back as ``(a, b, where)`` with the row axes
+    moved last and flattened into one, ``(..., C)``, and the masked-out elements replaced
+    by ``fills`` (values whose terms are 0: no value and no gradient reach them)."""
     a, b = check_elementwise_args(fn, a_name, a, b_name, b)
     _checks.check_min_rank(fn, a_name, a, 1)
-    return a, b
+    if where is not None:
+        _checks.check_same_shape(fn, "where", where, a_name, a)
+        if jnp.result_type(where) != jnp.bool_:
+            raise TypeError(f"{fn}: where must be a bool array, got {jnp.result_type(where)}")
+        where = jnp.asarray(where)
+        a, b = (jnp.where(where, x, jnp.asarray(f, x.dtype)) for x, f in zip((a, b), fills))
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    axes = tuple(_checks.check_axis(fn, ax, a.ndim) for ax in axes)
+    if not axes or len(set(axes)) != len(axes):
+        raise ValueError(f"{fn}: axis must name distinct axes, got {axis!r}")
+    if axes == (a.ndim - 1,):
+        return a, b, where
+    rest = tuple(i for i in range(a.ndim) if i not in axes)
+    shape = tuple(a.shape[i] for i in rest) + (-1,)
+    return tuple(None if x is None else x.transpose(rest + axes).reshape(shape)
+                 for x in (a, b, where))
 
 
 # ------------------------------------------------------------------------ mean squared error

@@ -175,14 +175,24 @@ def _cosine_bwd(eps, res, g):
 defvjp(_cosine, _cosine_fwd, _cosine_bwd)
 
 
-def check_cosine_args(fn: str, predictions, targets, epsilon):
-    """The checks of the cosine losses; ``(predictions, targets, epsilon)``."""
+def check_cosine_args(fn: str, predictions, targets, epsilon, axis=-1, where=None):
+    """The checks of the cosine losses; ``(predictions, targets, epsilon, empty)``: the
+    rows along ``axis`` last, masked-out elements 0 (out of the dot product and the
+    norms), and ``empty`` the fraction of rows ``where`` masks out entirely. Those rows
+    count 0, as optax's: their inputs are set to ones (cosine 1, no gradient to the
+    inputs) and the caller subtracts ``empty`` from the mean."""
     epsilon = _checks.static_float(fn, "epsilon", epsilon, 0.0, None)
-    return (*check_row_args(fn, "predictions", predictions, "targets", targets), epsilon)
+    a, b, where = check_row_args(fn, "predictions", predictions, "targets", targets, axis,
+                                 where)
+    if where is None:
+        return a, b, epsilon, 0.0
+    none = ~jnp.any(where, axis=-1, keepdims=True)
+    a, b = (jnp.where(none, jnp.ones((), x.dtype), x) for x in (a, b))
+    return a, b, epsilon, jnp.sum(none).astype(a.dtype) / none.size
 
 
 @has_twin
-def cosine_similarity(predictions, targets, epsilon: float = 0.0):
+def cosine_similarity(predictions, targets, epsilon: float = 0.0, axis=-1, where=None):
     """Mean cosine similarity of rows: ``optax.cosine_similarity(p, t, epsilon=e).mean()``
     (a score to maximise; :func:`cosine_distance` is the loss ``1 - S``).
 
@@ -198,21 +208,31 @@ def cosine_similarity(predictions, targets, epsilon: float = 0.0):
       predictions: ``(..., D)`` floating, at least one row and one feature.
       targets: the same shape, floating (promoted with ``predictions``).
       epsilon: static Python float ``>= 0``, finite: the floor of the squared norms.
+      axis: the axis (or tuple of axes) a row runs along (optax's; default the last).
+      where: optional bool array of the inputs' shape (optax's): False elements leave the
+        dot product and the norms (zero gradient); the mean is still over every row, and a
+        row masked out entirely counts 0 with a zero gradient (optax: 0, NaN gradient).
 
     Returns:
       Scalar, the mean over the ``n = prod(...)`` rows, of the promoted dtype.
 
     Raises:
-      ValueError: rank 0, shapes differ, an empty input, ``epsilon`` negative or NaN.
-      TypeError: non-floating inputs, ``epsilon`` not a Python number.
+      ValueError: rank 0, shapes differ, an empty input, ``epsilon`` negative or NaN, a
+        bad ``axis``, ``where`` of another shape.
+      TypeError: non-floating inputs, ``epsilon`` not a Python number, a non-bool
+        ``where``.
     """
-    return _cosine(*check_cosine_args("cosine_similarity", predictions, targets, epsilon))
+    *args, empty = check_cosine_args("cosine_similarity", predictions, targets, epsilon,
+                                     axis, where)
+    return _cosine(*args) if where is None else _cosine(*args) - empty
 
 
 @has_twin
-def cosine_distance(predictions, targets, epsilon: float = 0.0):
+def cosine_distance(predictions, targets, epsilon: float = 0.0, axis=-1, where=None):
     """Mean cosine distance of rows, ``1 - S``: ``optax.cosine_distance(p, t,
     epsilon=e).mean()``. Shapes, formulas, residuals and errors: those of
     :func:`cosine_similarity`, with the gradients negated.
     """
-    return 1.0 - _cosine(*check_cosine_args("cosine_distance", predictions, targets, epsilon))
+    *args, empty = check_cosine_args("cosine_distance", predictions, targets, epsilon, axis,
+                                     where)
+    return 1.0 - (_cosine(*args) if where is None else _cosine(*args) - empty)

@@ -36,33 +36,33 @@ def log_cosh(predictions, targets):
     return jnp.mean(jnp.logaddexp(x, -x) - math.log(2.0))
 
 
-def _cosine(fn, predictions, targets, epsilon):
-    a, b, epsilon = check_cosine_args(fn, predictions, targets, epsilon)
+def _cosine(fn, predictions, targets, epsilon, axis, where):
+    a, b, epsilon, empty = check_cosine_args(fn, predictions, targets, epsilon, axis, where)
 
     def unit(a):   # a / sqrt(max(|a|^2, eps)); the where: derivative 0 at or below eps
         a2 = jnp.sum(a * a, axis=-1, keepdims=True)
         return a / jnp.sqrt(jnp.where(a2 > epsilon, a2, jnp.asarray(epsilon, a2.dtype)))
-    return jnp.sum(unit(a) * unit(b)) / num_rows(a)
+    return jnp.sum(unit(a) * unit(b)) / num_rows(a) - empty   # empty: rows masked out
 
 
-def cosine_similarity(predictions, targets, epsilon: float = 0.0):
-    return _cosine("cosine_similarity", predictions, targets, epsilon)
+def cosine_similarity(predictions, targets, epsilon: float = 0.0, axis=-1, where=None):
+    return _cosine("cosine_similarity", predictions, targets, epsilon, axis, where)
 
 
-def cosine_distance(predictions, targets, epsilon: float = 0.0):
-    return 1.0 - _cosine("cosine_distance", predictions, targets, epsilon)
+def cosine_distance(predictions, targets, epsilon: float = 0.0, axis=-1, where=None):
+    return 1.0 - _cosine("cosine_distance", predictions, targets, epsilon, axis, where)
 
 
-def kl_divergence(log_predictions, targets):
-    lp, t = check_kl_args("kl_divergence", log_predictions, targets)
+def kl_divergence(log_predictions, targets, axis=-1, where=None):
+    lp, t = check_kl_args("kl_divergence", log_predictions, targets, axis=axis, where=where)
     # the where inside the product: its unused branch (log 0 - lp) then gets no 0 * inf
     gap = jnp.where(t > 0, safe_log(t) - lp, jnp.zeros((), t.dtype))
     return jnp.sum(t * gap) / num_rows(t)
 
 
-def kl_divergence_with_log_targets(log_predictions, log_targets):
+def kl_divergence_with_log_targets(log_predictions, log_targets, axis=-1, where=None):
     lp, lt = check_kl_args("kl_divergence_with_log_targets", log_predictions, log_targets,
-                           "log_targets")
+                           "log_targets", axis, where)
     gap = jnp.where(jnp.isneginf(lt), jnp.zeros((), lt.dtype), lt - lp)
     return jnp.sum(jnp.exp(lt) * gap) / num_rows(lt)
 
