@@ -55,11 +55,20 @@ def loss_funcnet(impl):
     return loss
 
 
+def xla_conv(x, w):
+    """Plain JAX's VALID stride-1 convolution, NHWC / HWIO (autodiff's backward)."""
+    return lax.conv_general_dilated(x, w, (1, 1), "VALID",
+                                    dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def xla_pool(h):
+    """Plain JAX's 2x2 max pool (``reduce_window``; autodiff's ``select_and_scatter``)."""
+    return lax.reduce_window(h, -jnp.inf, lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+
+
 def loss_plain(p, x, y):
-    h = lax.conv_general_dilated(x, p["w1"], (1, 1), "VALID",
-                                 dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    h = jax.nn.relu(h + p["b1"])
-    h = lax.reduce_window(h, -jnp.inf, lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+    h = jax.nn.relu(xla_conv(x, p["w1"]) + p["b1"])
+    h = xla_pool(h)
     h = h.reshape(h.shape[0], -1)
     h = jax.nn.relu(h @ p["w2"] + p["b2"])
     logits = h @ p["w3"] + p["b3"]
@@ -68,11 +77,6 @@ def loss_plain(p, x, y):
 
 def component_variants():
     """Layer-level fwd+bwd: where the time goes (conv dW only, conv dx and dW, max-pool)."""
-    dn = ("NHWC", "HWIO", "NHWC")
-    xla_conv = lambda x, w: lax.conv_general_dilated(x, w, (1, 1), "VALID",  # noqa: E731
-                                                     dimension_numbers=dn)
-    xla_pool = lambda h: lax.reduce_window(h, -jnp.inf, lax.max, (1, 2, 2, 1),  # noqa: E731
-                                           (1, 2, 2, 1), "VALID")
     return {
         "conv_dW (x not differentiated)": (
             lambda w, x: jnp.sum(xla_conv(x, w) ** 2),
