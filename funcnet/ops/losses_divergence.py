@@ -17,14 +17,17 @@ from funcnet.ops.losses_elementwise import check_row_args
 
 
 def check_kl_args(fn: str, log_predictions, targets, targets_name: str = "targets",
-                  axis=-1, where=None):
+                  axis=-1, where=None, target_fill=0.0):
     """The checks of the KL losses (and their twins): floating, same shape, rank >= 1, at
     least one row and one class; returns both promoted to their common dtype, the rows
-    along ``axis`` last, a masked-out target 0 (``log_targets``: ``-inf``) and its
-    log-prediction 0."""
-    fill = -jnp.inf if targets_name == "log_targets" else 0.0
+    along ``axis`` last, a masked-out target ``target_fill`` (the value of a zero target:
+    0, or ``-inf`` for log-targets) and its log-prediction 0."""
     return check_row_args(fn, "log_predictions", log_predictions, targets_name, targets,
-                          axis, where, (0.0, fill))[:2]
+                          axis, where, (0.0, target_fill))[:2]
+
+
+# the log-targets losses' arguments after the targets' name: a masked-out log-target is -inf
+LOG_TARGETS = dict(targets_name="log_targets", target_fill=-jnp.inf)
 
 
 def safe_log(t):
@@ -141,13 +144,8 @@ def kl_divergence_with_log_targets(log_predictions, log_targets, axis=-1, where=
       log_targets: the same shape, floating log-probabilities (promoted together).
       axis, where: as in :func:`kl_divergence`.
 
-    Returns:
-      Scalar mean loss, of the promoted dtype.
-
-    Raises:
-      ValueError: rank 0, shapes differ, an empty input, a bad ``axis``, ``where`` of
-        another shape.
-      TypeError: non-floating inputs, a non-bool ``where``.
+    Returns, Raises: as :func:`kl_divergence` (the scalar mean loss, of the promoted
+    dtype), with ``log_targets`` for ``targets``.
     """
     return _kl_log(*check_kl_args("kl_divergence_with_log_targets", log_predictions,
-                                  log_targets, "log_targets", axis, where))
+                                  log_targets, axis=axis, where=where, **LOG_TARGETS))

@@ -191,6 +191,13 @@ def check_cosine_args(fn: str, predictions, targets, epsilon, axis=-1, where=Non
     return a, b, epsilon, jnp.sum(none).astype(a.dtype) / none.size
 
 
+def _similarity(fn, predictions, targets, epsilon, axis, where):
+    """The mean cosine similarity after :func:`check_cosine_args` (the rows ``where``
+    masks out entirely taken out of the mean's numerator; no extra op without a mask)."""
+    *args, empty = check_cosine_args(fn, predictions, targets, epsilon, axis, where)
+    return _cosine(*args) if where is None else _cosine(*args) - empty
+
+
 @has_twin
 def cosine_similarity(predictions, targets, epsilon: float = 0.0, axis=-1, where=None):
     """Mean cosine similarity of rows: ``optax.cosine_similarity(p, t, epsilon=e).mean()``
@@ -222,9 +229,7 @@ def cosine_similarity(predictions, targets, epsilon: float = 0.0, axis=-1, where
       TypeError: non-floating inputs, ``epsilon`` not a Python number, a non-bool
         ``where``.
     """
-    *args, empty = check_cosine_args("cosine_similarity", predictions, targets, epsilon,
-                                     axis, where)
-    return _cosine(*args) if where is None else _cosine(*args) - empty
+    return _similarity("cosine_similarity", predictions, targets, epsilon, axis, where)
 
 
 @has_twin
@@ -233,6 +238,4 @@ def cosine_distance(predictions, targets, epsilon: float = 0.0, axis=-1, where=N
     epsilon=e).mean()``. Shapes, formulas, residuals and errors: those of
     :func:`cosine_similarity`, with the gradients negated.
     """
-    *args, empty = check_cosine_args("cosine_distance", predictions, targets, epsilon, axis,
-                                     where)
-    return 1.0 - (_cosine(*args) if where is None else _cosine(*args) - empty)
+    return 1.0 - _similarity("cosine_distance", predictions, targets, epsilon, axis, where)

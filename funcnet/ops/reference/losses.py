@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
 from funcnet.ops._labels import num_rows
-from funcnet.ops.losses_divergence import check_kl_args, safe_log
+from funcnet.ops.losses_divergence import LOG_TARGETS, check_kl_args, safe_log
 from funcnet.ops.losses_elementwise import check_sigmoid_focal_loss_args
 from funcnet.ops.losses_sequence import check_ctc_args
 from funcnet.ops.losses_regression import (check_cosine_args, check_huber_args,
@@ -62,7 +62,7 @@ def kl_divergence(log_predictions, targets, axis=-1, where=None):
 
 def kl_divergence_with_log_targets(log_predictions, log_targets, axis=-1, where=None):
     lp, lt = check_kl_args("kl_divergence_with_log_targets", log_predictions, log_targets,
-                           "log_targets", axis, where)
+                           axis=axis, where=where, **LOG_TARGETS)
     gap = jnp.where(jnp.isneginf(lt), jnp.zeros((), lt.dtype), lt - lp)
     return jnp.sum(jnp.exp(lt) * gap) / num_rows(lt)
 
