@@ -17,10 +17,10 @@
 #   bench     python -m benchmarks.run: small_mlp (per step and in lax.scan), wide_mlp_bf16
 #             (5x4096, batch 8192, bf16, % of the measured matmul peak), cnn_large (book CNN,
 #             batch 4096, time and memory) against plain JAX, Flax, Equinox, PyTorch eager
-#   extras    benchmarks/ops_vs_autodiff.py, conv_lowering.py, fit_guard.py, dispatch.py
-#             (per-call host cost of a step) and attention.py, each when present;
-#             ops_vs_autodiff, conv_lowering and attention write after every row, so a stage
-#             cut short keeps what it measured
+#   extras    benchmarks/ops_vs_autodiff.py, conv_lowering.py, pool_lowering.py,
+#             fit_guard.py, dispatch.py (per-call host cost of a step) and attention.py, each
+#             when present; ops_vs_autodiff, the two lowering scripts and attention write
+#             after every row, so a stage cut short keeps what it measured
 #
 # Results: benchmarks/results/<platform>/ (<platform>-quick with --quick; cpu-device-check
 # for a full run on a CPU, so the committed CPU results stay): results.json/md,
@@ -31,7 +31,8 @@
 #
 # Environment: PYTHON (default python3), DEVICE_CHECK_BUDGET (seconds for the whole run,
 # default 470; 300 with --quick), DEVICE_CHECK_EXTRAS (the extras to run, in order, default
-# "ops_vs_autodiff conv_lowering fit_guard dispatch attention"; e.g. one that timed out),
+# "ops_vs_autodiff conv_lowering pool_lowering fit_guard dispatch attention"; e.g. one that
+# timed out),
 # DEVICE_CHECK_BENCH=0 (skip the bench stage when rerunning extras).
 set -u
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -171,11 +172,11 @@ fi
 QFLAG=()
 [ "$QUICK" = 1 ] && QFLAG=(--quick)
 # attention last: it writes after every T, so the time left decides how far it gets
-for mod in ${DEVICE_CHECK_EXTRAS:-ops_vs_autodiff conv_lowering fit_guard dispatch attention}; do
+for mod in ${DEVICE_CHECK_EXTRAS:-ops_vs_autodiff conv_lowering pool_lowering fit_guard dispatch attention}; do
   case $mod in   # on an H200: ops_vs_autodiff 13 of 15 ops in 80 s, attention to T = 4096 in 52 s
     ops_vs_autodiff) cap=100 ;;
     attention) cap=90 ;;
-    dispatch) cap=40 ;;
+    dispatch|pool_lowering) cap=40 ;;
     *) cap=60 ;;
   esac
   if [ -f "benchmarks/$mod.py" ]; then

@@ -101,16 +101,29 @@ def _max_pool_slices(x, geom):
 
 def _max_pool_blocks(x, geom):
     """``(y, idx)`` on the reshape path on CPU: the windows transposed last, one argmax
-    (the first maximum, or the first NaN, as ``jnp.max``) and a take of its value. On a
-    2-core XLA:CPU (forward+backward) this took 0.56x the slice pass's time at the book
-    CNN's batch 100 and 0.47x / 0.31x for 3x3 / 7x7 windows, but 1.13x at batch 1000 and
-    1.22x on (64, 56, 56, 64): the CPU keeps it for the small cases benchmarked."""
+    (the first maximum, or the first NaN, as ``jnp.max``) and a take of its value.
+
+    On a 2-core XLA:CPU (``python -m benchmarks.pool_lowering``, forward and backward)
+    this takes 0.16-1.0x the slice pass's time on most shapes (the book CNN's pool 0.42x
+    at batch 100 and 0.8x at 4096, 3x3 windows 0.2-0.7x, 8 channels 0.16x) and at worst
+    1.1-1.45x (16-128 channels at some sizes): the slice pass's time swings with the
+    channel count (6x slower at 8 channels than at 24), this one's does not, so the CPU
+    keeps it for every shape."""
     xb = _blocks(x, geom)                                       # (N, OH, KH, OW, KW, C)
     n, oh, kh, ow, kw, c = xb.shape
     xw = xb.transpose(0, 1, 3, 5, 2, 4).reshape(n, oh, ow, c, kh * kw)
     idx = jnp.argmax(xw, axis=-1)
     y = jnp.take_along_axis(xw, idx[..., None], axis=-1, mode="promise_in_bounds")
     return y[..., 0], idx.astype(_index_dtype(geom))
+
+
+def reshape_lowering(platform: str) -> str:
+    """The reshape path's forward lowering on ``platform``: ``"blocks"`` on CPU,
+    ``"slices"`` elsewhere (``benchmarks/pool_lowering.py`` times both per shape)."""
+    return "blocks" if platform == "cpu" else "slices"
+
+
+_RESHAPE_LOWERINGS = {"blocks": _max_pool_blocks, "slices": _max_pool_slices}
 
 
 def _max_pool_fwd_impl(x, geom):
@@ -124,8 +137,9 @@ def _max_pool_fwd_impl(x, geom):
     ``y`` and ``idx``.
     """
     if _is_reshape_path(geom):
-        return lax.platform_dependent(x, cpu=partial(_max_pool_blocks, geom=geom),
-                                      default=partial(_max_pool_slices, geom=geom))
+        cpu, other = (_RESHAPE_LOWERINGS[reshape_lowering(p)] for p in ("cpu", "default"))
+        return lax.platform_dependent(x, cpu=partial(cpu, geom=geom),
+                                      default=partial(other, geom=geom))
     return _max_pool_slices(x, geom)
 
 
