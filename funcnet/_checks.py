@@ -136,6 +136,14 @@ def check_float(fn: str, name: str, x) -> None:
                         f"{shape_of(x)}")
 
 
+def check_bool(fn: str, name: str, x):
+    """A bool array (a mask such as optax's ``where``); returns it as a JAX array."""
+    check_array(fn, name, x)
+    if jnp.result_type(x) != jnp.bool_:
+        raise TypeError(f"{fn}: {name} must be a bool array, got {jnp.result_type(x)}")
+    return jnp.asarray(x)
+
+
 def check_integer(fn: str, name: str, x, what: str = "") -> None:
     """``x`` must be an array with an integer dtype (class indices, token ids)."""
     check_array(fn, name, x)
@@ -219,6 +227,17 @@ def check_axis(fn: str, axis, ndim: int, name: str = "axis") -> int:
     if not -ndim <= axis < ndim:
         raise ValueError(f"{fn}: {name} {axis} is out of range for an input of rank {ndim}")
     return int(axis) % ndim
+
+
+def row_axes(fn: str, axis, ndim: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """optax's ``axis`` of a loss over rows (an int or a tuple: the axes a row runs along)
+    as ``(rest, axes)``, both non-negative: ``x.transpose(rest + axes)`` puts a row's axes
+    last, in the order given."""
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    axes = tuple(check_axis(fn, ax, ndim) for ax in axes)
+    if not axes or len(set(axes)) != len(axes):
+        raise ValueError(f"{fn}: axis must name distinct axes, got {axis!r}")
+    return tuple(i for i in range(ndim) if i not in axes), axes
 
 
 def check_dtype(fn: str, name: str, dtype, *, kind=jnp.floating):

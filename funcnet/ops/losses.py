@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from funcnet import _checks
+from funcnet.ops._arrays import as_array
 from funcnet.ops._labels import (check_class_labels, mask_log, num_rows, one_hot, take_labels,
                                  valid_labels)
 from funcnet.ops._mode import has_twin
@@ -59,7 +60,10 @@ defvjp(_sce_index, _sce_index_fwd, _sce_index_bwd)
 
 
 def _smoothed_index_rows(logp, labels, a):
-    """Per-row loss with smoothed index labels: ``-(1 - a) logp_y - (a/C) sum_k logp_k``."""
+    """Per-row loss with smoothed index labels: ``-(1 - a) logp_y - (a/C) sum_k logp_k``
+    (``-logp_y`` for ``a = 0``, which never sums a masked class's ``-inf``)."""
+    if a == 0.0:
+        return -take_labels(logp, labels)
     return -((1 - a) * take_labels(logp, labels) + a / logp.shape[-1] * jnp.sum(logp, -1))
 
 
@@ -82,6 +86,33 @@ def _sce_index_smooth_bwd(a, res, g):
 
 
 defvjp(_sce_index_smooth, _sce_index_smooth_fwd, _sce_index_smooth_bwd)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _sce_index_rows(logits, labels, keep, a):
+    return _kept_mean(_smoothed_index_rows(_log_probs(logits), labels, a), keep)
+
+
+def _kept_mean(rows, keep):
+    """The mean over all rows of the per-row losses, 0 in the rows ``keep`` leaves out."""
+    return jnp.sum(jnp.where(keep, rows, jnp.zeros((), rows.dtype))) / rows.size
+
+
+def _sce_index_rows_fwd(logits, labels, keep, a):
+    logp = _log_probs(logits)
+    return _kept_mean(_smoothed_index_rows(logp, labels, a), keep), (logp, labels, keep)
+
+
+def _sce_index_rows_bwd(a, res, g):
+    logp, labels, keep = res
+    c = logp.shape[-1]
+    diff = jnp.exp(logp) - (1 - a) * one_hot(labels, c, logp.dtype) - a / c
+    live = valid_labels(labels, c) & keep
+    diff = jnp.where(live[..., None], diff, jnp.zeros((), diff.dtype))
+    return diff * (g / num_rows(logp)), None, None
+
+
+defvjp(_sce_index_rows, _sce_index_rows_fwd, _sce_index_rows_bwd)
 
 
 def smooth_labels(labels, a: float):
@@ -110,16 +141,77 @@ def _sce_probs_bwd(res, g):
 defvjp(_sce_probs, _sce_probs_fwd, _sce_probs_bwd)
 
 
-def check_softmax_cross_entropy_args(fn: str, logits, labels, label_smoothing=0.0):
-    """The checks of :func:`softmax_cross_entropy` (and its twin); returns ``(logits,
-    labels, is_index, label_smoothing)`` (a Python float in ``[0, 1)``)."""
+def _classes_last(fn: str, logits, labels, axis, where):
+    """optax's ``axis`` and ``where`` applied: ``(logits, labels, where, rows)`` with the
+    class axes moved last and flattened into one (probability labels and a class-shaped
+    ``where`` alike); ``rows`` tells a row mask (``where`` of the logits' shape without the
+    class axes) from a class mask (the logits' shape). Index labels in the rows a mask
+    leaves out are set to 0 (so a padding label such as -100 is not an error)."""
+    _checks.check_float(fn, "logits", logits)
+    _checks.check_array(fn, "labels", labels)
+    logits, labels = as_array(logits), as_array(labels)
+    _checks.check_min_rank(fn, "logits", logits, 1)
+    rest, axes = _checks.row_axes(fn, axis, logits.ndim)
+    batch = tuple(logits.shape[i] for i in rest)
+    moved = axes != (logits.ndim - 1,)
+
+    def last(x):
+        return x.transpose(rest + axes).reshape(batch + (-1,)) if moved else x
+
+    rows = False
+    if where is not None:
+        where = _checks.check_bool(fn, "where", where)
+        if where.shape == logits.shape:
+            where = last(where)
+        elif where.shape == batch:
+            rows = True
+        else:
+            raise ValueError(f"{fn}: where has shape {where.shape}, expected {logits.shape} "
+                             f"(a mask of classes, as logits) or {batch} (a mask of rows)")
+        if labels.shape == batch and jnp.issubdtype(labels.dtype, jnp.integer):
+            keep = where if rows else jnp.any(where, axis=-1)
+            labels = jnp.where(keep, labels, jnp.zeros((), labels.dtype))
+    if labels.shape == logits.shape:
+        labels = last(labels)
+    return last(logits), labels, where, rows
+
+
+def check_softmax_cross_entropy_args(fn: str, logits, labels, label_smoothing=0.0, axis=-1,
+                                     where=None):
+    """The checks of :func:`softmax_cross_entropy` (and its twin), with ``axis`` and
+    ``where`` applied. Returns ``(logits, labels, is_index, label_smoothing, keep)``:
+    classes last; masked-out classes' logits ``-inf`` and labels 0; the rows ``where``
+    leaves out have logits 0 and, for probability labels, labels 0 (their loss and
+    gradient are 0); ``keep`` is ``None``, or for index labels with ``where`` the
+    ``(...)`` bool mask of the rows that count. ``label_smoothing`` is a Python float in
+    ``[0, 1)``, already applied to probability labels (returned as 0.0 for them)."""
     a = _checks.static_float(fn, "label_smoothing", label_smoothing, 0.0, 1.0,
                              high_inclusive=False)
-    return (*check_class_labels(fn, "logits", logits, labels, allow_probs=True), a)
+    logits, labels, where, rows = _classes_last(fn, logits, labels, axis, where)
+    logits, labels, is_index = check_class_labels(fn, "logits", logits, labels,
+                                                  allow_probs=True)
+    if not is_index and a:
+        labels, a = smooth_labels(labels, a), 0.0
+    if where is None:
+        return logits, labels, is_index, a, None
+    if a and not rows:
+        raise ValueError(f"{fn}: label_smoothing {a} with a mask of classes (where of the "
+                         "logits' shape) is not defined: smooth over the kept classes "
+                         "yourself and pass probability labels")
+    keep = where if rows else jnp.any(where, axis=-1)
+    zero = jnp.zeros((), logits.dtype)
+    if not rows:
+        logits = jnp.where(where, logits, jnp.asarray(-jnp.inf, logits.dtype))
+    logits = jnp.where(keep[..., None], logits, zero)
+    if is_index:
+        return logits, labels, True, a, keep
+    labels = jnp.where((where[..., None] if rows else where) & keep[..., None], labels, zero)
+    return logits, labels, False, a, None
 
 
 @has_twin
-def softmax_cross_entropy(logits, labels, label_smoothing: float = 0.0):
+def softmax_cross_entropy(logits, labels, label_smoothing: float = 0.0, *, axis=-1,
+                          where=None):
     """Softmax followed by cross-entropy, fused (the Softmax-with-Loss layer, note 003).
 
     Forward: ``L = -(1/n) sum_i sum_k t_ik log softmax(x_i)_k`` with a max-shifted
@@ -141,32 +233,52 @@ def softmax_cross_entropy(logits, labels, label_smoothing: float = 0.0):
     the loss ``+inf`` (as PyTorch and optax); mask with a large negative finite logit
     instead. ``label_smoothing=0.0`` runs the unsmoothed code (the same compiled program).
 
+    ``axis`` and ``where`` (optax's): the class axis (an int, or a tuple of axes whose
+    flattened slice holds the classes; an index label is then a flat index into it) and a
+    bool mask, either of the logits' shape (False classes leave the softmax and the sum:
+    their logits act as ``-inf``, their labels as 0) or of the logits' shape without the
+    class axes (False rows count 0, with zero gradient, as do rows whose every class is
+    masked). ``L = optax.softmax_cross_entropy(x, t, axis, where).mean()`` (index labels:
+    ``optax.softmax_cross_entropy_with_integer_labels``): the mean over ALL rows, masked
+    ones included; for the mean over the kept rows multiply by ``n / sum(where)``. Index
+    labels in masked rows are ignored (a padding label such as ``-100`` is allowed); an
+    index label on a masked class gives ``+inf`` (optax's integer loss reads that
+    class's logit anyway). ``label_smoothing`` combines with a row mask, not with a class
+    mask (``ValueError``).
+
     Args:
       logits: ``(..., C)`` floating scores, ``C >= 1``, at least one row.
       labels: integer class indices ``(...)`` in ``[0, C)``, or floating one-hot /
         probabilities ``(..., C)`` (promoted with the logits to their common dtype).
         Index and one-hot labels give the same loss and gradient.
       label_smoothing: static Python float ``a`` in ``[0, 1)``.
+      axis: keyword-only static int or tuple of ints, the class axes (default ``-1``);
+        index labels have the logits' shape without them.
+      where: keyword-only optional bool mask of the logits' shape (classes) or of the
+        logits' shape without the class axes (rows).
 
     Returns:
       Scalar mean loss, of the (promoted) logits' dtype.
 
     Raises:
-      ValueError: labels shape is neither ``logits.shape[:-1]`` nor ``logits.shape``; an
-        empty batch or ``C == 0``; concrete labels outside ``[0, C)``;
-        ``label_smoothing`` NaN or outside ``[0, 1)``.
+      ValueError: labels shape is neither the logits' shape without the class axes nor
+        the logits' shape; an empty batch or ``C == 0``; concrete labels outside ``[0,
+        C)`` in a kept row; ``label_smoothing`` NaN or outside ``[0, 1)``; ``axis`` out of
+        range or repeated; ``where`` of another shape; ``label_smoothing`` with a mask of
+        classes.
       TypeError: float labels shaped like indices, non-floating logits, bool labels, a
-        ``label_smoothing`` that is not a Python number (e.g. a traced array).
+        ``label_smoothing`` that is not a Python number (e.g. a traced array), a
+        non-bool ``where``.
 
     See ``docs/formulas.md`` (Softmax-with-Loss; label smoothing in "Beyond the notes").
     """
-    logits, labels, is_index, a = check_softmax_cross_entropy_args(
-        "softmax_cross_entropy", logits, labels, label_smoothing)
-    if a == 0.0:
-        return (_sce_index if is_index else _sce_probs)(logits, labels)
-    if is_index:
-        return _sce_index_smooth(logits, labels, a)
-    return _sce_probs(logits, smooth_labels(labels, a))
+    logits, labels, is_index, a, keep = check_softmax_cross_entropy_args(
+        "softmax_cross_entropy", logits, labels, label_smoothing, axis, where)
+    if not is_index:
+        return _sce_probs(logits, labels)
+    if keep is not None:
+        return _sce_index_rows(logits, labels, keep, a)
+    return _sce_index(logits, labels) if a == 0.0 else _sce_index_smooth(logits, labels, a)
 
 
 # ---------------------------------------------------------- cross-entropy on probabilities

@@ -43,18 +43,12 @@ def check_row_args(fn: str, a_name: str, a, b_name: str, b, axis=-1, where=None,
     a, b = check_elementwise_args(fn, a_name, a, b_name, b)
     _checks.check_min_rank(fn, a_name, a, 1)
     if where is not None:
+        where = _checks.check_bool(fn, "where", where)
         _checks.check_same_shape(fn, "where", where, a_name, a)
-        if jnp.result_type(where) != jnp.bool_:
-            raise TypeError(f"{fn}: where must be a bool array, got {jnp.result_type(where)}")
-        where = jnp.asarray(where)
         a, b = (jnp.where(where, x, jnp.asarray(f, x.dtype)) for x, f in zip((a, b), fills))
-    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
-    axes = tuple(_checks.check_axis(fn, ax, a.ndim) for ax in axes)
-    if not axes or len(set(axes)) != len(axes):
-        raise ValueError(f"{fn}: axis must name distinct axes, got {axis!r}")
+    rest, axes = _checks.row_axes(fn, axis, a.ndim)
     if axes == (a.ndim - 1,):
         return a, b, where
-    rest = tuple(i for i in range(a.ndim) if i not in axes)
     shape = tuple(a.shape[i] for i in rest) + (-1,)
     return tuple(None if x is None else x.transpose(rest + axes).reshape(shape)
                  for x in (a, b, where))

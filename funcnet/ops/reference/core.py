@@ -18,7 +18,7 @@ from funcnet.ops._labels import mask_log, num_rows, one_hot, take_labels, valid_
 from funcnet.ops.activations import check_softmax_args, stable_log_softmax, stable_softmax
 from funcnet.ops.linear import check_affine_args, check_matmul_args
 from funcnet.ops.losses import (check_cross_entropy_args, check_multiclass_hinge_args,
-                                check_softmax_cross_entropy_args, smooth_labels)
+                                check_softmax_cross_entropy_args)
 from funcnet.ops.losses_elementwise import (check_binary_cross_entropy_args,
                                             check_elementwise_args, clip_bounds)
 from funcnet.ops.normalization import check_batch_norm_args
@@ -69,18 +69,19 @@ def _log_softmax(x):
     return x - logsumexp(x, axis=-1, keepdims=True)
 
 
-def softmax_cross_entropy(logits, labels, label_smoothing: float = 0.0):
-    logits, labels, is_index, a = check_softmax_cross_entropy_args(
-        "softmax_cross_entropy", logits, labels, label_smoothing)
+def softmax_cross_entropy(logits, labels, label_smoothing: float = 0.0, *, axis=-1,
+                          where=None):
+    logits, labels, is_index, a, keep = check_softmax_cross_entropy_args(
+        "softmax_cross_entropy", logits, labels, label_smoothing, axis, where)
     logp = _log_softmax(logits)
-    if is_index:
-        if a:   # (1 - a) one-hot + a / C, without building the one-hot row
-            return -jnp.mean((1 - a) * take_labels(logp, labels)
-                             + a / logp.shape[-1] * jnp.sum(logp, axis=-1))
-        return -jnp.mean(take_labels(logp, labels))
-    if a:
-        labels = smooth_labels(labels, a)
-    return -jnp.sum(labels * mask_log(labels, logp)) / num_rows(logits)
+    if not is_index:   # smoothing and where already applied to the labels
+        return -jnp.sum(labels * mask_log(labels, logp)) / num_rows(logits)
+    rows = -take_labels(logp, labels)
+    if a:   # (1 - a) one-hot + a / C, without building the one-hot row
+        rows = (1 - a) * rows - a / logp.shape[-1] * jnp.sum(logp, axis=-1)
+    if keep is not None:
+        rows = jnp.where(keep, rows, jnp.zeros((), rows.dtype))
+    return jnp.mean(rows)
 
 
 def cross_entropy(probs, labels, eps: float = 1e-7):
