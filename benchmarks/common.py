@@ -61,6 +61,52 @@ def rotated(items: list, r: int) -> list:
     return items[k:] + items[:k]
 
 
+def interleaved(fns: dict, args: tuple, rounds: int, sample_s: float) -> dict:
+    """``{name: summarize(...)}`` of the compiled ``fns`` called on ``args``: each sample
+    is as many back-to-back calls as fill ``sample_s`` (from one timed warm call), the
+    functions sampled round-robin in an order that rotates every round."""
+    import jax
+
+    calls = {k: max(1, int(sample_s / max(timed(lambda f=f: jax.block_until_ready(f(*args))),
+                                          1e-6))) for k, f in fns.items()}
+    samples = {k: [] for k in fns}
+    for r in range(rounds):
+        for k in rotated(list(fns), r):
+            samples[k].append(time_calls(lambda f=fns[k]: f(*args), calls[k]))
+    return {k: summarize(v) for k, v in samples.items()}
+
+
+def run_shapes(stem: str, doc: str, argv, shapes: dict, quick_shapes: dict, bench_shape,
+               markdown_fn, describe) -> dict:
+    """The driver of a per-shape script (``conv_lowering``, ``pool_lowering``): parse
+    ``--quick/--rounds/--out``, run ``bench_shape(name, shape, rounds, sample_s)`` per
+    shape, print ``describe(case)``, and write ``<stem>.json``/``.md`` after every shape
+    (a run cut short keeps what it measured)."""
+    import tempfile
+
+    import jax
+
+    p = script_parser(doc, "tiny sizes, 3 rounds (smoke test)", rounds_default=9)
+    a = p.parse_args(argv)
+    platform = jax.devices()[0].platform
+    rounds = a.rounds or (3 if a.quick else 9)
+    out = a.out or (os.path.join(tempfile.gettempdir(), f"funcnet-{stem}-quick")
+                    if a.quick else results_dir(platform, quick=False))
+    # a GPU's samples are steady: 50 ms ones keep every shape inside the device check's
+    # stage (200 ms ones took 4 s per shape on an H200)
+    sample_s = 0.005 if a.quick else (0.2 if platform == "cpu" else 0.05)
+    t0 = time.perf_counter()
+    shapes = quick_shapes if a.quick else shapes
+    res = {"rounds": rounds, "cases": [], "command": command(stem, argv),
+           "env": environment()}
+    for name, shape in shapes.items():
+        res["cases"].append(bench_shape(name, shape, rounds, sample_s))
+        print(f"{name:36s} {describe(res['cases'][-1])}", flush=True)
+        res["wall_s"] = time.perf_counter() - t0
+        write_results(out, stem, res, markdown_fn(res), announce=name == list(shapes)[-1])
+    return res
+
+
 def copy_tree(tree):
     """Distinct buffers for every leaf (donation refuses a buffer passed twice)."""
     import jax

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
-import time
 
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -73,13 +71,7 @@ def bench_shape(name, shape, rounds: int, sample_s: float) -> dict:
         # lowerings' sums differ by up to ~1e-3 of the scale (1.2e-4 seen on an H200)
         atol = (1e-4 if jax.default_backend() == "cpu" else 3e-3) * scale
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-3, atol=atol)
-    calls = {impl: max(1, int(sample_s / max(common.timed(lambda f=f: jax.block_until_ready(
-        f(x, w))), 1e-6))) for impl, f in fns.items()}
-    samples = {impl: [] for impl in fns}
-    for r in range(rounds):
-        for impl in common.rotated(list(fns), r):
-            samples[impl].append(common.time_calls(lambda f=fns[impl]: f(x, w), calls[impl]))
-    times = {impl: common.summarize(s) for impl, s in samples.items()}
+    times = common.interleaved(fns, (x, w), rounds, sample_s)
     auto = cpu_backward(w.shape, groups) if jax.default_backend() == "cpu" else "xla"
     best = min(times, key=lambda i: times[i]["median_s"])
     return {"name": name, "shape": dict(zip(("N", "H", "Cin", "Cout", "kernel", "stride",
@@ -111,28 +103,10 @@ def markdown(res: dict) -> str:
 
 
 def main(argv=None) -> dict:
-    p = common.script_parser(__doc__, "tiny sizes, 3 rounds (smoke test)", rounds_default=9)
-    a = p.parse_args(argv)
-    platform = jax.devices()[0].platform
-    rounds = a.rounds or (3 if a.quick else 9)
-    out = a.out or (os.path.join(tempfile.gettempdir(), "funcnet-conv-lowering-quick")
-                    if a.quick else common.results_dir(platform, quick=False))
-    # a GPU's samples are steady: 50 ms ones keep every shape inside the device check's
-    # stage (200 ms ones took 4 s per shape on an H200)
-    sample_s = 0.005 if a.quick else (0.2 if platform == "cpu" else 0.05)
-    t0 = time.perf_counter()
-    shapes = QUICK if a.quick else SHAPES
-    res = {"rounds": rounds, "cases": [], "command": common.command("conv_lowering", argv),
-           "env": common.environment()}
-    for name, shape in shapes.items():
-        res["cases"].append(bench_shape(name, shape, rounds, sample_s))
-        c = res["cases"][-1]
-        print(f"{name:36s} im2col/xla {c['im2col_over_xla']:.2f}  auto={c['auto']:6s} "
-              f"auto/fastest {c['auto_over_fastest']:.2f}", flush=True)
-        res["wall_s"] = time.perf_counter() - t0   # written after every shape: a run cut
-        common.write_results(out, "conv_lowering", res, markdown(res),  # short keeps them
-                             announce=name == list(shapes)[-1])
-    return res
+    return common.run_shapes(
+        "conv_lowering", __doc__, argv, SHAPES, QUICK, bench_shape, markdown,
+        lambda c: f"im2col/xla {c['im2col_over_xla']:.2f}  auto={c['auto']:6s} "
+                  f"auto/fastest {c['auto_over_fastest']:.2f}")
 
 
 if __name__ == "__main__":

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
-import time
 
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -71,13 +69,7 @@ def bench_shape(name, shape, rounds: int, sample_s: float) -> dict:
     outs = {name_: jax.block_until_ready(f(x, dy)) for name_, f in fns.items()}
     for a, b in zip(*(jax.tree_util.tree_leaves(o) for o in outs.values())):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    calls = {m: max(1, int(sample_s / max(common.timed(lambda f=f: jax.block_until_ready(
-        f(x, dy))), 1e-6))) for m, f in fns.items()}
-    samples = {m: [] for m in fns}
-    for r in range(rounds):
-        for m in common.rotated(list(fns), r):
-            samples[m].append(common.time_calls(lambda f=fns[m]: f(x, dy), calls[m]))
-    times = {m: common.summarize(s) for m, s in samples.items()}
+    times = common.interleaved(fns, (x, dy), rounds, sample_s)
     chosen = pool.reshape_lowering(jax.default_backend())
     best = min(times, key=lambda m: times[m]["median_s"])
     return {"name": name, "shape": dict(zip(("N", "H", "W", "C", "window"), shape)),
@@ -108,27 +100,10 @@ def markdown(res: dict) -> str:
 
 
 def main(argv=None) -> dict:
-    p = common.script_parser(__doc__, "tiny sizes, 3 rounds (smoke test)", rounds_default=9)
-    a = p.parse_args(argv)
-    platform = jax.devices()[0].platform
-    rounds = a.rounds or (3 if a.quick else 9)
-    out = a.out or (os.path.join(tempfile.gettempdir(), "funcnet-pool-lowering-quick")
-                    if a.quick else common.results_dir(platform, quick=False))
-    sample_s = 0.005 if a.quick else (0.2 if platform == "cpu" else 0.05)
-    t0 = time.perf_counter()
-    shapes = QUICK if a.quick else SHAPES
-    res = {"rounds": rounds, "cases": [], "command": common.command("pool_lowering", argv),
-           "env": common.environment()}
-    for name, shape in shapes.items():
-        res["cases"].append(bench_shape(name, shape, rounds, sample_s))
-        c = res["cases"][-1]
-        print(f"{name:32s} blocks/slices {c['blocks_over_slices']:.2f}  "
-              f"chosen={c['chosen']:6s} chosen/fastest {c['chosen_over_fastest']:.2f}",
-              flush=True)
-        res["wall_s"] = time.perf_counter() - t0   # written after every shape
-        common.write_results(out, "pool_lowering", res, markdown(res),
-                             announce=name == list(shapes)[-1])
-    return res
+    return common.run_shapes(
+        "pool_lowering", __doc__, argv, SHAPES, QUICK, bench_shape, markdown,
+        lambda c: f"blocks/slices {c['blocks_over_slices']:.2f}  chosen={c['chosen']:6s} "
+                  f"chosen/fastest {c['chosen_over_fastest']:.2f}")
 
 
 if __name__ == "__main__":
