@@ -104,7 +104,7 @@ def _max_pool_blocks(x, geom):
     (the first maximum, or the first NaN, as ``jnp.max``) and a take of its value.
 
     On a 2-core XLA:CPU (``python -m benchmarks.pool_lowering``, forward and backward)
-    this takes 0.16-1.0x the slice pass's time on most shapes (the book CNN's pool 0.42x
+    this takes 0.16-1.0x the slice pass's time on most shapes (the book CNN's pool 0.42-0.5x
     at batch 100 and 0.8x at 4096, 3x3 windows 0.2-0.7x, 8 channels 0.16x) and at worst
     1.1-1.45x (16-128 channels at some sizes): the slice pass's time swings with the
     channel count (6x slower at 8 channels than at 24), this one's does not, so the CPU
