@@ -48,12 +48,23 @@ def _sce_index_fwd(logits, labels):
     return -jnp.mean(take_labels(logp, labels)), (logp, labels)
 
 
+def _index_grad(logp, labels, a, g, keep=None):
+    """``dL/dlogits`` of the index-label losses: ``(softmax(x) - t') g / n`` with ``t' =
+    (1 - a) onehot + a/C`` (the plain one-hot row for ``a = 0``), 0 in the rows whose
+    label is out of range and in those ``keep`` leaves out."""
+    c = logp.shape[-1]
+    if a == 0.0:
+        diff = jnp.exp(logp) - one_hot(labels, c, logp.dtype)
+    else:
+        diff = jnp.exp(logp) - (1 - a) * one_hot(labels, c, logp.dtype) - a / c
+    live = valid_labels(labels, c) if keep is None else valid_labels(labels, c) & keep
+    diff = jnp.where(live[..., None], diff, jnp.zeros((), diff.dtype))
+    return diff * (g / num_rows(logp))
+
+
 def _sce_index_bwd(res, g):
     logp, labels = res
-    c = logp.shape[-1]
-    diff = jnp.exp(logp) - one_hot(labels, c, logp.dtype)
-    diff = jnp.where(valid_labels(labels, c)[..., None], diff, jnp.zeros((), diff.dtype))
-    return diff * (g / num_rows(logp)), None
+    return _index_grad(logp, labels, 0.0, g), None
 
 
 defvjp(_sce_index, _sce_index_fwd, _sce_index_bwd)
@@ -79,10 +90,7 @@ def _sce_index_smooth_fwd(logits, labels, a):
 
 def _sce_index_smooth_bwd(a, res, g):
     logp, labels = res
-    c = logp.shape[-1]
-    diff = jnp.exp(logp) - (1 - a) * one_hot(labels, c, logp.dtype) - a / c
-    diff = jnp.where(valid_labels(labels, c)[..., None], diff, jnp.zeros((), diff.dtype))
-    return diff * (g / num_rows(logp)), None
+    return _index_grad(logp, labels, a, g), None
 
 
 defvjp(_sce_index_smooth, _sce_index_smooth_fwd, _sce_index_smooth_bwd)
@@ -105,11 +113,7 @@ def _sce_index_rows_fwd(logits, labels, keep, a):
 
 def _sce_index_rows_bwd(a, res, g):
     logp, labels, keep = res
-    c = logp.shape[-1]
-    diff = jnp.exp(logp) - (1 - a) * one_hot(labels, c, logp.dtype) - a / c
-    live = valid_labels(labels, c) & keep
-    diff = jnp.where(live[..., None], diff, jnp.zeros((), diff.dtype))
-    return diff * (g / num_rows(logp)), None, None
+    return _index_grad(logp, labels, a, g, keep), None, None
 
 
 defvjp(_sce_index_rows, _sce_index_rows_fwd, _sce_index_rows_bwd)
@@ -142,11 +146,12 @@ defvjp(_sce_probs, _sce_probs_fwd, _sce_probs_bwd)
 
 
 def _classes_last(fn: str, logits, labels, axis, where):
-    """optax's ``axis`` and ``where`` applied: ``(logits, labels, where, rows)`` with the
+    """optax's ``axis`` and ``where`` applied: ``(logits, labels, classes, keep)`` with the
     class axes moved last and flattened into one (probability labels and a class-shaped
-    ``where`` alike); ``rows`` tells a row mask (``where`` of the logits' shape without the
-    class axes) from a class mask (the logits' shape). Index labels in the rows a mask
-    leaves out are set to 0 (so a padding label such as -100 is not an error)."""
+    ``where`` alike). ``classes`` is the mask of classes (``where`` of the logits' shape,
+    moved; ``None`` for a mask of rows), ``keep`` the ``(...)`` mask of the rows that
+    count (``None`` without ``where``). Index labels in the rows left out are set to 0 (so
+    a padding label such as -100 is not an error)."""
     _checks.check_float(fn, "logits", logits)
     _checks.check_array(fn, "labels", labels)
     logits, labels = as_array(logits), as_array(labels)
@@ -158,22 +163,22 @@ def _classes_last(fn: str, logits, labels, axis, where):
     def last(x):
         return x.transpose(rest + axes).reshape(batch + (-1,)) if moved else x
 
-    rows = False
+    keep = classes = None
     if where is not None:
         where = _checks.check_bool(fn, "where", where)
         if where.shape == logits.shape:
-            where = last(where)
+            classes = last(where)
+            keep = jnp.any(classes, axis=-1)
         elif where.shape == batch:
-            rows = True
+            keep = where
         else:
             raise ValueError(f"{fn}: where has shape {where.shape}, expected {logits.shape} "
                              f"(a mask of classes, as logits) or {batch} (a mask of rows)")
         if labels.shape == batch and jnp.issubdtype(labels.dtype, jnp.integer):
-            keep = where if rows else jnp.any(where, axis=-1)
             labels = jnp.where(keep, labels, jnp.zeros((), labels.dtype))
     if labels.shape == logits.shape:
         labels = last(labels)
-    return last(logits), labels, where, rows
+    return last(logits), labels, classes, keep
 
 
 def check_softmax_cross_entropy_args(fn: str, logits, labels, label_smoothing=0.0, axis=-1,
@@ -187,26 +192,26 @@ def check_softmax_cross_entropy_args(fn: str, logits, labels, label_smoothing=0.
     ``[0, 1)``, already applied to probability labels (returned as 0.0 for them)."""
     a = _checks.static_float(fn, "label_smoothing", label_smoothing, 0.0, 1.0,
                              high_inclusive=False)
-    logits, labels, where, rows = _classes_last(fn, logits, labels, axis, where)
+    logits, labels, classes, keep = _classes_last(fn, logits, labels, axis, where)
     logits, labels, is_index = check_class_labels(fn, "logits", logits, labels,
                                                   allow_probs=True)
     if not is_index and a:
         labels, a = smooth_labels(labels, a), 0.0
-    if where is None:
+    if keep is None:
         return logits, labels, is_index, a, None
-    if a and not rows:
+    if a and classes is not None:
         raise ValueError(f"{fn}: label_smoothing {a} with a mask of classes (where of the "
                          "logits' shape) is not defined: smooth over the kept classes "
                          "yourself and pass probability labels")
-    keep = where if rows else jnp.any(where, axis=-1)
+    # an element counts where its class and its row do (a row with every class masked
+    # counts nowhere); the others' logits are -inf in a kept row, 0 in a row left out
+    live = keep[..., None] if classes is None else classes
     zero = jnp.zeros((), logits.dtype)
-    if not rows:
-        logits = jnp.where(where, logits, jnp.asarray(-jnp.inf, logits.dtype))
-    logits = jnp.where(keep[..., None], logits, zero)
+    fill = jnp.where(keep[..., None], jnp.asarray(-jnp.inf, logits.dtype), zero)
+    logits = jnp.where(live, logits, fill)
     if is_index:
         return logits, labels, True, a, keep
-    labels = jnp.where((where[..., None] if rows else where) & keep[..., None], labels, zero)
-    return logits, labels, False, a, None
+    return logits, jnp.where(live, labels, zero), False, a, None
 
 
 @has_twin
