@@ -76,12 +76,32 @@ def interleaved(fns: dict, args: tuple, rounds: int, sample_s: float) -> dict:
     return {k: summarize(v) for k, v in samples.items()}
 
 
+def versus(times: dict, a: str, b: str, chosen: str, chosen_key: str) -> dict:
+    """Two lowerings ``a`` and ``b`` timed by :func:`interleaved`, and the one the library
+    compiles (``chosen``, recorded under ``chosen_key``): ``{times, <chosen_key>, fastest,
+    <a>_over_<b>, <chosen_key>_over_fastest}``."""
+    best = min(times, key=lambda k: times[k]["median_s"])
+    return {"times": times, chosen_key: chosen, "fastest": best,
+            f"{a}_over_{b}": times[a]["median_s"] / times[b]["median_s"],
+            f"{chosen_key}_over_fastest": times[chosen]["median_s"] / times[best]["median_s"]}
+
+
+def versus_cells(case: dict, a: str, b: str, chosen_key: str) -> str:
+    """The Markdown cells ``a ms | b ms | a / b | chosen | chosen / fastest |`` of a
+    :func:`versus` case."""
+    t = case["times"]
+    return (f"{t[a]['median_s'] * 1e3:.2f} | {t[b]['median_s'] * 1e3:.2f} | "
+            f"{case[f'{a}_over_{b}']:.2f} | {case[chosen_key]} | "
+            f"{case[f'{chosen_key}_over_fastest']:.2f} |")
+
+
 def run_shapes(stem: str, doc: str, argv, shapes: dict, quick_shapes: dict, bench_shape,
-               markdown_fn, describe) -> dict:
+               markdown_fn, versus_keys: tuple[str, str, str]) -> dict:
     """The driver of a per-shape script (``conv_lowering``, ``pool_lowering``): parse
     ``--quick/--rounds/--out``, run ``bench_shape(name, shape, rounds, sample_s)`` per
-    shape, print ``describe(case)``, and write ``<stem>.json``/``.md`` after every shape
-    (a run cut short keeps what it measured)."""
+    shape (a :func:`versus` case of ``versus_keys = (a, b, chosen_key)``), print its
+    ratios, and write ``<stem>.json``/``.md`` after every shape (a run cut short keeps
+    what it measured)."""
     import tempfile
 
     import jax
@@ -101,7 +121,9 @@ def run_shapes(stem: str, doc: str, argv, shapes: dict, quick_shapes: dict, benc
            "env": environment()}
     for name, shape in shapes.items():
         res["cases"].append(bench_shape(name, shape, rounds, sample_s))
-        print(f"{name:36s} {describe(res['cases'][-1])}", flush=True)
+        c, (a_, b_, k) = res["cases"][-1], versus_keys
+        print(f"{name:36s} {a_}/{b_} {c[f'{a_}_over_{b_}']:.2f}  {k}={c[k]:6s} "
+              f"{k}/fastest {c[f'{k}_over_fastest']:.2f}", flush=True)
         res["wall_s"] = time.perf_counter() - t0
         write_results(out, stem, res, markdown_fn(res), announce=name == list(shapes)[-1])
     return res

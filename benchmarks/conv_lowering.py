@@ -49,6 +49,7 @@ SHAPES = {
     "depthwise 3x3 (64 channels)": (32, 32, 64, 64, 3, 1, 1, 64),
 }
 QUICK = {k: (2, 8) + v[2:] for k, v in list(SHAPES.items())[:4]}
+VERSUS = ("im2col", "xla", "auto")     # the two lowerings, and the key of auto's choice
 
 
 def _program(impl, stride, dilation, groups, k):
@@ -73,12 +74,9 @@ def bench_shape(name, shape, rounds: int, sample_s: float) -> dict:
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-3, atol=atol)
     times = common.interleaved(fns, (x, w), rounds, sample_s)
     auto = cpu_backward(w.shape, groups) if jax.default_backend() == "cpu" else "xla"
-    best = min(times, key=lambda i: times[i]["median_s"])
     return {"name": name, "shape": dict(zip(("N", "H", "Cin", "Cout", "kernel", "stride",
                                              "dilation", "groups"), shape)),
-            "times": times, "auto": auto, "fastest": best,
-            "im2col_over_xla": times["im2col"]["median_s"] / times["xla"]["median_s"],
-            "auto_over_fastest": times[auto]["median_s"] / times[best]["median_s"]}
+            **common.versus(times, *VERSUS[:2], auto, VERSUS[2])}
 
 
 def markdown(res: dict) -> str:
@@ -92,21 +90,18 @@ def markdown(res: dict) -> str:
               "| im2col / xla | auto | auto / fastest |",
               "|---|---|---:|---:|---:|---|---:|"]
     for c in res["cases"]:
-        s, t = c["shape"], c["times"]
+        s = c["shape"]
         lines.append(
             f"| {c['name']} | {s['N']}, {s['H']}, {s['Cin']}→{s['Cout']}, {s['kernel']}, "
             f"{s['stride']}, {s['dilation']}, {s['groups']} | "
-            f"{t['im2col']['median_s'] * 1e3:.2f} | {t['xla']['median_s'] * 1e3:.2f} | "
-            f"{c['im2col_over_xla']:.2f} | {c['auto']} | {c['auto_over_fastest']:.2f} |")
+            + common.versus_cells(c, *VERSUS))
     lines.append("")
     return "\n".join(lines)
 
 
 def main(argv=None) -> dict:
-    return common.run_shapes(
-        "conv_lowering", __doc__, argv, SHAPES, QUICK, bench_shape, markdown,
-        lambda c: f"im2col/xla {c['im2col_over_xla']:.2f}  auto={c['auto']:6s} "
-                  f"auto/fastest {c['auto_over_fastest']:.2f}")
+    return common.run_shapes("conv_lowering", __doc__, argv, SHAPES, QUICK, bench_shape,
+                             markdown, VERSUS)
 
 
 if __name__ == "__main__":

@@ -50,6 +50,7 @@ SHAPES = {
 }
 QUICK = {k: (2,) + v[1:] for k, v in list(SHAPES.items())[:2]}
 LOWERINGS = {"blocks": pool._max_pool_blocks, "slices": pool._max_pool_slices}
+VERSUS = ("blocks", "slices", "chosen")   # the two lowerings, and the key of the choice
 
 
 def _program(lower, geom):
@@ -71,11 +72,8 @@ def bench_shape(name, shape, rounds: int, sample_s: float) -> dict:
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     times = common.interleaved(fns, (x, dy), rounds, sample_s)
     chosen = pool.reshape_lowering(jax.default_backend())
-    best = min(times, key=lambda m: times[m]["median_s"])
     return {"name": name, "shape": dict(zip(("N", "H", "W", "C", "window"), shape)),
-            "elements": int(x.size), "times": times, "chosen": chosen, "fastest": best,
-            "blocks_over_slices": times["blocks"]["median_s"] / times["slices"]["median_s"],
-            "chosen_over_fastest": times[chosen]["median_s"] / times[best]["median_s"]}
+            "elements": int(x.size), **common.versus(times, *VERSUS[:2], chosen, VERSUS[2])}
 
 
 def markdown(res: dict) -> str:
@@ -89,21 +87,17 @@ def markdown(res: dict) -> str:
               "| blocks / slices | chosen | chosen / fastest |",
               "|---|---|---:|---:|---:|---:|---|---:|"]
     for c in res["cases"]:
-        s, t = c["shape"], c["times"]
+        s = c["shape"]
         lines.append(
             f"| {c['name']} | {s['N']}, {s['H']}, {s['W']}, {s['C']}, {s['window']} | "
-            f"{c['elements'] / 1e6:.1f} M | {t['blocks']['median_s'] * 1e3:.2f} | "
-            f"{t['slices']['median_s'] * 1e3:.2f} | {c['blocks_over_slices']:.2f} | "
-            f"{c['chosen']} | {c['chosen_over_fastest']:.2f} |")
+            f"{c['elements'] / 1e6:.1f} M | " + common.versus_cells(c, *VERSUS))
     lines.append("")
     return "\n".join(lines)
 
 
 def main(argv=None) -> dict:
-    return common.run_shapes(
-        "pool_lowering", __doc__, argv, SHAPES, QUICK, bench_shape, markdown,
-        lambda c: f"blocks/slices {c['blocks_over_slices']:.2f}  chosen={c['chosen']:6s} "
-                  f"chosen/fastest {c['chosen_over_fastest']:.2f}")
+    return common.run_shapes("pool_lowering", __doc__, argv, SHAPES, QUICK, bench_shape,
+                             markdown, VERSUS)
 
 
 if __name__ == "__main__":
