@@ -233,7 +233,12 @@ def row_axes(fn: str, axis, ndim: int) -> tuple[tuple[int, ...], tuple[int, ...]
     """optax's ``axis`` of a loss over rows (an int or a tuple: the axes a row runs along)
     as ``(rest, axes)``, both non-negative: ``x.transpose(rest + axes)`` puts a row's axes
     last, in the order given."""
-    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    if isinstance(axis, (int, np.integer)):
+        axes = (axis,)
+    elif isinstance(axis, (tuple, list)):
+        axes = tuple(axis)
+    else:
+        raise TypeError(f"{fn}: axis must be an int or a tuple of ints, got {axis!r}")
     axes = tuple(check_axis(fn, ax, ndim) for ax in axes)
     if not axes or len(set(axes)) != len(axes):
         raise ValueError(f"{fn}: axis must name distinct axes, got {axis!r}")

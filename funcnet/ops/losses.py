@@ -21,6 +21,7 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from funcnet import _checks
 from funcnet.ops._arrays import as_array
@@ -181,8 +182,8 @@ def _classes_last(fn: str, logits, labels, axis, where):
     return last(logits), labels, classes, keep
 
 
-def check_softmax_cross_entropy_args(fn: str, logits, labels, label_smoothing=0.0, axis=-1,
-                                     where=None):
+def check_softmax_cross_entropy_args(fn: str, logits, labels, axis=-1, where=None,
+                                     label_smoothing=0.0):
     """The checks of :func:`softmax_cross_entropy` (and its twin), with ``axis`` and
     ``where`` applied. Returns ``(logits, labels, is_index, label_smoothing, keep)``:
     classes last; masked-out classes' logits ``-inf`` and labels 0; the rows ``where``
@@ -190,6 +191,10 @@ def check_softmax_cross_entropy_args(fn: str, logits, labels, label_smoothing=0.
     gradient are 0); ``keep`` is ``None``, or for index labels with ``where`` the
     ``(...)`` bool mask of the rows that count. ``label_smoothing`` is a Python float in
     ``[0, 1)``, already applied to probability labels (returned as 0.0 for them)."""
+    if isinstance(axis, (float, np.floating)):   # the argument order before optax's
+        raise TypeError(f"{fn}: axis must be an int or a tuple of ints, got {axis!r}; "
+                        "label smoothing is keyword-only (as optax's third argument is "
+                        f"axis): softmax_cross_entropy(logits, labels, label_smoothing={axis!r})")
     a = _checks.static_float(fn, "label_smoothing", label_smoothing, 0.0, 1.0,
                              high_inclusive=False)
     logits, labels, classes, keep = _classes_last(fn, logits, labels, axis, where)
@@ -215,8 +220,8 @@ def check_softmax_cross_entropy_args(fn: str, logits, labels, label_smoothing=0.
 
 
 @has_twin
-def softmax_cross_entropy(logits, labels, label_smoothing: float = 0.0, *, axis=-1,
-                          where=None):
+def softmax_cross_entropy(logits, labels, axis=-1, where=None, *,
+                          label_smoothing: float = 0.0):
     """Softmax followed by cross-entropy, fused (the Softmax-with-Loss layer, note 003).
 
     Forward: ``L = -(1/n) sum_i sum_k t_ik log softmax(x_i)_k`` with a max-shifted
@@ -256,11 +261,11 @@ def softmax_cross_entropy(logits, labels, label_smoothing: float = 0.0, *, axis=
       labels: integer class indices ``(...)`` in ``[0, C)``, or floating one-hot /
         probabilities ``(..., C)`` (promoted with the logits to their common dtype).
         Index and one-hot labels give the same loss and gradient.
-      label_smoothing: static Python float ``a`` in ``[0, 1)``.
-      axis: keyword-only static int or tuple of ints, the class axes (default ``-1``);
-        index labels have the logits' shape without them.
-      where: keyword-only optional bool mask of the logits' shape (classes) or of the
-        logits' shape without the class axes (rows).
+      axis: static int or tuple of ints, the class axes (default ``-1``); index labels
+        have the logits' shape without them. The third positional argument, as in optax.
+      where: optional bool mask of the logits' shape (classes) or of the logits' shape
+        without the class axes (rows).
+      label_smoothing: keyword-only static Python float ``a`` in ``[0, 1)``.
 
     Returns:
       Scalar mean loss, of the (promoted) logits' dtype.
@@ -273,12 +278,14 @@ def softmax_cross_entropy(logits, labels, label_smoothing: float = 0.0, *, axis=
         classes.
       TypeError: float labels shaped like indices, non-floating logits, bool labels, a
         ``label_smoothing`` that is not a Python number (e.g. a traced array), a
-        non-bool ``where``.
+        non-bool ``where``, an ``axis`` that is not an int or a tuple of ints (a float
+        there, e.g. ``softmax_cross_entropy(x, y, 0.1)``, names ``label_smoothing=`` in
+        the message).
 
     See ``docs/formulas.md`` (Softmax-with-Loss; label smoothing in "Beyond the notes").
     """
     logits, labels, is_index, a, keep = check_softmax_cross_entropy_args(
-        "softmax_cross_entropy", logits, labels, label_smoothing, axis, where)
+        "softmax_cross_entropy", logits, labels, axis, where, label_smoothing)
     if not is_index:
         return _sce_probs(logits, labels)
     if keep is not None:

@@ -10,7 +10,8 @@ over a padded evaluation batch). The default (``metrics_fn=None`` in :func:`trai
   labels when the loss is a classification loss that takes them
   (:func:`funcnet.ops.softmax_cross_entropy`, :func:`funcnet.ops.cross_entropy` or their
   reference twins, also as a ``functools.partial``, e.g. with ``label_smoothing=``):
-  ``{"accuracy"}`` of ``argmax(labels)``;
+  ``{"accuracy"}`` of ``argmax(labels)``; a ``partial(softmax_cross_entropy, axis=...)``
+  takes its argmax over the loss's class axes (classes not last, or a tuple of axes);
 - anything else (a regression with ``mean_squared_error``, binary targets, a custom loss
   on float targets): ``{}``, so no meaningless accuracy is reported. Pass
   ``metrics_fn=train.classification_metrics`` to force accuracy for a custom loss.
@@ -25,6 +26,7 @@ import jax.numpy as jnp
 
 from funcnet import ops
 from funcnet.ops import reference
+from funcnet.ops.losses import check_softmax_cross_entropy_args
 
 __all__ = ["accuracy", "cast_floating", "classification_metrics", "correct",
            "default_metrics", "per_example"]
@@ -109,11 +111,31 @@ def default_metrics(loss_fn: Callable) -> Callable:
     loss. Both are module-level functions, so the jitted functions that use them compile
     once.
     """
+    axis = -1
     while isinstance(loss_fn, functools.partial):    # partial(softmax_cross_entropy,
-        loss_fn = loss_fn.func                        #   label_smoothing=0.1) is one too
+        axis = loss_fn.keywords.get("axis", axis)     #   label_smoothing=0.1) is one too
+        loss_fn = loss_fn.func
     if any(loss_fn is f for f in _PROBABILITY_LOSSES):
-        return classification_metrics
+        if axis == -1 or loss_fn not in _AXIS_LOSSES:
+            return classification_metrics
+        return _classes_on(axis if isinstance(axis, int) else tuple(axis))
     return _index_metrics
+
+
+_AXIS_LOSSES = (ops.softmax_cross_entropy, reference.softmax_cross_entropy)
+
+
+@functools.lru_cache(maxsize=None)
+def _classes_on(axis) -> Callable:
+    """:func:`classification_metrics` of a loss whose classes lie on ``axis`` (an int or
+    a tuple, the loss's keyword): the logits (and probability labels) are laid out as
+    the loss lays them out, classes last and flattened, before the argmax. One function
+    per ``axis``, so the jitted steps that use it compile once."""
+    def metrics(logits, labels):
+        logits, labels, *_ = check_softmax_cross_entropy_args("accuracy", logits, labels,
+                                                               axis)
+        return classification_metrics(logits, labels)
+    return metrics
 
 
 def per_example(fn: Callable, logits, labels):

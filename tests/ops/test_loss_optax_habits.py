@@ -93,10 +93,11 @@ def _optax_cases():
                                      (uniform(36, (3, 4), 0.0, 1.0) > 0.5).astype(x.dtype)])
     out = []
     for a, lab in ((0.1, y), (0.45, onehot)):
-        out.append((f"sce_{a}", lambda x, a=a, lab=lab: ops.softmax_cross_entropy(x, lab, a),
+        out.append((f"sce_{a}",
+                    lambda x, a=a, lab=lab: ops.softmax_cross_entropy(x, lab, label_smoothing=a),
                     lambda x, a=a: optax.softmax_cross_entropy(x, optax.smooth_labels(onehot,
                                                                                       a))))
-    out.append(("sce_probs_0.2", lambda x: ops.softmax_cross_entropy(x, p, 0.2),
+    out.append(("sce_probs_0.2", lambda x: ops.softmax_cross_entropy(x, p, label_smoothing=0.2),
                 lambda x: optax.softmax_cross_entropy(x, optax.smooth_labels(p, 0.2))))
     for d in (1.0, 2.5):
         out.append((f"huber_{d}", lambda x, d=d: ops.huber_loss(x, t, d),
@@ -143,7 +144,7 @@ def test_values_and_gradients_equal_pytorch():
     tt = torch.tensor(np.asarray(t), requires_grad=True)
     ty, tlt = torch.tensor(np.asarray(y), dtype=torch.long), torch.tensor(np.asarray(lt))
     ours = {
-        "ce_smooth": jax.value_and_grad(lambda x: ops.softmax_cross_entropy(x, y, 0.15)),
+        "ce_smooth": jax.value_and_grad(lambda x: ops.softmax_cross_entropy(x, y, label_smoothing=0.15)),
         "huber": jax.value_and_grad(lambda x: ops.huber_loss(x, t, 0.8)),
         "kl": jax.value_and_grad(lambda x: ops.kl_divergence(_lsm(x), jnp.exp(lt))),
         "kl_log": jax.value_and_grad(lambda x: ops.kl_divergence_with_log_targets(_lsm(x), lt)),
@@ -177,7 +178,7 @@ def test_label_smoothing_zero_compiles_the_unsmoothed_program():
         want = text(private, t)
         assert text(ops.softmax_cross_entropy, t) == want
         assert text(lambda a, b: ops.softmax_cross_entropy(a, b, label_smoothing=0.0), t) == want
-        assert text(lambda a, b: ops.softmax_cross_entropy(a, b, 0.1), t) != want
+        assert text(lambda a, b: ops.softmax_cross_entropy(a, b, label_smoothing=0.1), t) != want
 
 
 def test_label_smoothing_masked_logits_and_out_of_range_labels():
@@ -186,7 +187,7 @@ def test_label_smoothing_masked_logits_and_out_of_range_labels():
     gives NaN and a zero gradient row."""
     x = jnp.array([[0.0, -jnp.inf, 1.0], [2.0, 0.5, 1.0]])
     y = jnp.array([0, 5])
-    f = jax.jit(jax.value_and_grad(lambda x, y: ops.softmax_cross_entropy(x, y, 0.1)))
+    f = jax.jit(jax.value_and_grad(lambda x, y: ops.softmax_cross_entropy(x, y, label_smoothing=0.1)))
     v, g = f(x, y)
     assert np.isnan(float(v)) and np.all(np.asarray(g[1]) == 0)
     v, g = f(x, jnp.array([0, 1]))
@@ -333,7 +334,7 @@ def test_dtypes_promote_like_jax_and_half_precision_stays_finite():
         "kl_log": lambda x, t: ops.kl_divergence_with_log_targets(jax.nn.log_softmax(x),
                                                                   jnp.log(t)),
         "focal": lambda x, t: ops.sigmoid_focal_loss(x, t, 0.25),
-        "sce_smooth": lambda x, t: ops.softmax_cross_entropy(x, t, 0.1),
+        "sce_smooth": lambda x, t: ops.softmax_cross_entropy(x, t, label_smoothing=0.1),
     }
     pairs = ((jnp.float32, jnp.float64, jnp.float64), (jnp.bfloat16, jnp.bfloat16, jnp.bfloat16))
     out = jax.jit(lambda: {(k, i): jax.value_and_grad(f, (0, 1))(
@@ -348,14 +349,15 @@ def test_dtypes_promote_like_jax_and_half_precision_stays_finite():
 
 Z23, Z24 = np.zeros((2, 3)), np.zeros((2, 4))
 ERRORS = [
-    ("sce_smoothing_1", lambda x, y: ops.softmax_cross_entropy(x, y, 1.0),
+    ("sce_smoothing_1", lambda x, y: ops.softmax_cross_entropy(x, y, label_smoothing=1.0),
      (Z23, np.zeros(2, np.int32)), ValueError,
      r"softmax_cross_entropy: label_smoothing must be in \[0, 1\), got 1"),
     ("sce_smoothing_neg", lambda x, y: ops.softmax_cross_entropy(x, y, label_smoothing=-0.1),
      (Z23, np.zeros(2, np.int32)), ValueError, r"label_smoothing must be in \[0, 1\), got -0.1"),
-    ("sce_smoothing_nan", lambda x, y: ops.softmax_cross_entropy(x, y, float("nan")),
+    ("sce_smoothing_nan",
+     lambda x, y: ops.softmax_cross_entropy(x, y, label_smoothing=float("nan")),
      (Z23, Z23), ValueError, "softmax_cross_entropy: label_smoothing must be finite, got nan"),
-    ("sce_smoothing_str", lambda x, y: ops.softmax_cross_entropy(x, y, "0.1"),
+    ("sce_smoothing_str", lambda x, y: ops.softmax_cross_entropy(x, y, label_smoothing="0.1"),
      (Z23, Z23), TypeError, "softmax_cross_entropy: label_smoothing must be a Python float"),
     ("huber_shapes", ops.huber_loss, (Z23, np.zeros((3,))), ValueError,
      r"huber_loss: predictions has shape \(2, 3\) but targets has shape \(3,\); they must "
@@ -418,7 +420,9 @@ def test_traced_hyperparameters_are_refused():
     with pytest.raises(TypeError, match="huber_loss: delta must be a Python float, got"):
         jax.jit(ops.huber_loss)(x, t, 1.0)
     with pytest.raises(TypeError, match="label_smoothing must be a Python float"):
-        jax.jit(ops.softmax_cross_entropy)(x, t, 0.1)
+        jax.jit(ops.softmax_cross_entropy)(x, t, label_smoothing=0.1)
+    with pytest.raises(TypeError, match="axis must be an int or a tuple of ints, got .*Tracer"):
+        jax.jit(ops.softmax_cross_entropy)(x, t, -1)
 
 
 def test_fit_trains_a_regression_with_huber_loss():

@@ -72,6 +72,11 @@ def test_values_and_gradients_equal_optax_mean():
                           lambda x: soft(x, TC, axis=1, where=CLASSES)),
         "probs_rows": (lambda x: ops.softmax_cross_entropy(x, T, axis=1, where=ROWS),
                        lambda x: soft(x, T, axis=1, where=ROWS)),
+        # optax's argument order: axis and where are the third and fourth positionals
+        "index_positional": (lambda x: ops.softmax_cross_entropy(x, Y, 1, ROWS),
+                             lambda x: integer(x, Y, 1, ROWS)),
+        "probs_positional": (lambda x: ops.softmax_cross_entropy(x, TC, 1, CLASSES),
+                             lambda x: soft(x, TC, 1, CLASSES)),
     }
 
     @jax.jit
@@ -156,6 +161,11 @@ ERRORS = [
     ("labels_shape", (X, Y), dict(axis=2), ValueError, r"expected \(3, 5\)"),
     ("smoothing_class_mask", (X, Y), dict(axis=1, where=CLASSES, label_smoothing=0.1),
      ValueError, "mask of classes"),
+    ("axis_float", (X, Y), dict(axis=0.1), TypeError,
+     r"axis must be an int or a tuple of ints, got 0.1; label smoothing is keyword-only .*"
+     r"softmax_cross_entropy\(logits, labels, label_smoothing=0.1\)"),
+    ("axis_str", (X, Y), dict(axis="1"), TypeError,
+     "axis must be an int or a tuple of ints, got '1'"),
 ]
 
 
@@ -163,3 +173,12 @@ ERRORS = [
 def test_errors(case_id, args, kw, exc, match):
     assert_raises_everywhere(lambda x, t: ops.softmax_cross_entropy(x, t, **kw), args, exc,
                              match)
+
+
+def test_positional_label_smoothing_is_refused():
+    """The third positional argument is optax's ``axis``: a smoothing value passed there
+    (the order before optax's keywords) is a TypeError that names ``label_smoothing=``,
+    never a silent change of meaning."""
+    assert_raises_everywhere(lambda x, t: ops.softmax_cross_entropy(x, t, 0.1),
+                             (X[:, 0], Y[:, 0]), TypeError,
+                             r"label_smoothing=0.1\)")

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from funcnet import nn, ops, optim, train
+from funcnet.ops import reference
 from funcnet.gradcheck import assert_close
 from tests.train._setup import ADAM, BN_MLP, MLP, X_TRAIN, Y_TRAIN, init
 
@@ -84,6 +85,41 @@ def test_default_metrics_rule(loss_fn, logits, labels, keys):
     if keys:
         want = np.mean(np.argmax(np.asarray(logits), -1) == np.asarray(INT_Y))
         np.testing.assert_allclose(got["accuracy"], want)
+
+
+def test_default_metrics_follow_the_loss_class_axis():
+    """``partial(softmax_cross_entropy, axis=...)``: the accuracy's argmax runs over the
+    loss's class axes (channels-first logits, a tuple of axes, the reference twin), for
+    index and one-hot labels, in a step and in ``evaluate``; one metrics function per
+    axis (so steps compile once)."""
+    x = jnp.asarray(np.random.default_rng(1).normal(size=(4, 5, 3)), jnp.float32)
+    y = jnp.asarray([[0, 1, 2], [3, 4, 0], [1, 1, 1], [4, 3, 2]], jnp.int32)   # (N, T)
+    want = np.mean(np.argmax(np.asarray(x), 1) == np.asarray(y))
+    assert 0 < want < 1
+    sce1 = functools.partial(ops.softmax_cross_entropy, axis=1)
+    for loss_fn in (sce1, functools.partial(reference.softmax_cross_entropy, axis=-2)):
+        m = train.default_metrics(loss_fn)
+        np.testing.assert_allclose(m(x, y)["accuracy"], want)
+        np.testing.assert_allclose(m(x, jax.nn.one_hot(y, 5, axis=1))["accuracy"], want)
+    assert train.default_metrics(sce1) is train.default_metrics(
+        functools.partial(ops.softmax_cross_entropy, axis=1))
+    flat = train.default_metrics(functools.partial(ops.softmax_cross_entropy, axis=(1, 2)))
+    yf = np.argmax(np.asarray(x).reshape(4, -1), 1).astype(np.int32)
+    yf[2:] = (yf[2:] + 1) % 15                       # two of four rows right
+    np.testing.assert_allclose(flat(x, jnp.asarray(yf))["accuracy"], 0.5)
+    # a sequence model whose logits are (N, C, T), trained and evaluated with the axis
+    model = nn.serial(nn.Embedding(7, 6), nn.Dense(5), nn.SwapAxes(1, 2))
+    _, params, state = model.init(jax.random.PRNGKey(0), (-1, 3))
+    tokens = jnp.asarray([[0, 1, 2], [3, 4, 5], [6, 0, 1], [2, 3, 4]], jnp.int32)
+    logits = model.apply(params, state, tokens)[0]
+    acc = np.mean(np.argmax(np.asarray(logits), 1) == np.asarray(y))
+    step = train.train_step(model, optim.sgd(0.1), sce1)
+    m = step(params, state, optim.sgd(0.1).init(params), tokens, y)[3]
+    np.testing.assert_allclose(m["accuracy"], acc)
+    np.testing.assert_allclose(m["loss"], sce1(logits, y), rtol=1e-6)
+    ev = train.evaluate(model, params, state, tokens, y, batch_size=3, loss_fn=sce1)
+    np.testing.assert_allclose(ev["accuracy"], acc, rtol=1e-6)
+    np.testing.assert_allclose(ev["loss"], sce1(logits, y), rtol=1e-6)
 
 
 def test_regression_step_reports_no_accuracy_and_custom_metrics_are_used():

@@ -69,10 +69,10 @@ def _log_softmax(x):
     return x - logsumexp(x, axis=-1, keepdims=True)
 
 
-def softmax_cross_entropy(logits, labels, label_smoothing: float = 0.0, *, axis=-1,
-                          where=None):
+def softmax_cross_entropy(logits, labels, axis=-1, where=None, *,
+                          label_smoothing: float = 0.0):
     logits, labels, is_index, a, keep = check_softmax_cross_entropy_args(
-        "softmax_cross_entropy", logits, labels, label_smoothing, axis, where)
+        "softmax_cross_entropy", logits, labels, axis, where, label_smoothing)
     logp = _log_softmax(logits)
     if not is_index:   # smoothing and where already applied to the labels
         return -jnp.sum(labels * mask_log(labels, logp)) / num_rows(logits)
