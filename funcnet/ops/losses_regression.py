@@ -1,7 +1,7 @@
 """Regression and embedding losses of optax: Huber, log-cosh, cosine similarity/distance.
 
-Both arguments have the same shape (no broadcasting; optax's ``targets=None`` is
-``zeros_like(predictions)``) and floating dtypes promoted to their common dtype. Huber and
+Both arguments have the same shape (no broadcasting; Huber's and log-cosh's
+``targets=None``, optax's default, is ``zeros_like(predictions)``) and floating dtypes promoted to their common dtype. Huber and
 log-cosh are means over all ``M`` elements (optax returns them elementwise: compare with
 ``optax_fn(...).mean()``); the cosine losses compare rows along the last axis and are means
 over the ``n`` rows (optax returns one value per row).
@@ -48,14 +48,23 @@ def _huber_bwd(delta, clipped, g):
 defvjp(_huber, _huber_fwd, _huber_bwd)
 
 
+def check_error_args(fn: str, predictions, targets):
+    """The checks of the error ``predictions - targets`` of Huber and log-cosh:
+    ``(predictions, targets)`` promoted; ``targets=None`` (optax's default) is zeros."""
+    if targets is None:
+        _checks.check_float(fn, "predictions", predictions)
+        targets = jnp.zeros_like(predictions)
+    return check_elementwise_args(fn, "predictions", predictions, "targets", targets)
+
+
 def check_huber_args(fn: str, predictions, targets, delta):
     """The checks of :func:`huber_loss`; ``(predictions, targets, delta)``."""
     delta = _checks.static_float(fn, "delta", delta, 0.0, None, low_inclusive=False)
-    return (*check_elementwise_args(fn, "predictions", predictions, "targets", targets), delta)
+    return (*check_error_args(fn, predictions, targets), delta)
 
 
 @has_twin
-def huber_loss(predictions, targets, delta: float = 1.0):
+def huber_loss(predictions, targets=None, delta: float = 1.0):
     """Huber loss (Huber 1964), mean over all ``M`` elements of the error ``x = p - t``.
 
     Forward: ``L = (1/M) sum_i h(x_i)``, ``h(x) = x^2 / 2`` for ``|x| <= delta`` and
@@ -69,8 +78,8 @@ def huber_loss(predictions, targets, delta: float = 1.0):
 
     Args:
       predictions: floating array of any shape, at least one element.
-      targets: same shape (no broadcasting; optax's ``targets=None`` is ``zeros_like``),
-        floating (promoted with ``predictions``).
+      targets: same shape (no broadcasting), floating (promoted with ``predictions``);
+        ``None`` (optax's default) is ``zeros_like(predictions)``.
       delta: static Python float ``> 0``, finite.
 
     Returns:
@@ -110,13 +119,8 @@ def _log_cosh_bwd(th, g):
 defvjp(_log_cosh, _log_cosh_fwd, _log_cosh_bwd)
 
 
-def check_log_cosh_args(fn: str, predictions, targets):
-    """The checks of :func:`log_cosh`; ``(predictions, targets)`` promoted."""
-    return check_elementwise_args(fn, "predictions", predictions, "targets", targets)
-
-
 @has_twin
-def log_cosh(predictions, targets):
+def log_cosh(predictions, targets=None):
     """Log-cosh loss, mean over all ``M`` elements of the error ``x = p - t``.
 
     Forward: ``L = (1/M) sum_i log cosh(x_i)``, computed as ``|x| + log1p(exp(-2|x|)) -
@@ -126,7 +130,8 @@ def log_cosh(predictions, targets):
 
     Args:
       predictions: floating array of any shape, at least one element.
-      targets: same shape, floating (promoted with ``predictions``).
+      targets: same shape, floating (promoted with ``predictions``); ``None`` (optax's
+        default) is ``zeros_like(predictions)``.
 
     Returns:
       Scalar loss, of the promoted dtype.
@@ -135,7 +140,7 @@ def log_cosh(predictions, targets):
       ValueError: shapes differ, an empty input.
       TypeError: non-floating inputs.
     """
-    return _log_cosh(*check_log_cosh_args("log_cosh", predictions, targets))
+    return _log_cosh(*check_error_args("log_cosh", predictions, targets))
 
 
 # ------------------------------------------------------------------------------- cosine

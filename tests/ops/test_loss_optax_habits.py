@@ -64,6 +64,9 @@ CASES = [
      lambda: (_lsm(normal(62, (3, 4, 2))), _lsm(normal(63, (3, 4, 2)))), dict(axis=(0, 2))),
     ("cosine_axis_where", "cosine_similarity",
      lambda: (normal(64, (3, 4, 2)), normal(65, (3, 4, 2))), dict(axis=(0, 2), where=MASK342)),
+    # optax's targets=None: the loss of the predictions themselves
+    ("huber_no_targets", "huber_loss", lambda: (normal(25, (4, 3), 2.0),), dict(delta=0.7)),
+    ("log_cosh_no_targets", "log_cosh", lambda: (normal(26, (4, 3), 2.0),), {}),
     ("focal", "sigmoid_focal_loss", lambda: (normal(17, (4, 3), 3.0),
                                              uniform(18, (4, 3), 0.1, 0.9)), {}),
     ("focal_alpha_gamma_half", "sigmoid_focal_loss",
@@ -103,6 +106,9 @@ def _optax_cases():
         out.append((f"huber_{d}", lambda x, d=d: ops.huber_loss(x, t, d),
                     lambda x, d=d: optax.huber_loss(x, t, delta=d)))
     out.append(("log_cosh", lambda x: ops.log_cosh(x, t), lambda x: optax.log_cosh(x, t)))
+    out.append(("log_cosh_no_targets", ops.log_cosh, optax.log_cosh))
+    out.append(("huber_no_targets", lambda x: ops.huber_loss(x, delta=0.5),
+                lambda x: optax.huber_loss(x, delta=0.5)))
     small = t * jnp.array([[1e-3], [1.0], [1.0], [1.0], [1e-5], [1.0]])   # under the guard
     for name, e in (("cosine_similarity", 0.0), ("cosine_distance", 1e-4)):
         out.append((name, lambda x, n=name, e=e: getattr(ops, n)(x, small, e),
@@ -367,6 +373,8 @@ ERRORS = [
     ("huber_delta_inf", lambda p, t: ops.huber_loss(p, t, delta=np.inf), (Z23, Z23), ValueError,
      "huber_loss: delta must be finite"),
     ("huber_int", ops.huber_loss, (np.zeros(3, np.int32), np.zeros(3)), TypeError,
+     "huber_loss: predictions must have a floating dtype, got int32"),
+    ("huber_int_no_targets", ops.huber_loss, (np.zeros(3, np.int32),), TypeError,
      "huber_loss: predictions must have a floating dtype, got int32"),
     ("huber_empty", ops.huber_loss, (np.zeros((0, 3)), np.zeros((0, 3))), ValueError,
      r"huber_loss: predictions has shape \(0, 3\), expected at least one element"),

@@ -18,11 +18,11 @@ from funcnet.ops._labels import num_rows
 from funcnet.ops.losses_divergence import LOG_TARGETS, check_kl_args, safe_log
 from funcnet.ops.losses_elementwise import check_sigmoid_focal_loss_args
 from funcnet.ops.losses_sequence import check_ctc_args
-from funcnet.ops.losses_regression import (check_cosine_args, check_huber_args,
-                                           check_log_cosh_args)
+from funcnet.ops.losses_regression import (check_cosine_args, check_error_args,
+                                           check_huber_args)
 
 
-def huber_loss(predictions, targets, delta: float = 1.0):
+def huber_loss(predictions, targets=None, delta: float = 1.0):
     p, t, delta = check_huber_args("huber_loss", predictions, targets, delta)
     x = p - t
     inside = jnp.abs(x) <= delta
@@ -30,8 +30,8 @@ def huber_loss(predictions, targets, delta: float = 1.0):
     return jnp.mean(jnp.where(inside, 0.5 * x_in * x_in, delta * (jnp.abs(x) - 0.5 * delta)))
 
 
-def log_cosh(predictions, targets):
-    p, t = check_log_cosh_args("log_cosh", predictions, targets)
+def log_cosh(predictions, targets=None):
+    p, t = check_error_args("log_cosh", predictions, targets)
     x = p - t
     return jnp.mean(jnp.logaddexp(x, -x) - math.log(2.0))
 
