@@ -7,7 +7,8 @@ depthwise ``conv2d``, ``groups = C``) and ``conv2d_dilated`` (a 3x3 ``C -> C`` `
 with dilation 2), both ``'SAME'`` on images ``(N, H, W, C)``, ``resize2d`` (bilinear
 upsampling of those images by 2; its twin is ``jax.image.resize``), ``conv_transpose2d``
 (a decoder's learned 2x upsampling, ``(N, H, W, Cin) -> (N, 2H, 2W, Cout)``, 4x4, stride
-2, padding 1);
+2, padding 1), ``poly_loss_cross_entropy`` (PolyLoss on ``(N, C)`` logits with
+probability labels, ``epsilon = 2``);
 ``rnn_lengths``, ``lstm_lengths`` and ``gru_lengths`` are the recurrences over a padded
 batch, lengths drawn in ``[T/2, T]``; ``rnn`` returns its final state too) one
 training-step-like program is timed:
@@ -55,7 +56,7 @@ from funcnet.ops import reference  # noqa: E402
 
 OPS = ("layer_norm", "rms_norm", "rnn", "lstm", "gru", "rnn_lengths", "lstm_lengths",
        "gru_lengths", "gelu", "rotary_embedding", "group_norm", "conv2d_depthwise",
-       "conv2d_dilated", "resize2d", "conv_transpose2d")
+       "conv2d_dilated", "resize2d", "conv_transpose2d", "poly_loss_cross_entropy")
 PADDED = "_lengths"    # suffix: the same op with ``lengths=`` (a padded batch)
 # conv2d rows on images sizes["conv"] (N, H, W, C), C -> C channels, 'SAME' padding:
 # name -> (kernel size, dilation, depthwise (groups = C) or dense (groups = 1))
@@ -125,6 +126,9 @@ def make_args(name: str, sizes: dict, dtype):
         return (r(*shape), r(shape[-1]), r(shape[-1])), f"x {tuple(shape)}, G={g}, gamma, beta"
     if name == "gelu":
         return (r(n, f),), f"x ({n}, {f}), tanh form"
+    if name == "poly_loss_cross_entropy":
+        return ((r(n, f, scale=3.0), jax.nn.softmax(r(n, f), axis=-1)),
+                f"logits ({n}, C={f}), probability labels, epsilon 2")
     if name in CONVS:
         (k, dilation, depthwise), shape = CONVS[name], sizes["conv"]
         cg = 1 if depthwise else shape[-1]

@@ -33,7 +33,7 @@ from funcnet.ops.activations import stable_log_softmax
 
 
 # ---------------------------------------------------------------- softmax cross-entropy
-def _log_probs(logits):
+def class_log_probs(logits):
     """Log-softmax over the classes; a ``+inf`` logit at another class gives ``-inf``
     (loss ``+inf``, as optax's integer-label loss), not an all-NaN row."""
     return stable_log_softmax(logits, -1, finite_shift=True)
@@ -41,11 +41,11 @@ def _log_probs(logits):
 
 @jax.custom_vjp
 def _sce_index(logits, labels):
-    return -jnp.mean(take_labels(_log_probs(logits), labels))
+    return -jnp.mean(take_labels(class_log_probs(logits), labels))
 
 
 def _sce_index_fwd(logits, labels):
-    logp = _log_probs(logits)
+    logp = class_log_probs(logits)
     return -jnp.mean(take_labels(logp, labels)), (logp, labels)
 
 
@@ -81,11 +81,11 @@ def _smoothed_index_rows(logp, labels, a):
 
 @partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _sce_index_smooth(logits, labels, a):
-    return jnp.mean(_smoothed_index_rows(_log_probs(logits), labels, a))
+    return jnp.mean(_smoothed_index_rows(class_log_probs(logits), labels, a))
 
 
 def _sce_index_smooth_fwd(logits, labels, a):
-    logp = _log_probs(logits)
+    logp = class_log_probs(logits)
     return jnp.mean(_smoothed_index_rows(logp, labels, a)), (logp, labels)
 
 
@@ -99,7 +99,7 @@ defvjp(_sce_index_smooth, _sce_index_smooth_fwd, _sce_index_smooth_bwd)
 
 @partial(jax.custom_vjp, nondiff_argnums=(3,))
 def _sce_index_rows(logits, labels, keep, a):
-    return _kept_mean(_smoothed_index_rows(_log_probs(logits), labels, a), keep)
+    return _kept_mean(_smoothed_index_rows(class_log_probs(logits), labels, a), keep)
 
 
 def _kept_mean(rows, keep):
@@ -108,7 +108,7 @@ def _kept_mean(rows, keep):
 
 
 def _sce_index_rows_fwd(logits, labels, keep, a):
-    logp = _log_probs(logits)
+    logp = class_log_probs(logits)
     return _kept_mean(_smoothed_index_rows(logp, labels, a), keep), (logp, labels, keep)
 
 
@@ -127,12 +127,12 @@ def smooth_labels(labels, a: float):
 
 @jax.custom_vjp
 def _sce_probs(logits, labels):
-    logp = _log_probs(logits)
+    logp = class_log_probs(logits)
     return -jnp.sum(labels * mask_log(labels, logp)) / num_rows(logits)
 
 
 def _sce_probs_fwd(logits, labels):
-    logp = _log_probs(logits)
+    logp = class_log_probs(logits)
     return -jnp.sum(labels * mask_log(labels, logp)) / num_rows(logp), (logp, labels)
 
 
@@ -194,7 +194,8 @@ def check_softmax_cross_entropy_args(fn: str, logits, labels, axis=-1, where=Non
     if isinstance(axis, (float, np.floating)):   # the argument order before optax's
         raise TypeError(f"{fn}: axis must be an int or a tuple of ints, got {axis!r}; "
                         "label smoothing is keyword-only (as optax's third argument is "
-                        f"axis): softmax_cross_entropy(logits, labels, label_smoothing={axis!r})")
+                        "axis): softmax_cross_entropy(logits, labels, "
+                        f"label_smoothing={axis!r})")
     a = _checks.static_float(fn, "label_smoothing", label_smoothing, 0.0, 1.0,
                              high_inclusive=False)
     logits, labels, classes, keep = _classes_last(fn, logits, labels, axis, where)

@@ -1,10 +1,11 @@
 """Regression and embedding losses of optax: Huber, log-cosh, cosine similarity/distance.
 
 Both arguments have the same shape (no broadcasting; Huber's and log-cosh's
-``targets=None``, optax's default, is ``zeros_like(predictions)``) and floating dtypes promoted to their common dtype. Huber and
-log-cosh are means over all ``M`` elements (optax returns them elementwise: compare with
-``optax_fn(...).mean()``); the cosine losses compare rows along the last axis and are means
-over the ``n`` rows (optax returns one value per row).
+``targets=None``, optax's default, is ``zeros_like(predictions)``) and floating dtypes
+promoted to their common dtype. Huber and log-cosh are means over all ``M`` elements (optax
+returns them elementwise: compare with ``optax_fn(...).mean()``); the cosine losses compare
+rows along the last axis and are means over the ``n`` rows (optax returns one value per
+row).
 """
 from __future__ import annotations
 

@@ -8,10 +8,11 @@ over a padded evaluation batch). The default (``metrics_fn=None`` in :func:`trai
 - integer labels of shape ``logits.shape[:-1]`` are class indices: ``{"accuracy"}``;
 - floating labels of ``logits``' shape with at least 2 classes are one-hot / probability
   labels when the loss is a classification loss that takes them
-  (:func:`funcnet.ops.softmax_cross_entropy`, :func:`funcnet.ops.cross_entropy` or their
-  reference twins, also as a ``functools.partial``, e.g. with ``label_smoothing=``):
-  ``{"accuracy"}`` of ``argmax(labels)``; a ``partial(softmax_cross_entropy, axis=...)``
-  takes its argmax over the loss's class axes (classes not last, or a tuple of axes);
+  (:func:`funcnet.ops.softmax_cross_entropy`, :func:`funcnet.ops.cross_entropy`,
+  :func:`funcnet.ops.poly_loss_cross_entropy` or their reference twins, also as a
+  ``functools.partial``, e.g. with ``label_smoothing=``): ``{"accuracy"}`` of
+  ``argmax(labels)``; a ``partial(softmax_cross_entropy, axis=...)`` (or PolyLoss's) takes
+  its argmax over the loss's class axes (classes not last, or a tuple of axes);
 - anything else (a regression with ``mean_squared_error``, binary targets, a custom loss
   on float targets): ``{}``, so no meaningless accuracy is reported. Pass
   ``metrics_fn=train.classification_metrics`` to force accuracy for a custom loss.
@@ -32,7 +33,8 @@ __all__ = ["accuracy", "cast_floating", "classification_metrics", "correct",
            "default_metrics", "per_example"]
 
 _PROBABILITY_LOSSES = (ops.softmax_cross_entropy, ops.cross_entropy,
-                       reference.softmax_cross_entropy, reference.cross_entropy)
+                       ops.poly_loss_cross_entropy, reference.softmax_cross_entropy,
+                       reference.cross_entropy, reference.poly_loss_cross_entropy)
 
 
 def _label_kind(logits, labels) -> str | None:
@@ -111,18 +113,20 @@ def default_metrics(loss_fn: Callable) -> Callable:
     loss. Both are module-level functions, so the jitted functions that use them compile
     once.
     """
-    axis = -1
+    keywords: dict = {}
     while isinstance(loss_fn, functools.partial):    # partial(softmax_cross_entropy,
-        axis = loss_fn.keywords.get("axis", axis)     #   label_smoothing=0.1) is one too
+        keywords = {**loss_fn.keywords, **keywords}   #   label_smoothing=0.1) is one too
         loss_fn = loss_fn.func
+    axis = keywords.get("axis", -1)
     if any(loss_fn is f for f in _PROBABILITY_LOSSES):
-        if axis == -1 or loss_fn not in _AXIS_LOSSES:
+        if axis == -1 or not any(loss_fn is f for f in _AXIS_LOSSES):
             return classification_metrics
-        return _classes_on(axis if isinstance(axis, int) else tuple(axis))
+        return _classes_on(tuple(axis) if isinstance(axis, list) else axis)
     return _index_metrics
 
 
-_AXIS_LOSSES = (ops.softmax_cross_entropy, reference.softmax_cross_entropy)
+_AXIS_LOSSES = (ops.softmax_cross_entropy, ops.poly_loss_cross_entropy,
+                reference.softmax_cross_entropy, reference.poly_loss_cross_entropy)
 
 
 @functools.lru_cache(maxsize=None)

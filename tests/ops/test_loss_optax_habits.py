@@ -150,7 +150,8 @@ def test_values_and_gradients_equal_pytorch():
     tt = torch.tensor(np.asarray(t), requires_grad=True)
     ty, tlt = torch.tensor(np.asarray(y), dtype=torch.long), torch.tensor(np.asarray(lt))
     ours = {
-        "ce_smooth": jax.value_and_grad(lambda x: ops.softmax_cross_entropy(x, y, label_smoothing=0.15)),
+        "ce_smooth": jax.value_and_grad(
+            lambda x: ops.softmax_cross_entropy(x, y, label_smoothing=0.15)),
         "huber": jax.value_and_grad(lambda x: ops.huber_loss(x, t, 0.8)),
         "kl": jax.value_and_grad(lambda x: ops.kl_divergence(_lsm(x), jnp.exp(lt))),
         "kl_log": jax.value_and_grad(lambda x: ops.kl_divergence_with_log_targets(_lsm(x), lt)),
@@ -193,7 +194,8 @@ def test_label_smoothing_masked_logits_and_out_of_range_labels():
     gives NaN and a zero gradient row."""
     x = jnp.array([[0.0, -jnp.inf, 1.0], [2.0, 0.5, 1.0]])
     y = jnp.array([0, 5])
-    f = jax.jit(jax.value_and_grad(lambda x, y: ops.softmax_cross_entropy(x, y, label_smoothing=0.1)))
+    f = jax.jit(jax.value_and_grad(
+        lambda x, y: ops.softmax_cross_entropy(x, y, label_smoothing=0.1)))
     v, g = f(x, y)
     assert np.isnan(float(v)) and np.all(np.asarray(g[1]) == 0)
     v, g = f(x, jnp.array([0, 1]))

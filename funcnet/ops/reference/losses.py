@@ -1,5 +1,5 @@
 """Plain-JAX twins of the optax-style losses (Huber, log-cosh, cosine, KL, sigmoid focal,
-CTC).
+CTC, PolyLoss).
 
 No ``custom_vjp``: each twin calls its op's check function and writes the forward formula
 for ``jax.grad`` to differentiate, independently of the op's helpers where the op's
@@ -14,9 +14,10 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
-from funcnet.ops._labels import num_rows
+from funcnet.ops._labels import mask_log, num_rows
 from funcnet.ops.losses_divergence import LOG_TARGETS, check_kl_args, safe_log
 from funcnet.ops.losses_elementwise import check_sigmoid_focal_loss_args
+from funcnet.ops.losses_poly import check_poly_args
 from funcnet.ops.losses_sequence import check_ctc_args
 from funcnet.ops.losses_regression import (check_cosine_args, check_error_args,
                                            check_huber_args)
@@ -108,3 +109,11 @@ def ctc_loss(logits, logit_paddings, labels, label_paddings, *, blank_id: int = 
     last, _ = jax.lax.scan(step, start, (jnp.moveaxis(logp, 1, 0), pad.T))
     final = (s == 2 * lengths[:, None]) | (s == 2 * lengths[:, None] - 1)
     return -jnp.mean(logsumexp(jnp.where(final, last, neg), axis=1))
+
+
+def poly_loss_cross_entropy(logits, labels, *, epsilon: float = 2.0, axis=-1, where=None):
+    x, t, eps = check_poly_args("poly_loss_cross_entropy", logits, labels, epsilon, axis,
+                                where)
+    logp = x - logsumexp(x, axis=-1, keepdims=True)
+    one_minus_pt = jnp.sum(t * (1 - jnp.exp(logp)))
+    return (-jnp.sum(t * mask_log(t, logp)) + eps * one_minus_pt) / num_rows(t)
