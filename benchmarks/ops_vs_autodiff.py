@@ -8,7 +8,8 @@ with dilation 2), both ``'SAME'`` on images ``(N, H, W, C)``, ``resize2d`` (bili
 upsampling of those images by 2; its twin is ``jax.image.resize``), ``conv_transpose2d``
 (a decoder's learned 2x upsampling, ``(N, H, W, Cin) -> (N, 2H, 2W, Cout)``, 4x4, stride
 2, padding 1), ``poly_loss_cross_entropy`` (PolyLoss on ``(N, C)`` logits with
-probability labels, ``epsilon = 2``);
+probability labels, ``epsilon = 2``), ``ntxent`` (SimCLR's loss on ``(N, D)``
+embeddings, two views per label, ``temperature = 0.1``);
 ``rnn_lengths``, ``lstm_lengths`` and ``gru_lengths`` are the recurrences over a padded
 batch, lengths drawn in ``[T/2, T]``; ``rnn`` returns its final state too) one
 training-step-like program is timed:
@@ -56,7 +57,8 @@ from funcnet.ops import reference  # noqa: E402
 
 OPS = ("layer_norm", "rms_norm", "rnn", "lstm", "gru", "rnn_lengths", "lstm_lengths",
        "gru_lengths", "gelu", "rotary_embedding", "group_norm", "conv2d_depthwise",
-       "conv2d_dilated", "resize2d", "conv_transpose2d", "poly_loss_cross_entropy")
+       "conv2d_dilated", "resize2d", "conv_transpose2d", "poly_loss_cross_entropy",
+       "ntxent")
 PADDED = "_lengths"    # suffix: the same op with ``lengths=`` (a padded batch)
 # conv2d rows on images sizes["conv"] (N, H, W, C), C -> C channels, 'SAME' padding:
 # name -> (kernel size, dilation, depthwise (groups = C) or dense (groups = 1))
@@ -65,16 +67,18 @@ UPSAMPLE = dict(stride=2, padding=1)    # conv_transpose2d, 4x4, on sizes["upsam
 
 # sizes per profile: (N, F) for the elementwise/normalisation ops, (T, N, D, H) for RNNs,
 # (N, T, H, Dh) for the rotary embedding, (N, H, W, C, G) for group norm,
-# (N, H, W, Cin, Cout) for the transposed convolution
+# (N, H, W, Cin, Cout) for the transposed convolution, (N, D) for the contrastive loss
 SIZES = {
     "quick": {"rows": (64, 128), "rnn": (8, 4, 16, 32), "heads": (2, 16, 2, 8),
-              "image": (2, 8, 8, 32, 8), "conv": (2, 8, 8, 8), "upsample": (2, 7, 7, 8, 4)},
+              "image": (2, 8, 8, 32, 8), "conv": (2, 8, 8, 8), "upsample": (2, 7, 7, 8, 4),
+              "contrastive": (32, 16)},
     "cpu": {"rows": (4096, 1024), "rnn": (50, 64, 128, 256), "heads": (8, 512, 8, 128),
             "image": (8, 32, 32, 256, 32), "conv": (8, 56, 56, 96),
-            "upsample": (8, 28, 28, 64, 32)},
+            "upsample": (8, 28, 28, 64, 32), "contrastive": (1024, 128)},
     "full": {"rows": (16384, 4096), "rnn": (100, 256, 512, 1024),
              "heads": (16, 2048, 16, 128), "image": (32, 64, 64, 256, 32),
-             "conv": (32, 56, 56, 96), "upsample": (32, 56, 56, 128, 64)},
+             "conv": (32, 56, 56, 96), "upsample": (32, 56, 56, 128, 64),
+             "contrastive": (4096, 256)},
 }
 
 
@@ -95,6 +99,10 @@ def implementations(name: str, sizes: dict) -> dict:
         impls = {k: functools.partial(f, **UPSAMPLE) for k, f in impls.items()}
     if base == "rnn":   # the final state too, as the gated ops return it
         impls = {k: functools.partial(f, return_carry=True) for k, f in impls.items()}
+    if base == "ntxent":    # the labels are fixed: two views of each of N/2 images
+        views = jnp.arange(sizes["contrastive"][0], dtype=jnp.int32) // 2
+        impls = {k: functools.partial(f, labels=views, temperature=0.1)
+                 for k, f in impls.items()}
     if base == "group_norm":
         impls = {k: functools.partial(f, num_groups=sizes["image"][-1])
                  for k, f in impls.items()}
@@ -126,6 +134,9 @@ def make_args(name: str, sizes: dict, dtype):
         return (r(*shape), r(shape[-1]), r(shape[-1])), f"x {tuple(shape)}, G={g}, gamma, beta"
     if name == "gelu":
         return (r(n, f),), f"x ({n}, {f}), tanh form"
+    if name == "ntxent":
+        m, dim = sizes["contrastive"]
+        return (r(m, dim),), f"embeddings ({m}, {dim}), 2 views per label, temperature 0.1"
     if name == "poly_loss_cross_entropy":
         return ((r(n, f, scale=3.0), jax.nn.softmax(r(n, f), axis=-1)),
                 f"logits ({n}, C={f}), probability labels, epsilon 2")

@@ -145,16 +145,29 @@ def log_cosh(predictions, targets=None):
 
 
 # ------------------------------------------------------------------------------- cosine
-def cosine_parts(a, b, eps: float):
-    """``(u, v, cos, a_norm, b_norm, a_free, b_free)`` of rows along the last axis:
-    ``a_norm = sqrt(max(|a|^2, eps))`` (``keepdims``), ``u = a / a_norm``, ``cos = u . v``;
-    ``a_free``: ``|a|^2 > eps`` (the norm depends on ``a``)."""
+def unit_rows(a, eps: float):
+    """``(u, norm, free)`` of rows along the last axis: ``norm = sqrt(max(|a|^2, eps))``
+    (``keepdims``), ``u = a / norm``; ``free``: ``|a|^2 > eps`` (the norm depends on
+    ``a``; at or below the guard it is the constant ``sqrt(eps)``)."""
     a2 = jnp.sum(a * a, axis=-1, keepdims=True)
-    b2 = jnp.sum(b * b, axis=-1, keepdims=True)
-    a_free, b_free = a2 > eps, b2 > eps
-    a_norm = jnp.sqrt(jnp.where(a_free, a2, jnp.asarray(eps, a2.dtype)))
-    b_norm = jnp.sqrt(jnp.where(b_free, b2, jnp.asarray(eps, b2.dtype)))
-    u, v = a / a_norm, b / b_norm
+    free = a2 > eps
+    norm = jnp.sqrt(jnp.where(free, a2, jnp.asarray(eps, a2.dtype)))
+    return a / norm, norm, free
+
+
+def unit_rows_grad(du, u, norm, free):
+    """The cotangent of ``a`` from that of ``u = a / norm`` (:func:`unit_rows`):
+    ``(du - u (u . du)) / norm`` where the norm depends on ``a``, ``du / norm`` below
+    the guard."""
+    radial = jnp.sum(u * du, axis=-1, keepdims=True)
+    return (du - jnp.where(free, u * radial, jnp.zeros((), du.dtype))) / norm
+
+
+def cosine_parts(a, b, eps: float):
+    """``(u, v, cos, a_norm, b_norm, a_free, b_free)`` of rows along the last axis
+    (:func:`unit_rows` of both); ``cos = u . v``."""
+    u, a_norm, a_free = unit_rows(a, eps)
+    v, b_norm, b_free = unit_rows(b, eps)
     return u, v, jnp.sum(u * v, axis=-1), a_norm, b_norm, a_free, b_free
 
 
@@ -169,13 +182,10 @@ def _cosine_fwd(a, b, eps):
 
 def _cosine_bwd(eps, res, g):
     a, b = res
-    u, v, cos, a_norm, b_norm, a_free, b_free = cosine_parts(a, b, eps)
-    scale = g / num_rows(a)
-    zero = jnp.zeros((), cos.dtype)
-    c = cos[..., None]
-    da = (v - jnp.where(a_free, c * u, zero)) / a_norm
-    db = (u - jnp.where(b_free, c * v, zero)) / b_norm
-    return da * scale, db * scale
+    u, v, _, a_norm, b_norm, a_free, b_free = cosine_parts(a, b, eps)
+    scale = g / num_rows(a)   # d cos / du = v, d cos / dv = u
+    return (unit_rows_grad(v, u, a_norm, a_free) * scale,
+            unit_rows_grad(u, v, b_norm, b_free) * scale)
 
 
 defvjp(_cosine, _cosine_fwd, _cosine_bwd)

@@ -26,4 +26,5 @@ from funcnet.ops.reference.rotary import rotary_embedding
 from funcnet.ops.reference.losses import (cosine_distance, cosine_similarity, ctc_loss,
                                           huber_loss, kl_divergence,
                                           kl_divergence_with_log_targets, log_cosh,
-                                          poly_loss_cross_entropy, sigmoid_focal_loss)
+                                          ntxent, poly_loss_cross_entropy,
+                                          sigmoid_focal_loss)

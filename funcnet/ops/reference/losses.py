@@ -1,5 +1,5 @@
 """Plain-JAX twins of the optax-style losses (Huber, log-cosh, cosine, KL, sigmoid focal,
-CTC, PolyLoss).
+CTC, PolyLoss, NT-Xent).
 
 No ``custom_vjp``: each twin calls its op's check function and writes the forward formula
 for ``jax.grad`` to differentiate, independently of the op's helpers where the op's
@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
 from funcnet.ops._labels import mask_log, num_rows
+from funcnet.ops.losses_contrastive import check_ntxent_args, pairs
 from funcnet.ops.losses_divergence import LOG_TARGETS, check_kl_args, safe_log
 from funcnet.ops.losses_elementwise import check_sigmoid_focal_loss_args
 from funcnet.ops.losses_poly import check_poly_args
@@ -117,3 +118,17 @@ def poly_loss_cross_entropy(logits, labels, *, epsilon: float = 2.0, axis=-1, wh
     logp = x - logsumexp(x, axis=-1, keepdims=True)
     one_minus_pt = jnp.sum(t * (1 - jnp.exp(logp)))
     return (-jnp.sum(t * mask_log(t, logp)) + eps * one_minus_pt) / num_rows(t)
+
+
+def ntxent(embeddings, labels, temperature: float = 0.07):
+    e, labels, tau, eps = check_ntxent_args("ntxent", embeddings, labels, temperature)
+    a2 = jnp.sum(e * e, axis=-1, keepdims=True)
+    u = e / jnp.sqrt(jnp.where(a2 > eps, a2, jnp.asarray(eps, a2.dtype)))
+    s = u @ u.T / tau
+    pos, neg = pairs(labels)
+    has_neg = jnp.any(neg, axis=1, keepdims=True)   # else 0, with no NaN gradient
+    lse = logsumexp(jnp.where(neg, s, jnp.where(has_neg, -jnp.inf, 0.0)), axis=1,
+                    keepdims=True)
+    terms = jnp.logaddexp(s, lse) - s                # -log(e^s / (e^s + sum_neg e^s))
+    keep = pos & has_neg
+    return jnp.sum(jnp.where(keep, terms, 0.0)) / jnp.sum(pos).astype(s.dtype)
