@@ -1,5 +1,5 @@
 """Plain-JAX twins of the optax-style losses (Huber, log-cosh, cosine, KL, sigmoid focal,
-CTC, PolyLoss, NT-Xent).
+CTC, PolyLoss, NT-Xent, hinge, perceptron, triplet margin).
 
 No ``custom_vjp``: each twin calls its op's check function and writes the forward formula
 for ``jax.grad`` to differentiate, independently of the op's helpers where the op's
@@ -17,7 +17,9 @@ from jax.scipy.special import logsumexp
 from funcnet.ops._labels import mask_log, num_rows
 from funcnet.ops.losses_contrastive import check_ntxent_args, pairs
 from funcnet.ops.losses_divergence import LOG_TARGETS, check_kl_args, safe_log
-from funcnet.ops.losses_elementwise import check_sigmoid_focal_loss_args
+from funcnet.ops.losses_elementwise import (check_elementwise_args,
+                                            check_sigmoid_focal_loss_args)
+from funcnet.ops.losses_margin import check_triplet_args
 from funcnet.ops.losses_poly import check_poly_args
 from funcnet.ops.losses_sequence import check_ctc_args
 from funcnet.ops.losses_regression import (check_cosine_args, check_error_args,
@@ -132,3 +134,28 @@ def ntxent(embeddings, labels, temperature: float = 0.07):
     terms = jnp.logaddexp(s, lse) - s                # -log(e^s / (e^s + sum_neg e^s))
     keep = pos & has_neg
     return jnp.sum(jnp.where(keep, terms, 0.0)) / jnp.sum(pos).astype(s.dtype)
+
+
+def _margin(fn, scores, targets, margin):
+    s, y = check_elementwise_args(fn, "predictor_outputs", scores, "targets", targets)
+    z = margin - y * s
+    return jnp.mean(jnp.where(z > 0, z, 0.0))     # where, not maximum: 0 at the kink
+
+
+def hinge_loss(predictor_outputs, targets):
+    return _margin("hinge_loss", predictor_outputs, targets, 1.0)
+
+
+def perceptron_loss(predictor_outputs, targets):
+    return _margin("perceptron_loss", predictor_outputs, targets, 0.0)
+
+
+def triplet_margin_loss(anchors, positives, negatives, axis=-1, norm_degree: float = 2.0,
+                        margin: float = 1.0, eps: float = 1e-6):
+    a, pos, neg, p, margin, eps = check_triplet_args(
+        "triplet_margin_loss", anchors, positives, negatives, axis, norm_degree, margin, eps)
+
+    def dist(x, y):
+        return jnp.power(jnp.sum(jnp.power(jnp.abs(x - y), p), axis=-1) + eps, 1.0 / p)
+    z = dist(a, pos) - dist(a, neg) + margin
+    return jnp.mean(jnp.where(z > 0, z, 0.0))

@@ -1,0 +1,186 @@
+"""Margin losses of optax: binary hinge and perceptron, and the triplet margin loss.
+
+Each is the mean of optax's per-element (hinge, perceptron) or per-row (triplet) values.
+At a kink (the margin met exactly) the subgradient is 0, as in
+:func:`funcnet.ops.multiclass_hinge` (``jnp.maximum``'s would be 1/2).
+"""
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+
+from funcnet import _checks
+from funcnet.ops._labels import num_rows
+from funcnet.ops._mesh import defvjp
+from funcnet.ops._mode import has_twin
+from funcnet.ops.losses_elementwise import check_elementwise_args, check_row_args
+
+
+# ------------------------------------------------------------- binary hinge / perceptron
+def margin_terms(scores, targets, margin: float):
+    """``(terms, active)``: ``max(0, margin - y s)`` elementwise (0 at the kink) and where
+    it is positive."""
+    z = margin - targets * scores
+    active = z > 0
+    return jnp.where(active, z, jnp.zeros((), z.dtype)), active
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _margin(scores, targets, margin):
+    return jnp.mean(margin_terms(scores, targets, margin)[0])
+
+
+def _margin_fwd(scores, targets, margin):
+    terms, active = margin_terms(scores, targets, margin)
+    return jnp.mean(terms), (scores, targets, active)
+
+
+def _margin_bwd(margin, res, g):
+    scores, targets, active = res
+    scale = jnp.where(active, -g / active.size, jnp.zeros((), scores.dtype))
+    return targets * scale, scores * scale
+
+
+defvjp(_margin, _margin_fwd, _margin_bwd)
+
+
+@has_twin
+def hinge_loss(predictor_outputs, targets):
+    """Binary hinge loss (the SVM's), mean over all ``M`` elements:
+    ``optax.hinge_loss(s, y).mean()``.
+
+    Forward: ``L = (1/M) sum max(0, 1 - y s)``, targets ``y`` in ``{-1, +1}`` (any real
+    value is taken as it is). Backward: ``dL/ds = -y [1 - y s > 0] / M``, ``dL/dy = -s [1 -
+    y s > 0] / M`` (0 at the kink ``y s = 1``). Residuals: both inputs and the active mask.
+
+    Args:
+      predictor_outputs: floating array of any shape, at least one element.
+      targets: the same shape, floating (promoted with ``predictor_outputs``).
+
+    Returns:
+      Scalar loss, of the promoted dtype.
+
+    Raises:
+      ValueError: shapes differ, an empty input.
+      TypeError: non-floating inputs.
+
+    See ``docs/formulas.md`` ("Beyond the notes").
+    """
+    s, y = check_elementwise_args("hinge_loss", "predictor_outputs", predictor_outputs,
+                                  "targets", targets)
+    return _margin(s, y, 1.0)
+
+
+@has_twin
+def perceptron_loss(predictor_outputs, targets):
+    """Binary perceptron loss, mean over all ``M`` elements:
+    ``optax.perceptron_loss(s, y).mean()``.
+
+    Forward: ``L = (1/M) sum max(0, -y s)`` (the hinge with margin 0), targets in ``{-1,
+    +1}``. Backward: ``dL/ds = -y [y s < 0] / M``, ``dL/dy = -s [y s < 0] / M``.
+    Shapes, residuals and errors: those of :func:`hinge_loss`.
+    """
+    s, y = check_elementwise_args("perceptron_loss", "predictor_outputs", predictor_outputs,
+                                  "targets", targets)
+    return _margin(s, y, 0.0)
+
+
+# ------------------------------------------------------------------------------- triplet
+def distance(delta, p: float, eps: float):
+    """``(sum_k |delta_k|^p + eps)^(1/p)`` over the last axis (optax's smoothed norm)."""
+    powers = delta * delta if p == 2.0 else jnp.abs(delta) ** p
+    return (jnp.sum(powers, axis=-1) + eps) ** (1.0 / p)
+
+
+def distance_grad(delta, d, p: float):
+    """``d distance / d delta = sign(delta) |delta|^(p-1) / d^(p-1)`` (0 where ``d = 0``)."""
+    dk = d[..., None]
+    safe = jnp.where(dk > 0, dk, jnp.ones((), d.dtype))
+    if p == 2.0:
+        g = delta / safe
+    else:
+        g = jnp.sign(delta) * (jnp.abs(delta) / safe) ** (p - 1.0)
+    return jnp.where(dk > 0, g, jnp.zeros((), g.dtype))
+
+
+def triplet_parts(a, pos, neg, p, margin, eps):
+    """``(terms, active, d_pos, d_neg)`` per row."""
+    d_pos, d_neg = distance(a - pos, p, eps), distance(a - neg, p, eps)
+    z = d_pos - d_neg + margin
+    active = z > 0
+    return jnp.where(active, z, jnp.zeros((), z.dtype)), active, d_pos, d_neg
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def _triplet(a, pos, neg, p, margin, eps):
+    return jnp.sum(triplet_parts(a, pos, neg, p, margin, eps)[0]) / num_rows(a)
+
+
+def _triplet_fwd(a, pos, neg, p, margin, eps):
+    return _triplet(a, pos, neg, p, margin, eps), (a, pos, neg)
+
+
+def _triplet_bwd(p, margin, eps, res, g):
+    a, pos, neg = res      # the inputs only: the distances are recomputed
+    _, active, d_pos, d_neg = triplet_parts(a, pos, neg, p, margin, eps)
+    scale = jnp.where(active, g / num_rows(a), jnp.zeros((), a.dtype))[..., None]
+    g_pos = distance_grad(a - pos, d_pos, p) * scale
+    g_neg = distance_grad(a - neg, d_neg, p) * scale
+    return g_pos - g_neg, -g_pos, g_neg
+
+
+defvjp(_triplet, _triplet_fwd, _triplet_bwd)
+
+
+def check_triplet_args(fn: str, anchors, positives, negatives, axis, norm_degree, margin,
+                       eps):
+    """The checks of :func:`triplet_margin_loss` (and its twin): ``(a, pos, neg, p, margin,
+    eps)`` promoted to one dtype, with the row axis last."""
+    p = _checks.static_float(fn, "norm_degree", norm_degree, 1.0, None)
+    margin = _checks.static_float(fn, "margin", margin)
+    eps = _checks.static_float(fn, "eps", eps, 0.0, None)
+    a, pos, _ = check_row_args(fn, "anchors", anchors, "positives", positives, axis)
+    _, neg, _ = check_row_args(fn, "anchors", anchors, "negatives", negatives, axis)
+    dtype = jnp.result_type(a, pos, neg)
+    return a.astype(dtype), pos.astype(dtype), neg.astype(dtype), p, margin, eps
+
+
+@has_twin
+def triplet_margin_loss(anchors, positives, negatives, axis=-1, norm_degree: float = 2.0,
+                        margin: float = 1.0, eps: float = 1e-6):
+    """Triplet margin loss (Schroff et al. 2015, FaceNet), mean over the rows:
+    ``optax.triplet_margin_loss(a, p, n, axis, norm_degree, margin, eps).mean()``.
+
+    Forward, per row ``i`` (along ``axis``): ``d(x, y) = (sum_k |x_k - y_k|^p + eps)^(1/p)``,
+    ``L = (1/n) sum_i max(0, d(a_i, p_i) - d(a_i, n_i) + margin)``. Backward, on the rows
+    where the margin is violated (0 at the kink): with ``g(delta) = sign(delta)
+    |delta|^(p-1) / d^(p-1)`` (``delta / d`` for ``p = 2``), ``dL/da_i = (g(a_i - p_i) -
+    g(a_i - n_i)) / n``, ``dL/dp_i = -g(a_i - p_i) / n``, ``dL/dn_i = g(a_i - n_i) / n``.
+    Residuals: the three inputs (the distances are recomputed).
+
+    optax writes ``(x - y)^p`` without the absolute value: the same for even ``p``; for
+    odd or fractional ``p`` funcnet's is the p-norm (optax's is NaN or negative there).
+
+    Args:
+      anchors, positives, negatives: ``(..., D)`` floating arrays of one shape (rows
+        along ``axis``), promoted to their common dtype.
+      axis: static int (or tuple of ints), the axis a row runs along (default the last).
+      norm_degree: static Python float ``p >= 1``.
+      margin: static Python float, finite.
+      eps: static Python float ``>= 0``: smooths the norm at 0 (with ``eps = 0`` the
+        gradient at a zero distance is taken as 0).
+
+    Returns:
+      Scalar, the mean over the rows, of the promoted dtype.
+
+    Raises:
+      ValueError: shapes differ, rank 0, an empty input, a bad ``axis``, ``norm_degree <
+        1``, ``eps < 0``, a hyperparameter NaN or infinite.
+      TypeError: non-floating inputs, a hyperparameter that is not a Python number.
+
+    See ``docs/formulas.md`` ("Beyond the notes").
+    """
+    return _triplet(*check_triplet_args("triplet_margin_loss", anchors, positives,
+                                        negatives, axis, norm_degree, margin, eps))
