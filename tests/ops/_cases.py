@@ -37,6 +37,22 @@ def probs(seed, shape):
     return jax.nn.softmax(normal(seed, shape), axis=-1)
 
 
+def channels_first_classes(seed):
+    """Classes on axis 1 of ``(N, C, T) = (3, 5, 4)`` logits (optax's ``axis=1``):
+    ``(x, y, t, classes, rows)`` -- logits, index labels ``(3, 4)``, probability labels,
+    a mask of classes of the logits' shape (every label's class kept, one row with every
+    class masked) and a mask of rows ``(3, 4)`` (padding)."""
+    rng = np.random.default_rng(seed)
+    x, y = normal(seed + 1, (3, 5, 4), 2.0), labels(seed + 2, (3, 4), 5)
+    t = jax.nn.softmax(normal(seed + 3, (3, 5, 4)), axis=1)
+    classes = rng.random((3, 5, 4)) > 0.3
+    classes[np.arange(3)[:, None], np.asarray(y), np.arange(4)[None, :]] = True
+    classes[1, :, 2] = False
+    rows = np.array([[True, True, False, True], [False, True, True, True],
+                     [True, False, True, False]])
+    return x, y, t, classes, rows
+
+
 # (id, op name, args factory): every op is checked against its reference twin.
 CORE_CASES = [
     ("matmul_2d", "matmul", lambda: (normal(0, (5, 4)), normal(1, (4, 3)))),

@@ -16,17 +16,10 @@ import funcnet.ops as ops
 from funcnet import train
 from funcnet.gradcheck import assert_close, check_vjp
 from funcnet.ops import reference as ref
-from tests.ops._cases import assert_raises_everywhere, labels, normal, probs, uniform
+from tests.ops._cases import (assert_raises_everywhere, channels_first_classes, labels,
+                             normal, probs, uniform)
 
-RNG = np.random.default_rng(120)
-X = normal(121, (3, 5, 4), 2.0)                   # classes on axis 1: (N, C, T)
-Y = labels(122, (3, 4), 5)
-T = jax.nn.softmax(normal(123, (3, 5, 4)), axis=1)
-CLASSES = RNG.random((3, 5, 4)) > 0.3             # a mask of classes (logits' shape)
-CLASSES[np.arange(3)[:, None], np.asarray(Y), np.arange(4)[None, :]] = True  # labels kept
-CLASSES[1, :, 2] = False                          # one row with every class masked
-ROWS = np.array([[True, True, False, True], [False, True, True, True],
-                 [True, False, True, False]])    # a mask of rows (padding)
+X, Y, T, CLASSES, ROWS = channels_first_classes(120)  # classes on axis 1: (N, C, T)
 TC = jnp.where(CLASSES, T, 0.0)
 X2, Y2, P2 = normal(124, (6, 4), 3.0), labels(125, (6,), 4), probs(126, (6, 4))
 SOFT = uniform(127, (6, 4), 0.0, 1.0)             # label rows that do not sum to 1

@@ -17,17 +17,10 @@ import funcnet.ops as ops
 from funcnet.gradcheck import assert_close, check_vjp
 from funcnet.ops import reference as ref
 from funcnet.ops.losses import _sce_index
-from tests.ops._cases import assert_raises_everywhere, labels, normal, probs
+from tests.ops._cases import (assert_raises_everywhere, channels_first_classes, labels,
+                             normal, probs)
 
-RNG = np.random.default_rng(90)
-X = normal(91, (3, 5, 4), 2.0)                    # classes on axis 1: (N, C, T)
-Y = labels(92, (3, 4), 5)
-T = jax.nn.softmax(normal(93, (3, 5, 4)), axis=1)
-CLASSES = RNG.random((3, 5, 4)) > 0.3             # a mask of classes (logits' shape)
-CLASSES[np.arange(3)[:, None], np.asarray(Y), np.arange(4)[None, :]] = True  # labels kept
-CLASSES[1, :, 2] = False                          # one row with every class masked
-ROWS = np.array([[True, True, False, True], [False, True, True, True],
-                 [True, False, True, False]])    # a mask of rows (padding)
+X, Y, T, CLASSES, ROWS = channels_first_classes(90)   # classes on axis 1: (N, C, T)
 TC = jnp.where(CLASSES, T, 0.0)                  # probability labels, 0 on masked classes
 X4 = normal(94, (2, 3, 2, 4), 2.0)                # classes on axes (1, 3): 3 * 4 = 12
 Y4 = labels(95, (2, 2), 12)                       # flat indices into the (3, 4) slice
