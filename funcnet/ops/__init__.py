@@ -22,7 +22,8 @@ from funcnet.ops.conv_transpose import conv_transpose2d
 from funcnet.ops.dropout import dropout
 from funcnet.ops.linear import affine, matmul
 from funcnet.ops.losses import cross_entropy, multiclass_hinge, softmax_cross_entropy
-from funcnet.ops.losses_divergence import kl_divergence, kl_divergence_with_log_targets
+from funcnet.ops.losses_divergence import (generalized_kl_divergence, kl_divergence,
+                                           kl_divergence_with_log_targets)
 from funcnet.ops.losses_elementwise import (binary_cross_entropy, mean_squared_error,
                                             sigmoid_binary_cross_entropy)
 from funcnet.ops.losses_elementwise import sigmoid_focal_loss
@@ -62,5 +63,5 @@ __all__ += ["resize2d"]
 __all__ += ["cosine_distance", "cosine_similarity", "huber_loss", "kl_divergence",
             "kl_divergence_with_log_targets", "log_cosh", "sigmoid_focal_loss"]
 __all__ += ["ctc_loss"]
-__all__ += ["hinge_loss", "ntxent", "perceptron_loss", "poly_loss_cross_entropy",
+__all__ += ["generalized_kl_divergence", "hinge_loss", "ntxent", "perceptron_loss", "poly_loss_cross_entropy",
             "triplet_margin_loss"]

@@ -17,13 +17,14 @@ from funcnet.ops.losses_elementwise import check_row_args
 
 
 def check_kl_args(fn: str, log_predictions, targets, targets_name: str = "targets",
-                  axis=-1, where=None, target_fill=0.0):
+                  axis=-1, where=None, target_fill=0.0, log_prediction_fill=0.0):
     """The checks of the KL losses (and their twins): floating, same shape, rank >= 1, at
     least one row and one class; returns both promoted to their common dtype, the rows
     along ``axis`` last, a masked-out target ``target_fill`` (the value of a zero target:
-    0, or ``-inf`` for log-targets) and its log-prediction 0."""
+    0, or ``-inf`` for log-targets) and its log-prediction ``log_prediction_fill`` (0, or
+    ``-inf`` where the prediction itself enters the sum)."""
     return check_row_args(fn, "log_predictions", log_predictions, targets_name, targets,
-                          axis, where, (0.0, target_fill))[:2]
+                          axis, where, (log_prediction_fill, target_fill))[:2]
 
 
 # the log-targets losses' arguments after the targets' name: a masked-out log-target is -inf
@@ -99,6 +100,49 @@ def kl_divergence(log_predictions, targets, axis=-1, where=None):
     """
     return _kl(*check_kl_args("kl_divergence", log_predictions, targets, axis=axis,
                               where=where))
+
+
+# ---------------------------------------------------------------- generalized KL
+@jax.custom_vjp
+def _gkl(lp, t):
+    return jnp.sum(t * _kl_gap(lp, t) - t + jnp.exp(lp)) / num_rows(t)
+
+
+def _gkl_fwd(lp, t):
+    return _gkl(lp, t), (lp, t)     # the inputs only: the gap is recomputed
+
+
+def _gkl_bwd(res, g):
+    lp, t = res
+    scale = g / num_rows(t)
+    # d/dt [t (log t - lp)] = log t - lp + 1 (0 at t = 0, kl_divergence's convention)
+    dt = jnp.where(t > 0, _kl_gap(lp, t), -jnp.ones((), t.dtype))
+    return (jnp.exp(lp) - t) * scale, dt * scale
+
+
+defvjp(_gkl, _gkl_fwd, _gkl_bwd)
+
+
+@has_twin
+def generalized_kl_divergence(log_predictions, targets, axis=-1, where=None):
+    """The generalized KL divergence of unnormalized measures, averaged over the rows:
+    ``optax.losses.generalized_kl_divergence(lp, t).mean()``.
+
+    Forward: ``L = (1/n) sum_i sum_k [t_ik (log t_ik - lp_ik) - t_ik + exp(lp_ik)]``
+    (``0 log 0 = 0``; the KL divergence when both rows sum to 1; Bregman's divergence of
+    ``x log x``, convex in ``exp(lp)``). Backward: ``dL/dlp = (exp(lp) - t) / n``,
+    ``dL/dt = (log t - lp) / n`` for ``t > 0`` and ``-1 / n`` at ``t = 0`` (the ``t log t``
+    term's derivative taken as 0 there, as in :func:`kl_divergence`; the true one-sided
+    derivative is ``-inf``, optax's autodiff NaN). Residuals: the two inputs (the gap is
+    recomputed).
+
+    Args, Returns, Raises: as :func:`kl_divergence` (masked-out elements leave the sums,
+    ``exp(lp)`` included).
+
+    See ``docs/formulas.md`` ("Beyond the notes").
+    """
+    return _gkl(*check_kl_args("generalized_kl_divergence", log_predictions, targets,
+                               axis=axis, where=where, log_prediction_fill=-jnp.inf))
 
 
 # ------------------------------------------------------------- KL with log targets

@@ -20,8 +20,8 @@ from funcnet.ops import reference as ref
 from funcnet.ops.losses import _sce_index, _sce_probs
 from tests.ops._cases import assert_raises_everywhere, labels, normal, probs, uniform
 
-NEW = ("cosine_distance", "cosine_similarity", "huber_loss", "kl_divergence",
-       "kl_divergence_with_log_targets", "log_cosh", "sigmoid_focal_loss")
+NEW = ("cosine_distance", "cosine_similarity", "generalized_kl_divergence", "huber_loss",
+       "kl_divergence", "kl_divergence_with_log_targets", "log_cosh", "sigmoid_focal_loss")
 
 
 def _lsm(x):
@@ -59,6 +59,12 @@ CASES = [
     # optax's axis= and where= (rows along axis 1 / axes (0, 2), a mask of elements)
     ("kl_axis_where", "kl_divergence",
      lambda: (jax.nn.log_softmax(normal(60, (3, 4, 2)), axis=1), probs(61, (3, 4, 2))),
+     dict(axis=1, where=MASK342)),
+    # unnormalized measures (rows need not sum to 1); masked elements leave exp(lp) too
+    ("gkl", "generalized_kl_divergence",
+     lambda: (normal(67, (3, 4)), uniform(68, (3, 4), 0.1, 2.0)), {}),
+    ("gkl_axis_where", "generalized_kl_divergence",
+     lambda: (normal(69, (3, 4, 2)), uniform(70, (3, 4, 2), 0.1, 2.0)),
      dict(axis=1, where=MASK342)),
     ("kl_log_axes", "kl_divergence_with_log_targets",
      lambda: (_lsm(normal(62, (3, 4, 2))), _lsm(normal(63, (3, 4, 2)))), dict(axis=(0, 2))),
@@ -115,6 +121,10 @@ def _optax_cases():
                     lambda x, n=name, e=e: getattr(optax, n)(x, small, epsilon=e)))
     out.append(("kl", lambda x: ops.kl_divergence(_lsm(x), p),
                 lambda x: optax.kl_divergence(_lsm(x), p)))
+    out.append(("gkl", lambda x: ops.generalized_kl_divergence(x, 2 * p),
+                lambda x: optax.losses.generalized_kl_divergence(x, 2 * p)))
+    out.append(("gkl_where", lambda x: ops.generalized_kl_divergence(x, 2 * p, where=p > 0.2),
+                lambda x: optax.losses.generalized_kl_divergence(x, 2 * p, where=p > 0.2)))
     out.append(("kl_log", lambda x: ops.kl_divergence_with_log_targets(_lsm(x), lt),
                 lambda x: optax.losses.kl_divergence_with_log_targets(_lsm(x), lt)))
     lab = soft_and_hard                          # rows 3-5 hard labels
@@ -203,6 +213,27 @@ def test_label_smoothing_masked_logits_and_out_of_range_labels():
     soft = jax.nn.softmax(jnp.where(jnp.isinf(x), -1e300, x))
     want = (soft - (0.9 * np.eye(3)[[0, 1]] + 0.1 / 3)) / 2
     assert_close(g, want, 1e-12, "softmax - smoothed targets")
+
+
+def test_generalized_kl_at_zero_targets():
+    """A ``t = 0`` term is ``exp(lp)`` and ``dL/dt = -1/n`` there (the ``t log t`` part's
+    derivative taken as 0, as kl_divergence's), where optax's autodiff is NaN."""
+    optax = pytest.importorskip("optax")
+    lp = jnp.array([[0.3, -0.5, -1.0], [-1.0, 0.2, -0.5]])
+    t = jnp.array([[0.0, 1.6, 0.4], [0.7, 0.0, 2.0]])
+    f = jax.jit(jax.value_and_grad(ops.generalized_kl_divergence, (0, 1)))
+    v, (glp, gt) = f(lp, t)
+    _, (_, twin_gt) = jax.value_and_grad(ref.generalized_kl_divergence, (0, 1))(lp, t)
+    with jax.numpy_dtype_promotion("standard"):
+        theirs = jax.grad(lambda t: jnp.mean(optax.losses.generalized_kl_divergence(lp, t)))(t)
+    assert np.isnan(float(theirs[0, 0]))
+    assert_close(gt, twin_gt, 1e-12, "dL/dt op vs twin")
+    np.testing.assert_allclose(np.asarray(gt)[[0, 1], [0, 1]], [-0.5, -0.5], rtol=1e-12)
+    kept = np.asarray(t) > 0
+    want = np.sum(np.where(kept, np.asarray(t) * (np.log(np.where(kept, t, 1.0)) - lp), 0.0)
+                  - np.asarray(t) + np.exp(lp)) / 2
+    np.testing.assert_allclose(float(v), want, rtol=1e-12)
+    assert_close(glp, (np.exp(lp) - t) / 2, 1e-12, "dL/dlp")
 
 
 def test_kinks_and_zero_targets():
@@ -314,6 +345,7 @@ def test_reference_mode_swaps_every_new_op_and_exports():
     args = {"huber_loss": pair, "log_cosh": pair, "cosine_similarity": pair,
             "cosine_distance": pair,
             "kl_divergence": (_lsm(normal(72, (2, 3))), probs(73, (2, 3))),
+            "generalized_kl_divergence": (normal(80, (2, 3)), uniform(81, (2, 3), 0.1, 2.0)),
             "kl_divergence_with_log_targets": (_lsm(normal(74, (2, 3))), _lsm(normal(75, (2, 3)))),
             "sigmoid_focal_loss": (normal(76, (2, 3)), uniform(77, (2, 3), 0.0, 1.0))}
     assert set(NEW) <= set(ops.__all__) and set(args) == set(NEW)

@@ -24,7 +24,8 @@ from funcnet.ops.reference.layer_norm import layer_norm, rms_norm
 from funcnet.ops.reference.group_norm import group_norm
 from funcnet.ops.reference.rotary import rotary_embedding
 from funcnet.ops.reference.losses import (cosine_distance, cosine_similarity, ctc_loss,
-                                          hinge_loss, huber_loss, kl_divergence,
+                                          generalized_kl_divergence, hinge_loss,
+                                          huber_loss, kl_divergence,
                                           kl_divergence_with_log_targets, log_cosh,
                                           ntxent, perceptron_loss, poly_loss_cross_entropy,
                                           sigmoid_focal_loss, triplet_margin_loss)

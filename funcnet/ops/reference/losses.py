@@ -1,5 +1,5 @@
 """Plain-JAX twins of the optax-style losses (Huber, log-cosh, cosine, KL, sigmoid focal,
-CTC, PolyLoss, NT-Xent, hinge, perceptron, triplet margin).
+CTC, PolyLoss, NT-Xent, hinge, perceptron, triplet margin, generalized KL).
 
 No ``custom_vjp``: each twin calls its op's check function and writes the forward formula
 for ``jax.grad`` to differentiate, independently of the op's helpers where the op's
@@ -62,6 +62,13 @@ def kl_divergence(log_predictions, targets, axis=-1, where=None):
     # the where inside the product: its unused branch (log 0 - lp) then gets no 0 * inf
     gap = jnp.where(t > 0, safe_log(t) - lp, jnp.zeros((), t.dtype))
     return jnp.sum(t * gap) / num_rows(t)
+
+
+def generalized_kl_divergence(log_predictions, targets, axis=-1, where=None):
+    lp, t = check_kl_args("generalized_kl_divergence", log_predictions, targets, axis=axis,
+                          where=where, log_prediction_fill=-jnp.inf)
+    gap = jnp.where(t > 0, safe_log(t) - lp, jnp.zeros((), t.dtype))
+    return (jnp.sum(t * gap) + jnp.sum(jnp.exp(lp) - t)) / num_rows(t)
 
 
 def kl_divergence_with_log_targets(log_predictions, log_targets, axis=-1, where=None):
