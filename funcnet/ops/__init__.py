@@ -32,7 +32,9 @@ from funcnet.ops.losses_regression import (cosine_distance, cosine_similarity, h
 from funcnet.ops.losses_sequence import ctc_loss
 from funcnet.ops.losses_poly import poly_loss_cross_entropy
 from funcnet.ops.losses_contrastive import ntxent
-from funcnet.ops.losses_margin import hinge_loss, perceptron_loss, triplet_margin_loss
+from funcnet.ops.losses_margin import (hinge_loss, multiclass_hinge_loss,
+                                       multiclass_perceptron_loss, perceptron_loss,
+                                       triplet_margin_loss)
 from funcnet.ops.normalization import batch_norm
 from funcnet.ops.regularization import l2_penalty
 from funcnet.ops.pool import avg_pool2d, max_pool2d
@@ -63,5 +65,6 @@ __all__ += ["resize2d"]
 __all__ += ["cosine_distance", "cosine_similarity", "huber_loss", "kl_divergence",
             "kl_divergence_with_log_targets", "log_cosh", "sigmoid_focal_loss"]
 __all__ += ["ctc_loss"]
-__all__ += ["generalized_kl_divergence", "hinge_loss", "ntxent", "perceptron_loss", "poly_loss_cross_entropy",
+__all__ += ["generalized_kl_divergence", "hinge_loss", "multiclass_hinge_loss",
+            "multiclass_perceptron_loss", "ntxent", "perceptron_loss", "poly_loss_cross_entropy",
             "triplet_margin_loss"]

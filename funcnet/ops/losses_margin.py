@@ -1,6 +1,7 @@
-"""Margin losses of optax: binary hinge and perceptron, and the triplet margin loss.
+"""Margin losses of optax: binary and multiclass (Crammer-Singer) hinge and perceptron,
+and the triplet margin loss.
 
-Each is the mean of optax's per-element (hinge, perceptron) or per-row (triplet) values.
+Each is the mean of optax's per-element (binary) or per-row (multiclass, triplet) values.
 At a kink (the margin met exactly) the subgradient is 0, as in
 :func:`funcnet.ops.multiclass_hinge` (``jnp.maximum``'s would be 1/2).
 """
@@ -12,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from funcnet import _checks
-from funcnet.ops._labels import num_rows
+from funcnet.ops._labels import check_class_labels, num_rows, one_hot, take_labels
 from funcnet.ops._mesh import defvjp
 from funcnet.ops._mode import has_twin
 from funcnet.ops.losses_elementwise import check_elementwise_args, check_row_args
@@ -85,6 +86,82 @@ def perceptron_loss(predictor_outputs, targets):
     s, y = check_elementwise_args("perceptron_loss", "predictor_outputs", predictor_outputs,
                                   "targets", targets)
     return _margin(s, y, 0.0)
+
+
+# --------------------------------------------------- multiclass (Crammer-Singer) margin
+def crammer_singer_parts(scores, labels, margin: float):
+    """``(rows, top)``: ``max_j (s_ij + margin [j != y_i]) - s_iy_i`` per row and the
+    argmax weights of that max (ties share equally, as ``jnp.max``'s gradient)."""
+    hit = one_hot(labels, scores.shape[-1], jnp.bool_)
+    v = jnp.where(hit, scores, scores + margin)
+    m = jnp.max(v, axis=-1, keepdims=True)
+    top = (v == m).astype(scores.dtype)
+    return m[..., 0] - take_labels(scores, labels), top / jnp.sum(top, axis=-1, keepdims=True)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _crammer_singer(scores, labels, margin):
+    return jnp.mean(crammer_singer_parts(scores, labels, margin)[0])
+
+
+def _crammer_singer_fwd(scores, labels, margin):
+    return _crammer_singer(scores, labels, margin), (scores, labels)
+
+
+def _crammer_singer_bwd(margin, res, g):
+    scores, labels = res
+    _, top = crammer_singer_parts(scores, labels, margin)
+    hit = one_hot(labels, scores.shape[-1], scores.dtype)
+    return (top - hit) * (g / num_rows(scores)), None
+
+
+defvjp(_crammer_singer, _crammer_singer_fwd, _crammer_singer_bwd)
+
+
+def check_crammer_singer_args(fn: str, scores, labels):
+    """The checks of the multiclass margin losses (and their twins): ``(scores, labels)``,
+    integer class indices of the scores' shape without the last axis."""
+    return check_class_labels(fn, "scores", scores, labels, allow_probs=False)[:2]
+
+
+@has_twin
+def multiclass_hinge_loss(scores, labels):
+    """Crammer-Singer multiclass hinge loss, mean over the rows:
+    ``optax.losses.multiclass_hinge_loss(s, y).mean()``.
+
+    Forward: ``L = (1/n) sum_i [max_j (s_ij + [j != y_i]) - s_iy_i]`` (the largest margin
+    violation only; :func:`multiclass_hinge` is note 001's sum over every class, Weston
+    and Watkins'). Backward: ``dL/ds_i = (e_{j*} - e_{y_i}) / n`` with ``j*`` the argmax
+    (ties share it equally, as ``jnp.max``'s gradient). Residuals: the inputs.
+
+    Args:
+      scores: ``(..., C)`` floating, at least one row and one class.
+      labels: integer class indices ``(...)`` in ``[0, C)``.
+
+    Returns:
+      Scalar loss, of the scores' dtype.
+
+    Raises:
+      ValueError: labels of another shape, an empty input, concrete labels out of range.
+      TypeError: non-floating scores, non-integer labels.
+
+    See ``docs/formulas.md`` ("Beyond the notes").
+    """
+    return _crammer_singer(*check_crammer_singer_args("multiclass_hinge_loss", scores,
+                                                      labels), 1.0)
+
+
+@has_twin
+def multiclass_perceptron_loss(scores, labels):
+    """Multiclass perceptron loss, mean over the rows:
+    ``optax.losses.multiclass_perceptron_loss(s, y).mean()``.
+
+    Forward: ``L = (1/n) sum_i [max_j s_ij - s_iy_i]`` (0 where the label wins).
+    Backward: ``dL/ds_i = (e_{j*} - e_{y_i}) / n``, ``j* = argmax_j s_ij`` (ties share).
+    Shapes, residuals and errors: those of :func:`multiclass_hinge_loss`.
+    """
+    return _crammer_singer(*check_crammer_singer_args("multiclass_perceptron_loss", scores,
+                                                      labels), 0.0)
 
 
 # ------------------------------------------------------------------------------- triplet

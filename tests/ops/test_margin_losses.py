@@ -1,4 +1,5 @@
-"""hinge_loss, perceptron_loss and triplet_margin_loss (optax's names and arguments).
+"""The margin losses of optax: hinge_loss, perceptron_loss, multiclass_hinge_loss,
+multiclass_perceptron_loss and triplet_margin_loss (optax's names and arguments).
 
 Each op is the mean of optax's values: checked against its twin and central differences
 (float64, the suite's conftest), against optax (value and gradient), at its kink, for what
@@ -19,6 +20,7 @@ S = normal(140, (4, 6), 1.5)
 Y = jnp.where(normal(141, (4, 6)) > 0, 1.0, -1.0)          # targets in {-1, +1}
 SOFT_Y = uniform(142, (4, 6), -1.0, 1.0)                    # any real target
 A, P, N = normal(143, (5, 4)), normal(144, (5, 4)), normal(145, (5, 4))
+SC, SC_Y = normal(149, (2, 3, 5), 1.5), jnp.array([[0, 4, 2], [1, 1, 3]])   # (..., C)
 A3, P3, N3 = normal(146, (3, 5, 2)), normal(147, (3, 5, 2)), normal(148, (3, 5, 2))
 
 
@@ -31,6 +33,8 @@ CASES = [
     ("hinge", "hinge_loss", (S, Y), {}),
     ("hinge_soft_targets", "hinge_loss", (S, SOFT_Y), {}),
     ("perceptron", "perceptron_loss", (S, Y), {}),
+    ("multiclass_hinge", "multiclass_hinge_loss", (SC, SC_Y), {}),
+    ("multiclass_perceptron", "multiclass_perceptron_loss", (SC, SC_Y), {}),
     ("triplet", "triplet_margin_loss", (A, P, N), {}),
     ("triplet_margin_half", "triplet_margin_loss", (A, P, N), dict(margin=0.5)),
     ("triplet_p1", "triplet_margin_loss", (A, P, N), dict(norm_degree=1.0, margin=0.3)),
@@ -54,6 +58,10 @@ def test_values_and_gradients_equal_optax_mean():
     cases = {   # id: (funcnet, optax-mean, args)
         "hinge": (ops.hinge_loss, losses.hinge_loss, (S, Y)),
         "perceptron": (ops.perceptron_loss, losses.perceptron_loss, (S, Y)),
+        "multiclass_hinge": (ops.multiclass_hinge_loss, losses.multiclass_hinge_loss,
+                             (SC, SC_Y)),
+        "multiclass_perceptron": (ops.multiclass_perceptron_loss,
+                                  losses.multiclass_perceptron_loss, (SC, SC_Y)),
         "triplet": (ops.triplet_margin_loss, losses.triplet_margin_loss, (A, P, N)),
         "triplet_p4": (_triplet(ops.triplet_margin_loss, norm_degree=4.0, margin=0.5),
                        _triplet(losses.triplet_margin_loss, norm_degree=4, margin=0.5),
@@ -64,7 +72,8 @@ def test_values_and_gradients_equal_optax_mean():
     }
     with jax.numpy_dtype_promotion("standard"):
         for k, (f, g, args) in cases.items():
-            argnums = tuple(range(len(args)))
+            argnums = tuple(i for i, a in enumerate(args)
+                            if jnp.issubdtype(a.dtype, jnp.floating))
             v, grads = jax.jit(jax.value_and_grad(f, argnums))(*args)
             wv, wgrads = jax.jit(jax.value_and_grad(lambda *a, g=g: jnp.mean(g(*a)),
                                                     argnums))(*args)
@@ -89,6 +98,20 @@ def test_kink_subgradient_is_zero_and_odd_degree_is_the_p_norm():
     np.testing.assert_allclose(float(v), 3.0 - 2.0, rtol=1e-12)
 
 
+def test_multiclass_ties_share_the_gradient_as_jnp_max():
+    """Two classes at the max share its gradient equally (``jnp.max``'s rule), so the op
+    equals its twin at ties; a row whose label wins the perceptron has zero gradient."""
+    s = jnp.array([[1.0, 1.0, 0.0], [2.0, 0.5, 0.0], [0.0, 1.0, 2.0]])
+    y = jnp.array([0, 0, 1])
+    for name in ("multiclass_hinge_loss", "multiclass_perceptron_loss"):
+        g, twin = (jax.grad(getattr(m, name))(s, y) for m in (ops, ref))
+        assert_close(g, twin, 1e-15, name)
+    g = np.asarray(jax.grad(ops.multiclass_perceptron_loss)(s, y))
+    np.testing.assert_array_equal(g, [[-1 / 6, 1 / 6, 0], [0, 0, 0], [0, -1 / 3, 1 / 3]])
+    with pytest.raises(ValueError, match=r"multiclass_hinge_loss: labels .* \[0, 3\)"):
+        ops.multiclass_hinge_loss(s, jnp.array([0, 3, 1]))     # eagerly: out of range
+
+
 def test_triplet_backward_keeps_only_its_inputs():
     assert residual_bytes(ops.triplet_margin_loss, A, P, N, include_arguments=False) == 0
     assert residual_bytes(ref.triplet_margin_loss, A, P, N, include_arguments=False) > 0
@@ -101,6 +124,11 @@ ERRORS = [
      "hinge_loss: predictor_outputs must have a floating dtype"),
     ("perceptron_empty", ops.perceptron_loss, (np.zeros(0), np.zeros(0)), {}, ValueError,
      "perceptron_loss: predictor_outputs has shape"),
+    ("multiclass_float_labels", ops.multiclass_hinge_loss, (np.zeros((2, 3)), np.zeros(2)),
+     {}, TypeError, "multiclass_hinge_loss: labels must be integer class indices"),
+    ("multiclass_labels_shape", ops.multiclass_perceptron_loss,
+     (np.zeros((2, 3)), np.zeros(3, np.int32)), {}, ValueError,
+     r"multiclass_perceptron_loss: integer labels have shape \(3,\), expected \(2,\)"),
     ("triplet_shapes", ops.triplet_margin_loss,
      (np.zeros((2, 3)), np.zeros((2, 3)), np.zeros((2, 4))), {}, ValueError,
      r"triplet_margin_loss: anchors has shape \(2, 3\) but negatives has shape \(2, 4\)"),

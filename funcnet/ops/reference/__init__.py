@@ -27,5 +27,6 @@ from funcnet.ops.reference.losses import (cosine_distance, cosine_similarity, ct
                                           generalized_kl_divergence, hinge_loss,
                                           huber_loss, kl_divergence,
                                           kl_divergence_with_log_targets, log_cosh,
+                                          multiclass_hinge_loss, multiclass_perceptron_loss,
                                           ntxent, perceptron_loss, poly_loss_cross_entropy,
                                           sigmoid_focal_loss, triplet_margin_loss)

@@ -1,5 +1,6 @@
 """Plain-JAX twins of the optax-style losses (Huber, log-cosh, cosine, KL, sigmoid focal,
-CTC, PolyLoss, NT-Xent, hinge, perceptron, triplet margin, generalized KL).
+CTC, PolyLoss, NT-Xent, hinge, perceptron, triplet margin, generalized KL, the
+multiclass margins).
 
 No ``custom_vjp``: each twin calls its op's check function and writes the forward formula
 for ``jax.grad`` to differentiate, independently of the op's helpers where the op's
@@ -19,7 +20,7 @@ from funcnet.ops.losses_contrastive import check_ntxent_args, pairs
 from funcnet.ops.losses_divergence import LOG_TARGETS, check_kl_args, safe_log
 from funcnet.ops.losses_elementwise import (check_elementwise_args,
                                             check_sigmoid_focal_loss_args)
-from funcnet.ops.losses_margin import check_triplet_args
+from funcnet.ops.losses_margin import check_crammer_singer_args, check_triplet_args
 from funcnet.ops.losses_poly import check_poly_args
 from funcnet.ops.losses_sequence import check_ctc_args
 from funcnet.ops.losses_regression import (check_cosine_args, check_error_args,
@@ -155,6 +156,20 @@ def hinge_loss(predictor_outputs, targets):
 
 def perceptron_loss(predictor_outputs, targets):
     return _margin("perceptron_loss", predictor_outputs, targets, 0.0)
+
+
+def _crammer_singer(fn, scores, labels, margin):
+    s, y = check_crammer_singer_args(fn, scores, labels)
+    onehot = jax.nn.one_hot(y, s.shape[-1], dtype=s.dtype)
+    return jnp.mean(jnp.max(s + margin * (1 - onehot), axis=-1) - jnp.sum(s * onehot, -1))
+
+
+def multiclass_hinge_loss(scores, labels):
+    return _crammer_singer("multiclass_hinge_loss", scores, labels, 1.0)
+
+
+def multiclass_perceptron_loss(scores, labels):
+    return _crammer_singer("multiclass_perceptron_loss", scores, labels, 0.0)
 
 
 def triplet_margin_loss(anchors, positives, negatives, axis=-1, norm_degree: float = 2.0,
