@@ -21,7 +21,8 @@ from funcnet.ops.conv import conv2d
 from funcnet.ops.conv_transpose import conv_transpose2d
 from funcnet.ops.dropout import dropout
 from funcnet.ops.linear import affine, matmul
-from funcnet.ops.losses import cross_entropy, multiclass_hinge, softmax_cross_entropy
+from funcnet.ops.losses import (cross_entropy, multiclass_hinge, softmax_cross_entropy,
+                                softmax_cross_entropy_with_integer_labels)
 from funcnet.ops.losses_divergence import (generalized_kl_divergence, kl_divergence,
                                            kl_divergence_with_log_targets)
 from funcnet.ops.losses_elementwise import (binary_cross_entropy, mean_squared_error,
@@ -67,4 +68,4 @@ __all__ += ["cosine_distance", "cosine_similarity", "huber_loss", "kl_divergence
 __all__ += ["ctc_loss"]
 __all__ += ["generalized_kl_divergence", "hinge_loss", "multiclass_hinge_loss",
             "multiclass_perceptron_loss", "ntxent", "perceptron_loss", "poly_loss_cross_entropy",
-            "triplet_margin_loss"]
+            "softmax_cross_entropy_with_integer_labels", "triplet_margin_loss"]

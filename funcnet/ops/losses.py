@@ -294,6 +294,25 @@ def softmax_cross_entropy(logits, labels, axis=-1, where=None, *,
     return _sce_index(logits, labels) if a == 0.0 else _sce_index_smooth(logits, labels, a)
 
 
+def check_integer_labels(fn: str, labels):
+    """optax's ``..._with_integer_labels``: ``labels`` must be integer class indices."""
+    _checks.check_integer(fn, "labels", labels, "class indices; softmax_cross_entropy "
+                          "takes one-hot / probability labels")
+
+
+@has_twin
+def softmax_cross_entropy_with_integer_labels(logits, labels, axis=-1, where=None):
+    """optax's name for :func:`softmax_cross_entropy` with integer class indices:
+    ``optax.softmax_cross_entropy_with_integer_labels(x, y, axis, where).mean()``.
+
+    The same op (value, backward rule, ``axis`` and ``where``), with the labels required
+    to be integers, as optax's. Shapes, formulas and errors: those of
+    :func:`softmax_cross_entropy`; float labels are a ``TypeError``.
+    """
+    check_integer_labels("softmax_cross_entropy_with_integer_labels", labels)
+    return softmax_cross_entropy(logits, labels, axis, where)
+
+
 # ---------------------------------------------------------- cross-entropy on probabilities
 @partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _ce_index(probs, labels, eps, c):

@@ -118,15 +118,17 @@ def default_metrics(loss_fn: Callable) -> Callable:
         keywords = {**loss_fn.keywords, **keywords}   #   label_smoothing=0.1) is one too
         loss_fn = loss_fn.func
     axis = keywords.get("axis", -1)
-    if any(loss_fn is f for f in _PROBABILITY_LOSSES):
-        if axis == -1 or not any(loss_fn is f for f in _AXIS_LOSSES):
-            return classification_metrics
+    if axis != -1 and any(loss_fn is f for f in _AXIS_LOSSES):
         return _classes_on(tuple(axis) if isinstance(axis, list) else axis)
+    if any(loss_fn is f for f in _PROBABILITY_LOSSES):
+        return classification_metrics
     return _index_metrics
 
 
 _AXIS_LOSSES = (ops.softmax_cross_entropy, ops.poly_loss_cross_entropy,
-                reference.softmax_cross_entropy, reference.poly_loss_cross_entropy)
+                ops.softmax_cross_entropy_with_integer_labels,
+                reference.softmax_cross_entropy, reference.poly_loss_cross_entropy,
+                reference.softmax_cross_entropy_with_integer_labels)
 
 
 @functools.lru_cache(maxsize=None)

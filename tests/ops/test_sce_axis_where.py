@@ -175,3 +175,24 @@ def test_positional_label_smoothing_is_refused():
     assert_raises_everywhere(lambda x, t: ops.softmax_cross_entropy(x, t, 0.1),
                              (X[:, 0], Y[:, 0]), TypeError,
                              r"label_smoothing=0.1\)")
+
+
+def test_with_integer_labels_is_the_op_under_optax_name():
+    """``softmax_cross_entropy_with_integer_labels``: optax's name and positional order,
+    the same op (value, hand-written backward) and twin; float labels are refused."""
+    optax = pytest.importorskip("optax")
+    f = ops.softmax_cross_entropy_with_integer_labels
+    check_vjp(lambda x: f(x, Y, 1, ROWS),
+              lambda x: ref.softmax_cross_entropy_with_integer_labels(x, Y, 1, ROWS), (X,),
+              rtol=1e-10, fd_rtol=1e-6)
+    got = jax.jit(jax.value_and_grad(lambda x: f(x, Y, 1, ROWS)))(X)
+    same = jax.value_and_grad(lambda x: ops.softmax_cross_entropy(x, Y, 1, ROWS))(X)
+    with jax.numpy_dtype_promotion("standard"):
+        theirs = jax.value_and_grad(lambda x: jnp.mean(
+            optax.softmax_cross_entropy_with_integer_labels(x, Y, 1, ROWS)))(X)
+    assert_close(got, same, 1e-15, "the same op")
+    assert_close(got, theirs, 1e-10, "optax")
+    assert "custom_vjp_call" in str(jax.make_jaxpr(lambda x: f(x, Y, 1))(X))
+    assert_raises_everywhere(f, (X[:, :, 0], T[:, :, 0]), TypeError,
+                             "softmax_cross_entropy_with_integer_labels: labels must have "
+                             "an integer dtype")

@@ -17,8 +17,8 @@ from funcnet.ops._arrays import as_array, compute_dtype
 from funcnet.ops._labels import mask_log, num_rows, one_hot, take_labels, valid_labels
 from funcnet.ops.activations import check_softmax_args, stable_log_softmax, stable_softmax
 from funcnet.ops.linear import check_affine_args, check_matmul_args
-from funcnet.ops.losses import (check_cross_entropy_args, check_multiclass_hinge_args,
-                                check_softmax_cross_entropy_args)
+from funcnet.ops.losses import (check_cross_entropy_args, check_integer_labels,
+                                check_multiclass_hinge_args, check_softmax_cross_entropy_args)
 from funcnet.ops.losses_elementwise import (check_binary_cross_entropy_args,
                                             check_elementwise_args, clip_bounds)
 from funcnet.ops.normalization import check_batch_norm_args
@@ -82,6 +82,11 @@ def softmax_cross_entropy(logits, labels, axis=-1, where=None, *,
     if keep is not None:
         rows = jnp.where(keep, rows, jnp.zeros((), rows.dtype))
     return jnp.mean(rows)
+
+
+def softmax_cross_entropy_with_integer_labels(logits, labels, axis=-1, where=None):
+    check_integer_labels("softmax_cross_entropy_with_integer_labels", labels)
+    return softmax_cross_entropy(logits, labels, axis, where)
 
 
 def cross_entropy(probs, labels, eps: float = 1e-7):
