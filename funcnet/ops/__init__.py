@@ -29,7 +29,7 @@ from funcnet.ops.losses_elementwise import (binary_cross_entropy, mean_squared_e
                                             sigmoid_binary_cross_entropy)
 from funcnet.ops.losses_elementwise import sigmoid_focal_loss
 from funcnet.ops.losses_regression import (cosine_distance, cosine_similarity, huber_loss,
-                                           log_cosh)
+                                           l2_loss, log_cosh, squared_error)
 from funcnet.ops.losses_sequence import ctc_loss
 from funcnet.ops.losses_poly import poly_loss_cross_entropy
 from funcnet.ops.losses_contrastive import ntxent
@@ -66,6 +66,7 @@ __all__ += ["resize2d"]
 __all__ += ["cosine_distance", "cosine_similarity", "huber_loss", "kl_divergence",
             "kl_divergence_with_log_targets", "log_cosh", "sigmoid_focal_loss"]
 __all__ += ["ctc_loss"]
-__all__ += ["generalized_kl_divergence", "hinge_loss", "multiclass_hinge_loss",
+__all__ += ["generalized_kl_divergence", "hinge_loss", "l2_loss", "multiclass_hinge_loss",
             "multiclass_perceptron_loss", "ntxent", "perceptron_loss", "poly_loss_cross_entropy",
-            "softmax_cross_entropy_with_integer_labels", "triplet_margin_loss"]
+            "softmax_cross_entropy_with_integer_labels", "squared_error",
+            "triplet_margin_loss"]

@@ -56,7 +56,7 @@ def check_row_args(fn: str, a_name: str, a, b_name: str, b, axis=-1, where=None,
 
 # ------------------------------------------------------------------------ mean squared error
 @jax.custom_vjp
-def _mse(pred, target):
+def mean_square_kernel(pred, target):
     return jnp.mean(jnp.square(pred - target))
 
 
@@ -70,7 +70,7 @@ def _mse_bwd(diff, g):
     return dpred, -dpred
 
 
-defvjp(_mse, _mse_fwd, _mse_bwd)
+defvjp(mean_square_kernel, _mse_fwd, _mse_bwd)
 
 
 @has_twin
@@ -88,7 +88,8 @@ def mean_squared_error(pred, target):
     Returns:
       Scalar loss, of the promoted dtype.
     """
-    return _mse(*check_elementwise_args("mean_squared_error", "pred", pred, "target", target))
+    return mean_square_kernel(*check_elementwise_args("mean_squared_error", "pred", pred,
+                                                      "target", target))
 
 
 # ------------------------------------------------------------------- binary cross-entropy

@@ -1,4 +1,5 @@
-"""Regression and embedding losses of optax: Huber, log-cosh, cosine similarity/distance.
+"""Regression and embedding losses of optax: squared error and L2, Huber, log-cosh, cosine
+similarity/distance.
 
 Both arguments have the same shape (no broadcasting; Huber's and log-cosh's
 ``targets=None``, optax's default, is ``zeros_like(predictions)``) and floating dtypes
@@ -19,7 +20,8 @@ from funcnet import _checks
 from funcnet.ops._labels import num_rows
 from funcnet.ops._mesh import defvjp
 from funcnet.ops._mode import has_twin
-from funcnet.ops.losses_elementwise import check_elementwise_args, check_row_args
+from funcnet.ops.losses_elementwise import (check_elementwise_args, check_row_args,
+                                            mean_square_kernel)
 
 
 # ------------------------------------------------------------------------------ Huber
@@ -62,6 +64,27 @@ def check_huber_args(fn: str, predictions, targets, delta):
     """The checks of :func:`huber_loss`; ``(predictions, targets, delta)``."""
     delta = _checks.static_float(fn, "delta", delta, 0.0, None, low_inclusive=False)
     return (*check_error_args(fn, predictions, targets), delta)
+
+
+@has_twin
+def squared_error(predictions, targets=None):
+    """Squared error, mean over all ``M`` elements: ``optax.squared_error(p, t).mean()``,
+    the value (and the backward rule) of :func:`mean_squared_error`.
+
+    Forward: ``L = (1/M) sum_i (p_i - t_i)^2``. Backward: ``dL/dp = 2 (p - t) / M``,
+    ``dL/dt = -dL/dp``. Residual: ``p - t``. ``targets=None`` (optax's default) is
+    ``zeros_like(predictions)``; shapes and errors as :func:`huber_loss`.
+    """
+    return mean_square_kernel(*check_error_args("squared_error", predictions, targets))
+
+
+@has_twin
+def l2_loss(predictions, targets=None):
+    """Half the squared error, mean over all ``M`` elements: ``optax.l2_loss(p,
+    t).mean()``, ``L = (1/M) sum_i (p_i - t_i)^2 / 2`` (``dL/dp = (p - t) / M``): the
+    :func:`squared_error` op halved. Arguments and errors as :func:`squared_error`.
+    """
+    return 0.5 * mean_square_kernel(*check_error_args("l2_loss", predictions, targets))
 
 
 @has_twin

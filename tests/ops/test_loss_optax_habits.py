@@ -72,6 +72,8 @@ CASES = [
      lambda: (normal(64, (3, 4, 2)), normal(65, (3, 4, 2))), dict(axis=(0, 2), where=MASK342)),
     # optax's targets=None: the loss of the predictions themselves
     ("huber_no_targets", "huber_loss", lambda: (normal(25, (4, 3), 2.0),), dict(delta=0.7)),
+    ("squared_error", "squared_error", lambda: (normal(27, (4, 3)), normal(28, (4, 3))), {}),
+    ("l2_loss_no_targets", "l2_loss", lambda: (normal(29, (2, 3, 2)),), {}),
     ("log_cosh_no_targets", "log_cosh", lambda: (normal(26, (4, 3), 2.0),), {}),
     ("focal", "sigmoid_focal_loss", lambda: (normal(17, (4, 3), 3.0),
                                              uniform(18, (4, 3), 0.1, 0.9)), {}),
@@ -113,6 +115,10 @@ def _optax_cases():
                     lambda x, d=d: optax.huber_loss(x, t, delta=d)))
     out.append(("log_cosh", lambda x: ops.log_cosh(x, t), lambda x: optax.log_cosh(x, t)))
     out.append(("log_cosh_no_targets", ops.log_cosh, optax.log_cosh))
+    out.append(("squared_error", lambda x: ops.squared_error(x, t),
+                lambda x: optax.squared_error(x, t)))
+    out.append(("l2_loss", lambda x: ops.l2_loss(x, t), lambda x: optax.l2_loss(x, t)))
+    out.append(("l2_loss_no_targets", ops.l2_loss, optax.l2_loss))
     out.append(("huber_no_targets", lambda x: ops.huber_loss(x, delta=0.5),
                 lambda x: optax.huber_loss(x, delta=0.5)))
     small = t * jnp.array([[1e-3], [1.0], [1.0], [1.0], [1e-5], [1.0]])   # under the guard

@@ -26,8 +26,9 @@ from funcnet.ops.reference.group_norm import group_norm
 from funcnet.ops.reference.rotary import rotary_embedding
 from funcnet.ops.reference.losses import (cosine_distance, cosine_similarity, ctc_loss,
                                           generalized_kl_divergence, hinge_loss,
-                                          huber_loss, kl_divergence,
+                                          huber_loss, kl_divergence, l2_loss,
                                           kl_divergence_with_log_targets, log_cosh,
                                           multiclass_hinge_loss, multiclass_perceptron_loss,
                                           ntxent, perceptron_loss, poly_loss_cross_entropy,
-                                          sigmoid_focal_loss, triplet_margin_loss)
+                                          sigmoid_focal_loss, squared_error,
+                                          triplet_margin_loss)

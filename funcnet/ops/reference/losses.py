@@ -27,6 +27,16 @@ from funcnet.ops.losses_regression import (check_cosine_args, check_error_args,
                                            check_huber_args)
 
 
+def squared_error(predictions, targets=None):
+    p, t = check_error_args("squared_error", predictions, targets)
+    return jnp.mean((p - t) ** 2)
+
+
+def l2_loss(predictions, targets=None):
+    p, t = check_error_args("l2_loss", predictions, targets)
+    return jnp.mean(0.5 * (p - t) ** 2)
+
+
 def huber_loss(predictions, targets=None, delta: float = 1.0):
     p, t, delta = check_huber_args("huber_loss", predictions, targets, delta)
     x = p - t
