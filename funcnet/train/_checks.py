@@ -12,7 +12,7 @@ from jax.sharding import Mesh
 from funcnet import _checks
 from funcnet._checks import is_array
 from funcnet.nn import Layer
-from funcnet.train.metrics import default_metrics
+from funcnet.train.metrics import class_layout, default_metrics
 
 
 def check_model_args(fn: str, model, loss_fn, metrics_fn, compute_dtype):
@@ -140,17 +140,20 @@ def trace_outputs(fn: str, what: str, model, params, state, x, y, loss_fn=None,
     if loss_fn is not None:
         check_loss(fn, loss)
         names = tuple(check_metrics(fn, metrics, reserved, prefix))
-    return Outputs(_classes(logits, y), names)
+    return Outputs(_classes(logits, y, loss_fn), names)
 
 
-def _classes(logits, y) -> int | None:
+def _classes(logits, y, loss_fn) -> int | None:
+    """The class count that integer labels ``y`` index (along the loss's class axes), or
+    ``None`` where ``y`` is no class labels of ``logits``."""
     if not is_array(y) or not np.issubdtype(np.dtype(y.dtype), np.integer):
         return None
-    if not is_array(logits):
+    if not is_array(logits) or len(logits.shape) < 2:
         return None
-    if tuple(y.shape[1:]) != tuple(logits.shape[1:-1]) or not logits.shape[1:]:
+    layout = class_layout(loss_fn, tuple(logits.shape))
+    if layout is None or tuple(y.shape[1:]) != layout[0][1:]:
         return None
-    return int(logits.shape[-1])
+    return layout[1]
 
 
 def check_manager(fn: str, manager) -> None:

@@ -13,7 +13,8 @@ from funcnet.train import sharding
 from funcnet.train._cache import compile_cache
 from funcnet.train._checks import (check_labels, check_mesh, check_model_args, check_pair,
                                    num_rows, trace_outputs)
-from funcnet.train.metrics import cast_floating, default_metrics, per_example
+from funcnet.train.metrics import (cast_floating, check_per_example_loss, default_metrics,
+                                    per_example)
 
 __all__ = ["evaluate"]
 
@@ -73,13 +74,15 @@ def evaluate(model, params, state, x, y, batch_size: int = 1024, *,
       ``{"loss": float, **metrics}`` (Python floats, means over the N examples).
 
     Raises:
-      ValueError: ``x`` and ``y`` have different numbers of rows, ``batch_size`` < 1, or
-        integer labels out of range for the model's outputs.
+      ValueError: ``x`` and ``y`` have different numbers of rows, ``batch_size`` < 1,
+        integer labels out of range for the model's outputs, or a loss over pairs of rows
+        (:func:`funcnet.ops.ntxent`: no per-example value).
       TypeError: ``model`` is not a Layer, ``loss_fn`` / ``metrics_fn`` not callable,
         ``mesh`` not a Mesh.
     """
     fn = "evaluate"
     compute_dtype = check_model_args(fn, model, loss_fn, metrics_fn, compute_dtype)
+    check_per_example_loss(fn, "loss_fn", loss_fn)
     x, y = check_pair(fn, "data", (x, y))
     devices = check_mesh(fn, mesh)
     if mesh is not None:   # jax.make_mesh's Explicit axes: funcnet compiles in Auto mode

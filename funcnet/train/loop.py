@@ -38,6 +38,7 @@ from funcnet.train.callbacks import (TrainState, call_callback, check_monitors,
 from funcnet.train.epochs import all_finite, compiled
 from funcnet.train.errors import NonFiniteError
 from funcnet.train.evaluate import evaluate_checked
+from funcnet.train.metrics import check_per_example_loss
 from funcnet.train import feed
 from funcnet.train.feed import Prefetcher
 from funcnet.train.progress import EpochProgress
@@ -342,6 +343,7 @@ def fit(model, params, state, opt, data, epochs: int, *, batch_size: int | None 
                                    f"{last} row{'s' if last > 1 else ''})", model, params, state,
                                    data.x, last)
     if eval_data is not None:
+        check_per_example_loss(fn, "loss_fn (with eval_data)", loss_fn)
         ex, ey = check_pair(fn, "eval_data", eval_data)
         eval_outputs = trace_outputs(fn, "eval_data", model, params, state, ex, ey, loss_fn,
                                      metrics_fn)

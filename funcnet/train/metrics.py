@@ -14,18 +14,20 @@ over a padded evaluation batch). The default (``metrics_fn=None`` in :func:`trai
   ``argmax(labels)``; a ``partial(softmax_cross_entropy, axis=...)`` (or PolyLoss's) takes
   its argmax over the loss's class axes (classes not last, or a tuple of axes);
 - anything else (a regression with ``mean_squared_error``, binary targets, a custom loss
-  on float targets): ``{}``, so no meaningless accuracy is reported. Pass
+  on float targets, :func:`funcnet.ops.ntxent`, whose integer labels group rows rather
+  than name classes of the outputs): ``{}``, so no meaningless accuracy is reported. Pass
   ``metrics_fn=train.classification_metrics`` to force accuracy for a custom loss.
 """
 from __future__ import annotations
 
 import functools
+import math
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 
-from funcnet import ops
+from funcnet import _checks, ops
 from funcnet.ops import reference
 from funcnet.ops.losses import check_softmax_cross_entropy_args
 
@@ -105,6 +107,10 @@ def _index_metrics(logits, labels) -> dict:
     return {"accuracy": accuracy(logits, labels)}
 
 
+def _no_metrics(logits, labels) -> dict:
+    return {}
+
+
 def default_metrics(loss_fn: Callable) -> Callable:
     """The default ``metrics_fn`` for ``loss_fn`` (the rule of the module docstring).
 
@@ -113,18 +119,62 @@ def default_metrics(loss_fn: Callable) -> Callable:
     loss. Both are module-level functions, so the jitted functions that use them compile
     once.
     """
-    keywords: dict = {}
-    while isinstance(loss_fn, functools.partial):    # partial(softmax_cross_entropy,
-        keywords = {**loss_fn.keywords, **keywords}   #   label_smoothing=0.1) is one too
-        loss_fn = loss_fn.func
-    axis = keywords.get("axis", -1)
-    if axis != -1 and any(loss_fn is f for f in _AXIS_LOSSES):
-        return _classes_on(tuple(axis) if isinstance(axis, list) else axis)
+    loss_fn, axis = _loss_and_axis(loss_fn)
+    if axis is None:
+        return _no_metrics
+    if axis != -1:
+        return _classes_on(axis)
     if any(loss_fn is f for f in _PROBABILITY_LOSSES):
         return classification_metrics
     return _index_metrics
 
 
+def _loss_and_axis(loss_fn):
+    """``(the function under any functools.partial, its class axes)``: the ``axis``
+    keyword of the losses that take one (an int or a tuple), ``-1`` (classes last) for
+    every other loss, ``None`` for a loss whose integer labels are not classes."""
+    keywords: dict = {}
+    while isinstance(loss_fn, functools.partial):    # partial(softmax_cross_entropy,
+        keywords = {**loss_fn.keywords, **keywords}   #   label_smoothing=0.1) is one too
+        loss_fn = loss_fn.func
+    if any(loss_fn is f for f in _EMBEDDING_LOSSES):
+        return loss_fn, None
+    if not any(loss_fn is f for f in _AXIS_LOSSES):
+        return loss_fn, -1
+    axis = keywords.get("axis", -1)
+    return loss_fn, tuple(axis) if isinstance(axis, list) else axis
+
+
+def check_per_example_loss(fn: str, what: str, loss_fn) -> None:
+    """``evaluate`` averages per-example losses (every example counts once, a padded last
+    batch included): a loss that couples the rows of a batch (``ntxent``'s pairs) has no
+    per-example value, so it is refused there with a ``ValueError``."""
+    if _loss_and_axis(loss_fn)[1] is None:
+        raise ValueError(
+            f"{fn}: {what} is a loss over pairs of rows (ntxent), which has no value per "
+            "example; evaluate computes per-example losses so that every example counts "
+            "once. Evaluate it on whole batches yourself, e.g. jax.jit(lambda p, s, x, y: "
+            "loss_fn(model.apply(p, s, x, train=False)[0], y))")
+
+
+def class_layout(loss_fn, logits_shape) -> tuple[tuple, int] | None:
+    """``(labels' shape, class count)`` of integer class labels of ``loss_fn`` (``None``:
+    the classes last) for logits of ``logits_shape``: the shape without the loss's class
+    axes and their size. ``None`` when its integer labels are not class indices
+    (:func:`funcnet.ops.ntxent`) or the axes do not fit the shape (the loss says why)."""
+    axis = -1 if loss_fn is None else _loss_and_axis(loss_fn)[1]
+    if axis is None:
+        return None
+    try:
+        rest, axes = _checks.row_axes("metrics", axis, len(logits_shape))
+    except (TypeError, ValueError):
+        return None
+    return (tuple(logits_shape[i] for i in rest),
+            math.prod(int(logits_shape[i]) for i in axes))
+
+
+# losses whose integer labels name groups of rows, not classes of the outputs: no accuracy
+_EMBEDDING_LOSSES = (ops.ntxent, reference.ntxent)
 _AXIS_LOSSES = (ops.softmax_cross_entropy, ops.poly_loss_cross_entropy,
                 ops.softmax_cross_entropy_with_integer_labels,
                 reference.softmax_cross_entropy, reference.poly_loss_cross_entropy,

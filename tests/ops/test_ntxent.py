@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import funcnet.ops as ops
+from funcnet import train
 from funcnet.gradcheck import assert_close, check_vjp
 from funcnet.nn.memory import residual_bytes
 from funcnet.ops import reference as ref
@@ -118,3 +119,29 @@ ERRORS = [
 @pytest.mark.parametrize("case_id, args, kw, exc, match", ERRORS, ids=[e[0] for e in ERRORS])
 def test_errors(case_id, args, kw, exc, match):
     assert_raises_everywhere(lambda e, y: ops.ntxent(e, y, **kw), args, exc, match)
+
+
+def test_default_metrics_report_no_accuracy():
+    """Its labels group rows; an argmax of the embeddings against them means nothing."""
+    e, y = normal(138, (6, 6)), jnp.array([0, 0, 1, 1, 2, 2])
+    assert train.default_metrics(ops.ntxent)(e, y) == {}
+    assert train.default_metrics(ref.ntxent)(e, y) == {}
+    assert set(train.default_metrics(ops.multiclass_hinge_loss)(e, y)) == {"accuracy"}
+
+
+def test_fit_trains_with_group_labels_and_evaluate_refuses_it():
+    """In ``fit`` the labels are group ids (not checked against the embedding size);
+    ``evaluate`` (per-example losses) refuses a loss over pairs with a clear error."""
+    from funcnet import nn, optim
+    model = nn.serial(nn.Dense(8), nn.ReLU(), nn.Dense(3))
+    _, params, state = model.init(jax.random.PRNGKey(0), (-1, 5))
+    x = np.asarray(normal(139, (32, 5)), np.float32)
+    y = (np.arange(32) // 4).astype(np.int32)           # 8 groups: ids up to 7 > 3 outputs
+    params, state, _, history = train.fit(model, params, state, optim.adam(1e-2), (x, y), 3,
+                                          batch_size=32, key=0, loss_fn=ops.ntxent, progress=False)
+    assert history["loss"][-1] < history["loss"][0] and "accuracy" not in history
+    with pytest.raises(ValueError, match="evaluate: loss_fn is a loss over pairs of rows"):
+        train.evaluate(model, params, state, x, y, loss_fn=ops.ntxent)
+    with pytest.raises(ValueError, match=r"fit: loss_fn \(with eval_data\) is a loss over"):
+        train.fit(model, params, state, optim.adam(1e-2), (x, y), 1, batch_size=32,
+                  key=0, loss_fn=ops.ntxent, eval_data=(x, y), progress=False)

@@ -120,6 +120,9 @@ def test_default_metrics_follow_the_loss_class_axis():
     ev = train.evaluate(model, params, state, tokens, y, batch_size=3, loss_fn=sce1)
     np.testing.assert_allclose(ev["accuracy"], acc, rtol=1e-6)
     np.testing.assert_allclose(ev["loss"], sce1(logits, y), rtol=1e-6)
+    # the host check of the labels counts the classes on the loss's axis (5, not T = 3)
+    with pytest.raises(ValueError, match=r"class indices in \[0, 5\)"):
+        train.evaluate(model, params, state, tokens, y.at[0, 0].set(5), loss_fn=sce1)
 
 
 def test_regression_step_reports_no_accuracy_and_custom_metrics_are_used():
