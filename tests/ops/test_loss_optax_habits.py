@@ -507,3 +507,31 @@ def test_axis_and_where_equal_optax_mean(name):
             theirs = jax.tree_util.tree_map(lambda x: jnp.nan_to_num(x, nan=0.0), theirs)
             assert_close(ours, theirs, 1e-12, f"{name} axis={axis} where={where is not None}")
 
+
+
+# the losses that funcnet ships under optax's names (docs/formulas.md, "Departures")
+OPTAX_NAMED = (
+    "softmax_cross_entropy", "softmax_cross_entropy_with_integer_labels",
+    "poly_loss_cross_entropy", "sigmoid_binary_cross_entropy", "sigmoid_focal_loss",
+    "kl_divergence", "kl_divergence_with_log_targets", "generalized_kl_divergence",
+    "cosine_similarity", "cosine_distance", "squared_error", "l2_loss", "huber_loss",
+    "log_cosh", "hinge_loss", "perceptron_loss", "multiclass_hinge_loss",
+    "multiclass_perceptron_loss", "triplet_margin_loss", "ntxent", "ctc_loss")
+
+
+def test_optax_named_losses_take_optax_positional_arguments():
+    """``optax.losses.X(a, b, c)`` and ``ops.X(a, b, c)`` bind the same parameters, so a
+    call moves over unchanged (``sigmoid_binary_cross_entropy``'s second argument is
+    ``targets`` by the design, optax's ``labels``: positionally the same)."""
+    import inspect
+    optax = pytest.importorskip("optax")
+
+    def positional(f):
+        return [p.name for p in inspect.signature(f).parameters.values()
+                if p.kind == p.POSITIONAL_OR_KEYWORD]
+    for name in OPTAX_NAMED:
+        ours, theirs = positional(getattr(ops, name)), positional(getattr(optax.losses, name))
+        if name == "sigmoid_binary_cross_entropy":
+            theirs = ["logits", "targets"]
+        assert ours[:len(theirs)] == theirs, (name, ours, theirs)
+        assert getattr(ops, name).__wrapped__.__name__ == name
