@@ -49,7 +49,6 @@ SHAPES = {
     "3x3 window (64, 48, 48, 32)": (64, 48, 48, 32, 3),
 }
 QUICK = {k: (2,) + v[1:] for k, v in list(SHAPES.items())[:2]}
-LOWERINGS = {"blocks": pool._max_pool_blocks, "slices": pool._max_pool_slices}
 VERSUS = ("blocks", "slices", "chosen")   # the two lowerings, and the key of the choice
 
 
@@ -66,7 +65,7 @@ def bench_shape(name, shape, rounds: int, sample_s: float) -> dict:
     x = jax.random.normal(keys[0], (n, h, w, c), jnp.float32)
     geom = pool.check_pool_args("max_pool2d", x, k, None, 0)
     dy = jax.random.normal(keys[1], (n, h // k, w // k, c), jnp.float32)
-    fns = {name_: _program(lower, geom) for name_, lower in LOWERINGS.items()}
+    fns = {name_: _program(lower, geom) for name_, lower in pool.RESHAPE_LOWERINGS.items()}
     outs = {name_: jax.block_until_ready(f(x, dy)) for name_, f in fns.items()}
     for a, b in zip(*(jax.tree_util.tree_leaves(o) for o in outs.values())):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -178,11 +178,12 @@ def unit_rows(a, eps: float):
     return a / norm, norm, free
 
 
-def unit_rows_grad(du, u, norm, free):
+def unit_rows_grad(du, u, norm, free, radial=None):
     """The cotangent of ``a`` from that of ``u = a / norm`` (:func:`unit_rows`):
     ``(du - u (u . du)) / norm`` where the norm depends on ``a``, ``du / norm`` below
-    the guard."""
-    radial = jnp.sum(u * du, axis=-1, keepdims=True)
+    the guard. ``radial`` is ``u . du`` (``keepdims``) when the caller has it."""
+    if radial is None:
+        radial = jnp.sum(u * du, axis=-1, keepdims=True)
     return (du - jnp.where(free, u * radial, jnp.zeros((), du.dtype))) / norm
 
 
@@ -205,10 +206,11 @@ def _cosine_fwd(a, b, eps):
 
 def _cosine_bwd(eps, res, g):
     a, b = res
-    u, v, _, a_norm, b_norm, a_free, b_free = cosine_parts(a, b, eps)
-    scale = g / num_rows(a)   # d cos / du = v, d cos / dv = u
-    return (unit_rows_grad(v, u, a_norm, a_free) * scale,
-            unit_rows_grad(u, v, b_norm, b_free) * scale)
+    u, v, cos, a_norm, b_norm, a_free, b_free = cosine_parts(a, b, eps)
+    scale = g / num_rows(a)   # d cos / du = v, d cos / dv = u; u . v = cos on both sides
+    c = cos[..., None]
+    return (unit_rows_grad(v, u, a_norm, a_free, c) * scale,
+            unit_rows_grad(u, v, b_norm, b_free, c) * scale)
 
 
 defvjp(_cosine, _cosine_fwd, _cosine_bwd)

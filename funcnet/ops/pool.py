@@ -123,7 +123,7 @@ def reshape_lowering(platform: str) -> str:
     return "blocks" if platform == "cpu" else "slices"
 
 
-_RESHAPE_LOWERINGS = {"blocks": _max_pool_blocks, "slices": _max_pool_slices}
+RESHAPE_LOWERINGS = {"blocks": _max_pool_blocks, "slices": _max_pool_slices}
 
 
 def _max_pool_fwd_impl(x, geom):
@@ -137,7 +137,7 @@ def _max_pool_fwd_impl(x, geom):
     ``y`` and ``idx``.
     """
     if _is_reshape_path(geom):
-        cpu, other = (_RESHAPE_LOWERINGS[reshape_lowering(p)] for p in ("cpu", "default"))
+        cpu, other = (RESHAPE_LOWERINGS[reshape_lowering(p)] for p in ("cpu", "default"))
         return lax.platform_dependent(x, cpu=partial(cpu, geom=geom),
                                       default=partial(other, geom=geom))
     return _max_pool_slices(x, geom)

@@ -115,9 +115,10 @@ def default_metrics(loss_fn: Callable) -> Callable:
     """The default ``metrics_fn`` for ``loss_fn`` (the rule of the module docstring).
 
     Returns :func:`classification_metrics` for the losses that take one-hot /
-    probability labels, and an accuracy for integer class indices only for any other
-    loss. Both are module-level functions, so the jitted functions that use them compile
-    once.
+    probability labels, an accuracy over the loss's class axes for a ``partial`` with
+    ``axis=``, no metrics for :func:`funcnet.ops.ntxent`, and an accuracy for integer
+    class indices only for any other loss. Each is one function per rule (per ``axis``),
+    so the jitted functions that use them compile once.
     """
     loss_fn, axis = _loss_and_axis(loss_fn)
     if axis is None:
