@@ -520,9 +520,10 @@ OPTAX_NAMED = (
 
 
 def test_optax_named_losses_take_optax_positional_arguments():
-    """``optax.losses.X(a, b, c)`` and ``ops.X(a, b, c)`` bind the same parameters, so a
-    call moves over unchanged (``sigmoid_binary_cross_entropy``'s second argument is
-    ``targets`` by the design, optax's ``labels``: positionally the same)."""
+    """``optax.losses.X(a, b, c)`` and ``ops.X(a, b, c)`` bind the same parameters, with
+    the same defaults, so a call moves over unchanged (``sigmoid_binary_cross_entropy``'s
+    second argument is ``targets`` by the design, optax's ``labels``: positionally the
+    same)."""
     import inspect
     optax = pytest.importorskip("optax")
 
@@ -535,3 +536,7 @@ def test_optax_named_losses_take_optax_positional_arguments():
             theirs = ["logits", "targets"]
         assert ours[:len(theirs)] == theirs, (name, ours, theirs)
         assert getattr(ops, name).__wrapped__.__name__ == name
+        mine = inspect.signature(getattr(ops, name)).parameters
+        for key, param in inspect.signature(getattr(optax.losses, name)).parameters.items():
+            if param.default is not inspect.Parameter.empty:
+                assert key in mine and mine[key].default == param.default, (name, key)
