@@ -32,32 +32,46 @@ def check_model_args(fn: str, model, loss_fn, metrics_fn, compute_dtype):
 
 
 def check_pair(fn: str, what: str, data, parts: int | None = None, why: str = "") -> tuple:
-    """``data`` must be a pair ``(x, y)`` of arrays (``x`` may be a pytree of arrays:
-    several inputs) with the same, non-zero number of rows (with ``parts``, divisible by
-    it: ``why`` says what it counts)."""
+    """``data`` must be a pair ``(x, y)`` with the same, non-zero number of rows (with
+    ``parts``, divisible by it: ``why`` says what it counts): ``x`` an array or a pytree
+    of arrays (several inputs), ``y`` an array or a dict of arrays (targets and what
+    travels with them, e.g. ``{"labels": ..., "mask": ...}``)."""
     if not (isinstance(data, (tuple, list)) and len(data) == 2):
         got = type(data).__name__ + (f" of length {len(data)}"
                                      if isinstance(data, (tuple, list)) else "")
         raise TypeError(f"{fn}: {what} must be a pair (x, y) of arrays, got {got}")
     x, y = data
-    if not is_array(y):
-        raise TypeError(f"{fn}: {what} y must be an array (the targets), got "
-                        f"{type(y).__name__}")
+    if not _is_targets(y):
+        raise TypeError(f"{fn}: {what} y must be an array (the targets) or a non-empty "
+                        f"dict of arrays (e.g. {{'labels': ..., 'mask': ...}}), got "
+                        f"{type(y).__name__}" + (" (a dict, not a tuple: a pair of "
+                                                 "tuples reads as two batches)"
+                                                 if isinstance(y, (tuple, list)) else ""))
     if not jax.tree_util.tree_leaves(x, is_leaf=is_array):
         raise TypeError(f"{fn}: {what} x must be an array or a pytree of arrays, got "
                         f"{type(x).__name__} with no arrays")
     if _checks.check_same_leading(fn, {f"{what} x": x, f"{what} y": y}, parts, why) == 0:
-        raise ValueError(f"{fn}: {what} is empty (y has shape {tuple(y.shape)})")
+        raise ValueError(f"{fn}: {what} is empty (y has {num_rows(y)} rows)")
     return x, y
 
 
+def _is_targets(y) -> bool:
+    """An array-like, or a non-empty dict whose leaves all are (checked by shape later)."""
+    if is_array(y):
+        return True
+    return isinstance(y, Mapping) and bool(
+        jax.tree_util.tree_leaves(y, is_leaf=is_array))
+
+
 def is_pair(data) -> bool:
-    """``(x, y)``: ``y`` an array-like (anything with ``shape`` and ``dtype``), ``x`` one
-    or a non-empty pytree of them. (A list of two ``(x, y)`` batches is not a pair.)"""
+    """``(x, y)``: ``y`` an array-like (anything with ``shape`` and ``dtype``) or a dict of
+    them, ``x`` one or a non-empty pytree of them. (A list of two ``(x, y)`` batches is
+    not a pair: its ``y`` is a tuple.)"""
     if not (isinstance(data, (tuple, list)) and len(data) == 2):
         return False
-    leaves = jax.tree_util.tree_leaves(data[0], is_leaf=is_array)
-    return is_array(data[1]) and bool(leaves) and all(map(is_array, leaves))
+    leaves = jax.tree_util.tree_leaves(data, is_leaf=is_array)
+    return _is_targets(data[1]) and bool(
+        jax.tree_util.tree_leaves(data[0], is_leaf=is_array)) and all(map(is_array, leaves))
 
 
 def num_rows(x) -> int:
@@ -67,10 +81,21 @@ def num_rows(x) -> int:
 
 def check_labels(fn: str, what: str, y, num_classes: int | None) -> None:
     """Integer class labels must lie in ``[0, num_classes)`` (a host check of concrete values)."""
-    if num_classes is not None:
+    if num_classes is None:
+        return
+    try:
         _checks.check_index_range(fn, f"the labels in {what}", y, num_classes,
                                   f"class indices in [0, {num_classes}) for a model with "
                                   f"{num_classes} outputs")
+    except ValueError as err:
+        if _checks.concrete(y).min() >= 0:
+            raise
+        raise ValueError(
+            f"{err}. Padding labels (e.g. -100) need a mask that travels with them: pass y "
+            f"as a dict, y={{'labels': y, 'mask': y >= 0}}, with loss_fn=lambda logits, t: "
+            f"funcnet.ops.softmax_cross_entropy(logits, t['labels'], where=t['mask']) and a "
+            f"metrics_fn (e.g. funcnet.train.accuracy(logits, t['labels'], "
+            f"where=t['mask']))") from None
 
 
 # Log entries of ``fit`` that a metric must not overwrite (``eval_*`` are the evaluation's).
@@ -132,10 +157,18 @@ def trace_outputs(fn: str, what: str, model, params, state, x, y, loss_fn=None,
         metrics = (default_metrics(loss_fn) if metrics_fn is None else metrics_fn)(logits, t)
         return logits, loss_fn(logits, t), metrics
 
-    with _checks.context(f"{fn}: {what}"):
-        logits, loss, metrics = jax.eval_shape(
-            outputs, params, state, jax.tree_util.tree_map(spec, x, is_leaf=is_array),
-            spec(y) if is_array(y) else y)
+    try:
+        with _checks.context(f"{fn}: {what}"):
+            logits, loss, metrics = jax.eval_shape(
+                outputs, params, state,
+                *jax.tree_util.tree_map(spec, (x, y), is_leaf=is_array))
+    except TypeError as err:
+        if not isinstance(y, Mapping):
+            raise
+        raise TypeError(f"{err}; y is a dict ({', '.join(map(repr, y))}) and loss_fn and "
+                        f"metrics_fn get it whole: pass functions that take it, e.g. "
+                        f"loss_fn=lambda logits, t: funcnet.ops.softmax_cross_entropy("
+                        f"logits, t['labels'], where=t['mask'])") from None
     names = ()
     if loss_fn is not None:
         check_loss(fn, loss)

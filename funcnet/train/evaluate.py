@@ -57,7 +57,8 @@ def evaluate(model, params, state, x, y, batch_size: int = 1024, *,
       params, state: the model's pytrees (batch norm uses the running statistics).
       x: ``(N, ...)`` inputs, or a pytree of them (several inputs, e.g. ``{"tokens":
         (N, T), "lengths": (N,)}``: the model's ``apply`` gets the same pytree);
-        y: ``(N, ...)`` targets (e.g. ``(N,)`` int labels).
+        y: ``(N, ...)`` targets (e.g. ``(N,)`` int labels), or a dict of them (e.g.
+        ``{"labels", "mask"}``, as in :func:`funcnet.train.fit`), each leaf padded alike.
       batch_size: examples per call, clipped to ``N`` (rounded up to a multiple of the
         mesh's device count).
       loss_fn: a batch-mean loss ``loss_fn(logits, labels)``.

@@ -192,7 +192,11 @@ def fit(model, params, state, opt, data, epochs: int, *, batch_size: int | None 
     re-iterable object (``iter(data)`` per epoch). ``x`` may be a pytree of arrays with
     ``y``'s leading size, for a model of several inputs (e.g. ``{"tokens": (N, T),
     "lengths": (N,)}``): every leaf is shuffled and batched alike, and the model's
-    ``apply`` gets the same pytree; ``y`` is one array. ``prefetch``: on an accelerator
+    ``apply`` gets the same pytree. ``y`` is an array or a dict of arrays with the same
+    leading size (targets that travel together, e.g. padded sequence labels
+    ``{"labels": (N, T) with -100 in the padding, "mask": (N, T)}``): batched alike, and
+    ``loss_fn`` / ``metrics_fn`` get the dict (the default metrics then report none).
+    ``prefetch``: on an accelerator
     (default 2) a background thread copies up to that many batches to the device ahead
     of the step; on the CPU (default 0: no thread) the NumPy batches are handed to the
     jitted step as they are, which costs less than the thread overlaps there. A batch

@@ -16,7 +16,10 @@ over a padded evaluation batch). The default (``metrics_fn=None`` in :func:`trai
 - anything else (a regression with ``mean_squared_error``, binary targets, a custom loss
   on float targets, :func:`funcnet.ops.ntxent`, whose integer labels group rows rather
   than name classes of the outputs): ``{}``, so no meaningless accuracy is reported. Pass
-  ``metrics_fn=train.classification_metrics`` to force accuracy for a custom loss.
+  ``metrics_fn=train.classification_metrics`` to force accuracy for a custom loss;
+- a dict of targets (``fit``'s ``y = {"labels": ..., "mask": ...}``): ``{}``, since the
+  rule cannot know which entry is the label; pass e.g. ``metrics_fn=lambda lg, t:
+  {"accuracy": train.accuracy(lg, t["labels"], where=t["mask"])}``.
 """
 from __future__ import annotations
 
@@ -40,7 +43,10 @@ _PROBABILITY_LOSSES = (ops.softmax_cross_entropy, ops.cross_entropy,
 
 
 def _label_kind(logits, labels) -> str | None:
-    """``"index"``, ``"onehot"`` or ``None`` from the static shapes and dtypes."""
+    """``"index"``, ``"onehot"`` or ``None`` from the static shapes and dtypes (``None``
+    for a dict of targets: the default metrics cannot know which entry is the label)."""
+    if not (_checks.is_array(logits) and _checks.is_array(labels)):
+        return None
     lshape, yshape = tuple(jnp.shape(logits)), tuple(jnp.shape(labels))
     if not lshape:
         return None
@@ -77,17 +83,37 @@ def correct(logits, labels) -> jax.Array:
     return (pred.astype(idx.dtype) == idx).astype(jnp.float32)
 
 
-def accuracy(logits, labels) -> jax.Array:
+def accuracy(logits, labels, where=None) -> jax.Array:
     """Fraction of examples whose ``argmax(logits)`` is the label, a float32 scalar.
 
+    With ``where`` (e.g. the mask of padded sequence labels), the fraction of the kept
+    rows: ``sum(correct * where) / max(sum(where), 1)``, so masked rows (whatever their
+    label, ``-100`` included) never count, and a batch without a kept row gives 0.
+
     Args:
-      logits: ``(N, C)`` scores.
-      labels: ``(N,)`` int class indices or ``(N, C)`` one-hot / probabilities.
+      logits: ``(..., C)`` scores, e.g. ``(N, C)`` or ``(N, T, C)``.
+      labels: ``logits.shape[:-1]`` int class indices or ``logits``-shaped one-hot /
+        probabilities.
+      where: optional bool (or 0/1) mask of shape ``logits.shape[:-1]``: the rows that
+        count.
 
     Returns:
       A float32 scalar in ``[0, 1]``.
+
+    Raises:
+      ValueError: labels that are no class labels of ``logits``; ``where`` of another
+        shape.
     """
-    return jnp.mean(correct(logits, labels))
+    hits = correct(logits, labels)
+    if where is None:
+        return jnp.mean(hits)
+    _checks.check_array("accuracy", "where", where)
+    if _checks.shape_of(where) != hits.shape:
+        raise ValueError(f"accuracy: where has shape {_checks.shape_of(where)}, expected the "
+                         f"logits' shape without the class axis {hits.shape} (logits "
+                         f"{tuple(jnp.shape(logits))})")
+    kept = jnp.asarray(where).astype(jnp.float32)
+    return jnp.sum(hits * kept) / jnp.maximum(jnp.sum(kept), 1.0)
 
 
 def classification_metrics(logits, labels) -> dict:
@@ -189,6 +215,8 @@ def _classes_on(axis) -> Callable:
     the loss lays them out, classes last and flattened, before the argmax. One function
     per ``axis``, so the jitted steps that use it compile once."""
     def metrics(logits, labels):
+        if not _checks.is_array(labels):   # a dict of targets: no default accuracy
+            return {}
         logits, labels, *_ = check_softmax_cross_entropy_args("accuracy", logits, labels,
                                                                axis)
         return classification_metrics(logits, labels)
@@ -200,9 +228,12 @@ def per_example(fn: Callable, logits, labels):
 
     Returns ``fn``'s result with a leading axis of ``N``, so that a padded evaluation
     batch can mask out its padding. Works for anything that averages over the batch
-    (every loss of :mod:`funcnet.ops`, every metrics function).
+    (every loss of :mod:`funcnet.ops`, every metrics function). ``labels`` may be a dict
+    of arrays (``fit``'s ``y``): each leaf is cut alike.
     """
-    return jax.vmap(lambda lg, t: fn(lg[None], t[None]))(logits, labels)
+    def one(lg, t):
+        return fn(lg[None], jax.tree_util.tree_map(lambda a: a[None], t))
+    return jax.vmap(one)(logits, labels)
 
 
 def cast_floating(tree, dtype):

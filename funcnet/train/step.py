@@ -159,8 +159,9 @@ def train_step(model, opt, loss_fn: Callable = ops.softmax_cross_entropy, *,
       compute_dtype: ``None`` (compute in the params' dtype) or e.g. ``jnp.bfloat16``.
 
     Returns:
-      ``step``; ``x`` is ``(N, ...)``, ``y`` ``(N, ...)`` (``N`` divisible by
-      ``accum_steps``), ``key`` a PRNG key for dropout (``None`` without stochastic
+      ``step``; ``x`` is ``(N, ...)`` (or a pytree of them), ``y`` ``(N, ...)`` or a
+      pytree of them, e.g. ``{"labels", "mask"}``, handed to ``loss_fn`` and
+      ``metrics_fn`` as it is (``N`` divisible by ``accum_steps``), ``key`` a PRNG key for dropout (``None`` without stochastic
       layers), ``metrics`` ``{"loss": (), **metrics_fn(...)}`` of the batch BEFORE the
       update (the loss in the logits' dtype).
 

@@ -103,14 +103,14 @@ BAD = [
 ]
 
 
-def test_a_list_of_two_batches_is_batches_and_y_must_be_one_array():
+def test_a_list_of_two_batches_is_batches_and_y_is_no_tuple():
     """x may be a pytree, so a list of two (x, y) batches must not read as one pair."""
     params, state = init(BN_MLP)
     listed = [(XD, Y), (halves(X[:64]), Y[:64])]
     *_, hist = train.fit(MODEL, params, state, ADAM, listed, 1, key=KEY, progress=False)
     assert len(hist["loss"]) == 1
-    with pytest.raises(TypeError, match=r"fit: data y must be an array \(the targets\), got "
-                                        r"tuple"):
+    with pytest.raises(TypeError, match=r"fit: data y must be an array \(the targets\) or a "
+                                        r"non-empty dict of arrays .*got tuple"):
         train.fit(MODEL, params, state, ADAM, (XD, (Y, Y)), 1, **FIT)
 
 

@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from funcnet import checkpoint, data, nn, optim, parallel, train
+from funcnet import checkpoint, data, nn, ops, optim, parallel, train
 from funcnet.gradcheck import assert_close
 from tests.parallel._helpers import bn_mlp, digits, dropout_mlp, init, laid_out, mesh_2d
 
@@ -87,6 +87,38 @@ def test_fit_on_a_mesh_with_a_dict_of_inputs(scan):
                         mesh=parallel.make_mesh())
     ev1 = train.evaluate(inner, *single[:2], *EVAL, batch_size=16)
     np.testing.assert_allclose(ev["loss"], ev1["loss"], rtol=1e-9)
+
+
+def _masked_loss(logits, t):
+    return ops.softmax_cross_entropy(logits, t["labels"], where=t["mask"])
+
+
+def _masked_metrics(logits, t):
+    return {"accuracy": train.accuracy(logits, t["labels"], where=t["mask"])}
+
+
+@pytest.mark.parametrize("scan", [True, False])
+def test_fit_on_a_mesh_with_dict_targets(scan):
+    """y = {"labels" (-100 where masked), "mask"}, every leaf split over the devices:
+    equals one device (both paths, the eval logs, evaluate on a padded last batch)."""
+    model = bn_mlp("data")
+    params, state = init(model)
+    mask = np.random.default_rng(1).random(len(Y)) < 0.75
+    yd = {"labels": np.where(mask, Y, -100), "mask": mask}
+    evald = {"labels": EVAL[1], "mask": np.arange(len(EVAL[1])) % 3 > 0}
+    kw = dict(loss_fn=_masked_loss, metrics_fn=_masked_metrics, eval_data=(EVAL[0], evald),
+              scan=scan, **FIT)
+    single = train.fit(model, params, state, OPT, (X, yd), 2, **kw)
+    multi = train.fit(model, params, state, OPT, (X, yd), 2, mesh=parallel.make_mesh(), **kw)
+    assert_close(parallel.to_host(multi[:3]), single[:3], RTOL, "fit mesh dict targets")
+    for k in ("loss", "accuracy", "eval_loss", "eval_accuracy"):
+        np.testing.assert_allclose(multi[3][k], single[3][k], rtol=RTOL)
+    ev = train.evaluate(model, *multi[:2], EVAL[0], evald, batch_size=16,
+                        loss_fn=_masked_loss, metrics_fn=_masked_metrics,
+                        mesh=parallel.make_mesh())
+    np.testing.assert_allclose([ev["loss"], ev["accuracy"]],
+                               [single[3]["eval_loss"][-1], single[3]["eval_accuracy"][-1]],
+                               rtol=RTOL)
 
 
 def test_a_mesh_run_resumes_on_the_same_mesh_and_on_fewer_devices(tmp_path, capsys):
