@@ -10,7 +10,8 @@ upsampling of those images by 2; its twin is ``jax.image.resize``), ``conv_trans
 2, padding 1), ``poly_loss_cross_entropy`` (PolyLoss on ``(N, C)`` logits with
 probability labels, ``epsilon = 2``), ``ntxent`` (SimCLR's loss on ``(N, D)``
 embeddings, two views per label, ``temperature = 0.1``), ``triplet_margin_loss``
-(``(N, F)`` anchors, positives and negatives, the 2-norm);
+(``(N, F)`` anchors, positives and negatives, the 2-norm), ``mish`` (``(N, F)``) and
+``glu`` (``(N, 2F) -> (N, F)``), ``sparsemax`` (``(N, C)`` scores);
 ``rnn_lengths``, ``lstm_lengths`` and ``gru_lengths`` are the recurrences over a padded
 batch, lengths drawn in ``[T/2, T]``; ``rnn`` returns its final state too) one
 training-step-like program is timed:
@@ -59,7 +60,7 @@ from funcnet.ops import reference  # noqa: E402
 OPS = ("layer_norm", "rms_norm", "rnn", "lstm", "gru", "rnn_lengths", "lstm_lengths",
        "gru_lengths", "gelu", "rotary_embedding", "group_norm", "conv2d_depthwise",
        "conv2d_dilated", "resize2d", "conv_transpose2d", "poly_loss_cross_entropy",
-       "ntxent", "triplet_margin_loss")
+       "ntxent", "triplet_margin_loss", "mish", "glu", "sparsemax")
 PADDED = "_lengths"    # suffix: the same op with ``lengths=`` (a padded batch)
 # conv2d rows on images sizes["conv"] (N, H, W, C), C -> C channels, 'SAME' padding:
 # name -> (kernel size, dilation, depthwise (groups = C) or dense (groups = 1))
@@ -135,6 +136,12 @@ def make_args(name: str, sizes: dict, dtype):
         return (r(*shape), r(shape[-1]), r(shape[-1])), f"x {tuple(shape)}, G={g}, gamma, beta"
     if name == "gelu":
         return (r(n, f),), f"x ({n}, {f}), tanh form"
+    if name == "mish":
+        return (r(n, f),), f"x ({n}, {f})"
+    if name == "sparsemax":
+        return (r(n, f, scale=3.0),), f"scores ({n}, C={f})"
+    if name == "glu":
+        return (r(n, 2 * f),), f"x ({n}, {2 * f}) -> ({n}, {f})"
     if name == "triplet_margin_loss":
         return (r(n, f), r(n, f), r(n, f)), f"anchors, positives, negatives ({n}, {f}), p=2"
     if name == "ntxent":

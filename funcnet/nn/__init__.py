@@ -38,8 +38,10 @@ attention sums, losses) accumulate in float32.
 """
 from funcnet._describe import describe
 from funcnet.nn import initializers
-from funcnet.nn.activations import (GELU, LeakyReLU, ReLU, Sigmoid, SiLU, Softmax, Softplus,
-                                    Tanh)
+from funcnet.nn.activations import (CELU, ELU, GELU, GLU, SELU, HardSigmoid, HardSiLU,
+                                    HardSwish, HardTanh, LeakyReLU, LogSigmoid, Mish, ReLU,
+                                    ReLU6, Sigmoid, SiLU, Softmax, Softplus, SoftSign,
+                                    SparsePlus, SparseSigmoid, Squareplus, Tanh)
 from funcnet.nn.attention import CrossAttention, MultiHeadAttention
 from funcnet.nn.side_inputs import DropRest, KeepRest, OnFirst, Select
 from funcnet.nn.base import Layer
@@ -77,5 +79,8 @@ __all__ = [
     "PositionEmbedding", "Repeat", "Reshape", "SwapAxes", "TiedEmbedding",
 ]
 __all__ += ["GroupNorm", "InstanceNorm"]
+__all__ += ["CELU", "ELU", "GLU", "HardSigmoid", "HardSiLU", "HardSwish", "HardTanh",
+            "LogSigmoid", "Mish", "ReLU6", "SELU", "SoftSign", "SparsePlus", "SparseSigmoid",
+            "Squareplus"]
 __all__ += ["ConvTranspose1D", "ConvTranspose2D"]
 __all__ += ["Resize2D", "Upsample2D"]

@@ -1,8 +1,11 @@
 """Activation layers: ``ReLU``, ``Sigmoid``, ``Tanh``, ``Softmax`` (note 004), and
-``GELU``, ``SiLU``, ``LeakyReLU``, ``Softplus``.
+``GELU``, ``SiLU``, ``LeakyReLU``, ``Softplus`` and the rest of ``jax.nn``'s activations
+(``ReLU6``, ``HardTanh``, ``HardSigmoid``, ``HardSiLU``/``HardSwish``, ``ELU``, ``CELU``,
+``SELU``, ``Mish``, ``LogSigmoid``, ``SoftSign``, ``Squareplus``, ``SparsePlus``,
+``SparseSigmoid``, ``GLU``).
 
 Each is parameter-free and stateless (params ``()``, state ``()``), keeps the input shape
-and calls the matching :mod:`funcnet.ops` primitive, whose hand-written backward rule is
+(``GLU`` halves its split axis) and calls the matching :mod:`funcnet.ops` primitive, whose hand-written backward rule is
 the derivative (and whose checks, prefixed with the layer name, are the layer's). The
 op's static arguments (``approximate``, ``negative_slope``) are checked at construction
 by a shape-only trace of the op.
@@ -23,7 +26,10 @@ from funcnet.nn.base import (Layer, apply_shape, check_dtype, check_input_shape,
                              check_no_params, probe)
 from funcnet._describe import described
 
-__all__ = ["ReLU", "Sigmoid", "Tanh", "Softmax", "GELU", "SiLU", "LeakyReLU", "Softplus"]
+__all__ = ["ReLU", "Sigmoid", "Tanh", "Softmax", "GELU", "SiLU", "LeakyReLU", "Softplus",
+           "ReLU6", "HardTanh", "HardSigmoid", "HardSiLU", "HardSwish", "ELU", "CELU", "SELU",
+           "Mish", "LogSigmoid", "SoftSign", "Squareplus", "SparsePlus", "SparseSigmoid",
+           "GLU"]
 
 
 def _elementwise(name: str, fn: Callable, check_now: bool = False) -> Layer:
@@ -134,3 +140,161 @@ def Softplus() -> Layer:
     Shapes: output has the input's shape. Params ``()``, state ``()``.
     """
     return _elementwise("Softplus", ops.softplus)
+
+
+# --------------------------------------------------- the rest of jax.nn's activations
+@described
+def ReLU6() -> Layer:
+    """``y = min(max(x, 0), 6)`` elementwise (:func:`funcnet.ops.relu6`; MobileNet's).
+
+    Shapes: output has the input's shape. Params ``()``, state ``()``.
+    """
+    return _elementwise("ReLU6", ops.relu6)
+
+
+@described
+def HardTanh() -> Layer:
+    """``y = clip(x, -1, 1)`` elementwise (:func:`funcnet.ops.hard_tanh`).
+
+    Shapes: output has the input's shape. Params ``()``, state ``()``.
+    """
+    return _elementwise("HardTanh", ops.hard_tanh)
+
+
+@described
+def HardSigmoid() -> Layer:
+    """``y = relu6(x + 3) / 6`` elementwise (:func:`funcnet.ops.hard_sigmoid`).
+
+    Shapes: output has the input's shape. Params ``()``, state ``()``.
+    """
+    return _elementwise("HardSigmoid", ops.hard_sigmoid)
+
+
+@described
+def HardSiLU() -> Layer:
+    """``y = x relu6(x + 3) / 6`` elementwise, a.k.a. hard swish (MobileNetV3;
+    :func:`funcnet.ops.hard_silu`). ``nn.HardSwish`` is the same layer.
+
+    Shapes: output has the input's shape. Params ``()``, state ``()``.
+    """
+    return _elementwise("HardSiLU", ops.hard_silu)
+
+
+HardSwish = HardSiLU
+
+
+@described
+def ELU(alpha: float = 1.0) -> Layer:
+    """``y = x`` for ``x > 0``, ``alpha (exp(x) - 1)`` below (:func:`funcnet.ops.elu`).
+
+    Shapes: output has the input's shape. Params ``()``, state ``()``.
+
+    Raises:
+      TypeError, ValueError: at construction, a bad ``alpha`` (the op's check).
+    """
+    return _elementwise("ELU" if _is_one(alpha) else f"ELU({alpha!r:.20})",
+                        lambda x: ops.elu(x, alpha), check_now=True)
+
+
+@described
+def CELU(alpha: float = 1.0) -> Layer:
+    """``y = max(x, 0) + alpha (exp(min(x, 0) / alpha) - 1)`` (:func:`funcnet.ops.celu`).
+
+    Shapes: output has the input's shape. Params ``()``, state ``()``.
+
+    Raises:
+      TypeError, ValueError: at construction, a bad ``alpha`` (zero included).
+    """
+    return _elementwise("CELU" if _is_one(alpha) else f"CELU({alpha!r:.20})",
+                        lambda x: ops.celu(x, alpha), check_now=True)
+
+
+@described
+def SELU() -> Layer:
+    """``y = scale * elu(x, alpha)`` with SELU's constants (:func:`funcnet.ops.selu`); pair
+    it with ``nn.initializers.lecun_normal()`` weights for self-normalising networks.
+
+    Shapes: output has the input's shape. Params ``()``, state ``()``.
+    """
+    return _elementwise("SELU", ops.selu)
+
+
+@described
+def Mish() -> Layer:
+    """``y = x tanh(softplus(x))`` elementwise (:func:`funcnet.ops.mish`).
+
+    Shapes: output has the input's shape. Params ``()``, state ``()``.
+    """
+    return _elementwise("Mish", ops.mish)
+
+
+@described
+def LogSigmoid() -> Layer:
+    """``y = log sigmoid(x) = -softplus(-x)``, computed stably (:func:`funcnet.ops.log_sigmoid`).
+
+    Shapes: output has the input's shape. Params ``()``, state ``()``.
+    """
+    return _elementwise("LogSigmoid", ops.log_sigmoid)
+
+
+@described
+def SoftSign() -> Layer:
+    """``y = x / (|x| + 1)`` elementwise (:func:`funcnet.ops.soft_sign`).
+
+    Shapes: output has the input's shape. Params ``()``, state ``()``.
+    """
+    return _elementwise("SoftSign", ops.soft_sign)
+
+
+@described
+def Squareplus(b: float = 4.0) -> Layer:
+    """``y = (x + sqrt(x^2 + b)) / 2`` elementwise (:func:`funcnet.ops.squareplus`).
+
+    Shapes: output has the input's shape. Params ``()``, state ``()``.
+
+    Raises:
+      TypeError, ValueError: at construction, ``b`` not a positive finite number.
+    """
+    default = isinstance(b, (int, float)) and not isinstance(b, bool) and b == 4
+    return _elementwise("Squareplus" if default else f"Squareplus({b!r:.20})",
+                        lambda x: ops.squareplus(x, b), check_now=True)
+
+
+@described
+def SparsePlus() -> Layer:
+    """``y = 0, (x + 1)^2 / 4, x`` on ``x <= -1, |x| < 1, x >= 1`` (:func:`funcnet.ops.sparse_plus`).
+
+    Shapes: output has the input's shape. Params ``()``, state ``()``.
+    """
+    return _elementwise("SparsePlus", ops.sparse_plus)
+
+
+@described
+def SparseSigmoid() -> Layer:
+    """``y = clip(x + 1, 0, 2) / 2`` elementwise (:func:`funcnet.ops.sparse_sigmoid`).
+
+    Shapes: output has the input's shape. Params ``()``, state ``()``.
+    """
+    return _elementwise("SparseSigmoid", ops.sparse_sigmoid)
+
+
+@described
+def GLU(axis: int = -1) -> Layer:
+    """Gated linear unit: ``x`` split in halves ``(a, g)`` along ``axis``, ``y = a *
+    sigmoid(g)`` (:func:`funcnet.ops.glu`; Dauphin et al. 2017). After a ``Dense(2F)``
+    it is a gated ``F``-wide layer.
+
+    Shapes: input ``(..., 2F)`` (the size along ``axis`` even); output ``(..., F)``.
+    Params ``()``, state ``()``.
+
+    Raises:
+      TypeError: at construction, a non-int ``axis``.
+      ValueError: at ``init``, an odd size along ``axis`` (the op's check).
+    """
+    axis = _checks.static_int("GLU", "axis", axis)
+    return _elementwise("GLU" if axis == -1 else f"GLU(axis={axis})",
+                        lambda x: ops.glu(x, axis))
+
+
+def _is_one(alpha) -> bool:
+    return isinstance(alpha, (int, float)) and not isinstance(alpha, bool) and alpha == 1

@@ -42,6 +42,11 @@ from funcnet.ops.pool import avg_pool2d, max_pool2d
 from funcnet.ops.resize import resize2d
 from funcnet.ops.rnn import rnn
 from funcnet.ops.activations_smooth import gelu, leaky_relu, silu, softplus, swish
+from funcnet.ops.activations_piecewise import (celu, elu, hard_sigmoid, hard_silu,
+                                               hard_swish, hard_tanh, relu6, selu,
+                                               sparse_plus, sparse_sigmoid)
+from funcnet.ops.activations_soft import glu, log_sigmoid, mish, soft_sign, squareplus
+from funcnet.ops.sparsemax import multiclass_sparsemax_loss, sparsemax, sparsemax_loss
 from funcnet.ops.embedding import embedding
 from funcnet.ops.gated_rnn import gru, lstm
 from funcnet.ops.layer_norm import layer_norm, rms_norm
@@ -70,3 +75,7 @@ __all__ += ["generalized_kl_divergence", "hinge_loss", "l2_loss", "multiclass_hi
             "multiclass_perceptron_loss", "ntxent", "perceptron_loss", "poly_loss_cross_entropy",
             "softmax_cross_entropy_with_integer_labels", "squared_error",
             "triplet_margin_loss"]
+__all__ += ["celu", "elu", "glu", "hard_sigmoid", "hard_silu", "hard_swish", "hard_tanh",
+            "log_sigmoid", "mish", "relu6", "selu", "soft_sign", "sparse_plus",
+            "sparse_sigmoid", "squareplus"]
+__all__ += ["multiclass_sparsemax_loss", "sparsemax", "sparsemax_loss"]

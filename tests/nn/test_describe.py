@@ -37,6 +37,8 @@ LAYERS = {  # every public layer factory with arguments
     "Bidirectional": lambda: nn.Bidirectional(nn.LSTM(3), nn.GRU(3)),
     "parallel": lambda: nn.parallel(nn.Dense(2), nn.Dense(3)),
     "FanOut": lambda: nn.FanOut(2), "FanInConcat": lambda: nn.FanInConcat(-1),
+    "ELU": lambda: nn.ELU(0.5), "CELU": lambda: nn.CELU(2.0),
+    "Squareplus": lambda: nn.Squareplus(1.0), "GLU": lambda: nn.GLU(axis=1),
 }
 
 

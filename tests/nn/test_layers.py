@@ -22,6 +22,19 @@ SMOOTH = [nn.GELU, lambda: nn.GELU(approximate=False), nn.SiLU, lambda: nn.Leaky
           nn.Softplus]
 SMOOTH_PEERS = [jax.nn.gelu, lambda x: jax.nn.gelu(x, approximate=False), jax.nn.silu,
                 lambda x: jax.nn.leaky_relu(x, 0.2), jax.nn.softplus]
+# and the rest of jax.nn's activations: (id, layer factory, jax.nn peer)
+MORE = [("ReLU6", nn.ReLU6, jax.nn.relu6), ("HardTanh", nn.HardTanh, jax.nn.hard_tanh),
+        ("HardSigmoid", nn.HardSigmoid, jax.nn.hard_sigmoid),
+        ("HardSwish", nn.HardSwish, jax.nn.hard_swish),
+        ("ELU(0.5)", lambda: nn.ELU(0.5), lambda x: jax.nn.elu(x, 0.5)),
+        ("CELU(2.0)", lambda: nn.CELU(2.0), lambda x: jax.nn.celu(x, 2.0)),
+        ("SELU", nn.SELU, jax.nn.selu), ("Mish", nn.Mish, jax.nn.mish),
+        ("LogSigmoid", nn.LogSigmoid, jax.nn.log_sigmoid),
+        ("SoftSign", nn.SoftSign, jax.nn.soft_sign),
+        ("Squareplus(1.0)", lambda: nn.Squareplus(1.0), lambda x: jax.nn.squareplus(x, 1.0)),
+        ("SparsePlus", nn.SparsePlus, jax.nn.sparse_plus),
+        ("SparseSigmoid", nn.SparseSigmoid, jax.nn.sparse_sigmoid),
+        ("GLU(axis=0)", lambda: nn.GLU(axis=0), lambda x: jax.nn.glu(x, axis=0))]
 
 
 # (layer, input_shape with -1 batch). Every layer, with odd sizes, strides and paddings.
@@ -101,9 +114,10 @@ def test_dense_values_row_convention():
 
 @pytest.mark.parametrize("layer,fn", [(nn.ReLU(), R.relu), (nn.Sigmoid(), R.sigmoid),
                                       (nn.Tanh(), R.tanh), (nn.Softmax(), R.softmax)] +
-                         [(make(), peer) for make, peer in zip(SMOOTH, SMOOTH_PEERS)],
+                         [(make(), peer) for make, peer in zip(SMOOTH, SMOOTH_PEERS)] +
+                         [(make(), peer) for _, make, peer in MORE],
                          ids=["ReLU", "Sigmoid", "Tanh", "Softmax", "GELU", "GELU(erf)", "SiLU",
-                              "LeakyReLU", "Softplus"])
+                              "LeakyReLU", "Softplus"] + [m[0] for m in MORE])
 def test_activation_values(layer, fn):
     """Each activation layer equals its reference twin / its ``jax.nn`` peer (eager: the
     ops are compiled once per shape and shared between tests)."""

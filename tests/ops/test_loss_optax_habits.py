@@ -516,7 +516,8 @@ OPTAX_NAMED = (
     "kl_divergence", "kl_divergence_with_log_targets", "generalized_kl_divergence",
     "cosine_similarity", "cosine_distance", "squared_error", "l2_loss", "huber_loss",
     "log_cosh", "hinge_loss", "perceptron_loss", "multiclass_hinge_loss",
-    "multiclass_perceptron_loss", "triplet_margin_loss", "ntxent", "ctc_loss")
+    "multiclass_perceptron_loss", "triplet_margin_loss", "ntxent", "ctc_loss",
+    "multiclass_sparsemax_loss", "sparsemax_loss")
 
 
 def test_optax_named_losses_take_optax_positional_arguments():

@@ -19,6 +19,13 @@ from funcnet.ops.reference.resize import resize2d
 from funcnet.ops.reference.rnn import rnn
 from funcnet.ops.reference.activations_smooth import (gelu, leaky_relu, silu, softplus,
                                                     swish)
+from funcnet.ops.reference.activations_more import (celu, elu, glu, hard_sigmoid,
+                                                    hard_silu, hard_swish, hard_tanh,
+                                                    log_sigmoid, mish, relu6, selu,
+                                                    soft_sign, sparse_plus, sparse_sigmoid,
+                                                    squareplus)
+from funcnet.ops.reference.sparsemax import (multiclass_sparsemax_loss, sparsemax,
+                                             sparsemax_loss)
 from funcnet.ops.reference.embedding import embedding
 from funcnet.ops.reference.gated_rnn import gru, lstm
 from funcnet.ops.reference.layer_norm import layer_norm, rms_norm
