@@ -174,18 +174,8 @@ def multiclass_sparsemax_loss(scores, labels):
 
     (the second form, optax's, never squares a large score). Backward: ``dL/dz_i =
     (sparsemax(z_i) - e_{y_i}) / n``. ``L >= 0``, and 0 exactly when ``p = e_y``.
-    Residuals: ``p`` and the labels.
-
-    Args:
-      scores: ``(..., C)`` floating, at least one row and one class.
-      labels: integer class indices ``(...)`` in ``[0, C)``.
-
-    Returns:
-      Scalar loss, of the scores' dtype.
-
-    Raises:
-      ValueError: labels of another shape, an empty input, concrete labels out of range.
-      TypeError: non-floating scores, non-integer labels.
+    Residuals: ``p`` and the labels. Shapes (``scores (..., C)``, integer ``labels
+    (...)``) and errors: those of :func:`funcnet.ops.multiclass_hinge_loss`.
 
     References:
       Martins & Astudillo (2016), https://arxiv.org/abs/1602.02068, section 3.

@@ -4,6 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from funcnet.gradcheck import assert_close
+
 
 def on_cpu(f, *args):
     """``jax.jit(f)(*args)`` on the CPU (give NumPy arguments), for a reference whose own
@@ -103,3 +105,43 @@ def assert_raises_everywhere(call, args, exc, match):
             fn(*args)
     with ops.reference_mode(), pytest.raises(exc, match=match):
         jax.jit(call)(*args)
+
+
+PEER_RTOL = {jnp.float64: 1e-14, jnp.float32: 1e-6, jnp.bfloat16: 1e-2}
+
+
+def assert_equal_peers(cases, x):
+    """Every ``(id, op, peer)`` of ``cases``: ``op(x)`` and the gradient of ``sum(sin(op))``
+    equal ``peer``'s (e.g. the ``jax.nn`` function of the same name), in ``x``'s dtype, to
+    :data:`PEER_RTOL` (one jitted program for all the cases)."""
+    @jax.jit
+    def both(x):
+        return [tuple((f(x), jax.grad(lambda v: jnp.sum(jnp.sin(f(v))))(x))
+                      for f in (op, peer)) for _, op, peer in cases]
+
+    rtol = PEER_RTOL[jnp.dtype(x.dtype).type]
+    for (case_id, *_), ((y, g), (y_ref, g_ref)) in zip(cases, both(x)):
+        assert y.dtype == x.dtype and g.dtype == x.dtype, case_id
+        assert_close(y, y_ref, rtol, f"{case_id} value")
+        assert_close(g, g_ref, rtol, f"{case_id} grad")
+
+
+def assert_second_order_and_vmap(cases, x):
+    """Every ``(id, op, twin)`` of elementwise (or last-axis) ops: ``grad(grad)`` and a
+    ``vmap(grad)`` over rows ``(x, -x)`` of ``op`` equal the twin's to 1e-10 (the
+    hand-written backward rules are differentiable and batchable)."""
+    @jax.jit
+    def run(x):
+        out = []
+        for _, *fns in cases:
+            per = []
+            for f in fns:
+                d1 = jax.grad(lambda v: jnp.sum(jnp.sin(f(v))))
+                per.append((jax.grad(lambda v: jnp.sum(d1(v) ** 2))(x),
+                            jax.vmap(jax.grad(lambda s: jnp.sum(f(s) * s[:1])))(
+                                jnp.stack([x, -x], 1))))
+            out.append(per)
+        return out
+
+    for (case_id, *_), (got, want) in zip(cases, run(x)):
+        assert_close(got, want, 1e-10, f"{case_id} grad(grad), vmap(grad)")

@@ -12,7 +12,8 @@ import funcnet.ops as ops
 from funcnet.gradcheck import assert_close, check_vjp
 from funcnet.nn.memory import saved_residuals
 from funcnet.ops import reference as R
-from tests.ops._cases import assert_raises_everywhere, rand
+from tests.ops._cases import (assert_equal_peers, assert_raises_everywhere,
+                             assert_second_order_and_vmap, rand)
 
 # (id, op name, kwargs, the jax.nn function of the same name)
 CASES = [
@@ -64,41 +65,12 @@ def test_values_and_gradients_equal_jax_nn_kinks_included(dtype):
     hard_tanh'(+-1) = 1, sparse_sigmoid'(+-1) = 1/4, elu'(0) = alpha, celu'(0) = 1, ..."""
     x = jnp.asarray(np.concatenate([np.asarray(KINKS * 2)[None, :8].repeat(2, 0),
                                     _x(1, (2, 8))]), dtype)
-
-    @jax.jit
-    def both(x):
-        out = []
-        for _, name, kw, jnn in CASES:
-            op = _fns(name, kw)[0]
-            out.append(((op(x), jax.grad(lambda v: jnp.sum(jnp.sin(op(v))))(x)),
-                        (jnn(x), jax.grad(lambda v: jnp.sum(jnp.sin(jnn(v))))(x))))
-        return out
-
-    rtol = {jnp.float64: 1e-14, jnp.float32: 1e-6, jnp.bfloat16: 1e-2}[dtype]
-    for case_id, ((y, g), (y_ref, g_ref)) in zip(IDS, both(x)):
-        assert y.dtype == dtype and g.dtype == dtype, case_id
-        assert_close(y, y_ref, rtol, f"{case_id} value")
-        assert_close(g, g_ref, rtol, f"{case_id} grad")
+    assert_equal_peers([(i, _fns(name, kw)[0], jnn) for i, name, kw, jnn in CASES], x)
 
 
 def test_second_order_and_vmap_through_the_custom_rules():
-    x = _x(2, (6,))
-
-    @jax.jit
-    def run(x):
-        out = []
-        for _, name, kw, _ in CASES:
-            per = []
-            for f in _fns(name, kw):
-                d1 = jax.grad(lambda v: jnp.sum(jnp.sin(f(v))))
-                per.append((jax.grad(lambda v: jnp.sum(d1(v) ** 2))(x),
-                            jax.vmap(jax.grad(lambda s: jnp.sum(f(s) * s[:1])))(
-                                jnp.stack([x, -x], 1))))
-            out.append(per)
-        return out
-
-    for case_id, (got, want) in zip(IDS, run(x)):
-        assert_close(got, want, 1e-10, f"{case_id} grad(grad), vmap(grad)")
+    assert_second_order_and_vmap([(i, *_fns(name, kw)) for i, name, kw, _ in CASES],
+                                 jnp.asarray(_x(2, (6,))))
     # a second derivative that is not trivially zero: elu''(x < 0) = alpha e^x
     g2 = jax.grad(jax.grad(lambda v: ops.elu(v, 0.3)))(-0.5)
     np.testing.assert_allclose(g2, 0.3 * np.exp(-0.5), rtol=1e-12)
