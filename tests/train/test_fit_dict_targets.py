@@ -187,3 +187,20 @@ def test_accuracy_where_counts_the_kept_rows_only():
     assert float(train.accuracy(logits, labels, where=mask)) == pytest.approx(3 / 4)
     assert float(train.accuracy(logits, labels, where=jnp.zeros_like(mask))) == 0.0
     assert float(train.accuracy(logits[:, :2], labels[:, :2])) == pytest.approx(3 / 4)
+
+
+def test_a_resume_is_the_same_run_and_other_targets_are_refused(tmp_path):
+    """The run's fingerprint names every entry of y: a resume with the same dict is the
+    uninterrupted run bit for bit; an entry of another dtype is another run."""
+    from funcnet import checkpoint
+    params, state = tagger_params()
+    full = train.fit(TAGGER, params, state, ADAM, (TOKENS, TARGETS), 2, **SEQ)
+    manager = checkpoint.CheckpointManager(tmp_path / "ckpt")
+    train.fit(TAGGER, params, state, ADAM, (TOKENS, TARGETS), 1, checkpoint=manager, **SEQ)
+    resumed = train.fit(TAGGER, params, state, ADAM, (TOKENS, TARGETS), 2,
+                        checkpoint=manager, **SEQ)
+    assert_close(resumed[:3], full[:3], 0, "resumed")
+    assert resumed[3]["loss"] == full[3]["loss"]
+    other = {**TARGETS, "labels": TARGETS["labels"].astype(np.int64)}
+    with pytest.raises(train.RunMismatchError, match=r"y\['labels'\] int64\[96, 12\]"):
+        train.fit(TAGGER, params, state, ADAM, (TOKENS, other), 2, checkpoint=manager, **SEQ)
