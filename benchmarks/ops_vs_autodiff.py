@@ -11,7 +11,8 @@ upsampling of those images by 2; its twin is ``jax.image.resize``), ``conv_trans
 probability labels, ``epsilon = 2``), ``ntxent`` (SimCLR's loss on ``(N, D)``
 embeddings, two views per label, ``temperature = 0.1``), ``triplet_margin_loss``
 (``(N, F)`` anchors, positives and negatives, the 2-norm), ``mish`` (``(N, F)``) and
-``glu`` (``(N, 2F) -> (N, F)``), ``sparsemax`` (``(N, C)`` scores);
+``glu`` (``(N, 2F) -> (N, F)``), ``sparsemax`` (``(N, C)`` scores), ``dice_loss`` (soft Dice of ``(N, H, W, C)`` logits and
+one-hot targets);
 ``rnn_lengths``, ``lstm_lengths`` and ``gru_lengths`` are the recurrences over a padded
 batch, lengths drawn in ``[T/2, T]``; ``rnn`` returns its final state too) one
 training-step-like program is timed:
@@ -60,7 +61,7 @@ from funcnet.ops import reference  # noqa: E402
 OPS = ("layer_norm", "rms_norm", "rnn", "lstm", "gru", "rnn_lengths", "lstm_lengths",
        "gru_lengths", "gelu", "rotary_embedding", "group_norm", "conv2d_depthwise",
        "conv2d_dilated", "resize2d", "conv_transpose2d", "poly_loss_cross_entropy",
-       "ntxent", "triplet_margin_loss", "mish", "glu", "sparsemax")
+       "ntxent", "triplet_margin_loss", "mish", "glu", "sparsemax", "dice_loss")
 PADDED = "_lengths"    # suffix: the same op with ``lengths=`` (a padded batch)
 # conv2d rows on images sizes["conv"] (N, H, W, C), C -> C channels, 'SAME' padding:
 # name -> (kernel size, dilation, depthwise (groups = C) or dense (groups = 1))
@@ -138,6 +139,11 @@ def make_args(name: str, sizes: dict, dtype):
         return (r(n, f),), f"x ({n}, {f}), tanh form"
     if name == "mish":
         return (r(n, f),), f"x ({n}, {f})"
+    if name == "dice_loss":
+        shape = sizes["conv"]
+        labels = rng.integers(0, shape[-1], shape[:-1])
+        return ((r(*shape), jnp.asarray(np.eye(shape[-1])[labels], dtype)),
+                f"logits {shape}, one-hot targets")
     if name == "sparsemax":
         return (r(n, f, scale=3.0),), f"scores ({n}, C={f})"
     if name == "glu":

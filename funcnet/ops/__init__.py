@@ -47,6 +47,8 @@ from funcnet.ops.activations_piecewise import (celu, elu, hard_sigmoid, hard_sil
                                                sparse_plus, sparse_sigmoid)
 from funcnet.ops.activations_soft import glu, log_sigmoid, mish, soft_sign, squareplus
 from funcnet.ops.sparsemax import multiclass_sparsemax_loss, sparsemax, sparsemax_loss
+from funcnet.ops.losses_dice import (binary_dice_loss, dice_loss,
+                                     multiclass_generalized_dice_loss)
 from funcnet.ops.embedding import embedding
 from funcnet.ops.gated_rnn import gru, lstm
 from funcnet.ops.layer_norm import layer_norm, rms_norm
@@ -79,3 +81,4 @@ __all__ += ["celu", "elu", "glu", "hard_sigmoid", "hard_silu", "hard_swish", "ha
             "log_sigmoid", "mish", "relu6", "selu", "soft_sign", "sparse_plus",
             "sparse_sigmoid", "squareplus"]
 __all__ += ["multiclass_sparsemax_loss", "sparsemax", "sparsemax_loss"]
+__all__ += ["binary_dice_loss", "dice_loss", "multiclass_generalized_dice_loss"]

@@ -9,7 +9,8 @@ over a padded evaluation batch). The default (``metrics_fn=None`` in :func:`trai
 - floating labels of ``logits``' shape with at least 2 classes are one-hot / probability
   labels when the loss is a classification loss that takes them
   (:func:`funcnet.ops.softmax_cross_entropy`, :func:`funcnet.ops.cross_entropy`,
-  :func:`funcnet.ops.poly_loss_cross_entropy` or their reference twins, also as a
+  :func:`funcnet.ops.poly_loss_cross_entropy`, the multiclass Dice losses (pixel accuracy
+  of a segmentation) or their reference twins, also as a
   ``functools.partial``, e.g. with ``label_smoothing=``): ``{"accuracy"}`` of
   ``argmax(labels)``; a ``partial(softmax_cross_entropy, axis=...)`` (or PolyLoss's) takes
   its argmax over the loss's class axes (classes not last, or a tuple of axes);
@@ -38,8 +39,10 @@ __all__ = ["accuracy", "cast_floating", "classification_metrics", "correct",
            "default_metrics", "per_example"]
 
 _PROBABILITY_LOSSES = (ops.softmax_cross_entropy, ops.cross_entropy,
-                       ops.poly_loss_cross_entropy, reference.softmax_cross_entropy,
-                       reference.cross_entropy, reference.poly_loss_cross_entropy)
+                       ops.poly_loss_cross_entropy, ops.dice_loss,
+                       ops.multiclass_generalized_dice_loss, reference.softmax_cross_entropy,
+                       reference.cross_entropy, reference.poly_loss_cross_entropy,
+                       reference.dice_loss, reference.multiclass_generalized_dice_loss)
 
 
 def _label_kind(logits, labels) -> str | None:

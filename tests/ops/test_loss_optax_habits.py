@@ -517,7 +517,8 @@ OPTAX_NAMED = (
     "cosine_similarity", "cosine_distance", "squared_error", "l2_loss", "huber_loss",
     "log_cosh", "hinge_loss", "perceptron_loss", "multiclass_hinge_loss",
     "multiclass_perceptron_loss", "triplet_margin_loss", "ntxent", "ctc_loss",
-    "multiclass_sparsemax_loss", "sparsemax_loss")
+    "multiclass_sparsemax_loss", "sparsemax_loss", "dice_loss", "binary_dice_loss",
+    "multiclass_generalized_dice_loss")
 
 
 def test_optax_named_losses_take_optax_positional_arguments():

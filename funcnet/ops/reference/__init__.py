@@ -26,6 +26,8 @@ from funcnet.ops.reference.activations_more import (celu, elu, glu, hard_sigmoid
                                                     squareplus)
 from funcnet.ops.reference.sparsemax import (multiclass_sparsemax_loss, sparsemax,
                                              sparsemax_loss)
+from funcnet.ops.reference.losses_dice import (binary_dice_loss, dice_loss,
+                                               multiclass_generalized_dice_loss)
 from funcnet.ops.reference.embedding import embedding
 from funcnet.ops.reference.gated_rnn import gru, lstm
 from funcnet.ops.reference.layer_norm import layer_norm, rms_norm
