@@ -79,16 +79,36 @@ def num_rows(x) -> int:
     return int(jax.tree_util.tree_leaves(x, is_leaf=is_array)[0].shape[0])
 
 
+def class_labels(y) -> tuple:
+    """``(labels, mask)``: ``y`` itself (no mask), or a dict's ``"labels"`` entry and its
+    ``"mask"`` (the entries that count; either may be ``None``), the convention of padded
+    sequence labels ``{"labels": ..., "mask": ...}``."""
+    if isinstance(y, Mapping):
+        return y.get("labels"), y.get("mask")
+    return y, None
+
+
 def check_labels(fn: str, what: str, y, num_classes: int | None) -> None:
-    """Integer class labels must lie in ``[0, num_classes)`` (a host check of concrete values)."""
+    """Integer class labels must lie in ``[0, num_classes)`` (a host check of concrete
+    values): ``y``, or a dict's ``"labels"`` where its ``"mask"`` is true (so padding
+    labels such as ``-100`` pass, and a real label out of range is still caught)."""
     if num_classes is None:
         return
+    labels, mask = class_labels(y)
+    if labels is not y:
+        what = f"{what}['labels']"
+        values, kept = _checks.concrete(labels), _checks.concrete(mask)
+        if values is None or (mask is not None and (kept is None or
+                                                     kept.shape != values.shape)):
+            return
+        labels = values if mask is None else np.where(kept.astype(bool), values, 0)
     try:
-        _checks.check_index_range(fn, f"the labels in {what}", y, num_classes,
+        _checks.check_index_range(fn, f"the labels in {what}", labels, num_classes,
                                   f"class indices in [0, {num_classes}) for a model with "
-                                  f"{num_classes} outputs")
+                                  f"{num_classes} outputs" + (" (where y['mask'] is true)"
+                                                              if mask is not None else ""))
     except ValueError as err:
-        if _checks.concrete(y).min() >= 0:
+        if labels is not y or _checks.concrete(y).min() >= 0:
             raise
         raise ValueError(
             f"{err}. Padding labels (e.g. -100) need a mask that travels with them: pass y "
@@ -177,8 +197,9 @@ def trace_outputs(fn: str, what: str, model, params, state, x, y, loss_fn=None,
 
 
 def _classes(logits, y, loss_fn) -> int | None:
-    """The class count that integer labels ``y`` index (along the loss's class axes), or
-    ``None`` where ``y`` is no class labels of ``logits``."""
+    """The class count that integer labels ``y`` (or a dict's ``"labels"``) index (along
+    the loss's class axes), or ``None`` where they are no class labels of ``logits``."""
+    y = class_labels(y)[0]
     if not is_array(y) or not np.issubdtype(np.dtype(y.dtype), np.integer):
         return None
     if not is_array(logits) or len(logits.shape) < 2:

@@ -27,6 +27,7 @@ EXPECTED = {
     "resnet": ["resnet.png"],
     "char_transformer": ["char_transformer.png"],
     "bracket_lstm": ["bracket_lstm.png"],
+    "depth_tagger": ["depth_tagger.png"],
     "unet_denoise": ["unet_denoise.png"],
 }
 SCRIPTS = sorted(p.stem for p in EXAMPLES.glob("*.py") if not p.stem.startswith("_"))

@@ -143,6 +143,25 @@ def test_padding_labels_in_an_array_are_refused_with_the_dict_fix():
                   **{**SEQ, "loss_fn": ops.softmax_cross_entropy, "metrics_fn": None})
 
 
+def test_the_labels_of_a_dict_are_checked_where_the_mask_is_true():
+    """A dict's "labels" (class indices of the logits) are range-checked like a plain y,
+    only where its "mask" is true: -100 padding passes, a real label out of range is a
+    ValueError naming where it is (before any training, not a NaN mid-epoch)."""
+    bad = TARGETS["labels"].copy()
+    bad[3, 0] = C                                    # position 0 is always kept
+    with pytest.raises(ValueError, match=rf"fit: the labels in data y\['labels'\] hold {C} "
+                                         rf"\(at index \(3, 0\)\), expected class indices "
+                                         rf"in \[0, {C}\) .*where y\['mask'\] is true"):
+        train.fit(TAGGER, *tagger_params(), ADAM, (TOKENS, {**TARGETS, "labels": bad}), 1,
+                  **SEQ)
+    with pytest.raises(ValueError, match=r"evaluate: the labels in y\['labels'\] hold"):
+        train.evaluate(TAGGER, *tagger_params(), TOKENS, {**TARGETS, "labels": bad},
+                       loss_fn=masked_loss, metrics_fn=masked_metrics)
+    hidden = np.where(TARGETS["mask"], TARGETS["labels"], C + 7)  # out of range, masked
+    train.evaluate(TAGGER, *tagger_params(), TOKENS, {**TARGETS, "labels": hidden},
+                   loss_fn=masked_loss, metrics_fn=masked_metrics)
+
+
 BAD = [
     ((TOKENS, (TARGETS["labels"], TARGETS["mask"])), TypeError,
      r"fit: data y must be an array \(the targets\) or a non-empty dict of arrays .* got "
