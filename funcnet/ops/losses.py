@@ -313,6 +313,21 @@ def softmax_cross_entropy_with_integer_labels(logits, labels, axis=-1, where=Non
     return softmax_cross_entropy(logits, labels, axis, where)
 
 
+@has_twin
+def safe_softmax_cross_entropy(logits, labels):
+    """optax's name for :func:`softmax_cross_entropy` with probability labels:
+    ``optax.losses.safe_softmax_cross_entropy(x, t).mean()``.
+
+    optax keeps it beside its ``softmax_cross_entropy`` because that one is NaN where a
+    logit is ``-inf`` and its label 0; funcnet's :func:`softmax_cross_entropy` already
+    takes ``0 log 0 = 0`` there (value and gradient), so this is the same op with the
+    labels required to be floating (one-hot / probabilities ``(..., C)``, the logits'
+    shape). Formulas, residuals and errors: those of :func:`softmax_cross_entropy`.
+    """
+    _checks.check_float("safe_softmax_cross_entropy", "labels", labels)
+    return softmax_cross_entropy(logits, labels)
+
+
 # ---------------------------------------------------------- cross-entropy on probabilities
 @partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _ce_index(probs, labels, eps, c):

@@ -40,6 +40,7 @@ __all__ = ["accuracy", "cast_floating", "classification_metrics", "correct",
 
 _PROBABILITY_LOSSES = (ops.softmax_cross_entropy, ops.cross_entropy,
                        ops.poly_loss_cross_entropy, ops.dice_loss,
+                       ops.safe_softmax_cross_entropy, reference.safe_softmax_cross_entropy,
                        ops.multiclass_generalized_dice_loss, reference.softmax_cross_entropy,
                        reference.cross_entropy, reference.poly_loss_cross_entropy,
                        reference.dice_loss, reference.multiclass_generalized_dice_loss)

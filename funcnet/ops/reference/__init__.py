@@ -6,7 +6,8 @@ can call them wherever forward-mode autodiff is needed.
 """
 from funcnet.ops.reference.core import (affine, batch_norm, binary_cross_entropy,
                                         cross_entropy, l2_penalty, log_softmax, matmul,
-                                        mean_squared_error, multiclass_hinge, relu, sigmoid,
+                                        mean_squared_error, multiclass_hinge, relu,
+                                        safe_softmax_cross_entropy, sigmoid,
                                         sigmoid_binary_cross_entropy, softmax,
                                         softmax_cross_entropy,
                                         softmax_cross_entropy_with_integer_labels, tanh)
@@ -28,6 +29,7 @@ from funcnet.ops.reference.sparsemax import (multiclass_sparsemax_loss, sparsema
                                              sparsemax_loss)
 from funcnet.ops.reference.losses_dice import (binary_dice_loss, dice_loss,
                                                multiclass_generalized_dice_loss)
+from funcnet.ops.reference.smoothing import smooth_labels
 from funcnet.ops.reference.embedding import embedding
 from funcnet.ops.reference.gated_rnn import gru, lstm
 from funcnet.ops.reference.layer_norm import layer_norm, rms_norm

@@ -89,6 +89,11 @@ def softmax_cross_entropy_with_integer_labels(logits, labels, axis=-1, where=Non
     return softmax_cross_entropy(logits, labels, axis, where)
 
 
+def safe_softmax_cross_entropy(logits, labels):
+    _checks.check_float("safe_softmax_cross_entropy", "labels", labels)
+    return softmax_cross_entropy(logits, labels)
+
+
 def cross_entropy(probs, labels, eps: float = 1e-7):
     probs, labels, is_index, eps = check_cross_entropy_args("cross_entropy", probs, labels, eps)
     if is_index:
