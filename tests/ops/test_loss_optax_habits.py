@@ -518,7 +518,8 @@ OPTAX_NAMED = (
     "log_cosh", "hinge_loss", "perceptron_loss", "multiclass_hinge_loss",
     "multiclass_perceptron_loss", "triplet_margin_loss", "ntxent", "ctc_loss",
     "multiclass_sparsemax_loss", "sparsemax_loss", "dice_loss", "binary_dice_loss",
-    "multiclass_generalized_dice_loss", "safe_softmax_cross_entropy", "smooth_labels")
+    "multiclass_generalized_dice_loss", "safe_softmax_cross_entropy", "smooth_labels",
+    "ranking_softmax_loss")
 
 
 def test_optax_named_losses_take_optax_positional_arguments():
