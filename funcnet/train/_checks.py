@@ -12,7 +12,7 @@ from jax.sharding import Mesh
 from funcnet import _checks
 from funcnet._checks import is_array
 from funcnet.nn import Layer
-from funcnet.train.metrics import class_layout, default_metrics
+from funcnet.train.metrics import class_labels, class_layout, default_metrics
 
 
 def check_model_args(fn: str, model, loss_fn, metrics_fn, compute_dtype):
@@ -77,15 +77,6 @@ def is_pair(data) -> bool:
 def num_rows(x) -> int:
     """The leading size of an array or of the first array of a pytree (checked equal)."""
     return int(jax.tree_util.tree_leaves(x, is_leaf=is_array)[0].shape[0])
-
-
-def class_labels(y) -> tuple:
-    """``(labels, mask)``: ``y`` itself (no mask), or a dict's ``"labels"`` entry and its
-    ``"mask"`` (the entries that count; either may be ``None``), the convention of padded
-    sequence labels ``{"labels": ..., "mask": ...}``."""
-    if isinstance(y, Mapping):
-        return y.get("labels"), y.get("mask")
-    return y, None
 
 
 def check_labels(fn: str, what: str, y, num_classes: int | None) -> None:

@@ -195,10 +195,9 @@ def fit(model, params, state, opt, data, epochs: int, *, batch_size: int | None 
     ``apply`` gets the same pytree. ``y`` is an array or a dict of arrays with the same
     leading size (targets that travel together, e.g. padded sequence labels
     ``{"labels": (N, T) with -100 in the padding, "mask": (N, T)}``): batched alike, and
-    ``loss_fn`` / ``metrics_fn`` get the dict (the default metrics then report none);
-    its ``"labels"`` entry, when it holds class indices, is range-checked where its
-    ``"mask"`` entry is true.
-    ``prefetch``: on an accelerator
+    ``loss_fn`` / ``metrics_fn`` get the dict; its ``"labels"`` entry, when it holds
+    class indices, is range-checked where its ``"mask"`` entry is true, and the default
+    metrics are its accuracy there. ``prefetch``: on an accelerator
     (default 2) a background thread copies up to that many batches to the device ahead
     of the step; on the CPU (default 0: no thread) the NumPy batches are handed to the
     jitted step as they are, which costs less than the thread overlaps there. A batch

@@ -18,14 +18,15 @@ over a padded evaluation batch). The default (``metrics_fn=None`` in :func:`trai
   on float targets, :func:`funcnet.ops.ntxent`, whose integer labels group rows rather
   than name classes of the outputs): ``{}``, so no meaningless accuracy is reported. Pass
   ``metrics_fn=train.classification_metrics`` to force accuracy for a custom loss;
-- a dict of targets (``fit``'s ``y = {"labels": ..., "mask": ...}``): ``{}``, since the
-  rule cannot know which entry is the label; pass e.g. ``metrics_fn=lambda lg, t:
-  {"accuracy": train.accuracy(lg, t["labels"], where=t["mask"])}``.
+- a dict of targets (``fit``'s ``y = {"labels": ..., "mask": ...}``, padded sequence
+  labels): the rule above on its ``"labels"``, counting only the rows where its
+  ``"mask"`` is true (:func:`accuracy`'s ``where``); a dict without ``"labels"``: ``{}``.
 """
 from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Mapping
 from typing import Callable
 
 import jax
@@ -120,25 +121,49 @@ def accuracy(logits, labels, where=None) -> jax.Array:
     return jnp.sum(hits * kept) / jnp.maximum(jnp.sum(kept), 1.0)
 
 
-def classification_metrics(logits, labels) -> dict:
-    """``{"accuracy": accuracy(logits, labels)}`` for class-index or one-hot labels, else ``{}``.
+def classification_metrics(logits, labels, where=None) -> dict:
+    """``{"accuracy": accuracy(logits, labels, where)}`` for class-index or one-hot labels,
+    else ``{}``.
 
     Unlike :func:`default_metrics` it does not look at the loss: float labels of the
     logits' shape always count as one-hot / probabilities.
     """
     if _label_kind(logits, labels) is None:
         return {}
-    return {"accuracy": accuracy(logits, labels)}
+    return {"accuracy": accuracy(logits, labels, where)}
 
 
-def _index_metrics(logits, labels) -> dict:
+def _index_metrics(logits, labels, where=None) -> dict:
     if _label_kind(logits, labels) != "index":
         return {}
-    return {"accuracy": accuracy(logits, labels)}
+    return {"accuracy": accuracy(logits, labels, where)}
 
 
-def _no_metrics(logits, labels) -> dict:
+def _no_metrics(logits, labels, where=None) -> dict:
     return {}
+
+
+def class_labels(y) -> tuple:
+    """``(labels, mask)``: ``y`` itself (no mask), or a dict's ``"labels"`` entry and its
+    ``"mask"`` (the entries that count; either may be ``None``), the convention of padded
+    sequence labels ``{"labels": ..., "mask": ...}``."""
+    if isinstance(y, Mapping):
+        return y.get("labels"), y.get("mask")
+    return y, None
+
+
+@functools.lru_cache(maxsize=None)
+def _on_labels(metrics: Callable) -> Callable:
+    """``metrics`` (a rule's function) that also takes a dict of targets: the rule runs on
+    its ``"labels"`` with ``where=`` its ``"mask"``; without ``"labels"``, no metrics.
+    One wrapper per rule, so the jitted steps compile once."""
+    def run(logits, y):
+        labels, mask = class_labels(y)
+        if labels is None:
+            return {}
+        return metrics(logits, labels) if mask is None else metrics(logits, labels, mask)
+    run.__name__ = run.__qualname__ = getattr(metrics, "__name__", "metrics")
+    return run
 
 
 def default_metrics(loss_fn: Callable) -> Callable:
@@ -147,17 +172,18 @@ def default_metrics(loss_fn: Callable) -> Callable:
     Returns :func:`classification_metrics` for the losses that take one-hot /
     probability labels, an accuracy over the loss's class axes for a ``partial`` with
     ``axis=``, no metrics for :func:`funcnet.ops.ntxent`, and an accuracy for integer
-    class indices only for any other loss. Each is one function per rule (per ``axis``),
-    so the jitted functions that use them compile once.
+    class indices only for any other loss; for a dict of targets, the same rule on its
+    ``"labels"`` where its ``"mask"`` is true. Each is one function per rule (per
+    ``axis``), so the jitted functions that use them compile once.
     """
     loss_fn, axis = _loss_and_axis(loss_fn)
     if axis is None:
-        return _no_metrics
+        return _on_labels(_no_metrics)
     if axis != -1:
-        return _classes_on(axis)
+        return _on_labels(_classes_on(axis))
     if any(loss_fn is f for f in _PROBABILITY_LOSSES):
-        return classification_metrics
-    return _index_metrics
+        return _on_labels(classification_metrics)
+    return _on_labels(_index_metrics)
 
 
 def _loss_and_axis(loss_fn):
@@ -218,12 +244,13 @@ def _classes_on(axis) -> Callable:
     a tuple, the loss's keyword): the logits (and probability labels) are laid out as
     the loss lays them out, classes last and flattened, before the argmax. One function
     per ``axis``, so the jitted steps that use it compile once."""
-    def metrics(logits, labels):
-        if not _checks.is_array(labels):   # a dict of targets: no default accuracy
-            return {}
+    def metrics(logits, labels, where=None):
+        if (where is not None and _checks.shape_of(where) == _checks.shape_of(labels)
+                and jnp.issubdtype(jnp.result_type(labels), jnp.integer)):
+            labels = jnp.where(where, labels, 0)     # padding labels (-100) are no classes
         logits, labels, *_ = check_softmax_cross_entropy_args("accuracy", logits, labels,
                                                                axis)
-        return classification_metrics(logits, labels)
+        return classification_metrics(logits, labels, where)
     return metrics
 
 

@@ -100,15 +100,23 @@ def test_evaluate_equals_the_whole_set_at_once():
     assert got["accuracy"] == pytest.approx(per_sequence.mean(), rel=1e-5)
 
 
-def test_default_metrics_of_a_dict_report_nothing():
-    """The default rule cannot know which entry is the label: no accuracy, no error."""
+def test_default_metrics_of_a_dict_are_the_masked_accuracy_of_its_labels():
+    """The default rule runs on the dict's "labels" where its "mask" is true (the
+    convention of the host label check); a dict without "labels" reports nothing."""
     params, state = tagger_params()
-    *_, hist = train.fit(TAGGER, params, state, ADAM, (TOKENS, TARGETS), 1,
-                         **{**SEQ, "metrics_fn": None})
-    assert "accuracy" not in hist and np.isfinite(hist["loss"][0])
-    assert train.default_metrics(masked_loss)(jnp.zeros((2, 3, C)), TARGETS) == {}
-    assert train.default_metrics(functools.partial(ops.softmax_cross_entropy, axis=1))(
-        jnp.zeros((2, C, 3)), {"labels": jnp.zeros((2, 3), int)}) == {}
+    runs = [train.fit(TAGGER, params, state, ADAM, (TOKENS, TARGETS), 2,
+                      **{**SEQ, "metrics_fn": m})[3] for m in (None, masked_metrics)]
+    np.testing.assert_allclose(runs[0]["accuracy"], runs[1]["accuracy"], rtol=1e-6)
+    logits = jnp.asarray(np.random.default_rng(3).standard_normal((N, T, C)))
+    want = masked_metrics(logits, TARGETS)["accuracy"]
+    for loss in (masked_loss, ops.softmax_cross_entropy):
+        assert train.default_metrics(loss)(logits, TARGETS)["accuracy"] == want
+    first = functools.partial(ops.softmax_cross_entropy, axis=1)   # classes first
+    got = train.default_metrics(first)(jnp.swapaxes(logits, 1, 2), TARGETS)["accuracy"]
+    np.testing.assert_allclose(got, want, rtol=1e-7)
+    assert train.default_metrics(masked_loss)(logits, {"mask": TARGETS["mask"]}) == {}
+    assert "accuracy" in train.default_metrics(masked_loss)(
+        logits, {"labels": TARGETS["mask"].astype(np.int32)})      # no mask: every row
 
 
 def test_an_all_kept_mask_equals_the_plain_array():
