@@ -1,4 +1,5 @@
-"""Learned positional embeddings added to a sequence of feature vectors.
+"""Positional encodings added to a sequence of feature vectors: learned
+(``PositionEmbedding``) or the fixed sinusoids (``SinusoidalPositions``).
 
 References:
   Vaswani et al. (2017), "Attention Is All You Need", https://arxiv.org/abs/1706.03762
@@ -10,13 +11,14 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jax import lax
 
-from funcnet import _checks
+from funcnet import _checks, ops
 from funcnet.nn import decoding, initializers
-from funcnet.nn.base import (Layer, check_dtype, check_input_shape, check_weight_args,
-                             init_checked, weights_and_input)
+from funcnet.nn.base import (Layer, apply_shape, check_dtype, check_input_shape,
+                             check_no_params, check_weight_args, init_checked,
+                             weights_and_input)
 from funcnet._describe import described
 
-__all__ = ["PositionEmbedding"]
+__all__ = ["PositionEmbedding", "SinusoidalPositions"]
 
 
 @described
@@ -119,5 +121,65 @@ def PositionEmbedding(max_length: int, *, embedding_init=None, dtype=None,
         table = lax.dynamic_slice_in_dim(params["pos_embedding"], index, T)
         y = x + table.reshape((1,) * (x.ndim - 2) + table.shape)
         return decoding.guard(y, fits), {"index": index + T}
+
+    return Layer(init, apply, name)
+
+
+@described
+def SinusoidalPositions(max_period: float = 10000.0, *, decode: bool = False) -> Layer:
+    """``y[..., t, :] = x[..., t, :] + e(t)``: the Transformer's fixed sinusoidal encoding
+    (:func:`funcnet.ops.sinusoidal_embedding` of the positions ``0 .. T-1``; no params).
+
+    With ``decode=True`` the layer keeps the position of the next step in its state,
+    ``{"index": int32 ()}``, as :func:`PositionEmbedding` does: a chunk of ``T`` steps
+    gets positions ``index .. index + T - 1``, so feeding a sequence chunk by chunk adds
+    what one call on the whole sequence adds. There is no ``max_length``.
+
+    Shapes:
+      input: ``(..., T, F)``, rank >= 2, ``F`` even (a sine and a cosine per frequency);
+        output the same shape and dtype (the encoding is computed in the input's dtype).
+      params ``()``; state ``()``, or ``{"index": ()}`` with ``decode=True``.
+
+    Args:
+      max_period: the longest wavelength ``2 pi max_period``, a Python float ``> 0``
+        (default 10000).
+      decode: keep the next position in the state.
+
+    Raises:
+      TypeError, ValueError: at construction a bad ``max_period`` or ``decode``; in
+        ``init`` and ``apply`` a non-float input, rank < 2, an odd ``F``; with
+        ``decode=True``, a state that is not ``{"index": int scalar}``.
+
+    References:
+      Vaswani et al. (2017), https://arxiv.org/abs/1706.03762, section 3.5.
+    """
+    name = "SinusoidalPositions" if max_period == 10000.0 else \
+        f"SinusoidalPositions({max_period!r:.20})"
+    period = _checks.static_float(name, "max_period", max_period, 0.0, low_inclusive=False)
+    decode = _checks.static_bool(name, "decode", decode)
+
+    def init(key, input_shape):
+        shape = check_input_shape(name, key, input_shape, range(2, 64), "(..., T, F)",
+                                  needs=2)
+        state = {"index": jnp.zeros((), jnp.int32)} if decode else ()
+        return apply_shape(name, apply, (), state, shape, check_dtype(name, None)), (), state
+
+    def apply(params, state, x, *, key=None, train=False):
+        del key, train
+        _checks.check_float(name, "x", x)
+        shape = _checks.shape_of(x)
+        if len(shape) < 2:
+            raise ValueError(f"{name}: x has shape {shape}, expected rank >= 2 (..., T, F)")
+        check_no_params(name, params, () if decode else state)
+        start = 0
+        if decode:
+            decoding.check_state(name, state, {"index": ()})
+            start = state["index"]
+        positions = start + jnp.arange(shape[-2], dtype=jnp.int32)
+        with _checks.context(name):
+            table = ops.sinusoidal_embedding(positions, shape[-1], max_period=period,
+                                             dtype=jnp.result_type(x))
+        y = x + table.reshape((1,) * (len(shape) - 2) + table.shape)
+        return y, ({"index": state["index"] + shape[-2]} if decode else state)
 
     return Layer(init, apply, name)

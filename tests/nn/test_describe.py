@@ -39,6 +39,7 @@ LAYERS = {  # every public layer factory with arguments
     "FanOut": lambda: nn.FanOut(2), "FanInConcat": lambda: nn.FanInConcat(-1),
     "ELU": lambda: nn.ELU(0.5), "CELU": lambda: nn.CELU(2.0),
     "Squareplus": lambda: nn.Squareplus(1.0), "GLU": lambda: nn.GLU(axis=1),
+    "SinusoidalPositions": lambda: nn.SinusoidalPositions(100.0, decode=True),
 }
 
 
