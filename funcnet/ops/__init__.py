@@ -27,6 +27,7 @@ from funcnet.ops.losses import (cross_entropy, multiclass_hinge, safe_softmax_cr
 from funcnet.ops.smoothing import smooth_labels
 from funcnet.ops.losses_ranking import ranking_softmax_loss
 from funcnet.ops.sinusoidal import sinusoidal_embedding
+from funcnet.ops.losses_fenchel_young import make_fenchel_young_loss
 from funcnet.ops.losses_divergence import (generalized_kl_divergence, kl_divergence,
                                            kl_divergence_with_log_targets)
 from funcnet.ops.losses_elementwise import (binary_cross_entropy, mean_squared_error,
@@ -89,3 +90,4 @@ __all__ += ["binary_dice_loss", "dice_loss", "multiclass_generalized_dice_loss"]
 __all__ += ["safe_softmax_cross_entropy", "smooth_labels"]
 __all__ += ["ranking_softmax_loss"]
 __all__ += ["sinusoidal_embedding"]
+__all__ += ["make_fenchel_young_loss"]

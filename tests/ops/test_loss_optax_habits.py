@@ -519,7 +519,7 @@ OPTAX_NAMED = (
     "multiclass_perceptron_loss", "triplet_margin_loss", "ntxent", "ctc_loss",
     "multiclass_sparsemax_loss", "sparsemax_loss", "dice_loss", "binary_dice_loss",
     "multiclass_generalized_dice_loss", "safe_softmax_cross_entropy", "smooth_labels",
-    "ranking_softmax_loss")
+    "ranking_softmax_loss", "make_fenchel_young_loss")
 
 
 def test_optax_named_losses_take_optax_positional_arguments():

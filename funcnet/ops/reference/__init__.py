@@ -32,6 +32,7 @@ from funcnet.ops.reference.losses_dice import (binary_dice_loss, dice_loss,
 from funcnet.ops.reference.smoothing import smooth_labels
 from funcnet.ops.reference.losses_ranking import ranking_softmax_loss
 from funcnet.ops.reference.sinusoidal import sinusoidal_embedding
+from funcnet.ops.reference.losses_fenchel_young import make_fenchel_young_loss
 from funcnet.ops.reference.embedding import embedding
 from funcnet.ops.reference.gated_rnn import gru, lstm
 from funcnet.ops.reference.layer_norm import layer_norm, rms_norm
