@@ -63,19 +63,24 @@ def _label_kind(logits, labels) -> str | None:
     return None
 
 
-def correct(logits, labels) -> jax.Array:
-    """Per-example correctness ``argmax(logits) == label`` as ``float32`` 0/1.
+def correct(logits, labels, *, k: int = 1) -> jax.Array:
+    """Per-example correctness as ``float32`` 0/1: ``argmax(logits) == label``, or with
+    ``k > 1`` the label among the ``k`` largest logits (``jax.lax.top_k``: ties go to the
+    lower class index, as ``argmax``'s).
 
     Args:
       logits: ``(..., C)`` scores.
       labels: ``(...)`` int class indices or ``(..., C)`` one-hot / probabilities (the
         class with the largest probability counts as the label).
+      k: static int in ``[1, C]`` (keyword-only).
 
     Returns:
       ``logits.shape[:-1]`` float32, 1.0 where the prediction is right.
 
     Raises:
-      ValueError: ``labels`` are neither class indices nor one-hot of ``logits``' shape.
+      ValueError: ``labels`` are neither class indices nor one-hot of ``logits``' shape;
+        ``k`` outside ``[1, C]``.
+      TypeError: a non-int ``k``.
     """
     kind = _label_kind(logits, labels)
     if kind is None:
@@ -83,13 +88,22 @@ def correct(logits, labels) -> jax.Array:
                          f"{jnp.result_type(labels)} are neither integer class indices of "
                          f"shape {tuple(jnp.shape(logits))[:-1]} nor one-hot / probabilities "
                          f"of the logits' shape {tuple(jnp.shape(logits))}")
+    classes = jnp.shape(logits)[-1]
+    k = _checks.static_int("accuracy", "k", k, minimum=1)
+    if k > classes:
+        raise ValueError(f"accuracy: k = {k} is more than the {classes} classes of logits "
+                         f"{tuple(jnp.shape(logits))}")
     idx = labels if kind == "index" else jnp.argmax(labels, axis=-1)
-    pred = jnp.argmax(logits, axis=-1)
-    return (pred.astype(idx.dtype) == idx).astype(jnp.float32)
+    if k == 1:
+        pred = jnp.argmax(logits, axis=-1)
+        return (pred.astype(idx.dtype) == idx).astype(jnp.float32)
+    top = jax.lax.top_k(logits, k)[1]
+    return jnp.any(top == idx[..., None].astype(top.dtype), axis=-1).astype(jnp.float32)
 
 
-def accuracy(logits, labels, where=None) -> jax.Array:
-    """Fraction of examples whose ``argmax(logits)`` is the label, a float32 scalar.
+def accuracy(logits, labels, where=None, *, k: int = 1) -> jax.Array:
+    """Fraction of examples whose ``argmax(logits)`` is the label (with ``k``: whose label
+    is among the ``k`` largest logits, top-``k`` accuracy), a float32 scalar.
 
     With ``where`` (e.g. the mask of padded sequence labels), the fraction of the kept
     rows: ``sum(correct * where) / max(sum(where), 1)``, so masked rows (whatever their
@@ -101,15 +115,16 @@ def accuracy(logits, labels, where=None) -> jax.Array:
         probabilities.
       where: optional bool (or 0/1) mask of shape ``logits.shape[:-1]``: the rows that
         count.
+      k: static int in ``[1, C]``, keyword-only (default 1).
 
     Returns:
       A float32 scalar in ``[0, 1]``.
 
     Raises:
       ValueError: labels that are no class labels of ``logits``; ``where`` of another
-        shape.
+        shape; ``k`` outside ``[1, C]``.
     """
-    hits = correct(logits, labels)
+    hits = correct(logits, labels, k=k)
     if where is None:
         return jnp.mean(hits)
     _checks.check_array("accuracy", "where", where)

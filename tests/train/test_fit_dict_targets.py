@@ -231,3 +231,4 @@ def test_a_resume_is_the_same_run_and_other_targets_are_refused(tmp_path):
     other = {**TARGETS, "labels": TARGETS["labels"].astype(np.int64)}
     with pytest.raises(train.RunMismatchError, match=r"y\['labels'\] int64\[96, 12\]"):
         train.fit(TAGGER, params, state, ADAM, (TOKENS, other), 2, checkpoint=manager, **SEQ)
+

@@ -177,3 +177,25 @@ def test_mixed_precision_keeps_float32_master_weights():
                 assert leaf.dtype == jnp.float32
     assert m["loss"].dtype == jnp.float32 and np.isfinite(m["loss"])
     assert float(m["loss"]) < 2.0
+
+
+def test_top_k_accuracy():
+    """k > 1: the label among the k largest logits (ties to the lower index, as argmax);
+    k = 1 is the argmax accuracy; where= counts the kept rows only."""
+    logits = jnp.asarray([[0.1, 0.5, 0.3, 0.9], [2.0, 1.0, 0.0, -1.0], [1.0, 1.0, 1.0, 0.0]])
+    labels = jnp.asarray([2, 2, 1])
+    assert float(train.accuracy(logits, labels)) == 0.0
+    np.testing.assert_allclose(train.accuracy(logits, labels, k=2), 1 / 3)    # row 3 tie
+    np.testing.assert_allclose(train.accuracy(logits, labels, k=3), 1.0)
+    np.testing.assert_allclose(train.accuracy(logits, jax.nn.one_hot(labels, 4), k=3), 1.0)
+    np.testing.assert_allclose(
+        train.accuracy(logits, labels, jnp.asarray([True, False, True]), k=3), 1.0)
+    rng = np.random.default_rng(0)
+    big, y = jnp.asarray(rng.standard_normal((64, 10))), jnp.asarray(rng.integers(0, 10, 64))
+    assert float(train.accuracy(big, y, k=1)) == float(train.accuracy(big, y))
+    rank = np.sum(np.asarray(big) > np.asarray(big)[np.arange(64), y][:, None], axis=1)
+    np.testing.assert_allclose(train.accuracy(big, y, k=5), np.mean(rank < 5), rtol=1e-7)
+    with pytest.raises(ValueError, match=r"accuracy: k = 11 is more than the 10 classes"):
+        train.accuracy(big, y, k=11)
+    with pytest.raises(TypeError, match=r"accuracy: k must be an int"):
+        train.accuracy(big, y, k=2.0)
