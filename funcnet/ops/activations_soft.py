@@ -38,7 +38,7 @@ def mish_forward(x):
 
 
 def log_sigmoid_forward(x):
-    return -softplus_forward(-x)
+    return -softplus_forward(jnp.negative(x))
 
 
 def soft_sign_forward(x):
@@ -61,7 +61,7 @@ def _mish_derivative(x):
 
 
 _mish = input_vjp(mish_forward, _mish_derivative)
-_log_sigmoid = input_vjp(log_sigmoid_forward, lambda x: lax.logistic(-x))
+_log_sigmoid = input_vjp(log_sigmoid_forward, lambda x: lax.logistic(jnp.negative(x)))
 _soft_sign = input_vjp(soft_sign_forward, lambda x: 1.0 / (jnp.abs(x) + 1.0) ** 2)
 _squareplus = input_vjp(squareplus_forward,
                         lambda x, b: (1.0 + x / jnp.sqrt(x * x + b)) / 2)

@@ -68,7 +68,7 @@ def _fenchel_young(max_fun: Callable, scores, targets, args, kwargs):
     def bwd(res, g):
         s, t, argmax = res
         scale = g / _rows(s)
-        return (argmax - t) * scale, -s * scale
+        return (argmax - t) * scale, jnp.negative(s) * scale
 
     defvjp(loss, fwd, bwd)
     return loss(scores, targets)

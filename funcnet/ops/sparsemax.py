@@ -34,7 +34,7 @@ def sparsemax_last(z):
     """Sparsemax over the last axis: sort descending, ``k = max{k : 1 + k u_k > sum_{j<=k}
     u_j}``, ``tau = (sum_{j<=k} u_j - 1) / k``, ``p = max(z - tau, 0)``. A ``-inf`` score
     gets 0 (a masked class), as long as one score of the row is finite."""
-    u = -jnp.sort(-z, axis=-1)
+    u = jnp.flip(jnp.sort(z, axis=-1), axis=-1)   # no unary minus: NumPy inputs too
     cumsum = jnp.cumsum(u, axis=-1)
     ks = jnp.arange(1, z.shape[-1] + 1, dtype=z.dtype).reshape((1,) * (z.ndim - 1) + (-1,))
     support = 1.0 + ks * u > cumsum
@@ -186,7 +186,7 @@ def multiclass_sparsemax_loss(scores, labels):
 # ------------------------------------------------------------- binary sparsemax loss
 def signed_scores(logits, labels):
     """``-s`` where the label is 1, ``s`` where it is 0: the score of the wrong side."""
-    return jnp.where(labels, -logits, logits)
+    return jnp.where(labels, jnp.negative(logits), logits)
 
 
 @jax.custom_vjp

@@ -168,3 +168,18 @@ def test_a_traced_hyperparameter_is_refused(name, kw):
     """alpha and b are static: a learned one would need its own cotangent."""
     with pytest.raises(TypeError, match=rf"{name}: {kw} must be a Python float"):
         jax.jit(lambda x, a: getattr(ops, name)(x, **{kw: a}))(jnp.ones(3), 1.0)
+
+
+def test_eager_gradients_of_numpy_inputs():
+    """``jax.grad`` of each new op called eagerly on a NumPy array (no ``jit``): the
+    residuals may then be NumPy-backed, which has no unary minus on the oldest supported
+    JAX; the rules must not rely on one."""
+    x = _x(6, (2, 4))
+    for case_id, name, kw, jnn in CASES:
+        g = jax.grad(lambda v: jnp.sum(jnp.sin(_fns(name, kw)[0](v))))(x)
+        want = jax.grad(lambda v: jnp.sum(jnp.sin(jnn(v))))(jnp.asarray(x))
+        assert_close(g, want, 1e-12, case_id)
+    for loss, labels in ((ops.multiclass_sparsemax_loss, np.array([0, 3])),
+                         (ops.sparsemax_loss, (x > 0).astype(np.int32))):
+        assert np.isfinite(jax.grad(loss)(x, labels)).all()
+    assert np.isfinite(jax.grad(lambda v: jnp.sum(ops.sparsemax(v) ** 2))(x)).all()
