@@ -15,9 +15,18 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from funcnet import _checks
+from funcnet.ops._arrays import as_array
 from funcnet.ops._mesh import defvjp
 
-__all__ = ["input_vjp", "mask_vjp"]
+__all__ = ["float_input", "input_vjp", "mask_vjp"]
+
+
+def float_input(fn: str, x):
+    """The activations' one input check: ``x`` floating (``TypeError`` naming ``fn``),
+    returned as an array."""
+    _checks.check_float(fn, "x", x)
+    return as_array(x)
 
 
 def input_vjp(forward: Callable, derivative: Callable) -> Callable:

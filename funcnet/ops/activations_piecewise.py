@@ -26,8 +26,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from funcnet import _checks
-from funcnet.ops._arrays import as_array
-from funcnet.ops._elementwise import input_vjp, mask_vjp
+from funcnet.ops._elementwise import float_input, input_vjp, mask_vjp
 from funcnet.ops._mode import has_twin
 
 __all__ = ["relu6", "hard_tanh", "hard_sigmoid", "hard_silu", "hard_swish", "sparse_plus",
@@ -112,10 +111,6 @@ def selu_forward(x):
 _selu = input_vjp(selu_forward, lambda x: SELU_SCALE * _elu_derivative(x, SELU_ALPHA))
 
 
-def _float_input(fn: str, x):
-    _checks.check_float(fn, "x", x)
-    return as_array(x)
-
 
 # ------------------------------------------------------------------------ public ops
 @has_twin
@@ -134,7 +129,7 @@ def relu6(x):
     References:
       Krizhevsky (2010). ``docs/formulas.md``, "Beyond the notes".
     """
-    return _relu6(_float_input("relu6", x))
+    return _relu6(float_input("relu6", x))
 
 
 @has_twin
@@ -150,7 +145,7 @@ def hard_tanh(x):
     Returns:
       Array of ``x``'s shape and dtype, in ``[-1, 1]``.
     """
-    return _hard_tanh(_float_input("hard_tanh", x))
+    return _hard_tanh(float_input("hard_tanh", x))
 
 
 @has_twin
@@ -168,7 +163,7 @@ def hard_sigmoid(x):
     References:
       Howard et al. (2019), https://arxiv.org/abs/1905.02244, section 5.2.
     """
-    return _hard_sigmoid(_float_input("hard_sigmoid", x))
+    return _hard_sigmoid(float_input("hard_sigmoid", x))
 
 
 @has_twin
@@ -191,7 +186,7 @@ def hard_silu(x):
     References:
       Howard et al. (2019), https://arxiv.org/abs/1905.02244, section 5.2.
     """
-    return _hard_silu(_float_input("hard_silu", x), ())
+    return _hard_silu(float_input("hard_silu", x), ())
 
 
 hard_swish = hard_silu
@@ -216,7 +211,7 @@ def sparse_plus(x):
     References:
       Martins & Astudillo (2016), https://arxiv.org/abs/1602.02068.
     """
-    return _sparse_plus(_float_input("sparse_plus", x), ())
+    return _sparse_plus(float_input("sparse_plus", x), ())
 
 
 @has_twin
@@ -234,7 +229,7 @@ def sparse_sigmoid(x):
     Returns:
       Array of ``x``'s shape and dtype, in ``[0, 1]``.
     """
-    return _sparse_sigmoid(_float_input("sparse_sigmoid", x), ())
+    return _sparse_sigmoid(float_input("sparse_sigmoid", x), ())
 
 
 @has_twin
@@ -261,7 +256,7 @@ def elu(x, alpha: float = 1.0):
     References:
       Clevert et al. (2016), https://arxiv.org/abs/1511.07289, equation (15).
     """
-    x = _float_input("elu", x)
+    x = float_input("elu", x)
     return _elu(x, (_checks.static_float("elu", "alpha", alpha),))
 
 
@@ -288,7 +283,7 @@ def celu(x, alpha: float = 1.0):
     References:
       Barron (2017), https://arxiv.org/abs/1704.07483, equation (2).
     """
-    x = _float_input("celu", x)
+    x = float_input("celu", x)
     alpha = _checks.static_float("celu", "alpha", alpha)
     if alpha == 0:
         raise ValueError("celu: alpha must be nonzero (it divides x), got 0")
@@ -315,4 +310,4 @@ def selu(x):
     References:
       Klambauer et al. (2017), https://arxiv.org/abs/1706.02515, equation (2).
     """
-    return _selu(_float_input("selu", x), ())
+    return _selu(float_input("selu", x), ())

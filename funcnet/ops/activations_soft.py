@@ -23,8 +23,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from funcnet import _checks
-from funcnet.ops._arrays import as_array
-from funcnet.ops._elementwise import input_vjp
+from funcnet.ops._elementwise import float_input, input_vjp
 from funcnet.ops._mesh import defvjp
 from funcnet.ops._mode import has_twin
 from funcnet.ops.activations_smooth import softplus_forward
@@ -85,10 +84,6 @@ def _glu_bwd(axis, x, g):
 defvjp(_glu, _glu_fwd, _glu_bwd)
 
 
-def _float_input(fn: str, x):
-    _checks.check_float(fn, "x", x)
-    return as_array(x)
-
 
 # ------------------------------------------------------------------------ public ops
 @has_twin
@@ -111,7 +106,7 @@ def mish(x):
     References:
       Misra (2019), https://arxiv.org/abs/1908.08681, equation (1).
     """
-    return _mish(_float_input("mish", x), ())
+    return _mish(float_input("mish", x), ())
 
 
 @has_twin
@@ -128,7 +123,7 @@ def log_sigmoid(x):
     Returns:
       Array of ``x``'s shape and dtype, non-positive.
     """
-    return _log_sigmoid(_float_input("log_sigmoid", x), ())
+    return _log_sigmoid(float_input("log_sigmoid", x), ())
 
 
 @has_twin
@@ -146,7 +141,7 @@ def soft_sign(x):
     References:
       Turian, Bergstra & Bengio (2009).
     """
-    return _soft_sign(_float_input("soft_sign", x), ())
+    return _soft_sign(float_input("soft_sign", x), ())
 
 
 @has_twin
@@ -171,7 +166,7 @@ def squareplus(x, b: float = 4.0):
     References:
       Barron (2021), https://arxiv.org/abs/2112.11687, equation (1).
     """
-    x = _float_input("squareplus", x)
+    x = float_input("squareplus", x)
     b = _checks.static_float("squareplus", "b", b, 0.0, low_inclusive=False)
     return _squareplus(x, (b,))
 
@@ -205,7 +200,7 @@ def glu(x, axis: int = -1):
     References:
       Dauphin et al. (2017), https://arxiv.org/abs/1612.08083, equation (1).
     """
-    return _glu(_float_input("glu", x), check_glu_axis(x, axis))
+    return _glu(float_input("glu", x), check_glu_axis(x, axis))
 
 
 def check_glu_axis(x, axis) -> int:
