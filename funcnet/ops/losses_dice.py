@@ -154,7 +154,8 @@ defvjp(_dice, _dice_fwd, _dice_bwd)
 
 # ----------------------------------------------------------------------------- checks
 def check_dice_args(fn: str, predictions, targets, class_weights, smooth, alpha, beta,
-                    apply_softmax, reduction, ignore_background, axis, generalized=False):
+                    apply_softmax, reduction, ignore_background, axis, generalized=False,
+                    binary=False):
     """The checks of the Dice losses (shared with the twins): ``(predictions, targets,
     weights, DiceConfig)`` with optax's shape rules (a missing trailing class axis of
     size 1 added to either side; not for the generalized loss, whose shapes must be
@@ -162,6 +163,8 @@ def check_dice_args(fn: str, predictions, targets, class_weights, smooth, alpha,
     _checks.check_float(fn, "predictions", predictions)
     _checks.check_float(fn, "targets", targets)
     pred, targets = as_array(predictions), as_array(targets)
+    if binary and pred.ndim == targets.ndim and pred.shape[-1:] != (1,):
+        pred, targets = pred[..., None], targets[..., None]   # (N, ...): one class
     if generalized:
         _checks.check_same_shape(fn, "predictions", pred, "targets", targets)
     if pred.ndim == targets.ndim - 1:
@@ -289,12 +292,8 @@ def binary_dice_loss(predictions, targets, *, smooth: float = 1.0,
     Returns:
       Scalar loss. Errors: those of :func:`dice_loss`.
     """
-    fn = "binary_dice_loss"
-    shape_p, shape_t = _checks.shape_of(predictions), _checks.shape_of(targets)
-    if len(shape_p) == len(shape_t) and shape_p[-1:] != (1,):
-        predictions, targets = as_array(predictions)[..., None], as_array(targets)[..., None]
-    return _dice(*check_dice_args(fn, predictions, targets, None, smooth, 0.5, 0.5,
-                                  apply_sigmoid, "mean", False, None))
+    return _dice(*check_dice_args("binary_dice_loss", predictions, targets, None, smooth,
+                                  0.5, 0.5, apply_sigmoid, "mean", False, None, binary=True))
 
 
 @has_twin

@@ -164,6 +164,8 @@ def test_jit_vmap_and_float32():
     (lambda x, t: ops.dice_loss(x, t, reduction="max"), ValueError,
      r"dice_loss: reduction must be one of 'mean', 'sum', 'none'"),
     (lambda x, t: ops.dice_loss(x, t, smooth=-1.0), ValueError, r"dice_loss: smooth must be"),
+    (lambda x, t: ops.binary_dice_loss([[1.0, 2.0]], [[0.0, 1.0]]), TypeError,
+     r"binary_dice_loss: predictions must be an array, got list"),
     (lambda x, t: ops.multiclass_generalized_dice_loss(x[..., :1], t), ValueError,
      r"multiclass_generalized_dice_loss: predictions has shape \(3, 4, 5, 1\)"),
 ])

@@ -2,8 +2,6 @@
 differentiated by JAX, the generalized loss's class weights included)."""
 from __future__ import annotations
 
-from funcnet import _checks
-from funcnet.ops._arrays import as_array
 from funcnet.ops.losses_dice import check_dice_args, dice_value
 
 __all__ = ["dice_loss", "binary_dice_loss", "multiclass_generalized_dice_loss"]
@@ -21,11 +19,9 @@ def dice_loss(predictions, targets, *, class_weights=None, smooth: float = 1.0,
 def binary_dice_loss(predictions, targets, *, smooth: float = 1.0,
                      apply_sigmoid: bool = True):
     """Reference binary Dice loss."""
-    shape_p, shape_t = _checks.shape_of(predictions), _checks.shape_of(targets)
-    if len(shape_p) == len(shape_t) and shape_p[-1:] != (1,):
-        predictions, targets = as_array(predictions)[..., None], as_array(targets)[..., None]
     return dice_value(*check_dice_args("binary_dice_loss", predictions, targets, None,
-                                       smooth, 0.5, 0.5, apply_sigmoid, "mean", False, None))
+                                       smooth, 0.5, 0.5, apply_sigmoid, "mean", False, None,
+                                       binary=True))
 
 
 def multiclass_generalized_dice_loss(predictions, targets, *, smooth: float = 1.0,
