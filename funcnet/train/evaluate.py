@@ -13,8 +13,8 @@ from funcnet.train import sharding
 from funcnet.train._cache import compile_cache
 from funcnet.train._checks import (check_labels, check_mesh, check_model_args, check_pair,
                                    num_rows, trace_outputs)
-from funcnet.train.metrics import (cast_floating, check_per_example_loss, default_metrics,
-                                    per_example)
+from funcnet.train.metrics import (cast_floating, check_per_example_loss, class_labels,
+                                    default_metrics, per_example)
 
 __all__ = ["evaluate"]
 
@@ -22,24 +22,46 @@ __all__ = ["evaluate"]
 @compile_cache(maxsize=64)
 def _eval_batch(model, loss_fn: Callable, metrics_fn: Callable, compute_dtype, mesh,
                 layout=None):
-    """Jitted ``(params, state, x, y, mask) -> {name: sum over the unmasked examples}``;
-    on a mesh, params and state replicated except where ``layout``
-    (:func:`funcnet.train.sharding.layout`) keeps a caller's sharding."""
+    """Jitted ``(params, state, x, y, mask) -> ({name: sum over the unmasked examples},
+    the metrics' total weight)``: the loss counts each example once, the metrics each
+    example by its weight (:func:`kept_per_example`); on a mesh, params and state
+    replicated except where ``layout`` (:func:`funcnet.train.sharding.layout`) keeps a
+    caller's sharding."""
 
     def run(params, state, x, y, mask):
         logits, _ = model.apply(cast_floating(params, compute_dtype), state,
                                 cast_floating(x, compute_dtype), train=False)
         if compute_dtype is not None:
             logits = logits.astype(jnp.float32)
-        values = {"loss": per_example(loss_fn, logits, y),
-                  **(per_example(metrics_fn, logits, y) or {})}
-        return {k: jnp.sum(v * mask.astype(v.dtype)) for k, v in values.items()}
+        rows = mask.astype(jnp.float32)
+        counts = rows * kept_per_example(y, rows.shape[0])
+        metrics = per_example(metrics_fn, logits, y) or {}
+        loss = per_example(loss_fn, logits, y)
+        sums = {"loss": jnp.sum(loss * rows.astype(loss.dtype)),
+                **{k: jnp.sum(v * counts.astype(v.dtype)) for k, v in metrics.items()}}
+        return sums, jnp.sum(counts)
 
     if mesh is None:
         return jax.jit(run)
     rep, rows = sharding.replicated(mesh), sharding.batch_sharding(mesh)
     weights = (rep, rep) if layout is None else jax.tree_util.tree_unflatten(*layout)
     return jax.jit(run, in_shardings=(*weights, rows, rows, rows), out_shardings=rep)
+
+
+def kept_per_example(y, n: int) -> jax.Array:
+    """``(N,)`` float32 weight of each example in :func:`evaluate`'s metrics: 1, or for a
+    dict of targets with a ``"mask"`` (padded sequence labels ``{"labels", "mask"}``) the
+    number of its true entries (the sum of its values for a float mask of weights).
+
+    A metric of such targets is a mean over the kept entries (``accuracy(...,
+    where=mask)``), so weighting each example's value by its count gives the mean over
+    every kept entry of the set: the token accuracy, not the mean of each sequence's
+    accuracy, and a sequence with nothing kept does not count."""
+    kept = class_labels(y)[1]
+    if kept is None:
+        return jnp.ones((n,), jnp.float32)
+    kept = jnp.asarray(kept).astype(jnp.float32)
+    return jnp.sum(kept.reshape(n, -1), axis=1)
 
 
 def evaluate(model, params, state, x, y, batch_size: int = 1024, *,
@@ -49,8 +71,13 @@ def evaluate(model, params, state, x, y, batch_size: int = 1024, *,
 
     Runs one jitted function per batch of ``batch_size`` (compiled once per model and
     batch shape); the last, partial batch is padded and its padding masked out, so every
-    example counts exactly once (the loss and the metrics are evaluated per example and
-    averaged over the ``N`` examples).
+    example counts exactly once: the loss and the metrics are evaluated per example and
+    averaged over the ``N`` examples. For padded sequence labels, ``y = {"labels": (N,
+    T), "mask": (N, T)}``, each example's metrics are weighted by its count of true
+    ``"mask"`` entries, so a masked accuracy comes out over every kept token of the set
+    (not as the mean of each sequence's accuracy); the loss stays the per-example mean,
+    which for a row-masked loss (``softmax_cross_entropy(..., where=mask)``: kept
+    tokens summed over all ``N*T``) is the loss of the whole set, as in training.
 
     Args:
       model: a :class:`funcnet.nn.Layer`.
@@ -72,7 +99,8 @@ def evaluate(model, params, state, x, y, batch_size: int = 1024, *,
         sharding (see :func:`funcnet.train.fit`).
 
     Returns:
-      ``{"loss": float, **metrics}`` (Python floats, means over the N examples).
+      ``{"loss": float, **metrics}`` (Python floats, means over the N examples; the
+      metrics of a dict ``y`` with a ``"mask"``: means over its true entries, 0 if none).
 
     Raises:
       ValueError: ``x`` and ``y`` have different numbers of rows, ``batch_size`` < 1,
@@ -110,6 +138,7 @@ def evaluate_checked(model, params, state, x, y, batch_size, loss_fn, metrics_fn
         rows = sharding.batch_sharding(mesh)
     run = _eval_batch(model, loss_fn, metrics_fn, compute_dtype, mesh, layout)
     totals: dict = {}
+    weight = 0.0
     for start in range(0, n, batch_size):
         idx = np.arange(start, start + batch_size)
         mask = (idx < n).astype(np.float32)
@@ -117,8 +146,16 @@ def evaluate_checked(model, params, state, x, y, batch_size, loss_fn, metrics_fn
         batch = (take_rows(x, idx), take_rows(y, idx), mask)
         if mesh is not None:
             batch = sharding.put_batch(batch, rows)
-        sums = run(params, state, *batch)
+        sums, kept = run(params, state, *batch)
+        weight = weight + kept
         for k, v in sums.items():
             totals[k] = totals.get(k, 0.0) + v
-    host = sharding.to_host(totals)
-    return {k: float(host[k]) / n for k in ["loss"] + sorted(k for k in host if k != "loss")}
+    host, weight = sharding.to_host((totals, weight))
+    weight = float(weight)
+
+    def mean(k):   # the loss per example; the metrics per kept entry (0 if none)
+        if k == "loss":
+            return float(host[k]) / n
+        return float(host[k]) / weight if weight > 0 else 0.0
+
+    return {k: mean(k) for k in ["loss"] + sorted(k for k in host if k != "loss")}

@@ -197,7 +197,8 @@ def fit(model, params, state, opt, data, epochs: int, *, batch_size: int | None 
     ``{"labels": (N, T) with -100 in the padding, "mask": (N, T)}``): batched alike, and
     ``loss_fn`` / ``metrics_fn`` get the dict; its ``"labels"`` entry, when it holds
     class indices, is range-checked where its ``"mask"`` entry is true, and the default
-    metrics are its accuracy there. ``prefetch``: on an accelerator
+    metrics are its accuracy there (in the ``eval_`` logs over every kept entry of
+    ``eval_data``: see :func:`evaluate`). ``prefetch``: on an accelerator
     (default 2) a background thread copies up to that many batches to the device ahead
     of the step; on the CPU (default 0: no thread) the NumPy batches are handed to the
     jitted step as they are, which costs less than the thread overlaps there. A batch

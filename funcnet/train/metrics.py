@@ -21,6 +21,8 @@ over a padded evaluation batch). The default (``metrics_fn=None`` in :func:`trai
 - a dict of targets (``fit``'s ``y = {"labels": ..., "mask": ...}``, padded sequence
   labels): the rule above on its ``"labels"``, counting only the rows where its
   ``"mask"`` is true (:func:`accuracy`'s ``where``); a dict without ``"labels"``: ``{}``.
+  :func:`funcnet.train.evaluate` weighs each example's metrics by its count of true
+  ``"mask"`` entries, so they come out over every kept entry of the set.
 """
 from __future__ import annotations
 
@@ -106,15 +108,16 @@ def accuracy(logits, labels, where=None, *, k: int = 1) -> jax.Array:
     is among the ``k`` largest logits, top-``k`` accuracy), a float32 scalar.
 
     With ``where`` (e.g. the mask of padded sequence labels), the fraction of the kept
-    rows: ``sum(correct * where) / max(sum(where), 1)``, so masked rows (whatever their
-    label, ``-100`` included) never count, and a batch without a kept row gives 0.
+    rows: ``sum(correct * where) / sum(where)``, so masked rows (whatever their label,
+    ``-100`` included) never count, and a batch without a kept row gives 0. A float
+    ``where`` weighs each row by its value (non-negative weights).
 
     Args:
       logits: ``(..., C)`` scores, e.g. ``(N, C)`` or ``(N, T, C)``.
       labels: ``logits.shape[:-1]`` int class indices or ``logits``-shaped one-hot /
         probabilities.
-      where: optional bool (or 0/1) mask of shape ``logits.shape[:-1]``: the rows that
-        count.
+      where: optional bool mask (or non-negative float weights) of shape
+        ``logits.shape[:-1]``: the rows that count.
       k: static int in ``[1, C]``, keyword-only (default 1).
 
     Returns:
@@ -133,7 +136,8 @@ def accuracy(logits, labels, where=None, *, k: int = 1) -> jax.Array:
                          f"logits' shape without the class axis {hits.shape} (logits "
                          f"{tuple(jnp.shape(logits))})")
     kept = jnp.asarray(where).astype(jnp.float32)
-    return jnp.sum(hits * kept) / jnp.maximum(jnp.sum(kept), 1.0)
+    total = jnp.sum(kept)
+    return jnp.sum(hits * kept) / jnp.where(total > 0, total, 1.0)
 
 
 def classification_metrics(logits, labels, where=None) -> dict:

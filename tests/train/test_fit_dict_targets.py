@@ -85,19 +85,51 @@ def test_the_scan_and_per_step_paths_and_a_loader_are_one_run():
     assert set(yb) == {"labels", "mask"} and yb["labels"].shape == yb["mask"].shape == (16, T)
 
 
-def test_evaluate_equals_the_whole_set_at_once():
+def _trained_tagger():
+    params, state = tagger_params()
+    return train.fit(TAGGER, params, state, ADAM, (TOKENS, TARGETS), 1, **SEQ)[:2]
+
+
+@pytest.mark.parametrize("metrics_fn", [masked_metrics, None])
+def test_evaluate_equals_the_whole_set_at_once(metrics_fn):
     """The row-masked loss is the mean over all N*T tokens of the kept ones' losses, so
     its per-example mean over N sequences (a padded last batch included) is the loss of
-    the whole set; the accuracy is the mean of each sequence's masked accuracy."""
-    params, state = tagger_params()
-    params, state, *_ = train.fit(TAGGER, params, state, ADAM, (TOKENS, TARGETS), 1, **SEQ)
+    the whole set; the accuracy is over every kept token of the set (each sequence
+    weighted by its kept tokens), not the mean of each sequence's accuracy."""
+    params, state = _trained_tagger()
     got = train.evaluate(TAGGER, params, state, TOKENS, TARGETS, batch_size=40,
-                         loss_fn=masked_loss, metrics_fn=masked_metrics)
+                         loss_fn=masked_loss, metrics_fn=metrics_fn)
     logits, _ = TAGGER.apply(params, state, TOKENS)
-    hits = np.asarray(jnp.argmax(logits, -1)) == TARGETS["labels"]
-    per_sequence = (hits & TARGETS["mask"]).sum(1) / TARGETS["mask"].sum(1)
+    hits = (np.asarray(jnp.argmax(logits, -1)) == TARGETS["labels"]) & TARGETS["mask"]
+    per_sequence = hits.sum(1) / TARGETS["mask"].sum(1)
     assert got["loss"] == pytest.approx(float(masked_loss(logits, TARGETS)), rel=1e-5)
-    assert got["accuracy"] == pytest.approx(per_sequence.mean(), rel=1e-5)
+    assert got["accuracy"] == pytest.approx(hits.sum() / TARGETS["mask"].sum(), rel=1e-6)
+    assert abs(got["accuracy"] - per_sequence.mean()) > 1e-3     # the two differ here
+
+
+def test_evaluate_counts_each_kept_token_once_whatever_the_batching():
+    """Sequences with nothing kept add nothing (not a 0 accuracy); a float mask weighs
+    each entry by its value; the batch size (padded last batch) and a mesh of one device
+    change nothing; a set with nothing kept reports 0."""
+    params, state = _trained_tagger()
+    mask = TARGETS["mask"].copy()
+    mask[::3] = False                                    # a third of the sequences empty
+    targets = {**TARGETS, "mask": mask}
+    logits, _ = TAGGER.apply(params, state, TOKENS)
+    hits = (np.asarray(jnp.argmax(logits, -1)) == TARGETS["labels"]) & mask
+    runs = [train.evaluate(TAGGER, params, state, TOKENS, targets, batch_size=b,
+                           loss_fn=masked_loss, metrics_fn=masked_metrics, mesh=m)
+            for b, m in ((96, None), (7, None), (40, jax.make_mesh((1,), ("data",))))]
+    for got in runs:
+        assert got["accuracy"] == pytest.approx(hits.sum() / mask.sum(), rel=1e-6)
+    weights = np.where(mask, np.linspace(0.5, 2.0, T, dtype=np.float32), 0.0)
+    got = train.evaluate(TAGGER, params, state, TOKENS, {**TARGETS, "mask": weights},
+                         batch_size=40, loss_fn=lambda lg, t: masked_loss(
+                             lg, {**t, "mask": t["mask"] > 0}), metrics_fn=masked_metrics)
+    assert got["accuracy"] == pytest.approx((hits * weights).sum() / weights.sum(), rel=1e-6)
+    none = train.evaluate(TAGGER, params, state, TOKENS, {**TARGETS, "mask": mask & False},
+                          loss_fn=masked_loss, metrics_fn=masked_metrics)
+    assert none == {"loss": 0.0, "accuracy": 0.0}
 
 
 def test_default_metrics_of_a_dict_are_the_masked_accuracy_of_its_labels():
