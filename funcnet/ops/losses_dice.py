@@ -72,10 +72,11 @@ def activate(x, activation):
 
 
 def generalized_weights(targets):
-    """``(w, u)``: ``w_c = C u_c / sum_k u_k`` with ``u_c = 1 / (F_c^2 + 1e-7)``."""
+    """``(w, u, F)``: ``w_c = C u_c / sum_k u_k`` with ``u_c = 1 / (F_c^2 + 1e-7)`` and
+    ``F_c`` the class's total target mass (kept for the backward pass's ``dw / dt``)."""
     f = jnp.sum(targets, axis=tuple(range(targets.ndim - 1)))
     u = 1.0 / (f * f + _GENERALIZED_EPS)
-    return u * (targets.shape[-1] / jnp.sum(u)), u
+    return u * (targets.shape[-1] / jnp.sum(u)), u, f
 
 
 def classwise(v, ndim: int):
@@ -84,15 +85,17 @@ def classwise(v, ndim: int):
 
 
 def dice_parts(pred, targets, weights, cfg: DiceConfig):
-    """``(weighted per-(example, class) loss, p, num, den, w)``; ``w`` laid out
-    class-wise for the per-(example, class) terms."""
+    """``(weighted per-(example, class) loss, p, num, den, w, generalized)``; ``w`` laid
+    out class-wise for the per-(example, class) terms; ``generalized`` is
+    :func:`generalized_weights` of the targets (``None`` unless ``cfg.generalized``)."""
     p = activate(pred, cfg.activation)
     inter = jnp.sum(p * targets, axis=cfg.axes)
     num = inter + cfg.smooth
     den = (inter + cfg.alpha * (jnp.sum(p, axis=cfg.axes) - inter)
            + cfg.beta * (jnp.sum(targets, axis=cfg.axes) - inter) + cfg.smooth)
-    w = classwise(generalized_weights(targets)[0] if cfg.generalized else weights, num.ndim)
-    return (1.0 - num / den) * w, p, num, den, w
+    generalized = generalized_weights(targets) if cfg.generalized else None
+    w = classwise(weights if generalized is None else generalized[0], num.ndim)
+    return (1.0 - num / den) * w, p, num, den, w, generalized
 
 
 def class_scale(per, cfg: DiceConfig):
@@ -122,7 +125,7 @@ def _dice_fwd(pred, targets, weights, cfg):
 
 def _dice_bwd(cfg, res, g):
     pred, targets, weights = res
-    per, p, num, den, w = dice_parts(pred, targets, weights, cfg)
+    per, p, num, den, w, generalized = dice_parts(pred, targets, weights, cfg)
     gd = g * class_scale(per, cfg)                     # d L / d per, (rest..., C)
     g_num, g_den = -gd * w / den, gd * w * num / (den * den)
     g_inter = g_num + g_den * (1.0 - cfg.alpha - cfg.beta)
@@ -139,11 +142,10 @@ def _dice_bwd(cfg, res, g):
     else:
         dz = dp
     g_w = jnp.sum(gd * (1.0 - num / den), axis=tuple(range(per.ndim - 1)))   # dL / dw_c
-    if cfg.generalized:   # w = C u / sum u, u = 1 / (F^2 + eps), F = sum_{rows} t
-        _, u = generalized_weights(targets)
+    if generalized is not None:   # w = C u / sum u, u = 1 / (F^2 + eps), F = sum_rows t
+        _, u, f = generalized
         total = jnp.sum(u)
         g_u = w.shape[-1] * (g_w / total - jnp.sum(g_w * u) / (total * total))
-        f = jnp.sum(targets, axis=tuple(range(targets.ndim - 1)))
         dt = dt + classwise(g_u * (-2.0 * f * u * u), dt.ndim)
         return dz, dt, jnp.zeros_like(weights)
     return dz, dt, g_w
