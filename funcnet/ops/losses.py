@@ -190,22 +190,28 @@ def check_softmax_cross_entropy_args(fn: str, logits, labels, axis=-1, where=Non
     leaves out have logits 0 and, for probability labels, labels 0 (their loss and
     gradient are 0); ``keep`` is ``None``, or for index labels with ``where`` the
     ``(...)`` bool mask of the rows that count. ``label_smoothing`` is a Python float in
-    ``[0, 1)``, already applied to probability labels (returned as 0.0 for them)."""
+    ``[0, 1)``, or a traced scalar (:func:`is_traced`: a ``vmap`` sweep; checked only for
+    its shape and dtype), already applied to probability labels (returned as 0.0 for
+    them)."""
     if isinstance(axis, (float, np.floating)):   # the argument order before optax's
         raise TypeError(f"{fn}: axis must be an int or a tuple of ints, got {axis!r}; "
                         "label smoothing is keyword-only (as optax's third argument is "
                         "axis): softmax_cross_entropy(logits, labels, "
                         f"label_smoothing={axis!r})")
-    a = _checks.static_float(fn, "label_smoothing", label_smoothing, 0.0, 1.0,
-                             high_inclusive=False)
+    if is_traced(label_smoothing):
+        _checks.check_hyperparameter(fn, "label_smoothing", label_smoothing)
+        a = label_smoothing
+    else:
+        a = _checks.static_float(fn, "label_smoothing", label_smoothing, 0.0, 1.0,
+                                 high_inclusive=False)
     logits, labels, classes, keep = _classes_last(fn, logits, labels, axis, where)
     logits, labels, is_index = check_class_labels(fn, "logits", logits, labels,
                                                   allow_probs=True)
-    if not is_index and a:
-        labels, a = smooth_labels(labels, a), 0.0
+    if not is_index and (is_traced(a) or a):
+        labels, a = smooth_labels(labels, jnp.asarray(a).astype(labels.dtype)), 0.0
     if keep is None:
         return logits, labels, is_index, a, None
-    if a and classes is not None:
+    if (is_traced(a) or a) and classes is not None:
         raise ValueError(f"{fn}: label_smoothing {a} with a mask of classes (where of the "
                          "logits' shape) is not defined: smooth over the kept classes "
                          "yourself and pass probability labels")
@@ -266,7 +272,10 @@ def softmax_cross_entropy(logits, labels, axis=-1, where=None, *,
         have the logits' shape without them. The third positional argument, as in optax.
       where: optional bool mask of the logits' shape (classes) or of the logits' shape
         without the class axes (rows).
-      label_smoothing: keyword-only static Python float ``a`` in ``[0, 1)``.
+      label_smoothing: keyword-only Python float ``a`` in ``[0, 1)``, or a traced
+        scalar (``jax.vmap`` over smoothing values, a jitted function's argument): the
+        same loss, as ``(1 - a) L(0) + a L(1)`` of the two static rules, with ``dL/da``;
+        its range is then the caller's to keep (with a mask of classes it is refused).
 
     Returns:
       Scalar mean loss, of the (promoted) logits' dtype.
@@ -274,12 +283,12 @@ def softmax_cross_entropy(logits, labels, axis=-1, where=None, *,
     Raises:
       ValueError: labels shape is neither the logits' shape without the class axes nor
         the logits' shape; an empty batch or ``C == 0``; concrete labels outside ``[0,
-        C)`` in a kept row; ``label_smoothing`` NaN or outside ``[0, 1)``; ``axis`` out of
-        range or repeated; ``where`` of another shape; ``label_smoothing`` with a mask of
-        classes.
+        C)`` in a kept row; ``label_smoothing`` NaN or outside ``[0, 1)``, or traced
+        and not a scalar; ``axis`` out of range or repeated; ``where`` of another shape;
+        ``label_smoothing`` with a mask of classes.
       TypeError: float labels shaped like indices, non-floating logits, bool labels, a
-        ``label_smoothing`` that is not a Python number (e.g. a traced array), a
-        non-bool ``where``, an ``axis`` that is not an int or a tuple of ints (a float
+        ``label_smoothing`` that is not a number or a scalar tracer, a non-bool
+        ``where``, an ``axis`` that is not an int or a tuple of ints (a float
         there, e.g. ``softmax_cross_entropy(x, y, 0.1)``, names ``label_smoothing=`` in
         the message).
 
@@ -289,9 +298,29 @@ def softmax_cross_entropy(logits, labels, axis=-1, where=None, *,
         "softmax_cross_entropy", logits, labels, axis, where, label_smoothing)
     if not is_index:
         return _sce_probs(logits, labels)
+    if is_traced(a):   # linear in a: the rules of a = 0 and a = 1, mixed
+        return smoothing_mix(a, *(_sce_index_rows(logits, labels, keep, b) if keep is not None
+                                  else _sce_index_smooth(logits, labels, b)
+                                  for b in (0.0, 1.0)))
     if keep is not None:
         return _sce_index_rows(logits, labels, keep, a)
     return _sce_index(logits, labels) if a == 0.0 else _sce_index_smooth(logits, labels, a)
+
+
+def is_traced(value) -> bool:
+    """A hyperparameter given as a tracer (a ``jax.vmap`` sweep, an argument of a jitted
+    function): its value is unknown at trace time, so the ops take it as data."""
+    return isinstance(value, jax.core.Tracer)
+
+
+def smoothing_mix(a, plain, uniform):
+    """``(1 - a) plain + a uniform``: a loss linear in the label smoothing ``a``, from its
+    values at ``a = 0`` (the one-hot targets) and ``a = 1`` (the uniform ones), so that
+    ``dL/dx`` is the mix of the two rules and ``dL/da = uniform - plain``. A ``-inf``
+    logit (a masked class) makes ``uniform`` infinite: it counts only for ``a > 0``."""
+    a = jnp.asarray(a).astype(plain.dtype)
+    uniform = jnp.where((a == 0) & jnp.isinf(uniform), jnp.zeros((), plain.dtype), uniform)
+    return (1 - a) * plain + a * uniform
 
 
 def check_integer_labels(fn: str, labels):
