@@ -13,8 +13,8 @@ from funcnet.train import sharding
 from funcnet.train._cache import compile_cache
 from funcnet.train._checks import (check_labels, check_mesh, check_model_args, check_pair,
                                    num_rows, trace_outputs)
-from funcnet.train.metrics import (cast_floating, check_per_example_loss, class_labels,
-                                    default_metrics, per_example)
+from funcnet.train.metrics import (cast_floating, check_per_example_loss, default_metrics,
+                                    kept_per_example, per_example)
 
 __all__ = ["evaluate"]
 
@@ -46,22 +46,6 @@ def _eval_batch(model, loss_fn: Callable, metrics_fn: Callable, compute_dtype, m
     rep, rows = sharding.replicated(mesh), sharding.batch_sharding(mesh)
     weights = (rep, rep) if layout is None else jax.tree_util.tree_unflatten(*layout)
     return jax.jit(run, in_shardings=(*weights, rows, rows, rows), out_shardings=rep)
-
-
-def kept_per_example(y, n: int) -> jax.Array:
-    """``(N,)`` float32 weight of each example in :func:`evaluate`'s metrics: 1, or for a
-    dict of targets with a ``"mask"`` (padded sequence labels ``{"labels", "mask"}``) the
-    number of its true entries (the sum of its values for a float mask of weights).
-
-    A metric of such targets is a mean over the kept entries (``accuracy(...,
-    where=mask)``), so weighting each example's value by its count gives the mean over
-    every kept entry of the set: the token accuracy, not the mean of each sequence's
-    accuracy, and a sequence with nothing kept does not count."""
-    kept = class_labels(y)[1]
-    if kept is None:
-        return jnp.ones((n,), jnp.float32)
-    kept = jnp.asarray(kept).astype(jnp.float32)
-    return jnp.sum(kept.reshape(n, -1), axis=1)
 
 
 def evaluate(model, params, state, x, y, batch_size: int = 1024, *,

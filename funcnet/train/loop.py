@@ -38,7 +38,7 @@ from funcnet.train.callbacks import (TrainState, call_callback, check_monitors,
 from funcnet.train.epochs import all_finite, compiled
 from funcnet.train.errors import NonFiniteError
 from funcnet.train.evaluate import evaluate_checked
-from funcnet.train.metrics import check_per_example_loss
+from funcnet.train.metrics import KEPT, check_per_example_loss
 from funcnet.train import feed
 from funcnet.train.feed import Prefetcher
 from funcnet.train.progress import EpochProgress
@@ -93,10 +93,19 @@ def _learning_rate(opt, opt_state) -> float | None:
 
 
 def _means(metrics: dict, weights=None) -> dict:
-    """Host means of per-step metrics (weighted by batch rows for iterables), loss first."""
-    order = ["loss"] + sorted(k for k in metrics if k != "loss")
-    return {k: float(np.average(np.asarray(metrics[k], np.float64), weights=weights))
-            for k in order}
+    """Host means of per-step metrics, loss first: weighted by batch rows for iterables,
+    and the metrics of a dict ``y`` with a ``"mask"`` by each step's kept entries (the
+    steps' ``KEPT`` counts; 0 for an epoch without one), as :func:`evaluate` weighs them."""
+    kept = metrics.get(KEPT)
+    order = ["loss"] + sorted(k for k in metrics if k not in ("loss", KEPT))
+
+    def mean(k):
+        w = weights if k == "loss" or kept is None else np.asarray(kept, np.float64)
+        if w is not None and not np.sum(w) > 0:
+            return 0.0
+        return float(np.average(np.asarray(metrics[k], np.float64), weights=w))
+
+    return {k: mean(k) for k in order}
 
 
 def _non_finite(losses: np.ndarray, bad: int, epoch: int, epochs: int, carry,
@@ -197,8 +206,10 @@ def fit(model, params, state, opt, data, epochs: int, *, batch_size: int | None 
     ``{"labels": (N, T) with -100 in the padding, "mask": (N, T)}``): batched alike, and
     ``loss_fn`` / ``metrics_fn`` get the dict; its ``"labels"`` entry, when it holds
     class indices, is range-checked where its ``"mask"`` entry is true, and the default
-    metrics are its accuracy there (in the ``eval_`` logs over every kept entry of
-    ``eval_data``: see :func:`evaluate`). ``prefetch``: on an accelerator
+    metrics are its accuracy there. With a ``"mask"``, every metric (not the loss) is
+    weighted by the kept entries, in each epoch's means of the steps (a step by its
+    batch's true ``"mask"`` entries) and in the ``eval_`` logs (see :func:`evaluate`):
+    a masked accuracy is over every kept token. ``prefetch``: on an accelerator
     (default 2) a background thread copies up to that many batches to the device ahead
     of the step; on the CPU (default 0: no thread) the NumPy batches are handed to the
     jitted step as they are, which costs less than the thread overlaps there. A batch

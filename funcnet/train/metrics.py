@@ -41,6 +41,8 @@ from funcnet.ops.losses import check_softmax_cross_entropy_args
 __all__ = ["accuracy", "cast_floating", "classification_metrics", "correct",
            "default_metrics", "per_example"]
 
+KEPT = "__kept__"   # fit's per-step count of kept target entries (a dict y with a mask)
+
 _PROBABILITY_LOSSES = (ops.softmax_cross_entropy, ops.cross_entropy,
                        ops.poly_loss_cross_entropy, ops.dice_loss,
                        ops.safe_softmax_cross_entropy, reference.safe_softmax_cross_entropy,
@@ -169,6 +171,23 @@ def class_labels(y) -> tuple:
     if isinstance(y, Mapping):
         return y.get("labels"), y.get("mask")
     return y, None
+
+
+def kept_per_example(y, n: int) -> jax.Array:
+    """``(N,)`` float32 weight of each example in the metrics of
+    :func:`funcnet.train.evaluate` (and of ``fit``'s epochs): 1, or for a
+    dict of targets with a ``"mask"`` (padded sequence labels ``{"labels", "mask"}``) the
+    number of its true entries (the sum of its values for a float mask of weights).
+
+    A metric of such targets is a mean over the kept entries (``accuracy(...,
+    where=mask)``), so weighting each example's value by its count gives the mean over
+    every kept entry of the set: the token accuracy, not the mean of each sequence's
+    accuracy, and a sequence with nothing kept does not count."""
+    kept = class_labels(y)[1]
+    if kept is None:
+        return jnp.ones((n,), jnp.float32)
+    kept = jnp.asarray(kept).astype(jnp.float32)
+    return jnp.sum(kept.reshape(n, -1), axis=1)
 
 
 @functools.lru_cache(maxsize=None)

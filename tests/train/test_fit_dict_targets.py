@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from funcnet import data, nn, ops, train
+from funcnet import data, nn, ops, optim, train
 from funcnet.gradcheck import assert_close
 from tests.train._setup import ADAM, BN_MLP, F32, FIT, KEY, init, subset
 
@@ -130,6 +130,27 @@ def test_evaluate_counts_each_kept_token_once_whatever_the_batching():
     none = train.evaluate(TAGGER, params, state, TOKENS, {**TARGETS, "mask": mask & False},
                           loss_fn=masked_loss, metrics_fn=masked_metrics)
     assert none == {"loss": 0.0, "accuracy": 0.0}
+
+
+@pytest.mark.parametrize("scan", [True, False])
+def test_the_epoch_metrics_count_each_kept_token_once(scan):
+    """With the params held still (learning rate 0), an epoch's accuracy is the accuracy
+    over every kept token of the training set (each step weighted by its batch's kept
+    tokens, as evaluate weighs examples), not the mean of the batches' accuracies; the
+    loss stays the mean of the steps' losses; the count never shows in the history."""
+    params, state = tagger_params()
+    mask = TARGETS["mask"] & (np.arange(N) % 3 > 0)[:, None]      # some rows hold none
+    targets = {**TARGETS, "mask": mask}
+    hist = train.fit(TAGGER, params, state, optim.sgd(0.0), (TOKENS, targets), 1,
+                     **{**SEQ, "scan": scan})[3]
+    logits, _ = TAGGER.apply(params, state, TOKENS)
+    hits = (np.asarray(jnp.argmax(logits, -1)) == TARGETS["labels"]) & mask
+    order = data.epoch_batches(np.arange(N), np.arange(N), 16, data.epoch_keys(KEY, 0)[0])[0]
+    per_batch = [hits[i].sum() / mask[i].sum() for i in np.asarray(order)]
+    assert hist["accuracy"][0] == pytest.approx(hits.sum() / mask.sum(), rel=1e-6)
+    assert abs(hist["accuracy"][0] - np.mean(per_batch)) > 1e-3   # the two differ here
+    assert hist["loss"][0] == pytest.approx(float(masked_loss(logits, targets)), rel=1e-5)
+    assert set(hist) == {"epoch", "loss", "accuracy", "learning_rate", "epoch_time"}
 
 
 def test_default_metrics_of_a_dict_are_the_masked_accuracy_of_its_labels():
