@@ -317,6 +317,13 @@ def static_float(fn: str, name: str, value, low: float | None = None,
     return v
 
 
+def is_traced(value) -> bool:
+    """A hyperparameter given as a tracer (a ``jax.vmap`` sweep, an argument of a jitted
+    function): its value is unknown at trace time, so an op that accepts one takes it as
+    data instead of choosing its program by it."""
+    return isinstance(value, jax.core.Tracer)
+
+
 def check_hyperparameter(fn: str, name: str, value, low: float | None = None,
                          high: float | None = None, *, low_inclusive: bool = True,
                          high_inclusive: bool = True) -> None:

@@ -30,6 +30,7 @@ from funcnet.ops._labels import (check_class_labels, mask_log, num_rows, one_hot
 from funcnet.ops._mode import has_twin
 from funcnet.ops._mesh import defvjp
 from funcnet.ops.activations import stable_log_softmax
+from funcnet.ops.smoothing import smoothed, smoothing_mix
 
 
 # ---------------------------------------------------------------- softmax cross-entropy
@@ -120,11 +121,6 @@ def _sce_index_rows_bwd(a, res, g):
 defvjp(_sce_index_rows, _sce_index_rows_fwd, _sce_index_rows_bwd)
 
 
-def smooth_labels(labels, a: float):
-    """Probability labels ``(..., C)`` smoothed: ``(1 - a) t + a / C`` (optax.smooth_labels)."""
-    return (1 - a) * labels + a / labels.shape[-1]
-
-
 @jax.custom_vjp
 def _sce_probs(logits, labels):
     logp = class_log_probs(logits)
@@ -190,7 +186,7 @@ def check_softmax_cross_entropy_args(fn: str, logits, labels, axis=-1, where=Non
     leaves out have logits 0 and, for probability labels, labels 0 (their loss and
     gradient are 0); ``keep`` is ``None``, or for index labels with ``where`` the
     ``(...)`` bool mask of the rows that count. ``label_smoothing`` is a Python float in
-    ``[0, 1)``, or a traced scalar (:func:`is_traced`: a ``vmap`` sweep; checked only for
+    ``[0, 1)``, or a traced scalar (:func:`funcnet._checks.is_traced`: a ``vmap`` sweep; checked only for
     its shape and dtype), already applied to probability labels (returned as 0.0 for
     them)."""
     if isinstance(axis, (float, np.floating)):   # the argument order before optax's
@@ -198,7 +194,7 @@ def check_softmax_cross_entropy_args(fn: str, logits, labels, axis=-1, where=Non
                         "label smoothing is keyword-only (as optax's third argument is "
                         "axis): softmax_cross_entropy(logits, labels, "
                         f"label_smoothing={axis!r})")
-    if is_traced(label_smoothing):
+    if _checks.is_traced(label_smoothing):
         _checks.check_hyperparameter(fn, "label_smoothing", label_smoothing)
         a = label_smoothing
     else:
@@ -207,11 +203,12 @@ def check_softmax_cross_entropy_args(fn: str, logits, labels, axis=-1, where=Non
     logits, labels, classes, keep = _classes_last(fn, logits, labels, axis, where)
     logits, labels, is_index = check_class_labels(fn, "logits", logits, labels,
                                                   allow_probs=True)
-    if not is_index and (is_traced(a) or a):
-        labels, a = smooth_labels(labels, jnp.asarray(a).astype(labels.dtype)), 0.0
+    if not is_index and (_checks.is_traced(a) or a):
+        a = jnp.asarray(a).astype(labels.dtype) if _checks.is_traced(a) else a
+        labels, a = smoothed(labels, a, labels.shape[-1]), 0.0
     if keep is None:
         return logits, labels, is_index, a, None
-    if (is_traced(a) or a) and classes is not None:
+    if (_checks.is_traced(a) or a) and classes is not None:
         raise ValueError(f"{fn}: label_smoothing {a} with a mask of classes (where of the "
                          "logits' shape) is not defined: smooth over the kept classes "
                          "yourself and pass probability labels")
@@ -298,29 +295,13 @@ def softmax_cross_entropy(logits, labels, axis=-1, where=None, *,
         "softmax_cross_entropy", logits, labels, axis, where, label_smoothing)
     if not is_index:
         return _sce_probs(logits, labels)
-    if is_traced(a):   # linear in a: the rules of a = 0 and a = 1, mixed
+    if _checks.is_traced(a):   # linear in a: the rules of a = 0 and a = 1, mixed
         return smoothing_mix(a, *(_sce_index_rows(logits, labels, keep, b) if keep is not None
                                   else _sce_index_smooth(logits, labels, b)
                                   for b in (0.0, 1.0)))
     if keep is not None:
         return _sce_index_rows(logits, labels, keep, a)
     return _sce_index(logits, labels) if a == 0.0 else _sce_index_smooth(logits, labels, a)
-
-
-def is_traced(value) -> bool:
-    """A hyperparameter given as a tracer (a ``jax.vmap`` sweep, an argument of a jitted
-    function): its value is unknown at trace time, so the ops take it as data."""
-    return isinstance(value, jax.core.Tracer)
-
-
-def smoothing_mix(a, plain, uniform):
-    """``(1 - a) plain + a uniform``: a loss linear in the label smoothing ``a``, from its
-    values at ``a = 0`` (the one-hot targets) and ``a = 1`` (the uniform ones), so that
-    ``dL/dx`` is the mix of the two rules and ``dL/da = uniform - plain``. A ``-inf``
-    logit (a masked class) makes ``uniform`` infinite: it counts only for ``a > 0``."""
-    a = jnp.asarray(a).astype(plain.dtype)
-    uniform = jnp.where((a == 0) & jnp.isinf(uniform), jnp.zeros((), plain.dtype), uniform)
-    return (1 - a) * plain + a * uniform
 
 
 def check_integer_labels(fn: str, labels):

@@ -30,6 +30,17 @@ def smoothed(labels, alpha: float, count):
     return (1.0 - alpha) * labels + alpha / count
 
 
+def smoothing_mix(a, plain, uniform):
+    """``(1 - a) plain + a uniform`` for a traced smoothing ``a``: a value linear in it
+    (the smoothed labels, a loss of them), from its values at ``a = 0`` (the labels as
+    they are) and ``a = 1`` (the uniform ones), each by its static rule, so that the
+    input gradients mix the two rules and ``d/da = uniform - plain``. A ``-inf`` logit
+    (a masked class) makes a loss's ``uniform`` infinite: it counts only for ``a > 0``."""
+    a = jnp.asarray(a).astype(plain.dtype)
+    uniform = jnp.where((a == 0) & jnp.isinf(uniform), jnp.zeros((), plain.dtype), uniform)
+    return (1 - a) * plain + a * uniform
+
+
 @partial(jax.custom_vjp, nondiff_argnums=(1,))
 def _smooth(labels, alpha, count):
     return smoothed(labels, alpha, count)
@@ -52,7 +63,11 @@ def check_smooth_labels_args(labels, alpha, axis, where):
     fn = "smooth_labels"
     _checks.check_float(fn, "labels", labels)
     labels = as_array(labels)
-    alpha = _checks.static_float(fn, "alpha", alpha, 0.0, 1.0)
+    if _checks.is_traced(alpha):
+        _checks.check_hyperparameter(fn, "alpha", alpha)
+        alpha = jnp.asarray(alpha).astype(labels.dtype)
+    else:
+        alpha = _checks.static_float(fn, "alpha", alpha, 0.0, 1.0)
     _checks.check_min_rank(fn, "labels", labels, 1)
     _, axes = _checks.row_axes(fn, axis, labels.ndim)
     if where is None:
@@ -76,7 +91,9 @@ def smooth_labels(labels, alpha: float, *, axis=-1, where=None):
 
     Args:
       labels: floating one-hot / probabilities ``(..., C)``.
-      alpha: static Python float in ``[0, 1]``.
+      alpha: Python float in ``[0, 1]``, or a traced scalar (a ``jax.vmap`` sweep, as
+        optax's): then ``(1 - alpha) t + alpha / K`` with ``d/dalpha = 1/K - t``, its
+        range the caller's to keep.
       axis: static int or tuple of ints, the class axes (default the last).
       where: optional bool mask of the labels' shape: the classes each row counts.
 
@@ -84,7 +101,11 @@ def smooth_labels(labels, alpha: float, *, axis=-1, where=None):
       The smoothed labels, the labels' shape and dtype.
 
     Raises:
-      TypeError: non-floating labels, a non-static ``alpha``, a bad ``axis`` or ``where``.
+      TypeError: non-floating labels, an ``alpha`` that is not a number or a scalar
+        tracer, a bad ``axis`` or ``where``.
       ValueError: ``alpha`` outside ``[0, 1]``, a scalar, ``where`` of another shape.
     """
-    return _smooth(*check_smooth_labels_args(labels, alpha, axis, where))
+    labels, alpha, count = check_smooth_labels_args(labels, alpha, axis, where)
+    if _checks.is_traced(alpha):   # linear in alpha: the rules of alpha = 0 and 1, mixed
+        return smoothing_mix(alpha, _smooth(labels, 0.0, count), _smooth(labels, 1.0, count))
+    return _smooth(labels, alpha, count)

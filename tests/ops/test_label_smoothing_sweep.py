@@ -1,13 +1,15 @@
-"""softmax_cross_entropy's ``label_smoothing`` as a traced scalar: a ``jax.vmap`` sweep over
-smoothing values (or a jitted function's argument) equals the static calls one by one,
-values and gradients, for index and probability labels, row masks and class axes; its
-``dL/da`` equals the twin's and central differences (float64); a masked class's ``-inf``
+"""softmax_cross_entropy's ``label_smoothing`` and smooth_labels' ``alpha`` as traced
+scalars: a ``jax.vmap`` sweep over smoothing values (or a jitted function's argument)
+equals the static calls one by one, values and gradients, for index and probability
+labels, row masks and class axes; ``d/da`` equals the twin's and central differences
+(float64), and optax's ``smooth_labels`` under the same sweep; a masked class's ``-inf``
 logit counts only for ``a > 0``; a sweep through ``train.train_step``; errors."""
 import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from funcnet import nn, ops, optim, train
@@ -108,3 +110,20 @@ def test_a_sweep_of_training_steps_in_one_vmap():
 def test_a_traced_smoothing_is_checked(a, kw, exc, match):
     with pytest.raises(exc, match=match):
         jax.jit(lambda s: ops.softmax_cross_entropy(X, Y, label_smoothing=s, **kw))(a)
+
+
+@pytest.mark.parametrize("kw", [{}, {"axis": 0}, {"where": np.arange(30).reshape(6, 5) % 4 > 0}],
+                         ids=["last", "axis0", "where"])
+def test_smooth_labels_takes_a_traced_alpha(kw):
+    t = jax.nn.softmax(X)
+    ct = jnp.asarray(rand((6, 5), 7))
+    got = jax.vmap(lambda a: (ops.smooth_labels(t, a, **kw),
+                              jax.vjp(lambda u: ops.smooth_labels(u, a, **kw), t)[1](ct)))(A)
+    for i, a in enumerate(A):
+        value, vjp = jax.vjp(lambda u, a=a: ops.smooth_labels(u, float(a), **kw), t)
+        assert_close((got[0][i], got[1][0][i]), (value, vjp(ct)[0]), 1e-15, str(a))
+    with jax.numpy_dtype_promotion("standard"):
+        want = jax.vmap(lambda a: optax.smooth_labels(t, a, **kw))(A)
+    assert_close(got[0], want, 1e-14, "optax")
+    check_vjp(lambda u, a: ops.smooth_labels(u, a, **kw),
+              lambda u, a: R.smooth_labels(u, a, **kw), (t, jnp.asarray(0.3)), seed=4)

@@ -18,8 +18,8 @@ from funcnet.ops._labels import mask_log, num_rows, one_hot, take_labels, valid_
 from funcnet.ops.activations import check_softmax_args, stable_log_softmax, stable_softmax
 from funcnet.ops.linear import check_affine_args, check_matmul_args
 from funcnet.ops.losses import (check_cross_entropy_args, check_integer_labels,
-                                check_multiclass_hinge_args, check_softmax_cross_entropy_args,
-                                is_traced, smoothing_mix)
+                                check_multiclass_hinge_args, check_softmax_cross_entropy_args)
+from funcnet.ops.smoothing import smoothing_mix
 from funcnet.ops.losses_elementwise import (check_binary_cross_entropy_args,
                                             check_elementwise_args, clip_bounds)
 from funcnet.ops.normalization import check_batch_norm_args
@@ -78,7 +78,7 @@ def softmax_cross_entropy(logits, labels, axis=-1, where=None, *,
     if not is_index:   # smoothing and where already applied to the labels
         return -jnp.sum(labels * mask_log(labels, logp)) / num_rows(logits)
     rows = -take_labels(logp, labels)
-    if is_traced(a):   # per row, as the op mixes its means
+    if _checks.is_traced(a):   # per row, as the op mixes its means
         rows = smoothing_mix(a, rows, -jnp.sum(logp, axis=-1) / logp.shape[-1])
     elif a:   # (1 - a) one-hot + a / C, without building the one-hot row
         rows = (1 - a) * rows - a / logp.shape[-1] * jnp.sum(logp, axis=-1)
