@@ -267,6 +267,8 @@ def test_accuracy_where_counts_the_kept_rows_only():
     assert float(train.accuracy(logits, labels, where=mask)) == pytest.approx(3 / 4)
     assert float(train.accuracy(logits, labels, where=jnp.zeros_like(mask))) == 0.0
     assert float(train.accuracy(logits[:, :2], labels[:, :2])) == pytest.approx(3 / 4)
+    weights = jnp.array([[0.1, 0.2, 0.3], [0.05, 0.0, 0.0]])        # sum < 1: no clipping
+    assert float(train.accuracy(logits, labels, where=weights)) == pytest.approx(0.35 / 0.65)
 
 
 def test_a_resume_is_the_same_run_and_other_targets_are_refused(tmp_path):
