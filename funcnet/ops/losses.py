@@ -186,9 +186,8 @@ def check_softmax_cross_entropy_args(fn: str, logits, labels, axis=-1, where=Non
     leaves out have logits 0 and, for probability labels, labels 0 (their loss and
     gradient are 0); ``keep`` is ``None``, or for index labels with ``where`` the
     ``(...)`` bool mask of the rows that count. ``label_smoothing`` is a Python float in
-    ``[0, 1)``, or a traced scalar (:func:`funcnet._checks.is_traced`: a ``vmap`` sweep; checked only for
-    its shape and dtype), already applied to probability labels (returned as 0.0 for
-    them)."""
+    ``[0, 1)``, or a traced scalar (a ``vmap`` sweep; checked only for its shape and
+    dtype), already applied to probability labels (returned as 0.0 for them)."""
     if isinstance(axis, (float, np.floating)):   # the argument order before optax's
         raise TypeError(f"{fn}: axis must be an int or a tuple of ints, got {axis!r}; "
                         "label smoothing is keyword-only (as optax's third argument is "

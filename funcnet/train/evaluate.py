@@ -24,9 +24,9 @@ def _eval_batch(model, loss_fn: Callable, metrics_fn: Callable, compute_dtype, m
                 layout=None):
     """Jitted ``(params, state, x, y, mask) -> ({name: sum over the unmasked examples},
     the metrics' total weight)``: the loss counts each example once, the metrics each
-    example by its weight (:func:`kept_per_example`); on a mesh, params and state
-    replicated except where ``layout`` (:func:`funcnet.train.sharding.layout`) keeps a
-    caller's sharding."""
+    example by its weight (:func:`funcnet.train.metrics.kept_per_example`); on a mesh,
+    params and state replicated except where ``layout``
+    (:func:`funcnet.train.sharding.layout`) keeps a caller's sharding."""
 
     def run(params, state, x, y, mask):
         logits, _ = model.apply(cast_floating(params, compute_dtype), state,

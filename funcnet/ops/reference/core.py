@@ -19,11 +19,11 @@ from funcnet.ops.activations import check_softmax_args, stable_log_softmax, stab
 from funcnet.ops.linear import check_affine_args, check_matmul_args
 from funcnet.ops.losses import (check_cross_entropy_args, check_integer_labels,
                                 check_multiclass_hinge_args, check_softmax_cross_entropy_args)
-from funcnet.ops.smoothing import smoothing_mix
 from funcnet.ops.losses_elementwise import (check_binary_cross_entropy_args,
                                             check_elementwise_args, clip_bounds)
 from funcnet.ops.normalization import check_batch_norm_args
 from funcnet.ops.regularization import check_l2_args
+from funcnet.ops.smoothing import smoothing_mix
 
 
 def matmul(x, w):
