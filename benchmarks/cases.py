@@ -12,13 +12,19 @@ Models (all trained with softmax cross-entropy on integer labels and Adam, lr 1e
   ``(N, 28, 28, 1)``.
 * ``rnn``: vanilla tanh RNN ``h_t = tanh(x_t Wx + h_{t-1} Wh + b)``, ``h_0 = 0``, inputs
   time-major ``(T, N, D)``, loss on the last state through ``Dense(out)``.
+* ``lstm``: standard LSTM, gates ``i, f, g, o`` from one product
+  ``x_t Wx + h_{t-1} Wh + b`` of width ``4H`` (``i, f, o`` sigmoid, ``g`` tanh),
+  ``c_t = f * c_{t-1} + i * g``, ``h_t = o * tanh(c_t)``, ``h_0 = c_0 = 0``; inputs and
+  head as for ``rnn`` (``Dense(out)`` on the last ``h``), same dims and batch.
 
 FLOPs are counted analytically for the matrix products and convolutions only (a
 multiply-add counts 2): forward ``2 N D H`` per dense layer, backward ``2 N D H`` for the
 weight gradient and ``2 N D H`` for the input gradient, except that no library computes
 the gradient with respect to the data, so the first layer (and the input projection of
-the RNN) costs ``4 N D H`` instead of ``6 N D H``. Elementwise work, pooling, the loss and
-the optimizer are not counted, so the reported TFLOP/s is a lower bound on the work done.
+the RNN) costs ``4 N D H`` instead of ``6 N D H``. The LSTM counts as the RNN with ``4H``
+outputs per product (per step, input projection ``D -> 4H`` and recurrent ``H -> 4H``).
+Elementwise work, pooling, the loss and the optimizer are not counted, so the reported
+TFLOP/s is a lower bound on the work done.
 """
 from __future__ import annotations
 
@@ -36,7 +42,7 @@ class Case:
 
     Attributes:
       name: case id used on the command line and in the results (``small_mlp``...).
-      model: ``"mlp"``, ``"cnn"`` or ``"rnn"``.
+      model: ``"mlp"``, ``"cnn"``, ``"rnn"`` or ``"lstm"``.
       dtype: ``"float32"`` or ``"bfloat16"`` (params, activations and optimizer state).
       batch: batch size N.
       dims: model dimensions (see :func:`make_cases`).
@@ -64,7 +70,10 @@ class Case:
         return d
 
 
-ALL_CASES = ("small_mlp", "wide_mlp_f32", "wide_mlp_bf16", "cnn_b100", "cnn_large", "rnn")
+ALL_CASES = ("small_mlp", "wide_mlp_f32", "wide_mlp_bf16", "cnn_b100", "cnn_large", "rnn",
+             "lstm")
+# models over time-major (T, N, D) sequences, with the same dims (see make_cases)
+RECURRENT = ("rnn", "lstm")
 
 
 def make_cases(profile: str = "cpu") -> dict[str, Case]:
@@ -121,8 +130,8 @@ def make_cases(profile: str = "cpu") -> dict[str, Case]:
              scan_length=2 if quick else 5, repeats=rep),
         Case("cnn_large", "cnn", "float32", cnn_large_n, cnn,
              scan_length=cnn_large_scan, repeats=cnn_large_rep, note=cnn_large_note),
-        Case("rnn", "rnn", "float32", rnn_n, rnn,
-             scan_length=4 if quick else 20, repeats=rep),
+        *(Case(m, m, "float32", rnn_n, dict(rnn), scan_length=4 if quick else 20,
+               repeats=rep) for m in RECURRENT),
     ]
     return {c.name: c for c in cases}
 
@@ -150,9 +159,10 @@ def step_flops(case: Case) -> float:
         conv = 4.0 * n * ho * ho * d["k"] * d["k"] * d["cin"] * d["filters"]
         flat = cnn_flat_size(d)
         return conv + 6.0 * n * flat * d["hidden"] + 6.0 * n * d["hidden"] * d["out"]
-    if case.model == "rnn":
+    if case.model in RECURRENT:
         t, dd, h = d["T"], d["D"], d["H"]
-        return t * (4.0 * n * dd * h + 6.0 * n * h * h) + 6.0 * n * h * d["out"]
+        g = 4 * h if case.model == "lstm" else h  # width of the cell's products
+        return t * (4.0 * n * dd * g + 6.0 * n * h * g) + 6.0 * n * h * d["out"]
     raise ValueError(f"step_flops: unknown model {case.model!r}")
 
 
@@ -163,7 +173,9 @@ def input_shape(case: Case) -> tuple[int, ...]:
         return (case.batch, d["inp"])
     if case.model == "cnn":
         return (case.batch, d["hw"], d["hw"], d["cin"])
-    return (d["T"], case.batch, d["D"])
+    if case.model in RECURRENT:
+        return (d["T"], case.batch, d["D"])
+    raise ValueError(f"input_shape: unknown model {case.model!r}")
 
 
 def make_batches(case: Case, count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

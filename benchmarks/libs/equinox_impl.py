@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.cases import Case, cnn_flat_size, mlp_sizes
+from benchmarks.cases import RECURRENT, Case, cnn_flat_size, mlp_sizes
 from benchmarks.libs import JaxBuild, optax_protocol_build
 
 NAME = "equinox"
@@ -81,6 +81,24 @@ def make_model(case: Case, key):
         return RNN(eqx.nn.Linear(d["D"], d["H"], dtype=dtype, key=k1),
                    eqx.nn.Linear(d["H"], d["H"], use_bias=False, dtype=dtype, key=k2),
                    eqx.nn.Linear(d["H"], d["out"], dtype=dtype, key=k3))
+    if case.model == "lstm":
+        k1, k2 = jax.random.split(key)
+
+        class LSTM(eqx.Module):
+            cell: eqx.nn.LSTMCell
+            head: eqx.nn.Linear
+
+            def __call__(self, xs):  # xs: (T, D) for one example
+                h0 = jnp.zeros((self.cell.hidden_size,), xs.dtype)
+
+                def body(carry, xt):
+                    return self.cell(xt, carry), None
+
+                (h, _), _ = jax.lax.scan(body, (h0, h0), xs)
+                return self.head(h)
+
+        return LSTM(eqx.nn.LSTMCell(d["D"], d["H"], dtype=dtype, key=k1),
+                    eqx.nn.Linear(d["H"], d["out"], dtype=dtype, key=k2))
     raise ValueError(case.model)
 
 
@@ -92,8 +110,8 @@ def build(case: Case) -> JaxBuild:
     model = make_model(case, jax.random.PRNGKey(0))
     params, static = eqx.partition(model, eqx.is_array)
     opt = optax.adam(1e-3)
-    # The RNN is written per example (T, D); vmap over the batch axis 1 of (T, N, D).
-    in_axis = 1 if case.model == "rnn" else 0
+    # The RNN and LSTM are written per example (T, D); vmap over the batch axis 1 of (T, N, D).
+    in_axis = 1 if case.model in RECURRENT else 0
 
     def loss(p, batch):
         x, y = batch

@@ -4,7 +4,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from benchmarks.cases import Case
+from benchmarks.cases import RECURRENT, Case
 from benchmarks.libs import JaxBuild, optax_protocol_build
 
 NAME = "flax"
@@ -44,12 +44,15 @@ def make_model(case: Case):
                 x = nn.relu(dense(d["hidden"])(x))
                 return dense(d["out"])(x)
         return CNN()
-    if case.model == "rnn":
+    if case.model in RECURRENT:
+        cell_cls = nn.SimpleCell if case.model == "rnn" else nn.OptimizedLSTMCell
+
         class RNN(nn.Module):
             @nn.compact
             def __call__(self, x):
-                cell = nn.SimpleCell(d["H"], dtype=dtype, param_dtype=dtype)
-                h = nn.RNN(cell, time_major=True, return_carry=True)(x)[0]
+                cell = cell_cls(d["H"], dtype=dtype, param_dtype=dtype)
+                carry = nn.RNN(cell, time_major=True, return_carry=True)(x)[0]
+                h = carry if case.model == "rnn" else carry[1]  # an LSTM's carry is (c, h)
                 return dense(d["out"])(h)
         return RNN()
     raise ValueError(case.model)

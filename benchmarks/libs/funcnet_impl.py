@@ -7,7 +7,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from benchmarks.cases import Case, input_shape
+from benchmarks.cases import RECURRENT, Case, input_shape
 from benchmarks.libs import JaxBuild, optax_protocol_build
 
 NAME = "funcnet"
@@ -20,7 +20,7 @@ def versions() -> dict[str, str]:
 
 
 def make_model(case: Case):
-    """The case's model as one ``funcnet.nn`` layer (the RNN head reads the last state)."""
+    """The case's model as one ``funcnet.nn`` layer (the RNN/LSTM head reads the last state)."""
     from funcnet import nn
 
     dtype = jnp.dtype(case.dtype)
@@ -35,8 +35,9 @@ def make_model(case: Case):
                          nn.MaxPool2D(2), nn.Flatten(),
                          nn.Dense(d["hidden"], dtype=dtype), nn.ReLU(),
                          nn.Dense(d["out"], dtype=dtype))
-    if case.model == "rnn":
-        rnn, head = nn.RNN(d["H"], dtype=dtype), nn.Dense(d["out"], dtype=dtype)
+    if case.model in RECURRENT:
+        cell = nn.RNN if case.model == "rnn" else nn.LSTM
+        rnn, head = cell(d["H"], dtype=dtype), nn.Dense(d["out"], dtype=dtype)
 
         def init(key, shape):
             k1, k2 = jax.random.split(key)
@@ -49,7 +50,7 @@ def make_model(case: Case):
             y, st2 = head.apply(params[1], state[1], hs[-1], key=key, train=train)
             return y, (st1, st2)
 
-        return nn.Layer(init, apply, "RNN-last-state")
+        return nn.Layer(init, apply, f"{case.model.upper()}-last-state")
     raise ValueError(case.model)
 
 

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from benchmarks.cases import Case, cnn_flat_size, mlp_sizes
+from benchmarks.cases import RECURRENT, Case, cnn_flat_size, mlp_sizes
 from benchmarks.libs import JaxBuild
 
 NAME = "jax"
@@ -35,11 +35,12 @@ def init_params(case: Case, key, dtype):
         conv = {"w": w.astype(dtype), "b": jnp.zeros((d["filters"],), dtype)}
         return [conv, _dense_init(k2, cnn_flat_size(d), d["hidden"], dtype),
                 _dense_init(k3, d["hidden"], d["out"], dtype)]
-    if case.model == "rnn":
+    if case.model in RECURRENT:  # the LSTM's gates i, f, g, o side by side: width 4H
+        g = 4 * d["H"] if case.model == "lstm" else d["H"]
         k1, k2, k3 = jax.random.split(key, 3)
-        wx = jax.random.normal(k1, (d["D"], d["H"])) / np.sqrt(d["D"])
-        wh = jax.random.normal(k2, (d["H"], d["H"])) / np.sqrt(d["H"])
-        cell = {"wx": wx.astype(dtype), "wh": wh.astype(dtype), "b": jnp.zeros((d["H"],), dtype)}
+        wx = jax.random.normal(k1, (d["D"], g)) / np.sqrt(d["D"])
+        wh = jax.random.normal(k2, (d["H"], g)) / np.sqrt(d["H"])
+        cell = {"wx": wx.astype(dtype), "wh": wh.astype(dtype), "b": jnp.zeros((g,), dtype)}
         return [cell, _dense_init(k3, d["H"], d["out"], dtype)]
     raise ValueError(case.model)
 
@@ -67,6 +68,18 @@ def forward(case: Case, params, x):
             return h, None
 
         h, _ = lax.scan(body, h0, x)
+        return h @ head["w"] + head["b"]
+    if case.model == "lstm":
+        cell, head = params
+        h0 = jnp.zeros((x.shape[1], cell["wh"].shape[0]), x.dtype)
+
+        def body(carry, xt):
+            h, c = carry
+            i, f, g, o = jnp.split(xt @ cell["wx"] + h @ cell["wh"] + cell["b"], 4, axis=-1)
+            c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+            return (jax.nn.sigmoid(o) * jnp.tanh(c), c), None
+
+        (h, _), _ = lax.scan(body, (h0, h0), x)
         return h @ head["w"] + head["b"]
     raise ValueError(case.model)
 

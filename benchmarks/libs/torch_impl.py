@@ -1,4 +1,4 @@
-"""PyTorch eager and ``torch.compile`` (NCHW images, ``nn.RNN`` for the RNN), torch.optim.Adam.
+"""PyTorch eager and ``torch.compile`` (NCHW images, ``nn.RNN``/``nn.LSTM``), torch.optim.Adam.
 
 ``compile=True`` compiles the forward + loss (AOTAutograd compiles its backward) and the
 optimizer step separately, as the PyTorch tutorials do; ``zero_grad`` and ``backward``
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.cases import Case, cnn_flat_size, mlp_sizes
+from benchmarks.cases import RECURRENT, Case, cnn_flat_size, mlp_sizes
 from benchmarks.libs import TorchBuild
 
 NAME = "torch"
@@ -41,15 +41,21 @@ def make_model(case: Case):
             nn.Conv2d(d["cin"], d["filters"], d["k"]), nn.ReLU(), nn.MaxPool2d(2, 2),
             nn.Flatten(), nn.Linear(cnn_flat_size(d), d["hidden"]), nn.ReLU(),
             nn.Linear(d["hidden"], d["out"]))
-    if case.model == "rnn":
+    if case.model in RECURRENT:
+        lstm = case.model == "lstm"
+
         class RNN(nn.Module):
             def __init__(self):
                 super().__init__()
-                self.rnn = nn.RNN(d["D"], d["H"], nonlinearity="tanh")  # time-major
+                # time-major, as funcnet
+                self.rnn = (nn.LSTM(d["D"], d["H"]) if lstm
+                            else nn.RNN(d["D"], d["H"], nonlinearity="tanh"))
                 self.head = nn.Linear(d["H"], d["out"])
 
             def forward(self, x):
                 _, h = self.rnn(x)
+                if lstm:  # nn.LSTM's final state is (h, c)
+                    h = h[0]
                 return self.head(h[0])
         return RNN()
     raise ValueError(case.model)
