@@ -22,7 +22,8 @@ over a padded evaluation batch). The default (``metrics_fn=None`` in :func:`trai
   labels): the rule above on its ``"labels"``, counting only the rows where its
   ``"mask"`` is true (:func:`accuracy`'s ``where``); a dict without ``"labels"``: ``{}``.
   :func:`funcnet.train.evaluate` weighs each example's metrics by its count of true
-  ``"mask"`` entries, so they come out over every kept entry of the set.
+  ``"mask"`` entries (:func:`kept_per_example`), and ``fit`` each step's in the epoch
+  means by its batch's, so they come out over every kept entry of the set.
 """
 from __future__ import annotations
 
