@@ -111,7 +111,6 @@ def selu_forward(x):
 _selu = input_vjp(selu_forward, lambda x: SELU_SCALE * _elu_derivative(x, SELU_ALPHA))
 
 
-
 # ------------------------------------------------------------------------ public ops
 @has_twin
 def relu6(x):

@@ -84,7 +84,6 @@ def _glu_bwd(axis, x, g):
 defvjp(_glu, _glu_fwd, _glu_bwd)
 
 
-
 # ------------------------------------------------------------------------ public ops
 @has_twin
 def mish(x):
