@@ -42,7 +42,7 @@ def _loss(s, pos, lse):
     return jnp.sum(terms) / jnp.sum(pos).astype(s.dtype)
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+@partial(jax.custom_vjp, nondiff_argnums=(3,))
 def _ntxent(e, labels, tau, eps):
     s, pos, _, lse = _parts(unit_rows(e, eps)[0], labels, tau)
     return _loss(s, pos, lse)
@@ -51,19 +51,20 @@ def _ntxent(e, labels, tau, eps):
 def _ntxent_fwd(e, labels, tau, eps):
     u, norm, free = unit_rows(e, eps)
     s, pos, _, lse = _parts(u, labels, tau)
-    return _loss(s, pos, lse), (u, norm, free, labels)
+    return _loss(s, pos, lse), (u, norm, free, labels, tau)
 
 
-def _ntxent_bwd(tau, eps, res, g):
-    u, norm, free, labels = res
+def _ntxent_bwd(eps, res, g):
+    u, norm, free, labels, tau = res
     s, pos, neg, lse = _parts(u, labels, tau)     # one matmul recomputed, nothing N x N kept
     zero = jnp.zeros((), s.dtype)
     scale = g / jnp.sum(pos).astype(s.dtype)
     sig = jnp.where(pos, jax.nn.sigmoid(lse - s), zero)           # -dL/ds at the positives
     soft = jnp.where(neg, jnp.exp(s - jnp.where(neg, lse, zero)), zero)   # softmax over negs
-    ds = (soft * jnp.sum(sig, axis=1, keepdims=True) - sig) * (scale / tau)
+    ds = (soft * jnp.sum(sig, axis=1, keepdims=True) - sig) * (scale / tau)   # dL/ds / tau
     du = (ds + ds.T) @ u
-    return unit_rows_grad(du, u, norm, free), None
+    dtau = -jnp.sum(ds * s)       # -(1/tau) sum_ij dL/ds_ij s_ij (0 off the pairs)
+    return unit_rows_grad(du, u, norm, free), None, dtau
 
 
 defvjp(_ntxent, _ntxent_fwd, _ntxent_bwd)
@@ -71,10 +72,11 @@ defvjp(_ntxent, _ntxent_fwd, _ntxent_bwd)
 
 def check_ntxent_args(fn: str, embeddings, labels, temperature):
     """The checks of :func:`ntxent` (and its twin): ``(embeddings, labels, tau, eps)``,
-    ``eps`` the float dtype's machine epsilon (optax's norm guard). Concrete labels
-    without a positive pair are a ``ValueError``."""
-    tau = _checks.static_float(fn, "temperature", temperature, 0.0, None,
-                               low_inclusive=False)
+    ``tau`` a scalar array of the embeddings' dtype (``> 0`` and finite when concrete; a
+    tracer for a sweep), ``eps`` the float dtype's machine epsilon (optax's norm guard).
+    Concrete labels without a positive pair are a ``ValueError``."""
+    _checks.check_hyperparameter(fn, "temperature", temperature, 0.0, None,
+                                 low_inclusive=False)
     _checks.check_float(fn, "embeddings", embeddings)
     _checks.check_rank(fn, "embeddings", embeddings, 2, "(N, D): one embedding per row")
     _checks.check_nonempty(fn, "embeddings", embeddings, "at least one row and one feature")
@@ -85,7 +87,8 @@ def check_ntxent_args(fn: str, embeddings, labels, temperature):
     if known is not None and len(np.unique(known)) == len(known):   # no label repeats
         raise ValueError(f"{fn}: labels hold no positive pair (two rows with the same "
                          "label): the loss is a mean over the positive pairs")
-    return e, labels, tau, float(jnp.finfo(e.dtype).eps)
+    return (e, labels, jnp.asarray(temperature, e.dtype),
+            float(jnp.finfo(e.dtype).eps))
 
 
 @has_twin
@@ -103,13 +106,16 @@ def ntxent(embeddings, labels, temperature: float = 0.07):
     e^{s_ik - lse_i}`` (the softmax over the negatives), ``dL/ds_ij = -sig_ij / |P|`` on
     the positives and ``dL/ds_ik = w_ik sum_{j in P_i} sig_ij / |P|`` on the negatives;
     ``dL/du = (G + G^T) u`` with ``G = dL/ds / tau``; ``dL/de_i = (du_i - u_i (u_i .
-    du_i)) / |e_i|_eps`` (``du_i / |e_i|_eps`` below the guard). Residuals: the unit
-    rows, their norms and the labels (``s`` is recomputed: nothing ``N x N`` is kept).
+    du_i)) / |e_i|_eps`` (``du_i / |e_i|_eps`` below the guard); ``s`` is linear in
+    ``1/tau``, so ``dL/dtau = -(1/tau) sum_ij (dL/ds_ij) s_ij = -sum_ij G_ij s_ij``.
+    Residuals: the unit rows, their norms, the labels and ``tau`` (``s`` is recomputed:
+    nothing ``N x N`` is kept).
 
     Args:
       embeddings: ``(N, D)`` floating, at least one row and one feature.
       labels: ``(N,)`` integer ids; rows with the same id are positive pairs.
-      temperature: static Python float ``> 0``, finite.
+      temperature: a Python float or a traced scalar (a ``jit`` argument, a ``jax.vmap``
+        sweep), ``> 0`` and finite (checked when concrete); differentiable.
 
     Returns:
       Scalar, of the embeddings' dtype: the mean over the positive pairs (NaN under
@@ -117,10 +123,10 @@ def ntxent(embeddings, labels, temperature: float = 0.07):
 
     Raises:
       ValueError: embeddings not of rank 2 or empty, labels not of shape ``(N,)``,
-        ``temperature`` NaN, infinite or ``<= 0``, concrete labels without a positive
-        pair.
+        ``temperature`` NaN, infinite or ``<= 0`` (when concrete) or not a scalar,
+        concrete labels without a positive pair.
       TypeError: non-floating embeddings, non-integer labels, a ``temperature`` that is
-        not a Python number.
+        not a number or a real scalar array.
 
     See ``docs/formulas.md`` ("Beyond the notes").
     """

@@ -227,19 +227,26 @@ def sigmoid_binary_cross_entropy(logits, targets):
 
 
 # -------------------------------------------------------------------------- focal loss
-def focal_parts(x, t, gamma: float):
+def focal_parts(x, t, gamma):
     """``(ce, log_u, w)``: the sigmoid cross-entropy, ``log(1 - p_t)`` with ``1 - p_t =
     (1 - t) sigmoid(x) + t sigmoid(-x)`` (in log space, as optax) and ``w = (1 - p_t)^gamma``
-    (1 for ``gamma = 0``)."""
+    (``0^0 = 1``). ``gamma`` is a scalar array (a traced one too): the edge cases are
+    ``jnp.where``, not a Python ``if``."""
     log_p, log_q = jax.nn.log_sigmoid(x), jax.nn.log_sigmoid(-x)
     log_u = logsumexp(jnp.stack([log_p, log_q], axis=-1), axis=-1,
                       b=jnp.stack([1 - t, t], axis=-1))
-    w = jnp.ones_like(x) if gamma == 0 else jnp.exp(gamma * log_u)
+    # where u = 0 (an infinite logit), 0^gamma: 1 for gamma = 0, else 0; the exponent
+    # there is 0 * 0, not 0 * -inf (a NaN in d/dgamma of a twice-differentiated rule)
+    some = log_u > -jnp.inf
+    zero, one = jnp.zeros((), x.dtype), jnp.ones((), x.dtype)
+    w = jnp.where(some, jnp.exp(gamma * jnp.where(some, log_u, zero)),
+                  jnp.where(gamma == 0, one, zero))
     return sbce_terms(x, t), log_u, w
 
 
 def _alpha_t(t, alpha):
-    return alpha * t + (1 - alpha) * (1 - t)
+    """``a_t = alpha t + (1 - alpha)(1 - t)``; 1 for ``alpha=None`` (no weighting)."""
+    return jnp.ones((), t.dtype) if alpha is None else alpha * t + (1 - alpha) * (1 - t)
 
 
 def _focal_terms(x, t, alpha, gamma):
@@ -248,46 +255,56 @@ def _focal_terms(x, t, alpha, gamma):
     return terms if alpha is None else _alpha_t(t, alpha) * terms
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+@jax.custom_vjp
 def _focal(logits, labels, alpha, gamma):
     return jnp.mean(_focal_terms(logits, labels, alpha, gamma))
 
 
 def _focal_fwd(logits, labels, alpha, gamma):
-    return jnp.mean(_focal_terms(logits, labels, alpha, gamma)), (logits, labels)
+    return jnp.mean(_focal_terms(logits, labels, alpha, gamma)), (logits, labels, alpha, gamma)
 
 
-def _focal_bwd(alpha, gamma, res, g):
-    x, t = res
+def _focal_bwd(res, g):
+    x, t, alpha, gamma = res
     ce, log_u, w = focal_parts(x, t, gamma)
     s = jax.lax.logistic(x)
-    dx, dt = (s - t) * w, -x * w
-    if gamma != 0:
-        zero = jnp.zeros((), x.dtype)
-        some = log_u > -jnp.inf          # 1 - p_t = 0 only at an infinite logit
-        # s (1 - s) / (1 - p_t) <= 1 and (1 - p_t)^(gamma - 1), both from logs
-        r = jnp.where(some, jnp.exp(jax.nn.log_sigmoid(x) + jax.nn.log_sigmoid(-x) - log_u),
-                      zero)
-        pow0 = 0.0 if gamma > 1 else (1.0 if gamma == 1 else jnp.inf)
-        v = jnp.where(some, jnp.exp((gamma - 1) * log_u), jnp.asarray(pow0, x.dtype))
-        dx = dx + ce * gamma * w * (1 - 2 * t) * r
-        dt = dt + ce * gamma * v * (1 - 2 * s)
-    if alpha is not None:
-        a_t = _alpha_t(t, alpha)
-        dx, dt = a_t * dx, a_t * dt + (2 * alpha - 1) * ce * w
+    zero = jnp.zeros((), x.dtype)
+    focal = gamma != 0                   # the focal terms below are absent for gamma = 0
+    some = log_u > -jnp.inf              # 1 - p_t = 0 only at an infinite logit
+    # s (1 - s) / (1 - p_t) <= 1 and (1 - p_t)^(gamma - 1), both from logs
+    r = jnp.where(some, jnp.exp(jax.nn.log_sigmoid(x) + jax.nn.log_sigmoid(-x) - log_u), zero)
+    # 0^(gamma - 1) at u = 0: 0 for gamma > 1, 1 for gamma = 1, inf for gamma < 1
+    pow0 = jnp.where(gamma > 1, zero, jnp.where(gamma == 1, jnp.ones((), x.dtype),
+                                                jnp.asarray(jnp.inf, x.dtype)))
+    v = jnp.where(some, jnp.exp((gamma - 1) * log_u), pow0)
+    dx = (s - t) * w + jnp.where(focal, ce * gamma * w * (1 - 2 * t) * r, zero)
+    dt = -x * w + jnp.where(focal, ce * gamma * v * (1 - 2 * s), zero)
+    a_t = _alpha_t(t, alpha)
+    # dl/dgamma = a_t ce w log u, with w log u = 0 where w = 0 (not 0 * -inf)
+    w_log_u = jnp.where(w == 0, zero, w * log_u)
     scale = g / x.size
-    return dx * scale, dt * scale
+    dgamma = jnp.sum(a_t * ce * w_log_u) * scale
+    if alpha is None:
+        return dx * scale, dt * scale, None, dgamma
+    dalpha = jnp.sum((2 * t - 1) * ce * w) * scale
+    dx, dt = a_t * dx, a_t * dt + (2 * alpha - 1) * ce * w
+    return dx * scale, dt * scale, dalpha, dgamma
 
 
 defvjp(_focal, _focal_fwd, _focal_bwd)
 
 
 def check_sigmoid_focal_loss_args(fn: str, logits, labels, alpha, gamma):
-    """The checks of :func:`sigmoid_focal_loss`; ``(logits, labels, alpha, gamma)``."""
+    """The checks of :func:`sigmoid_focal_loss`; ``(logits, labels, alpha, gamma)`` with
+    ``alpha`` ``None`` or, as ``gamma``, a scalar array of the promoted dtype (a Python
+    float or a traced scalar; the interval checked when concrete)."""
     if alpha is not None:
-        alpha = _checks.static_float(fn, "alpha", alpha, 0.0, 1.0)
-    gamma = _checks.static_float(fn, "gamma", gamma, 0.0, None)
-    return (*check_elementwise_args(fn, "logits", logits, "labels", labels), alpha, gamma)
+        _checks.check_hyperparameter(fn, "alpha", alpha, 0.0, 1.0)
+    _checks.check_hyperparameter(fn, "gamma", gamma, 0.0, None)
+    logits, labels = check_elementwise_args(fn, "logits", logits, "labels", labels)
+    if alpha is not None:
+        alpha = jnp.asarray(alpha, logits.dtype)
+    return logits, labels, alpha, jnp.asarray(gamma, logits.dtype)
 
 
 @has_twin
@@ -303,27 +320,40 @@ def sigmoid_focal_loss(logits, labels, alpha: float | None = None, gamma: float 
     cross-entropy.
     Backward: ``dl/dx = a_t [(s - t) w + ce gamma w (1 - 2t) r]`` with ``r = s(1 - s)/u``
     (``<= 1``, from logs, so no overflow at large ``|x|``), ``dl/dt = a_t [-x w + ce gamma
-    u^(gamma-1) (1 - 2s)] + (2 alpha - 1) ce w`` (last term only with ``alpha``); each
-    divided by ``M``. At an infinite logit where ``u = 0`` the focal term of ``dl/dx`` is 0
-    and ``u^(gamma-1)`` is ``0^(gamma-1)`` (``inf`` for ``gamma < 1``). For ``gamma < 1``
-    ``u^(gamma-1)`` overflows where ``u < exp(-log(max)/(1 - gamma))`` (float32: ``|x|``
-    above about ``88/(1 - gamma)``), making the labels' gradient inf or NaN there.
-    Residuals: ``logits`` and ``labels`` (the rest is recomputed).
+    u^(gamma-1) (1 - 2s)] + (2 alpha - 1) ce w`` (last term only with ``alpha``),
+    ``dl/dalpha = (2t - 1) ce w`` and ``dl/dgamma = a_t ce w log u`` (``w log u = 0``
+    where ``w = 0``, not ``0 * -inf``); each divided by ``M`` (``dL/dalpha`` and
+    ``dL/dgamma`` summed over the elements). For ``gamma = 0`` the focal terms (those with
+    the factor ``gamma``) are 0, not ``0 * inf`` at an infinite logit. At an infinite
+    logit where ``u = 0`` the focal term of ``dl/dx`` is 0 and ``u^(gamma-1)`` is
+    ``0^(gamma-1)`` (``inf`` for ``gamma < 1``). These edge cases are ``jnp.where`` on the
+    ``gamma`` operand, so a traced ``gamma`` gives the values and gradients of the Python
+    float. For ``gamma < 1`` ``u^(gamma-1)`` overflows where ``u < exp(-log(max)/(1 -
+    gamma))`` (float32: ``|x|`` above about ``88/(1 - gamma)``), making the labels'
+    gradient inf or NaN there.
+    Residuals: ``logits``, ``labels`` and the scalars ``alpha``, ``gamma`` (the rest is
+    recomputed).
 
     Args:
       logits: floating array of any shape, at least one element.
       labels: same shape, floating (promoted with ``logits``), values in ``[0, 1]``
         (soft labels allowed; optax also casts integer labels, funcnet refuses them).
-      alpha: ``None`` or a static Python float in ``[0, 1]``, the weight of the positives.
-      gamma: static Python float ``>= 0``, the focusing parameter.
+      alpha: ``None`` (a static choice: no weighting, ``a_t = 1``), or the weight of the
+        positives: a Python float or a traced scalar (a ``jit`` argument, a ``jax.vmap``
+        sweep) in ``[0, 1]`` (checked when concrete); differentiable.
+      gamma: the focusing parameter, a Python float or a traced scalar (a ``jit``
+        argument, a ``jax.vmap`` sweep) ``>= 0`` (checked when concrete);
+        differentiable.
 
     Returns:
       Scalar loss, of the promoted dtype.
 
     Raises:
       ValueError: shapes differ, an empty input, ``alpha`` outside ``[0, 1]``, ``gamma <
-        0``, either NaN or infinite.
-      TypeError: non-floating inputs, ``alpha``/``gamma`` not a Python number.
+        0``, either NaN or infinite (when concrete), ``alpha``/``gamma`` an array of
+        shape other than ``()``.
+      TypeError: non-floating inputs, ``alpha``/``gamma`` not a number or a real
+        numeric scalar array (``gamma=None``, a bool array).
 
     References:
       Lin, Goyal, Girshick, He, Dollar, "Focal Loss for Dense Object Detection", ICCV 2017.

@@ -183,29 +183,30 @@ def distance_grad(delta, d, p: float):
 
 
 def triplet_parts(a, pos, neg, p, margin, eps):
-    """``(terms, active, d_pos, d_neg)`` per row."""
+    """``(terms, active, d_pos, d_neg)`` per row; ``p``, ``eps`` static floats, ``margin``
+    a scalar (a Python float or an array, possibly traced)."""
     d_pos, d_neg = distance(a - pos, p, eps), distance(a - neg, p, eps)
     z = d_pos - d_neg + margin
     active = z > 0
     return jnp.where(active, z, jnp.zeros((), z.dtype)), active, d_pos, d_neg
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+@partial(jax.custom_vjp, nondiff_argnums=(3, 5))
 def _triplet(a, pos, neg, p, margin, eps):
     return jnp.sum(triplet_parts(a, pos, neg, p, margin, eps)[0]) / num_rows(a)
 
 
 def _triplet_fwd(a, pos, neg, p, margin, eps):
-    return _triplet(a, pos, neg, p, margin, eps), (a, pos, neg)
+    return _triplet(a, pos, neg, p, margin, eps), (a, pos, neg, margin)
 
 
-def _triplet_bwd(p, margin, eps, res, g):
-    a, pos, neg = res      # the inputs only: the distances are recomputed
+def _triplet_bwd(p, eps, res, g):
+    a, pos, neg, margin = res      # the inputs and margin: the distances are recomputed
     _, active, d_pos, d_neg = triplet_parts(a, pos, neg, p, margin, eps)
-    scale = jnp.where(active, g / num_rows(a), jnp.zeros((), a.dtype))[..., None]
-    g_pos = distance_grad(a - pos, d_pos, p) * scale
-    g_neg = distance_grad(a - neg, d_neg, p) * scale
-    return g_pos - g_neg, -g_pos, g_neg
+    scale = jnp.where(active, g / num_rows(a), jnp.zeros((), a.dtype))
+    g_pos = distance_grad(a - pos, d_pos, p) * scale[..., None]
+    g_neg = distance_grad(a - neg, d_neg, p) * scale[..., None]
+    return g_pos - g_neg, -g_pos, g_neg, jnp.sum(scale)    # dL/dmargin = #active / n
 
 
 defvjp(_triplet, _triplet_fwd, _triplet_bwd)
@@ -214,14 +215,17 @@ defvjp(_triplet, _triplet_fwd, _triplet_bwd)
 def check_triplet_args(fn: str, anchors, positives, negatives, axis, norm_degree, margin,
                        eps):
     """The checks of :func:`triplet_margin_loss` (and its twin): ``(a, pos, neg, p, margin,
-    eps)`` promoted to one dtype, with the row axis last."""
+    eps)`` promoted to one dtype, with the row axis last; ``p`` and ``eps`` static Python
+    floats (they choose the program), ``margin`` a scalar array of that dtype (finite when
+    concrete; a tracer for a sweep)."""
     p = _checks.static_float(fn, "norm_degree", norm_degree, 1.0, None)
-    margin = _checks.static_float(fn, "margin", margin)
+    _checks.check_hyperparameter(fn, "margin", margin)
     eps = _checks.static_float(fn, "eps", eps, 0.0, None)
     a, pos, _ = check_row_args(fn, "anchors", anchors, "positives", positives, axis)
     _, neg, _ = check_row_args(fn, "anchors", anchors, "negatives", negatives, axis)
     dtype = jnp.result_type(a, pos, neg)
-    return a.astype(dtype), pos.astype(dtype), neg.astype(dtype), p, margin, eps
+    return (a.astype(dtype), pos.astype(dtype), neg.astype(dtype), p,
+            jnp.asarray(margin, dtype), eps)
 
 
 @has_twin
@@ -234,8 +238,10 @@ def triplet_margin_loss(anchors, positives, negatives, axis=-1, norm_degree: flo
     ``L = (1/n) sum_i max(0, d(a_i, p_i) - d(a_i, n_i) + margin)``. Backward, on the rows
     where the margin is violated (0 at the kink): with ``g(delta) = sign(delta)
     |delta|^(p-1) / d^(p-1)`` (``delta / d`` for ``p = 2``), ``dL/da_i = (g(a_i - p_i) -
-    g(a_i - n_i)) / n``, ``dL/dp_i = -g(a_i - p_i) / n``, ``dL/dn_i = g(a_i - n_i) / n``.
-    Residuals: the three inputs (the distances are recomputed).
+    g(a_i - n_i)) / n``, ``dL/dp_i = -g(a_i - p_i) / n``, ``dL/dn_i = g(a_i - n_i) / n``,
+    ``dL/dmargin = (1/n) #{i : z_i > 0}`` with ``z_i = d(a_i, p_i) - d(a_i, n_i) +
+    margin`` (0 at the kink too). Residuals: the three inputs and the margin (the
+    distances are recomputed).
 
     optax writes ``(x - y)^p`` without the absolute value: the same for even ``p``; for
     odd or fractional ``p`` funcnet's is the p-norm (optax's is NaN or negative there).
@@ -244,18 +250,21 @@ def triplet_margin_loss(anchors, positives, negatives, axis=-1, norm_degree: flo
       anchors, positives, negatives: ``(..., D)`` floating arrays of one shape (rows
         along ``axis``), promoted to their common dtype.
       axis: static int (or tuple of ints), the axis a row runs along (default the last).
-      norm_degree: static Python float ``p >= 1``.
-      margin: static Python float, finite.
-      eps: static Python float ``>= 0``: smooths the norm at 0 (with ``eps = 0`` the
-        gradient at a zero distance is taken as 0).
+      norm_degree: static Python float ``p >= 1`` (it chooses the program: not traced).
+      margin: a Python float or a traced scalar (a ``jit`` argument, a ``jax.vmap``
+        sweep), any finite real (checked when concrete); differentiable.
+      eps: static Python float ``>= 0`` (it chooses the program: not traced): smooths
+        the norm at 0 (with ``eps = 0`` the gradient at a zero distance is taken as 0).
 
     Returns:
       Scalar, the mean over the rows, of the promoted dtype.
 
     Raises:
       ValueError: shapes differ, rank 0, an empty input, a bad ``axis``, ``norm_degree <
-        1``, ``eps < 0``, a hyperparameter NaN or infinite.
-      TypeError: non-floating inputs, a hyperparameter that is not a Python number.
+        1``, ``eps < 0``, a hyperparameter NaN or infinite (``margin``: when concrete),
+        a ``margin`` that is not a scalar.
+      TypeError: non-floating inputs, ``norm_degree`` or ``eps`` not a Python number
+        (a tracer included), a ``margin`` that is not a number or a real scalar array.
 
     See ``docs/formulas.md`` ("Beyond the notes").
     """

@@ -25,27 +25,32 @@ from funcnet.ops.losses_elementwise import (check_elementwise_args, check_row_ar
 
 
 # ------------------------------------------------------------------------------ Huber
-def huber_terms(x, delta: float):
-    """``(elementwise Huber loss, clipped error)`` of the error ``x``; at ``|x| = delta``
-    the quadratic piece (the clipped error is ``x`` there)."""
+def huber_terms(x, delta):
+    """``(elementwise Huber loss, clipped error)`` of the error ``x`` (``delta`` a float or
+    a scalar array); at ``|x| = delta`` the quadratic piece (the clipped error is ``x``
+    there)."""
     clipped = jnp.where(jnp.abs(x) <= delta, x, delta * jnp.sign(x))
     # 0.5 c^2 + delta (|x| - |c|): 0.5 x^2 inside, delta (|x| - delta / 2) outside.
     return 0.5 * clipped * clipped + delta * (jnp.abs(x) - jnp.abs(clipped)), clipped
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(2,))
+@jax.custom_vjp
 def _huber(pred, target, delta):
     return jnp.mean(huber_terms(pred - target, delta)[0])
 
 
 def _huber_fwd(pred, target, delta):
-    terms, clipped = huber_terms(pred - target, delta)
-    return jnp.mean(terms), clipped
+    x = pred - target
+    terms, clipped = huber_terms(x, delta)
+    # dL/ddelta * M: the excess |x| - delta of the errors outside (|x| - |c|, 0 inside)
+    return jnp.mean(terms), (clipped, jnp.sum(jnp.abs(x) - jnp.abs(clipped)))
 
 
-def _huber_bwd(delta, clipped, g):
-    dpred = clipped * (g / clipped.size)
-    return dpred, -dpred
+def _huber_bwd(res, g):
+    clipped, excess = res
+    scale = g / clipped.size
+    dpred = clipped * scale
+    return dpred, -dpred, excess * scale
 
 
 defvjp(_huber, _huber_fwd, _huber_bwd)
@@ -61,9 +66,12 @@ def check_error_args(fn: str, predictions, targets):
 
 
 def check_huber_args(fn: str, predictions, targets, delta):
-    """The checks of :func:`huber_loss`; ``(predictions, targets, delta)``."""
-    delta = _checks.static_float(fn, "delta", delta, 0.0, None, low_inclusive=False)
-    return (*check_error_args(fn, predictions, targets), delta)
+    """The checks of :func:`huber_loss`; ``(predictions, targets, delta)`` with ``delta`` a
+    scalar array of the promoted dtype (``> 0`` and finite when concrete; a tracer, e.g.
+    a ``vmap`` sweep, is checked for its shape and dtype only)."""
+    _checks.check_hyperparameter(fn, "delta", delta, 0.0, None, low_inclusive=False)
+    p, t = check_error_args(fn, predictions, targets)
+    return p, t, jnp.asarray(delta, p.dtype)
 
 
 @has_twin
@@ -98,20 +106,26 @@ def huber_loss(predictions, targets=None, delta: float = 1.0):
     delta) / M``, ``dL/dt = -dL/dp``: gradient descent on it is an L2 loss whose gradient
     is clipped (optax's remark). At the kink ``|x| = delta`` both pieces have derivative
     ``+-delta``; the quadratic piece is taken, so the second derivative there is 1 (0
-    outside). Residual: the clipped error ``(...)`` only.
+    outside). ``dL/ddelta = (1/M) sum_{|x_i| > delta} (|x_i| - delta)`` (``delta |x| -
+    delta^2/2`` outside, constant inside; continuous, 0, at the kink). Residuals: the
+    clipped error ``(...)`` and the scalar ``sum_i (|x_i| - |clip(x_i)|)`` (removed
+    under ``jit`` when ``delta``'s gradient is not used).
 
     Args:
       predictions: floating array of any shape, at least one element.
       targets: same shape (no broadcasting), floating (promoted with ``predictions``);
         ``None`` (optax's default) is ``zeros_like(predictions)``.
-      delta: static Python float ``> 0``, finite.
+      delta: a Python float or a traced scalar (a ``jit`` argument, a ``jax.vmap``
+        sweep), ``> 0`` and finite (checked when concrete); differentiable.
 
     Returns:
       Scalar loss, of the promoted dtype.
 
     Raises:
-      ValueError: shapes differ, an empty input, ``delta`` NaN, infinite or ``<= 0``.
-      TypeError: non-floating inputs, a ``delta`` that is not a Python number.
+      ValueError: shapes differ, an empty input, ``delta`` NaN, infinite or ``<= 0``, a
+        non-scalar ``delta``.
+      TypeError: non-floating inputs, a ``delta`` that is not a number or a real scalar
+        array.
 
     See ``docs/formulas.md`` ("Beyond the notes").
     """

@@ -16,6 +16,7 @@ from funcnet import nn, ops, optim, train
 from funcnet.gradcheck import assert_close, check_vjp
 from funcnet.ops import reference as R
 from tests.ops._cases import rand
+from tests.ops._sweeps import assert_sweep_equals_static
 
 jax.config.update("jax_enable_x64", True)
 
@@ -46,12 +47,7 @@ def test_a_vmap_sweep_equals_the_static_calls(op, case_id, labels, kw):
     def loss(xx, a):
         return op(xx, labels, label_smoothing=a, **kw)
 
-    got = jax.vmap(jax.value_and_grad(loss), (None, 0))(x, A)
-    want = [jax.value_and_grad(loss)(x, float(a)) for a in A]
-    want = tuple(jnp.stack(w) for w in zip(*want))
-    assert_close(got, want, 1e-13, case_id)
-    assert_close(jax.jit(loss)(x, A[1]), loss(x, 0.05), 1e-14, case_id)
-    assert not np.allclose(want[0][0], want[0][2])          # the sweep changes the loss
+    assert_sweep_equals_static(loss, x, A, case_id)
 
 
 @pytest.mark.parametrize("case_id, labels, kw", CASES, ids=[c[0] for c in CASES])

@@ -113,7 +113,11 @@ def test_multiclass_ties_share_the_gradient_as_jnp_max():
 
 
 def test_triplet_backward_keeps_only_its_inputs():
-    assert residual_bytes(ops.triplet_margin_loss, A, P, N, include_arguments=False) == 0
+    """The inputs and the margin (a scalar: a constant for a Python float, an argument
+    when traced, tests/ops/test_contrastive_margin_sweep.py)."""
+    assert residual_bytes(ops.triplet_margin_loss, A, P, N, include_arguments=False) == 8
+    assert residual_bytes(lambda a, p, n, m: ops.triplet_margin_loss(a, p, n, margin=m),
+                          A, P, N, jnp.asarray(0.5, A.dtype), include_arguments=False) == 0
     assert residual_bytes(ref.triplet_margin_loss, A, P, N, include_arguments=False) > 0
 
 

@@ -112,7 +112,7 @@ ERRORS = [
     ("temperature_nan", (np.ones((2, 3)), np.zeros(2, np.int32)),
      dict(temperature=float("nan")), ValueError, "ntxent: temperature must be finite"),
     ("temperature_str", (np.ones((2, 3)), np.zeros(2, np.int32)), dict(temperature="0.1"),
-     TypeError, "ntxent: temperature must be a Python float"),
+     TypeError, "ntxent: temperature must be a number or a scalar array, got str"),
 ]
 
 

@@ -85,7 +85,9 @@ def test_the_scan_and_per_step_paths_and_a_loader_are_one_run():
     assert set(yb) == {"labels", "mask"} and yb["labels"].shape == yb["mask"].shape == (16, T)
 
 
+@functools.lru_cache(maxsize=None)
 def _trained_tagger():
+    """One epoch of training, shared by the evaluate tests (they only read it)."""
     params, state = tagger_params()
     return train.fit(TAGGER, params, state, ADAM, (TOKENS, TARGETS), 1, **SEQ)[:2]
 

@@ -58,12 +58,14 @@ def tanh(x):
 # softmax / log_softmax: the op's forward formula (shifted by the max, as jax.nn), so a +inf
 # logit gives the same all-NaN row as the op and jax.nn (logsumexp would give NaN only at
 # the +inf entry); autodiff of it is what the backward rules are checked against.
-def log_softmax(x, axis: int = -1):
-    return stable_log_softmax(*check_softmax_args("log_softmax", x, axis))
+# With where= the same selects as jax.nn, so autodiff gives 0 outside the mask (also in a
+# row with nothing kept: the NaN of 0/0 there never passes a select).
+def log_softmax(x, axis=-1, where=None):
+    return stable_log_softmax(*check_softmax_args("log_softmax", x, axis, where))
 
 
-def softmax(x, axis: int = -1):
-    return stable_softmax(*check_softmax_args("softmax", x, axis))
+def softmax(x, axis=-1, where=None):
+    return stable_softmax(*check_softmax_args("softmax", x, axis, where))
 
 
 def _log_softmax(x):

@@ -96,7 +96,13 @@ def sigmoid_focal_loss(logits, labels, alpha: float | None = None, gamma: float 
     ce = -(t * log_p + (1 - t) * log_q)
     log_u = logsumexp(jnp.stack([log_p, log_q], axis=-1), axis=-1,
                       b=jnp.stack([1 - t, t], axis=-1))
-    loss = ce if gamma == 0 else ce * jnp.exp(gamma * log_u)
+    # u^gamma, branch-free for a traced gamma: at u = 0, 0^gamma (1 for gamma = 0, else 0)
+    # with no exp(0 * -inf), and d/dgamma = w log u (also at gamma = 0) where u > 0
+    zero, one = jnp.zeros((), x.dtype), jnp.ones((), x.dtype)
+    some = log_u > -jnp.inf
+    w = jnp.where(some, jnp.exp(gamma * jnp.where(some, log_u, zero)),
+                  jnp.where(gamma == 0, one, zero))
+    loss = ce * w
     if alpha is not None:
         loss = (alpha * t + (1 - alpha) * (1 - t)) * loss
     return jnp.mean(loss)
