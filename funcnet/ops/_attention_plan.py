@@ -56,13 +56,14 @@ def large_negative(dtype) -> float:
 
 
 def check_attention_args(fn, q, k, v, mask, causal, scale, block_size, dropout_rate=0.0,
-                         dropout_key=None, window=None):
+                         dropout_key=None, window=None, bias=None):
     """Shared checks of the op and its twin; returns ``(causal, scale, block_size,
     dropout_rate, dropout_key, window)``.
 
     ``scale`` comes back as a Python float (``1/sqrt(H)`` for ``None``); ``dropout_key``
     is required when ``dropout_rate > 0`` (and checked whenever given); ``window`` is
-    ``None`` or an int >= 1, without dropout.
+    ``None`` or an int >= 1, without dropout and without ``bias``. ``bias`` (optional) is
+    a floating array of the mask's shapes (:func:`_check_mask_shape`).
     """
     for name, a in (("q", q), ("k", k), ("v", v)):
         _checks.check_float(fn, name, a)
@@ -87,8 +88,17 @@ def check_attention_args(fn, q, k, v, mask, causal, scale, block_size, dropout_r
         _checks.check_array(fn, "mask", mask)
         if _checks.dtype_of(mask) != jnp.bool_:
             raise TypeError(f"{fn}: mask must have dtype bool (True = attend), got "
-                            f"{_checks.dtype_of(mask)} with shape {_checks.shape_of(mask)}")
+                            f"{_checks.dtype_of(mask)} with shape {_checks.shape_of(mask)}; "
+                            "pass an additive float array as bias= (jax.nn's 4th argument)")
         _check_mask_shape(fn, mask, qs, ks)
+    if bias is not None:
+        _checks.check_array(fn, "bias", bias)
+        if _checks.dtype_of(bias) == jnp.bool_:
+            raise TypeError(f"{fn}: bias must be a floating array added to the logits, got "
+                            f"bool with shape {_checks.shape_of(bias)}; pass a boolean mask "
+                            "as mask= (True = attend)")
+        _checks.check_float(fn, "bias", bias)
+        _check_mask_shape(fn, bias, qs, ks, "bias")
     causal = _checks.static_bool(fn, "causal", causal)
     scale = 1.0 / math.sqrt(qs[-1]) if scale is None else _checks.static_float(
         fn, "scale", scale)
@@ -106,11 +116,16 @@ def check_attention_args(fn, q, k, v, mask, causal, scale, block_size, dropout_r
         if rate > 0.0:
             raise ValueError(f"{fn}: window={window} with dropout_rate={rate:g}: sliding-window "
                              "attention has no dropout (pass dropout_rate=0.0)")
+        if bias is not None:
+            raise ValueError(f"{fn}: window={window} with a bias of shape "
+                             f"{_checks.shape_of(bias)}: sliding-window attention takes no "
+                             "bias (pass window=None, or the band as mask=)")
     return causal, scale, block_size, rate, dropout_key, window
 
 
-def _check_mask_shape(fn, mask, qs, ks):
-    """A mask has the full rank of the logits, each size 1 or full, or is ``(T, S)``.
+def _check_mask_shape(fn, mask, qs, ks, name="mask"):
+    """A mask (or a bias: ``name``) has the full rank of the logits, each size 1 or full,
+    or is ``(T, S)``.
 
     Batched ``q``: rank 4 ``(B, N, T, S)`` or rank 2 ``(T, S)``; unbatched ``q``: rank 3
     ``(N, T, S)`` (``jax.nn``'s form), rank 4 with ``B = 1``, or rank 2. No rank 1 or 3
@@ -122,21 +137,27 @@ def _check_mask_shape(fn, mask, qs, ks):
     batched = len(qs) == 4
     target = (qs[0] if batched else 1, n, t, s)
     shape = _checks.shape_of(mask)
+    if name == "mask":
+        hint, pad4, pad3 = "a key-padding mask is", (qs[0], 1, 1, s), (1, 1, s)
+        what = ("(B, 1, 1, S)", "(1, 1, S)", "a (B, S) or (B, 1, S) mask")
+    else:   # a bias shared over the batch (T5's relative positions, ALiBi)
+        hint, pad4, pad3 = "a bias shared over the batch is", (1, n, t, s), (n, t, s)
+        what = ("(1, N, T, S)", "(N, T, S)", "a (B, T, S) or (B, 1, S) bias")
     if len(shape) not in ((2, 4) if batched else (2, 3, 4)):
         if batched:
-            full, pad = f"4 (B, N, T, S) = {target}", f"(B, 1, 1, S) = {(qs[0], 1, 1, s)}"
-            why = " (no right-aligned broadcasting: it misreads a (B, S) or (B, 1, S) mask)"
+            full, pad = f"4 (B, N, T, S) = {target}", f"{what[0]} = {pad4}"
+            why = f" (no right-aligned broadcasting: it misreads {what[2]})"
         else:
-            full, pad, why = f"3 (N, T, S) = {target[1:]}", f"(1, 1, S) = {(1, 1, s)}", ""
+            full, pad, why = f"3 (N, T, S) = {target[1:]}", f"{what[1]} = {pad3}", ""
         raise ValueError(
-            f"{fn}: mask has shape {shape} (rank {len(shape)}), expected rank {full} (each "
-            f"size 1 or full) or rank 2 (T, S) = {(t, s)}; a key-padding mask is {pad}{why}")
-    _checks.check_broadcastable(fn, "mask", mask, target, "(B, N, T, S); a key-padding "
-                                "mask is (B, 1, 1, S)")
+            f"{fn}: {name} has shape {shape} (rank {len(shape)}), expected rank {full} (each "
+            f"size 1 or full) or rank 2 (T, S) = {(t, s)}; {hint} {pad}{why}")
+    _checks.check_broadcastable(fn, name, mask, target, f"(B, N, T, S); {hint} {what[0]}")
 
 
 def mask5(mask, n: int, kh: int):
-    """A boolean mask broadcastable to ``(B, N, T, S)`` as ``(b, K|1, G|1, t, s)``."""
+    """A boolean mask (or a float bias) broadcastable to ``(B, N, T, S)`` as
+    ``(b, K|1, G|1, t, s)``: a reshape, so ``x.reshape(mask.shape)`` undoes it."""
     if mask is None:
         return None
     mask = mask.reshape((1,) * (4 - mask.ndim) + mask.shape)

@@ -87,28 +87,37 @@ def _key_blocks(x, plan: Plan, axis: int, value=0):
     return jnp.moveaxis(x, axis, 0)
 
 
-def _blocks(k, v, mask, n, plan: Plan):
-    """Scan inputs ``(j, k block, v block, mask block)`` (``(B, K, block, H)`` for k, v)
-    and the mask that is the same for every block (a mask of size 1 along S), or None."""
+def _blocks(k, v, mask, bias, n, plan: Plan):
+    """Scan inputs ``(j, k block, v block, mask block, bias block)`` (``(B, K, block, H)``
+    for k, v; ``(b, K|1, G|1, t, block)`` for the mask and the bias, which is padded with
+    0) and ``(mask, bias)`` that are the same for every block: a mask or bias of size 1
+    along S (as ``(b, K|1, G|1, t, 1)``), else None; both None when not given."""
     kh = k.shape[2]
     xs = (jnp.arange(plan.blocks, dtype=jnp.int32),
           _key_blocks(k.transpose(0, 2, 1, 3), plan, 2),
           _key_blocks(v.transpose(0, 2, 1, 3), plan, 2))
-    m5 = mask5(mask, n, kh)
-    if m5 is not None and m5.shape[-1] != 1:
-        return xs + (_key_blocks(m5, plan, 4, False),), None
-    return xs + (None,), m5
+    fixed = ()
+    for a, pad in ((mask5(mask, n, kh), False), (mask5(bias, n, kh), 0)):
+        if a is not None and a.shape[-1] != 1:
+            xs, fixed = xs + (_key_blocks(a, plan, 4, pad),), fixed + (None,)
+        else:
+            xs, fixed = xs + (None,), fixed + (a,)
+    return xs, fixed
 
 
-def _logits(qh, kb, j, mb, plan: Plan):
-    """Masked, scaled logits of key block ``j``: ``(B, K, G, T, block)`` and the attend mask.
+def _logits(qh, kb, j, mb, bb, plan: Plan):
+    """Masked, scaled, biased logits of key block ``j``: ``(B, K, G, T, block)`` and the
+    attend mask.
 
-    ``attend`` (user mask and causal) is ``None`` when nothing is masked. Masked logits
-    are :func:`large_negative`; key padding is ``-inf`` (weight exactly 0, even in a fully
-    masked row, whose average runs over the ``S`` real keys only).
+    ``bb``, the bias of the block (or ``None``), is added after the scale, before the
+    mask. ``attend`` (user mask and causal) is ``None`` when nothing is masked. Masked
+    logits are :func:`large_negative`; key padding is ``-inf`` (weight exactly 0, even in
+    a fully masked row, whose average runs over the ``S`` real keys only).
     """
     ct = compute_dtype(qh.dtype)
     s = einsum("bkgth,bksh->bkgts", qh, kb, ct) * plan.scale
+    if bb is not None:
+        s = s + bb.astype(ct)
     cols = j * plan.block + lax.broadcasted_iota(jnp.int32, (1, 1, 1, 1, plan.block), 4)
     attend = mb
     if plan.causal:
@@ -138,22 +147,26 @@ def _block_keep(key, plan: Plan, qh, j):
     return keep_probabilities(key, plan.dropout, qh.shape[:-1], cols)
 
 
-def _forward(q, k, v, mask, key, plan: Plan):
+def _forward(q, k, v, mask, bias, key, plan: Plan):
     """Online softmax over key blocks. Returns ``o`` ``(B, T, N, H)`` in the compute dtype
     (not yet cast to ``q``'s) and ``m, log l``."""
     ct = compute_dtype(q.dtype)
     qh = split_heads(q, k.shape[2])
-    xs, fixed = _blocks(k, v, mask, q.shape[2], plan)
+    xs, (fixed, fixed_bias) = _blocks(k, v, mask, bias, q.shape[2], plan)
 
     def body(carry, x):
         m, l, acc = carry
-        j, kb, vb, mb = x
-        s, _ = _logits(qh, kb, j, fixed if mb is None else mb, plan)
+        j, kb, vb, mb, bb = x
+        s, _ = _logits(qh, kb, j, fixed if mb is None else mb,
+                       fixed_bias if bb is None else bb, plan)
         # the shift m is a constant for autodiff (grad of grad): o and m + log l do not
         # depend on it, and a differentiated m would leak into the backward's m, log l
         m_new = lax.stop_gradient(jnp.maximum(m, jnp.max(s, axis=-1)))
-        alpha = jnp.exp(m - m_new)
-        p = jnp.exp(s - m_new[..., None])
+        shift = m_new
+        if bias is not None:    # a -inf bias over all the keys so far: shift by 0, not -inf
+            shift = jnp.where(jnp.isneginf(m_new), jnp.zeros((), ct), m_new)
+        alpha = jnp.exp(m - shift)
+        p = jnp.exp(s - shift[..., None])
         l = alpha * l + jnp.sum(p, axis=-1)         # the normaliser: before dropout
         # dropped, not yet scaled by 1/(1 - r) (after the loop, in the compute dtype: a
         # kept p = 1 stays exact when cast to v's dtype, so D = dO . o cancels exactly
@@ -165,84 +178,108 @@ def _forward(q, k, v, mask, key, plan: Plan):
     # *_like: on a mesh with Explicit axes the carry takes the queries' sharding
     row = qh[..., 0]
     init = (jnp.full_like(row, -jnp.inf, ct), jnp.zeros_like(row, ct), jnp.zeros_like(qh, ct))
-    (m, l, acc), _ = _loop(body, init, xs, plan, (q, key))
+    (m, l, acc), _ = _loop(body, init, xs, plan, (q, key, bias))
     return merge_heads(acc / (l[..., None] * (1.0 - plan.dropout))), m, jnp.log(l)
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(5,))
-def _attention(q, k, v, mask, key, plan):
-    return _any_forward(q, k, v, mask, key, plan)[0].astype(q.dtype)
+@partial(jax.custom_vjp, nondiff_argnums=(6,))
+def _attention(q, k, v, mask, bias, key, plan):
+    return _any_forward(q, k, v, mask, bias, key, plan)[0].astype(q.dtype)
 
 
-def _attention_fwd(q, k, v, mask, key, plan):
-    o, m, log_l = _any_forward(q, k, v, mask, key, plan)
+def _attention_fwd(q, k, v, mask, bias, key, plan):
+    o, m, log_l = _any_forward(q, k, v, mask, bias, key, plan)
     # o is kept in the compute dtype: D = dO . o cancels against dP = dO . v_j where the
     # softmax saturates, and o rounded to bfloat16 leaves an error of eps |dO| |v| there.
-    # mask: the caller's array, not a copy.
-    return o.astype(q.dtype), (q, k, v, mask, key, o, m, log_l)
+    # mask, bias: the caller's arrays, not copies.
+    return o.astype(q.dtype), (q, k, v, mask, bias, key, o, m, log_l)
+
+
+def _reduce_to(x, shape):
+    """``x`` summed (keeping the axes) over the axes where ``shape`` has size 1."""
+    axes = tuple(i for i, (a, b) in enumerate(zip(x.shape, shape)) if b == 1 and a != 1)
+    return jnp.sum(x, axis=axes, keepdims=True) if axes else x
 
 
 def _attention_bwd(plan, res, do):
-    q, k, v, mask, key, o, m, log_l = res
-    if plan.window is not None:
-        return _local_attention.backward(q, k, v, mask, o, m, log_l, do, plan) + (None, None)
+    q, k, v, mask, bias, key, o, m, log_l = res
+    if plan.window is not None:   # no bias with a window (check_attention_args)
+        return _local_attention.backward(q, k, v, mask, o, m, log_l, do, plan) + (None,) * 3
     b, s_len, kh, h = k.shape
     ct = compute_dtype(q.dtype)
     qh, doh = split_heads(q, kh), split_heads(do, kh)
     d = jnp.sum(doh.astype(ct) * split_heads(o, kh).astype(ct), axis=-1)      # (B, K, G, T)
-    xs, fixed = _blocks(k, v, mask, q.shape[2], plan)
+    xs, (fixed, fixed_bias) = _blocks(k, v, mask, bias, q.shape[2], plan)
+    # dbias: per block (a bias of size 1 along S: summed in the carry)
+    b5 = None if bias is None else mask5(bias, q.shape[2], kh).shape
+    carry_db = b5 is not None and b5[4] == 1
 
-    def body(dq, x):
-        j, kb, vb, mb = x
-        s, attend = _logits(qh, kb, j, fixed if mb is None else mb, plan)
+    def body(carry, x):
+        dq, db_acc = carry
+        j, kb, vb, mb, bb = x
+        s, attend = _logits(qh, kb, j, fixed if mb is None else mb,
+                            fixed_bias if bb is None else bb, plan)
         p = jnp.exp((s - m[..., None]) - log_l[..., None])
         keep = _block_keep(key, plan, qh, j)
         dv = einsum("bkgts,bkgth->bksh", drop(p, keep, plan.dropout).astype(q.dtype), doh, ct)
         dp = drop(einsum("bkgth,bksh->bkgts", doh, vb, ct), keep, plan.dropout)
         ds = p * (dp - d[..., None])
-        if attend is not None:  # a masked logit is a constant: no gradient to q, k
+        if attend is not None:  # a masked logit is a constant: no gradient to q, k, bias
             ds = jnp.where(attend, ds, jnp.zeros((), ct))
+        dbb = None     # dbias = dS (before the scale), summed where the bias has size 1
+        if carry_db:
+            db_acc = db_acc + _reduce_to(ds, b5)
+        elif b5 is not None:
+            dbb = _reduce_to(ds, b5[:4] + (plan.block,)).astype(bias.dtype)
         ds = (ds * plan.scale).astype(q.dtype)
         dq = dq + einsum("bkgts,bksh->bkgth", ds, kb, ct)
         dk = einsum("bkgts,bkgth->bksh", ds, qh, ct)
-        return dq, (dk.astype(q.dtype), dv.astype(q.dtype))
+        return (dq, db_acc), (dk.astype(q.dtype), dv.astype(q.dtype), dbb)
 
-    dq, (dk, dv) = _loop(body, jnp.zeros_like(qh, ct), xs, plan, (q, do, m, log_l, key))
+    init = (jnp.zeros_like(qh, ct), jnp.zeros(b5, ct) if carry_db else None)
+    (dq, db_acc), (dk, dv, dbias) = _loop(body, init, xs, plan,
+                                          (q, do, m, log_l, key, bias))
 
     def unblock(x):  # (blocks, B, K, block, H) -> (B, S, K, H)
         x = x.transpose(1, 0, 3, 2, 4).reshape(b, plan.blocks * plan.block, kh, h)
         return x[:, :s_len]
 
-    return merge_heads(dq).astype(q.dtype), unblock(dk), unblock(dv), None, None
+    if carry_db:
+        dbias = db_acc.reshape(bias.shape).astype(bias.dtype)
+    elif dbias is not None:   # (blocks, b, K|1, G|1, t, block) -> the bias's shape
+        dbias = jnp.moveaxis(dbias, 0, 4)
+        dbias = dbias.reshape(dbias.shape[:4] + (plan.blocks * plan.block,))[..., :s_len]
+        dbias = dbias.reshape(bias.shape)
+    return merge_heads(dq).astype(q.dtype), unblock(dk), unblock(dv), None, dbias, None
 
 
 defvjp(_attention, _attention_fwd, _attention_bwd)
 
 
-def _any_forward(q, k, v, mask, key, plan: Plan):
-    """:func:`_forward`, or the sliding-window forward pass with ``plan.window``."""
+def _any_forward(q, k, v, mask, bias, key, plan: Plan):
+    """:func:`_forward`, or the sliding-window forward pass with ``plan.window`` (no bias)."""
     if plan.window is None:
-        return _forward(q, k, v, mask, key, plan)
+        return _forward(q, k, v, mask, bias, key, plan)
     return _local_attention.forward(q, k, v, mask, plan)
 
 
 # ---------------------------------------------------------------------------- public op
 @has_twin
-def dot_product_attention(q, k, v, mask=None, *, causal=False, scale=None, block_size=None,
-                          dropout_rate=0.0, dropout_key=None, window=None):
-    r"""Scaled dot-product attention, ``softmax(q k^T * scale + mask) v``, in O(T) memory.
+def dot_product_attention(q, k, v, mask=None, *, bias=None, causal=False, scale=None,
+                          block_size=None, dropout_rate=0.0, dropout_key=None, window=None):
+    r"""Scaled dot-product attention, ``softmax(q k^T * scale + bias + mask) v``, in O(T) memory.
 
     Layout and semantics of ``jax.nn.dot_product_attention`` (``B`` batch, ``T`` queries,
     ``S`` keys, ``N`` query heads, ``K`` key/value heads, ``H`` head size), with which it
     agrees in value and gradient (tests). Departures from its signature: the 4th
-    positional argument is the boolean ``mask`` (``jax.nn``'s is an additive ``bias``; a
-    float array there is refused with ``TypeError``), ``causal`` instead of
-    ``is_causal``, ``window`` instead of ``local_window_size``, no ``bias`` or
-    ``*_seq_lengths``, a mask of rank 1 or 3 (batched ``q``) is refused instead of
-    right-aligned, and an empty axis is refused. For each batch ``b`` and head ``n``
-    (served by key/value head ``n // (N/K)``)::
+    positional argument is the boolean ``mask`` (``jax.nn``'s is the additive ``bias``,
+    here keyword-only ``bias=``; a float array in 4th place is refused with
+    ``TypeError``), ``causal`` instead of ``is_causal``, ``window`` instead of
+    ``local_window_size``, no ``*_seq_lengths``, a mask or bias of rank 1 or 3 (batched
+    ``q``) is refused instead of right-aligned, and an empty axis is refused. For each
+    batch ``b`` and head ``n`` (served by key/value head ``n // (N/K)``)::
 
-        s_ij = scale * q_i . k_j                          (i < T, j < S)
+        s_ij = scale * q_i . k_j + bias[b, n, i, j]       (i < T, j < S; bias 0 if None)
         z_ij = s_ij if attend(i, j) else L                attend = mask[b, n, i, j] and
                                                                    (not causal or j <= i) and
                                                                    (no window or |i-j| < W)
@@ -281,7 +318,8 @@ def dot_product_attention(q, k, v, mask=None, *, causal=False, scale=None, block
     dropout, and ``1/(1 - r)`` is applied to the sum in the compute dtype, not to each
     probability before its cast to ``v``'s dtype (a kept ``p = 1`` stays exact).
 
-    Residuals: ``q, k, v`` (the arguments), ``mask``, the output ``o`` in the compute
+    Residuals: ``q, k, v`` (the arguments), ``mask`` and ``bias`` (the caller's arrays;
+    the backward pass splits the bias into key blocks again), the output ``o`` in the compute
     dtype (float32 for bfloat16/float16 inputs: ``D_i`` below cancels against ``dP_ij``
     where the softmax saturates, and ``o`` rounded to bfloat16 left an error of
     ``eps |dO| |v|`` in gradients that are near 0 there) and the row
@@ -297,8 +335,12 @@ def dot_product_attention(q, k, v, mask=None, *, causal=False, scale=None, block
         dV_j  = sum_i P_ij Z'_ij dO_i          dP_ij = (dO_i . v_j) Z'_ij
         dS_ij = P_ij (dP_ij - D_i) attend(i, j)      (a masked logit is a constant)
         dq_i += scale sum_j dS_ij k_j          dK_j  = scale sum_i dS_ij q_i
+        dbias[b, n, i, j] = dS_ij                    (before the scale)
 
-    summed over the ``N/K`` query heads of a key/value head (grouped-query attention).
+    summed over the ``N/K`` query heads of a key/value head (grouped-query attention);
+    ``dbias`` is summed over the axes where ``bias`` has size 1 (within a key block, and
+    over the blocks in the scan's carry for a bias of size 1 along ``S``), returned in the
+    bias's shape and dtype; a masked or fully masked position gets 0.
     ``D_i = dO_i . O_i`` still equals ``sum_j P_ij dP_ij`` with dropout, since ``O`` is
     the dropped output (Dao et al. 2022, Algorithm 4).
     Each key block is one ``lax.scan`` step (no loop for one block); queries are not
@@ -317,7 +359,7 @@ def dot_product_attention(q, k, v, mask=None, *, causal=False, scale=None, block
     one softmax over it: keys outside the window are never computed, the work is
     ``O(T (block + W))`` and the residuals are the same. A row whose window is fully
     masked is still the mean of all ``S`` values (the backward pass adds ``dO_i / S`` to
-    every ``dV_j``). No dropout with a window.
+    every ``dV_j``). No dropout and no ``bias`` with a window (``ValueError``).
 
     Args:
       q: queries ``(B, T, N, H)``, or ``(T, N, H)``.
@@ -325,7 +367,7 @@ def dot_product_attention(q, k, v, mask=None, *, causal=False, scale=None, block
         multi-head attention, ``K < N`` grouped-query (``K == 1`` multi-query).
       v: values, ``k``'s shape. ``q, k, v`` share one floating dtype.
       mask: optional boolean array, ``True`` = attend; the 4th positional argument
-        (``jax.nn``'s 4th is an additive ``bias``, which this op does not take). Rank 4
+        (``jax.nn``'s 4th is the additive ``bias``, here keyword-only). Rank 4
         ``(B, N, T, S)`` with each size 1 or full (a key-padding mask is ``(B, 1, 1, S)``),
         or rank 2 ``(T, S)``; for an unbatched ``q`` also rank 3 ``(N, T, S)``. Unlike
         ``jax.nn``, a mask of rank 1, or rank 3 with a batched ``q``, is refused rather
@@ -333,6 +375,16 @@ def dot_product_attention(q, k, v, mask=None, *, causal=False, scale=None, block
         ``B`` equals ``N``. A rank-2 mask is always read as ``(T, S)``, so a ``(B, S)``
         key-padding mask is refused unless ``B == T``, where it cannot be told from a
         ``(T, S)`` mask: pass key padding as ``(B, 1, 1, S)``.
+      bias: optional floating array (keyword-only; ``jax.nn``'s ``bias``) added to the
+        scaled logits before the mask and the softmax, e.g. T5's learned relative
+        position biases ``(1, N, T, S)`` or ALiBi's ``-slope_n |i - j|``. The mask's
+        shapes: rank 4 ``(B, N, T, S)`` with each size 1 or full, or rank 2 ``(T, S)``;
+        for an unbatched ``q`` also rank 3 ``(N, T, S)`` (rank 1, or rank 3 with a batched
+        ``q``, refused: write ``bias[None]`` for ``(1, N, T, S)``). Any float dtype, cast to
+        the compute dtype for the logits. Differentiable: its gradient is ``dS`` above, in
+        its shape and dtype. Padded keys of the last block stay ``-inf`` whatever the bias.
+        A ``-inf`` bias is allowed (weight 0); a row whose every logit is ``-inf`` is NaN
+        (as ``jax.nn``).
       causal: static bool, mask keys ``j > i``.
       scale: static Python float multiplying the logits; default ``1 / sqrt(H)``.
       block_size: static int, keys per block of the forward and backward loops (queries
@@ -354,11 +406,12 @@ def dot_product_attention(q, k, v, mask=None, *, causal=False, scale=None, block
 
     Raises:
       ValueError: wrong ranks, inconsistent ``B, H`` or ``S``, ``N`` not a multiple of
-        ``K``, an empty axis, a mask of another rank or not broadcastable to
+        ``K``, an empty axis, a mask or bias of another rank or not broadcastable to
         ``(B, N, T, S)``, a NaN/inf
         ``scale``, ``block_size < 1``, ``dropout_rate`` outside ``[0, 1)`` or without a
-        ``dropout_key``, ``window < 1``, ``window`` with ``dropout_rate > 0``.
+        ``dropout_key``, ``window < 1``, ``window`` with ``dropout_rate > 0`` or a ``bias``.
       TypeError: non-floating or mismatched ``q, k, v`` dtypes, a non-bool mask, a
+        non-floating (e.g. bool) bias, a
         non-static ``scale``, ``causal``, ``block_size``, ``window`` or ``dropout_rate``, a
         ``dropout_key`` that is not a PRNG key.
 
@@ -369,7 +422,7 @@ def dot_product_attention(q, k, v, mask=None, *, causal=False, scale=None, block
     """
     fn = "dot_product_attention"
     causal, scale, block_size, rate, key, window = check_attention_args(
-        fn, q, k, v, mask, causal, scale, block_size, dropout_rate, dropout_key, window)
+        fn, q, k, v, mask, causal, scale, block_size, dropout_rate, dropout_key, window, bias)
     single = q.ndim == 3
     if single:
         q, k, v = q[None], k[None], v[None]
@@ -379,5 +432,6 @@ def dot_product_attention(q, k, v, mask=None, *, causal=False, scale=None, block
         rows = math.prod(d for d in q.shape[:3] if isinstance(d, int))  # symbolic B counts 1
         plan = _plan(k.shape[1], rows, causal, scale, block_size, rate)
     o = _attention(q, k, v, None if mask is None else jnp.asarray(mask),
-                   key if rate > 0.0 else None, plan)
+                   None if bias is None else jnp.asarray(bias), key if rate > 0.0 else None,
+                   plan)
     return o[0] if single else o

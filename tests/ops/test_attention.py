@@ -262,7 +262,8 @@ ERRORS = [
     ({"k": np.zeros((2, 0, 2, 6)), "v": np.zeros((2, 0, 2, 6))}, ValueError,
      r"every size must be >= 1"),
     ({"mask": np.ones((2, 4, 3, 5), np.float32)}, TypeError,
-     r"dot_product_attention: mask must have dtype bool \(True = attend\), got float32"),
+     r"dot_product_attention: mask must have dtype bool \(True = attend\), got float32 "
+     r"with shape \(2, 4, 3, 5\); pass an additive float array as bias="),
     ({"mask": np.ones((2, 4, 3, 4), bool)}, ValueError,
      r"mask has shape \(2, 4, 3, 4\), expected a shape broadcastable to \(2, 4, 3, 5\) "
      r"\(B, N, T, S\)"),

@@ -10,14 +10,17 @@ from funcnet.ops._attention_plan import check_attention_args, large_negative, ma
 from funcnet.ops.attention import drop, keep_probabilities
 
 
-def dot_product_attention(q, k, v, mask=None, *, causal=False, scale=None, block_size=None,
-                          dropout_rate=0.0, dropout_key=None, window=None):
-    """Reference attention ``softmax(q k^T * scale, masked with L) v``, one ``T x S`` block.
+def dot_product_attention(q, k, v, mask=None, *, bias=None, causal=False, scale=None,
+                          block_size=None, dropout_rate=0.0, dropout_key=None, window=None):
+    """Reference attention ``softmax(q k^T * scale + bias, masked with L) v``, one ``T x S``
+    block.
 
     Args:
       q: ``(B, T, N, H)`` or ``(T, N, H)``; k, v: ``(B, S, K, H)`` or ``(S, K, H)``.
       mask: boolean ``(B, N, T, S)`` (sizes 1 or full) or ``(T, S)`` (also ``(N, T, S)``
         for an unbatched ``q``), as the op; ``True`` = attend.
+      bias: optional float array of the mask's shapes, added to the scaled logits before
+        the mask (cast to the compute dtype); its gradient comes from JAX's autodiff.
       causal, scale: as the op. block_size: checked and ignored (one block).
       dropout_rate, dropout_key: as the op (the same mask for the same key).
       window: as the op: query ``i`` attends keys ``i - window < j`` (and ``j <= i``
@@ -28,7 +31,7 @@ def dot_product_attention(q, k, v, mask=None, *, causal=False, scale=None, block
     """
     causal, scale, _, rate, key, window = check_attention_args(
         "dot_product_attention", q, k, v, mask, causal, scale, block_size, dropout_rate,
-        dropout_key, window)
+        dropout_key, window, bias)
     single = q.ndim == 3
     if single:
         q, k, v = q[None], k[None], v[None]
@@ -37,6 +40,8 @@ def dot_product_attention(q, k, v, mask=None, *, causal=False, scale=None, block
     ct = compute_dtype(q.dtype)
     qg = q.reshape(b, t, kh, n // kh, h)
     s = einsum("btkgh,bskh->bkgts", qg, k, ct) * scale
+    if bias is not None:
+        s = s + mask5(jnp.asarray(bias), n, kh).astype(ct)
     attend = None if mask is None else mask5(jnp.asarray(mask), n, kh)
     if causal:
         c = jnp.tril(jnp.ones((t, s_len), bool))[None, None, None]
