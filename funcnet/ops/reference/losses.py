@@ -94,8 +94,15 @@ def sigmoid_focal_loss(logits, labels, alpha: float | None = None, gamma: float 
                                                        alpha, gamma)
     log_p, log_q = jax.nn.log_sigmoid(x), jax.nn.log_sigmoid(-x)
     ce = -(t * log_p + (1 - t) * log_q)
-    log_u = logsumexp(jnp.stack([log_p, log_q], axis=-1), axis=-1,
-                      b=jnp.stack([1 - t, t], axis=-1))
+    # log u = log((1 - t) s + t (1 - s)), shifted by the larger log of a term with a
+    # nonzero weight (as logsumexp(..., b=)), but keeping the zero-weight term's
+    # derivative in t (logsumexp drops it: a wrong dL/dt at hard labels); its exponent is
+    # capped at log(max) - 1, where it only stands for an astronomically large derivative
+    a, b = jnp.stack([log_p, log_q], axis=-1), jnp.stack([1 - t, t], axis=-1)
+    m = jax.lax.stop_gradient(jnp.max(jnp.where(b != 0, a, -jnp.inf), axis=-1, keepdims=True))
+    m = jnp.where(jnp.isfinite(m), m, jnp.zeros((), m.dtype))
+    cap = math.log(jnp.finfo(x.dtype).max) - 1.0
+    log_u = m[..., 0] + jnp.log(jnp.sum(b * jnp.exp(jnp.minimum(a - m, cap)), axis=-1))
     # u^gamma, branch-free for a traced gamma: at u = 0, 0^gamma (1 for gamma = 0, else 0)
     # with no exp(0 * -inf), and d/dgamma = w log u (also at gamma = 0) where u > 0
     zero, one = jnp.zeros((), x.dtype), jnp.ones((), x.dtype)
