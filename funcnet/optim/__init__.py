@@ -29,7 +29,9 @@ learning rate the next update will use. optax's remaining wrappers and protocol 
 its tree helpers (bias_correction, update_moment, safe_norm, ...) in
 :mod:`.transforms_extra_tree` and ``microbatch`` in ``microbatching``; ``optax.tree``'s
 pytree helpers (``tree.norm``, ``tree.add_scale``, ``tree.get(state, "count")``, ...) in
-:mod:`.tree`, with optax's older ``tree_utils.tree_*`` names in :mod:`.tree_utils`.
+:mod:`.tree`, with optax's older ``tree_utils.tree_*`` names in :mod:`.tree_utils`;
+``optax.projections``' Euclidean projections (``projection_l2_ball``, ``projection_simplex``,
+``projection_box``, ...) in :mod:`.projections` (``from funcnet.optim import projections``).
 """
 from funcnet.optim import schedules
 from funcnet._describe import describe
@@ -136,7 +138,7 @@ from funcnet.optim.contrib_privacy import (
     DifferentiallyPrivateAggregateState, differentially_private_aggregate, dpsgd)
 from funcnet.optim.contrib_sophia import (
     HutchinsonState, SophiaState, hutchinson_estimator_diag_hessian, scale_by_sophia, sophia)
-from funcnet.optim import tree, tree_utils
+from funcnet.optim import projections, tree, tree_utils
 
 __all__ = [
     # protocol and helpers
@@ -222,3 +224,4 @@ __all__ += [  # round 7: optax.contrib's DP-SGD, complex-valued wrapper and GaLo
     "split_real_and_imaginary", "SplitRealAndImaginaryArrays", "SplitRealAndImaginaryState",
     "galore", "scale_by_galore", "GaLoreDimensionNumbers", "GaLoreState",
 ]
+__all__ += ["projections"]  # optax.projections, as a submodule (its names stay there)
