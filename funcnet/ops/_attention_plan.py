@@ -155,6 +155,46 @@ def _check_mask_shape(fn, mask, qs, ks, name="mask"):
     _checks.check_broadcastable(fn, name, mask, target, f"(B, N, T, S); {hint} {what[0]}")
 
 
+def seq_length_masks(fn, q, k, mask, query_seq_lengths, key_value_seq_lengths):
+    """``jax.nn``'s ``query_seq_lengths`` / ``key_value_seq_lengths`` (``(B,)`` integers:
+    the real queries and keys of each sequence, the rest padding at the end): returns
+    ``(mask, rows)``, the ``mask`` with the padded keys masked (``(B, 1, 1, S)`` and-ed
+    in, so no ``T x S`` array is made for it) and ``rows``, ``(B, T, 1, 1)`` bools of the
+    real queries (``None`` without query lengths), whose outputs the caller keeps (the
+    padded queries' outputs are 0, as ``jax.nn``'s, so they send no gradient back).
+    Concrete lengths must be in ``[0, T]`` / ``[0, S]``; a batched ``q`` is required."""
+    if query_seq_lengths is None and key_value_seq_lengths is None:
+        return mask, None
+    qs, ks = _checks.shape_of(q), _checks.shape_of(k)
+    given = [(n, a, size) for n, a, size in (("query_seq_lengths", query_seq_lengths, qs[-3]),
+                                             ("key_value_seq_lengths", key_value_seq_lengths,
+                                              ks[-3])) if a is not None]
+    if len(qs) != 4:
+        raise ValueError(f"{fn}: {given[0][0]} needs a batched q (B, T, N, H), got q of "
+                         f"shape {qs}; for one sequence pass a mask, or q[None]")
+    lengths = {}
+    for name, a, size in given:
+        _checks.check_integer(fn, name, a, "one length per sequence")
+        _checks.check_shape(fn, name, a, (qs[0],), f"(B,) = ({qs[0]},): one per sequence")
+        known = _checks.concrete(a)
+        if known is not None and (known.min() < 0 or known.max() > size):
+            raise ValueError(f"{fn}: {name} must be in [0, {size}] (the padded length), got "
+                             f"min {known.min()}, max {known.max()}")
+        lengths[name] = jnp.asarray(a)
+    rows = None
+    if "query_seq_lengths" in lengths:
+        t = jnp.arange(qs[1], dtype=lengths["query_seq_lengths"].dtype)
+        rows = (t[None, :] < lengths["query_seq_lengths"][:, None])[:, :, None, None]
+    if "key_value_seq_lengths" in lengths:
+        kv = lengths["key_value_seq_lengths"]
+        keys = (jnp.arange(ks[1], dtype=kv.dtype)[None, :] < kv[:, None])[:, None, None, :]
+        if mask is not None:
+            mask = jnp.asarray(mask)
+            keys = keys & mask.reshape((1,) * (4 - mask.ndim) + mask.shape)
+        mask = keys
+    return mask, rows
+
+
 def mask5(mask, n: int, kh: int):
     """A boolean mask (or a float bias) broadcastable to ``(B, N, T, S)`` as
     ``(b, K|1, G|1, t, s)``: a reshape, so ``x.reshape(mask.shape)`` undoes it."""

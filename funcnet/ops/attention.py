@@ -30,7 +30,8 @@ from jax import lax
 from funcnet.ops import _local_attention
 from funcnet.ops._arrays import compute_dtype, einsum
 from funcnet.ops._attention_plan import (BLOCK_ELEMENTS, MIN_BLOCK, Plan, check_attention_args,
-                                         large_negative, mask5, merge_heads, split_heads)
+                                         large_negative, mask5, merge_heads,
+                                         seq_length_masks, split_heads)
 from funcnet.ops._mode import has_twin
 from funcnet.ops._mesh import defvjp, vary_like
 from funcnet.ops.dropout import keep_mask
@@ -266,7 +267,8 @@ def _any_forward(q, k, v, mask, bias, key, plan: Plan):
 # ---------------------------------------------------------------------------- public op
 @has_twin
 def dot_product_attention(q, k, v, mask=None, *, bias=None, causal=False, scale=None,
-                          block_size=None, dropout_rate=0.0, dropout_key=None, window=None):
+                          block_size=None, dropout_rate=0.0, dropout_key=None, window=None,
+                          query_seq_lengths=None, key_value_seq_lengths=None):
     r"""Scaled dot-product attention, ``softmax(q k^T * scale + bias + mask) v``, in O(T) memory.
 
     Layout and semantics of ``jax.nn.dot_product_attention`` (``B`` batch, ``T`` queries,
@@ -275,7 +277,7 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, causal=False, scale=
     positional argument is the boolean ``mask`` (``jax.nn``'s is the additive ``bias``,
     here keyword-only ``bias=``; a float array in 4th place is refused with
     ``TypeError``), ``causal`` instead of ``is_causal``, ``window`` instead of
-    ``local_window_size``, no ``*_seq_lengths``, a mask or bias of rank 1 or 3 (batched
+    ``local_window_size``, a mask or bias of rank 1 or 3 (batched
     ``q``) is refused instead of right-aligned, and an empty axis is refused. For each
     batch ``b`` and head ``n`` (served by key/value head ``n // (N/K)``)::
 
@@ -400,6 +402,14 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, causal=False, scale=
         probabilities (0: no dropout, the default; use 0 for evaluation).
       dropout_key: a PRNG key, required when ``dropout_rate > 0``; ignored otherwise.
       window: ``None`` (every key) or a static int ``W >= 1``, the sliding window above.
+      query_seq_lengths, key_value_seq_lengths: optional ``(B,)`` integer arrays
+        (``jax.nn``'s; batched ``q`` only): sequence ``b`` has ``query_seq_lengths[b]``
+        real queries and ``key_value_seq_lengths[b]`` real keys, the rest padding at the
+        end. Padded keys are masked (a ``(B, 1, 1, S)`` mask and-ed with ``mask``: no
+        ``T x S`` array is made for them); the outputs of padded queries are 0 (as
+        ``jax.nn``), so they send no gradient back. Concrete lengths must lie in
+        ``[0, T]`` / ``[0, S]``; a sequence with no real key averages all ``S`` values, as
+        a fully masked row.
 
     Returns:
       ``(B, T, N, H)`` (or ``(T, N, H)``), ``q``'s dtype.
@@ -409,9 +419,11 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, causal=False, scale=
         ``K``, an empty axis, a mask or bias of another rank or not broadcastable to
         ``(B, N, T, S)``, a NaN/inf
         ``scale``, ``block_size < 1``, ``dropout_rate`` outside ``[0, 1)`` or without a
-        ``dropout_key``, ``window < 1``, ``window`` with ``dropout_rate > 0`` or a ``bias``.
+        ``dropout_key``, ``window < 1``, ``window`` with ``dropout_rate > 0`` or a ``bias``,
+        sequence lengths not of shape ``(B,)``, outside their range or with an unbatched
+        ``q``.
       TypeError: non-floating or mismatched ``q, k, v`` dtypes, a non-bool mask, a
-        non-floating (e.g. bool) bias, a
+        non-floating (e.g. bool) bias, non-integer sequence lengths, a
         non-static ``scale``, ``causal``, ``block_size``, ``window`` or ``dropout_rate``, a
         ``dropout_key`` that is not a PRNG key.
 
@@ -423,6 +435,7 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, causal=False, scale=
     fn = "dot_product_attention"
     causal, scale, block_size, rate, key, window = check_attention_args(
         fn, q, k, v, mask, causal, scale, block_size, dropout_rate, dropout_key, window, bias)
+    mask, real = seq_length_masks(fn, q, k, mask, query_seq_lengths, key_value_seq_lengths)
     single = q.ndim == 3
     if single:
         q, k, v = q[None], k[None], v[None]
@@ -434,4 +447,6 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, causal=False, scale=
     o = _attention(q, k, v, None if mask is None else jnp.asarray(mask),
                    None if bias is None else jnp.asarray(bias), key if rate > 0.0 else None,
                    plan)
+    if real is not None:
+        o = jnp.where(real, o, jnp.zeros((), o.dtype))
     return o[0] if single else o

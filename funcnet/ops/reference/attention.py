@@ -6,12 +6,14 @@ import jax.numpy as jnp
 from jax import lax
 
 from funcnet.ops._arrays import compute_dtype, einsum
-from funcnet.ops._attention_plan import check_attention_args, large_negative, mask5
+from funcnet.ops._attention_plan import (check_attention_args, large_negative, mask5,
+                                         seq_length_masks)
 from funcnet.ops.attention import drop, keep_probabilities
 
 
 def dot_product_attention(q, k, v, mask=None, *, bias=None, causal=False, scale=None,
-                          block_size=None, dropout_rate=0.0, dropout_key=None, window=None):
+                          block_size=None, dropout_rate=0.0, dropout_key=None, window=None,
+                          query_seq_lengths=None, key_value_seq_lengths=None):
     """Reference attention ``softmax(q k^T * scale + bias, masked with L) v``, one ``T x S``
     block.
 
@@ -25,6 +27,8 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, causal=False, scale=
       dropout_rate, dropout_key: as the op (the same mask for the same key).
       window: as the op: query ``i`` attends keys ``i - window < j`` (and ``j <= i``
         causal, ``j < i + window`` otherwise), one more term of the boolean mask.
+      query_seq_lengths, key_value_seq_lengths: as the op (padded keys masked, padded
+        queries' outputs 0).
 
     Returns:
       ``q``'s shape and dtype.
@@ -32,6 +36,8 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, causal=False, scale=
     causal, scale, _, rate, key, window = check_attention_args(
         "dot_product_attention", q, k, v, mask, causal, scale, block_size, dropout_rate,
         dropout_key, window, bias)
+    mask, real = seq_length_masks("dot_product_attention", q, k, mask, query_seq_lengths,
+                                  key_value_seq_lengths)
     single = q.ndim == 3
     if single:
         q, k, v = q[None], k[None], v[None]
@@ -58,4 +64,6 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, causal=False, scale=
         p = drop(p, keep_probabilities(key, rate, p.shape[:-1], cols), 0.0)
     o = einsum("bkgts,bskh->btkgh", p.astype(v.dtype), v, ct) / (1.0 - rate)
     o = o.reshape(b, t, n, h).astype(q.dtype)
+    if real is not None:
+        o = jnp.where(real, o, jnp.zeros((), o.dtype))
     return o[0] if single else o
