@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from funcnet import _checks, ops
-from funcnet.nn import decoding, initializers
+from funcnet.nn import decoding, initializers, position_bias as _pb
 from funcnet.nn.base import (Layer, check_dtype, check_input_shape, check_no_params,
                              check_params, check_train, check_train_key, check_weight_args,
                              describe, fmt, init_checked, is_shape, is_shape_pair, promote,
@@ -29,13 +29,15 @@ _LAYOUT = "(N, T, F) or one sequence (T, F)"
 _PROJECTIONS = ("q", "k", "v", "o")
 
 
-@described(added=("window",))
+@described(added=("window", "position_bias", "position_bias_buckets"))
 def MultiHeadAttention(num_heads: int, *, qkv_features: int | None = None,
                        out_features: int | None = None, causal: bool = False,
                        dropout_rate: float = 0.0, use_bias: bool = True,
                        w_init=initializers.xavier_uniform(), b_init=initializers.zeros,
                        dtype=None, num_kv_heads: int | None = None,
-                       decode: bool = False, rope=False, window: int | None = None) -> Layer:
+                       decode: bool = False, rope=False, window: int | None = None,
+                       position_bias: str | None = None,
+                       position_bias_buckets: tuple = (32, 128)) -> Layer:
     """Multi-head self-attention: projections, :func:`funcnet.ops.dot_product_attention`,
     output projection.
 
@@ -75,6 +77,24 @@ def MultiHeadAttention(num_heads: int, *, qkv_features: int | None = None,
     attends keys ``t - W < j <= t`` (causal) or ``|t - j| < W`` (not causal) only, besides
     the mask; the op skips the keys outside the window, so the work is ``O(T W)``.
 
+    Position biases (``position_bias``; :mod:`funcnet.nn.position_bias`): a term of the
+    positions ``i`` (query), ``j`` (key) added per head ``n`` to the scaled logits, the
+    op's ``bias=`` built as ``(1, num_heads, T, S)`` (shared over the batch)::
+
+        "alibi":  s_nij += -m_n |i - j|                  (Press et al. 2022; BLOOM, MPT)
+        "t5":     s_nij += rel_bias[bucket(j - i), n]    (Raffel et al. 2020, section 2.1)
+
+    ALiBi has no params; slopes ``m_k = 2^(-8k/N)``, ``k = 1..N``, for ``N`` a power of 2,
+    else the paper's interleaving. Its causal bias ``-m (i - j)`` equals ``-m |i - j|`` on
+    the keys ``j <= i``; ``|i - j|`` is the symmetric choice without ``causal``. T5's
+    buckets are bidirectional (its encoder) without ``causal``, unidirectional (its
+    decoder) with it; ``rel_bias`` starts Glorot uniform (Mesh TensorFlow, T5X). Departures
+    from T5: each layer has its own table (T5 shares one per stack), and the logits keep
+    the ``1/sqrt(dh)`` scale (T5 has none). ``decode=True``: query ``t`` of a chunk is at
+    ``index + t``, cache slot ``j`` at ``j``, so chunks equal the full pass (tests). With
+    ``rope`` the bias adds to the rotated logits. The bias is materialised and kept for
+    the backward pass: ``O(num_heads T S)`` memory, not the op's ``O(T)``.
+
     The attention op's backward rule recomputes the probabilities blockwise, so a
     training step keeps ``O(T)`` per head for the attention, not ``T x T``; the
     projections are :func:`funcnet.ops.affine` (:func:`funcnet.ops.matmul` without bias).
@@ -100,9 +120,10 @@ def MultiHeadAttention(num_heads: int, *, qkv_features: int | None = None,
         of the mask is the ``L`` cache positions (``(N, 1, 1, L)`` for padding).
       output: ``(N, T, out_features)`` (or ``(T, out_features)``).
       params: ``{"wq": (F, D), "wk", "wv": (F, Dkv), "wo": (D, out_features), "bq": (D,),
-        "bk", "bv": (Dkv,), "bo": (out_features,)}`` (no ``b*`` when ``use_bias=False``);
-        state ``()``, or the cache above with ``decode=True`` (``(L, K, dh)`` and no ``N``
-        for a one-sequence ``init``).
+        "bk", "bv": (Dkv,), "bo": (out_features,)}`` (no ``b*`` when ``use_bias=False``;
+        ``"rel_bias": (num_buckets, num_heads)`` with ``position_bias="t5"``); state
+        ``()``, or the cache above with ``decode=True`` (``(L, K, dh)`` and no ``N`` for a
+        one-sequence ``init``).
 
     Args:
       num_heads: number of heads, an int >= 1.
@@ -140,6 +161,10 @@ def MultiHeadAttention(num_heads: int, *, qkv_features: int | None = None,
         last ``W`` positions (``(N, W, K, dh)``; rope keys stay rotated at their absolute
         positions), so decoding runs past ``L`` without overflow; it takes no mask. With
         ``L < W`` the cache is the ordinary one of ``L`` positions. No dropout.
+      position_bias: ``None`` (default), ``"alibi"`` or ``"t5"`` (above); not with ``window``.
+      position_bias_buckets: ``"t5"``'s ``(num_buckets, max_distance)``, default
+        ``(32, 128)`` (T5's): the rows of ``rel_bias`` (half of them per sign without
+        ``causal``); distances ``>= max_distance`` share the last bucket.
 
     Returns:
       A :class:`Layer` named ``"MultiHeadAttention(num_heads)"``; ``apply`` takes ``key=``
@@ -152,7 +177,10 @@ def MultiHeadAttention(num_heads: int, *, qkv_features: int | None = None,
       ValueError: at construction ``num_heads < 1``, ``qkv_features`` not a multiple of
         ``num_heads``, ``num_heads`` not a multiple of ``num_kv_heads``, ``dropout_rate``
         outside ``[0, 1)``, ``decode=True`` without ``causal=True``, ``window < 1`` or
-        ``window`` with ``dropout_rate > 0``; in ``init`` a bad
+        ``window`` with ``dropout_rate > 0`` or ``position_bias``, a ``position_bias`` other
+        than ``None``, ``"alibi"``, ``"t5"``, ``position_bias_buckets`` not a pair of ints
+        ``>= 1`` (``TypeError`` for a non-pair or non-int), too few for ``"t5"``, or given
+        without ``"t5"``; in ``init`` a bad
         ``input_shape`` or ``F`` not a multiple of ``num_heads`` (no ``qkv_features``), a
         ``-1`` size with ``decode=True``; in ``apply`` params of another shape, a missing
         ``key`` for dropout, and the op's errors (mask shape, input features) prefixed
@@ -172,7 +200,9 @@ def MultiHeadAttention(num_heads: int, *, qkv_features: int | None = None,
       Shazeer (2019), "Fast Transformer Decoding: One Write-Head is All You Need",
       https://arxiv.org/abs/1911.02150; Ainslie et al. (2023), "GQA: Training Generalized
       Multi-Query Transformer Models from Multi-Head Checkpoints",
-      https://arxiv.org/abs/2305.13245.
+      https://arxiv.org/abs/2305.13245. Press, Smith & Lewis (2022), "Train Short, Test
+      Long" (ALiBi), https://arxiv.org/abs/2108.12409; Raffel et al. (2020), T5,
+      https://arxiv.org/abs/1910.10683, section 2.1.
     """
     heads = _checks.static_int("MultiHeadAttention", "num_heads", num_heads, minimum=1)
     name = f"MultiHeadAttention({heads})"
@@ -181,12 +211,13 @@ def MultiHeadAttention(num_heads: int, *, qkv_features: int | None = None,
     rope = _rope_args(name, rope)
     if window is not None:
         window = _checks.static_int(name, "window", window, minimum=1)
+    bias_spec = _pb.check(name, position_bias, position_bias_buckets, causal, window)
     if decode and not causal:
         raise ValueError(f"{name}: decode=True needs causal=True (autoregressive decoding "
                          f"of causal self-attention: a query never sees a later position)")
     return _attention_layer(name, heads, num_kv_heads, False, qkv_features, out_features,
                             causal, dropout_rate, use_bias, w_init, b_init, dtype, decode,
-                            rope, window)
+                            rope, window, bias_spec)
 
 
 @described(added=("decode",))
@@ -284,7 +315,7 @@ def CrossAttention(num_heads: int, *, qkv_features: int | None = None,
     name = f"CrossAttention({heads})"
     return _attention_layer(name, heads, num_kv_heads, True, qkv_features, out_features,
                             False, dropout_rate, use_bias, w_init, b_init, dtype,
-                            _checks.static_bool(name, "decode", decode), None, None)
+                            _checks.static_bool(name, "decode", decode), None, None, None)
 
 
 _ROPE_ARGS = ("base", "rotary_dim", "interleaved")
@@ -307,12 +338,13 @@ def _rope_args(name: str, rope) -> dict | None:
 
 def _attention_layer(name, heads, kv_heads, cross, qkv_features, out_features, causal,
                      dropout_rate, use_bias, w_init, b_init, dtype, decode, rope,
-                     window) -> Layer:
+                     window, bias_spec) -> Layer:
     """The init/apply of both attention layers; ``cross``: keys and values are projected
     from a ``context`` (the second input) instead of from ``x``; ``decode``: a key/value
     cache in ``state`` (:mod:`funcnet.nn.decoding`; with ``cross``, the context's);
     ``rope``: ``None`` or the keyword arguments of the rotary embedding of ``q`` and
-    ``k``; ``window``: ``None`` or the sliding window."""
+    ``k``; ``window``: ``None`` or the sliding window; ``bias_spec``: ``None`` or the
+    position bias of :func:`funcnet.nn.position_bias.check`."""
     if kv_heads is None:
         kv_heads = heads
     kv_heads = _checks.static_int(name, "num_kv_heads", kv_heads, minimum=1)
@@ -331,6 +363,7 @@ def _attention_layer(name, heads, kv_heads, cross, qkv_features, out_features, c
         raise ValueError(f"{name}: window={window} with dropout_rate={rate:g}: sliding-window "
                          "attention has no dropout")
     check_weight_args(name, dtype, use_bias, w_init=w_init, b_init=b_init)
+    t5 = bias_spec is not None and bias_spec[0] == "t5"
     if cross:
         layout = "(x, context) or (x, context, mask)"
         ctx_layout = "(N, S, Fc) or one sequence (S, Fc)"
@@ -381,6 +414,9 @@ def _attention_layer(name, heads, kv_heads, cross, qkv_features, out_features, c
                 if use_bias:
                     params[f"b{p}"] = b_init(keys[4 + i], {"q": (d,), "o": (out,)}.get(p, (dkv,)),
                                              dt)
+            if t5:   # T5 (Mesh TF, T5X): Glorot uniform; its own key, the others unchanged
+                params["rel_bias"] = initializers.xavier_uniform()(
+                    jax.random.fold_in(key, 8), (bias_spec[1], heads), dt)
             if decode and cross:   # the context's keys/values: (N, S, K, dh), or (S, K, dh)
                 return params, decoding.init_memory(c_shape[:-2], c_shape[-2], kv_heads,
                                                     d // heads, dt)
@@ -455,9 +491,15 @@ def _attention_layer(name, heads, kv_heads, cross, qkv_features, out_features, c
             q, k, v, mask, state, fits = decoding.attend_cached(
                 name, state, q, k, v, mask, heads, single,
                 None if rope is None else rotate, window)
+        bias = None
+        if bias_spec is not None:   # query t at index + t (decode: cache slot = position)
+            start = (state["index"] - t).astype(jnp.int32) if decode else 0
+            bias = _pb.bias(bias_spec, params.get("rel_bias"),
+                            start + jnp.arange(t, dtype=jnp.int32),
+                            jnp.arange(k.shape[1], dtype=jnp.int32), heads, q.dtype)
         with _checks.context(name):
-            o = ops.dot_product_attention(q, k, v, mask, causal=causal and not decode,
-                                          dropout_rate=drop,
+            o = ops.dot_product_attention(q, k, v, mask, bias=bias,
+                                          causal=causal and not decode, dropout_rate=drop,
                                           dropout_key=key if drop > 0.0 else None,
                                           window=None if decode else window)
             y = _project(o.reshape(n, t, d), params, "o")
@@ -481,6 +523,8 @@ def _attention_layer(name, heads, kv_heads, cross, qkv_features, out_features, c
         shapes = {"wq": (fq, d), "wk": (fk, dkv), "wv": (fk, dkv), "wo": (d, o)}
         if use_bias:
             shapes.update({"bq": (d,), "bk": (dkv,), "bv": (dkv,), "bo": (o,)})
+        if t5:
+            shapes["rel_bias"] = (bias_spec[1], heads)
         return shapes
 
     return Layer(init, apply, name)

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import pytest
 
 from funcnet import checkpoint, nn, optim, train
-from funcnet._describe import call_text, described
+from funcnet._describe import call_text, describe_value, described
 from tests.train._setup import KEY, init, subset
 
 X, Y = subset(64)
@@ -60,23 +60,27 @@ def test_settings_and_sub_layers_are_in_the_text():
     assert "Mine" in nn.describe(nn.serial(own, nn.ReLU()))
 
 
-# arguments a layer gained after its text first went into run fingerprints
-ADDED = {"Conv2D": ((4, 3), {"dilation": 2, "groups": 2}),
-         "Conv1D": ((4, 3), {"dilation": 2, "groups": 2}),
-         "MultiHeadAttention": ((4,), {"window": 2})}
+# arguments a layer gained after its text first went into run fingerprints, each group
+# of settings valid together (position_bias and window exclude each other)
+ADDED = {"Conv2D": ((4, 3), [{"dilation": 2, "groups": 2}]),
+         "Conv1D": ((4, 3), [{"dilation": 2, "groups": 2}]),
+         "MultiHeadAttention": ((4,), [{"window": 2}, {"position_bias": "t5",
+                                                       "position_bias_buckets": (16, 64)}])}
 
 
 @pytest.mark.parametrize("name", list(ADDED))
 def test_arguments_added_later_keep_old_runs_resumable(name):
     """At their defaults, new arguments are not in the text: a run checkpointed before they
     existed has the same fingerprint; another value is in it and refuses the resume."""
-    (args, values), factory = ADDED[name], getattr(nn, name)
+    (args, groups), factory = ADDED[name], getattr(nn, name)
     signature = inspect.signature(factory)
     old = signature.replace(parameters=[p for p in signature.parameters.values()
-                                        if p.name not in values])
+                                        if not any(p.name in values for values in groups)])
     assert nn.describe(factory(*args)) == call_text(name, old, args, {})
-    for arg, value in values.items():
-        assert f"{arg}={value}" in nn.describe(factory(*args, **{arg: value}))
+    for values in groups:
+        text = nn.describe(factory(*args, **values))
+        for arg, value in values.items():
+            assert f"{arg}={describe_value(value)}" in text
     with pytest.raises(TypeError, match="no argument 'nope'"):
         described(added=("nope",))(lambda a=1: None)
 
