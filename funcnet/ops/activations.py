@@ -200,14 +200,19 @@ def _softmax_fwd(x, axes, where):
     return y, (y, where)
 
 
+def _masked_vjp(vjp, where, g):
+    """``(vjp(g), None)`` (``None``: no cotangent for the mask); with ``where``, the
+    cotangent of an entry outside it is ignored (a ``-inf`` output of log-softmax, a 0 of
+    softmax) and ``dx`` is 0 there, also in a NaN row."""
+    if where is None:
+        return vjp(g), None
+    zero = jnp.zeros((), g.dtype)
+    return jnp.where(where, vjp(jnp.where(where, g, zero)), zero), None
+
+
 def _softmax_bwd(axes, res, g):
     y, where = res
-    if where is None:
-        return y * (g - jnp.sum(g * y, axis=axes, keepdims=True)), None
-    zero = jnp.zeros((), g.dtype)
-    g = jnp.where(where, g, zero)          # the cotangent of an entry outside is ignored
-    dx = y * (g - jnp.sum(g * y, axis=axes, keepdims=True))
-    return jnp.where(where, dx, zero), None  # 0 outside, also in a NaN row
+    return _masked_vjp(lambda g: y * (g - jnp.sum(g * y, axis=axes, keepdims=True)), where, g)
 
 
 defvjp(_softmax, _softmax_fwd, _softmax_bwd)
@@ -264,13 +269,9 @@ def _log_softmax_fwd(x, axes, where):
 
 
 def _log_softmax_bwd(axes, res, g):
-    y, where = res
-    if where is None:
-        return g - jnp.exp(y) * jnp.sum(g, axis=axes, keepdims=True), None
-    zero = jnp.zeros((), g.dtype)
-    g = jnp.where(where, g, zero)          # the cotangent at a -inf output is ignored
-    dx = g - jnp.exp(y) * jnp.sum(g, axis=axes, keepdims=True)   # exp(-inf) = 0 outside
-    return jnp.where(where, dx, zero), None
+    y, where = res      # exp(y) = 0 outside where (y = -inf there)
+    return _masked_vjp(lambda g: g - jnp.exp(y) * jnp.sum(g, axis=axes, keepdims=True),
+                       where, g)
 
 
 defvjp(_log_softmax, _log_softmax_fwd, _log_softmax_bwd)
