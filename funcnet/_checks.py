@@ -439,6 +439,11 @@ def as_indices(x, size: int):
     return jnp.minimum(x, jnp.asarray(min(size, np.iinfo(dt).max), dt)).astype(target)
 
 
+def compute_dtype(dtype):
+    """At least float32: bfloat16/float16 statistics and logs are computed in float32."""
+    return jnp.dtype(jnp.float32) if jnp.dtype(dtype).itemsize < 4 else jnp.dtype(dtype)
+
+
 def valid_steps(lengths, shape):
     """Booleans ``t < lengths[n]`` (the real steps of a padded time-major batch, with
     ``lengths`` checked by :func:`check_lengths`) of shape ``(T, N)`` followed by unit

@@ -38,7 +38,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from funcnet import _checks
-from funcnet.ops._arrays import compute_dtype
 
 __all__ = ["KINDS", "alibi_slopes", "relative_position_bucket"]
 
@@ -122,7 +121,7 @@ def bias(spec: tuple, table, q_positions, k_positions, heads: int, dtype):
     kind, nb, md, bidirectional = spec
     rel = k_positions[None, :] - q_positions[:, None]                    # (T, S): j - i
     if kind == "alibi":
-        ct = compute_dtype(dtype)
+        ct = _checks.compute_dtype(dtype)
         slopes = jnp.asarray(alibi_slopes(heads), ct)
         return -(slopes[:, None, None] * jnp.abs(rel).astype(ct)[None])[None]
     b = relative_position_bucket(rel, bidirectional=bidirectional, num_buckets=nb,

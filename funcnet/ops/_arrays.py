@@ -12,7 +12,10 @@ import math
 import jax
 import jax.numpy as jnp
 
+from funcnet import _checks
 from funcnet.ops._mesh import explicit_sharding
+
+compute_dtype = _checks.compute_dtype   # at least float32 (one source, in _checks)
 
 
 def as_array(x):
@@ -115,11 +118,6 @@ def expand_leading(v, ndim: int):
     funcnet never relies on implicit rank promotion: ``x + expand_leading(b, x.ndim)``.
     """
     return v.reshape((1,) * (ndim - v.ndim) + tuple(v.shape))
-
-
-def compute_dtype(dtype):
-    """At least float32: bfloat16/float16 statistics and logs are computed in float32."""
-    return jnp.dtype(jnp.float32) if jnp.dtype(dtype).itemsize < 4 else jnp.dtype(dtype)
 
 
 @functools.lru_cache(maxsize=None)
