@@ -2,8 +2,9 @@
 
 ``funcnet.ops.conv2d`` has two hand-written backward rules: ``'xla'`` (XLA's transposed and
 weight-gradient convolutions) and ``'im2col'`` (the patch matrix and matmuls, col2im).
-``impl='auto'`` takes XLA's off CPU; on CPU it takes ``ops.conv.cpu_backward``'s choice for
-the kernel. For each layer shape below this times one training-step-like program,
+``impl='auto'`` takes ``ops.conv.auto_lowering``'s backward for the platform and the
+kernel (on CUDA short patch rows also get a forward without convolution, not timed here:
+``cnn_lowering_probe.py``). For each layer shape below this times one training-step-like program,
 ``jax.jit(jax.grad(lambda x, w: sum(conv2d(x, w, ...) ** 2), (0, 1)))`` (forward, ``dx``
 and ``dW``), with each lowering, interleaved round-robin after a warm-up; the two agree
 before anything is timed. The shapes are the layers of the book CNN, a ResNet (stem,
@@ -32,7 +33,7 @@ import numpy as np  # noqa: E402
 
 from benchmarks import common  # noqa: E402
 from funcnet import ops  # noqa: E402
-from funcnet.ops.conv import cpu_backward  # noqa: E402
+from funcnet.ops.conv import auto_lowering, default_platform  # noqa: E402
 
 # name: (N, H, Cin, Cout, kernel, stride, dilation, groups)
 SHAPES = {
@@ -73,7 +74,7 @@ def bench_shape(name, shape, rounds: int, sample_s: float) -> dict:
         atol = (1e-4 if jax.default_backend() == "cpu" else 3e-3) * scale
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-3, atol=atol)
     times = common.interleaved(fns, (x, w), rounds, sample_s)
-    auto = cpu_backward(w.shape, groups) if jax.default_backend() == "cpu" else "xla"
+    auto = auto_lowering(default_platform(), w.shape, groups)[1]
     return {"name": name, "shape": dict(zip(("N", "H", "Cin", "Cout", "kernel", "stride",
                                              "dilation", "groups"), shape)),
             **common.versus(times, *VERSUS[:2], auto, VERSUS[2])}
@@ -84,8 +85,8 @@ def markdown(res: dict) -> str:
         "conv2d backward lowerings", res,
         "program: jit(grad(sum(conv2d(x, w) ** 2), (x, w))), float32, 'SAME'-style padding; "
         f"median of {res['rounds']} interleaved samples per lowering",
-        "`auto` is the lowering `impl='auto'` compiles on this platform "
-        "(`ops.conv.cpu_backward` on CPU)")
+        "`auto` is the backward `impl='auto'` compiles on this platform "
+        "(`ops.conv.auto_lowering`)")
     lines += ["| layer | N, H, Cin→Cout, k, stride, dilation, groups | im2col ms | xla ms "
               "| im2col / xla | auto | auto / fastest |",
               "|---|---|---:|---:|---:|---|---:|"]

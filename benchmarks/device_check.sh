@@ -138,7 +138,7 @@ if "$PY" -c "import pytest" >/dev/null 2>&1; then
   TESTS=(tests/test_accelerator.py)
   # the suites whose code paths differ per platform (on an H200 the stage took 95 s with
   # them, 19 s without)
-  [ "$QUICK" = 0 ] && TESTS+=(tests/ops/test_conv.py tests/ops/test_pool.py \
+  [ "$QUICK" = 0 ] && TESTS+=(tests/ops/test_conv.py tests/ops/test_conv_lowering.py tests/ops/test_pool.py \
     tests/train/test_step.py tests/parallel/test_parallel_api.py)
   stage tests 180 30 "${TESTS[*]} (platform_dependent, bf16, donation, pmap/sharded on every device)" -- \
     "${TEST_ENV[@]}" "$PY" -m pytest -q -p no:cacheprovider "${TESTS[@]}"

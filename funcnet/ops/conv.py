@@ -13,13 +13,19 @@ backward pass has two lowerings, chosen by the static ``impl`` argument:
   CNN's first layer (batch 100, 28x28x1, 30 5x5 filters), XLA's backward convolutions
   took ~21 ms (dW) and ~37 ms (dx) against ~4 ms each for these matmul forms (see
   ``benchmarks/results/conv_cnn_cpu.md``).
-* ``'auto'`` (default): ``'xla'`` off CPU; on CPU, :func:`cpu_backward` picks by the
-  kernel's shape (``lax.platform_dependent`` inside one jitted function). On a 2-core
+* ``'auto'`` (default): the lowerings :func:`auto_lowering` names for the platform and
+  the kernel, picked by ``lax.platform_dependent`` inside one jitted function. On a 2-core
   XLA:CPU (``benchmarks/results/cpu/conv_lowering.md``) im2col wins where a patch row is
   short (``Cin/groups * KH * KW <= 27``: the book CNN's first layer 0.25x XLA's time, an
   RGB 3x3 conv 0.7x), for grouped kernels (0.19x; depthwise 0.6x) and 1x1 kernels (no
   patches to build: 0.4x); for longer patch rows (a ResNet's 3x3 convs, a 7x7 RGB stem,
   a dilated conv) XLA's backward convolutions are faster (im2col 1.1-6.5x their time).
+  On a CUDA GPU a short patch row (``groups = 1``) takes the im2col backward and a forward
+  without any convolution, ``y = sum_{i, j, c} slice_{ij}(x)[..., c] W[i, j, c, :]``
+  (:func:`_forward_slices`, one elementwise loop, float32 or wider accumulation): cuDNN
+  spent 0.5 ms on the book CNN's forward and 0.8 ms on its ``dW`` at batch 4096 on an
+  H200, where the whole step now takes 1.69 ms (``benchmarks/cnn_lowering_probe.py``,
+  ``benchmarks/results/gpu/``); longer rows and other platforms keep XLA's convolutions.
 
 Dilation (``rhs_dilation``) and feature groups (``feature_group_count``) are covered by
 both lowerings: ``'xla'`` passes them to the transposed convolution (``dx``) and to the
@@ -36,6 +42,8 @@ backward is this forward and ``dW``.
 """
 from __future__ import annotations
 
+import functools
+import operator
 from functools import partial
 
 import jax
@@ -55,6 +63,38 @@ IMPLS = ("auto", "xla", "im2col")
 def _conv_forward(x, w, stride, pads, dilation, groups):
     return lax.conv_general_dilated(x, w, stride, pads, rhs_dilation=dilation,
                                     dimension_numbers=_DN, feature_group_count=groups)
+
+
+def _forward_slices(x, w, stride, pads, dilation, groups):
+    """The forward of a ``groups = 1`` kernel without a convolution: ``y = sum_{k, c}
+    slice_k(x)[..., c:c+1] * W[k, c, :]`` over the ``KH*KW`` window offsets ``k`` and the
+    input channels (one elementwise loop; meant for short patch rows), accumulated in
+    float32 or wider and returned in ``x``'s dtype."""
+    del groups
+    kh, kw, cin, cout = w.shape
+    out_hw = _window.output_hw("conv2d", x.shape, (dilation[0] * (kh - 1) + 1,
+                                                   dilation[1] * (kw - 1) + 1), stride, pads)
+    acc = x.dtype if jnp.finfo(x.dtype).bits >= 32 else jnp.dtype(jnp.float32)
+    slices = _window.window_slices(_window.pad_hw(x.astype(acc), pads), (kh, kw), stride,
+                                   out_hw, dilation)
+    wk = w.astype(acc).reshape(kh * kw, cin, 1, 1, 1, cout)
+    terms = [piece[..., c:c + 1] * wk[k, c] for k, piece in enumerate(slices)
+             for c in range(cin)]
+    if not terms:   # Cin = 0: a sum over nothing
+        return jnp.zeros(x.shape[:1] + out_hw + (cout,), x.dtype)
+    return functools.reduce(operator.add, terms).astype(x.dtype)
+
+
+def forward(x, w, stride, pads, dilation, groups, impl):
+    """conv2d's forward: XLA's convolution, or with ``impl='auto'`` on a platform where
+    :func:`auto_lowering` names ``'slices'``, :func:`_forward_slices` there."""
+    geometry = dict(stride=stride, pads=pads, dilation=dilation, groups=groups)
+    picks = {p: auto_lowering(p, w.shape, groups)[0] for p in PLATFORMS}
+    if impl != "auto" or all(v == "xla" for v in picks.values()):
+        return _conv_forward(x, w, **geometry)
+    fns = {"xla": _conv_forward, "slices": _forward_slices}
+    return lax.platform_dependent(x, w, default=partial(_conv_forward, **geometry),
+                                  **{p: partial(fns[v], **geometry) for p, v in picks.items()})
 
 
 def _dx_xla(in_hw, w, dy, stride, pads, dilation, groups):
@@ -181,23 +221,24 @@ def add_bias(y, b):
     return y if b is None else y + b[None, None, None, :]
 
 
-def _conv_bias_forward(x, w, b, stride, pads, dilation, groups):
-    return add_bias(_conv_forward(x, w, stride, pads, dilation, groups), b)
+def _conv_bias_forward(x, w, b, stride, pads, dilation, groups, impl):
+    return add_bias(forward(x, w, stride, pads, dilation, groups, impl), b)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6, 7))
 def _conv2d(x, w, b, stride, pads, dilation, groups, impl):
-    return _conv_bias_forward(x, w, b, stride, pads, dilation, groups)
+    return _conv_bias_forward(x, w, b, stride, pads, dilation, groups, impl)
 
 
 def _conv2d_fwd(x, w, b, stride, pads, dilation, groups, impl):
     # Not _conv2d itself: a custom_vjp call inside fwd breaks jvp-of-grad.
     # ``None`` vs ``()`` records (as an empty pytree) whether a bias was given.
-    y = _conv_bias_forward(x, w, b, stride, pads, dilation, groups)
+    y = _conv_bias_forward(x, w, b, stride, pads, dilation, groups, impl)
     return y, (x, w, None if b is None else ())
 
 
 IM2COL_MAX_PATCH = 27     # Cin/groups * KH * KW up to which im2col wins on XLA:CPU
+PLATFORMS = ("cpu", "cuda")   # the platforms auto_lowering distinguishes (others: XLA's)
 
 
 def cpu_backward(w_shape, groups: int) -> str:
@@ -211,17 +252,50 @@ def cpu_backward(w_shape, groups: int) -> str:
     return "im2col" if short or groups > 1 or kh * kw == 1 else "xla"
 
 
+def auto_lowering(platform: str, w_shape, groups: int) -> tuple[str, str]:
+    """``(forward, backward)``: the lowerings ``impl='auto'`` compiles on ``platform``
+    (``'cpu'``, ``'cuda'``, ...) for a kernel ``(KH, KW, Cin/groups, Cout)``.
+
+    * ``'cpu'``: XLA's forward convolution, :func:`cpu_backward`'s backward;
+    * ``'cuda'``: for a short patch row (``Cin * KH * KW <= 27``) and ``groups = 1``,
+      :func:`_forward_slices` (``'slices'``) and the im2col backward (on an H200 the book
+      CNN's whole step 1.69 against 2.33 ms with cuDNN's convolutions, Equinox 1.92 ms:
+      ``benchmarks/cnn_lowering_probe.py``); XLA's convolutions otherwise;
+    * any other platform (TPU, ROCm: not measured): XLA's convolutions.
+    """
+    kh, kw, cg, _ = w_shape
+    if platform == "cpu":
+        return "xla", cpu_backward(w_shape, groups)
+    if platform == "cuda" and groups == 1 and cg * kh * kw <= IM2COL_MAX_PATCH:
+        return "slices", "im2col"
+    return "xla", "xla"
+
+
+def default_platform() -> str:
+    """The platform name ``lax.platform_dependent`` sees for the default backend:
+    ``'cpu'``, ``'cuda'`` or ``'rocm'`` (where ``jax.default_backend()`` says ``'gpu'``),
+    ``'tpu'``."""
+    backend = jax.default_backend()
+    if backend != "gpu":
+        return backend
+    version = str(getattr(jax.devices()[0].client, "platform_version", "")).lower()
+    return "rocm" if "rocm" in version else "cuda"
+
+
 def lowered(impl: str, w_shape, groups: int, xla, im2col, *args):
-    """``xla(*args)`` or ``im2col(*args)``, the lowering ``impl`` names; ``'auto'`` is
-    ``'xla'`` off CPU and :func:`cpu_backward`'s choice for the kernel on CPU, picked per
-    platform by ``lax.platform_dependent`` (plain ``'xla'`` when both choices are XLA's)."""
-    if impl == "auto" and cpu_backward(w_shape, groups) == "xla":
-        impl = "xla"            # XLA's convolutions on every platform
+    """``xla(*args)`` or ``im2col(*args)``, the backward lowering ``impl`` names;
+    ``'auto'`` is :func:`auto_lowering`'s choice per platform, picked by
+    ``lax.platform_dependent`` (plain ``'xla'`` where every platform's choice is XLA's)."""
+    if impl == "auto":
+        picks = {p: auto_lowering(p, w_shape, groups)[1] for p in PLATFORMS}
+        if all(v == "xla" for v in picks.values()):
+            impl = "xla"        # XLA's convolutions on every platform
     if impl == "xla":
         return xla(*args)
     if impl == "im2col":
         return im2col(*args)
-    return lax.platform_dependent(*args, cpu=im2col, default=xla)
+    fns = {"xla": xla, "im2col": im2col}
+    return lax.platform_dependent(*args, default=xla, **{p: fns[v] for p, v in picks.items()})
 
 
 def _conv2d_bwd(stride, pads, dilation, groups, impl, res, dy):
@@ -326,10 +400,12 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, *, impl="aut
         ``dilation``, Flax's ``kernel_dilation``. Static.
       groups: int >= 1 dividing ``Cin`` and ``Cout``: PyTorch's ``groups``, Flax's /
         XLA's ``feature_group_count``. Static.
-      impl: ``'auto'`` (default; ``'xla'`` off CPU, and on CPU :func:`cpu_backward`'s
-        choice for this kernel, chosen per platform by ``lax.platform_dependent``),
-        ``'xla'`` or ``'im2col'``: the lowering of the backward pass. Keyword-only,
-        static. All three compute the same numbers.
+      impl: ``'auto'`` (default; :func:`auto_lowering`'s choice for this kernel per
+        platform, by ``lax.platform_dependent``: on CPU :func:`cpu_backward`'s backward,
+        on a CUDA GPU for short patch rows a forward without convolution and the im2col
+        backward, elsewhere XLA's), ``'xla'`` or ``'im2col'``: the lowering of the
+        backward pass (with XLA's forward). Keyword-only, static. All three compute the
+        same numbers.
 
     Returns:
       ``(N, OH, OW, Cout)``.

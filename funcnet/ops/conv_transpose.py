@@ -9,10 +9,10 @@ and conv2d's weight gradient with the roles of input and output cotangent swappe
 * forward: ``conv._dx_xla`` (``impl='xla'``: ``lax.conv_general_dilated`` with
   ``lhs_dilation`` = the stride and the flipped kernel) or ``conv._dx_im2col`` (``'im2col'``:
   one matmul ``x W^T`` into patch rows, then col2im; a depthwise kernel without matmul);
-* backward: ``dx`` = ``conv._conv_forward`` (XLA's forward convolution, as conv2d's
-  forward), ``dW`` = ``conv._dw_xla`` / ``conv._dw_im2col`` on ``(dy, x)``;
-* ``impl='auto'``: the choice of ``conv.lowered`` for this kernel, as conv2d's backward
-  (XLA off CPU; on CPU :func:`funcnet.ops.conv.cpu_backward`, measured for conv2d).
+* backward: ``dx`` = ``conv.forward`` (conv2d's forward, the same lowering per platform),
+  ``dW`` = ``conv._dw_xla`` / ``conv._dw_im2col`` on ``(dy, x)``;
+* ``impl='auto'``: the choice of ``conv.lowered`` for this kernel, as conv2d's
+  (:func:`funcnet.ops.conv.auto_lowering`, measured for conv2d).
 
 Kernel layout ``w: (KH, KW, Cout/groups, Cin)``: the HWIO kernel of the conv2d that this
 op transposes (that conv maps ``Cout`` channels to ``Cin``), so one array serves both:
@@ -60,7 +60,7 @@ def _conv_transpose2d_bwd(out_hw, stride, pads, dilation, groups, impl, res, dy)
     del out_hw
     x, w, has_b = res
     geometry = dict(stride=stride, pads=pads, dilation=dilation, groups=groups)
-    dx = _conv._conv_forward(dy, w, stride, pads, dilation, groups)
+    dx = _conv.forward(dy, w, stride, pads, dilation, groups, impl)
     # dW: conv2d's weight gradient of the conv dy -> x (its input dy, its cotangent x)
     dw = _conv.lowered(impl, w.shape, groups, partial(_conv._dw_xla, **geometry),
                        partial(_conv._dw_im2col, **geometry), dy, w, x)
