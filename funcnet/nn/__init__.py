@@ -39,7 +39,7 @@ attention sums, losses) accumulate in float32.
 from funcnet._describe import describe
 from funcnet.nn import initializers
 from funcnet.nn.activations import (CELU, ELU, GELU, GLU, SELU, HardSigmoid, HardSiLU,
-                                    HardSwish, HardTanh, LeakyReLU, LogSigmoid, Mish, ReLU,
+                                    HardSwish, HardTanh, LeakyReLU, LogSigmoid, LogSoftmax, Mish, ReLU,
                                     ReLU6, Sigmoid, SiLU, Softmax, Softplus, SoftSign,
                                     SparsePlus, SparseSigmoid, Squareplus, Tanh)
 from funcnet.nn.attention import CrossAttention, MultiHeadAttention
@@ -71,7 +71,7 @@ from funcnet.nn.summary import count_params, summary
 __all__ = [
     "AvgPool1D", "AvgPool2D", "BatchNorm", "Bidirectional", "Conv1D", "Conv2D", "Dense", "DropPath", "Dropout", "Embedding",
     "FanInConcat", "FanInSum", "FanOut", "Flatten", "GELU", "GRU", "GlobalAvgPool2D", "GlobalMaxPool2D",
-    "Identity", "LSTM", "Layer", "LayerNorm", "LeakyReLU", "MaxPool1D", "MaxPool2D", "MultiHeadAttention",
+    "Identity", "LSTM", "Layer", "LayerNorm", "LeakyReLU", "LogSoftmax", "MaxPool1D", "MaxPool2D", "MultiHeadAttention",
     "CrossAttention", "OnFirst", "KeepRest", "DropRest", "Select",
     "RMSNorm", "RNN", "ReLU", "Remat", "Residual", "SiLU", "Sigmoid", "Softmax", "Softplus",
     "Tanh", "count_params", "initializers", "parallel", "residual_bytes", "saved_residuals",

@@ -81,7 +81,7 @@ def Tanh() -> Layer:
 
 
 @described
-def Softmax(axis: int = -1) -> Layer:
+def Softmax(axis=-1) -> Layer:
     """``y_i = exp(x_i) / sum_j exp(x_j)`` along ``axis`` (:func:`funcnet.ops.softmax`).
 
     Put it only at the end of an inference model: for training, feed logits to
@@ -90,12 +90,49 @@ def Softmax(axis: int = -1) -> Layer:
     Shapes: input ``(N, C)`` (any rank with ``axis`` in range, checked by the op at
     ``init``); output the same. Params ``()``, state ``()``.
 
+    Args:
+      axis: an int, a tuple of ints (one softmax over those axes together) or ``None``
+        (all axes), as ``jax.nn.softmax``.
+
     Raises:
-      TypeError: at construction, a non-int ``axis``.
+      TypeError: at construction, an ``axis`` that is not an int, a tuple of ints or
+        ``None``.
     """
-    axis = _checks.static_int("Softmax", "axis", axis)
-    return _elementwise("Softmax" if axis == -1 else f"Softmax(axis={axis})",
-                        lambda x: ops.softmax(x, axis=axis))
+    return _softmax_layer("Softmax", ops.softmax, axis)
+
+
+@described
+def LogSoftmax(axis=-1) -> Layer:
+    """``y_i = x_i - log sum_j exp(x_j)`` along ``axis`` (:func:`funcnet.ops.log_softmax`,
+    PyTorch's ``nn.LogSoftmax``): log-probabilities, e.g. for a model whose outputs feed a
+    negative log-likelihood.
+
+    Shapes: input ``(N, C)`` (any rank with ``axis`` in range); output the same. Params
+    ``()``, state ``()``.
+
+    Args:
+      axis: an int, a tuple of ints or ``None``, as ``jax.nn.log_softmax``.
+
+    Raises:
+      TypeError: at construction, an ``axis`` that is not an int, a tuple of ints or
+        ``None``.
+    """
+    return _softmax_layer("LogSoftmax", ops.log_softmax, axis)
+
+
+def _softmax_layer(name: str, op: Callable, axis) -> Layer:
+    """The layer ``op(x, axis=axis)``; ``axis`` checked for its type here (the op checks
+    its range against the input at ``init``)."""
+    try:
+        if isinstance(axis, tuple):
+            axis = tuple(_checks.static_int(name, "axis", a) for a in axis)
+        elif axis is not None:
+            axis = _checks.static_int(name, "axis", axis)
+    except TypeError:
+        raise TypeError(f"{name}: axis must be an int, a tuple of ints or None, got "
+                        f"{type(axis).__name__} {axis!r}") from None
+    return _elementwise(name if axis == -1 else f"{name}(axis={axis})",
+                        lambda x: op(x, axis=axis))
 
 
 @described

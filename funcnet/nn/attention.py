@@ -79,7 +79,9 @@ def MultiHeadAttention(num_heads: int, *, qkv_features: int | None = None,
 
     Position biases (``position_bias``; :mod:`funcnet.nn.position_bias`): a term of the
     positions ``i`` (query), ``j`` (key) added per head ``n`` to the scaled logits, the
-    op's ``bias=`` built as ``(1, num_heads, T, S)`` (shared over the batch)::
+    op's ``bias=`` built as ``(1, num_heads, T, S)`` (shared over the batch); ALiBi
+    outside decoding goes to the op as ``alibi_slopes=`` instead, computed per key block
+    (O(N) memory, no ``T x S`` array)::
 
         "alibi":  s_nij += -m_n |i - j|                  (Press et al. 2022; BLOOM, MPT)
         "t5":     s_nij += rel_bias[bucket(j - i), n]    (Raffel et al. 2020, section 2.1)
@@ -491,14 +493,17 @@ def _attention_layer(name, heads, kv_heads, cross, qkv_features, out_features, c
             q, k, v, mask, state, fits = decoding.attend_cached(
                 name, state, q, k, v, mask, heads, single,
                 None if rope is None else rotate, window)
-        bias = None
-        if bias_spec is not None:   # query t at index + t (decode: cache slot = position)
+        bias = slopes = None
+        if bias_spec is not None and bias_spec[0] == "alibi" and not decode:
+            # positions 0 .. T-1 for queries and keys, the op's own: O(N) memory, no T x S
+            slopes = jnp.asarray(_pb.alibi_slopes(heads), _checks.compute_dtype(q.dtype))
+        elif bias_spec is not None:   # query t at index + t (decode: cache slot = position)
             start = (state["index"] - t).astype(jnp.int32) if decode else 0
             bias = _pb.bias(bias_spec, params.get("rel_bias"),
                             start + jnp.arange(t, dtype=jnp.int32),
                             jnp.arange(k.shape[1], dtype=jnp.int32), heads, q.dtype)
         with _checks.context(name):
-            o = ops.dot_product_attention(q, k, v, mask, bias=bias,
+            o = ops.dot_product_attention(q, k, v, mask, bias=bias, alibi_slopes=slopes,
                                           causal=causal and not decode, dropout_rate=drop,
                                           dropout_key=key if drop > 0.0 else None,
                                           window=None if decode else window)

@@ -123,6 +123,40 @@ def check_attention_args(fn, q, k, v, mask, causal, scale, block_size, dropout_r
     return causal, scale, block_size, rate, dropout_key, window
 
 
+def check_alibi_slopes(fn, slopes, q, window):
+    """``alibi_slopes``: ``None``, or a floating ``(N,)`` or (batched ``q``) ``(B, N)``
+    array of per-head slopes; not with a ``window`` (no bias there). Returns it as an
+    array (or ``None``)."""
+    if slopes is None:
+        return None
+    qs = _checks.shape_of(q)
+    _checks.check_array(fn, "alibi_slopes", slopes)
+    _checks.check_float(fn, "alibi_slopes", slopes)
+    n = qs[-2]
+    shapes = [(n,)] + ([(qs[0], n)] if len(qs) == 4 else [])
+    if _checks.shape_of(slopes) not in shapes:
+        raise ValueError(f"{fn}: alibi_slopes has shape {_checks.shape_of(slopes)}, expected "
+                         f"{' or '.join(str(s) for s in shapes)}: one slope per query head "
+                         f"(N = {n}){', per sequence or shared' if len(qs) == 4 else ''}, "
+                         f"for q of shape {qs}")
+    if window is not None:
+        raise ValueError(f"{fn}: window={window} with alibi_slopes: sliding-window attention "
+                         "takes no bias (pass window=None)")
+    return jnp.asarray(slopes)
+
+
+def slopes5(slopes, n: int, kh: int, dtype):
+    """ALiBi's ``(N,)`` or ``(B, N)`` slopes as ``(b, K, G, 1, 1)`` in ``dtype``."""
+    slopes = slopes.reshape((1,) * (2 - slopes.ndim) + slopes.shape)
+    return slopes.reshape(slopes.shape[0], kh, n // kh, 1, 1).astype(dtype)
+
+
+def alibi_distance(rows, cols, dtype):
+    """``|i - j|`` of query positions ``rows`` and key positions ``cols`` (int32 arrays
+    that broadcast), in ``dtype``: ALiBi's bias is ``-m_n`` times it."""
+    return jnp.abs(rows - cols).astype(dtype)
+
+
 def _check_mask_shape(fn, mask, qs, ks, name="mask"):
     """A mask (or a bias: ``name``) has the full rank of the logits, each size 1 or full,
     or is ``(T, S)``.
@@ -190,9 +224,14 @@ def seq_length_masks(fn, q, k, mask, query_seq_lengths, key_value_seq_lengths):
         keys = (jnp.arange(ks[1], dtype=kv.dtype)[None, :] < kv[:, None])[:, None, None, :]
         if mask is not None:
             mask = jnp.asarray(mask)
-            keys = keys & mask.reshape((1,) * (4 - mask.ndim) + mask.shape)
+            keys = keys & rank4(mask)
         mask = keys
     return mask, rows
+
+
+def rank4(mask):
+    """A mask (or bias) broadcastable to ``(B, N, T, S)`` with leading 1s up to rank 4."""
+    return mask.reshape((1,) * (4 - mask.ndim) + mask.shape)
 
 
 def mask5(mask, n: int, kh: int):
@@ -200,7 +239,7 @@ def mask5(mask, n: int, kh: int):
     ``(b, K|1, G|1, t, s)``: a reshape, so ``x.reshape(mask.shape)`` undoes it."""
     if mask is None:
         return None
-    mask = mask.reshape((1,) * (4 - mask.ndim) + mask.shape)
+    mask = rank4(mask)
     mb, mn, mt, ms = mask.shape
     return mask.reshape((mb, kh, n // kh, mt, ms) if mn == n else (mb, 1, 1, mt, ms))
 

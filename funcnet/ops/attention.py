@@ -29,7 +29,8 @@ from jax import lax
 
 from funcnet.ops import _local_attention
 from funcnet.ops._arrays import compute_dtype, einsum
-from funcnet.ops._attention_plan import (BLOCK_ELEMENTS, MIN_BLOCK, Plan, check_attention_args,
+from funcnet.ops._attention_plan import (BLOCK_ELEMENTS, MIN_BLOCK, Plan, alibi_distance,
+                                         check_alibi_slopes, check_attention_args, slopes5,
                                          large_negative, mask5, merge_heads,
                                          seq_length_masks, split_heads)
 from funcnet.ops._mode import has_twin
@@ -106,12 +107,20 @@ def _blocks(k, v, mask, bias, n, plan: Plan):
     return xs, fixed
 
 
-def _logits(qh, kb, j, mb, bb, plan: Plan):
+def _block_distance(qh, j, plan: Plan, dtype):
+    """``|i - j|`` of the ``T`` queries and key block ``j``: ``(1, 1, 1, T, block)``."""
+    rows = lax.broadcasted_iota(jnp.int32, (1, 1, 1, qh.shape[3], 1), 3)
+    cols = j * plan.block + lax.broadcasted_iota(jnp.int32, (1, 1, 1, 1, plan.block), 4)
+    return alibi_distance(rows, cols, dtype)
+
+
+def _logits(qh, kb, j, mb, bb, plan: Plan, al=None):
     """Masked, scaled, biased logits of key block ``j``: ``(B, K, G, T, block)`` and the
     attend mask.
 
     ``bb``, the bias of the block (or ``None``), is added after the scale, before the
-    mask. ``attend`` (user mask and causal) is ``None`` when nothing is masked. Masked
+    mask, and so is ALiBi's ``-m |i - j|`` with ``al`` the slopes ``(b, K, G, 1, 1)``
+    in the compute dtype (or ``None``). ``attend`` (user mask and causal) is ``None`` when nothing is masked. Masked
     logits are :func:`large_negative`; key padding is ``-inf`` (weight exactly 0, even in
     a fully masked row, whose average runs over the ``S`` real keys only).
     """
@@ -119,6 +128,8 @@ def _logits(qh, kb, j, mb, bb, plan: Plan):
     s = einsum("bkgth,bksh->bkgts", qh, kb, ct) * plan.scale
     if bb is not None:
         s = s + bb.astype(ct)
+    if al is not None:
+        s = s - al * _block_distance(qh, j, plan, ct)
     cols = j * plan.block + lax.broadcasted_iota(jnp.int32, (1, 1, 1, 1, plan.block), 4)
     attend = mb
     if plan.causal:
@@ -148,18 +159,19 @@ def _block_keep(key, plan: Plan, qh, j):
     return keep_probabilities(key, plan.dropout, qh.shape[:-1], cols)
 
 
-def _forward(q, k, v, mask, bias, key, plan: Plan):
+def _forward(q, k, v, mask, bias, alibi, key, plan: Plan):
     """Online softmax over key blocks. Returns ``o`` ``(B, T, N, H)`` in the compute dtype
     (not yet cast to ``q``'s) and ``m, log l``."""
     ct = compute_dtype(q.dtype)
     qh = split_heads(q, k.shape[2])
     xs, (fixed, fixed_bias) = _blocks(k, v, mask, bias, q.shape[2], plan)
+    al = None if alibi is None else slopes5(alibi, q.shape[2], k.shape[2], ct)
 
     def body(carry, x):
         m, l, acc = carry
         j, kb, vb, mb, bb = x
         s, _ = _logits(qh, kb, j, fixed if mb is None else mb,
-                       fixed_bias if bb is None else bb, plan)
+                       fixed_bias if bb is None else bb, plan, al)
         # the shift m is a constant for autodiff (grad of grad): o and m + log l do not
         # depend on it, and a differentiated m would leak into the backward's m, log l
         m_new = lax.stop_gradient(jnp.maximum(m, jnp.max(s, axis=-1)))
@@ -179,21 +191,21 @@ def _forward(q, k, v, mask, bias, key, plan: Plan):
     # *_like: on a mesh with Explicit axes the carry takes the queries' sharding
     row = qh[..., 0]
     init = (jnp.full_like(row, -jnp.inf, ct), jnp.zeros_like(row, ct), jnp.zeros_like(qh, ct))
-    (m, l, acc), _ = _loop(body, init, xs, plan, (q, key, bias))
+    (m, l, acc), _ = _loop(body, init, xs, plan, (q, key, bias, alibi))
     return merge_heads(acc / (l[..., None] * (1.0 - plan.dropout))), m, jnp.log(l)
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(6,))
-def _attention(q, k, v, mask, bias, key, plan):
-    return _any_forward(q, k, v, mask, bias, key, plan)[0].astype(q.dtype)
+@partial(jax.custom_vjp, nondiff_argnums=(7,))
+def _attention(q, k, v, mask, bias, alibi, key, plan):
+    return _any_forward(q, k, v, mask, bias, alibi, key, plan)[0].astype(q.dtype)
 
 
-def _attention_fwd(q, k, v, mask, bias, key, plan):
-    o, m, log_l = _any_forward(q, k, v, mask, bias, key, plan)
+def _attention_fwd(q, k, v, mask, bias, alibi, key, plan):
+    o, m, log_l = _any_forward(q, k, v, mask, bias, alibi, key, plan)
     # o is kept in the compute dtype: D = dO . o cancels against dP = dO . v_j where the
     # softmax saturates, and o rounded to bfloat16 leaves an error of eps |dO| |v| there.
     # mask, bias: the caller's arrays, not copies.
-    return o.astype(q.dtype), (q, k, v, mask, bias, key, o, m, log_l)
+    return o.astype(q.dtype), (q, k, v, mask, bias, alibi, key, o, m, log_l)
 
 
 def _reduce_to(x, shape):
@@ -203,9 +215,9 @@ def _reduce_to(x, shape):
 
 
 def _attention_bwd(plan, res, do):
-    q, k, v, mask, bias, key, o, m, log_l = res
-    if plan.window is not None:   # no bias with a window (check_attention_args)
-        return _local_attention.backward(q, k, v, mask, o, m, log_l, do, plan) + (None,) * 3
+    q, k, v, mask, bias, alibi, key, o, m, log_l = res
+    if plan.window is not None:   # no bias, no ALiBi with a window (the checks)
+        return _local_attention.backward(q, k, v, mask, o, m, log_l, do, plan) + (None,) * 4
     b, s_len, kh, h = k.shape
     ct = compute_dtype(q.dtype)
     qh, doh = split_heads(q, kh), split_heads(do, kh)
@@ -214,12 +226,13 @@ def _attention_bwd(plan, res, do):
     # dbias: per block (a bias of size 1 along S: summed in the carry)
     b5 = None if bias is None else mask5(bias, q.shape[2], kh).shape
     carry_db = b5 is not None and b5[4] == 1
+    al = None if alibi is None else slopes5(alibi, q.shape[2], kh, ct)
 
     def body(carry, x):
-        dq, db_acc = carry
+        dq, db_acc, dal = carry
         j, kb, vb, mb, bb = x
         s, attend = _logits(qh, kb, j, fixed if mb is None else mb,
-                            fixed_bias if bb is None else bb, plan)
+                            fixed_bias if bb is None else bb, plan, al)
         p = jnp.exp((s - m[..., None]) - log_l[..., None])
         keep = _block_keep(key, plan, qh, j)
         dv = einsum("bkgts,bkgth->bksh", drop(p, keep, plan.dropout).astype(q.dtype), doh, ct)
@@ -232,14 +245,18 @@ def _attention_bwd(plan, res, do):
             db_acc = db_acc + _reduce_to(ds, b5)
         elif b5 is not None:
             dbb = _reduce_to(ds, b5[:4] + (plan.block,)).astype(bias.dtype)
+        if al is not None:     # d/dm_n of -m_n |i - j|: -sum dS |i - j|
+            dal = dal - _reduce_to(jnp.sum(ds * _block_distance(qh, j, plan, ct), axis=(3, 4),
+                                           keepdims=True), al.shape)
         ds = (ds * plan.scale).astype(q.dtype)
         dq = dq + einsum("bkgts,bksh->bkgth", ds, kb, ct)
         dk = einsum("bkgts,bkgth->bksh", ds, qh, ct)
-        return (dq, db_acc), (dk.astype(q.dtype), dv.astype(q.dtype), dbb)
+        return (dq, db_acc, dal), (dk.astype(q.dtype), dv.astype(q.dtype), dbb)
 
-    init = (jnp.zeros_like(qh, ct), jnp.zeros(b5, ct) if carry_db else None)
-    (dq, db_acc), (dk, dv, dbias) = _loop(body, init, xs, plan,
-                                          (q, do, m, log_l, key, bias))
+    init = (jnp.zeros_like(qh, ct), jnp.zeros(b5, ct) if carry_db else None,
+            None if al is None else jnp.zeros_like(al))
+    (dq, db_acc, dal), (dk, dv, dbias) = _loop(body, init, xs, plan,
+                                               (q, do, m, log_l, key, bias, alibi))
 
     def unblock(x):  # (blocks, B, K, block, H) -> (B, S, K, H)
         x = x.transpose(1, 0, 3, 2, 4).reshape(b, plan.blocks * plan.block, kh, h)
@@ -251,23 +268,26 @@ def _attention_bwd(plan, res, do):
         dbias = jnp.moveaxis(dbias, 0, 4)
         dbias = dbias.reshape(dbias.shape[:4] + (plan.blocks * plan.block,))[..., :s_len]
         dbias = dbias.reshape(bias.shape)
-    return merge_heads(dq).astype(q.dtype), unblock(dk), unblock(dv), None, dbias, None
+    dalibi = None if alibi is None else dal.reshape(alibi.shape).astype(alibi.dtype)
+    return merge_heads(dq).astype(q.dtype), unblock(dk), unblock(dv), None, dbias, dalibi, None
 
 
 defvjp(_attention, _attention_fwd, _attention_bwd)
 
 
-def _any_forward(q, k, v, mask, bias, key, plan: Plan):
-    """:func:`_forward`, or the sliding-window forward pass with ``plan.window`` (no bias)."""
+def _any_forward(q, k, v, mask, bias, alibi, key, plan: Plan):
+    """:func:`_forward`, or the sliding-window forward pass with ``plan.window`` (no bias,
+    no ALiBi)."""
     if plan.window is None:
-        return _forward(q, k, v, mask, bias, key, plan)
+        return _forward(q, k, v, mask, bias, alibi, key, plan)
     return _local_attention.forward(q, k, v, mask, plan)
 
 
 # ---------------------------------------------------------------------------- public op
 @has_twin
-def dot_product_attention(q, k, v, mask=None, *, bias=None, causal=False, scale=None,
-                          block_size=None, dropout_rate=0.0, dropout_key=None, window=None,
+def dot_product_attention(q, k, v, mask=None, *, bias=None, alibi_slopes=None, causal=False,
+                          scale=None, block_size=None, dropout_rate=0.0, dropout_key=None,
+                          window=None,
                           query_seq_lengths=None, key_value_seq_lengths=None):
     r"""Scaled dot-product attention, ``softmax(q k^T * scale + bias + mask) v``, in O(T) memory.
 
@@ -282,6 +302,7 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, causal=False, scale=
     batch ``b`` and head ``n`` (served by key/value head ``n // (N/K)``)::
 
         s_ij = scale * q_i . k_j + bias[b, n, i, j]       (i < T, j < S; bias 0 if None)
+                 - m[b, n] |i - j|                    (ALiBi: alibi_slopes m, if given)
         z_ij = s_ij if attend(i, j) else L                attend = mask[b, n, i, j] and
                                                                    (not causal or j <= i) and
                                                                    (no window or |i-j| < W)
@@ -320,8 +341,10 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, causal=False, scale=
     dropout, and ``1/(1 - r)`` is applied to the sum in the compute dtype, not to each
     probability before its cast to ``v``'s dtype (a kept ``p = 1`` stays exact).
 
-    Residuals: ``q, k, v`` (the arguments), ``mask`` and ``bias`` (the caller's arrays;
-    the backward pass splits the bias into key blocks again), the output ``o`` in the compute
+    Residuals: ``q, k, v`` (the arguments), ``mask``, ``bias`` and ``alibi_slopes`` (the
+    caller's arrays; the backward pass splits the bias into key blocks again and computes
+    ALiBi's ``(T, block)`` distances per block, so ALiBi costs O(N) memory where a ``(1,
+    N, T, S)`` bias costs O(N T S)), the output ``o`` in the compute
     dtype (float32 for bfloat16/float16 inputs: ``D_i`` below cancels against ``dP_ij``
     where the softmax saturates, and ``o`` rounded to bfloat16 left an error of
     ``eps |dO| |v|`` in gradients that are near 0 there) and the row
@@ -338,6 +361,7 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, causal=False, scale=
         dS_ij = P_ij (dP_ij - D_i) attend(i, j)      (a masked logit is a constant)
         dq_i += scale sum_j dS_ij k_j          dK_j  = scale sum_i dS_ij q_i
         dbias[b, n, i, j] = dS_ij                    (before the scale)
+        dm[b, n] = -sum_ij dS_ij |i - j|             (ALiBi's slopes)
 
     summed over the ``N/K`` query heads of a key/value head (grouped-query attention);
     ``dbias`` is summed over the axes where ``bias`` has size 1 (within a key block, and
@@ -387,6 +411,15 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, causal=False, scale=
         its shape and dtype. Padded keys of the last block stay ``-inf`` whatever the bias.
         A ``-inf`` bias is allowed (weight 0); a row whose every logit is ``-inf`` is NaN
         (as ``jax.nn``).
+      alibi_slopes: optional floating ``(N,)`` or (batched ``q``) ``(B, N)`` array
+        (keyword-only; FlashAttention's ``alibi_slopes``): ALiBi (Press et al. 2022) adds
+        ``-m_n |i - j|`` to the scaled logits of head ``n``, computed per key block, never
+        as a ``T x S`` array. Query ``i`` and key ``j`` sit at positions ``i`` and ``j``,
+        the alignment of ``causal`` (for decoding at an offset, pass the bias as
+        ``bias=``). ``-m |i - j|`` equals the paper's causal ``-m (i - j)`` on the keys
+        ``j <= i`` and is its symmetric extension without ``causal``. With ``bias`` both
+        are added. Differentiable (``dm`` above), in its shape and dtype; computed in the
+        compute dtype (at least float32). Not with ``window``.
       causal: static bool, mask keys ``j > i``.
       scale: static Python float multiplying the logits; default ``1 / sqrt(H)``.
       block_size: static int, keys per block of the forward and backward loops (queries
@@ -419,11 +452,12 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, causal=False, scale=
         ``K``, an empty axis, a mask or bias of another rank or not broadcastable to
         ``(B, N, T, S)``, a NaN/inf
         ``scale``, ``block_size < 1``, ``dropout_rate`` outside ``[0, 1)`` or without a
-        ``dropout_key``, ``window < 1``, ``window`` with ``dropout_rate > 0`` or a ``bias``,
+        ``dropout_key``, ``window < 1``, ``window`` with ``dropout_rate > 0``, a ``bias`` or
+        ``alibi_slopes``, ``alibi_slopes`` not of shape ``(N,)`` or ``(B, N)``,
         sequence lengths not of shape ``(B,)``, outside their range or with an unbatched
         ``q``.
       TypeError: non-floating or mismatched ``q, k, v`` dtypes, a non-bool mask, a
-        non-floating (e.g. bool) bias, non-integer sequence lengths, a
+        non-floating (e.g. bool) bias or ALiBi slopes, non-integer sequence lengths, a
         non-static ``scale``, ``causal``, ``block_size``, ``window`` or ``dropout_rate``, a
         ``dropout_key`` that is not a PRNG key.
 
@@ -435,6 +469,7 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, causal=False, scale=
     fn = "dot_product_attention"
     causal, scale, block_size, rate, key, window = check_attention_args(
         fn, q, k, v, mask, causal, scale, block_size, dropout_rate, dropout_key, window, bias)
+    alibi = check_alibi_slopes(fn, alibi_slopes, q, window)
     mask, real = seq_length_masks(fn, q, k, mask, query_seq_lengths, key_value_seq_lengths)
     single = q.ndim == 3
     if single:
@@ -445,8 +480,8 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, causal=False, scale=
         rows = math.prod(d for d in q.shape[:3] if isinstance(d, int))  # symbolic B counts 1
         plan = _plan(k.shape[1], rows, causal, scale, block_size, rate)
     o = _attention(q, k, v, None if mask is None else jnp.asarray(mask),
-                   None if bias is None else jnp.asarray(bias), key if rate > 0.0 else None,
-                   plan)
+                   None if bias is None else jnp.asarray(bias), alibi,
+                   key if rate > 0.0 else None, plan)
     if real is not None:
         o = jnp.where(real, o, jnp.zeros((), o.dtype))
     return o[0] if single else o

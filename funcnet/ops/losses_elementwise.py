@@ -228,10 +228,11 @@ def sigmoid_binary_cross_entropy(logits, targets):
 
 # -------------------------------------------------------------------------- focal loss
 def focal_parts(x, t, gamma):
-    """``(ce, log_u, w)``: the sigmoid cross-entropy, ``log(1 - p_t)`` with ``1 - p_t =
-    (1 - t) sigmoid(x) + t sigmoid(-x)`` (in log space, as optax) and ``w = (1 - p_t)^gamma``
-    (``0^0 = 1``). ``gamma`` is a scalar array (a traced one too): the edge cases are
-    ``jnp.where``, not a Python ``if``."""
+    """``(ce, log_u, w, some)``: the sigmoid cross-entropy, ``log(1 - p_t)`` with ``1 - p_t
+    = (1 - t) sigmoid(x) + t sigmoid(-x)`` (in log space, as optax), ``w = (1 - p_t)^gamma``
+    (``0^0 = 1``) and ``some = 1 - p_t > 0`` (false only at an infinite logit). ``gamma``
+    is a scalar array (a traced one too): the edge cases are ``jnp.where``, not a Python
+    ``if``."""
     log_p, log_q = jax.nn.log_sigmoid(x), jax.nn.log_sigmoid(-x)
     log_u = logsumexp(jnp.stack([log_p, log_q], axis=-1), axis=-1,
                       b=jnp.stack([1 - t, t], axis=-1))
@@ -241,7 +242,7 @@ def focal_parts(x, t, gamma):
     zero, one = jnp.zeros((), x.dtype), jnp.ones((), x.dtype)
     w = jnp.where(some, jnp.exp(gamma * jnp.where(some, log_u, zero)),
                   jnp.where(gamma == 0, one, zero))
-    return sbce_terms(x, t), log_u, w
+    return sbce_terms(x, t), log_u, w, some
 
 
 def _alpha_t(t, alpha):
@@ -250,7 +251,7 @@ def _alpha_t(t, alpha):
 
 
 def _focal_terms(x, t, alpha, gamma):
-    ce, _, w = focal_parts(x, t, gamma)
+    ce, _, w, _ = focal_parts(x, t, gamma)
     terms = ce * w
     return terms if alpha is None else _alpha_t(t, alpha) * terms
 
@@ -266,11 +267,10 @@ def _focal_fwd(logits, labels, alpha, gamma):
 
 def _focal_bwd(res, g):
     x, t, alpha, gamma = res
-    ce, log_u, w = focal_parts(x, t, gamma)
+    ce, log_u, w, some = focal_parts(x, t, gamma)
     s = jax.lax.logistic(x)
     zero = jnp.zeros((), x.dtype)
     focal = gamma != 0                   # the focal terms below are absent for gamma = 0
-    some = log_u > -jnp.inf              # 1 - p_t = 0 only at an infinite logit
     # s (1 - s) / (1 - p_t) <= 1 and (1 - p_t)^(gamma - 1), both from logs
     r = jnp.where(some, jnp.exp(jax.nn.log_sigmoid(x) + jax.nn.log_sigmoid(-x) - log_u), zero)
     # 0^(gamma - 1) at u = 0: 0 for gamma > 1, 1 for gamma = 1, inf for gamma < 1

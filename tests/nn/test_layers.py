@@ -127,6 +127,18 @@ def test_activation_values(layer, fn):
     np.testing.assert_allclose(y, fn(x), rtol=1e-12, atol=1e-15)
 
 
+@pytest.mark.parametrize("axis", [-1, 0, (0, 1), None], ids=["last", "first", "both", "all"])
+def test_softmax_and_log_softmax_layers_take_jax_nn_axes(axis):
+    """nn.Softmax / nn.LogSoftmax with an int, a tuple or None equal jax.nn's (any rank)."""
+    x = _normal((4, 5)) * 3
+    for layer, peer in ((nn.Softmax(axis), jax.nn.softmax), (nn.LogSoftmax(axis),
+                                                               jax.nn.log_softmax)):
+        shape, _, _ = layer.init(KEY, x.shape)
+        y, _ = layer.apply((), (), x)
+        assert shape == x.shape and y.dtype == F64
+        np.testing.assert_allclose(y, peer(x, axis=axis), rtol=1e-12, atol=1e-14)
+
+
 def test_default_inits():
     _, p, _ = jit_init(nn.Dense(50, dtype=F64), (-1, 2000), KEY)
     assert abs(float(jnp.var(p["w"])) * 2000 / 2 - 1) < 0.02   # He: 2/fan_in

@@ -6,14 +6,15 @@ import jax.numpy as jnp
 from jax import lax
 
 from funcnet.ops._arrays import compute_dtype, einsum
-from funcnet.ops._attention_plan import (check_attention_args, large_negative, mask5,
-                                         seq_length_masks)
+from funcnet.ops._attention_plan import (alibi_distance, check_alibi_slopes,
+                                         check_attention_args, large_negative, mask5,
+                                         seq_length_masks, slopes5)
 from funcnet.ops.attention import drop, keep_probabilities
 
 
-def dot_product_attention(q, k, v, mask=None, *, bias=None, causal=False, scale=None,
-                          block_size=None, dropout_rate=0.0, dropout_key=None, window=None,
-                          query_seq_lengths=None, key_value_seq_lengths=None):
+def dot_product_attention(q, k, v, mask=None, *, bias=None, alibi_slopes=None, causal=False,
+                          scale=None, block_size=None, dropout_rate=0.0, dropout_key=None,
+                          window=None, query_seq_lengths=None, key_value_seq_lengths=None):
     """Reference attention ``softmax(q k^T * scale + bias, masked with L) v``, one ``T x S``
     block.
 
@@ -23,6 +24,8 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, causal=False, scale=
         for an unbatched ``q``), as the op; ``True`` = attend.
       bias: optional float array of the mask's shapes, added to the scaled logits before
         the mask (cast to the compute dtype); its gradient comes from JAX's autodiff.
+      alibi_slopes: as the op: ``-m_n |i - j|`` added to the logits, here as one
+        ``(b, N, T, S)`` array.
       causal, scale: as the op. block_size: checked and ignored (one block).
       dropout_rate, dropout_key: as the op (the same mask for the same key).
       window: as the op: query ``i`` attends keys ``i - window < j`` (and ``j <= i``
@@ -36,6 +39,7 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, causal=False, scale=
     causal, scale, _, rate, key, window = check_attention_args(
         "dot_product_attention", q, k, v, mask, causal, scale, block_size, dropout_rate,
         dropout_key, window, bias)
+    alibi = check_alibi_slopes("dot_product_attention", alibi_slopes, q, window)
     mask, real = seq_length_masks("dot_product_attention", q, k, mask, query_seq_lengths,
                                   key_value_seq_lengths)
     single = q.ndim == 3
@@ -48,6 +52,9 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, causal=False, scale=
     s = einsum("btkgh,bskh->bkgts", qg, k, ct) * scale
     if bias is not None:
         s = s + mask5(jnp.asarray(bias), n, kh).astype(ct)
+    if alibi is not None:
+        dist = alibi_distance(jnp.arange(t)[:, None], jnp.arange(s_len)[None, :], ct)
+        s = s - slopes5(alibi, n, kh, ct) * dist[None, None, None]
     attend = None if mask is None else mask5(jnp.asarray(mask), n, kh)
     if causal:
         c = jnp.tril(jnp.ones((t, s_len), bool))[None, None, None]
