@@ -13,6 +13,10 @@ causal, for each sequence length ``T = S``:
 * ``funcnet window`` / ``jax.nn window``: sliding-window attention of ``--window`` keys
   (``window=W``; ``local_window_size=(W - 1, 0)``), compared with each other (funcnet
   skips the keys outside the window: ``O(T W)``; jax.nn's XLA path masks a ``T x S``).
+* ``funcnet alibi`` / ``funcnet alibi bias`` / ``jax.nn alibi`` (``--alibi``, on by
+  default): ALiBi with the paper's slopes, as funcnet's ``alibi_slopes=`` (computed per key
+  block), as a ``(1, N, T, S)`` ``bias=`` (what a model without the option passes) and as
+  ``jax.nn``'s ``bias=``, compared with each other.
 
 Per case and variant: median time of a step (the variants are sampled round-robin, the
 order rotating, as ``benchmarks/run.py`` does), the bytes saved for the backward pass
@@ -47,10 +51,17 @@ QUICK_T = (128, 256)
 MEMORY_TARGET_T, MEMORY_TARGET_RATIO, TIME_TARGET_RATIO = 1024, 4.0, 1.2
 
 
-def variants(platform: str, dtype: str, window: int = 0) -> dict:
+def group(variant: str) -> str:
+    """The variants compared with each other: ``''``, ``'window'`` or ``'alibi'``."""
+    return next((g for g in ("window", "alibi") if g in variant), "")
+
+
+def variants(platform: str, dtype: str, window: int = 0, alibi: bool = False) -> dict:
     import jax
+    import jax.numpy as jnp
 
     from funcnet import ops
+    from funcnet.nn.position_bias import alibi_slopes
 
     out = {
         "funcnet": lambda q, k, v: ops.dot_product_attention(q, k, v, causal=True),
@@ -62,6 +73,18 @@ def variants(platform: str, dtype: str, window: int = 0) -> dict:
             q, k, v, causal=True, window=window)
         out["jax.nn window"] = lambda q, k, v: jax.nn.dot_product_attention(
             q, k, v, is_causal=True, local_window_size=(window - 1, 0))
+    if alibi:
+        def bias(q):   # -m_n |i - j|, (1, N, T, S) in float32
+            t, n = q.shape[1], q.shape[2]
+            dist = jnp.abs(jnp.arange(t)[:, None] - jnp.arange(t)[None, :]).astype(jnp.float32)
+            return -(jnp.asarray(alibi_slopes(n), jnp.float32)[:, None, None] * dist)[None]
+        out["funcnet alibi"] = lambda q, k, v: ops.dot_product_attention(
+            q, k, v, causal=True,
+            alibi_slopes=jnp.asarray(alibi_slopes(q.shape[2]), jnp.float32))
+        out["funcnet alibi bias"] = lambda q, k, v: ops.dot_product_attention(
+            q, k, v, causal=True, bias=bias(q))
+        out["jax.nn alibi"] = lambda q, k, v: jax.nn.dot_product_attention(
+            q, k, v, is_causal=True, bias=bias(q).astype(q.dtype))
     if platform == "gpu" and dtype in ("float16", "bfloat16"):   # cuDNN's dtypes
         out["jax.nn cudnn"] = lambda q, k, v: jax.nn.dot_product_attention(
             q, k, v, is_causal=True, implementation="cudnn")
@@ -128,7 +151,8 @@ def measure_case(t, args_ns, platform, log) -> dict:
     args = tuple(jax.random.normal(k, shape, jnp.float32).astype(args_ns.dtype) for k in keys)
     limit = int(args_ns.mem_limit_gb * 2 ** 30)
     entries = [Entry(n, f, t, args, limit, log)
-               for n, f in variants(platform, args_ns.dtype, args_ns.window).items()]
+               for n, f in variants(platform, args_ns.dtype, args_ns.window,
+                                    args_ns.alibi).items()]
     live = [e for e in entries if e.live]
     for e in list(live):
         try:
@@ -146,10 +170,9 @@ def measure_case(t, args_ns, platform, log) -> dict:
         r += 1
     rows = [e.row() for e in entries]
     ok = [x for x in rows if x["time"]["n"]]
-    for x in ok:   # windowed variants are compared with each other only
-        group = "window" in x["variant"]
+    for x in ok:   # windowed and ALiBi variants are compared within their group only
         others = [y["time"]["median_s"] for y in ok if not y["variant"].startswith("funcnet")
-                  and ("window" in y["variant"]) == group]
+                  and group(y["variant"]) == group(x["variant"])]
         x["ratio_best_jax"] = x["time"]["median_s"] / min(others) if others else None
     fn = next((x for x in rows if x["variant"] == "funcnet"), None)
     for x in rows:
@@ -202,7 +225,9 @@ def markdown(res: dict) -> str:
         f"step: grad of sum(attention(q, k, v)^2) w.r.t. q, k, v; causal; B=1, heads "
         f"{res['heads']}, head_dim {res['head_dim']}, {res['dtype']}, T = S"
         + (f"; 'window' variants: W = {res['window']}, compared with each other"
-           if res.get("window") else ""))
+           if res.get("window") else "")
+        + ("; 'alibi' variants (slopes per key block, a (1, N, T, S) bias, jax.nn's bias) "
+           "compared with each other" if res.get("alibi") else ""))
     lines += ["| T | variant | median ms | IQR ms | n | resid MiB | resid × funcnet | "
               "XLA temp MiB | compile s | × best JAX alternative |",
               "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -236,6 +261,8 @@ def main(argv=None) -> dict:
     p.add_argument("--dtype", default="float32")
     p.add_argument("--window", type=int, default=128,
                    help="sliding window of the 'window' variants (0: none)")
+    p.add_argument("--alibi", action=argparse.BooleanOptionalAction, default=True,
+                   help="the 'alibi' variants (--no-alibi: none)")
     p.add_argument("--repeats", type=int, default=None, help="minimum samples per variant")
     p.add_argument("--max-repeats", type=int, default=50)
     p.add_argument("--budget", type=float, default=None,
@@ -267,6 +294,7 @@ def main(argv=None) -> dict:
            "env_vars": {k: os.environ.get(k) for k in ("XLA_FLAGS", "JAX_PLATFORMS")}}
     print(f"device: {env['device']}; T = {sizes}", flush=True)
     res = {"profile": "quick" if a.quick else "full", "heads": a.heads, "window": a.window,
+           "alibi": a.alibi,
            "head_dim": a.head_dim, "dtype": a.dtype, "env": env, "cases": [],
            "command": common.command("attention", argv)}
     for t in sizes:   # written after every T: a run cut short keeps what it measured
