@@ -273,8 +273,10 @@ def main(argv=None):
         common.write_json(path, res)
     best = min((v, k) for k, v in res["ms_per_step"].items()
                if isinstance(v, float) and not k.startswith("lib"))
-    for k in sorted(res["ms_per_step"], key=lambda k: (not isinstance(res["ms_per_step"][k], float),
-                                                         res["ms_per_step"][k])):
+    def order(k):
+        v = res["ms_per_step"][k]
+        return (not isinstance(v, float), v if isinstance(v, float) else 0.0)
+    for k in sorted(res["ms_per_step"], key=order):
         print(f"{k:45s} {res['ms_per_step'][k]}  {res['memory_mib'].get(k, 0):8.1f} MiB"
               f"  grad err {res.get('max_rel_grad_err', {}).get(k, '')}", flush=True)
     for name in ("lib equinox", "lib funcnet", best[1]):

@@ -39,8 +39,8 @@ attention sums, losses) accumulate in float32.
 from funcnet._describe import describe
 from funcnet.nn import initializers
 from funcnet.nn.activations import (CELU, ELU, GELU, GLU, SELU, HardSigmoid, HardSiLU,
-                                    HardSwish, HardTanh, LeakyReLU, LogSigmoid, LogSoftmax, Mish, ReLU,
-                                    ReLU6, Sigmoid, SiLU, Softmax, Softplus, SoftSign,
+                                    HardSwish, HardTanh, LeakyReLU, LogSigmoid, LogSoftmax, Mish,
+                                    ReLU, ReLU6, Sigmoid, SiLU, Softmax, Softplus, SoftSign,
                                     SparsePlus, SparseSigmoid, Squareplus, Tanh)
 from funcnet.nn.attention import CrossAttention, MultiHeadAttention
 from funcnet.nn.side_inputs import DropRest, KeepRest, OnFirst, Select

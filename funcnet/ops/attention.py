@@ -30,9 +30,9 @@ from jax import lax
 from funcnet.ops import _local_attention
 from funcnet.ops._arrays import compute_dtype, einsum
 from funcnet.ops._attention_plan import (BLOCK_ELEMENTS, MIN_BLOCK, Plan, alibi_distance,
-                                         check_alibi_slopes, check_attention_args, slopes5,
+                                         check_alibi_slopes, check_attention_args,
                                          large_negative, mask5, merge_heads,
-                                         seq_length_masks, split_heads)
+                                         seq_length_masks, slopes5, split_heads)
 from funcnet.ops._mode import has_twin
 from funcnet.ops._mesh import defvjp, vary_like
 from funcnet.ops.dropout import keep_mask
@@ -120,9 +120,10 @@ def _logits(qh, kb, j, mb, bb, plan: Plan, al=None):
 
     ``bb``, the bias of the block (or ``None``), is added after the scale, before the
     mask, and so is ALiBi's ``-m |i - j|`` with ``al`` the slopes ``(b, K, G, 1, 1)``
-    in the compute dtype (or ``None``). ``attend`` (user mask and causal) is ``None`` when nothing is masked. Masked
-    logits are :func:`large_negative`; key padding is ``-inf`` (weight exactly 0, even in
-    a fully masked row, whose average runs over the ``S`` real keys only).
+    in the compute dtype (or ``None``). ``attend`` (user mask and causal) is ``None`` when
+    nothing is masked. Masked logits are :func:`large_negative`; key padding is ``-inf``
+    (weight exactly 0, even in a fully masked row, whose average runs over the ``S`` real
+    keys only).
     """
     ct = compute_dtype(qh.dtype)
     s = einsum("bkgth,bksh->bkgts", qh, kb, ct) * plan.scale
