@@ -147,8 +147,7 @@ def check_alibi_slopes(fn, slopes, q, window):
 
 def slopes5(slopes, n: int, kh: int, dtype):
     """ALiBi's ``(N,)`` or ``(B, N)`` slopes as ``(b, K, G, 1, 1)`` in ``dtype``."""
-    slopes = slopes.reshape((1,) * (2 - slopes.ndim) + slopes.shape)
-    return slopes.reshape(slopes.shape[0], kh, n // kh, 1, 1).astype(dtype)
+    return mask5(slopes.reshape(slopes.shape + (1, 1)), n, kh).astype(dtype)
 
 
 def alibi_distance(rows, cols, dtype):

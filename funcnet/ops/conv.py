@@ -74,7 +74,7 @@ def _forward_slices(x, w, stride, pads, dilation, groups):
     kh, kw, cin, cout = w.shape
     out_hw = _window.output_hw("conv2d", x.shape, (dilation[0] * (kh - 1) + 1,
                                                    dilation[1] * (kw - 1) + 1), stride, pads)
-    acc = x.dtype if jnp.finfo(x.dtype).bits >= 32 else jnp.dtype(jnp.float32)
+    acc = _checks.compute_dtype(x.dtype)
     slices = _window.window_slices(_window.pad_hw(x.astype(acc), pads), (kh, kw), stride,
                                    out_hw, dilation)
     wk = w.astype(acc).reshape(kh * kw, cin, 1, 1, 1, cout)
