@@ -37,6 +37,11 @@ def resolve_padding(fn: str, padding, in_hw, window, stride):
     return pads
 
 
+def extent(window, dilation) -> tuple[int, int]:
+    """The span ``d (k - 1) + 1`` of a window ``k`` dilated by ``d``, per spatial dim."""
+    return tuple(d * (k - 1) + 1 for d, k in zip(dilation, window))
+
+
 def output_hw(fn: str, x_shape, window, stride, pads, what="window") -> tuple[int, int]:
     """``OH = (H + lo + hi - KH) // s + 1`` per spatial dim; ValueError if < 1."""
     out = []

@@ -107,16 +107,17 @@ def _blocks(k, v, mask, bias, n, plan: Plan):
     return xs, fixed
 
 
-def _block_distance(qh, j, plan: Plan, dtype):
-    """``|i - j|`` of the ``T`` queries and key block ``j``: ``(1, 1, 1, T, block)``."""
+def _positions(qh, j, plan: Plan):
+    """The int32 positions of the ``T`` queries ``(1, 1, 1, T, 1)`` and of key block
+    ``j``'s keys ``(1, 1, 1, 1, block)``."""
     rows = lax.broadcasted_iota(jnp.int32, (1, 1, 1, qh.shape[3], 1), 3)
     cols = j * plan.block + lax.broadcasted_iota(jnp.int32, (1, 1, 1, 1, plan.block), 4)
-    return alibi_distance(rows, cols, dtype)
+    return rows, cols
 
 
 def _logits(qh, kb, j, mb, bb, plan: Plan, al=None):
-    """Masked, scaled, biased logits of key block ``j``: ``(B, K, G, T, block)`` and the
-    attend mask.
+    """Masked, scaled, biased logits of key block ``j``: ``(B, K, G, T, block)``, the
+    attend mask and ALiBi's ``|i - j|`` ``(1, 1, 1, T, block)`` (``None`` without ``al``).
 
     ``bb``, the bias of the block (or ``None``), is added after the scale, before the
     mask, and so is ALiBi's ``-m |i - j|`` with ``al`` the slopes ``(b, K, G, 1, 1)``
@@ -129,18 +130,18 @@ def _logits(qh, kb, j, mb, bb, plan: Plan, al=None):
     s = einsum("bkgth,bksh->bkgts", qh, kb, ct) * plan.scale
     if bb is not None:
         s = s + bb.astype(ct)
+    rows, cols = _positions(qh, j, plan)
+    distance = None if al is None else alibi_distance(rows, cols, ct)
     if al is not None:
-        s = s - al * _block_distance(qh, j, plan, ct)
-    cols = j * plan.block + lax.broadcasted_iota(jnp.int32, (1, 1, 1, 1, plan.block), 4)
+        s = s - al * distance
     attend = mb
     if plan.causal:
-        rows = lax.broadcasted_iota(jnp.int32, (1, 1, 1, qh.shape[3], 1), 3)
         attend = cols <= rows if attend is None else attend & (cols <= rows)
     if attend is not None:
         s = jnp.where(attend, s, large_negative(ct))
     if plan.blocks * plan.block != plan.s:
         s = jnp.where(cols < plan.s, s, -jnp.inf)
-    return s, attend
+    return s, attend, distance
 
 
 def _loop(body, carry, xs, plan: Plan, inputs):
@@ -171,8 +172,8 @@ def _forward(q, k, v, mask, bias, alibi, key, plan: Plan):
     def body(carry, x):
         m, l, acc = carry
         j, kb, vb, mb, bb = x
-        s, _ = _logits(qh, kb, j, fixed if mb is None else mb,
-                       fixed_bias if bb is None else bb, plan, al)
+        s, _, _ = _logits(qh, kb, j, fixed if mb is None else mb,
+                          fixed_bias if bb is None else bb, plan, al)
         # the shift m is a constant for autodiff (grad of grad): o and m + log l do not
         # depend on it, and a differentiated m would leak into the backward's m, log l
         m_new = lax.stop_gradient(jnp.maximum(m, jnp.max(s, axis=-1)))
@@ -232,8 +233,8 @@ def _attention_bwd(plan, res, do):
     def body(carry, x):
         dq, db_acc, dal = carry
         j, kb, vb, mb, bb = x
-        s, attend = _logits(qh, kb, j, fixed if mb is None else mb,
-                            fixed_bias if bb is None else bb, plan, al)
+        s, attend, distance = _logits(qh, kb, j, fixed if mb is None else mb,
+                                      fixed_bias if bb is None else bb, plan, al)
         p = jnp.exp((s - m[..., None]) - log_l[..., None])
         keep = _block_keep(key, plan, qh, j)
         dv = einsum("bkgts,bkgth->bksh", drop(p, keep, plan.dropout).astype(q.dtype), doh, ct)
@@ -247,8 +248,8 @@ def _attention_bwd(plan, res, do):
         elif b5 is not None:
             dbb = _reduce_to(ds, b5[:4] + (plan.block,)).astype(bias.dtype)
         if al is not None:     # d/dm_n of -m_n |i - j|: -sum dS |i - j|
-            dal = dal - _reduce_to(jnp.sum(ds * _block_distance(qh, j, plan, ct), axis=(3, 4),
-                                           keepdims=True), al.shape)
+            dal = dal - _reduce_to(jnp.sum(ds * distance, axis=(3, 4), keepdims=True),
+                                   al.shape)
         ds = (ds * plan.scale).astype(q.dtype)
         dq = dq + einsum("bkgts,bksh->bkgth", ds, kb, ct)
         dk = einsum("bkgts,bkgth->bksh", ds, qh, ct)

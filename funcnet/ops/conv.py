@@ -72,8 +72,8 @@ def _forward_slices(x, w, stride, pads, dilation, groups):
     float32 or wider and returned in ``x``'s dtype."""
     del groups
     kh, kw, cin, cout = w.shape
-    out_hw = _window.output_hw("conv2d", x.shape, (dilation[0] * (kh - 1) + 1,
-                                                   dilation[1] * (kw - 1) + 1), stride, pads)
+    out_hw = _window.output_hw("conv2d", x.shape, _window.extent((kh, kw), dilation), stride,
+                               pads)
     acc = _checks.compute_dtype(x.dtype)
     slices = _window.window_slices(_window.pad_hw(x.astype(acc), pads), (kh, kw), stride,
                                    out_hw, dilation)
@@ -89,12 +89,10 @@ def forward(x, w, stride, pads, dilation, groups, impl):
     """conv2d's forward: XLA's convolution, or with ``impl='auto'`` on a platform where
     :func:`auto_lowering` names ``'slices'``, :func:`_forward_slices` there."""
     geometry = dict(stride=stride, pads=pads, dilation=dilation, groups=groups)
-    picks = {p: auto_lowering(p, w.shape, groups)[0] for p in PLATFORMS}
-    if impl != "auto" or all(v == "xla" for v in picks.values()):
-        return _conv_forward(x, w, **geometry)
-    fns = {"xla": _conv_forward, "slices": _forward_slices}
-    return lax.platform_dependent(x, w, default=partial(_conv_forward, **geometry),
-                                  **{p: partial(fns[v], **geometry) for p, v in picks.items()})
+    conv = partial(_conv_forward, **geometry)
+    return _per_platform(impl, 0, w.shape, groups,
+                         {"xla": conv, "im2col": conv,
+                          "slices": partial(_forward_slices, **geometry)}, x, w)
 
 
 def _dx_xla(in_hw, w, dy, stride, pads, dilation, groups):
@@ -282,20 +280,25 @@ def default_platform() -> str:
     return "rocm" if "rocm" in version else "cuda"
 
 
-def lowered(impl: str, w_shape, groups: int, xla, im2col, *args):
-    """``xla(*args)`` or ``im2col(*args)``, the backward lowering ``impl`` names;
-    ``'auto'`` is :func:`auto_lowering`'s choice per platform, picked by
-    ``lax.platform_dependent`` (plain ``'xla'`` where every platform's choice is XLA's)."""
+def _per_platform(impl: str, part: int, w_shape, groups: int, fns, *args):
+    """``fns[name](*args)`` for the lowering ``impl`` names (``'xla'``, ``'im2col'``);
+    with ``'auto'``, :func:`auto_lowering`'s choice per platform (``part`` 0: the forward,
+    1: the backward), picked by ``lax.platform_dependent`` (``fns['xla']`` called directly
+    where every platform's choice is XLA's, and on the platforms it does not name)."""
     if impl == "auto":
-        picks = {p: auto_lowering(p, w_shape, groups)[1] for p in PLATFORMS}
+        picks = {p: auto_lowering(p, w_shape, groups)[part] for p in PLATFORMS}
         if all(v == "xla" for v in picks.values()):
             impl = "xla"        # XLA's convolutions on every platform
-    if impl == "xla":
-        return xla(*args)
-    if impl == "im2col":
-        return im2col(*args)
-    fns = {"xla": xla, "im2col": im2col}
-    return lax.platform_dependent(*args, default=xla, **{p: fns[v] for p, v in picks.items()})
+    if impl != "auto":
+        return fns[impl](*args)
+    return lax.platform_dependent(*args, default=fns["xla"],
+                                  **{p: fns[v] for p, v in picks.items()})
+
+
+def lowered(impl: str, w_shape, groups: int, xla, im2col, *args):
+    """``xla(*args)`` or ``im2col(*args)``, the backward lowering ``impl`` names;
+    ``'auto'`` is :func:`auto_lowering`'s choice per platform (:func:`_per_platform`)."""
+    return _per_platform(impl, 1, w_shape, groups, {"xla": xla, "im2col": im2col}, *args)
 
 
 def _conv2d_bwd(stride, pads, dilation, groups, impl, res, dy):
@@ -354,7 +357,7 @@ def check_conv2d_args(fn, x, w, b, stride, padding, dilation=1, groups=1, impl="
     check_bias(fn, x, b, w.shape[3], f"one bias per output channel of w {tuple(w.shape)}")
     stride = _checks.normalize_pair(fn, "stride", stride)
     dilation = _checks.normalize_pair(fn, "dilation", dilation)
-    window = tuple(d * (k - 1) + 1 for d, k in zip(dilation, w.shape[:2]))
+    window = _window.extent(w.shape[:2], dilation)
     pads = _window.resolve_padding(fn, padding, x.shape[1:3], window, stride)
     _window.output_hw(fn, x.shape, window, stride, pads,
                       what="kernel" if dilation == (1, 1) else "dilated kernel")

@@ -115,7 +115,7 @@ def check_conv_transpose2d_args(fn, x, w, b, stride=1, padding=0, output_padding
     if any(e >= m for e, m in zip(extra, limit)):
         raise ValueError(f"{fn}: output_padding {extra} must be smaller than max(stride, "
                          f"dilation) = {limit} on each axis (as PyTorch)")
-    window = tuple(d * (k - 1) + 1 for d, k in zip(dilation, w.shape[:2]))
+    window = _window.extent(w.shape[:2], dilation)
     in_hw = tuple(x.shape[1:3])
     if isinstance(padding, str):
         out, low = _string_padding(fn, padding, in_hw, window, stride, extra)

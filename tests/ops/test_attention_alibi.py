@@ -149,6 +149,10 @@ def test_errors(kwargs, exc, match):
         attention(q, k, v, **kwargs)
     with pytest.raises(exc, match=match):
         R.dot_product_attention(q, k, v, **kwargs)
+    arrays = {n: a for n, a in kwargs.items() if isinstance(a, jax.Array)}
+    static = {n: a for n, a in kwargs.items() if n not in arrays}
+    with pytest.raises(exc, match=match):     # at trace time, with the slopes traced
+        jax.jit(lambda q, k, v, a: attention(q, k, v, **a, **static))(q, k, v, arrays)
 
 
 def test_unbatched_q_takes_per_head_slopes_only():
