@@ -30,8 +30,11 @@ def huber_terms(x, delta):
     a scalar array); at ``|x| = delta`` the quadratic piece (the clipped error is ``x``
     there)."""
     clipped = jnp.where(jnp.abs(x) <= delta, x, delta * jnp.sign(x))
-    # 0.5 c^2 + delta (|x| - |c|): 0.5 x^2 inside, delta (|x| - delta / 2) outside.
-    return 0.5 * clipped * clipped + delta * (jnp.abs(x) - jnp.abs(clipped)), clipped
+    # 0.5 c^2 + delta (|x| - |c|): 0.5 x^2 inside, delta (|x| - delta / 2) outside; the
+    # second term only outside, so a traced delta = inf gives 0.5 x^2 (not inf * 0)
+    excess = jnp.abs(x) - jnp.abs(clipped)
+    outside = jnp.where(excess > 0, delta * excess, jnp.zeros((), x.dtype))
+    return 0.5 * clipped * clipped + outside, clipped
 
 
 @jax.custom_vjp
@@ -116,7 +119,8 @@ def huber_loss(predictions, targets=None, delta: float = 1.0):
       targets: same shape (no broadcasting), floating (promoted with ``predictions``);
         ``None`` (optax's default) is ``zeros_like(predictions)``.
       delta: a Python float or a traced scalar (a ``jit`` argument, a ``jax.vmap``
-        sweep), ``> 0`` and finite (checked when concrete); differentiable.
+        sweep), ``> 0`` and finite (checked when concrete; a traced ``inf`` gives the
+        limit, :func:`l2_loss`, with ``dL/ddelta = 0``); differentiable.
 
     Returns:
       Scalar loss, of the promoted dtype.

@@ -61,7 +61,9 @@ def test_huber_delta_gradient_equals_the_twin_and_central_differences(case_id, p
 def test_huber_delta_at_the_edges(m):
     """A tiny and a huge traced ``delta`` (every error outside, inside) equal the static
     calls; a traced 0 (outside the interval, unchecked when traced) gives the limit
-    ``delta -> 0+``: loss 0, no input gradient, ``dL/ddelta = mean |x|``, no NaN."""
+    ``delta -> 0+``: loss 0, no input gradient, ``dL/ddelta = mean |x|``, no NaN; a traced
+    ``inf`` the limit ``delta -> inf``: :func:`l2_loss`'s value and gradients,
+    ``dL/ddelta = 0`` (optax gives NaN)."""
     assert_sweep_equals_static(lambda p, d: m.huber_loss(p, T, d), P,
                                jnp.asarray([1e-300, 1.0, 1e300]), "edges")
     value, (dp, dt, dd) = jax.jit(jax.value_and_grad(m.huber_loss, (0, 1, 2)))(
@@ -69,6 +71,11 @@ def test_huber_delta_at_the_edges(m):
     assert float(value) == 0.0
     assert_close((dp, dt), (jnp.zeros_like(P), jnp.zeros_like(T)), 1e-15, "input grads")
     np.testing.assert_allclose(dd, jnp.mean(jnp.abs(P - T)), rtol=1e-14)
+    value, (dp, dt, dd) = jax.jit(jax.value_and_grad(m.huber_loss, (0, 1, 2)))(
+        P, T, jnp.asarray(jnp.inf))
+    l2, (dp2, dt2) = jax.value_and_grad(m.l2_loss, (0, 1))(P, T)
+    assert_close((value, dp, dt), (l2, dp2, dt2), 1e-15, "delta = inf is the L2 loss")
+    assert float(dd) == 0.0
 
 
 @pytest.mark.parametrize("case_id, p, t", HUBER, ids=HUBER_IDS)

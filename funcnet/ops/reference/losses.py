@@ -42,7 +42,8 @@ def huber_loss(predictions, targets=None, delta: float = 1.0):
     x = p - t
     inside = jnp.abs(x) <= delta
     x_in = jnp.where(inside, x, jnp.zeros((), x.dtype))   # no 0 * inf in the unused branch
-    return jnp.mean(jnp.where(inside, 0.5 * x_in * x_in, delta * (jnp.abs(x) - 0.5 * delta)))
+    d_out = jnp.where(inside, jnp.zeros((), x.dtype), delta)  # nor inf - inf (delta = inf)
+    return jnp.mean(jnp.where(inside, 0.5 * x_in * x_in, d_out * (jnp.abs(x) - 0.5 * d_out)))
 
 
 def log_cosh(predictions, targets=None):
