@@ -16,11 +16,18 @@ def check_dropout_args(fn: str, x, rate, key, broadcast_dims=()):
     """The checks of :func:`dropout` (and its twin); returns ``(x, rate, key,
     mask_shape)``.
 
-    ``rate``: a static, finite Python float in ``[0, 1)`` (NaN and inf refused); ``key``:
-    one PRNG key (:func:`funcnet._checks.check_key`); ``broadcast_dims``: a tuple of
-    distinct static axes of ``x`` (negative counts from the end), size 1 in the mask.
+    ``rate``: a finite real scalar in ``[0, 1)`` (NaN and inf refused), returned as a
+    Python float when concrete (the static program), as a scalar array of JAX's default
+    float dtype when traced (a ``jax.vmap`` sweep, a ``jit`` argument; its value is not
+    checked); ``key``: one PRNG key (:func:`funcnet._checks.check_key`);
+    ``broadcast_dims``: a tuple of distinct static axes of ``x`` (negative counts from
+    the end), size 1 in the mask.
     """
-    rate = _checks.static_float(fn, "rate", rate, 0.0, 1.0, high_inclusive=False)
+    _checks.check_hyperparameter(fn, "rate", rate, 0.0, 1.0, high_inclusive=False)
+    if _checks.is_traced(rate):
+        rate = jnp.asarray(rate, jax.dtypes.canonicalize_dtype(jnp.float64))
+    else:
+        rate = float(_checks.concrete(rate))
     _checks.check_float(fn, "x", x)
     x = as_array(x)
     dims = [_checks.check_axis(fn, d, x.ndim, "broadcast_dims")
@@ -32,13 +39,21 @@ def check_dropout_args(fn: str, x, rate, key, broadcast_dims=()):
     return x, rate, _checks.check_key(fn, key), shape
 
 
-def keep_mask(key, rate: float, shape):
-    """Boolean keep mask, ``P(keep) = 1 - rate``; a pure function of ``key``."""
+def keep_mask(key, rate, shape):
+    """Boolean keep mask, ``P(keep) = 1 - rate``; a pure function of ``key`` (a traced
+    ``rate`` of the default float dtype draws the mask of the same Python float)."""
     return jax.random.bernoulli(key, 1.0 - rate, shape)
 
 
+def keep_probability(rate, dtype):
+    """``1 - rate`` rounded to ``dtype`` (a Python float's weak-type rounding, also for a
+    traced ``rate``): the kept elements are divided by it."""
+    return jnp.asarray(1.0 - rate, dtype)
+
+
 def _apply_mask(x, key, rate, shape):
-    return jnp.where(keep_mask(key, rate, shape), x / (1.0 - rate), jnp.zeros((), x.dtype))
+    return jnp.where(keep_mask(key, rate, shape), x / keep_probability(rate, x.dtype),
+                     jnp.zeros((), x.dtype))
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(1, 3))
@@ -57,6 +72,27 @@ def _dropout_bwd(rate, shape, key, dy):
 defvjp(_dropout, _dropout_fwd, _dropout_bwd)
 
 
+@partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _dropout_traced(x, rate, key, shape):
+    return _apply_mask(x, key, rate, shape)
+
+
+def _dropout_traced_fwd(x, rate, key, shape):
+    y = _apply_mask(x, key, rate, shape)
+    return y, (key, rate, y)
+
+
+def _dropout_traced_bwd(shape, res, dy):
+    key, rate, y = res
+    # d/drate of x m / (1 - rate) with the mask held fixed: y / (1 - rate)
+    ct = _checks.compute_dtype(y.dtype)
+    drate = jnp.sum(dy.astype(ct) * y.astype(ct)) / (1 - rate).astype(ct)
+    return _apply_mask(dy, key, rate, shape), drate.astype(rate.dtype), None
+
+
+defvjp(_dropout_traced, _dropout_traced_fwd, _dropout_traced_bwd)
+
+
 @has_twin
 def dropout(x, rate, key, broadcast_dims=()):
     """Inverted dropout: zero each element with probability ``rate``, scale the rest.
@@ -66,6 +102,13 @@ def dropout(x, rate, key, broadcast_dims=()):
     Backward: ``dx = dy * m / (1 - rate)``; the mask is REGENERATED from ``key`` (the
     residual is the key alone, not an ``x``-sized mask). ``key`` gets a ``None`` cotangent.
     ``rate == 0`` returns ``x`` unchanged (identity, gradient 1).
+
+    A traced ``rate`` (``jax.vmap`` over a sweep of rates, a ``jit`` argument) gives the
+    static call's mask and values for the same key (exactly under float64; float32 rounds
+    ``1 - rate`` once more) and is differentiable with the mask held fixed:
+    ``dL/drate = sum(dy * y) / (1 - rate)`` (autodiff's value for the twin; the mask's
+    jumps have no derivative). That path also keeps ``y`` as a residual, and a traced 0 runs
+    the mask (all kept) instead of returning ``x``.
 
     ``broadcast_dims`` (Flax's ``Dropout(broadcast_dims=)``): the mask has size 1 on these
     axes and is shared along them: ``(1, 2)`` of NHWC drops whole feature maps (spatial
@@ -80,7 +123,8 @@ def dropout(x, rate, key, broadcast_dims=()):
 
     Args:
       x: floating array of any shape.
-      rate: drop probability, a Python float in ``[0, 1)``. Static.
+      rate: drop probability in ``[0, 1)``: a Python float (static), or a traced real
+        scalar (a sweep; its value unchecked).
       key: a typed key (``jax.random.key``) or raw ``uint32[2]`` (``jax.random.PRNGKey``).
         The same key gives the same mask.
       broadcast_dims: distinct axes of ``x`` (negative count from the end) along which
@@ -92,8 +136,8 @@ def dropout(x, rate, key, broadcast_dims=()):
     Raises:
       ValueError: ``rate`` outside ``[0, 1)`` or not finite; key of the wrong shape; a
         ``broadcast_dims`` axis out of range for ``x``'s rank, or named twice.
-      TypeError: ``rate`` not a Python number; non-floating ``x``; key not a PRNG key;
-        ``broadcast_dims`` not a tuple of ints.
+      TypeError: ``rate`` not a number or a real scalar array; non-floating ``x``; key
+        not a PRNG key; ``broadcast_dims`` not a tuple of ints.
 
     References:
       Srivastava et al., "Dropout: A Simple Way to Prevent Neural Networks from
@@ -101,6 +145,8 @@ def dropout(x, rate, key, broadcast_dims=()):
       See ``docs/formulas.md``.
     """
     x, rate, key, shape = check_dropout_args("dropout", x, rate, key, broadcast_dims)
+    if _checks.is_traced(rate):
+        return _dropout_traced(x, rate, key, shape)
     if rate == 0.0:
         return x
     return _dropout(x, rate, key, shape)

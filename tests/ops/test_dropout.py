@@ -102,7 +102,8 @@ def test_vmap_with_one_unbatched_key_shares_the_mask_as_documented():
 @pytest.mark.parametrize("rate, key, exc, match", [
     (1.0, RAW, ValueError, r"dropout: rate must be in \[0, 1\), got 1"),
     (-0.1, RAW, ValueError, r"dropout: rate must be in \[0, 1\), got -0.1"),
-    ("0.5", RAW, TypeError, r"dropout: rate must be a Python float"),
+    ("0.5", RAW, TypeError, r"dropout: rate must be a number or a scalar array, got str"),
+    (np.ones(2), RAW, ValueError, r"dropout: rate must be a scalar, got shape \(2,\)"),
     (0.5, np.zeros((3,), np.uint32), ValueError, r"dropout: key must be a single PRNG key of shape \(2,\), got shape \(3,\)"),
     (0.5, np.zeros((2,), np.float32), TypeError, r"dropout: key must be a PRNG key"),
 ])
