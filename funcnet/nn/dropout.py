@@ -40,7 +40,9 @@ def Dropout(rate: float, broadcast_dims=()) -> Layer:
     Shapes: output has the input's shape. Params ``()``, state ``()``.
 
     Args:
-      rate: drop probability in ``[0, 1)``. ``rate = 0`` is the identity.
+      rate: drop probability in ``[0, 1)``. ``rate = 0`` is the identity. A traced scalar
+        (the layer built inside ``jax.vmap`` over a sweep of rates) is passed on to
+        :func:`funcnet.ops.dropout`, which draws the static rate's mask for it.
       broadcast_dims: axes of the input (negative count from the end) that share one mask
         value; checked against the input's rank at ``init``/``apply``. Default ``()``.
 
@@ -50,19 +52,21 @@ def Dropout(rate: float, broadcast_dims=()) -> Layer:
       ``train=True``).
 
     Raises:
-      ValueError: at construction if ``rate`` is outside ``[0, 1)`` or NaN; in ``apply`` if
-        ``train=True`` and no ``key`` is given; at ``init``/``apply`` a ``broadcast_dims``
-        axis outside the input's rank or named twice.
-      TypeError: at construction if ``rate`` is not a Python number or ``broadcast_dims``
-        not a tuple of ints; in ``apply`` a non-float input (or a list), or (from
-        :func:`funcnet.ops.dropout`) a bad key.
+      ValueError: at construction if ``rate`` is outside ``[0, 1)``, NaN or an array of a
+        shape other than ``()``; in ``apply`` if ``train=True`` and no ``key`` is given;
+        at ``init``/``apply`` a ``broadcast_dims`` axis outside the input's rank or named
+        twice.
+      TypeError: at construction if ``rate`` is not a number or a real scalar array or
+        ``broadcast_dims`` not a tuple of ints; in ``apply`` a non-float input (or a
+        list), or (from :func:`funcnet.ops.dropout`) a bad key.
 
     References:
       Srivastava et al. (2014); Tompson et al. (2015) for spatial dropout.
     """
-    rate = _checks.static_float("Dropout", "rate", rate, 0.0, 1.0, high_inclusive=False)
+    rate = _check_rate("Dropout", rate)
     dims = _checks.static_ints("Dropout", "broadcast_dims", broadcast_dims)
-    name = f"Dropout({rate:g})" if not dims else f"Dropout({rate:g}, broadcast_dims={dims})"
+    name = (f"Dropout({_rate_text(rate)})" if not dims
+            else f"Dropout({_rate_text(rate)}, broadcast_dims={dims})")
     return _dropout_layer(name, rate, lambda ndim: dims)
 
 
@@ -83,7 +87,8 @@ def DropPath(rate: float) -> Layer:
     axis) use ``Dropout(rate, broadcast_dims=<every axis>)`` with one key per example.
 
     Args:
-      rate: drop probability in ``[0, 1)``. ``rate = 0`` is the identity.
+      rate: drop probability in ``[0, 1)``. ``rate = 0`` is the identity. A traced scalar
+        as :func:`Dropout`.
 
     Returns:
       A :class:`Layer` named ``"DropPath(rate)"``; its ``apply`` takes ``key=`` (required
@@ -97,8 +102,8 @@ def DropPath(rate: float) -> Layer:
     References:
       Huang et al. (2016), "Deep Networks with Stochastic Depth".
     """
-    rate = _checks.static_float("DropPath", "rate", rate, 0.0, 1.0, high_inclusive=False)
-    name = f"DropPath({rate:g})"
+    rate = _check_rate("DropPath", rate)
+    name = f"DropPath({_rate_text(rate)})"
 
     def dims(ndim: int) -> tuple:
         if ndim < 2:
@@ -109,7 +114,19 @@ def DropPath(rate: float) -> Layer:
     return _dropout_layer(name, rate, dims)
 
 
-def _dropout_layer(name: str, rate: float, dims) -> Layer:
+def _check_rate(name: str, rate):
+    """A Python float in ``[0, 1)`` (the static program), or a traced scalar: a layer built
+    inside ``jax.vmap`` over a sweep of rates (or a jitted function), passed on to
+    :func:`funcnet.ops.dropout` (its value unchecked, its shape and dtype checked)."""
+    _checks.check_hyperparameter(name, "rate", rate, 0.0, 1.0, high_inclusive=False)
+    return rate if _checks.is_traced(rate) else float(_checks.concrete(rate))
+
+
+def _rate_text(rate) -> str:
+    return "traced" if _checks.is_traced(rate) else f"{rate:g}"
+
+
+def _dropout_layer(name: str, rate, dims) -> Layer:
     """The layer of :func:`Dropout` and :func:`DropPath`: ``ops.dropout`` with the shared
     axes ``dims(input rank)`` when training, the identity otherwise."""
 
@@ -121,7 +138,7 @@ def _dropout_layer(name: str, rate: float, dims) -> Layer:
 
     def apply(params, state, x, *, key=None, train=False):
         check_no_params(name, params, state)
-        if not check_train(name, train) or rate == 0.0:
+        if not check_train(name, train) or (not _checks.is_traced(rate) and rate == 0.0):
             _checks.check_float(name, "x", x)   # the identity path calls no op
             return x, state
         check_train_key(name, key)

@@ -89,7 +89,7 @@ CONSTRUCT = [
      r"AvgPool2D: stride must be an int or a pair of ints, got \(1,\)"),
     ("dropout-1", lambda: nn.Dropout(1.0), ValueError, r"Dropout: rate must be in \[0, 1\), got 1"),
     ("dropout-nan", lambda: nn.Dropout(NAN), ValueError, r"Dropout: rate must be finite, got nan"),
-    ("dropout-str", lambda: nn.Dropout("0.5"), TypeError, r"Dropout: rate must be a Python float"),
+    ("dropout-str", lambda: nn.Dropout("0.5"), TypeError, r"Dropout: rate must be a number or a scalar array"),
     ("bn-momentum", lambda: nn.BatchNorm(momentum=1.0), ValueError,
      r"BatchNorm: momentum must be in \[0, 1\), got 1"),
     ("bn-eps-0", lambda: nn.BatchNorm(eps=0), ValueError, r"BatchNorm: eps must be in \(0, inf\)"),

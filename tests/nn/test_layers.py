@@ -178,8 +178,38 @@ def test_dropout_errors():
     for bad in (1.0, -0.1, 1.5):
         with pytest.raises(ValueError, match=r"Dropout: rate must be in \[0, 1\), got"):
             nn.Dropout(bad)
-    with pytest.raises(TypeError, match="Dropout: rate must be a Python float"):
+    with pytest.raises(TypeError, match="Dropout: rate must be a number or a scalar array"):
         nn.Dropout("0.5")
+    with pytest.raises(ValueError, match=r"Dropout: rate must be a scalar, got shape \(2,\)"):
+        nn.Dropout(jnp.ones((2,)))
+
+
+def test_dropout_rate_sweep_builds_the_model_inside_vmap():
+    """A model built inside ``jax.vmap`` over dropout rates (Dropout and DropPath): the
+    losses and gradients of the sweep equal the models built with each Python float, and a
+    traced 0 is the identity."""
+    x, key = _normal((4, 6)), jax.random.PRNGKey(5)
+
+    def loss(rate, params):
+        model = nn.serial(nn.Dense(5, dtype=F64), nn.Dropout(rate), nn.ReLU(),
+                          nn.Dense(5, dtype=F64), nn.DropPath(rate))
+        y, _ = model.apply(params, ((), (), (), (), ()), x, key=key, train=True)
+        return jnp.sum(y * y)
+
+    model = nn.serial(nn.Dense(5, dtype=F64), nn.Dropout(0.5), nn.ReLU(),
+                      nn.Dense(5, dtype=F64), nn.DropPath(0.5))
+    _, params, _ = model.init(jax.random.PRNGKey(0), (-1, 6))
+    rates = jnp.asarray([0.0, 0.25, 0.5])
+    got = jax.vmap(jax.value_and_grad(loss, 1), (0, None))(rates, params)
+    for i, r in enumerate(rates):
+        want = jax.value_and_grad(loss, 1)(float(r), params)
+        np.testing.assert_allclose(got[0][i], want[0], rtol=1e-13)
+        for g, w in zip(jax.tree_util.tree_leaves(got[1]), jax.tree_util.tree_leaves(want[1])):
+            np.testing.assert_allclose(g[i], w, rtol=1e-13, atol=1e-15)
+    assert not np.allclose(got[0][1], got[0][2])
+    names = []
+    jax.vmap(lambda r: names.append(nn.Dropout(r).name) or r)(rates)
+    assert names == ["Dropout(traced)"]
 
 
 # ---------------------------------------------------------------------------- Dense
