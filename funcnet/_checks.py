@@ -350,6 +350,28 @@ def check_hyperparameter(fn: str, name: str, value, low: float | None = None,
                      high_inclusive=high_inclusive)
 
 
+def check_rate(fn: str, name: str, value):
+    """A probability in ``[0, 1)`` (a dropout rate): a Python float when concrete (the
+    static program; :func:`static_float`'s checks), or, traced (a ``jax.vmap`` sweep of
+    rates, a ``jit`` argument), a scalar array of JAX's default float dtype, its shape and
+    dtype checked but not its value (:func:`check_hyperparameter`)."""
+    check_hyperparameter(fn, name, value, 0.0, 1.0, high_inclusive=False)
+    if is_traced(value):
+        return jnp.asarray(value, jax.dtypes.canonicalize_dtype(jnp.float64))
+    return float(concrete(value))
+
+
+def may_drop(rate) -> bool:
+    """Whether a rate of :func:`check_rate` may be above 0: a traced one, or a static one
+    that is (the static program of rate 0 is the identity)."""
+    return is_traced(rate) or rate > 0.0
+
+
+def value_text(value) -> str:
+    """A number for names and messages: ``f"{value:g}"``, or ``"traced"``."""
+    return "traced" if is_traced(value) else f"{value:g}"
+
+
 def static_bool(fn: str, name: str, value) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{fn}: {name} must be a bool, got {type(value).__name__} {value!r}")

@@ -134,7 +134,8 @@ def MultiHeadAttention(num_heads: int, *, qkv_features: int | None = None,
       out_features: output width; default ``F``.
       causal: query ``t`` attends keys ``<= t`` only (language models).
       dropout_rate: drop probability in ``[0, 1)`` of the attention probabilities (see
-        above; training only).
+        above; training only). A traced scalar (the layer built inside ``jax.vmap`` over
+        a sweep of rates) is passed on to the op, which draws the static rate's mask.
       use_bias: add the biases of the four projections.
       w_init: initializer of the four kernels; default
         :func:`~funcnet.nn.initializers.xavier_uniform`, drawn for each ``(F, D)`` /
@@ -359,11 +360,10 @@ def _attention_layer(name, heads, kv_heads, cross, qkv_features, out_features, c
         _check_heads(name, "qkv_features", qkv_features, heads)
     if out_features is not None:
         out_features = _checks.static_int(name, "out_features", out_features, minimum=1)
-    rate = _checks.static_float(name, "dropout_rate", dropout_rate, 0.0, 1.0,
-                                high_inclusive=False)
-    if window is not None and rate > 0.0:
-        raise ValueError(f"{name}: window={window} with dropout_rate={rate:g}: sliding-window "
-                         "attention has no dropout")
+    rate = _checks.check_rate(name, "dropout_rate", dropout_rate)
+    if window is not None and _checks.may_drop(rate):
+        raise ValueError(f"{name}: window={window} with dropout_rate="
+                         f"{_checks.value_text(rate)}: sliding-window attention has no dropout")
     check_weight_args(name, dtype, use_bias, w_init=w_init, b_init=b_init)
     t5 = bias_spec is not None and bias_spec[0] == "t5"
     if cross:
@@ -477,8 +477,8 @@ def _attention_layer(name, heads, kv_heads, cross, qkv_features, out_features, c
             mask = mask[None]     # one sequence's (heads or 1, T or 1, S): vmap over examples
         n, t = xb.shape[:2]
         drop = rate if check_train(name, train) else 0.0
-        if drop > 0.0:
-            check_train_key(name, key, f" with dropout_rate={rate:g}")
+        if _checks.may_drop(drop):
+            check_train_key(name, key, f" with dropout_rate={_checks.value_text(rate)}")
         with _checks.context(name):
             q = _project(xb, params, "q").reshape(n, t, heads, dh)
             k, v = (None, None) if cached else (
@@ -505,7 +505,7 @@ def _attention_layer(name, heads, kv_heads, cross, qkv_features, out_features, c
         with _checks.context(name):
             o = ops.dot_product_attention(q, k, v, mask, bias=bias, alibi_slopes=slopes,
                                           causal=causal and not decode, dropout_rate=drop,
-                                          dropout_key=key if drop > 0.0 else None,
+                                          dropout_key=key if _checks.may_drop(drop) else None,
                                           window=None if decode else window)
             y = _project(o.reshape(n, t, d), params, "o")
         y = decoding.guard(y, fits)

@@ -63,10 +63,10 @@ def Dropout(rate: float, broadcast_dims=()) -> Layer:
     References:
       Srivastava et al. (2014); Tompson et al. (2015) for spatial dropout.
     """
-    rate = _check_rate("Dropout", rate)
+    rate = _checks.check_rate("Dropout", "rate", rate)
     dims = _checks.static_ints("Dropout", "broadcast_dims", broadcast_dims)
-    name = (f"Dropout({_rate_text(rate)})" if not dims
-            else f"Dropout({_rate_text(rate)}, broadcast_dims={dims})")
+    name = (f"Dropout({_checks.value_text(rate)})" if not dims
+            else f"Dropout({_checks.value_text(rate)}, broadcast_dims={dims})")
     return _dropout_layer(name, rate, lambda ndim: dims)
 
 
@@ -102,8 +102,8 @@ def DropPath(rate: float) -> Layer:
     References:
       Huang et al. (2016), "Deep Networks with Stochastic Depth".
     """
-    rate = _check_rate("DropPath", rate)
-    name = f"DropPath({_rate_text(rate)})"
+    rate = _checks.check_rate("DropPath", "rate", rate)
+    name = f"DropPath({_checks.value_text(rate)})"
 
     def dims(ndim: int) -> tuple:
         if ndim < 2:
@@ -112,18 +112,6 @@ def DropPath(rate: float) -> Layer:
         return tuple(range(1, ndim))
 
     return _dropout_layer(name, rate, dims)
-
-
-def _check_rate(name: str, rate):
-    """A Python float in ``[0, 1)`` (the static program), or a traced scalar: a layer built
-    inside ``jax.vmap`` over a sweep of rates (or a jitted function), passed on to
-    :func:`funcnet.ops.dropout` (its value unchecked, its shape and dtype checked)."""
-    _checks.check_hyperparameter(name, "rate", rate, 0.0, 1.0, high_inclusive=False)
-    return rate if _checks.is_traced(rate) else float(_checks.concrete(rate))
-
-
-def _rate_text(rate) -> str:
-    return "traced" if _checks.is_traced(rate) else f"{rate:g}"
 
 
 def _dropout_layer(name: str, rate, dims) -> Layer:
@@ -138,7 +126,7 @@ def _dropout_layer(name: str, rate, dims) -> Layer:
 
     def apply(params, state, x, *, key=None, train=False):
         check_no_params(name, params, state)
-        if not check_train(name, train) or (not _checks.is_traced(rate) and rate == 0.0):
+        if not check_train(name, train) or not _checks.may_drop(rate):
             _checks.check_float(name, "x", x)   # the identity path calls no op
             return x, state
         check_train_key(name, key)

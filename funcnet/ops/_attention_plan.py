@@ -38,6 +38,7 @@ class Plan(NamedTuple):
     s: int           # true number of keys S (the rest of the last block is padding)
     dropout: float = 0.0   # drop probability of the attention probabilities
     window: int | None = None   # sliding window; then block = queries per block
+    traced_rate: bool = False   # a traced drop probability: it travels with the key
 
     @property
     def blocks(self) -> int:
@@ -104,18 +105,18 @@ def check_attention_args(fn, q, k, v, mask, causal, scale, block_size, dropout_r
         fn, "scale", scale)
     if block_size is not None:
         block_size = _checks.static_int(fn, "block_size", block_size, minimum=1)
-    rate = _checks.static_float(fn, "dropout_rate", dropout_rate, 0.0, 1.0,
-                                high_inclusive=False)
+    rate = _checks.check_rate(fn, "dropout_rate", dropout_rate)
     if dropout_key is not None:
         dropout_key = _checks.check_key(fn, dropout_key, name="dropout_key")
-    elif rate > 0.0:
-        raise ValueError(f"{fn}: dropout_rate={rate:g} needs dropout_key, a PRNG key (pass "
-                         "dropout_rate=0.0 for evaluation)")
+    elif _checks.may_drop(rate):
+        raise ValueError(f"{fn}: dropout_rate={_checks.value_text(rate)} needs dropout_key, "
+                         "a PRNG key (pass dropout_rate=0.0 for evaluation)")
     if window is not None:
         window = _checks.static_int(fn, "window", window, minimum=1)
-        if rate > 0.0:
-            raise ValueError(f"{fn}: window={window} with dropout_rate={rate:g}: sliding-window "
-                             "attention has no dropout (pass dropout_rate=0.0)")
+        if _checks.may_drop(rate):
+            raise ValueError(f"{fn}: window={window} with dropout_rate={_checks.value_text(rate)}: "
+                             "sliding-window attention has no dropout (pass "
+                             "dropout_rate=0.0)")
         if bias is not None:
             raise ValueError(f"{fn}: window={window} with a bias of shape "
                              f"{_checks.shape_of(bias)}: sliding-window attention takes no "

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from funcnet import _checks
 from funcnet.ops import _local_attention
 from funcnet.ops._arrays import compute_dtype, einsum
 from funcnet.ops._attention_plan import (BLOCK_ELEMENTS, MIN_BLOCK, Plan, alibi_distance,
@@ -35,14 +36,14 @@ from funcnet.ops._attention_plan import (BLOCK_ELEMENTS, MIN_BLOCK, Plan, alibi_
                                          seq_length_masks, slopes5, split_heads)
 from funcnet.ops._mode import has_twin
 from funcnet.ops._mesh import defvjp, vary_like
-from funcnet.ops.dropout import keep_mask
+from funcnet.ops.dropout import keep_mask, keep_probability
 
 __all__ = ["dot_product_attention"]
 
 
 # ----------------------------------------------------------------------------- plans
 def _plan(s: int, rows: int, causal: bool, scale: float, block_size: int | None,
-          dropout: float = 0.0) -> Plan:
+          dropout: float = 0.0, traced_rate: bool = False) -> Plan:
     """Blocks of ``block_size`` keys, or by default about ``BLOCK_ELEMENTS / rows`` keys
     (``rows = B * N * T``, at least ``MIN_BLOCK``) evened out over the blocks so that the
     last one is not mostly padding (a multiple of 8 keys); one block if ``S`` fits.
@@ -50,12 +51,12 @@ def _plan(s: int, rows: int, causal: bool, scale: float, block_size: int | None,
     A symbolic ``S`` (``jax.export`` with a symbolic sequence length) takes one block of
     all ``S`` keys whatever ``block_size``: a block count must be static."""
     if not isinstance(s, int):
-        return Plan(causal, scale, s, s, dropout)
+        return Plan(causal, scale, s, s, dropout, traced_rate=traced_rate)
     if block_size is None:
         blocks = -(-s // max(MIN_BLOCK, BLOCK_ELEMENTS // max(rows, 1)))
         block_size = s if blocks == 1 else -(-s // (blocks * 8)) * 8
     block = min(block_size, s)
-    return Plan(causal, scale, block, s, dropout)
+    return Plan(causal, scale, block, s, dropout, traced_rate=traced_rate)
 
 
 def keep_probabilities(key, rate: float, rows: tuple, cols):
@@ -67,11 +68,20 @@ def keep_probabilities(key, rate: float, rows: tuple, cols):
                     out_axes=-1)(cols)
 
 
-def drop(p, keep, rate: float):
-    """``p * keep / (1 - rate)`` (the identity when ``keep`` is ``None``)."""
+def drop(p, keep, rate):
+    """``p * keep / (1 - rate)`` (the identity when ``keep`` is ``None``; ``1 - rate``
+    rounded to ``p``'s dtype, also for a traced ``rate``)."""
     if keep is None:
         return p
-    return jnp.where(keep, p / (1.0 - rate), jnp.zeros((), p.dtype))
+    return jnp.where(keep, p / keep_probability(rate, p.dtype), jnp.zeros((), p.dtype))
+
+
+def _dropout_of(key, plan: Plan):
+    """``(PRNG key, drop probability)``: a traced probability travels with the key (a
+    pair in the op's key argument), a static one is the plan's."""
+    if plan.traced_rate:
+        return key
+    return key, plan.dropout
 
 
 # -------------------------------------------------------------------------- blockwise
@@ -155,10 +165,11 @@ def _loop(body, carry, xs, plan: Plan, inputs):
 
 def _block_keep(key, plan: Plan, qh, j):
     """The keep mask of key block ``j`` (``None`` without dropout)."""
-    if plan.dropout == 0.0:
+    if plan.dropout == 0.0 and not plan.traced_rate:
         return None
+    key, rate = _dropout_of(key, plan)
     cols = j * plan.block + jnp.arange(plan.block, dtype=jnp.int32)
-    return keep_probabilities(key, plan.dropout, qh.shape[:-1], cols)
+    return keep_probabilities(key, rate, qh.shape[:-1], cols)
 
 
 def _forward(q, k, v, mask, bias, alibi, key, plan: Plan):
@@ -194,7 +205,8 @@ def _forward(q, k, v, mask, bias, alibi, key, plan: Plan):
     row = qh[..., 0]
     init = (jnp.full_like(row, -jnp.inf, ct), jnp.zeros_like(row, ct), jnp.zeros_like(qh, ct))
     (m, l, acc), _ = _loop(body, init, xs, plan, (q, key, bias, alibi))
-    return merge_heads(acc / (l[..., None] * (1.0 - plan.dropout))), m, jnp.log(l)
+    keep = keep_probability(_dropout_of(key, plan)[1], ct)
+    return merge_heads(acc / (l[..., None] * keep)), m, jnp.log(l)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(7,))
@@ -224,6 +236,7 @@ def _attention_bwd(plan, res, do):
     ct = compute_dtype(q.dtype)
     qh, doh = split_heads(q, kh), split_heads(do, kh)
     d = jnp.sum(doh.astype(ct) * split_heads(o, kh).astype(ct), axis=-1)      # (B, K, G, T)
+    rate = _dropout_of(key, plan)[1]
     xs, (fixed, fixed_bias) = _blocks(k, v, mask, bias, q.shape[2], plan)
     # dbias: per block (a bias of size 1 along S: summed in the carry)
     b5 = None if bias is None else mask5(bias, q.shape[2], kh).shape
@@ -237,8 +250,8 @@ def _attention_bwd(plan, res, do):
                                       fixed_bias if bb is None else bb, plan, al)
         p = jnp.exp((s - m[..., None]) - log_l[..., None])
         keep = _block_keep(key, plan, qh, j)
-        dv = einsum("bkgts,bkgth->bksh", drop(p, keep, plan.dropout).astype(q.dtype), doh, ct)
-        dp = drop(einsum("bkgth,bksh->bkgts", doh, vb, ct), keep, plan.dropout)
+        dv = einsum("bkgts,bkgth->bksh", drop(p, keep, rate).astype(q.dtype), doh, ct)
+        dp = drop(einsum("bkgth,bksh->bkgts", doh, vb, ct), keep, rate)
         ds = p * (dp - d[..., None])
         if attend is not None:  # a masked logit is a constant: no gradient to q, k, bias
             ds = jnp.where(attend, ds, jnp.zeros((), ct))
@@ -271,7 +284,10 @@ def _attention_bwd(plan, res, do):
         dbias = dbias.reshape(dbias.shape[:4] + (plan.blocks * plan.block,))[..., :s_len]
         dbias = dbias.reshape(bias.shape)
     dalibi = None if alibi is None else dal.reshape(alibi.shape).astype(alibi.dtype)
-    return merge_heads(dq).astype(q.dtype), unblock(dk), unblock(dv), None, dbias, dalibi, None
+    dkey = None
+    if plan.traced_rate:    # o = (sum_j p_j m_j v_j) / (1 - r), the mask held fixed
+        dkey = (None, (jnp.sum(d) / keep_probability(rate, ct)).astype(rate.dtype))
+    return merge_heads(dq).astype(q.dtype), unblock(dk), unblock(dv), None, dbias, dalibi, dkey
 
 
 defvjp(_attention, _attention_fwd, _attention_bwd)
@@ -433,8 +449,11 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, alibi_slopes=None, c
         Values and gradients do not depend on it (beyond rounding). A symbolic ``T`` or
         ``S`` (``jax.export`` with a symbolic sequence length) takes one block whatever
         ``block_size`` (a block count must be static).
-      dropout_rate: static float in ``[0, 1)``, the drop probability of the attention
-        probabilities (0: no dropout, the default; use 0 for evaluation).
+      dropout_rate: a float in ``[0, 1)``, the drop probability of the attention
+        probabilities (0: no dropout, the default; use 0 for evaluation). Static, or a
+        traced scalar (a ``jax.vmap`` sweep of rates): the static rate's mask for the same
+        key, and ``dL/drate = sum(dO . O) / (1 - rate)`` (the mask held fixed, as
+        :func:`funcnet.ops.dropout`); a traced 0 still draws the mask (all kept).
       dropout_key: a PRNG key, required when ``dropout_rate > 0``; ignored otherwise.
       window: ``None`` (every key) or a static int ``W >= 1``, the sliding window above.
       query_seq_lengths, key_value_seq_lengths: optional ``(B,)`` integer arrays
@@ -460,8 +479,9 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, alibi_slopes=None, c
         ``q``.
       TypeError: non-floating or mismatched ``q, k, v`` dtypes, a non-bool mask, a
         non-floating (e.g. bool) bias or ALiBi slopes, non-integer sequence lengths, a
-        non-static ``scale``, ``causal``, ``block_size``, ``window`` or ``dropout_rate``, a
-        ``dropout_key`` that is not a PRNG key.
+        non-static ``scale``, ``causal``, ``block_size`` or ``window``, a ``dropout_rate``
+        that is not a number or a real scalar array, a ``dropout_key`` that is not a PRNG
+        key.
 
     References:
       Rabe & Staats (2021), https://arxiv.org/abs/2112.05682; Dao et al. (2022),
@@ -480,10 +500,14 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, alibi_slopes=None, c
         plan = _local_attention.plan(q.shape, k.shape[1], causal, scale, block_size, window)
     else:
         rows = math.prod(d for d in q.shape[:3] if isinstance(d, int))  # symbolic B counts 1
-        plan = _plan(k.shape[1], rows, causal, scale, block_size, rate)
+        traced = _checks.is_traced(rate)
+        plan = _plan(k.shape[1], rows, causal, scale, block_size, 0.0 if traced else rate,
+                     traced)
+        if traced:
+            key = (key, rate)
     o = _attention(q, k, v, None if mask is None else jnp.asarray(mask),
                    None if bias is None else jnp.asarray(bias), alibi,
-                   key if rate > 0.0 else None, plan)
+                   key if _checks.may_drop(rate) else None, plan)
     if real is not None:
         o = jnp.where(real, o, jnp.zeros((), o.dtype))
     return o[0] if single else o

@@ -23,11 +23,7 @@ def check_dropout_args(fn: str, x, rate, key, broadcast_dims=()):
     ``broadcast_dims``: a tuple of distinct static axes of ``x`` (negative counts from
     the end), size 1 in the mask.
     """
-    _checks.check_hyperparameter(fn, "rate", rate, 0.0, 1.0, high_inclusive=False)
-    if _checks.is_traced(rate):
-        rate = jnp.asarray(rate, jax.dtypes.canonicalize_dtype(jnp.float64))
-    else:
-        rate = float(_checks.concrete(rate))
+    rate = _checks.check_rate(fn, "rate", rate)
     _checks.check_float(fn, "x", x)
     x = as_array(x)
     dims = [_checks.check_axis(fn, d, x.ndim, "broadcast_dims")

@@ -8,6 +8,7 @@ from funcnet import nn
 from funcnet.ops import reference as R
 from tests.nn._models import (abstract_init, cnn, jit_init, mlp, randn, struct,
                              trace_apply)
+from tests.ops._sweeps import assert_sweep_equals_static
 
 F64 = jnp.float64
 KEY = jax.random.PRNGKey(0)
@@ -186,8 +187,8 @@ def test_dropout_errors():
 
 def test_dropout_rate_sweep_builds_the_model_inside_vmap():
     """A model built inside ``jax.vmap`` over dropout rates (Dropout and DropPath): the
-    losses and gradients of the sweep equal the models built with each Python float, and a
-    traced 0 is the identity."""
+    losses and gradients of the sweep equal the models built with each Python float (the
+    traced 0 the static 0, the identity); the layer is named ``Dropout(traced)``."""
     x, key = _normal((4, 6)), jax.random.PRNGKey(5)
 
     def loss(rate, params):
@@ -200,13 +201,8 @@ def test_dropout_rate_sweep_builds_the_model_inside_vmap():
                       nn.Dense(5, dtype=F64), nn.DropPath(0.5))
     _, params, _ = model.init(jax.random.PRNGKey(0), (-1, 6))
     rates = jnp.asarray([0.0, 0.25, 0.5])
-    got = jax.vmap(jax.value_and_grad(loss, 1), (0, None))(rates, params)
-    for i, r in enumerate(rates):
-        want = jax.value_and_grad(loss, 1)(float(r), params)
-        np.testing.assert_allclose(got[0][i], want[0], rtol=1e-13)
-        for g, w in zip(jax.tree_util.tree_leaves(got[1]), jax.tree_util.tree_leaves(want[1])):
-            np.testing.assert_allclose(g[i], w, rtol=1e-13, atol=1e-15)
-    assert not np.allclose(got[0][1], got[0][2])
+    assert_sweep_equals_static(lambda p, r: loss(r, p), params, rates, "Dropout and DropPath",
+                               rtol=1e-13)
     names = []
     jax.vmap(lambda r: names.append(nn.Dropout(r).name) or r)(rates)
     assert names == ["Dropout(traced)"]

@@ -385,7 +385,7 @@ def test_dropout_is_per_key_unbiased_and_off_at_rate_zero():
     ({"dropout_rate": 1.0, "dropout_key": DROP_KEY}, ValueError,
      r"dot_product_attention: dropout_rate must be in \[0, 1\), got 1"),
     ({"dropout_rate": "0.1", "dropout_key": DROP_KEY}, TypeError,
-     r"dot_product_attention: dropout_rate must be a Python float"),
+     r"dot_product_attention: dropout_rate must be a number or a scalar array"),
     ({"dropout_rate": 0.1, "dropout_key": 3}, TypeError,
      r"dot_product_attention: dropout_key must be a PRNG key"),
 ], ids=["no_key", "rate_1", "rate_str", "key_int"])

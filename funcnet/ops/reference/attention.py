@@ -5,11 +5,13 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jax import lax
 
+from funcnet import _checks
 from funcnet.ops._arrays import compute_dtype, einsum
 from funcnet.ops._attention_plan import (alibi_distance, check_alibi_slopes,
                                          check_attention_args, large_negative, mask5,
                                          seq_length_masks, slopes5)
 from funcnet.ops.attention import drop, keep_probabilities
+from funcnet.ops.dropout import keep_probability
 
 
 def dot_product_attention(q, k, v, mask=None, *, bias=None, alibi_slopes=None, causal=False,
@@ -66,10 +68,10 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, alibi_slopes=None, c
         s = jnp.where(attend, s, large_negative(ct))
     e = jnp.exp(s - lax.stop_gradient(jnp.max(s, axis=-1, keepdims=True)))
     p = e / jnp.sum(e, axis=-1, keepdims=True)
-    if rate > 0.0:  # dropped here, scaled by 1/(1 - rate) after the product (as the op)
+    if _checks.may_drop(rate):  # dropped here, scaled by 1/(1 - rate) after the product (as the op)
         cols = jnp.arange(s_len, dtype=jnp.int32)
         p = drop(p, keep_probabilities(key, rate, p.shape[:-1], cols), 0.0)
-    o = einsum("bkgts,bskh->btkgh", p.astype(v.dtype), v, ct) / (1.0 - rate)
+    o = einsum("bkgts,bskh->btkgh", p.astype(v.dtype), v, ct) / keep_probability(rate, ct)
     o = o.reshape(b, t, n, h).astype(q.dtype)
     if real is not None:
         o = jnp.where(real, o, jnp.zeros((), o.dtype))
