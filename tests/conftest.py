@@ -40,7 +40,8 @@ def _shared_cache_dir() -> str | None:
         os.environ[_CACHE_ENV] = path
         atexit.register(shutil.rmtree, path, ignore_errors=True)
     # the environment carries the settings into subprocesses (their JAX reads it at import)
-    os.environ.update(JAX_COMPILATION_CACHE_DIR=path, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+    os.environ.update(JAX_COMPILATION_CACHE_DIR=path,
+                      JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                       JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
     return path
 
