@@ -19,7 +19,8 @@ jax.config.update("jax_enable_x64", True)
 
 KEY = jax.random.PRNGKey(11)
 RATES = jnp.asarray([0.0, 0.3, 0.7])
-Q, K, V = rand((2, 5, 4, 3), 0), rand((2, 9, 2, 3), 1), rand((2, 9, 2, 3), 2)   # GQA, T != S
+SHAPES = ((2, 5, 4, 3), (2, 9, 2, 3), (2, 9, 2, 3))           # GQA, T != S
+Q, K, V = (jnp.asarray(rand(s, i)) for i, s in enumerate(SHAPES))   # jax arrays (JAX 0.8.0)
 W = rand((2, 5, 4, 3), 3)
 
 
