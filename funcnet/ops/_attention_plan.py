@@ -114,9 +114,9 @@ def check_attention_args(fn, q, k, v, mask, causal, scale, block_size, dropout_r
     if window is not None:
         window = _checks.static_int(fn, "window", window, minimum=1)
         if _checks.may_drop(rate):
-            raise ValueError(f"{fn}: window={window} with dropout_rate={_checks.value_text(rate)}: "
-                             "sliding-window attention has no dropout (pass "
-                             "dropout_rate=0.0)")
+            raise ValueError(f"{fn}: window={window} with dropout_rate="
+                             f"{_checks.value_text(rate)}: sliding-window attention has no "
+                             "dropout (pass dropout_rate=0.0)")
         if bias is not None:
             raise ValueError(f"{fn}: window={window} with a bias of shape "
                              f"{_checks.shape_of(bias)}: sliding-window attention takes no "
