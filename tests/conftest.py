@@ -1,5 +1,5 @@
 """Test-wide JAX switches: float64 available, strict dtype promotion, no rank promotion,
-and, on request, one compilation cache for the whole run.
+and one compilation cache for the whole run.
 
 float64 is enabled for the whole session so gradient checks run in double precision;
 tests of float32/bfloat16 behaviour request those dtypes explicitly.
@@ -11,9 +11,9 @@ program and the compile options, shares those executables: one fresh directory p
 (``_shared_cache_dir``), used by every pytest-xdist worker and every subprocess a test
 starts, removed when the run ends. The executables are the ones XLA builds with the
 default flags; only their second compilation is skipped (the full suite on 2 cores: 22:27
-against 27:00). It is opt-in, ``FUNCNET_TEST_COMPILATION_CACHE=1``: in one CI run a jitted
-step that had run three times reported an empty ``_cache_size()`` (JAX's dispatch cache)
-under it, which no rerun reproduced, so the default run, and CI, compile as users do.
+against 27:00). ``FUNCNET_TEST_COMPILATION_CACHE=0`` turns it off. (One CI run saw a jitted
+step report an empty ``_cache_size()``, JAX's dispatch cache, with the cache on; the next
+run, with it off, saw the same, so the tests count traces instead of reading that cache.)
 """
 import atexit
 import os
@@ -33,8 +33,8 @@ _CACHE_ENV = "FUNCNET_TEST_COMPILATION_CACHE_DIR"
 def _shared_cache_dir() -> str | None:
     """The run's cache directory: made by the first process (pytest itself, or the
     controller of ``pytest -n``), inherited through the environment by the workers and
-    subprocesses it starts; ``None`` unless turned on."""
-    if os.environ.get("FUNCNET_TEST_COMPILATION_CACHE", "0") != "1":
+    subprocesses it starts; ``None`` when turned off."""
+    if os.environ.get("FUNCNET_TEST_COMPILATION_CACHE", "1") == "0":
         return None
     path = os.environ.get(_CACHE_ENV)
     if not path:
