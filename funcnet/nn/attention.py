@@ -163,7 +163,8 @@ def MultiHeadAttention(num_heads: int, *, qkv_features: int | None = None,
         ``decode=True`` and an ``init`` length ``L >= W`` the cache is a ring buffer of the
         last ``W`` positions (``(N, W, K, dh)``; rope keys stay rotated at their absolute
         positions), so decoding runs past ``L`` without overflow; it takes no mask. With
-        ``L < W`` the cache is the ordinary one of ``L`` positions. No dropout.
+        ``L < W`` the cache is the ordinary one of ``L`` positions. With dropout the op
+        draws the window's own mask (see :func:`funcnet.ops.dot_product_attention`).
       position_bias: ``None`` (default), ``"alibi"`` or ``"t5"`` (above); not with ``window``.
       position_bias_buckets: ``"t5"``'s ``(num_buckets, max_distance)``, default
         ``(32, 128)`` (T5's): the rows of ``rel_bias`` (half of them per sign without
@@ -180,7 +181,7 @@ def MultiHeadAttention(num_heads: int, *, qkv_features: int | None = None,
       ValueError: at construction ``num_heads < 1``, ``qkv_features`` not a multiple of
         ``num_heads``, ``num_heads`` not a multiple of ``num_kv_heads``, ``dropout_rate``
         outside ``[0, 1)``, ``decode=True`` without ``causal=True``, ``window < 1`` or
-        ``window`` with ``dropout_rate > 0`` or ``position_bias``, a ``position_bias`` other
+        ``window`` with ``position_bias``, a ``position_bias`` other
         than ``None``, ``"alibi"``, ``"t5"``, ``position_bias_buckets`` not a pair of ints
         ``>= 1`` (``TypeError`` for a non-pair or non-int), too few for ``"t5"``, or given
         without ``"t5"``; in ``init`` a bad
@@ -361,9 +362,6 @@ def _attention_layer(name, heads, kv_heads, cross, qkv_features, out_features, c
     if out_features is not None:
         out_features = _checks.static_int(name, "out_features", out_features, minimum=1)
     rate = _checks.check_rate(name, "dropout_rate", dropout_rate)
-    if window is not None and _checks.may_drop(rate):
-        raise ValueError(f"{name}: window={window} with dropout_rate="
-                         f"{_checks.value_text(rate)}: sliding-window attention has no dropout")
     check_weight_args(name, dtype, use_bias, w_init=w_init, b_init=b_init)
     t5 = bias_spec is not None and bias_spec[0] == "t5"
     if cross:

@@ -13,6 +13,12 @@ A row that attends nothing (its window fully masked) is, as in the unwindowed op
 ``jax.nn``, the uniform average of all ``S`` values with zero gradient to ``q`` and ``k``:
 its ``log l`` residual is ``+inf`` (so the recomputed probabilities are 0) and the backward
 pass adds ``dO_i / S`` to every ``dV_j``.
+
+Dropout (``dropping = (key, rate)``) drops the probabilities of a block's span with
+:func:`window_keep_probabilities` (row ``i`` from ``fold_in(key, i)``, over the offsets
+``i - j`` of its window: only the block's rows are drawn, and the mask does not depend on
+the block size); a row that attends nothing stays the plain mean of the values (not
+dropped: its mask would need all ``S`` keys).
 """
 from __future__ import annotations
 
@@ -20,14 +26,17 @@ import jax.numpy as jnp
 from jax import lax
 
 from funcnet.ops._arrays import compute_dtype, einsum
+from funcnet.ops._attention_dropout import drop, window_keep_probabilities
 from funcnet.ops._attention_plan import (BLOCK_ELEMENTS, MIN_BLOCK, Plan, mask5, merge_heads,
                                          split_heads)
 from funcnet.ops._mesh import vary_like
+from funcnet.ops.dropout import keep_probability
 
 __all__: list[str] = []
 
 
-def plan(q_shape, s, causal: bool, scale: float, block_size: int | None, window: int) -> Plan:
+def plan(q_shape, s, causal: bool, scale: float, block_size: int | None, window: int,
+         dropout: float = 0.0, traced_rate: bool = False) -> Plan:
     """``Plan.block`` = queries per block: ``block_size``, or by default ``W`` rounded up
     to a multiple of 8 (a span of about ``2 W`` keys: at most twice the work of the
     window itself), fewer if a block's ``B N block span`` scores pass ``BLOCK_ELEMENTS``,
@@ -36,7 +45,7 @@ def plan(q_shape, s, causal: bool, scale: float, block_size: int | None, window:
     (``jax.export``: a block count must be static)."""
     t = q_shape[1]
     if not (isinstance(t, int) and isinstance(s, int)):
-        return Plan(causal, scale, t, s, 0.0, window)
+        return Plan(causal, scale, t, s, dropout, window, traced_rate)
     if block_size is None:
         heads = q_shape[2] * (q_shape[0] if isinstance(q_shape[0], int) else 1)
         wide = (1 if causal else 2) * (window - 1) + window
@@ -44,7 +53,7 @@ def plan(q_shape, s, causal: bool, scale: float, block_size: int | None, window:
         target = max(MIN_BLOCK, min(-(-window // 8) * 8, budget))
         blocks = -(-t // target)
         block_size = t if blocks == 1 else -(-t // (blocks * 8)) * 8
-    return Plan(causal, scale, min(block_size, t), s, 0.0, window)
+    return Plan(causal, scale, min(block_size, t), s, dropout, window, traced_rate)
 
 
 def _span(plan: Plan) -> int:
@@ -103,15 +112,29 @@ def _logits(qb, kt, m5, i, plan: Plan):
     return s, attend, kb, start
 
 
-def forward(q, k, v, mask, plan: Plan):
+def _keep(dropping, qb, i, start, plan: Plan):
+    """The keep mask ``(B, K, G, block, span)`` of query block ``i`` over its span (keys
+    from ``start``), ``None`` without dropout."""
+    if dropping is None:
+        return None
+    key, rate = dropping
+    rows = i * plan.block + jnp.arange(plan.block, dtype=jnp.int32)
+    cols = start + jnp.arange(_span(plan), dtype=jnp.int32)
+    return window_keep_probabilities(key, rate, qb.shape[:3], rows, cols, plan.window,
+                                     plan.causal)
+
+
+def forward(q, k, v, mask, dropping, plan: Plan):
     """``o`` ``(B, T, N, H)`` in the compute dtype, and ``m, log l`` ``(B, K, G, T)``
-    (``m = 0, log l = +inf`` in a row that attends nothing)."""
+    (``m = 0, log l = +inf`` in a row that attends nothing). ``dropping``: ``None`` or
+    ``(key, rate)``."""
     ct = compute_dtype(q.dtype)
     t, n = q.shape[1], q.shape[2]
     kh = k.shape[2]
     kt, vt = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
     m5 = _padded_mask(mask, n, kh, t, plan)
     mean = jnp.mean(vt.astype(ct), axis=2)[:, :, None, None, :]     # a row that sees nothing
+    keep = keep_probability(0.0 if dropping is None else dropping[1], ct)
 
     def body(_, x):
         i, qb = x
@@ -122,18 +145,22 @@ def forward(q, k, v, mask, plan: Plan):
         p = jnp.exp(jnp.where(attend, s - m[..., None], -jnp.inf))
         l = jnp.where(hit, jnp.sum(p, axis=-1), jnp.ones((), ct))
         vb = lax.dynamic_slice_in_dim(vt, start, _span(plan), axis=2)
-        o = einsum("bkgts,bksh->bkgth", p.astype(v.dtype), vb, ct) / l[..., None]
+        # dropped after the normaliser l, scaled by 1/(1 - r) with it (as the blockwise op)
+        p = drop(p, _keep(dropping, qb, i, start, plan), 0.0)
+        o = einsum("bkgts,bksh->bkgth", p.astype(v.dtype), vb, ct) / (l[..., None] * keep)
         o = jnp.where(hit[..., None], o, mean)
         return None, (o, m, jnp.where(hit, jnp.log(l), jnp.asarray(jnp.inf, ct)))
 
     qh = split_heads(q, kh)
     xs = (jnp.arange(-(-t // plan.block), dtype=jnp.int32), _tiles(qh, plan))
-    _, (o, m, log_l) = _scan(body, None, xs, (k, v, mask))
+    _, (o, m, log_l) = _scan(body, None, xs, (k, v, mask, dropping))
     return merge_heads(_untile(o, t)), _untile(m, t), _untile(log_l, t)
 
 
-def backward(q, k, v, mask, o, m, log_l, do, plan: Plan):
-    """``(dq, dk, dv)`` (Dao et al. 2022, Algorithm 2, per query block over its span)."""
+def backward(q, k, v, mask, o, m, log_l, do, dropping, plan: Plan):
+    """``(dq, dk, dv, drate)`` (Dao et al. 2022, Algorithms 2 and 4, per query block over
+    its span); ``drate = sum_i D_i / (1 - r)`` over the rows that attend something (the
+    others are not dropped), ``None`` unless ``plan.traced_rate``."""
     ct = compute_dtype(q.dtype)
     t, n = q.shape[1], q.shape[2]
     s_len, kh = k.shape[1], k.shape[2]
@@ -142,6 +169,7 @@ def backward(q, k, v, mask, o, m, log_l, do, plan: Plan):
     qh, doh = split_heads(q, kh), split_heads(do, kh)
     d = jnp.sum(doh.astype(ct) * split_heads(o, kh).astype(ct), axis=-1)      # (B, K, G, T)
     span = _span(plan)
+    rate = 0.0 if dropping is None else dropping[1]
 
     def body(carry, x):
         dk, dv = carry
@@ -149,8 +177,9 @@ def backward(q, k, v, mask, o, m, log_l, do, plan: Plan):
         s, attend, kb, start = _logits(qb, kt, m5, i, plan)
         vb = lax.dynamic_slice_in_dim(vt, start, span, axis=2)
         p = jnp.exp(jnp.where(attend, (s - mb[..., None]) - lb[..., None], -jnp.inf))
-        dvb = einsum("bkgts,bkgth->bksh", p.astype(q.dtype), dob, ct)
-        dp = einsum("bkgth,bksh->bkgts", dob, vb, ct)
+        keep = _keep(dropping, qb, i, start, plan)
+        dvb = einsum("bkgts,bkgth->bksh", drop(p, keep, rate).astype(q.dtype), dob, ct)
+        dp = drop(einsum("bkgth,bksh->bkgts", dob, vb, ct), keep, rate)
         ds = ((p * (dp - db[..., None])) * plan.scale).astype(q.dtype)
         dqb = einsum("bkgts,bksh->bkgth", ds, kb, ct)
         dkb = einsum("bkgts,bkgth->bksh", ds, qb, ct)
@@ -163,12 +192,16 @@ def backward(q, k, v, mask, o, m, log_l, do, plan: Plan):
     xs = (jnp.arange(-(-t // plan.block), dtype=jnp.int32), _tiles(qh, plan), _tiles(doh, plan),
           _tiles(d, plan), _tiles(m, plan), _tiles(log_l, plan, jnp.inf))
     zeros = jnp.zeros_like(kt, ct)      # *_like: k's sharding on a mesh with Explicit axes
-    (dk, dv), (dq,) = _scan(body, (zeros, zeros), xs, (k, v, mask, do))
+    (dk, dv), (dq,) = _scan(body, (zeros, zeros), xs, (k, v, mask, do, dropping))
     # rows that attend nothing are the mean of all S values: dV_j += dO_i / S
-    blind = jnp.where(jnp.isinf(log_l)[..., None], doh.astype(ct), jnp.zeros((), ct))
-    dv = dv + jnp.sum(blind, axis=(2, 3))[:, :, None, :] / s_len
+    blind = jnp.isinf(log_l)
+    dv = dv + jnp.sum(jnp.where(blind[..., None], doh.astype(ct), jnp.zeros((), ct)),
+                      axis=(2, 3))[:, :, None, :] / s_len
     dk, dv = (x.transpose(0, 2, 1, 3).astype(q.dtype) for x in (dk, dv))
-    return merge_heads(_untile(dq, t)).astype(q.dtype), dk, dv
+    drate = None
+    if plan.traced_rate:     # o_i = sum_j p_ij Z_ij v_j / (1 - r) in the rows that attend
+        drate = jnp.sum(jnp.where(blind, jnp.zeros((), ct), d)) / keep_probability(rate, ct)
+    return merge_heads(_untile(dq, t)).astype(q.dtype), dk, dv, drate
 
 
 def _padded_mask(mask, n: int, kh: int, t: int, plan: Plan):

@@ -36,7 +36,8 @@ from funcnet.ops._attention_plan import (BLOCK_ELEMENTS, MIN_BLOCK, Plan, alibi_
                                          seq_length_masks, slopes5, split_heads)
 from funcnet.ops._mode import has_twin
 from funcnet.ops._mesh import defvjp, vary_like
-from funcnet.ops.dropout import keep_mask, keep_probability
+from funcnet.ops._attention_dropout import drop, keep_probabilities
+from funcnet.ops.dropout import keep_probability
 
 __all__ = ["dot_product_attention"]
 
@@ -59,29 +60,19 @@ def _plan(s: int, rows: int, causal: bool, scale: float, block_size: int | None,
     return Plan(causal, scale, block, s, dropout, traced_rate=traced_rate)
 
 
-def keep_probabilities(key, rate: float, rows: tuple, cols):
-    """The dropout keep mask of the probabilities of key columns ``cols``: ``(*rows,
-    len(cols))`` booleans, ``P(keep) = 1 - rate``. Column ``j`` is drawn from
-    ``fold_in(key, j)`` with shape ``rows`` (``(B, K, G, T)``, i.e. ``(B, N, T)``), so the
-    mask does not depend on how the keys are split into blocks."""
-    return jax.vmap(lambda j: keep_mask(jax.random.fold_in(key, j), rate, rows),
-                    out_axes=-1)(cols)
-
-
-def drop(p, keep, rate):
-    """``p * keep / (1 - rate)`` (the identity when ``keep`` is ``None``; ``1 - rate``
-    rounded to ``p``'s dtype, also for a traced ``rate``)."""
-    if keep is None:
-        return p
-    return jnp.where(keep, p / keep_probability(rate, p.dtype), jnp.zeros((), p.dtype))
-
-
 def _dropout_of(key, plan: Plan):
     """``(PRNG key, drop probability)``: a traced probability travels with the key (a
     pair in the op's key argument), a static one is the plan's."""
     if plan.traced_rate:
         return key
     return key, plan.dropout
+
+
+def _dropping(key, plan: Plan):
+    """:func:`_dropout_of`, or ``None`` when nothing is dropped."""
+    if plan.dropout == 0.0 and not plan.traced_rate:
+        return None
+    return _dropout_of(key, plan)
 
 
 # -------------------------------------------------------------------------- blockwise
@@ -165,9 +156,10 @@ def _loop(body, carry, xs, plan: Plan, inputs):
 
 def _block_keep(key, plan: Plan, qh, j):
     """The keep mask of key block ``j`` (``None`` without dropout)."""
-    if plan.dropout == 0.0 and not plan.traced_rate:
+    dropping = _dropping(key, plan)
+    if dropping is None:
         return None
-    key, rate = _dropout_of(key, plan)
+    key, rate = dropping
     cols = j * plan.block + jnp.arange(plan.block, dtype=jnp.int32)
     return keep_probabilities(key, rate, qh.shape[:-1], cols)
 
@@ -231,7 +223,9 @@ def _reduce_to(x, shape):
 def _attention_bwd(plan, res, do):
     q, k, v, mask, bias, alibi, key, o, m, log_l = res
     if plan.window is not None:   # no bias, no ALiBi with a window (the checks)
-        return _local_attention.backward(q, k, v, mask, o, m, log_l, do, plan) + (None,) * 4
+        dq, dk, dv, drate = _local_attention.backward(q, k, v, mask, o, m, log_l, do,
+                                                      _dropping(key, plan), plan)
+        return dq, dk, dv, None, None, None, _rate_cotangent(drate, key, plan)
     b, s_len, kh, h = k.shape
     ct = compute_dtype(q.dtype)
     qh, doh = split_heads(q, kh), split_heads(do, kh)
@@ -284,10 +278,17 @@ def _attention_bwd(plan, res, do):
         dbias = dbias.reshape(dbias.shape[:4] + (plan.blocks * plan.block,))[..., :s_len]
         dbias = dbias.reshape(bias.shape)
     dalibi = None if alibi is None else dal.reshape(alibi.shape).astype(alibi.dtype)
-    dkey = None
+    drate = None
     if plan.traced_rate:    # o = (sum_j p_j m_j v_j) / (1 - r), the mask held fixed
-        dkey = (None, (jnp.sum(d) / keep_probability(rate, ct)).astype(rate.dtype))
-    return merge_heads(dq).astype(q.dtype), unblock(dk), unblock(dv), None, dbias, dalibi, dkey
+        drate = jnp.sum(d) / keep_probability(rate, ct)
+    return (merge_heads(dq).astype(q.dtype), unblock(dk), unblock(dv), None, dbias, dalibi,
+            _rate_cotangent(drate, key, plan))
+
+
+def _rate_cotangent(drate, key, plan: Plan):
+    """The cotangent of the op's key argument: ``(None, dL/drate)`` for a traced rate
+    (which travels with the key), else ``None``."""
+    return (None, drate.astype(key[1].dtype)) if plan.traced_rate else None
 
 
 defvjp(_attention, _attention_fwd, _attention_bwd)
@@ -298,7 +299,7 @@ def _any_forward(q, k, v, mask, bias, alibi, key, plan: Plan):
     no ALiBi)."""
     if plan.window is None:
         return _forward(q, k, v, mask, bias, alibi, key, plan)
-    return _local_attention.forward(q, k, v, mask, plan)
+    return _local_attention.forward(q, k, v, mask, _dropping(key, plan), plan)
 
 
 # ---------------------------------------------------------------------------- public op
@@ -403,7 +404,13 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, alibi_slopes=None, c
     one softmax over it: keys outside the window are never computed, the work is
     ``O(T (block + W))`` and the residuals are the same. A row whose window is fully
     masked is still the mean of all ``S`` values (the backward pass adds ``dO_i / S`` to
-    every ``dV_j``). No dropout and no ``bias`` with a window (``ValueError``).
+    every ``dV_j``). With dropout, a block draws only the keep masks of its rows' windows:
+    row ``i`` draws ``Z_i`` of shape ``(B, N, width)`` from ``fold_in(dropout_key, i)``
+    over the offsets its window spans, ``Z_ij = Z_i[..., i - j]`` (``width = W``, causal)
+    or ``Z_i[..., i - j + W - 1]`` (``width = 2W - 1``): not the unwindowed op's mask for
+    the same key, again independent of ``block_size``, ``O(T W)`` random bits. A row
+    whose window is fully masked stays the undropped mean. No ``bias`` and no ALiBi with
+    a window (``ValueError``).
 
     Args:
       q: queries ``(B, T, N, H)``, or ``(T, N, H)``.
@@ -471,12 +478,11 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, alibi_slopes=None, c
     Raises:
       ValueError: wrong ranks, inconsistent ``B, H`` or ``S``, ``N`` not a multiple of
         ``K``, an empty axis, a mask or bias of another rank or not broadcastable to
-        ``(B, N, T, S)``, a NaN/inf
-        ``scale``, ``block_size < 1``, ``dropout_rate`` outside ``[0, 1)`` or without a
-        ``dropout_key``, ``window < 1``, ``window`` with ``dropout_rate > 0``, a ``bias`` or
-        ``alibi_slopes``, ``alibi_slopes`` not of shape ``(N,)`` or ``(B, N)``,
-        sequence lengths not of shape ``(B,)``, outside their range or with an unbatched
-        ``q``.
+        ``(B, N, T, S)``, a NaN/inf ``scale``, ``block_size < 1``, ``dropout_rate``
+        outside ``[0, 1)`` or without a ``dropout_key``, ``window < 1``, ``window`` with
+        a ``bias`` or ``alibi_slopes``, ``alibi_slopes`` not of shape ``(N,)`` or
+        ``(B, N)``, sequence lengths not of shape ``(B,)``, outside their range or with an
+        unbatched ``q``.
       TypeError: non-floating or mismatched ``q, k, v`` dtypes, a non-bool mask, a
         non-floating (e.g. bool) bias or ALiBi slopes, non-integer sequence lengths, a
         non-static ``scale``, ``causal``, ``block_size`` or ``window``, a ``dropout_rate``
@@ -496,15 +502,16 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, alibi_slopes=None, c
     single = q.ndim == 3
     if single:
         q, k, v = q[None], k[None], v[None]
+    traced = _checks.is_traced(rate)
+    static_rate = 0.0 if traced else rate
     if window is not None:
-        plan = _local_attention.plan(q.shape, k.shape[1], causal, scale, block_size, window)
+        plan = _local_attention.plan(q.shape, k.shape[1], causal, scale, block_size, window,
+                                     static_rate, traced)
     else:
         rows = math.prod(d for d in q.shape[:3] if isinstance(d, int))  # symbolic B counts 1
-        traced = _checks.is_traced(rate)
-        plan = _plan(k.shape[1], rows, causal, scale, block_size, 0.0 if traced else rate,
-                     traced)
-        if traced:
-            key = (key, rate)
+        plan = _plan(k.shape[1], rows, causal, scale, block_size, static_rate, traced)
+    if traced:
+        key = (key, rate)
     o = _attention(q, k, v, None if mask is None else jnp.asarray(mask),
                    None if bias is None else jnp.asarray(bias), alibi,
                    key if _checks.may_drop(rate) else None, plan)

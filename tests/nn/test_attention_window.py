@@ -2,7 +2,7 @@
 the band in the mask (grouped-query, rope, a padding mask; values and gradients, float64,
 1e-10); decoding past the cache with a ring buffer of the last W positions (rope keys kept
 at their absolute positions): token by token, in chunks longer than W, and in a jitted
-lax.scan, the logits equal one windowed causal pass; errors."""
+lax.scan, the logits equal one windowed causal pass; dropout in training; errors."""
 import functools
 
 import jax
@@ -16,7 +16,7 @@ from funcnet.gradcheck import assert_close
 from tests.nn._models import abstract_init, numpy_init, randint, randn
 from tests.nn.test_attention_decode import decode_in_chunks
 from tests.nn.test_attention_gqa import plain_gqa
-from tests.ops.test_attention_window import _band
+from tests.ops.test_attention_window import _band, _window_by_hand
 
 V, D, W, L, N = 11, 16, 3, 9, 2
 ROPE = {"base": 100.0}
@@ -112,12 +112,25 @@ def test_a_cache_shorter_than_the_window_overflows_as_before():
             f(params, ring, (x, mask))
 
 
+def test_dropout_draws_the_windows_mask_in_training_only():
+    """``train=True``: the probabilities dropped with the op's window mask for ``key`` (the
+    projections and the mask written out by hand); ``train=False``: no dropout."""
+    layer = nn.MultiHeadAttention(2, causal=True, window=W, dropout_rate=0.3, use_bias=False,
+                                  dtype=jnp.float64)
+    _, params, _ = numpy_init(layer, (-1, 7, 4))
+    x, key = randn((2, 7, 4), seed=3), jax.random.PRNGKey(4)
+    q, k, v = (jnp.reshape(x @ params[f"w{p}"], (2, 7, 2, 2)) for p in "qkv")
+    want = _window_by_hand(q, k, v, W, 0.3, key).reshape(2, 7, 4) @ params["wo"]
+    y, _ = jax.jit(lambda p, x, key: layer.apply(p, (), x, key=key, train=True))(params, x, key)
+    assert_close(y, want, 1e-12, "train=True")
+    plain = nn.MultiHeadAttention(2, causal=True, window=W, use_bias=False, dtype=jnp.float64)
+    assert_close(layer.apply(params, (), x, key=key, train=False)[0],
+                 plain.apply(params, (), x)[0], 0.0, "train=False")
+
+
 @pytest.mark.parametrize("kwargs, exc, match", [
     ({"window": 0}, ValueError, r"MultiHeadAttention\(2\): window must be >= 1, got 0"),
     ({"window": 2.5}, TypeError, r"MultiHeadAttention\(2\): window must be an int"),
-    ({"window": 2, "dropout_rate": 0.1}, ValueError,
-     r"MultiHeadAttention\(2\): window=2 with dropout_rate=0.1: sliding-window attention "
-     r"has no dropout"),
 ])
 def test_constructor_errors(kwargs, exc, match):
     with pytest.raises(exc, match=match):

@@ -1,9 +1,9 @@
 """``dot_product_attention``'s ``dropout_rate`` as a traced scalar (a ``jax.vmap`` sweep of
 rates, a jitted function's argument) and ``MultiHeadAttention`` built inside such a sweep:
 the sweep equals the static calls one by one (the same masks for the same key: values and
-the gradients in ``q, k, v``), for the op and its twin, over one key block and several;
-``dL/drate = sum(dO . O) / (1 - rate)`` (the mask held fixed) equals the twin's autodiff
-and central differences; errors."""
+the gradients in ``q, k, v``), for the op and its twin, over one key block, several and a
+sliding window; ``dL/drate = sum(dO . O) / (1 - rate)`` (the mask held fixed) equals the
+twin's autodiff and central differences; errors."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -30,14 +30,16 @@ def _loss(f, **kw):
 
 @pytest.mark.parametrize("f", [ops.dot_product_attention, R.dot_product_attention],
                          ids=["op", "twin"])
-@pytest.mark.parametrize("kw", [{}, dict(causal=True, block_size=4)],
-                         ids=["one_block", "causal_three_blocks"])
+@pytest.mark.parametrize("kw", [{}, dict(causal=True, block_size=4),
+                                dict(causal=True, window=3, block_size=4)],
+                         ids=["one_block", "causal_three_blocks", "window_three_blocks"])
 def test_rate_sweep_equals_the_static_calls(f, kw):
     assert_sweep_equals_static(_loss(f, **kw), (Q, K, V), RATES, str(kw), rtol=1e-12)
 
 
-@pytest.mark.parametrize("kw", [{}, dict(causal=True, block_size=4)],
-                         ids=["one_block", "causal_three_blocks"])
+@pytest.mark.parametrize("kw", [{}, dict(causal=True, block_size=4),
+                                dict(causal=True, window=3, block_size=4)],
+                         ids=["one_block", "causal_three_blocks", "window_three_blocks"])
 def test_rate_gradient_equals_the_twin_and_central_differences(kw):
     """Every input's gradient, the rate's included, against the twin and central
     differences; and the rate's against the hand formula."""
@@ -56,9 +58,6 @@ def test_rate_gradient_equals_the_twin_and_central_differences(kw):
 def test_a_traced_rate_is_checked():
     with pytest.raises(ValueError, match=r"dropout_rate=traced needs dropout_key"):
         jax.jit(lambda r: ops.dot_product_attention(Q, K, V, dropout_rate=r))(0.5)
-    with pytest.raises(ValueError, match=r"window=2 with dropout_rate=traced"):
-        jax.jit(lambda r: ops.dot_product_attention(Q, K, V, dropout_rate=r, dropout_key=KEY,
-                                                    window=2))(0.5)
     with pytest.raises(ValueError, match=r"dropout_rate must be a scalar, got shape \(2,\)"):
         jax.jit(lambda r: ops.dot_product_attention(Q, K, V, dropout_rate=r,
                                                     dropout_key=KEY))(jnp.ones(2))

@@ -63,11 +63,14 @@ def test_jax_nn_keeps_the_probabilities():
     assert max(math.prod(r.shape) for r in res) >= 512 * 512 * N
 
 
-def test_dropout_keeps_no_mask():
-    """Dropout on the probabilities adds the key to what is saved, never a T x S mask."""
+@pytest.mark.parametrize("window", [None, 16])
+def test_dropout_keeps_no_mask(window):
+    """Dropout on the probabilities adds the key to what is saved, never a T x S mask (nor,
+    with a window, a T x W one)."""
     key = jax.random.PRNGKey(0)
     for t in (256, 1024):
-        res = _residuals(attention, t, t, causal=True, dropout_rate=0.1, dropout_key=key)
+        res = _residuals(attention, t, t, causal=True, dropout_rate=0.1, dropout_key=key,
+                         window=window)
         assert max(math.prod(r.shape) for r in res) == t * N * H, [str(r) for r in res]
-        plain = _activation_bytes(_residuals(attention, t, t, causal=True))
+        plain = _activation_bytes(_residuals(attention, t, t, causal=True, window=window))
         assert plain <= _activation_bytes(res) <= plain + key.nbytes

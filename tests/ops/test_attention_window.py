@@ -2,7 +2,8 @@
 attends keys i - W < j <= i; not causal: |i - j| < W). Custom VJP vs autodiff of the twin
 (float64, 1e-10) and central differences; equal to the unwindowed op with the window in
 the boolean mask and to jax.nn's ``local_window_size``; rows whose window is fully masked;
-the work is O(T W): no array of a step grows with T; grad of grad, vmap; errors."""
+the work is O(T W): no array of a step grows with T; grad of grad, vmap; dropout (the
+window's mask by hand, every block size against the twin, unbiased); errors."""
 import functools
 import math
 
@@ -92,6 +93,55 @@ def test_a_row_whose_window_is_masked_is_the_mean_of_all_values():
     assert np.all(np.asarray(dv[0, 0]) == 0.5)
 
 
+DROP_KEY = jax.random.PRNGKey(21)
+
+
+@pytest.mark.parametrize("dims, causal, window, kind, blocks", [c[1:] for c in CASES[:4]],
+                         ids=[c[0] for c in CASES[:4]])
+def test_dropout_vjp_matches_reference_and_central_differences(dims, causal, window, kind,
+                                                                blocks):
+    """Every block size draws the same mask (row i's window from its own key), so each
+    equals the one-block twin; blind rows (``rows``, ``T > S``) stay the undropped mean."""
+    b, t, s, n, kh, h = dims
+    mask = _mask(kind, b, t, s, n)
+    args = _qkv(b, t, s, n, kh, h, seed=5)
+    drop = dict(dropout_rate=0.4, dropout_key=DROP_KEY)
+    fs = [_bind(attention, mask, causal, window, block_size=bs, **drop) for bs in blocks]
+    check_vjp(fs, _bind(R.dot_product_attention, mask, causal, window, **drop), args, seed=3)
+
+
+def _window_by_hand(q, k, v, window, rate, key):
+    """Causal windowed attention with dropout written out: probabilities of the band, then
+    ``Z_ij = bernoulli(fold_in(key, i), 1 - rate, (B, N, W))[:, :, i - j]``."""
+    b, t, n, h = q.shape
+    s = jnp.einsum("btnh,bsnh->bnts", q, k) / np.sqrt(h)
+    band = _band(t, t, window, True)
+    p = jax.nn.softmax(jnp.where(band[None, None], s, -jnp.inf), -1)
+    rows = [jax.random.bernoulli(jax.random.fold_in(key, i), 1 - rate, (b, n, window))
+            for i in range(t)]
+    keep = jnp.stack([jnp.stack([rows[i][:, :, i - j] if band[i, j] else jnp.ones((b, n), bool)
+                                 for j in range(t)], -1) for i in range(t)], -2)
+    return jnp.einsum("bnts,bsnh->btnh", jnp.where(keep, p / (1 - rate), 0.0), v)
+
+
+def test_dropout_mask_by_hand_unbiased_and_off_at_rate_zero():
+    q, k, v = (jnp.asarray(a) for a in _qkv(2, 9, 9, 2, 2, 3, seed=8))
+    f = jax.jit(lambda q, k, v, key, rate: attention(
+        q, k, v, causal=True, window=3, block_size=4, dropout_rate=rate, dropout_key=key),
+        static_argnums=4)
+    assert_close(f(q, k, v, DROP_KEY, 0.3), _window_by_hand(q, k, v, 3, 0.3, DROP_KEY), 1e-12,
+                 "the window's mask by hand")
+    assert_close(f(q, k, v, DROP_KEY, 0.0), attention(q, k, v, causal=True, window=3), 1e-15,
+                 "rate 0")
+    assert float(jnp.max(jnp.abs(f(q, k, v, DROP_KEY, 0.3) - f(q, k, v, DROP_KEY, 0.0)))) > 0.1
+    # uniform probabilities (q = k = 0) over ones: o = kept / (window (1 - r)), mean 1
+    z = jnp.zeros((4, 64, 8, 2))
+    o = jax.vmap(lambda key: f(z, z, jnp.ones_like(z), key, 0.5))(
+        jax.random.split(DROP_KEY, 8))[:, :, 3:]         # rows with a full window of 4
+    assert abs(float(jnp.mean(o)) - 1.0) < 0.01
+    assert float(jnp.std(o)) > 0.3    # dropped: an element is k / 2 for k kept of 4
+
+
 def _sizes(jaxpr, in_scan=False):
     """The most elements of a product or ``exp`` in ``jaxpr``: ``(outside scans, in a scan
     step)`` (the carried dk, dv are updated in place, not recomputed)."""
@@ -142,9 +192,6 @@ def test_grad_of_grad_and_vmap_match_the_twin():
 @pytest.mark.parametrize("kw, exc, match", [
     ({"window": 0}, ValueError, r"dot_product_attention: window must be >= 1, got 0"),
     ({"window": 2.0}, TypeError, r"dot_product_attention: window must be an int"),
-    ({"window": 2, "dropout_rate": 0.1, "dropout_key": jax.random.PRNGKey(0)}, ValueError,
-     r"dot_product_attention: window=2 with dropout_rate=0.1: sliding-window attention has "
-     r"no dropout"),
 ])
 def test_window_errors_eagerly_and_under_jit(kw, exc, match):
     q, k, v = (jnp.asarray(a) for a in _qkv(1, 3, 3, 2, 2, 2))

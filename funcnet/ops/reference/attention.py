@@ -10,7 +10,8 @@ from funcnet.ops._arrays import compute_dtype, einsum
 from funcnet.ops._attention_plan import (alibi_distance, check_alibi_slopes,
                                          check_attention_args, large_negative, mask5,
                                          seq_length_masks, slopes5)
-from funcnet.ops.attention import drop, keep_probabilities
+from funcnet.ops._attention_dropout import (drop, keep_probabilities,
+                                            window_keep_probabilities)
 from funcnet.ops.dropout import keep_probability
 
 
@@ -29,7 +30,8 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, alibi_slopes=None, c
       alibi_slopes: as the op: ``-m_n |i - j|`` added to the logits, here as one
         ``(b, N, T, S)`` array.
       causal, scale: as the op. block_size: checked and ignored (one block).
-      dropout_rate, dropout_key: as the op (the same mask for the same key).
+      dropout_rate, dropout_key: as the op (the same mask for the same key, with a window
+        too).
       window: as the op: query ``i`` attends keys ``i - window < j`` (and ``j <= i``
         causal, ``j < i + window`` otherwise), one more term of the boolean mask.
       query_seq_lengths, key_value_seq_lengths: as the op (padded keys masked, padded
@@ -68,10 +70,20 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, alibi_slopes=None, c
         s = jnp.where(attend, s, large_negative(ct))
     e = jnp.exp(s - lax.stop_gradient(jnp.max(s, axis=-1, keepdims=True)))
     p = e / jnp.sum(e, axis=-1, keepdims=True)
-    if _checks.may_drop(rate):  # dropped here, scaled by 1/(1 - rate) after the product (as the op)
+    kept = keep_probability(rate, ct)      # 1 - rate: applied after the product (as the op)
+    if _checks.may_drop(rate):
         cols = jnp.arange(s_len, dtype=jnp.int32)
-        p = drop(p, keep_probabilities(key, rate, p.shape[:-1], cols), 0.0)
-    o = einsum("bkgts,bskh->btkgh", p.astype(v.dtype), v, ct) / keep_probability(rate, ct)
+        if window is None:
+            keep = keep_probabilities(key, rate, p.shape[:-1], cols)
+        else:     # per (query, key); a row whose window is fully masked is not dropped
+            keep = window_keep_probabilities(key, rate, p.shape[:3],
+                                             jnp.arange(t, dtype=jnp.int32), cols, window,
+                                             causal)
+            hit = jnp.any(attend, axis=-1, keepdims=True)
+            keep = keep | ~hit
+            kept = jnp.moveaxis(jnp.where(hit, kept, jnp.ones((), ct)), 3, 1)  # (b, t, K, G, 1)
+        p = drop(p, keep, 0.0)
+    o = einsum("bkgts,bskh->btkgh", p.astype(v.dtype), v, ct) / kept
     o = o.reshape(b, t, n, h).astype(q.dtype)
     if real is not None:
         o = jnp.where(real, o, jnp.zeros((), o.dtype))

@@ -2,7 +2,7 @@
 values and gradients: ``dot_product_attention(window=W)`` under ``jax.shard_map`` (default
 ``check_vma=True``) with the batch split, the heads split, and the queries split over
 replicated keys/values, and under ``jax.jit`` on a mesh with ``Explicit`` axes (batch
-split); ``MultiHeadAttention(window=W)`` under ``jax.jit`` with the batch split on an
+split; with dropout too); ``MultiHeadAttention(window=W)`` under ``jax.jit`` with the batch split on an
 ``Explicit`` mesh (data parallel) and with its projections split by heads (Megatron). The
 scans over query blocks carry ``dk``/``dv`` typed like the sharded inputs.
 
@@ -30,6 +30,12 @@ LENGTHS = np.array([24, 17, 9, 24])
 MASK = jnp.asarray(np.arange(T)[None, :] < LENGTHS[:, None])[:, None, None, :]   # (B,1,1,S)
 OP = {"causal": dict(causal=True, window=W, block_size=8),
       "symmetric": dict(window=W, block_size=8)}
+# dropout under jit on a mesh (one global computation: the masks of one device); under
+# shard_map each device would draw its own shard's masks
+DROPOUT = {"causal_dropout": dict(OP["causal"], dropout_rate=0.3,
+                                  dropout_key=jax.random.PRNGKey(8)),
+           "symmetric_dropout": dict(OP["symmetric"], dropout_rate=0.3,
+                                     dropout_key=jax.random.PRNGKey(8))}
 
 
 def _mesh(explicit=False):
@@ -54,7 +60,7 @@ def _one_device(case, shared=False):
     """The unsharded op's value and vjp (the judge), on one device; ``shared``: one
     sequence of keys/values ``(1, S, K, H)`` for every query sequence (broadcast, so its
     gradient is the sum over them)."""
-    kw = OP[case]
+    kw = {**OP, **DROPOUT}[case]
 
     def f(q, k, v, m):
         if shared:
@@ -92,19 +98,21 @@ def test_windowed_op_under_shard_map_equals_one_device(case, split):
     assert not np.any(dk[row, length:]) and np.all(np.abs(dk[:, :9]).max(axis=(1, 2, 3)) > 0)
 
 
-def test_windowed_op_on_an_explicit_mesh_equals_one_device():
+@pytest.mark.parametrize("case", ["causal", *DROPOUT])
+def test_windowed_op_on_an_explicit_mesh_equals_one_device(case):
     """jit on a mesh with Explicit axes, the batch split: the dk/dv carry of the backward
-    scan takes k's sharding; gradients keep their inputs' shardings."""
+    scan takes k's sharding; gradients keep their inputs' shardings; dropout draws the
+    masks of one device."""
     mesh = _mesh(explicit=True)
     q, k, v = _qkv()
     cot = randn(q.shape, 5)
     put = lambda a: jax.device_put(a, NamedSharding(mesh, P("d")))  # noqa: E731
-    kw = OP["causal"]
+    kw = {**OP, **DROPOUT}[case]
     with jax.set_mesh(mesh):
         got = jax.jit(lambda q, k, v, m, cot: _value_and_vjp(
             lambda q, k, v: ops.dot_product_attention(q, k, v, m, **kw), cot)(q, k, v))(
                 put(q), put(k), put(v), put(MASK), put(cot))
-    assert_close(got, _one_device("causal")(q, k, v, MASK, cot), RTOL, "explicit mesh")
+    assert_close(got, _one_device(case)(q, k, v, MASK, cot), RTOL, "explicit mesh")
     for g, a in zip(got[1], (q, k, v)):
         assert g.sharding.is_equivalent_to(put(a).sharding, g.ndim)
 
