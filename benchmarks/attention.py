@@ -13,6 +13,10 @@ causal, for each sequence length ``T = S``:
 * ``funcnet window`` / ``jax.nn window``: sliding-window attention of ``--window`` keys
   (``window=W``; ``local_window_size=(W - 1, 0)``), compared with each other (funcnet
   skips the keys outside the window: ``O(T W)``; jax.nn's XLA path masks a ``T x S``).
+* ``funcnet window dropout`` / ``autodiff window dropout``: the same window with dropout
+  0.1 on the probabilities (jax.nn has none), funcnet's rule (each query block draws its
+  rows' window masks, forward and backward) against autodiff of its twin (one ``T x S``
+  mask), compared with each other.
 * ``funcnet alibi`` / ``funcnet alibi bias`` / ``jax.nn alibi`` (``--alibi``, on by
   default): ALiBi with the paper's slopes, as funcnet's ``alibi_slopes=`` (computed per key
   block), as a ``(1, N, T, S)`` ``bias=`` (what a model without the option passes) and as
@@ -52,8 +56,9 @@ MEMORY_TARGET_T, MEMORY_TARGET_RATIO, TIME_TARGET_RATIO = 1024, 4.0, 1.2
 
 
 def group(variant: str) -> str:
-    """The variants compared with each other: ``''``, ``'window'`` or ``'alibi'``."""
-    return next((g for g in ("window", "alibi") if g in variant), "")
+    """The variants compared with each other: ``''``, ``'window dropout'``, ``'window'``
+    or ``'alibi'``."""
+    return next((g for g in ("window dropout", "window", "alibi") if g in variant), "")
 
 
 def variants(platform: str, dtype: str, window: int = 0, alibi: bool = False) -> dict:
@@ -73,6 +78,12 @@ def variants(platform: str, dtype: str, window: int = 0, alibi: bool = False) ->
             q, k, v, causal=True, window=window)
         out["jax.nn window"] = lambda q, k, v: jax.nn.dot_product_attention(
             q, k, v, is_causal=True, local_window_size=(window - 1, 0))
+        drop = dict(causal=True, window=window, dropout_rate=0.1,
+                    dropout_key=jax.random.PRNGKey(0))
+        out["funcnet window dropout"] = lambda q, k, v: ops.dot_product_attention(
+            q, k, v, **drop)
+        out["autodiff window dropout"] = lambda q, k, v: ops.reference.dot_product_attention(
+            q, k, v, **drop)
     if alibi:
         def bias(q):   # -m_n |i - j|, (1, N, T, S) in float32
             t, n = q.shape[1], q.shape[2]
@@ -179,7 +190,7 @@ def measure_case(t, args_ns, platform, log) -> dict:
         x["residual_ratio_to_funcnet"] = (x["residual_bytes"] / fn["residual_bytes"]
                                           if fn and fn["residual_bytes"] else None)
         if x["time"]["n"]:
-            log(f"  T={t:5d} {x['variant']:>13} {x['time']['median_s'] * 1e3:10.2f} ms  "
+            log(f"  T={t:5d} {x['variant']:>23} {x['time']['median_s'] * 1e3:10.2f} ms  "
                 f"resid {x['residual_bytes'] / 2 ** 20:9.2f} MiB  x best JAX "
                 f"{common._fmt(x.get('ratio_best_jax'), '.2f')}")
     return {"T": t, "S": t, "shape": list(shape), "rows": rows}
@@ -224,8 +235,8 @@ def markdown(res: dict) -> str:
         "Attention training step", res, f"profile `{res['profile']}`",
         f"step: grad of sum(attention(q, k, v)^2) w.r.t. q, k, v; causal; B=1, heads "
         f"{res['heads']}, head_dim {res['head_dim']}, {res['dtype']}, T = S"
-        + (f"; 'window' variants: W = {res['window']}, compared with each other"
-           if res.get("window") else "")
+        + (f"; 'window' variants: W = {res['window']}, compared with each other (and the "
+           "'window dropout' ones, rate 0.1)" if res.get("window") else "")
         + ("; 'alibi' variants (slopes per key block, a (1, N, T, S) bias, jax.nn's bias) "
            "compared with each other" if res.get("alibi") else ""))
     lines += ["| T | variant | median ms | IQR ms | n | resid MiB | resid × funcnet | "
