@@ -75,7 +75,7 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, alibi_slopes=None, c
         cols = jnp.arange(s_len, dtype=jnp.int32)
         if window is None:
             keep = keep_probabilities(key, rate, p.shape[:-1], cols)
-        else:     # per (query, key); a row whose window is fully masked is not dropped
+        else:     # row i's window offsets; a row whose window is fully masked is not dropped
             keep = window_keep_probabilities(key, rate, p.shape[:3],
                                              jnp.arange(t, dtype=jnp.int32), cols, window,
                                              causal)
