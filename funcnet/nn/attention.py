@@ -165,7 +165,8 @@ def MultiHeadAttention(num_heads: int, *, qkv_features: int | None = None,
         positions), so decoding runs past ``L`` without overflow; it takes no mask. With
         ``L < W`` the cache is the ordinary one of ``L`` positions. With dropout the op
         draws the window's own mask (see :func:`funcnet.ops.dot_product_attention`).
-      position_bias: ``None`` (default), ``"alibi"`` or ``"t5"`` (above); not with ``window``.
+      position_bias: ``None`` (default), ``"alibi"`` or ``"t5"`` (above). With ``window``
+        only ``"alibi"`` (computed per block of the window), and not with ``decode``.
       position_bias_buckets: ``"t5"``'s ``(num_buckets, max_distance)``, default
         ``(32, 128)`` (T5's): the rows of ``rel_bias`` (half of them per sign without
         ``causal``); distances ``>= max_distance`` share the last bucket.
@@ -181,7 +182,8 @@ def MultiHeadAttention(num_heads: int, *, qkv_features: int | None = None,
       ValueError: at construction ``num_heads < 1``, ``qkv_features`` not a multiple of
         ``num_heads``, ``num_heads`` not a multiple of ``num_kv_heads``, ``dropout_rate``
         outside ``[0, 1)``, ``decode=True`` without ``causal=True``, ``window < 1`` or
-        ``window`` with ``position_bias``, a ``position_bias`` other
+        ``window`` with ``position_bias="t5"``, or with ``"alibi"`` and ``decode=True``,
+        a ``position_bias`` other
         than ``None``, ``"alibi"``, ``"t5"``, ``position_bias_buckets`` not a pair of ints
         ``>= 1`` (``TypeError`` for a non-pair or non-int), too few for ``"t5"``, or given
         without ``"t5"``; in ``init`` a bad
@@ -215,7 +217,7 @@ def MultiHeadAttention(num_heads: int, *, qkv_features: int | None = None,
     rope = _rope_args(name, rope)
     if window is not None:
         window = _checks.static_int(name, "window", window, minimum=1)
-    bias_spec = _pb.check(name, position_bias, position_bias_buckets, causal, window)
+    bias_spec = _pb.check(name, position_bias, position_bias_buckets, causal, window, decode)
     if decode and not causal:
         raise ValueError(f"{name}: decode=True needs causal=True (autoregressive decoding "
                          f"of causal self-attention: a query never sees a later position)")

@@ -120,10 +120,9 @@ def check_attention_args(fn, q, k, v, mask, causal, scale, block_size, dropout_r
     return causal, scale, block_size, rate, dropout_key, window
 
 
-def check_alibi_slopes(fn, slopes, q, window):
+def check_alibi_slopes(fn, slopes, q):
     """``alibi_slopes``: ``None``, or a floating ``(N,)`` or (batched ``q``) ``(B, N)``
-    array of per-head slopes; not with a ``window`` (no bias there). Returns it as an
-    array (or ``None``)."""
+    array of per-head slopes. Returns it as an array (or ``None``)."""
     if slopes is None:
         return None
     qs = _checks.shape_of(q)
@@ -136,9 +135,6 @@ def check_alibi_slopes(fn, slopes, q, window):
                          f"{' or '.join(str(s) for s in shapes)}: one slope per query head "
                          f"(N = {n}){', per sequence or shared' if len(qs) == 4 else ''}, "
                          f"for q of shape {qs}")
-    if window is not None:
-        raise ValueError(f"{fn}: window={window} with alibi_slopes: sliding-window attention "
-                         "takes no bias (pass window=None)")
     return jnp.asarray(slopes)
 
 
@@ -151,6 +147,19 @@ def alibi_distance(rows, cols, dtype):
     """``|i - j|`` of query positions ``rows`` and key positions ``cols`` (int32 arrays
     that broadcast), in ``dtype``: ALiBi's bias is ``-m_n`` times it."""
     return jnp.abs(rows - cols).astype(dtype)
+
+
+def reduce_to(x, shape):
+    """``x`` summed (keeping the axes) over the axes where ``shape`` has size 1."""
+    axes = tuple(i for i, (a, b) in enumerate(zip(x.shape, shape)) if b == 1 and a != 1)
+    return jnp.sum(x, axis=axes, keepdims=True) if axes else x
+
+
+def alibi_slope_grad(ds, distance, shape):
+    """One block's part of ``dm``, ALiBi's slope gradient ``-sum_ij dS_ij |i - j|``, in
+    the slopes' ``(b, K, G, 1, 1)`` ``shape`` (``dS`` before the scale: the bias is added
+    after it)."""
+    return -reduce_to(jnp.sum(ds * distance, axis=(3, 4), keepdims=True), shape)
 
 
 def _check_mask_shape(fn, mask, qs, ks, name="mask"):

@@ -14,6 +14,10 @@ A row that attends nothing (its window fully masked) is, as in the unwindowed op
 its ``log l`` residual is ``+inf`` (so the recomputed probabilities are 0) and the backward
 pass adds ``dO_i / S`` to every ``dV_j``.
 
+ALiBi (the op's ``alibi_slopes``) adds ``-m |i - j|`` to a block's logits from the same
+row and column positions as the window, and its slopes' gradient ``-sum dS |i - j|`` is
+summed in the backward scan's carry.
+
 Dropout (``dropping = (key, rate)``) drops the probabilities of a block's span with
 :func:`window_keep_probabilities` (row ``i`` from ``fold_in(key, i)``, over the offsets
 ``i - j`` of its window: only the block's rows are drawn, and the mask does not depend on
@@ -27,7 +31,8 @@ from jax import lax
 
 from funcnet.ops._arrays import compute_dtype, einsum
 from funcnet.ops._attention_dropout import drop, window_keep_probabilities
-from funcnet.ops._attention_plan import (BLOCK_ELEMENTS, MIN_BLOCK, Plan, mask5, merge_heads,
+from funcnet.ops._attention_plan import (BLOCK_ELEMENTS, MIN_BLOCK, Plan, alibi_distance,
+                                         alibi_slope_grad, mask5, merge_heads, slopes5,
                                          split_heads)
 from funcnet.ops._mesh import vary_like
 from funcnet.ops.dropout import keep_probability
@@ -91,16 +96,22 @@ def _scan(body, carry, xs, inputs):
     return lax.scan(body, vary_like(carry, xs, inputs), xs)
 
 
-def _logits(qb, kt, m5, i, plan: Plan):
-    """Scaled logits of query block ``i`` over its span, ``(B, K, G, block, span)``, the
-    attend mask (window, causal, user mask) and the span's first key."""
+def _logits(qb, kt, m5, i, plan: Plan, al=None):
+    """Scaled logits of query block ``i`` over its span, ``(B, K, G, block, span)`` (with
+    ALiBi's ``-m |i - j|`` for the slopes ``al`` ``(b, K, G, 1, 1)``, or ``None``), the
+    attend mask (window, causal, user mask), the span's first key, and ``|i - j|``
+    (``None`` without ``al``)."""
     span = _span(plan)
     r0 = i * plan.block
     start = jnp.clip(r0 - (plan.window - 1), 0, plan.s - span)
     kb = lax.dynamic_slice_in_dim(kt, start, span, axis=2)
-    s = einsum("bkgth,bksh->bkgts", qb, kb, compute_dtype(qb.dtype)) * plan.scale
+    ct = compute_dtype(qb.dtype)
+    s = einsum("bkgth,bksh->bkgts", qb, kb, ct) * plan.scale
     rows = r0 + lax.broadcasted_iota(jnp.int32, (1, 1, 1, plan.block, 1), 3)
     cols = start + lax.broadcasted_iota(jnp.int32, (1, 1, 1, 1, span), 4)
+    distance = None if al is None else alibi_distance(rows, cols, ct)
+    if al is not None:
+        s = s - al * distance
     attend = cols > rows - plan.window
     attend = attend & ((cols <= rows) if plan.causal else (cols < rows + plan.window))
     if m5 is not None:
@@ -109,7 +120,7 @@ def _logits(qb, kt, m5, i, plan: Plan):
         if m5.shape[4] != 1:
             m5 = lax.dynamic_slice_in_dim(m5, start, span, axis=4)
         attend = attend & m5
-    return s, attend, kb, start
+    return s, attend, kb, start, distance
 
 
 def _keep(dropping, qb, i, start, plan: Plan):
@@ -124,10 +135,10 @@ def _keep(dropping, qb, i, start, plan: Plan):
                                      plan.causal)
 
 
-def forward(q, k, v, mask, dropping, plan: Plan):
+def forward(q, k, v, mask, alibi, dropping, plan: Plan):
     """``o`` ``(B, T, N, H)`` in the compute dtype, and ``m, log l`` ``(B, K, G, T)``
-    (``m = 0, log l = +inf`` in a row that attends nothing). ``dropping``: ``None`` or
-    ``(key, rate)``."""
+    (``m = 0, log l = +inf`` in a row that attends nothing). ``alibi``: ``None`` or the
+    op's slopes; ``dropping``: ``None`` or ``(key, rate)``."""
     ct = compute_dtype(q.dtype)
     t, n = q.shape[1], q.shape[2]
     kh = k.shape[2]
@@ -135,10 +146,11 @@ def forward(q, k, v, mask, dropping, plan: Plan):
     m5 = _padded_mask(mask, n, kh, t, plan)
     mean = jnp.mean(vt.astype(ct), axis=2)[:, :, None, None, :]     # a row that sees nothing
     keep = keep_probability(0.0 if dropping is None else dropping[1], ct)
+    al = None if alibi is None else slopes5(alibi, n, kh, ct)
 
     def body(_, x):
         i, qb = x
-        s, attend, _, start = _logits(qb, kt, m5, i, plan)
+        s, attend, _, start, _ = _logits(qb, kt, m5, i, plan, al)
         hit = jnp.any(attend, axis=-1)
         m = lax.stop_gradient(jnp.max(jnp.where(attend, s, -jnp.inf), axis=-1))
         m = jnp.where(hit, m, jnp.zeros((), ct))
@@ -153,14 +165,15 @@ def forward(q, k, v, mask, dropping, plan: Plan):
 
     qh = split_heads(q, kh)
     xs = (jnp.arange(-(-t // plan.block), dtype=jnp.int32), _tiles(qh, plan))
-    _, (o, m, log_l) = _scan(body, None, xs, (k, v, mask, dropping))
+    _, (o, m, log_l) = _scan(body, None, xs, (k, v, mask, alibi, dropping))
     return merge_heads(_untile(o, t)), _untile(m, t), _untile(log_l, t)
 
 
-def backward(q, k, v, mask, o, m, log_l, do, dropping, plan: Plan):
-    """``(dq, dk, dv, drate)`` (Dao et al. 2022, Algorithms 2 and 4, per query block over
-    its span); ``drate = sum_i D_i / (1 - r)`` over the rows that attend something (the
-    others are not dropped), ``None`` unless ``plan.traced_rate``."""
+def backward(q, k, v, mask, alibi, o, m, log_l, do, dropping, plan: Plan):
+    """``(dq, dk, dv, dalibi, drate)`` (Dao et al. 2022, Algorithms 2 and 4, per query
+    block over its span); ``dalibi = -sum dS |i - j|`` in the slopes' shape and dtype
+    (``None`` without them); ``drate = sum_i D_i / (1 - r)`` over the rows that attend
+    something (the others are not dropped), ``None`` unless ``plan.traced_rate``."""
     ct = compute_dtype(q.dtype)
     t, n = q.shape[1], q.shape[2]
     s_len, kh = k.shape[1], k.shape[2]
@@ -170,29 +183,34 @@ def backward(q, k, v, mask, o, m, log_l, do, dropping, plan: Plan):
     d = jnp.sum(doh.astype(ct) * split_heads(o, kh).astype(ct), axis=-1)      # (B, K, G, T)
     span = _span(plan)
     rate = 0.0 if dropping is None else dropping[1]
+    al = None if alibi is None else slopes5(alibi, n, kh, ct)
 
     def body(carry, x):
-        dk, dv = carry
+        dk, dv, dal = carry
         i, qb, dob, db, mb, lb = x
-        s, attend, kb, start = _logits(qb, kt, m5, i, plan)
+        s, attend, kb, start, distance = _logits(qb, kt, m5, i, plan, al)
         vb = lax.dynamic_slice_in_dim(vt, start, span, axis=2)
         p = jnp.exp(jnp.where(attend, (s - mb[..., None]) - lb[..., None], -jnp.inf))
         keep = _keep(dropping, qb, i, start, plan)
         dvb = einsum("bkgts,bkgth->bksh", drop(p, keep, rate).astype(q.dtype), dob, ct)
         dp = drop(einsum("bkgth,bksh->bkgts", dob, vb, ct), keep, rate)
-        ds = ((p * (dp - db[..., None])) * plan.scale).astype(q.dtype)
+        ds = p * (dp - db[..., None])
+        if al is not None:     # d/dm_n of -m_n |i - j|
+            dal = dal + alibi_slope_grad(ds, distance, al.shape)
+        ds = (ds * plan.scale).astype(q.dtype)
         dqb = einsum("bkgts,bksh->bkgth", ds, kb, ct)
         dkb = einsum("bkgts,bkgth->bksh", ds, qb, ct)
 
         def add(acc, part):
             old = lax.dynamic_slice_in_dim(acc, start, span, axis=2)
             return lax.dynamic_update_slice_in_dim(acc, old + part, start, axis=2)
-        return (add(dk, dkb), add(dv, dvb)), (dqb,)
+        return (add(dk, dkb), add(dv, dvb), dal), (dqb,)
 
     xs = (jnp.arange(-(-t // plan.block), dtype=jnp.int32), _tiles(qh, plan), _tiles(doh, plan),
           _tiles(d, plan), _tiles(m, plan), _tiles(log_l, plan, jnp.inf))
     zeros = jnp.zeros_like(kt, ct)      # *_like: k's sharding on a mesh with Explicit axes
-    (dk, dv), (dq,) = _scan(body, (zeros, zeros), xs, (k, v, mask, do, dropping))
+    init = (zeros, zeros, None if al is None else jnp.zeros_like(al))
+    (dk, dv, dal), (dq,) = _scan(body, init, xs, (k, v, mask, alibi, do, dropping))
     # rows that attend nothing are the mean of all S values: dV_j += dO_i / S
     blind = jnp.isinf(log_l)
     dv = dv + jnp.sum(jnp.where(blind[..., None], doh.astype(ct), jnp.zeros((), ct)),
@@ -201,7 +219,8 @@ def backward(q, k, v, mask, o, m, log_l, do, dropping, plan: Plan):
     drate = None
     if plan.traced_rate:     # o_i = sum_j p_ij Z_ij v_j / (1 - r) in the rows that attend
         drate = jnp.sum(jnp.where(blind, jnp.zeros((), ct), d)) / keep_probability(rate, ct)
-    return merge_heads(_untile(dq, t)).astype(q.dtype), dk, dv, drate
+    dalibi = None if alibi is None else dal.reshape(alibi.shape).astype(alibi.dtype)
+    return merge_heads(_untile(dq, t)).astype(q.dtype), dk, dv, dalibi, drate
 
 
 def _padded_mask(mask, n: int, kh: int, t: int, plan: Plan):

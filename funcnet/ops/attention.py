@@ -31,9 +31,10 @@ from funcnet import _checks
 from funcnet.ops import _local_attention
 from funcnet.ops._arrays import compute_dtype, einsum
 from funcnet.ops._attention_plan import (BLOCK_ELEMENTS, MIN_BLOCK, Plan, alibi_distance,
-                                         check_alibi_slopes, check_attention_args,
-                                         large_negative, mask5, merge_heads,
-                                         seq_length_masks, slopes5, split_heads)
+                                         alibi_slope_grad, check_alibi_slopes,
+                                         check_attention_args, large_negative, mask5,
+                                         merge_heads, reduce_to, seq_length_masks, slopes5,
+                                         split_heads)
 from funcnet.ops._mode import has_twin
 from funcnet.ops._mesh import defvjp, vary_like
 from funcnet.ops._attention_dropout import drop, keep_probabilities
@@ -214,18 +215,12 @@ def _attention_fwd(q, k, v, mask, bias, alibi, key, plan):
     return o.astype(q.dtype), (q, k, v, mask, bias, alibi, key, o, m, log_l)
 
 
-def _reduce_to(x, shape):
-    """``x`` summed (keeping the axes) over the axes where ``shape`` has size 1."""
-    axes = tuple(i for i, (a, b) in enumerate(zip(x.shape, shape)) if b == 1 and a != 1)
-    return jnp.sum(x, axis=axes, keepdims=True) if axes else x
-
-
 def _attention_bwd(plan, res, do):
     q, k, v, mask, bias, alibi, key, o, m, log_l = res
-    if plan.window is not None:   # no bias, no ALiBi with a window (the checks)
-        dq, dk, dv, drate = _local_attention.backward(q, k, v, mask, o, m, log_l, do,
-                                                      _dropping(key, plan), plan)
-        return dq, dk, dv, None, None, None, _rate_cotangent(drate, key, plan)
+    if plan.window is not None:   # no bias with a window (the checks)
+        dq, dk, dv, dalibi, drate = _local_attention.backward(
+            q, k, v, mask, alibi, o, m, log_l, do, _dropping(key, plan), plan)
+        return dq, dk, dv, None, None, dalibi, _rate_cotangent(drate, key, plan)
     b, s_len, kh, h = k.shape
     ct = compute_dtype(q.dtype)
     qh, doh = split_heads(q, kh), split_heads(do, kh)
@@ -251,12 +246,11 @@ def _attention_bwd(plan, res, do):
             ds = jnp.where(attend, ds, jnp.zeros((), ct))
         dbb = None     # dbias = dS (before the scale), summed where the bias has size 1
         if carry_db:
-            db_acc = db_acc + _reduce_to(ds, b5)
+            db_acc = db_acc + reduce_to(ds, b5)
         elif b5 is not None:
-            dbb = _reduce_to(ds, b5[:4] + (plan.block,)).astype(bias.dtype)
+            dbb = reduce_to(ds, b5[:4] + (plan.block,)).astype(bias.dtype)
         if al is not None:     # d/dm_n of -m_n |i - j|: -sum dS |i - j|
-            dal = dal - _reduce_to(jnp.sum(ds * distance, axis=(3, 4), keepdims=True),
-                                   al.shape)
+            dal = dal + alibi_slope_grad(ds, distance, al.shape)
         ds = (ds * plan.scale).astype(q.dtype)
         dq = dq + einsum("bkgts,bksh->bkgth", ds, kb, ct)
         dk = einsum("bkgts,bkgth->bksh", ds, qh, ct)
@@ -295,11 +289,11 @@ defvjp(_attention, _attention_fwd, _attention_bwd)
 
 
 def _any_forward(q, k, v, mask, bias, alibi, key, plan: Plan):
-    """:func:`_forward`, or the sliding-window forward pass with ``plan.window`` (no bias,
-    no ALiBi)."""
+    """:func:`_forward`, or the sliding-window forward pass with ``plan.window`` (no
+    bias)."""
     if plan.window is None:
         return _forward(q, k, v, mask, bias, alibi, key, plan)
-    return _local_attention.forward(q, k, v, mask, _dropping(key, plan), plan)
+    return _local_attention.forward(q, k, v, mask, alibi, _dropping(key, plan), plan)
 
 
 # ---------------------------------------------------------------------------- public op
@@ -409,8 +403,9 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, alibi_slopes=None, c
     over the offsets its window spans, ``Z_ij = Z_i[..., i - j]`` (``width = W``, causal)
     or ``Z_i[..., i - j + W - 1]`` (``width = 2W - 1``): not the unwindowed op's mask for
     the same key, again independent of ``block_size``, ``O(T W)`` random bits. A row
-    whose window is fully masked stays the undropped mean. No ``bias`` and no ALiBi with
-    a window (``ValueError``).
+    whose window is fully masked stays the undropped mean. ALiBi's ``-m |i - j|`` is
+    computed per block over its span; a ``bias`` is refused with a window
+    (``ValueError``).
 
     Args:
       q: queries ``(B, T, N, H)``, or ``(T, N, H)``.
@@ -444,7 +439,7 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, alibi_slopes=None, c
         ``bias=``). ``-m |i - j|`` equals the paper's causal ``-m (i - j)`` on the keys
         ``j <= i`` and is its symmetric extension without ``causal``. With ``bias`` both
         are added. Differentiable (``dm`` above), in its shape and dtype; computed in the
-        compute dtype (at least float32). Not with ``window``.
+        compute dtype (at least float32). With ``window`` too.
       causal: static bool, mask keys ``j > i``.
       scale: static Python float multiplying the logits; default ``1 / sqrt(H)``.
       block_size: static int, keys per block of the forward and backward loops (queries
@@ -480,9 +475,8 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, alibi_slopes=None, c
         ``K``, an empty axis, a mask or bias of another rank or not broadcastable to
         ``(B, N, T, S)``, a NaN/inf ``scale``, ``block_size < 1``, ``dropout_rate``
         outside ``[0, 1)`` or without a ``dropout_key``, ``window < 1``, ``window`` with
-        a ``bias`` or ``alibi_slopes``, ``alibi_slopes`` not of shape ``(N,)`` or
-        ``(B, N)``, sequence lengths not of shape ``(B,)``, outside their range or with an
-        unbatched ``q``.
+        a ``bias``, ``alibi_slopes`` not of shape ``(N,)`` or ``(B, N)``, sequence lengths
+        not of shape ``(B,)``, outside their range or with an unbatched ``q``.
       TypeError: non-floating or mismatched ``q, k, v`` dtypes, a non-bool mask, a
         non-floating (e.g. bool) bias or ALiBi slopes, non-integer sequence lengths, a
         non-static ``scale``, ``causal``, ``block_size`` or ``window``, a ``dropout_rate``
@@ -497,7 +491,7 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, alibi_slopes=None, c
     fn = "dot_product_attention"
     causal, scale, block_size, rate, key, window = check_attention_args(
         fn, q, k, v, mask, causal, scale, block_size, dropout_rate, dropout_key, window, bias)
-    alibi = check_alibi_slopes(fn, alibi_slopes, q, window)
+    alibi = check_alibi_slopes(fn, alibi_slopes, q)
     mask, real = seq_length_masks(fn, q, k, mask, query_seq_lengths, key_value_seq_lengths)
     single = q.ndim == 3
     if single:

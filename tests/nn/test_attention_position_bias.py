@@ -289,6 +289,32 @@ def test_params_of_another_shape_are_refused_eagerly_and_under_jit():
         (p, x, ValueError, r"params must be a dict with keys \['bk', 'bo', 'bq', 'bv', 'wk'")])
 
 
+def test_alibi_with_a_window_equals_the_papers_bias_in_the_band():
+    """``position_bias="alibi", window=W``: the op's slopes over each block of the window
+    equal plain attention with the paper's bias and the band in the mask (values and
+    gradients)."""
+    w = 5
+    layer = nn.MultiHeadAttention(4, num_kv_heads=2, qkv_features=8, out_features=5,
+                                  causal=True, position_bias="alibi", window=w)
+    _, params, _ = numpy_init(layer, ((-1, T, 6), (-1, 1, 1, T)))
+    x = randn((2, T, 6), seed=4)
+    mask = jnp.asarray(np.arange(T) != 5).reshape(1, 1, 1, T).repeat(2, 0)
+    i, j = np.arange(T)[:, None], np.arange(T)[None, :]
+    band = jnp.asarray(i - j < w)[None, None] & mask
+    bias = reference_bias("alibi", None, T, T, True, 4, (32, 128))
+
+    def both(p, x):
+        return [jax.value_and_grad(lambda p, x: jnp.sum(jnp.sin(f(p, x))), (0, 1))(p, x)
+                for f in (lambda p, x: layer.apply(p, (), (x, mask))[0],
+                          lambda p, x: plain_biased(p, x, bias, band, heads=4, kv=2,
+                                                    causal=True, rope=None))]
+    (y, g), (y_ref, g_ref) = jax.jit(both)(params, x)
+    assert_close(y, y_ref, 1e-10, "values")
+    for grads in (g, g_ref):   # q.bk is the same in every logit of a row: round-off only
+        assert np.max(np.abs(grads[0].pop("bk"))) < 1e-13
+    assert_close(g, g_ref, 1e-10, "gradients (params, x)")
+
+
 @pytest.mark.parametrize("kwargs, exc, match", [
     ({"position_bias": "rope"}, ValueError,
      r"MultiHeadAttention\(2\): position_bias must be one of None, 'alibi', 't5', got 'rope'"),
@@ -311,11 +337,12 @@ def test_params_of_another_shape_are_refused_eagerly_and_under_jit():
      r"position_bias_buckets=\(16, 64\) is for position_bias='t5' only, got "
      r"position_bias='alibi'"),
     ({"position_bias_buckets": (16, 64)}, ValueError, r"is for position_bias='t5' only"),
-    ({"position_bias": "alibi", "window": 4}, ValueError,
-     r"MultiHeadAttention\(2\): position_bias='alibi' with window=4: the sliding window "
+    ({"position_bias": "t5", "window": 4}, ValueError,
+     r"MultiHeadAttention\(2\): position_bias='t5' with window=4: the sliding window "
      r"takes no bias"),
-    ({"position_bias": "t5", "window": 4, "causal": True, "decode": True}, ValueError,
-     r"position_bias='t5' with window=4"),
+    ({"position_bias": "alibi", "window": 4, "causal": True, "decode": True}, ValueError,
+     r"position_bias='alibi' with window=4 and decode=True: the ring buffer's slots are "
+     r"not positions"),
 ])
 def test_constructor_errors(kwargs, exc, match):
     with pytest.raises(exc, match=match):

@@ -2,9 +2,9 @@
 logits per key block, never as a ``T x S`` array. Custom VJP (q, k, v and the slopes) vs
 autodiff of the twin (float64, 1e-10) and central differences; equal to the same bias given
 as ``bias=``; slopes per head or per sequence and head; with a mask, a bias, grouped heads,
-several (padded) key blocks, an unbatched ``q``, dropout; ``vmap`` over the slopes; the
-residuals (no ``T x S`` array); errors; ``nn.MultiHeadAttention(position_bias='alibi')``
-uses it outside decoding."""
+several (padded) key blocks, an unbatched ``q``, dropout, a sliding window; ``vmap`` over
+the slopes; the residuals (no ``T x S`` array); errors;
+``nn.MultiHeadAttention(position_bias='alibi')`` uses it outside decoding."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -61,6 +61,37 @@ def test_vjp_matches_reference_and_central_differences(dims, causal, mask_kind, 
     assert float(jnp.max(jnp.abs(out["grads"][3]))) > 0
     plain = attention(*args[:3], mask, causal=causal)
     assert not np.allclose(out["value"], plain)          # the slopes do something
+
+
+# (id, (B, T, S, N, K, H), causal, mask kind, slopes kind, window, query block sizes)
+WINDOW_CASES = [
+    ("causal_heads_fully_masked_row", (2, 7, 7, 4, 2, 3), True, "rows", "heads", 3, (None, 2)),
+    ("bidirectional_per_sequence_t<s", (2, 5, 8, 2, 1, 3), False, "keys", "batch", 2,
+     (None, 2)),
+]
+
+
+@pytest.mark.parametrize("dims, causal, mask_kind, kind, window, blocks",
+                         [c[1:] for c in WINDOW_CASES], ids=[c[0] for c in WINDOW_CASES])
+def test_with_a_window_vjp_matches_reference_and_the_band_in_the_mask(dims, causal, mask_kind,
+                                                                      kind, window, blocks):
+    """The sliding window computes ALiBi per query block over its span: every block size
+    against the twin's autodiff and central differences (the slopes' gradient too), and
+    the value equals the unwindowed op with the window's band in its mask."""
+    b, t, s, n, kh, h = dims
+    mask = _mask(mask_kind, b, t, s, n)
+    slopes = _slopes(kind, b, n)
+    args = _qkv(b, t, s, n, kh, h, seed=2) + (slopes,)
+    fs = [lambda q, k, v, m, bs=bs: attention(q, k, v, mask, alibi_slopes=m, causal=causal,
+                                              window=window, block_size=bs) for bs in blocks]
+    out = check_vjp(fs, lambda q, k, v, m: R.dot_product_attention(
+        q, k, v, mask, alibi_slopes=m, causal=causal, window=window), args, seed=4)
+    assert float(jnp.max(jnp.abs(out["grads"][3]))) > 0
+    i, j = np.arange(t)[:, None], np.arange(s)[None, :]
+    band = jnp.asarray((np.abs(i - j) < window) & ((j <= i) if causal else True))
+    banded = attention(*(jnp.asarray(a) for a in args[:3]), mask & band[None, None],
+                       alibi_slopes=slopes, causal=causal)
+    assert_close(out["value"], banded, 1e-12, "window vs the band in the mask")
 
 
 @pytest.mark.parametrize("kind", ["heads", "batch"])
@@ -140,9 +171,7 @@ def test_residuals_hold_no_t_by_s_array():
     (dict(alibi_slopes=jnp.ones((2, 2, 1))), ValueError, r"alibi_slopes has shape \(2, 2, 1\)"),
     (dict(alibi_slopes=jnp.ones((2,), bool)), TypeError, r"alibi_slopes"),
     (dict(alibi_slopes=jnp.ones((2,), jnp.int32)), TypeError, r"alibi_slopes"),
-    (dict(alibi_slopes=jnp.ones((2,)), window=2), ValueError,
-     r"window=2 with alibi_slopes"),
-], ids=["heads", "rank", "bool", "int", "window"])
+], ids=["heads", "rank", "bool", "int"])
 def test_errors(kwargs, exc, match):
     q, k, v = (jnp.asarray(a) for a in _qkv(2, 3, 3, 2, 2, 2))
     with pytest.raises(exc, match=match):

@@ -43,7 +43,7 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, alibi_slopes=None, c
     causal, scale, _, rate, key, window = check_attention_args(
         "dot_product_attention", q, k, v, mask, causal, scale, block_size, dropout_rate,
         dropout_key, window, bias)
-    alibi = check_alibi_slopes("dot_product_attention", alibi_slopes, q, window)
+    alibi = check_alibi_slopes("dot_product_attention", alibi_slopes, q)
     mask, real = seq_length_masks("dot_product_attention", q, k, mask, query_seq_lengths,
                                   key_value_seq_lengths)
     single = q.ndim == 3

@@ -1,10 +1,11 @@
 """Sliding-window attention on a mesh of 2 devices equals one device (float64, 1e-12),
 values and gradients: ``dot_product_attention(window=W)`` under ``jax.shard_map`` (default
-``check_vma=True``) with the batch split, the heads split, and the queries split over
-replicated keys/values, and under ``jax.jit`` on a mesh with ``Explicit`` axes (batch
-split; with dropout too); ``MultiHeadAttention(window=W)`` under ``jax.jit`` with the batch split on an
-``Explicit`` mesh (data parallel) and with its projections split by heads (Megatron). The
-scans over query blocks carry ``dk``/``dv`` typed like the sharded inputs.
+``check_vma=True``) with the batch split, the heads split, the queries split over
+replicated keys/values, and the batch split with ALiBi's slopes replicated; under
+``jax.jit`` on a mesh with ``Explicit`` axes (batch split; with dropout too);
+``MultiHeadAttention(window=W)`` under ``jax.jit`` with the batch split on an ``Explicit``
+mesh (data parallel) and with its projections split by heads (Megatron). The scans over
+query blocks carry ``dk``/``dv`` typed like the sharded inputs.
 
 Part of the 8-device suite (tests/parallel/test_fake_devices.py runs it with 8 fake CPU
 devices; the cases use 2 of them)::
@@ -96,6 +97,25 @@ def test_windowed_op_under_shard_map_equals_one_device(case, split):
     dk = np.asarray(got[1][1])
     row, length = (0, 17) if split == "queries" else (2, 9)      # a padded key sequence
     assert not np.any(dk[row, length:]) and np.all(np.abs(dk[:, :9]).max(axis=(1, 2, 3)) > 0)
+
+
+def test_windowed_alibi_under_shard_map_equals_one_device():
+    """ALiBi's slopes replicated, the batch split: the slopes' gradient is summed over the
+    devices (its cotangent takes the slopes' type) and equals one device's."""
+    q, k, v = _qkv()
+    slopes = jnp.asarray([0.5, 0.25, 0.125, 0.0625])
+
+    def op(q, k, v, m, a):
+        return ops.dot_product_attention(q, k, v, m, alibi_slopes=a, **OP["causal"])
+    sharded = jax.shard_map(op, mesh=_mesh(), in_specs=(P("d"),) * 4 + (P(),),
+                            out_specs=P("d"))
+
+    def grads(f):
+        return jax.jit(jax.grad(lambda q, k, v, a: jnp.sum(jnp.sin(f(q, k, v, MASK, a))),
+                                (0, 1, 2, 3)))(q, k, v, slopes)
+    got, want = grads(sharded), grads(op)
+    assert_close(got, want, RTOL, "q, k, v, slopes")
+    assert float(jnp.max(jnp.abs(want[3]))) > 0
 
 
 @pytest.mark.parametrize("case", ["causal", *DROPOUT])
