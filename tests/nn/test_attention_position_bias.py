@@ -20,6 +20,7 @@ from tests.nn._models import numpy_init, randint, randn
 from tests.nn.test_attention_decode import decode_in_chunks
 from tests.nn.test_attention_gqa import NEG
 from tests.nn.test_attention_layer import raise_eagerly_and_under_jit
+from tests.ops.test_attention_window import _band
 
 jax.config.update("jax_enable_x64", True)
 
@@ -299,8 +300,7 @@ def test_alibi_with_a_window_equals_the_papers_bias_in_the_band():
     _, params, _ = numpy_init(layer, ((-1, T, 6), (-1, 1, 1, T)))
     x = randn((2, T, 6), seed=4)
     mask = jnp.asarray(np.arange(T) != 5).reshape(1, 1, 1, T).repeat(2, 0)
-    i, j = np.arange(T)[:, None], np.arange(T)[None, :]
-    band = jnp.asarray(i - j < w)[None, None] & mask
+    band = _band(T, T, w, True)[None, None] & mask
     bias = reference_bias("alibi", None, T, T, True, 4, (32, 128))
 
     def both(p, x):

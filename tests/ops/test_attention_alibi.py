@@ -17,6 +17,7 @@ from funcnet.ops import reference as R
 from funcnet.ops.attention import dot_product_attention as attention
 from tests.ops._cases import rand
 from tests.ops.test_attention import DROP_KEY, _mask, _qkv
+from tests.ops.test_attention_window import _band
 
 jax.config.update("jax_enable_x64", True)
 
@@ -87,9 +88,8 @@ def test_with_a_window_vjp_matches_reference_and_the_band_in_the_mask(dims, caus
     out = check_vjp(fs, lambda q, k, v, m: R.dot_product_attention(
         q, k, v, mask, alibi_slopes=m, causal=causal, window=window), args, seed=4)
     assert float(jnp.max(jnp.abs(out["grads"][3]))) > 0
-    i, j = np.arange(t)[:, None], np.arange(s)[None, :]
-    band = jnp.asarray((np.abs(i - j) < window) & ((j <= i) if causal else True))
-    banded = attention(*(jnp.asarray(a) for a in args[:3]), mask & band[None, None],
+    banded = attention(*(jnp.asarray(a) for a in args[:3]),
+                       mask & _band(t, s, window, causal)[None, None],
                        alibi_slopes=slopes, causal=causal)
     assert_close(out["value"], banded, 1e-12, "window vs the band in the mask")
 

@@ -37,6 +37,7 @@ DROPOUT = {"causal_dropout": dict(OP["causal"], dropout_rate=0.3,
                                   dropout_key=jax.random.PRNGKey(8)),
            "symmetric_dropout": dict(OP["symmetric"], dropout_rate=0.3,
                                      dropout_key=jax.random.PRNGKey(8))}
+CASES = {**OP, **DROPOUT}
 
 
 def _mesh(explicit=False):
@@ -61,7 +62,7 @@ def _one_device(case, shared=False):
     """The unsharded op's value and vjp (the judge), on one device; ``shared``: one
     sequence of keys/values ``(1, S, K, H)`` for every query sequence (broadcast, so its
     gradient is the sum over them)."""
-    kw = {**OP, **DROPOUT}[case]
+    kw = CASES[case]
 
     def f(q, k, v, m):
         if shared:
@@ -127,7 +128,7 @@ def test_windowed_op_on_an_explicit_mesh_equals_one_device(case):
     q, k, v = _qkv()
     cot = randn(q.shape, 5)
     put = lambda a: jax.device_put(a, NamedSharding(mesh, P("d")))  # noqa: E731
-    kw = {**OP, **DROPOUT}[case]
+    kw = CASES[case]
     with jax.set_mesh(mesh):
         got = jax.jit(lambda q, k, v, m, cot: _value_and_vjp(
             lambda q, k, v: ops.dot_product_attention(q, k, v, m, **kw), cot)(q, k, v))(
