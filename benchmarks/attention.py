@@ -21,6 +21,10 @@ causal, for each sequence length ``T = S``:
   default): ALiBi with the paper's slopes, as funcnet's ``alibi_slopes=`` (computed per key
   block), as a ``(1, N, T, S)`` ``bias=`` (what a model without the option passes) and as
   ``jax.nn``'s ``bias=``, compared with each other.
+* ``funcnet soft cap`` / ``autodiff soft cap`` (``--soft-cap c``, 50 by default: Gemma 2's):
+  the logits soft-capped to ``c tanh(x / c)`` (``logit_soft_cap=c``; jax.nn has none),
+  funcnet's rule (the cap recomputed per key block) against autodiff of its twin, compared
+  with each other.
 
 Per case and variant: median time of a step (the variants are sampled round-robin, the
 order rotating, as ``benchmarks/run.py`` does), the bytes saved for the backward pass
@@ -56,12 +60,14 @@ MEMORY_TARGET_T, MEMORY_TARGET_RATIO, TIME_TARGET_RATIO = 1024, 4.0, 1.2
 
 
 def group(variant: str) -> str:
-    """The variants compared with each other: ``''``, ``'window dropout'``, ``'window'``
-    or ``'alibi'``."""
-    return next((g for g in ("window dropout", "window", "alibi") if g in variant), "")
+    """The variants compared with each other: ``''``, ``'window dropout'``, ``'window'``,
+    ``'alibi'`` or ``'soft cap'``."""
+    return next((g for g in ("window dropout", "window", "alibi", "soft cap")
+                 if g in variant), "")
 
 
-def variants(platform: str, dtype: str, window: int = 0, alibi: bool = False) -> dict:
+def variants(platform: str, dtype: str, window: int = 0, alibi: bool = False,
+             soft_cap: float = 0.0) -> dict:
     import jax
     import jax.numpy as jnp
 
@@ -96,6 +102,11 @@ def variants(platform: str, dtype: str, window: int = 0, alibi: bool = False) ->
             q, k, v, causal=True, bias=bias(q))
         out["jax.nn alibi"] = lambda q, k, v: jax.nn.dot_product_attention(
             q, k, v, is_causal=True, bias=bias(q).astype(q.dtype))
+    if soft_cap:
+        out["funcnet soft cap"] = lambda q, k, v: ops.dot_product_attention(
+            q, k, v, causal=True, logit_soft_cap=soft_cap)
+        out["autodiff soft cap"] = lambda q, k, v: ops.reference.dot_product_attention(
+            q, k, v, causal=True, logit_soft_cap=soft_cap)
     if platform == "gpu" and dtype in ("float16", "bfloat16"):   # cuDNN's dtypes
         out["jax.nn cudnn"] = lambda q, k, v: jax.nn.dot_product_attention(
             q, k, v, is_causal=True, implementation="cudnn")
@@ -163,7 +174,7 @@ def measure_case(t, args_ns, platform, log) -> dict:
     limit = int(args_ns.mem_limit_gb * 2 ** 30)
     entries = [Entry(n, f, t, args, limit, log)
                for n, f in variants(platform, args_ns.dtype, args_ns.window,
-                                    args_ns.alibi).items()]
+                                    args_ns.alibi, args_ns.soft_cap).items()]
     live = [e for e in entries if e.live]
     for e in list(live):
         try:
@@ -181,7 +192,7 @@ def measure_case(t, args_ns, platform, log) -> dict:
         r += 1
     rows = [e.row() for e in entries]
     ok = [x for x in rows if x["time"]["n"]]
-    for x in ok:   # windowed and ALiBi variants are compared within their group only
+    for x in ok:   # windowed, ALiBi and soft-cap variants are compared within their group
         others = [y["time"]["median_s"] for y in ok if not y["variant"].startswith("funcnet")
                   and group(y["variant"]) == group(x["variant"])]
         x["ratio_best_jax"] = x["time"]["median_s"] / min(others) if others else None
@@ -238,7 +249,9 @@ def markdown(res: dict) -> str:
         + (f"; 'window' variants: W = {res['window']}, compared with each other (and the "
            "'window dropout' ones, rate 0.1)" if res.get("window") else "")
         + ("; 'alibi' variants (slopes per key block, a (1, N, T, S) bias, jax.nn's bias) "
-           "compared with each other" if res.get("alibi") else ""))
+           "compared with each other" if res.get("alibi") else "")
+        + (f"; 'soft cap' variants: logit_soft_cap = {res['soft_cap']:g}, compared with each "
+           "other" if res.get("soft_cap") else ""))
     lines += ["| T | variant | median ms | IQR ms | n | resid MiB | resid × funcnet | "
               "XLA temp MiB | compile s | × best JAX alternative |",
               "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -274,6 +287,8 @@ def main(argv=None) -> dict:
                    help="sliding window of the 'window' variants (0: none)")
     p.add_argument("--alibi", action=argparse.BooleanOptionalAction, default=True,
                    help="the 'alibi' variants (--no-alibi: none)")
+    p.add_argument("--soft-cap", type=float, default=50.0,
+                   help="logit soft cap of the 'soft cap' variants (0: none)")
     p.add_argument("--repeats", type=int, default=None, help="minimum samples per variant")
     p.add_argument("--max-repeats", type=int, default=50)
     p.add_argument("--budget", type=float, default=None,
@@ -305,7 +320,7 @@ def main(argv=None) -> dict:
            "env_vars": {k: os.environ.get(k) for k in ("XLA_FLAGS", "JAX_PLATFORMS")}}
     print(f"device: {env['device']}; T = {sizes}", flush=True)
     res = {"profile": "quick" if a.quick else "full", "heads": a.heads, "window": a.window,
-           "alibi": a.alibi,
+           "alibi": a.alibi, "soft_cap": a.soft_cap,
            "head_dim": a.head_dim, "dtype": a.dtype, "env": env, "cases": [],
            "command": common.command("attention", argv)}
     for t in sizes:   # written after every T: a run cut short keeps what it measured

@@ -317,6 +317,14 @@ def static_float(fn: str, name: str, value, low: float | None = None,
     return v
 
 
+def check_soft_cap(fn: str, cap) -> float | None:
+    """Attention's ``logit_soft_cap``: ``None``, or a static Python float ``c > 0``
+    (:func:`static_float`'s errors); returned as a float (or ``None``)."""
+    if cap is None:
+        return None
+    return static_float(fn, "logit_soft_cap", cap, 0.0, low_inclusive=False)
+
+
 def is_traced(value) -> bool:
     """A hyperparameter given as a tracer (a ``jax.vmap`` sweep, an argument of a jitted
     function): its value is unknown at trace time, so an op that accepts one takes it as

@@ -39,6 +39,7 @@ class Plan(NamedTuple):
     dropout: float = 0.0   # drop probability of the attention probabilities
     window: int | None = None   # sliding window; then block = queries per block
     traced_rate: bool = False   # a traced drop probability: it travels with the key
+    soft_cap: float | None = None   # logit soft cap c: c tanh(scale q.k / c)
 
     @property
     def blocks(self) -> int:
@@ -136,6 +137,21 @@ def check_alibi_slopes(fn, slopes, q):
                          f"(N = {n}){', per sequence or shared' if len(qs) == 4 else ''}, "
                          f"for q of shape {qs}")
     return jnp.asarray(slopes)
+
+
+def soft_capped(s, cap):
+    """Logits ``s`` soft-capped to ``(-cap, cap)``: ``(cap tanh(s / cap), 1 - tanh^2(s /
+    cap))``, the capped logits and their derivative; ``(s, None)`` for ``cap = None``."""
+    if cap is None:
+        return s, None
+    t = jnp.tanh(s / cap)
+    return cap * t, 1 - t * t
+
+
+def uncapped(ds, dcap):
+    """``dL/d(scale q . k)`` from ``dS``, the gradient of the capped logits: ``dS (1 -
+    tanh^2)`` (``dS`` itself without a cap: ``dcap = None``)."""
+    return ds if dcap is None else ds * dcap
 
 
 def slopes5(slopes, n: int, kh: int, dtype):

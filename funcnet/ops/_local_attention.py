@@ -33,7 +33,7 @@ from funcnet.ops._arrays import compute_dtype, einsum
 from funcnet.ops._attention_dropout import drop, window_keep_probabilities
 from funcnet.ops._attention_plan import (BLOCK_ELEMENTS, MIN_BLOCK, Plan, alibi_distance,
                                          alibi_slope_grad, mask5, merge_heads, slopes5,
-                                         split_heads)
+                                         soft_capped, split_heads, uncapped)
 from funcnet.ops._mesh import vary_like
 from funcnet.ops.dropout import keep_probability
 
@@ -97,16 +97,17 @@ def _scan(body, carry, xs, inputs):
 
 
 def _logits(qb, kt, m5, i, plan: Plan, al=None):
-    """Scaled logits of query block ``i`` over its span, ``(B, K, G, block, span)`` (with
-    ALiBi's ``-m |i - j|`` for the slopes ``al`` ``(b, K, G, 1, 1)``, or ``None``), the
-    attend mask (window, causal, user mask), the span's first key, and ``|i - j|``
-    (``None`` without ``al``)."""
+    """Scaled logits of query block ``i`` over its span, ``(B, K, G, block, span)`` (soft
+    capped with ``plan.soft_cap``, then ALiBi's ``-m |i - j|`` for the slopes ``al``
+    ``(b, K, G, 1, 1)``, or ``None``), the attend mask (window, causal, user mask), the
+    span's keys and first key, ``|i - j|`` (``None`` without ``al``) and the cap's
+    derivative (``None`` without a cap)."""
     span = _span(plan)
     r0 = i * plan.block
     start = jnp.clip(r0 - (plan.window - 1), 0, plan.s - span)
     kb = lax.dynamic_slice_in_dim(kt, start, span, axis=2)
     ct = compute_dtype(qb.dtype)
-    s = einsum("bkgth,bksh->bkgts", qb, kb, ct) * plan.scale
+    s, dcap = soft_capped(einsum("bkgth,bksh->bkgts", qb, kb, ct) * plan.scale, plan.soft_cap)
     rows = r0 + lax.broadcasted_iota(jnp.int32, (1, 1, 1, plan.block, 1), 3)
     cols = start + lax.broadcasted_iota(jnp.int32, (1, 1, 1, 1, span), 4)
     distance = None if al is None else alibi_distance(rows, cols, ct)
@@ -120,7 +121,7 @@ def _logits(qb, kt, m5, i, plan: Plan, al=None):
         if m5.shape[4] != 1:
             m5 = lax.dynamic_slice_in_dim(m5, start, span, axis=4)
         attend = attend & m5
-    return s, attend, kb, start, distance
+    return s, attend, kb, start, distance, dcap
 
 
 def _keep(dropping, qb, i, start, plan: Plan):
@@ -150,7 +151,7 @@ def forward(q, k, v, mask, alibi, dropping, plan: Plan):
 
     def body(_, x):
         i, qb = x
-        s, attend, _, start, _ = _logits(qb, kt, m5, i, plan, al)
+        s, attend, _, start, _, _ = _logits(qb, kt, m5, i, plan, al)
         hit = jnp.any(attend, axis=-1)
         m = lax.stop_gradient(jnp.max(jnp.where(attend, s, -jnp.inf), axis=-1))
         m = jnp.where(hit, m, jnp.zeros((), ct))
@@ -188,7 +189,7 @@ def backward(q, k, v, mask, alibi, o, m, log_l, do, dropping, plan: Plan):
     def body(carry, x):
         dk, dv, dal = carry
         i, qb, dob, db, mb, lb = x
-        s, attend, kb, start, distance = _logits(qb, kt, m5, i, plan, al)
+        s, attend, kb, start, distance, dcap = _logits(qb, kt, m5, i, plan, al)
         vb = lax.dynamic_slice_in_dim(vt, start, span, axis=2)
         p = jnp.exp(jnp.where(attend, (s - mb[..., None]) - lb[..., None], -jnp.inf))
         keep = _keep(dropping, qb, i, start, plan)
@@ -197,7 +198,7 @@ def backward(q, k, v, mask, alibi, o, m, log_l, do, dropping, plan: Plan):
         ds = p * (dp - db[..., None])
         if al is not None:     # d/dm_n of -m_n |i - j|
             dal = dal + alibi_slope_grad(ds, distance, al.shape)
-        ds = (ds * plan.scale).astype(q.dtype)
+        ds = (uncapped(ds, dcap) * plan.scale).astype(q.dtype)
         dqb = einsum("bkgts,bksh->bkgth", ds, kb, ct)
         dkb = einsum("bkgts,bkgth->bksh", ds, qb, ct)
 

@@ -33,8 +33,9 @@ from funcnet.ops._arrays import compute_dtype, einsum
 from funcnet.ops._attention_plan import (BLOCK_ELEMENTS, MIN_BLOCK, Plan, alibi_distance,
                                          alibi_slope_grad, check_alibi_slopes,
                                          check_attention_args, large_negative, mask5,
-                                         merge_heads, reduce_to, seq_length_masks, slopes5,
-                                         split_heads)
+                                         merge_heads, reduce_to,
+                                         seq_length_masks, slopes5, soft_capped,
+                                         split_heads, uncapped)
 from funcnet.ops._mode import has_twin
 from funcnet.ops._mesh import defvjp, vary_like
 from funcnet.ops._attention_dropout import drop, keep_probabilities
@@ -119,9 +120,11 @@ def _positions(qh, j, plan: Plan):
 
 def _logits(qh, kb, j, mb, bb, plan: Plan, al=None):
     """Masked, scaled, biased logits of key block ``j``: ``(B, K, G, T, block)``, the
-    attend mask and ALiBi's ``|i - j|`` ``(1, 1, 1, T, block)`` (``None`` without ``al``).
+    attend mask, ALiBi's ``|i - j|`` ``(1, 1, 1, T, block)`` (``None`` without ``al``)
+    and the soft cap's derivative ``1 - tanh^2`` (``None`` without ``plan.soft_cap``).
 
-    ``bb``, the bias of the block (or ``None``), is added after the scale, before the
+    The soft cap applies to the scaled ``q . k`` only; ``bb``, the bias of the block (or
+    ``None``), is added after it, before the
     mask, and so is ALiBi's ``-m |i - j|`` with ``al`` the slopes ``(b, K, G, 1, 1)``
     in the compute dtype (or ``None``). ``attend`` (user mask and causal) is ``None`` when
     nothing is masked. Masked logits are :func:`large_negative`; key padding is ``-inf``
@@ -129,7 +132,7 @@ def _logits(qh, kb, j, mb, bb, plan: Plan, al=None):
     keys only).
     """
     ct = compute_dtype(qh.dtype)
-    s = einsum("bkgth,bksh->bkgts", qh, kb, ct) * plan.scale
+    s, dcap = soft_capped(einsum("bkgth,bksh->bkgts", qh, kb, ct) * plan.scale, plan.soft_cap)
     if bb is not None:
         s = s + bb.astype(ct)
     rows, cols = _positions(qh, j, plan)
@@ -143,7 +146,7 @@ def _logits(qh, kb, j, mb, bb, plan: Plan, al=None):
         s = jnp.where(attend, s, large_negative(ct))
     if plan.blocks * plan.block != plan.s:
         s = jnp.where(cols < plan.s, s, -jnp.inf)
-    return s, attend, distance
+    return s, attend, distance, dcap
 
 
 def _loop(body, carry, xs, plan: Plan, inputs):
@@ -176,8 +179,8 @@ def _forward(q, k, v, mask, bias, alibi, key, plan: Plan):
     def body(carry, x):
         m, l, acc = carry
         j, kb, vb, mb, bb = x
-        s, _, _ = _logits(qh, kb, j, fixed if mb is None else mb,
-                          fixed_bias if bb is None else bb, plan, al)
+        s = _logits(qh, kb, j, fixed if mb is None else mb,
+                    fixed_bias if bb is None else bb, plan, al)[0]
         # the shift m is a constant for autodiff (grad of grad): o and m + log l do not
         # depend on it, and a differentiated m would leak into the backward's m, log l
         m_new = lax.stop_gradient(jnp.maximum(m, jnp.max(s, axis=-1)))
@@ -235,8 +238,8 @@ def _attention_bwd(plan, res, do):
     def body(carry, x):
         dq, db_acc, dal = carry
         j, kb, vb, mb, bb = x
-        s, attend, distance = _logits(qh, kb, j, fixed if mb is None else mb,
-                                      fixed_bias if bb is None else bb, plan, al)
+        s, attend, distance, dcap = _logits(qh, kb, j, fixed if mb is None else mb,
+                                            fixed_bias if bb is None else bb, plan, al)
         p = jnp.exp((s - m[..., None]) - log_l[..., None])
         keep = _block_keep(key, plan, qh, j)
         dv = einsum("bkgts,bkgth->bksh", drop(p, keep, rate).astype(q.dtype), doh, ct)
@@ -251,7 +254,7 @@ def _attention_bwd(plan, res, do):
             dbb = reduce_to(ds, b5[:4] + (plan.block,)).astype(bias.dtype)
         if al is not None:     # d/dm_n of -m_n |i - j|: -sum dS |i - j|
             dal = dal + alibi_slope_grad(ds, distance, al.shape)
-        ds = (ds * plan.scale).astype(q.dtype)
+        ds = (uncapped(ds, dcap) * plan.scale).astype(q.dtype)
         dq = dq + einsum("bkgts,bksh->bkgth", ds, kb, ct)
         dk = einsum("bkgts,bkgth->bksh", ds, qh, ct)
         return (dq, db_acc, dal), (dk.astype(q.dtype), dv.astype(q.dtype), dbb)
@@ -300,7 +303,7 @@ def _any_forward(q, k, v, mask, bias, alibi, key, plan: Plan):
 @has_twin
 def dot_product_attention(q, k, v, mask=None, *, bias=None, alibi_slopes=None, causal=False,
                           scale=None, block_size=None, dropout_rate=0.0, dropout_key=None,
-                          window=None,
+                          window=None, logit_soft_cap=None,
                           query_seq_lengths=None, key_value_seq_lengths=None):
     r"""Scaled dot-product attention, ``softmax(q k^T * scale + bias + mask) v``, in O(T) memory.
 
@@ -314,8 +317,9 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, alibi_slopes=None, c
     ``q``) is refused instead of right-aligned, and an empty axis is refused. For each
     batch ``b`` and head ``n`` (served by key/value head ``n // (N/K)``)::
 
-        s_ij = scale * q_i . k_j + bias[b, n, i, j]       (i < T, j < S; bias 0 if None)
+        s_ij = cap(scale * q_i . k_j) + bias[b, n, i, j]  (i < T, j < S; bias 0 if None)
                  - m[b, n] |i - j|                    (ALiBi: alibi_slopes m, if given)
+        cap(x) = c tanh(x / c)                        (logit_soft_cap c; x if None)
         z_ij = s_ij if attend(i, j) else L                attend = mask[b, n, i, j] and
                                                                    (not causal or j <= i) and
                                                                    (no window or |i-j| < W)
@@ -372,7 +376,8 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, alibi_slopes=None, c
         P_ij  = exp((z_ij - m_i) - log l_i)
         dV_j  = sum_i P_ij Z'_ij dO_i          dP_ij = (dO_i . v_j) Z'_ij
         dS_ij = P_ij (dP_ij - D_i) attend(i, j)      (a masked logit is a constant)
-        dq_i += scale sum_j dS_ij k_j          dK_j  = scale sum_i dS_ij q_i
+        dX_ij = dS_ij (1 - (cap(x_ij) / c)^2)        (= dS_ij without a soft cap)
+        dq_i += scale sum_j dX_ij k_j          dK_j  = scale sum_i dX_ij q_i
         dbias[b, n, i, j] = dS_ij                    (before the scale)
         dm[b, n] = -sum_ij dS_ij |i - j|             (ALiBi's slopes)
 
@@ -458,6 +463,12 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, alibi_slopes=None, c
         :func:`funcnet.ops.dropout`); a traced 0 still draws the mask (all kept).
       dropout_key: a PRNG key, required when ``dropout_rate > 0``; ignored otherwise.
       window: ``None`` (every key) or a static int ``W >= 1``, the sliding window above.
+      logit_soft_cap: ``None`` (default) or a static Python float ``c > 0``: the scaled
+        logits ``x = scale q . k`` become ``c tanh(x / c)``, within ``(-c, c)``, before the
+        bias, ALiBi and the mask (Gemma 2's attention soft-capping, ``c = 50``;
+        FlashAttention's ``softcap``). Recomputed per block in the backward pass, whose
+        ``dS`` is multiplied by ``1 - tanh^2(x / c)`` before it reaches ``q`` and ``k``
+        (``dbias`` and ALiBi's ``dm`` take ``dS`` itself). ``jax.nn`` has no soft cap.
       query_seq_lengths, key_value_seq_lengths: optional ``(B,)`` integer arrays
         (``jax.nn``'s; batched ``q`` only): sequence ``b`` has ``query_seq_lengths[b]``
         real queries and ``key_value_seq_lengths[b]`` real keys, the rest padding at the
@@ -475,13 +486,13 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, alibi_slopes=None, c
         ``K``, an empty axis, a mask or bias of another rank or not broadcastable to
         ``(B, N, T, S)``, a NaN/inf ``scale``, ``block_size < 1``, ``dropout_rate``
         outside ``[0, 1)`` or without a ``dropout_key``, ``window < 1``, ``window`` with
-        a ``bias``, ``alibi_slopes`` not of shape ``(N,)`` or ``(B, N)``, sequence lengths
+        a ``bias``, a ``logit_soft_cap`` that is not finite and ``> 0``, ``alibi_slopes`` not of shape ``(N,)`` or ``(B, N)``, sequence lengths
         not of shape ``(B,)``, outside their range or with an unbatched ``q``.
       TypeError: non-floating or mismatched ``q, k, v`` dtypes, a non-bool mask, a
         non-floating (e.g. bool) bias or ALiBi slopes, non-integer sequence lengths, a
-        non-static ``scale``, ``causal``, ``block_size`` or ``window``, a ``dropout_rate``
-        that is not a number or a real scalar array, a ``dropout_key`` that is not a PRNG
-        key.
+        non-static ``scale``, ``causal``, ``block_size``, ``window`` or
+        ``logit_soft_cap``, a ``dropout_rate`` that is not a number or a real scalar
+        array, a ``dropout_key`` that is not a PRNG key.
 
     References:
       Rabe & Staats (2021), https://arxiv.org/abs/2112.05682; Dao et al. (2022),
@@ -492,6 +503,7 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, alibi_slopes=None, c
     causal, scale, block_size, rate, key, window = check_attention_args(
         fn, q, k, v, mask, causal, scale, block_size, dropout_rate, dropout_key, window, bias)
     alibi = check_alibi_slopes(fn, alibi_slopes, q)
+    cap = _checks.check_soft_cap(fn, logit_soft_cap)
     mask, real = seq_length_masks(fn, q, k, mask, query_seq_lengths, key_value_seq_lengths)
     single = q.ndim == 3
     if single:
@@ -504,6 +516,7 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, alibi_slopes=None, c
     else:
         rows = math.prod(d for d in q.shape[:3] if isinstance(d, int))  # symbolic B counts 1
         plan = _plan(k.shape[1], rows, causal, scale, block_size, static_rate, traced)
+    plan = plan._replace(soft_cap=cap)
     if traced:
         key = (key, rate)
     o = _attention(q, k, v, None if mask is None else jnp.asarray(mask),

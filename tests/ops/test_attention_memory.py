@@ -27,8 +27,9 @@ def _activation_bytes(res):
     return sum(r.nbytes for r in res if not r.is_argument)
 
 
-@pytest.mark.parametrize("kw", [{"causal": True}, {"causal": False, "block_size": 96}],
-                         ids=["causal_default_blocks", "padded_blocks"])
+@pytest.mark.parametrize("kw", [{"causal": True}, {"causal": False, "block_size": 96},
+                                {"causal": True, "logit_soft_cap": 50.0}],
+                         ids=["causal_default_blocks", "padded_blocks", "soft_cap"])
 def test_no_t_by_s_residual_and_linear_growth_in_t(kw):
     sizes = (256, 512, 1024, 2048)          # default plan: 1, 2, 8 and 32 blocks
     act = {}

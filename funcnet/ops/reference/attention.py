@@ -17,7 +17,8 @@ from funcnet.ops.dropout import keep_probability
 
 def dot_product_attention(q, k, v, mask=None, *, bias=None, alibi_slopes=None, causal=False,
                           scale=None, block_size=None, dropout_rate=0.0, dropout_key=None,
-                          window=None, query_seq_lengths=None, key_value_seq_lengths=None):
+                          window=None, logit_soft_cap=None, query_seq_lengths=None,
+                          key_value_seq_lengths=None):
     """Reference attention ``softmax(q k^T * scale + bias, masked with L) v``, one ``T x S``
     block.
 
@@ -34,6 +35,8 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, alibi_slopes=None, c
         too).
       window: as the op: query ``i`` attends keys ``i - window < j`` (and ``j <= i``
         causal, ``j < i + window`` otherwise), one more term of the boolean mask.
+      logit_soft_cap: as the op: ``c tanh(s / c)`` of the scaled logits ``s``, before the
+        bias; differentiated by JAX.
       query_seq_lengths, key_value_seq_lengths: as the op (padded keys masked, padded
         queries' outputs 0).
 
@@ -44,6 +47,7 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, alibi_slopes=None, c
         "dot_product_attention", q, k, v, mask, causal, scale, block_size, dropout_rate,
         dropout_key, window, bias)
     alibi = check_alibi_slopes("dot_product_attention", alibi_slopes, q)
+    cap = _checks.check_soft_cap("dot_product_attention", logit_soft_cap)
     mask, real = seq_length_masks("dot_product_attention", q, k, mask, query_seq_lengths,
                                   key_value_seq_lengths)
     single = q.ndim == 3
@@ -54,6 +58,8 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, alibi_slopes=None, c
     ct = compute_dtype(q.dtype)
     qg = q.reshape(b, t, kh, n // kh, h)
     s = einsum("btkgh,bskh->bkgts", qg, k, ct) * scale
+    if cap is not None:
+        s = cap * jnp.tanh(s / cap)
     if bias is not None:
         s = s + mask5(jnp.asarray(bias), n, kh).astype(ct)
     if alibi is not None:

@@ -1,0 +1,94 @@
+"""nn.MultiHeadAttention / nn.CrossAttention(logit_soft_cap=c) (Gemma 2): values and
+gradients equal plain grouped-query attention with ``c tanh(x / c)`` logits (float64,
+1e-10), with rope, a sliding window and a mask; decoding with the cap (token by token) gives
+the capped full pass; errors at construction."""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from funcnet import nn
+from funcnet.gradcheck import assert_close
+from tests.nn._models import abstract_init, numpy_init, randint, randn
+from tests.nn.test_attention_decode import decode_in_chunks
+from tests.nn.test_attention_gqa import plain_gqa
+from tests.ops.test_attention_window import _band
+
+CAP, ROPE, W = 0.5, {"base": 100.0}, 3
+
+CASES = {   # name: (cross, window)
+    "self_rope_window": (False, W),
+    "cross": (True, None),
+}
+
+
+@functools.lru_cache(maxsize=None)
+def _vs_plain(case):
+    cross, window = CASES[case]
+    if cross:
+        layer = nn.CrossAttention(4, num_kv_heads=2, logit_soft_cap=CAP)
+    else:
+        layer = nn.MultiHeadAttention(4, num_kv_heads=2, causal=True, rope=ROPE,
+                                      window=window, logit_soft_cap=CAP)
+
+    def ours(p, x, ctx, m):
+        return layer.apply(p, (), (x, ctx, m) if cross else (x, m))[0]
+
+    def plain(p, x, ctx, m, cap=CAP):
+        if not cross:
+            m = _band(x.shape[1], x.shape[1], window, True)[None, None] & m
+        return plain_gqa(p, x, ctx if cross else x, m, heads=4, kv=2, causal=False,
+                         rope=None if cross else ROPE, soft_cap=cap)
+
+    def both(p, x, ctx, m):
+        grads = [jax.value_and_grad(lambda p, x, f=f: jnp.sum(jnp.sin(f(p, x, ctx, m))),
+                                    (0, 1))(p, x) for f in (ours, plain)]
+        return grads, plain(p, x, ctx, m, cap=None)
+    return layer, cross, jax.jit(both)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_equals_plain_attention_with_capped_logits(case):
+    layer, cross, run = _vs_plain(case)
+    shapes = ((-1, 6, 8), (-1, 5, 3), (-1, 1, 1, 5)) if cross else ((-1, 6, 8), (-1, 1, 1, 6))
+    _, params, _ = numpy_init(layer, shapes)
+    params = jax.tree_util.tree_map(lambda a: 3 * a, params)   # logits beyond the cap
+    x, ctx = randn((2, 6, 8), seed=2), randn((2, 5, 3), seed=3)
+    mask = jnp.asarray(np.arange(shapes[-1][-1]) != 1).reshape(shapes[-1][1:])[None]
+    (got, want), uncapped = run(params, x, ctx, jnp.repeat(mask, 2, 0))
+    assert_close(got, want, 1e-10, "values and gradients")
+    apply = (lambda: layer.apply(params, (), (x, ctx, mask))[0]) if cross else (
+        lambda: layer.apply(params, (), (x, mask))[0])
+    assert float(jnp.max(jnp.abs(apply()[:1] - uncapped[:1]))) > 1e-2   # the cap matters
+
+
+def gpt(decode=False, cap=CAP):
+    attn = nn.serial(nn.LayerNorm(), nn.MultiHeadAttention(
+        2, causal=True, decode=decode, rope=ROPE, logit_soft_cap=cap))
+    return nn.TiedEmbedding(11, 8, nn.serial(attn, nn.LayerNorm()))
+
+
+def test_decoding_with_the_cap_equals_the_capped_full_pass():
+    model, dec = gpt(), gpt(decode=True)
+    _, params, state = numpy_init(model, (-1, 6))
+    params = jax.tree_util.tree_map(lambda a: 4 * a, params)
+    ids = randint((2, 6), 11, seed=1)
+    want, _ = model.apply(params, state, ids)
+    cache = jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype),
+                                   abstract_init(dec, (2, 6))[2])
+    got, _ = decode_in_chunks(jax.jit(dec.apply), params, cache, ids, [2, 1, 3])
+    assert_close(got, want, 1e-10, "decoded logits")
+    plain, _ = gpt(cap=None).apply(params, state, ids)
+    assert float(jnp.max(jnp.abs(plain - want))) > 1e-3
+
+
+@pytest.mark.parametrize("factory", [nn.MultiHeadAttention, nn.CrossAttention])
+def test_bad_caps_are_refused_at_construction(factory):
+    name = factory.__name__
+    with pytest.raises(ValueError, match=rf"{name}\(2\): logit_soft_cap must be in \(0, inf\), "
+                                         r"got -3"):
+        factory(2, logit_soft_cap=-3.0)
+    with pytest.raises(TypeError, match=rf"{name}\(2\): logit_soft_cap must be a Python float"):
+        factory(2, logit_soft_cap="30")
