@@ -29,7 +29,8 @@ _LAYOUT = "(N, T, F) or one sequence (T, F)"
 _PROJECTIONS = ("q", "k", "v", "o")
 
 
-@described(added=("window", "position_bias", "position_bias_buckets", "logit_soft_cap"))
+@described(added=("window", "position_bias", "position_bias_buckets", "logit_soft_cap",
+                  "scale"))
 def MultiHeadAttention(num_heads: int, *, qkv_features: int | None = None,
                        out_features: int | None = None, causal: bool = False,
                        dropout_rate: float = 0.0, use_bias: bool = True,
@@ -38,7 +39,8 @@ def MultiHeadAttention(num_heads: int, *, qkv_features: int | None = None,
                        decode: bool = False, rope=False, window: int | None = None,
                        position_bias: str | None = None,
                        position_bias_buckets: tuple = (32, 128),
-                       logit_soft_cap: float | None = None) -> Layer:
+                       logit_soft_cap: float | None = None,
+                       scale: float | None = None) -> Layer:
     """Multi-head self-attention: projections, :func:`funcnet.ops.dot_product_attention`,
     output projection.
 
@@ -93,7 +95,7 @@ def MultiHeadAttention(num_heads: int, *, qkv_features: int | None = None,
     buckets are bidirectional (its encoder) without ``causal``, unidirectional (its
     decoder) with it; ``rel_bias`` starts Glorot uniform (Mesh TensorFlow, T5X). Departures
     from T5: each layer has its own table (T5 shares one per stack), and the logits keep
-    the ``1/sqrt(dh)`` scale (T5 has none). ``decode=True``: query ``t`` of a chunk is at
+    the ``1/sqrt(dh)`` scale unless ``scale=1.0`` (T5 has none). ``decode=True``: query ``t`` of a chunk is at
     ``index + t``, cache slot ``j`` at ``j``, so chunks equal the full pass (tests). With
     ``rope`` the bias adds to the rotated logits. The bias is materialised and kept for
     the backward pass: ``O(num_heads T S)`` memory, not the op's ``O(T)``.
@@ -175,6 +177,9 @@ def MultiHeadAttention(num_heads: int, *, qkv_features: int | None = None,
         become ``c tanh(x / c)`` before the position bias and the mask (Gemma 2's
         attention soft-capping, ``c = 50``), in training, evaluation and decoding alike;
         the op's ``logit_soft_cap``.
+      scale: ``None`` (default: ``1/sqrt(dh)``) or a float multiplying the logits, the
+        op's ``scale``: ``1.0`` for T5's unscaled logits (its checkpoints fold the scale
+        into ``wq``), ``query_pre_attn_scalar ** -0.5`` for Gemma 2.
 
     Returns:
       A :class:`Layer` named ``"MultiHeadAttention(num_heads)"``; ``apply`` takes ``key=``
@@ -182,14 +187,14 @@ def MultiHeadAttention(num_heads: int, *, qkv_features: int | None = None,
 
     Raises:
       TypeError: at construction, non-int sizes, a non-bool ``causal``/``use_bias``, a
-        non-number ``dropout_rate`` or ``logit_soft_cap``, a non-callable initializer or a
-        non-float ``dtype``;
-        in ``apply`` a non-float input.
+        non-number ``dropout_rate``, ``logit_soft_cap`` or ``scale``, a non-callable
+        initializer or a non-float ``dtype``; in ``apply`` a non-float input.
       ValueError: at construction ``num_heads < 1``, ``qkv_features`` not a multiple of
         ``num_heads``, ``num_heads`` not a multiple of ``num_kv_heads``, ``dropout_rate``
         outside ``[0, 1)``, ``decode=True`` without ``causal=True``, ``window < 1`` or
         ``window`` with ``position_bias="t5"``, or with ``"alibi"`` and ``decode=True``,
-        a ``logit_soft_cap`` that is not finite and ``> 0``, a ``position_bias`` other
+        a ``logit_soft_cap`` that is not finite and ``> 0``, a non-finite ``scale``, a
+        ``position_bias`` other
         than ``None``, ``"alibi"``, ``"t5"``, ``position_bias_buckets`` not a pair of ints
         ``>= 1`` (``TypeError`` for a non-pair or non-int), too few for ``"t5"``, or given
         without ``"t5"``; in ``init`` a bad
@@ -225,21 +230,23 @@ def MultiHeadAttention(num_heads: int, *, qkv_features: int | None = None,
         window = _checks.static_int(name, "window", window, minimum=1)
     bias_spec = _pb.check(name, position_bias, position_bias_buckets, causal, window, decode)
     cap = _checks.check_soft_cap(name, logit_soft_cap)
+    if scale is not None:
+        scale = _checks.static_float(name, "scale", scale)
     if decode and not causal:
         raise ValueError(f"{name}: decode=True needs causal=True (autoregressive decoding "
                          f"of causal self-attention: a query never sees a later position)")
     return _attention_layer(name, heads, num_kv_heads, False, qkv_features, out_features,
                             causal, dropout_rate, use_bias, w_init, b_init, dtype, decode,
-                            rope, window, bias_spec, cap)
+                            rope, window, bias_spec, cap, scale)
 
 
-@described(added=("decode", "logit_soft_cap"))
+@described(added=("decode", "logit_soft_cap", "scale"))
 def CrossAttention(num_heads: int, *, qkv_features: int | None = None,
                    out_features: int | None = None, dropout_rate: float = 0.0,
                    use_bias: bool = True, w_init=initializers.xavier_uniform(),
                    b_init=initializers.zeros, dtype=None,
                    num_kv_heads: int | None = None, decode: bool = False,
-                   logit_soft_cap: float | None = None) -> Layer:
+                   logit_soft_cap: float | None = None, scale: float | None = None) -> Layer:
     """Multi-head cross-attention: queries from ``x``, keys and values from ``context``
     (an encoder-decoder transformer's decoder reading the encoder's output).
 
@@ -302,6 +309,8 @@ def CrossAttention(num_heads: int, *, qkv_features: int | None = None,
         the context's shape without ``-1``. Default ``False``.
       logit_soft_cap: ``None`` (default) or a float ``c > 0``, the op's soft cap of the
         logits (as :func:`MultiHeadAttention`).
+      scale: ``None`` (default: ``1/sqrt(dh)``) or a float multiplying the logits (``1.0``
+        for T5; as :func:`MultiHeadAttention`).
 
     Returns:
       A :class:`Layer` named ``"CrossAttention(num_heads)"``; ``apply`` takes ``key=``
@@ -332,7 +341,9 @@ def CrossAttention(num_heads: int, *, qkv_features: int | None = None,
     return _attention_layer(name, heads, num_kv_heads, True, qkv_features, out_features,
                             False, dropout_rate, use_bias, w_init, b_init, dtype,
                             _checks.static_bool(name, "decode", decode), None, None, None,
-                            _checks.check_soft_cap(name, logit_soft_cap))
+                            _checks.check_soft_cap(name, logit_soft_cap),
+                            None if scale is None else _checks.static_float(name, "scale",
+                                                                            scale))
 
 
 _ROPE_ARGS = ("base", "rotary_dim", "interleaved")
@@ -355,14 +366,14 @@ def _rope_args(name: str, rope) -> dict | None:
 
 def _attention_layer(name, heads, kv_heads, cross, qkv_features, out_features, causal,
                      dropout_rate, use_bias, w_init, b_init, dtype, decode, rope,
-                     window, bias_spec, soft_cap) -> Layer:
+                     window, bias_spec, soft_cap, scale) -> Layer:
     """The init/apply of both attention layers; ``cross``: keys and values are projected
     from a ``context`` (the second input) instead of from ``x``; ``decode``: a key/value
     cache in ``state`` (:mod:`funcnet.nn.decoding`; with ``cross``, the context's);
     ``rope``: ``None`` or the keyword arguments of the rotary embedding of ``q`` and
     ``k``; ``window``: ``None`` or the sliding window; ``bias_spec``: ``None`` or the
-    position bias of :func:`funcnet.nn.position_bias.check`; ``soft_cap``: ``None`` or
-    the op's ``logit_soft_cap``."""
+    position bias of :func:`funcnet.nn.position_bias.check`; ``soft_cap``, ``scale``:
+    ``None`` or the op's ``logit_soft_cap`` and ``scale``."""
     if kv_heads is None:
         kv_heads = heads
     kv_heads = _checks.static_int(name, "num_kv_heads", kv_heads, minimum=1)
@@ -519,7 +530,7 @@ def _attention_layer(name, heads, kv_heads, cross, qkv_features, out_features, c
                                           causal=causal and not decode, dropout_rate=drop,
                                           dropout_key=key if _checks.may_drop(drop) else None,
                                           window=None if decode else window,
-                                          logit_soft_cap=soft_cap)
+                                          logit_soft_cap=soft_cap, scale=scale)
             y = _project(o.reshape(n, t, d), params, "o")
         y = decoding.guard(y, fits)
         return (y[0] if single else y), state

@@ -18,11 +18,13 @@ KEY = jax.random.PRNGKey(0)
 NEG = -0.7 * float(jnp.finfo(jnp.float32).max)
 
 
-def plain_gqa(params, x, ctx, mask, *, heads, kv, causal, rope=None, soft_cap=None):
+def plain_gqa(params, x, ctx, mask, *, heads, kv, causal, rope=None, soft_cap=None,
+              scale=None):
     """Grouped-query attention in plain JAX: key/value head ``j`` repeated for query heads
     ``j G .. j G + G - 1`` (``G = heads / kv``), then multi-head attention; with ``rope``
     (keyword arguments), ``q`` and ``k`` rotated by the twin of ops.rotary_embedding; with
-    ``soft_cap`` ``c``, the logits ``x`` become ``c tanh(x / c)`` before the mask."""
+    ``soft_cap`` ``c``, the logits ``x`` become ``c tanh(x / c)`` before the mask; ``scale``
+    replaces ``1/sqrt(dh)``."""
     b = {p: params.get(f"b{p}", jnp.zeros((params[f"w{p}"].shape[1],), F64)) for p in "qkvo"}
     q, k, v = (a @ params[f"w{p}"] + b[p][None, None, :] for a, p in ((x, "q"), (ctx, "k"),
                                                                         (ctx, "v")))
@@ -33,7 +35,8 @@ def plain_gqa(params, x, ctx, mask, *, heads, kv, causal, rope=None, soft_cap=No
     if rope is not None:
         q, k = (R.rotary_embedding(a, None, **rope) for a in (q, k))
     k, v = (jnp.repeat(a, heads // kv, axis=2) for a in (k, v))
-    logits = jnp.einsum("nthd,nshd->nhts", q, k) / np.sqrt(dh)
+    logits = jnp.einsum("nthd,nshd->nhts", q, k) * (1 / np.sqrt(dh) if scale is None
+                                                    else scale)
     if soft_cap is not None:
         logits = soft_cap * jnp.tanh(logits / soft_cap)
     allowed = jnp.ones((1, 1, t, s), bool) if mask is None else mask

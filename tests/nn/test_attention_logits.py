@@ -1,7 +1,8 @@
-"""nn.MultiHeadAttention / nn.CrossAttention(logit_soft_cap=c) (Gemma 2): values and
-gradients equal plain grouped-query attention with ``c tanh(x / c)`` logits (float64,
-1e-10), with rope, a sliding window and a mask; decoding with the cap (token by token) gives
-the capped full pass; errors at construction."""
+"""nn.MultiHeadAttention / nn.CrossAttention(logit_soft_cap=c, scale=s): the logits' soft
+cap (Gemma 2) and scale (T5's 1.0). Values and gradients equal plain grouped-query
+attention with ``c tanh(s q.k / c)`` logits (float64, 1e-10), with rope, a sliding window
+and a mask; decoding with both (chunk by chunk) gives the full pass; errors at
+construction."""
 import functools
 
 import jax
@@ -18,29 +19,30 @@ from tests.ops.test_attention_window import _band
 
 CAP, ROPE, W = 0.5, {"base": 100.0}, 3
 
-CASES = {   # name: (cross, window)
-    "self_rope_window": (False, W),
-    "cross": (True, None),
+CASES = {   # name: (cross, window, scale)
+    "self_rope_window": (False, W, None),
+    "self_scale": (False, None, 0.2),
+    "cross_t5_scale": (True, None, 1.0),
 }
 
 
 @functools.lru_cache(maxsize=None)
 def _vs_plain(case):
-    cross, window = CASES[case]
+    cross, window, scale = CASES[case]
     if cross:
-        layer = nn.CrossAttention(4, num_kv_heads=2, logit_soft_cap=CAP)
+        layer = nn.CrossAttention(4, num_kv_heads=2, logit_soft_cap=CAP, scale=scale)
     else:
         layer = nn.MultiHeadAttention(4, num_kv_heads=2, causal=True, rope=ROPE,
-                                      window=window, logit_soft_cap=CAP)
+                                      window=window, logit_soft_cap=CAP, scale=scale)
 
     def ours(p, x, ctx, m):
         return layer.apply(p, (), (x, ctx, m) if cross else (x, m))[0]
 
     def plain(p, x, ctx, m, cap=CAP):
         if not cross:
-            m = _band(x.shape[1], x.shape[1], window, True)[None, None] & m
+            m = _band(x.shape[1], x.shape[1], window or x.shape[1], True)[None, None] & m
         return plain_gqa(p, x, ctx if cross else x, m, heads=4, kv=2, causal=False,
-                         rope=None if cross else ROPE, soft_cap=cap)
+                         rope=None if cross else ROPE, soft_cap=cap, scale=scale)
 
     def both(p, x, ctx, m):
         grads = [jax.value_and_grad(lambda p, x, f=f: jnp.sum(jnp.sin(f(p, x, ctx, m))),
@@ -64,13 +66,13 @@ def test_equals_plain_attention_with_capped_logits(case):
     assert float(jnp.max(jnp.abs(apply()[:1] - uncapped[:1]))) > 1e-2   # the cap matters
 
 
-def gpt(decode=False, cap=CAP):
+def gpt(decode=False, cap=CAP, scale=1.0):
     attn = nn.serial(nn.LayerNorm(), nn.MultiHeadAttention(
-        2, causal=True, decode=decode, rope=ROPE, logit_soft_cap=cap))
+        2, causal=True, decode=decode, rope=ROPE, logit_soft_cap=cap, scale=scale))
     return nn.TiedEmbedding(11, 8, nn.serial(attn, nn.LayerNorm()))
 
 
-def test_decoding_with_the_cap_equals_the_capped_full_pass():
+def test_decoding_with_the_cap_and_scale_equals_the_full_pass():
     model, dec = gpt(), gpt(decode=True)
     _, params, state = numpy_init(model, (-1, 6))
     params = jax.tree_util.tree_map(lambda a: 4 * a, params)
@@ -80,15 +82,20 @@ def test_decoding_with_the_cap_equals_the_capped_full_pass():
                                    abstract_init(dec, (2, 6))[2])
     got, _ = decode_in_chunks(jax.jit(dec.apply), params, cache, ids, [2, 1, 3])
     assert_close(got, want, 1e-10, "decoded logits")
-    plain, _ = gpt(cap=None).apply(params, state, ids)
-    assert float(jnp.max(jnp.abs(plain - want))) > 1e-3
+    for other in (gpt(cap=None), gpt(scale=None)):    # both settings matter
+        plain, _ = other.apply(params, state, ids)
+        assert float(jnp.max(jnp.abs(plain - want))) > 1e-3
 
 
 @pytest.mark.parametrize("factory", [nn.MultiHeadAttention, nn.CrossAttention])
-def test_bad_caps_are_refused_at_construction(factory):
+def test_bad_caps_and_scales_are_refused_at_construction(factory):
     name = factory.__name__
     with pytest.raises(ValueError, match=rf"{name}\(2\): logit_soft_cap must be in \(0, inf\), "
                                          r"got -3"):
         factory(2, logit_soft_cap=-3.0)
     with pytest.raises(TypeError, match=rf"{name}\(2\): logit_soft_cap must be a Python float"):
         factory(2, logit_soft_cap="30")
+    with pytest.raises(ValueError, match=rf"{name}\(2\): scale must be finite, got nan"):
+        factory(2, scale=float("nan"))
+    with pytest.raises(TypeError, match=rf"{name}\(2\): scale must be a Python float"):
+        factory(2, scale=jnp.ones((2,)))
