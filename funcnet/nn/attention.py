@@ -169,7 +169,9 @@ def MultiHeadAttention(num_heads: int, *, qkv_features: int | None = None,
         ``L < W`` the cache is the ordinary one of ``L`` positions. With dropout the op
         draws the window's own mask (see :func:`funcnet.ops.dot_product_attention`).
       position_bias: ``None`` (default), ``"alibi"`` or ``"t5"`` (above). With ``window``
-        only ``"alibi"`` (computed per block of the window), and not with ``decode``.
+        too (ALiBi computed per block of the window; T5's ``(1, num_heads, T, T)`` bias read
+        per block: LongT5's local attention with ``causal=False``), but not with
+        ``decode``.
       position_bias_buckets: ``"t5"``'s ``(num_buckets, max_distance)``, default
         ``(32, 128)`` (T5's): the rows of ``rel_bias`` (half of them per sign without
         ``causal``); distances ``>= max_distance`` share the last bucket.
@@ -191,8 +193,8 @@ def MultiHeadAttention(num_heads: int, *, qkv_features: int | None = None,
         initializer or a non-float ``dtype``; in ``apply`` a non-float input.
       ValueError: at construction ``num_heads < 1``, ``qkv_features`` not a multiple of
         ``num_heads``, ``num_heads`` not a multiple of ``num_kv_heads``, ``dropout_rate``
-        outside ``[0, 1)``, ``decode=True`` without ``causal=True``, ``window < 1`` or
-        ``window`` with ``position_bias="t5"``, or with ``"alibi"`` and ``decode=True``,
+        outside ``[0, 1)``, ``decode=True`` without ``causal=True``, ``window < 1``,
+        ``window`` with a ``position_bias`` and ``decode=True``,
         a ``logit_soft_cap`` that is not finite and ``> 0``, a non-finite ``scale``, a
         ``position_bias`` other
         than ``None``, ``"alibi"``, ``"t5"``, ``position_bias_buckets`` not a pair of ints

@@ -82,8 +82,7 @@ def check(name: str, kind, buckets, causal: bool, window, decode: bool = False
           ) -> tuple | None:
     """The validated spec ``(kind, num_buckets, max_distance, bidirectional)`` (``None``:
     no bias) of ``position_bias=kind, position_bias_buckets=buckets``. With a ``window``
-    only ALiBi, and not with ``decode`` (the op computes ALiBi per block of the window;
-    a ring buffer's slots are not positions)."""
+    not with ``decode`` (a ring buffer's slots are not positions)."""
     if kind is not None and not isinstance(kind, str):
         raise ValueError(f"{name}: position_bias must be one of None, 'alibi', 't5', got "
                          f"{type(kind).__name__} {kind!r:.60}")
@@ -102,13 +101,10 @@ def check(name: str, kind, buckets, causal: bool, window, decode: bool = False
                              f"position_bias='t5' only, got position_bias={kind!r}")
         if kind is None:
             return None
-    if window is not None and kind == "t5":
-        raise ValueError(f"{name}: position_bias={kind!r} with window={window}: the "
-                         "sliding window takes no bias (dot_product_attention refuses it)")
     if window is not None and decode:
         raise ValueError(f"{name}: position_bias={kind!r} with window={window} and "
-                         "decode=True: the ring buffer's slots are not positions (ALiBi "
-                         "with a window works without decode)")
+                         "decode=True: the ring buffer's slots are not positions (a "
+                         "position bias with a window works without decode)")
     if kind == "alibi":
         return (kind, None, None, not causal)
     per_sign = nb // 2 if not causal else nb

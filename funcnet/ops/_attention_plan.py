@@ -64,7 +64,7 @@ def check_attention_args(fn, q, k, v, mask, causal, scale, block_size, dropout_r
 
     ``scale`` comes back as a Python float (``1/sqrt(H)`` for ``None``); ``dropout_key``
     is required when ``dropout_rate > 0`` (and checked whenever given); ``window`` is
-    ``None`` or an int >= 1, without ``bias``. ``bias`` (optional) is
+    ``None`` or an int >= 1. ``bias`` (optional) is
     a floating array of the mask's shapes (:func:`_check_mask_shape`).
     """
     for name, a in (("q", q), ("k", k), ("v", v)):
@@ -114,10 +114,6 @@ def check_attention_args(fn, q, k, v, mask, causal, scale, block_size, dropout_r
                          "a PRNG key (pass dropout_rate=0.0 for evaluation)")
     if window is not None:
         window = _checks.static_int(fn, "window", window, minimum=1)
-        if bias is not None:
-            raise ValueError(f"{fn}: window={window} with a bias of shape "
-                             f"{_checks.shape_of(bias)}: sliding-window attention takes no "
-                             "bias (pass window=None, or the band as mask=)")
     return causal, scale, block_size, rate, dropout_key, window
 
 

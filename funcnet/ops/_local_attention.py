@@ -14,6 +14,11 @@ A row that attends nothing (its window fully masked) is, as in the unwindowed op
 its ``log l`` residual is ``+inf`` (so the recomputed probabilities are 0) and the backward
 pass adds ``dO_i / S`` to every ``dV_j``.
 
+A ``bias`` (the op's ``bias=``, e.g. T5's relative positions: LongT5's local attention)
+is read per block, its rows and the block's span where it is not of size 1, and its
+gradient ``dS`` is added back at the same place in the backward scan's carry (a bias's
+gradient has the bias's size: ``O(T S)`` only when the bias itself is).
+
 ALiBi (the op's ``alibi_slopes``) adds ``-m |i - j|`` to a block's logits from the same
 row and column positions as the window, and its slopes' gradient ``-sum dS |i - j|`` is
 summed in the backward scan's carry.
@@ -32,8 +37,8 @@ from jax import lax
 from funcnet.ops._arrays import compute_dtype, einsum
 from funcnet.ops._attention_dropout import drop, window_keep_probabilities
 from funcnet.ops._attention_plan import (BLOCK_ELEMENTS, MIN_BLOCK, Plan, alibi_distance,
-                                         alibi_slope_grad, mask5, merge_heads, slopes5,
-                                         soft_capped, split_heads, uncapped)
+                                         alibi_slope_grad, mask5, merge_heads, reduce_to,
+                                         slopes5, soft_capped, split_heads, uncapped)
 from funcnet.ops._mesh import vary_like
 from funcnet.ops.dropout import keep_probability
 
@@ -96,18 +101,37 @@ def _scan(body, carry, xs, inputs):
     return lax.scan(body, vary_like(carry, xs, inputs), xs)
 
 
-def _logits(qb, kt, m5, i, plan: Plan, al=None):
+def _start(i, plan: Plan):
+    """The first key of query block ``i``'s span."""
+    return jnp.clip(i * plan.block - (plan.window - 1), 0, plan.s - _span(plan))
+
+
+def _of_block(a5, i, plan: Plan):
+    """Query block ``i``'s part ``(b, K|1, G|1, block|1, span|1)`` of a mask or bias
+    ``(b, K|1, G|1, T|1, S|1)`` (its query axis padded to whole blocks): its rows and its
+    span's keys, where the array is not of size 1."""
+    if a5.shape[3] != 1:
+        a5 = lax.dynamic_slice_in_dim(a5, i * plan.block, plan.block, axis=3)
+    if a5.shape[4] != 1:
+        a5 = lax.dynamic_slice_in_dim(a5, _start(i, plan), _span(plan), axis=4)
+    return a5
+
+
+def _logits(qb, kt, m5, i, plan: Plan, al=None, b5=None):
     """Scaled logits of query block ``i`` over its span, ``(B, K, G, block, span)`` (soft
-    capped with ``plan.soft_cap``, then ALiBi's ``-m |i - j|`` for the slopes ``al``
-    ``(b, K, G, 1, 1)``, or ``None``), the attend mask (window, causal, user mask), the
-    span's keys and first key, ``|i - j|`` (``None`` without ``al``) and the cap's
-    derivative (``None`` without a cap)."""
+    capped with ``plan.soft_cap``, plus the bias ``b5`` of :func:`_padded` (or ``None``),
+    then ALiBi's ``-m |i - j|`` for the slopes ``al`` ``(b, K, G, 1, 1)``, or ``None``),
+    the attend mask (window, causal, user mask), the span's keys and first key,
+    ``|i - j|`` (``None`` without ``al``) and the cap's derivative (``None`` without a
+    cap)."""
     span = _span(plan)
     r0 = i * plan.block
-    start = jnp.clip(r0 - (plan.window - 1), 0, plan.s - span)
+    start = _start(i, plan)
     kb = lax.dynamic_slice_in_dim(kt, start, span, axis=2)
     ct = compute_dtype(qb.dtype)
     s, dcap = soft_capped(einsum("bkgth,bksh->bkgts", qb, kb, ct) * plan.scale, plan.soft_cap)
+    if b5 is not None:
+        s = s + _of_block(b5, i, plan).astype(ct)
     rows = r0 + lax.broadcasted_iota(jnp.int32, (1, 1, 1, plan.block, 1), 3)
     cols = start + lax.broadcasted_iota(jnp.int32, (1, 1, 1, 1, span), 4)
     distance = None if al is None else alibi_distance(rows, cols, ct)
@@ -116,11 +140,7 @@ def _logits(qb, kt, m5, i, plan: Plan, al=None):
     attend = cols > rows - plan.window
     attend = attend & ((cols <= rows) if plan.causal else (cols < rows + plan.window))
     if m5 is not None:
-        if m5.shape[3] != 1:
-            m5 = lax.dynamic_slice_in_dim(m5, r0, plan.block, axis=3)
-        if m5.shape[4] != 1:
-            m5 = lax.dynamic_slice_in_dim(m5, start, span, axis=4)
-        attend = attend & m5
+        attend = attend & _of_block(m5, i, plan)
     return s, attend, kb, start, distance, dcap
 
 
@@ -136,22 +156,22 @@ def _keep(dropping, qb, i, start, plan: Plan):
                                      plan.causal)
 
 
-def forward(q, k, v, mask, alibi, dropping, plan: Plan):
+def forward(q, k, v, mask, bias, alibi, dropping, plan: Plan):
     """``o`` ``(B, T, N, H)`` in the compute dtype, and ``m, log l`` ``(B, K, G, T)``
-    (``m = 0, log l = +inf`` in a row that attends nothing). ``alibi``: ``None`` or the
-    op's slopes; ``dropping``: ``None`` or ``(key, rate)``."""
+    (``m = 0, log l = +inf`` in a row that attends nothing). ``bias``, ``alibi``: ``None``
+    or the op's bias and slopes; ``dropping``: ``None`` or ``(key, rate)``."""
     ct = compute_dtype(q.dtype)
     t, n = q.shape[1], q.shape[2]
     kh = k.shape[2]
     kt, vt = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
-    m5 = _padded_mask(mask, n, kh, t, plan)
+    m5, b5 = _padded(mask, n, kh, t, plan, False), _padded(bias, n, kh, t, plan, 0)
     mean = jnp.mean(vt.astype(ct), axis=2)[:, :, None, None, :]     # a row that sees nothing
     keep = keep_probability(0.0 if dropping is None else dropping[1], ct)
     al = None if alibi is None else slopes5(alibi, n, kh, ct)
 
     def body(_, x):
         i, qb = x
-        s, attend, _, start, _, _ = _logits(qb, kt, m5, i, plan, al)
+        s, attend, _, start, _, _ = _logits(qb, kt, m5, i, plan, al, b5)
         hit = jnp.any(attend, axis=-1)
         m = lax.stop_gradient(jnp.max(jnp.where(attend, s, -jnp.inf), axis=-1))
         m = jnp.where(hit, m, jnp.zeros((), ct))
@@ -166,20 +186,22 @@ def forward(q, k, v, mask, alibi, dropping, plan: Plan):
 
     qh = split_heads(q, kh)
     xs = (jnp.arange(-(-t // plan.block), dtype=jnp.int32), _tiles(qh, plan))
-    _, (o, m, log_l) = _scan(body, None, xs, (k, v, mask, alibi, dropping))
+    _, (o, m, log_l) = _scan(body, None, xs, (k, v, mask, bias, alibi, dropping))
     return merge_heads(_untile(o, t)), _untile(m, t), _untile(log_l, t)
 
 
-def backward(q, k, v, mask, alibi, o, m, log_l, do, dropping, plan: Plan):
-    """``(dq, dk, dv, dalibi, drate)`` (Dao et al. 2022, Algorithms 2 and 4, per query
-    block over its span); ``dalibi = -sum dS |i - j|`` in the slopes' shape and dtype
-    (``None`` without them); ``drate = sum_i D_i / (1 - r)`` over the rows that attend
-    something (the others are not dropped), ``None`` unless ``plan.traced_rate``."""
+def backward(q, k, v, mask, bias, alibi, o, m, log_l, do, dropping, plan: Plan):
+    """``(dq, dk, dv, dbias, dalibi, drate)`` (Dao et al. 2022, Algorithms 2 and 4, per
+    query block over its span); ``dbias = dS`` (summed over the bias's axes of size 1,
+    each block's part added in the scan's carry) and ``dalibi = -sum dS |i - j|`` in the
+    bias's and the slopes' shapes and dtypes (``None`` without them); ``drate = sum_i D_i
+    / (1 - r)`` over the rows that attend something (the others are not dropped),
+    ``None`` unless ``plan.traced_rate``."""
     ct = compute_dtype(q.dtype)
     t, n = q.shape[1], q.shape[2]
     s_len, kh = k.shape[1], k.shape[2]
     kt, vt = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
-    m5 = _padded_mask(mask, n, kh, t, plan)
+    m5, b5 = _padded(mask, n, kh, t, plan, False), _padded(bias, n, kh, t, plan, 0)
     qh, doh = split_heads(q, kh), split_heads(do, kh)
     d = jnp.sum(doh.astype(ct) * split_heads(o, kh).astype(ct), axis=-1)      # (B, K, G, T)
     span = _span(plan)
@@ -187,15 +209,17 @@ def backward(q, k, v, mask, alibi, o, m, log_l, do, dropping, plan: Plan):
     al = None if alibi is None else slopes5(alibi, n, kh, ct)
 
     def body(carry, x):
-        dk, dv, dal = carry
+        dk, dv, dbias, dal = carry
         i, qb, dob, db, mb, lb = x
-        s, attend, kb, start, distance, dcap = _logits(qb, kt, m5, i, plan, al)
+        s, attend, kb, start, distance, dcap = _logits(qb, kt, m5, i, plan, al, b5)
         vb = lax.dynamic_slice_in_dim(vt, start, span, axis=2)
         p = jnp.exp(jnp.where(attend, (s - mb[..., None]) - lb[..., None], -jnp.inf))
         keep = _keep(dropping, qb, i, start, plan)
         dvb = einsum("bkgts,bkgth->bksh", drop(p, keep, rate).astype(q.dtype), dob, ct)
         dp = drop(einsum("bkgth,bksh->bkgts", dob, vb, ct), keep, rate)
         ds = p * (dp - db[..., None])
+        if b5 is not None:     # dbias = dS: this block's rows and span, where not size 1
+            dbias = _add_block(dbias, ds, i, plan)
         if al is not None:     # d/dm_n of -m_n |i - j|
             dal = dal + alibi_slope_grad(ds, distance, al.shape)
         ds = (uncapped(ds, dcap) * plan.scale).astype(q.dtype)
@@ -205,13 +229,15 @@ def backward(q, k, v, mask, alibi, o, m, log_l, do, dropping, plan: Plan):
         def add(acc, part):
             old = lax.dynamic_slice_in_dim(acc, start, span, axis=2)
             return lax.dynamic_update_slice_in_dim(acc, old + part, start, axis=2)
-        return (add(dk, dkb), add(dv, dvb), dal), (dqb,)
+        return (add(dk, dkb), add(dv, dvb), dbias, dal), (dqb,)
 
     xs = (jnp.arange(-(-t // plan.block), dtype=jnp.int32), _tiles(qh, plan), _tiles(doh, plan),
           _tiles(d, plan), _tiles(m, plan), _tiles(log_l, plan, jnp.inf))
     zeros = jnp.zeros_like(kt, ct)      # *_like: k's sharding on a mesh with Explicit axes
-    init = (zeros, zeros, None if al is None else jnp.zeros_like(al))
-    (dk, dv, dal), (dq,) = _scan(body, init, xs, (k, v, mask, alibi, do, dropping))
+    init = (zeros, zeros, None if b5 is None else jnp.zeros_like(b5, ct),
+            None if al is None else jnp.zeros_like(al))
+    (dk, dv, dbias, dal), (dq,) = _scan(body, init, xs,
+                                        (k, v, mask, bias, alibi, do, dropping))
     # rows that attend nothing are the mean of all S values: dV_j += dO_i / S
     blind = jnp.isinf(log_l)
     dv = dv + jnp.sum(jnp.where(blind[..., None], doh.astype(ct), jnp.zeros((), ct)),
@@ -221,13 +247,29 @@ def backward(q, k, v, mask, alibi, o, m, log_l, do, dropping, plan: Plan):
     if plan.traced_rate:     # o_i = sum_j p_ij Z_ij v_j / (1 - r) in the rows that attend
         drate = jnp.sum(jnp.where(blind, jnp.zeros((), ct), d)) / keep_probability(rate, ct)
     dalibi = None if alibi is None else dal.reshape(alibi.shape).astype(alibi.dtype)
-    return merge_heads(_untile(dq, t)).astype(q.dtype), dk, dv, dalibi, drate
+    if bias is not None:
+        dbias = dbias[:, :, :, :t].reshape(bias.shape).astype(bias.dtype)
+    return merge_heads(_untile(dq, t)).astype(q.dtype), dk, dv, dbias, dalibi, drate
 
 
-def _padded_mask(mask, n: int, kh: int, t: int, plan: Plan):
-    """:func:`mask5` with the query axis (if full) padded to whole blocks (False)."""
-    m5 = mask5(mask, n, kh)
-    if m5 is None or m5.shape[3] == 1:
-        return m5
+def _add_block(acc, ds, i, plan: Plan):
+    """``acc`` (a bias's gradient, :func:`_padded`'s shape) plus query block ``i``'s
+    ``dS`` ``(B, K, G, block, span)``, summed over the axes where ``acc`` has size 1 and
+    added at the block's rows and span."""
+    shape = acc.shape[:3] + tuple(1 if acc.shape[a] == 1 else ds.shape[a] for a in (3, 4))
+    zero = jnp.zeros((), jnp.int32)
+    at = (zero, zero, zero, zero if shape[3] == 1 else i * plan.block,
+          zero if shape[4] == 1 else _start(i, plan))
+    return lax.dynamic_update_slice(
+        acc, lax.dynamic_slice(acc, at, shape) + reduce_to(ds, shape), at)
+
+
+def _padded(a, n: int, kh: int, t: int, plan: Plan, value):
+    """:func:`mask5` of a mask or a bias, with the query axis (if full) padded to whole
+    blocks with ``value`` (False, or 0)."""
+    a5 = mask5(a, n, kh)
+    if a5 is None or a5.shape[3] == 1:
+        return a5
     extra = -(-t // plan.block) * plan.block - t
-    return m5 if not extra else jnp.pad(m5, [(0, 0)] * 3 + [(0, extra), (0, 0)])
+    return a5 if not extra else jnp.pad(a5, [(0, 0)] * 3 + [(0, extra), (0, 0)],
+                                        constant_values=value)

@@ -220,10 +220,10 @@ def _attention_fwd(q, k, v, mask, bias, alibi, key, plan):
 
 def _attention_bwd(plan, res, do):
     q, k, v, mask, bias, alibi, key, o, m, log_l = res
-    if plan.window is not None:   # no bias with a window (the checks)
-        dq, dk, dv, dalibi, drate = _local_attention.backward(
-            q, k, v, mask, alibi, o, m, log_l, do, _dropping(key, plan), plan)
-        return dq, dk, dv, None, None, dalibi, _rate_cotangent(drate, key, plan)
+    if plan.window is not None:
+        dq, dk, dv, dbias, dalibi, drate = _local_attention.backward(
+            q, k, v, mask, bias, alibi, o, m, log_l, do, _dropping(key, plan), plan)
+        return dq, dk, dv, None, dbias, dalibi, _rate_cotangent(drate, key, plan)
     b, s_len, kh, h = k.shape
     ct = compute_dtype(q.dtype)
     qh, doh = split_heads(q, kh), split_heads(do, kh)
@@ -292,11 +292,10 @@ defvjp(_attention, _attention_fwd, _attention_bwd)
 
 
 def _any_forward(q, k, v, mask, bias, alibi, key, plan: Plan):
-    """:func:`_forward`, or the sliding-window forward pass with ``plan.window`` (no
-    bias)."""
+    """:func:`_forward`, or the sliding-window forward pass with ``plan.window``."""
     if plan.window is None:
         return _forward(q, k, v, mask, bias, alibi, key, plan)
-    return _local_attention.forward(q, k, v, mask, alibi, _dropping(key, plan), plan)
+    return _local_attention.forward(q, k, v, mask, bias, alibi, _dropping(key, plan), plan)
 
 
 # ---------------------------------------------------------------------------- public op
@@ -409,8 +408,9 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, alibi_slopes=None, c
     or ``Z_i[..., i - j + W - 1]`` (``width = 2W - 1``): not the unwindowed op's mask for
     the same key, again independent of ``block_size``, ``O(T W)`` random bits. A row
     whose window is fully masked stays the undropped mean. ALiBi's ``-m |i - j|`` is
-    computed per block over its span; a ``bias`` is refused with a window
-    (``ValueError``).
+    computed per block over its span; a ``bias`` is read per block (its rows and span)
+    and its gradient added back block by block in the backward scan's carry (LongT5's
+    local attention: T5's relative bias with a symmetric window).
 
     Args:
       q: queries ``(B, T, N, H)``, or ``(T, N, H)``.
@@ -485,8 +485,8 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, alibi_slopes=None, c
       ValueError: wrong ranks, inconsistent ``B, H`` or ``S``, ``N`` not a multiple of
         ``K``, an empty axis, a mask or bias of another rank or not broadcastable to
         ``(B, N, T, S)``, a NaN/inf ``scale``, ``block_size < 1``, ``dropout_rate``
-        outside ``[0, 1)`` or without a ``dropout_key``, ``window < 1``, ``window`` with
-        a ``bias``, a ``logit_soft_cap`` that is not finite and ``> 0``, ``alibi_slopes`` not of shape ``(N,)`` or ``(B, N)``, sequence lengths
+        outside ``[0, 1)`` or without a ``dropout_key``, ``window < 1``, a
+        ``logit_soft_cap`` that is not finite and ``> 0``, ``alibi_slopes`` not of shape ``(N,)`` or ``(B, N)``, sequence lengths
         not of shape ``(B,)``, outside their range or with an unbatched ``q``.
       TypeError: non-floating or mismatched ``q, k, v`` dtypes, a non-bool mask, a
         non-floating (e.g. bool) bias or ALiBi slopes, non-integer sequence lengths, a

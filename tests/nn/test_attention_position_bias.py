@@ -290,24 +290,28 @@ def test_params_of_another_shape_are_refused_eagerly_and_under_jit():
         (p, x, ValueError, r"params must be a dict with keys \['bk', 'bo', 'bq', 'bv', 'wk'")])
 
 
-def test_alibi_with_a_window_equals_the_papers_bias_in_the_band():
-    """``position_bias="alibi", window=W``: the op's slopes over each block of the window
-    equal plain attention with the paper's bias and the band in the mask (values and
-    gradients)."""
+@pytest.mark.parametrize("kind, causal", [("alibi", True), ("t5", False)],
+                         ids=["alibi_causal", "longt5_local"])
+def test_with_a_window_equals_the_papers_bias_in_the_band(kind, causal):
+    """``position_bias=kind, window=W``: the op's slopes (ALiBi) or the T5 bias read per
+    block of the window (LongT5's local attention, bidirectional) equal plain attention
+    with the paper's bias and the band in the mask (values and gradients, ``rel_bias``'s
+    too)."""
     w = 5
     layer = nn.MultiHeadAttention(4, num_kv_heads=2, qkv_features=8, out_features=5,
-                                  causal=True, position_bias="alibi", window=w)
+                                  causal=causal, position_bias=kind, window=w)
     _, params, _ = numpy_init(layer, ((-1, T, 6), (-1, 1, 1, T)))
     x = randn((2, T, 6), seed=4)
     mask = jnp.asarray(np.arange(T) != 5).reshape(1, 1, 1, T).repeat(2, 0)
-    band = _band(T, T, w, True)[None, None] & mask
-    bias = reference_bias("alibi", None, T, T, True, 4, (32, 128))
+    band = _band(T, T, w, causal)[None, None] & mask
+
+    def plain(p, x):
+        bias = reference_bias(kind, p.get("rel_bias"), T, T, causal, 4, (32, 128))
+        return plain_biased(p, x, bias, band, heads=4, kv=2, causal=causal, rope=None)
 
     def both(p, x):
         return [jax.value_and_grad(lambda p, x: jnp.sum(jnp.sin(f(p, x))), (0, 1))(p, x)
-                for f in (lambda p, x: layer.apply(p, (), (x, mask))[0],
-                          lambda p, x: plain_biased(p, x, bias, band, heads=4, kv=2,
-                                                    causal=True, rope=None))]
+                for f in (lambda p, x: layer.apply(p, (), (x, mask))[0], plain)]
     (y, g), (y_ref, g_ref) = jax.jit(both)(params, x)
     assert_close(y, y_ref, 1e-10, "values")
     for grads in (g, g_ref):   # q.bk is the same in every logit of a row: round-off only
@@ -337,9 +341,10 @@ def test_alibi_with_a_window_equals_the_papers_bias_in_the_band():
      r"position_bias_buckets=\(16, 64\) is for position_bias='t5' only, got "
      r"position_bias='alibi'"),
     ({"position_bias_buckets": (16, 64)}, ValueError, r"is for position_bias='t5' only"),
-    ({"position_bias": "t5", "window": 4}, ValueError,
-     r"MultiHeadAttention\(2\): position_bias='t5' with window=4: the sliding window "
-     r"takes no bias"),
+    ({"position_bias": "t5", "window": 4, "causal": True, "decode": True}, ValueError,
+     r"MultiHeadAttention\(2\): position_bias='t5' with window=4 and decode=True: the ring "
+     r"buffer's slots are not positions \(a position bias with a window works without "
+     r"decode\)"),
     ({"position_bias": "alibi", "window": 4, "causal": True, "decode": True}, ValueError,
      r"position_bias='alibi' with window=4 and decode=True: the ring buffer's slots are "
      r"not positions"),

@@ -313,16 +313,12 @@ def test_unbatched_q_takes_an_nts_bias_and_checks_it():
             f(q, k, v, bias=np.ones((2, 3, 5)))
 
 
-def test_float_mask_points_to_bias_and_window_refuses_a_bias():
+def test_float_mask_points_to_bias():
     """jax.nn's 4th positional argument is the bias: a float array there is refused,
-    naming ``bias=``; sliding-window attention takes no bias."""
+    naming ``bias=``."""
     q, k, v = _args()
     for f in (attention, R.dot_product_attention):
         with pytest.raises(TypeError, match=r"mask must have dtype bool \(True = attend\), "
                                             r"got float64 with shape \(2, 4, 3, 5\); pass an "
                                             r"additive float array as bias="):
             f(q, k, v, np.zeros((2, 4, 3, 5)))
-        with pytest.raises(ValueError, match=r"dot_product_attention: window=2 with a bias "
-                                             r"of shape \(3, 5\): sliding-window attention "
-                                             r"takes no bias"):
-            f(q, k, v, bias=np.zeros((3, 5)), causal=True, window=2)

@@ -3,7 +3,8 @@ attends keys i - W < j <= i; not causal: |i - j| < W). Custom VJP vs autodiff of
 (float64, 1e-10) and central differences; equal to the unwindowed op with the window in
 the boolean mask and to jax.nn's ``local_window_size``; rows whose window is fully masked;
 the work is O(T W): no array of a step grows with T; grad of grad, vmap; dropout (the
-window's mask by hand, every block size against the twin, unbiased); errors."""
+window's mask by hand, every block size against the twin, unbiased); a bias (LongT5);
+errors."""
 import functools
 import math
 
@@ -15,6 +16,7 @@ import pytest
 from funcnet.gradcheck import assert_close, check_vjp
 from funcnet.ops import reference as R
 from funcnet.ops.attention import dot_product_attention as attention
+from tests.ops._cases import rand
 from tests.ops.test_attention import _mask, _qkv
 
 
@@ -91,6 +93,48 @@ def test_a_row_whose_window_is_masked_is_the_mean_of_all_values():
     assert float(jnp.max(jnp.abs(dq[0, :3]))) == 0.0
     # rows 0, 1, 2 see no key; each adds dO / S = 1/6 to every dV_j: key 0 gets only that
     assert np.all(np.asarray(dv[0, 0]) == 0.5)
+
+
+# (id, (B, T, S, N, K, H), causal, window, bias axes, mask kind, extra keywords, block sizes)
+BIAS_CASES = [
+    ("longt5_symmetric_per_head", (2, 9, 9, 2, 2, 3), False, 3, "1nts", None, {}, (None, 2, 4)),
+    ("causal_per_sequence_rows_mask", (2, 8, 8, 4, 2, 2), True, 3, "b1ts", "rows", {},
+     (None, 3)),
+    ("keys_only_t<s_mqa", (1, 4, 7, 2, 1, 3), False, 2, "1n1s", None, {}, (None, 1)),
+    ("ts_soft_cap_dropout", (1, 7, 7, 2, 2, 3), True, 2, "ts", None,
+     {"logit_soft_cap": 1.0, "dropout_rate": 0.3, "dropout_key": jax.random.PRNGKey(3)},
+     (None, 3)),
+    ("per_sequence_keys_padded_block", (2, 7, 7, 2, 2, 2), True, 3, "b11s", "keys", {},
+     (None, 3)),
+]
+
+
+@pytest.mark.parametrize("dims, causal, window, axes, kind, kw, blocks",
+                         [c[1:] for c in BIAS_CASES], ids=[c[0] for c in BIAS_CASES])
+def test_bias_vjp_matches_reference_and_the_band_in_the_mask(dims, causal, window, axes, kind,
+                                                             kw, blocks):
+    """A ``bias`` with a window (T5's relative bias: LongT5's local attention) is read per
+    query block over its span and its gradient added back block by block: every block
+    size against the twin's autodiff and central differences (the bias's gradient in its
+    own shape, summed over its axes of size 1), and equal to the unwindowed op with the
+    band in the mask (1e-12)."""
+    b, t, s, n, kh, h = dims
+    mask = _mask(kind, b, t, s, n)
+    size = {"1": 1, "b": b, "n": n, "t": t, "s": s}
+    bias = jnp.asarray(3 * rand(tuple(size[a] for a in axes), 12))
+    args = _qkv(b, t, s, n, kh, h, seed=7) + (bias,)
+
+    def bind(f, **more):
+        return lambda q, k, v, bias: f(q, k, v, mask, bias=bias, causal=causal, window=window,
+                                       **kw, **more)
+    out = check_vjp([bind(attention, block_size=bs) for bs in blocks],
+                    bind(R.dot_product_attention), args, seed=3)
+    assert out["grads"][3].shape == bias.shape and float(jnp.max(jnp.abs(out["grads"][3]))) > 0
+    if "dropout_rate" not in kw:     # the unwindowed op draws other masks
+        band = _band(t, s, window, causal)[None, None]
+        assert_close(out["value"], attention(*args[:3], band if mask is None else band & mask,
+                                             bias=bias, causal=causal, **kw), 1e-12,
+                     "the band in the mask")
 
 
 DROP_KEY = jax.random.PRNGKey(21)
