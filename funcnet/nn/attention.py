@@ -95,10 +95,11 @@ def MultiHeadAttention(num_heads: int, *, qkv_features: int | None = None,
     buckets are bidirectional (its encoder) without ``causal``, unidirectional (its
     decoder) with it; ``rel_bias`` starts Glorot uniform (Mesh TensorFlow, T5X). Departures
     from T5: each layer has its own table (T5 shares one per stack), and the logits keep
-    the ``1/sqrt(dh)`` scale unless ``scale=1.0`` (T5 has none). ``decode=True``: query ``t`` of a chunk is at
-    ``index + t``, cache slot ``j`` at ``j``, so chunks equal the full pass (tests). With
-    ``rope`` the bias adds to the rotated logits. The bias is materialised and kept for
-    the backward pass: ``O(num_heads T S)`` memory, not the op's ``O(T)``.
+    the ``1/sqrt(dh)`` scale unless ``scale=1.0`` (T5 has none). ``decode=True``: query
+    ``t`` of a chunk is at ``index + t``, cache slot ``j`` at ``j``, so chunks equal the
+    full pass (tests). With ``rope`` the bias adds to the rotated logits. The bias is
+    materialised and kept for the backward pass: ``O(num_heads T S)`` memory, not the
+    op's ``O(T)`` (with ``window`` too: the op reads it per block).
 
     The attention op's backward rule recomputes the probabilities blockwise, so a
     training step keeps ``O(T)`` per head for the attention, not ``T x T``; the

@@ -486,8 +486,9 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, alibi_slopes=None, c
         ``K``, an empty axis, a mask or bias of another rank or not broadcastable to
         ``(B, N, T, S)``, a NaN/inf ``scale``, ``block_size < 1``, ``dropout_rate``
         outside ``[0, 1)`` or without a ``dropout_key``, ``window < 1``, a
-        ``logit_soft_cap`` that is not finite and ``> 0``, ``alibi_slopes`` not of shape ``(N,)`` or ``(B, N)``, sequence lengths
-        not of shape ``(B,)``, outside their range or with an unbatched ``q``.
+        ``logit_soft_cap`` that is not finite and ``> 0``, ``alibi_slopes`` not of shape
+        ``(N,)`` or ``(B, N)``, sequence lengths not of shape ``(B,)``, outside their range
+        or with an unbatched ``q``.
       TypeError: non-floating or mismatched ``q, k, v`` dtypes, a non-bool mask, a
         non-floating (e.g. bool) bias or ALiBi slopes, non-integer sequence lengths, a
         non-static ``scale``, ``causal``, ``block_size``, ``window`` or

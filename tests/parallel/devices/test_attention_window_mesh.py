@@ -1,7 +1,7 @@
 """Sliding-window attention on a mesh of 2 devices equals one device (float64, 1e-12),
 values and gradients: ``dot_product_attention(window=W)`` under ``jax.shard_map`` (default
 ``check_vma=True``) with the batch split, the heads split, the queries split over
-replicated keys/values, and the batch split with ALiBi's slopes replicated; under
+replicated keys/values, and the batch split with ALiBi's slopes or a bias replicated; under
 ``jax.jit`` on a mesh with ``Explicit`` axes (batch split; with dropout too);
 ``MultiHeadAttention(window=W)`` under ``jax.jit`` with the batch split on an ``Explicit``
 mesh (data parallel) and with its projections split by heads (Megatron). The scans over
@@ -100,22 +100,26 @@ def test_windowed_op_under_shard_map_equals_one_device(case, split):
     assert not np.any(dk[row, length:]) and np.all(np.abs(dk[:, :9]).max(axis=(1, 2, 3)) > 0)
 
 
-def test_windowed_alibi_under_shard_map_equals_one_device():
-    """ALiBi's slopes replicated, the batch split: the slopes' gradient is summed over the
-    devices (its cotangent takes the slopes' type) and equals one device's."""
+@pytest.mark.parametrize("kind", ["alibi_slopes", "bias"])
+def test_windowed_position_bias_under_shard_map_equals_one_device(kind):
+    """ALiBi's slopes, or a ``(1, N, T, S)`` bias (T5's, LongT5's local attention),
+    replicated, the batch split: their gradient is summed over the devices (its cotangent
+    takes their type; the bias's is added back per query block in the scan's carry) and
+    equals one device's."""
     q, k, v = _qkv()
-    slopes = jnp.asarray([0.5, 0.25, 0.125, 0.0625])
+    extra = (jnp.asarray([0.5, 0.25, 0.125, 0.0625]) if kind == "alibi_slopes"
+             else randn((1, NH, T, T), 6))
 
     def op(q, k, v, m, a):
-        return ops.dot_product_attention(q, k, v, m, alibi_slopes=a, **OP["causal"])
+        return ops.dot_product_attention(q, k, v, m, **{kind: a}, **OP["symmetric"])
     sharded = jax.shard_map(op, mesh=_mesh(), in_specs=(P("d"),) * 4 + (P(),),
                             out_specs=P("d"))
 
     def grads(f):
         return jax.jit(jax.grad(lambda q, k, v, a: jnp.sum(jnp.sin(f(q, k, v, MASK, a))),
-                                (0, 1, 2, 3)))(q, k, v, slopes)
+                                (0, 1, 2, 3)))(q, k, v, extra)
     got, want = grads(sharded), grads(op)
-    assert_close(got, want, RTOL, "q, k, v, slopes")
+    assert_close(got, want, RTOL, f"q, k, v, {kind}")
     assert float(jnp.max(jnp.abs(want[3]))) > 0
 
 
