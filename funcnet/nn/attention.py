@@ -171,8 +171,8 @@ def MultiHeadAttention(num_heads: int, *, qkv_features: int | None = None,
         draws the window's own mask (see :func:`funcnet.ops.dot_product_attention`).
       position_bias: ``None`` (default), ``"alibi"`` or ``"t5"`` (above). With ``window``
         too (ALiBi computed per block of the window; T5's ``(1, num_heads, T, T)`` bias read
-        per block: LongT5's local attention with ``causal=False``), but not with
-        ``decode``.
+        per block: LongT5's local attention with ``causal=False``), and with ``decode``
+        (from the positions the cache, or the ring buffer of ``window``, holds).
       position_bias_buckets: ``"t5"``'s ``(num_buckets, max_distance)``, default
         ``(32, 128)`` (T5's): the rows of ``rel_bias`` (half of them per sign without
         ``causal``); distances ``>= max_distance`` share the last bucket.
@@ -195,7 +195,6 @@ def MultiHeadAttention(num_heads: int, *, qkv_features: int | None = None,
       ValueError: at construction ``num_heads < 1``, ``qkv_features`` not a multiple of
         ``num_heads``, ``num_heads`` not a multiple of ``num_kv_heads``, ``dropout_rate``
         outside ``[0, 1)``, ``decode=True`` without ``causal=True``, ``window < 1``,
-        ``window`` with a ``position_bias`` and ``decode=True``,
         a ``logit_soft_cap`` that is not finite and ``> 0``, a non-finite ``scale``, a
         ``position_bias`` other
         than ``None``, ``"alibi"``, ``"t5"``, ``position_bias_buckets`` not a pair of ints
@@ -231,7 +230,7 @@ def MultiHeadAttention(num_heads: int, *, qkv_features: int | None = None,
     rope = _rope_args(name, rope)
     if window is not None:
         window = _checks.static_int(name, "window", window, minimum=1)
-    bias_spec = _pb.check(name, position_bias, position_bias_buckets, causal, window, decode)
+    bias_spec = _pb.check(name, position_bias, position_bias_buckets, causal)
     cap = _checks.check_soft_cap(name, logit_soft_cap)
     if scale is not None:
         scale = _checks.static_float(name, "scale", scale)
@@ -516,18 +515,19 @@ def _attention_layer(name, heads, kv_heads, cross, qkv_features, out_features, c
             k, v, state, fits = decoding.cached_memory(
                 name, state, k, v, () if single else (n,), kv_heads, dh, q.dtype)
         elif decode:   # its errors name the layer themselves
-            q, k, v, mask, state, fits = decoding.attend_cached(
+            q, k, v, mask, state, fits, k_positions = decoding.attend_cached(
                 name, state, q, k, v, mask, heads, single,
                 None if rope is None else rotate, window)
         bias = slopes = None
         if bias_spec is not None and bias_spec[0] == "alibi" and not decode:
             # positions 0 .. T-1 for queries and keys, the op's own: O(N) memory, no T x S
             slopes = jnp.asarray(_pb.alibi_slopes(heads), _checks.compute_dtype(q.dtype))
-        elif bias_spec is not None:   # query t at index + t (decode: cache slot = position)
+        elif bias_spec is not None:   # query t at index + t, keys where the cache holds them
             start = (state["index"] - t).astype(jnp.int32) if decode else 0
             bias = _pb.bias(bias_spec, params.get("rel_bias"),
                             start + jnp.arange(t, dtype=jnp.int32),
-                            jnp.arange(k.shape[1], dtype=jnp.int32), heads, q.dtype)
+                            k_positions if decode else jnp.arange(k.shape[1], dtype=jnp.int32),
+                            heads, q.dtype)
         with _checks.context(name):
             o = ops.dot_product_attention(q, k, v, mask, bias=bias, alibi_slopes=slopes,
                                           causal=causal and not decode, dropout_rate=drop,

@@ -137,12 +137,14 @@ def attend_cached(name: str, state, q, k, v, mask, heads: int, single: bool,
 
     ``rotate(positions, q, k) -> (q, k)`` (rotary position embedding), if given, is
     applied first with the chunk's positions ``index + arange(T)``, so the cache holds
-    rotated keys. Returns ``(q, k_all, v_all, mask, new_state, fits)``: the (rotated)
-    queries, the whole cache ``(N, L, K, dh)``
+    rotated keys. Returns ``(q, k_all, v_all, mask, new_state, fits, positions)``: the
+    (rotated) queries, the whole cache ``(N, L, K, dh)``
     in ``k``'s dtype, the boolean mask ``(N or 1, heads or 1, T, L)`` under which query
     ``i`` of the chunk sees cache position ``j <= index + i`` (and the caller's ``mask``,
-    over the ``L`` cache positions, if any), the state with ``index + T``, and the
-    overflow flag of :func:`room`. ``single``: the state holds one sequence (no ``N``).
+    over the ``L`` cache positions, if any), the state with ``index + T``, the
+    overflow flag of :func:`room` and the int32 positions ``(L,)`` of the keys (``arange(L)``;
+    with a ring buffer the positions its slots hold, then the chunk's: a position bias
+    reads them). ``single``: the state holds one sequence (no ``N``).
     ``window``: query ``i`` sees only positions ``j > index + i - window`` too.
     """
     n, t, kh, dh = k.shape
@@ -187,14 +189,16 @@ def attend_cached(name: str, state, q, k, v, mask, heads: int, single: bool,
     new = {"k": cache_k[0] if single else cache_k, "v": cache_v[0] if single else cache_v,
            "index": index + t}
     dt = k.dtype
-    return q, cache_k.astype(dt), cache_v.astype(dt), allowed, new, fits
+    return (q, cache_k.astype(dt), cache_v.astype(dt), allowed, new, fits,
+            jnp.arange(length, dtype=jnp.int32))
 
 
 def _ring(cache_k, cache_v, k, v, index, window: int, single: bool):
     """Attend and update a ring buffer of the last ``window`` positions: slot ``s`` holds
     the latest position ``p = s (mod window)`` before ``index`` (unwritten if ``p < 0``).
     The chunk's queries attend the buffer as it was and the chunk itself (``window + T``
-    keys, so a chunk may be longer than the buffer), then the buffer keeps the latest."""
+    keys, so a chunk may be longer than the buffer, at the positions returned last), then
+    the buffer keeps the latest."""
     t = k.shape[1]
     slots = jnp.arange(window, dtype=index.dtype)
     chunk = index + jnp.arange(t, dtype=index.dtype)
@@ -211,7 +215,7 @@ def _ring(cache_k, cache_v, k, v, index, window: int, single: bool):
             for c, a in ((cache_k, k), (cache_v, v))]
     state = {"k": new[0][0] if single else new[0], "v": new[1][0] if single else new[1],
              "index": index + t}
-    return both[0], both[1], allowed[None, None], state, None
+    return both[0], both[1], allowed[None, None], state, None, keys[0].astype(jnp.int32)
 
 
 def _check_sequences(name: str, state, lead: tuple, kv_heads: int, head_dim: int) -> None:

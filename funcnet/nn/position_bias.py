@@ -78,11 +78,9 @@ def relative_position_bucket(relative_position, *, bidirectional: bool, num_buck
     return side + table[jnp.minimum(n, max_distance)]
 
 
-def check(name: str, kind, buckets, causal: bool, window, decode: bool = False
-          ) -> tuple | None:
+def check(name: str, kind, buckets, causal: bool) -> tuple | None:
     """The validated spec ``(kind, num_buckets, max_distance, bidirectional)`` (``None``:
-    no bias) of ``position_bias=kind, position_bias_buckets=buckets``. With a ``window``
-    not with ``decode`` (a ring buffer's slots are not positions)."""
+    no bias) of ``position_bias=kind, position_bias_buckets=buckets``."""
     if kind is not None and not isinstance(kind, str):
         raise ValueError(f"{name}: position_bias must be one of None, 'alibi', 't5', got "
                          f"{type(kind).__name__} {kind!r:.60}")
@@ -101,10 +99,6 @@ def check(name: str, kind, buckets, causal: bool, window, decode: bool = False
                              f"position_bias='t5' only, got position_bias={kind!r}")
         if kind is None:
             return None
-    if window is not None and decode:
-        raise ValueError(f"{name}: position_bias={kind!r} with window={window} and "
-                         "decode=True: the ring buffer's slots are not positions (a "
-                         "position bias with a window works without decode)")
     if kind == "alibi":
         return (kind, None, None, not causal)
     per_sign = nb // 2 if not causal else nb
