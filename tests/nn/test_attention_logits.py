@@ -1,8 +1,8 @@
 """nn.MultiHeadAttention / nn.CrossAttention(logit_soft_cap=c, scale=s): the logits' soft
 cap (Gemma 2) and scale (T5's 1.0). Values and gradients equal plain grouped-query
 attention with ``c tanh(s q.k / c)`` logits (float64, 1e-10), with rope, a sliding window
-and a mask; decoding with both (chunk by chunk) gives the full pass; errors at
-construction."""
+and a mask; decoding with both (chunk by chunk) gives the full pass, also in a
+Gemma-2-style decoder of local (ring buffer) and global layers; errors at construction."""
 import functools
 
 import jax
@@ -99,3 +99,35 @@ def test_bad_caps_and_scales_are_refused_at_construction(factory):
         factory(2, scale=float("nan"))
     with pytest.raises(TypeError, match=rf"{name}\(2\): scale must be a Python float"):
         factory(2, scale=jnp.ones((2,)))
+
+
+def gemma2(decode=False, window=3):
+    """A small Gemma-2-style decoder: pairs of a sliding-window and a global layer (GQA,
+    rope, soft-capped logits, RMSNorm before and after each sublayer), repeated."""
+    def sublayer(window):
+        attn = nn.MultiHeadAttention(4, num_kv_heads=2, causal=True, rope=True, window=window,
+                                     logit_soft_cap=CAP, use_bias=False, decode=decode)
+        mlp = nn.serial(nn.Dense(16), nn.GELU(), nn.Dense(8))
+        return nn.serial(*(nn.Residual(nn.serial(nn.RMSNorm(), f, nn.RMSNorm()))
+                           for f in (attn, mlp)))
+    pair = nn.serial(sublayer(window), sublayer(None))
+    return nn.TiedEmbedding(11, 8, nn.serial(nn.Repeat(pair, 2), nn.RMSNorm()))
+
+
+def test_local_and_global_layers_with_the_cap_decode_to_the_full_pass():
+    """One decode model holds a ring buffer of W slots (local layers) and a cache of L
+    positions (global layers); chunk by chunk (one longer than W) it gives the full pass."""
+    model, dec = gemma2(), gemma2(decode=True)
+    length = 8
+    _, params, state = numpy_init(model, (-1, length))
+    params = jax.tree_util.tree_map(lambda a: 3 * a, params)
+    ids = randint((2, length), 11, seed=5)
+    want, _ = model.apply(params, state, ids)
+    cache = jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype),
+                                   abstract_init(dec, (2, length))[2])
+    slots = sorted({a.shape[-3] for a in jax.tree_util.tree_leaves(cache) if a.ndim >= 4})
+    assert slots == [3, length]            # ring buffers and full caches in one model
+    got, _ = decode_in_chunks(jax.jit(dec.apply), params, cache, ids, [1, 4, 1, 2])
+    assert_close(got, want, 1e-10, "decoded logits")
+    every_key, _ = gemma2(window=None).apply(params, state, ids)   # the window matters
+    assert float(jnp.max(jnp.abs(every_key - want))) > 1e-3
