@@ -30,7 +30,7 @@ _PROJECTIONS = ("q", "k", "v", "o")
 
 
 @described(added=("window", "position_bias", "position_bias_buckets", "logit_soft_cap",
-                  "scale"))
+                  "scale", "qk_norm"))
 def MultiHeadAttention(num_heads: int, *, qkv_features: int | None = None,
                        out_features: int | None = None, causal: bool = False,
                        dropout_rate: float = 0.0, use_bias: bool = True,
@@ -40,7 +40,7 @@ def MultiHeadAttention(num_heads: int, *, qkv_features: int | None = None,
                        position_bias: str | None = None,
                        position_bias_buckets: tuple = (32, 128),
                        logit_soft_cap: float | None = None,
-                       scale: float | None = None) -> Layer:
+                       scale: float | None = None, qk_norm: bool = False) -> Layer:
     """Multi-head self-attention: projections, :func:`funcnet.ops.dot_product_attention`,
     output projection.
 
@@ -127,9 +127,9 @@ def MultiHeadAttention(num_heads: int, *, qkv_features: int | None = None,
       output: ``(N, T, out_features)`` (or ``(T, out_features)``).
       params: ``{"wq": (F, D), "wk", "wv": (F, Dkv), "wo": (D, out_features), "bq": (D,),
         "bk", "bv": (Dkv,), "bo": (out_features,)}`` (no ``b*`` when ``use_bias=False``;
-        ``"rel_bias": (num_buckets, num_heads)`` with ``position_bias="t5"``); state
-        ``()``, or the cache above with ``decode=True`` (``(L, K, dh)`` and no ``N`` for a
-        one-sequence ``init``).
+        ``"rel_bias": (num_buckets, num_heads)`` with ``position_bias="t5"``; ``"q_norm",
+        "k_norm": (dh,)`` with ``qk_norm=True``); state ``()``, or the cache above with
+        ``decode=True`` (``(L, K, dh)`` and no ``N`` for a one-sequence ``init``).
 
     Args:
       num_heads: number of heads, an int >= 1.
@@ -183,15 +183,20 @@ def MultiHeadAttention(num_heads: int, *, qkv_features: int | None = None,
       scale: ``None`` (default: ``1/sqrt(dh)``) or a float multiplying the logits, the
         op's ``scale``: ``1.0`` for T5's unscaled logits (its checkpoints fold the scale
         into ``wq``), ``query_pre_attn_scalar ** -0.5`` for Gemma 2.
+      qk_norm: RMS-normalize every head's queries and keys over their ``dh`` features
+        before rope and the cache, ``q_h <- rms_norm(q_h, params["q_norm"])`` (and ``k``
+        with ``"k_norm"``; :func:`funcnet.ops.rms_norm`, ``eps = 1e-6``, scales initialized
+        to ones): QK-norm (Dehghani et al. 2023; Gemma 3, Qwen 3, OLMo 2 per head), which
+        bounds the logits. Default ``False``.
 
     Returns:
       A :class:`Layer` named ``"MultiHeadAttention(num_heads)"``; ``apply`` takes ``key=``
       (needed when ``train=True`` and ``dropout_rate > 0``).
 
     Raises:
-      TypeError: at construction, non-int sizes, a non-bool ``causal``/``use_bias``, a
-        non-number ``dropout_rate``, ``logit_soft_cap`` or ``scale``, a non-callable
-        initializer or a non-float ``dtype``; in ``apply`` a non-float input.
+      TypeError: at construction, non-int sizes, a non-bool ``causal``, ``use_bias`` or
+        ``qk_norm``, a non-number ``dropout_rate``, ``logit_soft_cap`` or ``scale``, a
+        non-callable initializer or a non-float ``dtype``; in ``apply`` a non-float input.
       ValueError: at construction ``num_heads < 1``, ``qkv_features`` not a multiple of
         ``num_heads``, ``num_heads`` not a multiple of ``num_kv_heads``, ``dropout_rate``
         outside ``[0, 1)``, ``decode=True`` without ``causal=True``, ``window < 1``,
@@ -231,24 +236,23 @@ def MultiHeadAttention(num_heads: int, *, qkv_features: int | None = None,
     if window is not None:
         window = _checks.static_int(name, "window", window, minimum=1)
     bias_spec = _pb.check(name, position_bias, position_bias_buckets, causal)
-    cap = _checks.check_soft_cap(name, logit_soft_cap)
-    if scale is not None:
-        scale = _checks.static_float(name, "scale", scale)
+    logits = _logit_args(name, logit_soft_cap, scale, qk_norm)
     if decode and not causal:
         raise ValueError(f"{name}: decode=True needs causal=True (autoregressive decoding "
                          f"of causal self-attention: a query never sees a later position)")
     return _attention_layer(name, heads, num_kv_heads, False, qkv_features, out_features,
                             causal, dropout_rate, use_bias, w_init, b_init, dtype, decode,
-                            rope, window, bias_spec, cap, scale)
+                            rope, window, bias_spec, logits)
 
 
-@described(added=("decode", "logit_soft_cap", "scale"))
+@described(added=("decode", "logit_soft_cap", "scale", "qk_norm"))
 def CrossAttention(num_heads: int, *, qkv_features: int | None = None,
                    out_features: int | None = None, dropout_rate: float = 0.0,
                    use_bias: bool = True, w_init=initializers.xavier_uniform(),
                    b_init=initializers.zeros, dtype=None,
                    num_kv_heads: int | None = None, decode: bool = False,
-                   logit_soft_cap: float | None = None, scale: float | None = None) -> Layer:
+                   logit_soft_cap: float | None = None, scale: float | None = None,
+                   qk_norm: bool = False) -> Layer:
     """Multi-head cross-attention: queries from ``x``, keys and values from ``context``
     (an encoder-decoder transformer's decoder reading the encoder's output).
 
@@ -290,8 +294,9 @@ def CrossAttention(num_heads: int, *, qkv_features: int | None = None,
         mask_shape)``; ``-1`` (one unknown size) may stand for ``N`` in all of them.
       output: ``(N, T, out_features)`` (or ``(T, out_features)``).
       params: ``{"wq": (F, D), "wk", "wv": (Fc, Dkv), "wo": (D, out_features), "bq": (D,),
-        "bk", "bv": (Dkv,), "bo": (out_features,)}`` (no ``b*`` when ``use_bias=False``);
-        state ``()``, or the cache above with ``decode=True``.
+        "bk", "bv": (Dkv,), "bo": (out_features,)}`` (no ``b*`` when ``use_bias=False``;
+        ``"q_norm", "k_norm": (dh,)`` with ``qk_norm=True``); state ``()``, or the cache
+        above with ``decode=True``.
 
     Args:
       num_heads: number of heads, an int >= 1.
@@ -313,6 +318,8 @@ def CrossAttention(num_heads: int, *, qkv_features: int | None = None,
         logits (as :func:`MultiHeadAttention`).
       scale: ``None`` (default: ``1/sqrt(dh)``) or a float multiplying the logits (``1.0``
         for T5; as :func:`MultiHeadAttention`).
+      qk_norm: RMS-normalize every head's queries and keys (as
+        :func:`MultiHeadAttention`). Default ``False``.
 
     Returns:
       A :class:`Layer` named ``"CrossAttention(num_heads)"``; ``apply`` takes ``key=``
@@ -343,9 +350,14 @@ def CrossAttention(num_heads: int, *, qkv_features: int | None = None,
     return _attention_layer(name, heads, num_kv_heads, True, qkv_features, out_features,
                             False, dropout_rate, use_bias, w_init, b_init, dtype,
                             _checks.static_bool(name, "decode", decode), None, None, None,
-                            _checks.check_soft_cap(name, logit_soft_cap),
-                            None if scale is None else _checks.static_float(name, "scale",
-                                                                            scale))
+                            _logit_args(name, logit_soft_cap, scale, qk_norm))
+
+
+def _logit_args(name: str, soft_cap, scale, qk_norm) -> dict:
+    """The checked ``logit_soft_cap``, ``scale`` (the op's keywords) and ``qk_norm``."""
+    return {"logit_soft_cap": _checks.check_soft_cap(name, soft_cap),
+            "scale": None if scale is None else _checks.static_float(name, "scale", scale),
+            "qk_norm": _checks.static_bool(name, "qk_norm", qk_norm)}
 
 
 _ROPE_ARGS = ("base", "rotary_dim", "interleaved")
@@ -368,14 +380,14 @@ def _rope_args(name: str, rope) -> dict | None:
 
 def _attention_layer(name, heads, kv_heads, cross, qkv_features, out_features, causal,
                      dropout_rate, use_bias, w_init, b_init, dtype, decode, rope,
-                     window, bias_spec, soft_cap, scale) -> Layer:
+                     window, bias_spec, logits) -> Layer:
     """The init/apply of both attention layers; ``cross``: keys and values are projected
     from a ``context`` (the second input) instead of from ``x``; ``decode``: a key/value
     cache in ``state`` (:mod:`funcnet.nn.decoding`; with ``cross``, the context's);
     ``rope``: ``None`` or the keyword arguments of the rotary embedding of ``q`` and
     ``k``; ``window``: ``None`` or the sliding window; ``bias_spec``: ``None`` or the
-    position bias of :func:`funcnet.nn.position_bias.check`; ``soft_cap``, ``scale``:
-    ``None`` or the op's ``logit_soft_cap`` and ``scale``."""
+    position bias of :func:`funcnet.nn.position_bias.check`; ``logits``: the
+    :func:`_logit_args` (the op's ``logit_soft_cap`` and ``scale``, and ``qk_norm``)."""
     if kv_heads is None:
         kv_heads = heads
     kv_heads = _checks.static_int(name, "num_kv_heads", kv_heads, minimum=1)
@@ -391,6 +403,8 @@ def _attention_layer(name, heads, kv_heads, cross, qkv_features, out_features, c
     rate = _checks.check_rate(name, "dropout_rate", dropout_rate)
     check_weight_args(name, dtype, use_bias, w_init=w_init, b_init=b_init)
     t5 = bias_spec is not None and bias_spec[0] == "t5"
+    op_logits = {k: logits[k] for k in ("logit_soft_cap", "scale")}
+    qk_norm = logits["qk_norm"]
     if cross:
         layout = "(x, context) or (x, context, mask)"
         ctx_layout = "(N, S, Fc) or one sequence (S, Fc)"
@@ -441,6 +455,8 @@ def _attention_layer(name, heads, kv_heads, cross, qkv_features, out_features, c
                 if use_bias:
                     params[f"b{p}"] = b_init(keys[4 + i], {"q": (d,), "o": (out,)}.get(p, (dkv,)),
                                              dt)
+            if qk_norm:   # RMSNorm scales of every head's q and k: ones
+                params["q_norm"], params["k_norm"] = (jnp.ones((d // heads,), dt) for _ in "qk")
             if t5:   # T5 (Mesh TF, T5X): Glorot uniform; its own key, the others unchanged
                 params["rel_bias"] = initializers.xavier_uniform()(
                     jax.random.fold_in(key, 8), (bias_spec[1], heads), dt)
@@ -508,6 +524,9 @@ def _attention_layer(name, heads, kv_heads, cross, qkv_features, out_features, c
             q = _project(xb, params, "q").reshape(n, t, heads, dh)
             k, v = (None, None) if cached else (
                 _project(cb, params, p).reshape(n, cb.shape[1], kv_heads, dh) for p in "kv")
+            if qk_norm:   # before rope and the cache (Gemma 3, Qwen 3)
+                q = ops.rms_norm(q, params["q_norm"])
+                k = None if cached else ops.rms_norm(k, params["k_norm"])
             if rope is not None and not decode:   # positions 0 .. T-1
                 q, k = rotate(None, q, k)
         fits = None
@@ -533,7 +552,7 @@ def _attention_layer(name, heads, kv_heads, cross, qkv_features, out_features, c
                                           causal=causal and not decode, dropout_rate=drop,
                                           dropout_key=key if _checks.may_drop(drop) else None,
                                           window=None if decode else window,
-                                          logit_soft_cap=soft_cap, scale=scale)
+                                          **op_logits)
             y = _project(o.reshape(n, t, d), params, "o")
         y = decoding.guard(y, fits)
         return (y[0] if single else y), state
@@ -557,6 +576,8 @@ def _attention_layer(name, heads, kv_heads, cross, qkv_features, out_features, c
             shapes.update({"bq": (d,), "bk": (dkv,), "bv": (dkv,), "bo": (o,)})
         if t5:
             shapes["rel_bias"] = (bias_spec[1], heads)
+        if qk_norm:
+            shapes["q_norm"] = shapes["k_norm"] = (None if d is None else d // heads,)
         return shapes
 
     return Layer(init, apply, name)

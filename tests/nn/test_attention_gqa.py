@@ -19,12 +19,13 @@ NEG = -0.7 * float(jnp.finfo(jnp.float32).max)
 
 
 def plain_gqa(params, x, ctx, mask, *, heads, kv, causal, rope=None, soft_cap=None,
-              scale=None):
+              scale=None, qk_norm=False):
     """Grouped-query attention in plain JAX: key/value head ``j`` repeated for query heads
     ``j G .. j G + G - 1`` (``G = heads / kv``), then multi-head attention; with ``rope``
     (keyword arguments), ``q`` and ``k`` rotated by the twin of ops.rotary_embedding; with
     ``soft_cap`` ``c``, the logits ``x`` become ``c tanh(x / c)`` before the mask; ``scale``
-    replaces ``1/sqrt(dh)``."""
+    replaces ``1/sqrt(dh)``; ``qk_norm``: every head's ``q``, ``k`` divided by their RMS
+    over ``dh`` (``eps = 1e-6``) times ``params["q_norm"]`` / ``["k_norm"]``, before rope."""
     b = {p: params.get(f"b{p}", jnp.zeros((params[f"w{p}"].shape[1],), F64)) for p in "qkvo"}
     q, k, v = (a @ params[f"w{p}"] + b[p][None, None, :] for a, p in ((x, "q"), (ctx, "k"),
                                                                         (ctx, "v")))
@@ -32,6 +33,9 @@ def plain_gqa(params, x, ctx, mask, *, heads, kv, causal, rope=None, soft_cap=No
     dh = d // heads
     q = q.reshape(n, t, heads, dh)
     k, v = (a.reshape(n, s, kv, dh) for a in (k, v))
+    if qk_norm:
+        q, k = (a / jnp.sqrt(jnp.mean(a * a, -1, keepdims=True) + 1e-6)
+                * params[f"{p}_norm"][None, None, None] for a, p in ((q, "q"), (k, "k")))
     if rope is not None:
         q, k = (R.rotary_embedding(a, None, **rope) for a in (q, k))
     k, v = (jnp.repeat(a, heads // kv, axis=2) for a in (k, v))

@@ -1,7 +1,8 @@
-"""nn.MultiHeadAttention / nn.CrossAttention(logit_soft_cap=c, scale=s): the logits' soft
-cap (Gemma 2) and scale (T5's 1.0). Values and gradients equal plain grouped-query
-attention with ``c tanh(s q.k / c)`` logits (float64, 1e-10), with rope, a sliding window
-and a mask; decoding with both (chunk by chunk) gives the full pass, also in a
+"""nn.MultiHeadAttention / nn.CrossAttention(logit_soft_cap=c, scale=s, qk_norm=True): the
+logits' soft cap (Gemma 2), scale (T5's 1.0) and QK-norm (Gemma 3). Values and gradients
+equal plain grouped-query attention with ``c tanh(s q.k / c)`` logits of RMS-normalized
+``q``, ``k`` (float64, 1e-10), with rope, a sliding window and a mask; decoding with all
+three (chunk by chunk) gives the full pass, also in a
 Gemma-2-style decoder of local (ring buffer) and global layers; errors at construction."""
 import functools
 
@@ -19,21 +20,25 @@ from tests.ops.test_attention_window import _band
 
 CAP, ROPE, W = 0.5, {"base": 100.0}, 3
 
-CASES = {   # name: (cross, window, scale)
-    "self_rope_window": (False, W, None),
-    "self_scale": (False, None, 0.2),
-    "cross_t5_scale": (True, None, 1.0),
+CASES = {   # name: (cross, window, scale, qk_norm)
+    "self_rope_window": (False, W, None, False),
+    "self_scale": (False, None, 0.2, False),
+    "self_rope_qk_norm": (False, None, None, True),
+    "cross_t5_scale": (True, None, 1.0, False),
+    "cross_qk_norm": (True, None, None, True),
 }
 
 
 @functools.lru_cache(maxsize=None)
 def _vs_plain(case):
-    cross, window, scale = CASES[case]
+    cross, window, scale, qk_norm = CASES[case]
     if cross:
-        layer = nn.CrossAttention(4, num_kv_heads=2, logit_soft_cap=CAP, scale=scale)
+        layer = nn.CrossAttention(4, num_kv_heads=2, logit_soft_cap=CAP, scale=scale,
+                                  qk_norm=qk_norm)
     else:
         layer = nn.MultiHeadAttention(4, num_kv_heads=2, causal=True, rope=ROPE,
-                                      window=window, logit_soft_cap=CAP, scale=scale)
+                                      window=window, logit_soft_cap=CAP, scale=scale,
+                                      qk_norm=qk_norm)
 
     def ours(p, x, ctx, m):
         return layer.apply(p, (), (x, ctx, m) if cross else (x, m))[0]
@@ -42,7 +47,8 @@ def _vs_plain(case):
         if not cross:
             m = _band(x.shape[1], x.shape[1], window or x.shape[1], True)[None, None] & m
         return plain_gqa(p, x, ctx if cross else x, m, heads=4, kv=2, causal=False,
-                         rope=None if cross else ROPE, soft_cap=cap, scale=scale)
+                         rope=None if cross else ROPE, soft_cap=cap, scale=scale,
+                         qk_norm=qk_norm)
 
     def both(p, x, ctx, m):
         grads = [jax.value_and_grad(lambda p, x, f=f: jnp.sum(jnp.sin(f(p, x, ctx, m))),
@@ -57,6 +63,8 @@ def test_equals_plain_attention_with_capped_logits(case):
     shapes = ((-1, 6, 8), (-1, 5, 3), (-1, 1, 1, 5)) if cross else ((-1, 6, 8), (-1, 1, 1, 6))
     _, params, _ = numpy_init(layer, shapes)
     params = jax.tree_util.tree_map(lambda a: 3 * a, params)   # logits beyond the cap
+    if "q_norm" in params:     # scales of every feature, not ones
+        params.update(q_norm=randn((2,), seed=6), k_norm=randn((2,), seed=7))
     x, ctx = randn((2, 6, 8), seed=2), randn((2, 5, 3), seed=3)
     mask = jnp.asarray(np.arange(shapes[-1][-1]) != 1).reshape(shapes[-1][1:])[None]
     (got, want), uncapped = run(params, x, ctx, jnp.repeat(mask, 2, 0))
@@ -66,13 +74,14 @@ def test_equals_plain_attention_with_capped_logits(case):
     assert float(jnp.max(jnp.abs(apply()[:1] - uncapped[:1]))) > 1e-2   # the cap matters
 
 
-def gpt(decode=False, cap=CAP, scale=1.0):
+def gpt(decode=False, cap=CAP, scale=1.0, qk_norm=True):
     attn = nn.serial(nn.LayerNorm(), nn.MultiHeadAttention(
-        2, causal=True, decode=decode, rope=ROPE, logit_soft_cap=cap, scale=scale))
+        2, causal=True, decode=decode, rope=ROPE, logit_soft_cap=cap, scale=scale,
+        qk_norm=qk_norm))
     return nn.TiedEmbedding(11, 8, nn.serial(attn, nn.LayerNorm()))
 
 
-def test_decoding_with_the_cap_and_scale_equals_the_full_pass():
+def test_decoding_with_the_cap_scale_and_qk_norm_equals_the_full_pass():
     model, dec = gpt(), gpt(decode=True)
     _, params, state = numpy_init(model, (-1, 6))
     params = jax.tree_util.tree_map(lambda a: 4 * a, params)
@@ -82,9 +91,19 @@ def test_decoding_with_the_cap_and_scale_equals_the_full_pass():
                                    abstract_init(dec, (2, 6))[2])
     got, _ = decode_in_chunks(jax.jit(dec.apply), params, cache, ids, [2, 1, 3])
     assert_close(got, want, 1e-10, "decoded logits")
-    for other in (gpt(cap=None), gpt(scale=None)):    # both settings matter
-        plain, _ = other.apply(params, state, ids)
+    for other, p in ((gpt(cap=None), params), (gpt(scale=None), params),   # each matters
+                     (gpt(qk_norm=False), _without_norms(params))):
+        plain, _ = other.apply(p, state, ids)
         assert float(jnp.max(jnp.abs(plain - want))) > 1e-3
+
+
+def _without_norms(tree):
+    """``tree`` without its ``"q_norm"`` and ``"k_norm"`` entries."""
+    if isinstance(tree, dict):
+        return {k: _without_norms(v) for k, v in tree.items() if k not in ("q_norm", "k_norm")}
+    if isinstance(tree, (tuple, list)):
+        return type(tree)(_without_norms(v) for v in tree)
+    return tree
 
 
 @pytest.mark.parametrize("factory", [nn.MultiHeadAttention, nn.CrossAttention])

@@ -64,11 +64,12 @@ def test_settings_and_sub_layers_are_in_the_text():
 # of settings valid together (position_bias and window exclude each other)
 ADDED = {"Conv2D": ((4, 3), [{"dilation": 2, "groups": 2}]),
          "Conv1D": ((4, 3), [{"dilation": 2, "groups": 2}]),
-         "MultiHeadAttention": ((4,), [{"window": 2, "logit_soft_cap": 50.0, "scale": 1.0},
+         "MultiHeadAttention": ((4,), [{"window": 2, "logit_soft_cap": 50.0, "scale": 1.0,
+                                        "qk_norm": True},
                                        {"position_bias": "t5",
                                         "position_bias_buckets": (16, 64)}]),
          "CrossAttention": ((4,), [{"decode": True, "logit_soft_cap": 30.0,
-                                    "scale": 0.125}])}
+                                    "scale": 0.125, "qk_norm": True}])}
 
 
 @pytest.mark.parametrize("name", list(ADDED))
