@@ -41,7 +41,7 @@ from funcnet.nn import initializers
 from funcnet.nn.activations import (CELU, ELU, GELU, GLU, SELU, HardSigmoid, HardSiLU,
                                     HardSwish, HardTanh, LeakyReLU, LogSigmoid, LogSoftmax, Mish,
                                     ReLU, ReLU6, Sigmoid, SiLU, Softmax, Softplus, SoftSign,
-                                    SparsePlus, SparseSigmoid, Squareplus, Tanh)
+                                    SoftCap, SparsePlus, SparseSigmoid, Squareplus, Tanh)
 from funcnet.nn.attention import CrossAttention, MultiHeadAttention
 from funcnet.nn.side_inputs import DropRest, KeepRest, OnFirst, Select
 from funcnet.nn.base import Layer
@@ -83,5 +83,6 @@ __all__ += ["SinusoidalPositions"]
 __all__ += ["CELU", "ELU", "GLU", "HardSigmoid", "HardSiLU", "HardSwish", "HardTanh",
             "LogSigmoid", "Mish", "ReLU6", "SELU", "SoftSign", "SparsePlus", "SparseSigmoid",
             "Squareplus"]
+__all__ += ["SoftCap"]
 __all__ += ["ConvTranspose1D", "ConvTranspose2D"]
 __all__ += ["Resize2D", "Upsample2D"]

@@ -2,7 +2,7 @@
 ``GELU``, ``SiLU``, ``LeakyReLU``, ``Softplus`` and the rest of ``jax.nn``'s activations
 (``ReLU6``, ``HardTanh``, ``HardSigmoid``, ``HardSiLU``/``HardSwish``, ``ELU``, ``CELU``,
 ``SELU``, ``Mish``, ``LogSigmoid``, ``SoftSign``, ``Squareplus``, ``SparsePlus``,
-``SparseSigmoid``, ``GLU``).
+``SparseSigmoid``, ``GLU``), and ``SoftCap`` (Gemma 2's logit soft cap).
 
 Each is parameter-free and stateless (params ``()``, state ``()``), keeps the input shape
 (``GLU`` halves its split axis) and calls the matching :mod:`funcnet.ops` primitive, whose hand-written backward rule is
@@ -29,7 +29,7 @@ from funcnet._describe import described
 __all__ = ["ReLU", "Sigmoid", "Tanh", "Softmax", "GELU", "SiLU", "LeakyReLU", "Softplus",
            "ReLU6", "HardTanh", "HardSigmoid", "HardSiLU", "HardSwish", "ELU", "CELU", "SELU",
            "Mish", "LogSigmoid", "SoftSign", "Squareplus", "SparsePlus", "SparseSigmoid",
-           "GLU"]
+           "GLU", "SoftCap"]
 
 
 def _elementwise(name: str, fn: Callable, check_now: bool = False) -> Layer:
@@ -335,3 +335,20 @@ def GLU(axis: int = -1) -> Layer:
 
 def _is_one(alpha) -> bool:
     return isinstance(alpha, (int, float)) and not isinstance(alpha, bool) and alpha == 1
+
+
+@described
+def SoftCap(cap: float) -> Layer:
+    """``y = cap tanh(x / cap)`` elementwise: values (logits) soft-capped to ``(-cap, cap)``,
+    about ``x`` where ``|x| << cap``; Gemma 2 caps its final logits at 30 (the attention
+    layers' ``logit_soft_cap`` caps the attention logits inside the op). Built from
+    :func:`funcnet.ops.tanh`, whose backward rule gives ``dy/dx = 1 - tanh^2(x / cap)``.
+
+    Shapes: output has the input's shape. Params ``()``, state ``()``.
+
+    Raises:
+      TypeError, ValueError: at construction, a ``cap`` that is not a Python float, or
+        not finite and ``> 0``.
+    """
+    cap = _checks.static_float("SoftCap", "cap", cap, 0.0, low_inclusive=False)
+    return _elementwise(f"SoftCap({cap!r:.20})", lambda x: cap * ops.tanh(x / cap))

@@ -122,7 +122,8 @@ def test_bad_caps_and_scales_are_refused_at_construction(factory):
 
 def gemma2(decode=False, window=3):
     """A small Gemma-2-style decoder: pairs of a sliding-window and a global layer (GQA,
-    rope, soft-capped logits, RMSNorm before and after each sublayer), repeated."""
+    rope, soft-capped logits, RMSNorm before and after each sublayer), repeated, and the
+    final logits soft-capped by ``nn.SoftCap``."""
     def sublayer(window):
         attn = nn.MultiHeadAttention(4, num_kv_heads=2, causal=True, rope=True, window=window,
                                      logit_soft_cap=CAP, use_bias=False, decode=decode)
@@ -130,7 +131,8 @@ def gemma2(decode=False, window=3):
         return nn.serial(*(nn.Residual(nn.serial(nn.RMSNorm(), f, nn.RMSNorm()))
                            for f in (attn, mlp)))
     pair = nn.serial(sublayer(window), sublayer(None))
-    return nn.TiedEmbedding(11, 8, nn.serial(nn.Repeat(pair, 2), nn.RMSNorm()))
+    return nn.serial(nn.TiedEmbedding(11, 8, nn.serial(nn.Repeat(pair, 2), nn.RMSNorm())),
+                     nn.SoftCap(2.0))     # the final logits' cap (Gemma 2: 30)
 
 
 def test_local_and_global_layers_with_the_cap_decode_to_the_full_pass():

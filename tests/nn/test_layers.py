@@ -35,7 +35,9 @@ MORE = [("ReLU6", nn.ReLU6, jax.nn.relu6), ("HardTanh", nn.HardTanh, jax.nn.hard
         ("Squareplus(1.0)", lambda: nn.Squareplus(1.0), lambda x: jax.nn.squareplus(x, 1.0)),
         ("SparsePlus", nn.SparsePlus, jax.nn.sparse_plus),
         ("SparseSigmoid", nn.SparseSigmoid, jax.nn.sparse_sigmoid),
-        ("GLU(axis=0)", lambda: nn.GLU(axis=0), lambda x: jax.nn.glu(x, axis=0))]
+        ("GLU(axis=0)", lambda: nn.GLU(axis=0), lambda x: jax.nn.glu(x, axis=0)),
+        # Gemma 2's final-logit cap, against the formula (no jax.nn peer)
+        ("SoftCap(1.5)", lambda: nn.SoftCap(1.5), lambda x: 1.5 * jnp.tanh(x / 1.5))]
 
 
 # (layer, input_shape with -1 batch). Every layer, with odd sizes, strides and paddings.
