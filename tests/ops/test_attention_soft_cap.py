@@ -126,10 +126,13 @@ def test_jit_vmap_per_example_grads_and_grad_of_grad():
     ("50", TypeError, r"dot_product_attention: logit_soft_cap must be a Python float"),
 ])
 def test_bad_caps_are_refused_by_the_op_and_the_twin(cap, exc, match):
-    q, k, v = _qkv(1, 2, 2, 1, 1, 2)
+    """Eagerly and under jit (the cap static, the arrays traced)."""
+    q, k, v = (jnp.asarray(a) for a in _qkv(1, 2, 2, 1, 1, 2))
     for f in (attention, R.dot_product_attention):
         with pytest.raises(exc, match=match):
             f(q, k, v, logit_soft_cap=cap)
+        with pytest.raises(exc, match=match):
+            jax.jit(lambda q, k, v, f=f: f(q, k, v, logit_soft_cap=cap))(q, k, v)
 
 
 def test_a_traced_cap_is_refused_under_jit():
