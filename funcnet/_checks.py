@@ -317,12 +317,12 @@ def static_float(fn: str, name: str, value, low: float | None = None,
     return v
 
 
-def check_soft_cap(fn: str, cap) -> float | None:
-    """Attention's ``logit_soft_cap``: ``None``, or a static Python float ``c > 0``
-    (:func:`static_float`'s errors); returned as a float (or ``None``)."""
+def check_soft_cap(fn: str, cap):
+    """Attention's ``logit_soft_cap``: ``None``, or a cap ``c > 0`` (:func:`hyperparameter`:
+    a Python float when concrete, a scalar array when traced)."""
     if cap is None:
         return None
-    return static_float(fn, "logit_soft_cap", cap, 0.0, low_inclusive=False)
+    return hyperparameter(fn, "logit_soft_cap", cap, 0.0, low_inclusive=False)
 
 
 def is_traced(value) -> bool:
@@ -358,15 +358,23 @@ def check_hyperparameter(fn: str, name: str, value, low: float | None = None,
                      high_inclusive=high_inclusive)
 
 
-def check_rate(fn: str, name: str, value):
-    """A probability in ``[0, 1)`` (a dropout rate): a Python float when concrete (the
-    static program; :func:`static_float`'s checks), or, traced (a ``jax.vmap`` sweep of
-    rates, a ``jit`` argument), a scalar array of JAX's default float dtype, its shape and
-    dtype checked but not its value (:func:`check_hyperparameter`)."""
-    check_hyperparameter(fn, name, value, 0.0, 1.0, high_inclusive=False)
+def hyperparameter(fn: str, name: str, value, low: float | None = None,
+                   high: float | None = None, *, low_inclusive: bool = True,
+                   high_inclusive: bool = True):
+    """:func:`check_hyperparameter`, returned as a Python float when concrete (the static
+    program; :func:`static_float`'s checks), or, traced (a ``jax.vmap`` sweep, a ``jit``
+    argument), as a scalar array of JAX's default float dtype, its shape and dtype
+    checked but not its value."""
+    check_hyperparameter(fn, name, value, low, high, low_inclusive=low_inclusive,
+                         high_inclusive=high_inclusive)
     if is_traced(value):
         return jnp.asarray(value, jax.dtypes.canonicalize_dtype(jnp.float64))
     return float(concrete(value))
+
+
+def check_rate(fn: str, name: str, value):
+    """A probability in ``[0, 1)`` (a dropout rate): :func:`hyperparameter`."""
+    return hyperparameter(fn, name, value, 0.0, 1.0, high_inclusive=False)
 
 
 def may_drop(rate) -> bool:

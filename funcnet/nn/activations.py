@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from typing import Callable
 
+import jax.numpy as jnp
+
 from funcnet import _checks, ops
 from funcnet.nn.base import (Layer, apply_shape, check_dtype, check_input_shape,
                              check_no_params, probe)
@@ -344,11 +346,20 @@ def SoftCap(cap: float) -> Layer:
     layers' ``logit_soft_cap`` caps the attention logits inside the op). Built from
     :func:`funcnet.ops.tanh`, whose backward rule gives ``dy/dx = 1 - tanh^2(x / cap)``.
 
+    ``cap``: a Python float, or a traced scalar (the layer built inside ``jax.vmap`` over
+    caps, a learnable cap: ``dy/dcap = tanh(u) - u (1 - tanh^2 u)``, ``u = x / cap``, by
+    autodiff of the product and the quotient), cast to a floating input's dtype.
+
     Shapes: output has the input's shape. Params ``()``, state ``()``.
 
     Raises:
-      TypeError, ValueError: at construction, a ``cap`` that is not a Python float, or
-        not finite and ``> 0``.
+      TypeError, ValueError: at construction, a ``cap`` that is not a number or a real
+        scalar array, or (concrete) not finite and ``> 0``.
     """
-    cap = _checks.static_float("SoftCap", "cap", cap, 0.0, low_inclusive=False)
-    return _elementwise(f"SoftCap({cap!r:.20})", lambda x: cap * ops.tanh(x / cap))
+    cap = _checks.hyperparameter("SoftCap", "cap", cap, 0.0, low_inclusive=False)
+    traced = _checks.is_traced(cap)
+
+    def soft_cap(x):
+        c = cap.astype(x.dtype) if traced and jnp.issubdtype(x.dtype, jnp.floating) else cap
+        return c * ops.tanh(x / c)
+    return _elementwise(f"SoftCap({'traced' if traced else repr(cap):.20})", soft_cap)

@@ -179,7 +179,8 @@ def MultiHeadAttention(num_heads: int, *, qkv_features: int | None = None,
       logit_soft_cap: ``None`` (default) or a float ``c > 0``: the scaled logits ``x``
         become ``c tanh(x / c)`` before the position bias and the mask (Gemma 2's
         attention soft-capping, ``c = 50``), in training, evaluation and decoding alike;
-        the op's ``logit_soft_cap``.
+        the op's ``logit_soft_cap``. A traced scalar (the layer built inside ``jax.vmap``
+        over caps) is the op's traced cap.
       scale: ``None`` (default: ``1/sqrt(dh)``) or a float multiplying the logits, the
         op's ``scale``: ``1.0`` for T5's unscaled logits (its checkpoints fold the scale
         into ``wq``), ``query_pre_attn_scalar ** -0.5`` for Gemma 2.

@@ -40,6 +40,7 @@ class Plan(NamedTuple):
     window: int | None = None   # sliding window; then block = queries per block
     traced_rate: bool = False   # a traced drop probability: it travels with the key
     soft_cap: float | None = None   # logit soft cap c: c tanh(scale q.k / c)
+    traced_cap: bool = False    # a traced cap: the op's argument, not soft_cap
 
     @property
     def blocks(self) -> int:
@@ -135,19 +136,38 @@ def check_alibi_slopes(fn, slopes, q):
     return jnp.asarray(slopes)
 
 
+def logit_cap(plan: Plan, cap, dtype):
+    """The cap a pass applies: ``plan.soft_cap`` (a Python float, or ``None``), or the
+    op's traced ``cap`` argument in the compute ``dtype`` (``plan.traced_cap``)."""
+    return cap.astype(dtype) if plan.traced_cap else plan.soft_cap
+
+
 def soft_capped(s, cap):
-    """Logits ``s`` soft-capped to ``(-cap, cap)``: ``(cap tanh(s / cap), 1 - tanh^2(s /
-    cap))``, the capped logits and their derivative; ``(s, None)`` for ``cap = None``."""
+    """Logits ``s`` soft-capped to ``(-cap, cap)`` (``cap`` from :func:`logit_cap`):
+    ``(cap tanh(u), (1 - tanh^2 u, tanh u - u (1 - tanh^2 u)))`` with ``u = s / cap``, the
+    capped logits and their derivatives in ``s`` and in ``cap`` (the latter ``None`` for a
+    static cap); ``(s, None)`` for ``cap = None``."""
     if cap is None:
         return s, None
-    t = jnp.tanh(s / cap)
-    return cap * t, 1 - t * t
+    u = s / cap
+    t = jnp.tanh(u)
+    ds = 1 - t * t
+    return cap * t, (ds, None if isinstance(cap, float) else t - u * ds)
 
 
 def uncapped(ds, dcap):
     """``dL/d(scale q . k)`` from ``dS``, the gradient of the capped logits: ``dS (1 -
     tanh^2)`` (``dS`` itself without a cap: ``dcap = None``)."""
-    return ds if dcap is None else ds * dcap
+    return ds if dcap is None else ds * dcap[0]
+
+
+def cap_gradient(acc, ds, dcap):
+    """``acc`` plus one block's part of ``dL/dc`` for a traced cap, ``sum dS (tanh u - u
+    (1 - tanh^2 u))`` (``dS`` of the capped logits: the bias, ALiBi and the mask come
+    after the cap; a masked logit's ``dS`` is 0); ``acc`` (``None``) without one."""
+    if acc is None:
+        return None
+    return acc + jnp.sum(ds * dcap[1])
 
 
 def slopes5(slopes, n: int, kh: int, dtype):

@@ -37,8 +37,9 @@ from jax import lax
 from funcnet.ops._arrays import compute_dtype, einsum
 from funcnet.ops._attention_dropout import drop, window_keep_probabilities
 from funcnet.ops._attention_plan import (BLOCK_ELEMENTS, MIN_BLOCK, Plan, alibi_distance,
-                                         alibi_slope_grad, mask5, merge_heads, reduce_to,
-                                         slopes5, soft_capped, split_heads, uncapped)
+                                         alibi_slope_grad, cap_gradient, logit_cap, mask5,
+                                         merge_heads, reduce_to, slopes5, soft_capped,
+                                         split_heads, uncapped)
 from funcnet.ops._mesh import vary_like
 from funcnet.ops.dropout import keep_probability
 
@@ -117,19 +118,20 @@ def _of_block(a5, i, plan: Plan):
     return a5
 
 
-def _logits(qb, kt, m5, i, plan: Plan, al=None, b5=None):
+def _logits(qb, kt, m5, i, plan: Plan, al, b5, cap):
     """Scaled logits of query block ``i`` over its span, ``(B, K, G, block, span)`` (soft
-    capped with ``plan.soft_cap``, plus the bias ``b5`` of :func:`_padded` (or ``None``),
+    capped with ``cap`` of :func:`logit_cap`, plus the bias ``b5`` of :func:`_padded` (or
+    ``None``),
     then ALiBi's ``-m |i - j|`` for the slopes ``al`` ``(b, K, G, 1, 1)``, or ``None``),
     the attend mask (window, causal, user mask), the span's keys and first key,
-    ``|i - j|`` (``None`` without ``al``) and the cap's derivative (``None`` without a
+    ``|i - j|`` (``None`` without ``al``) and the cap's derivatives (``None`` without a
     cap)."""
     span = _span(plan)
     r0 = i * plan.block
     start = _start(i, plan)
     kb = lax.dynamic_slice_in_dim(kt, start, span, axis=2)
     ct = compute_dtype(qb.dtype)
-    s, dcap = soft_capped(einsum("bkgth,bksh->bkgts", qb, kb, ct) * plan.scale, plan.soft_cap)
+    s, dcap = soft_capped(einsum("bkgth,bksh->bkgts", qb, kb, ct) * plan.scale, cap)
     if b5 is not None:
         s = s + _of_block(b5, i, plan).astype(ct)
     rows = r0 + lax.broadcasted_iota(jnp.int32, (1, 1, 1, plan.block, 1), 3)
@@ -156,10 +158,11 @@ def _keep(dropping, qb, i, start, plan: Plan):
                                      plan.causal)
 
 
-def forward(q, k, v, mask, bias, alibi, dropping, plan: Plan):
+def forward(q, k, v, mask, bias, alibi, cap, dropping, plan: Plan):
     """``o`` ``(B, T, N, H)`` in the compute dtype, and ``m, log l`` ``(B, K, G, T)``
-    (``m = 0, log l = +inf`` in a row that attends nothing). ``bias``, ``alibi``: ``None``
-    or the op's bias and slopes; ``dropping``: ``None`` or ``(key, rate)``."""
+    (``m = 0, log l = +inf`` in a row that attends nothing). ``bias``, ``alibi``, ``cap``:
+    ``None`` or the op's bias, slopes and traced cap; ``dropping``: ``None`` or ``(key,
+    rate)``."""
     ct = compute_dtype(q.dtype)
     t, n = q.shape[1], q.shape[2]
     kh = k.shape[2]
@@ -168,10 +171,11 @@ def forward(q, k, v, mask, bias, alibi, dropping, plan: Plan):
     mean = jnp.mean(vt.astype(ct), axis=2)[:, :, None, None, :]     # a row that sees nothing
     keep = keep_probability(0.0 if dropping is None else dropping[1], ct)
     al = None if alibi is None else slopes5(alibi, n, kh, ct)
+    capc = logit_cap(plan, cap, ct)
 
     def body(_, x):
         i, qb = x
-        s, attend, _, start, _, _ = _logits(qb, kt, m5, i, plan, al, b5)
+        s, attend, _, start, _, _ = _logits(qb, kt, m5, i, plan, al, b5, capc)
         hit = jnp.any(attend, axis=-1)
         m = lax.stop_gradient(jnp.max(jnp.where(attend, s, -jnp.inf), axis=-1))
         m = jnp.where(hit, m, jnp.zeros((), ct))
@@ -186,15 +190,17 @@ def forward(q, k, v, mask, bias, alibi, dropping, plan: Plan):
 
     qh = split_heads(q, kh)
     xs = (jnp.arange(-(-t // plan.block), dtype=jnp.int32), _tiles(qh, plan))
-    _, (o, m, log_l) = _scan(body, None, xs, (k, v, mask, bias, alibi, dropping))
+    _, (o, m, log_l) = _scan(body, None, xs, (k, v, mask, bias, alibi, cap, dropping))
     return merge_heads(_untile(o, t)), _untile(m, t), _untile(log_l, t)
 
 
-def backward(q, k, v, mask, bias, alibi, o, m, log_l, do, dropping, plan: Plan):
-    """``(dq, dk, dv, dbias, dalibi, drate)`` (Dao et al. 2022, Algorithms 2 and 4, per
-    query block over its span); ``dbias = dS`` (summed over the bias's axes of size 1,
+def backward(q, k, v, mask, bias, alibi, cap, o, m, log_l, do, dropping, plan: Plan):
+    """``(dq, dk, dv, dbias, dalibi, dcap, drate)`` (Dao et al. 2022, Algorithms 2 and 4,
+    per query block over its span); ``dbias = dS`` (summed over the bias's axes of size 1,
     each block's part added in the scan's carry) and ``dalibi = -sum dS |i - j|`` in the
-    bias's and the slopes' shapes and dtypes (``None`` without them); ``drate = sum_i D_i
+    bias's and the slopes' shapes and dtypes (``None`` without them); ``dcap``, a traced
+    cap's gradient in the compute dtype (:func:`cap_gradient`; ``None`` without one);
+    ``drate = sum_i D_i
     / (1 - r)`` over the rows that attend something (the others are not dropped),
     ``None`` unless ``plan.traced_rate``."""
     ct = compute_dtype(q.dtype)
@@ -207,11 +213,12 @@ def backward(q, k, v, mask, bias, alibi, o, m, log_l, do, dropping, plan: Plan):
     span = _span(plan)
     rate = 0.0 if dropping is None else dropping[1]
     al = None if alibi is None else slopes5(alibi, n, kh, ct)
+    capc = logit_cap(plan, cap, ct)
 
     def body(carry, x):
-        dk, dv, dbias, dal = carry
+        dk, dv, dbias, dal, dc = carry
         i, qb, dob, db, mb, lb = x
-        s, attend, kb, start, distance, dcap = _logits(qb, kt, m5, i, plan, al, b5)
+        s, attend, kb, start, distance, dcap = _logits(qb, kt, m5, i, plan, al, b5, capc)
         vb = lax.dynamic_slice_in_dim(vt, start, span, axis=2)
         p = jnp.exp(jnp.where(attend, (s - mb[..., None]) - lb[..., None], -jnp.inf))
         keep = _keep(dropping, qb, i, start, plan)
@@ -222,6 +229,7 @@ def backward(q, k, v, mask, bias, alibi, o, m, log_l, do, dropping, plan: Plan):
             dbias = _add_block(dbias, ds, i, plan)
         if al is not None:     # d/dm_n of -m_n |i - j|
             dal = dal + alibi_slope_grad(ds, distance, al.shape)
+        dc = cap_gradient(dc, ds, dcap)
         ds = (uncapped(ds, dcap) * plan.scale).astype(q.dtype)
         dqb = einsum("bkgts,bksh->bkgth", ds, kb, ct)
         dkb = einsum("bkgts,bkgth->bksh", ds, qb, ct)
@@ -229,15 +237,16 @@ def backward(q, k, v, mask, bias, alibi, o, m, log_l, do, dropping, plan: Plan):
         def add(acc, part):
             old = lax.dynamic_slice_in_dim(acc, start, span, axis=2)
             return lax.dynamic_update_slice_in_dim(acc, old + part, start, axis=2)
-        return (add(dk, dkb), add(dv, dvb), dbias, dal), (dqb,)
+        return (add(dk, dkb), add(dv, dvb), dbias, dal, dc), (dqb,)
 
     xs = (jnp.arange(-(-t // plan.block), dtype=jnp.int32), _tiles(qh, plan), _tiles(doh, plan),
           _tiles(d, plan), _tiles(m, plan), _tiles(log_l, plan, jnp.inf))
     zeros = jnp.zeros_like(kt, ct)      # *_like: k's sharding on a mesh with Explicit axes
     init = (zeros, zeros, None if b5 is None else jnp.zeros_like(b5, ct),
-            None if al is None else jnp.zeros_like(al))
-    (dk, dv, dbias, dal), (dq,) = _scan(body, init, xs,
-                                        (k, v, mask, bias, alibi, do, dropping))
+            None if al is None else jnp.zeros_like(al),
+            jnp.zeros((), ct) if plan.traced_cap else None)
+    (dk, dv, dbias, dal, dc), (dq,) = _scan(body, init, xs,
+                                            (k, v, mask, bias, alibi, cap, do, dropping))
     # rows that attend nothing are the mean of all S values: dV_j += dO_i / S
     blind = jnp.isinf(log_l)
     dv = dv + jnp.sum(jnp.where(blind[..., None], doh.astype(ct), jnp.zeros((), ct)),
@@ -249,7 +258,7 @@ def backward(q, k, v, mask, bias, alibi, o, m, log_l, do, dropping, plan: Plan):
     dalibi = None if alibi is None else dal.reshape(alibi.shape).astype(alibi.dtype)
     if bias is not None:
         dbias = dbias[:, :, :, :t].reshape(bias.shape).astype(bias.dtype)
-    return merge_heads(_untile(dq, t)).astype(q.dtype), dk, dv, dbias, dalibi, drate
+    return merge_heads(_untile(dq, t)).astype(q.dtype), dk, dv, dbias, dalibi, dc, drate
 
 
 def _add_block(acc, ds, i, plan: Plan):

@@ -31,10 +31,10 @@ from funcnet import _checks
 from funcnet.ops import _local_attention
 from funcnet.ops._arrays import compute_dtype, einsum
 from funcnet.ops._attention_plan import (BLOCK_ELEMENTS, MIN_BLOCK, Plan, alibi_distance,
-                                         alibi_slope_grad, check_alibi_slopes,
-                                         check_attention_args, large_negative, mask5,
-                                         merge_heads, reduce_to,
-                                         seq_length_masks, slopes5, soft_capped,
+                                         alibi_slope_grad, cap_gradient,
+                                         check_alibi_slopes, check_attention_args,
+                                         large_negative, logit_cap, mask5, merge_heads,
+                                         reduce_to, seq_length_masks, slopes5, soft_capped,
                                          split_heads, uncapped)
 from funcnet.ops._mode import has_twin
 from funcnet.ops._mesh import defvjp, vary_like
@@ -118,12 +118,13 @@ def _positions(qh, j, plan: Plan):
     return rows, cols
 
 
-def _logits(qh, kb, j, mb, bb, plan: Plan, al=None):
+def _logits(qh, kb, j, mb, bb, plan: Plan, al, cap):
     """Masked, scaled, biased logits of key block ``j``: ``(B, K, G, T, block)``, the
     attend mask, ALiBi's ``|i - j|`` ``(1, 1, 1, T, block)`` (``None`` without ``al``)
-    and the soft cap's derivative ``1 - tanh^2`` (``None`` without ``plan.soft_cap``).
+    and the soft cap's derivatives (:func:`soft_capped`; ``None`` without a cap).
 
-    The soft cap applies to the scaled ``q . k`` only; ``bb``, the bias of the block (or
+    The soft cap ``cap`` (:func:`logit_cap`) applies to the scaled ``q . k`` only;
+    ``bb``, the bias of the block (or
     ``None``), is added after it, before the
     mask, and so is ALiBi's ``-m |i - j|`` with ``al`` the slopes ``(b, K, G, 1, 1)``
     in the compute dtype (or ``None``). ``attend`` (user mask and causal) is ``None`` when
@@ -132,7 +133,7 @@ def _logits(qh, kb, j, mb, bb, plan: Plan, al=None):
     keys only).
     """
     ct = compute_dtype(qh.dtype)
-    s, dcap = soft_capped(einsum("bkgth,bksh->bkgts", qh, kb, ct) * plan.scale, plan.soft_cap)
+    s, dcap = soft_capped(einsum("bkgth,bksh->bkgts", qh, kb, ct) * plan.scale, cap)
     if bb is not None:
         s = s + bb.astype(ct)
     rows, cols = _positions(qh, j, plan)
@@ -168,10 +169,11 @@ def _block_keep(key, plan: Plan, qh, j):
     return keep_probabilities(key, rate, qh.shape[:-1], cols)
 
 
-def _forward(q, k, v, mask, bias, alibi, key, plan: Plan):
+def _forward(q, k, v, mask, bias, alibi, cap, key, plan: Plan):
     """Online softmax over key blocks. Returns ``o`` ``(B, T, N, H)`` in the compute dtype
     (not yet cast to ``q``'s) and ``m, log l``."""
     ct = compute_dtype(q.dtype)
+    cap = logit_cap(plan, cap, ct)
     qh = split_heads(q, k.shape[2])
     xs, (fixed, fixed_bias) = _blocks(k, v, mask, bias, q.shape[2], plan)
     al = None if alibi is None else slopes5(alibi, q.shape[2], k.shape[2], ct)
@@ -180,7 +182,7 @@ def _forward(q, k, v, mask, bias, alibi, key, plan: Plan):
         m, l, acc = carry
         j, kb, vb, mb, bb = x
         s = _logits(qh, kb, j, fixed if mb is None else mb,
-                    fixed_bias if bb is None else bb, plan, al)[0]
+                    fixed_bias if bb is None else bb, plan, al, cap)[0]
         # the shift m is a constant for autodiff (grad of grad): o and m + log l do not
         # depend on it, and a differentiated m would leak into the backward's m, log l
         m_new = lax.stop_gradient(jnp.maximum(m, jnp.max(s, axis=-1)))
@@ -200,30 +202,31 @@ def _forward(q, k, v, mask, bias, alibi, key, plan: Plan):
     # *_like: on a mesh with Explicit axes the carry takes the queries' sharding
     row = qh[..., 0]
     init = (jnp.full_like(row, -jnp.inf, ct), jnp.zeros_like(row, ct), jnp.zeros_like(qh, ct))
-    (m, l, acc), _ = _loop(body, init, xs, plan, (q, key, bias, alibi))
+    (m, l, acc), _ = _loop(body, init, xs, plan, (q, key, bias, alibi, cap))
     keep = keep_probability(_dropout_of(key, plan)[1], ct)
     return merge_heads(acc / (l[..., None] * keep)), m, jnp.log(l)
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(7,))
-def _attention(q, k, v, mask, bias, alibi, key, plan):
-    return _any_forward(q, k, v, mask, bias, alibi, key, plan)[0].astype(q.dtype)
+@partial(jax.custom_vjp, nondiff_argnums=(8,))
+def _attention(q, k, v, mask, bias, alibi, cap, key, plan):
+    return _any_forward(q, k, v, mask, bias, alibi, cap, key, plan)[0].astype(q.dtype)
 
 
-def _attention_fwd(q, k, v, mask, bias, alibi, key, plan):
-    o, m, log_l = _any_forward(q, k, v, mask, bias, alibi, key, plan)
+def _attention_fwd(q, k, v, mask, bias, alibi, cap, key, plan):
+    o, m, log_l = _any_forward(q, k, v, mask, bias, alibi, cap, key, plan)
     # o is kept in the compute dtype: D = dO . o cancels against dP = dO . v_j where the
     # softmax saturates, and o rounded to bfloat16 leaves an error of eps |dO| |v| there.
     # mask, bias: the caller's arrays, not copies.
-    return o.astype(q.dtype), (q, k, v, mask, bias, alibi, key, o, m, log_l)
+    return o.astype(q.dtype), (q, k, v, mask, bias, alibi, cap, key, o, m, log_l)
 
 
 def _attention_bwd(plan, res, do):
-    q, k, v, mask, bias, alibi, key, o, m, log_l = res
+    q, k, v, mask, bias, alibi, cap, key, o, m, log_l = res
     if plan.window is not None:
-        dq, dk, dv, dbias, dalibi, drate = _local_attention.backward(
-            q, k, v, mask, bias, alibi, o, m, log_l, do, _dropping(key, plan), plan)
-        return dq, dk, dv, None, dbias, dalibi, _rate_cotangent(drate, key, plan)
+        dq, dk, dv, dbias, dalibi, dcap, drate = _local_attention.backward(
+            q, k, v, mask, bias, alibi, cap, o, m, log_l, do, _dropping(key, plan), plan)
+        return (dq, dk, dv, None, dbias, dalibi, _cap_cotangent(dcap, cap),
+                _rate_cotangent(drate, key, plan))
     b, s_len, kh, h = k.shape
     ct = compute_dtype(q.dtype)
     qh, doh = split_heads(q, kh), split_heads(do, kh)
@@ -234,12 +237,13 @@ def _attention_bwd(plan, res, do):
     b5 = None if bias is None else mask5(bias, q.shape[2], kh).shape
     carry_db = b5 is not None and b5[4] == 1
     al = None if alibi is None else slopes5(alibi, q.shape[2], kh, ct)
+    capc = logit_cap(plan, cap, ct)
 
     def body(carry, x):
-        dq, db_acc, dal = carry
+        dq, db_acc, dal, dc = carry
         j, kb, vb, mb, bb = x
         s, attend, distance, dcap = _logits(qh, kb, j, fixed if mb is None else mb,
-                                            fixed_bias if bb is None else bb, plan, al)
+                                            fixed_bias if bb is None else bb, plan, al, capc)
         p = jnp.exp((s - m[..., None]) - log_l[..., None])
         keep = _block_keep(key, plan, qh, j)
         dv = einsum("bkgts,bkgth->bksh", drop(p, keep, rate).astype(q.dtype), doh, ct)
@@ -254,15 +258,17 @@ def _attention_bwd(plan, res, do):
             dbb = reduce_to(ds, b5[:4] + (plan.block,)).astype(bias.dtype)
         if al is not None:     # d/dm_n of -m_n |i - j|: -sum dS |i - j|
             dal = dal + alibi_slope_grad(ds, distance, al.shape)
+        dc = cap_gradient(dc, ds, dcap)
         ds = (uncapped(ds, dcap) * plan.scale).astype(q.dtype)
         dq = dq + einsum("bkgts,bksh->bkgth", ds, kb, ct)
         dk = einsum("bkgts,bkgth->bksh", ds, qh, ct)
-        return (dq, db_acc, dal), (dk.astype(q.dtype), dv.astype(q.dtype), dbb)
+        return (dq, db_acc, dal, dc), (dk.astype(q.dtype), dv.astype(q.dtype), dbb)
 
     init = (jnp.zeros_like(qh, ct), jnp.zeros(b5, ct) if carry_db else None,
-            None if al is None else jnp.zeros_like(al))
-    (dq, db_acc, dal), (dk, dv, dbias) = _loop(body, init, xs, plan,
-                                               (q, do, m, log_l, key, bias, alibi))
+            None if al is None else jnp.zeros_like(al),
+            jnp.zeros((), ct) if plan.traced_cap else None)
+    (dq, db_acc, dal, dc), (dk, dv, dbias) = _loop(body, init, xs, plan,
+                                                   (q, do, m, log_l, key, bias, alibi, cap))
 
     def unblock(x):  # (blocks, B, K, block, H) -> (B, S, K, H)
         x = x.transpose(1, 0, 3, 2, 4).reshape(b, plan.blocks * plan.block, kh, h)
@@ -279,7 +285,13 @@ def _attention_bwd(plan, res, do):
     if plan.traced_rate:    # o = (sum_j p_j m_j v_j) / (1 - r), the mask held fixed
         drate = jnp.sum(d) / keep_probability(rate, ct)
     return (merge_heads(dq).astype(q.dtype), unblock(dk), unblock(dv), None, dbias, dalibi,
-            _rate_cotangent(drate, key, plan))
+            _cap_cotangent(dc, cap), _rate_cotangent(drate, key, plan))
+
+
+def _cap_cotangent(dc, cap):
+    """The cotangent of the op's traced ``cap`` argument in its dtype (``None`` for a
+    static cap or none)."""
+    return None if cap is None else dc.astype(cap.dtype)
 
 
 def _rate_cotangent(drate, key, plan: Plan):
@@ -291,11 +303,12 @@ def _rate_cotangent(drate, key, plan: Plan):
 defvjp(_attention, _attention_fwd, _attention_bwd)
 
 
-def _any_forward(q, k, v, mask, bias, alibi, key, plan: Plan):
+def _any_forward(q, k, v, mask, bias, alibi, cap, key, plan: Plan):
     """:func:`_forward`, or the sliding-window forward pass with ``plan.window``."""
     if plan.window is None:
-        return _forward(q, k, v, mask, bias, alibi, key, plan)
-    return _local_attention.forward(q, k, v, mask, bias, alibi, _dropping(key, plan), plan)
+        return _forward(q, k, v, mask, bias, alibi, cap, key, plan)
+    return _local_attention.forward(q, k, v, mask, bias, alibi, cap, _dropping(key, plan),
+                                    plan)
 
 
 # ---------------------------------------------------------------------------- public op
@@ -379,6 +392,7 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, alibi_slopes=None, c
         dq_i += scale sum_j dX_ij k_j          dK_j  = scale sum_i dX_ij q_i
         dbias[b, n, i, j] = dS_ij                    (before the scale)
         dm[b, n] = -sum_ij dS_ij |i - j|             (ALiBi's slopes)
+        dc = sum_bnij dS_ij (tanh u_ij - u_ij (1 - tanh^2 u_ij)),  u = x / c  (a traced cap)
 
     summed over the ``N/K`` query heads of a key/value head (grouped-query attention);
     ``dbias`` is summed over the axes where ``bias`` has size 1 (within a key block, and
@@ -463,12 +477,15 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, alibi_slopes=None, c
         :func:`funcnet.ops.dropout`); a traced 0 still draws the mask (all kept).
       dropout_key: a PRNG key, required when ``dropout_rate > 0``; ignored otherwise.
       window: ``None`` (every key) or a static int ``W >= 1``, the sliding window above.
-      logit_soft_cap: ``None`` (default) or a static Python float ``c > 0``: the scaled
+      logit_soft_cap: ``None`` (default) or a cap ``c > 0``: the scaled
         logits ``x = scale q . k`` become ``c tanh(x / c)``, within ``(-c, c)``, before the
         bias, ALiBi and the mask (Gemma 2's attention soft-capping, ``c = 50``;
         FlashAttention's ``softcap``). Recomputed per block in the backward pass, whose
         ``dS`` is multiplied by ``1 - tanh^2(x / c)`` before it reaches ``q`` and ``k``
-        (``dbias`` and ALiBi's ``dm`` take ``dS`` itself). ``jax.nn`` has no soft cap.
+        (``dbias`` and ALiBi's ``dm`` take ``dS`` itself). A Python float (checked), or a
+        traced scalar (a ``jax.vmap`` sweep of caps, a jitted argument, a learnable cap;
+        its value unchecked) with ``dL/dc = sum dS (tanh u - u (1 - tanh^2 u))``, ``u = x /
+        c``, summed per block in the backward pass. ``jax.nn`` has no soft cap.
       query_seq_lengths, key_value_seq_lengths: optional ``(B,)`` integer arrays
         (``jax.nn``'s; batched ``q`` only): sequence ``b`` has ``query_seq_lengths[b]``
         real queries and ``key_value_seq_lengths[b]`` real keys, the rest padding at the
@@ -491,8 +508,8 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, alibi_slopes=None, c
         or with an unbatched ``q``.
       TypeError: non-floating or mismatched ``q, k, v`` dtypes, a non-bool mask, a
         non-floating (e.g. bool) bias or ALiBi slopes, non-integer sequence lengths, a
-        non-static ``scale``, ``causal``, ``block_size``, ``window`` or
-        ``logit_soft_cap``, a ``dropout_rate`` that is not a number or a real scalar
+        non-static ``scale``, ``causal``, ``block_size`` or ``window``, a
+        ``dropout_rate`` or ``logit_soft_cap`` that is not a number or a real scalar
         array, a ``dropout_key`` that is not a PRNG key.
 
     References:
@@ -517,12 +534,13 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, alibi_slopes=None, c
     else:
         rows = math.prod(d for d in q.shape[:3] if isinstance(d, int))  # symbolic B counts 1
         plan = _plan(k.shape[1], rows, causal, scale, block_size, static_rate, traced)
-    plan = plan._replace(soft_cap=cap)
+    traced_cap = _checks.is_traced(cap)
+    plan = plan._replace(soft_cap=None if traced_cap else cap, traced_cap=traced_cap)
     if traced:
         key = (key, rate)
     o = _attention(q, k, v, None if mask is None else jnp.asarray(mask),
                    None if bias is None else jnp.asarray(bias), alibi,
-                   key if _checks.may_drop(rate) else None, plan)
+                   cap if traced_cap else None, key if _checks.may_drop(rate) else None, plan)
     if real is not None:
         o = jnp.where(real, o, jnp.zeros((), o.dtype))
     return o[0] if single else o

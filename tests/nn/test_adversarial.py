@@ -118,7 +118,8 @@ CONSTRUCT = [
     ("glu-axis", lambda: nn.GLU(axis="last"), TypeError, r"GLU: axis must be an int"),
     ("softcap-zero", lambda: nn.SoftCap(0.0), ValueError,
      r"SoftCap: cap must be in \(0, inf\), got 0"),
-    ("softcap-str", lambda: nn.SoftCap("30"), TypeError, r"SoftCap: cap must be a Python float"),
+    ("softcap-str", lambda: nn.SoftCap("30"), TypeError, r"SoftCap: cap must be a number or a "
+     r"scalar array, got str"),
     ("fanout-0", lambda: nn.FanOut(0), ValueError, r"FanOut: n must be >= 1, got 0"),
     ("fanin-concat-axis", lambda: nn.FanInConcat(axis=0.5), TypeError,
      r"FanInConcat: axis must be an int"),

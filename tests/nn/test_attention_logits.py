@@ -3,7 +3,8 @@ logits' soft cap (Gemma 2), scale (T5's 1.0) and QK-norm (Gemma 3). Values and g
 equal plain grouped-query attention with ``c tanh(s q.k / c)`` logits of RMS-normalized
 ``q``, ``k`` (float64, 1e-10), with rope, a sliding window and a mask; decoding with all
 three (chunk by chunk) gives the full pass, also in a
-Gemma-2-style decoder of local (ring buffer) and global layers; errors at construction."""
+Gemma-2-style decoder of local (ring buffer) and global layers; layers built inside a
+``jax.vmap`` over caps (a learnable cap); errors at construction."""
 import functools
 
 import jax
@@ -74,6 +75,63 @@ def test_equals_plain_attention_with_capped_logits(case):
     assert float(jnp.max(jnp.abs(apply()[:1] - uncapped[:1]))) > 1e-2   # the cap matters
 
 
+@pytest.mark.parametrize("cross", [False, True], ids=["self_rope_window", "cross"])
+def test_a_cap_sweep_of_layers_equals_plain_attention_and_the_static_layers(cross):
+    """The layer built inside ``jax.vmap`` over caps: its values and its gradients in the
+    parameters and in the cap (a learnable cap) equal plain attention with that traced
+    cap (1e-10), and the value of each layer built with ``float(c)``."""
+    caps = jnp.asarray([0.3, 1.0, 4.0])
+    x, ctx = randn((2, 6, 8), seed=2), randn((2, 5, 3), seed=3)
+
+    def layer(c):
+        if cross:
+            return nn.CrossAttention(4, num_kv_heads=2, logit_soft_cap=c)
+        return nn.MultiHeadAttention(4, num_kv_heads=2, causal=True, rope=ROPE, window=W,
+                                     logit_soft_cap=c)
+
+    def ours(c, p):
+        return jnp.sum(jnp.sin(layer(c).apply(p, (), (x, ctx) if cross else x)[0]))
+
+    def plain(c, p):
+        m = jnp.ones((1, 1, 6, 5), bool) if cross else _band(6, 6, W, True)[None, None]
+        return jnp.sum(jnp.sin(plain_gqa(p, x, ctx if cross else x, m, heads=4, kv=2,
+                                         causal=False, rope=None if cross else ROPE,
+                                         soft_cap=c)))
+
+    _, params, _ = numpy_init(layer(CAP), ((-1, 6, 8), (-1, 5, 3)) if cross else (-1, 6, 8))
+    params = jax.tree_util.tree_map(lambda a: 3 * a, params)   # logits beyond the caps
+    sweep = jax.jit(jax.vmap(lambda c: [jax.value_and_grad(f, (0, 1))(c, params)
+                                        for f in (ours, plain)]))
+    got, want = sweep(caps)
+    assert_close(got, want, 1e-10, "values and gradients in the cap and the params")
+    assert float(jnp.min(jnp.abs(got[1][0]))) > 1e-3        # the cap's gradient
+    assert_close(got[0], jnp.stack([ours(float(c), params) for c in caps]), 1e-12, "static")
+
+
+def test_soft_cap_layers_built_in_a_sweep_of_caps_have_the_hand_derivatives():
+    """``nn.SoftCap(c)`` with ``c`` traced (inside ``jax.vmap``, float32 input): values
+    and the derivatives ``1 - t^2`` in ``x`` and ``t - u (1 - t^2)`` in ``c`` (``u = x /
+    c``, ``t = tanh u``) written by hand; the layer's name says ``traced``."""
+    x = jnp.asarray(randn((7,), seed=4) * 3, jnp.float32)
+    caps = jnp.asarray([0.5, 2.0, 8.0], jnp.float32)
+    names = []
+
+    def apply(c, x):
+        layer = nn.SoftCap(c)
+        names.append(layer.name)
+        return layer.apply((), (), x)[0]
+
+    def run(c):
+        y, pull = jax.vjp(apply, c, x)
+        return y, pull(jnp.ones_like(y))
+    y, (dc, dx) = jax.vmap(run)(caps)
+    u = np.asarray(x)[None] / np.asarray(caps)[:, None]
+    t = np.tanh(u)
+    assert_close((y, dx, dc), (np.asarray(caps)[:, None] * t, 1 - t * t,
+                               np.sum(t - u * (1 - t * t), axis=1)), 1e-5, "SoftCap(traced)")
+    assert y.dtype == jnp.float32 and names == ["SoftCap(traced)"]
+
+
 def gpt(decode=False, cap=CAP, scale=1.0, qk_norm=True):
     attn = nn.serial(nn.LayerNorm(), nn.MultiHeadAttention(
         2, causal=True, decode=decode, rope=ROPE, logit_soft_cap=cap, scale=scale,
@@ -112,7 +170,8 @@ def test_bad_caps_and_scales_are_refused_at_construction(factory):
     with pytest.raises(ValueError, match=rf"{name}\(2\): logit_soft_cap must be in \(0, inf\), "
                                          r"got -3"):
         factory(2, logit_soft_cap=-3.0)
-    with pytest.raises(TypeError, match=rf"{name}\(2\): logit_soft_cap must be a Python float"):
+    with pytest.raises(TypeError, match=rf"{name}\(2\): logit_soft_cap must be a number or a "
+                                        r"scalar array, got str"):
         factory(2, logit_soft_cap="30")
     with pytest.raises(ValueError, match=rf"{name}\(2\): scale must be finite, got nan"):
         factory(2, scale=float("nan"))

@@ -4,7 +4,7 @@ the twin (float64, 1e-10) and central differences on the blockwise and the slidi
 passes, with a mask, a bias and ALiBi slopes (differentiated: they take ``dS`` before the
 cap's derivative), dropout, grouped heads, padded blocks and an unbatched ``q``; equal to a
 softmax written out by hand; a huge cap is no cap; the logits stay inside ``(-c, c)``;
-jit, vmap and grad of grad; errors."""
+jit, vmap and grad of grad; errors (a traced cap: ``test_attention_soft_cap_sweep.py``)."""
 import functools
 
 import jax
@@ -123,7 +123,10 @@ def test_jit_vmap_per_example_grads_and_grad_of_grad():
     (-1.0, ValueError, r"logit_soft_cap must be in \(0, inf\), got -1"),
     (float("nan"), ValueError, r"logit_soft_cap must be finite, got nan"),
     (float("inf"), ValueError, r"logit_soft_cap must be finite, got inf"),
-    ("50", TypeError, r"dot_product_attention: logit_soft_cap must be a Python float"),
+    ("50", TypeError, r"dot_product_attention: logit_soft_cap must be a number or a scalar "
+                      r"array, got str"),
+    (True, TypeError, r"logit_soft_cap must be a number or a scalar array, got bool"),
+    (np.ones(2), ValueError, r"logit_soft_cap must be a scalar, got shape \(2,\)"),
 ])
 def test_bad_caps_are_refused_by_the_op_and_the_twin(cap, exc, match):
     """Eagerly and under jit (the cap static, the arrays traced)."""
@@ -135,8 +138,10 @@ def test_bad_caps_are_refused_by_the_op_and_the_twin(cap, exc, match):
             jax.jit(lambda q, k, v, f=f: f(q, k, v, logit_soft_cap=cap))(q, k, v)
 
 
-def test_a_traced_cap_is_refused_under_jit():
-    q, k, v = _qkv(1, 2, 2, 1, 1, 2)
-    with pytest.raises(TypeError, match=r"logit_soft_cap must be a Python float, got "
-                                        r"\w*Tracer"):
-        jax.jit(lambda c: attention(q, k, v, logit_soft_cap=c))(50.0)
+def test_a_traced_cap_is_checked_for_a_scalar_of_real_dtype():
+    q, k, v = (jnp.asarray(a) for a in _qkv(1, 2, 2, 1, 1, 2))
+    with pytest.raises(ValueError, match=r"logit_soft_cap must be a scalar, got shape \(2,\)"):
+        jax.jit(lambda c: attention(q, k, v, logit_soft_cap=c))(jnp.ones(2))
+    with pytest.raises(TypeError, match=r"logit_soft_cap must have a real numeric dtype, got "
+                                        r"complex"):
+        jax.jit(lambda c: attention(q, k, v, logit_soft_cap=c))(jnp.ones((), jnp.complex64))

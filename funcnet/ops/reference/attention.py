@@ -36,7 +36,7 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, alibi_slopes=None, c
       window: as the op: query ``i`` attends keys ``i - window < j`` (and ``j <= i``
         causal, ``j < i + window`` otherwise), one more term of the boolean mask.
       logit_soft_cap: as the op: ``c tanh(s / c)`` of the scaled logits ``s``, before the
-        bias; differentiated by JAX.
+        bias; differentiated by JAX (in ``c`` too when traced).
       query_seq_lengths, key_value_seq_lengths: as the op (padded keys masked, padded
         queries' outputs 0).
 
@@ -58,8 +58,9 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, alibi_slopes=None, c
     ct = compute_dtype(q.dtype)
     qg = q.reshape(b, t, kh, n // kh, h)
     s = einsum("btkgh,bskh->bkgts", qg, k, ct) * scale
-    if cap is not None:
-        s = cap * jnp.tanh(s / cap)
+    if cap is not None:     # a traced cap in the compute dtype (strict promotion)
+        c = jnp.asarray(cap, ct)
+        s = c * jnp.tanh(s / c)
     if bias is not None:
         s = s + mask5(jnp.asarray(bias), n, kh).astype(ct)
     if alibi is not None:

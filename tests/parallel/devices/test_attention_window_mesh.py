@@ -1,7 +1,8 @@
 """Sliding-window attention on a mesh of 2 devices equals one device (float64, 1e-12),
 values and gradients: ``dot_product_attention(window=W)`` under ``jax.shard_map`` (default
 ``check_vma=True``) with the batch split, the heads split, the queries split over
-replicated keys/values, and the batch split with ALiBi's slopes or a bias replicated; under
+replicated keys/values, and the batch split with ALiBi's slopes, a bias or a traced soft cap
+replicated (the cap on the blockwise pass too); under
 ``jax.jit`` on a mesh with ``Explicit`` axes (batch split; with dropout too);
 ``MultiHeadAttention(window=W)`` under ``jax.jit`` with the batch split on an ``Explicit``
 mesh (data parallel) and with its projections split by heads (Megatron). The scans over
@@ -100,18 +101,25 @@ def test_windowed_op_under_shard_map_equals_one_device(case, split):
     assert not np.any(dk[row, length:]) and np.all(np.abs(dk[:, :9]).max(axis=(1, 2, 3)) > 0)
 
 
-@pytest.mark.parametrize("kind", ["alibi_slopes", "bias"])
-def test_windowed_position_bias_under_shard_map_equals_one_device(kind):
-    """ALiBi's slopes, or a ``(1, N, T, S)`` bias (T5's, LongT5's local attention),
-    replicated, the batch split: their gradient is summed over the devices (its cotangent
-    takes their type; the bias's is added back per query block in the scan's carry) and
-    equals one device's."""
+REPLICATED = {   # id: (the op's keyword, the windowed or the blockwise pass)
+    "alibi_slopes": ("alibi_slopes", OP["symmetric"]), "bias": ("bias", OP["symmetric"]),
+    "traced_cap": ("logit_soft_cap", OP["symmetric"]),
+    "traced_cap_blockwise": ("logit_soft_cap", dict(causal=True, block_size=8))}
+
+
+@pytest.mark.parametrize("case", list(REPLICATED))
+def test_windowed_replicated_logit_arguments_under_shard_map_equal_one_device(case):
+    """ALiBi's slopes, a ``(1, N, T, S)`` bias (T5's, LongT5's local attention) or a
+    traced soft cap, replicated, the batch split: their gradient is summed over the
+    devices (its cotangent takes their type; the bias's is added back per query block in
+    the scan's carry, the cap's summed in it) and equals one device's."""
+    kind, kw = REPLICATED[case]
     q, k, v = _qkv()
-    extra = (jnp.asarray([0.5, 0.25, 0.125, 0.0625]) if kind == "alibi_slopes"
-             else randn((1, NH, T, T), 6))
+    extra = {"alibi_slopes": jnp.asarray([0.5, 0.25, 0.125, 0.0625]),
+             "bias": randn((1, NH, T, T), 6), "logit_soft_cap": jnp.asarray(0.7)}[kind]
 
     def op(q, k, v, m, a):
-        return ops.dot_product_attention(q, k, v, m, **{kind: a}, **OP["symmetric"])
+        return ops.dot_product_attention(q, k, v, m, **{kind: a}, **kw)
     sharded = jax.shard_map(op, mesh=_mesh(), in_specs=(P("d"),) * 4 + (P(),),
                             out_specs=P("d"))
 
