@@ -24,7 +24,8 @@ causal, for each sequence length ``T = S``:
 * ``funcnet soft cap`` / ``autodiff soft cap`` (``--soft-cap c``, 50 by default: Gemma 2's):
   the logits soft-capped to ``c tanh(x / c)`` (``logit_soft_cap=c``; jax.nn has none),
   funcnet's rule (the cap recomputed per key block) against autodiff of its twin, compared
-  with each other.
+  with each other; ``... traced``: the cap as data (a learnable cap, a ``vmap`` sweep),
+  whose gradient ``dL/dc`` the step computes too.
 
 Per case and variant: median time of a step (the variants are sampled round-robin, the
 order rotating, as ``benchmarks/run.py`` does), the bytes saved for the backward pass
@@ -107,6 +108,13 @@ def variants(platform: str, dtype: str, window: int = 0, alibi: bool = False,
             q, k, v, causal=True, logit_soft_cap=soft_cap)
         out["autodiff soft cap"] = lambda q, k, v: ops.reference.dot_product_attention(
             q, k, v, causal=True, logit_soft_cap=soft_cap)
+
+        def traced(q):   # the cap as data: tied to q by 0 * q[0, 0, 0, 0], so that the
+            return soft_cap + 0.0 * q[0, 0, 0, 0].astype(jnp.float32)   # step takes dL/dc
+        out["funcnet soft cap traced"] = lambda q, k, v: ops.dot_product_attention(
+            q, k, v, causal=True, logit_soft_cap=traced(q))
+        out["autodiff soft cap traced"] = lambda q, k, v: ops.reference.dot_product_attention(
+            q, k, v, causal=True, logit_soft_cap=traced(q))
     if platform == "gpu" and dtype in ("float16", "bfloat16"):   # cuDNN's dtypes
         out["jax.nn cudnn"] = lambda q, k, v: jax.nn.dot_product_attention(
             q, k, v, is_causal=True, implementation="cudnn")
