@@ -183,7 +183,9 @@ def MultiHeadAttention(num_heads: int, *, qkv_features: int | None = None,
         over caps) is the op's traced cap.
       scale: ``None`` (default: ``1/sqrt(dh)``) or a float multiplying the logits, the
         op's ``scale``: ``1.0`` for T5's unscaled logits (its checkpoints fold the scale
-        into ``wq``), ``query_pre_attn_scalar ** -0.5`` for Gemma 2.
+        into ``wq``), ``query_pre_attn_scalar ** -0.5`` for Gemma 2. A traced scalar (the
+        layer built inside ``jax.vmap`` over scales; a learnable scale, with ``qk_norm``
+        Henry et al. 2020's QKNorm) is the op's traced scale.
       qk_norm: RMS-normalize every head's queries and keys over their ``dh`` features
         before rope and the cache, ``q_h <- rms_norm(q_h, params["q_norm"])`` (and ``k``
         with ``"k_norm"``; :func:`funcnet.ops.rms_norm`, ``eps = 1e-6``, scales initialized
@@ -315,10 +317,10 @@ def CrossAttention(num_heads: int, *, qkv_features: int | None = None,
         ``num_heads``.
       decode: cache the context's keys and values in the state (above); ``init`` needs
         the context's shape without ``-1``. Default ``False``.
-      logit_soft_cap: ``None`` (default) or a float ``c > 0``, the op's soft cap of the
-        logits (as :func:`MultiHeadAttention`).
+      logit_soft_cap: ``None`` (default) or a float ``c > 0`` (or a traced scalar), the
+        op's soft cap of the logits (as :func:`MultiHeadAttention`).
       scale: ``None`` (default: ``1/sqrt(dh)``) or a float multiplying the logits (``1.0``
-        for T5; as :func:`MultiHeadAttention`).
+        for T5), or a traced scalar; as :func:`MultiHeadAttention`.
       qk_norm: RMS-normalize every head's queries and keys (as
         :func:`MultiHeadAttention`). Default ``False``.
 
@@ -357,7 +359,7 @@ def CrossAttention(num_heads: int, *, qkv_features: int | None = None,
 def _logit_args(name: str, soft_cap, scale, qk_norm) -> dict:
     """The checked ``logit_soft_cap``, ``scale`` (the op's keywords) and ``qk_norm``."""
     return {"logit_soft_cap": _checks.check_soft_cap(name, soft_cap),
-            "scale": None if scale is None else _checks.static_float(name, "scale", scale),
+            "scale": None if scale is None else _checks.hyperparameter(name, "scale", scale),
             "qk_norm": _checks.static_bool(name, "qk_norm", qk_norm)}
 
 

@@ -63,7 +63,8 @@ def check_attention_args(fn, q, k, v, mask, causal, scale, block_size, dropout_r
     """Shared checks of the op and its twin; returns ``(causal, scale, block_size,
     dropout_rate, dropout_key, window)``.
 
-    ``scale`` comes back as a Python float (``1/sqrt(H)`` for ``None``); ``dropout_key``
+    ``scale`` comes back as a Python float (``1/sqrt(H)`` for ``None``), or a traced
+    scalar (:func:`funcnet._checks.hyperparameter`); ``dropout_key``
     is required when ``dropout_rate > 0`` (and checked whenever given); ``window`` is
     ``None`` or an int >= 1. ``bias`` (optional) is
     a floating array of the mask's shapes (:func:`_check_mask_shape`).
@@ -103,7 +104,7 @@ def check_attention_args(fn, q, k, v, mask, causal, scale, block_size, dropout_r
         _checks.check_float(fn, "bias", bias)
         _check_mask_shape(fn, bias, qs, ks, "bias")
     causal = _checks.static_bool(fn, "causal", causal)
-    scale = 1.0 / math.sqrt(qs[-1]) if scale is None else _checks.static_float(
+    scale = 1.0 / math.sqrt(qs[-1]) if scale is None else _checks.hyperparameter(
         fn, "scale", scale)
     if block_size is not None:
         block_size = _checks.static_int(fn, "block_size", block_size, minimum=1)

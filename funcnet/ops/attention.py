@@ -460,7 +460,11 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, alibi_slopes=None, c
         are added. Differentiable (``dm`` above), in its shape and dtype; computed in the
         compute dtype (at least float32). With ``window`` too.
       causal: static bool, mask keys ``j > i``.
-      scale: static Python float multiplying the logits; default ``1 / sqrt(H)``.
+      scale: a Python float multiplying the logits; default ``1 / sqrt(H)``. Or a traced
+        scalar (a ``jax.vmap`` sweep of temperatures, a learnable scale as in Henry et al.
+        2020's QKNorm): it multiplies ``q`` before the op's rule (``(scale q) . k``, in
+        ``q``'s dtype), so ``dL/dscale = sum dq' . q`` comes from autodiff of that product
+        and the rule's ``dq'``; the residuals gain the scaled ``q``.
       block_size: static int, keys per block of the forward and backward loops (queries
         per block with ``window``; default ``W`` rounded up to 8, at least ``MIN_BLOCK``,
         fewer above ``BLOCK_ELEMENTS`` scores per block). Default:
@@ -508,7 +512,7 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, alibi_slopes=None, c
         or with an unbatched ``q``.
       TypeError: non-floating or mismatched ``q, k, v`` dtypes, a non-bool mask, a
         non-floating (e.g. bool) bias or ALiBi slopes, non-integer sequence lengths, a
-        non-static ``scale``, ``causal``, ``block_size`` or ``window``, a
+        non-static ``causal``, ``block_size`` or ``window``, a ``scale``,
         ``dropout_rate`` or ``logit_soft_cap`` that is not a number or a real scalar
         array, a ``dropout_key`` that is not a PRNG key.
 
@@ -526,6 +530,8 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, alibi_slopes=None, c
     single = q.ndim == 3
     if single:
         q, k, v = q[None], k[None], v[None]
+    if _checks.is_traced(scale):    # scale q . k = (scale q) . k: dL/dscale by autodiff
+        q, scale = q * scale.astype(q.dtype), 1.0
     traced = _checks.is_traced(rate)
     static_rate = 0.0 if traced else rate
     if window is not None:

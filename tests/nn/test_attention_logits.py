@@ -4,7 +4,8 @@ equal plain grouped-query attention with ``c tanh(s q.k / c)`` logits of RMS-nor
 ``q``, ``k`` (float64, 1e-10), with rope, a sliding window and a mask; decoding with all
 three (chunk by chunk) gives the full pass, also in a
 Gemma-2-style decoder of local (ring buffer) and global layers; layers built inside a
-``jax.vmap`` over caps (a learnable cap); errors at construction."""
+``jax.vmap`` over caps or scales (a learnable cap; QKNorm's learnable scale); errors at
+construction."""
 import functools
 
 import jax
@@ -75,37 +76,49 @@ def test_equals_plain_attention_with_capped_logits(case):
     assert float(jnp.max(jnp.abs(apply()[:1] - uncapped[:1]))) > 1e-2   # the cap matters
 
 
-@pytest.mark.parametrize("cross", [False, True], ids=["self_rope_window", "cross"])
-def test_a_cap_sweep_of_layers_equals_plain_attention_and_the_static_layers(cross):
-    """The layer built inside ``jax.vmap`` over caps: its values and its gradients in the
-    parameters and in the cap (a learnable cap) equal plain attention with that traced
-    cap (1e-10), and the value of each layer built with ``float(c)``."""
-    caps = jnp.asarray([0.3, 1.0, 4.0])
+SWEEPS = {   # name: (cross, the traced keyword, its values)
+    "self_rope_window_cap": (False, "logit_soft_cap", (0.3, 1.0, 4.0)),
+    "cross_cap": (True, "logit_soft_cap", (0.3, 1.0, 4.0)),
+    # Henry et al. 2020's QKNorm: normalized q, k and a learnable scale g
+    "self_qk_norm_scale": (False, "scale", (0.5, 2.0, 6.0)),
+}
+
+
+@pytest.mark.parametrize("case", list(SWEEPS))
+def test_a_sweep_of_layers_equals_plain_attention_and_the_static_layers(case):
+    """The layer built inside ``jax.vmap`` over caps (or scales): its values and its
+    gradients in the parameters and in the cap (a learnable cap, or scale) equal plain
+    attention with that traced value (1e-10), and the value of each layer built with
+    ``float(h)``."""
+    cross, name, values = SWEEPS[case]
+    qk_norm = name == "scale"
     x, ctx = randn((2, 6, 8), seed=2), randn((2, 5, 3), seed=3)
 
-    def layer(c):
+    def layer(h):
         if cross:
-            return nn.CrossAttention(4, num_kv_heads=2, logit_soft_cap=c)
+            return nn.CrossAttention(4, num_kv_heads=2, **{name: h})
         return nn.MultiHeadAttention(4, num_kv_heads=2, causal=True, rope=ROPE, window=W,
-                                     logit_soft_cap=c)
+                                     qk_norm=qk_norm, **{name: h})
 
-    def ours(c, p):
-        return jnp.sum(jnp.sin(layer(c).apply(p, (), (x, ctx) if cross else x)[0]))
+    def ours(h, p):
+        return jnp.sum(jnp.sin(layer(h).apply(p, (), (x, ctx) if cross else x)[0]))
 
-    def plain(c, p):
+    def plain(h, p):
         m = jnp.ones((1, 1, 6, 5), bool) if cross else _band(6, 6, W, True)[None, None]
         return jnp.sum(jnp.sin(plain_gqa(p, x, ctx if cross else x, m, heads=4, kv=2,
                                          causal=False, rope=None if cross else ROPE,
-                                         soft_cap=c)))
+                                         qk_norm=qk_norm,
+                                         **{"soft_cap" if name == "logit_soft_cap"
+                                            else name: h})))
 
-    _, params, _ = numpy_init(layer(CAP), ((-1, 6, 8), (-1, 5, 3)) if cross else (-1, 6, 8))
+    _, params, _ = numpy_init(layer(1.0), ((-1, 6, 8), (-1, 5, 3)) if cross else (-1, 6, 8))
     params = jax.tree_util.tree_map(lambda a: 3 * a, params)   # logits beyond the caps
-    sweep = jax.jit(jax.vmap(lambda c: [jax.value_and_grad(f, (0, 1))(c, params)
+    sweep = jax.jit(jax.vmap(lambda h: [jax.value_and_grad(f, (0, 1))(h, params)
                                         for f in (ours, plain)]))
-    got, want = sweep(caps)
-    assert_close(got, want, 1e-10, "values and gradients in the cap and the params")
-    assert float(jnp.min(jnp.abs(got[1][0]))) > 1e-3        # the cap's gradient
-    assert_close(got[0], jnp.stack([ours(float(c), params) for c in caps]), 1e-12, "static")
+    got, want = sweep(jnp.asarray(values))
+    assert_close(got, want, 1e-10, f"values and gradients in the {name} and the params")
+    assert float(jnp.min(jnp.abs(got[1][0]))) > 1e-3        # the cap's (scale's) gradient
+    assert_close(got[0], jnp.stack([ours(h, params) for h in values]), 1e-12, "static")
 
 
 def test_soft_cap_layers_built_in_a_sweep_of_caps_have_the_hand_derivatives():
@@ -175,7 +188,8 @@ def test_bad_caps_and_scales_are_refused_at_construction(factory):
         factory(2, logit_soft_cap="30")
     with pytest.raises(ValueError, match=rf"{name}\(2\): scale must be finite, got nan"):
         factory(2, scale=float("nan"))
-    with pytest.raises(TypeError, match=rf"{name}\(2\): scale must be a Python float"):
+    with pytest.raises(ValueError, match=rf"{name}\(2\): scale must be a scalar, got shape "
+                                         r"\(2,\)"):
         factory(2, scale=jnp.ones((2,)))
 
 

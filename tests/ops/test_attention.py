@@ -279,7 +279,10 @@ ERRORS = [
      r"S\); a key-padding mask is \(B, 1, 1, S\)"),
     ({"mask": [[True]]}, TypeError, r"dot_product_attention: mask must be an array, got list"),
     ({"scale": float("nan")}, ValueError, r"dot_product_attention: scale must be finite"),
-    ({"scale": "2"}, TypeError, r"dot_product_attention: scale must be a Python float"),
+    ({"scale": "2"}, TypeError, r"dot_product_attention: scale must be a number or a scalar "
+                                r"array, got str"),
+    ({"scale": np.ones(2)}, ValueError, r"dot_product_attention: scale must be a scalar, got "
+                                        r"shape \(2,\)"),
     ({"causal": 1}, TypeError, r"dot_product_attention: causal must be a bool, got int"),
     ({"block_size": 0}, ValueError, r"dot_product_attention: block_size must be >= 1, got 0"),
     ({"block_size": 2.0}, TypeError, r"dot_product_attention: block_size must be an int"),
@@ -325,12 +328,6 @@ def test_mask_ranks_are_not_right_aligned():
         with pytest.raises(ValueError, match=r"\(rank 1\), expected rank 3 \(N, T, S\) = "
                                              r"\(2, 2, 2\) .* is \(1, 1, S\) = \(1, 1, 2\)"):
             f(q[1], k[1], v[1], jnp.asarray(valid[1]))
-
-
-def test_traced_scale_is_rejected_under_jit():
-    q, k, v = _qkv(1, 2, 3, 1, 1, 2)
-    with pytest.raises(TypeError, match=r"dot_product_attention: scale must be a Python float"):
-        jax.jit(lambda q, s: attention(q, k, v, scale=s))(q, 0.5)
 
 
 # ----------------------------------------------------------------------------- dropout

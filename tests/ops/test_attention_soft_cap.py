@@ -4,7 +4,7 @@ the twin (float64, 1e-10) and central differences on the blockwise and the slidi
 passes, with a mask, a bias and ALiBi slopes (differentiated: they take ``dS`` before the
 cap's derivative), dropout, grouped heads, padded blocks and an unbatched ``q``; equal to a
 softmax written out by hand; a huge cap is no cap; the logits stay inside ``(-c, c)``;
-jit, vmap and grad of grad; errors (a traced cap: ``test_attention_soft_cap_sweep.py``)."""
+jit, vmap and grad of grad; errors (a traced cap: ``test_attention_logit_sweeps.py``)."""
 import functools
 
 import jax

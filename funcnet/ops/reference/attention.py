@@ -30,7 +30,8 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, alibi_slopes=None, c
         the mask (cast to the compute dtype); its gradient comes from JAX's autodiff.
       alibi_slopes: as the op: ``-m_n |i - j|`` added to the logits, here as one
         ``(b, N, T, S)`` array.
-      causal, scale: as the op. block_size: checked and ignored (one block).
+      causal, scale: as the op (a traced scale differentiated by JAX). block_size:
+        checked and ignored (one block).
       dropout_rate, dropout_key: as the op (the same mask for the same key, with a window
         too).
       window: as the op: query ``i`` attends keys ``i - window < j`` (and ``j <= i``
@@ -57,7 +58,7 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, alibi_slopes=None, c
     s_len, kh = k.shape[1], k.shape[2]
     ct = compute_dtype(q.dtype)
     qg = q.reshape(b, t, kh, n // kh, h)
-    s = einsum("btkgh,bskh->bkgts", qg, k, ct) * scale
+    s = einsum("btkgh,bskh->bkgts", qg, k, ct) * jnp.asarray(scale, ct)   # maybe traced
     if cap is not None:     # a traced cap in the compute dtype (strict promotion)
         c = jnp.asarray(cap, ct)
         s = c * jnp.tanh(s / c)
