@@ -46,6 +46,21 @@ def test_no_t_by_s_residual_and_linear_growth_in_t(kw):
     assert ref / act[1024] > 4 * 50                     # issue 15 asks >= 4x at T = 1024
 
 
+@pytest.mark.parametrize("name", ["logit_soft_cap", "scale"])
+def test_a_traced_cap_or_scale_keeps_no_t_by_s_residual(name):
+    """A traced cap adds only itself (a scalar, in JAX's default float dtype) to what the
+    static cap saves; a traced scale adds the scaled ``q`` (``T N H`` floats): still
+    linear in ``T``."""
+    t = 1024
+    q, c = jax.ShapeDtypeStruct((1, t, N, H), jnp.float32), jax.ShapeDtypeStruct((), jnp.float32)
+    res = saved_residuals(lambda q, k, v, c: jnp.sum(attention(q, k, v, causal=True,
+                                                               **{name: c})), q, q, q, c)
+    assert max(math.prod(r.shape) for r in res) == t * N * H, [str(r) for r in res]
+    static = _activation_bytes(_residuals(attention, t, t, causal=True, **{name: 0.5}))
+    extra = t * N * H * 4 if name == "scale" else 0
+    assert 0 <= _activation_bytes(res) - (static + extra) <= 8
+
+
 def test_residuals_do_not_depend_on_the_number_of_keys_and_mask_is_an_argument():
     base = _activation_bytes(_residuals(attention, 128, 128))
     assert _activation_bytes(_residuals(attention, 128, 4096)) == base
