@@ -39,8 +39,7 @@ class Plan(NamedTuple):
     dropout: float = 0.0   # drop probability of the attention probabilities
     window: int | None = None   # sliding window; then block = queries per block
     traced_rate: bool = False   # a traced drop probability: it travels with the key
-    soft_cap: float | None = None   # logit soft cap c: c tanh(scale q.k / c)
-    traced_cap: bool = False    # a traced cap: the op's argument, not soft_cap
+    soft_cap: float | None = None   # a static logit soft cap c: c tanh(scale q.k / c)
 
     @property
     def blocks(self) -> int:
@@ -138,9 +137,9 @@ def check_alibi_slopes(fn, slopes, q):
 
 
 def logit_cap(plan: Plan, cap, dtype):
-    """The cap a pass applies: ``plan.soft_cap`` (a Python float, or ``None``), or the
-    op's traced ``cap`` argument in the compute ``dtype`` (``plan.traced_cap``)."""
-    return cap.astype(dtype) if plan.traced_cap else plan.soft_cap
+    """The cap a pass applies: the op's traced ``cap`` argument in the compute ``dtype``,
+    or (``cap`` ``None``) ``plan.soft_cap``, a Python float or ``None``."""
+    return plan.soft_cap if cap is None else cap.astype(dtype)
 
 
 def soft_capped(s, cap):

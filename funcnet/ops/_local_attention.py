@@ -244,7 +244,7 @@ def backward(q, k, v, mask, bias, alibi, cap, o, m, log_l, do, dropping, plan: P
     zeros = jnp.zeros_like(kt, ct)      # *_like: k's sharding on a mesh with Explicit axes
     init = (zeros, zeros, None if b5 is None else jnp.zeros_like(b5, ct),
             None if al is None else jnp.zeros_like(al),
-            jnp.zeros((), ct) if plan.traced_cap else None)
+            None if cap is None else jnp.zeros((), ct))
     (dk, dv, dbias, dal, dc), (dq,) = _scan(body, init, xs,
                                             (k, v, mask, bias, alibi, cap, do, dropping))
     # rows that attend nothing are the mean of all S values: dV_j += dO_i / S

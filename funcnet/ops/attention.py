@@ -266,7 +266,7 @@ def _attention_bwd(plan, res, do):
 
     init = (jnp.zeros_like(qh, ct), jnp.zeros(b5, ct) if carry_db else None,
             None if al is None else jnp.zeros_like(al),
-            jnp.zeros((), ct) if plan.traced_cap else None)
+            None if cap is None else jnp.zeros((), ct))
     (dq, db_acc, dal, dc), (dk, dv, dbias) = _loop(body, init, xs, plan,
                                                    (q, do, m, log_l, key, bias, alibi, cap))
 
@@ -541,7 +541,7 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, alibi_slopes=None, c
         rows = math.prod(d for d in q.shape[:3] if isinstance(d, int))  # symbolic B counts 1
         plan = _plan(k.shape[1], rows, causal, scale, block_size, static_rate, traced)
     traced_cap = _checks.is_traced(cap)
-    plan = plan._replace(soft_cap=None if traced_cap else cap, traced_cap=traced_cap)
+    plan = plan._replace(soft_cap=None if traced_cap else cap)
     if traced:
         key = (key, rate)
     o = _attention(q, k, v, None if mask is None else jnp.asarray(mask),
