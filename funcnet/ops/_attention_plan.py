@@ -8,7 +8,7 @@ import it at top level.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import jax.numpy as jnp
 
@@ -40,6 +40,7 @@ class Plan(NamedTuple):
     window: int | None = None   # sliding window; then block = queries per block
     traced_rate: bool = False   # a traced drop probability: it travels with the key
     soft_cap: float | None = None   # a static logit soft cap c: c tanh(scale q.k / c)
+    bias_fn: Callable | None = None   # bias_fn(bias_params, rows, cols): a bias per block
 
     @property
     def blocks(self) -> int:

@@ -35,6 +35,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from funcnet.ops._arrays import compute_dtype, einsum
+from funcnet.ops._attention_bias_fn import add_grads, block_bias, zero_grads
 from funcnet.ops._attention_dropout import drop, window_keep_probabilities
 from funcnet.ops._attention_plan import (BLOCK_ELEMENTS, MIN_BLOCK, Plan, alibi_distance,
                                          alibi_slope_grad, cap_gradient, logit_cap, mask5,
@@ -118,10 +119,27 @@ def _of_block(a5, i, plan: Plan):
     return a5
 
 
-def _logits(qb, kt, m5, i, plan: Plan, al, b5, cap):
+def _fn_positions(i, t: int, plan: Plan):
+    """The ``(block,)`` query and ``(span,)`` key positions that ``plan.bias_fn`` gets for
+    query block ``i`` (the padding past ``T`` reads query ``T - 1``: its rows are dropped)."""
+    rows = i * plan.block + jnp.arange(plan.block, dtype=jnp.int32)
+    return (jnp.minimum(rows, t - 1),
+            _start(i, plan) + jnp.arange(_span(plan), dtype=jnp.int32))
+
+
+def _fn_bias(bp, i, t: int, qb, plan: Plan):
+    """``plan.bias_fn``'s bias of query block ``i`` ``(1, K|1, G|1, block, span)``
+    (``None`` without one)."""
+    if plan.bias_fn is None:
+        return None
+    return block_bias(plan.bias_fn, bp, *_fn_positions(i, t, plan),
+                      qb.shape[1] * qb.shape[2], qb.shape[1])
+
+
+def _logits(qb, kt, m5, i, plan: Plan, al, b5, cap, fb=None):
     """Scaled logits of query block ``i`` over its span, ``(B, K, G, block, span)`` (soft
-    capped with ``cap`` of :func:`logit_cap`, plus the bias ``b5`` of :func:`_padded` (or
-    ``None``),
+    capped with ``cap`` of :func:`logit_cap`, plus the bias ``b5`` of :func:`_padded` and
+    the block's ``fb`` of :func:`_fn_bias` (either ``None``),
     then ALiBi's ``-m |i - j|`` for the slopes ``al`` ``(b, K, G, 1, 1)``, or ``None``),
     the attend mask (window, causal, user mask), the span's keys and first key,
     ``|i - j|`` (``None`` without ``al``) and the cap's derivatives (``None`` without a
@@ -134,6 +152,8 @@ def _logits(qb, kt, m5, i, plan: Plan, al, b5, cap):
     s, dcap = soft_capped(einsum("bkgth,bksh->bkgts", qb, kb, ct) * plan.scale, cap)
     if b5 is not None:
         s = s + _of_block(b5, i, plan).astype(ct)
+    if fb is not None:
+        s = s + fb.astype(ct)
     rows = r0 + lax.broadcasted_iota(jnp.int32, (1, 1, 1, plan.block, 1), 3)
     cols = start + lax.broadcasted_iota(jnp.int32, (1, 1, 1, 1, span), 4)
     distance = None if al is None else alibi_distance(rows, cols, ct)
@@ -158,11 +178,11 @@ def _keep(dropping, qb, i, start, plan: Plan):
                                      plan.causal)
 
 
-def forward(q, k, v, mask, bias, alibi, cap, dropping, plan: Plan):
+def forward(q, k, v, mask, bias, alibi, cap, bp, dropping, plan: Plan):
     """``o`` ``(B, T, N, H)`` in the compute dtype, and ``m, log l`` ``(B, K, G, T)``
-    (``m = 0, log l = +inf`` in a row that attends nothing). ``bias``, ``alibi``, ``cap``:
-    ``None`` or the op's bias, slopes and traced cap; ``dropping``: ``None`` or ``(key,
-    rate)``."""
+    (``m = 0, log l = +inf`` in a row that attends nothing). ``bias``, ``alibi``, ``cap``,
+    ``bp``: ``None`` or the op's bias, slopes, traced cap and ``plan.bias_fn``'s params;
+    ``dropping``: ``None`` or ``(key, rate)``."""
     ct = compute_dtype(q.dtype)
     t, n = q.shape[1], q.shape[2]
     kh = k.shape[2]
@@ -175,7 +195,8 @@ def forward(q, k, v, mask, bias, alibi, cap, dropping, plan: Plan):
 
     def body(_, x):
         i, qb = x
-        s, attend, _, start, _, _ = _logits(qb, kt, m5, i, plan, al, b5, capc)
+        s, attend, _, start, _, _ = _logits(qb, kt, m5, i, plan, al, b5, capc,
+                                            _fn_bias(bp, i, t, qb, plan))
         hit = jnp.any(attend, axis=-1)
         m = lax.stop_gradient(jnp.max(jnp.where(attend, s, -jnp.inf), axis=-1))
         m = jnp.where(hit, m, jnp.zeros((), ct))
@@ -190,19 +211,20 @@ def forward(q, k, v, mask, bias, alibi, cap, dropping, plan: Plan):
 
     qh = split_heads(q, kh)
     xs = (jnp.arange(-(-t // plan.block), dtype=jnp.int32), _tiles(qh, plan))
-    _, (o, m, log_l) = _scan(body, None, xs, (k, v, mask, bias, alibi, cap, dropping))
+    _, (o, m, log_l) = _scan(body, None, xs, (k, v, mask, bias, alibi, cap, bp, dropping))
     return merge_heads(_untile(o, t)), _untile(m, t), _untile(log_l, t)
 
 
-def backward(q, k, v, mask, bias, alibi, cap, o, m, log_l, do, dropping, plan: Plan):
-    """``(dq, dk, dv, dbias, dalibi, dcap, drate)`` (Dao et al. 2022, Algorithms 2 and 4,
+def backward(q, k, v, mask, bias, alibi, cap, bp, o, m, log_l, do, dropping, plan: Plan):
+    """``(dq, dk, dv, dbias, dalibi, dcap, drate, dbp)`` (Dao et al. 2022, Algorithms 2 and 4,
     per query block over its span); ``dbias = dS`` (summed over the bias's axes of size 1,
     each block's part added in the scan's carry) and ``dalibi = -sum dS |i - j|`` in the
     bias's and the slopes' shapes and dtypes (``None`` without them); ``dcap``, a traced
     cap's gradient in the compute dtype (:func:`cap_gradient`; ``None`` without one);
     ``drate = sum_i D_i
     / (1 - r)`` over the rows that attend something (the others are not dropped),
-    ``None`` unless ``plan.traced_rate``."""
+    ``None`` unless ``plan.traced_rate``; ``dbp``, ``plan.bias_fn``'s params' gradients
+    (:func:`funcnet.ops._attention_bias_fn.add_grads`, summed over the blocks)."""
     ct = compute_dtype(q.dtype)
     t, n = q.shape[1], q.shape[2]
     s_len, kh = k.shape[1], k.shape[2]
@@ -216,9 +238,10 @@ def backward(q, k, v, mask, bias, alibi, cap, o, m, log_l, do, dropping, plan: P
     capc = logit_cap(plan, cap, ct)
 
     def body(carry, x):
-        dk, dv, dbias, dal, dc = carry
+        dk, dv, dbias, dal, dc, dbp = carry
         i, qb, dob, db, mb, lb = x
-        s, attend, kb, start, distance, dcap = _logits(qb, kt, m5, i, plan, al, b5, capc)
+        s, attend, kb, start, distance, dcap = _logits(qb, kt, m5, i, plan, al, b5, capc,
+                                                       _fn_bias(bp, i, t, qb, plan))
         vb = lax.dynamic_slice_in_dim(vt, start, span, axis=2)
         p = jnp.exp(jnp.where(attend, (s - mb[..., None]) - lb[..., None], -jnp.inf))
         keep = _keep(dropping, qb, i, start, plan)
@@ -229,6 +252,8 @@ def backward(q, k, v, mask, bias, alibi, cap, o, m, log_l, do, dropping, plan: P
             dbias = _add_block(dbias, ds, i, plan)
         if al is not None:     # d/dm_n of -m_n |i - j|
             dal = dal + alibi_slope_grad(ds, distance, al.shape)
+        if plan.bias_fn is not None:     # d bias_params: the vjp of this block's bias
+            dbp = add_grads(dbp, plan.bias_fn, bp, *_fn_positions(i, t, plan), ds, n, kh)
         dc = cap_gradient(dc, ds, dcap)
         ds = (uncapped(ds, dcap) * plan.scale).astype(q.dtype)
         dqb = einsum("bkgts,bksh->bkgth", ds, kb, ct)
@@ -237,16 +262,16 @@ def backward(q, k, v, mask, bias, alibi, cap, o, m, log_l, do, dropping, plan: P
         def add(acc, part):
             old = lax.dynamic_slice_in_dim(acc, start, span, axis=2)
             return lax.dynamic_update_slice_in_dim(acc, old + part, start, axis=2)
-        return (add(dk, dkb), add(dv, dvb), dbias, dal, dc), (dqb,)
+        return (add(dk, dkb), add(dv, dvb), dbias, dal, dc, dbp), (dqb,)
 
     xs = (jnp.arange(-(-t // plan.block), dtype=jnp.int32), _tiles(qh, plan), _tiles(doh, plan),
           _tiles(d, plan), _tiles(m, plan), _tiles(log_l, plan, jnp.inf))
     zeros = jnp.zeros_like(kt, ct)      # *_like: k's sharding on a mesh with Explicit axes
     init = (zeros, zeros, None if b5 is None else jnp.zeros_like(b5, ct),
             None if al is None else jnp.zeros_like(al),
-            None if cap is None else jnp.zeros((), ct))
-    (dk, dv, dbias, dal, dc), (dq,) = _scan(body, init, xs,
-                                            (k, v, mask, bias, alibi, cap, do, dropping))
+            None if cap is None else jnp.zeros((), ct), zero_grads(bp, ct))
+    (dk, dv, dbias, dal, dc, dbp), (dq,) = _scan(
+        body, init, xs, (k, v, mask, bias, alibi, cap, bp, do, dropping))
     # rows that attend nothing are the mean of all S values: dV_j += dO_i / S
     blind = jnp.isinf(log_l)
     dv = dv + jnp.sum(jnp.where(blind[..., None], doh.astype(ct), jnp.zeros((), ct)),
@@ -258,7 +283,7 @@ def backward(q, k, v, mask, bias, alibi, cap, o, m, log_l, do, dropping, plan: P
     dalibi = None if alibi is None else dal.reshape(alibi.shape).astype(alibi.dtype)
     if bias is not None:
         dbias = dbias[:, :, :, :t].reshape(bias.shape).astype(bias.dtype)
-    return merge_heads(_untile(dq, t)).astype(q.dtype), dk, dv, dbias, dalibi, dc, drate
+    return merge_heads(_untile(dq, t)).astype(q.dtype), dk, dv, dbias, dalibi, dc, drate, dbp
 
 
 def _add_block(acc, ds, i, plan: Plan):

@@ -38,6 +38,8 @@ from funcnet.ops._attention_plan import (BLOCK_ELEMENTS, MIN_BLOCK, Plan, alibi_
                                          split_heads, uncapped)
 from funcnet.ops._mode import has_twin
 from funcnet.ops._mesh import defvjp, vary_like
+from funcnet.ops._attention_bias_fn import (add_grads, block_bias, check_bias_fn, cotangent,
+                                            zero_grads)
 from funcnet.ops._attention_dropout import drop, keep_probabilities
 from funcnet.ops.dropout import keep_probability
 
@@ -118,16 +120,23 @@ def _positions(qh, j, plan: Plan):
     return rows, cols
 
 
-def _logits(qh, kb, j, mb, bb, plan: Plan, al, cap):
+def _fn_positions(qh, j, plan: Plan):
+    """The ``(T,)`` query and ``(block,)`` key positions that ``plan.bias_fn`` gets for key
+    block ``j`` (the padding past ``S`` reads key ``S - 1``: its logits are ``-inf``)."""
+    cols = j * plan.block + jnp.arange(plan.block, dtype=jnp.int32)
+    return jnp.arange(qh.shape[3], dtype=jnp.int32), jnp.minimum(cols, plan.s - 1)
+
+
+def _logits(qh, kb, j, mb, bb, plan: Plan, al, cap, bp=None):
     """Masked, scaled, biased logits of key block ``j``: ``(B, K, G, T, block)``, the
     attend mask, ALiBi's ``|i - j|`` ``(1, 1, 1, T, block)`` (``None`` without ``al``)
     and the soft cap's derivatives (:func:`soft_capped`; ``None`` without a cap).
 
     The soft cap ``cap`` (:func:`logit_cap`) applies to the scaled ``q . k`` only;
-    ``bb``, the bias of the block (or
-    ``None``), is added after it, before the
-    mask, and so is ALiBi's ``-m |i - j|`` with ``al`` the slopes ``(b, K, G, 1, 1)``
-    in the compute dtype (or ``None``). ``attend`` (user mask and causal) is ``None`` when
+    ``bb``, the bias of the block (or ``None``), is added after it, before the mask, and
+    so are ``plan.bias_fn``'s bias of the block (params ``bp``, positions of
+    :func:`_fn_positions`) and ALiBi's ``-m |i - j|`` with ``al`` the slopes ``(b, K, G,
+    1, 1)`` in the compute dtype (or ``None``). ``attend`` (user mask and causal) is ``None`` when
     nothing is masked. Masked logits are :func:`large_negative`; key padding is ``-inf``
     (weight exactly 0, even in a fully masked row, whose average runs over the ``S`` real
     keys only).
@@ -136,6 +145,9 @@ def _logits(qh, kb, j, mb, bb, plan: Plan, al, cap):
     s, dcap = soft_capped(einsum("bkgth,bksh->bkgts", qh, kb, ct) * plan.scale, cap)
     if bb is not None:
         s = s + bb.astype(ct)
+    if plan.bias_fn is not None:
+        s = s + block_bias(plan.bias_fn, bp, *_fn_positions(qh, j, plan), qh.shape[1] *
+                           qh.shape[2], qh.shape[1]).astype(ct)
     rows, cols = _positions(qh, j, plan)
     distance = None if al is None else alibi_distance(rows, cols, ct)
     if al is not None:
@@ -169,9 +181,9 @@ def _block_keep(key, plan: Plan, qh, j):
     return keep_probabilities(key, rate, qh.shape[:-1], cols)
 
 
-def _forward(q, k, v, mask, bias, alibi, cap, key, plan: Plan):
+def _forward(q, k, v, mask, bias, alibi, cap, key, bp, plan: Plan):
     """Online softmax over key blocks. Returns ``o`` ``(B, T, N, H)`` in the compute dtype
-    (not yet cast to ``q``'s) and ``m, log l``."""
+    (not yet cast to ``q``'s) and ``m, log l``. ``bp``: ``plan.bias_fn``'s params."""
     ct = compute_dtype(q.dtype)
     cap = logit_cap(plan, cap, ct)
     qh = split_heads(q, k.shape[2])
@@ -182,12 +194,12 @@ def _forward(q, k, v, mask, bias, alibi, cap, key, plan: Plan):
         m, l, acc = carry
         j, kb, vb, mb, bb = x
         s = _logits(qh, kb, j, fixed if mb is None else mb,
-                    fixed_bias if bb is None else bb, plan, al, cap)[0]
+                    fixed_bias if bb is None else bb, plan, al, cap, bp)[0]
         # the shift m is a constant for autodiff (grad of grad): o and m + log l do not
         # depend on it, and a differentiated m would leak into the backward's m, log l
         m_new = lax.stop_gradient(jnp.maximum(m, jnp.max(s, axis=-1)))
         shift = m_new
-        if bias is not None:    # a -inf bias over all the keys so far: shift by 0, not -inf
+        if bias is not None or plan.bias_fn is not None:   # -inf so far: shift by 0
             shift = jnp.where(jnp.isneginf(m_new), jnp.zeros((), ct), m_new)
         alpha = jnp.exp(m - shift)
         p = jnp.exp(s - shift[..., None])
@@ -202,31 +214,31 @@ def _forward(q, k, v, mask, bias, alibi, cap, key, plan: Plan):
     # *_like: on a mesh with Explicit axes the carry takes the queries' sharding
     row = qh[..., 0]
     init = (jnp.full_like(row, -jnp.inf, ct), jnp.zeros_like(row, ct), jnp.zeros_like(qh, ct))
-    (m, l, acc), _ = _loop(body, init, xs, plan, (q, key, bias, alibi, cap))
+    (m, l, acc), _ = _loop(body, init, xs, plan, (q, key, bias, alibi, cap, bp))
     keep = keep_probability(_dropout_of(key, plan)[1], ct)
     return merge_heads(acc / (l[..., None] * keep)), m, jnp.log(l)
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(8,))
-def _attention(q, k, v, mask, bias, alibi, cap, key, plan):
-    return _any_forward(q, k, v, mask, bias, alibi, cap, key, plan)[0].astype(q.dtype)
+@partial(jax.custom_vjp, nondiff_argnums=(9,))
+def _attention(q, k, v, mask, bias, alibi, cap, key, bp, plan):
+    return _any_forward(q, k, v, mask, bias, alibi, cap, key, bp, plan)[0].astype(q.dtype)
 
 
-def _attention_fwd(q, k, v, mask, bias, alibi, cap, key, plan):
-    o, m, log_l = _any_forward(q, k, v, mask, bias, alibi, cap, key, plan)
+def _attention_fwd(q, k, v, mask, bias, alibi, cap, key, bp, plan):
+    o, m, log_l = _any_forward(q, k, v, mask, bias, alibi, cap, key, bp, plan)
     # o is kept in the compute dtype: D = dO . o cancels against dP = dO . v_j where the
     # softmax saturates, and o rounded to bfloat16 leaves an error of eps |dO| |v| there.
-    # mask, bias: the caller's arrays, not copies.
-    return o.astype(q.dtype), (q, k, v, mask, bias, alibi, cap, key, o, m, log_l)
+    # mask, bias, bp: the caller's arrays, not copies.
+    return o.astype(q.dtype), (q, k, v, mask, bias, alibi, cap, key, bp, o, m, log_l)
 
 
 def _attention_bwd(plan, res, do):
-    q, k, v, mask, bias, alibi, cap, key, o, m, log_l = res
+    q, k, v, mask, bias, alibi, cap, key, bp, o, m, log_l = res
     if plan.window is not None:
-        dq, dk, dv, dbias, dalibi, dcap, drate = _local_attention.backward(
-            q, k, v, mask, bias, alibi, cap, o, m, log_l, do, _dropping(key, plan), plan)
+        dq, dk, dv, dbias, dalibi, dcap, drate, dbp = _local_attention.backward(
+            q, k, v, mask, bias, alibi, cap, bp, o, m, log_l, do, _dropping(key, plan), plan)
         return (dq, dk, dv, None, dbias, dalibi, _cap_cotangent(dcap, cap),
-                _rate_cotangent(drate, key, plan))
+                _rate_cotangent(drate, key, plan), _bias_fn_cotangent(bp, dbp, plan))
     b, s_len, kh, h = k.shape
     ct = compute_dtype(q.dtype)
     qh, doh = split_heads(q, kh), split_heads(do, kh)
@@ -240,10 +252,11 @@ def _attention_bwd(plan, res, do):
     capc = logit_cap(plan, cap, ct)
 
     def body(carry, x):
-        dq, db_acc, dal, dc = carry
+        dq, db_acc, dal, dc, dbp = carry
         j, kb, vb, mb, bb = x
         s, attend, distance, dcap = _logits(qh, kb, j, fixed if mb is None else mb,
-                                            fixed_bias if bb is None else bb, plan, al, capc)
+                                            fixed_bias if bb is None else bb, plan, al, capc,
+                                            bp)
         p = jnp.exp((s - m[..., None]) - log_l[..., None])
         keep = _block_keep(key, plan, qh, j)
         dv = einsum("bkgts,bkgth->bksh", drop(p, keep, rate).astype(q.dtype), doh, ct)
@@ -258,17 +271,20 @@ def _attention_bwd(plan, res, do):
             dbb = reduce_to(ds, b5[:4] + (plan.block,)).astype(bias.dtype)
         if al is not None:     # d/dm_n of -m_n |i - j|: -sum dS |i - j|
             dal = dal + alibi_slope_grad(ds, distance, al.shape)
+        if plan.bias_fn is not None:     # d bias_params: the vjp of this block's bias
+            dbp = add_grads(dbp, plan.bias_fn, bp, *_fn_positions(qh, j, plan), ds,
+                            q.shape[2], kh)
         dc = cap_gradient(dc, ds, dcap)
         ds = (uncapped(ds, dcap) * plan.scale).astype(q.dtype)
         dq = dq + einsum("bkgts,bksh->bkgth", ds, kb, ct)
         dk = einsum("bkgts,bkgth->bksh", ds, qh, ct)
-        return (dq, db_acc, dal, dc), (dk.astype(q.dtype), dv.astype(q.dtype), dbb)
+        return (dq, db_acc, dal, dc, dbp), (dk.astype(q.dtype), dv.astype(q.dtype), dbb)
 
     init = (jnp.zeros_like(qh, ct), jnp.zeros(b5, ct) if carry_db else None,
             None if al is None else jnp.zeros_like(al),
-            None if cap is None else jnp.zeros((), ct))
-    (dq, db_acc, dal, dc), (dk, dv, dbias) = _loop(body, init, xs, plan,
-                                                   (q, do, m, log_l, key, bias, alibi, cap))
+            None if cap is None else jnp.zeros((), ct), zero_grads(bp, ct))
+    (dq, db_acc, dal, dc, dbp), (dk, dv, dbias) = _loop(
+        body, init, xs, plan, (q, do, m, log_l, key, bias, alibi, cap, bp))
 
     def unblock(x):  # (blocks, B, K, block, H) -> (B, S, K, H)
         x = x.transpose(1, 0, 3, 2, 4).reshape(b, plan.blocks * plan.block, kh, h)
@@ -285,13 +301,19 @@ def _attention_bwd(plan, res, do):
     if plan.traced_rate:    # o = (sum_j p_j m_j v_j) / (1 - r), the mask held fixed
         drate = jnp.sum(d) / keep_probability(rate, ct)
     return (merge_heads(dq).astype(q.dtype), unblock(dk), unblock(dv), None, dbias, dalibi,
-            _cap_cotangent(dc, cap), _rate_cotangent(drate, key, plan))
+            _cap_cotangent(dc, cap), _rate_cotangent(drate, key, plan),
+            _bias_fn_cotangent(bp, dbp, plan))
 
 
 def _cap_cotangent(dc, cap):
     """The cotangent of the op's traced ``cap`` argument in its dtype (``None`` for a
     static cap or none)."""
     return None if cap is None else dc.astype(cap.dtype)
+
+
+def _bias_fn_cotangent(bp, dbp, plan: Plan):
+    """The cotangent of ``plan.bias_fn``'s params (``None`` without a ``bias_fn``)."""
+    return None if plan.bias_fn is None else cotangent(bp, dbp)
 
 
 def _rate_cotangent(drate, key, plan: Plan):
@@ -303,19 +325,19 @@ def _rate_cotangent(drate, key, plan: Plan):
 defvjp(_attention, _attention_fwd, _attention_bwd)
 
 
-def _any_forward(q, k, v, mask, bias, alibi, cap, key, plan: Plan):
+def _any_forward(q, k, v, mask, bias, alibi, cap, key, bp, plan: Plan):
     """:func:`_forward`, or the sliding-window forward pass with ``plan.window``."""
     if plan.window is None:
-        return _forward(q, k, v, mask, bias, alibi, cap, key, plan)
-    return _local_attention.forward(q, k, v, mask, bias, alibi, cap, _dropping(key, plan),
-                                    plan)
+        return _forward(q, k, v, mask, bias, alibi, cap, key, bp, plan)
+    return _local_attention.forward(q, k, v, mask, bias, alibi, cap, bp,
+                                    _dropping(key, plan), plan)
 
 
 # ---------------------------------------------------------------------------- public op
 @has_twin
 def dot_product_attention(q, k, v, mask=None, *, bias=None, alibi_slopes=None, causal=False,
                           scale=None, block_size=None, dropout_rate=0.0, dropout_key=None,
-                          window=None, logit_soft_cap=None,
+                          window=None, logit_soft_cap=None, bias_fn=None, bias_params=None,
                           query_seq_lengths=None, key_value_seq_lengths=None):
     r"""Scaled dot-product attention, ``softmax(q k^T * scale + bias + mask) v``, in O(T) memory.
 
@@ -331,6 +353,7 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, alibi_slopes=None, c
 
         s_ij = cap(scale * q_i . k_j) + bias[b, n, i, j]  (i < T, j < S; bias 0 if None)
                  - m[b, n] |i - j|                    (ALiBi: alibi_slopes m, if given)
+                 + f(p, i, j)[n]                      (bias_fn f, bias_params p, if given)
         cap(x) = c tanh(x / c)                        (logit_soft_cap c; x if None)
         z_ij = s_ij if attend(i, j) else L                attend = mask[b, n, i, j] and
                                                                    (not causal or j <= i) and
@@ -373,7 +396,8 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, alibi_slopes=None, c
     Residuals: ``q, k, v`` (the arguments), ``mask``, ``bias`` and ``alibi_slopes`` (the
     caller's arrays; the backward pass splits the bias into key blocks again and computes
     ALiBi's ``(T, block)`` distances per block, so ALiBi costs O(N) memory where a ``(1,
-    N, T, S)`` bias costs O(N T S)), the output ``o`` in the compute
+    N, T, S)`` bias costs O(N T S)), ``bias_params`` (a ``bias_fn``'s bias is recomputed
+    per block: T5's costs its ``(num_buckets, N)`` table), the output ``o`` in the compute
     dtype (float32 for bfloat16/float16 inputs: ``D_i`` below cancels against ``dP_ij``
     where the softmax saturates, and ``o`` rounded to bfloat16 left an error of
     ``eps |dO| |v|`` in gradients that are near 0 there) and the row
@@ -393,6 +417,7 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, alibi_slopes=None, c
         dbias[b, n, i, j] = dS_ij                    (before the scale)
         dm[b, n] = -sum_ij dS_ij |i - j|             (ALiBi's slopes)
         dc = sum_bnij dS_ij (tanh u_ij - u_ij (1 - tanh^2 u_ij)),  u = x / c  (a traced cap)
+        dp += vjp(f(., rows, cols))(sum_b dS[b, :, rows, cols])   (bias_fn, per block)
 
     summed over the ``N/K`` query heads of a key/value head (grouped-query attention);
     ``dbias`` is summed over the axes where ``bias`` has size 1 (within a key block, and
@@ -490,6 +515,23 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, alibi_slopes=None, c
         traced scalar (a ``jax.vmap`` sweep of caps, a jitted argument, a learnable cap;
         its value unchecked) with ``dL/dc = sum dS (tanh u - u (1 - tanh^2 u))``, ``u = x /
         c``, summed per block in the backward pass. ``jax.nn`` has no soft cap.
+      bias_fn: ``None`` (default) or a pure function ``f(bias_params, rows, cols)`` of the
+        int32 positions ``rows`` ``(t,)`` of some queries and ``cols`` ``(s,)`` of some keys
+        returning their floating bias, ``(N, t, s)`` per query head, or ``(1, t, s)`` /
+        ``(t, s)`` shared by the heads (shared over the batch), added to the logits like
+        ``bias`` (after the soft cap, before the mask) but computed per block, never as a
+        ``(1, N, T, S)`` array nor kept for the backward pass (PyTorch FlexAttention's
+        ``score_mod`` for an additive bias): T5's relative buckets gathered from a
+        ``(num_buckets, N)`` table (:func:`funcnet.nn.position_bias.t5_bias_fn`; LongT5 with
+        ``window``), learned ALiBi slopes, Swin-style relative tables. Positions are those
+        of ``causal`` (query ``i`` at ``i``, key ``j`` at ``j``; a block's padding reads
+        the last real position). It must close over no traced value (``TypeError``): what
+        ``jit``, ``grad`` or ``vmap`` traces goes in ``bias_params``. Its shape is checked
+        at trace time for ``(T,)``, ``(S,)`` positions and for every block's.
+      bias_params: the pytree ``bias_fn`` reads (its first argument): differentiable in
+        its floating leaves, ``dp`` above (the vjp of ``f`` per block, summed over the
+        blocks in the backward scan's carry, in the leaves' dtypes; integer leaves, e.g. an
+        offset, are constants). ``jax.vmap`` over it sweeps the bias (tests).
       query_seq_lengths, key_value_seq_lengths: optional ``(B,)`` integer arrays
         (``jax.nn``'s; batched ``q`` only): sequence ``b`` has ``query_seq_lengths[b]``
         real queries and ``key_value_seq_lengths[b]`` real keys, the rest padding at the
@@ -509,12 +551,14 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, alibi_slopes=None, c
         outside ``[0, 1)`` or without a ``dropout_key``, ``window < 1``, a
         ``logit_soft_cap`` that is not finite and ``> 0``, ``alibi_slopes`` not of shape
         ``(N,)`` or ``(B, N)``, sequence lengths not of shape ``(B,)``, outside their range
-        or with an unbatched ``q``.
+        or with an unbatched ``q``, ``bias_fn`` returning another shape than ``(N|1, t, s)``
+        or ``(t, s)``, ``bias_params`` without a ``bias_fn``.
       TypeError: non-floating or mismatched ``q, k, v`` dtypes, a non-bool mask, a
         non-floating (e.g. bool) bias or ALiBi slopes, non-integer sequence lengths, a
         non-static ``causal``, ``block_size`` or ``window``, a ``scale``,
         ``dropout_rate`` or ``logit_soft_cap`` that is not a number or a real scalar
-        array, a ``dropout_key`` that is not a PRNG key.
+        array, a ``dropout_key`` that is not a PRNG key, a ``bias_fn`` that is not callable,
+        returns a non-floating array (or not one array) or closes over a traced value.
 
     References:
       Rabe & Staats (2021), https://arxiv.org/abs/2112.05682; Dao et al. (2022),
@@ -526,6 +570,7 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, alibi_slopes=None, c
         fn, q, k, v, mask, causal, scale, block_size, dropout_rate, dropout_key, window, bias)
     alibi = check_alibi_slopes(fn, alibi_slopes, q)
     cap = _checks.check_soft_cap(fn, logit_soft_cap)
+    check_bias_fn(fn, bias_fn, bias_params, q, k, bias_params is not None)
     mask, real = seq_length_masks(fn, q, k, mask, query_seq_lengths, key_value_seq_lengths)
     single = q.ndim == 3
     if single:
@@ -541,12 +586,14 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, alibi_slopes=None, c
         rows = math.prod(d for d in q.shape[:3] if isinstance(d, int))  # symbolic B counts 1
         plan = _plan(k.shape[1], rows, causal, scale, block_size, static_rate, traced)
     traced_cap = _checks.is_traced(cap)
-    plan = plan._replace(soft_cap=None if traced_cap else cap)
+    plan = plan._replace(soft_cap=None if traced_cap else cap, bias_fn=bias_fn)
     if traced:
         key = (key, rate)
     o = _attention(q, k, v, None if mask is None else jnp.asarray(mask),
                    None if bias is None else jnp.asarray(bias), alibi,
-                   cap if traced_cap else None, key if _checks.may_drop(rate) else None, plan)
+                   cap if traced_cap else None, key if _checks.may_drop(rate) else None,
+                   None if bias_fn is None else jax.tree_util.tree_map(jnp.asarray, bias_params),
+                   plan)
     if real is not None:
         o = jnp.where(real, o, jnp.zeros((), o.dtype))
     return o[0] if single else o

@@ -4,7 +4,8 @@ the default block plan used to compare the symbolic ``T`` with a block size
 one block. The exported function, called at two lengths, equals the jitted op on concrete
 shapes (which runs several blocks), in value and gradient (``jax.grad`` through the
 exported call, at T = 7); wrong concrete sizes still raise the op's clear errors at export
-time. The layers and a GPT are exported in tests/nn/test_attention_export.py."""
+time; a ``bias_fn`` exports too. The layers and a GPT are exported in
+tests/nn/test_attention_export.py."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,6 +15,7 @@ from jax import export
 from funcnet import ops
 from funcnet.gradcheck import assert_close
 from tests.ops._cases import rand
+from tests.ops.test_attention_bias_fn import t5_bias
 
 F64 = jnp.float64
 
@@ -54,6 +56,28 @@ def test_exports_with_a_symbolic_sequence_length(causal, window):
         got = jax.grad(loss(exported.call), (0, 1, 2))(q, k, v)
         want = jax.jit(jax.grad(loss(direct), (0, 1, 2)))(q, k, v)
         assert_close(got, want, 1e-12, f"gradients at T={length}")
+
+
+@pytest.mark.parametrize("window", [None, 2], ids=["blockwise", "sliding_window"])
+def test_exports_a_bias_fn_with_a_symbolic_sequence_length(window):
+    """``bias_fn`` (T5's buckets) gets ``(t,)`` positions of a symbolic length: the exported
+    call equals the jitted op (several blocks) in value and in the table's gradient."""
+    b, t = export.symbolic_shape("b, t")
+
+    def attend(q, k, v, table, **kw):
+        return ops.dot_product_attention(q, k, v, causal=True, bias_fn=t5_bias,
+                                         bias_params=table, window=window, **kw)
+    exported = export.export(jax.jit(attend))(_spec(b, t, 2, 3), _spec(b, t, 2, 3),
+                                              _spec(b, t, 2, 3), _spec(8, 2))
+    q, k, v = (jnp.asarray(rand((1, 7, 2, 3), seed)) for seed in range(3))
+    table = jnp.asarray(rand((8, 2), 5))
+
+    def loss(f):
+        return lambda table: jnp.sum(jnp.sin(f(q, k, v, table)))
+    direct = jax.jit(lambda q, k, v, table: attend(q, k, v, table, block_size=2))
+    assert_close(exported.call(q, k, v, table), direct(q, k, v, table), 1e-12, "values")
+    assert_close(jax.grad(loss(exported.call))(table), jax.grad(loss(direct))(table), 1e-12,
+                 "the table's gradient")
 
 
 @pytest.mark.parametrize("shapes, match", [

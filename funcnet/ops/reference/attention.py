@@ -10,6 +10,7 @@ from funcnet.ops._arrays import compute_dtype, einsum
 from funcnet.ops._attention_plan import (alibi_distance, check_alibi_slopes,
                                          check_attention_args, large_negative, mask5,
                                          seq_length_masks, slopes5)
+from funcnet.ops._attention_bias_fn import block_bias, check_bias_fn
 from funcnet.ops._attention_dropout import (drop, keep_probabilities,
                                             window_keep_probabilities)
 from funcnet.ops.dropout import keep_probability
@@ -17,8 +18,8 @@ from funcnet.ops.dropout import keep_probability
 
 def dot_product_attention(q, k, v, mask=None, *, bias=None, alibi_slopes=None, causal=False,
                           scale=None, block_size=None, dropout_rate=0.0, dropout_key=None,
-                          window=None, logit_soft_cap=None, query_seq_lengths=None,
-                          key_value_seq_lengths=None):
+                          window=None, logit_soft_cap=None, bias_fn=None, bias_params=None,
+                          query_seq_lengths=None, key_value_seq_lengths=None):
     """Reference attention ``softmax(q k^T * scale + bias, masked with L) v``, one ``T x S``
     block.
 
@@ -38,6 +39,8 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, alibi_slopes=None, c
         causal, ``j < i + window`` otherwise), one more term of the boolean mask.
       logit_soft_cap: as the op: ``c tanh(s / c)`` of the scaled logits ``s``, before the
         bias; differentiated by JAX (in ``c`` too when traced).
+      bias_fn, bias_params: as the op, here one ``bias_fn(bias_params, arange(T),
+        arange(S))`` array added with ``bias`` (its params differentiated by JAX).
       query_seq_lengths, key_value_seq_lengths: as the op (padded keys masked, padded
         queries' outputs 0).
 
@@ -49,6 +52,8 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, alibi_slopes=None, c
         dropout_key, window, bias)
     alibi = check_alibi_slopes("dot_product_attention", alibi_slopes, q)
     cap = _checks.check_soft_cap("dot_product_attention", logit_soft_cap)
+    check_bias_fn("dot_product_attention", bias_fn, bias_params, q, k,
+                  bias_params is not None)
     mask, real = seq_length_masks("dot_product_attention", q, k, mask, query_seq_lengths,
                                   key_value_seq_lengths)
     single = q.ndim == 3
@@ -64,6 +69,9 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, alibi_slopes=None, c
         s = c * jnp.tanh(s / c)
     if bias is not None:
         s = s + mask5(jnp.asarray(bias), n, kh).astype(ct)
+    if bias_fn is not None:
+        s = s + block_bias(bias_fn, bias_params, jnp.arange(t, dtype=jnp.int32),
+                           jnp.arange(s_len, dtype=jnp.int32), n, kh).astype(ct)
     if alibi is not None:
         dist = alibi_distance(jnp.arange(t)[:, None], jnp.arange(s_len)[None, :], ct)
         s = s - slopes5(alibi, n, kh, ct) * dist[None, None, None]

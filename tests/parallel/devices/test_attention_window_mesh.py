@@ -1,8 +1,8 @@
 """Sliding-window attention on a mesh of 2 devices equals one device (float64, 1e-12),
 values and gradients: ``dot_product_attention(window=W)`` under ``jax.shard_map`` (default
 ``check_vma=True``) with the batch split, the heads split, the queries split over
-replicated keys/values, and the batch split with ALiBi's slopes, a bias or a traced soft cap
-replicated (the cap on the blockwise pass too); under
+replicated keys/values, and the batch split with ALiBi's slopes, a bias, a traced soft cap
+or a ``bias_fn``'s table replicated (the cap and the table on the blockwise pass too); under
 ``jax.jit`` on a mesh with ``Explicit`` axes (batch split; with dropout too);
 ``MultiHeadAttention(window=W)`` under ``jax.jit`` with the batch split on an ``Explicit``
 mesh (data parallel) and with its projections split by heads (Megatron). The scans over
@@ -25,6 +25,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from funcnet import nn, ops
 from funcnet.gradcheck import assert_close
 from tests.nn._models import numpy_init, randn
+from tests.ops.test_attention_bias_fn import t5_bias
 
 RTOL = 1e-12
 B, T, NH, KH, H, W = 4, 24, 4, 2, 4, 5        # 3 query blocks of 8: the scans run
@@ -104,19 +105,23 @@ def test_windowed_op_under_shard_map_equals_one_device(case, split):
 REPLICATED = {   # id: (the op's keyword, the windowed or the blockwise pass)
     "alibi_slopes": ("alibi_slopes", OP["symmetric"]), "bias": ("bias", OP["symmetric"]),
     "traced_cap": ("logit_soft_cap", OP["symmetric"]),
-    "traced_cap_blockwise": ("logit_soft_cap", dict(causal=True, block_size=8))}
+    "traced_cap_blockwise": ("logit_soft_cap", dict(causal=True, block_size=8)),
+    "bias_fn": ("bias_params", dict(OP["symmetric"], bias_fn=t5_bias)),
+    "bias_fn_blockwise": ("bias_params", dict(causal=True, block_size=8, bias_fn=t5_bias))}
 
 
 @pytest.mark.parametrize("case", list(REPLICATED))
 def test_windowed_replicated_logit_arguments_under_shard_map_equal_one_device(case):
-    """ALiBi's slopes, a ``(1, N, T, S)`` bias (T5's, LongT5's local attention) or a
-    traced soft cap, replicated, the batch split: their gradient is summed over the
-    devices (its cotangent takes their type; the bias's is added back per query block in
-    the scan's carry, the cap's summed in it) and equals one device's."""
+    """ALiBi's slopes, a ``(1, N, T, S)`` bias (T5's, LongT5's local attention), a traced
+    soft cap or a ``bias_fn``'s table (T5's, gathered per block), replicated, the batch
+    split: their gradient is summed over the devices (its cotangent takes their type; the
+    bias's is added back per query block in the scan's carry, the cap's and the table's
+    summed in it) and equals one device's."""
     kind, kw = REPLICATED[case]
     q, k, v = _qkv()
     extra = {"alibi_slopes": jnp.asarray([0.5, 0.25, 0.125, 0.0625]),
-             "bias": randn((1, NH, T, T), 6), "logit_soft_cap": jnp.asarray(0.7)}[kind]
+             "bias": randn((1, NH, T, T), 6), "logit_soft_cap": jnp.asarray(0.7),
+             "bias_params": randn((8, NH), 7)}[kind]
 
     def op(q, k, v, m, a):
         return ops.dot_product_attention(q, k, v, m, **{kind: a}, **kw)
