@@ -81,10 +81,12 @@ def MultiHeadAttention(num_heads: int, *, qkv_features: int | None = None,
     the mask; the op skips the keys outside the window, so the work is ``O(T W)``.
 
     Position biases (``position_bias``; :mod:`funcnet.nn.position_bias`): a term of the
-    positions ``i`` (query), ``j`` (key) added per head ``n`` to the scaled logits, the
-    op's ``bias=`` built as ``(1, num_heads, T, S)`` (shared over the batch); ALiBi
-    outside decoding goes to the op as ``alibi_slopes=`` instead, computed per key block
-    (O(N) memory, no ``T x S`` array)::
+    positions ``i`` (query), ``j`` (key) added per head ``n`` to the scaled logits, shared
+    over the batch. Outside decoding neither is a ``T x S`` array: ALiBi goes to the op as
+    ``alibi_slopes=`` (O(N) memory) and T5 as ``bias_fn=`` with ``rel_bias`` as
+    ``bias_params`` (:func:`funcnet.nn.position_bias.t5_bias_fn`), gathered per block and
+    its gradient summed per block (O(num_buckets N) memory); when decoding the op's
+    ``bias=`` is built as ``(1, num_heads, t, S)`` for the chunk's ``t`` queries::
 
         "alibi":  s_nij += -m_n |i - j|                  (Press et al. 2022; BLOOM, MPT)
         "t5":     s_nij += rel_bias[bucket(j - i), n]    (Raffel et al. 2020, section 2.1)
@@ -97,9 +99,9 @@ def MultiHeadAttention(num_heads: int, *, qkv_features: int | None = None,
     from T5: each layer has its own table (T5 shares one per stack), and the logits keep
     the ``1/sqrt(dh)`` scale unless ``scale=1.0`` (T5 has none). ``decode=True``: query
     ``t`` of a chunk is at ``index + t``, cache slot ``j`` at ``j``, so chunks equal the
-    full pass (tests). With ``rope`` the bias adds to the rotated logits. The bias is
-    materialised and kept for the backward pass: ``O(num_heads T S)`` memory, not the
-    op's ``O(T)`` (with ``window`` too: the op reads it per block).
+    full pass (tests). With ``rope`` the bias adds to the rotated logits. With ``window``
+    T5's bias is gathered per query block over its span: LongT5's local attention in
+    ``O(T W)`` work and ``O(T)`` memory.
 
     The attention op's backward rule recomputes the probabilities blockwise, so a
     training step keeps ``O(T)`` per head for the attention, not ``T x T``; the
@@ -170,8 +172,8 @@ def MultiHeadAttention(num_heads: int, *, qkv_features: int | None = None,
         ``L < W`` the cache is the ordinary one of ``L`` positions. With dropout the op
         draws the window's own mask (see :func:`funcnet.ops.dot_product_attention`).
       position_bias: ``None`` (default), ``"alibi"`` or ``"t5"`` (above). With ``window``
-        too (ALiBi computed per block of the window; T5's ``(1, num_heads, T, T)`` bias read
-        per block: LongT5's local attention with ``causal=False``), and with ``decode``
+        too (both computed per block of the window: LongT5's local attention with
+        ``causal=False``), and with ``decode``
         (from the positions the cache, or the ring buffer of ``window``, holds).
       position_bias_buckets: ``"t5"``'s ``(num_buckets, max_distance)``, default
         ``(32, 128)`` (T5's): the rows of ``rel_bias`` (half of them per sign without
@@ -540,10 +542,12 @@ def _attention_layer(name, heads, kv_heads, cross, qkv_features, out_features, c
             q, k, v, mask, state, fits, k_positions = decoding.attend_cached(
                 name, state, q, k, v, mask, heads, single,
                 None if rope is None else rotate, window)
-        bias = slopes = None
+        bias = slopes = bias_fn = None
         if bias_spec is not None and bias_spec[0] == "alibi" and not decode:
             # positions 0 .. T-1 for queries and keys, the op's own: O(N) memory, no T x S
             slopes = jnp.asarray(_pb.alibi_slopes(heads), _checks.compute_dtype(q.dtype))
+        elif bias_spec is not None and not decode:   # T5: gathered per block by the op
+            bias_fn = _pb.t5_bias_fn(bias_spec)
         elif bias_spec is not None:   # query t at index + t, keys where the cache holds them
             start = (state["index"] - t).astype(jnp.int32) if decode else 0
             bias = _pb.bias(bias_spec, params.get("rel_bias"),
@@ -552,6 +556,8 @@ def _attention_layer(name, heads, kv_heads, cross, qkv_features, out_features, c
                             heads, q.dtype)
         with _checks.context(name):
             o = ops.dot_product_attention(q, k, v, mask, bias=bias, alibi_slopes=slopes,
+                                          bias_fn=bias_fn, bias_params=None if bias_fn is None
+                                          else params["rel_bias"],
                                           causal=causal and not decode, dropout_rate=drop,
                                           dropout_key=key if _checks.may_drop(drop) else None,
                                           window=None if decode else window,

@@ -39,7 +39,7 @@ import numpy as np
 
 from funcnet import _checks
 
-__all__ = ["KINDS", "alibi_slopes", "relative_position_bucket"]
+__all__ = ["KINDS", "alibi_slopes", "relative_position_bucket", "t5_bias_fn"]
 
 KINDS = ("alibi", "t5")
 
@@ -121,6 +121,23 @@ def bias(spec: tuple, table, q_positions, k_positions, heads: int, dtype):
         ct = _checks.compute_dtype(dtype)
         slopes = jnp.asarray(alibi_slopes(heads), ct)
         return -(slopes[:, None, None] * jnp.abs(rel).astype(ct)[None])[None]
+    return _t5(spec, table, rel)[None]
+
+
+def _t5(spec: tuple, table, rel):
+    """T5's ``(heads, T, S)`` bias ``table[bucket(rel)]`` of relative positions ``rel``."""
+    _, nb, md, bidirectional = spec
     b = relative_position_bucket(rel, bidirectional=bidirectional, num_buckets=nb,
                                  max_distance=md)
-    return jnp.take(table, b, axis=0).transpose(2, 0, 1)[None]
+    return jnp.take(table, b, axis=0).transpose(2, 0, 1)
+
+
+@functools.lru_cache(maxsize=None)
+def t5_bias_fn(spec: tuple):
+    """T5's bias as the op's ``bias_fn(table, rows, cols)`` (``spec`` of :func:`check`,
+    one function per spec): ``(heads, t, s)`` gathered from ``table`` ``(num_buckets,
+    heads)`` for a block's query positions ``rows`` ``(t,)`` and key positions ``cols``
+    ``(s,)``, so the op never builds the ``(1, heads, T, S)`` array nor keeps it."""
+    def t5_bias(table, rows, cols):
+        return _t5(spec, table, cols[None, :] - rows[:, None])
+    return t5_bias

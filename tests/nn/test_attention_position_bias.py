@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from funcnet import nn, optim, train
+from funcnet import nn, ops, optim, train
 from funcnet.gradcheck import assert_close
 from funcnet.nn import position_bias
 from funcnet.ops import reference as R
@@ -322,6 +322,29 @@ def test_with_a_window_equals_the_papers_bias_in_the_band(kind, causal):
     for grads in (g, g_ref):   # q.bk is the same in every logit of a row: round-off only
         assert np.max(np.abs(grads[0].pop("bk"))) < 1e-13
     assert_close(g, g_ref, 1e-10, "gradients (params, x)")
+
+
+@pytest.mark.parametrize("window", [None, 64], ids=["t5", "longt5_local"])
+def test_t5_keeps_its_table_and_no_t_by_t_bias(window):
+    """A T5 layer's training step keeps ``rel_bias`` and O(T) arrays: the op gathers the
+    bias per block (``bias_fn``), never the ``(1, N, T, T)`` array that the same bias
+    passed densely as ``bias=`` keeps (so the test can fail)."""
+    t, heads = 512, 2
+    layer = nn.MultiHeadAttention(heads, causal=window is None, position_bias="t5",
+                                  window=window, dtype=jnp.float32)
+    _, params, _ = layer.init(KEY, (1, t, 8))
+    x = jax.ShapeDtypeStruct((1, t, 8), jnp.float32)
+    res = nn.saved_residuals(lambda p, x: jnp.sum(layer.apply(p, (), x)[0]), params, x)
+    assert max(math.prod(r.shape) for r in res) < t * t, [str(r) for r in res]
+    assert any(r.shape == (32, heads) and r.is_argument for r in res)
+    rows = jnp.arange(t, dtype=jnp.int32)
+    fn = position_bias.t5_bias_fn(position_bias.check("t5", "t5", (32, 128), True))
+
+    def dense(q, table):
+        return jnp.sum(ops.dot_product_attention(q, q, q, bias=fn(table, rows, rows)[None]))
+    q = jax.ShapeDtypeStruct((1, t, heads, 4), jnp.float32)
+    assert max(math.prod(r.shape) for r in nn.saved_residuals(
+        dense, q, jax.ShapeDtypeStruct((32, heads), jnp.float32))) >= heads * t * t
 
 
 @pytest.mark.parametrize("kwargs, exc, match", [
