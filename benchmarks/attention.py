@@ -26,6 +26,12 @@ causal, for each sequence length ``T = S``:
   funcnet's rule (the cap recomputed per key block) against autodiff of its twin, compared
   with each other; ``... traced``: the cap as data (a learnable cap, a ``vmap`` sweep),
   whose gradient ``dL/dc`` the step computes too.
+* ``funcnet t5`` / ``funcnet t5 bias`` / ``autodiff t5`` / ``jax.nn t5`` (``--t5``): T5's
+  causal relative-position bias (32 buckets, max distance 128) from a learned ``(32, N)``
+  table, as funcnet's ``bias_fn=`` (gathered per block, the table the only residual), as
+  a ``(1, N, T, S)`` ``bias=`` gathered first (what ``nn.MultiHeadAttention`` passed
+  before ``bias_fn``), through the twin and through ``jax.nn``'s ``bias=``; the table is
+  tied to ``q`` so that the step takes its gradient too. Compared with each other.
 
 Per case and variant: median time of a step (the variants are sampled round-robin, the
 order rotating, as ``benchmarks/run.py`` does), the bytes saved for the backward pass
@@ -62,13 +68,13 @@ MEMORY_TARGET_T, MEMORY_TARGET_RATIO, TIME_TARGET_RATIO = 1024, 4.0, 1.2
 
 def group(variant: str) -> str:
     """The variants compared with each other: ``''``, ``'window dropout'``, ``'window'``,
-    ``'alibi'`` or ``'soft cap'``."""
-    return next((g for g in ("window dropout", "window", "alibi", "soft cap")
+    ``'alibi'``, ``'soft cap'`` or ``'t5'``."""
+    return next((g for g in ("window dropout", "window", "alibi", "soft cap", "t5")
                  if g in variant), "")
 
 
 def variants(platform: str, dtype: str, window: int = 0, alibi: bool = False,
-             soft_cap: float = 0.0) -> dict:
+             soft_cap: float = 0.0, t5: bool = False) -> dict:
     import jax
     import jax.numpy as jnp
 
@@ -115,10 +121,43 @@ def variants(platform: str, dtype: str, window: int = 0, alibi: bool = False,
             q, k, v, causal=True, logit_soft_cap=traced(q))
         out["autodiff soft cap traced"] = lambda q, k, v: ops.reference.dot_product_attention(
             q, k, v, causal=True, logit_soft_cap=traced(q))
+    if t5:
+        out.update(_t5_variants())
     if platform == "gpu" and dtype in ("float16", "bfloat16"):   # cuDNN's dtypes
         out["jax.nn cudnn"] = lambda q, k, v: jax.nn.dot_product_attention(
             q, k, v, is_causal=True, implementation="cudnn")
     return out
+
+
+def _t5_variants() -> dict:
+    """T5's causal bias (32 buckets, max distance 128) four ways (module docstring)."""
+    import jax
+    import jax.numpy as jnp
+
+    from funcnet import ops
+    from funcnet.nn import position_bias
+
+    fn = position_bias.t5_bias_fn(position_bias.check("t5", "t5", (32, 128), True))
+
+    def table(q):   # a fixed (32, N) table tied to q by 0 * q[0, 0, 0, 0]: dL/dtable too
+        n = q.shape[2]
+        base = jnp.cos(jnp.arange(32 * n, dtype=jnp.float32)).reshape(32, n)
+        return base + 0.0 * q[0, 0, 0, 0].astype(jnp.float32)
+
+    def dense(q):   # (1, N, T, T)
+        pos = jnp.arange(q.shape[1], dtype=jnp.int32)
+        return fn(table(q), pos, pos)[None]
+
+    return {
+        "funcnet t5": lambda q, k, v: ops.dot_product_attention(
+            q, k, v, causal=True, bias_fn=fn, bias_params=table(q)),
+        "funcnet t5 bias": lambda q, k, v: ops.dot_product_attention(
+            q, k, v, causal=True, bias=dense(q)),
+        "autodiff t5": lambda q, k, v: ops.reference.dot_product_attention(
+            q, k, v, causal=True, bias=dense(q)),
+        "jax.nn t5": lambda q, k, v: jax.nn.dot_product_attention(
+            q, k, v, is_causal=True, bias=dense(q).astype(q.dtype)),
+    }
 
 
 class Entry:
@@ -182,7 +221,7 @@ def measure_case(t, args_ns, platform, log) -> dict:
     limit = int(args_ns.mem_limit_gb * 2 ** 30)
     entries = [Entry(n, f, t, args, limit, log)
                for n, f in variants(platform, args_ns.dtype, args_ns.window,
-                                    args_ns.alibi, args_ns.soft_cap).items()]
+                                    args_ns.alibi, args_ns.soft_cap, args_ns.t5).items()]
     live = [e for e in entries if e.live]
     for e in list(live):
         try:
@@ -200,7 +239,7 @@ def measure_case(t, args_ns, platform, log) -> dict:
         r += 1
     rows = [e.row() for e in entries]
     ok = [x for x in rows if x["time"]["n"]]
-    for x in ok:   # windowed, ALiBi and soft-cap variants are compared within their group
+    for x in ok:   # windowed, ALiBi, soft-cap, T5 variants are compared within their group
         others = [y["time"]["median_s"] for y in ok if not y["variant"].startswith("funcnet")
                   and group(y["variant"]) == group(x["variant"])]
         x["ratio_best_jax"] = x["time"]["median_s"] / min(others) if others else None
@@ -259,7 +298,10 @@ def markdown(res: dict) -> str:
         + ("; 'alibi' variants (slopes per key block, a (1, N, T, S) bias, jax.nn's bias) "
            "compared with each other" if res.get("alibi") else "")
         + (f"; 'soft cap' variants: logit_soft_cap = {res['soft_cap']:g}, compared with each "
-           "other" if res.get("soft_cap") else ""))
+           "other" if res.get("soft_cap") else "")
+        + ("; 't5' variants (T5's causal bias from a (32, N) table: per block with bias_fn, "
+           "a (1, N, T, S) bias, the twin, jax.nn's bias; the table's gradient too) compared "
+           "with each other" if res.get("t5") else ""))
     lines += ["| T | variant | median ms | IQR ms | n | resid MiB | resid × funcnet | "
               "XLA temp MiB | compile s | × best JAX alternative |",
               "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -297,6 +339,8 @@ def main(argv=None) -> dict:
                    help="the 'alibi' variants (--no-alibi: none)")
     p.add_argument("--soft-cap", type=float, default=50.0,
                    help="logit soft cap of the 'soft cap' variants (0: none)")
+    p.add_argument("--t5", action=argparse.BooleanOptionalAction, default=False,
+                   help="the 't5' variants (T5's relative-position bias)")
     p.add_argument("--repeats", type=int, default=None, help="minimum samples per variant")
     p.add_argument("--max-repeats", type=int, default=50)
     p.add_argument("--budget", type=float, default=None,
@@ -328,7 +372,7 @@ def main(argv=None) -> dict:
            "env_vars": {k: os.environ.get(k) for k in ("XLA_FLAGS", "JAX_PLATFORMS")}}
     print(f"device: {env['device']}; T = {sizes}", flush=True)
     res = {"profile": "quick" if a.quick else "full", "heads": a.heads, "window": a.window,
-           "alibi": a.alibi, "soft_cap": a.soft_cap,
+           "alibi": a.alibi, "soft_cap": a.soft_cap, "t5": a.t5,
            "head_dim": a.head_dim, "dtype": a.dtype, "env": env, "cases": [],
            "command": common.command("attention", argv)}
     for t in sizes:   # written after every T: a run cut short keeps what it measured
