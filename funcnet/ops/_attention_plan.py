@@ -41,6 +41,7 @@ class Plan(NamedTuple):
     traced_rate: bool = False   # a traced drop probability: it travels with the key
     soft_cap: float | None = None   # a static logit soft cap c: c tanh(scale q.k / c)
     bias_fn: Callable | None = None   # bias_fn(bias_params, rows, cols): a bias per block
+    mask_fn: Callable | None = None   # mask_fn(mask_params, rows, cols): a mask per block
 
     @property
     def blocks(self) -> int:

@@ -35,7 +35,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from funcnet.ops._arrays import compute_dtype, einsum
-from funcnet.ops._attention_bias_fn import add_grads, block_bias, zero_grads
+from funcnet.ops._attention_block_fns import add_grads, block_values, zero_grads
 from funcnet.ops._attention_dropout import drop, window_keep_probabilities
 from funcnet.ops._attention_plan import (BLOCK_ELEMENTS, MIN_BLOCK, Plan, alibi_distance,
                                          alibi_slope_grad, cap_gradient, logit_cap, mask5,
@@ -120,26 +120,27 @@ def _of_block(a5, i, plan: Plan):
 
 
 def _fn_positions(i, t: int, plan: Plan):
-    """The ``(block,)`` query and ``(span,)`` key positions that ``plan.bias_fn`` gets for
-    query block ``i`` (the padding past ``T`` reads query ``T - 1``: its rows are dropped)."""
+    """The ``(block,)`` query and ``(span,)`` key positions that ``plan.bias_fn`` and
+    ``plan.mask_fn`` get for query block ``i`` (the padding past ``T`` reads query ``T -
+    1``: its rows are dropped)."""
     rows = i * plan.block + jnp.arange(plan.block, dtype=jnp.int32)
     return (jnp.minimum(rows, t - 1),
             _start(i, plan) + jnp.arange(_span(plan), dtype=jnp.int32))
 
 
-def _fn_bias(bp, i, t: int, qb, plan: Plan):
-    """``plan.bias_fn``'s bias of query block ``i`` ``(1, K|1, G|1, block, span)``
-    (``None`` without one)."""
-    if plan.bias_fn is None:
-        return None
-    return block_bias(plan.bias_fn, bp, *_fn_positions(i, t, plan),
-                      qb.shape[1] * qb.shape[2], qb.shape[1])
+def _fn_blocks(bp, mp, i, t: int, qb, plan: Plan):
+    """``plan.bias_fn``'s bias and ``plan.mask_fn``'s mask of query block ``i``, ``(b|1,
+    K|1, G|1, block, span)`` each (``None`` without the function)."""
+    at = _fn_positions(i, t, plan) + (qb.shape[0], qb.shape[1] * qb.shape[2], qb.shape[1])
+    return tuple(None if f is None else block_values(name, f, p, *at)
+                 for name, f, p in (("bias_fn", plan.bias_fn, bp),
+                                    ("mask_fn", plan.mask_fn, mp)))
 
 
-def _logits(qb, kt, m5, i, plan: Plan, al, b5, cap, fb=None):
+def _logits(qb, kt, m5, i, plan: Plan, al, b5, cap, fns=(None, None)):
     """Scaled logits of query block ``i`` over its span, ``(B, K, G, block, span)`` (soft
     capped with ``cap`` of :func:`logit_cap`, plus the bias ``b5`` of :func:`_padded` and
-    the block's ``fb`` of :func:`_fn_bias` (either ``None``),
+    the block's bias of :func:`_fn_blocks` ``fns`` (either ``None``),
     then ALiBi's ``-m |i - j|`` for the slopes ``al`` ``(b, K, G, 1, 1)``, or ``None``),
     the attend mask (window, causal, user mask), the span's keys and first key,
     ``|i - j|`` (``None`` without ``al``) and the cap's derivatives (``None`` without a
@@ -152,6 +153,7 @@ def _logits(qb, kt, m5, i, plan: Plan, al, b5, cap, fb=None):
     s, dcap = soft_capped(einsum("bkgth,bksh->bkgts", qb, kb, ct) * plan.scale, cap)
     if b5 is not None:
         s = s + _of_block(b5, i, plan).astype(ct)
+    fb, fm = fns
     if fb is not None:
         s = s + fb.astype(ct)
     rows = r0 + lax.broadcasted_iota(jnp.int32, (1, 1, 1, plan.block, 1), 3)
@@ -163,6 +165,8 @@ def _logits(qb, kt, m5, i, plan: Plan, al, b5, cap, fb=None):
     attend = attend & ((cols <= rows) if plan.causal else (cols < rows + plan.window))
     if m5 is not None:
         attend = attend & _of_block(m5, i, plan)
+    if fm is not None:
+        attend = attend & fm
     return s, attend, kb, start, distance, dcap
 
 
@@ -178,11 +182,11 @@ def _keep(dropping, qb, i, start, plan: Plan):
                                      plan.causal)
 
 
-def forward(q, k, v, mask, bias, alibi, cap, bp, dropping, plan: Plan):
+def forward(q, k, v, mask, bias, alibi, cap, bp, mp, dropping, plan: Plan):
     """``o`` ``(B, T, N, H)`` in the compute dtype, and ``m, log l`` ``(B, K, G, T)``
     (``m = 0, log l = +inf`` in a row that attends nothing). ``bias``, ``alibi``, ``cap``,
-    ``bp``: ``None`` or the op's bias, slopes, traced cap and ``plan.bias_fn``'s params;
-    ``dropping``: ``None`` or ``(key, rate)``."""
+    ``bp``, ``mp``: ``None`` or the op's bias, slopes, traced cap and the params of
+    ``plan.bias_fn`` and ``plan.mask_fn``; ``dropping``: ``None`` or ``(key, rate)``."""
     ct = compute_dtype(q.dtype)
     t, n = q.shape[1], q.shape[2]
     kh = k.shape[2]
@@ -196,7 +200,7 @@ def forward(q, k, v, mask, bias, alibi, cap, bp, dropping, plan: Plan):
     def body(_, x):
         i, qb = x
         s, attend, _, start, _, _ = _logits(qb, kt, m5, i, plan, al, b5, capc,
-                                            _fn_bias(bp, i, t, qb, plan))
+                                            _fn_blocks(bp, mp, i, t, qb, plan))
         hit = jnp.any(attend, axis=-1)
         m = lax.stop_gradient(jnp.max(jnp.where(attend, s, -jnp.inf), axis=-1))
         m = jnp.where(hit, m, jnp.zeros((), ct))
@@ -211,11 +215,12 @@ def forward(q, k, v, mask, bias, alibi, cap, bp, dropping, plan: Plan):
 
     qh = split_heads(q, kh)
     xs = (jnp.arange(-(-t // plan.block), dtype=jnp.int32), _tiles(qh, plan))
-    _, (o, m, log_l) = _scan(body, None, xs, (k, v, mask, bias, alibi, cap, bp, dropping))
+    _, (o, m, log_l) = _scan(body, None, xs, (k, v, mask, bias, alibi, cap, bp, mp, dropping))
     return merge_heads(_untile(o, t)), _untile(m, t), _untile(log_l, t)
 
 
-def backward(q, k, v, mask, bias, alibi, cap, bp, o, m, log_l, do, dropping, plan: Plan):
+def backward(q, k, v, mask, bias, alibi, cap, bp, mp, o, m, log_l, do, dropping,
+             plan: Plan):
     """``(dq, dk, dv, dbias, dalibi, dcap, drate, dbp)`` (Dao et al. 2022, Algorithms 2 and 4,
     per query block over its span); ``dbias = dS`` (summed over the bias's axes of size 1,
     each block's part added in the scan's carry) and ``dalibi = -sum dS |i - j|`` in the
@@ -224,7 +229,7 @@ def backward(q, k, v, mask, bias, alibi, cap, bp, o, m, log_l, do, dropping, pla
     ``drate = sum_i D_i
     / (1 - r)`` over the rows that attend something (the others are not dropped),
     ``None`` unless ``plan.traced_rate``; ``dbp``, ``plan.bias_fn``'s params' gradients
-    (:func:`funcnet.ops._attention_bias_fn.add_grads`, summed over the blocks)."""
+    (:func:`funcnet.ops._attention_block_fns.add_grads`, summed over the blocks)."""
     ct = compute_dtype(q.dtype)
     t, n = q.shape[1], q.shape[2]
     s_len, kh = k.shape[1], k.shape[2]
@@ -241,7 +246,7 @@ def backward(q, k, v, mask, bias, alibi, cap, bp, o, m, log_l, do, dropping, pla
         dk, dv, dbias, dal, dc, dbp = carry
         i, qb, dob, db, mb, lb = x
         s, attend, kb, start, distance, dcap = _logits(qb, kt, m5, i, plan, al, b5, capc,
-                                                       _fn_bias(bp, i, t, qb, plan))
+                                                       _fn_blocks(bp, mp, i, t, qb, plan))
         vb = lax.dynamic_slice_in_dim(vt, start, span, axis=2)
         p = jnp.exp(jnp.where(attend, (s - mb[..., None]) - lb[..., None], -jnp.inf))
         keep = _keep(dropping, qb, i, start, plan)
@@ -271,7 +276,7 @@ def backward(q, k, v, mask, bias, alibi, cap, bp, o, m, log_l, do, dropping, pla
             None if al is None else jnp.zeros_like(al),
             None if cap is None else jnp.zeros((), ct), zero_grads(bp, ct))
     (dk, dv, dbias, dal, dc, dbp), (dq,) = _scan(
-        body, init, xs, (k, v, mask, bias, alibi, cap, bp, do, dropping))
+        body, init, xs, (k, v, mask, bias, alibi, cap, bp, mp, do, dropping))
     # rows that attend nothing are the mean of all S values: dV_j += dO_i / S
     blind = jnp.isinf(log_l)
     dv = dv + jnp.sum(jnp.where(blind[..., None], doh.astype(ct), jnp.zeros((), ct)),

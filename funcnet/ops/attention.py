@@ -38,8 +38,8 @@ from funcnet.ops._attention_plan import (BLOCK_ELEMENTS, MIN_BLOCK, Plan, alibi_
                                          split_heads, uncapped)
 from funcnet.ops._mode import has_twin
 from funcnet.ops._mesh import defvjp, vary_like
-from funcnet.ops._attention_bias_fn import (add_grads, block_bias, check_bias_fn, cotangent,
-                                            zero_grads)
+from funcnet.ops._attention_block_fns import (add_grads, block_values, check_block_fn,
+                                              cotangent, zero_grads)
 from funcnet.ops._attention_dropout import drop, keep_probabilities
 from funcnet.ops.dropout import keep_probability
 
@@ -121,13 +121,14 @@ def _positions(qh, j, plan: Plan):
 
 
 def _fn_positions(qh, j, plan: Plan):
-    """The ``(T,)`` query and ``(block,)`` key positions that ``plan.bias_fn`` gets for key
-    block ``j`` (the padding past ``S`` reads key ``S - 1``: its logits are ``-inf``)."""
+    """The ``(T,)`` query and ``(block,)`` key positions that ``plan.bias_fn`` and
+    ``plan.mask_fn`` get for key block ``j`` (the padding past ``S`` reads key ``S - 1``:
+    its logits are ``-inf``)."""
     cols = j * plan.block + jnp.arange(plan.block, dtype=jnp.int32)
     return jnp.arange(qh.shape[3], dtype=jnp.int32), jnp.minimum(cols, plan.s - 1)
 
 
-def _logits(qh, kb, j, mb, bb, plan: Plan, al, cap, bp=None):
+def _logits(qh, kb, j, mb, bb, plan: Plan, al, cap, bp=None, mp=None):
     """Masked, scaled, biased logits of key block ``j``: ``(B, K, G, T, block)``, the
     attend mask, ALiBi's ``|i - j|`` ``(1, 1, 1, T, block)`` (``None`` without ``al``)
     and the soft cap's derivatives (:func:`soft_capped`; ``None`` without a cap).
@@ -136,23 +137,26 @@ def _logits(qh, kb, j, mb, bb, plan: Plan, al, cap, bp=None):
     ``bb``, the bias of the block (or ``None``), is added after it, before the mask, and
     so are ``plan.bias_fn``'s bias of the block (params ``bp``, positions of
     :func:`_fn_positions`) and ALiBi's ``-m |i - j|`` with ``al`` the slopes ``(b, K, G,
-    1, 1)`` in the compute dtype (or ``None``). ``attend`` (user mask and causal) is ``None`` when
-    nothing is masked. Masked logits are :func:`large_negative`; key padding is ``-inf``
-    (weight exactly 0, even in a fully masked row, whose average runs over the ``S`` real
-    keys only).
+    1, 1)`` in the compute dtype (or ``None``). ``attend`` (user mask, ``plan.mask_fn``'s
+    with params ``mp``, and causal) is ``None`` when nothing is masked. Masked logits are
+    :func:`large_negative`; key padding is ``-inf`` (weight exactly 0, even in a fully
+    masked row, whose average runs over the ``S`` real keys only).
     """
     ct = compute_dtype(qh.dtype)
     s, dcap = soft_capped(einsum("bkgth,bksh->bkgts", qh, kb, ct) * plan.scale, cap)
     if bb is not None:
         s = s + bb.astype(ct)
+    at = _fn_positions(qh, j, plan) + qh.shape[:1] + (qh.shape[1] * qh.shape[2], qh.shape[1])
     if plan.bias_fn is not None:
-        s = s + block_bias(plan.bias_fn, bp, *_fn_positions(qh, j, plan), qh.shape[1] *
-                           qh.shape[2], qh.shape[1]).astype(ct)
+        s = s + block_values("bias_fn", plan.bias_fn, bp, *at).astype(ct)
     rows, cols = _positions(qh, j, plan)
     distance = None if al is None else alibi_distance(rows, cols, ct)
     if al is not None:
         s = s - al * distance
     attend = mb
+    if plan.mask_fn is not None:
+        fm = block_values("mask_fn", plan.mask_fn, mp, *at)
+        attend = fm if attend is None else attend & fm
     if plan.causal:
         attend = cols <= rows if attend is None else attend & (cols <= rows)
     if attend is not None:
@@ -181,9 +185,10 @@ def _block_keep(key, plan: Plan, qh, j):
     return keep_probabilities(key, rate, qh.shape[:-1], cols)
 
 
-def _forward(q, k, v, mask, bias, alibi, cap, key, bp, plan: Plan):
+def _forward(q, k, v, mask, bias, alibi, cap, key, bp, mp, plan: Plan):
     """Online softmax over key blocks. Returns ``o`` ``(B, T, N, H)`` in the compute dtype
-    (not yet cast to ``q``'s) and ``m, log l``. ``bp``: ``plan.bias_fn``'s params."""
+    (not yet cast to ``q``'s) and ``m, log l``. ``bp``, ``mp``: ``plan.bias_fn``'s and
+    ``plan.mask_fn``'s params."""
     ct = compute_dtype(q.dtype)
     cap = logit_cap(plan, cap, ct)
     qh = split_heads(q, k.shape[2])
@@ -194,7 +199,7 @@ def _forward(q, k, v, mask, bias, alibi, cap, key, bp, plan: Plan):
         m, l, acc = carry
         j, kb, vb, mb, bb = x
         s = _logits(qh, kb, j, fixed if mb is None else mb,
-                    fixed_bias if bb is None else bb, plan, al, cap, bp)[0]
+                    fixed_bias if bb is None else bb, plan, al, cap, bp, mp)[0]
         # the shift m is a constant for autodiff (grad of grad): o and m + log l do not
         # depend on it, and a differentiated m would leak into the backward's m, log l
         m_new = lax.stop_gradient(jnp.maximum(m, jnp.max(s, axis=-1)))
@@ -214,31 +219,32 @@ def _forward(q, k, v, mask, bias, alibi, cap, key, bp, plan: Plan):
     # *_like: on a mesh with Explicit axes the carry takes the queries' sharding
     row = qh[..., 0]
     init = (jnp.full_like(row, -jnp.inf, ct), jnp.zeros_like(row, ct), jnp.zeros_like(qh, ct))
-    (m, l, acc), _ = _loop(body, init, xs, plan, (q, key, bias, alibi, cap, bp))
+    (m, l, acc), _ = _loop(body, init, xs, plan, (q, key, bias, alibi, cap, bp, mp))
     keep = keep_probability(_dropout_of(key, plan)[1], ct)
     return merge_heads(acc / (l[..., None] * keep)), m, jnp.log(l)
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(9,))
-def _attention(q, k, v, mask, bias, alibi, cap, key, bp, plan):
-    return _any_forward(q, k, v, mask, bias, alibi, cap, key, bp, plan)[0].astype(q.dtype)
+@partial(jax.custom_vjp, nondiff_argnums=(10,))
+def _attention(q, k, v, mask, bias, alibi, cap, key, bp, mp, plan):
+    return _any_forward(q, k, v, mask, bias, alibi, cap, key, bp, mp, plan)[0].astype(q.dtype)
 
 
-def _attention_fwd(q, k, v, mask, bias, alibi, cap, key, bp, plan):
-    o, m, log_l = _any_forward(q, k, v, mask, bias, alibi, cap, key, bp, plan)
+def _attention_fwd(q, k, v, mask, bias, alibi, cap, key, bp, mp, plan):
+    o, m, log_l = _any_forward(q, k, v, mask, bias, alibi, cap, key, bp, mp, plan)
     # o is kept in the compute dtype: D = dO . o cancels against dP = dO . v_j where the
     # softmax saturates, and o rounded to bfloat16 leaves an error of eps |dO| |v| there.
-    # mask, bias, bp: the caller's arrays, not copies.
-    return o.astype(q.dtype), (q, k, v, mask, bias, alibi, cap, key, bp, o, m, log_l)
+    # mask, bias, bp, mp: the caller's arrays, not copies.
+    return o.astype(q.dtype), (q, k, v, mask, bias, alibi, cap, key, bp, mp, o, m, log_l)
 
 
 def _attention_bwd(plan, res, do):
-    q, k, v, mask, bias, alibi, cap, key, bp, o, m, log_l = res
+    q, k, v, mask, bias, alibi, cap, key, bp, mp, o, m, log_l = res
     if plan.window is not None:
         dq, dk, dv, dbias, dalibi, dcap, drate, dbp = _local_attention.backward(
-            q, k, v, mask, bias, alibi, cap, bp, o, m, log_l, do, _dropping(key, plan), plan)
+            q, k, v, mask, bias, alibi, cap, bp, mp, o, m, log_l, do, _dropping(key, plan),
+            plan)
         return (dq, dk, dv, None, dbias, dalibi, _cap_cotangent(dcap, cap),
-                _rate_cotangent(drate, key, plan), _bias_fn_cotangent(bp, dbp, plan))
+                _rate_cotangent(drate, key, plan), _bias_fn_cotangent(bp, dbp, plan), None)
     b, s_len, kh, h = k.shape
     ct = compute_dtype(q.dtype)
     qh, doh = split_heads(q, kh), split_heads(do, kh)
@@ -256,7 +262,7 @@ def _attention_bwd(plan, res, do):
         j, kb, vb, mb, bb = x
         s, attend, distance, dcap = _logits(qh, kb, j, fixed if mb is None else mb,
                                             fixed_bias if bb is None else bb, plan, al, capc,
-                                            bp)
+                                            bp, mp)
         p = jnp.exp((s - m[..., None]) - log_l[..., None])
         keep = _block_keep(key, plan, qh, j)
         dv = einsum("bkgts,bkgth->bksh", drop(p, keep, rate).astype(q.dtype), doh, ct)
@@ -284,7 +290,7 @@ def _attention_bwd(plan, res, do):
             None if al is None else jnp.zeros_like(al),
             None if cap is None else jnp.zeros((), ct), zero_grads(bp, ct))
     (dq, db_acc, dal, dc, dbp), (dk, dv, dbias) = _loop(
-        body, init, xs, plan, (q, do, m, log_l, key, bias, alibi, cap, bp))
+        body, init, xs, plan, (q, do, m, log_l, key, bias, alibi, cap, bp, mp))
 
     def unblock(x):  # (blocks, B, K, block, H) -> (B, S, K, H)
         x = x.transpose(1, 0, 3, 2, 4).reshape(b, plan.blocks * plan.block, kh, h)
@@ -302,7 +308,7 @@ def _attention_bwd(plan, res, do):
         drate = jnp.sum(d) / keep_probability(rate, ct)
     return (merge_heads(dq).astype(q.dtype), unblock(dk), unblock(dv), None, dbias, dalibi,
             _cap_cotangent(dc, cap), _rate_cotangent(drate, key, plan),
-            _bias_fn_cotangent(bp, dbp, plan))
+            _bias_fn_cotangent(bp, dbp, plan), None)
 
 
 def _cap_cotangent(dc, cap):
@@ -325,12 +331,17 @@ def _rate_cotangent(drate, key, plan: Plan):
 defvjp(_attention, _attention_fwd, _attention_bwd)
 
 
-def _any_forward(q, k, v, mask, bias, alibi, cap, key, bp, plan: Plan):
+def _any_forward(q, k, v, mask, bias, alibi, cap, key, bp, mp, plan: Plan):
     """:func:`_forward`, or the sliding-window forward pass with ``plan.window``."""
     if plan.window is None:
-        return _forward(q, k, v, mask, bias, alibi, cap, key, bp, plan)
-    return _local_attention.forward(q, k, v, mask, bias, alibi, cap, bp,
+        return _forward(q, k, v, mask, bias, alibi, cap, key, bp, mp, plan)
+    return _local_attention.forward(q, k, v, mask, bias, alibi, cap, bp, mp,
                                     _dropping(key, plan), plan)
+
+
+def _fn_params(f, params):
+    """A ``bias_fn``'s or ``mask_fn``'s params as arrays (``None`` without the function)."""
+    return None if f is None else jax.tree_util.tree_map(jnp.asarray, params)
 
 
 # ---------------------------------------------------------------------------- public op
@@ -338,7 +349,8 @@ def _any_forward(q, k, v, mask, bias, alibi, cap, key, bp, plan: Plan):
 def dot_product_attention(q, k, v, mask=None, *, bias=None, alibi_slopes=None, causal=False,
                           scale=None, block_size=None, dropout_rate=0.0, dropout_key=None,
                           window=None, logit_soft_cap=None, bias_fn=None, bias_params=None,
-                          query_seq_lengths=None, key_value_seq_lengths=None):
+                          mask_fn=None, mask_params=None, query_seq_lengths=None,
+                          key_value_seq_lengths=None):
     r"""Scaled dot-product attention, ``softmax(q k^T * scale + bias + mask) v``, in O(T) memory.
 
     Layout and semantics of ``jax.nn.dot_product_attention`` (``B`` batch, ``T`` queries,
@@ -358,6 +370,8 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, alibi_slopes=None, c
         z_ij = s_ij if attend(i, j) else L                attend = mask[b, n, i, j] and
                                                                    (not causal or j <= i) and
                                                                    (no window or |i-j| < W)
+                                                                   and g(p', i, j)[b, n]
+                                                       (mask_fn g, mask_params p', if given)
         P_ij = exp(z_ij) / sum_j' exp(z_ij')              o_i = sum_j P_ij v_j
 
     With ``dropout_rate = r > 0`` (training), the probabilities are dropped after the
@@ -517,10 +531,10 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, alibi_slopes=None, c
         c``, summed per block in the backward pass. ``jax.nn`` has no soft cap.
       bias_fn: ``None`` (default) or a pure function ``f(bias_params, rows, cols)`` of the
         int32 positions ``rows`` ``(t,)`` of some queries and ``cols`` ``(s,)`` of some keys
-        returning their floating bias, ``(N, t, s)`` per query head, or ``(1, t, s)`` /
-        ``(t, s)`` shared by the heads (shared over the batch), added to the logits like
-        ``bias`` (after the soft cap, before the mask) but computed per block, never as a
-        ``(1, N, T, S)`` array nor kept for the backward pass (PyTorch FlexAttention's
+        returning their floating bias, ``(t, s)``, ``(N|1, t, s)`` or ``(B|1, N|1, t, s)``
+        (per sequence and/or query head, or shared), added to the logits like ``bias``
+        (after the soft cap, before the mask) but computed per block, never as a ``(B, N,
+        T, S)`` array nor kept for the backward pass (PyTorch FlexAttention's
         ``score_mod`` for an additive bias): T5's relative buckets gathered from a
         ``(num_buckets, N)`` table (:func:`funcnet.nn.position_bias.t5_bias_fn`; LongT5 with
         ``window``), learned ALiBi slopes, Swin-style relative tables. Positions are those
@@ -532,6 +546,14 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, alibi_slopes=None, c
         its floating leaves, ``dp`` above (the vjp of ``f`` per block, summed over the
         blocks in the backward scan's carry, in the leaves' dtypes; integer leaves, e.g. an
         offset, are constants). ``jax.vmap`` over it sweeps the bias (tests).
+      mask_fn: ``None`` (default) or a pure function ``g(mask_params, rows, cols)`` as
+        ``bias_fn`` returning a boolean mask (``True`` = attend) of the same shapes,
+        and-ed with ``mask``, ``causal`` and ``window`` per block (FlexAttention's
+        ``mask_mod``): packed sequences from ``(B, T)`` segment ids, ``ids[:, rows][:, None,
+        :, None] == ids[:, cols][:, None, None, :]``, keep the ids, not a ``(B, 1, T, T)``
+        mask; a prefix LM's ``(cols <= rows) | (cols < prefix)``. Same rules as ``bias_fn``
+        (positions, no traced closure, shapes checked at trace time).
+      mask_params: the pytree ``mask_fn`` reads (any dtypes; no gradient).
       query_seq_lengths, key_value_seq_lengths: optional ``(B,)`` integer arrays
         (``jax.nn``'s; batched ``q`` only): sequence ``b`` has ``query_seq_lengths[b]``
         real queries and ``key_value_seq_lengths[b]`` real keys, the rest padding at the
@@ -551,14 +573,15 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, alibi_slopes=None, c
         outside ``[0, 1)`` or without a ``dropout_key``, ``window < 1``, a
         ``logit_soft_cap`` that is not finite and ``> 0``, ``alibi_slopes`` not of shape
         ``(N,)`` or ``(B, N)``, sequence lengths not of shape ``(B,)``, outside their range
-        or with an unbatched ``q``, ``bias_fn`` returning another shape than ``(N|1, t, s)``
-        or ``(t, s)``, ``bias_params`` without a ``bias_fn``.
+        or with an unbatched ``q``, ``bias_fn`` or ``mask_fn`` returning another shape than
+        ``(t, s)``, ``(N|1, t, s)`` or ``(B|1, N|1, t, s)``, params without their function.
       TypeError: non-floating or mismatched ``q, k, v`` dtypes, a non-bool mask, a
         non-floating (e.g. bool) bias or ALiBi slopes, non-integer sequence lengths, a
         non-static ``causal``, ``block_size`` or ``window``, a ``scale``,
         ``dropout_rate`` or ``logit_soft_cap`` that is not a number or a real scalar
-        array, a ``dropout_key`` that is not a PRNG key, a ``bias_fn`` that is not callable,
-        returns a non-floating array (or not one array) or closes over a traced value.
+        array, a ``dropout_key`` that is not a PRNG key, a ``bias_fn`` or ``mask_fn`` that is
+        not callable, returns another dtype (floating, bool) or not one array, or closes
+        over a traced value.
 
     References:
       Rabe & Staats (2021), https://arxiv.org/abs/2112.05682; Dao et al. (2022),
@@ -570,7 +593,8 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, alibi_slopes=None, c
         fn, q, k, v, mask, causal, scale, block_size, dropout_rate, dropout_key, window, bias)
     alibi = check_alibi_slopes(fn, alibi_slopes, q)
     cap = _checks.check_soft_cap(fn, logit_soft_cap)
-    check_bias_fn(fn, bias_fn, bias_params, q, k, bias_params is not None)
+    check_block_fn(fn, "bias_fn", bias_fn, bias_params, q, k, bias_params is not None)
+    check_block_fn(fn, "mask_fn", mask_fn, mask_params, q, k, mask_params is not None)
     mask, real = seq_length_masks(fn, q, k, mask, query_seq_lengths, key_value_seq_lengths)
     single = q.ndim == 3
     if single:
@@ -586,14 +610,14 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, alibi_slopes=None, c
         rows = math.prod(d for d in q.shape[:3] if isinstance(d, int))  # symbolic B counts 1
         plan = _plan(k.shape[1], rows, causal, scale, block_size, static_rate, traced)
     traced_cap = _checks.is_traced(cap)
-    plan = plan._replace(soft_cap=None if traced_cap else cap, bias_fn=bias_fn)
+    plan = plan._replace(soft_cap=None if traced_cap else cap, bias_fn=bias_fn,
+                         mask_fn=mask_fn)
     if traced:
         key = (key, rate)
     o = _attention(q, k, v, None if mask is None else jnp.asarray(mask),
                    None if bias is None else jnp.asarray(bias), alibi,
                    cap if traced_cap else None, key if _checks.may_drop(rate) else None,
-                   None if bias_fn is None else jax.tree_util.tree_map(jnp.asarray, bias_params),
-                   plan)
+                   _fn_params(bias_fn, bias_params), _fn_params(mask_fn, mask_params), plan)
     if real is not None:
         o = jnp.where(real, o, jnp.zeros((), o.dtype))
     return o[0] if single else o

@@ -1,10 +1,10 @@
 """dot_product_attention(..., bias_fn=f, bias_params=p): a bias ``f(p, rows, cols)`` computed
 per block (T5's buckets gathered from a ``(num_buckets, N)`` table, LongT5's local attention,
-a learned function of the distance), never a ``T x S`` array. Custom VJP (``q, k, v`` and
-the params) vs autodiff of the twin (float64, 1e-10) and central differences at several
-block sizes, with and without a window; equal to the op with the dense ``bias=``; integer
-params held fixed; vmap sweeps of the params; grad of grad; the residuals (the params, no
-``T x S`` array); errors at trace time."""
+a learned function of the distance, per-sequence slopes), never a ``T x S`` array. Custom
+VJP (``q, k, v`` and the params) vs autodiff of the twin (float64, 1e-10) and central
+differences at several block sizes, with and without a window; equal to the op with the
+dense ``bias=``; integer params held fixed; vmap sweeps of the params; grad of grad; the
+residuals (the params, no ``T x S`` array); errors at trace time."""
 import functools
 import math
 
@@ -48,15 +48,24 @@ def _jqkv(*dims, seed):
     return tuple(jnp.asarray(a) for a in _qkv(*dims, seed=seed))
 
 
+def per_sequence_bias(p, rows, cols):
+    """A ``(B, N, t, s)`` bias: ALiBi with learned slopes ``(B, N)`` per sequence and head."""
+    return -p[:, :, None, None] * jnp.abs(rows[:, None] - cols[None, :]).astype(p.dtype)[
+        None, None]
+
+
 def _params(kind, n, seed=5):
     if kind == "t5":
         return jnp.asarray(rand((8, n), seed))
     if kind == "distance":     # the integer offset: held fixed, added by _bind
         return {"w": jnp.asarray(0.7), "a": jnp.asarray(0.4)}
+    if kind == "per_sequence":
+        return jnp.asarray(rand((2, n), seed)) ** 2
     return jnp.asarray(0.3)
 
 
-FNS = {"t5": t5_bias, "distance": distance_bias, "one_head": one_head_bias}
+FNS = {"t5": t5_bias, "distance": distance_bias, "one_head": one_head_bias,
+       "per_sequence": per_sequence_bias}
 
 
 def _bind(f, fn, mask, causal, **kw):
@@ -81,6 +90,10 @@ CASES = [
      False),
     ("one_head_window_dropout", (2, 6, 6, 2, 2, 3), False, None, "one_head", 2, (None, 4),
      True),
+    ("per_sequence_gqa", (2, 5, 7, 4, 2, 3), True, None, "per_sequence", None, (None, 3),
+     False),
+    ("per_sequence_window", (2, 7, 7, 2, 1, 3), False, "keys", "per_sequence", 2, (None, 3),
+     False),
 ]
 
 
@@ -202,7 +215,8 @@ def test_errors_at_trace_time():
     with pytest.raises(ValueError, match="bias_params is given but bias_fn is None"):
         attention(q, k, v, bias_params=table)
     with pytest.raises(ValueError, match=r"returned shape \(2, 6, 4\) for t=4 rows and s=6 "
-                                         r"cols; expected \(N, t, s\) = \(2, 4, 6\)"):
+                                         r"cols; expected \(t, s\), \(N\|1, t, s\) or "
+                                         r"\(B\|1, N\|1, t, s\) with B = 1, N = 2"):
         attention(q, k, v, bias_fn=lambda p, i, j: t5_bias(p, i, j).transpose(0, 2, 1),
                   bias_params=table)
     with pytest.raises(ValueError, match=r"returned shape \(3, 4, 6\)"):

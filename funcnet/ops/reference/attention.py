@@ -10,7 +10,7 @@ from funcnet.ops._arrays import compute_dtype, einsum
 from funcnet.ops._attention_plan import (alibi_distance, check_alibi_slopes,
                                          check_attention_args, large_negative, mask5,
                                          seq_length_masks, slopes5)
-from funcnet.ops._attention_bias_fn import block_bias, check_bias_fn
+from funcnet.ops._attention_block_fns import block_values, check_block_fn
 from funcnet.ops._attention_dropout import (drop, keep_probabilities,
                                             window_keep_probabilities)
 from funcnet.ops.dropout import keep_probability
@@ -19,7 +19,8 @@ from funcnet.ops.dropout import keep_probability
 def dot_product_attention(q, k, v, mask=None, *, bias=None, alibi_slopes=None, causal=False,
                           scale=None, block_size=None, dropout_rate=0.0, dropout_key=None,
                           window=None, logit_soft_cap=None, bias_fn=None, bias_params=None,
-                          query_seq_lengths=None, key_value_seq_lengths=None):
+                          mask_fn=None, mask_params=None, query_seq_lengths=None,
+                          key_value_seq_lengths=None):
     """Reference attention ``softmax(q k^T * scale + bias, masked with L) v``, one ``T x S``
     block.
 
@@ -41,6 +42,8 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, alibi_slopes=None, c
         bias; differentiated by JAX (in ``c`` too when traced).
       bias_fn, bias_params: as the op, here one ``bias_fn(bias_params, arange(T),
         arange(S))`` array added with ``bias`` (its params differentiated by JAX).
+      mask_fn, mask_params: as the op, here one ``mask_fn(mask_params, arange(T),
+        arange(S))`` array and-ed with ``mask``.
       query_seq_lengths, key_value_seq_lengths: as the op (padded keys masked, padded
         queries' outputs 0).
 
@@ -52,8 +55,9 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, alibi_slopes=None, c
         dropout_key, window, bias)
     alibi = check_alibi_slopes("dot_product_attention", alibi_slopes, q)
     cap = _checks.check_soft_cap("dot_product_attention", logit_soft_cap)
-    check_bias_fn("dot_product_attention", bias_fn, bias_params, q, k,
-                  bias_params is not None)
+    for name, f, params in (("bias_fn", bias_fn, bias_params),
+                            ("mask_fn", mask_fn, mask_params)):
+        check_block_fn("dot_product_attention", name, f, params, q, k, params is not None)
     mask, real = seq_length_masks("dot_product_attention", q, k, mask, query_seq_lengths,
                                   key_value_seq_lengths)
     single = q.ndim == 3
@@ -69,13 +73,16 @@ def dot_product_attention(q, k, v, mask=None, *, bias=None, alibi_slopes=None, c
         s = c * jnp.tanh(s / c)
     if bias is not None:
         s = s + mask5(jnp.asarray(bias), n, kh).astype(ct)
+    at = (jnp.arange(t, dtype=jnp.int32), jnp.arange(s_len, dtype=jnp.int32), b, n, kh)
     if bias_fn is not None:
-        s = s + block_bias(bias_fn, bias_params, jnp.arange(t, dtype=jnp.int32),
-                           jnp.arange(s_len, dtype=jnp.int32), n, kh).astype(ct)
+        s = s + block_values("bias_fn", bias_fn, bias_params, *at).astype(ct)
     if alibi is not None:
         dist = alibi_distance(jnp.arange(t)[:, None], jnp.arange(s_len)[None, :], ct)
         s = s - slopes5(alibi, n, kh, ct) * dist[None, None, None]
     attend = None if mask is None else mask5(jnp.asarray(mask), n, kh)
+    if mask_fn is not None:
+        fm = block_values("mask_fn", mask_fn, mask_params, *at)
+        attend = fm if attend is None else attend & fm
     if causal:
         c = jnp.tril(jnp.ones((t, s_len), bool))[None, None, None]
         attend = c if attend is None else attend & c

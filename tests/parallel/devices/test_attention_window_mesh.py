@@ -2,7 +2,8 @@
 values and gradients: ``dot_product_attention(window=W)`` under ``jax.shard_map`` (default
 ``check_vma=True``) with the batch split, the heads split, the queries split over
 replicated keys/values, and the batch split with ALiBi's slopes, a bias, a traced soft cap
-or a ``bias_fn``'s table replicated (the cap and the table on the blockwise pass too); under
+or a ``bias_fn``'s table replicated (the cap and the table on the blockwise pass too), and
+``mask_fn``'s segment ids split with the batch; under
 ``jax.jit`` on a mesh with ``Explicit`` axes (batch split; with dropout too);
 ``MultiHeadAttention(window=W)`` under ``jax.jit`` with the batch split on an ``Explicit``
 mesh (data parallel) and with its projections split by heads (Megatron). The scans over
@@ -26,6 +27,7 @@ from funcnet import nn, ops
 from funcnet.gradcheck import assert_close
 from tests.nn._models import numpy_init, randn
 from tests.ops.test_attention_bias_fn import t5_bias
+from tests.ops.test_attention_mask_fn import same_segment
 
 RTOL = 1e-12
 B, T, NH, KH, H, W = 4, 24, 4, 2, 4, 5        # 3 query blocks of 8: the scans run
@@ -134,6 +136,29 @@ def test_windowed_replicated_logit_arguments_under_shard_map_equal_one_device(ca
     got, want = grads(sharded), grads(op)
     assert_close(got, want, RTOL, f"q, k, v, {kind}")
     assert float(jnp.max(jnp.abs(want[3]))) > 0
+
+
+@pytest.mark.parametrize("case", ["causal", "symmetric", "blockwise"])
+def test_segment_ids_split_with_the_batch_under_shard_map_equal_one_device(case):
+    """Packed sequences: ``mask_fn``'s segment ids ``(B, T)`` split with the batch (each
+    device reads its sequences' ids per block) give one device's values and gradients."""
+    kw = dict(causal=True, block_size=8) if case == "blockwise" else OP[case]
+    q, k, v = _qkv()
+    seg = jnp.asarray(np.sort(np.random.default_rng(5).integers(0, 3, (B, T)), axis=1))
+
+    def op(q, k, v, m, seg):
+        return ops.dot_product_attention(q, k, v, m, mask_fn=same_segment, mask_params=seg,
+                                         **kw)
+    sharded = jax.shard_map(op, mesh=_mesh(), in_specs=(P("d"),) * 5, out_specs=P("d"))
+    cot = randn(q.shape, 4)
+
+    def run(f):
+        return jax.jit(lambda q, k, v, m, seg: _value_and_vjp(
+            lambda q, k, v: f(q, k, v, m, seg), cot)(q, k, v))(q, k, v, MASK, seg)
+    got, want = run(sharded), run(op)
+    assert_close(got, want, RTOL, f"segments {case}")
+    assert not np.allclose(want[0], run(lambda q, k, v, m, seg: ops.dot_product_attention(
+        q, k, v, m, **kw))[0])
 
 
 @pytest.mark.parametrize("case", ["causal", *DROPOUT])
