@@ -32,6 +32,11 @@ causal, for each sequence length ``T = S``:
   a ``(1, N, T, S)`` ``bias=`` gathered first (what ``nn.MultiHeadAttention`` passed
   before ``bias_fn``), through the twin and through ``jax.nn``'s ``bias=``; the table is
   tied to ``q`` so that the step takes its gradient too. Compared with each other.
+* ``funcnet packed`` / ``funcnet packed mask`` / ``autodiff packed`` / ``jax.nn packed``
+  (``--packed``): 4 sequences of ``T / 4`` packed in a row, causal, as funcnet's
+  ``mask_fn=`` over ``(1, T)`` segment ids (per block, the ids the only residual), as a
+  ``(1, 1, T, S)`` boolean ``mask`` (the caller's array kept), through the twin and through
+  ``jax.nn``'s ``mask=``. Compared with each other.
 
 Per case and variant: median time of a step (the variants are sampled round-robin, the
 order rotating, as ``benchmarks/run.py`` does), the bytes saved for the backward pass
@@ -68,13 +73,13 @@ MEMORY_TARGET_T, MEMORY_TARGET_RATIO, TIME_TARGET_RATIO = 1024, 4.0, 1.2
 
 def group(variant: str) -> str:
     """The variants compared with each other: ``''``, ``'window dropout'``, ``'window'``,
-    ``'alibi'``, ``'soft cap'`` or ``'t5'``."""
-    return next((g for g in ("window dropout", "window", "alibi", "soft cap", "t5")
+    ``'alibi'``, ``'soft cap'``, ``'t5'`` or ``'packed'``."""
+    return next((g for g in ("window dropout", "window", "alibi", "soft cap", "t5", "packed")
                  if g in variant), "")
 
 
 def variants(platform: str, dtype: str, window: int = 0, alibi: bool = False,
-             soft_cap: float = 0.0, t5: bool = False) -> dict:
+             soft_cap: float = 0.0, t5: bool = False, packed: bool = False) -> dict:
     import jax
     import jax.numpy as jnp
 
@@ -123,6 +128,8 @@ def variants(platform: str, dtype: str, window: int = 0, alibi: bool = False,
             q, k, v, causal=True, logit_soft_cap=traced(q))
     if t5:
         out.update(_t5_variants())
+    if packed:
+        out.update(_packed_variants())
     if platform == "gpu" and dtype in ("float16", "bfloat16"):   # cuDNN's dtypes
         out["jax.nn cudnn"] = lambda q, k, v: jax.nn.dot_product_attention(
             q, k, v, is_causal=True, implementation="cudnn")
@@ -157,6 +164,35 @@ def _t5_variants() -> dict:
             q, k, v, causal=True, bias=dense(q)),
         "jax.nn t5": lambda q, k, v: jax.nn.dot_product_attention(
             q, k, v, is_causal=True, bias=dense(q).astype(q.dtype)),
+    }
+
+
+def _packed_variants() -> dict:
+    """4 causal sequences packed in a row, four ways (module docstring)."""
+    import jax
+    import jax.numpy as jnp
+
+    from funcnet import ops
+
+    def segments(q):   # (1, T): ids 0..3, T / 4 positions each
+        return (jnp.arange(q.shape[1], dtype=jnp.int32) * 4 // q.shape[1])[None]
+
+    def same(seg, rows, cols):
+        return seg[:, rows][:, None, :, None] == seg[:, cols][:, None, None, :]
+
+    def dense(q):   # (1, 1, T, T) bool
+        pos = jnp.arange(q.shape[1], dtype=jnp.int32)
+        return same(segments(q), pos, pos)
+
+    return {
+        "funcnet packed": lambda q, k, v: ops.dot_product_attention(
+            q, k, v, causal=True, mask_fn=same, mask_params=segments(q)),
+        "funcnet packed mask": lambda q, k, v: ops.dot_product_attention(
+            q, k, v, dense(q), causal=True),
+        "autodiff packed": lambda q, k, v: ops.reference.dot_product_attention(
+            q, k, v, dense(q), causal=True),
+        "jax.nn packed": lambda q, k, v: jax.nn.dot_product_attention(
+            q, k, v, mask=dense(q), is_causal=True),
     }
 
 
@@ -221,7 +257,8 @@ def measure_case(t, args_ns, platform, log) -> dict:
     limit = int(args_ns.mem_limit_gb * 2 ** 30)
     entries = [Entry(n, f, t, args, limit, log)
                for n, f in variants(platform, args_ns.dtype, args_ns.window,
-                                    args_ns.alibi, args_ns.soft_cap, args_ns.t5).items()]
+                                    args_ns.alibi, args_ns.soft_cap, args_ns.t5,
+                                    args_ns.packed).items()]
     live = [e for e in entries if e.live]
     for e in list(live):
         try:
@@ -239,7 +276,7 @@ def measure_case(t, args_ns, platform, log) -> dict:
         r += 1
     rows = [e.row() for e in entries]
     ok = [x for x in rows if x["time"]["n"]]
-    for x in ok:   # windowed, ALiBi, soft-cap, T5 variants are compared within their group
+    for x in ok:   # windowed, ALiBi, soft-cap, T5, packed variants: within their group
         others = [y["time"]["median_s"] for y in ok if not y["variant"].startswith("funcnet")
                   and group(y["variant"]) == group(x["variant"])]
         x["ratio_best_jax"] = x["time"]["median_s"] / min(others) if others else None
@@ -301,7 +338,10 @@ def markdown(res: dict) -> str:
            "other" if res.get("soft_cap") else "")
         + ("; 't5' variants (T5's causal bias from a (32, N) table: per block with bias_fn, "
            "a (1, N, T, S) bias, the twin, jax.nn's bias; the table's gradient too) compared "
-           "with each other" if res.get("t5") else ""))
+           "with each other" if res.get("t5") else "")
+        + ("; 'packed' variants (4 causal sequences packed in a row: mask_fn over segment "
+           "ids, a (1, 1, T, S) mask, the twin, jax.nn's mask) compared with each other"
+           if res.get("packed") else ""))
     lines += ["| T | variant | median ms | IQR ms | n | resid MiB | resid × funcnet | "
               "XLA temp MiB | compile s | × best JAX alternative |",
               "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -341,6 +381,8 @@ def main(argv=None) -> dict:
                    help="logit soft cap of the 'soft cap' variants (0: none)")
     p.add_argument("--t5", action=argparse.BooleanOptionalAction, default=False,
                    help="the 't5' variants (T5's relative-position bias)")
+    p.add_argument("--packed", action=argparse.BooleanOptionalAction, default=False,
+                   help="the 'packed' variants (segment ids of packed sequences)")
     p.add_argument("--repeats", type=int, default=None, help="minimum samples per variant")
     p.add_argument("--max-repeats", type=int, default=50)
     p.add_argument("--budget", type=float, default=None,
@@ -373,6 +415,7 @@ def main(argv=None) -> dict:
     print(f"device: {env['device']}; T = {sizes}", flush=True)
     res = {"profile": "quick" if a.quick else "full", "heads": a.heads, "window": a.window,
            "alibi": a.alibi, "soft_cap": a.soft_cap, "t5": a.t5,
+           "packed": a.packed,
            "head_dim": a.head_dim, "dtype": a.dtype, "env": env, "cases": [],
            "command": common.command("attention", argv)}
     for t in sizes:   # written after every T: a run cut short keeps what it measured

@@ -30,7 +30,7 @@ _PROJECTIONS = ("q", "k", "v", "o")
 
 
 @described(added=("window", "position_bias", "position_bias_buckets", "logit_soft_cap",
-                  "scale", "qk_norm"))
+                  "scale", "qk_norm", "packed"))
 def MultiHeadAttention(num_heads: int, *, qkv_features: int | None = None,
                        out_features: int | None = None, causal: bool = False,
                        dropout_rate: float = 0.0, use_bias: bool = True,
@@ -40,7 +40,8 @@ def MultiHeadAttention(num_heads: int, *, qkv_features: int | None = None,
                        position_bias: str | None = None,
                        position_bias_buckets: tuple = (32, 128),
                        logit_soft_cap: float | None = None,
-                       scale: float | None = None, qk_norm: bool = False) -> Layer:
+                       scale: float | None = None, qk_norm: bool = False,
+                       packed: bool = False) -> Layer:
     """Multi-head self-attention: projections, :func:`funcnet.ops.dot_product_attention`,
     output projection.
 
@@ -193,6 +194,16 @@ def MultiHeadAttention(num_heads: int, *, qkv_features: int | None = None,
         with ``"k_norm"``; :func:`funcnet.ops.rms_norm`, ``eps = 1e-6``, scales initialized
         to ones): QK-norm (Dehghani et al. 2023; Gemma 3, Qwen 3, OLMo 2 per head), which
         bounds the logits. Default ``False``.
+      packed: the input is a pair ``(x, segment_ids)``: integer ids ``(N, T)`` (``(T,)``
+        for one sequence) of the sequences packed in each row (T5X's and seqio's
+        ``segment_ids``); position ``i`` attends position ``j`` of its own segment only
+        (besides ``causal``, ``window``), through the op's ``mask_fn=``
+        :func:`funcnet.ops.same_segment`, evaluated per block: a step keeps the ids, not a
+        ``(N, 1, T, T)`` mask; ``init`` takes ``(N, T, F)`` or ``((N, T, F), (N, T))``. With ``causal`` a
+        packed row equals its sequences run one by one (tests). Positions, rope and the
+        position biases stay those of the row (as T5X without ``segment_positions``: ALiBi
+        and T5's buckets depend on ``j - i`` only, the same inside any segment; rope's
+        rotation too). Not with ``decode=True``. Default ``False``.
 
     Returns:
       A :class:`Layer` named ``"MultiHeadAttention(num_heads)"``; ``apply`` takes ``key=``
@@ -215,7 +226,9 @@ def MultiHeadAttention(num_heads: int, *, qkv_features: int | None = None,
         ``key`` for dropout, and the op's errors (mask shape, input features) prefixed
         with the layer's name; with ``decode=True`` a state that is not the cache of this
         batch and these heads, a chunk longer than the cache, a concrete overflow, a mask
-        with the ring buffer of ``window``.
+        with the ring buffer of ``window``; ``packed=True`` with ``decode=True``, or
+        without segment ids (of another shape than ``x``'s without features: ``TypeError``
+        for a non-integer dtype).
 
     Example, greedy decoding of a causal language model ``gpt(decode)`` (a function that
     builds the model with ``decode=True`` in its attention and position layers)::
@@ -245,9 +258,14 @@ def MultiHeadAttention(num_heads: int, *, qkv_features: int | None = None,
     if decode and not causal:
         raise ValueError(f"{name}: decode=True needs causal=True (autoregressive decoding "
                          f"of causal self-attention: a query never sees a later position)")
+    packed = _checks.static_bool(name, "packed", packed)
+    if packed and decode:
+        raise ValueError(f"{name}: packed=True (segment ids of sequences packed in a row) "
+                         "is for training and scoring; decode=True decodes one sequence per "
+                         "row (pass packed=False)")
     return _attention_layer(name, heads, num_kv_heads, False, qkv_features, out_features,
                             causal, dropout_rate, use_bias, w_init, b_init, dtype, decode,
-                            rope, window, bias_spec, logits)
+                            rope, window, bias_spec, logits, packed)
 
 
 @described(added=("decode", "logit_soft_cap", "scale", "qk_norm"))
@@ -385,14 +403,15 @@ def _rope_args(name: str, rope) -> dict | None:
 
 def _attention_layer(name, heads, kv_heads, cross, qkv_features, out_features, causal,
                      dropout_rate, use_bias, w_init, b_init, dtype, decode, rope,
-                     window, bias_spec, logits) -> Layer:
+                     window, bias_spec, logits, packed=False) -> Layer:
     """The init/apply of both attention layers; ``cross``: keys and values are projected
     from a ``context`` (the second input) instead of from ``x``; ``decode``: a key/value
     cache in ``state`` (:mod:`funcnet.nn.decoding`; with ``cross``, the context's);
     ``rope``: ``None`` or the keyword arguments of the rotary embedding of ``q`` and
     ``k``; ``window``: ``None`` or the sliding window; ``bias_spec``: ``None`` or the
     position bias of :func:`funcnet.nn.position_bias.check`; ``logits``: the
-    :func:`_logit_args` (the op's ``logit_soft_cap`` and ``scale``, and ``qk_norm``)."""
+    :func:`_logit_args` (the op's ``logit_soft_cap`` and ``scale``, and ``qk_norm``);
+    ``packed``: the mask's place holds segment ids (:func:`_segments`)."""
     if kv_heads is None:
         kv_heads = heads
     kv_heads = _checks.static_int(name, "num_kv_heads", kv_heads, minimum=1)
@@ -475,9 +494,11 @@ def _attention_layer(name, heads, kv_heads, cross, qkv_features, out_features, c
         shapes, dtypes = (shape,), (dt,)
         if cross:
             shapes, dtypes = shapes + (c_shape,), dtypes + (dt,)
+        if packed and m_shape is None:    # segment ids: x's shape without its features
+            m_shape = tuple(shape[:-1])
         if m_shape is not None:   # the op checks the mask against x (and context) now
             mask = check_input_shape(name, key, m_shape, None)
-            shapes, dtypes = shapes + (mask,), dtypes + (jnp.bool_,)
+            shapes, dtypes = shapes + (mask,), dtypes + (jnp.int32 if packed else jnp.bool_,)
         if len(shapes) == 1:
             return init_checked(name, apply, make, key, shape, dt)
         return init_checked(name, apply, make, key, shapes, dtypes)
@@ -496,6 +517,9 @@ def _attention_layer(name, heads, kv_heads, cross, qkv_features, out_features, c
 
     def apply(params, state, x, *, key=None, train=False):
         x, ctx, mask = split_input(x)
+        segments = None
+        if packed:      # the op's mask_fn reads them per block
+            segments, mask = _segments(name, x, mask), None
         check_params(name, "params", params, _shapes(params))
         if not decode:
             check_no_params(name, (), state)
@@ -558,6 +582,8 @@ def _attention_layer(name, heads, kv_heads, cross, qkv_features, out_features, c
             o = ops.dot_product_attention(q, k, v, mask, bias=bias, alibi_slopes=slopes,
                                           bias_fn=bias_fn, bias_params=None if bias_fn is None
                                           else params["rel_bias"],
+                                          mask_fn=None if segments is None else
+                                          ops.same_segment, mask_params=segments,
                                           causal=causal and not decode, dropout_rate=drop,
                                           dropout_key=key if _checks.may_drop(drop) else None,
                                           window=None if decode else window,
@@ -590,6 +616,19 @@ def _attention_layer(name, heads, kv_heads, cross, qkv_features, out_features, c
         return shapes
 
     return Layer(init, apply, name)
+
+
+def _segments(name: str, x, ids):
+    """``packed=True``'s segment ids, the second entry of the input: integers of ``x``'s
+    shape without its features, ``(N, T)`` (or ``(T,)`` for one sequence)."""
+    if ids is None:
+        raise ValueError(f"{name}: packed=True takes a pair (x, segment_ids) with integer "
+                         f"segment_ids (N, T) of the sequences packed in each row, got x "
+                         f"alone")
+    _checks.check_integer(name, "segment_ids", ids, "the sequence of each position")
+    _checks.check_shape(name, "segment_ids", ids, _checks.shape_of(x)[:-1],
+                        f"x's {_checks.shape_of(x)} without its features")
+    return jnp.asarray(ids)
 
 
 def _check_heads(name: str, what: str, d: int, heads: int) -> None:

@@ -17,6 +17,7 @@ hyperparameters); under ``jit`` such values are not checked (see each op's docst
 """
 from funcnet.ops.activations import log_softmax, relu, sigmoid, softmax, tanh
 from funcnet.ops.attention import dot_product_attention
+from funcnet.ops._attention_block_fns import same_segment
 from funcnet.ops.conv import conv2d
 from funcnet.ops.conv_transpose import conv_transpose2d
 from funcnet.ops.dropout import dropout
@@ -68,7 +69,7 @@ __all__ = [
     "sigmoid", "sigmoid_binary_cross_entropy", "softmax", "softmax_cross_entropy", "tanh",
     "avg_pool2d", "conv2d", "dropout", "max_pool2d", "reference_mode", "rnn",
 ]
-__all__ += ["dot_product_attention"]
+__all__ += ["dot_product_attention", "same_segment"]
 __all__ += ["rotary_embedding"]
 __all__ += ["embedding", "gelu", "gru", "layer_norm", "leaky_relu", "lstm",
             "rms_norm", "silu", "softplus", "swish"]

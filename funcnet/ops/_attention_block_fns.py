@@ -28,7 +28,7 @@ from funcnet import _checks
 from funcnet.ops._attention_plan import mask5, reduce_to
 from funcnet.ops._mesh import match_varying, varying_axes
 
-__all__: list[str] = []
+__all__ = ["same_segment"]
 
 _KIND = {"bias_fn": ("bias_params", "a floating", jnp.floating),
          "mask_fn": ("mask_params", "a boolean (True = attend)", jnp.bool_)}
@@ -81,6 +81,27 @@ def _check_out(fn: str, name: str, out, b: int, n: int, t: int, s: int):
         raise ValueError(f"{fn}: {_signature(name)} returned shape {shape} for t={t} rows "
                          f"and s={s} cols; expected (t, s), (N|1, t, s) or (B|1, N|1, t, s) "
                          f"with B = {b}, N = {n}")
+
+
+def same_segment(segment_ids, rows, cols):
+    """The ``mask_fn`` of packed sequences: query ``i`` attends key ``j`` of its segment.
+
+    ``segment_ids`` (the op's ``mask_params``): integer ids ``(B, T)`` of the sequences
+    packed in each row (self-attention, ``S = T``), or a pair ``(q_ids (B, T), kv_ids (B,
+    S))``; for an unbatched ``q`` (or under ``jax.vmap`` over examples) ``(T,)`` or a pair
+    ``((T,), (S,))``. Returns ``ids_q[.., rows] == ids_kv[.., cols]`` for the block's query
+    positions ``rows`` ``(t,)`` and key positions ``cols`` ``(s,)``: ``(B, 1, t, s)``, or
+    ``(t, s)`` unbatched. As Flax's ``make_attention_mask(ids, ids, jnp.equal)``, but
+    evaluated per block by :func:`funcnet.ops.dot_product_attention` (``mask_fn=
+    same_segment, mask_params=ids``): a step keeps the ids, not a ``(B, 1, T, S)`` mask.
+    With ``causal`` a packed row equals its sequences attended one by one (tests).
+    """
+    q_ids, kv_ids = segment_ids if isinstance(segment_ids, (tuple, list)) else (
+        segment_ids, segment_ids)
+    q_ids, kv_ids = jnp.asarray(q_ids), jnp.asarray(kv_ids)
+    if q_ids.ndim == 1:
+        return q_ids[rows][:, None] == kv_ids[cols][None, :]
+    return q_ids[:, rows][:, None, :, None] == kv_ids[:, cols][:, None, None, :]
 
 
 def _rank4(y):

@@ -67,7 +67,7 @@ ADDED = {"Conv2D": ((4, 3), [{"dilation": 2, "groups": 2}]),
          "MultiHeadAttention": ((4,), [{"window": 2, "logit_soft_cap": 50.0, "scale": 1.0,
                                         "qk_norm": True},
                                        {"position_bias": "t5",
-                                        "position_bias_buckets": (16, 64)}]),
+                                        "position_bias_buckets": (16, 64), "packed": True}]),
          "CrossAttention": ((4,), [{"decode": True, "logit_soft_cap": 30.0,
                                     "scale": 0.125, "qk_norm": True}])}
 

@@ -14,20 +14,13 @@ import pytest
 
 from funcnet.gradcheck import assert_close, check_vjp
 from funcnet.nn import saved_residuals
-from funcnet.ops import reference as R
+from funcnet.ops import reference as R, same_segment
 from funcnet.ops.attention import dot_product_attention as attention
 from tests.ops._cases import rand
 from tests.ops.test_attention import DROP_KEY, _mask, _qkv
 from tests.ops.test_attention_bias_fn import _jqkv, t5_bias
 
 jax.config.update("jax_enable_x64", True)
-
-
-def same_segment(seg, rows, cols):
-    """Packed sequences: query ``i`` attends key ``j`` of the same segment, ``(B, 1, t, s)``
-    from segment ids ``(B, T)`` (self-attention) or a pair ``((B, T), (B, S))``."""
-    q_seg, kv_seg = seg if isinstance(seg, tuple) else (seg, seg)
-    return q_seg[:, rows][:, None, :, None] == kv_seg[:, cols][:, None, None, :]
 
 
 def prefix_lm(prefix, rows, cols):
@@ -137,14 +130,13 @@ def test_equals_the_op_with_the_dense_mask(window):
 
 
 def test_vmap_over_examples_with_their_segment_ids():
-    """A vmap over unbatched sequences, each with its segment ids ``(T,)`` (``(t, s)``
-    masks), equals the batched call."""
+    """A vmap over unbatched sequences, each with its segment ids ``(T,)`` (``same_segment``
+    gives ``(t, s)`` masks), equals the batched call with ``(B, 1, t, s)`` ones."""
     q, k, v = _jqkv(3, 8, 8, 2, 2, 3, seed=5)
     seg = _segments(3, 8)
 
     def one(q, k, v, seg):
-        return attention(q, k, v, causal=True, block_size=3,
-                         mask_fn=lambda s, i, j: s[i][:, None] == s[j][None, :],
+        return attention(q, k, v, causal=True, block_size=3, mask_fn=same_segment,
                          mask_params=seg)
     got = jax.jit(jax.vmap(one))(q, k, v, seg)
     want = attention(q, k, v, causal=True, block_size=3, mask_fn=same_segment,

@@ -11,7 +11,7 @@ from funcnet.ops.reference.core import (affine, batch_norm, binary_cross_entropy
                                         sigmoid_binary_cross_entropy, softmax,
                                         softmax_cross_entropy,
                                         softmax_cross_entropy_with_integer_labels, tanh)
-from funcnet.ops.reference.attention import dot_product_attention
+from funcnet.ops.reference.attention import dot_product_attention, same_segment
 from funcnet.ops.reference.conv import conv2d
 from funcnet.ops.reference.conv_transpose import conv_transpose2d
 from funcnet.ops.reference.dropout import dropout

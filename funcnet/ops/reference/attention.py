@@ -10,7 +10,8 @@ from funcnet.ops._arrays import compute_dtype, einsum
 from funcnet.ops._attention_plan import (alibi_distance, check_alibi_slopes,
                                          check_attention_args, large_negative, mask5,
                                          seq_length_masks, slopes5)
-from funcnet.ops._attention_block_fns import block_values, check_block_fn
+from funcnet.ops._attention_block_fns import (block_values, check_block_fn,  # noqa: F401
+                                              same_segment)   # a mask_fn: its own twin
 from funcnet.ops._attention_dropout import (drop, keep_probabilities,
                                             window_keep_probabilities)
 from funcnet.ops.dropout import keep_probability

@@ -1,0 +1,98 @@
+"""nn.MultiHeadAttention(packed=True): input ``(x, segment_ids)``, sequences packed in a row
+attend within their segment (the op's ``mask_fn=ops.same_segment``). A packed row equals
+its sequences run one by one through the same layer (values and gradients of params and
+``x``, float64, 1e-10), with rope, T5's bias, GQA and a window too; vmap over examples; the
+residuals (the ids, no ``T x T`` mask); init, description; errors."""
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from funcnet import nn
+from funcnet.gradcheck import assert_close
+from tests.nn._models import numpy_init, randn
+from tests.nn.test_attention_layer import raise_eagerly_and_under_jit
+
+jax.config.update("jax_enable_x64", True)
+
+KEY = jax.random.PRNGKey(0)
+BOUNDS = [(0, 5), (5, 9), (9, 12)]          # three sequences packed in a row of 12
+SEG = jnp.asarray([[i for i, (a, z) in enumerate(BOUNDS) for _ in range(z - a)]] * 2,
+                  jnp.int32)
+KINDS = {"causal_rope_t5_gqa": dict(causal=True, num_kv_heads=2, rope=True,
+                                    position_bias="t5", position_bias_buckets=(8, 6)),
+         "bidirectional_alibi": dict(position_bias="alibi"),
+         "causal_window_qk_norm": dict(causal=True, window=3, qk_norm=True)}
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_a_packed_row_equals_its_sequences_one_by_one(kind):
+    """Relative positions (rope, ALiBi, T5's buckets) are the same inside a segment as in
+    the sequence alone, so the packed row is exactly the sequences run separately."""
+    packed = nn.MultiHeadAttention(4, packed=True, **KINDS[kind])
+    alone = nn.MultiHeadAttention(4, **KINDS[kind])
+    _, params, _ = numpy_init(packed, ((-1, 12, 8), (-1, 12)))
+    if "rel_bias" in params:
+        params["rel_bias"] = randn(params["rel_bias"].shape, seed=7)
+    x = randn((2, 12, 8), seed=3)
+
+    def both(p, x):
+        def f_packed(p, x):
+            return packed.apply(p, (), (x, SEG))[0]
+
+        def f_alone(p, x):
+            return jnp.concatenate([alone.apply(p, (), x[:, a:z])[0] for a, z in BOUNDS],
+                                   axis=1)
+        return [jax.value_and_grad(lambda p, x: jnp.sum(jnp.sin(f(p, x))), (0, 1))(p, x)
+                for f in (f_packed, f_alone)]
+    (y, g), (y_ref, g_ref) = jax.jit(both)(params, x)
+    assert_close(y, y_ref, 1e-10, "values")
+    if np.max(np.abs(g_ref[0]["bk"])) < 1e-12:   # q.bk the same in a row: round-off only
+        for grads in (g, g_ref):
+            assert np.max(np.abs(grads[0].pop("bk"))) < 1e-12
+    assert_close(g, g_ref, 1e-10, "gradients (params, x)")
+    mixed = jnp.sum(jnp.sin(alone.apply(params, (), x)[0]))
+    assert abs(float(mixed - y)) > 1e-3          # without the ids the sequences mix
+
+
+def test_vmap_over_examples_equals_the_batch_and_init_takes_the_ids_shape():
+    layer = nn.MultiHeadAttention(2, causal=True, packed=True)
+    _, params, _ = layer.init(KEY, ((-1, 12, 4), (-1, 12)))
+    x = randn((2, 12, 4), seed=4)
+    batch = jax.jit(layer.apply)(params, (), (x, SEG))[0]
+    each = jax.jit(jax.vmap(lambda xi, si: layer.apply(params, (), (xi, si))[0]))(x, SEG)
+    assert_close(each, batch, 1e-12, "vmap over examples")
+    assert "packed=True" in nn.describe(layer)
+    assert "packed" not in nn.describe(nn.MultiHeadAttention(2))
+
+
+def test_a_step_keeps_the_ids_not_a_t_by_t_mask():
+    t = 512
+    layer = nn.MultiHeadAttention(2, causal=True, packed=True, dtype=jnp.float32)
+    _, params, _ = layer.init(KEY, ((1, t, 8), (1, t)))
+    x = jax.ShapeDtypeStruct((1, t, 8), jnp.float32)
+    ids = jax.ShapeDtypeStruct((1, t), jnp.int32)
+    res = nn.saved_residuals(lambda p, x, s: jnp.sum(layer.apply(p, (), (x, s))[0]),
+                             params, x, ids)
+    assert max(math.prod(r.shape) for r in res) < t * t, [str(r) for r in res]
+    assert any(r.shape == (1, t) and r.dtype == jnp.int32 for r in res)
+
+
+def test_errors():
+    with pytest.raises(ValueError, match=r"MultiHeadAttention\(2\): packed=True .* decode=True"):
+        nn.MultiHeadAttention(2, causal=True, decode=True, packed=True)
+    with pytest.raises(TypeError, match=r"MultiHeadAttention\(2\): packed must be a bool"):
+        nn.MultiHeadAttention(2, packed=1)
+    layer = nn.MultiHeadAttention(2, packed=True)
+    _, p, s = layer.init(KEY, (-1, 12, 4))
+    x = randn((2, 12, 4))
+    raise_eagerly_and_under_jit(layer, s, [
+        (p, x, ValueError, r"MultiHeadAttention\(2\): packed=True takes a pair \(x, "
+                           r"segment_ids\) .* got x alone"),
+        (p, (x, SEG.astype(jnp.float64)), TypeError,
+         r"MultiHeadAttention\(2\): segment_ids must have an integer dtype"),
+        (p, (x, SEG[:, :11]), ValueError,
+         r"MultiHeadAttention\(2\): segment_ids has shape \(2, 11\), expected \(2, 12\)"),
+    ])
