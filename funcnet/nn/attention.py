@@ -199,8 +199,8 @@ def MultiHeadAttention(num_heads: int, *, qkv_features: int | None = None,
         ``segment_ids``); position ``i`` attends position ``j`` of its own segment only
         (besides ``causal``, ``window``), through the op's ``mask_fn=``
         :func:`funcnet.ops.same_segment`, evaluated per block: a step keeps the ids, not a
-        ``(N, 1, T, T)`` mask; ``init`` takes ``(N, T, F)`` or ``((N, T, F), (N, T))``. With ``causal`` a
-        packed row equals its sequences run one by one (tests). Positions, rope and the
+        ``(N, 1, T, T)`` mask; ``init`` takes ``(N, T, F)`` or ``((N, T, F), (N, T))``.
+        With ``causal`` a packed row equals its sequences run one by one (tests). Positions, rope and the
         position biases stay those of the row (as T5X without ``segment_positions``: ALiBi
         and T5's buckets depend on ``j - i`` only, the same inside any segment; rope's
         rotation too). Not with ``decode=True``. Default ``False``.

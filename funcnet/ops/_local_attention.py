@@ -140,9 +140,10 @@ def _fn_blocks(bp, mp, i, t: int, qb, plan: Plan):
 def _logits(qb, kt, m5, i, plan: Plan, al, b5, cap, fns=(None, None)):
     """Scaled logits of query block ``i`` over its span, ``(B, K, G, block, span)`` (soft
     capped with ``cap`` of :func:`logit_cap`, plus the bias ``b5`` of :func:`_padded` and
-    the block's bias of :func:`_fn_blocks` ``fns`` (either ``None``),
+    the block's bias of :func:`_fn_blocks`, the first of ``fns`` (either ``None``),
     then ALiBi's ``-m |i - j|`` for the slopes ``al`` ``(b, K, G, 1, 1)``, or ``None``),
-    the attend mask (window, causal, user mask), the span's keys and first key,
+    the attend mask (window, causal, user mask, the block's mask of :func:`_fn_blocks`, the
+    second of ``fns``), the span's keys and first key,
     ``|i - j|`` (``None`` without ``al``) and the cap's derivatives (``None`` without a
     cap)."""
     span = _span(plan)
