@@ -200,10 +200,11 @@ def MultiHeadAttention(num_heads: int, *, qkv_features: int | None = None,
         (besides ``causal``, ``window``), through the op's ``mask_fn=``
         :func:`funcnet.ops.same_segment`, evaluated per block: a step keeps the ids, not a
         ``(N, 1, T, T)`` mask; ``init`` takes ``(N, T, F)`` or ``((N, T, F), (N, T))``.
-        With ``causal`` a packed row equals its sequences run one by one (tests). Positions, rope and the
-        position biases stay those of the row (as T5X without ``segment_positions``: ALiBi
-        and T5's buckets depend on ``j - i`` only, the same inside any segment; rope's
-        rotation too). Not with ``decode=True``. Default ``False``.
+        A packed row equals its sequences run one by one (tests): positions, rope and the
+        position biases stay those of the row (as T5X without ``segment_positions``), and
+        ALiBi, T5's buckets and rope's rotation depend on ``j - i`` only, the same inside
+        any segment (a learned absolute position embedding before the layer would not
+        be). Not with ``decode=True``. Default ``False``.
 
     Returns:
       A :class:`Layer` named ``"MultiHeadAttention(num_heads)"``; ``apply`` takes ``key=``
@@ -258,24 +259,19 @@ def MultiHeadAttention(num_heads: int, *, qkv_features: int | None = None,
     if decode and not causal:
         raise ValueError(f"{name}: decode=True needs causal=True (autoregressive decoding "
                          f"of causal self-attention: a query never sees a later position)")
-    packed = _checks.static_bool(name, "packed", packed)
-    if packed and decode:
-        raise ValueError(f"{name}: packed=True (segment ids of sequences packed in a row) "
-                         "is for training and scoring; decode=True decodes one sequence per "
-                         "row (pass packed=False)")
     return _attention_layer(name, heads, num_kv_heads, False, qkv_features, out_features,
                             causal, dropout_rate, use_bias, w_init, b_init, dtype, decode,
-                            rope, window, bias_spec, logits, packed)
+                            rope, window, bias_spec, logits, _packed_arg(name, packed, decode))
 
 
-@described(added=("decode", "logit_soft_cap", "scale", "qk_norm"))
+@described(added=("decode", "logit_soft_cap", "scale", "qk_norm", "packed"))
 def CrossAttention(num_heads: int, *, qkv_features: int | None = None,
                    out_features: int | None = None, dropout_rate: float = 0.0,
                    use_bias: bool = True, w_init=initializers.xavier_uniform(),
                    b_init=initializers.zeros, dtype=None,
                    num_kv_heads: int | None = None, decode: bool = False,
                    logit_soft_cap: float | None = None, scale: float | None = None,
-                   qk_norm: bool = False) -> Layer:
+                   qk_norm: bool = False, packed: bool = False) -> Layer:
     """Multi-head cross-attention: queries from ``x``, keys and values from ``context``
     (an encoder-decoder transformer's decoder reading the encoder's output).
 
@@ -343,6 +339,13 @@ def CrossAttention(num_heads: int, *, qkv_features: int | None = None,
         for T5), or a traced scalar; as :func:`MultiHeadAttention`.
       qk_norm: RMS-normalize every head's queries and keys (as
         :func:`MultiHeadAttention`). Default ``False``.
+      packed: the input is ``(x, context, (x_ids, context_ids))``, the segment ids ``(N,
+        T)`` and ``(N, S)`` of the sequences packed in each row of ``x`` and of the context
+        (T5X's packed encoder-decoder: the decoder's segment ``k`` reads the encoder's
+        segment ``k``), through the op's ``mask_fn=`` :func:`funcnet.ops.same_segment`:
+        a step keeps the ids, not a ``(N, 1, T, S)`` mask; ``init`` takes the shapes of
+        ``(x, context)`` or ``(x, context, (x_ids, context_ids))``. Not with
+        ``decode=True``. Default ``False``.
 
     Returns:
       A :class:`Layer` named ``"CrossAttention(num_heads)"``; ``apply`` takes ``key=``
@@ -370,10 +373,22 @@ def CrossAttention(num_heads: int, *, qkv_features: int | None = None,
     """
     heads = _checks.static_int("CrossAttention", "num_heads", num_heads, minimum=1)
     name = f"CrossAttention({heads})"
+    decode = _checks.static_bool(name, "decode", decode)
     return _attention_layer(name, heads, num_kv_heads, True, qkv_features, out_features,
                             False, dropout_rate, use_bias, w_init, b_init, dtype,
-                            _checks.static_bool(name, "decode", decode), None, None, None,
-                            _logit_args(name, logit_soft_cap, scale, qk_norm))
+                            decode, None, None, None,
+                            _logit_args(name, logit_soft_cap, scale, qk_norm),
+                            _packed_arg(name, packed, decode))
+
+
+def _packed_arg(name: str, packed, decode: bool) -> bool:
+    """The checked ``packed`` (not with ``decode``)."""
+    packed = _checks.static_bool(name, "packed", packed)
+    if packed and decode:
+        raise ValueError(f"{name}: packed=True (segment ids of sequences packed in a row) "
+                         "is for training and scoring; decode=True decodes one sequence per "
+                         "row (pass packed=False)")
+    return packed
 
 
 def _logit_args(name: str, soft_cap, scale, qk_norm) -> dict:
@@ -494,10 +509,12 @@ def _attention_layer(name, heads, kv_heads, cross, qkv_features, out_features, c
         shapes, dtypes = (shape,), (dt,)
         if cross:
             shapes, dtypes = shapes + (c_shape,), dtypes + (dt,)
-        if packed and m_shape is None:    # segment ids: x's shape without its features
-            m_shape = tuple(shape[:-1])
+        if packed and m_shape is None:    # segment ids: x's (and context's) shape without
+            m_shape = tuple(shape[:-1])   # its features
+            m_shape = (m_shape, tuple(c_shape[:-1])) if cross else m_shape
         if m_shape is not None:   # the op checks the mask against x (and context) now
-            mask = check_input_shape(name, key, m_shape, None)
+            mask = (tuple(check_input_shape(name, key, m, None) for m in m_shape)
+                    if packed and cross else check_input_shape(name, key, m_shape, None))
             shapes, dtypes = shapes + (mask,), dtypes + (jnp.int32 if packed else jnp.bool_,)
         if len(shapes) == 1:
             return init_checked(name, apply, make, key, shape, dt)
@@ -519,7 +536,7 @@ def _attention_layer(name, heads, kv_heads, cross, qkv_features, out_features, c
         x, ctx, mask = split_input(x)
         segments = None
         if packed:      # the op's mask_fn reads them per block
-            segments, mask = _segments(name, x, mask), None
+            segments, mask = _segments(name, x, mask, ctx if cross else None), None
         check_params(name, "params", params, _shapes(params))
         if not decode:
             check_no_params(name, (), state)
@@ -618,17 +635,28 @@ def _attention_layer(name, heads, kv_heads, cross, qkv_features, out_features, c
     return Layer(init, apply, name)
 
 
-def _segments(name: str, x, ids):
-    """``packed=True``'s segment ids, the second entry of the input: integers of ``x``'s
-    shape without its features, ``(N, T)`` (or ``(T,)`` for one sequence)."""
+def _segments(name: str, x, ids, ctx=None):
+    """``packed=True``'s segment ids, the mask's entry of the input: integers of ``x``'s
+    shape without its features, ``(N, T)`` (or ``(T,)`` for one sequence); with a context
+    (``CrossAttention``) a pair ``(x_ids (N, T), context_ids (N, S))``."""
+    cross = ctx is not None
+    what = "(x, context, (x_ids, context_ids))" if cross else "(x, segment_ids)"
     if ids is None:
-        raise ValueError(f"{name}: packed=True takes a pair (x, segment_ids) with integer "
-                         f"segment_ids (N, T) of the sequences packed in each row, got x "
-                         f"alone")
-    _checks.check_integer(name, "segment_ids", ids, "the sequence of each position")
-    _checks.check_shape(name, "segment_ids", ids, _checks.shape_of(x)[:-1],
-                        f"x's {_checks.shape_of(x)} without its features")
-    return jnp.asarray(ids)
+        raise ValueError(f"{name}: packed=True takes {what} with integer segment ids "
+                         f"(N, T{', and (N, S)' if cross else ''}) of the sequences packed "
+                         f"in each row, got no ids")
+    if cross and not (isinstance(ids, (tuple, list)) and len(ids) == 2):
+        raise TypeError(f"{name}: packed=True takes {what}: a pair of segment ids, got "
+                        f"{type(ids).__name__}")
+    pairs = zip(ids, (x, ctx), ("x_ids", "context_ids")) if cross else ((ids, x,
+                                                                         "segment_ids"),)
+    out = []
+    for a, of, label in pairs:
+        _checks.check_integer(name, label, a, "the sequence of each position")
+        _checks.check_shape(name, label, a, _checks.shape_of(of)[:-1],
+                            f"{_checks.shape_of(of)} without its features")
+        out.append(jnp.asarray(a))
+    return tuple(out) if cross else out[0]
 
 
 def _check_heads(name: str, what: str, d: int, heads: int) -> None:

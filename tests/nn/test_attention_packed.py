@@ -2,7 +2,8 @@
 attend within their segment (the op's ``mask_fn=ops.same_segment``). A packed row equals
 its sequences run one by one through the same layer (values and gradients of params and
 ``x``, float64, 1e-10), with rope, T5's bias, GQA and a window too; vmap over examples; the
-residuals (the ids, no ``T x T`` mask); init, description; errors."""
+residuals (the ids, no ``T x T`` mask); init, description; errors. CrossAttention(packed=
+True): a packed decoder row reading a packed encoder row equals the pairs run alone."""
 import math
 
 import jax
@@ -80,6 +81,42 @@ def test_a_step_keeps_the_ids_not_a_t_by_t_mask():
     assert any(r.shape == (1, t) and r.dtype == jnp.int32 for r in res)
 
 
+def test_packed_cross_attention_equals_each_pair_alone():
+    """Decoder segment ``k`` (lengths 5, 4, 3) reads encoder segment ``k`` (lengths 3, 6, 2)
+    only: the packed rows equal the three pairs run alone, values and gradients (params,
+    ``x``, context)."""
+    ctx_bounds = [(0, 3), (3, 9), (9, 11)]
+    ctx_seg = jnp.asarray([[i for i, (a, z) in enumerate(ctx_bounds) for _ in range(z - a)]]
+                          * 2, jnp.int32)
+    packed = nn.CrossAttention(4, num_kv_heads=2, packed=True)
+    alone = nn.CrossAttention(4, num_kv_heads=2)
+    _, params, _ = numpy_init(packed, ((-1, 12, 8), (-1, 11, 6)))
+    x, ctx = randn((2, 12, 8), seed=3), randn((2, 11, 6), seed=4)
+
+    def both(p, x, c):
+        def f_packed(p, x, c):
+            return packed.apply(p, (), (x, c, (SEG, ctx_seg)))[0]
+
+        def f_alone(p, x, c):
+            return jnp.concatenate([alone.apply(p, (), (x[:, a:z], c[:, e:f]))[0]
+                                    for (a, z), (e, f) in zip(BOUNDS, ctx_bounds)], axis=1)
+        return [jax.value_and_grad(lambda *a: jnp.sum(jnp.sin(f(*a))), (0, 1, 2))(p, x, c)
+                for f in (f_packed, f_alone)]
+    (y, g), (y_ref, g_ref) = jax.jit(both)(params, x, ctx)
+    assert_close(y, y_ref, 1e-10, "values")
+    for grads in (g, g_ref):   # q.bk is the same in every logit of a row: round-off only
+        assert np.max(np.abs(grads[0].pop("bk"))) < 1e-12
+    assert_close(g, g_ref, 1e-10, "gradients (params, x, context)")
+    with pytest.raises(TypeError, match=r"CrossAttention\(4\): packed=True takes \(x, "
+                                        r"context, \(x_ids, context_ids\)\): a pair"):
+        packed.apply(params, (), (x, ctx, SEG))
+    with pytest.raises(ValueError, match=r"CrossAttention\(4\): context_ids has shape "
+                                         r"\(2, 12\), expected \(2, 11\)"):
+        packed.apply(params, (), (x, ctx, (SEG, SEG)))
+    with pytest.raises(ValueError, match=r"CrossAttention\(2\): packed=True .* decode=True"):
+        nn.CrossAttention(2, decode=True, packed=True)
+
+
 def test_errors():
     with pytest.raises(ValueError, match=r"MultiHeadAttention\(2\): packed=True .* decode=True"):
         nn.MultiHeadAttention(2, causal=True, decode=True, packed=True)
@@ -89,8 +126,8 @@ def test_errors():
     _, p, s = layer.init(KEY, (-1, 12, 4))
     x = randn((2, 12, 4))
     raise_eagerly_and_under_jit(layer, s, [
-        (p, x, ValueError, r"MultiHeadAttention\(2\): packed=True takes a pair \(x, "
-                           r"segment_ids\) .* got x alone"),
+        (p, x, ValueError, r"MultiHeadAttention\(2\): packed=True takes \(x, segment_ids\) "
+                           r"with integer segment ids \(N, T\) .* got no ids"),
         (p, (x, SEG.astype(jnp.float64)), TypeError,
          r"MultiHeadAttention\(2\): segment_ids must have an integer dtype"),
         (p, (x, SEG[:, :11]), ValueError,
