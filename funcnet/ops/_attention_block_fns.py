@@ -95,10 +95,23 @@ def same_segment(segment_ids, rows, cols):
     evaluated per block by :func:`funcnet.ops.dot_product_attention` (``mask_fn=
     same_segment, mask_params=ids``): a step keeps the ids, not a ``(B, 1, T, S)`` mask.
     With ``causal`` a packed row equals its sequences attended one by one (tests).
+
+    Raises (when the op traces it at the full ``(T,)``, ``(S,)`` positions):
+      TypeError: ids that are not integers.
+      ValueError: ids shorter than the positions (a gather past their end would read
+        clamped ids silently).
     """
     q_ids, kv_ids = segment_ids if isinstance(segment_ids, (tuple, list)) else (
         segment_ids, segment_ids)
     q_ids, kv_ids = jnp.asarray(q_ids), jnp.asarray(kv_ids)
+    for label, ids, positions in (("query", q_ids, rows), ("key", kv_ids, cols)):
+        _checks.check_integer("same_segment", f"the {label} segment ids", ids,
+                              "the sequence of each position")
+        if ids.ndim < 1 or ids.shape[-1] < positions.shape[0]:
+            raise ValueError(f"same_segment: the {label} segment ids have shape "
+                             f"{tuple(ids.shape)}, fewer than the {positions.shape[0]} "
+                             f"{label} positions; expected (B, {positions.shape[0]}) or "
+                             f"({positions.shape[0]},): one id per position")
     if q_ids.ndim == 1:
         return q_ids[rows][:, None] == kv_ids[cols][None, :]
     return q_ids[:, rows][:, None, :, None] == kv_ids[:, cols][:, None, None, :]

@@ -183,3 +183,22 @@ def test_errors_at_trace_time():
     with pytest.raises(TypeError, match=r"mask_fn closes over 2 traced value\(s\)"):
         jax.jit(lambda seg: attention(
             q, k, v, mask_fn=lambda p, i, j: same_segment(seg, i, j)))(seg)
+
+
+def test_same_segment_refuses_short_or_float_ids_eagerly_and_under_jit():
+    """Ids shorter than the positions would be gathered past their end (clamped ids,
+    sequences silently mixed): refused when the op traces ``same_segment`` at ``(T,)``."""
+    q, k, v = _jqkv(2, 6, 6, 2, 2, 3, seed=0)
+
+    def call(ids):
+        return attention(q, k, v, mask_fn=same_segment, mask_params=ids)
+    for f in (call, jax.jit(call)):
+        with pytest.raises(ValueError, match=r"same_segment: the query segment ids have shape "
+                                             r"\(2, 5\), fewer than the 6 query positions"):
+            f(_segments(2, 5))
+        with pytest.raises(ValueError, match=r"the key segment ids have shape \(2, 4\), fewer "
+                                             r"than the 6 key positions"):
+            f((_segments(2, 6), _segments(2, 4)))
+        with pytest.raises(TypeError, match=r"same_segment: the query segment ids must have an "
+                                            r"integer dtype"):
+            f(_segments(2, 6).astype(jnp.float64))
