@@ -83,11 +83,12 @@ def MultiHeadAttention(num_heads: int, *, qkv_features: int | None = None,
 
     Position biases (``position_bias``; :mod:`funcnet.nn.position_bias`): a term of the
     positions ``i`` (query), ``j`` (key) added per head ``n`` to the scaled logits, shared
-    over the batch. Outside decoding neither is a ``T x S`` array: ALiBi goes to the op as
-    ``alibi_slopes=`` (O(N) memory) and T5 as ``bias_fn=`` with ``rel_bias`` as
-    ``bias_params`` (:func:`funcnet.nn.position_bias.t5_bias_fn`), gathered per block and
-    its gradient summed per block (O(num_buckets N) memory); when decoding the op's
-    ``bias=`` is built as ``(1, num_heads, t, S)`` for the chunk's ``t`` queries::
+    over the batch. Neither is a ``T x S`` array: ALiBi goes to the op as ``alibi_slopes=``
+    (O(N) memory) and T5 as ``bias_fn=`` with ``rel_bias`` as ``bias_params``
+    (:func:`funcnet.nn.position_bias.t5_bias_fn`), gathered per block and its gradient
+    summed per block (O(num_buckets N) memory); when decoding, both as ``bias_fn=`` of the
+    chunk's and the cache's absolute positions
+    (:func:`funcnet.nn.position_bias.positioned_bias_fn`)::
 
         "alibi":  s_nij += -m_n |i - j|                  (Press et al. 2022; BLOOM, MPT)
         "t5":     s_nij += rel_bias[bucket(j - i), n]    (Raffel et al. 2020, section 2.1)
@@ -535,7 +536,7 @@ def _attention_layer(name, heads, kv_heads, cross, qkv_features, out_features, c
     def apply(params, state, x, *, key=None, train=False):
         x, ctx, mask = split_input(x)
         segments = None
-        if packed:      # the op's mask_fn reads them per block
+        if packed:      # the op's mask_fn reads them (below)
             segments, mask = _segments(name, x, mask, ctx if cross else None), None
         check_params(name, "params", params, _shapes(params))
         if not decode:
@@ -575,32 +576,31 @@ def _attention_layer(name, heads, kv_heads, cross, qkv_features, out_features, c
                 k = None if cached else ops.rms_norm(k, params["k_norm"])
             if rope is not None and not decode:   # positions 0 .. T-1
                 q, k = rotate(None, q, k)
-        fits = None
+        fits = mask_fn = mask_params = None
+        if packed:      # segment ids, read per block
+            mask_fn, mask_params = ops.same_segment, segments
         if cross and decode:   # write the context's k, v into the cache, or read them
             k, v, state, fits = decoding.cached_memory(
                 name, state, k, v, () if single else (n,), kv_heads, dh, q.dtype)
-        elif decode:   # its errors name the layer themselves
-            q, k, v, mask, state, fits, k_positions = decoding.attend_cached(
+        elif decode:   # its errors name the layer themselves; what each query sees and the
+            # positions of a bias: functions of a block's positions (no T x L array)
+            q, k, v, mask, state, fits, positions = decoding.attend_cached(
                 name, state, q, k, v, mask, heads, single,
                 None if rope is None else rotate, window)
-        bias = slopes = bias_fn = None
-        if bias_spec is not None and bias_spec[0] == "alibi" and not decode:
+            mask_fn, mask_params = decoding.visible_fn(window), positions
+        slopes = bias_fn = bias_params = None
+        if bias_spec is not None and decode:   # query t at index + t, keys where cached
+            bias_fn = _pb.positioned_bias_fn(bias_spec, heads, jnp.dtype(q.dtype))
+            bias_params = (params.get("rel_bias"), positions)
+        elif bias_spec is not None and bias_spec[0] == "alibi":
             # positions 0 .. T-1 for queries and keys, the op's own: O(N) memory, no T x S
             slopes = jnp.asarray(_pb.alibi_slopes(heads), _checks.compute_dtype(q.dtype))
-        elif bias_spec is not None and not decode:   # T5: gathered per block by the op
-            bias_fn = _pb.t5_bias_fn(bias_spec)
-        elif bias_spec is not None:   # query t at index + t, keys where the cache holds them
-            start = (state["index"] - t).astype(jnp.int32) if decode else 0
-            bias = _pb.bias(bias_spec, params.get("rel_bias"),
-                            start + jnp.arange(t, dtype=jnp.int32),
-                            k_positions if decode else jnp.arange(k.shape[1], dtype=jnp.int32),
-                            heads, q.dtype)
+        elif bias_spec is not None:   # T5: gathered per block by the op
+            bias_fn, bias_params = _pb.t5_bias_fn(bias_spec), params["rel_bias"]
         with _checks.context(name):
-            o = ops.dot_product_attention(q, k, v, mask, bias=bias, alibi_slopes=slopes,
-                                          bias_fn=bias_fn, bias_params=None if bias_fn is None
-                                          else params["rel_bias"],
-                                          mask_fn=None if segments is None else
-                                          ops.same_segment, mask_params=segments,
+            o = ops.dot_product_attention(q, k, v, mask, alibi_slopes=slopes,
+                                          bias_fn=bias_fn, bias_params=bias_params,
+                                          mask_fn=mask_fn, mask_params=mask_params,
                                           causal=causal and not decode, dropout_rate=drop,
                                           dropout_key=key if _checks.may_drop(drop) else None,
                                           window=None if decode else window,

@@ -36,7 +36,11 @@ the README's GPT::
         return toks.T
 
 The state is a value: the same empty ``cache`` starts every generation. Positions are
-absolute.
+absolute. Which cache positions a chunk's queries see (:func:`visible_fn`), and a position
+bias (ALiBi, T5: :func:`funcnet.nn.position_bias.positioned_bias_fn`), go to the op as
+functions of a block's positions (its ``mask_fn``/``bias_fn``) with the chunk's start and
+the keys' positions as their params: a prompt of ``T`` positions in a cache of ``L``
+never builds a ``T x L`` mask or ``(N, heads, T, L)`` bias, only the caller's ``mask``.
 
 Sliding window (``MultiHeadAttention(..., window=W)``) with ``L >= W``: the cache is a ring
 buffer of ``W`` slots, slot ``s`` holding the latest position ``p = s (mod W)`` (keys
@@ -74,6 +78,8 @@ unknown at trace time, and the layer's output is NaN instead (the state still ad
 so every later output is NaN too): never silently wrong values.
 """
 from __future__ import annotations
+
+import functools
 
 import jax.numpy as jnp
 from jax import lax
@@ -138,14 +144,14 @@ def attend_cached(name: str, state, q, k, v, mask, heads: int, single: bool,
     ``rotate(positions, q, k) -> (q, k)`` (rotary position embedding), if given, is
     applied first with the chunk's positions ``index + arange(T)``, so the cache holds
     rotated keys. Returns ``(q, k_all, v_all, mask, new_state, fits, positions)``: the
-    (rotated) queries, the whole cache ``(N, L, K, dh)``
-    in ``k``'s dtype, the boolean mask ``(N or 1, heads or 1, T, L)`` under which query
-    ``i`` of the chunk sees cache position ``j <= index + i`` (and the caller's ``mask``,
-    over the ``L`` cache positions, if any), the state with ``index + T``, the
-    overflow flag of :func:`room` and the int32 positions ``(L,)`` of the keys (``arange(L)``;
-    with a ring buffer the positions its slots hold, then the chunk's: a position bias
-    reads them). ``single``: the state holds one sequence (no ``N``).
-    ``window``: query ``i`` sees only positions ``j > index + i - window`` too.
+    (rotated) queries, the whole cache ``(N, L, K, dh)`` in ``k``'s dtype, the caller's
+    boolean ``mask`` over the ``L`` cache positions as ``(N or 1, heads or 1, T, L)`` (or
+    ``None``), the state with ``index + T``, the overflow flag of :func:`room`, and the
+    ``positions = (start, keys)`` of :func:`visible_fn`: the chunk's first position
+    ``index`` (int32 ``()``) and the int32 positions ``(L,)`` of the keys (``arange(L)``;
+    with a ring buffer the positions its slots hold, then the chunk's; ``-1``: unwritten).
+    ``single``: the state holds one sequence (no ``N``). ``window``: query ``i`` sees only
+    positions ``j > index + i - window`` too (:func:`visible_fn`).
     """
     n, t, kh, dh = k.shape
     lead = () if single else (n,)
@@ -170,11 +176,6 @@ def attend_cached(name: str, state, q, k, v, mask, heads: int, single: bool,
         return (q,) + _ring(cache_k, cache_v, k, v, index, window, single)
     cache_k, cache_v = (lax.dynamic_update_slice_in_dim(c, a.astype(c.dtype), index, axis=1)
                         for c, a in ((cache_k, k), (cache_v, v)))
-    rows = lax.broadcasted_iota(jnp.int32, (1, 1, t, length), 2)
-    cols = lax.broadcasted_iota(jnp.int32, (1, 1, t, length), 3)
-    allowed = cols <= index + rows
-    if window is not None:
-        allowed = allowed & (cols > index + rows - window)
     if mask is not None:
         _checks.check_array(name, "mask", mask)
         if _checks.dtype_of(mask) != jnp.bool_:
@@ -185,12 +186,26 @@ def attend_cached(name: str, state, q, k, v, mask, heads: int, single: bool,
         mask = mask.reshape((1,) * (4 - mask.ndim) + _checks.shape_of(mask))
         _checks.check_broadcastable(name, "mask", mask, (n, heads, t, length),
                                     "over the L cache positions; key padding is (N, 1, 1, L)")
-        allowed = allowed & mask
     new = {"k": cache_k[0] if single else cache_k, "v": cache_v[0] if single else cache_v,
            "index": index + t}
     dt = k.dtype
-    return (q, cache_k.astype(dt), cache_v.astype(dt), allowed, new, fits,
-            jnp.arange(length, dtype=jnp.int32))
+    return (q, cache_k.astype(dt), cache_v.astype(dt), mask, new, fits,
+            (index.astype(jnp.int32), jnp.arange(length, dtype=jnp.int32)))
+
+
+@functools.lru_cache(maxsize=None)
+def visible_fn(window: int | None):
+    """The op's ``mask_fn(positions, rows, cols)`` of decoding (one function per
+    ``window``): with ``positions = (start, keys)`` of :func:`attend_cached`, the query of
+    row ``r`` (at ``p = start + r``) sees the key of column ``c`` (at ``j = keys[c]``) when
+    ``0 <= j <= p`` (written, not in its future) and, with a window, ``j > p - window``;
+    ``(t, s)`` for a block's ``rows`` ``(t,)`` and ``cols`` ``(s,)``."""
+    def visible(positions, rows, cols):
+        start, keys = positions
+        p, j = start + rows[:, None], keys[cols][None, :]
+        seen = (j >= 0) & (j <= p)
+        return seen if window is None else seen & (j > p - window)
+    return visible
 
 
 def _ring(cache_k, cache_v, k, v, index, window: int, single: bool):
@@ -203,9 +218,7 @@ def _ring(cache_k, cache_v, k, v, index, window: int, single: bool):
     slots = jnp.arange(window, dtype=index.dtype)
     chunk = index + jnp.arange(t, dtype=index.dtype)
     held = index - 1 - jnp.mod(index - 1 - slots, window)
-    keys = jnp.concatenate([held, chunk])[None, :]
-    rows = chunk[:, None]
-    allowed = (keys >= 0) & (keys <= rows) & (keys > rows - window)
+    keys = jnp.concatenate([held, chunk]).astype(jnp.int32)
     latest = index + t - 1 - jnp.mod(index + t - 1 - slots, window)
     take = jnp.clip(latest - index, 0, t - 1)
     fresh = (latest >= index)[None, :, None, None]
@@ -215,7 +228,7 @@ def _ring(cache_k, cache_v, k, v, index, window: int, single: bool):
             for c, a in ((cache_k, k), (cache_v, v))]
     state = {"k": new[0][0] if single else new[0], "v": new[1][0] if single else new[1],
              "index": index + t}
-    return both[0], both[1], allowed[None, None], state, None, keys[0].astype(jnp.int32)
+    return both[0], both[1], None, state, None, (index.astype(jnp.int32), keys)
 
 
 def _check_sequences(name: str, state, lead: tuple, kv_heads: int, head_dim: int) -> None:

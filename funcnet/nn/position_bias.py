@@ -39,7 +39,8 @@ import numpy as np
 
 from funcnet import _checks
 
-__all__ = ["KINDS", "alibi_slopes", "relative_position_bucket", "t5_bias_fn"]
+__all__ = ["KINDS", "alibi_slopes", "positioned_bias_fn", "relative_position_bucket",
+           "t5_bias_fn"]
 
 KINDS = ("alibi", "t5")
 
@@ -141,3 +142,16 @@ def t5_bias_fn(spec: tuple):
     def t5_bias(table, rows, cols):
         return _t5(spec, table, cols[None, :] - rows[:, None])
     return t5_bias
+
+
+@functools.lru_cache(maxsize=None)
+def positioned_bias_fn(spec: tuple, heads: int, dtype):
+    """The bias at absolute positions as the op's ``bias_fn(params, rows, cols)`` (one
+    function per ``spec``, ``heads`` and ``dtype``), for decoding: ``params = (table,
+    (start, keys))``, T5's ``(num_buckets, heads)`` table (``None`` for ALiBi) and the
+    positions of :func:`funcnet.nn.decoding.visible_fn`; the ``(heads, t, s)`` :func:`bias`
+    of queries at ``start + rows`` and keys at ``keys[cols]``, gathered per block."""
+    def positioned_bias(params, rows, cols):
+        table, (start, keys) = params
+        return bias(spec, table, start + rows, keys[cols], heads, dtype)[0]
+    return positioned_bias

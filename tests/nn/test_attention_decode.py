@@ -15,6 +15,7 @@ import pytest
 from jax import lax
 
 from funcnet import nn
+from funcnet.nn import decoding
 from funcnet.gradcheck import assert_close
 from tests.nn._models import abstract_init, numpy_init, randint, randn
 
@@ -75,6 +76,20 @@ def test_chunked_decoding_equals_one_causal_forward_pass(chunks):
     got, c = decode_in_chunks(step, params, cache, ids, chunks)
     assert_close(got, want, 1e-10, "decoded logits")
     assert int(c[1]["index"]) == L and np.all(c[2][0][1]["index"] == L)
+
+
+@pytest.mark.parametrize("window", [None, 3])
+def test_visible_fn_is_the_causal_window_of_absolute_positions(window):
+    """decoding.visible_fn: query row r (at start + r) sees key column c (at keys[c]) when
+    the key is written (>= 0), not in its future and within the window, per block."""
+    start, keys = jnp.int32(5), jnp.asarray([3, 4, -1, 2, 5, 6, 7, 0], jnp.int32)
+    rows, cols = jnp.arange(3, dtype=jnp.int32), jnp.asarray([1, 2, 4, 5, 7], jnp.int32)
+    got = decoding.visible_fn(window)((start, keys), rows, cols)
+    p, j = 5 + np.arange(3)[:, None], np.asarray([4, -1, 5, 6, 0])[None, :]
+    want = (j >= 0) & (j <= p) & (j > p - (window or 10 ** 9))
+    np.testing.assert_array_equal(got, want)
+    assert got.shape == (3, 5) and got.dtype == jnp.bool_
+    assert decoding.visible_fn(window) is decoding.visible_fn(window)   # one per window
 
 
 @functools.lru_cache(maxsize=None)

@@ -190,10 +190,10 @@ def test_unbatched_q_takes_per_head_slopes_only():
         attention(q, k, v, alibi_slopes=jnp.ones((1, 2)))
 
 
-def test_layer_uses_the_slopes_outside_decoding_and_the_bias_when_decoding():
+def test_layer_uses_the_slopes_outside_decoding_and_positions_when_decoding():
     """``MultiHeadAttention(position_bias='alibi')`` passes ``alibi_slopes`` to the op in a
-    full pass (no ``T x S`` residual) and ``bias=`` when decoding with the cache; both give
-    the same outputs token by token."""
+    full pass (no ``T x S`` residual) and a ``bias_fn`` of the absolute positions when
+    decoding with the cache; both give the same outputs token by token."""
     t, f = 6, 8
     layer = nn.MultiHeadAttention(4, causal=True, position_bias="alibi", dtype=F64)
     x = jnp.asarray(rand((1, t, f), 9))
