@@ -62,7 +62,7 @@ from funcnet.nn.pooling import (AvgPool1D, AvgPool2D, GlobalAvgPool2D, GlobalMax
 from funcnet.nn.upsample import Resize2D, Upsample2D
 from funcnet.nn.recurrent import RNN
 from funcnet.nn.sequences import Bidirectional, flip_sequences
-from funcnet.nn.positions import PositionEmbedding, SinusoidalPositions
+from funcnet.nn.positions import PositionEmbedding, SinusoidalPositions, segment_positions
 from funcnet.nn.shapes import Reshape, SwapAxes
 from funcnet.nn.stack import Repeat
 from funcnet.nn.tied import TiedEmbedding
@@ -79,7 +79,7 @@ __all__ = [
     "PositionEmbedding", "Repeat", "Reshape", "SwapAxes", "TiedEmbedding",
 ]
 __all__ += ["GroupNorm", "InstanceNorm"]
-__all__ += ["SinusoidalPositions"]
+__all__ += ["SinusoidalPositions", "segment_positions"]
 __all__ += ["CELU", "ELU", "GLU", "HardSigmoid", "HardSiLU", "HardSwish", "HardTanh",
             "LogSigmoid", "Mish", "ReLU6", "SELU", "SoftSign", "SparsePlus", "SparseSigmoid",
             "Squareplus"]

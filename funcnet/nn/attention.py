@@ -204,8 +204,10 @@ def MultiHeadAttention(num_heads: int, *, qkv_features: int | None = None,
         A packed row equals its sequences run one by one (tests): positions, rope and the
         position biases stay those of the row (as T5X without ``segment_positions``), and
         ALiBi, T5's buckets and rope's rotation depend on ``j - i`` only, the same inside
-        any segment (a learned absolute position embedding before the layer would not
-        be). Not with ``decode=True``. Default ``False``.
+        any segment (absolute positions before the layer restart per sequence with
+        :func:`~funcnet.nn.PositionEmbedding` or :func:`~funcnet.nn.SinusoidalPositions`
+        ``(packed=True)``, :func:`~funcnet.nn.segment_positions`). Not with
+        ``decode=True``. Default ``False``.
 
     Returns:
       A :class:`Layer` named ``"MultiHeadAttention(num_heads)"``; ``apply`` takes ``key=``

@@ -13,17 +13,60 @@ from jax import lax
 
 from funcnet import _checks, ops
 from funcnet.nn import decoding, initializers
+from funcnet.nn.attention import _packed_arg, _segments
 from funcnet.nn.base import (Layer, apply_shape, check_dtype, check_input_shape,
-                             check_no_params, check_weight_args, init_checked,
-                             weights_and_input)
+                             check_no_params, check_weight_args, init_checked, is_shape_pair,
+                             split_pair, weights_and_input)
 from funcnet._describe import described
 
-__all__ = ["PositionEmbedding", "SinusoidalPositions"]
+__all__ = ["PositionEmbedding", "SinusoidalPositions", "segment_positions"]
 
 
-@described
+def segment_positions(segment_ids):
+    """The position of each step within its sequence, for sequences packed in a row.
+
+    ``segment_ids`` ``(..., T)`` (integers, the input of ``packed=True`` layers): a
+    sequence is a run of equal consecutive ids, and ``positions[..., t] = t - s`` with
+    ``s`` the first step of the run that holds ``t`` (T5X's ``segment_positions``), int32
+    of the same shape. ``[7, 7, 7, 2, 2, 0, 0, 0] -> [0, 1, 2, 0, 1, 0, 1, 2]``; an id that
+    comes back after another run starts a new sequence (padding is a sequence too).
+    """
+    ids = jnp.asarray(segment_ids)
+    _checks.check_integer("segment_positions", "segment_ids", ids,
+                          "the sequence of each step")
+    if ids.ndim < 1:
+        raise ValueError("segment_positions: segment_ids has shape (), expected (..., T)")
+    axis = ids.ndim - 1
+    steps = lax.broadcasted_iota(jnp.int32, ids.shape, axis)
+    new = jnp.concatenate([jnp.ones(ids.shape[:-1] + (1,), bool),
+                           ids[..., 1:] != ids[..., :-1]], axis=axis)
+    return steps - lax.cummax(jnp.where(new, steps, 0), axis=axis)
+
+
+def _packed_init_shapes(name: str, key, input_shape, packed: bool):
+    """``init``'s ``input_shape``: ``x``'s shape, or with ``packed`` also ``(x_shape,
+    ids_shape)`` (the ids' shape, ``x``'s without its features, by default)."""
+    if packed and is_shape_pair(input_shape):
+        x_shape = check_input_shape(name, key, input_shape[0], range(2, 64), "(..., T, F)",
+                                    needs=2)
+        return x_shape, tuple(check_input_shape(name, key, input_shape[1], None))
+    x_shape = check_input_shape(name, key, input_shape, range(2, 64), "(..., T, F)", needs=2)
+    return x_shape, x_shape[:-1]
+
+
+def _packed_positions(name: str, x, packed: bool):
+    """``(x, positions)`` of ``apply``'s input: with ``packed``, ``(x, segment_ids)`` and
+    :func:`segment_positions` ``(..., T)``; else ``x`` and ``None`` (the rows' steps)."""
+    if not packed:
+        return x, None
+    x, ids = split_pair(name, x, "x", "segment_ids")
+    _checks.check_array(name, "x", x)
+    return x, segment_positions(_segments(name, x, ids))
+
+
+@described(added=("packed",))
 def PositionEmbedding(max_length: int, *, embedding_init=None, dtype=None,
-                      decode: bool = False) -> Layer:
+                      decode: bool = False, packed: bool = False) -> Layer:
     """``y[..., t, :] = x[..., t, :] + pos_embedding[t, :]``: a learned vector per position.
 
     With ``decode=True`` (autoregressive decoding, with
@@ -34,6 +77,11 @@ def PositionEmbedding(max_length: int, *, embedding_init=None, dtype=None,
     ``index + T``. Feeding a sequence chunk by chunk thus adds the same rows as one call
     on the whole sequence. Past ``max_length``: a ``ValueError`` for a concrete ``index``,
     a NaN output under ``jit`` (see :mod:`funcnet.nn.decoding`).
+
+    With ``packed=True`` (sequences packed in a row, as ``MultiHeadAttention(...,
+    packed=True)``) the input is ``(x, segment_ids)`` and each sequence gets the rows of
+    its own steps, ``pos_embedding[segment_positions(segment_ids)[..., t]]``
+    (:func:`segment_positions`): a packed row adds what its sequences alone would.
 
     The table has ``max_length`` rows; a sequence of ``T <= max_length`` steps uses the
     first ``T``, so one model takes shorter sequences too (the rows past ``T`` get a zero
@@ -47,6 +95,8 @@ def PositionEmbedding(max_length: int, *, embedding_init=None, dtype=None,
         not. For time-major ``(T, N, F)`` put :func:`~funcnet.nn.SwapAxes` ``(0, 1)``
         before it.
       output: the input's shape, in the common dtype of the input and the table.
+      segment_ids (``packed=True``): integers ``(..., T)``, ``x``'s shape without ``F``;
+        ``init`` takes ``x``'s shape or ``(x_shape, ids_shape)``.
       params: ``{"pos_embedding": (max_length, F)}`` (Flax's name; Flax's table has an
         extra leading axis of 1); state ``()``, or ``{"index": ()}`` (int32) with
         ``decode=True``.
@@ -58,6 +108,8 @@ def PositionEmbedding(max_length: int, *, embedding_init=None, dtype=None,
       dtype: dtype of the table; ``None`` is JAX's default float dtype. The input and
         the table are promoted to their common dtype.
       decode: keep the next position in the state (see above).
+      packed: take ``(x, segment_ids)``, positions restart with each sequence (not with
+        ``decode``).
 
     Returns:
       A :class:`Layer` named ``"PositionEmbedding(max_length)"``.
@@ -69,7 +121,9 @@ def PositionEmbedding(max_length: int, *, embedding_init=None, dtype=None,
       ValueError: at construction ``max_length < 1``; in ``init`` and ``apply`` an input
         of rank < 2, ``T > max_length``, or (``apply``) a last axis that is not the
         table's ``F``, and params of another shape; with ``decode=True``, a state that is
-        not ``{"index": int scalar}`` and a concrete ``index + T > max_length``.
+        not ``{"index": int scalar}`` and a concrete ``index + T > max_length``; with
+        ``packed=True``, no or non-integer segment ids, ids of another shape than ``x``'s
+        without ``F``, ``decode=True`` too.
 
     Example::
 
@@ -79,6 +133,7 @@ def PositionEmbedding(max_length: int, *, embedding_init=None, dtype=None,
     L = _checks.static_int("PositionEmbedding", "max_length", max_length, minimum=1)
     name = f"PositionEmbedding({L})"
     decode = _checks.static_bool(name, "decode", decode)
+    packed = _packed_arg(name, packed, decode)
     if embedding_init is None:
         embedding_init = initializers.normal(0.02)
     check_weight_args(name, dtype, embedding_init=embedding_init)
@@ -93,16 +148,20 @@ def PositionEmbedding(max_length: int, *, embedding_init=None, dtype=None,
         return shape[-2]
 
     def init(key, input_shape):
-        shape = check_input_shape(name, key, input_shape, range(2, 64), "(..., T, F)",
-                                  needs=2)
+        shape, ids = _packed_init_shapes(name, key, input_shape, packed)
         check_length("input_shape", shape)
         dt = check_dtype(name, dtype)
         state = {"index": jnp.zeros((), jnp.int32)} if decode else ()
-        return init_checked(name, apply, lambda k: (
-            {"pos_embedding": embedding_init(k, (L, shape[-1]), dt)}, state), key, shape, dt)
+
+        def make(k):
+            return {"pos_embedding": embedding_init(k, (L, shape[-1]), dt)}, state
+        if packed:
+            return init_checked(name, apply, make, key, (shape, ids), (dt, jnp.int32))
+        return init_checked(name, apply, make, key, shape, dt)
 
     def apply(params, state, x, *, key=None, train=False):
         del key, train
+        x, positions = _packed_positions(name, x, packed)
         _checks.check_array(name, "x", x)
         T = check_length("x", _checks.shape_of(x))
         if decode:
@@ -113,6 +172,8 @@ def PositionEmbedding(max_length: int, *, embedding_init=None, dtype=None,
         if x.shape[-1] != F:
             raise ValueError(f"{name}: x has shape {x.shape}, expected F = {F} features on "
                              f"the last axis (the table's)")
+        if positions is not None:   # each sequence's own steps (all < T <= max_length)
+            return x + jnp.take(params["pos_embedding"], positions, axis=0), state
         if not decode:
             table = params["pos_embedding"][:T]
             return x + table.reshape((1,) * (x.ndim - 2) + table.shape), state
@@ -125,30 +186,36 @@ def PositionEmbedding(max_length: int, *, embedding_init=None, dtype=None,
     return Layer(init, apply, name)
 
 
-@described
-def SinusoidalPositions(max_period: float = 10000.0, *, decode: bool = False) -> Layer:
+@described(added=("packed",))
+def SinusoidalPositions(max_period: float = 10000.0, *, decode: bool = False,
+                        packed: bool = False) -> Layer:
     """``y[..., t, :] = x[..., t, :] + e(t)``: the Transformer's fixed sinusoidal encoding
     (:func:`funcnet.ops.sinusoidal_embedding` of the positions ``0 .. T-1``; no params).
 
     With ``decode=True`` the layer keeps the position of the next step in its state,
     ``{"index": int32 ()}``, as :func:`PositionEmbedding` does: a chunk of ``T`` steps
     gets positions ``index .. index + T - 1``, so feeding a sequence chunk by chunk adds
-    what one call on the whole sequence adds. There is no ``max_length``.
+    what one call on the whole sequence adds. There is no ``max_length``. With
+    ``packed=True`` the input is ``(x, segment_ids)`` and each sequence packed in a row
+    gets the positions of its own steps, :func:`segment_positions`.
 
     Shapes:
       input: ``(..., T, F)``, rank >= 2, ``F`` even (a sine and a cosine per frequency);
         output the same shape and dtype (the encoding is computed in the input's dtype).
+      segment_ids (``packed=True``): integers ``(..., T)``, ``x``'s shape without ``F``.
       params ``()``; state ``()``, or ``{"index": ()}`` with ``decode=True``.
 
     Args:
       max_period: the longest wavelength ``2 pi max_period``, a Python float ``> 0``
         (default 10000).
       decode: keep the next position in the state.
+      packed: take ``(x, segment_ids)`` (not with ``decode``).
 
     Raises:
       TypeError, ValueError: at construction a bad ``max_period`` or ``decode``; in
         ``init`` and ``apply`` a non-float input, rank < 2, an odd ``F``; with
-        ``decode=True``, a state that is not ``{"index": int scalar}``.
+        ``decode=True``, a state that is not ``{"index": int scalar}``; with
+        ``packed=True``, segment ids as :func:`PositionEmbedding`'s.
 
     References:
       Vaswani et al. (2017), https://arxiv.org/abs/1706.03762, section 3.5.
@@ -157,15 +224,19 @@ def SinusoidalPositions(max_period: float = 10000.0, *, decode: bool = False) ->
         f"SinusoidalPositions({max_period!r:.20})"
     period = _checks.static_float(name, "max_period", max_period, 0.0, low_inclusive=False)
     decode = _checks.static_bool(name, "decode", decode)
+    packed = _packed_arg(name, packed, decode)
 
     def init(key, input_shape):
-        shape = check_input_shape(name, key, input_shape, range(2, 64), "(..., T, F)",
-                                  needs=2)
+        shape, ids = _packed_init_shapes(name, key, input_shape, packed)
         state = {"index": jnp.zeros((), jnp.int32)} if decode else ()
-        return apply_shape(name, apply, (), state, shape, check_dtype(name, None)), (), state
+        dt = check_dtype(name, None)
+        if packed:
+            return apply_shape(name, apply, (), state, (shape, ids), (dt, jnp.int32)), (), state
+        return apply_shape(name, apply, (), state, shape, dt), (), state
 
     def apply(params, state, x, *, key=None, train=False):
         del key, train
+        x, packed_positions = _packed_positions(name, x, packed)
         _checks.check_float(name, "x", x)
         shape = _checks.shape_of(x)
         if len(shape) < 2:
@@ -176,10 +247,12 @@ def SinusoidalPositions(max_period: float = 10000.0, *, decode: bool = False) ->
             decoding.check_state(name, state, {"index": ()})
             start = state["index"]
         positions = start + jnp.arange(shape[-2], dtype=jnp.int32)
+        if packed_positions is not None:
+            positions = packed_positions
         with _checks.context(name):
             table = ops.sinusoidal_embedding(positions, shape[-1], max_period=period,
                                              dtype=jnp.result_type(x))
-        y = x + table.reshape((1,) * (len(shape) - 2) + table.shape)
+        y = x + table.reshape((1,) * (len(shape) - table.ndim) + table.shape)
         return y, ({"index": state["index"] + shape[-2]} if decode else state)
 
     return Layer(init, apply, name)

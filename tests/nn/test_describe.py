@@ -69,7 +69,9 @@ ADDED = {"Conv2D": ((4, 3), [{"dilation": 2, "groups": 2}]),
                                        {"position_bias": "t5",
                                         "position_bias_buckets": (16, 64), "packed": True}]),
          "CrossAttention": ((4,), [{"decode": True, "logit_soft_cap": 30.0,
-                                    "scale": 0.125, "qk_norm": True}, {"packed": True}])}
+                                    "scale": 0.125, "qk_norm": True}, {"packed": True}]),
+         "PositionEmbedding": ((8,), [{"packed": True}]),
+         "SinusoidalPositions": ((), [{"packed": True}])}
 
 
 @pytest.mark.parametrize("name", list(ADDED))
