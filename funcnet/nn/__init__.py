@@ -62,7 +62,8 @@ from funcnet.nn.pooling import (AvgPool1D, AvgPool2D, GlobalAvgPool2D, GlobalMax
 from funcnet.nn.upsample import Resize2D, Upsample2D
 from funcnet.nn.recurrent import RNN
 from funcnet.nn.sequences import Bidirectional, flip_sequences
-from funcnet.nn.positions import PositionEmbedding, SinusoidalPositions, segment_positions
+from funcnet.nn.packing import segment_positions
+from funcnet.nn.positions import PositionEmbedding, SinusoidalPositions
 from funcnet.nn.shapes import Reshape, SwapAxes
 from funcnet.nn.stack import Repeat
 from funcnet.nn.tied import TiedEmbedding

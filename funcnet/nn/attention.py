@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from funcnet import _checks, ops
-from funcnet.nn import decoding, initializers, position_bias as _pb
+from funcnet.nn import decoding, initializers, packing, position_bias as _pb
 from funcnet.nn.base import (Layer, check_dtype, check_input_shape, check_no_params,
                              check_params, check_train, check_train_key, check_weight_args,
                              describe, fmt, init_checked, is_shape, is_shape_pair, promote,
@@ -264,7 +264,8 @@ def MultiHeadAttention(num_heads: int, *, qkv_features: int | None = None,
                          f"of causal self-attention: a query never sees a later position)")
     return _attention_layer(name, heads, num_kv_heads, False, qkv_features, out_features,
                             causal, dropout_rate, use_bias, w_init, b_init, dtype, decode,
-                            rope, window, bias_spec, logits, _packed_arg(name, packed, decode))
+                            rope, window, bias_spec, logits,
+                            packing.packed_arg(name, packed, decode))
 
 
 @described(added=("decode", "logit_soft_cap", "scale", "qk_norm", "packed"))
@@ -381,17 +382,7 @@ def CrossAttention(num_heads: int, *, qkv_features: int | None = None,
                             False, dropout_rate, use_bias, w_init, b_init, dtype,
                             decode, None, None, None,
                             _logit_args(name, logit_soft_cap, scale, qk_norm),
-                            _packed_arg(name, packed, decode))
-
-
-def _packed_arg(name: str, packed, decode: bool) -> bool:
-    """The checked ``packed`` (not with ``decode``)."""
-    packed = _checks.static_bool(name, "packed", packed)
-    if packed and decode:
-        raise ValueError(f"{name}: packed=True (segment ids of sequences packed in a row) "
-                         "is for training and scoring; decode=True decodes one sequence per "
-                         "row (pass packed=False)")
-    return packed
+                            packing.packed_arg(name, packed, decode))
 
 
 def _logit_args(name: str, soft_cap, scale, qk_norm) -> dict:
@@ -429,7 +420,7 @@ def _attention_layer(name, heads, kv_heads, cross, qkv_features, out_features, c
     ``k``; ``window``: ``None`` or the sliding window; ``bias_spec``: ``None`` or the
     position bias of :func:`funcnet.nn.position_bias.check`; ``logits``: the
     :func:`_logit_args` (the op's ``logit_soft_cap`` and ``scale``, and ``qk_norm``);
-    ``packed``: the mask's place holds segment ids (:func:`_segments`)."""
+    ``packed``: the mask's place holds segment ids (:func:`funcnet.nn.packing.segments`)."""
     if kv_heads is None:
         kv_heads = heads
     kv_heads = _checks.static_int(name, "num_kv_heads", kv_heads, minimum=1)
@@ -539,7 +530,7 @@ def _attention_layer(name, heads, kv_heads, cross, qkv_features, out_features, c
         x, ctx, mask = split_input(x)
         segments = None
         if packed:      # the op's mask_fn reads them (below)
-            segments, mask = _segments(name, x, mask, ctx if cross else None), None
+            segments, mask = packing.segments(name, x, mask, ctx if cross else None), None
         check_params(name, "params", params, _shapes(params))
         if not decode:
             check_no_params(name, (), state)
@@ -635,30 +626,6 @@ def _attention_layer(name, heads, kv_heads, cross, qkv_features, out_features, c
         return shapes
 
     return Layer(init, apply, name)
-
-
-def _segments(name: str, x, ids, ctx=None):
-    """``packed=True``'s segment ids, the mask's entry of the input: integers of ``x``'s
-    shape without its features, ``(N, T)`` (or ``(T,)`` for one sequence); with a context
-    (``CrossAttention``) a pair ``(x_ids (N, T), context_ids (N, S))``."""
-    cross = ctx is not None
-    what = "(x, context, (x_ids, context_ids))" if cross else "(x, segment_ids)"
-    if ids is None:
-        raise ValueError(f"{name}: packed=True takes {what} with integer segment ids "
-                         f"(N, T{', and (N, S)' if cross else ''}) of the sequences packed "
-                         f"in each row, got no ids")
-    if cross and not (isinstance(ids, (tuple, list)) and len(ids) == 2):
-        raise TypeError(f"{name}: packed=True takes {what}: a pair of segment ids, got "
-                        f"{type(ids).__name__}")
-    pairs = zip(ids, (x, ctx), ("x_ids", "context_ids")) if cross else ((ids, x,
-                                                                         "segment_ids"),)
-    out = []
-    for a, of, label in pairs:
-        _checks.check_integer(name, label, a, "the sequence of each position")
-        _checks.check_shape(name, label, a, _checks.shape_of(of)[:-1],
-                            f"{_checks.shape_of(of)} without its features")
-        out.append(jnp.asarray(a))
-    return tuple(out) if cross else out[0]
 
 
 def _check_heads(name: str, what: str, d: int, heads: int) -> None:

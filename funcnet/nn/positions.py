@@ -13,34 +13,13 @@ from jax import lax
 
 from funcnet import _checks, ops
 from funcnet.nn import decoding, initializers
-from funcnet.nn.attention import _packed_arg, _segments
+from funcnet.nn.packing import packed_arg, segment_positions_of
 from funcnet.nn.base import (Layer, apply_shape, check_dtype, check_input_shape,
                              check_no_params, check_weight_args, init_checked, is_shape_pair,
                              split_pair, weights_and_input)
 from funcnet._describe import described
 
-__all__ = ["PositionEmbedding", "SinusoidalPositions", "segment_positions"]
-
-
-def segment_positions(segment_ids):
-    """The position of each step within its sequence, for sequences packed in a row.
-
-    ``segment_ids`` ``(..., T)`` (integers, the input of ``packed=True`` layers): a
-    sequence is a run of equal consecutive ids, and ``positions[..., t] = t - s`` with
-    ``s`` the first step of the run that holds ``t`` (T5X's ``segment_positions``), int32
-    of the same shape. ``[7, 7, 7, 2, 2, 0, 0, 0] -> [0, 1, 2, 0, 1, 0, 1, 2]``; an id that
-    comes back after another run starts a new sequence (padding is a sequence too).
-    """
-    ids = jnp.asarray(segment_ids)
-    _checks.check_integer("segment_positions", "segment_ids", ids,
-                          "the sequence of each step")
-    if ids.ndim < 1:
-        raise ValueError("segment_positions: segment_ids has shape (), expected (..., T)")
-    axis = ids.ndim - 1
-    steps = lax.broadcasted_iota(jnp.int32, ids.shape, axis)
-    new = jnp.concatenate([jnp.ones(ids.shape[:-1] + (1,), bool),
-                           ids[..., 1:] != ids[..., :-1]], axis=axis)
-    return steps - lax.cummax(jnp.where(new, steps, 0), axis=axis)
+__all__ = ["PositionEmbedding", "SinusoidalPositions"]
 
 
 def _packed_init_shapes(name: str, key, input_shape, packed: bool):
@@ -61,7 +40,7 @@ def _packed_positions(name: str, x, packed: bool):
         return x, None
     x, ids = split_pair(name, x, "x", "segment_ids")
     _checks.check_array(name, "x", x)
-    return x, segment_positions(_segments(name, x, ids))
+    return x, segment_positions_of(name, x, ids)
 
 
 @described(added=("packed",))
@@ -133,7 +112,7 @@ def PositionEmbedding(max_length: int, *, embedding_init=None, dtype=None,
     L = _checks.static_int("PositionEmbedding", "max_length", max_length, minimum=1)
     name = f"PositionEmbedding({L})"
     decode = _checks.static_bool(name, "decode", decode)
-    packed = _packed_arg(name, packed, decode)
+    packed = packed_arg(name, packed, decode)
     if embedding_init is None:
         embedding_init = initializers.normal(0.02)
     check_weight_args(name, dtype, embedding_init=embedding_init)
@@ -224,7 +203,7 @@ def SinusoidalPositions(max_period: float = 10000.0, *, decode: bool = False,
         f"SinusoidalPositions({max_period!r:.20})"
     period = _checks.static_float(name, "max_period", max_period, 0.0, low_inclusive=False)
     decode = _checks.static_bool(name, "decode", decode)
-    packed = _packed_arg(name, packed, decode)
+    packed = packed_arg(name, packed, decode)
 
     def init(key, input_shape):
         shape, ids = _packed_init_shapes(name, key, input_shape, packed)
