@@ -27,7 +27,6 @@ from typing import Callable, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.flatten_util import ravel_pytree
 
 
 def _is_float(x) -> bool:
@@ -39,32 +38,47 @@ def numerical_grad(f: Callable, x, eps: float = 1e-6, *, chunk: int = 256):
 
     ``df/dx_i ~= (f(x + eps e_i) - f(x - eps e_i)) / (2 eps)``, an ``O(eps^2)`` error,
     unlike the one-sided ``(f(x + h) - f(x)) / h`` of note 001 (``O(h)``). The ``2 n``
-    evaluations are batched with ``jax.vmap`` in chunks of ``chunk`` directions.
+    evaluations are batched with ``jax.vmap``, ``+eps`` and ``-eps`` together, in equal
+    chunks of at most ``chunk`` directions (the last padded with zero steps), so ``f`` is
+    compiled once whatever ``x``'s size.
 
     Args:
       f: scalar-valued function of one pytree argument.
       x: a pytree of floating arrays (the point).
       eps: step size; ~1e-6 in float64.
-      chunk: directions evaluated per ``vmap`` call.
+      chunk: the most directions evaluated per ``vmap`` call.
 
     Returns:
       A pytree like ``x`` with the numerical gradient.
     """
-    flat, unravel = ravel_pytree(x)
-    if not _is_float(flat):
-        raise TypeError(f"numerical_grad: x must hold floating arrays, got {flat.dtype}")
+    leaves, treedef = jax.tree_util.tree_flatten(x)
+    arrays = [np.asarray(leaf) for leaf in leaves]
+    dtype = jnp.result_type(*arrays) if arrays else np.dtype(np.float64)
+    if not jnp.issubdtype(dtype, jnp.inexact):
+        raise TypeError(f"numerical_grad: x must hold floating arrays, got {dtype}")
+    # flattened on the host and unflattened inside the one compiled function, so no
+    # shape of x costs an eager op
+    sizes = [a.size for a in arrays]
+    splits = np.cumsum(sizes)[:-1]
+    flat = np.concatenate([a.ravel().astype(dtype) for a in arrays] or [np.zeros(0, dtype)])
+
+    def unravel(v, xp):
+        return treedef.unflatten([part.reshape(a.shape).astype(a.dtype)
+                                  for part, a in zip(xp.split(v, splits), arrays)])
+
     n = flat.size
-    f_flat = jax.jit(jax.vmap(lambda v: f(unravel(v))))
+    if n == 0:
+        return unravel(flat, np)
+    size = -(-n // -(-n // max(int(chunk), 1)))     # ceil(n / number of chunks)
+    f_flat = jax.jit(lambda p, steps: jax.vmap(lambda v: f(unravel(v, jnp)))(p[None] + steps))
     out = np.zeros(n, dtype=np.float64)
-    for start in range(0, n, chunk):
-        stop = min(start + chunk, n)
-        basis = np.zeros((stop - start, n), dtype=flat.dtype)
+    for start in range(0, n, size):
+        stop = min(start + size, n)
+        basis = np.zeros((size, n), dtype=dtype)
         basis[np.arange(stop - start), np.arange(start, stop)] = eps
-        step = jnp.asarray(basis)
-        plus = np.asarray(f_flat(flat[None, :] + step), np.float64)
-        minus = np.asarray(f_flat(flat[None, :] - step), np.float64)
-        out[start:stop] = (plus - minus) / (2 * eps)
-    return unravel(jnp.asarray(out, flat.dtype))
+        values = np.asarray(f_flat(flat, np.concatenate([basis, -basis])), np.float64)
+        out[start:stop] = (values[:stop - start] - values[size:size + stop - start]) / (2 * eps)
+    return jax.tree_util.tree_map(jnp.asarray, unravel(out.astype(dtype), np))
 
 
 def _random_like(seed, tree):

@@ -16,10 +16,25 @@ def test_numerical_grad_over_a_pytree():
     np.testing.assert_allclose(g["b"][0], jnp.cos(0.5), rtol=1e-8)
 
 
-def test_numerical_grad_chunks_large_inputs():
-    x = jnp.linspace(-1.0, 1.0, 300)
-    np.testing.assert_allclose(numerical_grad(lambda v: jnp.sum(v ** 2), x, chunk=64), 2 * x,
-                               rtol=1e-6, atol=1e-7)
+@pytest.mark.parametrize("n, chunk", [(300, 64), (257, 256), (5, 256), (64, 64)])
+def test_numerical_grad_chunks_large_inputs_and_compiles_once(n, chunk):
+    """Every chunk has one shape (the last padded), so ``f`` is traced once; each entry of
+    the gradient is its own direction's (a per-entry weight tells them apart)."""
+    x = jnp.linspace(-1.0, 1.0, n)
+    weights = jnp.arange(1.0, n + 1.0)
+    traces = []
+
+    def f(v):
+        traces.append(v.shape)
+        return jnp.sum(weights * v ** 3)
+    np.testing.assert_allclose(numerical_grad(f, x, chunk=chunk), 3 * weights * x ** 2,
+                               rtol=1e-6, atol=1e-6)
+    assert len(traces) == 1, traces
+
+
+def test_numerical_grad_of_an_empty_input():
+    g = numerical_grad(lambda v: jnp.sum(v), jnp.zeros((0, 3)))
+    assert g.shape == (0, 3)
 
 
 def test_note_001_backprop_example():
