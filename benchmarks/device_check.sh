@@ -18,7 +18,8 @@
 #             (5x4096, batch 8192, bf16, % of the measured matmul peak), cnn_large (book CNN,
 #             batch 4096, time and memory) against plain JAX, Flax, Equinox, PyTorch eager
 #   extras    benchmarks/ops_vs_autodiff.py, conv_lowering.py, pool_lowering.py,
-#             fit_guard.py, dispatch.py (per-call host cost of a step) and attention.py, each
+#             fit_guard.py, dispatch.py (per-call host cost of a step), decode.py (cached
+#             decoding vs Flax and plain JAX) and attention.py, each
 #             when present; ops_vs_autodiff, the two lowering scripts and attention write
 #             after every row, so a stage cut short keeps what it measured
 #
@@ -31,7 +32,7 @@
 #
 # Environment: PYTHON (default python3), DEVICE_CHECK_BUDGET (seconds for the whole run,
 # default 470; 300 with --quick), DEVICE_CHECK_EXTRAS (the extras to run, in order, default
-# "ops_vs_autodiff conv_lowering pool_lowering fit_guard dispatch attention"; e.g. one that
+# "ops_vs_autodiff conv_lowering pool_lowering fit_guard dispatch decode attention"; e.g. one that
 # timed out),
 # DEVICE_CHECK_BENCH=0 (skip the bench stage when rerunning extras).
 set -u
@@ -172,11 +173,11 @@ fi
 QFLAG=()
 [ "$QUICK" = 1 ] && QFLAG=(--quick)
 # attention last: it writes after every T, so the time left decides how far it gets
-for mod in ${DEVICE_CHECK_EXTRAS:-ops_vs_autodiff conv_lowering pool_lowering fit_guard dispatch attention}; do
+for mod in ${DEVICE_CHECK_EXTRAS:-ops_vs_autodiff conv_lowering pool_lowering fit_guard dispatch decode attention}; do
   case $mod in   # on an H200: ops_vs_autodiff 13 of 15 ops in 80 s, attention to T = 4096 in 52 s
     ops_vs_autodiff) cap=100 ;;
     attention) cap=90 ;;
-    dispatch|pool_lowering) cap=40 ;;
+    dispatch|pool_lowering|decode) cap=40 ;;
     *) cap=60 ;;
   esac
   if [ -f "benchmarks/$mod.py" ]; then
