@@ -52,7 +52,8 @@ def numerical_grad(f: Callable, x, eps: float = 1e-6, *, chunk: int = 256):
       A pytree like ``x`` with the numerical gradient.
     """
     leaves, treedef = jax.tree_util.tree_flatten(x)
-    arrays = [np.asarray(leaf) for leaf in leaves]
+    # each leaf in JAX's dtype for it (float64 becomes float32 without jax_enable_x64)
+    arrays = [np.asarray(leaf, jnp.result_type(leaf)) for leaf in leaves]
     dtype = jnp.result_type(*arrays) if arrays else np.dtype(np.float64)
     if not jnp.issubdtype(dtype, jnp.inexact):
         raise TypeError(f"numerical_grad: x must hold floating arrays, got {dtype}")

@@ -32,6 +32,31 @@ def test_numerical_grad_chunks_large_inputs_and_compiles_once(n, chunk):
     assert len(traces) == 1, traces
 
 
+def test_numerical_grad_keeps_each_leafs_dtype():
+    """Leaves of several dtypes (NumPy, a Python float, bfloat16; perturbed in their
+    common dtype) come back in the dtype JAX gives each, with no dtype warning."""
+    import warnings
+    x = {"a": np.array([1.0, 2.0], np.float32), "b": 0.5, "c": jnp.ones(2, jnp.bfloat16)}
+    with warnings.catch_warnings(), jax.numpy_dtype_promotion("standard"):
+        warnings.simplefilter("error")
+        g = numerical_grad(lambda t: jnp.sum(t["a"] ** 2) + t["b"] ** 3
+                           + jnp.sum(t["c"].astype(jnp.float32)), x, eps=1e-3)
+    assert [g[k].dtype for k in "abc"] == [jnp.float32, jnp.float64, jnp.bfloat16]
+    np.testing.assert_allclose(g["a"], [2.0, 4.0], rtol=1e-2)
+    np.testing.assert_allclose(g["b"], 0.75, rtol=1e-5)   # central differences: eps^2
+
+
+def test_numerical_grad_without_x64_gives_float32_and_no_warning():
+    """Without ``jax_enable_x64`` a float64 NumPy leaf is a float32 JAX array: perturbed
+    and returned as one, with no warning of a float64 request JAX cannot honour."""
+    import warnings
+    with warnings.catch_warnings(), jax.enable_x64(False):
+        warnings.simplefilter("error")
+        g = numerical_grad(lambda v: jnp.sum(v ** 2), np.array([1.0, 2.0]), eps=1e-2)
+    assert g.dtype == jnp.float32
+    np.testing.assert_allclose(g, [2.0, 4.0], rtol=1e-3)
+
+
 def test_numerical_grad_of_an_empty_input():
     g = numerical_grad(lambda v: jnp.sum(v), jnp.zeros((0, 3)))
     assert g.shape == (0, 3)
