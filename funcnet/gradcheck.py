@@ -68,11 +68,9 @@ def numerical_grad(f: Callable, x, eps: float = 1e-6, *, chunk: int = 256):
                                   for part, a in zip(xp.split(v, splits), arrays)])
 
     n = flat.size
-    if n == 0:
-        return unravel(flat, np)
-    size = -(-n // -(-n // max(int(chunk), 1)))     # ceil(n / number of chunks)
-    f_flat = jax.jit(lambda p, steps: jax.vmap(lambda v: f(unravel(v, jnp)))(p[None] + steps))
     out = np.zeros(n, dtype=np.float64)
+    size = -(-n // -(-n // max(int(chunk), 1))) if n else 1   # ceil(n / number of chunks)
+    f_flat = jax.jit(lambda p, steps: jax.vmap(lambda v: f(unravel(v, jnp)))(p[None] + steps))
     for start in range(0, n, size):
         stop = min(start + size, n)
         basis = np.zeros((size, n), dtype=dtype)
