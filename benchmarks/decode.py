@@ -96,23 +96,12 @@ def _flax(cfg, x_full, params_from):
     return params, cache, apply
 
 
-def _dense_bias(kind, p, q_pos, k_pos, heads):
-    """The ``(1, heads, t, L)`` bias of ``kind`` written out (the module docstring of
-    ``funcnet.nn.position_bias``): ALiBi ``-m_n |i - j|``, T5 ``rel_bias[bucket(j - i)]``."""
-    from funcnet.nn.position_bias import alibi_slopes, relative_position_bucket
-
-    rel = k_pos[None, :] - q_pos[:, None]
-    if kind == "alibi":
-        m = jnp.asarray(alibi_slopes(heads), jnp.float32)
-        return -(m[:, None, None] * jnp.abs(rel).astype(jnp.float32))[None]
-    buckets = relative_position_bucket(rel, bidirectional=False, num_buckets=32,
-                                       max_distance=128)
-    return jnp.take(p["rel_bias"], buckets, axis=0).transpose(2, 0, 1)[None]
-
-
 def _plain(cfg, x_full, params_from):
+    from funcnet.nn import position_bias
+
     b, L, d = x_full.shape
     h = cfg["heads"]
+    spec = position_bias.check("plain JAX", cfg["position_bias"], (32, 128), causal=True)
     hd = d // h
     cache = {"k": jnp.zeros((b, L, h, hd), x_full.dtype),
              "v": jnp.zeros((b, L, h, hd), x_full.dtype), "index": jnp.zeros((), jnp.int32)}
@@ -124,9 +113,9 @@ def _plain(cfg, x_full, params_from):
         ks = jax.lax.dynamic_update_slice(cache["k"], k, (0, i, 0, 0))
         vs = jax.lax.dynamic_update_slice(cache["v"], v, (0, i, 0, 0))
         logits = jnp.einsum("bthd,bshd->bhts", q, ks) / np.sqrt(hd).astype(np.float32)
-        if cfg["position_bias"]:
-            logits = logits + _dense_bias(cfg["position_bias"], p, i + jnp.arange(t),
-                                          jnp.arange(L), h)
+        if spec:     # the dense (1, heads, t, L) bias the layer built before decoding
+            logits = logits + position_bias.bias(spec, p.get("rel_bias"), i + jnp.arange(t),
+                                                 jnp.arange(L), h, jnp.float32)
         visible = jnp.arange(L)[None, :] <= (i + jnp.arange(t))[:, None]
         probs = jax.nn.softmax(jnp.where(visible, logits, -jnp.inf), axis=-1)
         y = jnp.einsum("bhts,bshd->bthd", probs, vs).reshape(b, t, d)
@@ -166,16 +155,15 @@ def bench(cfg: dict, rounds: int, sample_s: float, log) -> dict:
     libs["jax"] = _plain(cfg, x_full, fparams)
     prefill_fns, generate_fns, outs, memory = {}, {}, {}, {}
     for name, (params, cache, apply) in libs.items():
-        prefill, generate = _programs(apply)
+        prefill, generate = _programs(apply)   # each compiled once, timed and measured
+        prefill = prefill.lower(params, cache, prompt).compile()
         y, filled = prefill(params, cache, prompt)
-        ys = generate(params, filled, x0, cfg["tokens"])
-        outs[name] = (np.asarray(y), np.asarray(ys))
+        generate = generate.lower(params, filled, x0, cfg["tokens"]).compile()
+        outs[name] = (np.asarray(y), np.asarray(generate(params, filled, x0)))
         prefill_fns[name] = functools.partial(prefill, params, cache, prompt)
-        generate_fns[name] = functools.partial(generate, params, filled, x0, cfg["tokens"])
-        memory[name] = {
-            "prefill": common.compiled_memory(prefill.lower(params, cache, prompt).compile()),
-            "generate": common.compiled_memory(
-                generate.lower(params, filled, x0, cfg["tokens"]).compile())}
+        generate_fns[name] = functools.partial(generate, params, filled, x0)
+        memory[name] = {"prefill": common.compiled_memory(prefill),
+                        "generate": common.compiled_memory(generate)}
     for name, (y, ys) in outs.items():   # the same tokens before anything is timed
         np.testing.assert_allclose(y, outs["funcnet"][0], rtol=2e-5, atol=2e-5, err_msg=name)
         np.testing.assert_allclose(ys, outs["funcnet"][1], rtol=2e-4, atol=2e-4,
