@@ -33,14 +33,15 @@ def _packed_init_shapes(name: str, key, input_shape, packed: bool):
     return x_shape, x_shape[:-1]
 
 
-def _packed_positions(name: str, x, packed: bool):
+def _packed_positions(name: str, x, packed: bool, check):
     """``(x, positions)`` of ``apply``'s input: with ``packed``, ``(x, segment_ids)`` and
-    :func:`segment_positions` ``(..., T)``; else ``x`` and ``None`` (the rows' steps)."""
-    if not packed:
-        return x, None
-    x, ids = split_pair(name, x, "x", "segment_ids")
-    _checks.check_array(name, "x", x)
-    return x, segment_positions_of(name, x, ids)
+    :func:`segment_positions` ``(..., T)``; else ``x`` and ``None`` (the rows' steps).
+    ``check(name, "x", x)``, the layer's check of ``x``, runs once on either path, before
+    the ids are read against ``x``'s shape."""
+    if packed:
+        x, ids = split_pair(name, x, "x", "segment_ids")
+    check(name, "x", x)
+    return (x, segment_positions_of(name, x, ids)) if packed else (x, None)
 
 
 @described(added=("packed",))
@@ -140,8 +141,7 @@ def PositionEmbedding(max_length: int, *, embedding_init=None, dtype=None,
 
     def apply(params, state, x, *, key=None, train=False):
         del key, train
-        x, positions = _packed_positions(name, x, packed)
-        _checks.check_array(name, "x", x)
+        x, positions = _packed_positions(name, x, packed, _checks.check_array)
         T = check_length("x", _checks.shape_of(x))
         if decode:
             decoding.check_state(name, state, {"index": ()})
@@ -215,8 +215,7 @@ def SinusoidalPositions(max_period: float = 10000.0, *, decode: bool = False,
 
     def apply(params, state, x, *, key=None, train=False):
         del key, train
-        x, packed_positions = _packed_positions(name, x, packed)
-        _checks.check_float(name, "x", x)
+        x, packed_positions = _packed_positions(name, x, packed, _checks.check_float)
         shape = _checks.shape_of(x)
         if len(shape) < 2:
             raise ValueError(f"{name}: x has shape {shape}, expected rank >= 2 (..., T, F)")

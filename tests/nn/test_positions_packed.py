@@ -136,6 +136,11 @@ def test_errors_eagerly_and_under_jit(kind):
          rf"{name}.*packed=True takes \(x, segment_ids\) with integer segment ids"),
         (params, (x, jnp.zeros((2, T))), TypeError, rf"{name}.*segment_ids must .*integer"),
         (params, (x, jnp.zeros((2, T - 1), jnp.int32)), ValueError,
-         rf"{name}.*segment_ids has shape \(2, {T - 1}\)")])
+         rf"{name}.*segment_ids has shape \(2, {T - 1}\)"),
+        # x itself is checked as without packed=True, before the ids are read against it
+        (params, (np.zeros((2, T, F)).tolist(), IDS), TypeError,
+         rf"{name}.*: x must be an array, got list"),
+        *([(params, (jnp.zeros((2, T, F), jnp.int32), IDS), TypeError,
+            rf"{name}.*: x must have a floating dtype")] if kind == "sinusoidal" else [])])
     with pytest.raises(ValueError, match=rf"{name}.*packed=True .* decode=True"):
         LAYERS[kind](packed=True, decode=True)
