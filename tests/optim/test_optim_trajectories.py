@@ -99,7 +99,8 @@ def test_folded_minus_standard_is_the_documented_amount(count):
     g = jnp.asarray(rng.normal(size=6) * 1e-3)
     state0 = (optim.ScaleByAdamState(count=jnp.asarray(count, jnp.int32),
                                      mu=jnp.asarray(rng.normal(size=6) * 1e-3),
-                                     nu=jnp.asarray(rng.uniform(size=6) * 1e-6)), optim.EmptyState())
+                                     nu=jnp.asarray(rng.uniform(size=6) * 1e-6)),
+              optim.EmptyState())
     u_std, s_std = optim.adam(LR, B1, B2, EPS).update(g, state0)
     u_fold, s_fold = optim.adam(LR, B1, B2, EPS, form="folded").update(g, state0)
     t = count + 1
