@@ -93,6 +93,14 @@ def run_reference(ref, problem, steps=STEPS, x0=None):
 
 
 @functools.lru_cache(maxsize=None)
+def reference_trajectory(oid, problem):
+    """``run_reference`` of OPTIMIZERS' case ``oid`` from the problem's start, run once per
+    process (read-only: callers must not modify it)."""
+    (ref, lr), = [(r, lr) for i, _, r, lr in OPTIMIZERS if i == oid]
+    return run_reference(ref(lr), problem)
+
+
+@functools.lru_cache(maxsize=None)
 def table_trajectories(problem):
     """Every optimizer of OPTIMIZERS on one problem, in ONE compiled call (compiling the
     14 scans together is several times cheaper than 14 separate jits on 2 CPU cores).
