@@ -70,8 +70,8 @@ def test_ntxent_without_negatives_is_zero_for_every_temperature():
     (``softplus(-inf)``) with zero gradients, ``dL/dtau`` included, and no NaN."""
     e, y = normal(233, (4, 3)), jnp.array([5, 5, 5, 5])
     for op in (ops.ntxent, R.ntxent):
-        v, (ge, gt) = jax.vmap(jax.value_and_grad(lambda x, t: op(x, y, t), (0, 1)),
-                               (None, 0))(e, jnp.asarray(TAUS))
+        v, (ge, gt) = jax.jit(jax.vmap(jax.value_and_grad(lambda x, t: op(x, y, t), (0, 1)),
+                                       (None, 0)))(e, jnp.asarray(TAUS))
         assert np.all(np.asarray(v) == 0.0)
         assert np.all(np.asarray(ge) == 0.0) and np.all(np.asarray(gt) == 0.0)
 
@@ -82,10 +82,11 @@ def test_ntxent_temperature_sweep_equals_optax():
     taus = jnp.asarray(TAUS)
     for case_id, e, y, _ in NTXENT_CASES:
         grad = jax.value_and_grad(lambda x, t: ops.ntxent(x, y, t), (0, 1))
-        ours = jax.vmap(grad, (None, 0))(e, taus)
+        ours = jax.jit(jax.vmap(grad, (None, 0)))(e, taus)   # one compile, not per primitive
         with jax.numpy_dtype_promotion("standard"):     # optax mixes bool and int
-            theirs = jax.vmap(jax.value_and_grad(lambda x, t: optax.ntxent(x, y, t), (0, 1)),
-                              (None, 0))(e, taus)
+            theirs = jax.jit(jax.vmap(
+                jax.value_and_grad(lambda x, t: optax.ntxent(x, y, t), (0, 1)),
+                (None, 0)))(e, taus)
         assert_close(ours[0], theirs[0], 1e-12, f"{case_id} value")
         assert_close(ours[1], theirs[1], 1e-10, f"{case_id} gradients")
 
