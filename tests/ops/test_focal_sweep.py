@@ -154,12 +154,12 @@ def test_sweeps_equal_optax(case_id, t):
 
     for f_alpha, f_gamma, values in ((lambda h: 0.25, lambda h: h, GAMMAS),
                                      (lambda h: h, lambda h: 2.0, ALPHAS)):
-        got, want = (jax.vmap(jax.value_and_grad(lambda x, h, f=f: f(x, f_alpha(h),
-                                                                      f_gamma(h)), (0, 1)),
-                              (None, 0))(X, values) for f in (ours, theirs))
+        got, want = (jax.jit(jax.vmap(jax.value_and_grad(
+            lambda x, h, f=f: f(x, f_alpha(h), f_gamma(h)), (0, 1)), (None, 0)))(X, values)
+            for f in (ours, theirs))
         assert_close(got, want, 1e-12, case_id)
-    got, want = (jax.vmap(jax.value_and_grad(lambda x, g, f=f: f(x, None, g), (0, 1)),
-                          (None, 0))(X, GAMMAS) for f in (ours, theirs))
+    got, want = (jax.jit(jax.vmap(jax.value_and_grad(lambda x, g, f=f: f(x, None, g), (0, 1)),
+                                  (None, 0)))(X, GAMMAS) for f in (ours, theirs))
     assert_close(got, want, 1e-12, case_id + " alpha=None")
 
 
