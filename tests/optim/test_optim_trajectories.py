@@ -16,8 +16,8 @@ from tests.optim._cases import (
 
 
 @pytest.mark.parametrize("problem", ["quadratic", "mlp"])
-@pytest.mark.parametrize("oid,make,ref,lr", OPTIMIZERS, ids=OPT_IDS)
-def test_trajectory_matches_formula(problem, oid, make, ref, lr):
+@pytest.mark.parametrize("oid", OPT_IDS)
+def test_trajectory_matches_formula(problem, oid):
     got, _ = table_trajectories(problem)[oid]
     want = reference_trajectory(oid, problem)
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9)
