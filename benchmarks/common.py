@@ -366,7 +366,8 @@ def markdown(results: dict) -> str:
                              f"{r['error'][:80]} |  |  |  |  |  |  |  |  |  |")
                 continue
             lines.append(
-                f"| {case['name']} | {r['library']} | {r['mode']} | {_fmt(t['median_s'] * 1e3, '.3f')}"
+                f"| {case['name']} | {r['library']} | {r['mode']}"
+                f" | {_fmt(t['median_s'] * 1e3, '.3f')}"
                 f" | {_fmt((t['q3_s'] - t['q1_s']) * 1e3, '.3f')} | {t['n']}"
                 f" | {_fmt(r.get('gflops'), '.1f')} | {_fmt(r.get('pct_peak'), '.0f')}"
                 f" | {_mb((r.get('memory') or {}).get('total'))} | {_mb(r.get('residual_bytes'))}"

@@ -11,8 +11,8 @@ upsampling of those images by 2; its twin is ``jax.image.resize``), ``conv_trans
 probability labels, ``epsilon = 2``), ``ntxent`` (SimCLR's loss on ``(N, D)``
 embeddings, two views per label, ``temperature = 0.1``), ``triplet_margin_loss``
 (``(N, F)`` anchors, positives and negatives, the 2-norm), ``mish`` (``(N, F)``) and
-``glu`` (``(N, 2F) -> (N, F)``), ``sparsemax`` (``(N, C)`` scores), ``dice_loss`` (soft Dice of ``(N, H, W, C)`` logits and
-one-hot targets);
+``glu`` (``(N, 2F) -> (N, F)``), ``sparsemax`` (``(N, C)`` scores), ``dice_loss`` (soft
+Dice of ``(N, H, W, C)`` logits and one-hot targets);
 ``rnn_lengths``, ``lstm_lengths`` and ``gru_lengths`` are the recurrences over a padded
 batch, lengths drawn in ``[T/2, T]``; ``rnn`` returns its final state too) one
 training-step-like program is timed:

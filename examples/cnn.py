@@ -1,7 +1,7 @@
 """The book's simple CNN (note 003 §7): Conv → ReLU → Pool → Affine → ReLU → Affine.
 
-On the 8×8 digits: Conv2D(30, 3×3) → ReLU → MaxPool2D(2) → Flatten → Dense(100) → ReLU →
-Dense(10) (a 3×3 kernel instead of the book's 5×5 so that the 8×8 images keep a 6×6 map).
+On the 8×8 digits: Conv2D(30, 3×3) → ReLU → MaxPool2D(2) → Flatten → Dense(100) →
+ReLU → Dense(10) (a 3×3 kernel instead of the book's 5×5 so that the 8×8 images keep a 6×6 map).
 With ``--mnist DIR`` (a folder with the four MNIST idx files, plain or gzipped) it trains
 the book's exact network, Conv2D(30, 5×5), on 28×28 MNIST. Adam (learning rate 0.001),
 batch 100, as in the book.

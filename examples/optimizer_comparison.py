@@ -103,7 +103,8 @@ def load_data():
 def mlp_init(key, sizes=(64, 100, 100, 10)):
     params = []
     for k, (m, n) in zip(jax.random.split(key, len(sizes) - 1), zip(sizes[:-1], sizes[1:])):
-        params.append({"w": jax.random.normal(k, (m, n), jnp.float32) * np.float32(np.sqrt(2.0 / m)),
+        scale = np.float32(np.sqrt(2.0 / m))
+        params.append({"w": jax.random.normal(k, (m, n), jnp.float32) * scale,
                        "b": jnp.zeros((n,), jnp.float32)})
     return params
 

@@ -71,8 +71,8 @@ def batches(x, y, batch_size: int, *, key=None,
     fn = "batches"
     n = _checks.check_same_leading(fn, {"x": x, "y": y})
     batch_size = _checks.check_batch_size(fn, batch_size, n)
-    order = (np.arange(n) if key is None
-             else np.asarray(jax.random.permutation(_checks.check_key(fn, key, allow_seed=True), n)))
+    order = (np.arange(n) if key is None else np.asarray(
+        jax.random.permutation(_checks.check_key(fn, key, allow_seed=True), n)))
     return _rows(x, y, order, batch_size, drop_last)
 
 
@@ -138,7 +138,8 @@ def epoch_batches(x, y, batch_size: int, key) -> tuple[jax.Array, jax.Array]:
     n = _checks.check_same_leading(fn, {"x": x, "y": y})
     batch_size = _checks.check_batch_size(fn, batch_size, n)
     num_batches = n // batch_size
-    idx = jax.random.permutation(_checks.check_key(fn, key, allow_seed=True), n)[:num_batches * batch_size]
+    key = _checks.check_key(fn, key, allow_seed=True)
+    idx = jax.random.permutation(key, n)[:num_batches * batch_size]
 
     def stack(a):
         a = jnp.asarray(a)

@@ -70,9 +70,12 @@ from funcnet.nn.tied import TiedEmbedding
 from funcnet.nn.summary import count_params, summary
 
 __all__ = [
-    "AvgPool1D", "AvgPool2D", "BatchNorm", "Bidirectional", "Conv1D", "Conv2D", "Dense", "DropPath", "Dropout", "Embedding",
-    "FanInConcat", "FanInSum", "FanOut", "Flatten", "GELU", "GRU", "GlobalAvgPool2D", "GlobalMaxPool2D",
-    "Identity", "LSTM", "Layer", "LayerNorm", "LeakyReLU", "LogSoftmax", "MaxPool1D", "MaxPool2D", "MultiHeadAttention",
+    "AvgPool1D", "AvgPool2D", "BatchNorm", "Bidirectional", "Conv1D", "Conv2D", "Dense",
+    "DropPath", "Dropout", "Embedding",
+    "FanInConcat", "FanInSum", "FanOut", "Flatten", "GELU", "GRU", "GlobalAvgPool2D",
+    "GlobalMaxPool2D",
+    "Identity", "LSTM", "Layer", "LayerNorm", "LeakyReLU", "LogSoftmax", "MaxPool1D",
+    "MaxPool2D", "MultiHeadAttention",
     "CrossAttention", "OnFirst", "KeepRest", "DropRest", "Select",
     "RMSNorm", "RNN", "ReLU", "Remat", "Residual", "SiLU", "Sigmoid", "Softmax", "Softplus",
     "Tanh", "count_params", "initializers", "parallel", "residual_bytes", "saved_residuals",

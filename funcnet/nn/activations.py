@@ -5,10 +5,10 @@
 ``SparseSigmoid``, ``GLU``), and ``SoftCap`` (Gemma 2's logit soft cap).
 
 Each is parameter-free and stateless (params ``()``, state ``()``), keeps the input shape
-(``GLU`` halves its split axis) and calls the matching :mod:`funcnet.ops` primitive, whose hand-written backward rule is
-the derivative (and whose checks, prefixed with the layer name, are the layer's). The
-op's static arguments (``approximate``, ``negative_slope``) are checked at construction
-by a shape-only trace of the op.
+(``GLU`` halves its split axis) and calls the matching :mod:`funcnet.ops` primitive,
+whose hand-written backward rule is the derivative (and whose checks, prefixed with the
+layer name, are the layer's). The op's static arguments (``approximate``,
+``negative_slope``) are checked at construction by a shape-only trace of the op.
 
 References:
   Note 004 (Activation Functions); note 002 (Sigmoid, Softmax). Hendrycks & Gimpel (2016),
@@ -301,7 +301,8 @@ def Squareplus(b: float = 4.0) -> Layer:
 
 @described
 def SparsePlus() -> Layer:
-    """``y = 0, (x + 1)^2 / 4, x`` on ``x <= -1, |x| < 1, x >= 1`` (:func:`funcnet.ops.sparse_plus`).
+    """``y = 0, (x + 1)^2 / 4, x`` on ``x <= -1, |x| < 1, x >= 1``
+    (:func:`funcnet.ops.sparse_plus`).
 
     Shapes: output has the input's shape. Params ``()``, state ``()``.
     """

@@ -93,7 +93,10 @@ def _group_norm_bwd(num_groups, eps, res, g):
     mean1 = jnp.sum(scaled(s1), axis=3, keepdims=True) / size
     mean2 = jnp.sum(scaled(s2), axis=3, keepdims=True) / size
     dx = inv * (scaled(gc) - mean1 - xg * mean2)
-    per_channel = lambda s, like: jnp.sum(s, axis=(0, 1)).reshape(-1).astype(like.dtype)  # noqa: E731
+
+    def per_channel(s, like):
+        return jnp.sum(s, axis=(0, 1)).reshape(-1).astype(like.dtype)
+
     dgamma = None if gamma is None else per_channel(s2, gamma)
     dbeta = None if beta_marker is None else per_channel(s1, beta_marker)
     return dx.reshape(g.shape).astype(g.dtype), dgamma, dbeta

@@ -74,8 +74,8 @@ def sharded_train_step(model: Layer, opt, loss_fn: Callable = ops.softmax_cross_
     ``Explicit`` axes (``jax.make_mesh``'s default) are moved to its ``Auto`` twin, the
     mode the step is compiled in. The program is :func:`funcnet.train.train_step` (no
     ``axis_name``) on the global batch, so it equals single-device training by
-    construction, up to the order of floating-point sums. Dropout masks are drawn for the global batch from the one
-    ``key``.
+    construction, up to the order of floating-point sums. Dropout masks are drawn for the
+    global batch from the one ``key``.
 
     Args:
       model, opt, loss_fn, metrics_fn, accum_steps, compute_dtype: as for

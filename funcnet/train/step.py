@@ -162,8 +162,8 @@ def train_step(model, opt, loss_fn: Callable = ops.softmax_cross_entropy, *,
       ``step``; ``x`` is ``(N, ...)`` (or a pytree of them), ``y`` ``(N, ...)`` or a
       pytree of them, e.g. ``{"labels", "mask"}``, handed to ``loss_fn`` and
       ``metrics_fn`` as it is (``N`` divisible by ``accum_steps``), ``key`` a PRNG key
-      for dropout (``None`` without stochastic layers), ``metrics`` ``{"loss": (), **metrics_fn(...)}`` of the batch BEFORE the
-      update (the loss in the logits' dtype).
+      for dropout (``None`` without stochastic layers), ``metrics`` ``{"loss": (),
+      **metrics_fn(...)}`` of the batch BEFORE the update (the loss in the logits' dtype).
 
     Raises:
       TypeError: ``model`` is not a Layer, ``opt`` has no ``init``/``update``,
