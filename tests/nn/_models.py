@@ -114,6 +114,13 @@ def jit_init(model, input_shape, key):
     return out["shape"], params, state
 
 
+def random_params(layer, input_shape, seed):
+    """Random float64 params of ``layer``: the shapes from its init traced abstractly, the
+    values ``randn`` drawn leaf by leaf in sorted-key order from ``seed`` on."""
+    _, p, _ = abstract_init(layer, input_shape)
+    return {k: randn(v.shape, seed=seed + i) for i, (k, v) in enumerate(sorted(p.items()))}
+
+
 def numpy_init(model, input_shape, seed=0):
     """``(output_shape, params, state)`` with random params drawn by NumPy.
 

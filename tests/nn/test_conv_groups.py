@@ -10,16 +10,11 @@ from jax import lax
 
 from funcnet import nn
 from funcnet.gradcheck import assert_close
-from tests.nn._models import abstract_init, randn
+from tests.nn._models import abstract_init, randn, random_params
 
 F64 = jnp.float64
 KEY = jax.random.PRNGKey(0)
 
-
-def _params(layer, input_shape, seed):
-    """Random float64 params of ``layer`` (shapes from its init, traced abstractly)."""
-    _, p, _ = abstract_init(layer, input_shape)
-    return {k: randn(v.shape, seed=seed + i) for i, (k, v) in enumerate(sorted(p.items()))}
 
 
 # (layer, x shape, lax arguments: strides, padding, rhs_dilation, groups, dimension numbers)
@@ -40,7 +35,7 @@ LAYERS = {
 def test_values_and_gradients_equal_lax_conv(name):
     make, shape, (strides, padding, dilation, groups, dn) = LAYERS[name]
     layer = make()
-    p = _params(layer, (-1,) + shape[1:], seed=1)
+    p = random_params(layer, (-1,) + shape[1:], seed=1)
     x = randn(shape, seed=5)
 
     def ours(p, x):

@@ -12,17 +12,12 @@ from jax import lax
 from funcnet import nn, ops, optim
 from funcnet.gradcheck import assert_close
 from funcnet.ops import reference as R
-from tests.nn._models import abstract_init, numpy_init, randn
+from tests.nn._models import abstract_init, numpy_init, randn, random_params
 from tests.ops._cases import assert_raises_everywhere
 
 F64 = jnp.float64
 KEY = jax.random.PRNGKey(0)
 
-
-def _params(layer, input_shape, seed):
-    """Random float64 params of ``layer`` (shapes from its init, traced)."""
-    _, p, _ = abstract_init(layer, input_shape)
-    return {k: randn(v.shape, seed=seed + i) for i, (k, v) in enumerate(sorted(p.items()))}
 
 
 # name: (layer, x shape, the twin on (x, w, b) in NHWC / (KH, KW, Kg, Cin))
@@ -44,7 +39,7 @@ def test_values_and_gradients_equal_the_twin(name):
     make, shape, twin = LAYERS[name]
     layer = make()
     out_shape = abstract_init(layer, (-1,) + shape[1:])[0]
-    p = _params(layer, (-1,) + shape[1:], seed=1)
+    p = random_params(layer, (-1,) + shape[1:], seed=1)
     x = randn(shape, seed=5)
 
     def ours(p, x):
@@ -71,7 +66,7 @@ def test_conv_transpose1d_equals_lax_and_pytorch():
     and torch.nn.functional.conv_transpose1d (weight ``(Cin, Cout, K)`` = ``w.T``)."""
     layer = nn.ConvTranspose1D(3, 4, stride=3, padding=1, output_padding=2, dtype=F64)
     x = randn((2, 5, 2), seed=2)
-    p = _params(layer, (-1, 5, 2), seed=3)
+    p = random_params(layer, (-1, 5, 2), seed=3)
     y = jax.jit(lambda p, x: layer.apply(p, (), x)[0])(p, x)
     want = lax.conv_transpose(x, p["w"], (3,), [(4 - 1 - 1, 4 - 1 - 1 + 2)],
                               dimension_numbers=("NWC", "WIO", "NWC"), transpose_kernel=True)
@@ -103,7 +98,8 @@ def test_equals_flax_conv_transpose_with_copied_weights():
     pairs = [(linen.ConvTranspose(5, **f, transpose_kernel=t, dtype=F64, param_dtype=F64),
               nn.ConvTranspose2D(5, **o, dtype=F64), t)
              for (f, o), t in zip(cases + cases[-1:], (True, True, True, False))]
-    params = [_params(layer, (-1, 3, 4, 4), seed=10 + i) for i, (_, layer, _) in enumerate(pairs)]
+    params = [random_params(layer, (-1, 3, 4, 4), seed=10 + i)
+              for i, (_, layer, _) in enumerate(pairs)]
 
     @jax.jit
     def both(params, x):
