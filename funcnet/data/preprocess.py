@@ -46,14 +46,16 @@ def train_test_split(x, y, *, test_fraction: float = 0.2, key, stratify: bool = 
     Raises:
       ValueError: lengths of ``x`` and ``y`` differ, ``test_fraction`` is outside
         ``(0, 1)``, either part would be empty, or ``stratify`` with ``y`` not ``(N,)``.
-      TypeError: ``x`` or ``y`` is not an array, ``key`` is not a key or int;
+      TypeError: ``x`` or ``y`` is not an array, ``key`` is not a key or int,
+        ``test_fraction`` is not a real number, ``stratify`` is not a bool;
         ``stratify`` with non-integer ``y``.
     """
     fn = "train_test_split"
     n = _checks.check_same_leading(fn, {"x": x, "y": y})
-    if not 0.0 < float(test_fraction) < 1.0:
-        raise ValueError(f"{fn}: test_fraction must be in (0, 1), got {test_fraction}")
-    n_test = int(round(float(test_fraction) * n))
+    test_fraction = _checks.static_float(fn, "test_fraction", test_fraction, 0.0, 1.0,
+                                         low_inclusive=False, high_inclusive=False)
+    stratify = _checks.static_bool(fn, "stratify", stratify)
+    n_test = int(round(test_fraction * n))
     if not 1 <= n_test <= n - 1:
         raise ValueError(
             f"{fn}: test_fraction={test_fraction} of {n} examples gives {n_test} test and "

@@ -55,8 +55,15 @@ def test_stratified_keeps_class_proportions(seed, fraction):
 
 
 @pytest.mark.parametrize("kwargs, error, match", [
-    (dict(test_fraction=0.0), ValueError, r"test_fraction must be in \(0, 1\), got 0.0"),
+    (dict(test_fraction=0.0), ValueError, r"test_fraction must be in \(0, 1\), got 0$"),
     (dict(test_fraction=1.0), ValueError, "test_fraction must be in"),
+    (dict(test_fraction=float("nan")), ValueError, "test_fraction must be finite, got nan"),
+    (dict(test_fraction="0.5"), TypeError,
+     r"train_test_split: test_fraction must be a Python float, got str '0.5'"),
+    (dict(test_fraction=np.array([0.2, 0.3])), TypeError,
+     "train_test_split: test_fraction must be a Python float, got ndarray"),
+    (dict(stratify="no"), TypeError, "train_test_split: stratify must be a bool, got str 'no'"),
+    (dict(stratify=1), TypeError, "train_test_split: stratify must be a bool, got int 1"),
     (dict(test_fraction=0.01), ValueError, "gives 0 test and 50 train"),
     (dict(key="seed"), TypeError, r"train_test_split: key must be a PRNG key \(jax.random.PRNGKey\(0\) or jax.random.key\(0\)\) or an int seed, got str"),
 ])
