@@ -3,6 +3,7 @@ import threading
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -84,10 +85,12 @@ def test_fit_on_a_generator_callable_matches_arrays_and_propagates_errors():
     assert not _prefetch_threads()
     bad = Y[:32].copy()
     bad[0] = 12
-    with pytest.raises(ValueError, match=r"fit: the labels in a batch's y hold 12 \(at index "
-                                         r"\(0,\)\), expected class indices in \[0, 10\)"):
-        train.fit(MLP, params, state, ADAM, lambda e: [(X[:32], bad)], 1, key=KEY,
-                  progress=False)
+    for kind in (np.asarray, jnp.asarray):      # jax batches are checked as NumPy ones are
+        with pytest.raises(ValueError, match=r"fit: the labels in a batch's y hold 12 \(at "
+                                             r"index \(0,\)\), expected class indices in "
+                                             r"\[0, 10\)"):
+            train.fit(MLP, params, state, ADAM, lambda e: [(kind(X[:32]), kind(bad))], 1,
+                      key=KEY, progress=False)
     with pytest.raises(TypeError, match=r"^fit: a batch of data must be a pair \(x, y\) of "
                                         r"arrays, got str$"):
         train.fit(MLP, params, state, ADAM, lambda e: ["xy"], 1, key=KEY, progress=False)
