@@ -22,6 +22,7 @@ stand-in with the same name and fields.
 from __future__ import annotations
 
 import collections
+import copy
 from typing import Any, Iterable
 
 import jax
@@ -318,6 +319,18 @@ def _place(value, like, path: str):
     return out
 
 
+def _like_dict(like: dict, items: list) -> dict:
+    """``items`` in a dict of ``like``'s type: ``dict``, or a subclass copied and refilled
+    (an ``OrderedDict``, a ``defaultdict`` with its factory), so that the restored tree has
+    ``like``'s tree structure."""
+    if type(like) is dict:
+        return dict(items)
+    out = copy.copy(like)
+    out.clear()
+    out.update(items)
+    return out
+
+
 FREE = object()  # ``like`` of a subtree rebuilt from the description alone
 
 
@@ -382,7 +395,7 @@ def build(description, leaves: list[np.ndarray], like=FREE,
             # decode in the file's order (the leaves' order), return in like's order
             out = {k: go(n, FREE if free else like[k], child_path(path, "key", k))
                    for k, n in zip(names, items)}
-            return out if free else {k: out[k] for k in like}
+            return out if free else _like_dict(like, [(k, out[k]) for k in like])
         if kind == "namedtuple":
             name, fields = _get(node, "name", str, path), tuple(names)
             if free:

@@ -1,4 +1,5 @@
 """restore(like=...) rejects every kind of mismatch, naming the first differing path."""
+import collections
 from typing import NamedTuple
 
 import jax
@@ -82,6 +83,21 @@ def test_matching_like_restores(tmp_path):
     assert step is None
     assert out["params"]["dense_0"]["w"].shape == (784, 100)
     assert type(out["opt"]) is MomentumState and out["layers"] == [None, (1, 2.0)]
+
+
+def test_dict_subclasses_of_like_come_back_as_themselves(tmp_path):
+    """An OrderedDict or defaultdict in ``like`` is one in the result (keys in like's order,
+    the factory kept), so the restored tree has like's tree structure."""
+    like = {"o": collections.OrderedDict(z=np.ones(2), a=np.zeros(3)),
+            "d": collections.defaultdict(list, {"w": np.full(2, 3.0)})}
+    checkpoint.save(tmp_path / "c.npz", like)
+    _, out = checkpoint.restore(tmp_path / "c.npz", like=like)
+    assert type(out) is dict and type(out["o"]) is collections.OrderedDict
+    assert list(out["o"]) == ["z", "a"]
+    assert type(out["d"]) is collections.defaultdict and out["d"].default_factory is list
+    assert jax.tree_util.tree_structure(out) == jax.tree_util.tree_structure(like)
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(out),
+                                                    jax.tree_util.tree_leaves(like)))
 
 
 def test_like_with_unsupported_node(tmp_path):
