@@ -280,6 +280,23 @@ def static_int(fn: str, name: str, value, *, minimum: int | None = None,
     return value
 
 
+def int_of_array(value):
+    """A concrete 0-d integer array as a Python int, anything else as it is: the form
+    ``inject_hyperparams`` gives an int hyperparameter (it keeps ints in its state as
+    arrays, as optax does), for the checks of an argument that must be an int."""
+    if (is_array(value) and not is_traced(value) and shape_of(value) == ()
+            and jnp.issubdtype(dtype_of(value), jnp.integer)):
+        v = concrete(value)
+        return value if v is None else int(v)
+    return value
+
+
+def traced_int(value) -> bool:
+    """A traced 0-d integer (``inject_hyperparams``' int hyperparameter under ``jit``)."""
+    return (is_traced(value) and shape_of(value) == ()
+            and jnp.issubdtype(dtype_of(value), jnp.integer))
+
+
 def static_ints(fn: str, name: str, value) -> tuple[int, ...]:
     """A tuple (or list) of Python/NumPy ints as a tuple of ints (``dropout``'s
     ``broadcast_dims``): ``TypeError`` for another container or a non-int entry."""

@@ -85,10 +85,7 @@ def _static_size(fn, value) -> int:
         raise TypeError(f"{fn}: {name} must be a static int (it fixes the shapes of the "
                         f"state), got a traced array; with inject_hyperparams pass "
                         f"static_args=('{name}',)")
-    v = _checks.concrete(value) if _checks.is_array(value) else None
-    if v is not None and v.shape == () and np.issubdtype(v.dtype, np.integer):
-        value = int(v)
-    return _checks.static_int(fn, name, value, minimum=0)
+    return _checks.static_int(fn, name, _checks.int_of_array(value), minimum=0)
 
 
 @described

@@ -125,6 +125,12 @@ def _orthogonalize(x, coeffs, ns_steps, preconditioning, eps):
         norm = jnp.linalg.norm(x, ord="fro" if preconditioning == "frobenius" else 2)
         x = x / (norm + cast_like(eps, norm)).astype(x.dtype)
     coeffs = coeffs.astype(x.dtype)
+    if coeffs.ndim == 1 and _checks.traced_int(ns_steps):
+        # a traced count (inject_hyperparams under jit): the same steps in a loop
+        x = jnp.where(ns_steps > 0, _ns_step(x, coeffs, True, preconditioning, eps), x)
+        x = jax.lax.fori_loop(1, jnp.maximum(ns_steps, 1).astype(jnp.int32), lambda _, y:
+                              _ns_step(y, coeffs, False, preconditioning, eps), x)
+        return x.T if tall else x
     rows = [coeffs] * ns_steps if coeffs.ndim == 1 else list(coeffs)
     for i, c in enumerate(rows):
         x = _ns_step(x, c, i == 0, preconditioning, eps)
@@ -152,7 +158,9 @@ def orthogonalize_via_newton_schulz(x, ns_coeffs, ns_steps=5, preconditioning="f
       x: a matrix ``(m, n)``, or an array of rank >= 2 with ``dimension_numbers``.
       ns_coeffs: ``(3,)`` coefficients, or ``(k, 3)``: one row per iteration (then
         ``ns_steps`` is ignored).
-      ns_steps: the number of iterations for ``(3,)`` coefficients (a static int).
+      ns_steps: the number of iterations for ``(3,)`` coefficients: an int (the steps
+        unrolled), or a traced integer scalar (the steps in a ``fori_loop``; what
+        ``inject_hyperparams`` passes under ``jit``, as optax's).
       preconditioning: ``"frobenius"`` (divide by the Frobenius norm + eps),
         ``"spectral"`` (by the largest singular value + eps; an SVD), ``"aol"`` (first
         step scales rows by ``1/sqrt(sum_j |A_ij|)``) or ``"schatten"`` (first step
@@ -200,13 +208,16 @@ def _map_dims(fn, f, updates, dim_nums):
 
 
 def _check_ns(fn, ns_coeffs, ns_steps, preconditioning, eps):
-    """Checks of the Newton-Schulz settings; ``ns_steps`` as an int."""
+    """Checks of the Newton-Schulz settings; ``ns_steps`` as an int, or as the traced
+    integer ``inject_hyperparams`` passes under ``jit`` (its value unchecked)."""
     _checks.static_choice(fn, "preconditioning", preconditioning, _PRECONDITIONINGS)
     check_nonnegative(fn, "eps", eps)
-    ns_steps = _checks.static_int(fn, "ns_steps", ns_steps, minimum=0)
     coeffs = jnp.asarray(ns_coeffs)
     if coeffs.ndim not in (1, 2) or coeffs.shape[-1] != 3:
         raise ValueError(f"{fn}: ns_coeffs must have shape (3,) or (n, 3), got {coeffs.shape}")
+    if _checks.traced_int(ns_steps):
+        return ns_steps
+    ns_steps = _checks.static_int(fn, "ns_steps", _checks.int_of_array(ns_steps), minimum=0)
     if coeffs.ndim == 2 and coeffs.shape[0] > ns_steps:
         raise ValueError(f"{fn}: ns_coeffs has {coeffs.shape[0]} rows, more than ns_steps="
                          f"{ns_steps} (optax's 'Not enough coeffs'); an (n, 3) table runs "
@@ -231,7 +242,8 @@ def scale_by_muon(ns_coeffs=_DEFAULT_NS_COEFFS, ns_steps=5, beta=0.95, eps=1e-8,
     Args:
       ns_coeffs: ``(3,)`` Newton-Schulz coefficients or a ``(n, 3)`` table (one row per
         iteration, ``n <= ns_steps``; the table's rows are all run).
-      ns_steps: iterations (a static int; ignored with a table).
+      ns_steps: iterations (an int, or a traced integer: see
+        :func:`orthogonalize_via_newton_schulz`; ignored with a table).
       beta: momentum decay, in [0, 1).
       eps: >= 0, guards the preconditioning's division.
       mu_dtype: dtype of the momentum (default: the parameters').

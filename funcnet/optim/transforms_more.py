@@ -148,9 +148,13 @@ class AddNoiseState(NamedTuple):
 def _typed_key(fn, key):
     """The typed key (optax's ``canonicalize_key``) of an int seed (``jax.random.key``),
     a typed key (as is) or a raw ``uint32[2]`` key (``jax.random.wrap_key_data``: the
-    same bits, so the same noise)."""
+    same bits, so the same noise). A seed may be a 0-d integer array, as
+    ``inject_hyperparams`` passes an int (traced under ``jit``)."""
+    key = _checks.int_of_array(key)
     if isinstance(key, (int, np.integer)) and not isinstance(key, (bool, np.bool_)):
         return jax.random.key(int(key))
+    if _checks.traced_int(key):
+        return jax.random.key(key)
     key = _checks.check_key(fn, key)
     return key if _checks.is_key(key) else jax.random.wrap_key_data(key)
 

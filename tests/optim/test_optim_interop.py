@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import funcnet.optim as optim
+from funcnet.optim import orthogonal
 
 optax = pytest.importorskip("optax")
 
@@ -79,6 +80,61 @@ def test_inject_bfloat16_rounding_error_names_hyperparam_dtype(jit):
     assert np.isfinite(np.asarray(u["w"], np.float32)).all()
     with pytest.raises(ValueError, match=r"b2 must be in \[0, 1\), got 1\.5$"):  # no hint
         optim.inject_hyperparams(optim.adam)(learning_rate=1e-2, b2=1.5).init(params)
+
+
+# name: (funcnet's and optax's factory, hyperparameters, params, gradients)
+_MATRIX = {"w": jnp.linspace(-1.0, 1.0, 12).reshape(4, 3), "b": jnp.array([0.5, -0.2, 0.1])}
+INT_HYPERPARAMS = {
+    "muon ns_steps": (optim.muon, "contrib.muon", dict(learning_rate=0.1), _MATRIX,
+                      jax.tree_util.tree_map(lambda a: jnp.cos(3 * a), _MATRIX)),
+    "dpsgd seed": (optim.dpsgd, "contrib.dpsgd",
+                   dict(learning_rate=0.1, l2_norm_clip=1.0, noise_multiplier=0.5, seed=3),
+                   _MATRIX, jax.tree_util.tree_map(lambda a: jnp.stack([a, -2 * a]), _MATRIX)),
+}
+
+
+@pytest.mark.filterwarnings("ignore:\"seed\" is deprecated:DeprecationWarning")   # optax's
+@pytest.mark.parametrize("name", sorted(INT_HYPERPARAMS))
+def test_int_hyperparameters_are_injected_as_optax_injects_them(name):
+    """inject_hyperparams keeps an int (muon's ns_steps, dpsgd's seed) in its state as an
+    integer array, as optax does: rebuilt from it eagerly and under jit (a traced int),
+    the optimizer takes the plain optimizer's steps and optax's."""
+    ours, theirs, hparams, params, grads = INT_HYPERPARAMS[name]
+    theirs = functools.reduce(getattr, theirs.split("."), optax)
+    plain, injected = ours(**hparams), optim.inject_hyperparams(ours)(**hparams)
+    with jax.numpy_dtype_promotion("standard"):              # optax is not strict-clean
+        reference = optax.inject_hyperparams(theirs)(**hparams)
+        ref_state = reference.init(params)
+        ref = [reference.update(grads, ref_state, params)[0]]
+    plain_state, state = plain.init(params), injected.init(params)
+    assert set(state.hyperparams) == set(ref_state.hyperparams)
+    eager, _ = injected.update(grads, state, params)
+    step = jax.jit(injected.update)
+    for _ in range(3):
+        want, plain_state = plain.update(grads, plain_state, params)
+        got, state = step(grads, state, params)
+        _assert_leaves_close(got, want, rtol=1e-12, atol=1e-15)
+    _assert_leaves_close(eager, ref[0], rtol=1e-6, atol=1e-9)
+
+
+def _assert_leaves_close(actual, expected, **tol):
+    assert jax.tree_util.tree_structure(actual) == jax.tree_util.tree_structure(expected)
+    for a, e in zip(jax.tree_util.tree_leaves(actual), jax.tree_util.tree_leaves(expected)):
+        np.testing.assert_allclose(a, e, **tol)
+
+
+def test_a_traced_ns_steps_runs_the_steps_of_the_int():
+    """orthogonalize_via_newton_schulz with a traced (vmapped) ns_steps equals the calls
+    with each int, 0 steps included."""
+    x = jnp.linspace(-1.0, 2.0, 15).reshape(3, 5)
+    coeffs = (3.4445, -4.7750, 2.0315)
+    for preconditioning in ("frobenius", "aol"):
+        swept = jax.vmap(lambda n: orthogonal.orthogonalize_via_newton_schulz(
+            x, coeffs, n, preconditioning))(jnp.arange(4))
+        for n in range(4):
+            np.testing.assert_allclose(swept[n], orthogonal.orthogonalize_via_newton_schulz(
+                x, coeffs, n, preconditioning), rtol=1e-12, atol=1e-14,
+                err_msg=f"{preconditioning}, ns_steps={n}")
 
 
 def test_inject_returns_a_function_with_the_inner_signature():
