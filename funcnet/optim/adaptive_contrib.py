@@ -24,16 +24,11 @@ from funcnet.optim.base import (
     Updates, abs_sq, bias_correction as _debias, cast_like, check_decay,
     check_hyperparameter, check_nonnegative, check_optional_dtype, check_scalar_or_schedule,
     check_state, moment, one_minus, optimizer, promote_dtypes, safe_increment, split,
-    tree_dtype, zero_count, zeros_like)
+    scheduled, tree_dtype, zero_count, zeros_like)
 from funcnet.optim.regularization import _check_params
 from funcnet._describe import described
 
 _map = jax.tree_util.tree_map
-
-
-def _scheduled(value, count):
-    """A hyperparameter that may be a schedule, at ``count``."""
-    return value(count) if callable(value) else value
 
 
 def _check_decay_or_schedule(fn, name, value):
@@ -188,7 +183,8 @@ def scale_by_ademamix(b1=0.9, b2=0.999, b3=0.9999, alpha=6.0, eps=1e-8, eps_root
     def update(updates, state, params=None, **extra_args):
         del params, extra_args
         check_state(fn, state, ScaleByAdemamixState, updates, "m1")
-        b3_, alpha_ = _scheduled(b3, state.count_m2), _scheduled(alpha, state.count_m2)
+        b3_ = scheduled(fn, "b3", b3, state.count_m2)
+        alpha_ = scheduled(fn, "alpha", alpha, state.count_m2)
         count = safe_increment(state.count)
 
         def leaf(g, m1, m2, v):
@@ -277,7 +273,7 @@ def scale_by_simplified_ademamix(b1=0.99, b2=0.95, alpha=0.0, eps=1e-8, eps_root
     def update(updates, state, params=None, **extra_args):
         del params, extra_args
         check_state(fn, state, ScaleBySimplifiedAdEMAMixState, updates, "m")
-        alpha_ = _scheduled(alpha, state.t)
+        alpha_ = scheduled(fn, "alpha", alpha, state.t)
         t = safe_increment(state.t)
 
         def leaf(g, m, n):
@@ -398,7 +394,7 @@ def prodigy(learning_rate=1.0, betas=(0.9, 0.999), beta3=None, eps=1e-8, estim_l
         count = safe_increment(state.count)
         d, nw = state.estim_lr, state.numerator_weighted
         wide = jnp.zeros((), promote_dtypes(jnp.result_type(float), d.dtype))
-        sched = jnp.asarray(_scheduled(learning_rate, state.count))
+        sched = jnp.asarray(scheduled(fn, "learning_rate", learning_rate, state.count))
         bc = _debias(beta2, count, wide) ** 0.5 / _debias(beta1, count, wide)
         dlr = (d.astype(wide.dtype) * sched.astype(wide.dtype) * bc).astype(d.dtype)
         dg = _map(lambda g: cast_like(d, g) * g, updates)
@@ -434,6 +430,6 @@ def prodigy(learning_rate=1.0, betas=(0.9, 0.999), beta3=None, eps=1e-8, estim_l
 
     def current(state):
         check_state(fn, state, ProdigyState)
-        return jnp.asarray(_scheduled(learning_rate, state.count))
+        return jnp.asarray(scheduled(fn, "learning_rate", learning_rate, state.count))
 
     return optimizer(init, update, current)

@@ -161,6 +161,19 @@ def check_scalar_or_schedule(fn: str, name: str, value) -> None:
         _checks.check_hyperparameter(fn, name, value, 0.0)
 
 
+def scheduled(fn: str, name: str, value, count):
+    """A hyperparameter that may be a schedule, at ``count``: ``value(count)``, which must
+    be a scalar (checked at trace time: an array of another shape would scale each update
+    elementwise by broadcasting, as a constant of that shape is refused), or ``value``."""
+    if not callable(value):
+        return value
+    out = value(count)
+    if jnp.shape(out) != ():
+        raise ValueError(f"{fn}: {name} must be a scalar or a schedule of scalars, got a "
+                         f"schedule that returns shape {jnp.shape(out)}")
+    return out
+
+
 def check_trees_match(fn: str, name_a: str, a: PyTree, name_b: str, b: PyTree) -> None:
     """``ValueError`` unless ``a`` and ``b`` have the same tree structure and leaf shapes.
 

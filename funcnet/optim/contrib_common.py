@@ -10,13 +10,11 @@ import jax
 import jax.numpy as jnp
 
 from funcnet import _checks
-from funcnet.optim.adaptive_contrib import _scheduled, _vdot
+from funcnet.optim.adaptive_contrib import _vdot
 from funcnet.optim.base import promote_dtypes
 from funcnet.optim.combine import chain
 
-__all__ = ["tree_vdot", "tree_l1", "check_value", "chain_under", "scheduled", "times"]
-
-scheduled = _scheduled     # a hyperparameter that may be a schedule, at a count
+__all__ = ["tree_vdot", "tree_l1", "check_value", "chain_under", "times"]
 
 
 def _sum(xs, dtype=None):

@@ -18,8 +18,8 @@ from funcnet.optim.adaptive_more import _check_betas
 from funcnet.optim.base import (
     Updates, bias_correction, cast_like, check_decay, check_nonnegative,
     check_scalar_or_schedule, check_hyperparameter, check_state, moment, one_minus, optimizer,
-    promote_dtypes, safe_increment, split, tree_dtype, zero_count, zeros_like)
-from funcnet.optim.contrib_common import chain_under, scheduled, times, tree_l1, tree_vdot
+    promote_dtypes, safe_increment, scheduled, split, tree_dtype, zero_count, zeros_like)
+from funcnet.optim.contrib_common import chain_under, times, tree_l1, tree_vdot
 from funcnet.optim.regularization import _check_params, add_decayed_weights
 from funcnet._describe import described
 
@@ -102,7 +102,8 @@ def dadapt_adamw(learning_rate=1.0, betas=(0.9, 0.999), eps=1e-8, estim_lr0=1e-6
         wide = jnp.zeros((), promote_dtypes(jnp.result_type(float), d.dtype))
         sb2 = jnp.sqrt(jnp.asarray(beta2).astype(wide.dtype))
         bc = bias_correction(beta2, count, wide) ** 0.5 / bias_correction(beta1, count, wide)
-        sched = jnp.asarray(scheduled(learning_rate, state.count)).astype(wide.dtype)
+        sched = jnp.asarray(scheduled(fn, "learning_rate", learning_rate,
+                                      state.count)).astype(wide.dtype)
         dlr = (d.astype(wide.dtype) * sched * bc).astype(nw.dtype)
         acc = tree_vdot(updates, _map(
             lambda s, v: s / (jnp.sqrt(v) + cast_like(eps, v)), state.grad_sum,
@@ -133,7 +134,7 @@ def dadapt_adamw(learning_rate=1.0, betas=(0.9, 0.999), eps=1e-8, estim_lr0=1e-6
 
     def current(state):
         check_state(fn, state, DAdaptAdamWState)
-        return jnp.asarray(scheduled(learning_rate, state.count))
+        return jnp.asarray(scheduled(fn, "learning_rate", learning_rate, state.count))
 
     return optimizer(init, update, current)
 
@@ -193,7 +194,7 @@ def scale_by_madgrad(learning_rate, momentum=0.9, eps=1e-6):
         del extra_args
         _check_params(fn, updates, params)
         check_state(fn, state, MadgradState, updates, "s")
-        lr = jnp.asarray(scheduled(learning_rate, state.count))
+        lr = jnp.asarray(scheduled(fn, "learning_rate", learning_rate, state.count))
         k = state.count
 
         def leaf(g, gsq, s, x0, x):
@@ -215,7 +216,7 @@ def scale_by_madgrad(learning_rate, momentum=0.9, eps=1e-6):
 
     def current(state):
         check_state(fn, state, MadgradState)
-        return jnp.asarray(scheduled(learning_rate, state.count))
+        return jnp.asarray(scheduled(fn, "learning_rate", learning_rate, state.count))
 
     return optimizer(init, update, current)
 

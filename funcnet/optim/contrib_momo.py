@@ -20,8 +20,8 @@ from funcnet.optim.adaptive_more import _check_betas
 from funcnet.optim.base import (
     Updates, bias_correction, cast_like, check_decay, check_hyperparameter,
     check_nonnegative, check_scalar_or_schedule, check_state, moment, optimizer,
-    promote_dtypes, safe_increment, tree_dtype, zero_count, zeros_like)
-from funcnet.optim.contrib_common import check_value, scheduled, times, tree_vdot
+    promote_dtypes, safe_increment, scheduled, tree_dtype, zero_count, zeros_like)
+from funcnet.optim.contrib_common import check_value, times, tree_vdot
 from funcnet.optim.regularization import _check_params
 from funcnet._describe import described
 
@@ -144,7 +144,8 @@ def momo(learning_rate=1.0, beta=0.9, lower_bound=0.0, weight_decay=0.0,
         norm = sum((jnp.sum(x * x).astype(dt) for x in jax.tree_util.tree_leaves(d)),
                    jnp.zeros((), dt))
         iprod = tree_vdot(d, params).astype(dt)
-        alpha = jnp.asarray(scheduled(learning_rate, state.count)).astype(dt)
+        alpha = jnp.asarray(scheduled(fn, "learning_rate", learning_rate,
+                                      state.count)).astype(dt)
         tau, lb = _polyak_step(state.lb, barf, gamma, iprod, norm, alpha, weight_decay,
                                lower_bound, adapt)
         out = _map(lambda m, p: _decayed(alpha, weight_decay, p, times(tau, m)), d, params)
@@ -153,7 +154,7 @@ def momo(learning_rate=1.0, beta=0.9, lower_bound=0.0, weight_decay=0.0,
 
     def current(state):
         check_state(fn, state, MomoState)
-        return jnp.asarray(scheduled(learning_rate, state.count))
+        return jnp.asarray(scheduled(fn, "learning_rate", learning_rate, state.count))
 
     return optimizer(init, update, current)
 
@@ -209,7 +210,8 @@ def momo_adam(learning_rate=1e-2, b1=0.9, b2=0.999, eps=1e-8, lower_bound=0.0,
         norm = tree_vdot(m, _map(lambda a, p: a / p, m, precond)).astype(dt)
         gamma = moment(b1, tree_vdot(updates, params).astype(dt), state.gamma)
         iprod = tree_vdot(m, params).astype(dt)
-        alpha = jnp.asarray(scheduled(learning_rate, state.count)).astype(dt)
+        alpha = jnp.asarray(scheduled(fn, "learning_rate", learning_rate,
+                                      state.count)).astype(dt)
         bc1 = bias_correction(b1, count, state.barf)
         tau, lb = _polyak_step(state.lb, barf, gamma, iprod, norm, alpha, weight_decay,
                                lower_bound, adapt, bc1)
@@ -221,6 +223,6 @@ def momo_adam(learning_rate=1e-2, b1=0.9, b2=0.999, eps=1e-8, lower_bound=0.0,
 
     def current(state):
         check_state(fn, state, MomoAdamState)
-        return jnp.asarray(scheduled(learning_rate, state.count))
+        return jnp.asarray(scheduled(fn, "learning_rate", learning_rate, state.count))
 
     return optimizer(init, update, current)

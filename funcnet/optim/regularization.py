@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from funcnet.optim.base import (
     EmptyState, PyTree, abs_sq, cast_like, check_hyperparameter,
     check_scalar_or_schedule, check_state, check_trees_match, optimizer, promote_dtypes,
-    safe_increment, zero_count)
+    safe_increment, scheduled, zero_count)
 from funcnet.optim.combine import masked
 from funcnet.optim.transforms import _stateless
 from funcnet._describe import described
@@ -143,7 +143,7 @@ def decayed_weights(weight_decay, mask=None):
     """:func:`add_decayed_weights` without its check of ``weight_decay`` (Fromage adds
     a negative multiple of the weights)."""
     fn = "add_decayed_weights"
-    scheduled = callable(weight_decay)
+    is_schedule = callable(weight_decay)
 
     def decay(updates, params, wd):
         if isinstance(wd, (int, float)) and wd == 0:  # as optax: no params needed
@@ -156,7 +156,7 @@ def decayed_weights(weight_decay, mask=None):
 
         return _map(add, updates, params)
 
-    if not scheduled:
+    if not is_schedule:
         block = _stateless(fn, lambda u, p: decay(u, p, weight_decay))
     else:
         def init(params):
@@ -166,7 +166,8 @@ def decayed_weights(weight_decay, mask=None):
         def update(updates, state, params=None, **extra_args):
             del extra_args
             check_state(fn, state, WeightDecaySchedule)
-            out = decay(updates, params, weight_decay(state.count))
+            out = decay(updates, params, scheduled(fn, "weight_decay", weight_decay,
+                                                   state.count))
             return out, state._replace(count=safe_increment(state.count))
 
         block = optimizer(init, update)

@@ -19,7 +19,7 @@ from funcnet.optim.adaptive import scale_by_rms
 from funcnet.optim.base import (
     OptState, Params, cast_like, check_hyperparameter, check_optional_dtype,
     check_scalar_or_schedule, check_state, current_learning_rate, one_minus, optimizer,
-    promote_dtypes, safe_increment, tree_dtype)
+    promote_dtypes, safe_increment, scheduled, tree_dtype)
 from funcnet.optim.combine import call_update, chain
 from funcnet.optim.aliases import sgd
 from funcnet.optim.regularization import _check_params, add_decayed_weights
@@ -162,7 +162,7 @@ def schedule_free(base_optimizer, learning_rate, b1=0.9, weight_lr_power=2.0,
     def update(updates, state, params=None, **extra_args):
         _check_params(fn, updates, params)
         check_state(fn, state, ScheduleFreeState, params, "z")
-        lr = learning_rate(state.step_count) if callable(learning_rate) else learning_rate
+        lr = scheduled(fn, "learning_rate", learning_rate, state.step_count)
         max_lr = jnp.maximum(state.max_lr, cast_like(lr, state.max_lr))
         weight = max_lr ** cast_like(weight_lr_power, max_lr)
         total = state.weight_sum + weight

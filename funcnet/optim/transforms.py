@@ -19,8 +19,8 @@ from funcnet import _checks
 from funcnet.optim.base import (
     EmptyState, Updates, bias_correction as _debias, cast_like, check_decay,
     check_empty_state, check_hyperparameter, check_optional_dtype, check_scalar_or_schedule,
-    check_state, moment, optimizer, promote_dtypes, safe_increment, split, zero_count,
-    zeros_like)
+    check_state, moment, optimizer, promote_dtypes, safe_increment, scheduled, split,
+    zero_count, zeros_like)
 from funcnet._describe import described
 
 _map = jax.tree_util.tree_map
@@ -82,7 +82,7 @@ class ScaleByScheduleState(NamedTuple):
     count: jax.Array  # int32 scalar
 
 
-def _scale_by_schedule(step_size_fn, fn="scale_by_schedule"):
+def _scale_by_schedule(step_size_fn, fn="scale_by_schedule", name="step_size_fn"):
     def init(params):
         del params
         return ScaleByScheduleState(count=zero_count())
@@ -90,7 +90,7 @@ def _scale_by_schedule(step_size_fn, fn="scale_by_schedule"):
     def update(updates, state, params=None, **extra_args):
         del params, extra_args
         check_state(fn, state, ScaleByScheduleState)
-        step = step_size_fn(state.count)
+        step = scheduled(fn, name, step_size_fn, state.count)
         updates = _map(lambda g: g * cast_like(step, g), updates)
         return updates, state._replace(count=safe_increment(state.count))
 
@@ -137,7 +137,8 @@ def scale_by_learning_rate(learning_rate=None, *, flip_sign: bool = True):
         return identity()
     check_scalar_or_schedule(fn, "learning_rate", learning_rate)
     if callable(learning_rate):
-        block = _scale_by_schedule(lambda count: sign * learning_rate(count), fn)
+        block = _scale_by_schedule(lambda count: sign * learning_rate(count), fn,
+                                   "learning_rate")
 
         def current(state):
             check_state(fn, state, ScaleByScheduleState)

@@ -346,6 +346,35 @@ def test_bad_hyperparameters_raise_at_construction(exc, make, match, under_jit):
         jax.jit(make)() if under_jit else make()
 
 
+_ROW = lambda count: jnp.array([0.1, 0.2, 0.3])  # noqa: E731  (not a scalar)
+
+
+@pytest.mark.parametrize("under_jit", [False, True], ids=["eager", "jit"])
+@pytest.mark.parametrize("make, match", [
+    (lambda: optim.sgd(_ROW), r"^sgd: scale_by_learning_rate: learning_rate must be a scalar "
+                              r"or a schedule of scalars, got a schedule that returns shape "
+                              r"\(3,\)"),
+    (lambda: optim.adamw(0.1, weight_decay=_ROW),
+     r"^adamw: add_decayed_weights: weight_decay must be a scalar or a schedule"),
+    (lambda: optim.scale_by_schedule(_ROW), r"^scale_by_schedule: step_size_fn must be a"),
+    (lambda: optim.schedule_free_sgd(_ROW), r"schedule_free: learning_rate must be a scalar"),
+    (lambda: optim.prodigy(_ROW), r"^prodigy: learning_rate must be a scalar"),
+    (lambda: optim.ademamix(0.1, alpha=_ROW), r"^ademamix: scale_by_ademamix: alpha must be"),
+    (lambda: optim.momo(_ROW), r"^momo: learning_rate must be a scalar"),
+    (lambda: optim.dadapt_adamw(_ROW), r"^dadapt_adamw: learning_rate must be a scalar"),
+], ids=["sgd", "adamw-weight_decay", "scale_by_schedule", "schedule_free_sgd", "prodigy",
+        "ademamix-alpha", "momo", "dadapt_adamw"])
+def test_a_schedule_that_returns_an_array_is_refused_at_the_update(make, match, under_jit):
+    """A schedule's value must be a scalar, as a constant must: a (3,) learning rate would
+    scale the columns of a (2, 3) update differently (and turn a (3,) leaf's update into
+    shape (2, 3) for a (2, 3) rate). Checked on shapes at trace time."""
+    params = {"w": jnp.ones((2, 3))}
+    opt = make()
+    update = jax.jit(opt.update) if under_jit else opt.update
+    with pytest.raises(ValueError, match=match):
+        update(params, opt.init(params), params, value=jnp.array(1.0))
+
+
 def test_adafactor_traced_min_dim_size_names_static_args():
     opt = optim.inject_hyperparams(optim.adafactor)(learning_rate=0.1)
     params = jnp.ones((2, 3))
