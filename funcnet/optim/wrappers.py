@@ -179,6 +179,19 @@ def _rounding_hint(err: ValueError, given: dict, cast: dict, dtype) -> str:
             f"which rounds {', '.join(changed)}: pass hyperparam_dtype=jnp.float32")
 
 
+def _static_int_hint(err: TypeError, hp: dict) -> str:
+    """The fix for an int hyperparameter the inner optimizer needs as a Python int (a size
+    or a count that fixes its program): the state keeps ints as integer arrays, as
+    optax's does, so it must be named in ``static_args``; ``""`` for other errors."""
+    for name, value in hp.items():
+        if (f"{name} must be" in str(err) and _checks.is_array(value)
+                and jnp.issubdtype(value.dtype, jnp.integer)):
+            return (f"\n  inject_hyperparams: {name} is kept in the state as an integer "
+                    f"array (as optax keeps it); pass static_args=('{name}',) to keep it "
+                    f"a Python int")
+    return ""
+
+
 def inject_hyperparams(inner_factory: Callable, static_args=(), hyperparam_dtype=None):
     """Make the numeric hyperparameters of ``inner_factory`` part of the state, so that
     they can be scheduled, read and changed between steps (optax's
@@ -196,7 +209,9 @@ def inject_hyperparams(inner_factory: Callable, static_args=(), hyperparam_dtype
     Args:
       inner_factory: a function returning an optimizer, e.g. :func:`adam`.
       static_args: names of arguments that are not hyperparameters (e.g. a callable
-        that is not a schedule); bools and non-numbers are static anyway.
+        that is not a schedule, or an int that fixes the optimizer's shapes such as
+        ``scale_by_lbfgs``'s ``memory_size``: ints are otherwise kept in the state as
+        integer arrays, as optax keeps them); bools and non-numbers are static anyway.
       hyperparam_dtype: dtype of float hyperparameters (default: the highest dtype of
         the parameters).
 
@@ -247,6 +262,11 @@ def inject_hyperparams(inner_factory: Callable, static_args=(), hyperparam_dtype
                 if not hint:
                     raise
                 raise ValueError(f"{err}{hint}") from err
+            except TypeError as err:
+                hint = _static_int_hint(err, hp)
+                if not hint:
+                    raise
+                raise TypeError(f"{err}{hint}") from err
 
         def init(params):
             dt = dtype_for(params)

@@ -386,6 +386,26 @@ def test_adafactor_traced_min_dim_size_names_static_args():
         jax.jit(opt.update)(params, opt.init(params), params)
 
 
+@pytest.mark.parametrize("under_jit", [False, True], ids=["eager", "jit"])
+def test_inject_names_static_args_for_an_int_the_optimizer_needs_as_an_int(under_jit):
+    """L-BFGS's memory_size fixes its state's shapes: kept in inject_hyperparams' state as
+    an integer array (as optax keeps it), it cannot rebuild the optimizer; the error says
+    to name it in static_args, which works."""
+    params = jnp.ones((2, 3))
+    opt = optim.inject_hyperparams(optim.scale_by_lbfgs)(memory_size=4)
+    update = jax.jit(opt.update) if under_jit else opt.update
+    with pytest.raises(TypeError, match=r"scale_by_lbfgs: memory_size must be an int, got "
+                                        r".*\n  inject_hyperparams: memory_size is kept in the "
+                                        r"state as an integer array \(as optax keeps it\); "
+                                        r"pass static_args=\('memory_size',\)"):
+        update(params, opt.init(params), params)
+    fixed = optim.inject_hyperparams(optim.scale_by_lbfgs, static_args=("memory_size",))(
+        memory_size=4)
+    update = jax.jit(fixed.update) if under_jit else fixed.update
+    u, _ = update(params, fixed.init(params), params)
+    assert np.all(np.isfinite(u))
+
+
 def test_traced_hyperparameters_are_not_validated():
     """Negative or out-of-range *traced* values are the caller's business: a vmapped
     sweep builds the optimizer with tracers and must not raise."""
