@@ -36,7 +36,7 @@ def _devices(fn: str, devices, default=jax.local_devices) -> list:
     return devices
 
 
-def replicate(tree, devices: Sequence[jax.Device] | None = None):
+def replicate(tree, devices: Sequence[jax.Device] | None = None, *, axis_name: str = "batch"):
     """Copies every leaf of ``tree`` to each device, stacked on a new leading axis.
 
     The result is the ``pmap`` layout of params, batch-norm state and optimizer state:
@@ -47,6 +47,10 @@ def replicate(tree, devices: Sequence[jax.Device] | None = None):
       tree: a pytree of arrays (NumPy or jax; scalars such as step counters included).
       devices: the devices to replicate over, in ``pmap`` order; default
         ``jax.local_devices()``.
+      axis_name: the name of the ``pmap`` axis that will take the result (default
+        ``"batch"``, :func:`pmap_train_step`'s): JAX's ``pmap`` returns arrays laid out on
+        a mesh of that axis name, and inputs laid out on the same one let its second
+        step reuse the first step's program instead of compiling it again.
 
     Returns:
       The pytree with leaves of shape ``(D,) + leaf.shape``, ``D = len(devices)``.
@@ -58,9 +62,11 @@ def replicate(tree, devices: Sequence[jax.Device] | None = None):
     fn = "replicate"
     check_array_leaves(fn, "tree", tree)
     devices = _devices(fn, devices)
+    if not isinstance(axis_name, str):
+        raise TypeError(f"{fn}: axis_name must be a str, got {type(axis_name).__name__}")
 
     # pmap's own layout: a NamedSharding splitting the leading axis over the devices.
-    sharding = NamedSharding(Mesh(np.array(devices), ("replica",)), PartitionSpec("replica"))
+    sharding = NamedSharding(Mesh(np.array(devices), (axis_name,)), PartitionSpec(axis_name))
 
     def put(a):
         shards = [jax.device_put(jnp.asarray(a)[None], d) for d in devices]

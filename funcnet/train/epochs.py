@@ -23,8 +23,8 @@ from jax import lax
 from funcnet import data
 from funcnet.train import sharding
 from funcnet.train._cache import compile_cache
-from funcnet.train.metrics import KEPT, class_labels, kept_per_example
-from funcnet.train.step import train_step
+from funcnet.train.metrics import KEPT
+from funcnet.train.step import batch_kept, train_step
 
 __all__ = ["all_finite", "compiled"]
 
@@ -83,9 +83,9 @@ def compiled(model, opt, loss_fn, metrics_fn, compute_dtype, batch_size, mesh,
         bad, i = counters[0], counters[1]
         new_p, new_s, new_o, metrics = step(params, state, opt_state, x, y,
                                             jax.random.fold_in(dropout_key, i))
-        mask = class_labels(y)[1]
-        if mask is not None and len(metrics) > 1:   # the step's weight in the epoch metrics
-            metrics = {**metrics, KEPT: jnp.sum(kept_per_example(y, jnp.shape(mask)[0]))}
+        kept = batch_kept(y)
+        if kept is not None and len(metrics) > 1:   # the step's weight in the epoch metrics
+            metrics = {**metrics, KEPT: kept}
         # the optimizer state too: a NaN gradient can enter an accumulator (accumulate,
         # MultiSteps) on a step that leaves the params unchanged; a scalar it held
         # non-finite already may stay so (reduce_on_plateau's inf best loss; params and

@@ -27,7 +27,8 @@ from jax import lax
 from funcnet import _checks, ops, optim
 from funcnet.optim.combine import call_update
 from funcnet.train._checks import check_loss, check_metrics, check_model_args
-from funcnet.train.metrics import cast_floating, default_metrics
+from funcnet.train.metrics import (cast_floating, class_labels, default_metrics,
+                                   kept_per_example)
 
 __all__ = ["make_train_step", "train_step"]
 
@@ -56,6 +57,27 @@ def micro_batches(tree, k: int):
     def split(a):
         return jnp.swapaxes(a.reshape((a.shape[0] // k, k) + a.shape[1:]), 0, 1)
     return _tree_map(split, tree)
+
+
+def batch_kept(y):
+    """The number of kept target entries of a batch whose ``y`` is a dict with a
+    ``"mask"`` (the weight of its metrics); ``None`` for other targets."""
+    mask = class_labels(y)[1]
+    return None if mask is None else jnp.sum(kept_per_example(y, jnp.shape(mask)[0]))
+
+
+def kept_weighted(metrics: dict, kept, total: Callable, mean: Callable) -> dict:
+    """Metrics of several batches (devices, micro-batches) combined into the whole
+    batch's: the loss (a mean over all rows) by ``mean``; every other metric, a mean over
+    its batch's ``kept`` entries, as ``total(metric * kept) / total(kept)``, as ``fit``'s
+    epochs and :func:`~funcnet.train.evaluate` weigh them (a batch with nothing kept adds
+    nothing; with nothing kept anywhere, ``mean``)."""
+    def weighted(v):
+        w = kept.astype(v.dtype)
+        n = total(w)
+        s = total(jnp.where(w > 0, v * w, jnp.zeros_like(v)))
+        return jnp.where(n > 0, s / jnp.where(n > 0, n, jnp.ones_like(n)), mean(v))
+    return {k: mean(v) if k == "loss" else weighted(v) for k, v in metrics.items()}
 
 
 def _averaging(opt, axis_name):
@@ -134,6 +156,11 @@ def train_step(model, opt, loss_fn: Callable = ops.softmax_cross_entropy, *,
     running-average updates), micro-batch ``i`` uses the key ``fold_in(key_d, i)``, and
     the metrics are the means over the micro-batches.
 
+    Metrics of a dict ``y`` with a ``"mask"`` (means over the kept entries, e.g.
+    ``accuracy(..., where=mask)``) are combined over micro-batches and devices weighted by
+    each one's kept entries, so they are the global batch's even where the kept entries
+    are spread unevenly (the loss, a mean over all rows, is averaged).
+
     Extra arguments: an ``update`` that takes ``**extra_args`` (optax's
     ``GradientTransformationExtraArgs`` and funcnet's optimizers) gets ``value=`` the
     batch loss (averaged over ``axis_name``; with ``accum_steps`` each micro-batch's), as
@@ -182,6 +209,12 @@ def train_step(model, opt, loss_fn: Callable = ops.softmax_cross_entropy, *,
     def mean(tree):   # over the devices of axis_name (identity without one)
         return tree if axis_name is None else lax.pmean(tree, axis_name)
 
+    def mean_metrics(metrics, y):   # over the devices, each weighted by its kept entries
+        kept = batch_kept(y)
+        if axis_name is None or kept is None:
+            return mean(metrics)
+        return kept_weighted(metrics, kept, lambda a: lax.psum(a, axis_name), mean)
+
     def objective(p, state, x, y, key):
         logits, new_state = model.apply(cast_floating(p, compute_dtype), state,
                                         cast_floating(x, compute_dtype), key=key,
@@ -215,8 +248,10 @@ def train_step(model, opt, loss_fn: Callable = ops.softmax_cross_entropy, *,
         zeros = _tree_map(jnp.zeros_like, params)
         (acc_state, state, updates), ms = lax.scan(body, (acc_state, state, zeros),
                                                    (jnp.arange(k), xs, ys))
-        return updates, state, acc_state.inner_opt_state, _tree_map(
-            lambda m: jnp.mean(m, axis=0), ms)
+        mean0 = lambda m: jnp.mean(m, axis=0)   # noqa: E731  (over the micro-batches)
+        metrics = (_tree_map(mean0, ms) if batch_kept(y) is None else
+                   kept_weighted(ms, jax.vmap(batch_kept)(ys), lambda m: jnp.sum(m, 0), mean0))
+        return updates, state, acc_state.inner_opt_state, metrics
 
     def step(params, state, opt_state, x, y, key=None):
         # trace time: one batch size, divisible by accum_steps
@@ -225,7 +260,7 @@ def train_step(model, opt, loss_fn: Callable = ops.softmax_cross_entropy, *,
         if k == 1:
             batch_state = state
             grads, state, metrics = grads_and_metrics(params, state, x, y, key)
-            grads, metrics = mean(grads), mean(metrics)
+            grads, metrics = mean(grads), mean_metrics(metrics, y)
             batch_loss = averaged_value_fn(lambda p, b: objective(p, *b)[0], axis_name)
             extra = {"value": metrics["loss"], "grad": grads,
                      "value_fn": lambda p: batch_loss(p, (batch_state, x, y, key))}
@@ -233,7 +268,7 @@ def train_step(model, opt, loss_fn: Callable = ops.softmax_cross_entropy, *,
         else:
             updates, state, opt_state, metrics = accumulated(params, state, opt_state, x, y,
                                                              key)
-            metrics = mean(metrics)
+            metrics = mean_metrics(metrics, y)
         return optim.apply_updates(params, updates), state, opt_state, metrics
 
     return step

@@ -161,6 +161,29 @@ def test_accumulation_equals_optim_accumulate_on_strided_micro_batches():
                                                      x[:30], y[:30])
 
 
+def test_accumulated_masked_metrics_are_the_whole_batch_metrics():
+    """Targets {"labels", "mask"} kept unevenly over the micro-batches (one keeps 1 entry,
+    the other 4): with accum_steps=2 the masked accuracy is the whole batch's, as without
+    accumulation (each micro-batch weighted by its kept entries); the loss, a mean over all
+    rows, is the mean of the micro-batches'."""
+    params, state = init(MLP)
+    x = X_TRAIN[:8]
+    pred = np.argmax(MLP.apply(params, state, x)[0], axis=-1)
+    labels = np.where(np.arange(8) % 3 == 0, pred, (pred + 1) % 10)   # right on 0, 3, 6
+    mask = np.array([1, 1, 1, 0, 1, 0, 1, 0], bool)   # x[0::2] keeps 4 rows, x[1::2] one
+    y = {"labels": labels, "mask": mask}
+
+    def loss_fn(logits, t):
+        return ops.softmax_cross_entropy(logits, t["labels"], where=t["mask"])
+
+    sgd = optim.sgd(0.1)
+    whole, accumulated = (jax.jit(train.train_step(MLP, sgd, loss_fn, accum_steps=k))(
+        params, state, sgd.init(params), x, y)[3] for k in (1, 2))
+    np.testing.assert_allclose(whole["accuracy"], 2 / 5, rtol=1e-6)
+    np.testing.assert_allclose(accumulated["accuracy"], whole["accuracy"], rtol=1e-6)
+    np.testing.assert_allclose(accumulated["loss"], whole["loss"], rtol=1e-6)
+
+
 def test_mixed_precision_keeps_float32_master_weights():
     params, state = init(BN_MLP)
     step = train.make_train_step(BN_MLP, ADAM, compute_dtype=jnp.bfloat16)

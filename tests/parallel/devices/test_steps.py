@@ -48,12 +48,21 @@ def test_eight_devices():
 
 def test_pmap_equals_single_device(start):
     params, state, (p_ref, s_ref, o_ref, losses) = start
-    step = parallel.pmap_train_step(bn_mlp("batch"), OPT, ops.softmax_cross_entropy, "batch")
+    traces = []
+
+    def loss_fn(logits, y):     # counts the traces of the step
+        traces.append(1)
+        return ops.softmax_cross_entropy(logits, y)
+
+    step = parallel.pmap_train_step(bn_mlp("batch"), OPT, loss_fn, "batch")
     p, s, o = parallel.replicate((params, state, OPT.init(params)))
     for t, (x, y) in enumerate(_batches()):
         p, s, o, metrics = step(p, s, o, *parallel.shard_batch((x, y)))
         np.testing.assert_allclose(metrics["loss"], np.full(8, losses[t]), rtol=RTOL)
         assert set(metrics) == {"loss", "accuracy"}          # the single-device metrics
+        first = first if t else len(traces)
+    # replicate's layout is the one pmap returns: the later steps reuse the first's program
+    assert first >= 1 and len(traces) == first, (first, len(traces))
     for leaf in jax.tree_util.tree_leaves((p, s, o)):     # replicas stay bitwise equal
         np.testing.assert_array_equal(leaf, np.broadcast_to(leaf[0], leaf.shape))
     assert_close(parallel.unreplicate((p, s, o)), (p_ref, s_ref, o_ref), RTOL, "pmap")
@@ -96,6 +105,43 @@ def test_mesh_steps_equal_single_device(start, style):
         assert set(metrics) == {"loss", "accuracy"}
     assert all(leaf.sharding.is_fully_replicated for leaf in jax.tree_util.tree_leaves(p))
     assert_close(parallel.to_host((p, s, o)), (p_ref, s_ref, o_ref), RTOL, style)
+
+
+def test_masked_metrics_of_every_style_are_the_global_batch_metrics():
+    """Targets ``{"labels", "mask"}`` with the kept entries spread unevenly (device 3 keeps
+    none): the masked accuracy of the pmap, shard_map and jit steps, with and without
+    accumulation, is the single-device step's on the global batch (each device's and
+    micro-batch's accuracy weighted by its kept entries, not averaged)."""
+    model = nn.serial(nn.Flatten(), nn.Dense(10, dtype=jnp.float64))
+    params, state = init(model)
+    x, _ = digits()
+    pred = np.argmax(model.apply(params, state, x)[0], axis=-1)   # right on rows 0, 3, 6, ..
+    labels = np.where(np.arange(GLOBAL_BATCH) % 3 == 0, pred, (pred + 1) % 10)
+    mask = np.zeros(GLOBAL_BATCH, bool)
+    mask[[0, 1, 2, 3, 5, 8, 11]] = True
+    y = {"labels": np.where(mask, labels, -100), "mask": mask}
+
+    def loss_fn(logits, t):
+        return ops.softmax_cross_entropy(logits, t["labels"], where=t["mask"])
+
+    opt = optim.sgd(0.1)
+    ref = train.train_step(model, opt, loss_fn)(params, state, opt.init(params), x, y)[3]
+    assert 0 < ref["accuracy"] < 1
+    mesh = parallel.make_mesh()
+    for k in (1, 2):
+        step = parallel.pmap_train_step(model, opt, loss_fn, accum_steps=k)
+        m = step(*parallel.replicate((params, state, opt.init(params))),
+                 *parallel.shard_batch((x, y)))[3]
+        for name in ("loss", "accuracy"):
+            np.testing.assert_allclose(m[name], np.full(8, ref[name]), rtol=1e-6,
+                                       err_msg=f"pmap, accum_steps={k}: {name}")
+        for factory in (parallel.shard_map_train_step, parallel.sharded_train_step):
+            step = factory(model, opt, loss_fn, mesh, accum_steps=k)
+            m = step(*parallel.put_replicated((params, state, opt.init(params)), mesh),
+                     *parallel.global_batch((x, y), mesh))[3]
+            for name in ("loss", "accuracy"):
+                np.testing.assert_allclose(m[name], ref[name], rtol=1e-6,
+                                           err_msg=f"{factory.__name__}, k={k}: {name}")
 
 
 def test_gradient_accumulation_equals_optim_accumulate():
