@@ -109,7 +109,7 @@ def _gkl(lp, t):
 
 
 def _gkl_fwd(lp, t):
-    return _gkl(lp, t), (lp, t)     # the inputs only: the gap is recomputed
+    return _gkl.fun(lp, t), (lp, t)     # the inputs only: the gap is recomputed
 
 
 def _gkl_bwd(res, g):

@@ -24,7 +24,7 @@ def margin_terms(scores, targets, margin: float):
     """``(terms, active)``: ``max(0, margin - y s)`` elementwise (0 at the kink) and where
     it is positive."""
     z = margin - targets * scores
-    active = z > 0
+    active = ~(z <= 0)       # NaN too: a NaN score or target gives a NaN loss, as optax's
     return jnp.where(active, z, jnp.zeros((), z.dtype)), active
 
 
@@ -105,7 +105,7 @@ def _crammer_singer(scores, labels, margin):
 
 
 def _crammer_singer_fwd(scores, labels, margin):
-    return _crammer_singer(scores, labels, margin), (scores, labels)
+    return _crammer_singer.fun(scores, labels, margin), (scores, labels)
 
 
 def _crammer_singer_bwd(margin, res, g):
@@ -187,7 +187,7 @@ def triplet_parts(a, pos, neg, p, margin, eps):
     a scalar (a Python float or an array, possibly traced)."""
     d_pos, d_neg = distance(a - pos, p, eps), distance(a - neg, p, eps)
     z = d_pos - d_neg + margin
-    active = z > 0
+    active = ~(z <= 0)       # NaN too: a NaN input gives a NaN loss, as optax's
     return jnp.where(active, z, jnp.zeros((), z.dtype)), active, d_pos, d_neg
 
 
@@ -197,7 +197,7 @@ def _triplet(a, pos, neg, p, margin, eps):
 
 
 def _triplet_fwd(a, pos, neg, p, margin, eps):
-    return _triplet(a, pos, neg, p, margin, eps), (a, pos, neg, margin)
+    return _triplet.fun(a, pos, neg, p, margin, eps), (a, pos, neg, margin)
 
 
 def _triplet_bwd(p, eps, res, g):

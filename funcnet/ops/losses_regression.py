@@ -219,7 +219,7 @@ def _cosine(a, b, eps):
 
 
 def _cosine_fwd(a, b, eps):
-    return _cosine(a, b, eps), (a, b)
+    return _cosine.fun(a, b, eps), (a, b)
 
 
 def _cosine_bwd(eps, res, g):

@@ -57,7 +57,7 @@ def _sinusoidal(t, features, max_period):
 
 
 def _sinusoidal_fwd(t, features, max_period):
-    return _sinusoidal(t, features, max_period), t
+    return _sinusoidal.fun(t, features, max_period), t
 
 
 def _sinusoidal_bwd(features, max_period, t, g):

@@ -195,7 +195,7 @@ def _sparsemax_binary(logits, labels):
 
 
 def _sparsemax_binary_fwd(logits, labels):
-    return _sparsemax_binary(logits, labels), (logits, labels)
+    return _sparsemax_binary.fun(logits, labels), (logits, labels)
 
 
 def _sparsemax_binary_bwd(res, g):

@@ -171,7 +171,8 @@ def ntxent(embeddings, labels, temperature: float = 0.07):
 def _margin(fn, scores, targets, margin):
     s, y = check_elementwise_args(fn, "predictor_outputs", scores, "targets", targets)
     z = margin - y * s
-    return jnp.mean(jnp.where(z > 0, z, 0.0))     # where, not maximum: 0 at the kink
+    # where, not maximum: 0 at the kink; ~(z <= 0), not z > 0: NaN stays NaN (optax's)
+    return jnp.mean(jnp.where(~(z <= 0), z, 0.0))
 
 
 def hinge_loss(predictor_outputs, targets):
@@ -204,4 +205,4 @@ def triplet_margin_loss(anchors, positives, negatives, axis=-1, norm_degree: flo
     def dist(x, y):
         return jnp.power(jnp.sum(jnp.power(jnp.abs(x - y), p), axis=-1) + eps, 1.0 / p)
     z = dist(a, pos) - dist(a, neg) + margin
-    return jnp.mean(jnp.where(z > 0, z, 0.0))
+    return jnp.mean(jnp.where(~(z <= 0), z, 0.0))      # NaN stays NaN, as optax's
