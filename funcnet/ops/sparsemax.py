@@ -32,8 +32,11 @@ __all__ = ["sparsemax", "multiclass_sparsemax_loss", "sparsemax_loss"]
 # ------------------------------------------------------------------------- sparsemax
 def sparsemax_last(z):
     """Sparsemax over the last axis: sort descending, ``k = max{k : 1 + k u_k > sum_{j<=k}
-    u_j}``, ``tau = (sum_{j<=k} u_j - 1) / k``, ``p = max(z - tau, 0)``. A ``-inf`` score
-    gets 0 (a masked class), as long as one score of the row is finite."""
+    u_j}``, ``tau = (sum_{j<=k} u_j - 1) / k``, ``p = max(z - tau, 0)``, on ``z - max(z)``
+    (sparsemax is shift-invariant; unshifted, ``sum u_j - 1`` rounds to ``sum u_j`` at
+    large scores, e.g. 3e7 in float32 or 300 in bfloat16, and every ``p`` to 0). A
+    ``-inf`` score gets 0 (a masked class), as long as one score of the row is finite."""
+    z = z - jax.lax.stop_gradient(jnp.max(z, axis=-1, keepdims=True))
     u = jnp.flip(jnp.sort(z, axis=-1), axis=-1)   # no unary minus: NumPy inputs too
     cumsum = jnp.cumsum(u, axis=-1)
     ks = jnp.arange(1, z.shape[-1] + 1, dtype=z.dtype).reshape((1,) * (z.ndim - 1) + (-1,))

@@ -154,3 +154,28 @@ def test_concrete_labels_out_of_range_are_refused():
         ops.sparsemax_loss(jnp.asarray(Z), jnp.full((6, 7), 2))
     with pytest.raises(ValueError, match=r"multiclass_sparsemax_loss: labels hold 7"):
         ops.multiclass_sparsemax_loss(jnp.asarray(Z), jnp.full((6,), 7))
+
+
+@pytest.mark.parametrize("dtype, big", [(jnp.float32, 3e7), (jnp.bfloat16, 300.0),
+                                        (jnp.float16, 3000.0), (jnp.float32, -1e4)])
+def test_large_scores_keep_the_simplex(dtype, big):
+    """sparsemax is shift-invariant and computed on z - max(z): at scores where
+    ``sum(u) - 1`` rounds to ``sum(u)`` it still gives a distribution (before: all zeros
+    at [3e7, 0, 0] in float32 and a sum of 0.999 at -1e4 everywhere), op and twin alike,
+    and the multiclass loss is the exact one."""
+    z = jnp.asarray([[big, 0.0, 0.0]] if big > 0 else [[big] * 3], dtype)
+    want = np.array([[1.0, 0.0, 0.0]] if big > 0 else [[1 / 3] * 3])
+    for mode in (False, True):
+        if mode:
+            with ops.reference_mode():
+                p = ops.sparsemax(z)
+        else:
+            p = ops.sparsemax(z)
+        assert p.dtype == dtype
+        np.testing.assert_allclose(np.asarray(p, np.float64), want, atol=1e-3,
+                                   err_msg=f"reference_mode={mode}")
+    label = jnp.asarray([0])
+    loss, grad = jax.value_and_grad(ops.multiclass_sparsemax_loss)(z, label)
+    exact = 0.0 if big > 0 else 1 / 3
+    np.testing.assert_allclose(float(loss), exact, atol=1e-3)
+    np.testing.assert_allclose(np.asarray(grad, np.float64), want - np.eye(3)[[0]], atol=1e-3)
