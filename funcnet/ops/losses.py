@@ -331,10 +331,25 @@ def safe_softmax_cross_entropy(logits, labels):
     logit is ``-inf`` and its label 0; funcnet's :func:`softmax_cross_entropy` already
     takes ``0 log 0 = 0`` there (value and gradient), so this is the same op with the
     labels required to be floating (one-hot / probabilities ``(..., C)``, the logits'
-    shape). Formulas, residuals and errors: those of :func:`softmax_cross_entropy`.
+    shape). One addition, optax's: a row whose logits are all ``-inf`` and whose labels
+    are all 0 (a padded row) adds 0 to the sum, with a zero gradient, where
+    :func:`softmax_cross_entropy` is NaN (no finite logit to normalise by). Formulas,
+    residuals and errors: those of :func:`softmax_cross_entropy`.
     """
     _checks.check_float("safe_softmax_cross_entropy", "labels", labels)
-    return softmax_cross_entropy(logits, labels)
+    return softmax_cross_entropy(empty_rows_zeroed(logits, labels), labels)
+
+
+def empty_rows_zeroed(logits, labels):
+    """``logits`` with each row that is all ``-inf`` and has all-0 labels set to 0, a row
+    that then adds ``-sum 0 log(1/C) = 0`` and no gradient (shared with the twin); as
+    they are when the shapes differ (the loss's check then names them)."""
+    if jnp.shape(logits) != jnp.shape(labels):
+        return logits
+    logits = jnp.asarray(logits)
+    empty = (jnp.all(logits == -jnp.inf, axis=-1, keepdims=True)
+             & jnp.all(jnp.asarray(labels) == 0, axis=-1, keepdims=True))
+    return jnp.where(empty, jnp.zeros((), logits.dtype), logits)
 
 
 # ---------------------------------------------------------- cross-entropy on probabilities

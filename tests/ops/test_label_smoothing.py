@@ -53,6 +53,28 @@ def test_safe_softmax_cross_entropy_equals_optax_at_minus_inf():
     assert_close(got, want, 1e-12, "safe_softmax_cross_entropy")
 
 
+def test_safe_softmax_cross_entropy_gives_a_padded_row_zero_as_optax():
+    """A row of all -inf logits with all-0 labels (padding) adds 0, as optax's safe
+    variant: the value equals optax's, the gradient is optax's on the other rows and 0 on
+    the padded one (optax's is NaN there); the twin agrees. With label mass on such a row
+    the loss stays NaN (no finite logit), as optax's."""
+    x = jnp.asarray([[-jnp.inf] * 3, [1.0, 2.0, 3.0], [0.5, -jnp.inf, 0.0]])
+    t = jnp.asarray([[0.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.3, 0.0, 0.7]])
+    with jax.numpy_dtype_promotion("standard"):
+        want, want_g = jax.value_and_grad(
+            lambda a: optax.losses.safe_softmax_cross_entropy(a, t).mean())(x)
+    for mode in (False, True):
+        if mode:
+            with ops.reference_mode():
+                got, g = jax.value_and_grad(ops.safe_softmax_cross_entropy)(x, t)
+        else:
+            got, g = jax.value_and_grad(ops.safe_softmax_cross_entropy)(x, t)
+        np.testing.assert_allclose(got, want, rtol=1e-12, err_msg=f"reference_mode={mode}")
+        np.testing.assert_array_equal(g[0], np.zeros(3))
+        assert_close(g[1:], want_g[1:], 1e-12, f"gradient, reference_mode={mode}")
+    assert np.isnan(ops.safe_softmax_cross_entropy(x, t.at[0, 1].set(1.0)))
+
+
 @pytest.mark.parametrize("call, exc, match", [
     (lambda t: ops.smooth_labels(t, 1.5), ValueError,
      r"smooth_labels: alpha must be in \[0, 1\], got 1.5"),

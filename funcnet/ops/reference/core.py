@@ -17,7 +17,7 @@ from funcnet.ops._arrays import as_array, compute_dtype
 from funcnet.ops._labels import mask_log, num_rows, one_hot, take_labels, valid_labels
 from funcnet.ops.activations import check_softmax_args, stable_log_softmax, stable_softmax
 from funcnet.ops.linear import check_affine_args, check_matmul_args
-from funcnet.ops.losses import (check_cross_entropy_args, check_integer_labels,
+from funcnet.ops.losses import (check_cross_entropy_args, check_integer_labels, empty_rows_zeroed,
                                 check_multiclass_hinge_args, check_softmax_cross_entropy_args)
 from funcnet.ops.losses_elementwise import (check_binary_cross_entropy_args,
                                             check_elementwise_args, clip_bounds)
@@ -96,7 +96,7 @@ def softmax_cross_entropy_with_integer_labels(logits, labels, axis=-1, where=Non
 
 def safe_softmax_cross_entropy(logits, labels):
     _checks.check_float("safe_softmax_cross_entropy", "labels", labels)
-    return softmax_cross_entropy(logits, labels)
+    return softmax_cross_entropy(empty_rows_zeroed(logits, labels), labels)
 
 
 def cross_entropy(probs, labels, eps: float = 1e-7):
