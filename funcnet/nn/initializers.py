@@ -43,6 +43,7 @@ import jax
 import jax.numpy as jnp
 
 from funcnet import _checks
+from funcnet._random import draw
 
 __all__ = [
     "Initializer", "compute_fans", "variance_scaling", "he_normal", "he_uniform",
@@ -118,13 +119,16 @@ def variance_scaling(scale: float, mode: str, distribution: str, in_axis=-2, out
         n = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[mode]
         var = scale / n
         if distribution == "normal":
-            return jax.random.normal(key, shape, dtype) * jnp.asarray(math.sqrt(var), dtype)
+            return draw(lambda k, s: jax.random.normal(k, s, dtype), key, shape) * jnp.asarray(
+                math.sqrt(var), dtype)
         if distribution == "uniform":
             a = math.sqrt(3.0 * var)
-            return jax.random.uniform(key, shape, dtype, minval=-a, maxval=a)
+            return draw(lambda k, s: jax.random.uniform(k, s, dtype, minval=-a, maxval=a), key,
+                        shape)
         # std of N(0, 1) truncated to [-2, 2]
         std = math.sqrt(var) / .87962566103423978
-        return jax.random.truncated_normal(key, -2, 2, shape, dtype) * jnp.asarray(std, dtype)
+        return draw(lambda k, s: jax.random.truncated_normal(k, -2, 2, s, dtype), key,
+                    shape) * jnp.asarray(std, dtype)
 
     return init
 
@@ -175,7 +179,8 @@ def normal(stddev: float = 1e-2, dtype=None) -> Initializer:
 
     def init(key, shape, dtype=default_dtype):
         dtype = _checks.check_dtype("normal", "dtype", dtype)
-        return jax.random.normal(key, tuple(shape), dtype) * jnp.asarray(stddev, dtype)
+        return draw(lambda k, s: jax.random.normal(k, s, dtype), key, shape) * jnp.asarray(
+            stddev, dtype)
     return init
 
 
@@ -187,8 +192,8 @@ def truncated_normal(stddev: float = 1e-2, dtype=None, lower: float = -2.0,
 
     def init(key, shape, dtype=default_dtype):
         dtype = _checks.check_dtype("truncated_normal", "dtype", dtype)
-        return jax.random.truncated_normal(key, lower, upper, tuple(shape),
-                                           dtype) * jnp.asarray(stddev, dtype)
+        return draw(lambda k, s: jax.random.truncated_normal(k, lower, upper, s, dtype), key,
+                    shape) * jnp.asarray(stddev, dtype)
     return init
 
 
@@ -202,7 +207,8 @@ def uniform(scale: float = 1e-2, dtype=None) -> Initializer:
 
     def init(key, shape, dtype=default_dtype):
         dtype = _checks.check_dtype("uniform", "dtype", dtype)
-        return jax.random.uniform(key, tuple(shape), dtype, minval=0.0, maxval=scale)
+        return draw(lambda k, s: jax.random.uniform(k, s, dtype, minval=0.0, maxval=scale),
+                    key, shape)
     return init
 
 

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from funcnet import _checks
+from funcnet._random import draw
 from funcnet.ops._arrays import as_array
 from funcnet.ops._mode import has_twin
 from funcnet.ops._mesh import defvjp
@@ -38,7 +39,7 @@ def check_dropout_args(fn: str, x, rate, key, broadcast_dims=()):
 def keep_mask(key, rate, shape):
     """Boolean keep mask, ``P(keep) = 1 - rate``; a pure function of ``key`` (a traced
     ``rate`` of the default float dtype draws the mask of the same Python float)."""
-    return jax.random.bernoulli(key, 1.0 - rate, shape)
+    return draw(lambda k, s: jax.random.bernoulli(k, 1.0 - rate, s), key, shape)
 
 
 def keep_probability(rate, dtype):

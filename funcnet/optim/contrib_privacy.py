@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from funcnet import _checks
+from funcnet._random import normal_like
 from funcnet.optim.aliases import _lr
 from funcnet.optim.base import check_hyperparameter, check_state, optimizer
 from funcnet.optim.combine import chain
@@ -80,7 +81,7 @@ def differentially_private_aggregate(l2_norm_clip, noise_multiplier, key=None, *
         batch = leaves[0].shape[0]
         new_key, *keys = jax.random.split(state.rng_key, len(leaves) + 1)
         std = jnp.asarray(l2_norm_clip) * jnp.asarray(noise_multiplier)
-        noised = [(g + std.astype(g.dtype) * jax.random.normal(k, g.shape, g.dtype)) / batch
+        noised = [(g + std.astype(g.dtype) * normal_like(k, g)) / batch
                   for g, k in zip(clipped, keys)]
         return treedef.unflatten(noised), DifferentiallyPrivateAggregateState(new_key)
 

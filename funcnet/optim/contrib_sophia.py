@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from funcnet import _checks
+from funcnet._random import draw
 from funcnet.optim.adaptive import debiased_mean, keep_dtypes
 from funcnet.optim.adaptive_more import _check_betas
 from funcnet.optim.base import (
@@ -70,7 +71,7 @@ def hutchinson_estimator_diag_hessian(random_seed=None):
         leaves, treedef = jax.tree_util.tree_flatten(params)
         dt = tree_dtype(fn, params, "lowest")
         signs = treedef.unflatten([
-            jax.random.rademacher(k, jnp.shape(x), jnp.float32).astype(dt)
+            draw(lambda k, s: jax.random.rademacher(k, s, jnp.float32), k, jnp.shape(x)).astype(dt)
             for k, x in zip(jax.random.split(sub, len(leaves)), leaves)])
         hvp = jax.jvp(jax.grad(obj_fn), (params,), (signs,))[1]
         return _map(lambda h, z: h * z.astype(h.dtype), hvp, signs), state._replace(key=key)

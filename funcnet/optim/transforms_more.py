@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from funcnet import _checks
+from funcnet._random import normal_like
 from funcnet.optim.base import (
     EmptyState, _wide, abs_sq, check_hyperparameter, check_state, check_trees_match, optimizer,
     safe_increment, zero_count)
@@ -218,7 +219,7 @@ def add_noise(eta, gamma, key=None, *, seed=None):
         rng_key, sample_key = jax.random.split(state.rng_key)
         leaves, treedef = jax.tree_util.tree_flatten(updates)
         keys = jax.random.split(sample_key, len(leaves))
-        out = [g + std.astype(g.dtype) * jax.random.normal(k, g.shape, g.dtype)
+        out = [g + std.astype(g.dtype) * normal_like(k, g)
                for g, k in zip(leaves, keys)]
         return treedef.unflatten(out), state._replace(count=count, rng_key=rng_key)
 
