@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import funcnet.ops as ops
-from funcnet.gradcheck import check_grads_rev, check_vjp, numerical_grad
+from funcnet.gradcheck import assert_close, check_grads_rev, check_vjp, numerical_grad
 
 
 def test_numerical_grad_over_a_pytree():
@@ -115,3 +115,74 @@ def test_check_grads_rev_on_custom_vjp_op():
     check_grads_rev(ops.tanh, (jnp.linspace(-1.0, 1.0, 5),), order=2)
     with pytest.raises(Exception):  # forward mode is not defined for custom_vjp
         jax.jvp(ops.tanh, (jnp.ones(3),), (jnp.ones(3),))
+
+
+def _rule(fwd_fn, bwd_fn):
+    """A ``custom_vjp`` function of one argument with the given forward and backward."""
+    f = jax.custom_vjp(fwd_fn)
+    f.defvjp(lambda x: (fwd_fn(x), x), lambda x, g: (bwd_fn(x, g),))
+    return f
+
+
+Z = jnp.asarray(np.random.default_rng(0).normal(size=(2, 3))
+                + 1j * np.random.default_rng(1).normal(size=(2, 3)))
+
+
+def test_numerical_grad_of_complex_input_is_jax_grads_convention():
+    f = lambda z: jnp.sum(jnp.abs(z) ** 2 + jnp.real(z) * jnp.imag(z))  # noqa: E731
+    assert_close(numerical_grad(f, Z), jax.grad(f)(Z), 1e-8)
+    mixed = {"z": Z, "x": jnp.linspace(-1.0, 1.0, 4)}
+    g = lambda t: f(t["z"]) + jnp.sum(t["x"] ** 3)  # noqa: E731
+    assert_close(numerical_grad(g, mixed), jax.grad(g)(mixed), 1e-8)
+    with pytest.raises(TypeError, match="f must return a real scalar"):
+        numerical_grad(lambda z: jnp.sum(z), Z)
+
+
+def test_check_vjp_on_complex_inputs_and_outputs():
+    good = _rule(jnp.sin, lambda z, g: g * jnp.cos(z))
+    out = check_vjp(good, jnp.sin, (Z,))
+    assert jnp.iscomplexobj(out["grads"][0])
+    conjugated = _rule(jnp.sin, lambda z, g: jnp.conj(g * jnp.cos(z)))
+    with pytest.raises(AssertionError, match="vjp vs reference"):
+        check_vjp(conjugated, jnp.sin, (Z,))
+    with pytest.raises(AssertionError, match="output"):        # the imaginary part dropped
+        check_vjp(lambda z: jnp.sin(z).real.astype(z.dtype), jnp.sin, (Z,), fd_rtol=None)
+    with pytest.raises(AssertionError, match="max abs error 5"):
+        assert_close(np.array([1 + 0j]), np.array([1 + 5j]), 1e-10)
+
+
+def test_check_vjp_differentiates_the_float_leaves_of_a_mixed_pytree():
+    """A pytree argument holding float and integer leaves (an embedding table and its
+    ids) is differentiated in its float leaves, the integer ones held fixed."""
+    params = {"w": jnp.asarray(np.random.default_rng(2).normal(size=(5, 3))),
+              "ids": jnp.array([0, 3, 1, 3])}
+
+    def gather(scale):
+        f = jax.custom_vjp(lambda p: p["w"][p["ids"]])
+        f.defvjp(lambda p: (p["w"][p["ids"]], p), lambda p, g: ({
+            "w": scale * jnp.zeros_like(p["w"]).at[p["ids"]].add(g),
+            "ids": np.zeros(p["ids"].shape, jax.dtypes.float0)},))
+        return f
+
+    out = check_vjp(gather(1.0), lambda p: p["w"][p["ids"]], (params,))
+    assert out["grads"][0]["w"].shape == (5, 3)
+    with pytest.raises(AssertionError, match="vjp vs reference"):
+        check_vjp(gather(10.0), lambda p: p["w"][p["ids"]], (params,))
+
+
+def test_assert_close_with_non_finite_expected_values():
+    """An infinity in the expected leaf must be matched, and does not widen the bound of
+    the leaf's other entries; the same infinity or NaN on both sides is equal."""
+    with pytest.raises(AssertionError, match="where np.float64.inf. was expected"):
+        assert_close(np.array([1.0, 2.0]), np.array([np.inf, 2.0]), 1e-10)
+    with pytest.raises(AssertionError, match="max abs error"):
+        assert_close(np.array([np.inf, 999.0]), np.array([np.inf, 2.0]), 1e-10)
+    with pytest.raises(AssertionError, match="max abs error"):
+        assert_close(np.array([np.nan, 2.0]), np.array([1.0, 2.0]), 1e-10)
+    assert_close(np.array([-np.inf, np.nan, 1.0]), np.array([-np.inf, np.nan, 1.0]), 1e-12)
+    x = jnp.array([0.0, 1.0, 2.0, 3.0])     # sqrt's gradient is inf at 0
+    wrong = _rule(jnp.sqrt, lambda x, g: 7.0 * g * 0.5 / jnp.sqrt(x))
+    with pytest.raises(AssertionError, match="max abs error"):
+        check_vjp(wrong, jnp.sqrt, (x,), fd_rtol=None, cotangent=jnp.ones(4))
+    check_vjp(_rule(jnp.sqrt, lambda x, g: g * 0.5 / jnp.sqrt(x)), jnp.sqrt, (x,),
+              fd_rtol=None, cotangent=jnp.ones(4))
