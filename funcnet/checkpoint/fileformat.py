@@ -11,7 +11,8 @@ The file is an uncompressed ``.npz`` (zip) archive with the members
   bytes.
 
 Invariant: a file is either absent, the previous complete file, or the new complete file.
-Writes go to a temporary ``.<name>.tmp-<writer>-<pid>-<random>`` in the same directory,
+Writes go to a temporary ``.<name>.tmp-<writer>-<pid>-<random>`` (``name`` cut to fit 255
+bytes) in the same directory,
 which is flushed, fsynced and renamed over the target with ``os.replace`` (atomic on POSIX
 and Windows); the directory is fsynced afterwards. A writer killed at any moment leaves
 the previous file and at worst a hidden temporary, which a later save removes (see
@@ -139,6 +140,21 @@ def check_path(fn: str, name: str, path) -> Path:
     return Path(path)
 
 
+NAME_MAX = 255     # bytes in one file name (Linux, macOS, Windows)
+
+
+def _temp_name(name: str) -> str:
+    """``.<name>.tmp-<writer>-<pid>-<random>``; where that would pass :data:`NAME_MAX`
+    bytes, ``name`` is cut to fit (a target name of 220-255 bytes can still be saved; such
+    a temporary, if its writer dies, is not recognised by
+    :func:`remove_stale_temporaries`, whose ``target`` sees the cut name)."""
+    tail = f".tmp-{WRITER_TAG}-{os.getpid()}-{secrets.token_hex(4)}"
+    room = NAME_MAX - 1 - len(os.fsencode(tail))
+    while len(os.fsencode(name)) > room:       # characters may take several bytes
+        name = name[:-1]
+    return f".{name}{tail}"
+
+
 def write(path: Path, tree, *, step: int | None, metadata: dict) -> None:
     """Encodes ``tree`` and writes it atomically to ``path`` (parents are created)."""
     description, leaves = encode(tree)
@@ -149,8 +165,7 @@ def write(path: Path, tree, *, step: int | None, metadata: dict) -> None:
     members.update({f"leaf_{i}": leaf for i, leaf in enumerate(leaves)})
     members[CHECKSUM_MEMBER] = _digest(header, leaves)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.tmp-{WRITER_TAG}-{os.getpid()}-"
-                          f"{secrets.token_hex(4)}")
+    temp = path.with_name(_temp_name(path.name))
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with os.fdopen(fd, "wb") as f:

@@ -309,11 +309,17 @@ def _like_kind(like, path: str) -> tuple[str, str]:
                     f"{show(path)}")
 
 
+def _native(dtype):
+    """``dtype`` in native byte order (``'>f8'`` is float64): what ``save`` stores and
+    ``restore`` returns; key dtypes as they are."""
+    return dtype.newbyteorder("=") if isinstance(dtype, np.dtype) else dtype
+
+
 def _place(value, like, path: str):
     """``value`` as a jax.Array, on ``like``'s sharding if it has one."""
     sharding = getattr(like, "sharding", None)
     out = jax.device_put(value, sharding) if sharding is not None else jax.device_put(value)
-    if out.dtype != like.dtype:
+    if out.dtype != _native(like.dtype):
         raise CheckpointError(f"{show(path)}: cannot hold dtype {like.dtype} as a jax.Array "
                               f"(got {out.dtype}; is jax_enable_x64 off?)", damaged=False)
     return out
@@ -384,7 +390,7 @@ def build(description, leaves: list[np.ndarray], like=FREE,
             if tuple(value.shape) != tuple(like.shape):
                 raise mismatch(path, f"file has shape {tuple(value.shape)}, like has "
                                      f"{tuple(like.shape)}")
-            if value.dtype != like.dtype:
+            if value.dtype != _native(like.dtype):
                 raise mismatch(path, f"file has dtype {value.dtype}, like has {like.dtype}")
             return _place(value, like, path)
         names, items = _children(node, kind, path)

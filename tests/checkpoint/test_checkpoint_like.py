@@ -121,3 +121,15 @@ def test_a_typed_key_of_like_takes_its_raw_key_data_and_nothing_else(tmp_path):
     with pytest.raises(CheckpointError, match=r"key: file has shape \(2,\), like has \(\)"):
         checkpoint.restore(tmp_path / "c.npz", like={"key": jax.random.key(0, impl="rbg"),
                                                      "other": np.zeros(3, np.uint32)})
+
+
+def test_a_non_native_byte_order_leaf_of_like_restores(tmp_path):
+    """``save`` stores a big-endian array (``np.frombuffer`` of a file format) in native
+    order; the same tree as ``like`` restores it rather than calling it a dtype mismatch."""
+    tree = {"w": np.frombuffer(np.array([1.5, -2.0, 3.25], ">f4").tobytes(), ">f4")}
+    path = checkpoint.save(tmp_path / "c.npz", tree)
+    out = checkpoint.restore(path, like=tree)[1]["w"]
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, [1.5, -2.0, 3.25])
+    with pytest.raises(CheckpointError, match="file has dtype float32, like has >f8"):
+        checkpoint.restore(path, like={"w": np.zeros(3, ">f8")})

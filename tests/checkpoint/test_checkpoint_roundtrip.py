@@ -211,3 +211,15 @@ def test_save_creates_parents_and_overwrites(tmp_path):
     checkpoint.save(path, {"v": np.zeros(1)})
     assert checkpoint.restore(path)[1]["v"][0] == 0.0
     assert sorted(p.name for p in path.parent.iterdir()) == ["c.npz"]
+
+
+@pytest.mark.parametrize("length", [230, 255])
+def test_a_file_name_up_to_the_os_limit_saves(tmp_path, length):
+    """The temporary's name, ``.<name>.tmp-...``, is cut to fit 255 bytes, so any name the
+    file system accepts can be saved (multi-byte characters are not cut in two)."""
+    for stem in ("m" * (length - 4), "é" * ((length - 4) // 2)):
+        path = tmp_path / (stem + ".npz")
+        checkpoint.save(path, {"w": np.arange(3.0)})
+        np.testing.assert_array_equal(checkpoint.restore(path)[1]["w"], np.arange(3.0))
+        assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+        path.unlink()
