@@ -86,6 +86,15 @@ def describe(value) -> str:
             else type(value).__name__)
 
 
+def check_layer(fn: str, name: str, value) -> Layer:
+    """``TypeError`` unless ``value`` is a :class:`Layer` (a function, or a layer factory
+    not called, names its type)."""
+    if not isinstance(value, Layer):
+        raise TypeError(f"{fn}: {name} must be a Layer (init, apply), got "
+                        f"{type(value).__name__}")
+    return value
+
+
 def check_keeps_shape(name: str, x_shape, y_shape, why: str) -> None:
     """``ValueError`` unless the inner layer maps ``x_shape`` to itself (``Residual``,
     ``Repeat``); ``why`` says what needs it."""

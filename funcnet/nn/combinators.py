@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 
 from funcnet import _checks
-from funcnet.nn.base import (Layer, ValueLayer, apply_child, check_keeps_shape,
+from funcnet.nn.base import (Layer, ValueLayer, apply_child, check_keeps_shape, check_layer,
                              check_no_params, check_train, describe, fmt, init_child)
 from funcnet._describe import described
 
@@ -45,11 +45,7 @@ __all__ = ["serial", "parallel", "FanOut", "FanInSum", "FanInConcat", "Identity"
 
 
 def _check_layers(fn: str, layers) -> tuple:
-    for i, layer in enumerate(layers):
-        if not isinstance(layer, Layer):
-            raise TypeError(f"{fn}: argument {i} must be a Layer (init, apply), got "
-                            f"{type(layer).__name__}")
-    return tuple(layers)
+    return tuple(check_layer(fn, f"argument {i}", layer) for i, layer in enumerate(layers))
 
 
 def _check_entries(fn: str, what: str, tree, names: Sequence[str]) -> None:

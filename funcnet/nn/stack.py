@@ -108,9 +108,7 @@ def Repeat(layer: Layer, n: int, *, remat: bool = False, policy=None,
       Flax ``nn.scan`` / ``nn.remat_scan``; Chen et al. (2016), "Training Deep Nets with
       Sublinear Memory Cost", https://arxiv.org/abs/1604.06174.
     """
-    if not isinstance(layer, Layer):
-        raise TypeError(f"Repeat: layer must be a Layer (init, apply), got "
-                        f"{type(layer).__name__}")
+    base.check_layer("Repeat", "layer", layer)
     n = _checks.static_int("Repeat", "n", n, minimum=1)
     name = f"Repeat({layer.name}, {n})"
     remat = _checks.static_bool(name, "remat", remat)

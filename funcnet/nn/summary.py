@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import jax
 
-from funcnet.nn.base import Layer, apply_shape, count_params, fmt, is_shape, record_inits
+from funcnet.nn.base import (Layer, apply_shape, check_layer, count_params, fmt, is_shape,
+                              record_inits)
 
 __all__ = ["count_params", "summary"]
 
@@ -61,9 +62,11 @@ def summary(model: Layer, input_shape, input_dtype=None) -> str:
 
     Raises:
       ValueError: ``model.apply`` returns another shape than ``model.init`` promised.
-      TypeError: an input of the wrong dtype (float lengths, say): the message shows
+      TypeError: ``model`` is not a Layer (a function, or ``nn.Dense`` not called); an
+        input of the wrong dtype (float lengths, say): the message shows
         the dtypes traced and how to pass ``input_dtype``.
     """
+    check_layer("summary", "model", model)
     out = {}
 
     def init(key):

@@ -18,7 +18,7 @@ from __future__ import annotations
 import jax
 
 from funcnet import _checks, ops
-from funcnet.nn.base import (Layer, apply_child, check_train, fmt, init_child, is_shape,
+from funcnet.nn.base import (Layer, apply_child, check_layer, check_train, fmt, init_child, is_shape,
                              promote)
 from funcnet.nn.combinators import Identity
 from funcnet.nn.embedding import Embedding
@@ -90,9 +90,7 @@ def TiedEmbedding(num_embeddings: int, features: int, body: Layer = Identity, *,
     """
     V = _checks.static_int("TiedEmbedding", "num_embeddings", num_embeddings, minimum=1)
     F = _checks.static_int("TiedEmbedding", "features", features, minimum=1)
-    if not isinstance(body, Layer):
-        raise TypeError(f"TiedEmbedding: body must be a Layer (init, apply), got "
-                        f"{type(body).__name__}")
+    check_layer("TiedEmbedding", "body", body)
     embed = Embedding(V, F, embedding_init=embedding_init, dtype=dtype)
     name = f"TiedEmbedding({V}, {F}, {body.name})"
 

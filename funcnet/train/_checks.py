@@ -11,7 +11,7 @@ from jax.sharding import Mesh
 
 from funcnet import _checks
 from funcnet._checks import is_array
-from funcnet.nn import Layer
+from funcnet.nn.base import check_layer
 from funcnet.train.metrics import class_labels, class_layout, default_metrics
 
 
@@ -19,9 +19,7 @@ def check_model_args(fn: str, model, loss_fn, metrics_fn, compute_dtype):
     """What ``train_step``, ``fit`` and ``evaluate`` share: a Layer, a callable loss, an
     optional callable metrics function, ``compute_dtype`` ``None`` or a floating dtype
     (returned resolved)."""
-    if not isinstance(model, Layer):
-        raise TypeError(f"{fn}: model must be a funcnet.nn.Layer (init, apply), got "
-                        f"{type(model).__name__}")
+    check_layer(fn, "model", model)
     _checks.check_callable(fn, "loss_fn", loss_fn, "loss_fn(logits, labels) -> scalar")
     if metrics_fn is not None:
         _checks.check_callable(fn, "metrics_fn", metrics_fn,

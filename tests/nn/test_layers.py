@@ -271,3 +271,8 @@ def test_summary_and_count_params():
     assert "Non-trainable state: 400" in text and "Total params: 90,010" in text
     nested = nn.serial(nn.serial(nn.Dense(3), nn.ReLU()), nn.Dense(2))
     assert "0.0 Dense(3)" in nn.summary(nested, (-1, 4))
+    for not_a_layer, kind in ((lambda x: x, "function"), (nn.Dense, "function"),
+                              (mlp, "function"), ((), "tuple")):
+        with pytest.raises(TypeError, match=f"summary: model must be a Layer .init, apply., "
+                                            f"got {kind}"):
+            nn.summary(not_a_layer, (-1, 4))

@@ -120,7 +120,7 @@ STEP_FACTORIES = (parallel.pmap_train_step, parallel.sharded_train_step,
 
 
 @pytest.mark.parametrize("kwargs, exc, match", [
-    ({"model": "m"}, TypeError, "train_step: model must be a funcnet.nn.Layer"),
+    ({"model": "m"}, TypeError, "train_step: model must be a Layer"),
     ({"opt": nn.ReLU()}, TypeError, "train_step: opt must be an optimizer"),
     ({"loss_fn": 3}, TypeError, "train_step: loss_fn must be callable"),
     ({"metrics_fn": 3}, TypeError, "train_step: metrics_fn must be callable"),
