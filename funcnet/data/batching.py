@@ -65,12 +65,13 @@ def batches(x, y, batch_size: int, *, key=None,
     Raises:
       ValueError: the first dimensions of ``x`` and ``y`` differ, or ``batch_size`` is not in
         ``[1, N]``.
-      TypeError: ``x`` or ``y`` is not an array, ``batch_size`` is not an int, or ``key``
-        is not a key or int.
+      TypeError: ``x`` or ``y`` is not an array, ``batch_size`` is not an int, ``key`` is
+        not a key or int, or ``drop_last`` is not a bool.
     """
     fn = "batches"
     n = _checks.check_same_leading(fn, {"x": x, "y": y})
     batch_size = _checks.check_batch_size(fn, batch_size, n)
+    drop_last = _checks.static_bool(fn, "drop_last", drop_last)
     order = (np.arange(n) if key is None else np.asarray(
         jax.random.permutation(_checks.check_key(fn, key, allow_seed=True), n)))
     return _rows(x, y, order, batch_size, drop_last)
@@ -97,13 +98,21 @@ _fold_in = jax.jit(jax.random.fold_in)
 
 
 def _takes_key(transform) -> bool:
-    """Whether ``transform`` takes a third argument (its key): ``f(xb, yb, key)``."""
+    """Whether ``transform`` needs a third positional argument (its key): ``f(xb, yb, key)``.
+
+    That is a third positional parameter without a default, or ``*args`` in its place
+    (``f(xb, yb, *args)``). A third parameter with a default (``f(xb, yb, factor=0.5)``)
+    is an option of a plain transform, left to its default; a keyword-only parameter
+    (``f(xb, yb, *, key=None)``) is never given the key. Without a signature: ``False``.
+    """
     try:
         params = list(inspect.signature(transform).parameters.values())
     except (TypeError, ValueError):
         return False
     positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    return len(positional) >= 3 or any(p.kind is p.VAR_POSITIONAL for p in params)
+    if len(positional) >= 3:
+        return positional[2].default is inspect.Parameter.empty
+    return any(p.kind is p.VAR_POSITIONAL for p in params)
 
 
 def epoch_batches(x, y, batch_size: int, key) -> tuple[jax.Array, jax.Array]:
@@ -173,15 +182,19 @@ class Loader:
       transform: optional ``transform(xb, yb) -> (xb, yb)`` applied to each batch (e.g.
         scaling); it runs in ``fit``'s prefetch thread when there is one (on an
         accelerator by default), else in the training loop. A random augmentation takes a
-        third argument, ``transform(xb, yb, key)``: batch ``i`` of ``epoch`` gets
+        required third positional argument (no default; or ``*args``),
+        ``transform(xb, yb, key)``: batch ``i`` of ``epoch`` gets
         ``fold_in(fold_in(epoch_keys(key, epoch)[0], 1), i)``, so a resumed run augments
         exactly as the uninterrupted one (draw from that key, never from global NumPy
-        state); it needs the Loader's ``key``.
+        state); it needs the Loader's ``key``. A third parameter with a default
+        (``transform(xb, yb, factor=0.5)``) or a keyword-only one is not given a key: the
+        transform is called as ``transform(xb, yb)``.
 
     Raises:
-      ValueError: lengths of ``x`` and ``y`` differ, ``batch_size`` not in ``[1, N]``.
+      ValueError: lengths of ``x`` and ``y`` differ, ``batch_size`` not in ``[1, N]``, or
+        ``transform`` takes a key and ``key`` is ``None``.
       TypeError: ``x`` or ``y`` without ``shape`` and ``dtype``, ``batch_size`` not an int,
-        ``key`` not a key, ``transform`` not callable.
+        ``key`` not a key, ``drop_last`` not a bool, ``transform`` not callable.
     """
 
     def __init__(self, x, y, batch_size: int, *, key=None, drop_last: bool = True,

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from funcnet import _checks
 from funcnet.data._common import to_images
 
 DIGITS_PATH = Path(__file__).with_name("digits.npz")
@@ -43,13 +44,15 @@ def load_digits(*, flatten: bool = False, normalize: bool = True,
       labels ``(1797,)`` int32 in ``0..9``, both NumPy arrays, in the file's fixed order.
 
     Raises:
-      TypeError: ``dtype`` is not floating.
+      TypeError: ``dtype`` is not floating, or ``flatten`` or ``normalize`` is not a bool.
       ValueError: the packaged file is damaged (wrong arrays, shapes or value range).
 
     References:
       E. Alpaydin and C. Kaynak, "Optical Recognition of Handwritten Digits", UCI Machine
       Learning Repository, 1998, https://doi.org/10.24432/C50P49 (CC BY 4.0).
     """
+    flatten = _checks.static_bool("load_digits", "flatten", flatten)
+    normalize = _checks.static_bool("load_digits", "normalize", normalize)
     with np.load(DIGITS_PATH, allow_pickle=False) as archive:
         if set(archive.files) != {"images", "labels"}:
             raise ValueError(

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from funcnet import _checks
 from funcnet.data._common import to_images
 
 IDX_DTYPES = {
@@ -94,7 +95,9 @@ def read_idx(path: str | os.PathLike, *, mmap: bool = False) -> np.ndarray:
       ValueError: naming the file, when the gzip stream is corrupt, the magic number is bad,
         the dtype code is unknown, the file is shorter than its header says (truncated) or
         longer (trailing bytes); with ``mmap``, a gzipped file or a multi-byte dtype.
+      TypeError: ``mmap`` is not a bool.
     """
+    mmap = _checks.static_bool("read_idx", "mmap", mmap)
     path = Path(path)
     if mmap:
         with open(path, "rb") as f:
@@ -120,10 +123,14 @@ class MappedImages:
     ``dtype`` and values) for what a batch loader needs: ``len``, ``shape``, ``dtype``,
     ``ndim`` and row indexing ``images[idx]`` (an int array or a slice), which reads and
     converts only those rows. ``np.asarray(images)`` converts everything (loads the file).
+    Made by :func:`load_mnist` (``mmap=True``), whose ``flatten``, ``normalize`` and
+    ``dtype`` it takes (``TypeError`` for a non-bool flag or a non-floating dtype).
     """
 
     def __init__(self, raw: np.ndarray, max_value: float, *, flatten: bool, normalize: bool,
                  dtype):
+        flatten = _checks.static_bool("MappedImages", "flatten", flatten)
+        normalize = _checks.static_bool("MappedImages", "normalize", normalize)
         self._raw, self._max = raw, max_value
         self._flatten, self._normalize = flatten, normalize
         self.dtype = np.dtype(dtype)
@@ -195,7 +202,13 @@ def load_mnist(directory: str | os.PathLike, *, split: str = "train", flatten: b
       ValueError: ``split`` is unknown; or, naming the file, one is not a valid idx file
         (see :func:`read_idx`), images are not uint8 ``(N, H, W)``, labels are not uint8
         ``(N,)``, the counts differ or a label is out of range.
+      TypeError: ``flatten``, ``normalize`` or ``mmap`` is not a bool, or ``dtype`` is not
+        floating.
     """
+    fn = "load_mnist"
+    flatten = _checks.static_bool(fn, "flatten", flatten)
+    normalize = _checks.static_bool(fn, "normalize", normalize)
+    mmap = _checks.static_bool(fn, "mmap", mmap)
     if split not in MNIST_PREFIXES:
         raise ValueError(f"load_mnist: split must be 'train' or 'test', got {split!r}")
     directory = Path(directory)

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from funcnet import _checks
+from funcnet.data._common import take_rows
 
 
 def _split_counts(counts: np.ndarray, n_test: int) -> np.ndarray:
@@ -33,22 +34,26 @@ def train_test_split(x, y, *, test_fraction: float = 0.2, key, stratify: bool = 
     so class frequencies match in both parts up to one example per class.
 
     Args:
-      x: examples, shape ``(N, ...)``.
-      y: targets, shape ``(N, ...)``; with ``stratify``, integer class labels ``(N,)``.
+      x: examples, shape ``(N, ...)``, or a pytree of such arrays (a dict or tuple of
+        inputs with the same ``N``, as for :func:`batches`): every leaf is split with the
+        same rows, and each part keeps the container.
+      y: targets, shape ``(N, ...)`` (or a pytree, as ``x``); with ``stratify``, one array
+        of integer class labels ``(N,)``.
       test_fraction: fraction of examples for the test part, in ``(0, 1)``.
       key: a JAX PRNG key or an int seed; the same key gives the same split.
       stratify: keep the class proportions of ``y`` in both parts.
 
     Returns:
       ``(x_train, x_test, y_train, y_test)`` (scikit-learn's order), each in shuffled order
-      and of the same kind (NumPy or ``jnp``) as the inputs.
+      and of the same kind (NumPy or ``jnp``, array or pytree) as the inputs.
 
     Raises:
-      ValueError: lengths of ``x`` and ``y`` differ, ``test_fraction`` is outside
-        ``(0, 1)``, either part would be empty, or ``stratify`` with ``y`` not ``(N,)``.
-      TypeError: ``x`` or ``y`` is not an array, ``key`` is not a key or int,
-        ``test_fraction`` is not a real number, ``stratify`` is not a bool;
-        ``stratify`` with non-integer ``y``.
+      ValueError: leading sizes of the arrays of ``x`` and ``y`` differ, ``test_fraction``
+        is outside ``(0, 1)``, either part would be empty, or ``stratify`` with ``y`` not
+        ``(N,)``.
+      TypeError: ``x`` or ``y`` (or one of their leaves) is not an array, ``key`` is not a
+        key or int, ``test_fraction`` is not a real number, ``stratify`` is not a bool;
+        ``stratify`` with ``y`` a pytree or non-integer.
     """
     fn = "train_test_split"
     n = _checks.check_same_leading(fn, {"x": x, "y": y})
@@ -64,6 +69,9 @@ def train_test_split(x, y, *, test_fraction: float = 0.2, key, stratify: bool = 
     if not stratify:
         test_idx, train_idx = perm[:n_test], perm[n_test:]
     else:
+        if not _checks.is_array(y):
+            raise TypeError(f"{fn}: stratify needs y to be one array of integer labels (N,), "
+                            f"got {type(y).__name__}")
         labels = np.asarray(y)
         if labels.ndim != 1:
             raise ValueError(f"{fn}: stratify needs labels of shape (N,), got y with shape "
@@ -78,28 +86,28 @@ def train_test_split(x, y, *, test_fraction: float = 0.2, key, stratify: bool = 
         for c, k in zip(classes, take):
             in_test[np.flatnonzero(shuffled == c)[:k]] = True
         test_idx, train_idx = perm[in_test], perm[~in_test]
-    return x[train_idx], x[test_idx], y[train_idx], y[test_idx]
+    return (take_rows(x, train_idx), take_rows(x, test_idx), take_rows(y, train_idx),
+            take_rows(y, test_idx))
 
 
 def _xp(x):
     return jnp if isinstance(x, jax.Array) else np
 
 
-def _as_float(x):
+def _fit_or_apply(fn: str, x, given: tuple, names: tuple[str, str], fit):
+    """``(xp, x, dtype, a, b)``: ``x`` in its compute dtype, the dtype of the result and
+    the statistics ``(a, b)`` in the compute dtype.
+
+    The result's dtype is ``x``'s floating dtype (float32 for integer or bool ``x``); the
+    compute dtype is that dtype, at least float32 (``_checks.compute_dtype``: the
+    statistics of float16 data overflow in float16). ``given`` holds both statistics
+    (applied as they are, cast to the compute dtype) or neither (``None, None``:
+    ``fit(xp, x)`` computes them); ``xp`` is ``np`` or ``jnp``, the kind of ``x``.
+    """
     xp = _xp(x)
     x = xp.asarray(x)
-    return x if xp.issubdtype(x.dtype, xp.floating) else x.astype(np.float32)
-
-
-def _fit_or_apply(fn: str, x, given: tuple, names: tuple[str, str], fit):
-    """``(xp, x, a, b)``: ``x`` as floats and its statistics ``(a, b)``.
-
-    ``given`` holds both statistics (applied as they are, cast to ``x``'s dtype) or
-    neither (``None, None``: ``fit(xp, x)`` computes them); ``xp`` is ``np`` or ``jnp``,
-    the kind of ``x``.
-    """
-    x = _as_float(x)
-    xp = _xp(x)
+    dtype = x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else np.dtype(np.float32)
+    x = xp.asarray(x, dtype=_checks.compute_dtype(dtype))
     a, b = given
     if (a is None) != (b is None):
         raise ValueError(f"{fn}: pass both {names[0]} and {names[1]} (to apply fitted "
@@ -108,7 +116,7 @@ def _fit_or_apply(fn: str, x, given: tuple, names: tuple[str, str], fit):
         a, b = fit(xp, x)
     else:
         a, b = xp.asarray(a, dtype=x.dtype), xp.asarray(b, dtype=x.dtype)
-    return xp, x, a, b
+    return xp, x, dtype, a, b
 
 
 def standardize(x, *, mean=None, std=None, axis=0, eps: float = 1e-8):
@@ -120,7 +128,9 @@ def standardize(x, *, mean=None, std=None, axis=0, eps: float = 1e-8):
         x_test, _, _ = standardize(x_test, mean=mean, std=std)
 
     Features whose standard deviation is below ``eps`` (e.g. always-blank pixels) are
-    divided by 1 instead, so they stay finite on new data.
+    divided by 1 instead, so they stay finite on new data. The result has ``x``'s dtype;
+    it is computed, and the statistics fitted, in that dtype or float32 if it is smaller
+    (float16 and bfloat16 data, whose variance overflows float16).
 
     Args:
       x: data, e.g. ``(N, D)`` or NHWC; integer data is converted to float32.
@@ -130,7 +140,9 @@ def standardize(x, *, mean=None, std=None, axis=0, eps: float = 1e-8):
       eps: threshold below which a standard deviation counts as zero.
 
     Returns:
-      ``(x_standardized, mean, std)``; ``mean`` and ``std`` keep the reduced axes as size 1.
+      ``(x_standardized, mean, std)``: ``x_standardized`` in ``x``'s floating dtype;
+      ``mean`` and ``std`` in the compute dtype (float32 for half-precision ``x``), with
+      the reduced axes kept as size 1.
 
     Raises:
       ValueError: only one of ``mean`` and ``std`` is given.
@@ -139,8 +151,9 @@ def standardize(x, *, mean=None, std=None, axis=0, eps: float = 1e-8):
         std = xp.std(x, axis=axis, keepdims=True)
         return xp.mean(x, axis=axis, keepdims=True), xp.where(std < eps, xp.ones_like(std), std)
 
-    _, x, mean, std = _fit_or_apply("standardize", x, (mean, std), ("mean", "std"), fit)
-    return (x - mean) / std, mean, std
+    _, x, dtype, mean, std = _fit_or_apply("standardize", x, (mean, std), ("mean", "std"),
+                                           fit)
+    return ((x - mean) / std).astype(dtype, copy=False), mean, std
 
 
 def normalize(x, *, low=None, high=None, axis=None):
@@ -148,6 +161,8 @@ def normalize(x, *, low=None, high=None, axis=None):
 
     Fit on the training set, then apply the same ``low``/``high`` to the test set (whose
     values may then fall slightly outside ``[0, 1]``). Where ``high == low`` the divisor is 1.
+    The result has ``x``'s dtype; it is computed in that dtype or float32 if it is smaller
+    (``high - low`` of float16 data may overflow float16).
 
     Args:
       x: data; integer data is converted to float32.
@@ -156,14 +171,16 @@ def normalize(x, *, low=None, high=None, axis=None):
         as for images; ``0`` scales each feature separately.
 
     Returns:
-      ``(x_scaled, low, high)``; ``low`` and ``high`` keep the reduced axes as size 1.
+      ``(x_scaled, low, high)``: ``x_scaled`` in ``x``'s floating dtype; ``low`` and
+      ``high`` in the compute dtype (float32 for half-precision ``x``), with the reduced
+      axes kept as size 1.
 
     Raises:
       ValueError: only one of ``low`` and ``high`` is given.
     """
-    xp, x, low, high = _fit_or_apply(
+    xp, x, dtype, low, high = _fit_or_apply(
         "normalize", x, (low, high), ("low", "high"),
         lambda xp, x: (xp.min(x, axis=axis, keepdims=True), xp.max(x, axis=axis, keepdims=True)))
     scale = high - low
     scale = xp.where(scale > 0, scale, xp.ones_like(scale))
-    return (x - low) / scale, low, high
+    return ((x - low) / scale).astype(dtype, copy=False), low, high

@@ -214,3 +214,40 @@ def test_a_transform_that_takes_a_key_gets_one_per_batch_and_epoch():
     with pytest.raises(ValueError, match=r"Loader: transform takes a key .*give the Loader "
                                          r"a key="):
         Loader(x, y, 3, transform=noisy)
+
+
+def test_only_a_required_third_argument_makes_a_transform_keyed():
+    """A third positional parameter with a default is an option of a plain transform: it
+    keeps its default and needs no key; *args (or a required third parameter) gets the
+    key; a keyword-only key is not given one."""
+    x, y = np.arange(40.0).reshape(10, 4), np.arange(10)
+    rows = x[Loader(x, y, 3, key=7).order(1)[:3]]
+
+    def scale(xb, yb, factor=0.5):
+        return xb * factor, yb
+
+    np.testing.assert_array_equal(next(iter(Loader(x, y, 3, transform=scale)(1)))[0],
+                                  x[:3] * 0.5)                   # accepted without a key
+    np.testing.assert_array_equal(next(iter(Loader(x, y, 3, key=7, transform=scale)(1)))[0],
+                                  rows * 0.5)                    # factor stays 0.5
+    got = []
+
+    def variadic(xb, yb, *args):
+        got.append(args)
+        return xb, yb
+
+    list(Loader(x, y, 3, key=7, transform=variadic)(1))
+    assert [len(a) for a in got] == [1, 1, 1]                    # *args: one key per batch
+    with pytest.raises(ValueError, match="Loader: transform takes a key"):
+        Loader(x, y, 3, transform=variadic)
+    kw = Loader(x, y, 3, key=7, transform=lambda xb, yb, *, key=None: (xb + (key is None), yb))
+    np.testing.assert_array_equal(next(iter(kw(1)))[0], rows + 1)  # keyword-only: no key
+
+
+@pytest.mark.parametrize("drop_last", ["False", None, 0, np.array(False)])
+def test_batches_rejects_a_drop_last_that_is_not_a_bool(drop_last):
+    x, y = data()
+    with pytest.raises(TypeError, match=rf"^batches: drop_last must be a bool, got "
+                                        rf"{type(drop_last).__name__} "):
+        batches(x, y, 4, drop_last=drop_last)                    # at the call, not at next
+    assert [len(b) for _, b in batches(x, y, 4, drop_last=np.bool_(False))] == [4, 4, 2]

@@ -36,3 +36,9 @@ def test_known_first_label_and_deterministic():
 def test_integer_dtype_rejected():
     with pytest.raises(TypeError, match="floating dtype, got int32"):
         load_digits(dtype=np.int32)
+
+
+@pytest.mark.parametrize("flag", ["flatten", "normalize"])
+def test_flags_must_be_bools(flag):
+    with pytest.raises(TypeError, match=rf"^load_digits: {flag} must be a bool, got str 'no'"):
+        load_digits(**{flag: "no"})

@@ -5,7 +5,7 @@ import struct
 import numpy as np
 import pytest
 
-from funcnet.data import load_mnist, read_idx
+from funcnet.data import MappedImages, load_mnist, read_idx
 
 CODES = {np.dtype(np.uint8): 0x08, np.dtype(np.int8): 0x09, np.dtype(np.int16): 0x0B,
          np.dtype(np.int32): 0x0C, np.dtype(np.float32): 0x0D, np.dtype(np.float64): 0x0E}
@@ -181,3 +181,23 @@ def test_load_mnist_mmap_equals_the_in_memory_arrays(tmp_path, flatten):
     np.testing.assert_array_equal(np.asarray(mx), x)
     with pytest.raises(TypeError, match="images dtype must be a floating dtype"):
         load_mnist(tmp_path, mmap=True, dtype=np.int32)
+
+
+@pytest.mark.parametrize("flag", ["flatten", "normalize", "mmap"])
+def test_load_mnist_flags_must_be_bools(tmp_path, flag):
+    """Checked at the call, before any file is looked for (the directory is empty)."""
+    with pytest.raises(TypeError, match=rf"^load_mnist: {flag} must be a bool, got str "
+                                        rf"'False'"):
+        load_mnist(tmp_path, **{flag: "False"})
+
+
+def test_read_idx_and_mapped_images_flags_must_be_bools(tmp_path):
+    path = write(tmp_path / "a.idx", idx_bytes(np.zeros((2, 3, 3), np.uint8)))
+    with pytest.raises(TypeError, match=r"^read_idx: mmap must be a bool, got int 1"):
+        read_idx(path, mmap=1)
+    raw = read_idx(path, mmap=True)
+    for flag in ("flatten", "normalize"):
+        kwargs = {"flatten": False, "normalize": True, flag: None}
+        with pytest.raises(TypeError, match=rf"^MappedImages: {flag} must be a bool, got "
+                                            rf"NoneType None"):
+            MappedImages(raw, 255, dtype=np.float32, **kwargs)

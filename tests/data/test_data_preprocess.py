@@ -142,3 +142,65 @@ def test_fitted_statistics_are_cast_to_x_and_come_in_pairs(scale, names):
             scale(x, **{name: a})
         with pytest.raises(ValueError, match=match):
             jax.jit(lambda x: scale(x, **{name: a}))(jnp.asarray(x))
+
+
+@pytest.mark.parametrize("kind", [np.asarray, jnp.asarray])
+@pytest.mark.parametrize("dtype", [np.float16, jnp.bfloat16])
+def test_half_precision_is_scaled_in_float32_and_returned_in_its_dtype(kind, dtype):
+    """float16's variance of values ~1000 (and its max - min of +-60000) overflow float16:
+    the statistics are computed in float32 and the result is cast back."""
+    rng = np.random.default_rng(0)
+    x = kind(rng.uniform(0, 1000, (100, 2)).astype(dtype))
+    ref = np.asarray(x).astype(np.float32)
+    z, mean, std = standardize(x)
+    assert z.dtype == dtype and mean.dtype == std.dtype == np.float32
+    np.testing.assert_allclose(np.asarray(std), np.std(ref, 0, keepdims=True), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(z, np.float32), (ref - ref.mean(0)) / ref.std(0),
+                               atol=2e-2)
+    np.testing.assert_array_equal(standardize(x, mean=mean, std=std)[0], z)  # apply == fit
+    wide = kind(np.array([[-60000.0], [0.0], [60000.0]], dtype))
+    scaled, low, high = normalize(wide)
+    assert scaled.dtype == dtype and low.dtype == high.dtype == np.float32
+    np.testing.assert_array_equal(np.asarray(scaled, np.float32), [[0.0], [0.5], [1.0]])
+
+
+def test_float64_statistics_stay_float64():
+    x = 1e8 + np.array([[0.0], [1.0], [2.0]])              # all 1e8 in float32
+    z, mean, std = standardize(x)
+    assert z.dtype == mean.dtype == std.dtype == np.float64
+    np.testing.assert_allclose(z[:, 0], [-np.sqrt(1.5), 0.0, np.sqrt(1.5)], rtol=1e-3)
+    scaled, low, high = normalize(x)
+    assert scaled.dtype == low.dtype == np.float64
+    np.testing.assert_array_equal(scaled[:, 0], [0.0, 0.5, 1.0])
+
+
+@pytest.mark.parametrize("kind", [np.asarray, jnp.asarray])
+@pytest.mark.parametrize("stratify", [False, True])
+def test_split_of_pytree_x_splits_every_leaf_alike(kind, stratify):
+    x, y = data()
+    x, y = kind(x), kind(y)
+    split = train_test_split(x, y, key=3, stratify=stratify)
+    tree = {"image": x, "length": kind(np.arange(50) * 10)}
+    for xs in (tree, (tree["image"], tree["length"])):
+        xtr, xte, ytr, yte = train_test_split(xs, y, key=3, stratify=stratify)
+        assert type(xtr) is type(xs) and type(xte) is type(xs)
+        for part, ref, ys, yref in ((xtr, split[0], ytr, split[2]),
+                                    (xte, split[1], yte, split[3])):
+            image, length = part.values() if isinstance(part, dict) else part
+            np.testing.assert_array_equal(image, ref)          # the rows of the array split
+            np.testing.assert_array_equal(length, np.asarray(ref)[:, 0] / 3 * 10)
+            np.testing.assert_array_equal(ys, yref)
+            assert isinstance(image, type(x)) and isinstance(length, type(x))
+
+
+def test_split_of_pytrees_checks_the_leaves():
+    x, y = data()
+    with pytest.raises(ValueError, match=r"^train_test_split: x\['image'\] has shape \(50, 3\) "
+                                         r"but x\['length'\] has shape \(49,\), expected the "
+                                         r"same leading"):
+        train_test_split({"image": x, "length": np.arange(49)}, y, key=0)
+    ytr, yte = train_test_split(x, {"label": y}, key=0)[2:]      # a pytree y, no stratify
+    assert set(ytr) == set(yte) == {"label"} and len(ytr["label"]) == 40
+    with pytest.raises(TypeError, match=r"^train_test_split: stratify needs y to be one array "
+                                        r"of integer labels \(N,\), got dict"):
+        train_test_split(x, {"label": y}, key=0, stratify=True)
