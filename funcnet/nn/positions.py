@@ -180,7 +180,8 @@ def SinusoidalPositions(max_period: float = 10000.0, *, decode: bool = False,
 
     Shapes:
       input: ``(..., T, F)``, rank >= 2, ``F`` even (a sine and a cosine per frequency);
-        output the same shape and dtype (the encoding is computed in the input's dtype).
+        output the same shape and dtype (the encoding computed in at least float32, cast to
+        the input's dtype).
       segment_ids (``packed=True``): integers ``(..., T)``, ``x``'s shape without ``F``.
       params ``()``; state ``()``, or ``{"index": ()}`` with ``decode=True``.
 

@@ -7,7 +7,9 @@ max_period^(-k/H)``, ``k = 0 .. H-1``::
     e(t) = [sin(t f_0), ..., sin(t f_{H-1}), cos(t f_0), ..., cos(t f_{H-1})]
 
 (the sines then the cosines, as Flax's ``sinusoidal_init`` and tensor2tensor lay them out;
-Vaswani et al. interleave the same values). Backward (floating ``t``)::
+Vaswani et al. interleave the same values). The exponent ``-k/H`` is Vaswani et al.'s;
+DDPM's code (and Flax's ``sinusoidal_init``) divide by ``H - 1`` instead, so their
+frequencies, not their layout, differ from these. Backward (floating ``t``)::
 
     dt = sum_k f_k (dy_sin_k cos(t f_k) - dy_cos_k sin(t f_k))
 
@@ -47,8 +49,11 @@ def angles(t, features: int, max_period: float, dtype):
 
 
 def sinusoidal_forward(t, features: int, max_period: float, dtype):
-    a = angles(t, features, max_period, dtype)
-    return jnp.concatenate([jnp.sin(a), jnp.cos(a)], axis=-1)
+    """``[sin(t f), cos(t f)]`` computed in at least float32 and returned in ``dtype``: in
+    bfloat16 the positions 256 and 257 would be one number, and ``t f`` near ``t = 1000``
+    off by ~2 radians."""
+    a = angles(t, features, max_period, _checks.compute_dtype(dtype))
+    return jnp.concatenate([jnp.sin(a), jnp.cos(a)], axis=-1).astype(dtype)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(1, 2))
@@ -61,11 +66,12 @@ def _sinusoidal_fwd(t, features, max_period):
 
 
 def _sinusoidal_bwd(features, max_period, t, g):
-    a = angles(t, features, max_period, t.dtype)
-    f = frequencies(features, max_period, t.dtype).reshape((1,) * t.ndim + (-1,))
-    half = features // 2
+    wide = _checks.compute_dtype(t.dtype)           # as the forward
+    a = angles(t, features, max_period, wide)
+    f = frequencies(features, max_period, wide).reshape((1,) * t.ndim + (-1,))
+    half, g = features // 2, g.astype(wide)
     return (jnp.sum(f * (g[..., :half] * jnp.cos(a) - g[..., half:] * jnp.sin(a)),
-                    axis=-1),)
+                    axis=-1).astype(t.dtype),)
 
 
 defvjp(_sinusoidal, _sinusoidal_fwd, _sinusoidal_bwd)
@@ -106,6 +112,8 @@ def sinusoidal_embedding(positions, features: int, *, max_period: float = 10000.
 
     Backward (floating positions): ``dt = sum_k f_k (dy_sin_k cos(t f_k) - dy_cos_k
     sin(t f_k))``; residual ``t``. Integer positions are exact indices (no gradient).
+    Computed in at least float32 (then cast): a bfloat16 or float16 output keeps
+    positions above 256 (2048) apart.
 
     Shapes:
       positions: any shape ``(...)``, e.g. ``(T,)`` token positions or ``(N,)`` diffusion

@@ -95,3 +95,27 @@ def test_layer_errors():
         nn.SinusoidalPositions().apply((), (), jnp.zeros((2, 3, 4), jnp.int32))
     with pytest.raises(ValueError, match=r"max_period must be in \(0, inf\)"):
         nn.SinusoidalPositions(-1.0)
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_half_precision_output_is_the_float32_encoding_rounded(dtype):
+    """Integer positions above 256 stay apart in a bfloat16 (float16: 2048) output, op,
+    twin and layer alike: the angles are computed in float32, then cast."""
+    t = jnp.arange(4096)
+    want = ops.sinusoidal_embedding(t, 64, dtype=jnp.float32).astype(dtype)
+    for f in (ops.sinusoidal_embedding, R.sinusoidal_embedding):
+        got = f(t, 64, dtype=dtype)
+        assert got.dtype == dtype
+        np.testing.assert_array_equal(np.asarray(got, np.float32), np.asarray(want, np.float32))
+    assert not np.array_equal(want[2049], want[2050])
+    x = jnp.zeros((1, 4096, 64), dtype)
+    y = nn.SinusoidalPositions().apply((), (), x)[0]
+    assert y.dtype == dtype
+    np.testing.assert_array_equal(np.asarray(y[0], np.float32), np.asarray(want, np.float32))
+    # floating positions: forward and backward in float32, cast
+    tf = jnp.linspace(0.0, 300.0, 7).astype(dtype)
+    g = jax.grad(lambda s: jnp.sum(ops.sinusoidal_embedding(s, 8).astype(jnp.float32)))(tf)
+    g32 = jax.grad(lambda s: jnp.sum(ops.sinusoidal_embedding(s, 8)))(tf.astype(jnp.float32))
+    assert g.dtype == dtype
+    np.testing.assert_array_equal(np.asarray(g, np.float32),
+                                  np.asarray(g32.astype(dtype), np.float32))
