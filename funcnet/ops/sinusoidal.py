@@ -7,9 +7,9 @@ max_period^(-k/H)``, ``k = 0 .. H-1``::
     e(t) = [sin(t f_0), ..., sin(t f_{H-1}), cos(t f_0), ..., cos(t f_{H-1})]
 
 (the sines then the cosines, as Flax's ``sinusoidal_init`` and tensor2tensor lay them out;
-Vaswani et al. interleave the same values). The exponent ``-k/H`` is Vaswani et al.'s;
-DDPM's code (and Flax's ``sinusoidal_init``) divide by ``H - 1`` instead, so their
-frequencies, not their layout, differ from these. Backward (floating ``t``)::
+Vaswani et al. interleave the same values). The exponent ``-k/H`` is Vaswani et al.'s (and
+Flax's); DDPM's code divides by ``H - 1`` instead, so its frequencies differ slightly
+from these. Backward (floating ``t``)::
 
     dt = sum_k f_k (dy_sin_k cos(t f_k) - dy_cos_k sin(t f_k))
 
