@@ -69,7 +69,7 @@ def _fit(**changes):
 
 
 FIT_ROWS = [
-    (dict(model=lambda x: x), TypeError, "fit: model must be a funcnet.nn.Layer"),
+    (dict(model=lambda x: x), TypeError, "fit: model must be a Layer"),
     (dict(opt="adam"), TypeError, "fit: opt must be an optimizer"),
     (dict(loss_fn=3), TypeError, "fit: loss_fn must be callable"),
     (dict(metrics_fn="accuracy"), TypeError, "fit: metrics_fn must be callable"),
@@ -179,7 +179,7 @@ def test_fit_with_a_bad_callable_eval_data_trains_nothing():
 
 
 EVAL_ROWS = [
-    (dict(model="m"), TypeError, "evaluate: model must be a funcnet.nn.Layer"),
+    (dict(model="m"), TypeError, "evaluate: model must be a Layer"),
     (dict(x=X_TEST[:10], y=Y_TEST[:9]), ValueError,
      r"evaluate: data x has shape \(10, 64\) but data y has shape \(9,\)"),
     (dict(batch_size=0), ValueError, "evaluate: batch_size must be >= 1"),
@@ -208,7 +208,7 @@ def test_evaluate_rejects_bad_input(changes, exc, match):
 
 
 STEP_ROWS = [
-    (dict(model=nn.ReLU), TypeError, "train_step: model must be a funcnet.nn.Layer"),
+    (dict(model=nn.ReLU), TypeError, "train_step: model must be a Layer"),
     (dict(opt=nn.ReLU()), TypeError, "train_step: opt must be an optimizer"),
     (dict(loss_fn="ce"), TypeError, "train_step: loss_fn must be callable"),
     (dict(metrics_fn=3), TypeError, "train_step: metrics_fn must be callable"),
