@@ -65,7 +65,7 @@ def numerical_grad(f: Callable, x, eps: float = 1e-6, *, chunk: int = 256):
     leaves, treedef = jax.tree_util.tree_flatten(x)
     # each leaf in JAX's dtype for it (float64 becomes float32 without jax_enable_x64)
     arrays = [np.asarray(leaf, jnp.result_type(leaf)) for leaf in leaves]
-    floats = [a for a in arrays if jnp.issubdtype(a.dtype, jnp.inexact)]
+    floats = [a for a in arrays if _is_float(a)]
     if arrays and not floats:
         raise TypeError(f"numerical_grad: x must hold floating arrays, got "
                         f"{sorted({str(a.dtype) for a in arrays})}")

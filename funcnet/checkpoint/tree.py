@@ -192,7 +192,7 @@ def encode(tree) -> tuple[dict, list[np.ndarray]]:
                          "shape": list(x.shape)}, np.asarray(jax.random.key_data(x)))
         if isinstance(x, (np.ndarray, np.generic, jax.Array)):
             array = np.asarray(x)
-            dtype = array.dtype.newbyteorder("=")
+            dtype = _native(array.dtype)
             if dtype.name not in NATIVE_DTYPES and dtype.name not in BITS_DTYPES:
                 raise TypeError(f"save: {show(path)} has unsupported dtype {array.dtype}")
             array = array.astype(dtype, copy=False).view(stored_dtype(dtype))
