@@ -83,8 +83,7 @@ def _static_size(fn, value) -> int:
     name = "min_dim_size_to_factor"
     if isinstance(value, jax.core.Tracer):
         raise TypeError(f"{fn}: {name} must be a static int (it fixes the shapes of the "
-                        f"state), got a traced array; with inject_hyperparams pass "
-                        f"static_args=('{name}',)")
+                        f"state), got a traced array")
     return _checks.static_int(fn, name, _checks.int_of_array(value), minimum=0)
 
 

@@ -192,6 +192,27 @@ def _static_int_hint(err: TypeError, hp: dict) -> str:
     return ""
 
 
+def _structural_ints(inner_factory: Callable, other: dict, numeric: dict) -> set:
+    """The names of the Python int hyperparameters ``inner_factory`` needs as Python ints
+    (a size or a count that fixes its program: ``scale_by_lbfgs``'s ``memory_size``,
+    ``galore``'s ``rank``, ``schedule_free_adamw``'s ``warmup_steps``), found by building
+    the optimizer abstractly with each one traced: a ``TypeError`` marks it."""
+    ints = [k for k, v in numeric.items()
+            if isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))]
+    found = set()
+    for name in ints:
+        def build(value, name=name):
+            inner_factory(**other, **{**numeric, name: value})
+            return ()
+        try:
+            jax.eval_shape(build, numeric[name])
+        except TypeError:  # also JAX's ConcretizationTypeError
+            found.add(name)
+        except Exception:  # noqa: BLE001  # another error is for init to report
+            pass
+    return found
+
+
 def inject_hyperparams(inner_factory: Callable, static_args=(), hyperparam_dtype=None):
     """Make the numeric hyperparameters of ``inner_factory`` part of the state, so that
     they can be scheduled, read and changed between steps (optax's
@@ -209,9 +230,14 @@ def inject_hyperparams(inner_factory: Callable, static_args=(), hyperparam_dtype
     Args:
       inner_factory: a function returning an optimizer, e.g. :func:`adam`.
       static_args: names of arguments that are not hyperparameters (e.g. a callable
-        that is not a schedule, or an int that fixes the optimizer's shapes such as
-        ``scale_by_lbfgs``'s ``memory_size``: ints are otherwise kept in the state as
-        integer arrays, as optax keeps them); bools and non-numbers are static anyway.
+        that is not a schedule); bools and non-numbers are static anyway. So is a Python
+        int that ``inner_factory`` needs as a Python int because it fixes the optimizer's
+        program (``scale_by_lbfgs``'s ``memory_size``, ``galore``'s ``rank``,
+        ``schedule_free_adamw``'s ``warmup_steps``, ``adafactor``'s
+        ``min_dim_size_to_factor``): found by building the optimizer once with that int
+        traced, it is left out of ``state.hyperparams`` (optax keeps it there as an integer
+        array, which works eagerly only). Other ints are kept in the state as integer
+        arrays, as optax keeps them.
       hyperparam_dtype: dtype of float hyperparameters (default: the highest dtype of
         the parameters).
 
@@ -246,6 +272,8 @@ def inject_hyperparams(inner_factory: Callable, static_args=(), hyperparam_dtype
                 numeric[name] = value
             else:
                 other[name] = value
+        for name in _structural_ints(inner_factory, other, numeric):
+            other[name] = numeric.pop(name)
 
         def dtype_for(params):
             return hyperparam_dtype if hyperparam_dtype is not None else _tree_dtype(params)

@@ -376,23 +376,28 @@ def test_a_schedule_that_returns_an_array_is_refused_at_the_update(make, match, 
 
 
 def test_adafactor_traced_min_dim_size_names_static_args():
-    opt = optim.inject_hyperparams(optim.adafactor)(learning_rate=0.1)
+    """An int *array* is the caller's choice to keep it in the state: adafactor then
+    works eagerly (a concrete array) and says what to do under jit."""
+    opt = optim.inject_hyperparams(optim.adafactor)(
+        learning_rate=0.1, min_dim_size_to_factor=jnp.array(128))
     params = jnp.ones((2, 3))
     u, _ = opt.update(params, opt.init(params), params)  # eager: a concrete int array
     assert np.all(np.isfinite(u))
     with pytest.raises(TypeError, match=r"adafactor: scale_by_factored_rms: "
-                                        r"min_dim_size_to_factor must be a static int .* "
+                                        r"min_dim_size_to_factor must be a static int "
+                                        r"\(it fixes the shapes of the state\), got a "
+                                        r"traced array\n  inject_hyperparams: .* "
                                         r"static_args=\('min_dim_size_to_factor',\)"):
         jax.jit(opt.update)(params, opt.init(params), params)
 
 
 @pytest.mark.parametrize("under_jit", [False, True], ids=["eager", "jit"])
-def test_inject_names_static_args_for_an_int_the_optimizer_needs_as_an_int(under_jit):
-    """L-BFGS's memory_size fixes its state's shapes: kept in inject_hyperparams' state as
-    an integer array (as optax keeps it), it cannot rebuild the optimizer; the error says
+def test_inject_names_static_args_for_an_int_array_the_optimizer_needs_as_an_int(under_jit):
+    """L-BFGS's memory_size fixes its state's shapes: given as an integer array, it is
+    kept in inject_hyperparams' state and cannot rebuild the optimizer; the error says
     to name it in static_args, which works."""
     params = jnp.ones((2, 3))
-    opt = optim.inject_hyperparams(optim.scale_by_lbfgs)(memory_size=4)
+    opt = optim.inject_hyperparams(optim.scale_by_lbfgs)(memory_size=jnp.array(4))
     update = jax.jit(opt.update) if under_jit else opt.update
     with pytest.raises(TypeError, match=r"scale_by_lbfgs: memory_size must be an int, got "
                                         r".*\n  inject_hyperparams: memory_size is kept in the "

@@ -117,6 +117,38 @@ def test_int_hyperparameters_are_injected_as_optax_injects_them(name):
     _assert_leaves_close(eager, ref[0], rtol=1e-6, atol=1e-9)
 
 
+STRUCTURAL_INTS = {   # name: (factory, hyperparameters, the int that fixes its program)
+    "scale_by_lbfgs": (optim.scale_by_lbfgs, dict(memory_size=3), "memory_size"),
+    "galore": (optim.galore, dict(learning_rate=0.1, rank=2), "rank"),
+    "schedule_free_adamw": (optim.schedule_free_adamw,
+                            dict(learning_rate=0.1, warmup_steps=2), "warmup_steps"),
+    "adafactor": (optim.adafactor, dict(learning_rate=0.1, min_dim_size_to_factor=2),
+                  "min_dim_size_to_factor"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(STRUCTURAL_INTS))
+def test_inject_keeps_an_int_that_fixes_the_program_static(name):
+    """An int the optimizer needs as a Python int (a state shape, a schedule length) is
+    found and kept static: with optax's call unchanged (no static_args) the injected
+    optimizer takes the plain one's steps eagerly and under jit, and its float
+    hyperparameters are still in the state."""
+    factory, hparams, structural = STRUCTURAL_INTS[name]
+    plain, injected = factory(**hparams), optim.inject_hyperparams(factory)(**hparams)
+    params, grads = _MATRIX, jax.tree_util.tree_map(lambda a: jnp.cos(3 * a), _MATRIX)
+    plain_state, state = plain.init(params), injected.init(params)
+    assert structural not in state.hyperparams
+    assert "learning_rate" in state.hyperparams or name == "scale_by_lbfgs"
+    eager_state = state
+    step = jax.jit(injected.update)
+    for _ in range(3):
+        want, plain_state = plain.update(grads, plain_state, params)
+        got, state = step(grads, state, params)
+        eager, eager_state = injected.update(grads, eager_state, params)
+        _assert_leaves_close(got, want, rtol=1e-6, atol=1e-7)
+        _assert_leaves_close(eager, want, rtol=1e-6, atol=1e-7)
+
+
 def _assert_leaves_close(actual, expected, **tol):
     assert jax.tree_util.tree_structure(actual) == jax.tree_util.tree_structure(expected)
     for a, e in zip(jax.tree_util.tree_leaves(actual), jax.tree_util.tree_leaves(expected)):
