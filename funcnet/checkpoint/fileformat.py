@@ -11,8 +11,8 @@ The file is an uncompressed ``.npz`` (zip) archive with the members
   bytes.
 
 Invariant: a file is either absent, the previous complete file, or the new complete file.
-Writes go to a temporary ``.<name>.tmp-<writer>-<pid>-<random>`` (``name`` cut to fit 255
-bytes) in the same directory,
+Writes go to a temporary ``.<name>.tmp-<writer>-<pid>-<random>`` (a long ``name`` cut to fit
+255 bytes and marked with its hash: :func:`temp_key`) in the same directory,
 which is flushed, fsynced and renamed over the target with ``os.replace`` (atomic on POSIX
 and Windows); the directory is fsynced afterwards. A writer killed at any moment leaves
 the previous file and at worst a hidden temporary, which a later save removes (see
@@ -143,16 +143,26 @@ def check_path(fn: str, name: str, path) -> Path:
 NAME_MAX = 255     # bytes in one file name (Linux, macOS, Windows)
 
 
-def _temp_name(name: str) -> str:
-    """``.<name>.tmp-<writer>-<pid>-<random>``; where that would pass :data:`NAME_MAX`
-    bytes, ``name`` is cut to fit (a target name of 220-255 bytes can still be saved; such
-    a temporary, if its writer dies, is not recognised by
-    :func:`remove_stale_temporaries`, whose ``target`` sees the cut name)."""
-    tail = f".tmp-{WRITER_TAG}-{os.getpid()}-{secrets.token_hex(4)}"
-    room = NAME_MAX - 1 - len(os.fsencode(tail))
-    while len(os.fsencode(name)) > room:       # characters may take several bytes
+_TAIL_MAX = len(".tmp-") + 12 + 1 + 10 + 1 + 8   # writer tag, pid (<= 10 digits), random
+
+
+def temp_key(name: str) -> str:
+    """The target a temporary's name ``.<key>.tmp-<writer>-<pid>-<random>`` carries for a
+    file named ``name``: ``name`` itself, or, where that name could pass :data:`NAME_MAX`
+    bytes, ``name`` cut to fit (multi-byte characters are not cut in two) and ``~`` with 8
+    hex digits of its SHA-256, so that :func:`remove_stale_temporaries` still knows whose
+    temporary it is (a target name of 220-255 bytes can still be saved)."""
+    room = NAME_MAX - 1 - _TAIL_MAX
+    if len(os.fsencode(name)) <= room:
+        return name
+    digest = "~" + hashlib.sha256(os.fsencode(name)).hexdigest()[:8]
+    while len(os.fsencode(name)) > room - len(digest):
         name = name[:-1]
-    return f".{name}{tail}"
+    return name + digest
+
+
+def _temp_name(name: str) -> str:
+    return f".{temp_key(name)}.tmp-{WRITER_TAG}-{os.getpid()}-{secrets.token_hex(4)}"
 
 
 def write(path: Path, tree, *, step: int | None, metadata: dict) -> None:
@@ -382,7 +392,7 @@ def save(path: str | os.PathLike, tree, *, step: int | None = None,
     path = _file_path(fn, path)
     step = None if step is None else _checks.static_int(fn, "step", step, minimum=0)
     write(path, tree, step=step, metadata=check_metadata(fn, metadata))
-    remove_stale_temporaries(path.parent, lambda target: target == path.name)
+    remove_stale_temporaries(path.parent, lambda target: target == temp_key(path.name))
     return path
 
 

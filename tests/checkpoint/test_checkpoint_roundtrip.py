@@ -1,5 +1,7 @@
 """save/restore round trips: dtypes bit-exact, nested trees, NamedTuples, PRNG keys."""
 import collections
+import os
+import time
 from typing import NamedTuple
 
 import jax
@@ -9,6 +11,7 @@ import numpy as np
 import pytest
 
 from funcnet import checkpoint
+from funcnet.checkpoint import fileformat
 from funcnet.checkpoint import tree as treemod
 
 
@@ -211,6 +214,29 @@ def test_save_creates_parents_and_overwrites(tmp_path):
     checkpoint.save(path, {"v": np.zeros(1)})
     assert checkpoint.restore(path)[1]["v"][0] == 0.0
     assert sorted(p.name for p in path.parent.iterdir()) == ["c.npz"]
+
+
+@pytest.mark.parametrize("length", [200, 230, 255])
+def test_an_abandoned_temporary_of_a_long_name_is_removed_by_the_next_save(tmp_path, length):
+    """A writer that died mid-save leaves ``.<name>.tmp-...``, with a long name cut to fit
+    and marked with its hash: the next save of that name removes it, and a save of
+    another long name with the same start leaves it alone."""
+    for stem in ("m" * (length - 4), "é" * ((length - 4) // 2)):
+        path = tmp_path / (stem + ".npz")
+        other = tmp_path / (stem[:-1] + "x.npz")
+        orphans = [tmp_path / fileformat._temp_name(p.name) for p in (path, other)]
+        old = time.time() - fileformat.STALE_AFTER_S - 60
+        for orphan in orphans:
+            orphan.write_bytes(b"half a checkpoint")
+            os.utime(orphan, (old, old))
+            assert len(os.fsencode(orphan.name)) <= fileformat.NAME_MAX
+        checkpoint.save(path, {"w": np.arange(3.0)})
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+            [path.name, orphans[1].name])
+        checkpoint.save(other, {"w": np.arange(3.0)})
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted([path.name, other.name])
+        path.unlink()
+        other.unlink()
 
 
 @pytest.mark.parametrize("length", [230, 255])
