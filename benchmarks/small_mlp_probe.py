@@ -20,7 +20,9 @@ The 784-100-100-10 MLP at batch 100 with Adam (``cases.small_mlp``), built as:
 - ``replica-dep``: each new weight after the first layer made to depend on that layer's
   ``dx`` (``dw + 0 * dx[0, 0]``), so that XLA needs no copy of the old weight in the loop;
 - ``replica-ynn`` and ``funcnet-ynn`` (the replica, and funcnet itself with its affine rule
-  patched in this process only): the candidate weight gradient of :func:`weight_grad_cpu`.
+  patched in this process only): the candidate weight gradient of :func:`weight_grad_cpu`;
+- ``replica-xt0`` / ``replica-xt``: the first layer's (every layer's) residual is ``x^T``,
+  made in the forward pass, so that ``dw = x^T g`` is a row-major (YNN) product.
 
 Every variant is compiled first; then they are sampled round-robin (the order rotates
 every round), in ``lax.scan`` mode (one call runs ``--length`` steps) and per-step mode
@@ -30,8 +32,9 @@ of the unloaded machine when others share it), and the process CPU time per step
 threads: the work done, plus the XLA pool's spinning, whatever the load).
 
 ``--profile`` adds one interleaved pass under ``jax.profiler`` and reads the XLA:CPU thunk
-events of the scan's loop body: per step, the time some thunk runs ("busy"), the time
-none does ("idle"), and the thunks that start after an idle gap. ``--graph NAME`` prints
+events of the scan's loop body: per step, the thunks' durations summed ("busy"), the time
+none runs ("idle"), the thunks that start after an idle gap, and the slowest thunks'
+median durations. ``--graph NAME`` prints
 the end of the loop body's thunk dependency graph of one variant (XLA's
 ``ThunkExecutor`` log: dependencies after transitive reduction, priorities).
 
@@ -84,6 +87,8 @@ def _affine(layout: str):
     def fwd(x, w, b):
         if layout == "io-wt":  # keep w^T (materialised) for dx: the loop's w is read early
             return prim(x, w, b), (x, jax.lax.optimization_barrier(w.T))
+        if layout == "io-xt":  # keep x^T (materialised in the forward) for dw = x^T g (NN)
+            return prim(x, w, b), (jax.lax.optimization_barrier(x.T), w)
         return prim(x, w, b), (x, w)
 
     def bwd(res, g):
@@ -96,6 +101,8 @@ def _affine(layout: str):
             return g @ w.T, weight_grad_cpu(x, g), g.sum(0)
         if layout == "io-wt":
             return g @ w, x.T @ g, g.sum(0)
+        if layout == "io-xt":  # x holds x^T: a row-major NN product (YNN on XLA:CPU)
+            return g @ w.T, x @ g, g.sum(0)
         if layout == "io-split":  # dw as two half-batch products: two thunks, two threads
             n = x.shape[0] // 2
             return g @ w.T, x[:n].T @ g[:n] + x[n:].T @ g[n:], g.sum(0)
@@ -201,6 +208,8 @@ VARIANTS = {
     "replica-oiemu0": lambda c: replica(c, first="io-oiemu"),
     "replica-emitrev": lambda c: replica(c, emit_reversed=True),
     "replica-split": lambda c: replica(c, first="io-split"),
+    "replica-xt0": lambda c: replica(c, first="io-xt"),
+    "replica-xt": lambda c: replica(c, layout="io-xt"),
 }
 
 
@@ -364,8 +373,11 @@ def thunk_profile(vs: list[Variant], rounds: int) -> dict:
             cur.append(e)
         its = [it for it in its[2:] if len(it) > 20]
         busy, idle, gaps = [], [], collections.defaultdict(list)
+        durations = collections.defaultdict(list)
         for it in its:
             iv = sorted(it, key=lambda x: x["ts"])
+            for x in iv:
+                durations[x["name"]].append(x["dur"])
             t0, end = iv[0]["ts"], iv[0]["ts"] + iv[0]["dur"]
             covered, cs = 0.0, t0
             for x in iv[1:]:
@@ -384,7 +396,10 @@ def thunk_profile(vs: list[Variant], rounds: int) -> dict:
                        "busy_us_median": statistics.median(busy) if busy else None,
                        "idle_us_median": statistics.median(idle) if idle else None,
                        "gaps": [{"before": k, "us_per_step": sum(g) / n,
-                                 "median_us": statistics.median(g)} for k, g in top]}
+                                 "median_us": statistics.median(g)} for k, g in top],
+                       "thunk_us_median": dict(sorted(
+                           ((k, statistics.median(d)) for k, d in durations.items()),
+                           key=lambda kv: -kv[1])[:8])}
     return out
 
 
