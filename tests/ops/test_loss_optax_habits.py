@@ -284,6 +284,35 @@ def test_kinks_and_zero_targets():
         ops.kl_divergence(jnp.float64(0.0), jnp.float64(1.0))
 
 
+def test_a_minus_inf_logit_is_a_ruled_out_class_where_optax_gives_nan():
+    """multiclass hinge / perceptron and CTC with a -inf logit off the label equal optax at
+    a -1e9 logit (value and gradients; 0 at the -inf logit), where optax's own value at
+    -inf is NaN."""
+    optax = pytest.importorskip("optax")
+    losses = optax.losses
+    x = jnp.array([[-jnp.inf, 0.3, 1.0], [0.2, -jnp.inf, -0.5]])
+    y = jnp.array([1, 0])
+    finite = jnp.where(jnp.isinf(x), -1e9, x)
+    for name in ("multiclass_hinge_loss", "multiclass_perceptron_loss"):
+        ours = jax.value_and_grad(getattr(ops, name))(x, y)
+        theirs = jax.value_and_grad(lambda a: getattr(losses, name)(a, y).mean())(finite)
+        assert np.isnan(float(getattr(losses, name)(x, y).mean())), name
+        assert_close(ours, theirs, 1e-12, name)
+        assert np.all(np.asarray(ours[1])[np.isinf(np.asarray(x))] == 0.0), name
+    logits = jnp.asarray(np.random.default_rng(0).normal(size=(2, 5, 4)))
+    logits = logits.at[0, 1, 3].set(-jnp.inf).at[1, 2, 2].set(-jnp.inf)
+    pad, labels, label_pad = jnp.zeros((2, 5)), jnp.array([[1, 2], [1, 3]]), jnp.zeros((2, 2))
+    ours = jax.jit(jax.value_and_grad(ops.ctc_loss))(logits, pad, labels, label_pad)
+    with jax.numpy_dtype_promotion("standard"):                  # optax is not strict-clean
+        theirs = jax.jit(lambda a: (jax.value_and_grad(lambda b: losses.ctc_loss(
+            b, pad, labels, label_pad).mean())(jnp.where(jnp.isinf(a), -1e9, a)),
+            losses.ctc_loss(a, pad, labels, label_pad).mean()))(logits)
+    theirs, at_inf = theirs
+    assert np.isnan(float(at_inf))
+    assert_close(ours, theirs, 1e-9, "ctc_loss")
+    assert float(ours[1][0, 1, 3]) == 0.0 and float(ours[1][1, 2, 2]) == 0.0
+
+
 def test_focal_loss_is_stable_for_large_logits():
     """|x| up to 1e3 (float64) and 80 (float32), hard labels: finite values and
     gradients equal to optax's (its autodiff) and the twin's; alpha weights the positives."""
