@@ -12,9 +12,11 @@ bool`` as well; ``fit`` then calls that instead, with ``train_state`` a
 the live arrays of the run: ``fit`` donates them to the next epoch, so a callback that
 keeps them must copy them (as :class:`KeepBest` does). Logs stay light (floats only).
 
-Resuming: a callback's counters live in the history, not in the checkpoint. When ``fit``
-resumes a run it calls ``on_resume(history, train_state) -> bool`` of every callback that
-has one, before training: ``history`` is the restored history (one entry per epoch done;
+Resuming: a callback's counters live in the history, not in the checkpoint. Before
+training, ``fit`` calls ``on_resume(history, train_state) -> bool`` of every callback that
+has one. For a new run ``history`` is empty (``{}``), so a callback reused from an earlier
+``fit`` call starts afresh (the return value is then ignored). When ``fit`` resumes a run,
+``history`` is the restored history (one entry per epoch done;
 ``None`` where a value was not measured, e.g. ``eval_loss`` of epochs trained without
 ``eval_data``), ``train_state`` the restored params, state and optimizer state of the
 last epoch done. :class:`EarlyStopping` and :class:`KeepBest` replay the history, so a

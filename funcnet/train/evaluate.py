@@ -19,6 +19,14 @@ from funcnet.train.metrics import (cast_floating, check_per_example_loss, defaul
 __all__ = ["evaluate"]
 
 
+def _weighted_sum(v, weights):
+    """``sum(v * weights)`` in at least float32 (a bfloat16 loss summed over a batch in
+    bfloat16 would depend on the batch size by a few parts in 1,000)."""
+    dt = (_checks.compute_dtype(v.dtype) if jnp.issubdtype(v.dtype, jnp.floating)
+          else jnp.float32)
+    return jnp.sum(v.astype(dt) * weights.astype(dt))
+
+
 @compile_cache(maxsize=64)
 def _eval_batch(model, loss_fn: Callable, metrics_fn: Callable, compute_dtype, mesh,
                 layout=None):
@@ -37,8 +45,8 @@ def _eval_batch(model, loss_fn: Callable, metrics_fn: Callable, compute_dtype, m
         counts = rows * kept_per_example(y, rows.shape[0])
         metrics = per_example(metrics_fn, logits, y) or {}
         loss = per_example(loss_fn, logits, y)
-        sums = {"loss": jnp.sum(loss * rows.astype(loss.dtype)),
-                **{k: jnp.sum(v * counts.astype(v.dtype)) for k, v in metrics.items()}}
+        sums = {"loss": _weighted_sum(loss, rows),
+                **{k: _weighted_sum(v, counts) for k, v in metrics.items()}}
         return sums, jnp.sum(counts)
 
     if mesh is None:

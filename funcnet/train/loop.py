@@ -276,10 +276,11 @@ def fit(model, params, state, opt, data, epochs: int, *, batch_size: int | None 
       eval_batch_size: batch size of the evaluation.
       callbacks: callables ``cb(epoch, logs) -> bool`` (True stops training), or objects
         with ``on_epoch_end(epoch, logs, train_state)`` (see
-        :mod:`funcnet.train.callbacks`, :class:`EarlyStopping`, :class:`KeepBest`). On a
-        resume, each callback's ``on_resume(history, train_state)`` (when it has one)
-        replays the restored history first; a run that a callback had stopped trains
-        nothing and says so.
+        :mod:`funcnet.train.callbacks`, :class:`EarlyStopping`, :class:`KeepBest`). Before
+        training, each callback's ``on_resume(history, train_state)`` (when it has one)
+        replays the run's history: the restored one on a resume (a run that a callback
+        had stopped trains nothing and says so), an empty one for a new run, so that
+        callback objects reused from another ``fit`` call start afresh.
       mesh: a :class:`jax.sharding.Mesh` to train data-parallel on, or ``None``.
       prefetch: batches prepared ahead of the step by a background thread (per-step
         paths); ``None``: 2 on an accelerator, 0 (no thread) on the CPU.
@@ -403,11 +404,13 @@ def fit(model, params, state, opt, data, epochs: int, *, batch_size: int | None 
                                           "opt_state": opt_state}, "checkpoint=")
     bar = EpochProgress(epochs, enabled=progress is not False and writer,  # one process logs
                         start=min(start, epochs))
-    stopper = None
-    if start > 0:
-        stopper = resume_callbacks(callbacks, history, TrainState(params, state, opt_state))
-        if stopper is None:     # a callback without on_resume that stopped the run, if here
-            stopper = recorded_stopper(callbacks, stop_name)
+    # every callback starts from this run's history (empty for a new run): no counter or
+    # best epoch is carried over from an earlier fit call with the same callback objects
+    stopper = resume_callbacks(callbacks, history, TrainState(params, state, opt_state))
+    if start == 0:
+        stopper = None
+    elif stopper is None:       # a callback without on_resume that stopped the run, if here
+        stopper = recorded_stopper(callbacks, stop_name)
     if start > 0 and (start >= epochs or stopper is not None):
         stop_epoch = getattr(stopper, "stopped_epoch", None) or start
         why = (f"checkpoint at epoch {start} of {epochs}" if start >= epochs else

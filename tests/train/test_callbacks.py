@@ -74,6 +74,23 @@ def test_keep_best_keeps_a_copy_of_the_best_epoch():
     assert keeper(4, {"eval_loss": 99.0}) is False and keeper.best_epoch == 4
 
 
+def test_callback_objects_reused_by_another_fit_start_afresh():
+    """A new run (no checkpoint) resets EarlyStopping and KeepBest by their on_resume with
+    an empty history: the second fit neither stops at once on the first run's counters
+    nor reports (or holds) the first run's best epoch."""
+    params, state = init(MLP)
+    stop = train.EarlyStopping("loss", patience=1, min_delta=10.0)  # never improves enough
+    keeper = train.KeepBest("loss", mode="max")                     # the first epoch's
+    runs = [train.fit(MLP, params, state, ADAM, (X, Y), 4, callbacks=[stop, keeper],
+                      **{**FIT, "key": seed}) for seed in (0, 1)]
+    first_epoch = train.fit(MLP, params, state, ADAM, (X, Y), 1, **{**FIT, "key": 1})
+    for *_, hist in runs:
+        assert hist["epoch"] == [1, 2]
+    assert (stop.stopped_epoch, stop.best_epoch) == (2, 1)
+    assert keeper.best_epoch == 1 and keeper.best_value == runs[1][3]["loss"][0]
+    assert_trees_equal(tuple(keeper.best), first_epoch[:3])         # run 2's epoch 1
+
+
 def test_fit_rejects_a_non_callable_callback():
     params, state = init(MLP)
     with pytest.raises(TypeError, match=r"fit: callbacks\[1\] must be callable"):

@@ -51,3 +51,20 @@ def test_evaluate_refuses_out_of_range_labels():
     y[3] = -1
     with pytest.raises(ValueError, match=r"the labels in y hold -1 \(at index \(3,\)\)"):
         train.evaluate(MLP, params, state, X_TEST[:20], y)
+
+
+@pytest.mark.parametrize("batch_size", [1000, 20000])
+def test_a_bfloat16_model_is_summed_in_float32_whatever_the_batch_size(batch_size):
+    """Per-example values in bfloat16 (exact: the identity model's outputs) are summed in
+    float32: the mean is the float64 mean of the values, not a bfloat16 running sum's
+    (which was 0.9% off at batch 1000 and 0.2% at 20000)."""
+    model = nn.Dense(1, dtype=jnp.bfloat16)
+    _, _, state = model.init(jax.random.PRNGKey(0), (-1, 1))
+    params = {"w": jnp.ones((1, 1), jnp.bfloat16), "b": jnp.zeros((1,), jnp.bfloat16)}
+    x = jnp.asarray(np.random.default_rng(0).uniform(0.5, 1.5, (20000, 1)), jnp.bfloat16)
+    out = train.evaluate(model, params, state, x, jnp.zeros_like(x), batch_size,
+                         loss_fn=lambda logits, y: jnp.mean(logits - y),
+                         metrics_fn=lambda logits, y: {"mean": jnp.mean(logits)})
+    want = float(np.mean(np.asarray(x, np.float64)))
+    assert out["loss"] == pytest.approx(want, rel=1e-6)
+    assert out["mean"] == pytest.approx(want, rel=1e-6)
