@@ -95,7 +95,9 @@ def describe_value(v) -> str:
         inner = ", ".join(describe_value(a) for a in v)
         return f"[{inner}]" if isinstance(v, list) else f"({inner})"
     if isinstance(v, functools.partial):
-        return f"partial({', '.join([describe_value(v.func), *map(describe_value, v.args)])})"
+        parts = [describe_value(v.func), *map(describe_value, v.args),
+                 *(f"{k}={describe_value(a)}" for k, a in sorted(v.keywords.items()))]
+        return f"partial({', '.join(parts)})"
     if callable(v):
         f = v if hasattr(v, "__qualname__") else type(v)
         return f"{getattr(f, '__module__', '?')}.{f.__qualname__}"

@@ -44,6 +44,7 @@ import jax
 import numpy as np
 
 from funcnet._checks import is_key
+from funcnet._describe import describe_value
 from funcnet.data.batching import Loader
 from funcnet.train.errors import RunMismatchError
 
@@ -63,18 +64,11 @@ def describe_model(layer) -> str:
 
 
 def stable_name(f) -> str:
-    """A name of a function that is the same in every process (no memory addresses)."""
-    if isinstance(f, functools.partial):
-        args = [repr(a) if isinstance(a, (int, float, str, bool, type(None))) else
-                type(a).__name__ for a in f.args]
-        kwargs = [f"{k}={v!r}" if isinstance(v, (int, float, str, bool, type(None))) else
-                  f"{k}={type(v).__name__}" for k, v in sorted(f.keywords.items())]
-        return f"partial({', '.join([stable_name(f.func), *args, *kwargs])})"
-    qualname = getattr(f, "__qualname__", None)
-    if qualname is None:
-        f = type(f)
-        qualname = f.__qualname__
-    return f"{getattr(f, '__module__', '?')}.{qualname}"
+    """A name of a function that is the same in every process (no memory addresses): its
+    qualified name; a ``functools.partial`` with its arguments by value (a NumPy or JAX
+    scalar too, so a loss with another ``label_smoothing`` is another run), as
+    :func:`funcnet._describe.describe_value` writes them."""
+    return describe_value(f)
 
 
 def tree_signature(tree) -> str:

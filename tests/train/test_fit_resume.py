@@ -1,11 +1,13 @@
 """fit and checkpoint directories: exact resume, history, announcements, runs never mixed."""
+import functools
 import warnings
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from funcnet import checkpoint, data, optim, train
+from funcnet import checkpoint, data, ops, optim, train
 from funcnet.train.run import META_KEY
 from tests.train._setup import (ADAM, BN_MLP, FIT, KEY, MLP, assert_trees_equal, init,
                                 subset)
@@ -80,6 +82,32 @@ def test_runs_are_never_mixed(tmp_path):
     assert manager.all_steps() == [1, 2, 3] and fresh[3]["epoch"] == [1, 2, 3]
     alone = train.fit(MLP, params, state, ADAM, (X, Y), 3, **other_key)
     assert_trees_equal(fresh[:3], alone[:3])
+
+
+def test_partial_settings_are_part_of_the_run_by_value(tmp_path):
+    """A loss partial's NumPy or JAX scalar (label smoothing from a sweep) and a
+    schedule partial's keyword are fingerprinted by value: another value is another run,
+    refused; the same value as a Python float resumes."""
+    params, state = init(MLP)
+    manager = checkpoint.CheckpointManager(tmp_path)
+
+    def sched(count, peak):
+        return peak * 0.9 ** count.astype(jnp.float32)
+
+    def run(smoothing, peak, epochs=1):
+        loss = functools.partial(ops.softmax_cross_entropy, label_smoothing=smoothing)
+        opt = optim.adam(functools.partial(sched, peak=peak))
+        return train.fit(MLP, params, state, opt, (X, Y), epochs, checkpoint=manager,
+                         loss_fn=loss, **FIT)
+
+    run(np.float32(0.0), 1e-2)
+    with pytest.raises(train.RunMismatchError, match=r"loss_fn is 'partial\(.*"
+                                                     r"label_smoothing=0.3\)' now but "
+                                                     r"'partial\(.*label_smoothing=0.0\)'"):
+        run(jnp.float32(0.3), 1e-2, 2)
+    with pytest.raises(train.RunMismatchError, match=r"peak=0.001\).* now but .*peak=0.01\)"):
+        run(np.float32(0.0), 1e-3, 2)
+    assert run(0.0, 1e-2, 2)[3]["epoch"] == [1, 2]
 
 
 def test_a_changed_float32_learning_rate_reads_as_written(tmp_path):
