@@ -54,14 +54,16 @@ _PROBABILITY_LOSSES = (ops.softmax_cross_entropy, ops.cross_entropy,
 
 def _label_kind(logits, labels) -> str | None:
     """``"index"``, ``"onehot"`` or ``None`` from the static shapes and dtypes (``None``
-    for a dict of targets: the default metrics cannot know which entry is the label)."""
+    for a dict of targets: the default metrics cannot know which entry is the label; and
+    for one output, which is no softmax over classes: an argmax over one logit would
+    count the share of class 0 as "accuracy")."""
     if not (_checks.is_array(logits) and _checks.is_array(labels)):
         return None
     lshape, yshape = tuple(jnp.shape(logits)), tuple(jnp.shape(labels))
     if not lshape:
         return None
     dtype = jnp.result_type(labels)
-    if jnp.issubdtype(dtype, jnp.integer) and yshape == lshape[:-1]:
+    if jnp.issubdtype(dtype, jnp.integer) and yshape == lshape[:-1] and lshape[-1] >= 2:
         return "index"
     if jnp.issubdtype(dtype, jnp.floating) and yshape == lshape and lshape[-1] >= 2:
         return "onehot"
@@ -88,6 +90,11 @@ def correct(logits, labels, *, k: int = 1) -> jax.Array:
       TypeError: a non-int ``k``.
     """
     kind = _label_kind(logits, labels)
+    if kind is None and tuple(jnp.shape(logits))[-1:] == (1,):
+        raise ValueError(f"accuracy: logits of shape {tuple(jnp.shape(logits))} hold one "
+                         f"output, not class scores (an argmax over one logit is always 0); "
+                         f"a one-logit binary classifier's accuracy is "
+                         f"mean((logits[..., 0] > 0) == labels)")
     if kind is None:
         raise ValueError(f"accuracy: labels with shape {tuple(jnp.shape(labels))} and dtype "
                          f"{jnp.result_type(labels)} are neither integer class indices of "

@@ -73,6 +73,8 @@ ONE_HOT = jax.nn.one_hot(INT_Y, 3, dtype=jnp.float32)
     (ops.multiclass_hinge, LOGITS, INT_Y, {"accuracy"}),
     (ops.mean_squared_error, LOGITS, ONE_HOT, set()),        # a regression on 3 outputs
     (ops.mean_squared_error, LOGITS[:, :1], ONE_HOT[:, :1], set()),
+    (lambda lg, y: ops.sigmoid_binary_cross_entropy(lg[:, 0], y.astype(jnp.float32)),
+     LOGITS[:, :1], INT_Y % 2, set()),                    # one logit: no softmax classes
     (ops.sigmoid_binary_cross_entropy, LOGITS, ONE_HOT, set()),
     (lambda lg, y: ops.softmax_cross_entropy(lg, y), LOGITS, ONE_HOT, set()),  # unknown loss
     (lambda lg, y: ops.softmax_cross_entropy(lg, y), LOGITS, INT_Y, {"accuracy"}),
@@ -85,6 +87,29 @@ def test_default_metrics_rule(loss_fn, logits, labels, keys):
     if keys:
         want = np.mean(np.argmax(np.asarray(logits), -1) == np.asarray(INT_Y))
         np.testing.assert_allclose(got["accuracy"], want)
+
+
+def test_a_one_logit_binary_classifier_with_integer_labels_trains_and_evaluates():
+    """0/1 integer labels of a (N, 1) output are no class indices of a 1-class softmax:
+    fit and evaluate take them with a sigmoid loss (they were refused as out of range
+    for 1 class), report no argmax accuracy, and accuracy() says why it has none."""
+    model = nn.serial(nn.Dense(8), nn.ReLU(), nn.Dense(1))
+    _, params, state = model.init(jax.random.PRNGKey(0), (-1, X_TRAIN.shape[1]))
+    y = (np.asarray(Y_TRAIN) % 2).astype(np.int32)
+
+    def bce(logits, labels):
+        return ops.sigmoid_binary_cross_entropy(logits[:, 0], labels.astype(jnp.float32))
+
+    *_, hist = train.fit(model, params, state, ADAM, (X_TRAIN, y), 2, batch_size=50,
+                         key=0, progress=False, loss_fn=bce)
+    assert set(hist) == {"epoch", "loss", "learning_rate", "epoch_time"}
+    assert hist["loss"][1] < hist["loss"][0]
+    got = train.evaluate(model, params, state, X_TRAIN, y, loss_fn=bce)
+    assert got == {"loss": pytest.approx(float(bce(model.apply(params, state, X_TRAIN)[0],
+                                                       y)), rel=1e-5)}
+    with pytest.raises(ValueError, match=r"accuracy: logits of shape \(6, 1\) hold one "
+                                         r"output, not class scores"):
+        train.accuracy(LOGITS[:, :1], INT_Y % 2)
 
 
 def test_default_metrics_follow_the_loss_class_axis():
