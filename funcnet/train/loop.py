@@ -67,7 +67,12 @@ def _nbytes(tree) -> int:
 
 
 def _epoch_source(fn: str, data):
-    """``("arrays", (x, y))`` or ``("batches", epoch -> iterable)`` from ``data``."""
+    """``("arrays", (x, y))`` or ``("batches", epoch -> iterable)`` from ``data`` (a list
+    or a tuple of ``(x, y)`` batches is a re-iterable of batches: a pair's ``y`` is never
+    a tuple)."""
+    if (isinstance(data, tuple) and not is_pair(data) and data
+            and all(is_pair(batch) for batch in data)):
+        return "batches", lambda epoch: data
     if is_pair(data) or isinstance(data, tuple):
         return "arrays", check_pair(fn, "data", data)
     if _checks.is_array(data):
@@ -274,7 +279,8 @@ def fit(model, params, state, opt, data, epochs: int, *, batch_size: int | None 
         nothing for a regression).
       compute_dtype: e.g. ``jnp.bfloat16`` for mixed precision (see :func:`train_step`).
       eval_batch_size: batch size of the evaluation.
-      callbacks: callables ``cb(epoch, logs) -> bool`` (True stops training), or objects
+      callbacks: a list (or tuple; ``None`` for none) of callables ``cb(epoch, logs) ->
+        bool`` (True stops training), or objects
         with ``on_epoch_end(epoch, logs, train_state)`` (see
         :mod:`funcnet.train.callbacks`, :class:`EarlyStopping`, :class:`KeepBest`). Before
         training, each callback's ``on_resume(history, train_state)`` (when it has one)
@@ -324,7 +330,11 @@ def fit(model, params, state, opt, data, epochs: int, *, batch_size: int | None 
         mesh = sharding.auto_axes(mesh)
         params, state, opt_state, data, eval_data = sharding.auto_leaves(
             (params, state, opt_state, data, eval_data))
-    callbacks = tuple(callbacks)
+    if scan is not None:
+        scan = _checks.static_bool(fn, "scan", scan)
+    if progress is not None:
+        progress = _checks.static_bool(fn, "progress", progress)
+    callbacks = _callback_list(fn, callbacks)
     for i, cb in enumerate(callbacks):
         if not (callable(cb) or callable(getattr(cb, "on_epoch_end", None))):
             raise TypeError(f"{fn}: callbacks[{i}] must be callable cb(epoch, logs) -> bool, "
@@ -376,13 +386,15 @@ def fit(model, params, state, opt, data, epochs: int, *, batch_size: int | None 
     if opt_state is None:
         opt_state = opt.init(params)
     first_lr = _learning_rate(opt, opt_state)
-    if train_metrics is not None:
-        logged = {"loss", *train_metrics, "epoch_time"} | (
+
+    def check_callback_monitors(metrics):   # before the first step (iterables: its batch)
+        logged = None if metrics is None else {"loss", *metrics, "epoch_time"} | (
             set() if first_lr is None else {"learning_rate"}) | (
             set() if eval_data is None else {f"eval_{k}" for k in ("loss",
                                                                    *eval_outputs.metrics)})
-    check_monitors(fn, callbacks, None if train_metrics is None else logged,
-                   eval_data is not None)
+        check_monitors(fn, callbacks, logged, eval_data is not None)
+
+    check_callback_monitors(train_metrics)
     fp = fingerprint(model=model, params=params, state=state, opt_state=opt_state,
                      learning_rate=first_lr, loss_fn=loss_fn, key=key,
                      batch_size=batch_size, data=source, config=config,
@@ -432,7 +444,8 @@ def fit(model, params, state, opt, data, epochs: int, *, batch_size: int | None 
     else:
         labels_ok = None
         if kind == "batches":
-            labels_ok = _lazy_label_check(fn, model, params, state, loss_fn, metrics_fn)
+            labels_ok = _lazy_label_check(fn, model, params, state, loss_fn, metrics_fn,
+                                          check_callback_monitors)
         put = feed.batch_putter(fn, mesh, devices, labels_ok, checked=kind == "arrays")
         # arrays: the scan path's batches (fdata.Loader draws the same permutation)
         epoch_batches = (fdata.Loader(x, y, batch_size, key=key) if kind == "arrays"
@@ -493,6 +506,19 @@ def fit(model, params, state, opt, data, epochs: int, *, batch_size: int | None 
     return params, state, opt_state, history
 
 
+def _callback_list(fn: str, callbacks) -> tuple:
+    """``callbacks`` as a tuple: a list or tuple of them, or ``None`` for none."""
+    if callbacks is None:
+        return ()
+    if callable(callbacks) or callable(getattr(callbacks, "on_epoch_end", None)):
+        raise TypeError(f"{fn}: callbacks must be a list of callbacks, got one "
+                        f"{type(callbacks).__name__}: pass callbacks=[it]")
+    if not isinstance(callbacks, (list, tuple)):
+        raise TypeError(f"{fn}: callbacks must be a list or tuple of callbacks, got "
+                        f"{type(callbacks).__name__}")
+    return tuple(callbacks)
+
+
 def _check_train_batch(what: str, model, params, state, x, rows: int) -> None:
     """Traces the model in training mode on a batch of ``rows`` rows of ``x`` (shapes
     only): what it refuses (batch norm on one row) is refused before any epoch runs,
@@ -522,9 +548,12 @@ def _append(history: dict, row: dict) -> None:
         history.setdefault(k, [None] * done).append(row.get(k))
 
 
-def _lazy_label_check(fn: str, model, params, state, loss_fn, metrics_fn) -> Callable:
+def _lazy_label_check(fn: str, model, params, state, loss_fn, metrics_fn,
+                      on_metrics: Callable) -> Callable:
     """``check(x, y)`` of host labels for iterables: the class count (and the loss's and
-    metrics' shapes and names) from the first batch of each shape."""
+    metrics' shapes and names) from the first batch of each shape; the first batch's
+    metric names go to ``on_metrics`` (the callbacks' monitors, checked before the first
+    step)."""
     classes: dict = {}
     # shapes only: the arrays themselves are donated to the first step
     params, state = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype),
@@ -534,9 +563,11 @@ def _lazy_label_check(fn: str, model, params, state, loss_fn, metrics_fn) -> Cal
         leaves, treedef = jax.tree_util.tree_flatten((x, y))
         shape = (treedef, *((tuple(a.shape[1:]), str(a.dtype)) for a in leaves))
         if shape not in classes:
-            classes[shape] = trace_outputs(fn, "a batch of data", model, params, state, x, y,
-                                           loss_fn, metrics_fn, FIT_LOGS,
-                                           "eval_").num_classes
+            outputs = trace_outputs(fn, "a batch of data", model, params, state, x, y,
+                                    loss_fn, metrics_fn, FIT_LOGS, "eval_")
+            if not classes:
+                on_metrics(outputs.metrics)
+            classes[shape] = outputs.num_classes
         check_labels(fn, "a batch's y", y, classes[shape])
 
     return check

@@ -131,6 +131,15 @@ FIT_ROWS = [
     (dict(callbacks=[train.KeepBest("acc")]), ValueError,
      r"fit: callbacks\[0\] \(KeepBest\) monitors 'acc', which fit does not log; the logs "
      r"hold accuracy, epoch_time, learning_rate, loss"),
+    (dict(callbacks=train.EarlyStopping("loss")), TypeError,
+     r"fit: callbacks must be a list of callbacks, got one EarlyStopping: pass "
+     r"callbacks=\[it\]"),
+    (dict(callbacks=lambda epoch, logs: False), TypeError,
+     r"fit: callbacks must be a list of callbacks, got one function"),
+    (dict(callbacks={"stop": train.EarlyStopping("loss")}), TypeError,
+     r"fit: callbacks must be a list or tuple of callbacks, got dict"),
+    (dict(scan="no"), TypeError, r"fit: scan must be a bool, got str 'no'"),
+    (dict(progress=0), TypeError, r"fit: progress must be a bool, got int 0"),
     (dict(data="callable", epochs=1), None, None),         # control row: this one trains
 ]
 
@@ -146,6 +155,26 @@ def test_fit_rejects_bad_input_before_training(changes, exc, match):
     with pytest.raises(exc, match=match):
         calls_seen = run()
     assert calls_seen == []
+
+
+@pytest.mark.parametrize("source", ["loader", "list"])
+def test_a_misspelt_monitor_is_refused_at_the_first_batch_of_an_iterable(source):
+    """With batches from an iterable the metric names are known at its first batch: a
+    monitor fit does not log is refused there, before any step (it was a KeyError from
+    the callback after a whole epoch)."""
+    from funcnet import data
+    batches = (data.Loader(X, Y, 32, key=0) if source == "loader"
+               else [(X[:32], Y[:32]), (X[32:], Y[32:])])
+    seen = []
+    with pytest.raises(ValueError, match=r"fit: callbacks\[1\] \(EarlyStopping\) monitors "
+                                         r"'accuarcy', which fit does not log; the logs hold "
+                                         r"accuracy, epoch_time, learning_rate, loss"):
+        train.fit(MLP, PARAMS, STATE, ADAM, batches, 2, key=KEY, progress=False,
+                  callbacks=[lambda e, logs: seen.append(e), train.EarlyStopping("accuarcy")])
+    assert seen == []
+    *_, hist = train.fit(MLP, PARAMS, STATE, ADAM, batches, 1, key=KEY, progress=False,
+                         callbacks=[train.EarlyStopping("accuracy")])
+    assert hist["epoch"] == [1]
 
 
 def test_a_loaders_last_batch_the_model_refuses_is_found_before_training(tmp_path):

@@ -40,6 +40,19 @@ def test_scan_per_step_and_loader_paths_agree():
     assert np.isfinite(np.asarray(params[0]["w"])).all()  # the caller's arrays are intact
 
 
+@pytest.mark.parametrize("count", [2, 3])
+def test_a_tuple_of_batches_trains_as_the_list_of_them(count):
+    """A tuple of (x, y) batches is a re-iterable like a list (a pair's y is never a
+    tuple, so two batches are not read as one pair): the same steps, bit for bit."""
+    x, y = subset(96)
+    batches = [(x[i::count], y[i::count]) for i in range(count)]
+    params, state = init(MLP)
+    runs = [train.fit(MLP, params, state, ADAM, kind(batches), 2, key=KEY, progress=False)
+            for kind in (list, tuple)]
+    assert_trees_equal(runs[0][:3], runs[1][:3])
+    assert runs[0][3]["loss"] == runs[1][3]["loss"] and runs[1][3]["epoch"] == [1, 2]
+
+
 def test_regression_reports_no_accuracy(capsys):
     """Issue 16: a regression with mean_squared_error printed accuracy 1.0000."""
     model = nn.serial(nn.Dense(1, dtype=np.float32))
