@@ -197,10 +197,14 @@ def MultiHeadAttention(num_heads: int, *, qkv_features: int | None = None,
         bounds the logits. Default ``False``.
       packed: the input is a pair ``(x, segment_ids)``: integer ids ``(N, T)`` (``(T,)``
         for one sequence) of the sequences packed in each row (T5X's and seqio's
-        ``segment_ids``); position ``i`` attends position ``j`` of its own segment only
-        (besides ``causal``, ``window``), through the op's ``mask_fn=``
-        :func:`funcnet.ops.same_segment`, evaluated per block: a step keeps the ids, not a
-        ``(N, 1, T, T)`` mask; ``init`` takes ``(N, T, F)`` or ``((N, T, F), (N, T))``.
+        ``segment_ids``), a sequence being a run of equal consecutive ids (an id that comes
+        back after another run starts a new sequence, as in
+        :func:`~funcnet.nn.segment_positions`: ``[1, 1, 2, 2, 1, 1]`` holds three);
+        position ``i`` attends position ``j`` of its own sequence only (besides ``causal``,
+        ``window``), through the op's ``mask_fn=`` :func:`funcnet.ops.same_segment` on the
+        runs' numbers (``[0, 0, 1, 1, 2, 2]``), evaluated per block: a step keeps the
+        ``(N, T)`` numbers, not a ``(N, 1, T, T)`` mask; ``init`` takes ``(N, T, F)`` or
+        ``((N, T, F), (N, T))``.
         A packed row equals its sequences run one by one (tests): positions, rope and the
         position biases stay those of the row (as T5X without ``segment_positions``), and
         ALiBi, T5's buckets and rope's rotation depend on ``j - i`` only, the same inside
@@ -346,7 +350,10 @@ def CrossAttention(num_heads: int, *, qkv_features: int | None = None,
       packed: the input is ``(x, context, (x_ids, context_ids))``, the segment ids ``(N,
         T)`` and ``(N, S)`` of the sequences packed in each row of ``x`` and of the context
         (T5X's packed encoder-decoder: the decoder's segment ``k`` reads the encoder's
-        segment ``k``), through the op's ``mask_fn=`` :func:`funcnet.ops.same_segment`:
+        segment ``k``). Ids are matched by equality here, not by runs: step ``i`` of ``x``
+        reads step ``j`` of the context where ``x_ids[i] == context_ids[j]``, wherever
+        they are in their rows (an id used by two runs pairs them all: give each packed
+        pair its own id), through the op's ``mask_fn=`` :func:`funcnet.ops.same_segment`:
         a step keeps the ids, not a ``(N, 1, T, S)`` mask; ``init`` takes the shapes of
         ``(x, context)`` or ``(x, context, (x_ids, context_ids))``. Not with
         ``decode=True``. Default ``False``.
@@ -420,7 +427,8 @@ def _attention_layer(name, heads, kv_heads, cross, qkv_features, out_features, c
     ``k``; ``window``: ``None`` or the sliding window; ``bias_spec``: ``None`` or the
     position bias of :func:`funcnet.nn.position_bias.check`; ``logits``: the
     :func:`_logit_args` (the op's ``logit_soft_cap`` and ``scale``, and ``qk_norm``);
-    ``packed``: the mask's place holds segment ids (:func:`funcnet.nn.packing.segments`)."""
+    ``packed``: the mask's place holds segment ids (:func:`funcnet.nn.packing.segments`),
+    runs of equal ids in self-attention, matched by equality with ``cross``."""
     if kv_heads is None:
         kv_heads = heads
     kv_heads = _checks.static_int(name, "num_kv_heads", kv_heads, minimum=1)
@@ -529,8 +537,10 @@ def _attention_layer(name, heads, kv_heads, cross, qkv_features, out_features, c
     def apply(params, state, x, *, key=None, train=False):
         x, ctx, mask = split_input(x)
         segments = None
-        if packed:      # the op's mask_fn reads them (below)
+        if packed:      # the op's mask_fn reads them (below): self-attention's sequences are
+            # runs of equal ids, numbered; the cross pairs x's and context's ids by equality
             segments, mask = packing.segments(name, x, mask, ctx if cross else None), None
+            segments = segments if cross else packing.sequence_numbers(segments)
         check_params(name, "params", params, _shapes(params))
         if not decode:
             check_no_params(name, (), state)

@@ -72,10 +72,11 @@ def LSTM(hidden_size: int, *, return_carry: bool = False,
 
     Shapes:
       input: ``xs`` time-major ``(T, N, D)`` or one sequence ``(T, D)``; or a pair
-        ``(xs, (h0, c0))`` with ``h0``, ``c0`` of shape ``(N, H)`` (``(H,)``); or a
-        triple ``(xs, (h0, c0) or None, lengths)`` for a padded batch, ``lengths``
-        ``(N,)`` integers in ``[0, T]`` (``()`` for one sequence): a sequence keeps its
-        carry after its last real step and outputs 0 at its padded steps.
+        ``(xs, (h0, c0))`` with ``h0``, ``c0`` of shape ``(N, H)`` (``(H,)``), ``(xs,
+        None)`` being ``xs`` (zeros); or a triple ``(xs, (h0, c0) or None, lengths)`` for
+        a padded batch, ``lengths`` ``(N,)`` integers in ``[0, T]`` (``()`` for one
+        sequence): a sequence keeps its carry after its last real step and outputs 0 at
+        its padded steps.
       output: ``hs`` ``(T, N, H)`` (``(T, H)``); with ``return_carry=True`` the pair
         ``(hs, (h_T, c_T))`` (with ``lengths``, each sequence's carry after its last
         real step).
@@ -101,7 +102,7 @@ def LSTM(hidden_size: int, *, return_carry: bool = False,
     Raises:
       TypeError, ValueError: bad constructor arguments or ``input_shape``; params of
         another structure; an input that is not rank 2/3, not floating, or a carry that
-        is not a pair; and :func:`funcnet.ops.lstm`'s errors (``D``, ``N`` or ``H``
+        is neither a pair nor ``None``; and :func:`funcnet.ops.lstm`'s errors (``D``, ``N`` or ``H``
         mismatches), prefixed with the layer name.
 
     References:
@@ -134,8 +135,8 @@ def GRU(hidden_size: int, *, return_carry: bool = False,
 
     Shapes:
       input: ``xs`` ``(T, N, D)`` or ``(T, D)``; or a pair ``(xs, h0)`` with ``h0``
-        ``(N, H)`` (``(H,)``); or a triple ``(xs, h0 or None, lengths)`` for a padded
-        batch, as :func:`LSTM`.
+        ``(N, H)`` (``(H,)``), ``(xs, None)`` being ``xs``; or a triple ``(xs, h0 or
+        None, lengths)`` for a padded batch, as :func:`LSTM`.
       output: ``hs`` ``(T, N, H)``; with ``return_carry=True`` the pair ``(hs, h_T)``.
       ``init``'s ``input_shape``: ``(T, N, D)``, ``((T, N, D), (N, H))`` or
         ``((T, N, D), (N, H) or None, (N,))``.

@@ -3,9 +3,11 @@ a layer's input and the position of each step within its sequence.
 
 A row of ``T`` steps may hold several sequences one after another; ``segment_ids``
 ``(..., T)`` (integers) gives the sequence of each step, a sequence being a run of equal
-consecutive ids. :func:`~funcnet.nn.MultiHeadAttention` and
-:func:`~funcnet.nn.CrossAttention` then let a query see the keys of its own sequence only,
-and :func:`~funcnet.nn.PositionEmbedding` / :func:`~funcnet.nn.SinusoidalPositions` restart
+consecutive ids (an id that comes back after another run starts a new sequence).
+:func:`~funcnet.nn.MultiHeadAttention` then lets a query see the keys of its own sequence
+only, :func:`~funcnet.nn.CrossAttention` lets a step of ``x`` read the steps of the context
+with the same id (ids matched by equality there: the pairs of an encoder-decoder), and
+:func:`~funcnet.nn.PositionEmbedding` / :func:`~funcnet.nn.SinusoidalPositions` restart
 the positions with each sequence (:func:`segment_positions`).
 
 References:
@@ -43,9 +45,24 @@ def _positions(name: str, ids):
         raise ValueError(f"{name}: segment_ids has shape (), expected (..., T)")
     axis = ids.ndim - 1
     steps = lax.broadcasted_iota(jnp.int32, ids.shape, axis)
-    new = jnp.concatenate([jnp.ones(ids.shape[:-1] + (1,), bool),
-                           ids[..., 1:] != ids[..., :-1]], axis=axis)
-    return steps - lax.cummax(jnp.where(new, steps, 0), axis=axis)
+    return steps - lax.cummax(jnp.where(_starts(ids), steps, 0), axis=axis)
+
+
+def _starts(ids):
+    """Where a sequence starts in integer ids ``(..., T)`` (rank >= 1): ``(..., T)`` bool,
+    true at step 0 and where the id differs from the previous step's."""
+    first = min(ids.shape[-1], 1)      # no step 0 in an empty row
+    return jnp.concatenate([jnp.ones(ids.shape[:-1] + (first,), bool),
+                            ids[..., 1:] != ids[..., :-1]], axis=ids.ndim - 1)
+
+
+def sequence_numbers(ids):
+    """The number of the sequence of each step in integer ids ``(..., T)`` (rank >= 1):
+    int32 of the same shape, ``0`` for the first run of equal consecutive ids, then one
+    more at every change, ``[1, 1, 2, 2, 1, 1] -> [0, 0, 1, 1, 2, 2]``: ids equal exactly
+    where the steps are in the same sequence (an id that comes back after another run is a
+    new sequence), what :func:`funcnet.ops.same_segment` compares in self-attention."""
+    return jnp.cumsum(_starts(ids), axis=ids.ndim - 1, dtype=jnp.int32) - 1
 
 
 def packed_arg(name: str, packed, decode: bool) -> bool:

@@ -187,12 +187,15 @@ def SinusoidalPositions(max_period: float = 10000.0, *, decode: bool = False,
 
     Args:
       max_period: the longest wavelength ``2 pi max_period``, a Python float ``> 0``
-        (default 10000).
+        (default 10000; a concrete NumPy or JAX scalar is read as its float, a traced one
+        refused), in the layer's name unless 10000.
       decode: keep the next position in the state.
       packed: take ``(x, segment_ids)`` (not with ``decode``).
 
     Raises:
-      TypeError, ValueError: at construction a bad ``max_period`` or ``decode``; in
+      TypeError, ValueError: at construction a bad ``max_period`` (checked first:
+        ``TypeError`` for a non-number, a bool, an array that is not a scalar or a traced
+        value, ``ValueError`` for a non-finite value or one ``<= 0``) or ``decode``; in
         ``init`` and ``apply`` a non-float input, rank < 2, an odd ``F``; with
         ``decode=True``, a state that is not ``{"index": int scalar}``; with
         ``packed=True``, segment ids as :func:`PositionEmbedding`'s.
@@ -200,9 +203,9 @@ def SinusoidalPositions(max_period: float = 10000.0, *, decode: bool = False,
     References:
       Vaswani et al. (2017), https://arxiv.org/abs/1706.03762, section 3.5.
     """
-    name = "SinusoidalPositions" if max_period == 10000.0 else \
-        f"SinusoidalPositions({max_period!r:.20})"
-    period = _checks.static_float(name, "max_period", max_period, 0.0, low_inclusive=False)
+    period = _checks.static_float("SinusoidalPositions", "max_period", max_period, 0.0,
+                                  low_inclusive=False)
+    name = "SinusoidalPositions" if period == 10000.0 else f"SinusoidalPositions({period!r})"
     decode = _checks.static_bool(name, "decode", decode)
     packed = packed_arg(name, packed, decode)
 

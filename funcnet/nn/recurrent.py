@@ -90,15 +90,15 @@ def one_sequence_lengths(name, lengths):
 
 
 def _split_input(name, x):
-    """``xs``, ``(xs, carry)`` or ``(xs, carry, lengths)`` -> ``(xs, carry, lengths,
-    carry_given)`` (``carry`` may be ``None`` in the triple: zeros)."""
+    """``xs``, ``(xs, carry)`` or ``(xs, carry, lengths)`` -> ``(xs, carry, lengths)``
+    (``carry`` ``None``, in the pair or the triple, for the default initial state, as
+    ``xs`` alone; ``lengths`` ``None`` without the triple)."""
     if not isinstance(x, (tuple, list)):
-        return x, None, None, False
+        return x, None, None
     if len(x) not in (2, 3):
         raise ValueError(f"{name}: input must be xs, a pair (xs, carry) or a triple (xs, "
                          f"carry, lengths), got a {type(x).__name__} of {len(x)} entries")
-    lengths = x[2] if len(x) == 3 else None
-    return x[0], x[1], lengths, len(x) == 2 or x[1] is not None
+    return x[0], x[1], x[2] if len(x) == 3 else None
 
 
 def _split_input_shape(input_shape):
@@ -168,8 +168,8 @@ def recurrent_layer(name, n_carry, H, return_carry, dtype, shapes, make_params, 
     def apply(params, state, x, *, key=None, train=False):
         del key, train
         x_in = x
-        x, carry, lengths, carry_given = _split_input(name, x)
-        if carry_given:
+        x, carry, lengths = _split_input(name, x)
+        if carry is not None:     # None: the default initial state
             check_carry(carry, "the carry in (xs, carry)")
         x, params = weights_and_input(name, params, state, x, shapes)
         _checks.check_rank(name, "x", x, (2, 3), _LAYOUT)
@@ -210,10 +210,11 @@ def RNN(hidden_size: int, *, return_carry: bool = False,
 
     Shapes:
       input: time-major ``(T, N, D)``, or one sequence ``(T, D)`` (e.g. inside
-        ``jax.vmap``); or a pair ``(xs, h0)`` with ``h0`` ``(N, H)`` (``(H,)``); or a
-        triple ``(xs, h0 or None, lengths)`` for a padded batch, ``lengths`` ``(N,)``
-        integers in ``[0, T]`` (``()`` for one sequence): a sequence keeps its state
-        after its last real step and outputs 0 at its padded steps (as :func:`LSTM`).
+        ``jax.vmap``); or a pair ``(xs, h0)`` with ``h0`` ``(N, H)`` (``(H,)``), ``(xs,
+        None)`` being ``xs``; or a triple ``(xs, h0 or None, lengths)`` for a padded
+        batch, ``lengths`` ``(N,)`` integers in ``[0, T]`` (``()`` for one sequence): a
+        sequence keeps its state after its last real step and outputs 0 at its padded
+        steps (as :func:`LSTM`).
       output: all hidden states ``(T, N, H)`` (or ``(T, H)``); with
         ``return_carry=True`` the pair ``(hs, h_T)`` (with ``lengths``, each sequence's
         state after its last real step).

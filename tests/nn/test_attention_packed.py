@@ -2,8 +2,9 @@
 attend within their segment (the op's ``mask_fn=ops.same_segment``). A packed row equals
 its sequences run one by one through the same layer (values and gradients of params and
 ``x``, float64, 1e-10), with rope, T5's bias, GQA and a window too; vmap over examples; the
-residuals (the ids, no ``T x T`` mask); init, description; errors. CrossAttention(packed=
-True): a packed decoder row reading a packed encoder row equals the pairs run alone."""
+residuals (the ids, no ``T x T`` mask); init, description; errors. An id that comes back
+after another run starts a new sequence. CrossAttention(packed=True): a packed decoder row
+reading a packed encoder row equals the pairs run alone."""
 import math
 
 import jax
@@ -56,6 +57,38 @@ def test_a_packed_row_equals_its_sequences_one_by_one(kind):
     assert_close(g, g_ref, 1e-10, "gradients (params, x)")
     mixed = jnp.sum(jnp.sin(alone.apply(params, (), x)[0]))
     assert abs(float(mixed - y)) > 1e-3          # without the ids the sequences mix
+
+
+# an id that comes back after another run is a new sequence (nn.segment_positions): row 0
+# holds runs 0:4, 4:7, 7:12 with ids 1, 2, 1; row 1 runs 0:3, 3:5, 5:9, 9:12 with 0, 5, 0, 5
+REPEATED = jnp.asarray([[1] * 4 + [2] * 3 + [1] * 5, [0] * 3 + [5] * 2 + [0] * 4 + [5] * 3],
+                       jnp.int32)
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["bidirectional", "causal"])
+def test_a_repeated_id_starts_a_new_sequence(causal):
+    """Rows whose ids come back after another run: each run is its own sequence, so the
+    packed row equals its runs run one by one (values and the gradient in ``x``, eagerly
+    and under jit), not the runs of an id attending each other."""
+    packed = nn.MultiHeadAttention(4, causal=causal, packed=True, rope=True)
+    alone = nn.MultiHeadAttention(4, causal=causal, rope=True)
+    _, params, _ = numpy_init(packed, ((-1, 12, 8), (-1, 12)))
+    x = randn((2, 12, 8), seed=5)
+
+    def f_packed(x):
+        return packed.apply(params, (), (x, REPEATED))[0]
+    y, gx = f_packed(x), jax.grad(lambda x: jnp.sum(jnp.sin(f_packed(x))))(x)
+    assert_close(jax.jit(f_packed)(x), y, 1e-12, "jit")
+    each = jax.vmap(lambda xi, si: packed.apply(params, (), (xi, si))[0])(x, REPEATED)
+    assert_close(each, y, 1e-12, "vmap over examples, (T,) ids")
+    for n in range(2):
+        row = np.asarray(REPEATED[n])
+        edges = [0] + [t for t in range(1, 12) if row[t] != row[t - 1]] + [12]
+        for a, z in zip(edges, edges[1:]):
+            seq = x[n, a:z]
+            assert_close(y[n, a:z], alone.apply(params, (), seq)[0], 1e-10, f"{n}, {a}:{z}")
+            want = jax.grad(lambda s: jnp.sum(jnp.sin(alone.apply(params, (), s)[0])))(seq)
+            assert_close(gx[n, a:z], want, 1e-10, f"dx of {n}, {a}:{z}")
 
 
 def test_vmap_over_examples_equals_the_batch_and_init_takes_the_ids_shape():

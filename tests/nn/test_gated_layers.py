@@ -1,7 +1,8 @@
 """The recurrent layers (LSTM, GRU and the vanilla RNN): shape agreement (plain, (xs,
 carry) and (xs, carry, lengths) inputs, return_carry), initialisation (per-gate blocks,
-forget bias), values and gradients against the twins, stateful chunking, padded batches,
-composition with serial/parallel, single sequences under vmap, errors."""
+forget bias), values and gradients against the twins, stateful chunking, a None carry as
+the default initial state, padded batches, composition with serial/parallel, single
+sequences under vmap, errors."""
 import functools
 
 import jax
@@ -128,6 +129,30 @@ def test_values_gradients_and_chunked_stateful_use(kind):
     assert_close(g, g_ref, 1e-10, "grads through the carried chunks")
     hs_only, _ = getattr(nn, kind)(H, dtype=F64).apply(p, (), (xs, c1))
     assert_close(hs_only, want[0], 1e-12, "return_carry=False")
+
+
+@pytest.mark.parametrize("kind, kw", [("LSTM", {}), ("GRU", {}), ("RNN", {}),
+                                      ("RNN", {"learn_h0": True})],
+                         ids=["LSTM", "GRU", "RNN", "RNN_learn_h0"])
+def test_a_none_carry_is_the_default_initial_state(kind, kw):
+    """``(xs, None)`` and ``(xs, None, lengths)`` (every sequence of full length) are
+    ``xs`` alone: the default initial state (zeros, or the learned ``h0``), batched and
+    for one sequence, eagerly and under jit; ``init`` takes the same inputs."""
+    layer = getattr(nn, kind)(H, return_carry=True, dtype=F64, **kw)
+    p = jax.tree_util.tree_map(lambda a: a + 0.1 * randn(a.shape, 7),
+                               _init(kind, dtype=F64, **kw))
+    xs = randn((T, N, D), seed=14)
+    for shape in (((T, -1, D), None), ((T, -1, D), None, (-1,))):
+        assert abstract_init(layer, shape)[0] == abstract_init(layer, (T, -1, D))[0]
+
+    def run(p):
+        return [[layer.apply(p, (), x)[0] for x in (seq, (seq, None), (seq, None, lengths))]
+                for seq, lengths in ((xs, jnp.full((N,), T)), (xs[:, 1], jnp.int32(T)))]
+
+    for label, f in (("eagerly", run), ("under jit", jax.jit(run))):
+        for (want, *got), what in zip(f(p), ("batched", "one sequence")):
+            assert_close(got[0], want, 1e-12, f"(xs, None), {what}, {label}")
+            assert_close(got[1], want, 1e-12, f"(xs, None, lengths), {what}, {label}")
 
 
 @pytest.mark.parametrize("kind", ["LSTM", "GRU", "RNN"])

@@ -1,5 +1,6 @@
 """nn.PositionEmbedding: x + table[:T] (the plain formulation), init (N(0, 0.02^2),
-Flax's name), (N, T, F) and (T, F) inputs, gradients, dtype, errors eager and under jit."""
+Flax's name), (N, T, F) and (T, F) inputs, gradients, dtype, errors eager and under jit;
+nn.SinusoidalPositions' check of max_period."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -90,6 +91,41 @@ def test_bad_construction():
         nn.PositionEmbedding(8, embedding_init=0.02)
     with pytest.raises(TypeError, match=r"PositionEmbedding\(8\)"):
         nn.PositionEmbedding(8, dtype=jnp.int32)
+
+
+@pytest.mark.parametrize("max_period, exc, match", [
+    (0.0, ValueError, r"must be in \(0, inf\), got 0"),
+    (-1.0, ValueError, r"must be in \(0, inf\), got -1"),
+    (float("nan"), ValueError, r"must be finite, got nan"),
+    (float("inf"), ValueError, r"must be finite, got inf"),
+    (True, TypeError, r"must be a Python float, got bool"),
+    ("100", TypeError, r"must be a Python float, got str"),
+    (None, TypeError, r"must be a Python float, got NoneType"),
+    (np.array([1.0, 2.0]), TypeError, r"must be a Python float, got ndarray"),
+    (jnp.ones(2), TypeError, r"must be a Python float, got ArrayImpl"),
+], ids=["zero", "negative", "nan", "inf", "bool", "str", "none", "numpy", "jax"])
+def test_sinusoidal_max_period_is_checked_before_anything(max_period, exc, match):
+    """A bad ``max_period`` raises the documented error naming it (not NumPy's or JAX's
+    error from building the layer's name with it)."""
+    with pytest.raises(exc, match=r"^SinusoidalPositions: max_period " + match):
+        nn.SinusoidalPositions(max_period)
+
+
+def test_sinusoidal_max_period_traced_or_a_concrete_scalar():
+    """Traced (the layer built under jit or vmap): a TypeError naming max_period; a
+    concrete NumPy or JAX scalar is its float, in the name too."""
+    x = randn((2, 3, 4))
+    for transform in (jax.jit, jax.vmap):
+        with pytest.raises(TypeError, match=r"^SinusoidalPositions: max_period must be a "
+                                            r"Python float, got .*Tracer"):
+            transform(lambda p: nn.SinusoidalPositions(p).apply((), (), x)[0])(
+                jnp.asarray([100.0]) if transform is jax.vmap else 100.0)
+    want = nn.SinusoidalPositions(100.0).apply((), (), x)[0]
+    for period in (100, np.float64(100.0), jnp.float32(100.0)):
+        layer = nn.SinusoidalPositions(period)
+        assert layer.name == "SinusoidalPositions(100.0)", layer.name
+        np.testing.assert_allclose(layer.apply((), (), x)[0], want, **TOL)
+    assert nn.SinusoidalPositions(np.float32(10000.0)).name == "SinusoidalPositions"
 
 
 @pytest.mark.parametrize("jit", [False, True])

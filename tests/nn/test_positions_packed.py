@@ -19,6 +19,8 @@ KEY = jax.random.PRNGKey(0)
 T, F = 12, 4
 # two rows of sequences: lengths 5, 4, 3 and 7, 5 (ids are arbitrary labels; 0 is padding)
 IDS = np.asarray([[3] * 5 + [1] * 4 + [0] * 3, [2] * 7 + [0] * 5], np.int32)
+# ids that come back after another run: new sequences (lengths 5, 4, 3 and 4, 3, 5)
+REPEATED = np.asarray([[3] * 5 + [1] * 4 + [3] * 3, [2] * 4 + [0] * 3 + [2] * 5], np.int32)
 LAYERS = {"learned": lambda **kw: nn.PositionEmbedding(16, **kw),
           "sinusoidal": lambda **kw: nn.SinusoidalPositions(100.0, **kw)}
 
@@ -107,10 +109,12 @@ def test_vmap_over_examples_init_shapes_and_description(kind):
     assert "packed=True" in nn.describe(layer)
 
 
-def test_a_packed_stack_equals_its_sequences_alone():
+@pytest.mark.parametrize("ids", [IDS, REPEATED], ids=["distinct", "repeated"])
+def test_a_packed_stack_equals_its_sequences_alone(ids):
     """Learned positions, then causal packed attention with a residual, over ``(x, ids)``
     (side inputs kept by KeepRest): each packed sequence's outputs are those of the same
-    layers on it alone."""
+    layers on it alone, also where an id comes back after another run (the positions
+    and the attention agree that it starts a new sequence)."""
     packed = nn.serial(nn.KeepRest(nn.PositionEmbedding(16, packed=True)),
                        nn.KeepRest(nn.MultiHeadAttention(2, causal=True, packed=True),
                                    residual=True), nn.DropRest())
@@ -118,9 +122,9 @@ def test_a_packed_stack_equals_its_sequences_alone():
                       nn.Residual(nn.MultiHeadAttention(2, causal=True)))
     _, params, state = numpy_init(packed, ((-1, T, F), (-1, T)))
     x = randn((2, T, F), seed=3)
-    y = jax.jit(packed.apply)(params, state, (x, IDS))[0]
+    y = jax.jit(packed.apply)(params, state, (x, ids))[0]
     for n in range(2):
-        for a, b in runs(IDS[n]):
+        for a, b in runs(ids[n]):
             want = alone.apply(params[:2], state[:2], x[n, a:b])[0]
             assert_close(y[n, a:b], want, 1e-10, f"row {n} run {a}:{b}")
 
