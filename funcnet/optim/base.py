@@ -324,8 +324,12 @@ def _wide(x) -> np.dtype:
 
 
 def one_minus(beta, x: jax.Array) -> jax.Array:
-    """``1 - beta`` in ``x``'s dtype, formed in at least float32 (``0.999`` is ``1.0`` in
+    """``1 - beta`` in ``x``'s dtype: a Python or NumPy number as optax's Python-scalar
+    arithmetic forms it (``1 - 0.99999`` in float64, then rounded once: ``1 - float32(
+    0.99999)`` is 1.4e-3 off), an array in at least float32 (``0.999`` is ``1.0`` in
     bfloat16, so casting ``beta`` first would give 0)."""
+    if isinstance(beta, (int, float, np.number)) and not isinstance(beta, bool):
+        return jnp.asarray(1 - beta).astype(jnp.result_type(x))
     return (1 - jnp.asarray(beta).astype(_wide(x))).astype(jnp.result_type(x))
 
 

@@ -32,8 +32,10 @@ def _sum(xs, dtype=None):
 
 def tree_vdot(a, b):
     """optax's ``tree.vdot(a, b)``: ``sum over leaves of sum(conj(a) b)``, leaf after
-    leaf, each leaf's product in the promoted dtype of the pair."""
+    leaf, each leaf's product in the promoted dtype of the pair (a Python number as an
+    array, as optax takes it)."""
     def one(x, y):
+        x, y = jnp.asarray(x), jnp.asarray(y)
         dt = promote_dtypes(x.dtype, y.dtype)
         return _vdot(x.astype(dt), y.astype(dt))
     return _sum(one(x, y) for x, y in zip(jax.tree_util.tree_leaves(a),

@@ -20,7 +20,6 @@ from __future__ import annotations
 import functools
 import inspect
 import math
-import operator
 from collections.abc import Mapping
 from typing import Any, NamedTuple, Optional
 
@@ -28,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from funcnet import _checks
-from funcnet.optim.adaptive_contrib import _vdot
+from funcnet.optim.contrib_common import tree_vdot
 from funcnet.optim.base import (
     Updates, check_count, check_hyperparameter, check_nonnegative, check_state, optimizer,
     promote_dtypes, zeros_like)
@@ -38,11 +37,6 @@ _map = jax.tree_util.tree_map
 
 
 # ------------------------------------------------------------------ shared helpers
-
-
-def tree_vdot(a, b) -> jax.Array:
-    """``sum over leaves of sum(conj(a) b)`` (optax's ``tree.vdot``, leaf after leaf)."""
-    return functools.reduce(operator.add, jax.tree_util.tree_leaves(_map(_vdot, a, b)), 0)
 
 
 def add_scale(x, eta, y):

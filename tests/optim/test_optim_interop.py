@@ -280,3 +280,52 @@ def test_incremental_update_has_optax_dtype_and_values(new_dtype, old_dtype):
     assert ours["w"].dtype == theirs["w"].dtype
     np.testing.assert_allclose(np.asarray(ours["w"], np.float64),
                                np.asarray(theirs["w"], np.float64), rtol=1e-7)
+
+
+@pytest.mark.parametrize("b2", [0.999, 0.99999])
+def test_float32_moments_equal_optax_bit_for_bit(b2):
+    """A Python beta's ``1 - beta`` is formed as optax forms it (in float64, rounded once):
+    ``1 - float32(0.99999)`` would weigh the second moment 1.4e-3 too much. float32 Adam
+    and EMA trajectories then equal optax's exactly (x64 off: with it on, the float64
+    scalars hide the difference)."""
+    with jax.enable_x64(False), jax.numpy_dtype_promotion("standard"):   # optax's needs
+        grads = jax.random.normal(jax.random.PRNGKey(0), (20, 4), jnp.float32)
+        params = {"w": jnp.zeros(4, jnp.float32)}
+        runs = []
+        for lib in (optim, optax):
+            for opt in (lib.adam(1e-3, b2=b2), lib.ema(b2, debias=True)):
+                state, updates = opt.init(params), []
+                for g in grads:
+                    u, state = opt.update({"w": g}, state, params)
+                    updates.append(np.asarray(u["w"]))
+                runs.append(np.stack(updates))
+        adam = optim.adam(0.1, b2=b2)
+        nu = adam.update({"w": jnp.ones(4)}, adam.init(params), params)[1][0].nu["w"]
+    np.testing.assert_array_equal(runs[0], runs[2])
+    np.testing.assert_array_equal(runs[1], runs[3])
+    assert runs[0].dtype == np.float32
+    assert float(nu[0]) == float(np.float32(1 - b2))
+
+
+@pytest.mark.parametrize("name", ["MultiSteps", "apply_if_finite", "conditionally_mask"])
+def test_a_state_moves_into_optax_cond_wrappers_with_optax_classes(name):
+    """optax's lax.cond wrappers compare state classes: a funcnet state, unflattened into
+    optax's structure as the package docstring says, continues there as funcnet's own
+    update does; funcnet's wrapper takes optax's state as it is."""
+    make = {"MultiSteps": lambda lib: lib.MultiSteps(lib.adam(0.1), 2),
+            "apply_if_finite": lambda lib: lib.apply_if_finite(lib.adam(0.1), 2),
+            "conditionally_mask": lambda lib: lib.conditionally_mask(
+                lib.adam(0.1), lambda step: step % 2 == 0)}[name]
+    ours, theirs = make(optim), make(optax)
+    params = {"w": jnp.array([1.0, -2.0])}
+    grads = {"w": jnp.array([0.3, 0.1])}
+    with jax.numpy_dtype_promotion("standard"):                  # optax is not strict-clean
+        state = ours.update(grads, ours.init(params), params)[1]
+        want, _ = ours.update(grads, state, params)
+        moved = jax.tree_util.tree_structure(theirs.init(params)).unflatten(
+            jax.tree_util.tree_leaves(state))
+        got, _ = theirs.update(grads, moved, params)
+        back = ours.update(grads, theirs.update(grads, theirs.init(params), params)[1],
+                           params)[0]
+    np.testing.assert_allclose(got["w"], want["w"], rtol=1e-12)
+    np.testing.assert_allclose(back["w"], want["w"], rtol=1e-12)

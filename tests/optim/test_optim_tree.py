@@ -71,6 +71,8 @@ CASES = {  # name -> call on a tree module
     "sum_empty": lambda t: t.sum({"key": [None, [None]]}),
     "vdot": lambda t: t.vdot(X, Y), "vdot_complex": lambda t: t.vdot(XC, t.real(XC)),
     "vdot_empty": lambda t: t.vdot((), ()),
+    "vdot_python_leaf": lambda t: t.vdot({"w": X["b"], "s": 3.0}, {"w": Y["b"], "s": 2.0}),
+    "vdot_numbers": lambda t: t.vdot(2.0, 3.0),
     "update_moment": lambda t: t.update_moment(X, Y, 0.9, 2),
     "update_moment_none": lambda t: t.update_moment(None, X, 1, 1),
     "update_moment_per_elem_norm": lambda t: t.update_moment_per_elem_norm(XC, XC, 0.9, 3),
