@@ -13,7 +13,9 @@ two libraries. (optax's wrappers that compare two states' tree structures in a
 ``lax.cond``, ``MultiSteps``, ``apply_if_finite``, ``conditionally_transform``,
 ``conditionally_mask`` and ``lbfgs``'s line search, need optax's classes themselves: give
 them ``jax.tree_util.tree_structure(optax_opt.init(params)).unflatten(
-jax.tree_util.tree_leaves(state))``. funcnet takes optax's states as they are.) Named optimizers (:mod:`.aliases`) are ``chain``-s of blocks
+jax.tree_util.tree_leaves(state))``. funcnet takes optax's states as they are.)
+
+Named optimizers (:mod:`.aliases`) are ``chain``-s of blocks
 (:mod:`.transforms`, :mod:`.adaptive`, :mod:`.adaptive_more`, :mod:`.regularization`);
 more named optimizers (Lion, AdaMax, AMSGrad, AdaBelief, RAdam, LAMB, LARS, Adafactor)
 and Adan, Yogi, AdaDelta, NovoGrad in :mod:`.aliases_more` (their blocks in
