@@ -1,8 +1,8 @@
 """Helpers shared by the round-6 ports of ``optax.contrib`` (:mod:`.contrib_distance`,
 :mod:`.contrib_betting`, :mod:`.contrib_dual`, :mod:`.contrib_momo`,
-:mod:`.contrib_acprop`): tree inner products and sums in optax's order, the ``value=``
-check, the chains these optimizers are built from, and the scalar arithmetic that keeps
-a state's dtypes.
+:mod:`.contrib_acprop`) and the line searches: tree inner products and sums in optax's
+order, the ``value=`` check, the chains these optimizers are built from, and the scalar
+arithmetic that keeps a state's dtypes.
 """
 from __future__ import annotations
 

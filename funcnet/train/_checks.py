@@ -187,15 +187,14 @@ def trace_outputs(fn: str, what: str, model, params, state, x, y, loss_fn=None,
 
 def _classes(logits, y, loss_fn) -> int | None:
     """The class count that integer labels ``y`` (or a dict's ``"labels"``) index (along
-    the loss's class axes), or ``None`` where they are no class labels of ``logits`` (one
-    output is no softmax over classes: 0/1 labels of a one-logit binary classifier)."""
+    the loss's class axes), or ``None`` where they are no class labels of ``logits``."""
     y = class_labels(y)[0]
     if not is_array(y) or not np.issubdtype(np.dtype(y.dtype), np.integer):
         return None
     if not is_array(logits) or len(logits.shape) < 2:
         return None
     layout = class_layout(loss_fn, tuple(logits.shape))
-    if layout is None or tuple(y.shape[1:]) != layout[0][1:] or layout[1] < 2:
+    if layout is None or tuple(y.shape[1:]) != layout[0][1:]:
         return None
     return layout[1]
 

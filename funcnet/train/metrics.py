@@ -60,12 +60,12 @@ def _label_kind(logits, labels) -> str | None:
     if not (_checks.is_array(logits) and _checks.is_array(labels)):
         return None
     lshape, yshape = tuple(jnp.shape(logits)), tuple(jnp.shape(labels))
-    if not lshape:
+    if not lshape or lshape[-1] < 2:
         return None
     dtype = jnp.result_type(labels)
-    if jnp.issubdtype(dtype, jnp.integer) and yshape == lshape[:-1] and lshape[-1] >= 2:
+    if jnp.issubdtype(dtype, jnp.integer) and yshape == lshape[:-1]:
         return "index"
-    if jnp.issubdtype(dtype, jnp.floating) and yshape == lshape and lshape[-1] >= 2:
+    if jnp.issubdtype(dtype, jnp.floating) and yshape == lshape:
         return "onehot"
     return None
 
@@ -264,7 +264,9 @@ def class_layout(loss_fn, logits_shape) -> tuple[tuple, int] | None:
     """``(labels' shape, class count)`` of integer class labels of ``loss_fn`` (``None``:
     the classes last) for logits of ``logits_shape``: the shape without the loss's class
     axes and their size. ``None`` when its integer labels are not class indices
-    (:func:`funcnet.ops.ntxent`) or the axes do not fit the shape (the loss says why)."""
+    (:func:`funcnet.ops.ntxent`), the axes do not fit the shape (the loss says why), or
+    they hold one output, which is no softmax over classes (0/1 labels of a one-logit
+    binary classifier)."""
     axis = -1 if loss_fn is None else _loss_and_axis(loss_fn)[1]
     if axis is None:
         return None
@@ -272,8 +274,8 @@ def class_layout(loss_fn, logits_shape) -> tuple[tuple, int] | None:
         rest, axes = _checks.row_axes("metrics", axis, len(logits_shape))
     except (TypeError, ValueError):
         return None
-    return (tuple(logits_shape[i] for i in rest),
-            math.prod(int(logits_shape[i]) for i in axes))
+    classes = math.prod(int(logits_shape[i]) for i in axes)
+    return None if classes < 2 else (tuple(logits_shape[i] for i in rest), classes)
 
 
 # losses whose integer labels name groups of rows, not classes of the outputs: no accuracy
